@@ -1,0 +1,519 @@
+"""Start and drive real TFTP peer programs on loopback, for interop tests.
+
+Servers are context managers yielding a :class:`ServerProc`; each runs as its own
+process group (under ``timeout`` as a safety net), is ready only once its UDP port
+is really bound by that process group, and is always killed on exit.
+
+Clients run to completion within a timeout and return a :class:`PeerResult`
+``(returncode, stdout, stderr)``; ``returncode`` is ``None`` when the client was
+killed for running over its timeout.
+
+Binaries come from ``.ci/install-peers.sh``; see ``tests/PEERS.md`` for the quirks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+from urllib.parse import quote
+
+import pytest
+
+ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
+READY_TIMEOUT = 5.0  # seconds for a server to bind its port
+CLIENT_TIMEOUT = 10.0  # seconds for a client run
+MAX_LIFETIME = 600  # seconds; servers are killed by `timeout` even if pytest dies
+TFTPY = "tftpy"  # pseudo tool name for require(): the Python package
+
+Mode = Literal["binary", "ascii"]
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def require(tool: str) -> str:
+    """Return the path of a peer program (or ``"tftpy"``), else skip the test.
+
+    With ``CI=true`` a missing peer is a failure: CI must never silently skip
+    interop tests.
+    """
+    if tool == TFTPY:
+        try:
+            import tftpy  # noqa: F401
+        except ImportError:
+            _missing("python package tftpy is not installed")
+        return tool
+    path = tool if os.path.isabs(tool) else shutil.which(tool)
+    if path is None or not os.access(path, os.X_OK):
+        _missing(f"peer program {tool!r} not found (run .ci/install-peers.sh)")
+    assert path is not None
+    return path
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port that is free on ``host`` right now (the kernel picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ------------------------------------------------------------ port-bound polling
+
+
+def _group_socket_inodes(pgid: int) -> set[str]:
+    """Socket inodes held open by any process in process group ``pgid``."""
+    inodes: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            # field 5 (pgrp) comes after the ")" closing the command name
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (entry / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return inodes
+
+
+def _proc_addr(hexaddr: str) -> str:
+    raw = bytes.fromhex(hexaddr)
+    if sys.byteorder == "little":  # /proc prints each 32-bit word in host order
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+
+
+def udp_bound(host: str, port: int, inodes: set[str] | None = None) -> bool:
+    """Is UDP ``host:port`` bound (optionally: by one of these socket inodes)?
+
+    A socket bound to the wildcard address of the same family also counts.
+    """
+    table = "/proc/net/udp6" if ":" in host else "/proc/net/udp"
+    want = socket.inet_pton(_family(host), host)
+    wildcard = bytes(len(want))
+    try:
+        lines = Path(table).read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        cols = line.split()
+        addr, _, hexport = cols[1].partition(":")
+        if int(hexport, 16) != port:
+            continue
+        local = socket.inet_pton(_family(host), _proc_addr(addr))
+        if local in (want, wildcard) and (inodes is None or cols[9] in inodes):
+            return True
+    return False
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``cond`` every 10 ms until true; raise TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace: float = 3.0) -> None:
+    """Signal a process group, escalate to SIGKILL after ``grace``, reap the leader."""
+    for s in (sig, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, s)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # the leader is gone; make sure no forked child of it survives either
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ----------------------------------------------------------------------- servers
+
+
+@dataclass
+class ServerProc:
+    """A running peer server. ``log()`` returns its output so far (stdout+stderr)."""
+
+    name: str
+    host: str
+    port: int
+    root: Path
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _final_log: str | None = field(default=None, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@contextmanager
+def _serve(
+    name: str, argv: Sequence[str], host: str, port: int, root: Path, ready_timeout: float
+) -> Iterator[ServerProc]:
+    fd, log_name = tempfile.mkstemp(prefix=f"tftpdiag-{name}-", suffix=".log")
+    log_path = Path(log_name)
+    full = ["timeout", "--kill-after=5", str(MAX_LIFETIME), *argv]
+    with os.fdopen(fd, "wb") as log:
+        proc = subprocess.Popen(
+            full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = ServerProc(name, host, port, root, list(argv), proc, log_path)
+    try:
+        try:
+            wait_until(
+                lambda: not server.alive or udp_bound(host, port, _group_socket_inodes(proc.pid)),
+                ready_timeout,
+                f"{name} to bind UDP {_host_port(host, port)}",
+            )
+        except TimeoutError as exc:
+            raise RuntimeError(f"{exc}\ncommand: {argv}\nlog:\n{server.log()}") from None
+        if not server.alive:
+            raise RuntimeError(
+                f"{name} exited with {proc.returncode} before binding {_host_port(host, port)}\n"
+                f"command: {argv}\nlog:\n{server.log()}"
+            )
+        yield server
+    finally:
+        _kill_group(proc)
+        server._final_log = server.log()
+        log_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def tftpd_hpa(
+    root: Path, port: int, *args: str, host: str = "127.0.0.1", ready_timeout: float = READY_TIMEOUT
+) -> Iterator[ServerProc]:
+    """in.tftpd (tftpd-hpa) in the foreground, chrooted (``-s``) to ``root``, as root.
+
+    Extra ``args`` go before the directory, e.g. ``"-c"`` (allow creating files on
+    upload), ``"-r", "blksize"`` (refuse an option), ``"-B", "1468"`` (max blksize),
+    ``"-T", "200000"`` (retransmit timeout in µs), ``"-p"`` (permissive), ``"-U", "022"``.
+    It logs to syslog only: ``log()`` holds just start-up errors.
+    """
+    exe = require("in.tftpd")
+    fam = "-6" if ":" in host else "-4"
+    # -u root: the default user (nobody) can neither write to root-owned dirs nor,
+    # without -s, traverse pytest's 0700 /tmp/pytest-of-root.
+    argv = [exe, "-L", fam, "-s", "-u", "root", "-v", "--address", _host_port(host, port), *args, str(root)]
+    with _serve("tftpd-hpa", argv, host, port, root, ready_timeout) as server:
+        yield server
+
+
+@contextmanager
+def atftpd(
+    root: Path, port: int, *args: str, host: str = "127.0.0.1", ready_timeout: float = READY_TIMEOUT
+) -> Iterator[ServerProc]:
+    """atftpd 0.8.0 standalone in the foreground (``--daemon --no-fork``), logging to stdout.
+
+    Serves ``root`` read/write (uploads may create files). Useful ``args``:
+    ``"--trace"``, ``"--prevent-sas"``, ``"--no-windowsize"``, ``"--no-blksize"``,
+    ``"--no-tsize"``, ``"--no-timeout"``, ``"--retry-timeout", "1"``.
+    """
+    exe = require(ATFTPD)
+    argv = [
+        exe, "--daemon", "--no-fork", "--logfile", "-", "--verbose=7",
+        "--user", "root", "--group", "root",
+        "--bind-address", host, "--port", str(port), *args, str(root),
+    ]  # fmt: skip
+    with _serve("atftpd", argv, host, port, root, ready_timeout) as server:
+        yield server
+
+
+@contextmanager
+def dnsmasq_tftp(
+    root: Path, address: str = "127.0.0.2", *args: str, ready_timeout: float = READY_TIMEOUT
+) -> Iterator[ServerProc]:
+    """dnsmasq's read-only TFTP server on ``address`` port 69 (it cannot use another port).
+
+    DNS is off (``--port=0``), no config file, logs to stderr. Useful ``args``:
+    ``"--tftp-no-blocksize"``, ``"--tftp-mtu=576"``, ``"--tftp-single-port"``,
+    ``"--tftp-lowercase"``, ``"--tftp-max=N"``. Port 69 on ``address`` must be free, so
+    use one address per concurrent dnsmasq (127.0.0.2, 127.0.0.3, ... or ::1).
+    """
+    exe = require("dnsmasq")
+    argv = [
+        exe, "--no-daemon", "--conf-file=/dev/null", "--port=0", "--pid-file=",
+        "--user=root", "--group=root", "--log-facility=-",
+        "--bind-interfaces", f"--listen-address={address}",
+        "--enable-tftp", f"--tftp-root={root}", *args,
+    ]  # fmt: skip
+    with _serve("dnsmasq", argv, address, 69, root, ready_timeout) as server:
+        yield server
+
+
+_TFTPY_SERVER = """
+import logging, sys, tftpy
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+tftpy.TftpServer(sys.argv[1]).listen(sys.argv[2], int(sys.argv[3]))
+"""
+
+
+@contextmanager
+def tftpy_server(
+    root: Path, port: int, host: str = "127.0.0.1", ready_timeout: float = READY_TIMEOUT
+) -> Iterator[ServerProc]:
+    """tftpy's server in a subprocess (IPv4 only; octet only; no windowsize). Uploads allowed."""
+    require(TFTPY)
+    argv = [sys.executable, "-u", "-c", _TFTPY_SERVER, str(root), host, str(port)]
+    with _serve("tftpy", argv, host, port, root, ready_timeout) as server:
+        yield server
+
+
+# ----------------------------------------------------------------------- clients
+
+
+class PeerResult(NamedTuple):
+    returncode: int | None  # None: killed after the timeout
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run_peer(argv: Sequence[str], timeout: float = CLIENT_TIMEOUT, stdin: bytes | None = None) -> PeerResult:
+    """Run a client in its own process group; kill the group if it overruns ``timeout``."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(proc, signal.SIGKILL, grace=2.0)
+        out, err = proc.communicate()
+        code = None
+    return PeerResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def _tftp_url(host: str, port: int, remote: str) -> str:
+    return f"tftp://{_host_port(host, port)}/{quote(remote)}"
+
+
+def _curl_opts(blksize: int | None, no_options: bool, timeout: float) -> list[str]:
+    opts = [require("curl"), "-sS", "--max-time", str(timeout)]
+    if blksize is not None:
+        opts += ["--tftp-blksize", str(blksize)]
+    if no_options:
+        opts.append("--tftp-no-options")
+    return opts
+
+
+def curl_get(
+    host: str, port: int, remote: str, out: Path, blksize: int | None = None,
+    no_options: bool = False, timeout: float = CLIENT_TIMEOUT,
+) -> PeerResult:  # fmt: skip
+    """curl RRQ (octet; IPv4 and IPv6). Sends tsize=0 and, with ``blksize``, blksize."""
+    opts = _curl_opts(blksize, no_options, timeout)
+    return run_peer([*opts, "-o", str(out), _tftp_url(host, port, remote)], timeout + 2)
+
+
+def curl_put(
+    host: str, port: int, local: Path, remote: str, blksize: int | None = None,
+    no_options: bool = False, timeout: float = CLIENT_TIMEOUT,
+) -> PeerResult:  # fmt: skip
+    """curl WRQ (octet; IPv4 and IPv6)."""
+    opts = _curl_opts(blksize, no_options, timeout)
+    return run_peer([*opts, "-T", str(local), _tftp_url(host, port, remote)], timeout + 2)
+
+
+def _tftp_hpa(host: str, port: int, mode: Mode, command: Sequence[str], timeout: float) -> PeerResult:
+    fam = "-6" if ":" in host else "-4"
+    # -v: report errors/bytes on stdout; -l: literal (no host:file parsing of names)
+    return run_peer([require("tftp"), fam, "-v", "-l", "-m", mode, host, str(port), "-c", *command], timeout)
+
+
+def tftp_hpa_get(
+    host: str, port: int, remote: str, out: Path, mode: Mode = "binary", timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """tftp-hpa RRQ (no options sent; IPv4 and IPv6). Exit code is 0 even on a TFTP
+    error: check ``transfer_failed(result)``."""
+    return _tftp_hpa(host, port, mode, ["get", remote, str(out)], timeout)
+
+
+def tftp_hpa_put(
+    host: str, port: int, local: Path, remote: str, mode: Mode = "binary", timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """tftp-hpa WRQ (no options; IPv4 and IPv6); see :func:`tftp_hpa_get`."""
+    return _tftp_hpa(host, port, mode, ["put", str(local), remote], timeout)
+
+
+def transfer_failed(result: PeerResult) -> bool:
+    """True when a peer reported a TFTP error or failure whatever its exit code."""
+    text = result.stdout + result.stderr
+    return not result.ok or "Error code" in text or "Transfer timed out" in text
+
+
+def _atftp_opts(options: dict[str, int | str] | None, extra: Sequence[str]) -> list[str]:
+    argv = [require("atftp")]
+    for name, value in (options or {}).items():
+        argv += ["--option", f"{name} {value}"]
+    return [*argv, *extra]
+
+
+def atftp_get(
+    host: str, port: int, remote: str, out: Path, options: dict[str, int | str] | None = None,
+    extra: Sequence[str] = (), timeout: float = CLIENT_TIMEOUT,
+) -> PeerResult:  # fmt: skip
+    """atftp RRQ (octet only in batch mode; IPv4 and IPv6).
+
+    ``options`` e.g. ``{"windowsize": 16, "tsize": 0, "blksize": 1468, "timeout": 1}``
+    (each becomes ``--option "name value"``; ``"disable"`` turns one off).
+    ``extra`` e.g. ``["--trace", "--verbose", "--prevent-sas", "--tftp-timeout", "1"]``.
+    """
+    argv = _atftp_opts(options, extra)
+    return run_peer([*argv, "-g", "-r", remote, "-l", str(out), host, str(port)], timeout)
+
+
+def atftp_put(
+    host: str, port: int, local: Path, remote: str, options: dict[str, int | str] | None = None,
+    extra: Sequence[str] = (), timeout: float = CLIENT_TIMEOUT,
+) -> PeerResult:  # fmt: skip
+    """atftp WRQ; see :func:`atftp_get`."""
+    argv = _atftp_opts(options, extra)
+    return run_peer([*argv, "-p", "-l", str(local), "-r", remote, host, str(port)], timeout)
+
+
+def _busybox(flag: str, host: str, port: int, remote: str, local: Path, blksize: int | None, timeout: float) -> PeerResult:
+    argv = [require("busybox"), "tftp", flag, "-r", remote, "-l", str(local)]
+    if blksize is not None:
+        argv += ["-b", str(blksize)]
+    return run_peer([*argv, host, str(port)], timeout)
+
+
+def busybox_get(
+    host: str, port: int, remote: str, out: Path, blksize: int | None = None, timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """busybox tftp RRQ (octet; IPv4 and IPv6; ``-b`` sends blksize)."""
+    return _busybox("-g", host, port, remote, out, blksize, timeout)
+
+
+def busybox_put(
+    host: str, port: int, local: Path, remote: str, blksize: int | None = None, timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """busybox tftp WRQ; see :func:`busybox_get`."""
+    return _busybox("-p", host, port, remote, local, blksize, timeout)
+
+
+_TFTPY_CLIENT = """
+import json, logging, sys, tftpy
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+op, host, port, remote, local, options = sys.argv[1:7]
+client = tftpy.TftpClient(host, int(port), options=json.loads(options))
+try:
+    if op == "get":
+        client.download(remote, local, timeout=2, retries=3)
+    else:
+        client.upload(remote, local, timeout=2, retries=3)
+except Exception as exc:
+    print(f"tftpy error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def _tftpy(op: str, host: str, port: int, remote: str, local: Path, options: dict[str, int] | None, timeout: float) -> PeerResult:
+    require(TFTPY)
+    argv = [sys.executable, "-c", _TFTPY_CLIENT, op, host, str(port), remote, str(local), json.dumps(options or {})]
+    return run_peer(argv, timeout)
+
+
+def tftpy_get(
+    host: str, port: int, remote: str, out: Path, options: dict[str, int] | None = None, timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """tftpy client RRQ in a subprocess (IPv4 only, octet). ``options`` e.g. ``{"blksize": 1428, "tsize": 0}``."""
+    return _tftpy("get", host, port, remote, out, options, timeout)
+
+
+def tftpy_put(
+    host: str, port: int, local: Path, remote: str, options: dict[str, int] | None = None, timeout: float = CLIENT_TIMEOUT
+) -> PeerResult:
+    """tftpy client WRQ in a subprocess (IPv4 only, octet)."""
+    return _tftpy("put", host, port, remote, local, options, timeout)
+
+
+# ----------------------------------------------------------------------- capture
+
+
+@contextmanager
+def tcpdump_capture(
+    path: Path, iface: str = "lo", filter: str = "udp", ready_timeout: float = READY_TIMEOUT
+) -> Iterator[Path]:
+    """Capture packets to ``path`` (pcap) while the block runs.
+
+    Ready once tcpdump says "listening on"; on exit SIGINT makes it flush and close the
+    file, and we wait for it to exit. ``-U`` writes each packet as it arrives.
+    """
+    exe = require("tcpdump")
+    fd, err_name = tempfile.mkstemp(prefix="tftpdiag-tcpdump-", suffix=".err")
+    err_path = Path(err_name)
+    argv = [exe, "-i", iface, "-n", "-U", "-s", "0", "-w", str(path), *filter.split()]
+    with os.fdopen(fd, "wb") as err:
+        proc = subprocess.Popen(
+            ["timeout", "--kill-after=5", str(MAX_LIFETIME), *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+        )  # fmt: skip
+
+    def stderr_text() -> str:
+        return err_path.read_text(errors="replace")
+
+    try:
+        wait_until(lambda: proc.poll() is not None or "listening on" in stderr_text(), ready_timeout, "tcpdump")
+        if proc.poll() is not None:
+            raise RuntimeError(f"tcpdump exited with {proc.returncode}: {stderr_text()}")
+        yield path
+    finally:
+        _kill_group(proc, signal.SIGINT, grace=5.0)
+        err_path.unlink(missing_ok=True)

@@ -1,0 +1,3 @@
+from tftpdiag.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The immutable events every layer above the protocol reads: TUI, headless printer, traces, findings.
+
+A transfer makes one event per datagram, so these are small slotted classes. Every event carries the
+``session`` id the engine gave the machine and the ``time`` the caller passed in (seconds, epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Union
+
+from tftpdiag.protocol.options import Negotiated, OptionOutcome
+from tftpdiag.protocol.packets import Options, Packet
+
+Address = tuple[str, int]
+
+__all__ = [
+    "Address",
+    "Role",
+    "Note",
+    "Side",
+    "Reason",
+    "TransferStats",
+    "TransferStarted",
+    "PacketSent",
+    "PacketReceived",
+    "PeerLocked",
+    "OptionsNegotiated",
+    "Retransmit",
+    "TimedOut",
+    "Progress",
+    "Completed",
+    "Failed",
+    "RequestRefused",
+    "Event",
+]
+
+
+class Role(StrEnum):
+    CLIENT_READ = "client-read"
+    CLIENT_WRITE = "client-write"
+    SERVER_READ = "server-read"
+    SERVER_WRITE = "server-write"
+
+    @property
+    def is_client(self) -> bool:
+        return self in (Role.CLIENT_READ, Role.CLIENT_WRITE)
+
+    @property
+    def is_download(self) -> bool:
+        """Data flows from server to client."""
+        return self in (Role.CLIENT_READ, Role.SERVER_READ)
+
+
+class Note(StrEnum):
+    """What was special about one datagram; empty for the ordinary ones."""
+
+    NONE = ""
+    RETRANSMIT = "retransmit"  # sent again after a timeout or a window gap
+    REACK = "re-ack"  # an ACK repeated because the peer repeated its DATA
+    DUPLICATE = "duplicate"  # received again (DATA or ACK or OACK already seen)
+    OUT_OF_ORDER = "out-of-order"  # a DATA block ahead of the one expected (a gap)
+    STRAY = "stray"  # from an address that is not this transfer's peer (unknown TID)
+    MALFORMED = "malformed"  # could not be decoded
+    UNEXPECTED = "unexpected"  # decoded, but not a packet this state accepts
+    LATE = "late"  # arrived after the transfer had ended
+
+
+class Side(StrEnum):
+    LOCAL = "local"
+    PEER = "peer"
+
+
+class Reason(StrEnum):
+    """Why a transfer failed."""
+
+    PEER_ERROR = "peer-error"  # the peer sent ERROR
+    PROTOCOL = "protocol"  # we sent ERROR because the peer broke the rules or asked for what we refuse
+    TIMEOUT = "timeout"  # retries exhausted
+    CANCELLED = "cancelled"  # stopped by the user
+    LOCAL = "local"  # our side could not go on (disk, deadline, socket)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStats:
+    bytes: int
+    duration: float
+    blocks: int
+    packets_sent: int
+    packets_received: int
+    retransmits: int
+    duplicates: int
+    timeouts: int
+    out_of_order: int
+    stray: int
+
+    @property
+    def rate_bps(self) -> float:
+        """Bytes per second (0 for an instant transfer)."""
+        return self.bytes / self.duration if self.duration > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStarted:
+    session: int
+    time: float
+    role: Role
+    filename: str
+    mode: str
+    local: Address
+    peer: Address
+    requested: Options
+
+
+@dataclass(frozen=True, slots=True)
+class PacketSent:
+    session: int
+    time: float
+    local: Address
+    peer: Address
+    raw: bytes
+    packet: Packet
+    note: Note = Note.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class PacketReceived:
+    session: int
+    time: float
+    local: Address
+    peer: Address
+    raw: bytes
+    packet: Packet | None  # None when it could not be decoded
+    note: Note = Note.NONE
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLocked:
+    """The transfer ID is fixed: ``peer`` answered the request that was sent to ``requested``."""
+
+    session: int
+    time: float
+    peer: Address
+    requested: Address
+
+
+@dataclass(frozen=True, slots=True)
+class OptionsNegotiated:
+    session: int
+    time: float
+    negotiated: Negotiated
+
+    @property
+    def outcomes(self) -> tuple[OptionOutcome, ...]:
+        return self.negotiated.outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Retransmit:
+    """Packets are about to be sent again; ``reason`` is 'timeout' or 'window-gap'."""
+
+    session: int
+    time: float
+    reason: str
+    first_block: int | None  # None when the packet resent is a request, an OACK or an ACK
+    count: int  # how many packets are resent
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    session: int
+    time: float
+    waited: float
+    attempt: int
+    waiting_for: str  # e.g. "ACK 17", "DATA 3", "reply to RRQ"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    session: int
+    time: float
+    bytes: int
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    session: int
+    time: float
+    stats: TransferStats
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    session: int
+    time: float
+    reason: Reason
+    raised_by: Side
+    code: int | None  # the TFTP error code exchanged, if an ERROR was sent or received
+    message: str
+    stats: TransferStats
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """A server turned a request away before any transfer began (path escape, no such file, ...)."""
+
+    session: int
+    time: float
+    peer: Address
+    filename: str
+    is_read: bool
+    code: int
+    message: str
+    why: str  # the machine-readable cause: "path-escape", "not-found", "read-only", ...
+
+
+Event = Union[
+    TransferStarted,
+    PacketSent,
+    PacketReceived,
+    PeerLocked,
+    OptionsNegotiated,
+    Retransmit,
+    TimedOut,
+    Progress,
+    Completed,
+    Failed,
+    RequestRefused,
+]

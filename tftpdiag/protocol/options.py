@@ -1,0 +1,258 @@
+"""Option ranges and negotiation (RFC 2347, 2348, 2349, 7440), for both ends of a transfer.
+
+The outcome of each option is data (asked, granted, verdict) so the option panel, the findings and
+the JSON summary all explain the same negotiation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tftpdiag.protocol.packets import ErrorCode, Options, ProtocolError
+
+__all__ = [
+    "BLKSIZE_MIN",
+    "BLKSIZE_MAX",
+    "DEFAULT_BLKSIZE",
+    "Verdict",
+    "OptionOutcome",
+    "RequestedOptions",
+    "Negotiated",
+    "ServerPolicy",
+    "negotiate_server",
+    "accept_oack",
+    "options_ignored",
+    "options_refused",
+]
+
+DEFAULT_BLKSIZE = 512
+BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
+TIMEOUT_MIN, TIMEOUT_MAX = 1, 255
+WINDOWSIZE_MIN, WINDOWSIZE_MAX = 1, 65535
+RANGES = {
+    "blksize": (BLKSIZE_MIN, BLKSIZE_MAX),
+    "timeout": (TIMEOUT_MIN, TIMEOUT_MAX),
+    "windowsize": (WINDOWSIZE_MIN, WINDOWSIZE_MAX),
+}
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"  # granted as asked
+    REDUCED = "reduced"  # granted lower than asked
+    IGNORED = "ignored"  # the answering side left it out (or sent no OACK at all)
+    REFUSED = "refused"  # negotiation ended with ERROR 8, or the value was invalid
+
+
+@dataclass(frozen=True, slots=True)
+class OptionOutcome:
+    name: str
+    asked: str | None
+    granted: str | None
+    verdict: Verdict
+
+    @property
+    def meaning(self) -> str:
+        """One short line of what this outcome means for the transfer."""
+        name, granted = self.name, self.granted
+        if self.verdict is Verdict.REFUSED:
+            return f"{name} refused: the transfer ended with ERROR 8"
+        if self.verdict is Verdict.IGNORED:
+            return {
+                "blksize": f"{name} ignored, so {DEFAULT_BLKSIZE}-byte blocks",
+                "windowsize": "no windowsize, so lock-step (one ACK per block)",
+                "timeout": "timeout ignored, so each side uses its own retransmit timer",
+                "tsize": "no size announced, so no percentage or ETA",
+            }.get(name, f"{name} ignored")
+        if name == "blksize":
+            base = f"{granted}-byte blocks"
+            return base + (f" (asked {self.asked})" if self.verdict is Verdict.REDUCED else "")
+        if name == "windowsize":
+            if granted == "1":
+                return "window of 1: lock-step as in RFC 1350"
+            text = f"{granted} blocks per ACK"
+            return text + (f" (asked {self.asked})" if self.verdict is Verdict.REDUCED else "")
+        if name == "timeout":
+            return f"retransmit after {granted} s without an answer"
+        if name == "tsize":
+            return f"size {granted} bytes announced" if granted not in (None, "0") else "size 0"
+        return f"{name} = {granted}"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOptions:
+    """What a client asks for. ``tsize`` True asks for it (0 on read, the file size on write)."""
+
+    blksize: int | None = None
+    windowsize: int | None = None
+    timeout: int | None = None
+    tsize: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("blksize", "windowsize", "timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                low, high = RANGES[name]
+                if not low <= value <= high:
+                    raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+
+    def to_wire(self, upload_size: int | None = None) -> Options:
+        opts: list[tuple[str, str]] = []
+        if self.blksize is not None:
+            opts.append(("blksize", str(self.blksize)))
+        if self.tsize:
+            opts.append(("tsize", str(upload_size if upload_size is not None else 0)))
+        if self.timeout is not None:
+            opts.append(("timeout", str(self.timeout)))
+        if self.windowsize is not None:
+            opts.append(("windowsize", str(self.windowsize)))
+        return tuple(opts)
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiated:
+    """The values a transfer runs with, and how each requested option fared."""
+
+    blksize: int = DEFAULT_BLKSIZE
+    windowsize: int = 1
+    timeout: int | None = None
+    tsize: int | None = None
+    outcomes: tuple[OptionOutcome, ...] = ()
+    oack: Options | None = None  # what the answering side put in its OACK (None: no OACK)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPolicy:
+    """A server's limits. Options in ``refuse`` are left out of the OACK, as by a server without them."""
+
+    max_blksize: int = BLKSIZE_MAX
+    max_windowsize: int = 64
+    refuse: frozenset[str] = field(default_factory=frozenset)
+    max_upload: int | None = None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or not value.isdigit() or len(value) > 12:
+        return None
+    return int(value)
+
+
+def _verdict(asked: int, granted: int) -> Verdict:
+    return Verdict.ACCEPTED if granted == asked else Verdict.REDUCED
+
+
+def negotiate_server(
+    requested: Options,
+    *,
+    is_read: bool,
+    mode: str,
+    policy: ServerPolicy,
+    file_size: int | None,
+) -> Negotiated:
+    """Decide the OACK for a request. Raises ProtocolError(3) for an upload over the size limit.
+
+    Unknown, refused and invalid options are left out, as RFC 2347 lets a server do; an empty result
+    means no OACK and plain RFC 1350.
+    """
+    granted: list[tuple[str, str]] = []
+    outcomes: list[OptionOutcome] = []
+    values: dict[str, int | None] = {"blksize": DEFAULT_BLKSIZE, "windowsize": 1, "timeout": None, "tsize": None}
+    for name, raw in requested:
+        asked = _int(raw)
+        value: int | None = None
+        if name in policy.refuse or asked is None:
+            value = None
+        elif name == "blksize":
+            # RFC 2348 says a larger request is answered with at most 65464; a smaller one is invalid.
+            if asked >= BLKSIZE_MIN:
+                value = min(asked, BLKSIZE_MAX, policy.max_blksize)
+        elif name == "windowsize":
+            if WINDOWSIZE_MIN <= asked <= WINDOWSIZE_MAX:
+                value = min(asked, policy.max_windowsize)
+        elif name == "timeout":
+            if TIMEOUT_MIN <= asked <= TIMEOUT_MAX:
+                value = asked
+        elif name == "tsize":
+            if is_read:
+                # A netascii size on the wire is not the file size, so it is not offered (as tftpd-hpa).
+                if file_size is not None and mode == "octet":
+                    value = file_size
+            else:
+                if policy.max_upload is not None and asked > policy.max_upload:
+                    raise ProtocolError(
+                        ErrorCode.DISK_FULL,
+                        f"upload of {asked} bytes exceeds the server's limit of {policy.max_upload}",
+                    )
+                value = asked
+        else:
+            continue  # unknown options are not ours to judge
+        if value is None:
+            outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))
+            continue
+        granted.append((name, str(value)))
+        values[name] = value
+        verdict = Verdict.ACCEPTED if name == "tsize" else _verdict(asked, value)
+        outcomes.append(OptionOutcome(name, raw, str(value), verdict))
+    return Negotiated(
+        blksize=values["blksize"] or DEFAULT_BLKSIZE,
+        windowsize=values["windowsize"] or 1,
+        timeout=values["timeout"],
+        tsize=values["tsize"],
+        outcomes=tuple(outcomes),
+        oack=tuple(granted) if granted else None,
+    )
+
+
+def _refuse(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.OPTION_REFUSED, message)
+
+
+def accept_oack(requested: Options, oack: Options, *, is_read: bool) -> Negotiated:
+    """Check a server's OACK against what we asked. Raises ProtocolError(8) to refuse it."""
+    asked = dict(requested)
+    got = dict(oack)
+    for name, value in oack:
+        if name not in asked:
+            raise _refuse(f"OACK holds option {name}={value} that was not requested")
+        number = _int(value)
+        if number is None:
+            raise _refuse(f"OACK gives {name} the invalid value {value!r}")
+        if name in RANGES:
+            low, high = RANGES[name]
+            if not low <= number <= high:
+                raise _refuse(f"OACK gives {name}={number}, outside {low}..{high}")
+        if name in ("blksize", "windowsize") and number > int(asked[name]):
+            raise _refuse(f"OACK grants {name}={number}, more than the {asked[name]} asked")
+        if name == "timeout" and number != int(asked[name]):
+            raise _refuse(f"OACK changes timeout to {number}; RFC 2349 requires the asked {asked[name]}")
+    outcomes = []
+    for name, value in requested:
+        if name not in got:
+            outcomes.append(OptionOutcome(name, value, None, Verdict.IGNORED))
+        elif name in ("blksize", "windowsize"):
+            outcomes.append(OptionOutcome(name, value, got[name], _verdict(int(value), int(got[name]))))
+        else:
+            outcomes.append(OptionOutcome(name, value, got[name], Verdict.ACCEPTED))
+    tsize = _int(got.get("tsize"))
+    return Negotiated(
+        blksize=int(got.get("blksize", DEFAULT_BLKSIZE)),
+        windowsize=int(got.get("windowsize", 1)),
+        timeout=_int(got.get("timeout")),
+        tsize=tsize,
+        outcomes=tuple(outcomes),
+        oack=oack,
+    )
+
+
+def options_ignored(requested: Options) -> Negotiated:
+    """The peer answered without an OACK: every requested option fell back to its default."""
+    return Negotiated(outcomes=tuple(OptionOutcome(n, v, None, Verdict.IGNORED) for n, v in requested))
+
+
+def options_refused(requested: Options, oack: Options | None) -> Negotiated:
+    """Negotiation ended in ERROR 8 (sent or received)."""
+    got = dict(oack or ())
+    return Negotiated(
+        outcomes=tuple(OptionOutcome(n, v, got.get(n), Verdict.REFUSED) for n, v in requested),
+        oack=oack,
+    )

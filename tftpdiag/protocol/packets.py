@@ -1,0 +1,294 @@
+"""Codec for the six TFTP packet kinds (RFC 1350, RFC 2347) and the protocol's error type.
+
+Decoding never raises anything but :class:`ProtocolError`, and that error carries the ERROR packet the
+caller should send back, so a malformed datagram is always answered the same way wherever it arrives.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Union
+
+__all__ = [
+    "Opcode",
+    "ErrorCode",
+    "Request",
+    "Data",
+    "Ack",
+    "Error",
+    "OAck",
+    "Packet",
+    "ProtocolError",
+    "decode",
+    "encode",
+    "encode_data",
+    "encode_ack",
+    "MAX_REQUEST_SIZE",
+    "MAX_BLOCK",
+    "OPTION_NAMES",
+]
+
+MAX_REQUEST_SIZE = 512  # RFC 2347: the request with its options fits in 512 octets
+MAX_BLOCK = 0xFFFF
+KNOWN_MODES = ("octet", "netascii", "mail")
+OPTION_NAMES = ("blksize", "timeout", "tsize", "windowsize")
+
+_HEAD = struct.Struct("!HH")
+_OPCODE = struct.Struct("!H")
+
+
+class Opcode(IntEnum):
+    RRQ = 1
+    WRQ = 2
+    DATA = 3
+    ACK = 4
+    ERROR = 5
+    OACK = 6
+
+
+class ErrorCode(IntEnum):
+    NOT_DEFINED = 0
+    FILE_NOT_FOUND = 1
+    ACCESS_VIOLATION = 2
+    DISK_FULL = 3
+    ILLEGAL_OPERATION = 4
+    UNKNOWN_TID = 5
+    FILE_EXISTS = 6
+    NO_SUCH_USER = 7
+    OPTION_REFUSED = 8
+
+    @property
+    def text(self) -> str:
+        return _ERROR_TEXT[self]
+
+
+_ERROR_TEXT = {
+    ErrorCode.NOT_DEFINED: "not defined",
+    ErrorCode.FILE_NOT_FOUND: "file not found",
+    ErrorCode.ACCESS_VIOLATION: "access violation",
+    ErrorCode.DISK_FULL: "disk full or allocation exceeded",
+    ErrorCode.ILLEGAL_OPERATION: "illegal TFTP operation",
+    ErrorCode.UNKNOWN_TID: "unknown transfer ID",
+    ErrorCode.FILE_EXISTS: "file already exists",
+    ErrorCode.NO_SUCH_USER: "no such user",
+    ErrorCode.OPTION_REFUSED: "option negotiation refused",
+}
+
+
+def error_code_name(code: int) -> str:
+    """Plain name of an error code, also for codes outside RFC 1350's list."""
+    try:
+        return ErrorCode(code).text
+    except ValueError:
+        return f"unknown error code {code}"
+
+
+Options = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """RRQ or WRQ. ``mode`` and option names are lower-cased; option order is kept as sent."""
+
+    opcode: Opcode
+    filename: str
+    mode: str = "octet"
+    options: Options = ()
+
+    @property
+    def is_read(self) -> bool:
+        return self.opcode is Opcode.RRQ
+
+    def option(self, name: str) -> str | None:
+        for key, value in self.options:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    block: int
+    payload: bytes
+
+    opcode = Opcode.DATA
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    block: int
+
+    opcode = Opcode.ACK
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: int
+    message: str = ""
+
+    opcode = Opcode.ERROR
+
+    @property
+    def code_name(self) -> str:
+        return error_code_name(self.code)
+
+
+@dataclass(frozen=True, slots=True)
+class OAck:
+    options: Options
+
+    opcode = Opcode.OACK
+
+    def option(self, name: str) -> str | None:
+        for key, value in self.options:
+            if key == name:
+                return value
+        return None
+
+
+Packet = Union[Request, Data, Ack, Error, OAck]
+
+
+class ProtocolError(Exception):
+    """The peer broke the rules. ``reply`` is the ERROR packet to send back (never to an ERROR)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.reply = Error(int(code), message)
+
+    @property
+    def code(self) -> int:
+        return self.reply.code
+
+    @property
+    def message(self) -> str:
+        return self.reply.message
+
+
+def _illegal(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.ILLEGAL_OPERATION, message)
+
+
+# Filenames may hold any byte but NUL (firmware sends odd ones); surrogateescape keeps them exact.
+def _decode_name(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+def _decode_ascii(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise _illegal(f"{what} is not ASCII: {raw!r}") from None
+
+
+def _decode_options(fields: list[bytes], where: str) -> Options:
+    if len(fields) % 2:
+        raise ProtocolError(
+            ErrorCode.OPTION_REFUSED, f"{where}: option {fields[-1]!r} has no value"
+        )
+    options: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i in range(0, len(fields), 2):
+        name_raw, value_raw = fields[i], fields[i + 1]
+        if not name_raw:
+            raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: empty option name")
+        name = _decode_ascii(name_raw, "option name").lower()
+        value = _decode_ascii(value_raw, f"value of option {name}")
+        if name in seen:
+            raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: option {name} given twice")
+        seen.add(name)
+        options.append((name, value))
+    return tuple(options)
+
+
+def _split_fields(body: bytes, what: str) -> list[bytes]:
+    if not body.endswith(b"\0"):
+        raise _illegal(f"{what} is not NUL-terminated")
+    return body[:-1].split(b"\0")
+
+
+def decode(data: bytes) -> Packet:
+    """Decode one datagram. Raises :class:`ProtocolError` (and nothing else) if it is malformed."""
+    if len(data) < 2:
+        raise _illegal(f"datagram of {len(data)} byte(s) is too short for an opcode")
+    opcode = data[1] if data[0] == 0 else -1
+    if opcode == 3:
+        if len(data) < 4:
+            raise _illegal("DATA packet truncated before the block number")
+        return Data(_HEAD.unpack_from(data)[1], data[4:])
+    if opcode == 4:
+        if len(data) < 4:
+            raise _illegal("ACK packet truncated before the block number")
+        # Trailing bytes after an ACK are harmless padding from some embedded stacks: ignore them.
+        return Ack(_HEAD.unpack_from(data)[1])
+    if opcode in (1, 2):
+        return _decode_request(data, Opcode(opcode))
+    if opcode == 5:
+        if len(data) < 4:
+            raise _illegal("ERROR packet truncated before the error code")
+        code = _HEAD.unpack_from(data)[1]
+        body = data[4:]
+        # Many stacks omit the final NUL or pad after it; the message is what comes before the first NUL.
+        message = body.split(b"\0", 1)[0].decode("utf-8", "replace")
+        return Error(code, message)
+    if opcode == 6:
+        body = data[2:]
+        if not body:
+            return OAck(())
+        return OAck(_decode_options(_split_fields(body, "OACK"), "OACK"))
+    raise _illegal(f"unknown opcode {_OPCODE.unpack_from(data)[0]}")
+
+
+def _decode_request(data: bytes, opcode: Opcode) -> Request:
+    kind = opcode.name
+    if len(data) > MAX_REQUEST_SIZE:
+        raise _illegal(f"{kind} of {len(data)} bytes exceeds the {MAX_REQUEST_SIZE}-byte limit")
+    fields = _split_fields(data[2:], kind)
+    if len(fields) < 2:
+        raise _illegal(f"{kind} has no transfer mode")
+    filename = _decode_name(fields[0])
+    if not fields[0]:
+        raise _illegal(f"{kind} has an empty file name")
+    mode = _decode_ascii(fields[1], "transfer mode").lower()
+    if mode not in KNOWN_MODES:
+        raise _illegal(f"unknown transfer mode {mode!r}")
+    rest = fields[2:]
+    # Some clients pad the request with extra NULs after the options; RFC 2347 servers ignore them.
+    while rest and rest[-1] == b"" and len(rest) % 2:
+        rest = rest[:-1]
+    return Request(opcode, filename, mode, _decode_options(rest, kind))
+
+
+def encode_data(block: int, payload: bytes) -> bytes:
+    return _HEAD.pack(3, block) + payload
+
+
+def encode_ack(block: int) -> bytes:
+    return _HEAD.pack(4, block)
+
+
+def encode(packet: Packet) -> bytes:
+    """Encode a packet. Values out of the wire format's range raise ValueError (our own mistake)."""
+    if isinstance(packet, Data):
+        return _HEAD.pack(3, packet.block) + packet.payload
+    if isinstance(packet, Ack):
+        return _HEAD.pack(4, packet.block)
+    if isinstance(packet, Request):
+        parts = [_OPCODE.pack(packet.opcode), _encode_name(packet.filename), b"\0", packet.mode.encode("ascii"), b"\0"]
+        for name, value in packet.options:
+            parts += [name.encode("ascii"), b"\0", value.encode("ascii"), b"\0"]
+        return b"".join(parts)
+    if isinstance(packet, Error):
+        return _HEAD.pack(5, packet.code) + packet.message.encode("utf-8") + b"\0"
+    if isinstance(packet, OAck):
+        parts = [_OPCODE.pack(6)]
+        for name, value in packet.options:
+            parts += [name.encode("ascii"), b"\0", value.encode("ascii"), b"\0"]
+        return b"".join(parts)
+    raise TypeError(f"not a TFTP packet: {packet!r}")

@@ -1,0 +1,208 @@
+"""Server machines: answer a read (send the file) or a write (take an upload), and refuse requests.
+
+The caller decodes the request that reached the listening port, decides whether the name is allowed
+and opens the file; these machines run the transfer from there.
+"""
+
+from __future__ import annotations
+
+from tftpdiag.protocol.events import (
+    Address,
+    Event,
+    Note,
+    PacketReceived,
+    PacketSent,
+    Reason,
+    RequestRefused,
+    Retransmit,
+    Role,
+    Side,
+    TransferStarted,
+)
+from tftpdiag.protocol.netascii import NetasciiReader
+from tftpdiag.protocol.options import Negotiated, ServerPolicy, negotiate_server
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    OAck,
+    Packet,
+    ProtocolError,
+    Request,
+    encode,
+)
+from tftpdiag.protocol.session import Readable, Receiver, Sender, Session, State, Timing, Writable
+
+__all__ = ["ServerRead", "ServerWrite", "refuse", "MODES"]
+
+MODES = ("octet", "netascii")
+
+
+def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
+           code: int, message: str, why: str) -> tuple[list[tuple[bytes, Address]], list[Event]]:
+    """Turn a request away before any transfer: the ERROR to send and the events that record it.
+
+    An ERROR that arrived is logged but never answered.
+    """
+    note = Note.MALFORMED if packet is None else Note.NONE
+    events: list[Event] = [PacketReceived(session_id, now, local, client, raw, packet, note, message if packet is None else "")]
+    out: list[tuple[bytes, Address]] = []
+    if not isinstance(packet, Error):
+        error = Error(code, message)
+        error_raw = encode(error)
+        out.append((error_raw, client))
+        events.append(PacketSent(session_id, now, local, client, error_raw, error))
+    filename = packet.filename if isinstance(packet, Request) else ""
+    is_read = packet.is_read if isinstance(packet, Request) else True
+    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why))
+    return out, events
+
+
+class _ServerMixin:
+    """What both server machines do with the request that started them."""
+
+    request: Request
+
+    def _begin(self, request: Request, raw: bytes, now: float) -> bool:  # type: ignore[misc]
+        """Record the request; False (and the session failed) if its mode is not served."""
+        self.request = request
+        self.locked = True  # the client's transfer ID is the request's source
+        self._events.append(TransferStarted(self.session_id, now, self.role, request.filename, request.mode,
+                                            self.local, self.peer, request.options))
+        self._note_received(raw, request, self.peer, now)
+        self.packets_received += 1
+        if request.mode not in MODES:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
+                       f"transfer mode {request.mode!r} is not supported")
+            return False
+        return True
+
+    def _negotiate(self, policy: ServerPolicy, file_size: int | None, now: float) -> Negotiated | None:  # type: ignore[misc]
+        try:
+            negotiated = negotiate_server(self.request.options, is_read=self.request.is_read,
+                                          mode=self.request.mode, policy=policy, file_size=file_size)
+        except ProtocolError as exc:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, exc.code, exc.message)
+            return None
+        self._set_negotiated(negotiated, now)
+        return negotiated
+
+    def _send_oack(self, negotiated: Negotiated, now: float) -> None:  # type: ignore[misc]
+        assert negotiated.oack is not None
+        oack = OAck(negotiated.oack)
+        self._oack = (oack, encode(oack))
+        self._send(oack, self._oack[1], now)
+        self._rtt_mark = now
+        self.state = State.NEGOTIATING
+
+    def _repeated_request(self, packet: Packet, raw: bytes, now: float) -> bool:  # type: ignore[misc]
+        """A client resending its request to our port (single-port mode) is not a new transfer."""
+        if isinstance(packet, Request):
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "request repeated")
+            return True
+        return False
+
+
+class ServerRead(_ServerMixin, Sender):
+    """Send ``source`` to the client that asked for it with an RRQ."""
+
+    role = Role.SERVER_READ
+
+    def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
+                 source: Readable, now: float, file_size: int | None = None,
+                 policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
+        Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
+        self._init_sender(source)
+        if not self._begin(request, raw, now):
+            return
+        if request.mode == "netascii":
+            self._source = NetasciiReader(source)
+        self.total = file_size if request.mode == "octet" else None
+        negotiated = self._negotiate(policy, file_size, now)
+        if negotiated is None:
+            return
+        if negotiated.oack:
+            self._send_oack(negotiated, now)
+            self._arm(now)
+        else:
+            self._start_data(now)
+
+    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
+        if isinstance(packet, Ack):
+            if self.state is State.NEGOTIATING:
+                if packet.block == 0:
+                    self._note_received(raw, packet, addr, now)
+                    self._sample_rtt(now)
+                    self._progressed(now)
+                    self._start_data(now)
+                else:
+                    self._note_received(raw, packet, addr, now, Note.UNEXPECTED, "ACK before the OACK was accepted")
+            else:
+                self._on_ack(packet, raw, now)
+        elif isinstance(packet, Error):
+            self._note_received(raw, packet, addr, now)
+            self._peer_error(packet, now)
+        elif not self._repeated_request(packet, raw, now):
+            self._note_received(raw, packet, addr, now, Note.UNEXPECTED)
+
+    def _on_timeout(self, now: float) -> None:
+        if self.state is State.NEGOTIATING:
+            oack, raw = self._oack
+            self.retransmits += 1
+            self._events.append(Retransmit(self.session_id, now, "timeout", None, 1, self._attempt))
+            self._send(oack, raw, now, Note.RETRANSMIT)
+            self._arm(now)
+        else:
+            self._sender_timeout(now)
+
+    def _waiting_for(self) -> str:
+        if self.state is State.NEGOTIATING:
+            return "ACK 0 (answer to OACK)"
+        return super()._waiting_for()
+
+
+class ServerWrite(_ServerMixin, Receiver):
+    """Take the upload a client offered with a WRQ; the bytes go to ``sink.write``."""
+
+    role = Role.SERVER_WRITE
+
+    def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
+                 sink: Writable, now: float, policy: ServerPolicy = ServerPolicy(),
+                 timing: Timing = Timing()) -> None:
+        Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
+        self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)
+        if not self._begin(request, raw, now):
+            return
+        negotiated = self._negotiate(policy, None, now)
+        if negotiated is None:
+            return
+        self.total = negotiated.tsize
+        if negotiated.oack:
+            self._send_oack(negotiated, now)
+            self._last_reply = self._oack
+        else:
+            self.state = State.NEGOTIATING
+            self._ack(0, now)
+        self._arm(now)
+
+    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
+        if isinstance(packet, Data):
+            if self.state is State.NEGOTIATING:
+                self.state = State.TRANSFERRING
+            self._on_data(packet, raw, now)
+        elif isinstance(packet, Error):
+            self._note_received(raw, packet, addr, now)
+            if self.state is not State.DALLYING:
+                self._peer_error(packet, now)
+        elif not self._repeated_request(packet, raw, now):
+            self._note_received(raw, packet, addr, now, Note.UNEXPECTED)
+
+    def _on_timeout(self, now: float) -> None:
+        self._receiver_timeout(now)
+
+    def _waiting_for(self) -> str:
+        if self.state is State.NEGOTIATING:
+            return "DATA 1"
+        return super()._waiting_for()

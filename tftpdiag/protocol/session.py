@@ -1,0 +1,601 @@
+"""Machinery shared by the four session machines: the retransmit timer with backoff, the transfer-ID
+check, the sending and receiving halves of a transfer (windowed, RFC 7440), dallying, and events.
+
+A machine is driven like aioquic's connection: ``receive(datagram, addr, now)`` and
+``handle_timeout(now)`` feed it; ``datagrams_to_send()``, ``events()`` and ``next_timeout()`` tell the
+caller what to do. The caller owns the socket and the clock; nothing here blocks or reads the time.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from tftpdiag.protocol.events import (
+    Address,
+    Completed,
+    Event,
+    Failed,
+    Note,
+    OptionsNegotiated,
+    PacketReceived,
+    PacketSent,
+    PeerLocked,
+    Progress,
+    Reason,
+    Retransmit,
+    Role,
+    Side,
+    TimedOut,
+    TransferStats,
+)
+from tftpdiag.protocol.netascii import NetasciiDecoder
+from tftpdiag.protocol.options import Negotiated
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    OAck,
+    Packet,
+    ProtocolError,
+    decode,
+    encode,
+    encode_ack,
+    encode_data,
+)
+
+__all__ = ["Timing", "State", "Session", "Sender", "Receiver", "Readable", "Writable"]
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Retransmission and ending rules. Times in seconds."""
+
+    initial_timeout: float = 1.0
+    min_timeout: float = 0.1  # floor of the adaptive timeout (RFC 1123 asks for adaptive timeouts)
+    max_timeout: float = 8.0  # cap of the exponential backoff
+    retries: int = 5  # consecutive timeouts before giving up
+    dally: float = 1.0  # how long the side that sent the final ACK stays to re-ACK a repeated DATA
+    progress_interval: float = 0.1
+    rollover: int = 0  # the block number that follows 65535 when we send (0, or 1 as some peers do)
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rollover not in (0, 1):
+            raise ValueError("rollover must be 0 or 1")
+        if self.retries < 0 or self.initial_timeout <= 0 or self.min_timeout <= 0:
+            raise ValueError("timeouts must be positive and retries not negative")
+
+
+class State(Enum):
+    REQUESTING = "requesting"  # client: request sent, waiting for the first reply
+    NEGOTIATING = "negotiating"  # OACK exchanged, waiting for the first DATA or ACK
+    TRANSFERRING = "transferring"
+    DALLYING = "dallying"  # done; lingering to re-ACK a repeated final DATA
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (State.DALLYING, State.DONE, State.FAILED)
+
+
+class _Timer:
+    """RFC 6298 smoothed RTT estimate with Karn's rule and exponential backoff."""
+
+    __slots__ = ("timing", "srtt", "rttvar", "base", "backoff", "fixed")
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.base = timing.initial_timeout
+        self.backoff = 0
+        self.fixed = False
+
+    def fix(self, seconds: float) -> None:
+        """A negotiated timeout option (RFC 2349) replaces the estimate."""
+        self.fixed = True
+        self.base = seconds
+
+    def sample(self, rtt: float) -> None:
+        if self.fixed or not self.timing.adaptive:
+            return
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        self.base = min(max(self.srtt + 4 * self.rttvar, self.timing.min_timeout), self.timing.max_timeout)
+
+    def current(self) -> float:
+        if not self.backoff:
+            return self.base
+        return min(self.base * (1 << self.backoff), max(self.timing.max_timeout, self.base))
+
+
+def _wire_block(n: int, rollover: int) -> int:
+    if rollover == 0 or n <= 0xFFFF:
+        return n & 0xFFFF
+    return (n - 1) % 0xFFFF + 1
+
+
+class Session:
+    """Base of the four machines; see the module docstring for how to drive one."""
+
+    role: Role
+    _BUFFERED = ()
+
+    def __init__(self, session_id: int, *, local: Address, peer: Address, timing: Timing, now: float) -> None:
+        self.session_id = session_id
+        self.local = local
+        self.peer = peer  # where packets go; fixed once the transfer ID is locked
+        self.requested_peer = peer
+        self.locked = False
+        self.timing = timing
+        self.started = now
+        self.state = State.TRANSFERRING
+        self.negotiated = Negotiated()
+        self.blksize = 512
+        self.windowsize = 1
+        self.total: int | None = None
+        self.result: Completed | Failed | None = None
+        self._timer = _Timer(timing)
+        self._deadline: float | None = None
+        self._attempt = 0
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[Event] = []
+        self._last_progress = now
+        self._rtt_mark: float | None = None  # when the packet being timed was sent (Karn: first sends only)
+        self.bytes = 0
+        self.blocks = 0
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.retransmits = 0
+        self.duplicates = 0
+        self.timeouts = 0
+        self.out_of_order = 0
+        self.stray = 0
+
+    # -- the caller's interface -------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def next_timeout(self) -> float | None:
+        return self._deadline
+
+    @property
+    def finished(self) -> bool:
+        """Completed or failed (the machine may still be dallying)."""
+        return self.state.finished
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more to do: the caller may drop the machine and close its socket."""
+        return self.state in (State.DONE, State.FAILED)
+
+    def handle_timeout(self, now: float) -> None:
+        if self._deadline is None or now < self._deadline:
+            return
+        if self.state is State.DALLYING:
+            self.state = State.DONE
+            self._deadline = None
+            return
+        self._attempt += 1
+        self.timeouts += 1
+        waited = self._timer.current()
+        self._events.append(TimedOut(self.session_id, now, waited, self._attempt, self._waiting_for()))
+        if self._attempt > self.timing.retries:
+            self._fail(now, Reason.TIMEOUT, Side.LOCAL, None,
+                       f"no answer after {self._attempt} attempts (last wait {waited:.2f} s)", send=False)
+            return
+        self._timer.backoff = self._attempt
+        self._rtt_mark = None
+        self._on_timeout(now)
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> None:
+        if self.state in (State.DONE, State.FAILED):
+            self._note_received(datagram, self._try_decode(datagram), addr, now, Note.LATE)
+            return
+        if self.locked and addr != self.peer:
+            self._stray(datagram, addr, now)
+            return
+        try:
+            packet = decode(datagram)
+        except ProtocolError as exc:
+            self._note_received(datagram, None, addr, now, Note.MALFORMED, exc.message)
+            if self.state is State.DALLYING:
+                return
+            self._lock(addr, now)
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, exc.code, exc.message)
+            return
+        self.packets_received += 1
+        self._on_packet(packet, datagram, addr, now)
+
+    def abort(self, now: float, message: str = "transfer cancelled", code: int = ErrorCode.NOT_DEFINED) -> None:
+        """Stop at once (user cancel, deadline, local failure), telling the peer with an ERROR."""
+        if self.state.finished:
+            if self.state is State.DALLYING:
+                self.state, self._deadline = State.DONE, None
+            return
+        self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
+
+    # -- for subclasses -----------------------------------------------------------------------------
+
+    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
+        raise NotImplementedError
+
+    def _on_timeout(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _waiting_for(self) -> str:
+        raise NotImplementedError
+
+    def _try_decode(self, datagram: bytes) -> Packet | None:
+        try:
+            return decode(datagram)
+        except ProtocolError:
+            return None
+
+    def _note_received(self, raw: bytes, packet: Packet | None, addr: Address, now: float,
+                       note: Note = Note.NONE, detail: str = "") -> None:
+        self._events.append(PacketReceived(self.session_id, now, self.local, addr, raw, packet, note, detail))
+
+    def _send(self, packet: Packet, raw: bytes, now: float, note: Note = Note.NONE, to: Address | None = None) -> None:
+        dest = self.peer if to is None else to
+        self._out.append((raw, dest))
+        self._events.append(PacketSent(self.session_id, now, self.local, dest, raw, packet, note))
+        self.packets_sent += 1
+
+    def _arm(self, now: float) -> None:
+        self._deadline = now + self._timer.current()
+
+    def _progressed(self, now: float) -> None:
+        """Something new arrived: the backoff ends and the timer restarts."""
+        self._attempt = 0
+        self._timer.backoff = 0
+        if now - self._last_progress >= self.timing.progress_interval:
+            self._last_progress = now
+            self._events.append(Progress(self.session_id, now, self.bytes, self.total))
+
+    def _sample_rtt(self, now: float) -> None:
+        if self._rtt_mark is not None:
+            self._timer.sample(now - self._rtt_mark)
+            self._rtt_mark = None
+
+    def _lock(self, addr: Address, now: float) -> None:
+        if not self.locked:
+            self.locked = True
+            self.peer = addr
+            self._events.append(PeerLocked(self.session_id, now, addr, self.requested_peer))
+
+    def _stray(self, raw: bytes, addr: Address, now: float) -> None:
+        """RFC 1350: a packet from another transfer ID gets ERROR 5; this transfer carries on."""
+        self.stray += 1
+        packet = self._try_decode(raw)
+        self._note_received(raw, packet, addr, now, Note.STRAY, "unknown transfer ID")
+        if not isinstance(packet, Error):  # an ERROR is never answered
+            reply = Error(ErrorCode.UNKNOWN_TID, "unknown transfer ID")
+            self._send(reply, encode(reply), now, to=addr)
+
+    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:
+        self.negotiated = negotiated
+        self.blksize = negotiated.blksize
+        self.windowsize = negotiated.windowsize
+        if negotiated.timeout is not None:
+            self._timer.fix(float(negotiated.timeout))
+        self._events.append(OptionsNegotiated(self.session_id, now, negotiated))
+
+    def stats(self, now: float) -> TransferStats:
+        return TransferStats(
+            bytes=self.bytes, duration=max(now - self.started, 0.0), blocks=self.blocks,
+            packets_sent=self.packets_sent, packets_received=self.packets_received,
+            retransmits=self.retransmits, duplicates=self.duplicates, timeouts=self.timeouts,
+            out_of_order=self.out_of_order, stray=self.stray,
+        )
+
+    def _complete(self, now: float, dally: bool) -> None:
+        self.result = Completed(self.session_id, now, self.stats(now))
+        self._events.append(Progress(self.session_id, now, self.bytes, self.total))
+        self._events.append(self.result)
+        if dally and self.timing.dally > 0:
+            self.state = State.DALLYING
+            self._deadline = now + self.timing.dally
+        else:
+            self.state = State.DONE
+            self._deadline = None
+
+    def _fail(self, now: float, reason: Reason, raised_by: Side, code: int | None, message: str,
+              send: bool = True) -> None:
+        """End the transfer. When we raise it and ``send`` holds, the peer is told with an ERROR."""
+        if send and raised_by is Side.LOCAL and code is not None:
+            error = Error(code, message)
+            self._send(error, encode(error), now)
+        self.state = State.FAILED
+        self._deadline = None
+        self.result = Failed(self.session_id, now, reason, raised_by, code, message, self.stats(now))
+        self._events.append(self.result)
+
+    def _peer_error(self, packet: Error, now: float) -> None:
+        self._fail(now, Reason.PEER_ERROR, Side.PEER, packet.code, packet.message or packet.code_name)
+
+    def _local_io_error(self, exc: OSError, now: float) -> None:
+        code = ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ErrorCode.NOT_DEFINED
+        self._fail(now, Reason.LOCAL, Side.LOCAL, int(code), f"local I/O error: {exc.strerror or exc}")
+
+
+class Sender(Session):
+    """The side that sends DATA: a client writing, a server answering a read.
+
+    Windowed (RFC 7440): up to ``windowsize`` blocks are in flight. DATA is resent only on a timeout,
+    or once per window when the receiver's ACK shows a gap; a duplicate ACK is never answered with DATA
+    in lock-step (RFC 1123's fix for the Sorcerer's Apprentice bug).
+    """
+
+    def _init_sender(self, source: Readable) -> None:
+        self._source = source
+        self._acked = 0  # highest block acknowledged (absolute, counting past rollovers)
+        self._next = 1  # next block to put on the wire
+        self._sent_max = 0
+        self._payloads: dict[int, bytes] = {}
+        self._final: int | None = None
+        self._rewound_for = -1
+        self._awaiting_ack0 = False  # an OACK (server) or WRQ (client) awaits ACK 0
+        self._rtt_block = 0
+
+    def _read_block(self) -> bytes:
+        size = self.blksize
+        data = self._source.read(size)
+        while 0 < len(data) < size:
+            more = self._source.read(size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def _fill_window(self, now: float) -> None:
+        """Send every block the window allows; resent blocks are marked as retransmits."""
+        limit = self._acked + self.windowsize
+        rollover = self.timing.rollover
+        while self._next <= limit:
+            n = self._next
+            if self._final is not None and n > self._final:
+                break
+            payload = self._payloads.get(n)
+            note = Note.RETRANSMIT
+            if payload is None:
+                try:
+                    payload = self._read_block()
+                except OSError as exc:
+                    self._local_io_error(exc, now)
+                    return
+                if len(payload) > self.blksize:
+                    payload = payload[: self.blksize]
+                self._payloads[n] = payload
+                if len(payload) < self.blksize:
+                    self._final = n
+                note = Note.NONE
+                if self._rtt_mark is None:
+                    self._rtt_mark = now
+                    self._rtt_block = n
+            self._sent_max = max(self._sent_max, n)
+            block = _wire_block(n, rollover)
+            self._send(Data(block, payload), encode_data(block, payload), now, note)
+            self._next = n + 1
+        self._arm(now)
+
+    def _resend_from(self, first: int, now: float, reason: str) -> None:
+        self._next = first
+        self._rtt_mark = None
+        count = min(self._acked + self.windowsize, self._sent_max) - first + 1
+        if count > 0:
+            self.retransmits += count
+            self._events.append(Retransmit(self.session_id, now, reason, _wire_block(first, self.timing.rollover), count, self._attempt))
+        self._fill_window(now)
+
+    def _ack_to_absolute(self, wire: int) -> int | None:
+        """Map an ACK's block number to our absolute count, or None if it is outside the window."""
+        acked = self._acked
+        if acked == 0:
+            absolute = wire
+        elif self.timing.rollover == 0:
+            absolute = acked + ((wire - acked) & 0xFFFF)
+        else:
+            if wire == 0:
+                return None
+            absolute = acked + (wire - _wire_block(acked, 1)) % 0xFFFF
+        return absolute if absolute <= self._sent_max else None
+
+    def _on_ack(self, packet: Ack, raw: bytes, now: float) -> None:
+        absolute = self._ack_to_absolute(packet.block)
+        if absolute is None:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "ACK for a block outside the window")
+            return
+        if absolute == self._acked:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            # In a window, an ACK of the last acknowledged block means the window's first block was lost.
+            if self.windowsize > 1 and self._sent_max > self._acked and self._rewound_for != absolute:
+                self._rewound_for = absolute
+                self._resend_from(absolute + 1, now, "window-gap")
+            return
+        self._note_received(raw, packet, self.peer, now)
+        if self._rtt_mark is not None and absolute >= self._rtt_block:
+            self._sample_rtt(now)
+        for n in range(self._acked + 1, absolute + 1):
+            payload = self._payloads.pop(n, None)
+            if payload is not None:
+                self.bytes += len(payload)
+                self.blocks += 1
+        self._acked = absolute
+        self._rewound_for = -1
+        self._progressed(now)
+        if absolute == self._final:
+            self._complete(now, dally=False)
+            return
+        if absolute < self._next - 1:
+            self._resend_from(absolute + 1, now, "window-gap")
+        else:
+            self._fill_window(now)
+
+    def _start_data(self, now: float) -> None:
+        self._awaiting_ack0 = False
+        self.state = State.TRANSFERRING
+        self._fill_window(now)
+
+    def _sender_timeout(self, now: float) -> None:
+        self._resend_from(self._acked + 1, now, "timeout")
+
+    def _waiting_for(self) -> str:
+        return f"ACK {_wire_block(self._next - 1, self.timing.rollover)}"
+
+
+class Receiver(Session):
+    """The side that receives DATA: a client reading, a server taking an upload.
+
+    It ACKs the last block of each window (every block in lock-step), ACKs the last in-order block once
+    when a gap shows, re-ACKs a repeated copy of the newest block, and on a timeout repeats its last ACK.
+    """
+
+    def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
+        self._sink = sink
+        self._decoder = NetasciiDecoder() if netascii else None
+        self._expected = 1
+        self._since_ack = 0
+        self._gap_acked = False
+        self._wrap_to_one = False
+        self._max_bytes = max_bytes
+        self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
+        self._final_block: int | None = None
+
+    def _wire(self, n: int) -> int:
+        return _wire_block(n, 1 if self._wrap_to_one else 0)
+
+    def _data_offset(self, wire: int) -> int:
+        """Signed distance of a DATA block number from the one expected."""
+        expected = self._expected
+        if expected > 0xFFFF and expected & 0xFFFF == 0 and wire == 1 and not self._wrap_to_one:
+            # The peer went 65535 -> 1 instead of 65535 -> 0: follow it.
+            self._wrap_to_one = True
+        if self._wrap_to_one:
+            if wire == 0:
+                return 0x8000
+            delta = (wire - _wire_block(expected, 1)) % 0xFFFF
+            return delta - 0xFFFF if delta >= 0x7FFF else delta
+        delta = (wire - expected) & 0xFFFF
+        return delta - 0x10000 if delta >= 0x8000 else delta
+
+    def _ack(self, block_abs: int, now: float, note: Note = Note.NONE) -> None:
+        wire = self._wire(block_abs)
+        packet = Ack(wire)
+        raw = encode_ack(wire)
+        self._last_reply = (packet, raw)
+        self._send(packet, raw, now, note)
+        if note is Note.NONE:
+            self._rtt_mark = now
+
+    def _on_data(self, packet: Data, raw: bytes, now: float) -> None:
+        payload = packet.payload
+        if self.state is State.DALLYING:
+            if packet.block == self._wire(self._final_block or 0):
+                self.duplicates += 1
+                self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+                self._ack(self._final_block or 0, now, Note.REACK)
+            else:
+                self._note_received(raw, packet, self.peer, now, Note.LATE)
+            return
+        if len(payload) > self.blksize:
+            self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "DATA larger than the block size")
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
+                       f"DATA block {packet.block} holds {len(payload)} bytes, more than the negotiated {self.blksize}")
+            return
+        offset = self._data_offset(packet.block)
+        if offset == 0:
+            self._note_received(raw, packet, self.peer, now)
+            self._accept(payload, now)
+        elif offset < 0:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            if offset == -1:  # the peer did not hear our ACK of its newest block
+                self._ack(self._expected - 1, now, Note.REACK)
+        else:
+            self.out_of_order += 1
+            self._note_received(raw, packet, self.peer, now, Note.OUT_OF_ORDER)
+            if self.windowsize > 1 and not self._gap_acked:
+                self._gap_acked = True
+                self._since_ack = 0
+                self._ack(self._expected - 1, now)
+
+    def _accept(self, payload: bytes, now: float) -> None:
+        if self._since_ack == 0:
+            self._sample_rtt(now)
+        final = len(payload) < self.blksize
+        self._expected += 1
+        self._since_ack += 1
+        self._gap_acked = False
+        self.bytes += len(payload)
+        self.blocks += 1
+        if self._max_bytes is not None and self.bytes > self._max_bytes:
+            self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
+                       f"upload exceeds the limit of {self._max_bytes} bytes")
+            return
+        try:
+            if self._decoder is not None:
+                payload = self._decoder.feed(payload)
+            if payload:
+                self._sink.write(payload)
+        except OSError as exc:
+            self._local_io_error(exc, now)
+            return
+        self._progressed(now)
+        if final:
+            self._finish(now)
+            return
+        if self._since_ack >= self.windowsize:
+            self._since_ack = 0
+            self._ack(self._expected - 1, now)
+        self._arm(now)
+
+    def _finish(self, now: float) -> None:
+        try:
+            if self._decoder is not None:
+                tail = self._decoder.finish()
+                if tail:
+                    self._sink.write(tail)
+        except OSError as exc:
+            self._local_io_error(exc, now)
+            return
+        self._final_block = self._expected - 1
+        self._ack(self._final_block, now)
+        self._complete(now, dally=True)
+
+    def _receiver_timeout(self, now: float) -> None:
+        if self._last_reply is None:
+            return
+        packet, raw = self._last_reply
+        self.retransmits += 1
+        first = packet.block if isinstance(packet, Ack) else None
+        self._events.append(Retransmit(self.session_id, now, "timeout", first, 1, self._attempt))
+        self._send(packet, raw, now, Note.RETRANSMIT)
+        self._arm(now)
+
+    def _waiting_for(self) -> str:
+        return f"DATA {self._wire(self._expected)}"

@@ -1,0 +1,1 @@
+"""Packet traces: reading and writing capture files of TFTP traffic."""
