@@ -33,6 +33,7 @@ __all__ = [
     "Completed",
     "Failed",
     "RequestRefused",
+    "SocketError",
     "Event",
 ]
 
@@ -80,6 +81,7 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"  # retries exhausted
     CANCELLED = "cancelled"  # stopped by the user
     LOCAL = "local"  # our side could not go on (disk, deadline, socket)
+    UNREACHABLE = "unreachable"  # the network said the peer's port or host cannot be reached (ICMP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,18 @@ class RequestRefused:
     code: int
     message: str
     why: str  # the machine-readable cause: "path-escape", "not-found", "read-only", ...
+    suggestion: str | None = None  # for a name not found: the existing name the client probably meant
+
+
+@dataclass(frozen=True, slots=True)
+class SocketError:
+    """The socket reported an error, usually from ICMP (e.g. port unreachable: nothing listens there)."""
+
+    session: int
+    time: float
+    peer: Address | None  # where the datagram that drew the error was going, when the kernel says
+    errno: int
+    message: str
 
 
 Event = Union[
@@ -230,4 +244,5 @@ Event = Union[
     Completed,
     Failed,
     RequestRefused,
+    SocketError,
 ]

@@ -40,7 +40,8 @@ MODES = ("octet", "netascii")
 
 
 def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
-           code: int, message: str, why: str) -> tuple[list[tuple[bytes, Address]], list[Event]]:
+           code: int, message: str, why: str, suggestion: str | None = None,
+           ) -> tuple[list[tuple[bytes, Address]], list[Event]]:
     """Turn a request away before any transfer: the ERROR to send and the events that record it.
 
     An ERROR that arrived is logged but never answered.
@@ -55,7 +56,7 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
         events.append(PacketSent(session_id, now, local, client, error_raw, error))
     filename = packet.filename if isinstance(packet, Request) else ""
     is_read = packet.is_read if isinstance(packet, Request) else True
-    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why))
+    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why, suggestion))
     return out, events
 
 

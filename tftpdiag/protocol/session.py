@@ -237,6 +237,11 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
+    def unreachable(self, now: float, message: str) -> None:
+        """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
+        if not self.state.finished:
+            self._fail(now, Reason.UNREACHABLE, Side.PEER, None, message, send=False)
+
     # -- for subclasses -----------------------------------------------------------------------------
 
     def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:

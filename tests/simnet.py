@@ -1,0 +1,184 @@
+"""A simulated network with a virtual clock that joins protocol machines, for exact and lossy tests.
+
+Datagrams can be dropped, duplicated, delayed and reordered from a seeded random source, so a failing
+run repeats exactly. The server side is a listener that, like tftpd-hpa, starts a new session on a new
+port for every request it receives (a repeated request therefore makes a second session, which the
+client must turn away with ERROR 5).
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tftpdiag.protocol.client import ClientRead, ClientWrite
+from tftpdiag.protocol.events import Address, Event
+from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
+from tftpdiag.protocol.packets import ProtocolError, Request, decode
+from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.session import Session, Timing
+
+CLIENT: Address = ("10.0.0.1", 40000)
+SERVER: Address = ("10.0.0.2", 69)
+
+DropRule = Callable[[bytes, Address, Address], bool]
+
+
+@dataclass
+class Impairment:
+    loss: float = 0.0
+    dup: float = 0.0
+    reorder: float = 0.0
+    delay: float = 0.001
+    jitter: float = 0.0
+    seed: int = 0
+    drop: DropRule | None = None  # exact drops, decided before the random ones
+
+
+@dataclass
+class SimResult:
+    client: Session
+    servers: list[Session]
+    events: list[Event]
+    received: bytes  # what the downloading side wrote
+    datagrams: int
+    end_time: float
+    stored: dict[str, bytes] = field(default_factory=dict)
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class SimNet:
+    def __init__(self, impairment: Impairment) -> None:
+        self.imp = impairment
+        self.rng = random.Random(impairment.seed)
+        self.queue: list[tuple[float, int, bytes, Address, Address]] = []
+        self.seq = 0
+        self.datagrams = 0
+
+    def send(self, raw: bytes, src: Address, dst: Address, now: float) -> None:
+        imp = self.imp
+        if imp.drop is not None and imp.drop(raw, src, dst):
+            return
+        if self.rng.random() < imp.loss:
+            return
+        copies = 2 if self.rng.random() < imp.dup else 1
+        for _ in range(copies):
+            delay = imp.delay + self.rng.random() * imp.jitter
+            if self.rng.random() < imp.reorder:
+                delay += imp.delay * 3 + 0.002
+            self.seq += 1
+            heapq.heappush(self.queue, (now + delay, self.seq, raw, src, dst))
+
+
+def run_transfer(
+    direction: str,
+    data: bytes,
+    *,
+    options: RequestedOptions = RequestedOptions(),
+    mode: str = "octet",
+    impairment: Impairment | None = None,
+    client_timing: Timing = Timing(),
+    server_timing: Timing = Timing(),
+    policy: ServerPolicy = ServerPolicy(),
+    filename: str = "image.bin",
+    server_files: dict[str, bytes] | None = None,
+    limit_time: float = 3600.0,
+    dedupe_requests: bool = False,
+) -> SimResult:
+    """Run one download ("read") or upload ("write") to the end and return what happened."""
+    net = SimNet(impairment or Impairment())
+    files = dict(server_files if server_files is not None else {filename: data})
+    stored: dict[str, bytes] = {}
+    events: list[Event] = []
+    now = 0.0
+    sink = io.BytesIO()
+    client: Session
+    if direction == "read":
+        client = ClientRead(1, filename=filename, server=SERVER, local=CLIENT, sink=sink, now=now,
+                            mode=mode, options=options, timing=client_timing)
+    else:
+        client = ClientWrite(1, filename=filename, server=SERVER, local=CLIENT, source=io.BytesIO(data),
+                             size=len(data), now=now, mode=mode, options=options, timing=client_timing)
+    machines: dict[Address, Session] = {CLIENT: client}
+    servers: list[Session] = []
+    server_sinks: dict[int, io.BytesIO] = {}
+    next_port = [50000]
+    active_peers: dict[Address, Session] = {}
+
+    def flush(machine: Session) -> None:
+        for raw, dst in machine.datagrams_to_send():
+            net.send(raw, machine.local, dst, now)
+        events.extend(machine.events())
+
+    def listener(raw: bytes, src: Address) -> None:
+        session_id = len(servers) + 2
+        local = (SERVER[0], next_port[0])
+        try:
+            packet = decode(raw)
+        except ProtocolError as exc:
+            out, evs = refuse(session_id, raw=raw, packet=None, client=src, local=SERVER, now=now,
+                              code=exc.code, message=exc.message, why="malformed")
+            for r, d in out:
+                net.send(r, SERVER, d, now)
+            events.extend(evs)
+            return
+        if not isinstance(packet, Request):
+            return
+        if dedupe_requests and src in active_peers and not active_peers[src].closed:
+            return
+        next_port[0] += 1
+        machine: Session
+        if packet.is_read:
+            content = files.get(packet.filename)
+            if content is None:
+                out, evs = refuse(session_id, raw=raw, packet=packet, client=src, local=SERVER, now=now,
+                                  code=1, message="file not found", why="not-found")
+                for r, d in out:
+                    net.send(r, SERVER, d, now)
+                events.extend(evs)
+                return
+            machine = ServerRead(session_id, request=packet, raw=raw, client=src, local=local,
+                                 source=io.BytesIO(content), file_size=len(content), now=now,
+                                 policy=policy, timing=server_timing)
+        else:
+            buf = io.BytesIO()
+            server_sinks[session_id] = buf
+            machine = ServerWrite(session_id, request=packet, raw=raw, client=src, local=local, sink=buf,
+                                  now=now, policy=policy, timing=server_timing)
+        servers.append(machine)
+        machines[local] = machine
+        active_peers[src] = machine
+        flush(machine)
+
+    flush(client)
+    while now < limit_time:
+        timers = [(m.next_timeout(), m) for m in machines.values() if m.next_timeout() is not None]
+        next_timer = min(timers, key=lambda t: t[0]) if timers else None
+        next_packet = net.queue[0][0] if net.queue else None
+        if next_timer is None and next_packet is None:
+            break
+        if next_packet is not None and (next_timer is None or next_packet <= next_timer[0]):
+            when, _, raw, src, dst = heapq.heappop(net.queue)
+            now = max(now, when)
+            net.datagrams += 1
+            if dst == SERVER:
+                listener(raw, src)
+            elif dst in machines:
+                machine = machines[dst]
+                machine.receive(raw, src, now)
+                flush(machine)
+        else:
+            assert next_timer is not None
+            now = max(now, next_timer[0])
+            for deadline, machine in timers:
+                if deadline <= now:
+                    machine.handle_timeout(now)
+                    flush(machine)
+    for session_id, buf in server_sinks.items():
+        stored[str(session_id)] = buf.getvalue()
+    return SimResult(client, servers, events, sink.getvalue(), net.datagrams, now, stored)

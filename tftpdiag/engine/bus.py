@@ -1,0 +1,101 @@
+"""Fan-out of events from engine threads to any number of subscribers.
+
+Publishing only appends to each subscriber's deque (thread-safe in CPython, no lock), so a slow
+subscriber never slows a transfer. A lossless subscription (trace files, findings, summaries) keeps
+every event; a sampled one (the UI) keeps every rare event but only the newest packet events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from typing import Iterable
+
+from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+
+__all__ = ["EventBus", "Subscription"]
+
+_PACKET_EVENTS = (PacketSent, PacketReceived)
+
+
+class Subscription:
+    """A queue of events for one reader, drained from the reader's own thread or timer."""
+
+    def __init__(self, bus: EventBus, packet_window: int | None) -> None:
+        self._bus = bus
+        self._events: deque[Event] = deque()
+        self._packets: deque[Event] | None = deque(maxlen=packet_window) if packet_window else None
+        self._seen_packets = 0
+        self.dropped = 0  # packet events a sampled subscription let go
+
+    @property
+    def lossless(self) -> bool:
+        return self._packets is None
+
+    def _push(self, events: list[Event]) -> None:
+        if self._packets is None:
+            self._events.extend(events)
+            return
+        for event in events:
+            if isinstance(event, _PACKET_EVENTS):
+                self._packets.append(event)
+                self._seen_packets += 1
+            else:
+                self._events.append(event)
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        """Take what arrived since the last call (at most ``limit`` rare events), oldest first.
+
+        For a sampled subscription the packet events come in their own order after the rare ones;
+        ``dropped`` counts those that were pushed out before anyone looked.
+        """
+        out: list[Event] = []
+        events = self._events
+        count = len(events) if limit is None else min(limit, len(events))
+        popleft = events.popleft
+        for _ in range(count):
+            out.append(popleft())
+        if self._packets is not None:
+            packets = self._packets
+            taken = len(packets)
+            out.extend(packets)
+            packets.clear()
+            self.dropped += self._seen_packets - taken
+            self._seen_packets = 0
+        return out
+
+    def pending(self) -> int:
+        return len(self._events) + (len(self._packets) if self._packets is not None else 0)
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: tuple[Subscription, ...] = ()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def new_session_id(self) -> int:
+        return next(self._ids)
+
+    def subscribe(self, *, packet_window: int | None = None) -> Subscription:
+        """Lossless by default; with ``packet_window`` only that many newest packet events are kept."""
+        sub = Subscription(self, packet_window)
+        with self._lock:
+            self._subscribers = self._subscribers + (sub,)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not sub)
+
+    def publish(self, events: list[Event]) -> None:
+        if events:
+            for sub in self._subscribers:
+                sub._push(events)
+
+    def publish_all(self, events: Iterable[Event]) -> None:
+        self.publish(list(events))

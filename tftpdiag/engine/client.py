@@ -1,0 +1,296 @@
+"""One client transfer (download or upload) driven over a real UDP socket, on a worker thread or the
+caller's own.
+
+A download is kept only when it completes: it is written to a temporary file beside the target and
+renamed over it at the end. Without a target it is only hashed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
+from tftpdiag.protocol.client import ClientRead, ClientWrite
+from tftpdiag.protocol.events import Address, Completed, Failed, SocketError
+from tftpdiag.protocol.netascii import netascii_size
+from tftpdiag.protocol.options import Negotiated, RequestedOptions
+from tftpdiag.protocol.packets import Options
+from tftpdiag.protocol.session import Session, Timing
+
+__all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
+
+_UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+_POLL = 0.2  # longest wait between looks at the cancel flag and the deadline
+
+
+class TransferSetupError(Exception):
+    """The transfer could not start: a name that does not resolve, a missing local file, ..."""
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    host: str
+    filename: str  # the name on the server
+    port: int = 69
+    upload: bool = False
+    mode: str = "octet"
+    options: RequestedOptions = field(default_factory=RequestedOptions)
+    timing: Timing = field(default_factory=Timing)
+    family: int = 0  # socket.AF_INET, socket.AF_INET6, or 0 for either
+    output: Path | None = None  # where a download is kept; None: hash only
+    source: Path | None = None  # what an upload sends
+    deadline: float | None = None  # seconds for the whole transfer
+
+
+@dataclass(frozen=True)
+class ClientOutcome:
+    session: int
+    result: Completed | Failed
+    sha256: str  # of the file's bytes as received (download) or as read (upload)
+    requested: Options
+    negotiated: Negotiated
+    server: Address  # where the request was sent
+    peer: Address | None  # who answered (None: nobody did)
+    local: Address
+    output: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return isinstance(self.result, Completed)
+
+
+class _HashingSink:
+    __slots__ = ("hash", "file")
+
+    def __init__(self, file: BinaryIO | None) -> None:
+        self.hash = hashlib.sha256()
+        self.file = file
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        if self.file is not None:
+            self.file.write(data)
+        return len(data)
+
+
+class _HashingSource:
+    __slots__ = ("hash", "file")
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.hash = hashlib.sha256()
+        self.file = file
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.hash.update(data)
+        return data
+
+
+def _source_address(family: int, server: Address) -> str:
+    """The local address the kernel would use towards ``server`` (so traces show real addresses)."""
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect(server)
+        return probe.getsockname()[0]
+    except OSError:
+        return "::" if family == socket.AF_INET6 else "0.0.0.0"
+    finally:
+        probe.close()
+
+
+class ClientTransfer:
+    """Set up with :meth:`__init__` (which raises TransferSetupError for user mistakes), then
+    :meth:`run` here or :meth:`start` on a worker thread and :meth:`wait`."""
+
+    def __init__(self, request: ClientRequest, bus: EventBus | None = None) -> None:
+        self.request = request
+        self.bus = bus or EventBus()
+        self.session_id = self.bus.new_session_id()
+        try:
+            self.family, self.server = resolve(request.host, request.port, request.family)
+        except Exception as exc:
+            raise TransferSetupError(str(exc)) from None
+        if request.upload:
+            if request.source is None:
+                raise TransferSetupError("an upload needs a local file")
+            try:
+                self._upload_file: BinaryIO | None = open(request.source, "rb")
+            except OSError as exc:
+                raise TransferSetupError(f"cannot read {request.source}: {exc.strerror}") from None
+            if not os.path.isfile(request.source):
+                self._upload_file.close()
+                raise TransferSetupError(f"{request.source} is not a regular file")
+        else:
+            self._upload_file = None
+            if request.output is not None and not request.output.parent.is_dir():
+                raise TransferSetupError(f"cannot write {request.output}: no such directory {request.output.parent}")
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._outcome: ClientOutcome | None = None
+        self._thread: threading.Thread | None = None
+        self.machine: Session | None = None
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def start(self) -> ClientTransfer:
+        self._thread = threading.Thread(target=self.run, name=f"tftp-client-{self.session_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Stop as soon as possible; the peer is sent ERROR 0."""
+        self._cancel.set()
+
+    def wait(self, timeout: float | None = None) -> ClientOutcome | None:
+        """The outcome once the transfer has completed or failed (before any dally ends)."""
+        self._done.wait(timeout)
+        return self._outcome
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the worker thread itself, dally included."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the work ----------------------------------------------------------------------------------
+
+    def run(self) -> ClientOutcome:
+        req = self.request
+        local_ip = _source_address(self.family, self.server)
+        sock = udp_socket(self.family, (local_ip, 0))
+        local = normalise(sock.getsockname())
+        self._temp: BinaryIO | None = None
+        try:
+            now = time.time()
+            if req.upload:
+                assert self._upload_file is not None
+                source = _HashingSource(self._upload_file)
+                size = os.fstat(self._upload_file.fileno()).st_size
+                if req.mode == "netascii":
+                    size = _netascii_file_size(self._upload_file)
+                machine: Session = ClientWrite(
+                    self.session_id, filename=req.filename, server=self.server, local=local, source=source,
+                    size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
+                self._digest = source.hash
+            else:
+                if req.output is not None:
+                    self._temp = tempfile.NamedTemporaryFile(
+                        dir=req.output.parent, prefix=f".{req.output.name}.", suffix=".part", delete=False)
+                sink = _HashingSink(self._temp)
+                machine = ClientRead(
+                    self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
+                    now=now, mode=req.mode, options=req.options, timing=req.timing)
+                self._digest = sink.hash
+            self.machine = machine
+            self._drive(sock, machine, now)
+            if self._outcome is None:
+                self._finalise(machine)
+            assert self._outcome is not None
+            return self._outcome
+        finally:
+            sock.close()
+            if self._temp is not None:
+                self._temp.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(self._temp.name)
+            if self._upload_file is not None:
+                self._upload_file.close()
+            self._done.set()
+
+    def _finalise(self, machine: Session) -> None:
+        """Keep or drop the download and publish the outcome, as soon as the transfer has ended.
+
+        A completed download is whole before the machine's dally ends (dallying only repeats ACKs).
+        """
+        result = machine.result
+        assert result is not None
+        output = None
+        temp, self._temp = self._temp, None
+        if temp is not None:
+            temp.close()
+            if isinstance(result, Completed):
+                assert self.request.output is not None
+                os.replace(temp.name, self.request.output)
+                output = self.request.output
+            else:
+                os.unlink(temp.name)
+        self._outcome = ClientOutcome(
+            session=self.session_id, result=result, sha256=self._digest.hexdigest(),
+            requested=machine.request.options,  # type: ignore[attr-defined]
+            negotiated=machine.negotiated, server=self.server,
+            peer=machine.peer if machine.locked else None, local=machine.local, output=output)
+        self._done.set()
+
+    def _drive(self, sock: socket.socket, machine: Session, now: float) -> None:
+        publish = self.bus.publish
+        sendto = sock.sendto
+        recvfrom = sock.recvfrom
+        settimeout = sock.settimeout
+        deadline = now + self.request.deadline if self.request.deadline else None
+        for raw, dest in machine.datagrams_to_send():
+            sendto(raw, dest)
+        publish(machine.events())
+        while not machine.closed:
+            if self._cancel.is_set():
+                machine.abort(time.time(), "cancelled by the user")
+            elif deadline is not None and now >= deadline and not machine.finished:
+                machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
+            else:
+                timer = machine.next_timeout()
+                wait = _POLL if timer is None else min(max(timer - now, 0.0), _POLL)
+                settimeout(wait)
+                try:
+                    data, addr = recvfrom(65536)
+                except TimeoutError:
+                    now = time.time()
+                    machine.handle_timeout(now)
+                except OSError as exc:
+                    now = time.time()
+                    self._socket_error(sock, machine, exc, now)
+                else:
+                    now = time.time()
+                    machine.receive(data, normalise(addr), now)
+            for raw, dest in machine.datagrams_to_send():
+                try:
+                    sendto(raw, dest)
+                except OSError as exc:
+                    self._socket_error(sock, machine, exc, time.time(), dest)
+            publish(machine.events())
+            if machine.finished and self._outcome is None:
+                self._finalise(machine)
+
+    def _socket_error(self, sock: socket.socket, machine: Session, exc: OSError, now: float,
+                      dest: Address | None = None) -> None:
+        if exc.errno not in _UNREACHABLE:
+            machine.abort(now, f"socket error: {exc.strerror or exc}")
+            return
+        blamed = errored_destination(sock) or dest
+        message = describe_errno(exc.errno)
+        self.bus.publish([SocketError(self.session_id, now, blamed, exc.errno, message)])
+        # Only an error about our peer (or, before it answered, about the server) ends the transfer:
+        # one drawn by an ERROR 5 sent to a stray source does not.
+        target = machine.peer if machine.locked else self.server
+        if blamed is None or blamed == target:
+            where = f"{target[0]}:{target[1]}" if not target[0].count(":") else f"[{target[0]}]:{target[1]}"
+            machine.unreachable(now, f"{where}: {message}")
+
+
+def _netascii_file_size(file: BinaryIO) -> int:
+    """Size of the file as it will travel in netascii (each CR and LF gains a byte)."""
+    size = 0
+    while chunk := file.read(1 << 20):
+        size += netascii_size(chunk)
+    file.seek(0)
+    return size
+
+

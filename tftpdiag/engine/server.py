@@ -1,0 +1,479 @@
+"""The TFTP server: one worker thread runs a selector loop over the listening sockets and every
+session's socket, and drives a protocol machine per session.
+
+Each session answers from a fresh port of its own, as RFC 1350 says, bound to the address the request
+was sent to (so a multi-homed server replies from the address the client knows); in single-port mode
+every session answers from the listening port instead, which passes NAT and strict firewalls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import selectors
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.net import describe_errno, errored_destination, normalise, udp_socket
+from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
+from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, SocketError
+from tftpdiag.protocol.options import ServerPolicy
+from tftpdiag.protocol.packets import Error, ErrorCode, Packet, ProtocolError, Request, decode
+from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.session import Session, Timing
+
+__all__ = ["ServerConfig", "TftpServer", "ServerSetupError"]
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+_BURST = 64  # datagrams read from one socket before looking at the others
+_MAX_WAIT = 0.5
+
+
+class ServerSetupError(Exception):
+    """The server cannot start: said in one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    root: Path
+    bind: tuple[str, ...] = ("0.0.0.0", "::")
+    port: int = 69
+    allow_upload: bool = False
+    allow_overwrite: bool = False
+    single_port: bool = False
+    policy: ServerPolicy = field(default_factory=ServerPolicy)
+    timing: Timing = field(default_factory=Timing)
+    max_sessions: int = 256
+    max_per_client: int = 16
+    idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
+
+
+@dataclass(eq=False)
+class _Listener:
+    sock: socket.socket
+    local: Address
+    family: int
+
+
+@dataclass(eq=False)
+class _Active:
+    machine: Session
+    sock: socket.socket
+    own_socket: bool
+    client: Address
+    request_raw: bytes
+    last_heard: float
+    file: BinaryIO | None = None
+    temp_path: str | None = None
+    target: Path | None = None
+    finalised: bool = False
+
+
+class TftpServer:
+    def __init__(self, config: ServerConfig, bus: EventBus | None = None) -> None:
+        self.config = config
+        self.bus = bus or EventBus()
+        self.root = config.root
+        self.listeners: list[_Listener] = []
+        self._sessions: dict[int, _Active] = {}
+        self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_check = 0.0
+        self.stopped = threading.Event()
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [listener.local for listener in self.listeners]
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+    def start(self) -> TftpServer:
+        """Check the root, bind every address, then serve on a worker thread."""
+        self.bind()
+        self._thread = threading.Thread(target=self.serve, name="tftp-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def bind(self) -> None:
+        self._check_root()
+        for host in self.config.bind:
+            try:
+                self._listen(host)
+            except ServerSetupError:
+                # The default pair asks for IPv6 too; a machine without it still serves IPv4.
+                if host == "::" and self.config.bind == ("0.0.0.0", "::") and not socket.has_ipv6:
+                    continue
+                self._close_listeners()
+                raise
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End every session (their clients get ERROR 0), close all sockets, remove partial uploads."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> TftpServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _check_root(self) -> None:
+        root = self.config.root
+        if not root.exists():
+            raise ServerSetupError(f"the directory to serve, {root}, does not exist")
+        if not root.is_dir():
+            raise ServerSetupError(f"{root} is not a directory")
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise ServerSetupError(f"{root} cannot be read by this user")
+        if self.config.allow_upload and not os.access(root, os.W_OK):
+            raise ServerSetupError(f"uploads were allowed but {root} is not writable by this user")
+
+    def _listen(self, host: str) -> None:
+        port = self.config.port
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host.strip("[]")).version == 6 else socket.AF_INET
+        except ValueError:
+            raise ServerSetupError(f"{host!r} is not an IP address to bind to") from None
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        try:
+            sock = udp_socket(family, (host.strip("[]"), port))
+        except PermissionError:
+            raise ServerSetupError(
+                f"cannot bind {shown}: permission denied. Ports below 1024 need root (or CAP_NET_BIND_SERVICE): "
+                f"run with sudo, or choose another port with --port (e.g. --port 6969)") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerSetupError(
+                    f"cannot bind {shown}: address already in use (is another TFTP server running, "
+                    f"such as tftpd-hpa, atftpd or dnsmasq?)") from None
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise ServerSetupError(f"cannot bind {shown}: that address is not available on this machine") from None
+            raise ServerSetupError(f"cannot bind {shown}: {exc.strerror}") from None
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setblocking(False)
+        listener = _Listener(sock, normalise(sock.getsockname()), family)
+        self.listeners.append(listener)
+        self._sel.register(sock, selectors.EVENT_READ, listener)
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(listener.sock)
+            listener.sock.close()
+        self.listeners.clear()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run until :meth:`stop` (on the calling thread)."""
+        try:
+            while not self._stopping.is_set():
+                now = time.time()
+                wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
+                for key, _ in self._sel.select(wait):
+                    data = key.data
+                    if data is None:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(64)
+                    elif isinstance(data, _Listener):
+                        self._read_listener(data)
+                    else:
+                        self._read_session(data)
+                now = time.time()
+                if now >= self._next_check:
+                    self._check_timers(now)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        now = time.time()
+        for active in list(self._sessions.values()):
+            active.machine.abort(now, "server shutting down")
+            self._flush(active, now)
+            self._end(active)
+        self._close_listeners()
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(self._wake_r)
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.stopped.set()
+
+    def _check_timers(self, now: float) -> None:
+        next_check = now + _MAX_WAIT
+        idle = self.config.idle_timeout
+        for active in list(self._sessions.values()):
+            machine = active.machine
+            deadline = machine.next_timeout()
+            if deadline is not None and deadline <= now:
+                machine.handle_timeout(now)
+            elif now - active.last_heard > idle and not machine.finished:
+                machine.abort(now, f"no word from the client for {idle:g} s")
+            self._flush(active, now)
+            deadline = machine.next_timeout()
+            if deadline is not None and deadline < next_check:
+                next_check = deadline
+        self._next_check = next_check
+
+    def _recv(self, sock: socket.socket, want_dest: bool) -> tuple[bytes, Address, str | None] | None:
+        """One datagram, or None when the socket is drained. ICMP errors are published and skipped."""
+        while True:
+            try:
+                if want_dest:
+                    data, ancillary, _, addr = sock.recvmsg(65536, 256)
+                    return data, normalise(addr), _destination(ancillary)
+                data, addr = sock.recvfrom(65536)
+                return data, normalise(addr), None
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                self._socket_error(sock, exc)
+
+    def _socket_error(self, sock: socket.socket, exc: OSError) -> None:
+        blamed = errored_destination(sock)
+        now = time.time()
+        active = None
+        for candidate in self._sessions.values():
+            if candidate.sock is sock and (blamed is None or candidate.client == blamed):
+                active = candidate
+                break
+        session = active.machine.session_id if active else 0
+        self.bus.publish([SocketError(session, now, blamed, exc.errno or 0, describe_errno(exc.errno or 0))])
+        if active is not None and blamed is not None:
+            active.machine.unreachable(now, f"client {blamed[0]}:{blamed[1]}: {describe_errno(exc.errno or 0)}")
+            self._flush(active, now)
+
+    def _read_listener(self, listener: _Listener) -> None:
+        for _ in range(_BURST):
+            got = self._recv(listener.sock, want_dest=True)
+            if got is None:
+                return
+            data, client, dest = got
+            if self.config.single_port:
+                active = self._by_peer.get((listener.local, client))
+                if active is not None:
+                    self._deliver(active, data, client)
+                    continue
+            self._on_request(listener, data, client, dest)
+
+    def _read_session(self, active: _Active) -> None:
+        for _ in range(_BURST):
+            if active.finalised and active.machine.closed:
+                return
+            got = self._recv(active.sock, want_dest=False)
+            if got is None:
+                return
+            self._deliver(active, got[0], got[1])
+
+    def _deliver(self, active: _Active, data: bytes, addr: Address) -> None:
+        now = time.time()
+        if addr == active.client:
+            active.last_heard = now
+        active.machine.receive(data, addr, now)
+        self._flush(active, now)
+
+    def _flush(self, active: _Active, now: float) -> None:
+        machine = active.machine
+        sendto = active.sock.sendto
+        for raw, dest in machine.datagrams_to_send():
+            try:
+                sendto(raw, dest)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                    continue  # as if lost on the wire: the retransmit timer covers it
+                self._socket_error(active.sock, exc)
+        self.bus.publish(machine.events())
+        if machine.finished and not active.finalised:
+            self._finalise(active)
+        if machine.closed:
+            self._end(active)
+        else:
+            deadline = machine.next_timeout()
+            if deadline is not None and deadline < self._next_check:
+                self._next_check = deadline
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _refuse(self, listener: _Listener, session_id: int, raw: bytes, packet: Packet | None, client: Address,
+                code: int, message: str, why: str, suggestion: str | None = None) -> None:
+        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listener.local,
+                             now=time.time(), code=code, message=message, why=why, suggestion=suggestion)
+        for datagram, dest in out:
+            with contextlib.suppress(OSError):
+                listener.sock.sendto(datagram, dest)
+        self.bus.publish(events)
+
+    def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
+        session_id = self.bus.new_session_id()
+        try:
+            packet = decode(raw)
+        except ProtocolError as exc:
+            self._refuse(listener, session_id, raw, None, client, exc.code, exc.message, "malformed")
+            return
+        if not isinstance(packet, Request):
+            if isinstance(packet, Error):
+                self._refuse(listener, session_id, raw, packet, client, 0, "", "not-a-request")
+            else:
+                self._refuse(listener, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                             "unknown transfer ID", "not-a-request")
+            return
+        for active in self._sessions.values():
+            if active.client == client and active.request_raw == raw and not active.machine.finished:
+                # The client resent its request before our answer reached it: its session goes on.
+                self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listener.local, client,
+                                                 raw, packet, Note.DUPLICATE, "request repeated")])
+                return
+        if len(self._sessions) >= self.config.max_sessions:
+            self._refuse(listener, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
+                         f"server busy: {len(self._sessions)} sessions", "busy")
+            return
+        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client:
+            self._refuse(listener, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
+                         "too many sessions from this address", "busy")
+            return
+        if packet.is_read:
+            self._start_read(listener, session_id, raw, packet, client, dest)
+        else:
+            self._start_write(listener, session_id, raw, packet, client, dest)
+
+    def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
+        if self.config.single_port:
+            return listener.sock, False
+        host = dest or listener.local[0]
+        sock = udp_socket(listener.family, (host, 0))
+        sock.setblocking(False)
+        return sock, True
+
+    def _start_read(self, listener: _Listener, session_id: int, raw: bytes, request: Request, client: Address,
+                    dest: str | None) -> None:
+        target = open_for_read(self.root, request.filename)
+        if isinstance(target, Refusal):
+            self._refuse(listener, session_id, raw, request, client, target.code, target.message, target.why,
+                         target.suggestion)
+            return
+        file = os.fdopen(target.fd, "rb", buffering=1 << 16)
+        try:
+            sock, own = self._session_socket(listener, dest)
+        except OSError as exc:
+            file.close()
+            self._refuse(listener, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
+                         f"server cannot open a socket: {exc.strerror}", "server-error")
+            return
+        local = normalise(sock.getsockname())
+        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=file,
+                             file_size=target.size, now=time.time(), policy=self.config.policy,
+                             timing=self.config.timing)
+        self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path), listener)
+
+    def _start_write(self, listener: _Listener, session_id: int, raw: bytes, request: Request, client: Address,
+                     dest: str | None) -> None:
+        cfg = self.config
+        target = check_for_write(self.root, request.filename, allow_upload=cfg.allow_upload,
+                                 allow_overwrite=cfg.allow_overwrite)
+        if isinstance(target, Refusal):
+            self._refuse(listener, session_id, raw, request, client, target.code, target.message, target.why)
+            return
+        try:
+            fd, temp_path = tempfile.mkstemp(dir=target.path.parent, prefix=f".{target.path.name}.", suffix=".part")
+        except OSError as exc:
+            self._refuse(listener, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
+                         f"cannot create the file: {exc.strerror}", "no-permission")
+            return
+        file = os.fdopen(fd, "wb", buffering=1 << 16)
+        try:
+            sock, own = self._session_socket(listener, dest)
+        except OSError as exc:
+            file.close()
+            os.unlink(temp_path)
+            self._refuse(listener, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
+                         f"server cannot open a socket: {exc.strerror}", "server-error")
+            return
+        local = normalise(sock.getsockname())
+        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=file,
+                              now=time.time(), policy=cfg.policy, timing=cfg.timing)
+        self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, temp_path=temp_path,
+                          target=target.path), listener)
+
+    def _add(self, active: _Active, listener: _Listener) -> None:
+        self._sessions[active.machine.session_id] = active
+        if active.own_socket:
+            self._sel.register(active.sock, selectors.EVENT_READ, active)
+        else:
+            self._by_peer[(listener.local, active.client)] = active
+        self._flush(active, time.time())
+
+    # -- ending ------------------------------------------------------------------------------------
+
+    def _finalise(self, active: _Active) -> None:
+        """Close the file; an upload replaces its target only now, and only if it completed."""
+        active.finalised = True
+        file, active.file = active.file, None
+        if file is None:
+            return
+        if active.temp_path is None:
+            file.close()
+            return
+        completed = isinstance(active.machine.result, Completed)
+        try:
+            if completed:
+                file.flush()
+                os.fsync(file.fileno())
+            file.close()
+            if completed and active.target is not None:
+                if self.config.allow_overwrite:
+                    os.replace(active.temp_path, active.target)
+                else:
+                    os.link(active.temp_path, active.target)  # fails rather than clobber a file made meanwhile
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(active.temp_path)
+
+    def _end(self, active: _Active) -> None:
+        if not active.finalised:
+            self._finalise(active)
+        self._sessions.pop(active.machine.session_id, None)
+        if active.own_socket:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(active.sock)
+            active.sock.close()
+        else:
+            for key, value in list(self._by_peer.items()):
+                if value is active:
+                    del self._by_peer[key]
+
+
+def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+    """The address a request was sent to, from IP_PKTINFO / IPV6_PKTINFO."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntop(socket.AF_INET, data[8:12])
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
+            addr = socket.inet_ntop(socket.AF_INET6, data[:16])
+            return None if addr.startswith("fe80:") else addr
+    return None
+
+
