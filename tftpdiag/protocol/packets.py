@@ -198,8 +198,12 @@ def _decode_options(fields: list[bytes], where: str) -> Options:
         name_raw, value_raw = fields[i], fields[i + 1]
         if not name_raw:
             raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: empty option name")
-        name = _decode_ascii(name_raw, "option name").lower()
-        value = _decode_ascii(value_raw, f"value of option {name}")
+        # A garbled option is an option problem (ERROR 8), like a missing value or a repeated name.
+        try:
+            name = _decode_ascii(name_raw, "option name").lower()
+            value = _decode_ascii(value_raw, f"value of option {name}")
+        except ProtocolError as exc:
+            raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: {exc.message}") from None
         if name in seen:
             raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: option {name} given twice")
         seen.add(name)
@@ -260,7 +264,8 @@ def _decode_request(data: bytes, opcode: Opcode) -> Request:
         raise _illegal(f"unknown transfer mode {mode!r}")
     rest = fields[2:]
     # Some clients pad the request with extra NULs after the options; RFC 2347 servers ignore them.
-    while rest and rest[-1] == b"" and len(rest) % 2:
+    # An odd trailing empty field is padding, and so is a pair of them (an empty name with no value).
+    while rest and rest[-1] == b"" and (len(rest) % 2 or rest[-2] == b""):
         rest = rest[:-1]
     return Request(opcode, filename, mode, _decode_options(rest, kind))
 

@@ -457,6 +457,9 @@ class Sender(Session):
             self._complete(now, dally=False)
             return
         if absolute < self._next - 1:
+            # This ACK already rewound the window: a duplicate of it (network copy, receiver timeout)
+            # carries no news, so it must not rewind again.
+            self._rewound_for = absolute
             self._resend_from(absolute + 1, now, "window-gap")
         else:
             self._fill_window(now)
@@ -497,8 +500,11 @@ class Receiver(Session):
     def _data_offset(self, wire: int) -> int:
         """Signed distance of a DATA block number from the one expected."""
         expected = self._expected
-        if expected > 0xFFFF and expected & 0xFFFF == 0 and wire == 1 and not self._wrap_to_one:
-            # The peer went 65535 -> 1 instead of 65535 -> 0: follow it.
+        if expected > 0xFFFF and expected & 0xFFFF == 0 and wire == min(self.windowsize, 0xFFFF) \
+                and not self._wrap_to_one:
+            # The peer went 65535 -> 1 instead of 65535 -> 0: follow it. Only block number `windowsize`
+            # proves it: a sender wrapping to 0 is at most windowsize - 1 blocks ahead of us, so in a
+            # window a lost block 0 followed by block 1 is a gap, not a wrap to 1 (lock-step: block 1).
             self._wrap_to_one = True
         if self._wrap_to_one:
             if wire == 0:
@@ -539,7 +545,9 @@ class Receiver(Session):
         elif offset < 0:
             self.duplicates += 1
             self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
-            if offset == -1:  # the peer did not hear our ACK of its newest block
+            # The peer did not hear our ACK of its newest block. Mid-window that block was never
+            # ACKed: answering its copy would read as a gap and rewind the window for nothing.
+            if offset == -1 and self._since_ack == 0:
                 self._ack(self._expected - 1, now, Note.REACK)
         else:
             self.out_of_order += 1

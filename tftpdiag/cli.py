@@ -1,0 +1,340 @@
+"""Command line: parse arguments, then run headless or start the TUI.
+
+This module and everything it imports at the top stay free of textual, so scripted calls start fast;
+the TUI is imported only when it is about to be shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import unquote
+
+from tftpdiag import __version__
+from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
+from tftpdiag.protocol.session import Timing
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how tftpdiag was called or set up: one line for the user, exit code 2."""
+
+
+# -- value parsers ---------------------------------------------------------------------------------
+
+def _int_range(name: str, low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, not {value}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 1 or 0.5, not {text!r}") from None
+    if not 0.01 <= value <= 300:
+        raise argparse.ArgumentTypeError(f"seconds must be between 0.01 and 300, not {text}")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'1048576', '512k', '10M', '1.5GiB' -> bytes (k/M/G are powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a size like 10M or 1048576, not {text!r}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * (1024 ** " kmgt".index(unit or " ")))
+
+
+def _sha256(text: str) -> str:
+    text = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise argparse.ArgumentTypeError("expected 64 hexadecimal digits (a SHA-256)")
+    return text
+
+
+_OPTION_NAMES = ("blksize", "tsize", "timeout", "windowsize")
+
+
+def _option_name(text: str) -> str:
+    name = text.strip().lower()
+    if name not in _OPTION_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown option {text!r}; choose from {', '.join(_OPTION_NAMES)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    filename: str
+    mode: str | None
+
+
+_URL = re.compile(r"^tftp://(?P<host>\[[^\]]+\]|[^/:]+)(?::(?P<port>\d+))?/(?P<path>[^;]*)(?:;mode=(?P<mode>\w+))?$",
+                  re.IGNORECASE)
+
+
+def parse_url(url: str) -> Target:
+    """RFC 3617: tftp://host[:port]/file[;mode=octet|netascii]."""
+    match = _URL.match(url)
+    if not match:
+        raise UsageError(f"not a TFTP URL: {url!r} (expected tftp://host[:port]/file[;mode=octet|netascii])")
+    mode = match.group("mode")
+    if mode is not None and mode.lower() not in ("octet", "netascii"):
+        raise UsageError(f"unknown mode {mode!r} in URL; use octet or netascii")
+    filename = unquote(match.group("path"))
+    if not filename:
+        raise UsageError(f"the URL {url!r} names no file")
+    port = int(match.group("port")) if match.group("port") else 69
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port {port} in URL is out of range")
+    return Target(match.group("host").strip("[]"), port, filename, mode.lower() if mode else None)
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30, width=min(100, max(60, _terminal_width())))
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 100
+
+
+def _transfer_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transfer")
+    g.add_argument("--port", type=_int_range("port", 1, 65535), default=None,
+                   help="server port (default 69, or the URL's)")
+    g.add_argument("--blksize", type=_int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
+                   help="block size to ask for, RFC 2348 (default 1468: the largest that fits an Ethernet "
+                        "frame without IP fragments)")
+    g.add_argument("--windowsize", type=_int_range("windowsize", 1, 65535), default=None,
+                   help="blocks per ACK to ask for, RFC 7440 (default: not asked, lock-step)")
+    g.add_argument("--timeout", type=_seconds, default=None,
+                   help="retransmit timeout in seconds; also asked of the server as the RFC 2349 timeout "
+                        "option when it is a whole number (default: adaptive, starting at 1 s)")
+    g.add_argument("--tsize", dest="tsize", action="store_true", default=True,
+                   help="ask for the transfer size, RFC 2349 (default)")
+    g.add_argument("--no-tsize", dest="tsize", action="store_false", help="do not ask for the transfer size")
+    g.add_argument("--no-options", action="store_true",
+                   help="send a plain RFC 1350 request with no options at all")
+    g.add_argument("--mode", choices=("octet", "netascii"), default=None,
+                   help="transfer mode (default octet; netascii converts line ends and corrupts binaries)")
+    g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
+                   help="timeouts in a row before giving up (default 5)")
+    g.add_argument("--deadline", type=_seconds, default=None,
+                   help="give up if the whole transfer takes longer than this many seconds")
+    fam = g.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, default=0,
+                     help="use IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="use IPv6 only")
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--trace", type=Path, default=None, metavar="PATH",
+                   help="save every packet and event: .pcap (Wireshark) or .jsonl (complete record)")
+    g.add_argument("--no-tui", action="store_true",
+                   help="plain output for scripts (automatic when stdout is not a terminal)")
+    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
+
+
+PROBE_EXAMPLES = """examples:
+  tftpdiag probe 192.168.1.10 pxelinux.0
+  tftpdiag probe tftp://192.168.1.10/firmware/phone.bin --blksize 512 --no-tui
+  tftpdiag probe 10.0.0.5 boot.img --windowsize 16 -o boot.img --expect-sha256 9f86d0...
+  tftpdiag probe ::1 image.bin --port 6969 --json | jq .rate_bps
+
+exit status: 0 the transfer completed (and matched --expect-sha256), 1 it failed, 2 usage or set-up error.
+"""
+
+PUT_EXAMPLES = """examples:
+  tftpdiag put 192.168.1.10 config.txt
+  tftpdiag put 192.168.1.10 ./build/image.bin firmware/image.bin --blksize 1468
+  tftpdiag put tftp://[::1]:6969/upload.bin ./upload.bin --json
+"""
+
+SERVE_EXAMPLES = """examples:
+  sudo tftpdiag serve /srv/tftp
+  tftpdiag serve ./firmware --port 6969
+  tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
+  tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
+
+Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tftpdiag",
+        description="See why a TFTP transfer fails, packet by packet: a client (probe, put), a server "
+                    "(serve), and a live view of every packet, option and retransmit.",
+        epilog="Start with 'tftpdiag demo' to see a transfer without any set-up. "
+               "'tftpdiag COMMAND --help' explains each command.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tftpdiag {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    probe = sub.add_parser("probe", help="download a file from a TFTP server and show the transfer",
+                           description="Download FILE from HOST with tftpdiag's own client and show the "
+                                       "transfer live. Without -o the data is only hashed, not kept.",
+                           epilog=PROBE_EXAMPLES, formatter_class=_Formatter)
+    probe.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL")
+    probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
+    _transfer_flags(probe)
+    probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
+                       help="keep the downloaded file here (written only if the transfer completes)")
+    probe.add_argument("--expect-sha256", type=_sha256, default=None, metavar="HEX",
+                       help="fail (exit 1) unless the data has this SHA-256")
+    _output_flags(probe)
+
+    put = sub.add_parser("put", help="upload a file to a TFTP server",
+                         description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
+                         epilog=PUT_EXAMPLES, formatter_class=_Formatter)
+    put.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL naming REMOTE")
+    put.add_argument("local", metavar="LOCAL", type=Path, help="the local file to send")
+    put.add_argument("remote", metavar="REMOTE", nargs="?", help="name on the server")
+    _transfer_flags(put)
+    _output_flags(put)
+
+    serve = sub.add_parser("serve", help="serve a directory over TFTP and show every session",
+                           description="Serve DIR with tftpdiag's own TFTP server (read-only unless "
+                                       "--allow-upload) and show every client session live.",
+                           epilog=SERVE_EXAMPLES, formatter_class=_Formatter)
+    serve.add_argument("dir", metavar="DIR", type=Path, help="the directory to serve")
+    g = serve.add_argument_group("server")
+    g.add_argument("--bind", action="append", default=None, metavar="ADDR",
+                   help="address to listen on; repeat for several (default: all IPv4 and IPv6 addresses)")
+    g.add_argument("--port", type=_int_range("port", 0, 65535), default=69, help="port to listen on (default 69)")
+    g.add_argument("--allow-upload", action="store_true", help="accept uploads (WRQ) of new files")
+    g.add_argument("--allow-overwrite", action="store_true", help="let uploads replace existing files")
+    g.add_argument("--max-upload", type=parse_size, default=None, metavar="SIZE",
+                   help="largest upload accepted, e.g. 64M (default: no limit)")
+    g.add_argument("--single-port", action="store_true",
+                   help="answer every session from the listening port (passes NAT and strict firewalls)")
+    g.add_argument("--max-blksize", type=_int_range("max-blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=BLKSIZE_MAX,
+                   help="largest block size granted (default 65464)")
+    g.add_argument("--max-windowsize", type=_int_range("max-windowsize", 1, 65535), default=64,
+                   help="largest window granted (default 64)")
+    g.add_argument("--refuse", action="append", type=_option_name, default=[], metavar="OPTION",
+                   help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
+                        "without it; repeatable")
+    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
+                   help="most sessions at once (default 256)")
+    g.add_argument("--timeout", type=_seconds, default=None,
+                   help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
+    g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
+                   help="timeouts in a row before a session is given up (default 5)")
+    _output_flags(serve)
+
+    demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
+                          description="Zero set-up first run: starts tftpdiag's server on a free loopback "
+                                      "port over a temporary folder with a generated sample firmware "
+                                      "image, then probes it.", formatter_class=_Formatter)
+    demo.add_argument("--size", type=parse_size, default=8 << 20, metavar="SIZE",
+                      help="size of the sample image (default 8M)")
+    demo.add_argument("--blksize", type=_int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
+                      help="block size the probe asks for (default 1468)")
+    demo.add_argument("--windowsize", type=_int_range("windowsize", 1, 65535), default=None,
+                      help="window the probe asks for (default: lock-step)")
+    _output_flags(demo)
+    return parser
+
+
+# -- turning arguments into requests ----------------------------------------------------------------
+
+def client_target(args: argparse.Namespace, upload: bool) -> Target:
+    if args.host.lower().startswith("tftp://"):
+        target = parse_url(args.host)
+        if not upload and args.file:
+            raise UsageError("give either a tftp:// URL or HOST FILE, not both")
+        if upload and args.remote:
+            raise UsageError("give the remote name in the tftp:// URL or as REMOTE, not both")
+    else:
+        if upload:
+            remote = args.remote or args.local.name
+            target = Target(args.host, 69, remote, None)
+        else:
+            if not args.file:
+                raise UsageError("which file? give HOST FILE or a tftp://host/file URL")
+            target = Target(args.host, 69, args.file, None)
+    port = args.port if args.port is not None else target.port
+    mode = args.mode or target.mode or "octet"
+    return Target(target.host, port, target.filename, mode)
+
+
+def requested_options(args: argparse.Namespace) -> RequestedOptions:
+    if args.no_options:
+        return RequestedOptions()
+    timeout = None
+    if args.timeout is not None and float(args.timeout).is_integer() and 1 <= args.timeout <= 255:
+        timeout = int(args.timeout)
+    return RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, timeout=timeout, tsize=args.tsize)
+
+
+def client_timing(args: argparse.Namespace) -> Timing:
+    initial = args.timeout if args.timeout is not None else 1.0
+    # A client's dally only guards against a lost final ACK; keep it short so commands end promptly.
+    return Timing(initial_timeout=initial, retries=args.retries, dally=min(2 * initial, 1.0),
+                  adaptive=args.timeout is None)
+
+
+def server_policy(args: argparse.Namespace) -> ServerPolicy:
+    return ServerPolicy(max_blksize=args.max_blksize, max_windowsize=args.max_windowsize,
+                        refuse=frozenset(args.refuse), max_upload=args.max_upload)
+
+
+def interactive(args: argparse.Namespace) -> bool:
+    """The TUI is for a person at a terminal; scripts, pipes and --json get plain output."""
+    return not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command in ("probe", "put"):
+            from tftpdiag.commands import run_client
+            return run_client(args, upload=args.command == "put")
+        if args.command == "serve":
+            from tftpdiag.commands import run_serve
+            return run_serve(args)
+        if args.command == "demo":
+            from tftpdiag.commands import run_demo
+            return run_demo(args)
+    except UsageError as exc:
+        print(f"tftpdiag {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tftpdiag: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE

@@ -1,0 +1,202 @@
+"""What each command does once its arguments are parsed: set up the engine, then hand the event
+stream to the TUI or to the headless printer."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from tftpdiag.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    client_target,
+    client_timing,
+    interactive,
+    requested_options,
+    server_policy,
+)
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.session import Timing
+
+__all__ = ["run_client", "run_serve", "run_demo", "make_sample_image"]
+
+
+def _check_sha(expected: str | None):
+    def extra(outcome: ClientOutcome) -> dict[str, Any]:
+        if expected is None:
+            return {"expected_sha256": None, "sha256_match": None}
+        match = outcome.ok and outcome.sha256 == expected
+        fields: dict[str, Any] = {"expected_sha256": expected, "sha256_match": match}
+        if outcome.ok and not match:
+            fields["ok"] = False
+            fields["failure"] = f"SHA-256 mismatch: got {outcome.sha256}, expected {expected}"
+        return fields
+    return extra
+
+
+@contextlib.contextmanager
+def _trace(bus: EventBus, path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    from tftpdiag.trace.recorder import TraceRecorder, TraceSetupError
+
+    try:
+        recorder = TraceRecorder.open(path, bus)
+    except TraceSetupError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        yield
+    finally:
+        recorder.close()
+
+
+def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
+    target = client_target(args, upload)
+    output = getattr(args, "output", None)
+    return ClientRequest(
+        host=target.host, filename=target.filename, port=target.port, upload=upload,
+        mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
+        family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline)
+
+
+def run_client(args: argparse.Namespace, *, upload: bool) -> int:
+    request = _client_request(args, upload)
+    bus = EventBus()
+    try:
+        transfer = ClientTransfer(request, bus)
+    except TransferSetupError as exc:
+        raise UsageError(str(exc)) from None
+    extra = _check_sha(getattr(args, "expect_sha256", None))
+    with _trace(bus, args.trace):
+        if interactive(args):
+            from tftpdiag.tui.launch import run_client_app
+
+            return run_client_app(transfer, bus, extra=extra)
+        from tftpdiag.headless import run_client_headless
+
+        sub = bus.subscribe()
+        _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra)
+        return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, adaptive=args.timeout is None)
+    bind = tuple(args.bind) if args.bind else ("0.0.0.0", "::")
+    return ServerConfig(
+        root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
+        allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
+        single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM end a server cleanly instead of killing it mid-transfer."""
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    bus = EventBus()
+    server = TftpServer(server_config(args), bus)
+    try:
+        server.bind()
+    except ServerSetupError as exc:
+        raise UsageError(str(exc)) from None
+    with _trace(bus, args.trace):
+        if interactive(args):
+            from tftpdiag.tui.launch import run_server_app
+
+            return run_server_app(server, bus)
+        from tftpdiag.headless import run_server_headless
+        from tftpdiag.sessions import fmt_addr
+
+        where = ", ".join(fmt_addr(a) for a in server.addresses)
+        access = "uploads allowed" if server.config.allow_upload else "read-only"
+        print(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop", file=sys.stderr, flush=True)
+        stop = threading.Event()
+        sub = bus.subscribe()
+        with _stop_on_signals(stop):
+            run_server_headless(server, sub, json_out=args.json, stop=stop)
+        print("tftpdiag: server stopped", file=sys.stderr)
+    return EXIT_OK
+
+
+def make_sample_image(folder: Path, size: int) -> Path:
+    """A deterministic stand-in for a firmware image: a header, then pseudo-random bytes."""
+    path = folder / "firmware-demo.bin"
+    with open(path, "wb") as f:
+        header = b"TFTPDIAG-DEMO-FIRMWARE\0" + size.to_bytes(8, "big")
+        f.write(header)
+        written, counter = len(header), 0
+        while written < size:
+            chunk = hashlib.sha256(counter.to_bytes(8, "big")).digest() * 2048
+            chunk = chunk[: size - written]
+            f.write(chunk)
+            written += len(chunk)
+            counter += 1
+        f.truncate(size)
+    return path
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    bus = EventBus()
+    with tempfile.TemporaryDirectory(prefix="tftpdiag-demo-") as tmp:
+        folder = Path(tmp)
+        image = make_sample_image(folder, args.size)
+        server = TftpServer(ServerConfig(root=folder, bind=("127.0.0.1",), port=0), bus)
+        try:
+            server.bind()
+        except ServerSetupError as exc:
+            raise UsageError(str(exc)) from None
+        host, port = server.addresses[0]
+        request = ClientRequest(host=host, filename=image.name, port=port,
+                                options=RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, tsize=True),
+                                timing=Timing(dally=0.2))
+        transfer = ClientTransfer(request, bus)
+        with _trace(bus, args.trace):
+            if interactive(args):
+                from tftpdiag.tui.launch import run_demo_app
+
+                return run_demo_app(server, transfer, bus)
+            from tftpdiag.headless import run_client_headless
+
+            print(f"tftpdiag demo: serving {image.name} ({args.size:,} bytes) on {host}:{port}, probing it",
+                  file=sys.stderr, flush=True)
+            thread = threading.Thread(target=server.serve, daemon=True)
+            thread.start()
+            try:
+                sub = bus.subscribe()
+                expected = _sha256_file(image)
+                _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=_check_sha(expected))
+            finally:
+                server.stop()
+                thread.join(5)
+        return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+

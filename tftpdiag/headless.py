@@ -1,0 +1,122 @@
+"""Plain output for scripts, CI and SSH: a progress bar on stderr, then a summary or JSON on stdout.
+
+It reads the same event stream as the TUI, through a lossless subscription drained on a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any, Callable, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from tftpdiag.engine.bus import Subscription
+from tftpdiag.engine.client import ClientOutcome, ClientTransfer
+from tftpdiag.engine.server import TftpServer
+from tftpdiag.report import explain_failure, one_line, options_lines, session_summary
+from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
+
+__all__ = ["run_client_headless", "run_server_headless", "print_client_summary"]
+
+_TICK = 0.1
+
+
+def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out: bool,
+                        extra: Callable[[ClientOutcome], dict[str, Any]],
+                        stdout: TextIO | None = None) -> tuple[ClientOutcome, dict[str, Any]]:
+    """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
+    stdout = stdout or sys.stdout
+    table = SessionTable()
+    err = Console(stderr=True)
+    verb = "uploading" if transfer.request.upload else "downloading"
+    progress = Progress(TextColumn(f"{verb} [bold]{transfer.request.filename}[/]"), BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                        disable=not err.is_terminal)
+    transfer.start()
+    outcome: ClientOutcome | None = None
+    try:
+        with progress:
+            task = progress.add_task("transfer", total=None)
+            while outcome is None:
+                outcome = transfer.wait(_TICK)
+                table.apply(sub.drain())
+                record = table.sessions.get(transfer.session_id)
+                if record is not None:
+                    progress.update(task, completed=record.bytes, total=record.total)
+    except KeyboardInterrupt:
+        transfer.cancel()
+        outcome = transfer.wait(5)
+        raise
+    finally:
+        transfer.join(5)
+        table.apply(sub.drain())
+    assert outcome is not None
+    record = table.sessions[transfer.session_id]
+    summary = session_summary(record, sha256=outcome.sha256,
+                              output=str(outcome.output) if outcome.output else None, **extra(outcome))
+    if json_out:
+        stdout.write(json.dumps(summary) + "\n")
+    else:
+        print_client_summary(record, summary, Console(file=stdout, highlight=False))
+    return outcome, summary
+
+
+def print_client_summary(record: SessionRecord, summary: dict[str, Any], console: Console) -> None:
+    verb = "downloaded" if record.direction == "download" else "uploaded"
+    server = fmt_addr(record.peer)
+    if summary["ok"]:
+        console.print(f"[green]✔[/] {verb} [bold]{record.filename}[/] {'from' if verb == 'downloaded' else 'to'} {server}")
+    else:
+        console.print(f"[red]✘[/] {record.filename} {'from' if record.direction == 'download' else 'to'} {server}: "
+                      f"[red]{summary.get('failure') or explain_failure(record)}[/]")
+    if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
+        console.print(f"  [yellow]reply came from {fmt_addr(record.replied_from)}, not the address asked[/]")
+    console.print(f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
+    if summary.get("sha256") and record.direction == "download":
+        console.print(f"  sha256 {summary['sha256']}")
+    if summary.get("output"):
+        console.print(f"  saved to {summary['output']}")
+    for line in options_lines(record):
+        console.print(f"  {line}", markup=False)
+    console.print(f"  packets sent {record.packets_sent}, received {record.packets_received}; "
+                  f"retransmits {summary['retransmits']}, timeouts {summary['timeouts']}, "
+                  f"duplicates {summary['duplicates']}")
+
+
+def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
+                        stdout: TextIO | None = None) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
+    stdout = stdout or sys.stdout
+    table = SessionTable()
+    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    thread.start()
+
+    def emit(ended: list[SessionRecord]) -> None:
+        for record in ended:
+            if record.role is None and record.refused is None:
+                continue
+            if json_out:
+                kind = "refused" if record.refused is not None else "session"
+                obj = {"event": kind, **session_summary(record)}
+                if record.refused is not None:
+                    obj["suggestion"] = record.refused.suggestion
+                stdout.write(json.dumps(obj) + "\n")
+            else:
+                stdout.write(one_line(record) + "\n")
+            stdout.flush()
+        # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
+        for record in ended:
+            table.sessions.pop(record.session, None)
+
+    try:
+        while not stop.wait(_TICK):
+            emit(table.apply(sub.drain()))
+            if not thread.is_alive():
+                break
+    finally:
+        server.stop()
+        thread.join(10)
+        emit(table.apply(sub.drain()))

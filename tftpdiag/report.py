@@ -1,0 +1,119 @@
+"""A session as a JSON-ready dict (the schema the README documents) and as plain-text lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tftpdiag.protocol.events import Completed, Failed
+from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
+
+__all__ = ["session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
+
+
+def _addr(addr: tuple[str, int] | None) -> dict[str, Any] | None:
+    return None if addr is None else {"address": addr[0], "port": addr[1]}
+
+
+def error_dict(record: SessionRecord) -> dict[str, Any] | None:
+    if record.refused is not None:
+        r = record.refused
+        return {"code": r.code, "message": r.message, "raised_by": "server", "reason": r.why}
+    result = record.result
+    if not isinstance(result, Failed):
+        return None
+    return {"code": result.code, "message": result.message, "raised_by": result.raised_by.value,
+            "reason": result.reason.value}
+
+
+def options_dict(record: SessionRecord) -> dict[str, Any]:
+    negotiated = record.negotiated
+    granted = None
+    if negotiated is not None and negotiated.oack is not None:
+        granted = dict(negotiated.oack)
+    return {
+        "requested": dict(record.requested),
+        "granted": granted,
+        "outcomes": [
+            {"name": o.name, "asked": o.asked, "granted": o.granted, "verdict": o.verdict.value, "meaning": o.meaning}
+            for o in (negotiated.outcomes if negotiated else ())
+        ],
+        "effective": None if negotiated is None else {
+            "blksize": negotiated.blksize, "windowsize": negotiated.windowsize,
+            "timeout": negotiated.timeout, "tsize": negotiated.tsize,
+        },
+    }
+
+
+def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
+    result = record.result
+    stats = result.stats if isinstance(result, (Completed, Failed)) else None
+    summary: dict[str, Any] = {
+        "ok": isinstance(result, Completed),
+        "session": record.session,
+        "role": record.role.value if record.role else None,
+        "direction": record.direction,
+        "file": record.filename,
+        "mode": record.mode or None,
+        "local": _addr(record.local),
+        "peer": _addr(record.peer),
+        "replied_from": _addr(record.replied_from),
+        "bytes": record.bytes,
+        "total": record.total,
+        "duration_s": round(record.duration, 6),
+        "rate_bps": round(record.rate, 1),
+        "options": options_dict(record),
+        "packets": {"sent": record.packets_sent, "received": record.packets_received},
+        "retransmits": stats.retransmits if stats else record.retransmits,
+        "timeouts": stats.timeouts if stats else record.timeouts,
+        "duplicates": stats.duplicates if stats else record.duplicates,
+        "error": error_dict(record),
+        "findings": [],
+    }
+    summary.update(extra)
+    return summary
+
+
+def explain_failure(record: SessionRecord) -> str:
+    """The failure in plain words, naming who said what."""
+    if record.refused is not None:
+        r = record.refused
+        text = f"refused: ERROR {r.code} ({error_code_name(r.code)}): {r.message}"
+        if r.suggestion:
+            text += f"; did the client mean {r.suggestion!r}?"
+        return text
+    result = record.result
+    if not isinstance(result, Failed):
+        return ""
+    if result.code is not None:
+        who = "the peer" if result.raised_by.value == "peer" else "tftpdiag"
+        return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {result.message}"
+    return result.message
+
+
+def outcome_text(record: SessionRecord) -> str:
+    if record.refused is not None or isinstance(record.result, Failed):
+        return "failed: " + explain_failure(record)
+    if isinstance(record.result, Completed):
+        return "ok"
+    return record.state
+
+
+def options_lines(record: SessionRecord) -> list[str]:
+    negotiated = record.negotiated
+    if negotiated is None:
+        return []
+    lines = []
+    for o in negotiated.outcomes:
+        granted = o.granted if o.granted is not None else "-"
+        lines.append(f"{o.name:<10} asked {o.asked:<6} granted {granted:<8} {o.verdict.value:<8} {o.meaning}")
+    if not negotiated.outcomes:
+        lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
+    return lines
+
+
+def one_line(record: SessionRecord) -> str:
+    """A finished server session in one line."""
+    kind = "RRQ" if record.direction == "download" else "WRQ"
+    return (f"{fmt_addr(record.client):<22} {kind} {record.filename!r:<24} {record.direction:<8} "
+            f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")

@@ -1,0 +1,189 @@
+"""Per-session records built from the event stream: what the headless printer, the TUI and the trace
+reader summarise. Live sessions and transfers rebuilt from a capture pass through the same code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from tftpdiag.protocol.events import (
+    Address,
+    Completed,
+    Event,
+    Failed,
+    Note,
+    OptionsNegotiated,
+    PacketReceived,
+    PacketSent,
+    PeerLocked,
+    Progress,
+    RequestRefused,
+    Retransmit,
+    Role,
+    SocketError,
+    TimedOut,
+    TransferStarted,
+)
+from tftpdiag.protocol.options import Negotiated
+from tftpdiag.protocol.packets import Options
+
+__all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
+
+
+def fmt_addr(addr: Address | None) -> str:
+    if addr is None:
+        return "-"
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def fmt_rate(bytes_per_s: float) -> str:
+    return f"{fmt_bytes(bytes_per_s)}/s"
+
+
+@dataclass
+class SessionRecord:
+    session: int
+    role: Role | None = None
+    filename: str = ""
+    mode: str = ""
+    local: Address | None = None
+    peer: Address | None = None  # the client (server side) or the server as first addressed (client side)
+    replied_from: Address | None = None  # client side: the transfer ID the server answered from
+    requested: Options = ()
+    negotiated: Negotiated | None = None
+    started: float | None = None
+    last: float | None = None
+    bytes: int = 0
+    total: int | None = None
+    packets_sent: int = 0
+    packets_received: int = 0
+    retransmits: int = 0
+    timeouts: int = 0
+    duplicates: int = 0
+    stray: int = 0
+    result: Completed | Failed | None = None
+    refused: RequestRefused | None = None
+    socket_errors: list[SocketError] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.refused is not None:
+            return "refused"
+        if isinstance(self.result, Completed):
+            return "done"
+        if isinstance(self.result, Failed):
+            return "failed"
+        if self.negotiated is None and self.bytes == 0:
+            return "requesting"
+        if self.bytes == 0:
+            return "negotiating"
+        return "transferring"
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.refused is not None
+
+    @property
+    def duration(self) -> float:
+        if isinstance(self.result, (Completed, Failed)):
+            return self.result.stats.duration
+        if self.started is None or self.last is None:
+            return 0.0
+        return max(self.last - self.started, 0.0)
+
+    @property
+    def rate(self) -> float:
+        d = self.duration
+        return self.bytes / d if d > 0 else 0.0
+
+    @property
+    def direction(self) -> str:
+        if self.role is None:
+            return "download" if self.refused is None or self.refused.is_read else "upload"
+        return "download" if self.role.is_download else "upload"
+
+    @property
+    def client(self) -> Address | None:
+        """The client's address, from either side's point of view."""
+        if self.role is not None and self.role.is_client:
+            return self.local
+        return self.peer
+
+    def apply(self, event: Event) -> None:
+        t = event.time
+        if self.started is None:
+            self.started = t
+        self.last = t
+        if isinstance(event, PacketReceived):
+            self.packets_received += 1
+            note = event.note
+            if note is Note.DUPLICATE:
+                self.duplicates += 1
+            elif note is Note.STRAY:
+                self.stray += 1
+        elif isinstance(event, PacketSent):
+            self.packets_sent += 1
+        elif isinstance(event, Progress):
+            self.bytes = event.bytes
+            if event.total is not None:
+                self.total = event.total
+        elif isinstance(event, Retransmit):
+            self.retransmits += event.count
+        elif isinstance(event, TimedOut):
+            self.timeouts += 1
+        elif isinstance(event, TransferStarted):
+            self.role, self.filename, self.mode = event.role, event.filename, event.mode
+            self.local, self.peer, self.requested = event.local, event.peer, event.requested
+        elif isinstance(event, PeerLocked):
+            self.replied_from = event.peer
+        elif isinstance(event, OptionsNegotiated):
+            self.negotiated = event.negotiated
+            if event.negotiated.tsize is not None:
+                self.total = event.negotiated.tsize
+        elif isinstance(event, (Completed, Failed)):
+            self.result = event
+            self.bytes = event.stats.bytes
+            self.retransmits = event.stats.retransmits
+            self.timeouts = event.stats.timeouts
+        elif isinstance(event, RequestRefused):
+            self.refused = event
+            self.peer = event.peer
+            self.filename = event.filename
+        elif isinstance(event, SocketError):
+            self.socket_errors.append(event)
+
+
+class SessionTable:
+    """Every session seen on a stream, by id, in the order they began."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[int, SessionRecord] = {}
+
+    def apply(self, events: Iterable[Event]) -> list[SessionRecord]:
+        """Fold events in; returns the sessions that finished with these events."""
+        ended: list[SessionRecord] = []
+        sessions = self.sessions
+        for event in events:
+            record = sessions.get(event.session)
+            if record is None:
+                record = sessions[event.session] = SessionRecord(event.session)
+            was_finished = record.finished
+            record.apply(event)
+            if not was_finished and record.finished:
+                ended.append(record)
+        return ended
+
+    def __iter__(self):
+        return iter(self.sessions.values())
+
+    def __len__(self) -> int:
+        return len(self.sessions)
