@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tftpdiag.cli import (
     EXIT_FAILED,
@@ -46,14 +46,14 @@ def _check_sha(expected: str | None):
 
 
 @contextlib.contextmanager
-def _trace(bus: EventBus, path: Path | None) -> Iterator[None]:
+def _trace(bus: EventBus, path: Path | None, skip: Callable[[int], bool] | None = None) -> Iterator[None]:
     if path is None:
         yield
         return
     from tftpdiag.trace.recorder import TraceRecorder, TraceSetupError
 
     try:
-        recorder = TraceRecorder.open(path, bus)
+        recorder = TraceRecorder.open(path, bus, skip=skip)
     except TraceSetupError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -172,7 +172,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                 options=RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, tsize=True),
                                 timing=Timing(dally=0.2))
         transfer = ClientTransfer(request, bus)
-        with _trace(bus, args.trace):
+        with _trace(bus, args.trace, skip=server.owns):
             if interactive(args):
                 from tftpdiag.tui.launch import run_demo_app
 

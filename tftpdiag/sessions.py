@@ -133,9 +133,13 @@ class SessionRecord:
         elif isinstance(event, PacketSent):
             self.packets_sent += 1
         elif isinstance(event, Progress):
+            # A sampled stream may miss packet events; the snapshot's counters are exact.
             self.bytes = event.bytes
             if event.total is not None:
                 self.total = event.total
+            stats = event.stats
+            self.packets_sent, self.packets_received = stats.packets_sent, stats.packets_received
+            self.retransmits, self.timeouts, self.duplicates = stats.retransmits, stats.timeouts, stats.duplicates
         elif isinstance(event, Retransmit):
             self.retransmits += event.count
         elif isinstance(event, TimedOut):
@@ -151,9 +155,10 @@ class SessionRecord:
                 self.total = event.negotiated.tsize
         elif isinstance(event, (Completed, Failed)):
             self.result = event
-            self.bytes = event.stats.bytes
-            self.retransmits = event.stats.retransmits
-            self.timeouts = event.stats.timeouts
+            stats = event.stats
+            self.bytes = stats.bytes
+            self.packets_sent, self.packets_received = stats.packets_sent, stats.packets_received
+            self.retransmits, self.timeouts, self.duplicates = stats.retransmits, stats.timeouts, stats.duplicates
         elif isinstance(event, RequestRefused):
             self.refused = event
             self.peer = event.peer

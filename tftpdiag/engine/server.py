@@ -90,6 +90,7 @@ class TftpServer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
+        self._own_ids: set[int] = set()
         self.stopped = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -101,6 +102,10 @@ class TftpServer:
     @property
     def active_sessions(self) -> int:
         return len(self._sessions)
+
+    def owns(self, session_id: int) -> bool:
+        """Whether a session id on the bus is one of this server's (a client may share the bus)."""
+        return session_id in self._own_ids
 
     def start(self) -> TftpServer:
         """Check the root, bind every address, then serve on a worker thread."""
@@ -316,9 +321,9 @@ class TftpServer:
 
     # -- requests ----------------------------------------------------------------------------------
 
-    def _refuse(self, listener: _Listener, session_id: int, raw: bytes, packet: Packet | None, client: Address,
-                code: int, message: str, why: str, suggestion: str | None = None) -> None:
-        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listener.local,
+    def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
+                client: Address, code: int, message: str, why: str, suggestion: str | None = None) -> None:
+        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen,
                              now=time.time(), code=code, message=message, why=why, suggestion=suggestion)
         for datagram, dest in out:
             with contextlib.suppress(OSError):
@@ -327,36 +332,39 @@ class TftpServer:
 
     def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
         session_id = self.bus.new_session_id()
+        self._own_ids.add(session_id)
+        # Events name the address the request really reached, not the wildcard the socket is bound to.
+        listen = (dest or listener.local[0], listener.local[1])
         try:
             packet = decode(raw)
         except ProtocolError as exc:
-            self._refuse(listener, session_id, raw, None, client, exc.code, exc.message, "malformed")
+            self._refuse(listener, listen, session_id, raw, None, client, exc.code, exc.message, "malformed")
             return
         if not isinstance(packet, Request):
             if isinstance(packet, Error):
-                self._refuse(listener, session_id, raw, packet, client, 0, "", "not-a-request")
+                self._refuse(listener, listen, session_id, raw, packet, client, 0, "", "not-a-request")
             else:
-                self._refuse(listener, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
                              "unknown transfer ID", "not-a-request")
             return
         for active in self._sessions.values():
             if active.client == client and active.request_raw == raw and not active.machine.finished:
                 # The client resent its request before our answer reached it: its session goes on.
-                self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listener.local, client,
+                self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
                                                  raw, packet, Note.DUPLICATE, "request repeated")])
                 return
         if len(self._sessions) >= self.config.max_sessions:
-            self._refuse(listener, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
+            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          f"server busy: {len(self._sessions)} sessions", "busy")
             return
         if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client:
-            self._refuse(listener, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
+            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          "too many sessions from this address", "busy")
             return
         if packet.is_read:
-            self._start_read(listener, session_id, raw, packet, client, dest)
+            self._start_read(listener, listen, session_id, raw, packet, client, dest)
         else:
-            self._start_write(listener, session_id, raw, packet, client, dest)
+            self._start_write(listener, listen, session_id, raw, packet, client, dest)
 
     def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
         if self.config.single_port:
@@ -366,11 +374,11 @@ class TftpServer:
         sock.setblocking(False)
         return sock, True
 
-    def _start_read(self, listener: _Listener, session_id: int, raw: bytes, request: Request, client: Address,
-                    dest: str | None) -> None:
+    def _start_read(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
+                    client: Address, dest: str | None) -> None:
         target = open_for_read(self.root, request.filename)
         if isinstance(target, Refusal):
-            self._refuse(listener, session_id, raw, request, client, target.code, target.message, target.why,
+            self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why,
                          target.suggestion)
             return
         file = os.fdopen(target.fd, "rb", buffering=1 << 16)
@@ -378,27 +386,27 @@ class TftpServer:
             sock, own = self._session_socket(listener, dest)
         except OSError as exc:
             file.close()
-            self._refuse(listener, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
+            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
                          f"server cannot open a socket: {exc.strerror}", "server-error")
             return
         local = normalise(sock.getsockname())
         machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=file,
-                             file_size=target.size, now=time.time(), policy=self.config.policy,
+                             file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
                              timing=self.config.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path), listener)
 
-    def _start_write(self, listener: _Listener, session_id: int, raw: bytes, request: Request, client: Address,
-                     dest: str | None) -> None:
+    def _start_write(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
+                     client: Address, dest: str | None) -> None:
         cfg = self.config
         target = check_for_write(self.root, request.filename, allow_upload=cfg.allow_upload,
                                  allow_overwrite=cfg.allow_overwrite)
         if isinstance(target, Refusal):
-            self._refuse(listener, session_id, raw, request, client, target.code, target.message, target.why)
+            self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why)
             return
         try:
             fd, temp_path = tempfile.mkstemp(dir=target.path.parent, prefix=f".{target.path.name}.", suffix=".part")
         except OSError as exc:
-            self._refuse(listener, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
+            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
                          f"cannot create the file: {exc.strerror}", "no-permission")
             return
         file = os.fdopen(fd, "wb", buffering=1 << 16)
@@ -407,12 +415,12 @@ class TftpServer:
         except OSError as exc:
             file.close()
             os.unlink(temp_path)
-            self._refuse(listener, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
+            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
                          f"server cannot open a socket: {exc.strerror}", "server-error")
             return
         local = normalise(sock.getsockname())
         machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=file,
-                              now=time.time(), policy=cfg.policy, timing=cfg.timing)
+                              now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, temp_path=temp_path,
                           target=target.path), listener)
 

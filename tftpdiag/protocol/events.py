@@ -182,10 +182,13 @@ class TimedOut:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
+    """Sent at most every Timing.progress_interval, and at the end: the counters so far."""
+
     session: int
     time: float
     bytes: int
     total: int | None
+    stats: TransferStats
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,13 +65,14 @@ class _ServerMixin:
 
     request: Request
 
-    def _begin(self, request: Request, raw: bytes, now: float) -> bool:  # type: ignore[misc]
-        """Record the request; False (and the session failed) if its mode is not served."""
+    def _begin(self, request: Request, raw: bytes, listen: Address | None, now: float) -> bool:  # type: ignore[misc]
+        """Record the request (it arrived at ``listen``, the server's well-known port); False (and the
+        session failed) if its mode is not served."""
         self.request = request
         self.locked = True  # the client's transfer ID is the request's source
         self._events.append(TransferStarted(self.session_id, now, self.role, request.filename, request.mode,
                                             self.local, self.peer, request.options))
-        self._note_received(raw, request, self.peer, now)
+        self._events.append(PacketReceived(self.session_id, now, listen or self.local, self.peer, raw, request))
         self.packets_received += 1
         if request.mode not in MODES:
             self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
@@ -112,11 +113,11 @@ class ServerRead(_ServerMixin, Sender):
     role = Role.SERVER_READ
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 source: Readable, now: float, file_size: int | None = None,
+                 source: Readable, now: float, file_size: int | None = None, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
         self._init_sender(source)
-        if not self._begin(request, raw, now):
+        if not self._begin(request, raw, listen, now):
             return
         if request.mode == "netascii":
             self._source = NetasciiReader(source)
@@ -170,11 +171,11 @@ class ServerWrite(_ServerMixin, Receiver):
     role = Role.SERVER_WRITE
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 sink: Writable, now: float, policy: ServerPolicy = ServerPolicy(),
-                 timing: Timing = Timing()) -> None:
+                 sink: Writable, now: float, listen: Address | None = None,
+                 policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
         self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)
-        if not self._begin(request, raw, now):
+        if not self._begin(request, raw, listen, now):
             return
         negotiated = self._negotiate(policy, None, now)
         if negotiated is None:

@@ -278,7 +278,7 @@ class Session:
         self._timer.backoff = 0
         if now - self._last_progress >= self.timing.progress_interval:
             self._last_progress = now
-            self._events.append(Progress(self.session_id, now, self.bytes, self.total))
+            self._events.append(Progress(self.session_id, now, self.bytes, self.total, self.stats(now)))
 
     def _sample_rtt(self, now: float) -> None:
         if self._rtt_mark is not None:
@@ -318,7 +318,7 @@ class Session:
 
     def _complete(self, now: float, dally: bool) -> None:
         self.result = Completed(self.session_id, now, self.stats(now))
-        self._events.append(Progress(self.session_id, now, self.bytes, self.total))
+        self._events.append(Progress(self.session_id, now, self.bytes, self.total, self.stats(now)))
         self._events.append(self.result)
         if dally and self.timing.dally > 0:
             self.state = State.DALLYING
@@ -545,9 +545,11 @@ class Receiver(Session):
         elif offset < 0:
             self.duplicates += 1
             self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
-            # The peer did not hear our ACK of its newest block. Mid-window that block was never
-            # ACKed: answering its copy would read as a gap and rewind the window for nothing.
-            if offset == -1 and self._since_ack == 0:
+            # The peer did not hear our ACK of its newest block. Only in lock-step: with a window, a
+            # repeated block may come from a rewind the sender made on a duplicated ACK, and answering
+            # it would rewind the next window too, and so on (a windowed Sorcerer's Apprentice). The
+            # receive timer repeats our ACK instead.
+            if offset == -1 and self.windowsize == 1:
                 self._ack(self._expected - 1, now, Note.REACK)
         else:
             self.out_of_order += 1

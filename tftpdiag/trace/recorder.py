@@ -1,0 +1,125 @@
+"""Streams the event bus to a trace file on its own thread: pcap (every datagram, for Wireshark) or
+jsonl (every event). Lossless, bounded memory, flushed about every second, complete after close()."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Protocol
+
+from tftpdiag.engine.bus import EventBus, Subscription
+from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+from tftpdiag.trace.jsonl import JsonlWriter
+from tftpdiag.trace.pcap import PcapWriter
+
+__all__ = ["TraceRecorder", "TraceSetupError", "trace_format", "EventWriter", "PcapEventWriter", "open_writer"]
+
+_DRAIN_EVERY = 0.2
+_FLUSH_EVERY = 1.0
+
+
+class TraceSetupError(Exception):
+    pass
+
+
+class EventWriter(Protocol):
+    def write(self, event: Event) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+SessionFilter = Callable[[int], bool]
+
+
+class PcapEventWriter:
+    """Packet events as IP/UDP datagrams; other events have no place in a pcap and are skipped.
+
+    When both ends of a transfer publish on one bus (the demo), each datagram is seen twice;
+    ``skip`` names the sessions whose view is left out so the capture holds it once.
+    """
+
+    def __init__(self, path: Path, snaplen: int | None = None, skip: SessionFilter | None = None) -> None:
+        self._pcap = PcapWriter(path, snaplen=snaplen)
+        self._skip = skip
+
+    def write(self, event: Event) -> None:
+        if self._skip is not None and self._skip(event.session):
+            return
+        if isinstance(event, PacketSent):
+            self._pcap.write(event.time, event.local, event.peer, event.raw)
+        elif isinstance(event, PacketReceived):
+            self._pcap.write(event.time, event.peer, event.local, event.raw)
+
+    def flush(self) -> None:
+        self._pcap.flush()
+
+    def close(self) -> None:
+        self._pcap.close()
+
+
+def trace_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".pcap", ".cap"):
+        return "pcap"
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    raise TraceSetupError(f"cannot tell the trace format of {path.name!r}: name it .pcap (Wireshark) or .jsonl (all events)")
+
+
+def open_writer(path: Path, snaplen: int | None = None, skip: SessionFilter | None = None) -> EventWriter:
+    kind = trace_format(path)
+    try:
+        if kind == "pcap":
+            return PcapEventWriter(path, snaplen, skip)
+        return JsonlWriter(open(path, "w", encoding="utf-8"), snaplen)
+    except OSError as exc:
+        raise TraceSetupError(f"cannot write the trace {path}: {exc.strerror}") from None
+
+
+class TraceRecorder:
+    def __init__(self, writer: EventWriter, sub: Subscription, path: Path) -> None:
+        self.path = path
+        self._writer = writer
+        self._sub = sub
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.events_written = 0
+        self._thread = threading.Thread(target=self._run, name="trace-recorder", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, path: Path, bus: EventBus, snaplen: int | None = None,
+             skip: SessionFilter | None = None) -> TraceRecorder:
+        writer = open_writer(path, snaplen, skip)
+        return cls(writer, bus.subscribe(), path)
+
+    def _run(self) -> None:
+        since_flush = 0.0
+        while not self._stop.wait(_DRAIN_EVERY):
+            self._write_pending()
+            since_flush += _DRAIN_EVERY
+            if since_flush >= _FLUSH_EVERY:
+                since_flush = 0.0
+                with self._lock:
+                    self._writer.flush()
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            write = self._writer.write
+            events = self._sub.drain()
+            for event in events:
+                write(event)
+            self.events_written += len(events)
+
+    def flush(self) -> None:
+        """Write everything published so far to disk (for saving a copy mid-run)."""
+        self._write_pending()
+        with self._lock:
+            self._writer.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write_pending()
+        self._sub.close()
+        self._writer.close()
