@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from tftpdiag.protocol.packets import ErrorCode, Options, ProtocolError
+from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
 
 __all__ = [
     "BLKSIZE_MIN",
@@ -158,6 +158,8 @@ def negotiate_server(
     outcomes: list[OptionOutcome] = []
     values: dict[str, int | None] = {"blksize": DEFAULT_BLKSIZE, "windowsize": 1, "timeout": None, "tsize": None}
     for name, raw in requested:
+        if name not in OPTION_NAMES:
+            continue  # unknown options are not ours to judge, whatever their value (no outcome either)
         asked = _int(raw)
         value: int | None = None
         if name in policy.refuse or asked is None:
@@ -184,8 +186,6 @@ def negotiate_server(
                         f"upload of {asked} bytes exceeds the server's limit of {policy.max_upload}",
                     )
                 value = asked
-        else:
-            continue  # unknown options are not ours to judge
         if value is None:
             outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))
             continue

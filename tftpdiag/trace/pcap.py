@@ -16,7 +16,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Final, TypeAlias
+from typing import IO, Any, Final, TypeAlias
 
 __all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams"]
 
@@ -57,10 +57,8 @@ class CaptureError(Exception):
 LINKTYPE_RAW: Final = 101
 _PCAP_MAGIC_USEC: Final = 0xA1B2C3D4
 _DEFAULT_SNAPLEN: Final = 262144  # libpcap's default; nothing we write is longer
-_V4_OVERHEAD: Final = 28
-_V6_OVERHEAD: Final = 48
 _BUFFER: Final = 256 * 1024
-_MIN_SNAPLEN: Final = _V6_OVERHEAD  # shorter would cut into the UDP header and lose the ports
+_MIN_SNAPLEN: Final = 48  # IPv6 + UDP headers: shorter would cut off the ports
 _TTL: Final = 64
 _UDP: Final = 17
 
@@ -224,14 +222,20 @@ _IP4 = struct.Struct("!BxH2xHxB2x4s4s")  # ver/ihl, total length, flags+offset, 
 _IP6 = struct.Struct("!4xHB1x16s16s")  # payload length, next header, src, dst
 _UDP_HEADER = struct.Struct("!HHH")
 
+
 # Datagram's generated __init__ goes through object.__setattr__ once per field because the class
 # is frozen; setting the slots directly halves the cost of the one object made per packet.
+def _slot_setter(name: str) -> Callable[[Datagram, Any], None]:
+    setter: Callable[[Datagram, Any], None] = vars(Datagram)[name].__set__
+    return setter
+
+
 _alloc = object.__new__
-_set_time = Datagram.time.__set__  # type: ignore[attr-defined]
-_set_src = Datagram.src.__set__  # type: ignore[attr-defined]
-_set_dst = Datagram.dst.__set__  # type: ignore[attr-defined]
-_set_payload = Datagram.payload.__set__  # type: ignore[attr-defined]
-_set_orig_len = Datagram.orig_len.__set__  # type: ignore[attr-defined]
+_set_time = _slot_setter("time")
+_set_src = _slot_setter("src")
+_set_dst = _slot_setter("dst")
+_set_payload = _slot_setter("payload")
+_set_orig_len = _slot_setter("orig_len")
 
 # Addresses repeat on every packet of a transfer; inet_ntop costs more than a dict hit.
 _names: dict[bytes, str] = {}
@@ -525,7 +529,8 @@ def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
                 if size:
                     raise _truncated(packets, src.base)
                 return
-        if buf[pos : pos + 4] == b"\x0a\x0d\x0d\x0a":
+        btype, blen = unpack_head(buf, pos)
+        if btype == _PCAPNG_SHB:
             # The block type reads the same in both byte orders; the byte-order magic decides.
             bom = buf[pos + 8 : pos + 12]
             if bom == b"\x4d\x3c\x2b\x1a":
@@ -539,7 +544,7 @@ def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
             unpack_epb = struct.Struct(endian + "IIIII").unpack_from
             unpack_opb = struct.Struct(endian + "HHIIII").unpack_from
             interfaces = []
-        btype, blen = unpack_head(buf, pos)
+            btype, blen = unpack_head(buf, pos)
         if blen < 12 or blen & 3 or blen > _MAX_RECORD:
             raise _damaged(packets, src.base + pos, f"block of type {btype:#x} claims length {blen}")
         if pos + blen > size:
@@ -549,16 +554,17 @@ def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
                 raise _truncated(packets, src.base)
         if unpack_u32(buf, pos + blen - 4)[0] != blen:
             raise _damaged(packets, src.base + pos, f"block of type {btype:#x} has mismatched lengths")
-        if btype == _PCAPNG_EPB or btype == _PCAPNG_OPB:
+        if btype in (_PCAPNG_EPB, _PCAPNG_OPB):
             if btype == _PCAPNG_EPB:
                 ifid, hi, lo, cap, _orig = unpack_epb(buf, pos + 8)
             else:
                 ifid, _drops, hi, lo, cap, _orig = unpack_opb(buf, pos + 8)
             if cap > blen - 32:
                 raise _damaged(packets, src.base + pos, f"packet claims {cap} bytes in a {blen}-byte block")
-            if ifid >= len(interfaces):
-                raise _damaged(packets, src.base + pos, f"packet on undeclared interface {ifid}")
-            decode, ticks, ts_offset, _snap = interfaces[ifid]
+            try:
+                decode, ticks, ts_offset, _snap = interfaces[ifid]
+            except IndexError:
+                raise _damaged(packets, src.base + pos, f"packet on undeclared interface {ifid}") from None
             packets += 1
             if decode is not None:
                 start = pos + 28
@@ -626,6 +632,10 @@ def read_datagrams(path_or_file: str | os.PathLike[str] | IO[bytes]) -> Iterator
     A path is opened at once (so a missing file fails here) and closed when the iterator ends or
     is closed; a binary file object is read from its current position and left open. Damage
     raises :class:`CaptureError` after the datagrams before it have been yielded.
+
+    A classic pcap of a link type without a decoder raises at once; in pcapng, packets of such an
+    interface are skipped like any other non-UDP traffic. pcapng Simple Packet Blocks carry no
+    timestamp and get the time of the packet before them (0.0 if there is none).
     """
     if isinstance(path_or_file, (str, os.PathLike)):
         return _read_and_close(open(path_or_file, "rb"))  # noqa: SIM115 - closed by the generator

@@ -77,8 +77,9 @@ def open_writer(path: Path, snaplen: int | None = None, skip: SessionFilter | No
 
 
 class TraceRecorder:
-    def __init__(self, writer: EventWriter, sub: Subscription, path: Path) -> None:
+    def __init__(self, writer: EventWriter, sub: Subscription, path: Path, only: SessionFilter | None = None) -> None:
         self.path = path
+        self._only = only
         self._writer = writer
         self._sub = sub
         self._stop = threading.Event()
@@ -89,9 +90,10 @@ class TraceRecorder:
 
     @classmethod
     def open(cls, path: Path, bus: EventBus, snaplen: int | None = None,
-             skip: SessionFilter | None = None) -> TraceRecorder:
+             skip: SessionFilter | None = None, only: SessionFilter | None = None) -> TraceRecorder:
+        """``skip``: sessions left out of a pcap only; ``only``: the sessions recorded at all."""
         writer = open_writer(path, snaplen, skip)
-        return cls(writer, bus.subscribe(), path)
+        return cls(writer, bus.subscribe(), path, only)
 
     def _run(self) -> None:
         since_flush = 0.0
@@ -107,8 +109,10 @@ class TraceRecorder:
         with self._lock:
             write = self._writer.write
             events = self._sub.drain()
+            only = self._only
             for event in events:
-                write(event)
+                if only is None or only(event.session):
+                    write(event)
             self.events_written += len(events)
 
     def flush(self) -> None:
@@ -123,3 +127,19 @@ class TraceRecorder:
         self._write_pending()
         self._sub.close()
         self._writer.close()
+
+
+def copy_trace(jsonl_source: Path, dest: Path, skip: SessionFilter | None = None) -> int:
+    """Write the events of a jsonl trace to ``dest`` in the format its name asks for; returns how many."""
+    from tftpdiag.trace.jsonl import read_events
+
+    writer = open_writer(dest, skip=skip)
+    count = 0
+    try:
+        with open(jsonl_source, encoding="utf-8") as f:
+            for event in read_events(f):
+                writer.write(event)
+                count += 1
+    finally:
+        writer.close()
+    return count

@@ -1,0 +1,227 @@
+"""The Textual app. It never touches sockets and never handles events one by one as they happen: a
+timer drains the feed in batches, folds them into the model and redraws inside one batch update."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Literal, Protocol
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+
+from tftpdiag.protocol.events import Event
+from tftpdiag.tui.model import Changes, Filter, LiveModel
+from tftpdiag.tui.screens.detail import SessionDetailScreen
+from tftpdiag.tui.screens.help import HelpScreen
+from tftpdiag.tui.screens.save import SaveTraceScreen
+from tftpdiag.tui.widgets.serve_view import ServerInfo, ServeView
+from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+__all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
+
+Mode = Literal["probe", "serve", "demo", "trace"]
+TICK = 1 / 15  # redraws a second
+MAX_EVENTS_PER_TICK = 20000  # rare events beyond this wait for the next tick
+
+
+class Feed(Protocol):
+    def drain(self, limit: int | None = None) -> list[Event]: ...
+
+
+class RecordedFeed:
+    """Events recorded earlier (tests, screenshots, a trace file), handed over in one batch."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self._events = list(events)
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+
+class ProbeControl(Protocol):
+    """What the app may ask of the probe it shows."""
+
+    def current_session(self) -> int | None: ...
+    def rerun(self) -> None: ...
+    def cancel(self) -> None: ...
+    def summary_line(self) -> str: ...
+    def exit_code(self) -> int: ...
+
+
+class TftpDiagApp(App[int]):
+    TITLE = "tftpdiag"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    CSS = """
+    .panel { border: round $primary-darken-1; border-title-color: $text; padding: 0 1; }
+    .panel:focus-within { border: round $accent; }
+    TabbedContent { height: 1fr; }
+    TabPane { padding: 0; }
+    /* Narrow terminals stack the option panel above the rate graph. */
+    Screen.-narrow SessionPanel .top { layout: vertical; }
+    Screen.-narrow SessionPanel #options { width: 100%; }
+    Screen.-narrow SessionPanel #graph { width: 100%; height: 7; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("s", "save", "Save trace"),
+        Binding("p", "pause", "Pause"),
+        Binding("f", "filter", "Filter"),
+        Binding("r", "rerun", "Run again", show=True),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, *, mode: Mode, feed: Feed, label: str = "", server: ServerInfo | None = None,
+                 probe: ProbeControl | None = None, saver: Callable[[Path], str] | None = None,
+                 clock: Callable[[], float] = time.time, tick: float | None = TICK) -> None:
+        super().__init__()
+        self.mode = mode
+        self.feed = feed
+        self.label = label
+        self.server_info = server
+        self.probe = probe
+        self.saver = saver
+        self.clock = clock
+        self.tick_interval = tick
+        self.model = LiveModel()
+        self.packet_filter = Filter.ALL
+        self.paused = False
+        self.ticks = 0
+        self.longest_tick = 0.0
+
+    # -- layout -----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        if self.mode == "probe":
+            yield SessionPanel(label=self.label, id="probe")
+        elif self.mode == "demo":
+            assert self.server_info is not None
+            with TabbedContent(initial="probe-tab"):
+                with TabPane("Probe (client)", id="probe-tab"):
+                    yield SessionPanel(label=self.label, id="probe")
+                with TabPane("Server", id="serve-tab"):
+                    yield ServeView(self.server_info, id="serve")
+        else:
+            assert self.server_info is not None
+            yield ServeView(self.server_info, id="serve")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = {"probe": "probe", "serve": "serve", "demo": "demo", "trace": "trace"}[self.mode]
+        if self.tick_interval:
+            self.set_interval(self.tick_interval, self.refresh_now)
+        self.refresh_now()
+        if self.mode in ("serve", "trace"):
+            self.query_one(DataTable).focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "serve-tab":
+            self.query_one(DataTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "rerun":
+            return self.probe is not None
+        if action == "save":
+            return self.saver is not None
+        return True
+
+    # -- the tick ---------------------------------------------------------------------------------
+
+    def refresh_now(self) -> None:
+        """Drain what the feed holds and redraw what changed (the timer calls this)."""
+        started = time.perf_counter()
+        events = self.feed.drain(MAX_EVENTS_PER_TICK)
+        changes = self.model.apply(events) if events else Changes()
+        now = self.clock()
+        with self.batch_update():
+            self._update_views(changes, now)
+        self.ticks += 1
+        self.longest_tick = max(self.longest_tick, time.perf_counter() - started)
+
+    def _probe_session(self) -> int | None:
+        if self.probe is not None:
+            return self.probe.current_session()
+        clients = [v.record.session for v in self.model.views.values()
+                   if v.record.role is not None and v.record.role.is_client]
+        return clients[-1] if clients else None
+
+    def _update_views(self, changes: Changes, now: float) -> None:
+        screen = self.screen
+        if isinstance(screen, SessionDetailScreen):
+            screen.update_view(self.model, now)
+        for panel in self.query("#probe").results(SessionPanel):
+            sid = self._probe_session()
+            if self.probe is not None:
+                panel.extra_summary = self.probe.summary_line()
+            panel.show(self.model.view(sid) if sid is not None else None, now, self.packet_filter, self.paused)
+        for serve in self.query("#serve").results(ServeView):
+            serve.update_view(self.model, changes, now)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def _serve_focused(self) -> ServeView | None:
+        if self.mode in ("serve", "trace"):
+            return self.query_one(ServeView)
+        if self.mode == "demo" and self.query_one(TabbedContent).active == "serve-tab":
+            return self.query_one(ServeView)
+        return None
+
+    def action_pause(self) -> None:
+        serve = self._serve_focused()
+        if serve is not None:
+            serve.paused = not serve.paused
+        else:
+            self.paused = not self.paused
+        self.refresh_now()
+
+    def action_filter(self) -> None:
+        serve = self._serve_focused()
+        if serve is not None:
+            serve.cycle_filter(self.model, self.clock())
+        else:
+            self.packet_filter = self.packet_filter.next()
+        self.refresh_now()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_rerun(self) -> None:
+        if self.probe is not None:
+            self.probe.rerun()
+            self.notify("probing again")
+            self.refresh_now()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.push_screen(SessionDetailScreen(int(event.row_key.value)))
+            self.refresh_now()
+
+    def action_save(self) -> None:
+        if self.saver is None:
+            return
+        default = datetime.now().strftime("tftpdiag-%Y%m%d-%H%M%S.pcap")
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self._save(path)
+
+        self.push_screen(SaveTraceScreen(default), chosen)
+
+    @work(thread=True, exclusive=True, group="save")
+    def _save(self, path: Path) -> None:
+        assert self.saver is not None
+        try:
+            message = self.saver(path)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported to the user, not raised
+            self.call_from_thread(self.notify, f"could not save the trace: {exc}", severity="error", timeout=8)
+            return
+        self.call_from_thread(self.notify, message, timeout=6)
+
+    async def action_quit(self) -> None:
+        if self.probe is not None:
+            self.probe.cancel()
+        self.exit(self.probe.exit_code() if self.probe is not None else 0)

@@ -1,0 +1,162 @@
+"""Starts the TUI for each command: wires the engine, a trace spool for the save key, and the app."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
+from tftpdiag.engine.server import TftpServer
+from tftpdiag.sessions import fmt_addr
+from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
+from tftpdiag.tui.app import TftpDiagApp
+from tftpdiag.tui.widgets.serve_view import ServerInfo
+
+__all__ = ["run_client_app", "run_server_app", "run_demo_app", "ClientProbe", "server_info"]
+
+UI_PACKET_WINDOW = 1000  # packet events the UI keeps between two ticks; the rest only reach traces
+# Engine threads wake for every datagram; with the UI thread busy they would wait up to the default
+# 5 ms GIL switch interval each time, which caps a lock-step transfer at a few hundred blocks a second.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
+class ClientProbe:
+    """The probe the app shows, and a way to run it again on the same bus."""
+
+    def __init__(self, transfer: ClientTransfer, bus: EventBus, extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
+        self.bus = bus
+        self.extra = extra
+        self.transfer = transfer.start()
+
+    def current_session(self) -> int | None:
+        return self.transfer.session_id
+
+    def rerun(self) -> None:
+        self.cancel()
+        try:
+            self.transfer = ClientTransfer(self.transfer.request, self.bus).start()
+        except TransferSetupError:
+            pass
+
+    def cancel(self) -> None:
+        self.transfer.cancel()
+        self.transfer.join(3)
+
+    def outcome(self) -> ClientOutcome | None:
+        return self.transfer.wait(0)
+
+    def summary_line(self) -> str:
+        outcome = self.outcome()
+        if outcome is None:
+            return ""
+        extra = self.extra(outcome)
+        parts = []
+        if outcome.ok:
+            parts.append(f"sha256 {outcome.sha256}")
+        if extra.get("failure"):
+            parts.append(f"✘ {extra['failure']}")
+        elif extra.get("sha256_match"):
+            parts.append("matches --expect-sha256")
+        if outcome.output:
+            parts.append(f"saved to {outcome.output}")
+        return "  " + " · ".join(parts) if parts else ""
+
+    def exit_code(self) -> int:
+        outcome = self.outcome()
+        if outcome is None or not outcome.ok:
+            return 1
+        return 1 if self.extra(outcome).get("failure") else 0
+
+
+class _Spool:
+    """Every event of the run in a temporary jsonl file, so the save key can write the trace so far."""
+
+    def __init__(self, bus: EventBus, only: SessionFilter | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="tftpdiag-spool-")
+        self.path = Path(self._dir.name) / "spool.jsonl"
+        self.recorder = TraceRecorder.open(self.path, bus, only=only)
+
+    def save(self, dest: Path) -> str:
+        self.recorder.flush()
+        count = copy_trace(self.path, dest)
+        return f"saved {count} events to {dest}"
+
+    def close(self) -> None:
+        self.recorder.close()
+        self._dir.cleanup()
+
+
+def server_info(server: TftpServer) -> ServerInfo:
+    cfg = server.config
+    extra = []
+    if cfg.single_port:
+        extra.append("single-port")
+    if cfg.policy.refuse:
+        extra.append("refusing " + ", ".join(sorted(cfg.policy.refuse)))
+    return ServerInfo(str(server.root), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
+                      " · ".join(extra))
+
+
+def _label(transfer: ClientTransfer) -> str:
+    req = transfer.request
+    return f"{req.host}:{req.port}" if ":" not in req.host else f"[{req.host}]:{req.port}"
+
+
+def _run(app: TftpDiagApp) -> int | None:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    try:
+        return app.run()
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]]) -> int:
+    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    spool = _Spool(bus)
+    probe = ClientProbe(transfer, bus, extra)
+    try:
+        app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save)
+        code = _run(app)
+    finally:
+        probe.cancel()
+        spool.close()
+    return code if code is not None else probe.exit_code()
+
+
+def run_server_app(server: TftpServer, bus: EventBus) -> int:
+    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    spool = _Spool(bus)
+    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    thread.start()
+    try:
+        app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save)
+        _run(app)
+    finally:
+        server.stop()
+        thread.join(10)
+        spool.close()
+    return 0
+
+
+def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> int:
+    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
+    spool = _Spool(bus, only=lambda session: not server.owns(session))
+    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    thread.start()
+    probe = ClientProbe(transfer, bus, lambda outcome: {})
+    try:
+        app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
+                          saver=spool.save)
+        code = _run(app)
+    finally:
+        probe.cancel()
+        server.stop()
+        thread.join(10)
+        spool.close()
+    return code if code is not None else probe.exit_code()

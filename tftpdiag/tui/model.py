@@ -1,0 +1,224 @@
+"""What the TUI shows, folded from the event stream in batches and kept in bounded buffers.
+
+Plain Python with no widgets, so the views stay thin and the folding is tested without a terminal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterable, NamedTuple
+
+from tftpdiag.protocol.events import (
+    Event,
+    Failed,
+    Note,
+    PacketReceived,
+    PacketSent,
+    Progress,
+    RequestRefused,
+    Retransmit,
+    SocketError,
+    TimedOut,
+)
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Request, error_code_name
+from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
+
+__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "ROWS_PER_SESSION"]
+
+ROWS_PER_SESSION = 1000  # newest packet rows kept per session; the full record goes to the trace
+MAX_SESSIONS = 500  # finished sessions beyond this are forgotten, oldest first
+
+
+class Filter(Enum):
+    ALL = "all"
+    NO_DATA = "no DATA/ACK"
+    PROBLEMS = "problems only"
+
+    def next(self) -> Filter:
+        members = list(Filter)
+        return members[(members.index(self) + 1) % len(members)]
+
+
+class PacketRow(NamedTuple):
+    t: float  # seconds since the session began
+    outgoing: bool
+    op: str
+    block: str
+    size: int
+    peer: str
+    note: str
+    problem: bool  # drawn in red/yellow and kept by the "problems only" filter
+    routine: bool  # ordinary DATA or ACK, hidden by the "no DATA/ACK" filter
+
+
+_PROBLEM_NOTES = {Note.RETRANSMIT, Note.DUPLICATE, Note.OUT_OF_ORDER, Note.STRAY, Note.MALFORMED,
+                  Note.UNEXPECTED, Note.LATE, Note.REACK}
+
+
+@dataclass
+class SessionView:
+    """One session's display state: its record plus the recent packets and the rate over time."""
+
+    record: SessionRecord
+    rows: deque[PacketRow] = field(default_factory=lambda: deque(maxlen=ROWS_PER_SESSION))
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far)
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (time, "retransmit" | "timeout")
+    wraps: int = 0
+    last_block: int = 0
+    dropped_rows: int = 0
+
+    def visible_rows(self, flt: Filter) -> list[PacketRow]:
+        if flt is Filter.ALL:
+            return list(self.rows)
+        if flt is Filter.NO_DATA:
+            return [r for r in self.rows if not r.routine]
+        return [r for r in self.rows if r.problem]
+
+
+@dataclass
+class Changes:
+    sessions: set[int] = field(default_factory=set)
+    new_sessions: list[int] = field(default_factory=list)
+    refusals: list[RequestRefused] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.refusals or self.problems)
+
+
+def _describe(packet: object, raw_len: int) -> tuple[str, str, str]:
+    """(opcode, block, note text) for the packet column."""
+    if isinstance(packet, Data):
+        return "DATA", str(packet.block), ""
+    if isinstance(packet, Ack):
+        return "ACK", str(packet.block), ""
+    if isinstance(packet, Request):
+        opts = " ".join(f"{k}={v}" for k, v in packet.options)
+        return packet.opcode.name, "", f"{packet.filename!r} {packet.mode} {opts}".rstrip()
+    if isinstance(packet, OAck):
+        return "OACK", "", " ".join(f"{k}={v}" for k, v in packet.options)
+    if isinstance(packet, Error):
+        return "ERROR", "", f"{packet.code} {error_code_name(packet.code)}: {packet.message}"
+    return "?", "", f"{raw_len} bytes undecodable"
+
+
+def _server_side(record: SessionRecord) -> bool:
+    return record.refused is not None or (record.role is not None and not record.role.is_client)
+
+
+class LiveModel:
+    def __init__(self) -> None:
+        self.table = SessionTable()
+        self.views: dict[int, SessionView] = {}
+        self.refusals: deque[RequestRefused] = deque(maxlen=500)
+        self.problems: deque[str] = deque(maxlen=500)  # socket errors and the like, for the log pane
+        self.totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0}
+
+    def view(self, session: int) -> SessionView | None:
+        return self.views.get(session)
+
+    def apply(self, events: Iterable[Event]) -> Changes:
+        changes = Changes()
+        views = self.views
+        ended = self.table.apply(events_list := list(events))
+        for event in events_list:
+            sid = event.session
+            view = views.get(sid)
+            if view is None:
+                record = self.table.sessions.get(sid)
+                if record is None:
+                    continue
+                view = views[sid] = SessionView(record)
+                changes.new_sessions.append(sid)
+            changes.sessions.add(sid)
+            if isinstance(event, (PacketSent, PacketReceived)):
+                self._add_row(view, event)
+            elif isinstance(event, Progress):
+                view.samples.append((event.time, event.bytes))
+            elif isinstance(event, Retransmit):
+                view.marks.append((event.time, "retransmit"))
+            elif isinstance(event, TimedOut):
+                view.marks.append((event.time, "timeout"))
+            elif isinstance(event, RequestRefused):
+                self.refusals.append(event)
+                changes.refusals.append(event)
+            elif isinstance(event, SocketError):
+                text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"
+                self.problems.append(text)
+                changes.problems.append(text)
+        for record in ended:
+            if not _server_side(record):
+                continue
+            if record.refused is not None:
+                self.totals["refused"] += 1
+            elif isinstance(record.result, Failed):
+                self.totals["failed"] += 1
+            else:
+                self.totals["done"] += 1
+            self.totals["bytes"] += record.bytes
+        self._forget_old()
+        return changes
+
+    def _add_row(self, view: SessionView, event: PacketSent | PacketReceived) -> None:
+        packet = event.packet
+        op, block, text = _describe(packet, len(event.raw))
+        if block and isinstance(packet, (Data, Ack)):
+            number = packet.block
+            # A jump back of more than half the space is a rollover, not a stale packet.
+            if number < view.last_block - 0x8000:
+                view.wraps += 1
+            view.last_block = number
+            if view.wraps:
+                block = f"{number}↻{view.wraps}"
+        note = event.note
+        detail = getattr(event, "detail", "")
+        label = note.value
+        if detail:
+            label = f"{label}: {detail}" if label else detail
+        if text:
+            label = f"{label} {text}".strip() if label else text
+        started = view.record.started or event.time
+        outgoing = isinstance(event, PacketSent)
+        problem = note in _PROBLEM_NOTES or op in ("ERROR", "?")
+        routine = op in ("DATA", "ACK") and note is Note.NONE
+        if len(view.rows) == view.rows.maxlen:
+            view.dropped_rows += 1
+        view.rows.append(PacketRow(event.time - started, outgoing, op, block, len(event.raw),
+                                   fmt_addr(event.peer), label, problem, routine))
+
+    def _forget_old(self) -> None:
+        if len(self.views) <= MAX_SESSIONS:
+            return
+        for sid in list(self.views):
+            if len(self.views) <= MAX_SESSIONS:
+                break
+            if self.views[sid].record.finished:
+                del self.views[sid]
+                self.table.sessions.pop(sid, None)
+
+    # -- figures for headers ------------------------------------------------------------------------
+
+    def server_records(self) -> list[SessionRecord]:
+        """The sessions a server view lists (a demo's own probe shares the stream but is not one)."""
+        return [v.record for v in self.views.values() if _server_side(v.record)]
+
+    def active(self) -> list[SessionRecord]:
+        return [r for r in self.server_records() if not r.finished and r.role is not None]
+
+    def aggregate_rate(self, now: float, window: float = 2.0) -> float:
+        """Bytes per second over the last ``window`` seconds, summed over every session."""
+        total = 0.0
+        for view in self.views.values():
+            if not _server_side(view.record):
+                continue
+            samples = view.samples
+            if len(samples) < 2 or samples[-1][0] < now - window:
+                continue
+            newest_t, newest_b = samples[-1]
+            older = next((s for s in reversed(samples) if s[0] <= newest_t - window), samples[0])
+            span = newest_t - older[0]
+            if span > 0:
+                total += (newest_b - older[1]) / span
+        return total

@@ -1,0 +1,42 @@
+"""One server session in full: the same panel as the probe view."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tftpdiag.tui.model import Filter, LiveModel
+from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+__all__ = ["SessionDetailScreen"]
+
+
+class SessionDetailScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("p", "pause", "Pause"),
+        Binding("f", "filter", "Filter"),
+    ]
+
+    def __init__(self, session: int) -> None:
+        super().__init__()
+        self.session = session
+        self.filter = Filter.ALL
+        self.paused = False
+
+    def compose(self) -> ComposeResult:
+        yield SessionPanel(id="detail")
+        yield Footer()
+
+    def update_view(self, model: LiveModel, now: float) -> None:
+        self.query_one(SessionPanel).show(model.view(self.session), now, self.filter, self.paused)
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_filter(self) -> None:
+        self.filter = self.filter.next()
+        self.app.refresh_now()  # type: ignore[attr-defined]

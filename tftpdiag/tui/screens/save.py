@@ -1,0 +1,39 @@
+"""Asks where to save the trace; the extension chooses the format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+__all__ = ["SaveTraceScreen"]
+
+
+class SaveTraceScreen(ModalScreen[Path | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    SaveTraceScreen { align: center middle; }
+    SaveTraceScreen > Vertical { width: 70; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    SaveTraceScreen Label { color: $text-muted; }
+    """
+
+    def __init__(self, default: str) -> None:
+        super().__init__()
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "Save trace"
+            yield Label("File name: .pcap opens in Wireshark, .jsonl keeps every event. Enter saves, escape cancels.")
+            yield Input(value=self.default, id="path")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        self.dismiss(Path(value).expanduser() if value else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,164 @@
+"""Everything about one transfer on one screen: header, option negotiation, rate, packets, outcome.
+
+The probe view, a server session's detail and a transfer from a trace all use this panel.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from tftpdiag.protocol.events import Completed, Failed
+from tftpdiag.protocol.options import Verdict
+from tftpdiag.report import explain_failure
+from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
+from tftpdiag.tui.model import Filter, SessionView
+from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
+from tftpdiag.tui.widgets.rate_graph import RateGraph
+
+__all__ = ["SessionPanel", "state_text", "options_table"]
+
+_STATE_STYLE = {
+    "requesting": "yellow",
+    "negotiating": "yellow",
+    "transferring": "cyan",
+    "done": "bold green",
+    "failed": "bold red",
+    "refused": "bold red",
+}
+_VERDICT_STYLE = {
+    Verdict.ACCEPTED: "green",
+    Verdict.REDUCED: "yellow",
+    Verdict.IGNORED: "yellow",
+    Verdict.REFUSED: "bold red",
+}
+
+
+def state_text(record: SessionRecord) -> Text:
+    state = record.state
+    return Text(f"● {state}", style=_STATE_STYLE.get(state, ""))
+
+
+def options_table(record: SessionRecord) -> Table | Text:
+    if not record.requested and record.negotiated is None:
+        return Text("waiting for the request…", style="dim")
+    if not record.requested:
+        return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
+    negotiated = record.negotiated
+    table = Table(box=None, padding=(0, 1), expand=True, show_edge=False)
+    table.add_column("option", style="bold", no_wrap=True)
+    table.add_column("asked", no_wrap=True)
+    table.add_column("granted", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("what it means", ratio=1)
+    if negotiated is None:
+        for name, value in record.requested:
+            table.add_row(name, value, "…", Text("pending", style="dim"), Text("waiting for the answer", style="dim"))
+        return table
+    for o in negotiated.outcomes:
+        table.add_row(o.name, o.asked or "-", o.granted or "-", Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]),
+                      o.meaning)
+    return table
+
+
+class SessionPanel(Vertical):
+    DEFAULT_CSS = """
+    SessionPanel { height: 1fr; }
+    SessionPanel .session-header { height: 1; padding: 0 1; background: $boost; }
+    SessionPanel .top { height: auto; }
+    SessionPanel #options { width: 1fr; height: auto; min-height: 4; }
+    SessionPanel #graph { width: 1fr; height: 8; }
+    SessionPanel .packets { height: 1fr; min-height: 5; }
+    SessionPanel .packet-header { height: 1; color: $text-muted; text-style: bold; }
+    SessionPanel #summary { height: auto; }
+    """
+
+    def __init__(self, *, label: str = "", id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.label = label  # e.g. the target as the user typed it
+        self.extra_summary: str = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static(classes="session-header")
+        with Horizontal(classes="top"):
+            options = Static(id="options", classes="panel")
+            options.border_title = "Option negotiation"
+            yield options
+            graph = RateGraph(id="graph")
+            graph.add_class("panel")
+            graph.border_title = "Transfer rate"
+            yield graph
+        with Vertical(classes="panel packets") as packets:
+            packets.border_title = "Packets"
+            yield Static(HEADER, classes="packet-header")
+            yield PacketList(id="packets")
+        summary = Static(id="summary", classes="panel")
+        summary.border_title = "Outcome"
+        yield summary
+
+    def show(self, view: SessionView | None, now: float, flt: Filter, paused: bool) -> None:
+        header = self.query_one(".session-header", Static)
+        if view is None:
+            header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
+            return
+        record = view.record
+        header.update(self._header(record, now, paused))
+        self.query_one("#options", Static).update(options_table(record))
+        self.query_one(RateGraph).show(view, now)
+        packets = self.query_one(".packets", Vertical)
+        title = f"Packets · {flt.value}"
+        if paused:
+            title += " · PAUSED (p to resume)"
+        if view.dropped_rows:
+            title += f" · newest {len(view.rows)} of {len(view.rows) + view.dropped_rows}"
+        packets.border_title = title
+        if not paused:
+            self.query_one(PacketList).set_rows(view.visible_rows(flt))
+        self.query_one("#summary", Static).update(self._summary(record))
+
+    def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
+        text = Text(" ")
+        if record.role is not None and record.role.is_client:
+            verb = "probe" if record.role.is_download else "put"
+            text.append(f"{verb} ", style="bold")
+            text.append(f"{self.label or fmt_addr(record.peer)} ")
+            if self.label and record.peer is not None:
+                text.append(f"({fmt_addr(record.peer)}) ", style="dim")
+        else:
+            text.append("session ", style="bold")
+            text.append(f"{fmt_addr(record.client)} ")
+        text.append(f"{record.filename!r} ", style="bold")
+        text.append(f"{record.mode} ", style="dim")
+        text.append_text(state_text(record))
+        elapsed = record.duration if record.finished else max(now - (record.started or now), 0.0)
+        text.append(f"  {elapsed:6.2f} s", style="dim")
+        if paused:
+            text.append("  PAUSED", style="bold yellow")
+        return text
+
+    def _summary(self, record: SessionRecord) -> Group | Text:
+        result = record.result
+        lines: list[Text] = []
+        if isinstance(result, Completed):
+            stats = result.stats
+            verb = "downloaded" if record.direction == "download" else "uploaded"
+            lines.append(Text.assemble(("✔ ", "bold green"), (f"{verb} {fmt_bytes(stats.bytes)}", "bold"),
+                                       f" in {stats.duration:.3f} s = {fmt_rate(stats.rate_bps)} · "
+                                       f"{stats.retransmits} retransmits, {stats.timeouts} timeouts, "
+                                       f"{stats.duplicates} duplicates"))
+        elif isinstance(result, Failed) or record.refused is not None:
+            lines.append(Text.assemble(("✘ failed: ", "bold red"), explain_failure(record)))
+            if record.bytes:
+                lines.append(Text(f"  {fmt_bytes(record.bytes)} had arrived before it ended", style="dim"))
+        else:
+            lines.append(Text(f"{record.state}…", style="dim"))
+        if record.replied_from is not None and record.peer is not None and record.replied_from[0] != record.peer[0]:
+            lines.append(Text(f"  reply came from {fmt_addr(record.replied_from)}, not from {fmt_addr(record.peer)} "
+                              "where the request went", style="yellow"))
+        if self.extra_summary:
+            lines.append(Text(self.extra_summary))
+        return Group(*lines)
