@@ -40,32 +40,40 @@ cleanup() {
 }
 trap cleanup EXIT
 
-apt-get update
-apt-get install -y --no-install-recommends \
+# Wait for the dpkg lock instead of failing if another apt run holds it.
+APT=(apt-get -o DPkg::Lock::Timeout=300)
+"${APT[@]}" update
+"${APT[@]}" install -y --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     tftpd-hpa tftp-hpa atftp dnsmasq-base curl busybox tshark tcpdump \
     tmux procps iproute2 \
     libwrap0 libpcre2-8-0   # runtime libraries of the unpacked atftpd
 
 # Make sure no system tftpd-hpa runs or comes back at boot. With systemd the
-# unit is stopped and disabled; without it (containers) use the SysV script.
+# unit is stopped and disabled; without it (containers) the SysV link is
+# disabled. Not `/etc/init.d/tftpd-hpa stop`: it kills EVERY process named
+# in.tftpd, including test servers. Instead kill only an in.tftpd that holds
+# UDP port 69 (which is what the init script starts, from /etc/default/tftpd-hpa).
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
     systemctl disable --now tftpd-hpa.service >/dev/null 2>&1 || true
 else
-    if [ -x /etc/init.d/tftpd-hpa ]; then
-        /etc/init.d/tftpd-hpa stop >/dev/null 2>&1 || true
-    fi
     update-rc.d tftpd-hpa disable >/dev/null 2>&1 || true
 fi
-# Belt and braces: a daemonised in.tftpd started by the init script.
-if [ -e /run/tftpd-hpa.pid ]; then
-    kill "$(cat /run/tftpd-hpa.pid)" 2>/dev/null || true
-    rm -f /run/tftpd-hpa.pid
-fi
-if ss -Hulnp 'sport = :69' 2>/dev/null | grep -q 'in.tftpd'; then
-    echo "install-peers.sh: warning: something still runs in.tftpd on UDP 69:" >&2
-    ss -ulnp 'sport = :69' >&2 || true
-fi
+stop_tftpd_on_port() {  # $1 = UDP port
+    local pids
+    pids="$(ss -Hulnp "sport = :$1" 2>/dev/null | grep -o '"in\.tftpd",pid=[0-9]*' | grep -o '[0-9]*$' | sort -u || true)"
+    [ -z "$pids" ] && return 0
+    echo "install-peers.sh: stopping in.tftpd on UDP $1: $pids"
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 50); do
+        ss -Hulnp "sport = :$1" 2>/dev/null | grep -q '"in\.tftpd"' || return 0
+        sleep 0.1
+    done
+    echo "install-peers.sh: in.tftpd still holds UDP $1" >&2
+    return 1
+}
+stop_tftpd_on_port 69
 
 # atftpd: unpack (not install) the package into a private folder.
 WANT_VER="$(apt-cache policy atftpd | awk '/Candidate:/ {print $2}')"
@@ -81,7 +89,7 @@ fi
 
 # Smoke checks: every binary the tests use must exist and start.
 # (sed reads all input, so no SIGPIPE under pipefail; busybox with no applet exits 1)
-first_line() { { "$@" 2>&1 || true; } | sed -n 1p; }
+first_line() { { "$@" 2>&1 || true; } | { grep -v '^Running as user' || true; } | sed -n 1p; }
 for cmd in "$ATFTPD_BIN --version" "in.tftpd -V" "tftp -V" "atftp --version" \
            "dnsmasq --version" "curl --version" "busybox" "tcpdump --version" \
            "tshark --version"; do

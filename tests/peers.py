@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -34,8 +35,10 @@ import pytest
 ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
 READY_TIMEOUT = 5.0  # seconds for a server to bind its port
 CLIENT_TIMEOUT = 10.0  # seconds for a client run
-MAX_LIFETIME = 600  # seconds; servers are killed by `timeout` even if pytest dies
+MAX_LIFETIME = 900  # seconds; servers and captures die by `timeout` even if pytest does
 TFTPY = "tftpy"  # pseudo tool name for require(): the Python package
+
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"  # in case PATH lacks them
 
 Mode = Literal["binary", "ascii"]
 
@@ -55,7 +58,7 @@ def require(tool: str) -> str:
         except ImportError:
             _missing("python package tftpy is not installed")
         return tool
-    path = tool if os.path.isabs(tool) else shutil.which(tool)
+    path = tool if os.path.isabs(tool) else shutil.which(tool) or shutil.which(tool, path=SBIN)
     if path is None or not os.access(path, os.X_OK):
         _missing(f"peer program {tool!r} not found (run .ci/install-peers.sh)")
     assert path is not None
@@ -70,8 +73,7 @@ def _missing(reason: str) -> None:
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port that is free on ``host`` right now (the kernel picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
+    with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
@@ -177,7 +179,7 @@ class ServerProc:
     port: int
     root: Path
     argv: list[str]
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes]  # the `timeout` wrapper: leader of the server's process group
     log_path: Path
     _final_log: str | None = field(default=None, repr=False)
 
@@ -193,11 +195,30 @@ class ServerProc:
         except OSError:
             return ""
 
+    def wait_log(self, text: str, timeout: float = 3.0) -> str:
+        """Wait until ``text`` shows in the log (servers log a transfer after the client is done)."""
+        wait_until(lambda: text in self.log(), timeout, f"{self.name} to log {text!r}")
+        return self.log()
+
+
+def wait_for_content(path: Path, expected: bytes, timeout: float = 3.0) -> None:
+    """Wait until an uploaded file holds ``expected``: the client may exit before the
+    server has written and closed it, and stopping the server then truncates it."""
+
+    def landed() -> bool:
+        try:
+            return path.read_bytes() == expected
+        except OSError:
+            return False
+
+    wait_until(landed, timeout, f"{path} to hold the {len(expected)} bytes uploaded")
+
 
 @contextmanager
 def _serve(
-    name: str, argv: Sequence[str], host: str, port: int, root: Path, ready_timeout: float
-) -> Iterator[ServerProc]:
+    name: str, argv: Sequence[str], host: str, port: int, root: Path, ready_timeout: float,
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[ServerProc]:  # fmt: skip
     fd, log_name = tempfile.mkstemp(prefix=f"tftpdiag-{name}-", suffix=".log")
     log_path = Path(log_name)
     full = ["timeout", "--kill-after=5", str(MAX_LIFETIME), *argv]
@@ -222,7 +243,7 @@ def _serve(
             )
         yield server
     finally:
-        _kill_group(proc)
+        _kill_group(proc, stop_signal)
         server._final_log = server.log()
         log_path.unlink(missing_ok=True)
 
@@ -263,7 +284,9 @@ def atftpd(
         "--user", "root", "--group", "root",
         "--bind-address", host, "--port", str(port), *args, str(root),
     ]  # fmt: skip
-    with _serve("atftpd", argv, host, port, root, ready_timeout) as server:
+    # SIGKILL: atftpd sometimes ignores SIGTERM (it lands on a worker thread and the
+    # main select() is never interrupted); it logs unbuffered, so nothing is lost.
+    with _serve("atftpd", argv, host, port, root, ready_timeout, signal.SIGKILL) as server:
         yield server
 
 
@@ -343,8 +366,8 @@ def _tftp_url(host: str, port: int, remote: str) -> str:
     return f"tftp://{_host_port(host, port)}/{quote(remote)}"
 
 
-def _curl_opts(blksize: int | None, no_options: bool, timeout: float) -> list[str]:
-    opts = [require("curl"), "-sS", "--max-time", str(timeout)]
+def _curl_opts(blksize: int | None, no_options: bool, timeout: float, extra: Sequence[str]) -> list[str]:
+    opts = [require("curl"), "-sS", "--max-time", str(timeout), *extra]
     if blksize is not None:
         opts += ["--tftp-blksize", str(blksize)]
     if no_options:
@@ -354,19 +377,22 @@ def _curl_opts(blksize: int | None, no_options: bool, timeout: float) -> list[st
 
 def curl_get(
     host: str, port: int, remote: str, out: Path, blksize: int | None = None,
-    no_options: bool = False, timeout: float = CLIENT_TIMEOUT,
+    no_options: bool = False, timeout: float = CLIENT_TIMEOUT, extra: Sequence[str] = (),
 ) -> PeerResult:  # fmt: skip
-    """curl RRQ (octet; IPv4 and IPv6). Sends tsize=0 and, with ``blksize``, blksize."""
-    opts = _curl_opts(blksize, no_options, timeout)
+    """curl RRQ (octet only; IPv4 and IPv6). Sends tsize=0, blksize (512 unless given)
+    and timeout unless ``no_options``. ``extra`` e.g. ``["--path-as-is"]`` (else curl
+    drops ``../`` from the name). Exit 68 not found, 69 access violation, 71 other
+    TFTP errors (also for a zero-length file when options are on), 28 timeout."""
+    opts = _curl_opts(blksize, no_options, timeout, extra)
     return run_peer([*opts, "-o", str(out), _tftp_url(host, port, remote)], timeout + 2)
 
 
 def curl_put(
     host: str, port: int, local: Path, remote: str, blksize: int | None = None,
-    no_options: bool = False, timeout: float = CLIENT_TIMEOUT,
+    no_options: bool = False, timeout: float = CLIENT_TIMEOUT, extra: Sequence[str] = (),
 ) -> PeerResult:  # fmt: skip
-    """curl WRQ (octet; IPv4 and IPv6)."""
-    opts = _curl_opts(blksize, no_options, timeout)
+    """curl WRQ (octet; IPv4 and IPv6); sends tsize=<size>, blksize, timeout. See :func:`curl_get`."""
+    opts = _curl_opts(blksize, no_options, timeout, extra)
     return run_peer([*opts, "-T", str(local), _tftp_url(host, port, remote)], timeout + 2)
 
 
@@ -391,6 +417,16 @@ def tftp_hpa_put(
     return _tftp_hpa(host, port, mode, ["put", str(local), remote], timeout)
 
 
+def tftp_hpa_script(host: str, port: int, commands: Sequence[str], timeout: float = CLIENT_TIMEOUT) -> PeerResult:
+    """Drive tftp-hpa interactively, e.g. ``["binary", "rexmt 1", "timeout 3", "get a /tmp/a"]``.
+
+    Its retransmit (5 s) and total (25 s) timeouts can only be changed this way.
+    """
+    fam = "-6" if ":" in host else "-4"
+    script = "\n".join(["verbose", "literal", *commands, "quit", ""]).encode()
+    return run_peer([require("tftp"), fam, host, str(port)], timeout, stdin=script)
+
+
 def transfer_failed(result: PeerResult) -> bool:
     """True when a peer reported a TFTP error or failure whatever its exit code."""
     text = result.stdout + result.stderr
@@ -408,10 +444,11 @@ def atftp_get(
     host: str, port: int, remote: str, out: Path, options: dict[str, int | str] | None = None,
     extra: Sequence[str] = (), timeout: float = CLIENT_TIMEOUT,
 ) -> PeerResult:  # fmt: skip
-    """atftp RRQ (octet only in batch mode; IPv4 and IPv6).
+    """atftp RRQ (IPv4 and IPv6). Exit 255 on a TFTP error (leaves an empty ``out``).
 
     ``options`` e.g. ``{"windowsize": 16, "tsize": 0, "blksize": 1468, "timeout": 1}``
-    (each becomes ``--option "name value"``; ``"disable"`` turns one off).
+    (each becomes ``--option "name value"``; ``"disable"`` turns one off);
+    ``{"mode": "netascii"}`` switches the transfer mode (default octet).
     ``extra`` e.g. ``["--trace", "--verbose", "--prevent-sas", "--tftp-timeout", "1"]``.
     """
     argv = _atftp_opts(options, extra)
@@ -427,7 +464,9 @@ def atftp_put(
     return run_peer([*argv, "-p", "-l", str(local), "-r", remote, host, str(port)], timeout)
 
 
-def _busybox(flag: str, host: str, port: int, remote: str, local: Path, blksize: int | None, timeout: float) -> PeerResult:
+def _busybox(
+    flag: str, host: str, port: int, remote: str, local: Path, blksize: int | None, timeout: float
+) -> PeerResult:
     argv = [require("busybox"), "tftp", flag, "-r", remote, "-l", str(local)]
     if blksize is not None:
         argv += ["-b", str(blksize)]
@@ -450,7 +489,7 @@ def busybox_put(
 
 _TFTPY_CLIENT = """
 import json, logging, sys, tftpy
-logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s")
 op, host, port, remote, local, options = sys.argv[1:7]
 client = tftpy.TftpClient(host, int(port), options=json.loads(options))
 try:
@@ -464,7 +503,9 @@ except Exception as exc:
 """
 
 
-def _tftpy(op: str, host: str, port: int, remote: str, local: Path, options: dict[str, int] | None, timeout: float) -> PeerResult:
+def _tftpy(
+    op: str, host: str, port: int, remote: str, local: Path, options: dict[str, int] | None, timeout: float
+) -> PeerResult:
     require(TFTPY)
     argv = [sys.executable, "-c", _TFTPY_CLIENT, op, host, str(port), remote, str(local), json.dumps(options or {})]
     return run_peer(argv, timeout)
@@ -478,7 +519,12 @@ def tftpy_get(
 
 
 def tftpy_put(
-    host: str, port: int, local: Path, remote: str, options: dict[str, int] | None = None, timeout: float = CLIENT_TIMEOUT
+    host: str,
+    port: int,
+    local: Path,
+    remote: str,
+    options: dict[str, int] | None = None,
+    timeout: float = CLIENT_TIMEOUT,
 ) -> PeerResult:
     """tftpy client WRQ in a subprocess (IPv4 only, octet)."""
     return _tftpy("put", host, port, remote, local, options, timeout)
@@ -487,19 +533,35 @@ def tftpy_put(
 # ----------------------------------------------------------------------- capture
 
 
+CAPTURE_SNAPLEN = 65535  # whole loopback TFTP packets (blksize up to 65464)
+CAPTURE_BUFFER_KIB = 65536  # ring of ~1000 snaplen slots: no kernel drops at loopback speed
+
+
 @contextmanager
 def tcpdump_capture(
     path: Path, iface: str = "lo", filter: str = "udp", ready_timeout: float = READY_TIMEOUT
 ) -> Iterator[Path]:
     """Capture packets to ``path`` (pcap) while the block runs.
 
-    Ready once tcpdump says "listening on"; on exit SIGINT makes it flush and close the
-    file, and we wait for it to exit. ``-U`` writes each packet as it arrives.
+    Ready once tcpdump says "listening on". On exit (on ``lo`` or ``any``) a marker
+    datagram is sent to 127.0.0.1 and we wait until it is in the file, so every packet
+    before it is written; then SIGINT stops tcpdump, we wait for it to exit and strip
+    the marker from the file. Raises RuntimeError if the kernel dropped packets.
     """
     exe = require("tcpdump")
+    marker = _Marker() if iface in ("lo", "any") else None
+    expr = filter
+    if marker is not None and filter.strip():
+        expr = f"({filter}) or (udp and dst host 127.0.0.1 and dst port {marker.port})"
     fd, err_name = tempfile.mkstemp(prefix="tftpdiag-tcpdump-", suffix=".err")
     err_path = Path(err_name)
-    argv = [exe, "-i", iface, "-n", "-U", "-s", "0", "-w", str(path), *filter.split()]
+    # -U: write each packet at once; --immediate-mode: no ring-block batching (a block
+    # is handed over only when full or after 1 s); -Z root: keep writing into pytest's
+    # 0700 tmp dirs; -B: a ring big enough not to drop packets at loopback speed.
+    argv = [
+        exe, "-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root",
+        "-s", str(CAPTURE_SNAPLEN), "-B", str(CAPTURE_BUFFER_KIB), "-w", str(path), *expr.split(),
+    ]  # fmt: skip
     with os.fdopen(fd, "wb") as err:
         proc = subprocess.Popen(
             ["timeout", "--kill-after=5", str(MAX_LIFETIME), *argv],
@@ -514,6 +576,69 @@ def tcpdump_capture(
         if proc.poll() is not None:
             raise RuntimeError(f"tcpdump exited with {proc.returncode}: {stderr_text()}")
         yield path
+        if marker is not None:
+            marker.send_and_wait(path, ready_timeout)
     finally:
         _kill_group(proc, signal.SIGINT, grace=5.0)
+        report = stderr_text()
         err_path.unlink(missing_ok=True)
+        if marker is not None:
+            marker.close()
+    if marker is not None:
+        _strip_pcap_records(path, marker.token)
+    dropped = [line for line in report.splitlines() if "dropped by kernel" in line and not line.startswith("0 ")]
+    if dropped:
+        raise RuntimeError(f"tcpdump lost packets, the capture {path} is incomplete: {dropped[0]}")
+
+
+class _Marker:
+    """A unique datagram sent to ourselves to prove that tcpdump has written everything."""
+
+    def __init__(self) -> None:
+        self.token = b"tftpdiag-capture-end-" + os.urandom(8).hex().encode()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))  # receives it, so no ICMP unreachable follows
+        self.port = int(self.sock.getsockname()[1])
+
+    def send_and_wait(self, pcap: Path, timeout: float) -> None:
+        self.sock.sendto(self.token, ("127.0.0.1", self.port))
+
+        def written() -> bool:
+            with pcap.open("rb") as f:
+                f.seek(max(0, pcap.stat().st_size - 4096))
+                return self.token in f.read()
+
+        wait_until(written, timeout, "tcpdump to write the end marker")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _strip_pcap_records(pcap: Path, token: bytes) -> None:
+    """Rewrite a classic pcap file without the records that contain ``token``."""
+    data = pcap.read_bytes()
+    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    kept, pos = [data[:24]], 24
+    while pos + 16 <= len(data):
+        (incl_len,) = struct.unpack_from(order + "I", data, pos + 8)
+        record = data[pos : pos + 16 + incl_len]
+        if token not in record:
+            kept.append(record)
+        pos += 16 + incl_len
+    pcap.write_bytes(b"".join(kept))
+
+
+def tshark_summary(pcap: Path, tftp_ports: Sequence[int] = (), timeout: float = CLIENT_TIMEOUT) -> list[str]:
+    """One line per packet: ``"SRCPORT DSTPORT INFO"`` as tshark decodes it.
+
+    tshark only knows TFTP on port 69 (and follows those transfers); name any other
+    server port in ``tftp_ports`` so it is decoded as TFTP too.
+    """
+    fields = ["-T", "fields", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "_ws.col.Info"]
+    argv = [require("tshark"), "-n", "-r", str(pcap), *fields]
+    for port in tftp_ports:
+        argv += ["-d", f"udp.port=={port},tftp"]
+    result = run_peer(argv, timeout)
+    if not result.ok:
+        raise RuntimeError(f"tshark failed ({result.returncode}): {result.stderr}")
+    return [" ".join(line.split("\t")) for line in result.stdout.splitlines() if line]
