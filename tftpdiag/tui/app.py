@@ -64,7 +64,7 @@ class TftpDiagApp(App[int]):
     /* Narrow terminals stack the option panel above the rate graph. */
     Screen.-narrow SessionPanel .top { layout: vertical; }
     Screen.-narrow SessionPanel #options { width: 100%; }
-    Screen.-narrow SessionPanel #graph { width: 100%; height: 7; }
+    Screen.-narrow SessionPanel #graph { width: 100%; height: 6; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),

@@ -179,7 +179,7 @@ class LiveModel:
             label = f"{label}: {detail}" if label else detail
         if text:
             label = f"{label} {text}".strip() if label else text
-        started = view.record.started or event.time
+        started = view.record.started if view.record.started is not None else event.time
         outgoing = isinstance(event, PacketSent)
         problem = note in _PROBLEM_NOTES or op in ("ERROR", "?")
         routine = op in ("DATA", "ACK") and note is Note.NONE

@@ -18,16 +18,16 @@ from tftpdiag.tui.model import PacketRow
 __all__ = ["PacketList", "HEADER"]
 
 # Each header field is as wide as the segment drawn under it in _row_segments.
-HEADER = f"{'time':>8} {'dir':<3}{'op':<6}{'block':<9}{'size':>5} {'peer':<24}note"
+HEADER = f"{'time':>8}    {'op':<6}{'block':<9}{'size':>5} {'peer':<24}note"
 
 _STYLES = {
     "RRQ": Style(color="cyan", bold=True),
     "WRQ": Style(color="cyan", bold=True),
-    "OACK": Style(color="magenta", bold=True),
+    "OACK": Style(color="bright_magenta"),
     "DATA": Style(color="green"),
     "ACK": Style(color="blue"),
-    "ERROR": Style(color="red", bold=True),
-    "?": Style(color="red", bold=True),
+    "ERROR": Style(color="bright_white", bgcolor="red", bold=True),
+    "?": Style(color="bright_white", bgcolor="red", bold=True),
 }
 _DIM = Style(dim=True)
 _PROBLEM = Style(color="yellow", bold=True)
@@ -51,14 +51,13 @@ class PacketList(ScrollView, can_focus=True):
     """Shows the rows it is given; follows the newest unless the user scrolled up."""
 
     DEFAULT_CSS = """
-    PacketList { height: 1fr; }
+    PacketList { height: 1fr; overflow-x: hidden; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: list[PacketRow] = []
         self._cache: LRUCache[PacketRow, Strip] = LRUCache(2048)
-        self._width = 80
 
     @property
     def row_count(self) -> int:
@@ -67,10 +66,10 @@ class PacketList(ScrollView, can_focus=True):
     def set_rows(self, rows: list[PacketRow]) -> None:
         follow = self.is_vertical_scroll_end or not self._rows
         self._rows = rows
-        self._width = max(self._width, 70)
-        self.virtual_size = Size(self._width, len(rows))
+        self.virtual_size = Size(self.size.width, len(rows))
         if follow:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # Before the first layout the height is unknown; scroll once the size is settled.
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
@@ -83,6 +82,7 @@ class PacketList(ScrollView, can_focus=True):
         row = self._rows[index]
         strip = self._cache.get(row)
         if strip is None:
-            strip = Strip(_row_segments(row))
+            # The widget's own style goes underneath, so every cell shares its background.
+            strip = Strip(_row_segments(row)).apply_style(style)
             self._cache[row] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)

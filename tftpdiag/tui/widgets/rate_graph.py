@@ -12,30 +12,46 @@ from tftpdiag.tui.model import SessionView
 __all__ = ["RateGraph", "rates_per_column"]
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
-_GRAPH_ROWS = 3
+
+
+def _bytes_at(samples: list[tuple[float, int]], t: float, hint: int) -> tuple[float, int]:
+    """Cumulative bytes at time ``t``, interpolated between samples; also the index reached."""
+    index = hint
+    while index < len(samples) and samples[index][0] <= t:
+        index += 1
+    if index == 0:
+        return 0.0, 0
+    t0, b0 = samples[index - 1]
+    if index == len(samples):
+        return float(b0), index
+    t1, b1 = samples[index]
+    return (b0 + (b1 - b0) * (t - t0) / (t1 - t0) if t1 > t0 else float(b1)), index
 
 
 def rates_per_column(samples: list[tuple[float, int]], start: float, end: float, columns: int) -> list[float]:
-    """Bytes per second in each of ``columns`` equal slices of [start, end], from cumulative samples."""
+    """Bytes per second in each of ``columns`` equal slices of [start, end].
+
+    Progress samples come about every 0.1 s; between two samples the bytes are spread evenly, so a
+    column narrower than that interval does not read as a stall.
+    """
     if columns <= 0 or end <= start or not samples:
         return [0.0] * max(columns, 0)
+    series = [(start, 0)] + samples if samples[0][0] > start else samples
     step = (end - start) / columns
     rates = []
-    index = 0
-    previous_bytes = 0
+    previous, index = _bytes_at(series, start, 0)
     for col in range(columns):
-        edge = start + (col + 1) * step
-        while index < len(samples) and samples[index][0] <= edge:
-            index += 1
-        current = samples[index - 1][1] if index else 0
-        rates.append(max(current - previous_bytes, 0) / step)
-        previous_bytes = current
+        current, index = _bytes_at(series, start + (col + 1) * step, max(index - 1, 0))
+        rates.append(max(current - previous, 0.0) / step)
+        previous = current
     return rates
 
 
 class RateGraph(Widget):
+    """Draws as many graph rows as its height leaves after the marks and status lines."""
+
     DEFAULT_CSS = """
-    RateGraph { height: 6; }
+    RateGraph { height: 8; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -48,7 +64,9 @@ class RateGraph(Widget):
         self.refresh()
 
     def render(self) -> Text:
-        width = max(self.size.width, 10)
+        width = max(self.content_size.width, 10)
+        compact = self.content_size.height < 6
+        graph_rows = max(self.content_size.height - (2 if compact else 3), 1)
         view = self.view
         if view is None or view.record.started is None:
             return Text("waiting for the first packet…", style="dim")
@@ -60,10 +78,10 @@ class RateGraph(Widget):
         rates = rates_per_column(view.samples, start, end, width)
         peak = max(rates) if rates else 0.0
         text = Text()
-        for row in range(_GRAPH_ROWS, 0, -1):
+        for row in range(graph_rows, 0, -1):
             line = []
             for rate in rates:
-                level = rate / peak * _GRAPH_ROWS * 8 if peak > 0 else 0.0
+                level = rate / peak * graph_rows * 8 if peak > 0 else 0.0
                 fill = min(max(level - (row - 1) * 8, 0.0), 8.0)
                 line.append(_BLOCKS[int(round(fill))])
             text.append("".join(line) + "\n", style="green")
@@ -75,22 +93,31 @@ class RateGraph(Widget):
                 marks[col] = "!" if kind == "timeout" or marks[col] == "!" else "×"
         text.append("".join(marks) + "\n", style="bold red")
         current = rates[-1] if rates and record.result is None else record.rate
-        text.append(f"{fmt_rate(current)}", style="bold")
-        text.append(f" · peak {fmt_rate(peak)} · {record.retransmits} retransmits · {record.timeouts} timeouts"
-                    f"  (× retransmit, ! timeout)\n", style="dim")
+        status = Text(f"{fmt_rate(current)} ", style="bold")
+        status.append(f"· {record.retransmits} retx · {record.timeouts} timeouts", style="dim")
+        if compact:
+            text.append_text(progress_line(record.bytes, record.total, current, width - len(status) - 1,
+                                           record.finished, short=True))
+            text.append(" ")
+            text.append_text(status)
+            return text
+        status.append(f" · peak {fmt_rate(peak)}", style="dim")
+        text.append_text(status)
+        text.append("\n")
         text.append_text(progress_line(record.bytes, record.total, current, width, record.finished))
         return text
 
 
-def progress_line(done: int, total: int | None, rate: float, width: int, finished: bool) -> Text:
+def progress_line(done: int, total: int | None, rate: float, width: int, finished: bool,
+                  short: bool = False) -> Text:
     if total is None or total <= 0:
-        label = f"{fmt_bytes(done)} transferred" + ("" if finished else " (size unknown: no tsize)")
+        label = f"{fmt_bytes(done)}" + ("" if finished or short else " transferred (size unknown: no tsize)")
         return Text(label, style="dim")
     fraction = min(done / total, 1.0)
     remaining = (total - done) / rate if rate > 0 and not finished else 0.0
-    tail = f" {fraction:4.0%}  {fmt_bytes(done)} of {fmt_bytes(total)}"
+    tail = f" {fraction:4.0%}" if short else f" {fraction:4.0%}  {fmt_bytes(done)} of {fmt_bytes(total)}"
     if not finished and rate > 0:
-        tail += f"  ETA {remaining:.0f} s"
+        tail += f" ETA {remaining:.0f}s"
     bar_width = max(width - len(tail) - 1, 5)
     filled = int(bar_width * fraction)
     text = Text("█" * filled, style="green")

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Static
 
 from tftpdiag.protocol.events import Completed, Failed
@@ -43,12 +44,14 @@ def state_text(record: SessionRecord) -> Text:
     return Text(f"● {state}", style=_STATE_STYLE.get(state, ""))
 
 
-def options_table(record: SessionRecord) -> Table | Text:
+def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     if not record.requested and record.negotiated is None:
         return Text("waiting for the request…", style="dim")
     if not record.requested:
         return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
     negotiated = record.negotiated
+    if compact:
+        return _options_lines(record)
     table = Table(box=None, padding=(0, 1), expand=True, show_edge=False)
     table.add_column("option", style="bold", no_wrap=True)
     table.add_column("asked", no_wrap=True)
@@ -65,16 +68,54 @@ def options_table(record: SessionRecord) -> Table | Text:
     return table
 
 
+def _options_lines(record: SessionRecord) -> Text:
+    """One line per option for narrow terminals: name, asked → granted, verdict: meaning."""
+    text = Text()
+    negotiated = record.negotiated
+    if negotiated is None:
+        for name, value in record.requested:
+            text.append(f"{name:<11}{value} → … pending\n", style="dim")
+        return text
+    for o in negotiated.outcomes:
+        text.append(f"{o.name:<11}", style="bold")
+        text.append(f"{o.asked or '-'} → {o.granted or '-'} ")
+        text.append(o.verdict.value, style=_VERDICT_STYLE[o.verdict])
+        text.append(f": {o.meaning}\n", style="dim")
+    text.rstrip()
+    return text
+
+
+class OptionsPanel(Widget):
+    """Chooses the table or the one-line-per-option form from its own width at each render."""
+
+    DEFAULT_CSS = """
+    OptionsPanel { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.record: SessionRecord | None = None
+
+    def show(self, record: SessionRecord) -> None:
+        self.record = record
+        self.refresh(layout=True)
+
+    def render(self) -> Table | Text:
+        if self.record is None:
+            return Text("")
+        return options_table(self.record, compact=self.content_size.width < 64)
+
+
 class SessionPanel(Vertical):
     DEFAULT_CSS = """
     SessionPanel { height: 1fr; }
     SessionPanel .session-header { height: 1; padding: 0 1; background: $boost; }
     SessionPanel .top { height: auto; }
-    SessionPanel #options { width: 1fr; height: auto; min-height: 4; }
+    SessionPanel #options { width: 1fr; height: auto; min-height: 3; }
     SessionPanel #graph { width: 1fr; height: 8; }
     SessionPanel .packets { height: 1fr; min-height: 5; }
     SessionPanel .packet-header { height: 1; color: $text-muted; text-style: bold; }
-    SessionPanel #summary { height: auto; }
+    SessionPanel #summary { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary-darken-1; }
     """
 
     def __init__(self, *, label: str = "", id: str | None = None) -> None:
@@ -85,7 +126,7 @@ class SessionPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(classes="session-header")
         with Horizontal(classes="top"):
-            options = Static(id="options", classes="panel")
+            options = OptionsPanel(id="options", classes="panel")
             options.border_title = "Option negotiation"
             yield options
             graph = RateGraph(id="graph")
@@ -96,9 +137,7 @@ class SessionPanel(Vertical):
             packets.border_title = "Packets"
             yield Static(HEADER, classes="packet-header")
             yield PacketList(id="packets")
-        summary = Static(id="summary", classes="panel")
-        summary.border_title = "Outcome"
-        yield summary
+        yield Static(id="summary")
 
     def show(self, view: SessionView | None, now: float, flt: Filter, paused: bool) -> None:
         header = self.query_one(".session-header", Static)
@@ -107,7 +146,7 @@ class SessionPanel(Vertical):
             return
         record = view.record
         header.update(self._header(record, now, paused))
-        self.query_one("#options", Static).update(options_table(record))
+        self.query_one(OptionsPanel).show(record)
         self.query_one(RateGraph).show(view, now)
         packets = self.query_one(".packets", Vertical)
         title = f"Packets · {flt.value}"
@@ -132,10 +171,10 @@ class SessionPanel(Vertical):
             text.append("session ", style="bold")
             text.append(f"{fmt_addr(record.client)} ")
         text.append(f"{record.filename!r} ", style="bold")
-        text.append(f"{record.mode} ", style="dim")
+        text.append(f"{record.mode}  ", style="dim")
         text.append_text(state_text(record))
         elapsed = record.duration if record.finished else max(now - (record.started or now), 0.0)
-        text.append(f"  {elapsed:6.2f} s", style="dim")
+        text.append(f"  {elapsed:.2f} s", style="dim")
         if paused:
             text.append("  PAUSED", style="bold yellow")
         return text
