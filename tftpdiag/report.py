@@ -86,7 +86,8 @@ def explain_failure(record: SessionRecord) -> str:
     if not isinstance(result, Failed):
         return ""
     if result.code is not None:
-        who = "the peer" if result.raised_by.value == "peer" else "tftpdiag"
+        peer = "the server" if record.role is None or record.role.is_client else "the client"
+        who = peer if result.raised_by.value == "peer" else "tftpdiag"
         return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {result.message}"
     return result.message
 

@@ -25,6 +25,7 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.options import Negotiated
+from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.packets import Options
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
@@ -70,6 +71,7 @@ class SessionRecord:
     timeouts: int = 0
     duplicates: int = 0
     stray: int = 0
+    data_seen: bool = False
     result: Completed | Failed | None = None
     refused: RequestRefused | None = None
     socket_errors: list[SocketError] = field(default_factory=list)
@@ -82,11 +84,9 @@ class SessionRecord:
             return "done"
         if isinstance(self.result, Failed):
             return "failed"
-        if self.negotiated is None and self.bytes == 0:
-            return "requesting"
-        if self.bytes == 0:
-            return "negotiating"
-        return "transferring"
+        if self.data_seen or self.bytes:
+            return "transferring"
+        return "requesting" if self.negotiated is None else "negotiating"
 
     @property
     def finished(self) -> bool:
@@ -125,6 +125,8 @@ class SessionRecord:
         self.last = t
         if isinstance(event, PacketReceived):
             self.packets_received += 1
+            if not self.data_seen and type(event.packet) is Data:
+                self.data_seen = True
             note = event.note
             if note is Note.DUPLICATE:
                 self.duplicates += 1
@@ -132,6 +134,8 @@ class SessionRecord:
                 self.stray += 1
         elif isinstance(event, PacketSent):
             self.packets_sent += 1
+            if not self.data_seen and type(event.packet) is Data:
+                self.data_seen = True
         elif isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
             self.bytes = event.bytes

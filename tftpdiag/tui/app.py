@@ -198,7 +198,6 @@ class TftpDiagApp(App[int]):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
             self.push_screen(SessionDetailScreen(int(event.row_key.value)))
-            self.refresh_now()
 
     def action_save(self) -> None:
         if self.saver is None:

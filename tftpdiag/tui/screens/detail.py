@@ -30,8 +30,12 @@ class SessionDetailScreen(Screen[None]):
         yield SessionPanel(id="detail")
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
     def update_view(self, model: LiveModel, now: float) -> None:
-        self.query_one(SessionPanel).show(model.view(self.session), now, self.filter, self.paused)
+        for panel in self.query(SessionPanel).results(SessionPanel):
+            panel.show(model.view(self.session), now, self.filter, self.paused)
 
     def action_pause(self) -> None:
         self.paused = not self.paused

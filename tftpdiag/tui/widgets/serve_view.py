@@ -18,7 +18,7 @@ from tftpdiag.tui.widgets.session_panel import state_text
 __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
 COLUMNS = ("client", "file", "dir", "state", "progress", "rate", "retx", "options", "age")
-WIDTHS = (22, 22, 5, 14, 8, 12, 4, 24, 7)
+WIDTHS = (21, 18, 5, 13, 6, 11, 4, 14, 6)
 MAX_ROWS = 500
 SessionFilter = str  # "all", "active", "problems"
 FILTERS = ("all", "active", "problems")
@@ -80,7 +80,7 @@ class ServeView(Vertical):
         table: DataTable = DataTable(id="sessions", cursor_type="row", zebra_stripes=True, classes="panel")
         table.border_title = "Sessions (enter: details)"
         yield table
-        log = RichLog(id="log", max_lines=500, wrap=False, markup=False, classes="panel")
+        log = RichLog(id="log", max_lines=500, wrap=True, markup=False, classes="panel")
         log.border_title = "Refused requests and errors"
         yield log
 

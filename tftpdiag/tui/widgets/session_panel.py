@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
-from tftpdiag.protocol.events import Completed, Failed
+from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
@@ -39,6 +39,10 @@ _VERDICT_STYLE = {
 }
 
 
+_VERB = {Role.CLIENT_READ: "downloaded", Role.CLIENT_WRITE: "uploaded", Role.SERVER_READ: "sent",
+         Role.SERVER_WRITE: "received", None: "transferred"}
+
+
 def state_text(record: SessionRecord) -> Text:
     state = record.state
     return Text(f"● {state}", style=_STATE_STYLE.get(state, ""))
@@ -59,8 +63,11 @@ def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     table.add_column("verdict", no_wrap=True)
     table.add_column("what it means", ratio=1)
     if negotiated is None:
+        verdict, meaning = ("-", "not negotiated: the transfer ended first") if record.finished else \
+            ("pending", "waiting for the answer")
         for name, value in record.requested:
-            table.add_row(name, value, "…", Text("pending", style="dim"), Text("waiting for the answer", style="dim"))
+            table.add_row(name, value, "…" if not record.finished else "-", Text(verdict, style="dim"),
+                          Text(meaning, style="dim"))
         return table
     for o in negotiated.outcomes:
         table.add_row(o.name, o.asked or "-", o.granted or "-", Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]),
@@ -73,8 +80,9 @@ def _options_lines(record: SessionRecord) -> Text:
     text = Text()
     negotiated = record.negotiated
     if negotiated is None:
+        tail = "not negotiated: the transfer ended first" if record.finished else "… pending"
         for name, value in record.requested:
-            text.append(f"{name:<11}{value} → … pending\n", style="dim")
+            text.append(f"{name:<11}{value} → {tail}\n", style="dim")
         return text
     for o in negotiated.outcomes:
         text.append(f"{o.name:<11}", style="bold")
@@ -184,8 +192,7 @@ class SessionPanel(Vertical):
         lines: list[Text] = []
         if isinstance(result, Completed):
             stats = result.stats
-            verb = "downloaded" if record.direction == "download" else "uploaded"
-            lines.append(Text.assemble(("✔ ", "bold green"), (f"{verb} {fmt_bytes(stats.bytes)}", "bold"),
+            lines.append(Text.assemble(("✔ ", "bold green"), (f"{_VERB[record.role]} {fmt_bytes(stats.bytes)}", "bold"),
                                        f" in {stats.duration:.3f} s = {fmt_rate(stats.rate_bps)} · "
                                        f"{stats.retransmits} retransmits, {stats.timeouts} timeouts, "
                                        f"{stats.duplicates} duplicates"))

@@ -1,0 +1,246 @@
+"""Pilot tests of the TUI: keys, filters, selection and state changes, fed from recorded events, and
+one end-to-end run against a real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.geometry import Region
+from textual.widget import Widget
+
+from tests import tui_samples
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientRequest, ClientTransfer
+from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.protocol.events import Event
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.session import Timing
+from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
+from tftpdiag.tui.model import Filter, LiveModel
+from tftpdiag.tui.screens.detail import SessionDetailScreen
+from tftpdiag.tui.screens.help import HelpScreen
+from tftpdiag.tui.screens.save import SaveTraceScreen
+from tftpdiag.tui.widgets.packet_list import PacketList
+from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+SIZE = (100, 32)
+
+
+class PushFeed:
+    """A feed the test fills step by step, to watch the screen change state."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self.pending = self.pending, []
+        return events
+
+
+def probe_app(events: list[Event]) -> TftpDiagApp:
+    return tui_samples.probe_app(events)
+
+
+def plain(widget: Widget) -> str:
+    """What the widget shows, as plain text."""
+    strips = widget.render_lines(Region(0, 0, *widget.outer_size))
+    return "\n".join(strip.text for strip in strips)
+
+
+def header_text(app: TftpDiagApp) -> str:
+    return plain(app.query_one(SessionPanel).query_one(".session-header"))
+
+
+async def test_probe_shows_state_changes_as_events_arrive() -> None:
+    events = tui_samples.probe_success()
+    feed = PushFeed()
+    app = TftpDiagApp(mode="probe", feed=feed, label="10.0.0.2:69", clock=lambda: events[-1].time, tick=None)
+    async with app.run_test(size=SIZE) as pilot:
+        first_data = next(i for i, e in enumerate(events) if type(e).__name__ == "OptionsNegotiated")
+        feed.pending = events[:2]  # TransferStarted and the RRQ
+        app.refresh_now()
+        await pilot.pause()
+        assert "requesting" in header_text(app)
+        feed.pending = events[2:first_data + 1]
+        app.refresh_now()
+        await pilot.pause()
+        assert "negotiating" in header_text(app)
+        middle = first_data + 60
+        feed.pending = events[first_data + 1:middle]
+        app.refresh_now()
+        await pilot.pause()
+        assert "transferring" in header_text(app)
+        feed.pending = events[middle:]
+        app.refresh_now()
+        await pilot.pause()
+        assert "done" in header_text(app)
+        assert "downloaded" in plain(app.query_one("#summary"))
+
+
+async def test_filter_key_cycles_and_hides_routine_packets() -> None:
+    app = probe_app(tui_samples.probe_success())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        packets = app.query_one(PacketList)
+        all_rows = packets.row_count
+        await pilot.press("f")
+        assert app.packet_filter is Filter.NO_DATA
+        no_data = packets.row_count
+        await pilot.press("f")
+        assert app.packet_filter is Filter.PROBLEMS
+        problems = packets.row_count
+        await pilot.press("f")
+        assert app.packet_filter is Filter.ALL
+        assert packets.row_count == all_rows
+    assert all_rows > no_data > problems > 0
+
+
+async def test_pause_freezes_the_packet_table_until_resumed() -> None:
+    events = tui_samples.probe_success()
+    feed = PushFeed()
+    app = TftpDiagApp(mode="probe", feed=feed, label="x", clock=lambda: events[-1].time, tick=None)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = events[:100]
+        app.refresh_now()
+        await pilot.pause()
+        before = app.query_one(PacketList).row_count
+        await pilot.press("p")
+        assert app.paused
+        feed.pending = events[100:]
+        app.refresh_now()
+        await pilot.pause()
+        assert app.query_one(PacketList).row_count == before
+        assert "PAUSED" in header_text(app)
+        await pilot.press("p")
+        assert app.query_one(PacketList).row_count > before
+
+
+async def test_help_opens_and_closes() -> None:
+    app = probe_app(tui_samples.probe_failure())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_failure_is_explained_in_the_summary() -> None:
+    app = probe_app(tui_samples.probe_failure())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        summary = plain(app.query_one("#summary"))
+        assert "ERROR 1" in summary and "file not found" in summary and "the server sent" in summary
+        assert "failed" in header_text(app)
+
+
+serve_app = tui_samples.serve_app
+
+
+async def test_serve_lists_sessions_and_logs_refusals() -> None:
+    app = serve_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.query_one("#sessions")
+        assert table.row_count == 6  # five transfers plus the duplicate session the lossy client refused
+        log_lines = [str(line.text) for line in app.query_one("#log").lines]
+        assert any("path-escape" in line and "../../etc/shadow" in line for line in log_lines)
+        assert any("nearest existing file: 'pxelinux.0'" in line for line in log_lines)
+        header = plain(app.query_one("#serve-header"))
+        assert "1 active" in header and "2 refused" in header
+
+
+async def test_enter_opens_the_selected_session_and_escape_returns() -> None:
+    app = serve_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SessionDetailScreen)
+        view = app.model.view(screen.session)
+        assert view is not None and view.record.client == ("192.168.7.22", 49152)
+        assert screen.query_one(PacketList).row_count > 0
+        await pilot.press("f")
+        assert screen.filter is Filter.NO_DATA
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SessionDetailScreen)
+
+
+async def test_serve_filter_shows_problem_sessions_only() -> None:
+    app = serve_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.query_one("#sessions")
+        await pilot.press("f")  # active
+        assert table.row_count == 1
+        await pilot.press("f")  # problems: the failed duplicate and the lossy transfer
+        assert table.row_count == 2
+
+
+async def test_save_key_asks_for_a_name_and_writes_the_trace(tmp_path: Path) -> None:
+    saved: list[Path] = []
+
+    def saver(path: Path) -> str:
+        path.write_text("trace")
+        saved.append(path)
+        return f"saved to {path}"
+
+    app = probe_app(tui_samples.probe_success())
+    app.saver = saver
+    target = tmp_path / "out.pcap"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, SaveTraceScreen)
+        field = app.screen.query_one("#path")
+        field.value = str(target)  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert saved == [target] and target.read_text() == "trace"
+
+
+def test_model_keeps_bounded_rows_and_counts_rollover() -> None:
+    from tests.simnet import run_transfer
+
+    result = run_transfer("read", bytes(8 * 70000), options=RequestedOptions(blksize=8))
+    model = LiveModel()
+    model.apply([e for e in result.events if e.session == 1])
+    view = model.view(1)
+    assert view is not None
+    assert len(view.rows) == view.rows.maxlen and view.dropped_rows > 0
+    assert view.wraps == 1 and any("↻1" in row.block for row in view.rows)
+
+
+async def test_live_probe_against_a_loopback_server(tmp_path: Path) -> None:
+    """The whole path: our server, our client on a worker thread, the bus, the app's timer."""
+    (tmp_path / "image.bin").write_bytes(bytes(range(256)) * 4000)
+    bus = EventBus()
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
+        port = server.addresses[0][1]
+        transfer = ClientTransfer(ClientRequest("127.0.0.1", "image.bin", port=port,
+                                                options=RequestedOptions(blksize=1468, tsize=True),
+                                                timing=Timing(dally=0.1)), bus)
+        feed = bus.subscribe(packet_window=1000)
+        app = TftpDiagApp(mode="probe", feed=feed, label=f"127.0.0.1:{port}", tick=1 / 20)
+        async with app.run_test(size=SIZE) as pilot:
+            transfer.start()
+            for _ in range(200):  # up to 10 s, checked every app tick
+                await asyncio.sleep(0.05)
+                if "done" in header_text(app):
+                    break
+            await pilot.pause()
+            assert "done" in header_text(app)
+            view = app.model.view(transfer.session_id)
+            assert view is not None and view.record.bytes == 1_024_000
+            assert app.ticks > 1
+        transfer.join(5)
+
+
+@pytest.fixture(autouse=True)
+def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blinking cursors make screens differ from one frame to the next."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "cursor_blink", False, raising=False)

@@ -1,0 +1,115 @@
+"""Recorded event streams for TUI tests and screenshots: made with the simulated network, so every
+run gives the same packets at the same (virtual) times."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import fields, replace
+
+from tests.simnet import CLIENT, Impairment, run_transfer
+from tftpdiag.protocol.events import Address, Completed, Event
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import Opcode, Request, encode
+from tftpdiag.protocol.server import refuse
+from tftpdiag.protocol.session import Timing
+from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
+from tftpdiag.tui.widgets.serve_view import ServerInfo
+
+EPOCH = 1_795_000_000.0  # a fixed wall-clock origin for recorded runs
+SERVER_ADDR: Address = ("10.0.0.2", 69)
+
+
+def _image(size: int, seed: int = 5) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _retime(events: list[Event], *, offset: float, session_map: dict[int, int],
+            client: Address | None = None) -> list[Event]:
+    """Shift times, renumber sessions and (optionally) give the client another address."""
+    out = []
+    for event in events:
+        changes: dict[str, object] = {"time": event.time + offset}
+        if event.session in session_map:
+            changes["session"] = session_map[event.session]
+        if client is not None:
+            for name in ("local", "peer"):
+                if any(f.name == name for f in fields(event)) and getattr(event, name) == CLIENT:
+                    changes[name] = client
+        out.append(replace(event, **changes))  # type: ignore[arg-type]
+    return out
+
+
+def probe_success() -> list[Event]:
+    """A windowed download over a slightly lossy path: retransmits, a gap, a timeout."""
+    result = run_transfer("read", _image(400_000), options=RequestedOptions(blksize=1468, tsize=True, windowsize=8),
+                          impairment=Impairment(loss=0.03, seed=2, delay=0.004))
+    return _retime([e for e in result.events if e.session == 1], offset=EPOCH, session_map={})
+
+
+def probe_failure() -> list[Event]:
+    """The server has no such file: ERROR 1 in answer to the request."""
+    result = run_transfer("read", b"", filename="pxelinux.0", server_files={"PXELINUX.0": b"x"},
+                          options=RequestedOptions(blksize=1468, tsize=True))
+    return _retime([e for e in result.events if e.session == 1], offset=EPOCH, session_map={})
+
+
+def probe_timeout() -> list[Event]:
+    """Nothing answers: the request is resent with backoff until the client gives up."""
+    result = run_transfer("read", b"", options=RequestedOptions(blksize=1468, tsize=True),
+                          impairment=Impairment(drop=lambda raw, src, dst: dst == SERVER_ADDR),
+                          client_timing=Timing(initial_timeout=1.0, retries=3))
+    return _retime([e for e in result.events if e.session == 1], offset=EPOCH, session_map={})
+
+
+def serve_sessions() -> list[Event]:
+    """A server's view of several clients: done, windowed, lossy, one still running, refusals."""
+    events: list[Event] = []
+    runs = [
+        ("read", 300_000, RequestedOptions(blksize=1468, tsize=True), None, ("192.168.7.21", 2070)),
+        ("read", 1_200_000, RequestedOptions(blksize=1468, tsize=True, windowsize=16), None, ("192.168.7.22", 49152)),
+        ("read", 200_000, RequestedOptions(), Impairment(loss=0.08, seed=4, delay=0.003), ("192.168.7.23", 1024)),
+        ("write", 90_000, RequestedOptions(blksize=512, tsize=True), None, ("192.168.7.30", 33001)),
+        ("read", 2_000_000, RequestedOptions(blksize=1468, tsize=True), None, ("192.168.7.24", 50999)),
+    ]
+    for index, (direction, size, options, impairment, client) in enumerate(runs):
+        result = run_transfer(direction, _image(size, index), options=options, impairment=impairment,
+                              filename="firmware/phone-v2.bin" if direction == "read" else "logs/boot.txt")
+        server_events = [e for e in result.events if e.session != 1]
+        mapped = _retime(server_events, offset=EPOCH + index * 0.4, session_map={2: 10 + index}, client=client)
+        if index == len(runs) - 1:
+            # Still running when the screen is drawn: cut before the end.
+            cut = next(i for i, e in enumerate(mapped) if isinstance(e, Completed))
+            mapped = mapped[: cut // 2]
+        events.extend(mapped)
+    for sid, name, code, message, why, suggestion, client in (
+        (30, "../../etc/shadow", 2, "path leads outside the served directory", "path-escape", None, ("192.168.7.66", 6000)),
+        (31, "PXELINUX.0", 1, "file not found", "not-found", "pxelinux.0", ("192.168.7.40", 2071)),
+    ):
+        request = Request(Opcode.RRQ, name, "octet", ())
+        _, refused = refuse(sid, raw=encode(request), packet=request, client=client, local=SERVER_ADDR,
+                            now=EPOCH + 1.5, code=code, message=message, why=why, suggestion=suggestion)
+        events.extend(refused)
+    events.sort(key=lambda e: e.time)
+    return events
+
+
+def end_time(events: list[Event]) -> float:
+    return max(e.time for e in events)
+
+
+
+
+SIZE = (100, 32)
+SERVER_INFO = ServerInfo("/srv/tftp", "0.0.0.0:69, [::]:69", uploads=True)
+
+
+def probe_app(events: list[Event], label: str = "10.0.0.2:69") -> TftpDiagApp:
+    """The probe view over recorded events, its clock frozen at the last one."""
+    end = end_time(events)
+    return TftpDiagApp(mode="probe", feed=RecordedFeed(events), label=label, clock=lambda: end, tick=None)
+
+
+def serve_app() -> TftpDiagApp:
+    events = serve_sessions()
+    end = end_time(events)
+    return TftpDiagApp(mode="serve", feed=RecordedFeed(events), server=SERVER_INFO, clock=lambda: end, tick=None)
