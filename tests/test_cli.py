@@ -1,0 +1,258 @@
+"""The command line as a user runs it: real `python -m tftpdiag` processes against servers on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
+
+TIMEOUT = 30
+
+
+def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tftpdiag", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "image.bin").write_bytes(os.urandom(300_000))
+    (root / "notes.txt").write_bytes(b"line one\nline two\r\nbare cr\r end\n")
+    with TftpServer(ServerConfig(root=root, bind=("127.0.0.1", "::1"), port=0, allow_upload=True), EventBus()) as server:
+        yield root, server.addresses[0][1]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- probe -------------------------------------------------------------------------------------------
+
+def test_probe_json_reports_the_transfer(served: tuple[Path, int]) -> None:
+    root, port = served
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # stdout is exactly one JSON object
+    assert summary["ok"] is True and summary["error"] is None
+    assert summary["bytes"] == 300_000 and summary["sha256"] == sha(root / "image.bin")
+    assert summary["duration_s"] > 0 and summary["rate_bps"] > 0
+    assert summary["options"]["requested"] == {"blksize": "1468", "tsize": "0"}
+    assert summary["options"]["granted"] == {"blksize": "1468", "tsize": "300000"}
+    assert [o["verdict"] for o in summary["options"]["outcomes"]] == ["accepted", "accepted"]
+    assert summary["retransmits"] == 0 and summary["timeouts"] == 0 and summary["findings"] == []
+
+
+def test_probe_plain_summary_and_output_file(served: tuple[Path, int], tmp_path: Path) -> None:
+    root, port = served
+    out = tmp_path / "copy.bin"
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--no-tui", "-o", str(out),
+                 "--windowsize", "8")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == (root / "image.bin").read_bytes()
+    assert "downloaded" in result.stdout and sha(out) in result.stdout
+    assert "windowsize" in result.stdout and "8 blocks per ACK" in result.stdout
+
+
+def test_probe_url_form_with_netascii(served: tuple[Path, int], tmp_path: Path) -> None:
+    root, port = served
+    out = tmp_path / "notes.txt"
+    result = run("probe", f"tftp://127.0.0.1:{port}/notes.txt;mode=netascii", "-o", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "netascii"
+    assert out.read_bytes() == (root / "notes.txt").read_bytes()
+
+
+def test_probe_ipv6(tmp_path: Path) -> None:
+    (tmp_path / "f.bin").write_bytes(b"x" * 5000)
+    with TftpServer(ServerConfig(root=tmp_path, bind=("::1",), port=0), EventBus()) as server:
+        result = run("probe", "-6", "::1", "f.bin", "--port", str(server.addresses[0][1]), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["bytes"] == 5000 and summary["peer"]["address"] == "::1"
+
+
+def test_missing_file_exits_1_with_the_servers_error(served: tuple[Path, int]) -> None:
+    _, port = served
+    result = run("probe", "127.0.0.1", "nope.bin", "--port", str(port), "--json")
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False
+    assert summary["error"]["code"] == 1 and summary["error"]["raised_by"] == "peer"
+
+
+def test_expect_sha256_mismatch_fails(served: tuple[Path, int]) -> None:
+    _, port = served
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--expect-sha256", "0" * 64)
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and summary["sha256_match"] is False and "mismatch" in summary["failure"]
+
+
+def test_nothing_listening_fails_fast_with_port_unreachable() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # the port is now closed: the kernel answers with ICMP port unreachable
+    result = run("probe", "127.0.0.1", "x", "--port", str(port), "--json", timeout=10)
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["error"]["reason"] == "unreachable" and "nothing listens" in summary["error"]["message"]
+
+
+# -- put ---------------------------------------------------------------------------------------------
+
+def test_put_uploads_and_reports(served: tuple[Path, int], tmp_path: Path) -> None:
+    root, port = served
+    local = tmp_path / "upload.bin"
+    local.write_bytes(os.urandom(70_000))
+    result = run("put", "127.0.0.1", str(local), "up/loaded.bin", "--port", str(port), "--json")
+    assert result.returncode == 1  # no such directory 'up' on the server: refused
+    assert json.loads(result.stdout)["error"]["code"] == 2
+    (root / "up").mkdir()
+    result = run("put", "127.0.0.1", str(local), "up/loaded.bin", "--port", str(port), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["direction"] == "upload" and summary["sha256"] == sha(local)
+    assert (root / "up" / "loaded.bin").read_bytes() == local.read_bytes()
+
+
+# -- user mistakes: exit 2, one clear line, no traceback -----------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["probe", "127.0.0.1", "f", "--blksize", "4"], "blksize must be between 8 and 65464"),
+    (["probe", "127.0.0.1", "f", "--windowsize", "zero"], "windowsize must be a whole number"),
+    (["probe", "127.0.0.1", "f", "--port", "70000"], "port must be between 1 and 65535"),
+    (["probe", "127.0.0.1"], "which file?"),
+    (["probe", "tftp://127.0.0.1/f", "g"], "either a tftp:// URL or HOST FILE"),
+    (["probe", "tftp://host/f;mode=mail"], "unknown mode"),
+    (["probe", "no-such-host.invalid", "f"], "cannot resolve"),
+    (["probe", "127.0.0.1", "f", "--expect-sha256", "abc"], "64 hexadecimal digits"),
+    (["probe", "127.0.0.1", "f", "-o", "/no/such/dir/out.bin"], "no such directory"),
+    (["probe", "127.0.0.1", "f", "--trace", "/tmp/trace.txt"], "name it .pcap"),
+    (["put", "127.0.0.1", "/no/such/file.bin"], "cannot read /no/such/file.bin"),
+    (["serve", "/no/such/dir", "--port", "0"], "does not exist"),
+    (["serve", ".", "--refuse", "colour"], "unknown option 'colour'"),
+    (["serve", ".", "--max-upload", "lots"], "expected a size"),
+    (["serve", ".", "--bind", "not-an-ip", "--port", "0"], "is not an IP address"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_get_one_clear_line(args: list[str], message: str) -> None:
+    result = run(*args, timeout=15)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port_says_so(tmp_path: Path) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        result = run("serve", str(tmp_path), "--bind", "127.0.0.1", "--port", str(sock.getsockname()[1]))
+    finally:
+        sock.close()
+    assert result.returncode == 2 and "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_privileged_port_denied_explains_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(*args: object, **kwargs: object) -> socket.socket:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tftpdiag.engine.server.udp_socket", denied)
+    server = TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=69))
+    with pytest.raises(ServerSetupError, match=r"Ports below 1024 need root .*--port"):
+        server.bind()
+
+
+def test_help_everywhere_has_examples() -> None:
+    for command in ("probe", "put", "serve"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "examples:" in result.stdout
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("tftpdiag ")
+
+
+# -- serve ---------------------------------------------------------------------------------------------
+
+def test_serve_headless_lines_and_clean_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"a" * 3000)
+    proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", "serve", str(tmp_path), "--bind", "127.0.0.1",
+                             "--port", "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = proc.stderr.readline()  # type: ignore[union-attr]
+        assert "serving" in banner
+        port = int(banner.split("127.0.0.1:")[1].split()[0])
+        ok = run("probe", "127.0.0.1", "a.bin", "--port", str(port), "--json")
+        bad = run("probe", "127.0.0.1", "../etc/passwd", "--port", str(port), "--json")
+        assert ok.returncode == 0 and bad.returncode == 1
+        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    by_kind = {line["event"]: line for line in lines}
+    assert by_kind["session"]["ok"] is True and by_kind["session"]["bytes"] == 3000
+    assert by_kind["refused"]["error"]["reason"] == "path-escape" and by_kind["refused"]["error"]["code"] == 2
+    assert "server stopped" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_serve_stop_leaves_no_threads_or_sockets(tmp_path: Path) -> None:
+    from tftpdiag.engine.client import ClientRequest, ClientTransfer
+    from tftpdiag.headless import run_server_headless
+    import io
+
+    (tmp_path / "f").write_bytes(b"z" * 10000)
+    before = set(threading.enumerate())
+    fds_before = len(os.listdir("/proc/self/fd"))
+    bus = EventBus()
+    server = TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus)
+    server.bind()
+    stop = threading.Event()
+    out = io.StringIO()
+    runner = threading.Thread(target=run_server_headless, args=(server, bus.subscribe()),
+                              kwargs={"json_out": False, "stop": stop, "stdout": out})
+    runner.start()
+    for _ in range(5):
+        assert ClientTransfer(ClientRequest("127.0.0.1", "f", port=server.addresses[0][1])).run().ok
+    stop.set()
+    runner.join(10)
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not (set(threading.enumerate()) - before)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert out.getvalue().count("ok") == 5
+
+
+# -- import hygiene ---------------------------------------------------------------------------------------
+
+def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
+    _, port = served
+    code = (
+        "import sys\n"
+        "from tftpdiag.cli import main\n"
+        f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui', '--json'])\n"
+        "assert rc == 0, rc\n"
+        "loaded = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
+        "print('TEXTUAL', loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "TEXTUAL []" in result.stdout
