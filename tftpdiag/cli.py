@@ -299,9 +299,9 @@ def requested_options(args: argparse.Namespace) -> RequestedOptions:
 
 def client_timing(args: argparse.Namespace) -> Timing:
     initial = args.timeout if args.timeout is not None else 1.0
-    # A client's dally only guards against a lost final ACK; keep it short so commands end promptly.
-    return Timing(initial_timeout=initial, retries=args.retries, dally=min(2 * initial, 1.0),
-                  adaptive=args.timeout is None)
+    # Like tftp-hpa and curl, the command ends with its final ACK instead of lingering for a repeated
+    # last DATA: a lost final ACK only makes the server log a timeout; the file here is complete.
+    return Timing(initial_timeout=initial, retries=args.retries, dally=0.0, adaptive=args.timeout is None)
 
 
 def server_policy(args: argparse.Namespace) -> ServerPolicy:

@@ -12,12 +12,13 @@ import errno
 import hashlib
 import os
 import socket
+import struct
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
@@ -71,17 +72,28 @@ class ClientOutcome:
 
 
 class _HashingSink:
-    __slots__ = ("hash", "file")
+    """Keeps received blocks until :meth:`flush`, so hashing and disk writes happen after the ACK
+    has gone out instead of delaying it (in lock-step the ACK's latency is the transfer's speed)."""
+
+    __slots__ = ("hash", "file", "_pending")
 
     def __init__(self, file: BinaryIO | None) -> None:
         self.hash = hashlib.sha256()
         self.file = file
+        self._pending: list[bytes] = []
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
-        if self.file is not None:
-            self.file.write(data)
+        self._pending.append(data)
         return len(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            update = self.hash.update
+            for data in pending:
+                update(data)
+            if self.file is not None:
+                self.file.writelines(pending)
 
 
 class _HashingSource:
@@ -140,6 +152,7 @@ class ClientTransfer:
         self._outcome: ClientOutcome | None = None
         self._thread: threading.Thread | None = None
         self.machine: Session | None = None
+        self._sink: _HashingSink | None = None
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -186,7 +199,7 @@ class ClientTransfer:
                 if req.output is not None:
                     self._temp = tempfile.NamedTemporaryFile(
                         dir=req.output.parent, prefix=f".{req.output.name}.", suffix=".part", delete=False)
-                sink = _HashingSink(self._temp)
+                sink = self._sink = _HashingSink(self._temp)
                 machine = ClientRead(
                     self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
                     now=now, mode=req.mode, options=req.options, timing=req.timing)
@@ -214,6 +227,8 @@ class ClientTransfer:
         """
         result = machine.result
         assert result is not None
+        if self._sink is not None:
+            self._sink.flush()
         output = None
         temp, self._temp = self._temp, None
         if temp is not None:
@@ -235,8 +250,13 @@ class ClientTransfer:
         publish = self.bus.publish
         sendto = sock.sendto
         recvfrom = sock.recvfrom
-        settimeout = sock.settimeout
+        sink = self._sink
+        prefetch = getattr(machine, "prefetch", None)
         deadline = now + self.request.deadline if self.request.deadline else None
+        # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
+        # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
+        sock.settimeout(None)
+        set_wait = _receive_timeout_setter(sock)
         for raw, dest in machine.datagrams_to_send():
             sendto(raw, dest)
         publish(machine.events())
@@ -247,24 +267,32 @@ class ClientTransfer:
                 machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
             else:
                 timer = machine.next_timeout()
-                wait = _POLL if timer is None else min(max(timer - now, 0.0), _POLL)
-                settimeout(wait)
-                try:
-                    data, addr = recvfrom(65536)
-                except TimeoutError:
-                    now = time.time()
+                wait = _POLL if timer is None else min(timer - now, _POLL)
+                if wait <= 0:
                     machine.handle_timeout(now)
-                except OSError as exc:
-                    now = time.time()
-                    self._socket_error(sock, machine, exc, now)
                 else:
-                    now = time.time()
-                    machine.receive(data, normalise(addr), now)
+                    set_wait(wait)
+                    try:
+                        data, addr = recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        now = time.time()
+                        machine.handle_timeout(now)
+                    except OSError as exc:
+                        now = time.time()
+                        self._socket_error(sock, machine, exc, now)
+                    else:
+                        now = time.time()
+                        machine.receive(data, normalise(addr), now)
             for raw, dest in machine.datagrams_to_send():
                 try:
                     sendto(raw, dest)
                 except OSError as exc:
                     self._socket_error(sock, machine, exc, time.time(), dest)
+            # Off the critical path: the reply is already on its way.
+            if sink is not None:
+                sink.flush()
+            elif prefetch is not None:
+                prefetch()
             publish(machine.events())
             if machine.finished and self._outcome is None:
                 self._finalise(machine)
@@ -283,6 +311,21 @@ class ClientTransfer:
         if blamed is None or blamed == target:
             where = f"{target[0]}:{target[1]}" if not target[0].count(":") else f"[{target[0]}]:{target[1]}"
             machine.unreachable(now, f"{where}: {message}")
+
+
+def _receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:
+    current = [0.0]
+
+    def set_wait(seconds: float) -> None:
+        # Wake earlier when needed; later only when it saves many early wake-ups.
+        if seconds < current[0] or seconds > current[0] * 1.5:
+            seconds = max(seconds, 0.001)
+            whole = int(seconds)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+            current[0] = seconds
+
+    return set_wait
 
 
 def _netascii_file_size(file: BinaryIO) -> int:

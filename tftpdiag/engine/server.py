@@ -33,7 +33,6 @@ from tftpdiag.protocol.session import Session, Timing
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
-_BURST = 64  # datagrams read from one socket before looking at the others
 _MAX_WAIT = 0.5
 
 
@@ -75,6 +74,9 @@ class _Active:
     temp_path: str | None = None
     target: Path | None = None
     finalised: bool = False
+
+    def __post_init__(self) -> None:
+        self.prefetch = getattr(self.machine, "prefetch", None)
 
 
 class TftpServer:
@@ -270,26 +272,26 @@ class TftpServer:
             active.machine.unreachable(now, f"client {blamed[0]}:{blamed[1]}: {describe_errno(exc.errno or 0)}")
             self._flush(active, now)
 
+    # One datagram per readable socket per turn of the loop: the next select() reports what is left,
+    # which is cheaper than a second recv that fails with EAGAIN after every lock-step datagram.
+
     def _read_listener(self, listener: _Listener) -> None:
-        for _ in range(_BURST):
-            got = self._recv(listener.sock, want_dest=True)
-            if got is None:
+        got = self._recv(listener.sock, want_dest=True)
+        if got is None:
+            return
+        data, client, dest = got
+        if self.config.single_port:
+            active = self._by_peer.get((listener.local, client))
+            if active is not None:
+                self._deliver(active, data, client)
                 return
-            data, client, dest = got
-            if self.config.single_port:
-                active = self._by_peer.get((listener.local, client))
-                if active is not None:
-                    self._deliver(active, data, client)
-                    continue
-            self._on_request(listener, data, client, dest)
+        self._on_request(listener, data, client, dest)
 
     def _read_session(self, active: _Active) -> None:
-        for _ in range(_BURST):
-            if active.finalised and active.machine.closed:
-                return
-            got = self._recv(active.sock, want_dest=False)
-            if got is None:
-                return
+        if active.finalised and active.machine.closed:
+            return
+        got = self._recv(active.sock, want_dest=False)
+        if got is not None:
             self._deliver(active, got[0], got[1])
 
     def _deliver(self, active: _Active, data: bytes, addr: Address) -> None:
@@ -309,6 +311,8 @@ class TftpServer:
                 if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
                     continue  # as if lost on the wire: the retransmit timer covers it
                 self._socket_error(active.sock, exc)
+        if active.prefetch is not None:
+            active.prefetch()  # the next block is read while the client answers, not after
         self.bus.publish(machine.events())
         if machine.finished and not active.finalised:
             self._finalise(active)

@@ -132,7 +132,8 @@ class ServerPolicy:
 
 
 def _int(value: str | None) -> int | None:
-    if value is None or not value.isdigit() or len(value) > 12:
+    # isdigit() alone accepts digits int() refuses (e.g. '²') and other scripts' digits: ASCII only.
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 12:
         return None
     return int(value)
 

@@ -92,9 +92,14 @@ class State(Enum):
 
 
 class _Timer:
-    """RFC 6298 smoothed RTT estimate with Karn's rule and exponential backoff."""
+    """RFC 6298 smoothed RTT estimate with Karn's rule and exponential backoff.
 
-    __slots__ = ("timing", "srtt", "rttvar", "base", "backoff", "fixed")
+    Once settled, one sample in SAMPLE_EVERY is used: in lock-step every block is a round trip, and
+    the estimate needs only a few a second, not tens of thousands.
+    """
+
+    SAMPLE_EVERY = 8
+    __slots__ = ("timing", "srtt", "rttvar", "base", "backoff", "fixed", "samples")
 
     def __init__(self, timing: Timing) -> None:
         self.timing = timing
@@ -103,6 +108,7 @@ class _Timer:
         self.base = timing.initial_timeout
         self.backoff = 0
         self.fixed = False
+        self.samples = 0
 
     def fix(self, seconds: float) -> None:
         """A negotiated timeout option (RFC 2349) replaces the estimate."""
@@ -111,6 +117,9 @@ class _Timer:
 
     def sample(self, rtt: float) -> None:
         if self.fixed or not self.timing.adaptive:
+            return
+        self.samples += 1
+        if self.samples > self.SAMPLE_EVERY and self.samples % self.SAMPLE_EVERY:
             return
         if self.srtt is None:
             self.srtt, self.rttvar = rtt, rtt / 2
@@ -362,10 +371,26 @@ class Sender(Session):
         self._payloads: dict[int, bytes] = {}
         self._final: int | None = None
         self._rewound_for = -1
-        self._awaiting_ack0 = False  # an OACK (server) or WRQ (client) awaits ACK 0
         self._rtt_block = 0
+        self._ahead: bytes | None = None  # the next new block, read ahead by prefetch()
+
+    def prefetch(self) -> None:
+        """Read the next new block now, while waiting for the peer, so answering its ACK reads nothing.
+
+        The caller invokes this after sending; it never changes what is sent, only when the read happens.
+        """
+        # Only once the block size is settled: before the OACK a block would be read at the wrong size.
+        if self._ahead is None and self._final is None and self.state is State.TRANSFERRING:
+            try:
+                self._ahead = self._read_block()
+            except OSError:
+                self._ahead = None  # the read is tried again, and its error reported, when it is needed
 
     def _read_block(self) -> bytes:
+        ahead = self._ahead
+        if ahead is not None:
+            self._ahead = None
+            return ahead
         size = self.blksize
         data = self._source.read(size)
         while 0 < len(data) < size:
@@ -418,6 +443,8 @@ class Sender(Session):
     def _ack_to_absolute(self, wire: int) -> int | None:
         """Map an ACK's block number to our absolute count, or None if it is outside the window."""
         acked = self._acked
+        if wire == (acked + 1) & 0xFFFF and self._sent_max > acked and self.timing.rollover == 0:
+            return acked + 1  # the usual case: the next block in order
         if acked == 0:
             absolute = wire
         elif self.timing.rollover == 0:
@@ -465,7 +492,6 @@ class Sender(Session):
             self._fill_window(now)
 
     def _start_data(self, now: float) -> None:
-        self._awaiting_ack0 = False
         self.state = State.TRANSFERRING
         self._fill_window(now)
 

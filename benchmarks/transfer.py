@@ -1,0 +1,229 @@
+"""Download throughput over loopback: tftpdiag's client and server against real peers, side by side.
+
+    python benchmarks/transfer.py                 # 64 MiB, 5 rounds
+    python benchmarks/transfer.py --size 32M --rounds 3 --only ours,tftpd-hpa+curl
+
+Each round runs every pair once, in turn (A B C A B C ...), so a noisy neighbour slows all of them
+alike; the table gives the median of the rounds and each pair's time as a ratio of ours. Every client
+runs as a fresh process, as a user would start it, so the times include the program's start-up.
+
+tftpdiag runs headless with its event stream on: both the probe and the server publish every packet
+event and a subscriber folds every one of them (the headless summary), as in normal use.
+
+Peers: tftpd-hpa + curl and atftpd + atftp from Debian (bash .ci/install-peers.sh), tftpy and
+pytftp from PyPI (pip install tftpy 'tftp[cli]'). A pair whose programs are missing is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    blksize: int
+    windowsize: int | None
+
+
+CONFIGS = [Config("blksize 512", 512, None), Config("blksize 1468", 1468, None),
+           Config("blksize 1468, windowsize 16", 1468, 16)]
+
+
+@dataclass
+class Pair:
+    name: str
+    server: Callable[[Path, int], list[str]]
+    client: Callable[[int, str, Config, Path], list[str] | None]  # None: this pair cannot run the config
+    needs: tuple[str, ...]
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def available(self) -> bool:
+        return all(shutil.which(n) or os.path.exists(n) or _module(n) for n in self.needs)
+
+
+def _module(name: str) -> bool:
+    if not name.startswith("py:"):
+        return False
+    import importlib.util
+
+    return importlib.util.find_spec(name[3:]) is not None
+
+
+def _ours_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
+    argv = [PY, "-m", "tftpdiag", "probe", "127.0.0.1", name, "--port", str(port), "--blksize", str(cfg.blksize),
+            "--json", "--no-tui"]
+    return argv + (["--windowsize", str(cfg.windowsize)] if cfg.windowsize else [])
+
+
+def _curl(port: int, name: str, cfg: Config, out: Path) -> list[str] | None:
+    if cfg.windowsize:
+        return None  # curl has no windowsize
+    return ["curl", "-sS", "-o", str(out), "--tftp-blksize", str(cfg.blksize), f"tftp://127.0.0.1:{port}/{name}"]
+
+
+def _atftp(port: int, name: str, cfg: Config, out: Path) -> list[str]:
+    argv = ["atftp", "--option", f"blksize {cfg.blksize}"]
+    if cfg.windowsize:
+        argv += ["--option", f"windowsize {cfg.windowsize}"]
+    return argv + ["-g", "-r", name, "-l", str(out), "127.0.0.1", str(port)]
+
+
+def _tftpy_client(port: int, name: str, cfg: Config, out: Path) -> list[str] | None:
+    if cfg.windowsize:
+        return None  # tftpy has no windowsize
+    code = (f"import tftpy; tftpy.TftpClient('127.0.0.1', {port}, options={{'blksize': {cfg.blksize}}})"
+            f".download({name!r}, {str(out)!r})")
+    return [PY, "-c", code]
+
+
+def _pytftp_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
+    argv = ["pytftp", "-q", "get", "127.0.0.1", name, str(out), "--port", str(port), "--blksize", str(cfg.blksize)]
+    return argv + (["--windowsize", str(cfg.windowsize)] if cfg.windowsize else [])
+
+
+PAIRS = [
+    Pair("ours", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port",
+                                     str(port), "--no-tui"], _ours_client, ("py:tftpdiag",)),
+    Pair("tftpd-hpa+curl", lambda root, port: ["in.tftpd", "-L", "-s", "-u", "root", "--address", f"127.0.0.1:{port}",
+                                               str(root)], _curl, ("in.tftpd", "curl")),
+    Pair("atftpd+atftp", lambda root, port: [ATFTPD, "--daemon", "--no-fork", "--logfile", "/dev/null", "--user",
+                                             "root", "--group", "root", "--bind-address", "127.0.0.1", "--port",
+                                             str(port), str(root)], _atftp, (ATFTPD, "atftp")),
+    Pair("tftpy", lambda root, port: [PY, "-c", f"import logging, tftpy; logging.disable(logging.CRITICAL); "
+                                                f"tftpy.TftpServer({str(root)!r}).listen('127.0.0.1', {port})"],
+         _tftpy_client, ("py:tftpy",)),
+    Pair("pytftp", lambda root, port: ["pytftp", "-q", "serve", str(root), "--listen", "127.0.0.1", "--port",
+                                       str(port)], _pytftp_client, ("pytftp",)),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def udp_bound(port: int) -> bool:
+    needle = f":{port:04X} "
+    with open("/proc/net/udp") as f:
+        return any(needle in line.split("00000000:0000")[0] for line in f.readlines()[1:])
+
+
+def start(pair: Pair, root: Path) -> None:
+    pair.port = free_port()
+    pair.proc = subprocess.Popen(pair.server(root, pair.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not udp_bound(pair.port):
+        if pair.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{pair.name}: server did not start")
+        time.sleep(0.02)
+
+
+def stop(pair: Pair) -> None:
+    if pair.proc is not None and pair.proc.poll() is None:
+        os.killpg(pair.proc.pid, signal.SIGTERM)
+        try:
+            pair.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(pair.proc.pid, signal.SIGKILL)
+            pair.proc.wait()
+
+
+def timed(argv: list[str], out: Path, size: int, timeout: float) -> float | None:
+    if out.exists():
+        out.unlink()
+    started = time.perf_counter()
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        return None
+    # Clients that keep the file must have it whole; ours only hashes (and exits 1 on a short file).
+    if argv[0] != PY or "tftpdiag" not in argv:
+        if not out.exists() or out.stat().st_size != size:
+            return None
+    return elapsed
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    text = text.lower().rstrip("ib")
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=parse_size, default=64 << 20, help="file size (default 64M)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each pair (default 5)")
+    parser.add_argument("--only", default="", help="comma-separated pair names to run")
+    parser.add_argument("--configs", default="", help="comma-separated block sizes to run, e.g. 1468")
+    args = parser.parse_args()
+    pairs = [p for p in PAIRS if (not args.only or p.name in args.only.split(",")) and p.available()]
+    skipped = [p.name for p in PAIRS if p not in pairs]
+    configs = [c for c in CONFIGS if not args.configs or str(c.blksize) in args.configs.split(",")]
+    with tempfile.TemporaryDirectory(prefix="tftpdiag-bench-") as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        (root / "big.bin").write_bytes(os.urandom(args.size))
+        out = Path(tmp) / "out.bin"
+        results: dict[tuple[str, str], list[float]] = {}
+        failures: dict[tuple[str, str], int] = {}
+        try:
+            for pair in pairs:
+                start(pair, root)
+            for round_ in range(args.rounds):
+                for cfg in configs:
+                    for pair in pairs:
+                        argv = pair.client(pair.port, "big.bin", cfg, out)
+                        if argv is None:
+                            continue
+                        elapsed = timed(argv, out, args.size, timeout=max(120.0, args.size / (256 << 10)))
+                        key = (cfg.name, pair.name)
+                        if elapsed is None:
+                            failures[key] = failures.get(key, 0) + 1
+                        else:
+                            results.setdefault(key, []).append(elapsed)
+                print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        finally:
+            for pair in pairs:
+                stop(pair)
+    mib = args.size / (1 << 20)
+    print(f"\n{mib:g} MiB over loopback, median of {args.rounds} interleaved rounds "
+          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
+    print(f"{'config':<30} {'pair':<16} {'median s':>9} {'MiB/s':>8} {'time vs ours':>13}")
+    for cfg in configs:
+        ours = results.get((cfg.name, "ours"))
+        base = statistics.median(ours) if ours else None
+        for pair in pairs:
+            times = results.get((cfg.name, pair.name))
+            if times is None:
+                if (cfg.name, pair.name) in failures:
+                    print(f"{cfg.name:<30} {pair.name:<16} {'failed':>9}")
+                continue
+            median = statistics.median(times)
+            ratio = f"{median / base:.2f}x" if base else "-"
+            note = f"  ({failures[(cfg.name, pair.name)]} failed)" if (cfg.name, pair.name) in failures else ""
+            print(f"{cfg.name:<30} {pair.name:<16} {median:>9.3f} {mib / median:>8.1f} {ratio:>13}{note}")
+    if skipped:
+        print(f"skipped (not installed): {', '.join(skipped)}")
+
+
+if __name__ == "__main__":
+    main()

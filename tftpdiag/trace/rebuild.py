@@ -1,0 +1,815 @@
+"""Captured datagrams -> TFTP transfers -> the events a live tftpdiag client would have published.
+
+A transfer starts with a request (RRQ/WRQ) from a client address C to a server address S. The server
+answers from its transfer ID (a new port, S itself for single-port servers, or another address of a
+multi-homed host) and from then on DATA, ACK, OACK and ERROR between C and that TID belong to it.
+C's port is the client's own transfer ID, so the transfer a datagram belongs to is found by C alone:
+one dict lookup on the source, one on the destination, whichever host the capture was taken on.
+
+Events are made from the CLIENT's point of view (CLIENT_READ for RRQ, CLIENT_WRITE for WRQ): a
+datagram from C is a PacketSent, one to C a PacketReceived, so the TUI, the headless summary and the
+findings read a capture exactly as a live probe. Session ids are 1, 2, ... in order of first request.
+
+What a capture can tell is more than what one side knows, so notes and counters say what was seen:
+
+- RETRANSMIT: a DATA block, a request or an OACK sent again by its sender (either side). They count
+  in ``retransmits`` and are grouped into Retransmit events (one per run of consecutive blocks): reason
+  "timeout" when the sender had heard nothing from the other side since its previous packet, else
+  "window-gap" (an ACK showed the gap).
+- DUPLICATE: an ACK repeated (either side); counted in ``duplicates``.
+- OUT_OF_ORDER: a DATA block of a download ahead of one not yet seen.
+- STRAY: a packet to C from an address other than the TID (e.g. a second server session that answered
+  a repeated request); C's ERROR 5 back to it is kept as an ordinary PacketSent.
+- MALFORMED: an undecodable datagram between C and the TID. One that C sent is a PacketSent with
+  ``packet=None``, as PacketReceived has for the received ones.
+- UNEXPECTED / LATE: decoded but out of place, or after the transfer ended.
+
+Timeouts are estimated from the client's own repeats: a request, DATA (upload) or ACK (download) that
+C sent again without having heard from the server since it last sent counts as one timeout, with a
+TimedOut event. The server's timeouts are not the client's and are not counted.
+
+Endings: a download completes when the final (short, possibly empty) block has arrived in order and C
+ACKs it; an upload when the server ACKs the final block. ERROR from the server fails it with
+PEER_ERROR raised by the PEER; ERROR from C fails it with PROTOCOL raised LOCALly (what C does when it
+refuses something, as the live client does). A transfer that just stops, or gets no reply at all,
+fails with TIMEOUT when the capture ends, and the message says how long the capture went on after it.
+
+A capture that starts mid-transfer (no request seen) is rebuilt when a DATA block and the ACK of the
+same block show a TFTP exchange between two addresses: the file name is empty and no options are
+known; the block size is taken from the largest block seen; it is taken as a download unless the
+ACKing side uses port 69 (then an upload), and bytes count from the first block captured.
+Such sessions get their id when the exchange is recognised. ``Rebuilder.midstream`` counts them.
+
+Byte counts use the length on the wire, so a capture cut by a snap length still counts right (the
+DATA packets in the events then hold only the captured part of the payload).
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Iterable
+
+from tftpdiag.protocol.events import (
+    Address,
+    Completed,
+    Event,
+    Failed,
+    Note,
+    OptionsNegotiated,
+    PacketReceived,
+    PacketSent,
+    PeerLocked,
+    Progress,
+    Reason,
+    Retransmit,
+    Role,
+    Side,
+    TimedOut,
+    TransferStarted,
+    TransferStats,
+)
+from tftpdiag.protocol.options import (
+    DEFAULT_BLKSIZE,
+    Negotiated,
+    OptionOutcome,
+    Verdict,
+    accept_oack,
+    options_ignored,
+    options_refused,
+)
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    OAck,
+    Options,
+    Packet,
+    ProtocolError,
+    Request,
+    decode,
+)
+from tftpdiag.trace.pcap import Datagram
+
+__all__ = ["rebuild", "Rebuilder", "PROGRESS_INTERVAL"]
+
+PROGRESS_INTERVAL = 0.1  # as Timing.progress_interval: a rebuilt rate graph is as dense as a live one
+_ORPHAN_BUFFER = 64  # datagrams kept per address pair while deciding whether it is a TFTP exchange
+_ORPHAN_PAIRS = 4096  # pairs under watch at once; unrelated traffic must not grow this without bound
+
+_REQUESTING, _NEGOTIATING, _TRANSFERRING, _ENDED = 0, 1, 2, 3
+
+# Ack is immutable, so one instance per block number serves every ACK (most of an upload's packets).
+_ACKS = [Ack(n) for n in range(0x10000)]
+
+
+def _try_decode(raw: bytes) -> Packet | None:
+    try:
+        return decode(raw)
+    except ProtocolError:
+        return None
+
+
+def _fmt(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Transfer:
+    """One transfer's state; attributes rather than a dataclass because the hot path reads them."""
+
+    __slots__ = (
+        "sid", "is_read", "client", "server", "tid", "request_raw", "kind", "options", "start", "last",
+        "phase", "blksize", "windowsize", "oack_raw", "pending_oack", "total",
+        "data_max", "acked", "expected", "final", "finishing", "finish_time", "ahead", "sizes",
+        "wrap1", "wrap_decided", "bytes", "blocks", "sent", "received", "retransmits", "duplicates",
+        "timeouts", "out_of_order", "stray", "last_progress", "requests",
+        "client_heard", "server_heard", "client_sent_at", "client_attempt",
+        "run_index", "run_next", "run_first", "run_attempt", "prev", "strays",
+    )  # fmt: skip
+
+    def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float) -> None:
+        self.sid = sid
+        self.is_read = is_read
+        self.client = client
+        self.server = server  # as the client addressed it
+        self.tid: Address | None = None  # who answered; fixed by the first reply
+        self.request_raw = b""
+        self.kind = "RRQ" if is_read else "WRQ"
+        self.options: Options = ()
+        self.start = self.last = time
+        self.phase = _REQUESTING
+        self.blksize = DEFAULT_BLKSIZE
+        self.windowsize = 1
+        self.oack_raw: bytes | None = None
+        self.pending_oack: Options | None = None  # an OACK our client would refuse; C's next packet decides
+        self.total: int | None = None
+        # Block numbers are absolute (counting past rollovers); the wire's 16 bits are mapped near data_max.
+        self.data_max = 0  # highest block the data sender has sent
+        self.acked = -1  # highest block acknowledged (0: the OACK's or the WRQ's ACK 0)
+        self.expected = 1  # download: next block C needs in order
+        self.final: int | None = None  # the short block that ends the transfer
+        self.finishing = False  # download: final block delivered; Completed waits for C's ACK of it
+        self.finish_time = time
+        self.ahead: dict[int, int] = {}  # download: blocks seen past a gap -> wire payload length
+        self.sizes: dict[int, int] = {}  # upload: blocks sent but not yet acknowledged -> payload length
+        self.wrap1 = False  # the sender numbers 65535 -> 1 (not -> 0) after a rollover
+        self.wrap_decided = False
+        self.bytes = self.blocks = self.sent = self.received = 0
+        self.retransmits = self.duplicates = self.timeouts = self.out_of_order = self.stray = 0
+        self.last_progress = time
+        self.requests = 0
+        self.client_heard = False  # C heard from the TID since C last sent
+        self.server_heard = False  # the TID heard from C since it last sent
+        self.client_sent_at = time
+        self.client_attempt = 0
+        self.run_index = -1  # index in the event list of the Retransmit event of the current run
+        self.run_next = 0
+        self.run_first: int | None = None
+        self.run_attempt = 0
+        self.prev: _Transfer | None = None  # the transfer this client port ran before this one
+        self.strays: set[Address] | None = None  # other addresses that answered (e.g. repeated requests)
+
+    @property
+    def role(self) -> Role:
+        return Role.CLIENT_READ if self.is_read else Role.CLIENT_WRITE
+
+    def wire(self, n: int) -> int:
+        if self.wrap1 and n > 0xFFFF:
+            return (n - 1) % 0xFFFF + 1
+        return n & 0xFFFF
+
+    def absolute(self, wire: int) -> int:
+        """The absolute block nearest to the highest one sent that has this wire number."""
+        ref = self.data_max
+        if self.wrap1:
+            if wire == 0:
+                return 0  # only ever ACK 0; once wrapped to 1 it is a stale or bogus number
+            delta = (wire - self.wire(ref)) % 0xFFFF
+            return ref + (delta - 0xFFFF if delta >= 0x7FFF else delta)
+        delta = (wire - ref) & 0xFFFF
+        return ref + (delta - 0x10000 if delta >= 0x8000 else delta)
+
+    def stats(self, now: float) -> TransferStats:
+        return TransferStats(
+            bytes=self.bytes, duration=max(now - self.start, 0.0), blocks=self.blocks,
+            packets_sent=self.sent, packets_received=self.received, retransmits=self.retransmits,
+            duplicates=self.duplicates, timeouts=self.timeouts, out_of_order=self.out_of_order, stray=self.stray,
+        )  # fmt: skip
+
+
+def _lenient(requested: Options, oack: Options) -> Negotiated:
+    """What a transfer ran with after an OACK our client would refuse but the capture's client took."""
+    got = dict(oack)
+    outcomes = []
+    for name, asked in requested:
+        granted = got.get(name)
+        if granted is None:
+            outcomes.append(OptionOutcome(name, asked, None, Verdict.IGNORED))
+        elif name in ("blksize", "windowsize") and asked.isdigit() and granted.isdigit() \
+                and int(granted) < int(asked):
+            outcomes.append(OptionOutcome(name, asked, granted, Verdict.REDUCED))
+        else:
+            outcomes.append(OptionOutcome(name, asked, granted, Verdict.ACCEPTED))
+
+    def number(name: str, default: int | None) -> int | None:
+        value = got.get(name, "")
+        return int(value) if value.isdigit() and len(value) <= 12 else default
+
+    return Negotiated(
+        blksize=max(number("blksize", DEFAULT_BLKSIZE) or DEFAULT_BLKSIZE, 1),
+        windowsize=max(number("windowsize", 1) or 1, 1),
+        timeout=number("timeout", None), tsize=number("tsize", None), outcomes=tuple(outcomes), oack=oack,
+    )  # fmt: skip
+
+
+class Rebuilder:
+    """Feed datagrams in capture order with :meth:`feed` (as often as needed), then call :meth:`finish`.
+
+    Feeding can stop at any point (a damaged capture raises from the reader): :meth:`finish` still
+    turns what was read into complete transfers.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.datagrams = 0  # UDP datagrams fed, TFTP or not
+        self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
+        self.cut = 0  # TFTP datagrams the capture's snap length cut short
+        self._by_client: dict[Address, _Transfer] = {}
+        self._transfers: list[_Transfer] = []
+        self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
+        self._rejected: set[tuple[Address, Address]] = set()
+        self._next_id = 1
+        self._capture_end = float("-inf")
+        self._unordered = False
+        self._finished = False
+
+    # -- driving ------------------------------------------------------------------------------------
+
+    def feed(self, datagrams: Iterable[Datagram]) -> None:
+        by_client = self._by_client
+        from_client, from_server, unknown = self._from_client, self._from_server, self._unknown
+        count = 0
+        last: Datagram | None = None
+        # Every datagram makes a few objects that live on in the event list and none makes a cycle;
+        # the cyclic collector would rescan that growing list again and again, taking half the time.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for d in datagrams:
+                count += 1
+                last = d
+                t = by_client.get(d.src)
+                if t is not None:
+                    from_client(t, d)
+                    continue
+                t = by_client.get(d.dst)
+                if t is not None:
+                    from_server(t, d)
+                else:
+                    unknown(d)
+        finally:
+            if collecting:
+                gc.enable()
+            self.datagrams += count
+            if last is not None and last.time > self._capture_end:
+                self._capture_end = last.time
+
+    def finish(self) -> list[Event]:
+        """End every open transfer and return all events (in time order)."""
+        if not self._finished:
+            self._finished = True
+            end = self._capture_end
+            for t in self._transfers:
+                if t.phase != _ENDED:
+                    self._stop(t, end)
+            if self._unordered:
+                # Only transfers recognised mid-stream add events behind others; timsort handles the
+                # nearly-sorted list in about one pass, and it is stable for events of one datagram.
+                self.events.sort(key=_event_time)
+        return self.events
+
+    @property
+    def transfers(self) -> int:
+        return len(self._transfers)
+
+    # -- dispatch -------------------------------------------------------------------------------------
+
+    def _from_client(self, t: _Transfer, d: Datagram) -> None:
+        raw = d.payload
+        op = raw[1] if len(raw) >= 4 and raw[0] == 0 else -1
+        if t.finishing and not (op == 4 and d.dst == t.tid):
+            self._complete(t, t.finish_time)
+        if op == 1 or op == 2:
+            self._client_request(t, d)
+            return
+        dst = d.dst
+        if dst != (t.tid if t.tid is not None else t.server):
+            if not ((op == 3 or op == 4) and t.strays is not None and dst in t.strays and t.phase != _ENDED):
+                # C talking to someone else: its ERROR 5 to a stray server session, say. Keep what decodes.
+                packet = _try_decode(raw)
+                if packet is not None:
+                    self._sent(t, d, packet, Note.NONE)
+                return
+            # C carries on with a session the capture showed as stray: the reply the capture saw first
+            # never reached C (lost after the capture point), so C's choice of transfer ID wins.
+            self._lock(t, dst, d.time)
+        if op == 3:
+            self._data(t, d, raw, True)
+        elif op == 4:
+            self._ack(t, d, raw, True)
+        else:
+            self._other(t, d, raw, True)
+
+    def _from_server(self, t: _Transfer, d: Datagram) -> None:
+        raw = d.payload
+        src = d.src
+        if t.finishing:
+            self._complete(t, t.finish_time)
+        tid = t.tid
+        if tid is None:
+            prev = t.prev
+            if prev is not None and src == prev.tid and src != t.server:
+                self._from_server(prev, d)  # the previous transfer's server, still talking
+                return
+            packet = _try_decode(raw)
+            if packet is None:
+                if src[0] == t.server[0] and t.phase != _ENDED:
+                    self._received(t, d, None, Note.MALFORMED, _malformed(raw))
+                return
+            if isinstance(packet, Request):
+                return
+            self._lock(t, src, d.time)
+        elif src != tid:
+            packet = _try_decode(raw)
+            if packet is not None and not isinstance(packet, Request):
+                if t.strays is None:
+                    t.strays = set()
+                if len(t.strays) < 64:
+                    t.strays.add(src)
+                t.stray += 1  # not in ``received``: like a live client, that counts packets of its peer
+                self.events.append(PacketReceived(t.sid, d.time, t.client, src, raw, packet, Note.STRAY,
+                                                  "unknown transfer ID"))
+            return
+        op = raw[1] if len(raw) >= 4 and raw[0] == 0 else -1
+        if op == 3:
+            self._data(t, d, raw, False)
+        elif op == 4:
+            self._ack(t, d, raw, False)
+        else:
+            self._other(t, d, raw, False)
+
+    def _unknown(self, d: Datagram) -> None:
+        """A datagram of no known transfer: a new request, a transfer already under way, or not TFTP."""
+        raw = d.payload
+        if len(raw) < 4 or raw[0] != 0:
+            return
+        op = raw[1]
+        if op == 1 or op == 2:
+            packet = _try_decode(raw)
+            if isinstance(packet, Request):
+                self._new_transfer(d, packet, None)
+        elif op == 3 or op == 4:
+            self._orphan(d)
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    def _client_request(self, t: _Transfer, d: Datagram) -> None:
+        raw = d.payload
+        if t.phase != _ENDED and raw == t.request_raw and d.dst == t.server:
+            self._request_again(t, d)
+            return
+        packet = _try_decode(raw)
+        if not isinstance(packet, Request):
+            if t.phase != _ENDED and d.dst == t.server:
+                self._sent(t, d, packet, Note.MALFORMED)  # type: ignore[arg-type]
+            return
+        if t.phase != _ENDED:
+            self._stop(t, d.time, f"the client gave up and sent a new {packet.opcode.name} from the same port")
+        self._new_transfer(d, packet, t)
+
+    def _new_transfer(self, d: Datagram, request: Request, prev: _Transfer | None) -> None:
+        t = _Transfer(self._next_id, request.is_read, d.src, d.dst, d.time)
+        self._next_id += 1
+        t.request_raw = d.payload
+        t.options = request.options
+        t.requests = 1
+        t.prev = prev
+        if prev is not None:
+            prev.prev = None  # keep one generation only: a long-lived client port must not chain them all
+        if not request.is_read:
+            size = request.option("tsize")
+            if size is not None and size.isdigit():
+                t.total = int(size)
+        self._transfers.append(t)
+        self._by_client[d.src] = t
+        self.events.append(TransferStarted(t.sid, d.time, t.role, request.filename, request.mode, d.src, d.dst,
+                                           request.options))
+        self._sent(t, d, request, Note.NONE)
+
+    def _request_again(self, t: _Transfer, d: Datagram) -> None:
+        """The same request from the same port before the transfer ended: the client retransmitted it."""
+        now = d.time
+        t.requests += 1
+        t.timeouts += 1
+        t.client_attempt += 1
+        self.events.append(TimedOut(t.sid, now, now - t.client_sent_at, t.client_attempt, f"reply to {t.kind}"))
+        t.retransmits += 1
+        self.events.append(Retransmit(t.sid, now, "timeout", None, 1, t.client_attempt))
+        packet = _try_decode(d.payload)
+        self._sent(t, d, packet, Note.RETRANSMIT)  # type: ignore[arg-type]
+
+    def _lock(self, t: _Transfer, tid: Address, now: float) -> None:
+        t.tid = tid
+        self.events.append(PeerLocked(t.sid, now, tid, t.server))
+
+    # -- DATA and ACK: the hot path ----------------------------------------------------------------
+
+    def _data(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+        wire = raw[2] << 8 | raw[3]
+        packet = Data(wire, raw[4:])
+        if from_client == t.is_read:
+            # DATA from the side that should be receiving it.
+            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != _ENDED else Note.LATE)
+            return
+        phase = t.phase
+        if phase != _TRANSFERRING:
+            if phase == _ENDED:
+                note = Note.RETRANSMIT if t.absolute(wire) <= t.data_max else Note.LATE
+                self._packet(t, d, packet, from_client, note)
+                return
+            self._begin_data(t, d.time)
+        now = d.time
+        size = d.orig_len - 4
+        if size > len(raw) - 4:
+            self.cut += 1
+        n = t.absolute(wire)
+        if n > 0xFFFF and not t.wrap_decided:
+            self._decide_wrap(t, wire)
+            n = t.absolute(wire)
+        note = Note.NONE
+        if n <= t.data_max:
+            note = Note.RETRANSMIT
+            self._retransmitted(t, now, n, from_client)
+        else:
+            t.data_max = n
+            t.run_index = -1
+            if size < t.blksize and t.final is None:
+                t.final = n
+            elif size > t.blksize and t.request_raw == b"":
+                t.blksize = size  # mid-stream transfer: the block size shows in the largest block
+        if t.is_read:
+            expected = t.expected
+            if n > expected and n not in t.ahead:
+                if note is Note.NONE:
+                    note = Note.OUT_OF_ORDER
+                    t.out_of_order += 1
+                t.ahead[n] = size
+            self._received(t, d, packet, note)
+            if n == expected:
+                t.bytes += size
+                t.blocks += 1
+                t.expected = expected = n + 1
+                ahead = t.ahead
+                if ahead:
+                    while expected in ahead:
+                        t.bytes += ahead.pop(expected)
+                        t.blocks += 1
+                        expected += 1
+                    t.expected = expected
+                if t.final is not None and expected > t.final:
+                    t.finishing = True
+                    t.finish_time = now
+                if now - t.last_progress >= PROGRESS_INTERVAL:
+                    self._progress(t, now)
+        else:
+            if n > t.acked:
+                t.sizes[n] = size
+            self._sent(t, d, packet, note)
+
+    def _ack(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+        wire = raw[2] << 8 | raw[3]
+        packet = _ACKS[wire]
+        if from_client != t.is_read:
+            # ACK from the side that sends the data.
+            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != _ENDED else Note.LATE)
+            return
+        now = d.time
+        phase = t.phase
+        if phase != _TRANSFERRING:
+            if phase == _ENDED:
+                note = Note.DUPLICATE if t.absolute(wire) <= t.acked else Note.LATE
+                self._packet(t, d, packet, from_client, note)
+                return
+            if phase == _REQUESTING:  # an upload's ACK 0: the server took the WRQ without options
+                self._negotiated(t, options_ignored(t.options), now)
+            elif t.pending_oack is not None:  # C took an OACK our client would have refused
+                self._negotiated(t, _lenient(t.options, t.pending_oack), now)
+            t.phase = _TRANSFERRING
+        n = t.absolute(wire)
+        previous = t.acked
+        if n <= previous:
+            t.duplicates += 1
+            if from_client and not t.client_heard:
+                self._client_timeout(t, now)
+            self._packet(t, d, packet, from_client, Note.DUPLICATE)
+            return
+        t.acked = n
+        self._packet(t, d, packet, from_client, Note.NONE)
+        if t.is_read:
+            if n >= t.expected:
+                # C acknowledges blocks the capture did not see arrive: it had them, so count them. Only a
+                # final block is short, so a missing one counts as a full block.
+                ahead, blksize = t.ahead, t.blksize
+                for k in range(t.expected, n + 1):
+                    t.bytes += ahead.pop(k, blksize)
+                    t.blocks += 1
+                t.expected = n + 1
+            if t.final is not None and n >= t.final:
+                self._complete(t, now)
+        else:
+            sizes, blksize = t.sizes, t.blksize
+            for k in range(max(previous + 1, 1), n + 1):
+                t.bytes += sizes.pop(k, blksize)
+                t.blocks += 1
+            if t.final is not None and n >= t.final:
+                self._complete(t, now)
+            elif now - t.last_progress >= PROGRESS_INTERVAL:
+                self._progress(t, now)
+
+    def _decide_wrap(self, t: _Transfer, wire: int) -> None:
+        """First block past 65535: 0 is the usual rollover, 1 the one some senders use (65535 -> 1)."""
+        t.wrap_decided = True
+        t.wrap1 = wire == 1
+
+    def _retransmitted(self, t: _Transfer, now: float, n: int, from_client: bool) -> None:
+        """A DATA block sent again: count it and extend or start the Retransmit event of its run."""
+        t.retransmits += 1
+        events = self.events
+        if t.run_index >= 0 and n == t.run_next:
+            old = events[t.run_index]
+            assert isinstance(old, Retransmit)
+            events[t.run_index] = Retransmit(old.session, old.time, old.reason, old.first_block, old.count + 1,
+                                             old.attempt)
+            t.run_next = n + 1
+            return
+        heard = t.server_heard if not from_client else t.client_heard
+        if from_client and not heard:
+            self._client_timeout(t, now)
+        t.run_attempt = t.run_attempt + 1 if t.run_first == n else 1
+        t.run_first = n
+        t.run_next = n + 1
+        t.run_index = len(events)
+        events.append(Retransmit(t.sid, now, "window-gap" if heard else "timeout", t.wire(n), 1, t.run_attempt))
+
+    def _client_timeout(self, t: _Transfer, now: float) -> None:
+        t.timeouts += 1
+        t.client_attempt += 1
+        if t.is_read:
+            waiting = f"DATA {t.wire(t.expected)}"
+        else:
+            waiting = f"ACK {t.wire(t.data_max)}"
+        self.events.append(TimedOut(t.sid, now, now - t.client_sent_at, t.client_attempt, waiting))
+
+    # -- OACK, ERROR and what does not decode ------------------------------------------------------------
+
+    def _other(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+        try:
+            packet: Packet | None = decode(raw)
+            detail = ""
+        except ProtocolError as exc:
+            packet, detail = None, exc.message
+        now = d.time
+        if t.phase == _ENDED:
+            if packet is not None:
+                note = Note.RETRANSMIT if isinstance(packet, OAck) and raw == t.oack_raw else Note.LATE
+                self._packet(t, d, packet, from_client, note)
+            return
+        if packet is None:
+            if from_client:
+                self._sent(t, d, None, Note.MALFORMED)  # type: ignore[arg-type]
+            else:
+                self._received(t, d, None, Note.MALFORMED, detail)
+            return
+        if isinstance(packet, Error):
+            self._packet(t, d, packet, from_client, Note.NONE)
+            self._error(t, packet, from_client, now)
+        elif isinstance(packet, OAck) and not from_client:
+            self._oack(t, d, packet, raw)
+        else:
+            self._packet(t, d, packet, from_client, Note.UNEXPECTED)
+
+    def _oack(self, t: _Transfer, d: Datagram, packet: OAck, raw: bytes) -> None:
+        now = d.time
+        if t.phase != _REQUESTING:
+            if raw == t.oack_raw:
+                t.retransmits += 1
+                self.events.append(Retransmit(t.sid, now, "window-gap" if t.server_heard else "timeout", None, 1,
+                                              1))
+                self._received(t, d, packet, Note.RETRANSMIT)
+            else:
+                self._received(t, d, packet, Note.UNEXPECTED, "OACK after the transfer began")
+            return
+        t.oack_raw = raw
+        self._received(t, d, packet, Note.NONE)
+        t.phase = _NEGOTIATING
+        try:
+            negotiated = accept_oack(t.options, packet.options, is_read=t.is_read)
+        except ProtocolError:
+            # Our client would refuse it; whether this one did shows in its next packet (ERROR 8 or on).
+            t.pending_oack = packet.options
+            self._apply(t, _lenient(t.options, packet.options))
+            return
+        self._negotiated(t, negotiated, now)
+
+    def _error(self, t: _Transfer, packet: Error, from_client: bool, now: float) -> None:
+        refused = packet.code == ErrorCode.OPTION_REFUSED and bool(t.options)
+        if from_client:
+            if refused and t.oack_raw is not None and t.phase == _NEGOTIATING:
+                self._negotiated(t, options_refused(t.options, _try_oack(t.oack_raw)), now)
+            elif t.pending_oack is not None:
+                self._negotiated(t, options_refused(t.options, t.pending_oack), now)
+            self._end(t, Failed(t.sid, now, Reason.PROTOCOL, Side.LOCAL, packet.code,
+                                packet.message or packet.code_name, t.stats(now)))
+        else:
+            if refused and t.phase == _REQUESTING:
+                self._negotiated(t, options_refused(t.options, None), now)
+            self._end(t, Failed(t.sid, now, Reason.PEER_ERROR, Side.PEER, packet.code,
+                                packet.message or packet.code_name, t.stats(now)))
+
+    # -- negotiation ------------------------------------------------------------------------------------
+
+    def _begin_data(self, t: _Transfer, now: float) -> None:
+        """The first DATA: without an OACK the server ignored every option (RFC 2347)."""
+        if t.phase == _REQUESTING:
+            self._negotiated(t, options_ignored(t.options), now)
+        elif t.pending_oack is not None:
+            self._negotiated(t, _lenient(t.options, t.pending_oack), now)
+        t.phase = _TRANSFERRING
+
+    def _apply(self, t: _Transfer, negotiated: Negotiated) -> None:
+        t.blksize = negotiated.blksize
+        t.windowsize = negotiated.windowsize
+        if t.is_read and negotiated.tsize is not None:
+            t.total = negotiated.tsize
+
+    def _negotiated(self, t: _Transfer, negotiated: Negotiated, now: float) -> None:
+        t.pending_oack = None
+        self._apply(t, negotiated)
+        self.events.append(OptionsNegotiated(t.sid, now, negotiated))
+
+    # -- packet events --------------------------------------------------------------------------------
+
+    def _packet(self, t: _Transfer, d: Datagram, packet: Packet, from_client: bool, note: Note) -> None:
+        if from_client:
+            self._sent(t, d, packet, note)
+        else:
+            self._received(t, d, packet, note)
+
+    def _sent(self, t: _Transfer, d: Datagram, packet: Packet, note: Note) -> None:
+        now = d.time
+        self.events.append(PacketSent(t.sid, now, t.client, d.dst, d.payload, packet, note))
+        t.sent += 1
+        t.last = now
+        t.client_sent_at = now
+        t.client_heard = False
+        t.server_heard = True
+
+    def _received(self, t: _Transfer, d: Datagram, packet: Packet | None, note: Note, detail: str = "") -> None:
+        now = d.time
+        self.events.append(PacketReceived(t.sid, now, t.client, d.src, d.payload, packet, note, detail))
+        if packet is not None:  # a live client does not count what it could not decode
+            t.received += 1
+        t.last = now
+        t.client_heard = True
+        t.server_heard = False
+        t.client_attempt = 0
+
+    def _progress(self, t: _Transfer, now: float) -> None:
+        t.last_progress = now
+        self.events.append(Progress(t.sid, now, t.bytes, t.total, t.stats(now)))
+
+    # -- endings ----------------------------------------------------------------------------------------
+
+    def _end(self, t: _Transfer, result: Completed | Failed) -> None:
+        self.events.append(Progress(t.sid, result.time, t.bytes, t.total, result.stats))
+        self.events.append(result)
+        t.phase = _ENDED
+        t.finishing = False
+        t.ahead = {}
+        t.sizes = {}
+        t.run_index = -1
+
+    def _complete(self, t: _Transfer, now: float) -> None:
+        t.finishing = False
+        self._end(t, Completed(t.sid, now, t.stats(now)))
+
+    def _stop(self, t: _Transfer, end: float, why: str | None = None) -> None:
+        """The capture (or the client) moved on without this transfer ending: complete it if its final
+        block was delivered, else fail it as a timeout and say what was seen last."""
+        if t.finishing:
+            self._complete(t, t.finish_time)
+            return
+        if t.pending_oack is not None:
+            self._negotiated(t, _lenient(t.options, t.pending_oack), t.last)
+        now = t.last
+        if t.tid is None:
+            times = "once" if t.requests == 1 else f"{t.requests} times"
+            message = f"no reply from {_fmt(t.server)} to the {t.kind} (sent {times} over {now - t.start:.1f} s)"
+        else:
+            message = f"the transfer stopped after {t.bytes:,} bytes in {t.blocks} blocks"
+        if why is not None:
+            message += f": {why}"
+        elif t.tid is not None:
+            gap = end - t.last
+            if gap < 1.0:
+                message += ": the capture ends before the transfer does"
+            else:
+                message += f"; the capture goes on {gap:.1f} s without another packet of it"
+        self._end(t, Failed(t.sid, now, Reason.TIMEOUT, Side.LOCAL, None, message, t.stats(now)))
+
+    # -- transfers the capture joined mid-way ---------------------------------------------------------
+
+    def _orphan(self, d: Datagram) -> None:
+        src, dst = d.src, d.dst
+        key = (src, dst) if src < dst else (dst, src)
+        buffered = self._orphans.get(key)
+        if buffered is None:
+            if key in self._rejected:
+                return
+            if len(self._orphans) >= _ORPHAN_PAIRS:
+                self._orphans.clear()
+            buffered = self._orphans[key] = []
+        buffered.append(d)
+        raw = d.payload
+        if raw[1] == 4:
+            wire = raw[2] << 8 | raw[3]
+            for seen in buffered:
+                p = seen.payload
+                if p[1] == 3 and seen.src == dst and p[2] << 8 | p[3] == wire:
+                    del self._orphans[key]
+                    self._adopt(buffered, data_sender=dst, acker=src)
+                    return
+        if len(buffered) >= _ORPHAN_BUFFER:
+            del self._orphans[key]
+            if len(self._rejected) >= _ORPHAN_PAIRS:
+                self._rejected.clear()
+            self._rejected.add(key)
+
+    def _adopt(self, buffered: list[Datagram], data_sender: Address, acker: Address) -> None:
+        """DATA one way and the ACK of that block back: a transfer whose request the capture missed."""
+        is_read = not (acker[1] == 69 and data_sender[1] != 69)
+        client, server = (acker, data_sender) if is_read else (data_sender, acker)
+        first = buffered[0]
+        t = _Transfer(self._next_id, is_read, client, server, first.time)
+        self._next_id += 1
+        self.midstream += 1
+        t.tid = server
+        t.phase = _TRANSFERRING
+        t.blksize = max((s.orig_len - 4 for s in buffered if s.payload[1] == 3), default=DEFAULT_BLKSIZE)
+        t.windowsize = 0xFFFF  # unknown; only the names of retransmit reasons depend on it
+        wire = first.payload[2] << 8 | first.payload[3]
+        if first.payload[1] == 3:
+            t.data_max, t.acked, t.expected = wire - 1, wire - 1, wire
+        else:
+            t.data_max, t.acked, t.expected = wire, wire, wire + 1
+        t.wrap_decided = True  # numbering from here is all the capture shows
+        previous = self._by_client.get(client)
+        if previous is not None and previous.phase != _ENDED:
+            self._stop(previous, first.time, "another exchange took over its port")
+        self._transfers.append(t)
+        self._by_client[client] = t
+        events = self.events
+        if events and events[-1].time > first.time:
+            self._unordered = True
+        events.append(TransferStarted(t.sid, first.time, t.role, "", "", client, server, ()))
+        for d in buffered:
+            if d.src == client:
+                self._from_client(t, d)
+            else:
+                self._from_server(t, d)
+
+
+def _try_oack(raw: bytes) -> Options | None:
+    packet = _try_decode(raw)
+    return packet.options if isinstance(packet, OAck) else None
+
+
+def _malformed(raw: bytes) -> str:
+    try:
+        decode(raw)
+    except ProtocolError as exc:
+        return exc.message
+    return ""
+
+
+def _event_time(event: Event) -> float:
+    return event.time
+
+
+def rebuild(datagrams: Iterable[Datagram]) -> list[Event]:
+    """Every TFTP transfer in ``datagrams`` (in capture order) as the events a live client publishes."""
+    rebuilder = Rebuilder()
+    rebuilder.feed(datagrams)
+    return rebuilder.finish()
+
