@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
 import os
 import socket
 import struct
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.impair import Impairer, ImpairSpec
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Failed, SocketError
@@ -52,6 +54,7 @@ class ClientRequest:
     output: Path | None = None  # where a download is kept; None: hash only
     source: Path | None = None  # what an upload sends
     deadline: float | None = None  # seconds for the whole transfer
+    impair: ImpairSpec | None = None  # fault injection between the socket and the machine
 
 
 @dataclass(frozen=True)
@@ -252,22 +255,62 @@ class ClientTransfer:
         recvfrom = sock.recvfrom
         sink = self._sink
         prefetch = getattr(machine, "prefetch", None)
+        impair = self._impairer(sock)
+        held = _Held()  # datagrams the impairer delays, both ways
         deadline = now + self.request.deadline if self.request.deadline else None
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
         sock.settimeout(None)
         set_wait = _receive_timeout_setter(sock)
+
+        def send(raw: bytes, dest: Address, now: float) -> None:
+            try:
+                if impair is None:
+                    sendto(raw, dest)
+                    return
+                times, events = impair.fate(raw, dest, now, "out", self.session_id)
+                publish(events)
+                for when in times:
+                    if when <= now:
+                        sendto(raw, dest)
+                    else:
+                        held.add(when, "out", raw, dest)
+            except OSError as exc:
+                self._socket_error(sock, machine, exc, time.time(), dest)
+
+        def arrive(data: bytes, addr: Address, now: float) -> None:
+            if impair is None:
+                machine.receive(data, addr, now)
+                return
+            times, events = impair.fate(data, addr, now, "in", self.session_id)
+            publish(events)
+            for when in times:
+                if when <= now:
+                    machine.receive(data, addr, now)
+                else:
+                    held.add(when, "in", data, addr)
+
         for raw, dest in machine.datagrams_to_send():
-            sendto(raw, dest)
+            send(raw, dest, now)
         publish(machine.events())
         while not machine.closed:
+            if held:
+                now = time.time()  # held datagrams fall due by the clock, not by traffic
             if self._cancel.is_set():
                 machine.abort(time.time(), "cancelled by the user")
             elif deadline is not None and now >= deadline and not machine.finished:
                 machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
+            elif held and held.due(now):
+                for _, way, raw, addr in held.pop_due(now):
+                    if way == "out":
+                        send_now(sock, raw, addr)
+                    else:
+                        machine.receive(raw, addr, now)
             else:
                 timer = machine.next_timeout()
                 wait = _POLL if timer is None else min(timer - now, _POLL)
+                if held:
+                    wait = min(wait, held.next_time() - now)
                 if wait <= 0:
                     machine.handle_timeout(now)
                 else:
@@ -282,12 +325,9 @@ class ClientTransfer:
                         self._socket_error(sock, machine, exc, now)
                     else:
                         now = time.time()
-                        machine.receive(data, normalise(addr), now)
+                        arrive(data, normalise(addr), now)
             for raw, dest in machine.datagrams_to_send():
-                try:
-                    sendto(raw, dest)
-                except OSError as exc:
-                    self._socket_error(sock, machine, exc, time.time(), dest)
+                send(raw, dest, now)
             # Off the critical path: the reply is already on its way.
             if sink is not None:
                 sink.flush()
@@ -296,6 +336,12 @@ class ClientTransfer:
             publish(machine.events())
             if machine.finished and self._outcome is None:
                 self._finalise(machine)
+
+    def _impairer(self, sock: socket.socket) -> Impairer | None:
+        spec = self.request.impair
+        if spec is None:
+            return None
+        return Impairer(spec, 48 if sock.family == socket.AF_INET6 else 28)
 
     def _socket_error(self, sock: socket.socket, machine: Session, exc: OSError, now: float,
                       dest: Address | None = None) -> None:
@@ -311,6 +357,40 @@ class ClientTransfer:
         if blamed is None or blamed == target:
             where = f"{target[0]}:{target[1]}" if not target[0].count(":") else f"[{target[0]}]:{target[1]}"
             machine.unreachable(now, f"{where}: {message}")
+
+
+def send_now(sock: socket.socket, raw: bytes, dest: Address) -> None:
+    """Send a datagram the impairer held back; a failure is as if the network lost it."""
+    with contextlib.suppress(OSError):
+        sock.sendto(raw, dest)
+
+
+class _Held:
+    """Datagrams held back by the impairer, by the time they are due."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, bytes, Address]] = []
+        self._seq = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def add(self, when: float, way: str, raw: bytes, addr: Address) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, way, raw, addr))
+
+    def next_time(self) -> float:
+        return self._heap[0][0]
+
+    def due(self, now: float) -> bool:
+        return bool(self._heap) and self._heap[0][0] <= now
+
+    def pop_due(self, now: float) -> list[tuple[float, str, bytes, Address]]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, way, raw, addr = heapq.heappop(self._heap)
+            out.append((when, way, raw, addr))
+        return out
 
 
 def _receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:

@@ -34,6 +34,7 @@ __all__ = [
     "Failed",
     "RequestRefused",
     "SocketError",
+    "Impaired",
     "Event",
 ]
 
@@ -235,6 +236,20 @@ class SocketError:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Impaired:
+    """Fault injection (--impair) acted on a datagram on its way ``direction`` ("in" or "out")."""
+
+    session: int
+    time: float
+    direction: str
+    action: str  # "dropped", "delayed", "duplicated" or "reordered"
+    peer: Address
+    raw: bytes
+    delay: float  # seconds the datagram was held (0 when dropped)
+    why: str  # the rule that acted, e.g. "loss=5%" or "drop=data:3"
+
+
 Event = Union[
     TransferStarted,
     PacketSent,
@@ -248,4 +263,5 @@ Event = Union[
     Failed,
     RequestRefused,
     SocketError,
+    Impaired,
 ]

@@ -373,6 +373,7 @@ class Sender(Session):
         self._rewound_for = -1
         self._rtt_block = 0
         self._ahead: bytes | None = None  # the next new block, read ahead by prefetch()
+        self._ahead_error: OSError | None = None  # prefetch()'s failed read, reported when the block is due
 
     def prefetch(self) -> None:
         """Read the next new block now, while waiting for the peer, so answering its ACK reads nothing.
@@ -383,10 +384,14 @@ class Sender(Session):
         if self._ahead is None and self._final is None and self.state is State.TRANSFERRING:
             try:
                 self._ahead = self._read_block()
-            except OSError:
-                self._ahead = None  # the read is tried again, and its error reported, when it is needed
+            except OSError as exc:
+                # Not retried: a failed read may have taken part of the block with it, and reading on
+                # would send the rest shifted. The error ends the transfer when the block is needed.
+                self._ahead_error = exc
 
     def _read_block(self) -> bytes:
+        if self._ahead_error is not None:
+            raise self._ahead_error
         ahead = self._ahead
         if ahead is not None:
             self._ahead = None

@@ -33,6 +33,7 @@ KIND: dict[type, str] = {
     ev.Failed: "failed",
     ev.RequestRefused: "request-refused",
     ev.SocketError: "socket-error",
+    ev.Impaired: "impaired",
 }
 _BY_KIND = {name: cls for cls, name in KIND.items()}
 

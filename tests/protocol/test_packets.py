@@ -1,0 +1,286 @@
+"""The packet codec: exact RFC 1350 / RFC 2347 layouts, error codes for every malformed datagram, fuzz."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tftpdiag.protocol.packets import (
+    MAX_REQUEST_SIZE,
+    Ack,
+    Data,
+    Error,
+    ErrorCode,
+    OAck,
+    Opcode,
+    ProtocolError,
+    Request,
+    decode,
+    encode,
+    encode_ack,
+    encode_data,
+)
+
+FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# -- exact bytes ------------------------------------------------------------------------------------
+
+EXACT = [
+    (Request(Opcode.RRQ, "boot.img", "octet"), b"\x00\x01boot.img\x00octet\x00"),
+    (Request(Opcode.WRQ, "up/f.txt", "netascii"), b"\x00\x02up/f.txt\x00netascii\x00"),
+    (
+        Request(Opcode.RRQ, "pxelinux.0", "octet", (("blksize", "1468"), ("tsize", "0"), ("windowsize", "16"))),
+        b"\x00\x01pxelinux.0\x00octet\x00blksize\x001468\x00tsize\x000\x00windowsize\x0016\x00",
+    ),
+    (Data(1, b"hello"), b"\x00\x03\x00\x01hello"),
+    (Data(0xFFFF, b""), b"\x00\x03\xff\xff"),
+    (Data(0x1234, bytes(512)), b"\x00\x03\x12\x34" + bytes(512)),
+    (Ack(0), b"\x00\x04\x00\x00"),
+    (Ack(0xBEEF), b"\x00\x04\xbe\xef"),
+    (Error(1, "file not found"), b"\x00\x05\x00\x01file not found\x00"),
+    (Error(0, ""), b"\x00\x05\x00\x00\x00"),
+    (Error(8, "no"), b"\x00\x05\x00\x08no\x00"),
+    (OAck((("blksize", "1468"),)), b"\x00\x06blksize\x001468\x00"),
+    (OAck((("tsize", "1048576"), ("timeout", "3"))), b"\x00\x06tsize\x001048576\x00timeout\x003\x00"),
+]
+
+
+@pytest.mark.parametrize(("packet", "raw"), EXACT, ids=lambda x: type(x).__name__ if not isinstance(x, bytes) else "")
+def test_exact_layout(packet, raw):
+    assert encode(packet) == raw
+    assert decode(raw) == packet
+
+
+def test_encode_data_and_ack_helpers_match_encode():
+    assert encode_data(7, b"xyz") == encode(Data(7, b"xyz")) == b"\x00\x03\x00\x07xyz"
+    assert encode_ack(65535) == encode(Ack(65535)) == b"\x00\x04\xff\xff"
+
+
+def test_decoded_kinds_carry_their_opcode():
+    assert decode(b"\x00\x01f\x00octet\x00").opcode is Opcode.RRQ
+    assert decode(b"\x00\x02f\x00octet\x00").opcode is Opcode.WRQ
+    assert decode(b"\x00\x03\x00\x01").opcode is Opcode.DATA
+    assert decode(b"\x00\x04\x00\x01").opcode is Opcode.ACK
+    assert decode(b"\x00\x05\x00\x01x\x00").opcode is Opcode.ERROR
+    assert decode(b"\x00\x06blksize\x00512\x00").opcode is Opcode.OACK
+
+
+def test_mode_and_option_names_are_case_insensitive():
+    packet = decode(b"\x00\x01Boot.IMG\x00OcTeT\x00BLKSIZE\x001468\x00TSize\x000\x00")
+    assert packet == Request(Opcode.RRQ, "Boot.IMG", "octet", (("blksize", "1468"), ("tsize", "0")))
+    assert packet.option("blksize") == "1468"
+    assert decode(b"\x00\x02f\x00NETASCII\x00").mode == "netascii"
+    assert decode(b"\x00\x06BlkSize\x00512\x00") == OAck((("blksize", "512"),))
+
+
+def test_option_values_and_order_kept_as_sent():
+    packet = decode(b"\x00\x01f\x00octet\x00windowsize\x0004\x00blksize\x00abc\x00")
+    assert packet.options == (("windowsize", "04"), ("blksize", "abc"))
+
+
+def test_mail_mode_decodes_so_the_server_can_refuse_it():
+    assert decode(b"\x00\x01f\x00mail\x00").mode == "mail"
+
+
+def test_lenient_decoding_of_common_quirks():
+    # ACK with trailing padding, ERROR without its NUL or with junk after it, request padded with NULs.
+    assert decode(b"\x00\x04\x00\x05\x00\x00\x00") == Ack(5)
+    assert decode(b"\x00\x05\x00\x02denied") == Error(2, "denied")
+    assert decode(b"\x00\x05\x00\x02denied\x00junk") == Error(2, "denied")
+    for pad in (b"\x00", b"\x00\x00", b"\x00\x00\x00\x00\x00"):
+        assert decode(b"\x00\x01f\x00octet\x00blksize\x00512\x00" + pad).options == (("blksize", "512"),)
+        assert decode(b"\x00\x01f\x00octet\x00" + pad).options == ()
+
+
+def test_empty_option_value_is_kept():
+    assert decode(b"\x00\x01f\x00octet\x00blksize\x00\x00").options == (("blksize", ""),)
+
+
+def test_error_code_names():
+    assert Error(3).code_name == "disk full or allocation exceeded"
+    assert Error(99).code_name == "unknown error code 99"
+    assert ErrorCode.UNKNOWN_TID.text == "unknown transfer ID"
+
+
+def test_request_of_exactly_512_bytes_is_accepted():
+    head = b"\x00\x01"
+    tail = b"\x00octet\x00"
+    raw = head + b"n" * (MAX_REQUEST_SIZE - len(head) - len(tail)) + tail
+    assert len(raw) == MAX_REQUEST_SIZE
+    assert decode(raw).filename == "n" * (MAX_REQUEST_SIZE - 9)
+
+
+# -- malformed datagrams ----------------------------------------------------------------------------
+
+MALFORMED = [
+    ("empty datagram", b"", 4),
+    ("one byte", b"\x00", 4),
+    ("one nonzero byte", b"\x03", 4),
+    ("opcode 0", b"\x00\x00\x00\x01", 4),
+    ("opcode 7", b"\x00\x07\x00\x01", 4),
+    ("opcode 0xFFFF", b"\xff\xff\x00\x01", 4),
+    ("opcode 0x0103", b"\x01\x03\x00\x01", 4),
+    ("DATA of 2 bytes", b"\x00\x03", 4),
+    ("DATA of 3 bytes", b"\x00\x03\x00", 4),
+    ("ACK of 2 bytes", b"\x00\x04", 4),
+    ("ACK of 3 bytes", b"\x00\x04\x00", 4),
+    ("ERROR of 2 bytes", b"\x00\x05", 4),
+    ("ERROR of 3 bytes", b"\x00\x05\x00", 4),
+    ("RRQ of 2 bytes", b"\x00\x01", 4),
+    ("RRQ without NULs", b"\x00\x01boot.imgoctet", 4),
+    ("RRQ without final NUL", b"\x00\x01boot.img\x00octet", 4),
+    ("WRQ without mode", b"\x00\x02boot.img\x00", 4),
+    ("RRQ with unknown mode", b"\x00\x01boot.img\x00binary\x00", 4),
+    ("RRQ with empty mode", b"\x00\x01boot.img\x00\x00", 4),
+    ("RRQ with non-ASCII mode", b"\x00\x01boot.img\x00oct\xe9t\x00", 4),
+    ("RRQ with empty name", b"\x00\x01\x00octet\x00", 4),
+    ("oversize RRQ", b"\x00\x01" + b"a" * 600 + b"\x00octet\x00", 4),
+    ("oversize WRQ by one byte", b"\x00\x02" + b"a" * (MAX_REQUEST_SIZE - 8) + b"\x00octet\x00", 4),
+    ("oversize by options", b"\x00\x01f\x00octet\x00" + b"".join(b"o%d\x001\x00" % i for i in range(100)), 4),
+    ("option without value", b"\x00\x01f\x00octet\x00blksize\x00", 8),
+    ("second option without value", b"\x00\x01f\x00octet\x00tsize\x000\x00blksize\x00", 8),
+    ("duplicate option", b"\x00\x01f\x00octet\x00blksize\x00512\x00blksize\x001024\x00", 8),
+    ("duplicate option other case", b"\x00\x02f\x00octet\x00tsize\x000\x00TSIZE\x000\x00", 8),
+    ("empty option name", b"\x00\x01f\x00octet\x00\x00512\x00", 8),
+    ("non-ASCII option name", b"\x00\x01f\x00octet\x00bl\xffksize\x00512\x00", 8),
+    ("non-ASCII option name (latin-1)", b"\x00\x01f\x00octet\x00t\xe9mps\x001\x00", 8),
+    ("non-ASCII option value", b"\x00\x01f\x00octet\x00blksize\x005\x8012\x00", 8),
+    ("OACK without final NUL", b"\x00\x06blksize\x00512", 4),
+    ("OACK option without value", b"\x00\x06blksize\x00", 8),
+    ("OACK duplicate option", b"\x00\x06blksize\x00512\x00BLKSIZE\x00512\x00", 8),
+    ("OACK non-ASCII option name", b"\x00\x06\xc3\xa9\x00512\x00", 8),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), [(raw, code) for _, raw, code in MALFORMED],
+                         ids=[name for name, _, _ in MALFORMED])
+def test_malformed_raises_protocol_error_with_reply_code(raw, code):
+    with pytest.raises(ProtocolError) as info:
+        decode(raw)
+    exc = info.value
+    assert type(exc) is ProtocolError
+    assert exc.code == code
+    assert isinstance(exc.reply, Error) and exc.reply.code == code
+    assert exc.message and exc.reply.message == exc.message
+    # The reply is a well-formed ERROR packet we can send back as is.
+    assert decode(encode(exc.reply)) == exc.reply
+
+
+# -- odd file names ---------------------------------------------------------------------------------
+
+ODD_NAMES = [
+    b"boot\xff.img",
+    b"\xff\xfe\xfd",
+    b"C:\\tftpboot\\pxelinux.0",
+    b"\\\\server\\share",
+    b"ctrl\x01\x07\x1b[0m\x7f",
+    b"trailing\r\n",
+    b"caf\xc3\xa9",  # valid UTF-8
+    b"caf\xe9",  # latin-1
+    b"\xed\xa0\x80",  # an encoded surrogate, not valid UTF-8
+    b"/leading/slash ",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+@pytest.mark.parametrize("opcode", [1, 2])
+def test_odd_filenames_round_trip_exactly(name, opcode):
+    raw = bytes([0, opcode]) + name + b"\x00octet\x00"
+    packet = decode(raw)
+    assert isinstance(packet, Request)
+    assert encode(packet) == raw
+    assert packet.filename.encode("utf-8", "surrogateescape") == name
+
+
+# -- hypothesis: round trips ------------------------------------------------------------------------
+
+blocks = st.integers(0, 0xFFFF)
+ascii_no_nul = st.text(st.characters(min_codepoint=1, max_codepoint=127), max_size=12)
+option_names = st.text(st.characters(min_codepoint=1, max_codepoint=127), min_size=1, max_size=12).map(str.lower)
+options = st.lists(st.tuples(option_names, ascii_no_nul), max_size=5, unique_by=lambda kv: kv[0]).map(tuple)
+names = st.binary(min_size=1, max_size=80).filter(lambda b: b"\0" not in b).map(
+    lambda b: b.decode("utf-8", "surrogateescape"))
+error_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=60)
+
+requests = st.builds(Request, st.sampled_from([Opcode.RRQ, Opcode.WRQ]), names,
+                     st.sampled_from(["octet", "netascii", "mail"]), options).filter(
+    lambda r: len(encode(r)) <= MAX_REQUEST_SIZE)
+datas = st.builds(Data, blocks, st.binary(max_size=1500))
+acks = st.builds(Ack, blocks)
+errors = st.builds(Error, blocks, error_text)
+oacks = st.builds(OAck, options)
+packets = st.one_of(requests, datas, acks, errors, oacks)
+
+
+@FAST
+@given(packets)
+def test_round_trip_every_kind(packet):
+    raw = encode(packet)
+    assert decode(raw) == packet
+    assert encode(decode(raw)) == raw
+
+
+@FAST
+@given(requests, st.data())
+def test_request_case_changes_do_not_matter(packet, draw):
+    def scramble(text: str) -> str:
+        flips = draw.draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
+        return "".join(c.upper() if f else c for c, f in zip(text, flips))
+
+    shouted = Request(packet.opcode, packet.filename, scramble(packet.mode),
+                      tuple((scramble(k), v) for k, v in packet.options))
+    assert decode(encode(shouted)) == packet
+
+
+# -- hypothesis: fuzz -------------------------------------------------------------------------------
+
+def _decode_only_protocol_errors(raw: bytes) -> None:
+    try:
+        packet = decode(raw)
+    except ProtocolError as exc:
+        assert exc.code in (ErrorCode.ILLEGAL_OPERATION, ErrorCode.OPTION_REFUSED)
+        assert exc.message
+        return
+    # Whatever decodes must encode again without error.
+    encode(packet)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.binary(max_size=700))
+def test_fuzz_random_bytes(raw):
+    _decode_only_protocol_errors(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 0xFF]), st.binary(max_size=600))
+def test_fuzz_random_bodies_for_each_opcode(opcode, body):
+    _decode_only_protocol_errors(bytes([0, opcode]) + body)
+
+
+mutations = st.lists(
+    st.one_of(
+        st.tuples(st.just("flip"), st.integers(0, 10_000), st.integers(0, 255)),
+        st.tuples(st.just("cut"), st.integers(0, 10_000), st.just(0)),
+        st.tuples(st.just("insert"), st.integers(0, 10_000), st.sampled_from([0, 0xFF, 0x80, ord("\r"), 1])),
+        st.tuples(st.just("delete"), st.integers(0, 10_000), st.just(0)),
+    ),
+    min_size=1, max_size=6,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(packets, mutations)
+def test_fuzz_mutated_valid_packets(packet, edits):
+    raw = bytearray(encode(packet))
+    for kind, pos, byte in edits:
+        at = pos % (len(raw) + 1)
+        if kind == "flip" and raw:
+            raw[at % len(raw)] = byte
+        elif kind == "cut":
+            del raw[at:]
+        elif kind == "insert":
+            raw.insert(at, byte)
+        elif kind == "delete" and raw:
+            del raw[at % len(raw)]
+    _decode_only_protocol_errors(bytes(raw))
