@@ -78,6 +78,41 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(host: str, port: int) -> bool:
+    """Can UDP ``host:port`` be bound right now (nothing, not even a wildcard socket, holds it)?"""
+    try:
+        with socket.socket(_family(host), socket.SOCK_DGRAM) as s:
+            if ":" in host:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind((host, port))
+        return True
+    except OSError:
+        return False
+
+
+def free_loopback_address(port: int = 69, first: int = 2) -> str:
+    """The first of 127.0.0.<first>, 127.0.0.<first+1>, ... where UDP ``port`` is free.
+
+    dnsmasq serves TFTP on port 69 only, so concurrent instances need their own addresses;
+    all of 127/8 answers on ``lo`` without any set-up.
+    """
+    for last in range(first, 255):
+        host = f"127.0.0.{last}"
+        if port_free(host, port):
+            return host
+    raise RuntimeError(f"UDP port {port} is taken on every 127.0.0.x address")
+
+
+def has_ipv6_loopback() -> bool:
+    """Is ``::1`` usable here (containers sometimes run without IPv6)?"""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -362,6 +397,33 @@ def run_peer(argv: Sequence[str], timeout: float = CLIENT_TIMEOUT, stdin: bytes 
     return PeerResult(code, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
+@contextmanager
+def spawn_peer(argv: Sequence[str], max_lifetime: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a client in its own process group and leave it running while the block runs
+    (to kill it midway with :func:`kill_peer`); it is killed on exit in any case."""
+    proc = subprocess.Popen(
+        ["timeout", "--kill-after=2", str(max_lifetime), *argv],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        _kill_group(proc, signal.SIGKILL, grace=2.0)
+
+
+def kill_peer(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a spawned client's whole process group: it sends nothing more (no ERROR)."""
+    _kill_group(proc, signal.SIGKILL, grace=2.0)
+
+
+def busybox_argv(put: bool, host: str, port: int, remote: str, local: Path, blksize: int | None = None) -> list[str]:
+    """The argv of a busybox tftp get or put, for :func:`spawn_peer`."""
+    argv = [require("busybox"), "tftp", "-p" if put else "-g", "-r", remote, "-l", str(local)]
+    if blksize is not None:
+        argv += ["-b", str(blksize)]
+    return [*argv, host, str(port)]
+
+
 def _tftp_url(host: str, port: int, remote: str) -> str:
     return f"tftp://{_host_port(host, port)}/{quote(remote)}"
 
@@ -467,10 +529,7 @@ def atftp_put(
 def _busybox(
     flag: str, host: str, port: int, remote: str, local: Path, blksize: int | None, timeout: float
 ) -> PeerResult:
-    argv = [require("busybox"), "tftp", flag, "-r", remote, "-l", str(local)]
-    if blksize is not None:
-        argv += ["-b", str(blksize)]
-    return run_peer([*argv, host, str(port)], timeout)
+    return run_peer(busybox_argv(flag == "-p", host, port, remote, local, blksize), timeout)
 
 
 def busybox_get(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import heapq
 import os
 import socket
 import struct
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.impair import Impairer, ImpairSpec
+from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Failed, SocketError
@@ -255,8 +254,8 @@ class ClientTransfer:
         recvfrom = sock.recvfrom
         sink = self._sink
         prefetch = getattr(machine, "prefetch", None)
-        impair = self._impairer(sock)
-        held = _Held()  # datagrams the impairer delays, both ways
+        impair = Impairer(self.request.impair) if self.request.impair is not None else None
+        held = Held()  # datagrams the impairer delays, both ways
         deadline = now + self.request.deadline if self.request.deadline else None
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
@@ -301,7 +300,7 @@ class ClientTransfer:
             elif deadline is not None and now >= deadline and not machine.finished:
                 machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
             elif held and held.due(now):
-                for _, way, raw, addr in held.pop_due(now):
+                for way, raw, addr, _ in held.pop_due(now):
                     if way == "out":
                         send_now(sock, raw, addr)
                     else:
@@ -337,12 +336,6 @@ class ClientTransfer:
             if machine.finished and self._outcome is None:
                 self._finalise(machine)
 
-    def _impairer(self, sock: socket.socket) -> Impairer | None:
-        spec = self.request.impair
-        if spec is None:
-            return None
-        return Impairer(spec, 48 if sock.family == socket.AF_INET6 else 28)
-
     def _socket_error(self, sock: socket.socket, machine: Session, exc: OSError, now: float,
                       dest: Address | None = None) -> None:
         if exc.errno not in _UNREACHABLE:
@@ -363,34 +356,6 @@ def send_now(sock: socket.socket, raw: bytes, dest: Address) -> None:
     """Send a datagram the impairer held back; a failure is as if the network lost it."""
     with contextlib.suppress(OSError):
         sock.sendto(raw, dest)
-
-
-class _Held:
-    """Datagrams held back by the impairer, by the time they are due."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, bytes, Address]] = []
-        self._seq = 0
-
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
-    def add(self, when: float, way: str, raw: bytes, addr: Address) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, way, raw, addr))
-
-    def next_time(self) -> float:
-        return self._heap[0][0]
-
-    def due(self, now: float) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= now
-
-    def pop_due(self, now: float) -> list[tuple[float, str, bytes, Address]]:
-        out = []
-        while self._heap and self._heap[0][0] <= now:
-            when, _, way, raw, addr = heapq.heappop(self._heap)
-            out.append((when, way, raw, addr))
-        return out
 
 
 def _receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:

@@ -8,6 +8,7 @@ delay never blocks other sessions.
 
 from __future__ import annotations
 
+import heapq
 import random
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from tftpdiag.protocol.events import Address, Impaired
 from tftpdiag.protocol.packets import Ack, Data, Packet, ProtocolError, Request, decode
 
-__all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError"]
+__all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError", "Held"]
 
 _OPS = {"rrq", "wrq", "data", "ack", "error", "oack"}
 
@@ -160,10 +161,9 @@ def parse_impair(spec: str) -> ImpairSpec:
 
 @dataclass
 class Impairer:
-    """Decides each datagram's fate. ``family_overhead`` is the IP+UDP header size (28 IPv4, 48 IPv6)."""
+    """Decides each datagram's fate, from a seeded random source so a run can be repeated."""
 
     spec: ImpairSpec
-    family_overhead: int = 28
     rng: random.Random = field(init=False)
     seed: int = field(init=False)
     _dropped: dict[tuple[DropRule, str, int | None], int] = field(default_factory=dict, init=False)
@@ -185,9 +185,11 @@ class Impairer:
         def record(action: str, delay: float, why: str) -> None:
             events.append(Impaired(session, now, direction, action, peer, raw, delay, why))
 
-        if spec.mtu is not None and len(raw) + self.family_overhead > spec.mtu:
-            record("dropped", 0.0, f"{len(raw) + self.family_overhead}-byte IP packet exceeds mtu={spec.mtu}")
-            return [], events
+        if spec.mtu is not None:
+            size = len(raw) + (48 if ":" in peer[0] else 28)  # the IP packet: IPv6 or IPv4 header, UDP header
+            if size > spec.mtu:
+                record("dropped", 0.0, f"{size}-byte IP packet exceeds mtu={spec.mtu}")
+                return [], events
         if spec.drops:
             try:
                 packet: Packet | None = decode(raw)
@@ -219,3 +221,31 @@ class Impairer:
             times.append(now + delay + max(spec.jitter, 0.001))
             record("duplicated", times[1] - now, f"dup={spec.dup * 100:g}%")
         return times, events
+
+
+class Held:
+    """Datagrams held back by the impairer, by the time they fall due; ``target`` says where each goes."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, str, bytes, Address, object]] = []
+        self._seq = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def add(self, when: float, way: str, raw: bytes, addr: Address, target: object = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, way, raw, addr, target))
+
+    def next_time(self) -> float:
+        return self._heap[0][0]
+
+    def due(self, now: float) -> bool:
+        return bool(self._heap) and self._heap[0][0] <= now
+
+    def pop_due(self, now: float) -> list[tuple[str, bytes, Address, object]]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            _, _, way, raw, addr, target = heapq.heappop(self._heap)
+            out.append((way, raw, addr, target))
+        return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, SocketError
@@ -53,6 +54,7 @@ class ServerConfig:
     max_sessions: int = 256
     max_per_client: int = 16
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
+    impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
 
 
 @dataclass(eq=False)
@@ -71,12 +73,49 @@ class _Active:
     request_raw: bytes
     last_heard: float
     file: BinaryIO | None = None
-    temp_path: str | None = None
+    upload: _UploadSink | None = None
     target: Path | None = None
     finalised: bool = False
 
     def __post_init__(self) -> None:
         self.prefetch = getattr(self.machine, "prefetch", None)
+
+
+class _UploadSink:
+    """An upload's temporary file; :meth:`commit` puts it in place before the final ACK goes out.
+
+    Without overwrite the target is linked, which fails (EEXIST) rather than clobber a file that
+    appeared meanwhile, e.g. another client's upload of the same name that finished first.
+    """
+
+    def __init__(self, file: BinaryIO, temp_path: str, target: Path, overwrite: bool) -> None:
+        self.file = file
+        self.temp_path = temp_path
+        self.target = target
+        self.overwrite = overwrite
+        self.committed = False
+
+    def write(self, data: bytes) -> int:
+        return self.file.write(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        if self.overwrite:
+            os.replace(self.temp_path, self.target)
+        else:
+            os.link(self.temp_path, self.target)
+            os.unlink(self.temp_path)
+        self.committed = True
+
+    def discard(self) -> None:
+        """A transfer that did not complete leaves nothing behind, and the old file untouched."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        if not self.committed:
+            with contextlib.suppress(OSError):
+                os.unlink(self.temp_path)
 
 
 class TftpServer:
@@ -93,6 +132,8 @@ class TftpServer:
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
         self._own_ids: set[int] = set()
+        self._impair = Impairer(config.impair) if config.impair is not None else None
+        self._held = Held()
         self.stopped = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -108,6 +149,12 @@ class TftpServer:
     def owns(self, session_id: int) -> bool:
         """Whether a session id on the bus is one of this server's (a client may share the bus)."""
         return session_id in self._own_ids
+
+    def _remember(self, session_id: int) -> None:
+        # Only recent ids matter (their events are still being read); a long run must not grow.
+        if len(self._own_ids) >= 100_000:
+            self._own_ids = set(sorted(self._own_ids)[50_000:])
+        self._own_ids.add(session_id)
 
     def start(self) -> TftpServer:
         """Check the root, bind every address, then serve on a worker thread."""
@@ -199,6 +246,8 @@ class TftpServer:
             while not self._stopping.is_set():
                 now = time.time()
                 wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
+                if self._held:
+                    wait = min(wait, max(self._held.next_time() - now, 0.0))
                 for key, _ in self._sel.select(wait):
                     data = key.data
                     if data is None:
@@ -209,6 +258,8 @@ class TftpServer:
                     else:
                         self._read_session(data)
                 now = time.time()
+                if self._held.due(now):
+                    self._release_held(now)
                 if now >= self._next_check:
                     self._check_timers(now)
         finally:
@@ -245,18 +296,22 @@ class TftpServer:
         self._next_check = next_check
 
     def _recv(self, sock: socket.socket, want_dest: bool) -> tuple[bytes, Address, str | None] | None:
-        """One datagram, or None when the socket is drained. ICMP errors are published and skipped."""
-        while True:
-            try:
-                if want_dest:
-                    data, ancillary, _, addr = sock.recvmsg(65536, 256)
-                    return data, normalise(addr), _destination(ancillary)
-                data, addr = sock.recvfrom(65536)
-                return data, normalise(addr), None
-            except (BlockingIOError, InterruptedError):
-                return None
-            except OSError as exc:
-                self._socket_error(sock, exc)
+        """One datagram, or None (nothing waiting, or a socket error, which is published).
+
+        After an error it does not read again: the error may have ended the session and closed the
+        socket; whatever else is waiting is reported by the next select().
+        """
+        try:
+            if want_dest:
+                data, ancillary, _, addr = sock.recvmsg(65536, 256)
+                return data, normalise(addr), _destination(ancillary)
+            data, addr = sock.recvfrom(65536)
+            return data, normalise(addr), None
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            self._socket_error(sock, exc)
+            return None
 
     def _socket_error(self, sock: socket.socket, exc: OSError) -> None:
         blamed = errored_destination(sock)
@@ -280,6 +335,14 @@ class TftpServer:
         if got is None:
             return
         data, client, dest = got
+        if self._impair is not None:
+            active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
+            session = active.machine.session_id if active is not None else 0
+            if not self._impaired_arrival(data, client, session, (listener, dest)):
+                return
+        self._arrive_at_listener(listener, data, client, dest)
+
+    def _arrive_at_listener(self, listener: _Listener, data: bytes, client: Address, dest: str | None) -> None:
         if self.config.single_port:
             active = self._by_peer.get((listener.local, client))
             if active is not None:
@@ -291,8 +354,51 @@ class TftpServer:
         if active.finalised and active.machine.closed:
             return
         got = self._recv(active.sock, want_dest=False)
-        if got is not None:
+        if got is None:
+            return
+        if self._impair is None or self._impaired_arrival(got[0], got[1], active.machine.session_id, active):
             self._deliver(active, got[0], got[1])
+
+    # -- fault injection ---------------------------------------------------------------------------
+
+    def _impaired_arrival(self, data: bytes, addr: Address, session: int, target: object) -> bool:
+        """Apply --impair to an arriving datagram; True when it is to be handled now."""
+        assert self._impair is not None
+        now = time.time()
+        times, events = self._impair.fate(data, addr, now, "in", session)
+        self.bus.publish(events)
+        now_too = False
+        for when in times:
+            if when <= now:
+                now_too = True
+            else:
+                self._held.add(when, "in", data, addr, target)
+        return now_too
+
+    def _sendto(self, sock: socket.socket, raw: bytes, dest: Address, session: int) -> None:
+        if self._impair is None:
+            sock.sendto(raw, dest)
+            return
+        now = time.time()
+        times, events = self._impair.fate(raw, dest, now, "out", session)
+        self.bus.publish(events)
+        for when in times:
+            if when <= now:
+                sock.sendto(raw, dest)
+            else:
+                self._held.add(when, "out", raw, dest, sock)
+
+    def _release_held(self, now: float) -> None:
+        for way, raw, addr, target in self._held.pop_due(now):
+            if way == "out":
+                with contextlib.suppress(OSError):
+                    target.sendto(raw, addr)  # type: ignore[attr-defined]
+            elif isinstance(target, _Active):
+                if target.machine.session_id in self._sessions:
+                    self._deliver(target, raw, addr)
+            else:
+                listener, dest = target  # type: ignore[misc]
+                self._arrive_at_listener(listener, raw, addr, dest)
 
     def _deliver(self, active: _Active, data: bytes, addr: Address) -> None:
         now = time.time()
@@ -303,10 +409,10 @@ class TftpServer:
 
     def _flush(self, active: _Active, now: float) -> None:
         machine = active.machine
-        sendto = active.sock.sendto
+        sock, session = active.sock, machine.session_id
         for raw, dest in machine.datagrams_to_send():
             try:
-                sendto(raw, dest)
+                self._sendto(sock, raw, dest, session)
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
                     continue  # as if lost on the wire: the retransmit timer covers it
@@ -331,12 +437,12 @@ class TftpServer:
                              now=time.time(), code=code, message=message, why=why, suggestion=suggestion)
         for datagram, dest in out:
             with contextlib.suppress(OSError):
-                listener.sock.sendto(datagram, dest)
+                self._sendto(listener.sock, datagram, dest, session_id)
         self.bus.publish(events)
 
     def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
         session_id = self.bus.new_session_id()
-        self._own_ids.add(session_id)
+        self._remember(session_id)
         # Events name the address the request really reached, not the wildcard the socket is bound to.
         listen = (dest or listener.local[0], listener.local[1])
         try:
@@ -413,20 +519,18 @@ class TftpServer:
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
                          f"cannot create the file: {exc.strerror}", "no-permission")
             return
-        file = os.fdopen(fd, "wb", buffering=1 << 16)
+        upload = _UploadSink(os.fdopen(fd, "wb", buffering=1 << 16), temp_path, target.path, cfg.allow_overwrite)
         try:
             sock, own = self._session_socket(listener, dest)
         except OSError as exc:
-            file.close()
-            os.unlink(temp_path)
+            upload.discard()
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
                          f"server cannot open a socket: {exc.strerror}", "server-error")
             return
         local = normalise(sock.getsockname())
-        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=file,
+        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=upload,
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
-        self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, temp_path=temp_path,
-                          target=target.path), listener)
+        self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path), listener)
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
@@ -439,30 +543,14 @@ class TftpServer:
     # -- ending ------------------------------------------------------------------------------------
 
     def _finalise(self, active: _Active) -> None:
-        """Close the file; an upload replaces its target only now, and only if it completed."""
+        """Close the file. A completed upload was already put in place by its sink before the final
+        ACK; anything else leaves the target as it was."""
         active.finalised = True
         file, active.file = active.file, None
-        if file is None:
-            return
-        if active.temp_path is None:
+        if active.upload is not None:
+            active.upload.discard()
+        elif file is not None:
             file.close()
-            return
-        completed = isinstance(active.machine.result, Completed)
-        try:
-            if completed:
-                file.flush()
-                os.fsync(file.fileno())
-            file.close()
-            if completed and active.target is not None:
-                if self.config.allow_overwrite:
-                    os.replace(active.temp_path, active.target)
-                else:
-                    os.link(active.temp_path, active.target)  # fails rather than clobber a file made meanwhile
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(active.temp_path)
 
     def _end(self, active: _Active) -> None:
         if not active.finalised:

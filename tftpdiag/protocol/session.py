@@ -351,8 +351,15 @@ class Session:
         self._fail(now, Reason.PEER_ERROR, Side.PEER, packet.code, packet.message or packet.code_name)
 
     def _local_io_error(self, exc: OSError, now: float) -> None:
-        code = ErrorCode.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ErrorCode.NOT_DEFINED
-        self._fail(now, Reason.LOCAL, Side.LOCAL, int(code), f"local I/O error: {exc.strerror or exc}")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            code, message = ErrorCode.DISK_FULL, f"disk full: {exc.strerror}"
+        elif exc.errno == errno.EEXIST:
+            code, message = ErrorCode.FILE_EXISTS, "file already exists"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            code, message = ErrorCode.ACCESS_VIOLATION, f"access violation: {exc.strerror}"
+        else:
+            code, message = ErrorCode.NOT_DEFINED, f"local I/O error: {exc.strerror or exc}"
+        self._fail(now, Reason.LOCAL, Side.LOCAL, int(code), message)
 
 
 class Sender(Session):
@@ -626,6 +633,11 @@ class Receiver(Session):
                 tail = self._decoder.finish()
                 if tail:
                     self._sink.write(tail)
+            # A sink that stores the data somewhere (an upload's target file) does so now, before the
+            # final ACK tells the peer it succeeded: a failure still reaches the peer as an ERROR.
+            commit = getattr(self._sink, "commit", None)
+            if commit is not None:
+                commit()
         except OSError as exc:
             self._local_io_error(exc, now)
             return
