@@ -4,11 +4,12 @@ jsonl (every event). Lossless, bounded memory, flushed about every second, compl
 from __future__ import annotations
 
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Callable, Protocol
 
 from tftpdiag.engine.bus import EventBus, Subscription
-from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, PacketSent
 from tftpdiag.trace.jsonl import JsonlWriter
 from tftpdiag.trace.pcap import PcapWriter
 
@@ -36,19 +37,56 @@ class PcapEventWriter:
 
     When both ends of a transfer publish on one bus (the demo), each datagram is seen twice;
     ``skip`` names the sessions whose view is left out so the capture holds it once.
+
+    With fault injection the capture shows what went on the wire: the engine publishes an outgoing
+    datagram's Impaired events before the PacketSent they apply to, so a dropped datagram is left
+    out, a delayed one is written when it left, and a duplicated one twice. (What is impaired on the
+    way in never reaches the machine, or reaches it late, and is recorded as it arrives.)
     """
 
     def __init__(self, path: Path, snaplen: int | None = None, skip: SessionFilter | None = None) -> None:
         self._pcap = PcapWriter(path, snaplen=snaplen)
         self._skip = skip
+        self._fates: dict[tuple[Address, bytes], deque[list[float]]] = {}
+        self._last_fate_key: tuple[Address, bytes] | None = None
 
     def write(self, event: Event) -> None:
         if self._skip is not None and self._skip(event.session):
             return
         if isinstance(event, PacketSent):
-            self._pcap.write(event.time, event.local, event.peer, event.raw)
+            if self._fates:
+                self._write_impaired(event)
+            else:
+                self._pcap.write(event.time, event.local, event.peer, event.raw)
         elif isinstance(event, PacketReceived):
             self._pcap.write(event.time, event.peer, event.local, event.raw)
+        elif isinstance(event, Impaired) and event.direction == "out":
+            self._note_fate(event)
+
+    def _note_fate(self, event: Impaired) -> None:
+        key = (event.peer, event.raw)
+        queue = self._fates.setdefault(key, deque())
+        # One datagram's events come together: a drop; or a delay (or reorder), maybe then a duplicate;
+        # or a duplicate alone.
+        if event.action == "dropped":
+            queue.append([])
+        elif event.action in ("delayed", "reordered"):
+            queue.append([event.delay])
+        elif event.action == "duplicated":
+            if self._last_fate_key == key and queue and len(queue[-1]) == 1:
+                queue[-1].append(event.delay)
+            else:
+                queue.append([0.0, event.delay])
+        self._last_fate_key = key
+
+    def _write_impaired(self, event: PacketSent) -> None:
+        key = (event.peer, event.raw)
+        queue = self._fates.get(key)
+        delays = queue.popleft() if queue else [0.0]
+        if queue is not None and not queue:
+            del self._fates[key]
+        for delay in delays:
+            self._pcap.write(event.time + delay, event.local, event.peer, event.raw)
 
     def flush(self) -> None:
         self._pcap.flush()

@@ -77,8 +77,9 @@ class TftpDiagApp(App[int]):
 
     def __init__(self, *, mode: Mode, feed: Feed, label: str = "", server: ServerInfo | None = None,
                  probe: ProbeControl | None = None, saver: Callable[[Path], str] | None = None,
-                 clock: Callable[[], float] = time.time, tick: float | None = TICK) -> None:
+                 clock: Callable[[], float] = time.time, tick: float | None = TICK, impair: str = "") -> None:
         super().__init__()
+        self.impair = impair
         self.mode = mode
         self.feed = feed
         self.label = label
@@ -97,7 +98,7 @@ class TftpDiagApp(App[int]):
 
     def compose(self) -> ComposeResult:
         if self.mode == "probe":
-            yield SessionPanel(label=self.label, id="probe")
+            yield SessionPanel(label=self.label, impair=self.impair, id="probe")
         elif self.mode == "demo":
             assert self.server_info is not None
             with TabbedContent(initial="probe-tab"):

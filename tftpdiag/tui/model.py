@@ -13,6 +13,7 @@ from typing import Iterable, NamedTuple
 from tftpdiag.protocol.events import (
     Event,
     Failed,
+    Impaired,
     Note,
     PacketReceived,
     PacketSent,
@@ -22,7 +23,7 @@ from tftpdiag.protocol.events import (
     SocketError,
     TimedOut,
 )
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Request, error_code_name
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 
 __all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "ROWS_PER_SESSION"]
@@ -144,6 +145,8 @@ class LiveModel:
             elif isinstance(event, RequestRefused):
                 self.refusals.append(event)
                 changes.refusals.append(event)
+            elif isinstance(event, Impaired):
+                self._add_impaired_row(view, event)
             elif isinstance(event, SocketError):
                 text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"
                 self.problems.append(text)
@@ -187,6 +190,21 @@ class LiveModel:
             view.dropped_rows += 1
         view.rows.append(PacketRow(event.time - started, outgoing, op, block, len(event.raw),
                                    fmt_addr(event.peer), label, problem, routine))
+
+    def _add_impaired_row(self, view: SessionView, event: Impaired) -> None:
+        """What --impair did to a datagram, as a row of its own where the packet would have been."""
+        try:
+            packet = decode(event.raw)
+        except ProtocolError:
+            packet = None
+        op, block, _ = _describe(packet, len(event.raw))
+        label = f"impair: {event.action}"
+        if event.delay and event.action != "dropped":
+            label += f" {event.delay * 1000:.0f} ms"
+        label += f" ({event.why})"
+        started = view.record.started if view.record.started is not None else event.time
+        view.rows.append(PacketRow(event.time - started, event.direction == "out", op, block, len(event.raw),
+                                   fmt_addr(event.peer), label, True, False))
 
     def _forget_old(self) -> None:
         if len(self.views) <= MAX_SESSIONS:

@@ -30,6 +30,7 @@ class ServerInfo:
     addresses: str
     uploads: bool
     extra: str = ""  # e.g. "single-port", refused options
+    impair: str = ""  # the --impair spec in force
 
 
 def _progress(record: SessionRecord) -> str:
@@ -156,6 +157,8 @@ class ServeView(Vertical):
                               "yellow" if info.uploads else "green"))
         if info.extra:
             text.append(f"  {info.extra}", style="dim")
+        if info.impair:
+            text.append(f"  ⚠ impaired: {info.impair}", style="bold black on yellow")
         text.append("\n ")
         text.append(f"{active} active", style="bold cyan" if active else "dim")
         text.append(f" · {totals['done']} done · ")

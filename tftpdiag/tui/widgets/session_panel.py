@@ -126,9 +126,10 @@ class SessionPanel(Vertical):
     SessionPanel #summary { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary-darken-1; }
     """
 
-    def __init__(self, *, label: str = "", id: str | None = None) -> None:
+    def __init__(self, *, label: str = "", impair: str = "", id: str | None = None) -> None:
         super().__init__(id=id)
         self.label = label  # e.g. the target as the user typed it
+        self.impair = impair  # the --impair spec in force, shown so nobody mistakes it for the network
         self.extra_summary: str = ""
 
     def compose(self) -> ComposeResult:
@@ -185,6 +186,8 @@ class SessionPanel(Vertical):
         text.append(f"  {elapsed:.2f} s", style="dim")
         if paused:
             text.append("  PAUSED", style="bold yellow")
+        if self.impair:
+            text.append(f"  ⚠ impaired: {self.impair}", style="bold black on yellow")
         return text
 
     def _summary(self, record: SessionRecord) -> Group | Text:
