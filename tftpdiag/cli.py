@@ -188,6 +188,16 @@ Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
 """
 
 
+TRACE_EXAMPLES = """examples:
+  tftpdiag trace probe.pcap
+  sudo tcpdump -i eth0 -w boot.pcap udp && tftpdiag trace boot.pcap --no-tui
+  tftpdiag trace serve.jsonl --json | jq '.transfers[] | select(.ok | not)'
+
+exit status: 0 the trace was read (even if transfers in it failed; damage is reported as a warning),
+2 the file cannot be read as a trace.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tftpdiag",
@@ -263,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--windowsize", type=_int_range("windowsize", 1, 65535), default=None,
                       help="window the probe asks for (default: lock-step)")
     _output_flags(demo)
+
+    trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
+                           description="Rebuild every TFTP transfer in PATH and show each one as a live "
+                                       "session is shown: a tftpdiag .jsonl trace, or a pcap/pcapng capture "
+                                       "from tftpdiag --trace, tcpdump or Wireshark (other traffic in it is "
+                                       "ignored).", epilog=TRACE_EXAMPLES, formatter_class=_Formatter)
+    trace.add_argument("path", metavar="PATH", type=Path, help="the trace or capture file")
+    g = trace.add_argument_group("output")
+    g.add_argument("--no-tui", action="store_true",
+                   help="plain per-transfer summaries (automatic when stdout is not a terminal)")
+    g.add_argument("--json", action="store_true",
+                   help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
     return parser
 
 
@@ -330,6 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from tftpdiag.commands import run_demo
             return run_demo(args)
+        if args.command == "trace":
+            from tftpdiag.commands import run_trace
+            return run_trace(args)
     except UsageError as exc:
         print(f"tftpdiag {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

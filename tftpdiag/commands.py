@@ -29,7 +29,7 @@ from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
 
-__all__ = ["run_client", "run_serve", "run_demo", "make_sample_image"]
+__all__ = ["run_client", "run_serve", "run_demo", "run_trace", "make_sample_image"]
 
 
 def _check_sha(expected: str | None):
@@ -200,3 +200,28 @@ def _sha256_file(path: Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
+
+def run_trace(args: argparse.Namespace) -> int:
+    """Show the transfers in a trace or capture; exit 0 whenever it could be read, whatever they did."""
+    from tftpdiag.trace.load import TraceError, load_trace
+
+    try:
+        loaded = load_trace(args.path)
+    except TraceError as exc:
+        raise UsageError(str(exc)) from None
+    if interactive(args):
+        try:
+            from tftpdiag.tui.launch import run_trace_app
+        except (ImportError, AttributeError):
+            pass  # no trace view in this build yet: the plain summary below still answers
+        else:
+            return run_trace_app(args.path, loaded.events, loaded.warning)
+    import json
+
+    from tftpdiag.trace.summary import print_trace, trace_json
+
+    if args.json:
+        sys.stdout.write(json.dumps(trace_json(loaded)) + "\n")
+    else:
+        print_trace(loaded, sys.stdout)
+    return EXIT_OK

@@ -123,7 +123,7 @@ class PacketSent:
     local: Address
     peer: Address
     raw: bytes
-    packet: Packet
+    packet: Packet | None  # None only in a capture rebuilt from the wire, for a datagram that does not decode
     note: Note = Note.NONE
 
 

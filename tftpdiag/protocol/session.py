@@ -66,7 +66,9 @@ class Timing:
     min_timeout: float = 0.1  # floor of the adaptive timeout (RFC 1123 asks for adaptive timeouts)
     max_timeout: float = 8.0  # cap of the exponential backoff
     retries: int = 5  # consecutive timeouts before giving up
-    dally: float = 1.0  # how long the side that sent the final ACK stays to re-ACK a repeated DATA
+    # How long the side that sent the final ACK stays to re-ACK a repeated final DATA. It must outlast
+    # the peer's retransmissions of that DATA, which back off: a few seconds costs only a socket.
+    dally: float = 3.0
     progress_interval: float = 0.1
     rollover: int = 0  # the block number that follows 65535 when we send (0, or 1 as some peers do)
     adaptive: bool = True
@@ -249,7 +251,10 @@ class Session:
     def unreachable(self, now: float, message: str) -> None:
         """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
         if not self.state.finished:
-            self._fail(now, Reason.UNREACHABLE, Side.PEER, None, message, send=False)
+            self._fail(now, Reason.UNREACHABLE, Side.PEER, None, message + self._unreachable_hint(), send=False)
+
+    def _unreachable_hint(self) -> str:
+        return ""
 
     # -- for subclasses -----------------------------------------------------------------------------
 
@@ -512,6 +517,12 @@ class Sender(Session):
 
     def _waiting_for(self) -> str:
         return f"ACK {_wire_block(self._next - 1, self.timing.rollover)}"
+
+    def _unreachable_hint(self) -> str:
+        if self._final is not None and self._sent_max == self._final and self._acked == self._final - 1:
+            return ("; the last block had been sent: the peer probably received everything and closed its "
+                    "port after its final ACK was lost")
+        return ""
 
 
 class Receiver(Session):

@@ -133,7 +133,8 @@ def dict_to_event(d: dict[str, Any]) -> ev.Event:
                     kwargs[name] = _address(value)
                 elif name == "requested":
                     kwargs[name] = _options(value)
-                elif value is not None and name in _CONVERT:
+                elif value is not None and name in _CONVERT and not (name == "reason" and cls is ev.Retransmit):
+                    # Retransmit.reason is free text ("timeout", "window-gap"), not a Failed's Reason.
                     kwargs[name] = _CONVERT[name](value)
                 else:
                     kwargs[name] = value

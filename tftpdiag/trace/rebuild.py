@@ -17,9 +17,13 @@ What a capture can tell is more than what one side knows, so notes and counters 
   "timeout" when the sender had heard nothing from the other side since its previous packet, else
   "window-gap" (an ACK showed the gap).
 - DUPLICATE: an ACK repeated (either side); counted in ``duplicates``.
-- OUT_OF_ORDER: a DATA block of a download ahead of one not yet seen.
+- OUT_OF_ORDER: a DATA block of a download past a gap. Bytes count only blocks that arrive in order
+  (a receiver drops the others and waits for the missing one, RFC 7440), except that an ACK from C
+  covering blocks the capture never saw counts them (as full blocks: only the final one is short).
 - STRAY: a packet to C from an address other than the TID (e.g. a second server session that answered
-  a repeated request); C's ERROR 5 back to it is kept as an ordinary PacketSent.
+  a repeated request); C's ERROR 5 back to it is kept as an ordinary PacketSent. If C then sends DATA
+  or ACK to such an address, the reply the capture saw first never reached C: C's choice becomes the
+  TID (a second PeerLocked event).
 - MALFORMED: an undecodable datagram between C and the TID. One that C sent is a PacketSent with
   ``packet=None``, as PacketReceived has for the received ones.
 - UNEXPECTED / LATE: decoded but out of place, or after the transfer ended.
@@ -47,7 +51,7 @@ DATA packets in the events then hold only the captured part of the payload).
 from __future__ import annotations
 
 import gc
-from typing import Iterable
+from collections.abc import Iterable
 
 from tftpdiag.protocol.events import (
     Address,
@@ -57,29 +61,22 @@ from tftpdiag.protocol.events import (
     Note,
     OptionsNegotiated,
     PacketReceived,
-    PacketSent,
     PeerLocked,
     Progress,
     Reason,
     Retransmit,
-    Role,
     Side,
     TimedOut,
     TransferStarted,
-    TransferStats,
 )
 from tftpdiag.protocol.options import (
     DEFAULT_BLKSIZE,
     Negotiated,
-    OptionOutcome,
-    Verdict,
     accept_oack,
     options_ignored,
     options_refused,
 )
 from tftpdiag.protocol.packets import (
-    Ack,
-    Data,
     Error,
     ErrorCode,
     OAck,
@@ -89,18 +86,22 @@ from tftpdiag.protocol.packets import (
     Request,
     decode,
 )
+from tftpdiag.trace.fastevents import ACKS, make_data, make_received, make_sent
 from tftpdiag.trace.pcap import Datagram
+from tftpdiag.trace.rebuild_state import (
+    ENDED,
+    NEGOTIATING,
+    REQUESTING,
+    TRANSFERRING,
+    TransferState,
+    lenient,
+)
 
 __all__ = ["rebuild", "Rebuilder", "PROGRESS_INTERVAL"]
 
 PROGRESS_INTERVAL = 0.1  # as Timing.progress_interval: a rebuilt rate graph is as dense as a live one
 _ORPHAN_BUFFER = 64  # datagrams kept per address pair while deciding whether it is a TFTP exchange
 _ORPHAN_PAIRS = 4096  # pairs under watch at once; unrelated traffic must not grow this without bound
-
-_REQUESTING, _NEGOTIATING, _TRANSFERRING, _ENDED = 0, 1, 2, 3
-
-# Ack is immutable, so one instance per block number serves every ACK (most of an upload's packets).
-_ACKS = [Ack(n) for n in range(0x10000)]
 
 
 def _try_decode(raw: bytes) -> Packet | None:
@@ -115,114 +116,6 @@ def _fmt(addr: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class _Transfer:
-    """One transfer's state; attributes rather than a dataclass because the hot path reads them."""
-
-    __slots__ = (
-        "sid", "is_read", "client", "server", "tid", "request_raw", "kind", "options", "start", "last",
-        "phase", "blksize", "windowsize", "oack_raw", "pending_oack", "total",
-        "data_max", "acked", "expected", "final", "finishing", "finish_time", "ahead", "sizes",
-        "wrap1", "wrap_decided", "bytes", "blocks", "sent", "received", "retransmits", "duplicates",
-        "timeouts", "out_of_order", "stray", "last_progress", "requests",
-        "client_heard", "server_heard", "client_sent_at", "client_attempt",
-        "run_index", "run_next", "run_first", "run_attempt", "prev", "strays",
-    )  # fmt: skip
-
-    def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float) -> None:
-        self.sid = sid
-        self.is_read = is_read
-        self.client = client
-        self.server = server  # as the client addressed it
-        self.tid: Address | None = None  # who answered; fixed by the first reply
-        self.request_raw = b""
-        self.kind = "RRQ" if is_read else "WRQ"
-        self.options: Options = ()
-        self.start = self.last = time
-        self.phase = _REQUESTING
-        self.blksize = DEFAULT_BLKSIZE
-        self.windowsize = 1
-        self.oack_raw: bytes | None = None
-        self.pending_oack: Options | None = None  # an OACK our client would refuse; C's next packet decides
-        self.total: int | None = None
-        # Block numbers are absolute (counting past rollovers); the wire's 16 bits are mapped near data_max.
-        self.data_max = 0  # highest block the data sender has sent
-        self.acked = -1  # highest block acknowledged (0: the OACK's or the WRQ's ACK 0)
-        self.expected = 1  # download: next block C needs in order
-        self.final: int | None = None  # the short block that ends the transfer
-        self.finishing = False  # download: final block delivered; Completed waits for C's ACK of it
-        self.finish_time = time
-        self.ahead: dict[int, int] = {}  # download: blocks seen past a gap -> wire payload length
-        self.sizes: dict[int, int] = {}  # upload: blocks sent but not yet acknowledged -> payload length
-        self.wrap1 = False  # the sender numbers 65535 -> 1 (not -> 0) after a rollover
-        self.wrap_decided = False
-        self.bytes = self.blocks = self.sent = self.received = 0
-        self.retransmits = self.duplicates = self.timeouts = self.out_of_order = self.stray = 0
-        self.last_progress = time
-        self.requests = 0
-        self.client_heard = False  # C heard from the TID since C last sent
-        self.server_heard = False  # the TID heard from C since it last sent
-        self.client_sent_at = time
-        self.client_attempt = 0
-        self.run_index = -1  # index in the event list of the Retransmit event of the current run
-        self.run_next = 0
-        self.run_first: int | None = None
-        self.run_attempt = 0
-        self.prev: _Transfer | None = None  # the transfer this client port ran before this one
-        self.strays: set[Address] | None = None  # other addresses that answered (e.g. repeated requests)
-
-    @property
-    def role(self) -> Role:
-        return Role.CLIENT_READ if self.is_read else Role.CLIENT_WRITE
-
-    def wire(self, n: int) -> int:
-        if self.wrap1 and n > 0xFFFF:
-            return (n - 1) % 0xFFFF + 1
-        return n & 0xFFFF
-
-    def absolute(self, wire: int) -> int:
-        """The absolute block nearest to the highest one sent that has this wire number."""
-        ref = self.data_max
-        if self.wrap1:
-            if wire == 0:
-                return 0  # only ever ACK 0; once wrapped to 1 it is a stale or bogus number
-            delta = (wire - self.wire(ref)) % 0xFFFF
-            return ref + (delta - 0xFFFF if delta >= 0x7FFF else delta)
-        delta = (wire - ref) & 0xFFFF
-        return ref + (delta - 0x10000 if delta >= 0x8000 else delta)
-
-    def stats(self, now: float) -> TransferStats:
-        return TransferStats(
-            bytes=self.bytes, duration=max(now - self.start, 0.0), blocks=self.blocks,
-            packets_sent=self.sent, packets_received=self.received, retransmits=self.retransmits,
-            duplicates=self.duplicates, timeouts=self.timeouts, out_of_order=self.out_of_order, stray=self.stray,
-        )  # fmt: skip
-
-
-def _lenient(requested: Options, oack: Options) -> Negotiated:
-    """What a transfer ran with after an OACK our client would refuse but the capture's client took."""
-    got = dict(oack)
-    outcomes = []
-    for name, asked in requested:
-        granted = got.get(name)
-        if granted is None:
-            outcomes.append(OptionOutcome(name, asked, None, Verdict.IGNORED))
-        elif name in ("blksize", "windowsize") and asked.isdigit() and granted.isdigit() \
-                and int(granted) < int(asked):
-            outcomes.append(OptionOutcome(name, asked, granted, Verdict.REDUCED))
-        else:
-            outcomes.append(OptionOutcome(name, asked, granted, Verdict.ACCEPTED))
-
-    def number(name: str, default: int | None) -> int | None:
-        value = got.get(name, "")
-        return int(value) if value.isdigit() and len(value) <= 12 else default
-
-    return Negotiated(
-        blksize=max(number("blksize", DEFAULT_BLKSIZE) or DEFAULT_BLKSIZE, 1),
-        windowsize=max(number("windowsize", 1) or 1, 1),
-        timeout=number("timeout", None), tsize=number("tsize", None), outcomes=tuple(outcomes), oack=oack,
-    )  # fmt: skip
-
-
 class Rebuilder:
     """Feed datagrams in capture order with :meth:`feed` (as often as needed), then call :meth:`finish`.
 
@@ -235,8 +128,8 @@ class Rebuilder:
         self.datagrams = 0  # UDP datagrams fed, TFTP or not
         self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
         self.cut = 0  # TFTP datagrams the capture's snap length cut short
-        self._by_client: dict[Address, _Transfer] = {}
-        self._transfers: list[_Transfer] = []
+        self._by_client: dict[Address, TransferState] = {}
+        self._transfers: list[TransferState] = []
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
         self._rejected: set[tuple[Address, Address]] = set()
         self._next_id = 1
@@ -249,6 +142,7 @@ class Rebuilder:
     def feed(self, datagrams: Iterable[Datagram]) -> None:
         by_client = self._by_client
         from_client, from_server, unknown = self._from_client, self._from_server, self._unknown
+        data, ack = self._data, self._ack
         count = 0
         last: Datagram | None = None
         # Every datagram makes a few objects that live on in the event list and none makes a cycle;
@@ -259,12 +153,31 @@ class Rebuilder:
             for d in datagrams:
                 count += 1
                 last = d
+                # DATA and ACK between a client and its transfer's TID go straight to their handler.
                 t = by_client.get(d.src)
                 if t is not None:
+                    raw = d.payload
+                    if len(raw) > 3 and raw[0] == 0 and d.dst == t.tid and not t.finishing:
+                        op = raw[1]
+                        if op == 4:
+                            ack(t, d, raw, True)
+                            continue
+                        if op == 3:
+                            data(t, d, raw, True)
+                            continue
                     from_client(t, d)
                     continue
                 t = by_client.get(d.dst)
                 if t is not None:
+                    raw = d.payload
+                    if len(raw) > 3 and raw[0] == 0 and d.src == t.tid and not t.finishing:
+                        op = raw[1]
+                        if op == 3:
+                            data(t, d, raw, False)
+                            continue
+                        if op == 4:
+                            ack(t, d, raw, False)
+                            continue
                     from_server(t, d)
                 else:
                     unknown(d)
@@ -281,11 +194,12 @@ class Rebuilder:
             self._finished = True
             end = self._capture_end
             for t in self._transfers:
-                if t.phase != _ENDED:
+                if t.phase != ENDED:
                     self._stop(t, end)
             if self._unordered:
-                # Only transfers recognised mid-stream add events behind others; timsort handles the
-                # nearly-sorted list in about one pass, and it is stable for events of one datagram.
+                # Transfers recognised mid-stream or found to have stopped earlier add events behind
+                # others; timsort handles the nearly-sorted list in about one pass, and it is stable, so
+                # the events of one datagram keep their order.
                 self.events.sort(key=_event_time)
         return self.events
 
@@ -295,7 +209,7 @@ class Rebuilder:
 
     # -- dispatch -------------------------------------------------------------------------------------
 
-    def _from_client(self, t: _Transfer, d: Datagram) -> None:
+    def _from_client(self, t: TransferState, d: Datagram) -> None:
         raw = d.payload
         op = raw[1] if len(raw) >= 4 and raw[0] == 0 else -1
         if t.finishing and not (op == 4 and d.dst == t.tid):
@@ -305,7 +219,7 @@ class Rebuilder:
             return
         dst = d.dst
         if dst != (t.tid if t.tid is not None else t.server):
-            if not ((op == 3 or op == 4) and t.strays is not None and dst in t.strays and t.phase != _ENDED):
+            if not ((op == 3 or op == 4) and t.strays is not None and dst in t.strays and t.phase != ENDED):
                 # C talking to someone else: its ERROR 5 to a stray server session, say. Keep what decodes.
                 packet = _try_decode(raw)
                 if packet is not None:
@@ -321,7 +235,7 @@ class Rebuilder:
         else:
             self._other(t, d, raw, True)
 
-    def _from_server(self, t: _Transfer, d: Datagram) -> None:
+    def _from_server(self, t: TransferState, d: Datagram) -> None:
         raw = d.payload
         src = d.src
         if t.finishing:
@@ -334,7 +248,7 @@ class Rebuilder:
                 return
             packet = _try_decode(raw)
             if packet is None:
-                if src[0] == t.server[0] and t.phase != _ENDED:
+                if src[0] == t.server[0] and t.phase != ENDED:
                     self._received(t, d, None, Note.MALFORMED, _malformed(raw))
                 return
             if isinstance(packet, Request):
@@ -374,22 +288,22 @@ class Rebuilder:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    def _client_request(self, t: _Transfer, d: Datagram) -> None:
+    def _client_request(self, t: TransferState, d: Datagram) -> None:
         raw = d.payload
-        if t.phase != _ENDED and raw == t.request_raw and d.dst == t.server:
+        if t.phase != ENDED and raw == t.request_raw and d.dst == t.server:
             self._request_again(t, d)
             return
         packet = _try_decode(raw)
         if not isinstance(packet, Request):
-            if t.phase != _ENDED and d.dst == t.server:
+            if t.phase != ENDED and d.dst == t.server:
                 self._sent(t, d, packet, Note.MALFORMED)  # type: ignore[arg-type]
             return
-        if t.phase != _ENDED:
+        if t.phase != ENDED:
             self._stop(t, d.time, f"the client gave up and sent a new {packet.opcode.name} from the same port")
         self._new_transfer(d, packet, t)
 
-    def _new_transfer(self, d: Datagram, request: Request, prev: _Transfer | None) -> None:
-        t = _Transfer(self._next_id, request.is_read, d.src, d.dst, d.time)
+    def _new_transfer(self, d: Datagram, request: Request, prev: TransferState | None) -> None:
+        t = TransferState(self._next_id, request.is_read, d.src, d.dst, d.time)
         self._next_id += 1
         t.request_raw = d.payload
         t.options = request.options
@@ -407,7 +321,7 @@ class Rebuilder:
                                            request.options))
         self._sent(t, d, request, Note.NONE)
 
-    def _request_again(self, t: _Transfer, d: Datagram) -> None:
+    def _request_again(self, t: TransferState, d: Datagram) -> None:
         """The same request from the same port before the transfer ended: the client retransmitted it."""
         now = d.time
         t.requests += 1
@@ -419,22 +333,22 @@ class Rebuilder:
         packet = _try_decode(d.payload)
         self._sent(t, d, packet, Note.RETRANSMIT)  # type: ignore[arg-type]
 
-    def _lock(self, t: _Transfer, tid: Address, now: float) -> None:
+    def _lock(self, t: TransferState, tid: Address, now: float) -> None:
         t.tid = tid
         self.events.append(PeerLocked(t.sid, now, tid, t.server))
 
     # -- DATA and ACK: the hot path ----------------------------------------------------------------
 
-    def _data(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+    def _data(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         wire = raw[2] << 8 | raw[3]
-        packet = Data(wire, raw[4:])
+        packet = make_data(wire, raw[4:])
         if from_client == t.is_read:
             # DATA from the side that should be receiving it.
-            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != _ENDED else Note.LATE)
+            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != ENDED else Note.LATE)
             return
         phase = t.phase
-        if phase != _TRANSFERRING:
-            if phase == _ENDED:
+        if phase != TRANSFERRING:
+            if phase == ENDED:
                 note = Note.RETRANSMIT if t.absolute(wire) <= t.data_max else Note.LATE
                 self._packet(t, d, packet, from_client, note)
                 return
@@ -443,7 +357,11 @@ class Rebuilder:
         size = d.orig_len - 4
         if size > len(raw) - 4:
             self.cut += 1
-        n = t.absolute(wire)
+        if t.wrap1:
+            n = t.absolute(wire)
+        else:  # t.absolute inlined: this runs for every DATA block
+            ref = t.data_max
+            n = ref + ((wire - ref + 0x8000) & 0xFFFF) - 0x8000
         if n > 0xFFFF and not t.wrap_decided:
             self._decide_wrap(t, wire)
             n = t.absolute(wire)
@@ -467,16 +385,13 @@ class Rebuilder:
                 t.ahead[n] = size
             self._received(t, d, packet, note)
             if n == expected:
+                # Only the block expected counts: a TFTP receiver drops blocks past a gap (RFC 7440) and
+                # waits for them again; the sizes kept in ``ahead`` serve if C's ACK shows it had them.
                 t.bytes += size
                 t.blocks += 1
                 t.expected = expected = n + 1
-                ahead = t.ahead
-                if ahead:
-                    while expected in ahead:
-                        t.bytes += ahead.pop(expected)
-                        t.blocks += 1
-                        expected += 1
-                    t.expected = expected
+                if t.ahead:
+                    t.ahead.pop(n, None)
                 if t.final is not None and expected > t.final:
                     t.finishing = True
                     t.finish_time = now
@@ -487,25 +402,25 @@ class Rebuilder:
                 t.sizes[n] = size
             self._sent(t, d, packet, note)
 
-    def _ack(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+    def _ack(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         wire = raw[2] << 8 | raw[3]
-        packet = _ACKS[wire]
+        packet = ACKS[wire]
         if from_client != t.is_read:
             # ACK from the side that sends the data.
-            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != _ENDED else Note.LATE)
+            self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != ENDED else Note.LATE)
             return
         now = d.time
         phase = t.phase
-        if phase != _TRANSFERRING:
-            if phase == _ENDED:
+        if phase != TRANSFERRING:
+            if phase == ENDED:
                 note = Note.DUPLICATE if t.absolute(wire) <= t.acked else Note.LATE
                 self._packet(t, d, packet, from_client, note)
                 return
-            if phase == _REQUESTING:  # an upload's ACK 0: the server took the WRQ without options
+            if phase == REQUESTING:  # an upload's ACK 0: the server took the WRQ without options
                 self._negotiated(t, options_ignored(t.options), now)
             elif t.pending_oack is not None:  # C took an OACK our client would have refused
-                self._negotiated(t, _lenient(t.options, t.pending_oack), now)
-            t.phase = _TRANSFERRING
+                self._negotiated(t, lenient(t.options, t.pending_oack), now)
+            t.phase = TRANSFERRING
         n = t.absolute(wire)
         previous = t.acked
         if n <= previous:
@@ -537,12 +452,12 @@ class Rebuilder:
             elif now - t.last_progress >= PROGRESS_INTERVAL:
                 self._progress(t, now)
 
-    def _decide_wrap(self, t: _Transfer, wire: int) -> None:
+    def _decide_wrap(self, t: TransferState, wire: int) -> None:
         """First block past 65535: 0 is the usual rollover, 1 the one some senders use (65535 -> 1)."""
         t.wrap_decided = True
         t.wrap1 = wire == 1
 
-    def _retransmitted(self, t: _Transfer, now: float, n: int, from_client: bool) -> None:
+    def _retransmitted(self, t: TransferState, now: float, n: int, from_client: bool) -> None:
         """A DATA block sent again: count it and extend or start the Retransmit event of its run."""
         t.retransmits += 1
         events = self.events
@@ -562,7 +477,7 @@ class Rebuilder:
         t.run_index = len(events)
         events.append(Retransmit(t.sid, now, "window-gap" if heard else "timeout", t.wire(n), 1, t.run_attempt))
 
-    def _client_timeout(self, t: _Transfer, now: float) -> None:
+    def _client_timeout(self, t: TransferState, now: float) -> None:
         t.timeouts += 1
         t.client_attempt += 1
         if t.is_read:
@@ -573,14 +488,14 @@ class Rebuilder:
 
     # -- OACK, ERROR and what does not decode ------------------------------------------------------------
 
-    def _other(self, t: _Transfer, d: Datagram, raw: bytes, from_client: bool) -> None:
+    def _other(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         try:
             packet: Packet | None = decode(raw)
             detail = ""
         except ProtocolError as exc:
             packet, detail = None, exc.message
         now = d.time
-        if t.phase == _ENDED:
+        if t.phase == ENDED:
             if packet is not None:
                 note = Note.RETRANSMIT if isinstance(packet, OAck) and raw == t.oack_raw else Note.LATE
                 self._packet(t, d, packet, from_client, note)
@@ -599,9 +514,9 @@ class Rebuilder:
         else:
             self._packet(t, d, packet, from_client, Note.UNEXPECTED)
 
-    def _oack(self, t: _Transfer, d: Datagram, packet: OAck, raw: bytes) -> None:
+    def _oack(self, t: TransferState, d: Datagram, packet: OAck, raw: bytes) -> None:
         now = d.time
-        if t.phase != _REQUESTING:
+        if t.phase != REQUESTING:
             if raw == t.oack_raw:
                 t.retransmits += 1
                 self.events.append(Retransmit(t.sid, now, "window-gap" if t.server_heard else "timeout", None, 1,
@@ -612,72 +527,72 @@ class Rebuilder:
             return
         t.oack_raw = raw
         self._received(t, d, packet, Note.NONE)
-        t.phase = _NEGOTIATING
+        t.phase = NEGOTIATING
         try:
             negotiated = accept_oack(t.options, packet.options, is_read=t.is_read)
         except ProtocolError:
             # Our client would refuse it; whether this one did shows in its next packet (ERROR 8 or on).
             t.pending_oack = packet.options
-            self._apply(t, _lenient(t.options, packet.options))
+            self._apply(t, lenient(t.options, packet.options))
             return
         self._negotiated(t, negotiated, now)
 
-    def _error(self, t: _Transfer, packet: Error, from_client: bool, now: float) -> None:
+    def _error(self, t: TransferState, packet: Error, from_client: bool, now: float) -> None:
         refused = packet.code == ErrorCode.OPTION_REFUSED and bool(t.options)
         if from_client:
-            if refused and t.oack_raw is not None and t.phase == _NEGOTIATING:
+            if refused and t.oack_raw is not None and t.phase == NEGOTIATING:
                 self._negotiated(t, options_refused(t.options, _try_oack(t.oack_raw)), now)
             elif t.pending_oack is not None:
                 self._negotiated(t, options_refused(t.options, t.pending_oack), now)
             self._end(t, Failed(t.sid, now, Reason.PROTOCOL, Side.LOCAL, packet.code,
                                 packet.message or packet.code_name, t.stats(now)))
         else:
-            if refused and t.phase == _REQUESTING:
+            if refused and t.phase == REQUESTING:
                 self._negotiated(t, options_refused(t.options, None), now)
             self._end(t, Failed(t.sid, now, Reason.PEER_ERROR, Side.PEER, packet.code,
                                 packet.message or packet.code_name, t.stats(now)))
 
     # -- negotiation ------------------------------------------------------------------------------------
 
-    def _begin_data(self, t: _Transfer, now: float) -> None:
+    def _begin_data(self, t: TransferState, now: float) -> None:
         """The first DATA: without an OACK the server ignored every option (RFC 2347)."""
-        if t.phase == _REQUESTING:
+        if t.phase == REQUESTING:
             self._negotiated(t, options_ignored(t.options), now)
         elif t.pending_oack is not None:
-            self._negotiated(t, _lenient(t.options, t.pending_oack), now)
-        t.phase = _TRANSFERRING
+            self._negotiated(t, lenient(t.options, t.pending_oack), now)
+        t.phase = TRANSFERRING
 
-    def _apply(self, t: _Transfer, negotiated: Negotiated) -> None:
+    def _apply(self, t: TransferState, negotiated: Negotiated) -> None:
         t.blksize = negotiated.blksize
         t.windowsize = negotiated.windowsize
         if t.is_read and negotiated.tsize is not None:
             t.total = negotiated.tsize
 
-    def _negotiated(self, t: _Transfer, negotiated: Negotiated, now: float) -> None:
+    def _negotiated(self, t: TransferState, negotiated: Negotiated, now: float) -> None:
         t.pending_oack = None
         self._apply(t, negotiated)
         self.events.append(OptionsNegotiated(t.sid, now, negotiated))
 
     # -- packet events --------------------------------------------------------------------------------
 
-    def _packet(self, t: _Transfer, d: Datagram, packet: Packet, from_client: bool, note: Note) -> None:
+    def _packet(self, t: TransferState, d: Datagram, packet: Packet, from_client: bool, note: Note) -> None:
         if from_client:
             self._sent(t, d, packet, note)
         else:
             self._received(t, d, packet, note)
 
-    def _sent(self, t: _Transfer, d: Datagram, packet: Packet, note: Note) -> None:
+    def _sent(self, t: TransferState, d: Datagram, packet: Packet, note: Note) -> None:
         now = d.time
-        self.events.append(PacketSent(t.sid, now, t.client, d.dst, d.payload, packet, note))
+        self.events.append(make_sent(t.sid, now, t.client, d.dst, d.payload, packet, note))
         t.sent += 1
         t.last = now
         t.client_sent_at = now
         t.client_heard = False
         t.server_heard = True
 
-    def _received(self, t: _Transfer, d: Datagram, packet: Packet | None, note: Note, detail: str = "") -> None:
+    def _received(self, t: TransferState, d: Datagram, packet: Packet | None, note: Note, detail: str = "") -> None:
         now = d.time
-        self.events.append(PacketReceived(t.sid, now, t.client, d.src, d.payload, packet, note, detail))
+        self.events.append(make_received(t.sid, now, t.client, d.src, d.payload, packet, note, detail))
         if packet is not None:  # a live client does not count what it could not decode
             t.received += 1
         t.last = now
@@ -685,37 +600,40 @@ class Rebuilder:
         t.server_heard = False
         t.client_attempt = 0
 
-    def _progress(self, t: _Transfer, now: float) -> None:
+    def _progress(self, t: TransferState, now: float) -> None:
         t.last_progress = now
         self.events.append(Progress(t.sid, now, t.bytes, t.total, t.stats(now)))
 
     # -- endings ----------------------------------------------------------------------------------------
 
-    def _end(self, t: _Transfer, result: Completed | Failed) -> None:
-        self.events.append(Progress(t.sid, result.time, t.bytes, t.total, result.stats))
-        self.events.append(result)
-        t.phase = _ENDED
+    def _end(self, t: TransferState, result: Completed | Failed) -> None:
+        events = self.events
+        if events and events[-1].time > result.time:
+            self._unordered = True  # a transfer found to have stopped earlier, while others went on
+        events.append(Progress(t.sid, result.time, t.bytes, t.total, result.stats))
+        events.append(result)
+        t.phase = ENDED
         t.finishing = False
         t.ahead = {}
         t.sizes = {}
         t.run_index = -1
 
-    def _complete(self, t: _Transfer, now: float) -> None:
+    def _complete(self, t: TransferState, now: float) -> None:
         t.finishing = False
         self._end(t, Completed(t.sid, now, t.stats(now)))
 
-    def _stop(self, t: _Transfer, end: float, why: str | None = None) -> None:
+    def _stop(self, t: TransferState, end: float, why: str | None = None) -> None:
         """The capture (or the client) moved on without this transfer ending: complete it if its final
         block was delivered, else fail it as a timeout and say what was seen last."""
         if t.finishing:
             self._complete(t, t.finish_time)
             return
         if t.pending_oack is not None:
-            self._negotiated(t, _lenient(t.options, t.pending_oack), t.last)
+            self._negotiated(t, lenient(t.options, t.pending_oack), t.last)
         now = t.last
         if t.tid is None:
-            times = "once" if t.requests == 1 else f"{t.requests} times"
-            message = f"no reply from {_fmt(t.server)} to the {t.kind} (sent {times} over {now - t.start:.1f} s)"
+            times = "once" if t.requests == 1 else f"{t.requests} times over {now - t.start:.1f} s"
+            message = f"no reply from {_fmt(t.server)} to the {t.kind} (sent {times})"
         else:
             message = f"the transfer stopped after {t.bytes:,} bytes in {t.blocks} blocks"
         if why is not None:
@@ -761,11 +679,11 @@ class Rebuilder:
         is_read = not (acker[1] == 69 and data_sender[1] != 69)
         client, server = (acker, data_sender) if is_read else (data_sender, acker)
         first = buffered[0]
-        t = _Transfer(self._next_id, is_read, client, server, first.time)
+        t = TransferState(self._next_id, is_read, client, server, first.time)
         self._next_id += 1
         self.midstream += 1
         t.tid = server
-        t.phase = _TRANSFERRING
+        t.phase = TRANSFERRING
         t.blksize = max((s.orig_len - 4 for s in buffered if s.payload[1] == 3), default=DEFAULT_BLKSIZE)
         t.windowsize = 0xFFFF  # unknown; only the names of retransmit reasons depend on it
         wire = first.payload[2] << 8 | first.payload[3]
@@ -775,7 +693,7 @@ class Rebuilder:
             t.data_max, t.acked, t.expected = wire, wire, wire + 1
         t.wrap_decided = True  # numbering from here is all the capture shows
         previous = self._by_client.get(client)
-        if previous is not None and previous.phase != _ENDED:
+        if previous is not None and previous.phase != ENDED:
             self._stop(previous, first.time, "another exchange took over its port")
         self._transfers.append(t)
         self._by_client[client] = t
@@ -783,6 +701,10 @@ class Rebuilder:
         if events and events[-1].time > first.time:
             self._unordered = True
         events.append(TransferStarted(t.sid, first.time, t.role, "", "", client, server, ()))
+        if first.payload[1] == 4:
+            # The ACK the capture begins with acknowledges blocks it never saw: a plain ACK, not a repeat.
+            self._packet(t, first, ACKS[wire], first.src == client, Note.NONE)
+            buffered = buffered[1:]
         for d in buffered:
             if d.src == client:
                 self._from_client(t, d)

@@ -1,0 +1,244 @@
+"""ERRORs and refusals: a file that is not there (often because of its name), access refused, other
+error codes, refused requests on our server (odd names, path escapes), a UEFI size probe, and
+protocol breaches."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tftpdiag.protocol.events import Failed, Reason, Side
+from tftpdiag.protocol.packets import Ack, Error, error_code_name
+
+from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence, fmt_addr, fmt_options
+from tftpdiag.findings.state import SessionState, describe
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("file-not-found", "access-violation", "server-error", "odd-filename", "path-escape", "size-probe",
+       "client-aborted", "protocol-breach")
+
+_CODE_HINTS = {
+    0: "ERROR 0 has no meaning of its own: the message is all the server says",
+    3: "the server's disk is full or the file exceeds a size limit it has",
+    4: "the server does not take this request (dnsmasq is read-only: no uploads) or disliked a packet",
+    5: "the server lost track of this transfer (its session timed out, or it answered a repeated request "
+       "with a second session)",
+    6: "the server does not overwrite files (tftpd-hpa needs the file to exist and be world-writable; "
+       "tftpdiag serve --allow-overwrite)",
+    7: "the server knows no such user (an obsolete 'mail' mode error)",
+}
+
+
+def _peer_error(s: SessionState) -> Failed | None:
+    res = s.result
+    if isinstance(res, Failed) and res.reason is Reason.PEER_ERROR and res.raised_by is Side.PEER:
+        return res
+    return None
+
+
+def _is_odd_char(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xDC80 <= code <= 0xDCFF or not ch.isprintable()
+
+
+def name_features(name: str, nearest: str | None = None) -> list[str]:
+    """What is unusual about a requested name, each in a few words."""
+    out = []
+    odd = [ch for ch in name if _is_odd_char(ch)]
+    if odd:
+        shown = ", ".join(escape_name(ch)[1:-1] for ch in dict.fromkeys(odd))
+        out.append(f"odd bytes ({shown})")
+    if "\\" in name:
+        out.append("backslashes")
+    if name.startswith("/"):
+        out.append("a leading /")
+    if name != name.strip():
+        out.append("spaces at an end")
+    if nearest is not None:
+        cleaned = "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
+        if nearest != cleaned and nearest.lower() == cleaned.lower():
+            out.append(f"letter case differs from the existing {escape_name(nearest)}")
+    return out
+
+
+def _client_name_hints(name: str) -> list[str]:
+    hints = []
+    if any(_is_odd_char(ch) for ch in name):
+        hints.append("The name holds odd bytes: buggy firmware or a DHCP file name with garbage appended "
+                     "(netboot.xyz#1198); fix it where the client gets it (DHCP option 67 / filename).")
+    if "\\" in name:
+        hints.append("It uses backslashes: most servers take \\ as part of the name; use / (or tftpd-hpa's "
+                     "remap rules, -m).")
+    if name.startswith("/"):
+        hints.append("It starts with /: tftpd-hpa with -s and dnsmasq take it relative to their root, atftpd and "
+                     "tftpd-hpa without -s as an absolute path; try without the leading /.")
+    if any(ch.isupper() for ch in name):
+        hints.append(f"Names are case-sensitive on Linux servers: check the exact case (e.g. "
+                     f"{escape_name(name.lower())}); dnsmasq --tftp-lowercase folds it.")
+    if name != name.strip():
+        hints.append("It has spaces at an end.")
+    return hints
+
+
+def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.client_side:
+        return None
+    res = _peer_error(s)
+    if res is None or res.code == 8:
+        return None
+    server = fmt_addr(s.locked or s.peer)
+    name = escape_name(s.filename)
+    message = repr(res.message) if res.message else "(no message)"
+    ev = [f"{s.t(t)}: {s.kind} {name} {s.mode} {fmt_options(s.requested)} sent to {fmt_addr(s.peer)}"
+          for t in s.request_times[:1]]
+    ev.append(f"{s.t(res.time)}: ERROR {res.code} ({error_code_name(res.code)}) {message} from {server}")
+    if res.code == 1:
+        hints = _client_name_hints(s.filename)
+        summary = f"{server} has no file {name}: ERROR 1, {message}"
+        suggestion = " ".join(hints + ["Check that the file is in the server's root directory (tftpd-hpa -s DIR, "
+                                       "dnsmasq --tftp-root, atftpd's directory argument) under exactly this name."])
+        return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
+    if res.code == 2:
+        summary = f"{server} refused the {s.kind} for {name}: ERROR 2 (access violation), {message}"
+        if s.receiver:
+            suggestion = ("The file may exist but not be readable by the server (tftpd-hpa serves only "
+                          "world-readable files: chmod o+r), or the path leads outside the served directory.")
+        else:
+            suggestion = ("Uploads may be off or the target not writable: tftpd-hpa needs -c to create files and "
+                          "existing files must be world-writable; dnsmasq takes no uploads; tftpdiag serve needs "
+                          "--allow-upload.")
+        return Finding("access-violation", ERROR, summary, evidence(ev), suggestion, s.session)
+    hint = _CODE_HINTS.get(res.code, f"code {res.code} is not one of RFC 1350's")
+    summary = (f"{server} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}), {message}"
+               + (f" after {s.moved:,} blocks" if s.moved else ""))
+    return Finding("server-error", ERROR, summary, evidence(ev), hint[0].upper() + hint[1:] + ".", s.session)
+
+
+def refusals(s: SessionState, a: Analyzer) -> Finding | None:
+    r = s.refused
+    if r is None:
+        return None
+    client = fmt_addr(r.peer)
+    name = escape_name(r.filename)
+    what = "RRQ" if r.is_read else "WRQ"
+    ev = [f"{s.t(r.time)}: {what} {name} from {client}",
+          f"{s.t(r.time)}: refused with ERROR {r.code} ({error_code_name(r.code)}) {r.message!r}"]
+    why = r.why
+    if why == "path-escape":
+        summary = f"Client {client} asked for {name}, which leads outside the served directory: refused"
+        return Finding("path-escape", WARNING, summary, evidence(ev),
+                       "A device asking this has a wrong path configured (use one relative to the TFTP root); "
+                       "otherwise someone is probing the server for path traversal (as tftpy#110). Nothing was "
+                       "served.", s.session)
+    if why in ("not-found", "bad-name"):
+        features = name_features(r.filename, r.suggestion)
+        nearest = f"; the nearest existing file is {escape_name(r.suggestion)}" if r.suggestion else ""
+        if r.suggestion:
+            ev.append(f"nearest existing name: {escape_name(r.suggestion)}")
+        if features:
+            summary = (f"Client {client} asked for {name}, with {', '.join(features)}: not served "
+                       f"({r.message}){nearest}")
+            suggestion = ("Fix the name where the client gets it (DHCP option 67 / filename, its boot menu or "
+                          "firmware settings)" + (f", or add a link named like that to {escape_name(r.suggestion)}"
+                                                  if r.suggestion else "") + ".")
+            return Finding("odd-filename", WARNING, summary, evidence(ev), suggestion, s.session)
+        summary = f"Client {client} asked for {name}, which is not in the served directory{nearest}"
+        return Finding("file-not-found", WARNING, summary, evidence(ev),
+                       "Put the file in the served directory, or fix the name the client is given.", s.session)
+    if why in ("no-permission", "read-only", "not-a-file", "exists"):
+        hint = {
+            "read-only": "Uploads are off: start the server with --allow-upload to take them.",
+            "exists": "The file exists and overwriting is off (--allow-overwrite).",
+            "no-permission": "Make the file readable by the server's user.",
+            "not-a-file": "The name is a directory or a special file; ask for a regular file.",
+        }[why]
+        summary = f"Refused the {what} for {name} from {client}: {r.message}"
+        return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
+    if why == "not-a-request":
+        got = s.unexpected[0][1] if s.unexpected else "a packet"
+        summary = f"{client} sent {got} to the TFTP port outside any transfer: answered with ERROR {r.code}"
+        return Finding("stray-packets", INFO, summary, evidence(ev),
+                       "Usually a late packet of a transfer that had ended; harmless unless it repeats.", s.session)
+    if why == "malformed":
+        summary = f"{client} sent a datagram to the TFTP port that is not a valid request: {r.message}"
+        return Finding("protocol-breach", INFO, summary, evidence(ev),
+                       "A broken client or a probe (a 1-byte datagram crashes some servers, tftpy#140); tftpdiag "
+                       "answers with an ERROR and goes on.", s.session)
+    summary = f"Turned away the {what} for {name} from {client}: {r.message}"
+    return Finding("server-error", WARNING, summary, evidence(ev),
+                   "Raise the server's session limits if this happens under normal load.", s.session)
+
+
+def size_probe(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.client_side or s.role is None or s.receiver:
+        return None
+    res = _peer_error(s)
+    if res is None or res.code != 8 or "tsize" not in s.req or not s.oack_tx or s.moved:
+        return None
+    if s.followup is None:
+        a.note_probe(s)
+    client = fmt_addr(s.peer)
+    size = f"{s.tsize:,} B" if s.tsize is not None else "unknown"
+    summary = (f"Client {client} asked for {escape_name(s.filename)} with tsize, read the size ({size}) from our "
+               f"OACK and ended with ERROR 8: a size probe, as UEFI firmware makes before the real download; "
+               f"normal, not a failure")
+    ev = [f"{s.t(s.request_times[0])}: RRQ {escape_name(s.filename)} {fmt_options(s.requested)}"] \
+        if s.request_times else []
+    ev += [f"{s.t(t)}: OACK sent" for t in s.oack_tx_times[:1]]
+    ev.append(f"{s.t(res.time)}: ERROR 8 {res.message!r} from the client")
+    if s.followup is not None:
+        t, sid, how = s.followup
+        ev.append(f"{s.t(t)}: asked again {how} (session {sid})")
+        suggestion = f"Nothing to fix; the download that follows (session {s.followup[1]}) is the one to watch."
+    else:
+        suggestion = ("Nothing to fix: the client asks again for the download itself. If no second request "
+                      "follows, it did not like the size or the OACK.")
+    return Finding("size-probe", INFO, summary, evidence(ev), suggestion, s.session)
+
+
+def client_aborted(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.client_side or s.role is None:
+        return None
+    res = _peer_error(s)
+    if res is None or res.code == 8:
+        return None
+    if s.oack_tx and s.peer_answered is not None and s.moved == 0 and s.ack0_t is None:
+        return None  # answered our OACK with an ERROR: client-ignored-oack says it
+    summary = (f"Client {fmt_addr(s.peer)} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}) "
+               f"{res.message!r} after {s.moved:,} blocks")
+    return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR {res.code} from the client"]),
+                   "The client's message says why; ERROR 0 usually means its user or firmware cancelled.",
+                   s.session)
+
+
+def protocol_breach(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.role is None:
+        return None
+    items: list[str] = []
+    for t, what, detail in s.unexpected:
+        if detail in ("OACK after the transfer began", "ACK before the OACK was accepted"):
+            continue  # bad-oack and client-ignored-oack say these
+        items.append(f"{s.t(t)}: {what}" + (f" ({detail})" if detail else ""))
+    res = s.result
+    if isinstance(res, Failed) and res.code is not None:
+        for t, p in s.late_log:
+            if t < res.time:
+                continue
+            if isinstance(p, Ack):
+                items.append(f"{s.t(t)}: {describe(p)} after the ERROR (pin/tftp#99)")
+            elif isinstance(p, Error) and res.raised_by is Side.LOCAL:
+                items.append(f"{s.t(t)}: {describe(p)} answering our ERROR (tftpy#106)")
+        if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code != 8:
+            items.append(f"{s.t(res.time)}: tftpdiag ended the transfer: {res.message}")
+    if not items:
+        return None
+    summary = f"{s.other.capitalize()} broke the protocol: {items[0].split(': ', 1)[1]}"
+    if len(items) > 1:
+        summary += f" (and {len(items) - 1} more)"
+    return Finding("protocol-breach", WARNING, summary, evidence(items),
+                   f"{s.other.capitalize()} sent packets RFC 1350 does not allow here; if it is a device, look for a "
+                   "firmware update; tftpdiag survives them.", s.session)
+
+
+RULES = (client_errors, refusals, size_probe, client_aborted, protocol_breach)

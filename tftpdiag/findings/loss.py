@@ -1,0 +1,221 @@
+"""Packets that go missing or come twice: large blocks that never arrive, loss with an estimate,
+duplicates, the Sorcerer's Apprentice, and packets from strangers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tftpdiag.protocol.events import Failed, Reason
+from tftpdiag.protocol.packets import Data, OAck
+
+from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, evidence, fmt_addr, transient
+from tftpdiag.findings.state import QUICK, SessionState, describe
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "stray-packets")
+
+# A block this large no longer fits a 1280-byte path (IPv6's minimum MTU) with its headers; below it a
+# negotiated transfer that never moves has other causes.
+LARGE = 1232
+ETHERNET_BLKSIZE = {4: 1468, 6: 1448}
+
+
+def timed_out_or_stuck(s: SessionState, a: Analyzer) -> str | None:
+    """'failed' when the session ended on a timeout; 'live' when it is still waiting after timeouts and
+    has been quiet for the analyzer's stall_after; else None."""
+    res = s.result
+    if isinstance(res, Failed):
+        return "failed" if res.reason is Reason.TIMEOUT else None
+    if res is None and s.last_timeout is not None and s.last_timeout.attempt >= 2 and \
+            (s.last_move is None or s.last_timeout.time > s.last_move) and \
+            a.now - (s.last_move if s.last_move is not None else s.t0) >= a.stall_after:
+        return "live"
+    return None
+
+
+def large_block_case(s: SessionState, a: Analyzer) -> str | None:
+    """'failed' or 'live' when a successful negotiation of a large block was followed by no movement."""
+    n = s.negotiated
+    if s.blksize <= LARGE or n is None or n.oack is None or s.role is None:
+        return None
+    state = timed_out_or_stuck(s, a)
+    if state is None:
+        return None
+    if s.receiver:
+        if s.client_side and s.ack0_t is not None and s.data_rx == 0 and s.dup_data == 0:
+            return state
+        return None
+    if (s.ack0_t is not None or s.client_side) and s.acks_rx == 0 and (s.first_data_len or 0) > LARGE:
+        return state
+    return None
+
+
+def _ip_overhead(s: SessionState) -> tuple[int, int]:
+    peer = s.locked or s.peer
+    v6 = peer is not None and ":" in peer[0]
+    return (6 if v6 else 4), (48 if v6 else 28)
+
+
+@transient("large-block-loss")
+def large_block_loss(s: SessionState, a: Analyzer) -> Finding | None:
+    state = large_block_case(s, a)
+    if state is None:
+        return None
+    version, overhead = _ip_overhead(s)
+    b = s.blksize
+    wire = b + 4 + overhead
+    waits = sum(1 for e in s.timeouts if s.neg_time is None or e.time >= s.neg_time) or s.n_timeouts
+    if s.client_side and s.receiver:
+        summary = (f"The OACK (blksize {b}) and our ACK 0 got through, but no DATA ever came ({waits} timeouts "
+                   f"waiting for DATA 1): IPv{version} packets of {wire:,} bytes are lost on the path (an MTU below "
+                   f"that, or IP fragments dropped)")
+        ev = [f"{s.t(s.neg_time or s.last_time)}: OACK {' '.join(f'{k}={v}' for k, v in s.negotiated.oack)}",
+              f"{s.t(s.ack0_t or s.last_time)}: ACK 0 sent"]
+    else:
+        who = f"Client {fmt_addr(s.peer)}" if not s.client_side else fmt_addr(s.locked or s.peer)
+        accepted = "accepted our OACK with ACK 0" if not s.client_side else f"granted blksize {b}"
+        summary = (f"{who} {accepted}, but never acknowledged DATA 1 of {s.first_data_len:,} bytes "
+                   f"({1 + waits} sends): IPv{version} packets of {wire:,} bytes are lost on the path (an MTU "
+                   f"below that, or IP fragments dropped)")
+        ev = [f"{s.t(s.ack0_t or s.neg_time or s.last_time)}: "
+              + ("ACK 0 received" if not s.client_side else f"OACK blksize={b} received"),
+              f"{s.t(s.first_data_t or s.last_time)}: DATA 1 ({s.first_data_len} B) sent"]
+    ev += [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for}" for e in s.timeouts[:3]]
+    fit = ETHERNET_BLKSIZE[version]
+    if b > fit:
+        target = (f"blksize {fit} or less (the largest that fits a 1500-byte Ethernet MTU over IPv{version}; "
+                  f"{ETHERNET_BLKSIZE[6 if version == 4 else 4]} over IPv{6 if version == 4 else 4})")
+    else:
+        target = ("a blksize below the path's MTU, e.g. 1200 or 1024: tunnels, VPNs and PPPoE have MTUs under "
+                  "1500")
+    suggestion = (f"Use {target}. On the server, dnsmasq --tftp-mtu or tftpd-hpa -B caps it for every client; "
+                  f"firewalls that drop IP fragments also cause this (FOGProject#455).")
+    return Finding("large-block-loss", ERROR if state == "failed" else WARNING, summary, evidence(ev), suggestion,
+                   s.session)
+
+
+def _blocks(s: SessionState) -> int:
+    stats = s.stats
+    return max(s.moved, stats.blocks if stats is not None else 0)
+
+
+def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.role is None or s.moved == 0 or s.episodes == 0:
+        return None
+    blocks = _blocks(s)
+    ws = max(s.windowsize, 1)
+    packets = blocks + max(blocks // ws, 1) + 2
+    pct = 100.0 * s.episodes / packets
+    severity = WARNING if pct >= 0.5 and s.episodes >= 2 else INFO
+    repeated = s.dup_data + s.dup_ack
+    parts = [f"{s.n_timeouts} timeout{'s' if s.n_timeouts != 1 else ''}"]
+    late = repeated - s.dup_quick
+    if late > 0:
+        parts.append(f"{late} packet{'s' if late != 1 else ''} resent by {s.other}")
+    if s.ooo:
+        parts.append(f"{s.ooo} out of order")
+    if s.window_gaps:
+        parts.append(f"{s.window_gaps} window gap{'s' if s.window_gaps != 1 else ''}")
+    summary = (f"About {pct:.1f}% of packets lost: {s.episodes} loss{'es' if s.episodes != 1 else ''} over "
+               f"~{packets:,} packets ({', '.join(parts)})")
+    ev = [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for} (attempt {e.attempt})"
+          for e in s.timeouts[:4]]
+    if s.dup_first is not None:
+        ev.append(f"{s.t(s.dup_first[0])}: {s.dup_first[1]} came again")
+    if s.ooo_first is not None:
+        ev.append(f"{s.t(s.ooo_first[0])}: {s.ooo_first[1]} arrived past a gap")
+    if s.stats is not None:
+        ev.append(f"{s.stats.retransmits} packets resent by tftpdiag in {s.stats.duration:.1f} s")
+    tips = ["Each loss costs a retransmit timeout; find the lossy link (Wi-Fi, a congested or half-duplex port, a "
+            "policer)."]
+    if ws > 1:
+        tips.append(f"With windowsize {ws} a loss resends the window from the gap: a smaller window can help on "
+                    "this path.")
+    if s.blksize > 1468:
+        tips.append(f"blksize {s.blksize} travels as IP fragments: losing one loses the block; try 1468 or less.")
+    return Finding("packet-loss", severity, summary, evidence(ev), " ".join(tips), s.session)
+
+
+def duplicates(s: SessionState, a: Analyzer) -> Finding | None:
+    requests = max(s.requests_rx - 1, 0) if not s.client_side else 0
+    total = s.dup_data + s.dup_ack + s.dup_other
+    if total < 3:
+        return None
+    stats = s.stats
+    received = max(stats.packets_received if stats is not None else 0, s.moved + total, 1)
+    if total / received < 0.01 and total < 10:
+        return None
+    parts = []
+    if s.dup_data:
+        parts.append(f"{s.dup_data} DATA")
+    if s.dup_ack:
+        parts.append(f"{s.dup_ack} ACK")
+    if requests:
+        parts.append(f"{requests} repeated request{'s' if requests != 1 else ''}")
+    others = s.dup_other - requests
+    if others > 0:
+        parts.append(f"{others} other")
+    quick = s.dup_quick
+    late = total - quick - requests
+    summary = (f"{total} packets from {s.other} came twice ({', '.join(parts)}): {quick} within "
+               f"{QUICK * 1000:.0f} ms of the first copy (duplicated on the way, or sent twice)")
+    if late > 0:
+        summary += f", {late} after a pause (resent after a loss)"
+    severity = WARNING if quick >= 3 and quick / received >= 0.05 else INFO
+    ev = [f"{s.t(s.dup_first[0])}: first duplicate: {s.dup_first[1]}"] if s.dup_first else []
+    ev.append(f"{total} duplicates among {received:,} packets received")
+    if quick >= late:
+        suggestion = ("Close duplicates come from the network (a switching loop, a mirrored port, bonding) or a "
+                      "sender that sends twice; they waste bandwidth, and double the traffic against a sender "
+                      "with the Sorcerer's Apprentice bug.")
+    else:
+        suggestion = "Late duplicates are resends after a loss or a slow answer: see packet-loss."
+    if requests:
+        suggestion += " A repeated request means our first answer was slow to reach the client or was lost."
+    return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
+
+
+def sorcerers_apprentice(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.receiver or s.windowsize != 1 or s.sas_hits < 6 or s.sas_first is None:
+        return None
+    since = max(s.data_rx - s.sas_base + 1, 1)
+    if s.sas_hits < 0.75 * since:
+        return None
+    t, first = s.sas_first
+    summary = (f"{s.other.capitalize()} sends DATA again for every duplicate ACK (the Sorcerer's Apprentice bug): "
+               f"from block {first} on, {s.sas_hits} of {since} blocks came twice, each right after one of our "
+               f"repeated ACKs, so every block travels twice")
+    ev = [f"{s.t(t)}: DATA {first} came again right after our repeated ACK {(first - 1) & 0xFFFF}",
+          f"{s.dup_data} duplicate DATA in all, {s.data_rx} blocks"]
+    return Finding("sorcerers-apprentice", WARNING, summary, evidence(ev),
+                   "Fix the sender: RFC 1123 (4.2.3.1) says to resend only on a timeout, never on a duplicate ACK "
+                   "(atftpd: --prevent-sas; tftpy before 0.8.1, tftpy#41). A late or lost ACK starts it, so loss "
+                   "on the path makes it likelier; windowsize avoids lock-step altogether.", s.session)
+
+
+def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.stray or s.stray_first is None or s.role is None:
+        return None
+    t, addr, packet = s.stray_first
+    peer = s.locked or s.peer
+    sources = ", ".join(f"{fmt_addr(x)} ({n})" for x, n in list(s.stray_from.items())[:4])
+    second_session = (s.client_side and peer is not None and all(x[0] == peer[0] for x in s.stray_from)
+                      and (isinstance(packet, OAck) or (isinstance(packet, Data) and packet.block == 1)))
+    ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, answered with ERROR 5"]
+    if second_session:
+        summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} came from {sources} instead of this transfer's "
+                   f"port {fmt_addr(peer)}: the server answered a request twice (a second session, after a resent "
+                   f"or duplicated request); tftpdiag answered with ERROR 5 and went on")
+        return Finding("stray-packets", INFO, summary, evidence(ev),
+                       "Harmless: the second session ends on ERROR 5. It happens when the first answer was slow "
+                       "and the request was resent.", s.session)
+    summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} from {sources}, not this transfer's peer "
+               f"{fmt_addr(peer)}: answered with ERROR 5 (unknown transfer ID)")
+    return Finding("stray-packets", WARNING, summary, evidence(ev),
+                   "Another host or program sends to this transfer's port, or a NAT changed the peer's port "
+                   "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)
+
+
+RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, stray_packets)

@@ -1,0 +1,147 @@
+"""The Finding type and the small formatters every family of causes uses for its wording."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+__all__ = [
+    "Finding",
+    "SEVERITIES",
+    "INFO",
+    "WARNING",
+    "ERROR",
+    "severity_rank",
+    "escape_name",
+    "fmt_addr",
+    "fmt_bytes",
+    "fmt_rate",
+    "fmt_t",
+    "fmt_options",
+    "MAX_EVIDENCE",
+]
+
+INFO, WARNING, ERROR = "info", "warning", "error"
+SEVERITIES = (INFO, WARNING, ERROR)
+_RANK = {INFO: 0, WARNING: 1, ERROR: 2}
+MAX_EVIDENCE = 8
+
+
+def severity_rank(severity: str) -> int:
+    """0 for info, 1 for warning, 2 for error."""
+    return _RANK[severity]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A diagnosis of one session, in plain words, with what it rests on and what to try.
+
+    ``id`` is stable (scripts match on it); ``summary`` is one line with the concrete figures;
+    ``evidence`` cites packets and events by time since the session began; ``session`` is the id of the
+    session on the event bus.
+    """
+
+    id: str
+    severity: str
+    summary: str
+    evidence: tuple[str, ...] = field(default=())
+    suggestion: str = ""
+    session: int = 0
+
+    def __post_init__(self) -> None:
+        if self.severity not in _RANK:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if not isinstance(self.evidence, tuple):
+            object.__setattr__(self, "evidence", tuple(self.evidence))
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self.severity]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: ``{id, severity, summary, evidence, suggestion}``."""
+        return {
+            "id": self.id,
+            "severity": self.severity,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "suggestion": self.suggestion,
+        }
+
+
+def transient(finding_id: str):
+    """Mark a rule whose live finding is a hypothesis (the peer went quiet) that progress can disprove:
+    when the rule no longer holds after the session moved again, the finding turns into info."""
+
+    def mark(rule):
+        rule.transient = finding_id
+        return rule
+
+    return mark
+
+
+def evidence(items: Iterable[str], more: int = 0) -> tuple[str, ...]:
+    """At most MAX_EVIDENCE lines; ``more`` extra items not listed are counted in a last line."""
+    out = list(items)
+    if len(out) > MAX_EVIDENCE:
+        more += len(out) - MAX_EVIDENCE + 1
+        out = out[: MAX_EVIDENCE - 1]
+    if more > 0:
+        out.append(f"... and {more} more")
+    return tuple(out)
+
+
+def escape_name(name: str) -> str:
+    """A file name quoted with its odd bytes visible: control bytes, bytes that are not UTF-8 (as the
+    codec kept them, surrogate-escaped) and non-breaking look-alikes become ``\\xNN`` / ``\\u....``.
+
+    Backslashes are shown doubled so that a real backslash cannot be mistaken for an escape.
+    """
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "'":
+            out.append("\\'")
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif not ch.isprintable() or ch in "\u00a0\u200b\u200c\u200d\ufeff":
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "'" + "".join(out) + "'"
+
+
+def fmt_addr(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return "?"
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fmt_bytes(n: float) -> str:
+    if abs(n) < 1024:
+        return f"{n:,.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.1f} {unit}"
+    return f"{n:,.1f} GiB"  # pragma: no cover
+
+
+def fmt_rate(bytes_per_s: float) -> str:
+    return f"{fmt_bytes(bytes_per_s)}/s"
+
+
+def fmt_t(t: float) -> str:
+    """A time since the session began, as evidence cites it."""
+    return f"t+{t:.3f}s"
+
+
+def fmt_options(options: Iterable[tuple[str, str]] | None) -> str:
+    if not options:
+        return "no options"
+    return " ".join(f"{name}={value}" for name, value in options)

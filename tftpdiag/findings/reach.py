@@ -1,0 +1,242 @@
+"""Can the two ends hear each other? Silence, ICMP errors, answers from elsewhere, a peer that goes
+quiet, and transfers that stop moving."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from tftpdiag.protocol.events import Completed, Failed, Reason
+
+from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence, fmt_addr, fmt_bytes, transient
+from tftpdiag.findings.state import SessionState
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("no-reply", "port-unreachable", "host-unreachable", "reply-from-other-address", "client-stopped-acking",
+       "stalled")
+
+_UNREACHABLE_HOST = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+
+
+def _timed_out(s: SessionState) -> bool:
+    res = s.result
+    return isinstance(res, Failed) and res.reason is Reason.TIMEOUT
+
+
+def _request_evidence(s: SessionState) -> list[str]:
+    where = fmt_addr(s.peer)
+    items = []
+    for i, t in enumerate(s.request_times[:3]):
+        items.append(f"{s.t(t)}: {s.kind} {escape_name(s.filename)} sent to {where}" + (" again" if i else ""))
+    return items
+
+
+def _timeout_evidence(s: SessionState, limit: int = 3) -> list[str]:
+    return [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for} (attempt {e.attempt})"
+            for e in s.timeouts[:limit]]
+
+
+def _end_evidence(s: SessionState) -> list[str]:
+    res = s.result
+    if isinstance(res, Failed):
+        return [f"{s.t(res.time)}: gave up: {res.message}"]
+    return []
+
+
+def no_reply(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.client_side or s.role is None:
+        return None
+    if s.locked is not None or s.peer_answered is not None:
+        prior = a.get(s, "no-reply")
+        if prior is None or prior.severity == INFO:
+            return None
+        late = (s.lock_time or s.peer_answered or s.last_time) - s.t0
+        return Finding("no-reply", INFO,
+                       f"{fmt_addr(s.peer)} answered only after {s.requests_tx} requests ({late:.1f} s): "
+                       f"requests or answers were lost, or the server is slow to start",
+                       evidence(_request_evidence(s) + _timeout_evidence(s)),
+                       "If this repeats, look for loss on the path or a server started on demand (inetd).",
+                       s.session)
+    if any(e.errno == errno.ECONNREFUSED or e.errno in _UNREACHABLE_HOST for e in s.sock_errors):
+        return None
+    res = s.result
+    if _timed_out(s):
+        severity = ERROR
+        lead = "No reply"
+    elif res is None and a.now - s.t0 >= a.stall_after:
+        severity = WARNING
+        lead = "No reply yet"
+    else:
+        return None
+    end = res.time if res is not None else a.now
+    n = max(s.requests_tx, 1)
+    host, port = s.peer if s.peer else ("?", 0)
+    summary = (f"{lead} from {fmt_addr(s.peer)} to the {s.kind} for {escape_name(s.filename)}: {n} request"
+               f"{'s' if n != 1 else ''} in {end - s.t0:.1f} s and no ICMP error came back: the server is "
+               f"down, or a firewall drops the request or its answer")
+    suggestion = (f"Check that a TFTP server runs on {host} and listens on UDP port {port} (`ss -ulpn` there). "
+                  f"Silence rather than an ICMP port-unreachable means packets are filtered: open UDP {port} "
+                  f"towards the server and its answers, which come from another port of its own (a stateful "
+                  f"firewall needs the TFTP conntrack helper, nf_conntrack_tftp); check the address and route.")
+    return Finding("no-reply", severity, summary,
+                   evidence(_request_evidence(s) + _timeout_evidence(s) + _end_evidence(s)), suggestion, s.session)
+
+
+def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list:
+    target = s.locked or s.peer
+    return [e for e in s.sock_errors if e.errno in codes and (e.peer is None or target is None or e.peer == target)]
+
+
+def port_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
+    errs = _socket_errors(s, (errno.ECONNREFUSED,))
+    if not errs:
+        return None
+    e = errs[0]
+    ev = [f"{s.t(x.time)}: ICMP from {fmt_addr(x.peer or s.peer)}: {x.message}" for x in errs[:3]]
+    if s.client_side:
+        if s.locked is None:
+            host, port = s.peer if s.peer else ("?", 0)
+            summary = (f"{host} answered with ICMP port unreachable: nothing listens on UDP port {port} there "
+                       f"(the host is up, but no TFTP server is bound to that port)")
+            suggestion = (f"Start the TFTP server, or use the port it listens on (tftpd-hpa, atftpd and dnsmasq "
+                          f"use 69 unless told otherwise; `ss -ulpn` on {host} shows it); in a container, "
+                          f"publish UDP {port}.")
+            return Finding("port-unreachable", ERROR, summary, evidence(_request_evidence(s)[:1] + ev),
+                           suggestion, s.session)
+        summary = (f"The server's transfer port {fmt_addr(s.locked)} became unreachable (ICMP port "
+                   f"unreachable) after {s.moved:,} blocks: the server ended this session (gave up, crashed "
+                   f"or restarted)")
+        return Finding("port-unreachable", ERROR, summary, evidence(ev),
+                       "Look at the server's log around that time; retry the transfer.", s.session)
+    summary = (f"The client's port {fmt_addr(e.peer or s.peer)} is unreachable (ICMP port unreachable) after "
+               f"{s.moved:,} blocks: the client gave up or closed its socket")
+    return Finding("port-unreachable", WARNING, summary, evidence(ev),
+                   "The client stopped this transfer on its side; its own log says why.", s.session)
+
+
+def host_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
+    errs = _socket_errors(s, _UNREACHABLE_HOST)
+    if not errs:
+        return None
+    e = errs[0]
+    target = e.peer or s.locked or s.peer
+    summary = f"{fmt_addr(target)} cannot be reached: {e.message} (ICMP from a router or this host)"
+    return Finding("host-unreachable", ERROR if s.client_side else WARNING, summary,
+                   evidence(f"{s.t(x.time)}: {x.message}" for x in errs[:3]),
+                   "Check the address, the route to it and that the host is up (ping, ip route get ADDRESS); "
+                   "on the same subnet, ARP gets no answer.", s.session)
+
+
+def reply_from_other_address(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.client_side or s.locked is None or s.peer is None or s.locked[0] == s.peer[0]:
+        return None
+    other = s.locked[0]
+    summary = (f"The answer came from {fmt_addr(s.locked)} although the request went to {fmt_addr(s.peer)}: the "
+               f"server answers from another address (a multi-homed host or a virtual IP); many firmware clients "
+               f"drop such answers")
+    ev = _request_evidence(s)[:1] + [f"{s.t(s.lock_time or s.last_time)}: first answer from {fmt_addr(s.locked)}"]
+    suggestion = (f"Bind the TFTP server to the address clients use (tftpd-hpa --address, dnsmasq "
+                  f"--listen-address with --bind-interfaces, atftpd --bind-address), or point clients at {other} "
+                  f"(DHCP next-server / option 66).")
+    return Finding("reply-from-other-address", WARNING, summary, evidence(ev), suggestion, s.session)
+
+
+def _stopped_cause_elsewhere(s: SessionState, a: Analyzer) -> bool:
+    from tftpdiag.findings import loss, rollover
+
+    return loss.large_block_case(s, a) is not None or rollover.at_wrap(s, a)
+
+
+@transient("client-stopped-acking")
+def client_stopped_acking(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.client_side or s.role is None:
+        return None
+    from tftpdiag.findings.loss import timed_out_or_stuck
+
+    state = timed_out_or_stuck(s, a)
+    if state is None or _stopped_cause_elsewhere(s, a):
+        return None
+    failed = state == "failed"
+    severity = ERROR if failed else WARNING
+    client = fmt_addr(s.peer)
+    port = s.local[1] if s.local else "?"
+    single = s.local is not None and s.listen is not None and s.local[1] == s.listen[1]
+    attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
+    sends = attempt if failed else attempt + 1
+    since = s.last_move if s.last_move is not None else s.t0
+    duration = (s.result.time if s.result else a.now) - since
+    ev = [f"{s.t(s.request_times[0])}: {s.kind} {escape_name(s.filename)} from {client}"] if s.request_times else []
+    if s.peer_answered is None:
+        what = "OACK" if s.oack_tx else ("ACK 0" if s.receiver else "DATA 1")
+        summary = f"Client {client} never answered our {what}, sent {sends} times from port {port} in {duration:.1f} s"
+        repeats = s.requests_rx - 1
+        if repeats > 0:
+            summary += f"; it repeated its request {repeats} times meanwhile, so our answers do not reach it"
+            ev += [f"{s.t(t)}: the client repeated its request" for t in s.request_times[1:3]]
+        if single:
+            summary += ": it may have given up, or it ignores our answer (we answer from the port it asked)"
+            suggestion = ("Look at the client's console; check for a firewall on the client itself that drops "
+                          "answers, or a client that expects another server address.")
+        else:
+            summary += (": a firewall or NAT in front of the client most likely drops packets from our new port "
+                        "(the PXE-E32 'TFTP open timeout')")
+            suggestion = ("Serve in single-port mode (tftpdiag serve --single-port, dnsmasq --tftp-single-port) so "
+                          f"answers come from port {s.listen[1] if s.listen else 69}; or allow UDP from this "
+                          "server to the client; on a Linux router or firewall load the TFTP conntrack helper "
+                          "(nf_conntrack_tftp, nf_nat_tftp).")
+    else:
+        where = f"block {s.pos}" if s.pos is not None else ("ACK 0" if s.ack0_t is not None else "its first answer")
+        verb = "sending DATA" if s.receiver else "acknowledging"
+        summary = (f"Client {client} stopped {verb} after {where} ({fmt_bytes(s.bytes_now)}): we sent {sends} times "
+                   f"in {duration:.1f} s without an answer: it gave up, rebooted, or the path to it broke")
+        if s.last_move is not None:
+            ev.append(f"{s.t(s.last_move)}: last progress ({where})")
+        suggestion = "Look at the client's console or log; check the path for loss (other findings of this session)."
+    ev += _timeout_evidence(s, 2) + _end_evidence(s)
+    return Finding("client-stopped-acking", severity, summary, evidence(ev), suggestion, s.session)
+
+
+_SPECIFIC_STALLS = ("rollover-stall", "large-block-loss", "client-stopped-acking", "port-unreachable")
+
+
+@transient("stalled")
+def stalled(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.role is None or s.last_move is None or s.moved == 0:
+        return None
+    res = s.result
+    if res is None:
+        gap = a.now - s.last_move
+        if gap < a.stall_after:
+            return None
+        if gap > s.stall_max:
+            s.stall_max = gap
+            s.stall_pos = s.pos
+        waiting = s.last_timeout.waiting_for if s.last_timeout is not None and s.last_timeout.time >= s.last_move \
+            else ("DATA" if s.receiver else "ACK") + " after block " + str(s.pos)
+        total = f" of {fmt_bytes(s.total)}" if s.total else ""
+        summary = (f"No progress for {gap:.1f} s at block {s.pos} ({fmt_bytes(s.bytes_now)}{total}): waiting for "
+                   f"{waiting}")
+        ev = [f"{s.t(s.last_move)}: last progress, block {s.pos}"] + \
+             [f"{s.t(e.time)}: timeout waiting for {e.waiting_for} (attempt {e.attempt})"
+              for e in s.timeouts if e.time >= s.last_move][:4]
+        return Finding("stalled", WARNING, summary, evidence(ev),
+                       f"{s.other.capitalize()} stopped answering or the path lost everything; see the other findings "
+                       "of this session for the cause.", s.session)
+    prior = a.get(s, "stalled")
+    if prior is None or prior.severity == INFO:
+        return None
+    if isinstance(res, Completed):
+        return Finding("stalled", INFO,
+                       f"Stalled for up to {s.stall_max:.1f} s at block {s.stall_pos}, then went on and completed",
+                       prior.evidence, prior.suggestion, s.session)
+    for cause in _SPECIFIC_STALLS:
+        if a.has(s, cause):
+            return Finding("stalled", INFO, prior.summary + f" (explained by {cause})", prior.evidence,
+                           f"See {cause}.", s.session)
+    return None
+
+
+RULES = (no_reply, port_unreachable, host_unreachable, reply_from_other_address, client_stopped_acking)
+LAST_RULES = (stalled,)

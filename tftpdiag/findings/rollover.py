@@ -1,0 +1,98 @@
+"""Block-number rollover: predicted from the size and the block size, and seen as a stall at 65535."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tftpdiag.protocol.events import Completed, Failed, Reason
+
+from tftpdiag.findings.loss import timed_out_or_stuck
+from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, evidence, fmt_bytes, transient
+from tftpdiag.findings.state import SessionState
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("rollover-risk", "rollover-stall")
+
+MAX_BLOCKS = 65535
+
+
+def _size(s: SessionState) -> int | None:
+    if s.tsize is not None:
+        return s.tsize
+    value = s.req.get("tsize")
+    if s.role is not None and not s.role.is_download and value is not None and value.isdigit() and value != "0":
+        return int(value)  # an upload offers its size even when the server ignores tsize
+    return None
+
+
+def _min_blksize(size: int) -> int:
+    return size // MAX_BLOCKS + 1
+
+
+def _blocks_done(s: SessionState) -> int:
+    stats = s.stats
+    return max(s.moved, stats.blocks if stats is not None else 0)
+
+
+def rollover_risk(s: SessionState, a: Analyzer) -> Finding | None:
+    size = _size(s)
+    if size is None or s.mode != "octet":
+        return None
+    blocks = size // s.blksize + 1
+    if blocks <= MAX_BLOCKS:
+        return None
+    need = _min_blksize(size)
+    if need > 65464:
+        fix = "The file is too large to send without rollover at any block size: both sides must wrap"
+    else:
+        fix = (f"Use blksize {need} or more (1468 gives {size // 1468 + 1:,} blocks) so it fits without rollover, "
+               f"or make sure both sides wrap the block number (tftpd-hpa, dnsmasq, atftpd and U-Boot wrap "
+               f"65535 to 0; tftpdiag follows 0 or 1)")
+    ev = [f"{s.t(s.neg_time or s.last_time)}: size {size:,} B, blksize {s.blksize}"]
+    if isinstance(s.result, Completed) and _blocks_done(s) > MAX_BLOCKS:
+        return Finding("rollover-risk", INFO,
+                       f"{fmt_bytes(size)} at {s.blksize}-byte blocks took {blocks:,} blocks: the block number "
+                       f"wrapped past 65535 and both sides handled it", evidence(ev), fix + ".", s.session)
+    summary = (f"{fmt_bytes(size)} at {s.blksize}-byte blocks needs {blocks:,} blocks, more than 65,535: the block "
+               f"number must wrap around, which some TFTP implementations do not do (the transfer then stops at "
+               f"block 65535)")
+    return Finding("rollover-risk", WARNING, summary, evidence(ev), fix + ".", s.session)
+
+
+def at_wrap(s: SessionState, a: Analyzer) -> bool:
+    """Stuck at the block where the number wraps: 65535 moved, or the first after it."""
+    if s.pos not in (65535, 0) or _blocks_done(s) < MAX_BLOCKS:
+        return False
+    res = s.result
+    if isinstance(res, Failed):
+        return res.reason in (Reason.TIMEOUT, Reason.PEER_ERROR, Reason.PROTOCOL)
+    return timed_out_or_stuck(s, a) == "live"
+
+
+@transient("rollover-stall")
+def rollover_stall(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.role is None or not at_wrap(s, a):
+        return None
+    res = s.result
+    done = _blocks_done(s)
+    summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}): the block "
+               f"number had to wrap past 65535 there, and {s.other} does not do it (or does it differently)")
+    ev = [f"{s.t(s.last_move or s.last_time)}: {'DATA' if s.receiver else 'ACK'} {s.pos}, the last to move"]
+    ev += [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for}"
+           for e in s.timeouts if s.last_move is None or e.time > s.last_move][:3]
+    if s.err_rx is not None:
+        ev.append(f"{s.t(s.err_rx[0])}: ERROR {s.err_rx[1]} {s.err_rx[2]!r} from {s.other}")
+    if isinstance(res, Failed):
+        ev.append(f"{s.t(res.time)}: {res.message}")
+    size = _size(s)
+    if size is not None and _min_blksize(size) <= 65464:
+        fix = f"Use blksize {_min_blksize(size)} or more so the {fmt_bytes(size)} fit in 65535 blocks"
+    else:
+        fix = "Use a larger blksize (at 1468, 65535 blocks carry 91.7 MiB)"
+    fix += "; or use a peer that wraps the block number (tftpd-hpa, dnsmasq, atftpd; tftpy did not, tftpy#15)."
+    return Finding("rollover-stall", ERROR if res is not None else WARNING, summary, evidence(ev), fix, s.session)
+
+
+RULES = (rollover_risk, rollover_stall)

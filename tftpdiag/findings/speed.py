@@ -1,0 +1,49 @@
+"""How fast could it go: a lock-step transfer whose rate is set by the round trip."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tftpdiag.findings.model import INFO, Finding, evidence, fmt_rate
+from tftpdiag.findings.state import SessionState
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("latency-bound",)
+
+MIN_RTT = 0.004  # below this the round trip is not what limits a transfer
+MIN_BLOCKS = 16
+MIN_SAMPLES = 8
+
+
+def latency_bound(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.role is None or s.windowsize != 1 or s.rtt is None or s.rtt_n < MIN_SAMPLES or s.moved < MIN_BLOCKS:
+        return None
+    rtt = s.rtt
+    if rtt < MIN_RTT or s.first_move is None or s.last_move is None or s.last_move <= s.first_move:
+        return None
+    cap = s.blksize / rtt
+    rate = (s.moved - 1) * s.blksize / (s.last_move - s.first_move)
+    if rate < 0.4 * cap or rate > 1.25 * cap:
+        return None  # something else (loss, a slow disk) holds it back, or the estimate is off
+    summary = (f"Lock-step over a {rtt * 1000:.1f} ms round trip: one {s.blksize}-byte block per round trip caps the "
+               f"rate at {fmt_rate(cap)}; measured {fmt_rate(rate)}")
+    asked_ws = s.req.get("windowsize")
+    bigger = f"; blksize 1468 alone would give {fmt_rate(1468 / rtt)}" if s.blksize < 1468 else ""
+    if not s.client_side:
+        suggestion = ("The client sets the pace: it should ask for windowsize (RFC 7440; we grant it) or a larger "
+                      f"blksize{bigger}.")
+    elif asked_ws is not None:
+        suggestion = (f"{s.other.capitalize()} does not grant windowsize (asked {asked_ws}), so a larger blksize is "
+                      f"the only lever{bigger or ' left'}.")
+    else:
+        suggestion = (f"Ask for windowsize (RFC 7440), e.g. 16: the cap becomes 16 x {s.blksize} B per round trip, "
+                      f"about {fmt_rate(16 * s.blksize / rtt)}, if the server supports it (atftpd and tftpdiag do; "
+                      f"tftpd-hpa 5.2 and dnsmasq 2.90 do not){bigger}.")
+    ev = [f"{s.rtt_n} round trips sampled, smoothed RTT {rtt * 1000:.1f} ms",
+          f"{s.moved:,} blocks of {s.blksize} B in {s.last_move - s.first_move:.2f} s"]
+    return Finding("latency-bound", INFO, summary, evidence(ev), suggestion, s.session)
+
+
+RULES = (latency_bound,)

@@ -1,0 +1,611 @@
+"""Per-session state the rules read: counters and a few capped notes, folded from the event stream.
+
+The fold is the hot path (it sees every event of every session), so the common events, an in-order
+DATA or ACK and our own fresh DATA or ACK, touch a handful of attributes and return; everything else
+goes through :func:`rx_rare` / :func:`tx_rare`. A handler returns True when the rules should look at
+the session again (something a finding may depend on has changed).
+"""
+
+from __future__ import annotations
+
+from tftpdiag.protocol.events import (
+    Address,
+    Completed,
+    Failed,
+    Note,
+    OptionsNegotiated,
+    PacketReceived,
+    PacketSent,
+    PeerLocked,
+    Progress,
+    RequestRefused,
+    Retransmit,
+    Role,
+    SocketError,
+    TimedOut,
+    TransferStarted,
+    TransferStats,
+)
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, Request, error_code_name
+
+from tftpdiag.findings.model import escape_name, fmt_options, fmt_t
+
+__all__ = ["SessionState", "describe", "QUICK", "LOG_CAP"]
+
+QUICK = 0.02  # a duplicate this soon after the first copy was not a retransmission after a timeout
+LOG_CAP = 6  # notes kept per kind of anomaly, for evidence
+
+_NONE = Note.NONE
+_DUP = Note.DUPLICATE
+_RETX = Note.RETRANSMIT
+_REACK = Note.REACK
+
+
+def describe(packet: Packet | None) -> str:
+    """A packet in a few words, as evidence cites it."""
+    if packet is None:
+        return "undecodable datagram"
+    kind = type(packet)
+    if kind is Data:
+        return f"DATA {packet.block} ({len(packet.payload)} B)"
+    if kind is Ack:
+        return f"ACK {packet.block}"
+    if kind is OAck:
+        return f"OACK {fmt_options(packet.options)}"
+    if kind is Error:
+        text = f"ERROR {packet.code} ({error_code_name(packet.code)})"
+        return text + (f" {packet.message!r}" if packet.message else "")
+    if kind is Request:
+        opts = f" {fmt_options(packet.options)}" if packet.options else ""
+        return f"{packet.opcode.name} {escape_name(packet.filename)} {packet.mode}{opts}"
+    return type(packet).__name__  # pragma: no cover
+
+
+class SessionState:
+    """What the rules know about one session. Times are absolute; :meth:`t` makes them relative."""
+
+    __slots__ = (
+        # identity
+        "session", "t0", "last_time", "role", "client_side", "receiver", "filename", "mode", "local", "peer",
+        "listen", "requested", "req", "request", "scan",
+        # answer and negotiation
+        "locked", "lock_time", "negotiated", "neg_time", "blksize", "windowsize", "tsize",
+        "oacks_rx", "oack_tx", "oack_tx_times", "requests_tx", "request_times", "requests_rx",
+        "req_timeouts", "peer_answered", "ack0_t", "first_data_t", "first_data_len",
+        # movement
+        "data_rx", "data_tx", "acks_rx", "pos", "first_move", "last_move", "fresh_t", "rtt", "rtt_min", "rtt_n",
+        "bytes", "total", "stats",
+        # anomalies
+        "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
+        "episodes", "episode_open", "n_timeouts", "timeouts", "last_timeout", "window_gaps",
+        "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
+        "dupack_block", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
+        "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
+        "stall_max", "stall_pos", "followup", "eval_t", "retired",
+        # outcome
+        "result", "refused",
+    )
+
+    def __init__(self, session: int, t: float) -> None:
+        self.session = session
+        self.t0 = t
+        self.last_time = t
+        self.role: Role | None = None
+        self.client_side = True
+        self.receiver = True
+        self.filename = ""
+        self.mode = "octet"
+        self.local: Address | None = None
+        self.peer: Address | None = None
+        self.listen: Address | None = None
+        self.requested: tuple[tuple[str, str], ...] = ()
+        self.req: dict[str, str] = {}
+        self.request: Request | None = None
+        self.scan = False
+        self.locked: Address | None = None
+        self.lock_time: float | None = None
+        self.negotiated = None
+        self.neg_time: float | None = None
+        self.blksize = 512
+        self.windowsize = 1
+        self.tsize: int | None = None
+        self.oacks_rx: list[tuple[float, tuple, Note, str]] = []
+        self.oack_tx = 0
+        self.oack_tx_times: list[float] = []
+        self.requests_tx = 0
+        self.request_times: list[float] = []
+        self.requests_rx = 0
+        self.req_timeouts = 0
+        self.peer_answered: float | None = None
+        self.ack0_t: float | None = None
+        self.first_data_t: float | None = None
+        self.first_data_len: int | None = None
+        self.data_rx = 0
+        self.data_tx = 0
+        self.acks_rx = 0
+        self.pos: int | None = None
+        self.first_move: float | None = None
+        self.last_move: float | None = None
+        self.fresh_t: float | None = None
+        self.rtt: float | None = None
+        self.rtt_min: float | None = None
+        self.rtt_n = 0
+        self.bytes = 0
+        self.total: int | None = None
+        self.stats: TransferStats | None = None
+        self.dup_data = 0
+        self.dup_ack = 0
+        self.dup_other = 0
+        self.dup_quick = 0
+        self.dup_first: tuple[float, str] | None = None
+        self.ooo = 0
+        self.ooo_first: tuple[float, str] | None = None
+        self.episodes = 0
+        self.episode_open = False
+        self.n_timeouts = 0
+        self.timeouts: list[TimedOut] = []
+        self.last_timeout: TimedOut | None = None
+        self.window_gaps = 0
+        self.stray = 0
+        self.stray_from: dict[Address, int] = {}
+        self.stray_first: tuple[float, Address, Packet | None] | None = None
+        self.unexpected: list[tuple[float, str, str]] = []
+        self.malformed = 0
+        self.late = 0
+        self.late_log: list[tuple[float, Packet | None]] = []
+        self.dupack_block: int | None = None
+        self.sas_hits = 0
+        self.sas_first: tuple[float, int] | None = None
+        self.sas_base = 0
+        self.err_rx: tuple[float, int, str] | None = None
+        self.err_tx: tuple[float, int, str] | None = None
+        self.sock_errors: list[SocketError] = []
+        self.bare_nul = 0
+        self.bare_cr = 0
+        self.high = 0
+        self.scanned = 0
+        self.cr_pending = False
+        self.binary_block: int | None = None
+        self.stall_max = 0.0
+        self.stall_pos: int | None = None
+        self.followup: tuple[float, int, str] | None = None
+        self.eval_t = -1.0
+        self.retired = False
+        self.result: Completed | Failed | None = None
+        self.refused: RequestRefused | None = None
+
+    # -- reading helpers for the rules ------------------------------------------------------------
+
+    def t(self, when: float) -> str:
+        return fmt_t(when - self.t0)
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None or self.refused is not None
+
+    @property
+    def moved(self) -> int:
+        """Blocks that made progress: DATA received in order, or ACKs of our DATA."""
+        return self.data_rx if self.receiver else self.acks_rx
+
+    @property
+    def bytes_now(self) -> int:
+        """Bytes moved so far: the last snapshot, or more if blocks moved since (live)."""
+        if self.receiver:
+            return max(self.bytes, self.data_rx * self.blksize)
+        return max(self.bytes, self.acks_rx * self.blksize) if self.windowsize == 1 else self.bytes
+
+    @property
+    def kind(self) -> str:
+        """RRQ or WRQ."""
+        if self.role is not None:
+            return "RRQ" if self.role.is_download else "WRQ"
+        if self.request is not None:
+            return "RRQ" if self.request.is_read else "WRQ"
+        return "request"
+
+    @property
+    def other(self) -> str:
+        """The other end in words: 'the server' or 'the client'."""
+        return "the server" if self.client_side else "the client"
+
+
+# -- the fold ------------------------------------------------------------------------------------
+
+
+def on_started(s: SessionState, ev: TransferStarted) -> bool:
+    s.t0 = min(s.t0, ev.time)
+    s.last_time = ev.time
+    role = ev.role
+    s.role = role
+    s.client_side = role.is_client
+    s.receiver = role in (Role.CLIENT_READ, Role.SERVER_WRITE)
+    s.filename, s.mode = ev.filename, (ev.mode or "octet")
+    s.local, s.peer = ev.local, ev.peer
+    s.requested = tuple(ev.requested)
+    s.req = dict(ev.requested)
+    s.scan = s.mode == "netascii"
+    if s.client_side:
+        s.locked = None
+    return False
+
+
+def _first_movement(s: SessionState, t: float, size: int) -> None:
+    if s.first_move is None:
+        s.first_move = t
+        s.first_data_t = t
+        s.first_data_len = size
+
+
+def _sample(s: SessionState, t: float) -> None:
+    """One round trip: from our fresh DATA or ACK to the answer it drew. Samples far above the smallest
+    seen waited for a retransmission on the other side and are left out of the smoothed estimate."""
+    fresh = s.fresh_t
+    if fresh is not None:
+        sample = t - fresh
+        s.fresh_t = None
+        low = s.rtt_min
+        if low is None or sample < low:
+            s.rtt_min = low = sample
+            if s.rtt is not None and s.rtt > 4 * low + 0.001:
+                s.rtt = None  # it started from a sample that waited for a retransmission
+        if sample <= 4 * low + 0.001:
+            rtt = s.rtt
+            s.rtt = sample if rtt is None else rtt + (sample - rtt) * 0.125
+            s.rtt_n += 1
+
+
+def on_rx(s: SessionState, ev: PacketReceived) -> bool:
+    t = ev.time
+    s.last_time = t
+    if ev.note is _NONE:
+        p = ev.packet
+        kind = type(p)
+        if kind is Data:
+            if s.receiver and s.data_rx:
+                s.data_rx += 1
+                s.pos = p.block
+                s.last_move = t
+                s.episode_open = False
+                if s.fresh_t is not None:
+                    _sample(s, t)
+                if s.scan:
+                    scan(s, p.payload, p.block)
+                return False
+        elif kind is Ack:
+            if not s.receiver and s.acks_rx and p.block:
+                s.acks_rx += 1
+                s.pos = p.block
+                s.last_move = t
+                s.episode_open = False
+                if s.fresh_t is not None:
+                    _sample(s, t)
+                return False
+    return rx_rare(s, ev)
+
+
+def _loss_hint(s: SessionState, t: float) -> None:
+    if not s.episode_open:
+        s.episodes += 1
+        s.episode_open = True
+
+
+def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
+    t, p, note = ev.time, ev.packet, ev.note
+    kind = type(p)
+    if kind is Request:
+        return _request_received(s, ev, p)
+    if note is not Note.STRAY and note is not Note.LATE and s.peer_answered is None:
+        s.peer_answered = t
+    if note is _NONE:
+        if kind is Data:
+            if not s.receiver:
+                _unexpected(s, t, p, ev.detail or "DATA sent to the sending side")
+                return True
+            _first_movement(s, t, len(p.payload))
+            s.data_rx += 1
+            s.pos = p.block
+            s.last_move = t
+            s.episode_open = False
+            _sample(s, t)
+            if s.scan:
+                scan(s, p.payload, p.block)
+            return s.data_rx == 1
+        if kind is Ack:
+            if s.receiver:
+                _unexpected(s, t, p, ev.detail or "ACK sent to the receiving side")
+                return True
+            if p.block == 0 and s.acks_rx == 0 and s.ack0_t is None:
+                s.ack0_t = t  # the answer to our OACK (server read), or to a WRQ (client write)
+                s.fresh_t = None
+                s.last_move = t
+                return True
+            s.acks_rx += 1
+            s.pos = p.block
+            s.last_move = t
+            s.episode_open = False
+            _sample(s, t)
+            return s.acks_rx == 1
+        if kind is OAck:
+            if len(s.oacks_rx) < LOG_CAP:
+                s.oacks_rx.append((t, p.options, note, ev.detail))
+            return True
+        if kind is Error:
+            s.err_rx = (t, p.code, p.message)
+            return True
+        if p is None:
+            s.malformed += 1
+            _unexpected(s, t, p, ev.detail or "undecodable")
+            return True
+        return True
+    if note is _DUP or note is _RETX:
+        ref = s.last_move if s.last_move is not None else s.peer_answered
+        quick = ref is not None and t - ref < QUICK and not s.episode_open
+        if quick:
+            s.dup_quick += 1
+        else:
+            _loss_hint(s, t)
+        if kind is Data:
+            s.dup_data += 1
+            if s.dupack_block is not None and p.block == (s.dupack_block + 1) & 0xFFFF and s.windowsize == 1:
+                s.dupack_block = None
+                if s.sas_first is None:
+                    s.sas_first = (t, p.block)
+                    s.sas_base = s.data_rx
+                s.sas_hits += 1
+        elif kind is Ack:
+            s.dup_ack += 1
+        else:
+            s.dup_other += 1
+            if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+                s.oacks_rx.append((t, p.options, note, ev.detail))
+                return True
+        if s.dup_first is None:
+            s.dup_first = (t, describe(p))
+        return False
+    if note is Note.OUT_OF_ORDER:
+        s.ooo += 1
+        if s.ooo_first is None:
+            s.ooo_first = (t, describe(p))
+        _loss_hint(s, t)
+        return False
+    if note is Note.STRAY:
+        s.stray += 1
+        addr = ev.peer
+        count = s.stray_from.get(addr)
+        if count is None:
+            if len(s.stray_from) < 16:
+                s.stray_from[addr] = 1
+            if s.stray_first is None:
+                s.stray_first = (t, addr, p)
+        else:
+            s.stray_from[addr] = count + 1
+        return s.stray == 1
+    if note is Note.LATE:
+        s.late += 1
+        if len(s.late_log) < LOG_CAP:
+            s.late_log.append((t, p))
+            return True
+        return False
+    if note is Note.MALFORMED:
+        s.malformed += 1
+    if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+        s.oacks_rx.append((t, p.options, note, ev.detail))
+    _unexpected(s, t, p, ev.detail)
+    return True
+
+
+def _unexpected(s: SessionState, t: float, p: Packet | None, detail: str) -> None:
+    if len(s.unexpected) < LOG_CAP:
+        s.unexpected.append((t, describe(p), detail))
+
+
+def _request_received(s: SessionState, ev: PacketReceived, p: Request) -> bool:
+    s.requests_rx += 1
+    if s.requests_rx == 1:
+        s.request = p
+        s.listen = ev.local
+        s.request_times.append(ev.time)
+        if s.role is None:
+            s.client_side = False
+            s.receiver = not p.is_read
+            s.peer = ev.peer
+            s.filename, s.mode = p.filename, p.mode
+            s.requested, s.req = p.options, dict(p.options)
+        return True
+    if len(s.request_times) < LOG_CAP:
+        s.request_times.append(ev.time)
+    s.dup_other += 1
+    if s.dup_first is None:
+        s.dup_first = (ev.time, "request repeated")
+    return False
+
+
+def on_tx(s: SessionState, ev: PacketSent) -> bool:
+    t = ev.time
+    s.last_time = t
+    if ev.note is _NONE:
+        p = ev.packet
+        kind = type(p)
+        if kind is Ack:
+            if s.receiver and p.block:
+                s.fresh_t = t
+                return False
+        elif kind is Data:
+            if not s.receiver and s.data_tx:
+                s.data_tx += 1
+                s.fresh_t = t
+                if s.scan:
+                    scan(s, p.payload, p.block)
+                return False
+    return tx_rare(s, ev)
+
+
+def tx_rare(s: SessionState, ev: PacketSent) -> bool:
+    t, p, note = ev.time, ev.packet, ev.note
+    kind = type(p)
+    if kind is Request:
+        s.requests_tx += 1
+        if s.requests_tx == 1:
+            s.request = p
+        if len(s.request_times) < LOG_CAP:
+            s.request_times.append(t)
+        return False
+    if kind is Ack:
+        if note is _NONE:
+            s.fresh_t = t
+            if p.block == 0 and s.ack0_t is None and s.data_rx == 0:
+                s.ack0_t = t  # accepting the OACK of a read, or a server taking an upload
+                return True
+        else:
+            s.fresh_t = None
+            s.dupack_block = p.block
+        return False
+    if kind is Data:
+        if note is _NONE:
+            s.data_tx += 1
+            s.fresh_t = t
+            if s.first_data_len is None:
+                s.first_data_len = len(p.payload)
+                s.first_data_t = t
+            if s.scan:
+                scan(s, p.payload, p.block)
+            return s.data_tx == 1
+        s.fresh_t = None
+        return False
+    if kind is OAck:
+        s.oack_tx += 1
+        if len(s.oack_tx_times) < LOG_CAP:
+            s.oack_tx_times.append(t)
+        return s.oack_tx == 1
+    if kind is Error:
+        s.err_tx = (t, p.code, p.message)
+        return True
+    return False
+
+
+def on_locked(s: SessionState, ev: PeerLocked) -> bool:
+    s.last_time = ev.time
+    if s.locked is None:
+        s.lock_time = ev.time
+        # Requests resent before the first answer were lost (or the answers were).
+        s.episodes += s.req_timeouts
+    s.locked = ev.peer
+    if s.client_side and s.peer is None:
+        s.peer = ev.requested
+    return True
+
+
+def on_negotiated(s: SessionState, ev: OptionsNegotiated) -> bool:
+    s.last_time = ev.time
+    n = ev.negotiated
+    s.negotiated = n
+    s.neg_time = ev.time
+    s.blksize = n.blksize
+    s.windowsize = n.windowsize
+    s.tsize = n.tsize
+    if n.tsize is not None:
+        s.total = n.tsize
+    return True
+
+
+def on_timeout(s: SessionState, ev: TimedOut) -> bool:
+    s.last_time = ev.time
+    s.n_timeouts += 1
+    s.last_timeout = ev
+    if len(s.timeouts) < LOG_CAP:
+        s.timeouts.append(ev)
+    if s.client_side and s.locked is None:
+        s.req_timeouts += 1
+    else:
+        s.episodes += 1
+        s.episode_open = True
+    s.fresh_t = None
+    return True
+
+
+def on_retransmit(s: SessionState, ev: Retransmit) -> bool:
+    s.last_time = ev.time
+    s.fresh_t = None
+    if ev.reason == "window-gap":
+        s.window_gaps += 1
+        _loss_hint(s, ev.time)
+    return False
+
+
+def on_progress(s: SessionState, ev: Progress) -> bool:
+    s.last_time = ev.time
+    s.bytes = ev.bytes
+    if ev.total is not None:
+        s.total = ev.total
+    s.stats = ev.stats
+    if ev.time - s.eval_t >= 0.2:
+        s.eval_t = ev.time
+        return True
+    return False
+
+
+def on_end(s: SessionState, ev: Completed | Failed) -> bool:
+    s.last_time = ev.time
+    s.result = ev
+    s.stats = ev.stats
+    s.bytes = ev.stats.bytes
+    return True
+
+
+def on_refused(s: SessionState, ev: RequestRefused) -> bool:
+    s.last_time = ev.time
+    s.refused = ev
+    if s.role is None:
+        s.client_side = False
+        s.receiver = not ev.is_read
+        s.peer = ev.peer
+        s.filename = ev.filename
+    return True
+
+
+def on_socket_error(s: SessionState, ev: SocketError) -> bool:
+    s.last_time = ev.time
+    if len(s.sock_errors) < LOG_CAP:
+        s.sock_errors.append(ev)
+    return True
+
+
+def ignore(s: SessionState, ev: object) -> bool:
+    return False
+
+
+def scan(s: SessionState, payload: bytes, block: int) -> None:
+    """netascii only: count what text never holds (a NUL not after CR, a CR followed by neither LF nor
+    NUL, bytes above 127), carrying a CR at the end of a block over to the next one."""
+    n = len(payload)
+    if not n:
+        return
+    nul = payload.count(b"\0")
+    bare = 0
+    if s.cr_pending:
+        first = payload[0]
+        if first == 0:
+            nul -= 1
+        elif first != 0x0A:
+            bare += 1
+    cr = payload.count(b"\r")
+    if cr:
+        crnul = payload.count(b"\r\0")
+        nul -= crnul
+        bare += cr - payload.count(b"\r\n") - crnul
+        if payload[-1] == 0x0D:
+            bare -= 1
+            s.cr_pending = True
+        else:
+            s.cr_pending = False
+    else:
+        s.cr_pending = False
+    if not payload.isascii():
+        s.high += n - len(payload.decode("ascii", "ignore"))
+    if nul > 0 or bare > 0:
+        s.bare_nul += max(nul, 0)
+        s.bare_cr += max(bare, 0)
+        if s.binary_block is None:
+            s.binary_block = block
+    s.scanned += n

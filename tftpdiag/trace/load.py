@@ -1,0 +1,102 @@
+"""Open any trace tftpdiag reads and turn it into events: its own jsonl record (events as they were
+published), or a pcap/pcapng capture from tftpdiag, tcpdump or Wireshark (datagrams, rebuilt into
+transfers by :mod:`tftpdiag.trace.rebuild`).
+
+The kind is told by the file's first bytes, not its name, since captures arrive named anything.
+A damaged or truncated file still gives what was read before the damage, with a message saying so;
+only a file with nothing readable raises :class:`TraceError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tftpdiag.protocol.events import Event
+from tftpdiag.trace.jsonl import read_events
+from tftpdiag.trace.pcap import CaptureError, read_datagrams
+from tftpdiag.trace.rebuild import Rebuilder
+
+__all__ = ["TraceLoad", "TraceError", "load_trace"]
+
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+
+
+class TraceError(Exception):
+    """The file cannot be read as a trace at all (missing, empty, not a trace): one line for the user."""
+
+
+@dataclass(frozen=True)
+class TraceLoad:
+    path: Path
+    kind: str  # "jsonl", "pcap" or "pcapng"
+    events: list[Event]
+    records: int  # events read (jsonl) or UDP datagrams read (captures)
+    transfers: int  # sessions in a jsonl record, transfers rebuilt from a capture
+    warning: str | None  # damage, and what the rebuild had to guess; None when all is well
+
+
+def load_trace(path: str | os.PathLike[str]) -> TraceLoad:
+    """Read a trace; raises TraceError only when nothing in it can be read."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise TraceError(f"cannot open {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise TraceError(f"{path} is empty")
+    if head.lstrip()[:1] == b"{":
+        return _load_jsonl(path)
+    return _load_capture(path, "pcapng" if head[:4] == _PCAPNG_MAGIC else "pcap")
+
+
+def _load_capture(path: Path, kind: str) -> TraceLoad:
+    rebuilder = Rebuilder()
+    notes: list[str] = []
+    try:
+        rebuilder.feed(read_datagrams(path))
+    except CaptureError as exc:
+        if exc.packets == 0 and rebuilder.datagrams == 0:
+            if str(exc).startswith("not a pcap"):
+                raise TraceError(f"{path}: {exc}, nor a tftpdiag jsonl trace") from None
+            raise TraceError(f"{path}: {exc}") from None
+        notes.append(f"{exc}: showing what was read before it")
+    except OSError as exc:
+        if rebuilder.datagrams == 0:
+            raise TraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+        notes.append(f"read error after {rebuilder.datagrams} datagrams ({exc.strerror or exc}): "
+                     "showing what was read before it")
+    events = rebuilder.finish()
+    if rebuilder.transfers == 0:
+        notes.append(f"no TFTP transfer found among {rebuilder.datagrams} UDP datagrams")
+    if rebuilder.midstream:
+        notes.append(f"{_count(rebuilder.midstream, 'transfer')} began before the capture did: file name and "
+                     "options unknown, bytes counted from the first block captured")
+    if rebuilder.cut:
+        notes.append(f"the capture's snap length cut {_count(rebuilder.cut, 'DATA packet')} short: "
+                     "byte counts use their length on the wire")
+    return TraceLoad(path, kind, events, rebuilder.datagrams, rebuilder.transfers, "; ".join(notes) or None)
+
+
+def _load_jsonl(path: Path) -> TraceLoad:
+    events: list[Event] = []
+    warning: str | None = None
+    try:
+        with open(path, encoding="utf-8") as f:
+            events.extend(read_events(f))
+    except UnicodeDecodeError as exc:
+        warning = f"the file holds bytes that are not UTF-8 text after {len(events)} events ({exc.reason})"
+    except ValueError as exc:
+        warning = f"{exc}: showing the {_count(len(events), 'event')} before it"
+    except OSError as exc:
+        warning = f"read error after {len(events)} events ({exc.strerror or exc})"
+    if warning is not None and not events:
+        raise TraceError(f"{path}: not a tftpdiag jsonl trace ({warning.split(': showing')[0]})")
+    sessions = len({event.session for event in events})
+    return TraceLoad(path, "jsonl", events, len(events), sessions, warning)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

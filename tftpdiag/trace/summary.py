@@ -1,0 +1,75 @@
+"""A loaded trace as per-transfer summaries: the JSON object of ``tftpdiag trace --json`` and the plain
+text of ``--no-tui``. Sessions are folded by the same SessionTable and summarised by the same
+``session_summary`` as live runs, so a transfer reads the same whether it was probed or captured."""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+from tftpdiag.protocol.events import Event
+from tftpdiag.report import one_line, options_lines, session_summary
+from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
+from tftpdiag.trace.load import TraceLoad
+
+__all__ = ["trace_records", "trace_json", "print_trace"]
+
+
+def trace_records(events: list[Event]) -> list[SessionRecord]:
+    """One record per transfer, in session order.
+
+    A jsonl trace written by ``demo`` holds each transfer twice, as the client and as the server saw
+    it; the server's view of a transfer whose client view is in the trace too is left out.
+    """
+    table = SessionTable()
+    table.apply(events)
+    records = [r for r in table if r.role is not None or r.refused is not None]
+    clients = {(r.local, r.filename) for r in records if r.role is not None and r.role.is_client}
+    return [r for r in records if not (_server_side(r) and (r.peer, r.filename) in clients)]
+
+
+def _server_side(record: SessionRecord) -> bool:
+    return record.refused is not None or (record.role is not None and not record.role.is_client)
+
+
+def trace_json(loaded: TraceLoad) -> dict[str, Any]:
+    return {
+        "file": str(loaded.path),
+        "transfers": [session_summary(r) for r in trace_records(loaded.events)],
+        "warning": loaded.warning,
+    }
+
+
+def print_trace(loaded: TraceLoad, out: TextIO) -> None:
+    records = trace_records(loaded.events)
+    what = "events" if loaded.kind == "jsonl" else "UDP datagrams"
+    noun = "transfer" if len(records) == 1 else "transfers"
+    out.write(f"{loaded.path}: {loaded.kind}, {loaded.records:,} {what}, {len(records)} {noun}\n")
+    if loaded.warning:
+        out.write(f"warning: {loaded.warning}\n")
+    for record in records:
+        out.write("\n" + _headline(record) + "\n")
+        out.writelines(f"    {line}\n" for line in _details(record))
+
+
+def _headline(record: SessionRecord) -> str:
+    line = f"#{record.session:<3} {one_line(record)}"
+    if not record.filename and record.refused is None:
+        line = line.replace("''".ljust(24), "(request not captured)".ljust(24), 1)
+    return line
+
+
+def _details(record: SessionRecord) -> list[str]:
+    lines = []
+    if record.role is not None and record.role.is_client:
+        server = f"server {fmt_addr(record.peer)}"
+        if record.replied_from is not None and record.replied_from != record.peer:
+            server += f", answered from {fmt_addr(record.replied_from)}"
+        lines.append(server)
+    elif record.role is not None:
+        lines.append(f"server {fmt_addr(record.local)} (the trace is the server's own)")
+    summary = session_summary(record)
+    lines.append(f"{record.duration:.3f} s; packets sent {record.packets_sent}, received {record.packets_received}; "
+                 f"retransmits {summary['retransmits']}, duplicates {summary['duplicates']}, "
+                 f"timeouts {summary['timeouts']}")
+    lines.extend(options_lines(record))
+    return lines
