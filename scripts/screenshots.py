@@ -56,6 +56,7 @@ async def main() -> None:
         await shoot(serve_app(), "serve", (120, 36)),
         await shoot(serve_app(), "session-detail", (120, 36), open_detail),
         await shoot(probe_app(tui_samples.probe_success()), "help", (100, 32), open_help),
+        await shoot(tui_samples.trace_app(), "trace", (120, 36)),
     ]
     for path in shots:
         print(path.relative_to(ROOT))

@@ -36,6 +36,14 @@ class TestServeView:
         assert snap_compare(tui_samples.serve_app(), press=["down", "enter"], terminal_size=SIZE)
 
 
+class TestTraceView:
+    def test_transfers_from_a_capture(self, snap_compare) -> None:
+        assert snap_compare(tui_samples.trace_app(), terminal_size=SIZE)
+
+    def test_a_failed_transfer_in_detail(self, snap_compare) -> None:
+        assert snap_compare(tui_samples.trace_app(), press=["down", "down", "down", "enter"], terminal_size=SIZE)
+
+
 class TestHelp:
     def test_help_screen(self, snap_compare) -> None:
         assert snap_compare(tui_samples.probe_app(tui_samples.probe_success()), press=["question_mark"],

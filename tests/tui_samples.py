@@ -113,3 +113,38 @@ def serve_app() -> TftpDiagApp:
     events = serve_sessions()
     end = end_time(events)
     return TftpDiagApp(mode="serve", feed=RecordedFeed(events), server=SERVER_INFO, clock=lambda: end, tick=None)
+
+
+def trace_events() -> list[Event]:
+    """Transfers as `tftpdiag trace` rebuilds them from a capture: a download, a windowed one over a
+    lossy path, a refused upload and a request nobody answered."""
+    from tftpdiag.protocol.events import PacketReceived, PacketSent
+    from tftpdiag.trace.pcap import Datagram
+    from tftpdiag.trace.rebuild import rebuild
+
+    runs = [
+        run_transfer("read", _image(250_000, 1), options=RequestedOptions(blksize=1468, tsize=True)),
+        run_transfer("read", _image(500_000, 2), options=RequestedOptions(blksize=1468, windowsize=16),
+                     impairment=Impairment(loss=0.04, seed=9, delay=0.003)),
+        run_transfer("read", b"", filename="config/phone.cfg", server_files={}),
+        run_transfer("read", b"", impairment=Impairment(drop=lambda raw, src, dst: dst == SERVER_ADDR),
+                     client_timing=Timing(initial_timeout=1.0, retries=2)),
+    ]
+    datagrams = []
+    for index, result in enumerate(runs):
+        client = ("192.168.7.50", 3000 + index)
+        for event in _retime([e for e in result.events if e.session == 1], offset=EPOCH + index * 2.0,
+                             session_map={}, client=client):
+            if isinstance(event, PacketSent):
+                datagrams.append(Datagram(event.time, event.local, event.peer, event.raw, len(event.raw)))
+            elif isinstance(event, PacketReceived):
+                datagrams.append(Datagram(event.time, event.peer, event.local, event.raw, len(event.raw)))
+    datagrams.sort(key=lambda d: d.time)
+    return rebuild(datagrams)
+
+
+def trace_app() -> TftpDiagApp:
+    events = trace_events()
+    end = end_time(events)
+    info = ServerInfo("boot-capture.pcap", "4 transfers", False, kind="trace")
+    return TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=info, clock=lambda: end, tick=None)

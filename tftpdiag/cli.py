@@ -17,6 +17,7 @@ from typing import Sequence
 from urllib.parse import unquote
 
 from tftpdiag import __version__
+from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.session import Timing
 
@@ -73,6 +74,19 @@ def _sha256(text: str) -> str:
 
 
 _OPTION_NAMES = ("blksize", "tsize", "timeout", "windowsize")
+
+
+def _impair_spec(text: str) -> ImpairSpec:
+    try:
+        return parse_impair(text)
+    except ImpairError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+IMPAIR_HELP = ("reproduce a bad network between tftpdiag's socket and its protocol engine, e.g. "
+               "loss=5%%,delay=80ms,jitter=20ms,dup=1%%,reorder=2%% ; mtu=1400 drops datagrams that would "
+               "fragment; drop=data:1-3 or drop=ack:7x* drops chosen packets (first copy, or every copy); "
+               "direction=in|out|both; seed=N repeats a run exactly")
 
 
 def _option_name(text: str) -> str:
@@ -148,6 +162,7 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
                    help="timeouts in a row before giving up (default 5)")
     g.add_argument("--deadline", type=_seconds, default=None,
                    help="give up if the whole transfer takes longer than this many seconds")
+    g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     fam = g.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, default=0,
                      help="use IPv4 only")
@@ -168,6 +183,7 @@ PROBE_EXAMPLES = """examples:
   tftpdiag probe tftp://192.168.1.10/firmware/phone.bin --blksize 512 --no-tui
   tftpdiag probe 10.0.0.5 boot.img --windowsize 16 -o boot.img --expect-sha256 9f86d0...
   tftpdiag probe ::1 image.bin --port 6969 --json | jq .rate_bps
+  tftpdiag probe 10.0.0.5 boot.img --impair loss=5%,delay=40ms,seed=1
 
 exit status: 0 the transfer completed (and matched --expect-sha256), 1 it failed, 2 usage or set-up error.
 """
@@ -183,6 +199,7 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969
   tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
+  tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
 
 Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
 """
@@ -260,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
                    help="timeouts in a row before a session is given up (default 5)")
+    g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",

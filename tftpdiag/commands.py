@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
+import random
 import signal
 import sys
 import tempfile
@@ -62,16 +64,28 @@ def _trace(bus: EventBus, path: Path | None, skip: Callable[[int], bool] | None 
         recorder.close()
 
 
+def _seeded(args: argparse.Namespace) -> None:
+    """Fix the impairment's random seed now, so it can be shown and the run repeated exactly."""
+    if args.impair is not None:
+        if args.impair.seed is None:
+            args.impair = dataclasses.replace(args.impair, seed=random.randrange(1 << 31))
+        if not interactive(args):
+            print(f"tftpdiag: impairing traffic with {args.impair} (the same --impair repeats this run)",
+                  file=sys.stderr, flush=True)
+
+
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
     return ClientRequest(
         host=target.host, filename=target.filename, port=target.port, upload=upload,
         mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
-        family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline)
+        family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
+        impair=args.impair)
 
 
 def run_client(args: argparse.Namespace, *, upload: bool) -> int:
+    _seeded(args)
     request = _client_request(args, upload)
     bus = EventBus()
     try:
@@ -97,7 +111,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
-        single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions)
+        single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions,
+        impair=args.impair)
 
 
 @contextlib.contextmanager
@@ -115,6 +130,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    _seeded(args)
     bus = EventBus()
     server = TftpServer(server_config(args), bus)
     try:

@@ -13,10 +13,11 @@ from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupE
 from tftpdiag.engine.server import TftpServer
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
-from tftpdiag.tui.app import TftpDiagApp
+from tftpdiag.protocol.events import Event, TransferStarted
+from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 
-__all__ = ["run_client_app", "run_server_app", "run_demo_app", "ClientProbe", "server_info"]
+__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "ClientProbe", "server_info"]
 
 UI_PACKET_WINDOW = 1000  # packet events the UI keeps between two ticks; the rest only reach traces
 # Engine threads wake for every datagram; with the UI thread busy they would wait up to the default
@@ -98,7 +99,7 @@ def server_info(server: TftpServer) -> ServerInfo:
     if cfg.policy.refuse:
         extra.append("refusing " + ", ".join(sorted(cfg.policy.refuse)))
     return ServerInfo(str(server.root), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
-                      " · ".join(extra))
+                      " · ".join(extra), impair=str(cfg.impair) if cfg.impair is not None else "")
 
 
 def _label(transfer: ClientTransfer) -> str:
@@ -120,7 +121,9 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
     spool = _Spool(bus)
     probe = ClientProbe(transfer, bus, extra)
     try:
-        app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save)
+        impair = transfer.request.impair
+        app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
+                          impair=str(impair) if impair is not None else "")
         code = _run(app)
     finally:
         probe.cancel()
@@ -160,3 +163,16 @@ def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) ->
         thread.join(10)
         spool.close()
     return code if code is not None else probe.exit_code()
+
+
+def run_trace_app(path: Path, events: list[Event], warning: str | None) -> int:
+    """A saved trace or capture in the same views as a live server: its transfers, then each in detail."""
+    transfers = len({e.session for e in events if isinstance(e, TransferStarted)})
+    summary = f"{transfers} transfer{'s' if transfers != 1 else ''}"
+    if warning:
+        summary += f" · ⚠ {warning}"
+    end = max((e.time for e in events), default=0.0)
+    app = TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=ServerInfo(str(path), summary, False, kind="trace"),
+                      clock=lambda: end, tick=None)
+    app.run()
+    return 0

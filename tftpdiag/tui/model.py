@@ -82,6 +82,7 @@ class SessionView:
 class Changes:
     sessions: set[int] = field(default_factory=set)
     new_sessions: list[int] = field(default_factory=list)
+    ended: list[int] = field(default_factory=list)
     refusals: list[RequestRefused] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -151,6 +152,7 @@ class LiveModel:
                 text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"
                 self.problems.append(text)
                 changes.problems.append(text)
+        changes.ended = [record.session for record in ended]
         for record in ended:
             if not _server_side(record):
                 continue

@@ -11,14 +11,17 @@ from textual.widgets import DataTable, RichLog, Static
 
 from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Changes, LiveModel
 from tftpdiag.tui.widgets.session_panel import state_text
 
 __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
-COLUMNS = ("client", "file", "dir", "state", "progress", "rate", "retx", "options", "age")
-WIDTHS = (21, 18, 5, 13, 6, 11, 4, 14, 6)
+# Widths include the space after each column (the table has no cell padding), so 100 columns fit.
+COLUMNS = ("client", "file", "state", "progress", "rate", "retx", "options", "age")
+WIDTHS = (22, 16, 15, 9, 12, 5, 11, 6)
+_SHORT = {"blksize": "b", "windowsize": "w", "timeout": "t"}
 MAX_ROWS = 500
 SessionFilter = str  # "all", "active", "problems"
 FILTERS = ("all", "active", "problems")
@@ -31,6 +34,7 @@ class ServerInfo:
     uploads: bool
     extra: str = ""  # e.g. "single-port", refused options
     impair: str = ""  # the --impair spec in force
+    kind: str = "serve"  # "trace": a capture's transfers, read from a file
 
 
 def _progress(record: SessionRecord) -> str:
@@ -45,12 +49,23 @@ def _granted(record: SessionRecord) -> str:
         return "…" if record.requested else "-"
     if negotiated.oack is None:
         return "none" if record.requested else "-"
-    return " ".join(f"{k}={v}" for k, v in negotiated.oack if k != "tsize") or "tsize"
+    # Compact: b1468 w16 t3 (blksize, windowsize, timeout); the detail view spells them out.
+    return " ".join(f"{_SHORT[k]}{v}" for k, v in negotiated.oack if k in _SHORT) or "tsize"
 
 
-def _listed(record: SessionRecord) -> bool:
-    """Transfers are listed; refused requests go to the log pane."""
-    return record.role is not None and not record.role.is_client
+def _fit(value: str | Text, width: int) -> Text:
+    """A cell that leaves one space before the next column (the table has no padding of its own)."""
+    text = value.copy() if isinstance(value, Text) else Text(value)
+    if text.cell_len > width - 1:
+        text.truncate(width - 2)
+        text.append("…")
+    text.append(" ")
+    return text
+
+
+def _listed(record: SessionRecord, every_role: bool = False) -> bool:
+    """Transfers are listed (a server's own, or every one in a trace); refused requests go to the log."""
+    return record.role is not None and (every_role or not record.role.is_client)
 
 
 def _matches(record: SessionRecord, flt: SessionFilter) -> bool:
@@ -65,24 +80,26 @@ class ServeView(Vertical):
     DEFAULT_CSS = """
     ServeView { height: 1fr; }
     ServeView #serve-header { height: auto; padding: 0 1; background: $boost; }
-    ServeView #sessions { height: 2fr; }
+    ServeView #sessions { height: 2fr; padding: 0; }
     ServeView #log { height: 1fr; min-height: 4; }
     """
 
     def __init__(self, info: ServerInfo, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.info = info
+        self._every_role = info.kind == "trace"
         self.filter: SessionFilter = "all"
         self.paused = False
         self._last_age_update = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static(id="serve-header")
-        table: DataTable = DataTable(id="sessions", cursor_type="row", zebra_stripes=True, classes="panel")
+        table: DataTable = DataTable(id="sessions", cursor_type="row", zebra_stripes=True, classes="panel",
+                                     cell_padding=0)
         table.border_title = "Sessions (enter: details)"
         yield table
         log = RichLog(id="log", max_lines=500, wrap=True, markup=False, classes="panel")
-        log.border_title = "Refused requests and errors"
+        log.border_title = "Refused requests and failed transfers"
         yield log
 
     def on_mount(self) -> None:
@@ -110,6 +127,10 @@ class ServeView(Vertical):
             self._log_refusal(refusal)
         for text in changes.problems:
             self.query_one(RichLog).write(Text(text, style="yellow"))
+        for sid in changes.ended:
+            view = model.view(sid)
+            if view is not None and view.record.state == "failed" and _listed(view.record, self._every_role):
+                self._log_failure(view.record)
         if self.paused:
             return
         table = self.query_one(DataTable)
@@ -118,7 +139,7 @@ class ServeView(Vertical):
             return
         for sid in changes.new_sessions:
             view = model.view(sid)
-            if view is not None and _listed(view.record) and _matches(view.record, self.filter):
+            if view is not None and _listed(view.record, self._every_role) and _matches(view.record, self.filter):
                 table.add_row(*self._cells(view.record, now), key=str(sid))
         age_tick = now - self._last_age_update >= 1.0
         if age_tick:
@@ -136,7 +157,7 @@ class ServeView(Vertical):
     def _rebuild(self, model: LiveModel, now: float) -> None:
         table = self.query_one(DataTable)
         table.clear()
-        records = [r for r in model.server_records() if _listed(r)]
+        records = [v.record for v in model.views.values() if _listed(v.record, self._every_role)]
         for record in [r for r in records if _matches(r, self.filter)][-MAX_ROWS:]:
             table.add_row(*self._cells(record, now), key=str(record.session))
         table.border_title = f"Sessions · {self.filter} (enter: details, f: filter)"
@@ -144,12 +165,15 @@ class ServeView(Vertical):
     def _cells(self, record: SessionRecord, now: float) -> tuple:
         age = (record.last or now) - (record.started or now) if record.finished else now - (record.started or now)
         retx = Text(str(record.retransmits), style="bold yellow" if record.retransmits else "dim")
-        return (fmt_addr(record.client), record.filename, "↓ get" if record.direction == "download" else "↑ put",
-                state_text(record), _progress(record), fmt_rate(record.rate) if record.bytes else "-", retx,
-                _granted(record), f"{max(age, 0):.1f}s")
+        arrow = "↓ " if record.direction == "download" else "↑ "
+        cells = (fmt_addr(record.client), arrow + record.filename, state_text(record), _progress(record),
+                 fmt_rate(record.rate) if record.bytes else "-", retx, _granted(record), f"{max(age, 0):.1f}s")
+        return tuple(_fit(cell, width) for cell, width in zip(cells, WIDTHS))
 
     def _header(self, model: LiveModel, now: float) -> Text:
         info = self.info
+        if info.kind == "trace":
+            return self._trace_header(model)
         active = len(model.active())
         totals = model.totals
         text = Text.assemble((" serve ", "bold"), (info.root, "bold"), f"  on {info.addresses}  ",
@@ -169,6 +193,22 @@ class ServeView(Vertical):
         if self.paused:
             text.append("  PAUSED", style="bold yellow")
         return text
+
+    def _trace_header(self, model: LiveModel) -> Text:
+        records = [v.record for v in model.views.values() if v.record.role is not None]
+        failed = sum(1 for r in records if r.state == "failed")
+        moved = sum(r.bytes for r in records)
+        text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n ")
+        text.append(f"{len(records) - failed} completed · ")
+        text.append(f"{failed} failed", style="bold red" if failed else "")
+        text.append(f" · {fmt_bytes(moved)} transferred")
+        return text
+
+    def _log_failure(self, record: SessionRecord) -> None:
+        kind = "RRQ" if record.direction == "download" else "WRQ"
+        self.query_one(RichLog).write(Text.assemble(
+            (f"{fmt_addr(record.client)} ", "dim"), f"{kind} {record.filename!r} ",
+            (f"failed: {explain_failure(record)}", "red")))
 
     def _log_refusal(self, refusal: RequestRefused) -> None:
         kind = "RRQ" if refusal.is_read else "WRQ"

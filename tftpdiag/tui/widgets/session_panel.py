@@ -49,7 +49,7 @@ def state_text(record: SessionRecord) -> Text:
 
 
 def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
-    if not record.requested and record.negotiated is None:
+    if record.role is None:
         return Text("waiting for the request…", style="dim")
     if not record.requested:
         return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
