@@ -48,7 +48,9 @@ class ClientRequest:
     upload: bool = False
     mode: str = "octet"
     options: RequestedOptions = field(default_factory=RequestedOptions)
-    timing: Timing = field(default_factory=Timing)
+    # A client gains little by dallying after its final ACK (a lost one only makes the server log a
+    # timeout), so by default it does not; a caller that wants RFC 1350's linger sets Timing.dally.
+    timing: Timing = field(default_factory=lambda: Timing(dally=0.0))
     family: int = 0  # socket.AF_INET, socket.AF_INET6, or 0 for either
     output: Path | None = None  # where a download is kept; None: hash only
     source: Path | None = None  # what an upload sends
