@@ -231,6 +231,10 @@ def test_serve_stop_leaves_no_threads_or_sockets(tmp_path: Path) -> None:
     runner.start()
     for _ in range(5):
         assert ClientTransfer(ClientRequest("127.0.0.1", "f", port=server.addresses[0][1])).run().ok
+    # A client is done once it has sent its final ACK; the server reports the session when it has it.
+    deadline = time.monotonic() + 10
+    while out.getvalue().count("\n") < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
     stop.set()
     runner.join(10)
     deadline = time.monotonic() + 5

@@ -354,7 +354,13 @@ def interactive(args: argparse.Namespace) -> bool:
     return not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
 
 
+# Engine threads wake for every datagram; while another thread (the printer, the UI) holds the GIL
+# they would wait up to the default 5 ms switch interval each time, which throttles lock-step transfers.
+GIL_SWITCH_INTERVAL = 0.0005
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

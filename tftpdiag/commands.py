@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tftpdiag.cli import (
     EXIT_FAILED,
@@ -27,9 +27,11 @@ from tftpdiag.cli import (
 )
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
-from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
+
+if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
+    from tftpdiag.engine.server import ServerConfig
 
 __all__ = ["run_client", "run_serve", "run_demo", "run_trace", "make_sample_image"]
 
@@ -106,6 +108,8 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
+    from tftpdiag.engine.server import ServerConfig
+
     timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, adaptive=args.timeout is None)
     bind = tuple(args.bind) if args.bind else ("0.0.0.0", "::")
     return ServerConfig(
@@ -130,6 +134,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from tftpdiag.engine.server import ServerSetupError, TftpServer
+
     _seeded(args)
     bus = EventBus()
     server = TftpServer(server_config(args), bus)
@@ -174,6 +180,8 @@ def make_sample_image(folder: Path, size: int) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
+
     bus = EventBus()
     with tempfile.TemporaryDirectory(prefix="tftpdiag-demo-") as tmp:
         folder = Path(tmp)

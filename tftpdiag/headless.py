@@ -5,19 +5,21 @@ It reads the same event stream as the TUI, through a lossless subscription drain
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
-from typing import Any, Callable, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from tftpdiag.engine.bus import Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.server import TftpServer
 from tftpdiag.report import explain_failure, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 __all__ = ["run_client_headless", "run_server_headless", "print_client_summary"]
 
@@ -30,21 +32,17 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
     stdout = stdout or sys.stdout
     table = SessionTable()
-    err = Console(stderr=True)
-    verb = "uploading" if transfer.request.upload else "downloading"
-    progress = Progress(TextColumn(f"{verb} [bold]{transfer.request.filename}[/]"), BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
-                        disable=not err.is_terminal)
+    progress = _progress_bar(transfer)
     transfer.start()
     outcome: ClientOutcome | None = None
     try:
-        with progress:
-            task = progress.add_task("transfer", total=None)
+        with progress or contextlib.nullcontext():
+            task = progress.add_task("transfer", total=None) if progress else None
             while outcome is None:
                 outcome = transfer.wait(_TICK)
                 table.apply(sub.drain())
                 record = table.sessions.get(transfer.session_id)
-                if record is not None:
+                if record is not None and progress is not None:
                     progress.update(task, completed=record.bytes, total=record.total)
     except KeyboardInterrupt:
         transfer.cancel()
@@ -60,11 +58,28 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     if json_out:
         stdout.write(json.dumps(summary) + "\n")
     else:
+        from rich.console import Console
+
         print_client_summary(record, summary, Console(file=stdout, highlight=False))
     return outcome, summary
 
 
+def _progress_bar(transfer: ClientTransfer) -> Progress | None:
+    """A live bar on stderr when it is a terminal; rich is not even imported otherwise (scripts start
+    faster)."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    verb = "uploading" if transfer.request.upload else "downloading"
+    return Progress(TextColumn(f"{verb} [bold]{transfer.request.filename}[/]"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
 def print_client_summary(record: SessionRecord, summary: dict[str, Any], console: Console) -> None:
+    """The human summary of a finished probe or put."""
     verb = "downloaded" if record.direction == "download" else "uploaded"
     server = fmt_addr(record.peer)
     if summary["ok"]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import StringIO
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
@@ -32,14 +33,14 @@ from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
 
 __all__ = [
-    "ProbeSpec",
-    "ProbeResult",
-    "SweepReport",
     "DEFAULT_PROBES",
     "DEFAULT_TIMING",
-    "run_sweep",
+    "ProbeResult",
+    "ProbeSpec",
+    "SweepReport",
     "render_table",
     "render_text",
+    "run_sweep",
 ]
 
 MAX_BYTES = 2 << 20
@@ -198,9 +199,8 @@ class SweepReport:
         safe = [r for r in self.ran if r.safe and r.spec.mode == "octet"]
         if not safe:
             return None
-        blk = [r.granted_value("blksize") for r in safe if r.granted_value("blksize")]
-        win = [(r.granted_value("windowsize"), r.granted_value("blksize") or r.blksize) for r in safe
-               if r.granted_value("windowsize")]
+        blk = [v for v in (r.granted_value("blksize") for r in safe) if v]
+        win = [(ws, r.granted_value("blksize") or r.blksize) for r in safe if (ws := r.granted_value("windowsize"))]
         out = {"blksize": max(blk) if blk else 512, "windowsize": 1}
         if win:
             ws, with_blk = max(win)
@@ -365,7 +365,7 @@ def _learn(result: ProbeResult, skip: dict[str, str]) -> None:
         if not result.ok:
             skip["windowsize"] = f"{spec.name} failed"
         elif granted is None:
-            skip["windowsize"] = f"the server does not grant windowsize (not in its answer to {spec.name})"
+            skip["windowsize"] = f"the server does not grant windowsize ({spec.name})"
 
 
 def _hard_failure(result: ProbeResult, first: bool) -> str | None:
@@ -394,9 +394,11 @@ def render_table(report: SweepReport):
     from rich.table import Table
 
     table = Table(title=f"Option sweep of {report.filename} on {report.host}:{report.port}", expand=False)
-    for name, kw in (("probe", {}), ("asked", {}), ("granted", {}), ("result", {}), ("bytes", {"justify": "right"}),
-                     ("rate", {"justify": "right"}), ("findings", {})):
-        table.add_column(name, **kw)
+    for name in ("probe", "asked", "granted", "result"):
+        table.add_column(name)
+    table.add_column("bytes", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("findings")
     for r in report.results:
         asked = _options_text(r.requested) + (f" ({r.spec.mode})" if r.spec.mode != "octet" else "")
         granted = "" if r.outcome == "skipped" else _options_text(r.granted)
@@ -420,7 +422,7 @@ def summary_lines(report: SweepReport) -> list[str]:
     if report.stopped:
         lines.append(f"Stopped early: {report.stopped}")
     sup = report.supports
-    if report.ran:
+    if any(value is not None for name, value in sup.items() if name != "options"):
         def show(name: str) -> str:
             value = sup.get(name)
             return "not probed" if value is None else ("no" if value is False else "yes" if value is True
@@ -436,6 +438,9 @@ def summary_lines(report: SweepReport) -> list[str]:
         text = f"Recommended: blksize {rec['blksize']}"
         if rec.get("windowsize", 1) > 1:
             text += f"; windowsize {rec['windowsize']} (with blksize {rec['windowsize_blksize']})"
+        if rec["blksize"] > 1468:
+            text += (" (blocks over 1468 bytes travel as IP fragments: fine on this path, but firewalls that drop "
+                     "fragments are common; 1468 is the safe choice elsewhere)")
         lines.append(text)
     elif report.ran and not report.stopped:
         lines.append("No probe ran without loss: see the findings.")

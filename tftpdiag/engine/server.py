@@ -25,7 +25,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
-from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, SocketError
+from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.packets import Error, ErrorCode, Packet, ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse

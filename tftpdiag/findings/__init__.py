@@ -15,7 +15,25 @@ content. Every finding has a stable id; ``IDS`` lists them all.
 """
 
 from tftpdiag.findings.analyzer import IDS, Analyzer, analyze
-from tftpdiag.findings.model import ERROR, INFO, SEVERITIES, WARNING, Finding, escape_name, severity_rank
+from tftpdiag.findings.model import (
+           ERROR,
+           INFO,
+           SEVERITIES,
+           WARNING,
+           Finding,
+           escape_name,
+           severity_rank,
+)
 
-__all__ = ["Analyzer", "analyze", "Finding", "IDS", "SEVERITIES", "INFO", "WARNING", "ERROR", "escape_name",
-           "severity_rank"]
+__all__ = [
+           "ERROR",
+           "IDS",
+           "INFO",
+           "SEVERITIES",
+           "WARNING",
+           "Analyzer",
+           "Finding",
+           "analyze",
+           "escape_name",
+           "severity_rank",
+]

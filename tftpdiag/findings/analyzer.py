@@ -8,8 +8,13 @@ ERROR, a timeout, the end, a progress snapshot (at most five times a second per 
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from tftpdiag.findings import content, errors, loss, negotiation, reach, rollover, speed
+from tftpdiag.findings import state as st
+from tftpdiag.findings.model import INFO, Finding
+from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import (
     Completed,
     Event,
@@ -27,12 +32,7 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 
-from tftpdiag.findings import content, errors, loss, negotiation, reach, rollover, speed
-from tftpdiag.findings.model import INFO, Finding
-from tftpdiag.findings import state as st
-from tftpdiag.findings.state import SessionState
-
-__all__ = ["Analyzer", "analyze", "RULES", "IDS"]
+__all__ = ["IDS", "RULES", "Analyzer", "analyze"]
 
 Rule = Callable[[SessionState, "Analyzer"], "Finding | list[Finding] | None"]
 
@@ -70,10 +70,12 @@ class Analyzer:
         self._found: dict[int, dict[str, Finding]] = {}
         self._found_at: dict[tuple[int, str], float] = {}
         self._finished: deque[int] = deque()
+        self._active: set[int] = set()  # sessions not finished, for tick()
         self._out: list[Finding] = []
-        # Server side: (client host, file name) of a recent size probe -> its session.
+        # Server side: (client host, file name) -> a size probe waiting for its download / recent reads.
         self._probes: dict[tuple[str, str], int] = {}
-        self._dispatch: dict[type, Callable[[SessionState, object], bool]] = {
+        self._reads: dict[tuple[str, str], list[tuple[float, int, tuple]]] = {}
+        self._dispatch: dict[type, Callable[[SessionState, Any], bool]] = {
             PacketReceived: st.on_rx,
             PacketSent: st.on_tx,
             Progress: st.on_progress,
@@ -116,8 +118,11 @@ class Analyzer:
         reported as stalled, and a client still waiting for any reply as getting none."""
         out = self._out = []
         self.now = now
-        for s in list(self._states.values()):
-            if s.finished:
+        states = self._states
+        for sid in list(self._active):
+            s = states.get(sid)
+            if s is None or s.finished or (s.role is None and now - s.last_time > 60.0):
+                self._active.discard(sid)  # ended, or stray events of a session long forgotten
                 continue
             since = s.last_move if s.last_move is not None else s.t0
             if now - since >= self.stall_after:
@@ -161,27 +166,41 @@ class Analyzer:
     def _open(self, ev: Event) -> SessionState:
         s = SessionState(ev.session, ev.time)
         self._states[ev.session] = s
+        self._active.add(ev.session)
         return s
 
     def _on_started(self, s: SessionState, ev: TransferStarted) -> bool:
         st.on_started(s, ev)
         if not s.client_side and ev.role.is_download:
-            # A size probe's second request: tell the probe's session it was followed up.
+            # Server side: remember reads by client host and file, to pair a size probe with the download
+            # that follows it (the two may be published in either order).
             key = (ev.peer[0], ev.filename)
+            reads = self._reads.pop(key, [])
+            reads.append((ev.time, ev.session, ev.requested))
+            self._reads[key] = reads[-4:]
+            if len(self._reads) > 4096:
+                del self._reads[next(iter(self._reads))]
             probe = self._probes.pop(key, None)
-            if probe is not None:
-                old = self._states.get(probe)
-                if old is not None and old.result is not None and ev.time - old.last_time < 30.0:
-                    old.followup = (ev.time, ev.session, "with " + " ".join(f"{k}={v}" for k, v in ev.requested)
-                                    if ev.requested else "without options")
-                    self.now = ev.time
-                    self._evaluate(old)
+            old = self._states.get(probe) if probe is not None else None
+            if old is not None and old.followup is None:
+                self.now = ev.time
+                self._evaluate(old)
         return False
 
-    def note_probe(self, s: SessionState) -> None:
-        """Called by the size-probe rule: the next request from that client for that file follows it."""
-        if s.peer is not None and len(self._probes) < 10_000:
-            self._probes[(s.peer[0], s.filename)] = s.session
+    def follow_up(self, s: SessionState) -> tuple[float, int, str] | None:
+        """Server side, for the size-probe rule: the read of the same file by the same client host that
+        came after session ``s`` (time, session, its options in words), or None yet (then it is watched
+        for)."""
+        if s.peer is None:
+            return None
+        key = (s.peer[0], s.filename)
+        for t, sid, requested in self._reads.get(key, ()):
+            if sid != s.session and s.t0 <= t <= s.last_time + 30.0:
+                how = "with " + " ".join(f"{k}={v}" for k, v in requested) if requested else "without options"
+                return t, sid, how
+        if len(self._probes) < 10_000:
+            self._probes[key] = s.session
+        return None
 
     def _evaluate(self, s: SessionState) -> None:
         found = self._found.get(s.session)
@@ -203,11 +222,16 @@ class Analyzer:
     def _recovered(self, s: SessionState, found: dict[str, Finding], finding_id: str) -> None:
         """A live hypothesis (the peer went quiet...) that progress has since disproved becomes info."""
         prior = found[finding_id]
-        if prior.severity == INFO or s.last_move is None:
+        if prior.severity == INFO:
             return
-        if s.last_move <= self._found_at.get((s.session, finding_id), float("inf")):
+        res = s.result
+        if s.last_move is not None and s.last_move > self._found_at.get((s.session, finding_id), float("inf")):
+            tail = "; then the transfer went on"
+        elif isinstance(res, Failed):
+            tail = f"; then it ended otherwise: {res.message}"
+        else:
             return
-        recovered = Finding(finding_id, INFO, prior.summary + "; then the transfer went on", prior.evidence,
+        recovered = Finding(finding_id, INFO, prior.summary + tail, prior.evidence,
                             "Nothing to do unless it happens again.", s.session)
         found[finding_id] = recovered
         self._out.append(recovered)
@@ -216,6 +240,7 @@ class Analyzer:
         if s.retired:
             return
         s.retired = True
+        self._active.discard(s.session)
         self._finished.append(s.session)
         while len(self._finished) > self.keep_sessions:
             old = self._finished.popleft()

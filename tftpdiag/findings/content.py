@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tftpdiag.protocol.events import Completed
-
 from tftpdiag.findings.model import WARNING, Finding, evidence, fmt_addr
 from tftpdiag.findings.state import SessionState
+from tftpdiag.protocol.events import Completed
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
@@ -44,9 +43,9 @@ def netascii_binary(s: SessionState, a: Analyzer) -> Finding | None:
         return None
     parts = []
     if s.bare_nul:
-        parts.append(f"{s.bare_nul:,} NUL bytes")
+        parts.append(f"{s.bare_nul:,} NUL byte{'s' if s.bare_nul != 1 else ''}")
     if s.bare_cr:
-        parts.append(f"{s.bare_cr:,} CR bytes followed by neither LF nor NUL")
+        parts.append(f"{s.bare_cr:,} CR byte{'s' if s.bare_cr != 1 else ''} followed by neither LF nor NUL")
     if s.high:
         parts.append(f"{100 * high_share:.0f}% bytes above 127")
     where = f" (first in block {s.binary_block})" if s.binary_block is not None else ""

@@ -6,17 +6,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tftpdiag.findings.model import (
+    ERROR,
+    INFO,
+    WARNING,
+    Finding,
+    escape_name,
+    evidence,
+    fmt_addr,
+    fmt_options,
+)
+from tftpdiag.findings.state import SessionState, describe
 from tftpdiag.protocol.events import Failed, Reason, Side
 from tftpdiag.protocol.packets import Ack, Error, error_code_name
-
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence, fmt_addr, fmt_options
-from tftpdiag.findings.state import SessionState, describe
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
 
 IDS = ("file-not-found", "access-violation", "server-error", "odd-filename", "path-escape", "size-probe",
-       "client-aborted", "protocol-breach")
+       "client-aborted", "protocol-breach", "local-error")
 
 _CODE_HINTS = {
     0: "ERROR 0 has no meaning of its own: the message is all the server says",
@@ -93,11 +101,17 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
     ev = [f"{s.t(t)}: {s.kind} {name} {s.mode} {fmt_options(s.requested)} sent to {fmt_addr(s.peer)}"
           for t in s.request_times[:1]]
     ev.append(f"{s.t(res.time)}: ERROR {res.code} ({error_code_name(res.code)}) {message} from {server}")
+    if res.code == 1 and not s.receiver:
+        summary = f"{server} refused the upload of {name} with ERROR 1, {message}"
+        suggestion = ("tftpd-hpa answers 'File not found' to an upload of a file that does not exist yet unless it "
+                      "runs with -c (create); otherwise the directory may be missing on the server.")
+        return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
     if res.code == 1:
         hints = _client_name_hints(s.filename)
         summary = f"{server} has no file {name}: ERROR 1, {message}"
-        suggestion = " ".join(hints + ["Check that the file is in the server's root directory (tftpd-hpa -s DIR, "
-                                       "dnsmasq --tftp-root, atftpd's directory argument) under exactly this name."])
+        check = ("Check that the file is in the server's root directory (tftpd-hpa -s DIR, dnsmasq --tftp-root, "
+                 "atftpd's directory argument) under exactly this name.")
+        suggestion = " ".join([*hints, check])
         return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
     if res.code == 2:
         summary = f"{server} refused the {s.kind} for {name}: ERROR 2 (access violation), {message}"
@@ -177,7 +191,7 @@ def size_probe(s: SessionState, a: Analyzer) -> Finding | None:
     if res is None or res.code != 8 or "tsize" not in s.req or not s.oack_tx or s.moved:
         return None
     if s.followup is None:
-        a.note_probe(s)
+        s.followup = a.follow_up(s)
     client = fmt_addr(s.peer)
     size = f"{s.tsize:,} B" if s.tsize is not None else "unknown"
     summary = (f"Client {client} asked for {escape_name(s.filename)} with tsize, read the size ({size}) from our "
@@ -203,10 +217,16 @@ def client_aborted(s: SessionState, a: Analyzer) -> Finding | None:
     res = _peer_error(s)
     if res is None or res.code == 8:
         return None
+    if res.code == 5 and s.moved == 0:
+        summary = (f"Client {fmt_addr(s.peer)} turned this session away with ERROR 5 (unknown transfer ID): it was "
+                   f"already transferring with another one, started by an earlier copy of its request")
+        return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR 5 from the client"]),
+                       "Harmless: a repeated request started a second session, and the client kept the first.",
+                       s.session)
     if s.oack_tx and s.peer_answered is not None and s.moved == 0 and s.ack0_t is None:
         return None  # answered our OACK with an ERROR: client-ignored-oack says it
     summary = (f"Client {fmt_addr(s.peer)} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}) "
-               f"{res.message!r} after {s.moved:,} blocks")
+               f"{res.message!r} after {s.moved:,} block{'s' if s.moved != 1 else ''}")
     return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR {res.code} from the client"]),
                    "The client's message says why; ERROR 0 usually means its user or firmware cancelled.",
                    s.session)
@@ -229,7 +249,7 @@ def protocol_breach(s: SessionState, a: Analyzer) -> Finding | None:
                 items.append(f"{s.t(t)}: {describe(p)} after the ERROR (pin/tftp#99)")
             elif isinstance(p, Error) and res.raised_by is Side.LOCAL:
                 items.append(f"{s.t(t)}: {describe(p)} answering our ERROR (tftpy#106)")
-        if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code != 8:
+        if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code == 4:
             items.append(f"{s.t(res.time)}: tftpdiag ended the transfer: {res.message}")
     if not items:
         return None
@@ -241,4 +261,19 @@ def protocol_breach(s: SessionState, a: Analyzer) -> Finding | None:
                    "firmware update; tftpdiag survives them.", s.session)
 
 
-RULES = (client_errors, refusals, size_probe, client_aborted, protocol_breach)
+def local_error(s: SessionState, a: Analyzer) -> Finding | None:
+    """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error."""
+    res = s.result
+    if not isinstance(res, Failed) or res.raised_by is not Side.LOCAL:
+        return None
+    if not (res.reason is Reason.LOCAL or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
+        return None
+    told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
+    summary = f"tftpdiag ended the transfer: {res.message}{told}"
+    hint = ("Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."
+            if res.code == 3 else "Check the local disk, the target directory and its permissions.")
+    return Finding("local-error", ERROR if s.client_side else WARNING, summary,
+                   evidence([f"{s.t(res.time)}: {res.message}"]), hint, s.session)
+
+
+RULES = (client_errors, refusals, size_probe, client_aborted, protocol_breach, local_error)

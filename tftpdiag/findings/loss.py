@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tftpdiag.protocol.events import Failed, Reason
-from tftpdiag.protocol.packets import Data, OAck
-
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, evidence, fmt_addr, transient
+from tftpdiag.findings.model import (
+    ERROR,
+    INFO,
+    WARNING,
+    Finding,
+    evidence,
+    fmt_addr,
+    transient,
+)
 from tftpdiag.findings.state import QUICK, SessionState, describe
+from tftpdiag.protocol.events import Failed, Reason
+from tftpdiag.protocol.packets import Ack, Data, OAck
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
 
-IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "stray-packets")
+IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "window-overrun", "stray-packets")
 
 # A block this large no longer fits a 1280-byte path (IPv6's minimum MTU) with its headers; below it a
 # negotiated transfer that never moves has other causes.
@@ -27,7 +34,11 @@ def timed_out_or_stuck(s: SessionState, a: Analyzer) -> str | None:
     has been quiet for the analyzer's stall_after; else None."""
     res = s.result
     if isinstance(res, Failed):
-        return "failed" if res.reason is Reason.TIMEOUT else None
+        # A timeout that no TimedOut since the last progress led to is a capture that ended mid-transfer
+        # (a rebuilt trace), not a peer that went quiet.
+        waited = s.last_timeout is not None and s.last_timeout.time >= (s.last_move if s.last_move is not None
+                                                                        else s.t0)
+        return "failed" if res.reason is Reason.TIMEOUT and waited else None
     if res is None and s.last_timeout is not None and s.last_timeout.attempt >= 2 and \
             (s.last_move is None or s.last_timeout.time > s.last_move) and \
             a.now - (s.last_move if s.last_move is not None else s.t0) >= a.stall_after:
@@ -102,13 +113,14 @@ def _blocks(s: SessionState) -> int:
 
 
 def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
-    if s.role is None or s.moved == 0 or s.episodes == 0:
+    episodes = s.recovered_losses
+    if s.role is None or s.moved == 0 or episodes == 0:
         return None
     blocks = _blocks(s)
     ws = max(s.windowsize, 1)
     packets = blocks + max(blocks // ws, 1) + 2
-    pct = 100.0 * s.episodes / packets
-    severity = WARNING if pct >= 0.5 and s.episodes >= 2 else INFO
+    pct = 100.0 * episodes / packets
+    severity = WARNING if pct >= 0.5 and episodes >= 2 else INFO
     repeated = s.dup_data + s.dup_ack
     parts = [f"{s.n_timeouts} timeout{'s' if s.n_timeouts != 1 else ''}"]
     late = repeated - s.dup_quick
@@ -118,7 +130,9 @@ def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
         parts.append(f"{s.ooo} out of order")
     if s.window_gaps:
         parts.append(f"{s.window_gaps} window gap{'s' if s.window_gaps != 1 else ''}")
-    summary = (f"About {pct:.1f}% of packets lost: {s.episodes} loss{'es' if s.episodes != 1 else ''} over "
+    gaps = s.ooo + s.window_gaps
+    what = "lost or reordered" if gaps > s.n_timeouts else "lost"
+    summary = (f"About {pct:.1f}% of packets {what}: {episodes} loss{'es' if episodes != 1 else ''} over "
                f"~{packets:,} packets ({', '.join(parts)})")
     ev = [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for} (attempt {e.attempt})"
           for e in s.timeouts[:4]]
@@ -128,11 +142,11 @@ def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
         ev.append(f"{s.t(s.ooo_first[0])}: {s.ooo_first[1]} arrived past a gap")
     if s.stats is not None:
         ev.append(f"{s.stats.retransmits} packets resent by tftpdiag in {s.stats.duration:.1f} s")
-    tips = ["Each loss costs a retransmit timeout; find the lossy link (Wi-Fi, a congested or half-duplex port, a "
-            "policer)."]
+    tips = [("Each loss costs a retransmit timeout; find the lossy link (Wi-Fi, a congested or half-duplex port, a "
+             "policer).")]
     if ws > 1:
-        tips.append(f"With windowsize {ws} a loss resends the window from the gap: a smaller window can help on "
-                    "this path.")
+        tips.append(f"With windowsize {ws} a lost or merely reordered block resends the window from the gap: a "
+                    "smaller window can help on this path.")
     if s.blksize > 1468:
         tips.append(f"blksize {s.blksize} travels as IP fragments: losing one loses the block; try 1468 or less.")
     return Finding("packet-loss", severity, summary, evidence(ev), " ".join(tips), s.session)
@@ -163,7 +177,9 @@ def duplicates(s: SessionState, a: Analyzer) -> Finding | None:
                f"{QUICK * 1000:.0f} ms of the first copy (duplicated on the way, or sent twice)")
     if late > 0:
         summary += f", {late} after a pause (resent after a loss)"
-    severity = WARNING if quick >= 3 and quick / received >= 0.05 else INFO
+    # In a window, repeats right after a gap are the sender's rewind, not the network's doing.
+    gaps = s.ooo + s.window_gaps
+    severity = WARNING if quick >= 3 and quick / received >= 0.05 and not gaps else INFO
     ev = [f"{s.t(s.dup_first[0])}: first duplicate: {s.dup_first[1]}"] if s.dup_first else []
     ev.append(f"{total} duplicates among {received:,} packets received")
     if quick >= late:
@@ -195,6 +211,21 @@ def sorcerers_apprentice(s: SessionState, a: Analyzer) -> Finding | None:
                    "on the path makes it likelier; windowsize avoids lock-step altogether.", s.session)
 
 
+def window_overrun(s: SessionState, a: Analyzer) -> Finding | None:
+    if not s.receiver or not s.overrun or s.overrun_first is None:
+        return None
+    t, block, acked = s.overrun_first
+    ws = s.windowsize
+    summary = (f"{s.other.capitalize()} sent DATA {block} when our last ACK ({acked}) allowed blocks up to "
+               f"{(acked + ws) & 0xFFFF} (windowsize {ws}): it does not go by the ACK number, so blocks past a gap "
+               f"are thrown away and sent again ({s.overrun} past the window in all)")
+    ev = [f"{s.t(t)}: DATA {block} arrived; our last ACK was {acked}",
+          f"{s.ooo} blocks out of order, {s.window_gaps + s.n_timeouts} recoveries"]
+    return Finding("window-overrun", WARNING, summary, evidence(ev),
+                   f"A window bug in {s.other} (as uftpd#44, a sender ignoring the ACK number after a loss): use "
+                   "windowsize 1 (lock-step) with it, or update it.", s.session)
+
+
 def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
     if not s.stray or s.stray_first is None or s.role is None:
         return None
@@ -202,7 +233,8 @@ def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
     peer = s.locked or s.peer
     sources = ", ".join(f"{fmt_addr(x)} ({n})" for x, n in list(s.stray_from.items())[:4])
     second_session = (s.client_side and peer is not None and all(x[0] == peer[0] for x in s.stray_from)
-                      and (isinstance(packet, OAck) or (isinstance(packet, Data) and packet.block == 1)))
+                      and (isinstance(packet, OAck) or (isinstance(packet, Data) and packet.block == 1)
+                           or (isinstance(packet, Ack) and packet.block == 0)))
     ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, answered with ERROR 5"]
     if second_session:
         summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} came from {sources} instead of this transfer's "
@@ -218,4 +250,4 @@ def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
                    "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)
 
 
-RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, stray_packets)
+RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, window_overrun, stray_packets)

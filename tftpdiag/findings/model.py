@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = [
-    "Finding",
-    "SEVERITIES",
-    "INFO",
-    "WARNING",
     "ERROR",
-    "severity_rank",
+    "INFO",
+    "MAX_EVIDENCE",
+    "SEVERITIES",
+    "WARNING",
+    "Finding",
     "escape_name",
     "fmt_addr",
     "fmt_bytes",
+    "fmt_options",
     "fmt_rate",
     "fmt_t",
-    "fmt_options",
-    "MAX_EVIDENCE",
+    "severity_rank",
 ]
 
 INFO, WARNING, ERROR = "info", "warning", "error"

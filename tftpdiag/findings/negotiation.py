@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tftpdiag.findings.model import (
+    ERROR,
+    INFO,
+    WARNING,
+    Finding,
+    escape_name,
+    evidence,
+    fmt_addr,
+    fmt_options,
+)
+from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
-
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence, fmt_addr, fmt_options
-from tftpdiag.findings.state import SessionState
+from tftpdiag.protocol.packets import Data
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
@@ -188,7 +197,7 @@ def client_ignored_oack(s: SessionState, a: Analyzer) -> Finding | None:
     ev = [f"{s.t(t)}: OACK {oack} sent" for t in s.oack_tx_times[:1]]
     summary = None
     severity = WARNING
-    if s.err_rx is not None and s.err_rx[1] != 8 and s.moved == 0 and s.ack0_t is None and s.first_data_t is None:
+    if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and s.first_data_t is None:
         t, code, message = s.err_rx
         summary = (f"Client {client} answered our OACK ({oack}) with ERROR {code} {message!r}: it asked for "
                    f"options but does not take an OACK")
@@ -202,7 +211,7 @@ def client_ignored_oack(s: SessionState, a: Analyzer) -> Finding | None:
                 break
     if summary is None and s.receiver and s.first_data_len == 512 and s.blksize > 512:
         tsize = s.req.get("tsize", "")
-        late_data = [t for t, p in s.late_log if type(p).__name__ == "Data"]
+        late_data = [t for t, p in s.late_log if isinstance(p, Data)]
         if late_data or (tsize.isdigit() and int(tsize) > 512):
             severity = ERROR
             summary = (f"Client {client} sent DATA 1 of 512 bytes although our OACK granted blksize {s.blksize}: it "

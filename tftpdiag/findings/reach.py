@@ -6,16 +6,25 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from tftpdiag.protocol.events import Completed, Failed, Reason
-
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence, fmt_addr, fmt_bytes, transient
+from tftpdiag.findings.model import (
+    ERROR,
+    INFO,
+    WARNING,
+    Finding,
+    escape_name,
+    evidence,
+    fmt_addr,
+    fmt_bytes,
+    transient,
+)
 from tftpdiag.findings.state import SessionState
+from tftpdiag.protocol.events import Completed, Failed, Reason
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
 
 IDS = ("no-reply", "port-unreachable", "host-unreachable", "reply-from-other-address", "client-stopped-acking",
-       "stalled")
+       "server-stopped", "stalled")
 
 _UNREACHABLE_HOST = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
 
@@ -198,7 +207,45 @@ def client_stopped_acking(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("client-stopped-acking", severity, summary, evidence(ev), suggestion, s.session)
 
 
-_SPECIFIC_STALLS = ("rollover-stall", "large-block-loss", "client-stopped-acking", "port-unreachable")
+@transient("server-stopped")
+def server_stopped(s: SessionState, a: Analyzer) -> Finding | None:
+    """Client side: the server answered, then fell silent (the counterpart of client-stopped-acking)."""
+    if not s.client_side or s.role is None or s.locked is None:
+        return None
+    from tftpdiag.findings.loss import timed_out_or_stuck
+
+    state = timed_out_or_stuck(s, a)
+    if state is None or _stopped_cause_elsewhere(s, a):
+        return None
+    if _socket_errors(s, (errno.ECONNREFUSED,) + _UNREACHABLE_HOST):
+        return None
+    server = fmt_addr(s.locked)
+    attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
+    since = s.last_move if s.last_move is not None else (s.ack0_t or s.lock_time or s.t0)
+    duration = (s.result.time if s.result else a.now) - since
+    waiting = s.last_timeout.waiting_for if s.last_timeout is not None else "an answer"
+    if s.moved == 0:
+        first = "OACK" if s.oacks_rx else "first answer"
+        summary = (f"{server} sent its {first}, then nothing more: {attempt} timeouts in {duration:.1f} s waiting "
+                   f"for {waiting}")
+        suggestion = ("The server may not take our answer to its OACK (check its log), or a firewall lets its first "
+                      "packet through and drops what follows; try without options, or from the server's own "
+                      "network.")
+    else:
+        summary = (f"{server} stopped {'sending DATA' if s.receiver else 'acknowledging'} after block {s.pos} "
+                   f"({fmt_bytes(s.bytes_now)}): {attempt} timeouts in {duration:.1f} s waiting for {waiting}")
+        suggestion = ("The server gave up or crashed, or the path to it broke mid-transfer (a NAT or firewall "
+                      "state that expired): look at its log.")
+    ev = [f"{s.t(s.lock_time or s.t0)}: first answer from {server}"]
+    if s.last_move is not None:
+        ev.append(f"{s.t(s.last_move)}: last progress (block {s.pos})")
+    ev += _timeout_evidence(s, 3) + _end_evidence(s)
+    return Finding("server-stopped", ERROR if state == "failed" else WARNING, summary, evidence(ev), suggestion,
+                   s.session)
+
+
+_SPECIFIC_STALLS = ("rollover-stall", "large-block-loss", "client-stopped-acking", "server-stopped",
+                    "port-unreachable")
 
 
 @transient("stalled")
@@ -238,5 +285,6 @@ def stalled(s: SessionState, a: Analyzer) -> Finding | None:
     return None
 
 
-RULES = (no_reply, port_unreachable, host_unreachable, reply_from_other_address, client_stopped_acking)
+RULES = (no_reply, port_unreachable, host_unreachable, reply_from_other_address, client_stopped_acking,
+         server_stopped)
 LAST_RULES = (stalled,)

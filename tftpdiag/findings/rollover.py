@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tftpdiag.protocol.events import Completed, Failed, Reason
-
 from tftpdiag.findings.loss import timed_out_or_stuck
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, evidence, fmt_bytes, transient
+from tftpdiag.findings.model import (
+    ERROR,
+    INFO,
+    WARNING,
+    Finding,
+    evidence,
+    fmt_bytes,
+    transient,
+)
 from tftpdiag.findings.state import SessionState
+from tftpdiag.protocol.events import Completed, Failed, Reason
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer

@@ -8,6 +8,7 @@ the session again (something a finding may depend on has changed).
 
 from __future__ import annotations
 
+from tftpdiag.findings.model import escape_name, fmt_options, fmt_t
 from tftpdiag.protocol.events import (
     Address,
     Completed,
@@ -26,11 +27,17 @@ from tftpdiag.protocol.events import (
     TransferStarted,
     TransferStats,
 )
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, Request, error_code_name
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    OAck,
+    Packet,
+    Request,
+    error_code_name,
+)
 
-from tftpdiag.findings.model import escape_name, fmt_options, fmt_t
-
-__all__ = ["SessionState", "describe", "QUICK", "LOG_CAP"]
+__all__ = ["LOG_CAP", "QUICK", "SessionState", "describe"]
 
 QUICK = 0.02  # a duplicate this soon after the first copy was not a retransmission after a timeout
 LOG_CAP = 6  # notes kept per kind of anomaly, for evidence
@@ -77,9 +84,9 @@ class SessionState:
         "bytes", "total", "stats",
         # anomalies
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
-        "episodes", "episode_open", "n_timeouts", "timeouts", "last_timeout", "window_gaps",
+        "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout", "window_gaps",
         "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
-        "dupack_block", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
+        "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired",
         # outcome
@@ -142,6 +149,8 @@ class SessionState:
         self.ooo_first: tuple[float, str] | None = None
         self.episodes = 0
         self.episode_open = False
+        self.open_since: float | None = None
+        self.open_timeouts = 0
         self.n_timeouts = 0
         self.timeouts: list[TimedOut] = []
         self.last_timeout: TimedOut | None = None
@@ -154,6 +163,9 @@ class SessionState:
         self.late = 0
         self.late_log: list[tuple[float, Packet | None]] = []
         self.dupack_block: int | None = None
+        self.ack_tx: int | None = None  # the block number of our last ACK
+        self.overrun = 0  # DATA beyond the window our last ACK allowed
+        self.overrun_first: tuple[float, int, int] | None = None
         self.sas_hits = 0
         self.sas_first: tuple[float, int] | None = None
         self.sas_base = 0
@@ -187,6 +199,15 @@ class SessionState:
     def moved(self) -> int:
         """Blocks that made progress: DATA received in order, or ACKs of our DATA."""
         return self.data_rx if self.receiver else self.acks_rx
+
+    @property
+    def recovered_losses(self) -> int:
+        """Loss episodes the transfer got over: those of a final stall that it never recovered from are
+        the stall's business (a peer gone, a path that drops large blocks), not packet loss."""
+        if self.open_timeouts and self.open_since == self.last_move and \
+                (self.result is None or isinstance(self.result, Failed)):
+            return max(self.episodes - self.open_timeouts, 0)
+        return self.episodes
 
     @property
     def bytes_now(self) -> int:
@@ -367,6 +388,13 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         s.ooo += 1
         if s.ooo_first is None:
             s.ooo_first = (t, describe(p))
+        if kind is Data and s.ack_tx is not None and 0 < (p.block - s.ack_tx) & 0xFFFF < 0x8000 and \
+                (p.block - s.ack_tx) & 0xFFFF > s.windowsize:
+            # No loss or reordering can bring a block the window does not allow yet: the sender overran.
+            s.overrun += 1
+            if s.overrun_first is None:
+                s.overrun_first = (t, p.block, s.ack_tx)
+            return s.overrun == 1
         _loss_hint(s, t)
         return False
     if note is Note.STRAY:
@@ -430,6 +458,7 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
         if kind is Ack:
             if s.receiver and p.block:
                 s.fresh_t = t
+                s.ack_tx = p.block
                 return False
         elif kind is Data:
             if not s.receiver and s.data_tx:
@@ -452,6 +481,7 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
             s.request_times.append(t)
         return False
     if kind is Ack:
+        s.ack_tx = p.block
         if note is _NONE:
             s.fresh_t = t
             if p.block == 0 and s.ack0_t is None and s.data_rx == 0:
@@ -518,6 +548,10 @@ def on_timeout(s: SessionState, ev: TimedOut) -> bool:
     if s.client_side and s.locked is None:
         s.req_timeouts += 1
     else:
+        if s.open_since != s.last_move or s.open_timeouts == 0:
+            s.open_since = s.last_move
+            s.open_timeouts = 0
+        s.open_timeouts += 1
         s.episodes += 1
         s.episode_open = True
     s.fresh_t = None

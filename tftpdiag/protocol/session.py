@@ -20,8 +20,6 @@ from tftpdiag.protocol.events import (
     Failed,
     Note,
     OptionsNegotiated,
-    PacketReceived,
-    PacketSent,
     PeerLocked,
     Progress,
     Reason,
@@ -31,6 +29,7 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStats,
 )
+from tftpdiag.protocol.fast import ack_packet, make_data, make_received, make_sent
 from tftpdiag.protocol.netascii import NetasciiDecoder
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
@@ -38,7 +37,6 @@ from tftpdiag.protocol.packets import (
     Data,
     Error,
     ErrorCode,
-    OAck,
     Packet,
     ProtocolError,
     decode,
@@ -275,12 +273,12 @@ class Session:
 
     def _note_received(self, raw: bytes, packet: Packet | None, addr: Address, now: float,
                        note: Note = Note.NONE, detail: str = "") -> None:
-        self._events.append(PacketReceived(self.session_id, now, self.local, addr, raw, packet, note, detail))
+        self._events.append(make_received(self.session_id, now, self.local, addr, raw, packet, note, detail))
 
     def _send(self, packet: Packet, raw: bytes, now: float, note: Note = Note.NONE, to: Address | None = None) -> None:
         dest = self.peer if to is None else to
         self._out.append((raw, dest))
-        self._events.append(PacketSent(self.session_id, now, self.local, dest, raw, packet, note))
+        self._events.append(make_sent(self.session_id, now, self.local, dest, raw, packet, note))
         self.packets_sent += 1
 
     def _arm(self, now: float) -> None:
@@ -375,6 +373,16 @@ class Sender(Session):
     in lock-step (RFC 1123's fix for the Sorcerer's Apprentice bug).
     """
 
+    def receive(self, datagram: bytes, addr: Address, now: float) -> None:
+        # The common case, an ACK from our peer mid-transfer, skips the generic decoder; what it records
+        # and does is exactly what the general path would.
+        if (len(datagram) == 4 and datagram[0] == 0 and datagram[1] == 4 and self.state is State.TRANSFERRING
+                and addr == self.peer and self.locked):
+            self.packets_received += 1
+            self._on_ack(ack_packet((datagram[2] << 8) | datagram[3]), datagram, now)
+            return
+        super().receive(datagram, addr, now)
+
     def _init_sender(self, source: Readable) -> None:
         self._source = source
         self._acked = 0  # highest block acknowledged (absolute, counting past rollovers)
@@ -444,7 +452,7 @@ class Sender(Session):
                     self._rtt_block = n
             self._sent_max = max(self._sent_max, n)
             block = _wire_block(n, rollover)
-            self._send(Data(block, payload), encode_data(block, payload), now, note)
+            self._send(make_data(block, payload), encode_data(block, payload), now, note)
             self._next = n + 1
         self._arm(now)
 
@@ -531,6 +539,21 @@ class Receiver(Session):
     It ACKs the last block of each window (every block in lock-step), ACKs the last in-order block once
     when a gap shows, re-ACKs a repeated copy of the newest block, and on a timeout repeats its last ACK.
     """
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> None:
+        # The common case, the next DATA block in order from our peer, skips the generic decoder and the
+        # checks that cannot apply; what it records and does is exactly what the general path would.
+        if (len(datagram) >= 4 and datagram[0] == 0 and datagram[1] == 3 and self.state is State.TRANSFERRING
+                and addr == self.peer and self.locked and not self._wrap_to_one):
+            block = (datagram[2] << 8) | datagram[3]
+            if block == self._expected & 0xFFFF and len(datagram) - 4 <= self.blksize:
+                payload = datagram[4:]
+                self.packets_received += 1
+                self._events.append(make_received(self.session_id, now, self.local, addr, datagram,
+                                                  make_data(block, payload), Note.NONE, ""))
+                self._accept(payload, now)
+                return
+        super().receive(datagram, addr, now)
 
     def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink

@@ -86,7 +86,7 @@ from tftpdiag.protocol.packets import (
     Request,
     decode,
 )
-from tftpdiag.trace.fastevents import ACKS, make_data, make_received, make_sent
+from tftpdiag.protocol.fast import ack_packet, make_data, make_received, make_sent
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild_state import (
     ENDED,
@@ -404,7 +404,7 @@ class Rebuilder:
 
     def _ack(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         wire = raw[2] << 8 | raw[3]
-        packet = ACKS[wire]
+        packet = ack_packet(wire)
         if from_client != t.is_read:
             # ACK from the side that sends the data.
             self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != ENDED else Note.LATE)
@@ -703,7 +703,7 @@ class Rebuilder:
         events.append(TransferStarted(t.sid, first.time, t.role, "", "", client, server, ()))
         if first.payload[1] == 4:
             # The ACK the capture begins with acknowledges blocks it never saw: a plain ACK, not a repeat.
-            self._packet(t, first, ACKS[wire], first.src == client, Note.NONE)
+            self._packet(t, first, ack_packet(wire), first.src == client, Note.NONE)
             buffered = buffered[1:]
         for d in buffered:
             if d.src == client:

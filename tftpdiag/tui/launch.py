@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,9 +19,6 @@ from tftpdiag.tui.widgets.serve_view import ServerInfo
 __all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "ClientProbe", "server_info"]
 
 UI_PACKET_WINDOW = 1000  # packet events the UI keeps between two ticks; the rest only reach traces
-# Engine threads wake for every datagram; with the UI thread busy they would wait up to the default
-# 5 ms GIL switch interval each time, which caps a lock-step transfer at a few hundred blocks a second.
-GIL_SWITCH_INTERVAL = 0.0005
 
 
 class ClientProbe:
@@ -108,12 +104,8 @@ def _label(transfer: ClientTransfer) -> str:
 
 
 def _run(app: TftpDiagApp) -> int | None:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    try:
-        return app.run()
-    finally:
-        sys.setswitchinterval(previous)
+    # The CLI has already shortened the GIL switch interval, so engine threads are not starved by the UI.
+    return app.run()
 
 
 def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]]) -> int:
