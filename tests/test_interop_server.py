@@ -693,6 +693,8 @@ CRASHERS: dict[str, tuple[bytes, int | None, str]] = {
         None,
         "not-a-request",
     ),
+    # Not answered either: an ERROR 5 would reach a client that may be waiting on its next request.
+    "ack-to-port-69": (struct.pack("!HH", 4, 1), None, "not-a-request"),
 }
 assert len(CRASHERS["request-600-bytes"][0]) == 600
 
@@ -786,3 +788,14 @@ def test_no_descriptor_or_thread_leak(root: Path) -> None:
         log.events.clear()
         assert _open_fds() <= fds, f"file descriptors: {fds} before, {_open_fds()} after 300 sessions"
         assert _threads() == threads
+
+
+def test_tftp_hpa_session_goes_on_after_a_refusal(root: Path, tmp_path: Path) -> None:
+    """tftp-hpa's interactive client ACKs the ERROR that refused its request; answering that ACK made
+    its next get read a stale ERROR 5 and fail. One session: a refused get, then a good one."""
+    with running_server(config(root)) as (server, log):
+        host, port = server.addresses[0]
+        result = peers.tftp_hpa_script(host, port, ["binary", "get ../outside/secret.txt /dev/null",
+                                                    f"get small.bin {tmp_path / 'got'}"], timeout=T)
+        log.wait(lambda e: isinstance(e, Completed), what="the second get to complete")
+    assert (tmp_path / "got").read_bytes() == FILES["small.bin"], failed_text(result)

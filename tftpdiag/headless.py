@@ -118,6 +118,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
                 obj = {"event": kind, **session_summary(record)}
                 if record.refused is not None:
                     obj["suggestion"] = record.refused.suggestion
+                    obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
             else:
                 stdout.write(one_line(record) + "\n")

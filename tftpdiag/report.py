@@ -115,6 +115,9 @@ def options_lines(record: SessionRecord) -> list[str]:
 
 def one_line(record: SessionRecord) -> str:
     """A finished server session in one line."""
+    if record.refused is not None and record.refused.received:
+        return (f"{fmt_addr(record.client):<22} sent {record.refused.received} to the listening port, which takes "
+                f"only requests (ignored)")
     kind = "RRQ" if record.direction == "download" else "WRQ"
     return (f"{fmt_addr(record.client):<22} {kind} {record.filename!r:<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")

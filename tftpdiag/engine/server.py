@@ -432,9 +432,10 @@ class TftpServer:
     # -- requests ----------------------------------------------------------------------------------
 
     def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
-                client: Address, code: int, message: str, why: str, suggestion: str | None = None) -> None:
-        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen,
-                             now=time.time(), code=code, message=message, why=why, suggestion=suggestion)
+                client: Address, code: int, message: str, why: str, suggestion: str | None = None,
+                answer: bool = True) -> None:
+        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=time.time(),
+                             code=code, message=message, why=why, suggestion=suggestion, answer=answer)
         for datagram, dest in out:
             with contextlib.suppress(OSError):
                 self._sendto(listener.sock, datagram, dest, session_id)
@@ -451,11 +452,10 @@ class TftpServer:
             self._refuse(listener, listen, session_id, raw, None, client, exc.code, exc.message, "malformed")
             return
         if not isinstance(packet, Request):
-            if isinstance(packet, Error):
-                self._refuse(listener, listen, session_id, raw, packet, client, 0, "", "not-a-request")
-            else:
-                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
-                             "unknown transfer ID", "not-a-request")
+            # Logged, not answered: some clients (tftp-hpa's interactive mode) ACK the ERROR that refused
+            # their request, and an ERROR 5 in reply would be read as the answer to their next request.
+            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                         "not a request", "not-a-request", answer=False)
             return
         for active in self._sessions.values():
             if active.client == client and active.request_raw == raw and not active.machine.finished:

@@ -223,6 +223,7 @@ class RequestRefused:
     message: str
     why: str  # the machine-readable cause: "path-escape", "not-found", "read-only", ...
     suggestion: str | None = None  # for a name not found: the existing name the client probably meant
+    received: str = ""  # what arrived when it was not a request at all, e.g. "ACK 1"
 
 
 @dataclass(frozen=True, slots=True)

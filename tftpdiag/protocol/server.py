@@ -40,23 +40,29 @@ MODES = ("octet", "netascii")
 
 
 def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
-           code: int, message: str, why: str, suggestion: str | None = None,
+           code: int, message: str, why: str, suggestion: str | None = None, answer: bool = True,
            ) -> tuple[list[tuple[bytes, Address]], list[Event]]:
     """Turn a request away before any transfer: the ERROR to send and the events that record it.
 
-    An ERROR that arrived is logged but never answered.
+    An ERROR that arrived is logged but never answered; with ``answer`` False nothing is answered.
     """
     note = Note.MALFORMED if packet is None else Note.NONE
     events: list[Event] = [PacketReceived(session_id, now, local, client, raw, packet, note, message if packet is None else "")]
     out: list[tuple[bytes, Address]] = []
-    if not isinstance(packet, Error):
+    if answer and not isinstance(packet, Error):
         error = Error(code, message)
         error_raw = encode(error)
         out.append((error_raw, client))
         events.append(PacketSent(session_id, now, local, client, error_raw, error))
     filename = packet.filename if isinstance(packet, Request) else ""
     is_read = packet.is_read if isinstance(packet, Request) else True
-    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why, suggestion))
+    received = ""
+    if packet is None:
+        received = f"{len(raw)} undecodable bytes"
+    elif not isinstance(packet, Request):
+        received = packet.opcode.name + (f" {packet.block}" if isinstance(packet, (Ack, Data)) else "")
+    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why, suggestion,
+                                 received))
     return out, events
 
 

@@ -211,6 +211,11 @@ class ServeView(Vertical):
             (f"failed: {explain_failure(record)}", "red")))
 
     def _log_refusal(self, refusal: RequestRefused) -> None:
+        if refusal.received:
+            self.query_one(RichLog).write(Text.assemble(
+                (f"{fmt_addr(refusal.peer)} ", "dim"),
+                (f"sent {refusal.received} to the listening port, which takes only requests (ignored)", "yellow")))
+            return
         kind = "RRQ" if refusal.is_read else "WRQ"
         style = "bold red" if refusal.why == "path-escape" else "yellow"
         text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {refusal.filename!r} ",
