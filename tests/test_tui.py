@@ -201,6 +201,17 @@ async def test_save_key_asks_for_a_name_and_writes_the_trace(tmp_path: Path) -> 
     assert saved == [target] and target.read_text() == "trace"
 
 
+def test_filters_find_the_request_after_thousands_of_data_rows() -> None:
+    from tests.simnet import run_transfer
+
+    result = run_transfer("read", bytes(512 * 3000), options=RequestedOptions(blksize=512, tsize=True))
+    model = LiveModel()
+    model.apply([e for e in result.events if e.session == 1])
+    view = model.view(1)
+    assert view is not None and view.dropped_rows > 0  # the RRQ and OACK have left the newest rows
+    assert [r.op for r in view.visible_rows(Filter.NO_DATA)][:3] == ["RRQ", "OACK", "ACK"]
+
+
 def test_model_keeps_bounded_rows_and_counts_rollover() -> None:
     from tests.simnet import run_transfer
 

@@ -64,6 +64,9 @@ class SessionView:
 
     record: SessionRecord
     rows: deque[PacketRow] = field(default_factory=lambda: deque(maxlen=ROWS_PER_SESSION))
+    # Requests, OACKs, errors and anything noted, kept apart so the filters still find them after
+    # thousands of ordinary DATA and ACK rows have pushed them out of ``rows``.
+    notable: deque[PacketRow] = field(default_factory=lambda: deque(maxlen=ROWS_PER_SESSION))
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far)
     marks: list[tuple[float, str]] = field(default_factory=list)  # (time, "retransmit" | "timeout")
     wraps: int = 0
@@ -74,8 +77,8 @@ class SessionView:
         if flt is Filter.ALL:
             return list(self.rows)
         if flt is Filter.NO_DATA:
-            return [r for r in self.rows if not r.routine]
-        return [r for r in self.rows if r.problem]
+            return list(self.notable)
+        return [r for r in self.notable if r.problem]
 
 
 @dataclass
@@ -187,11 +190,15 @@ class LiveModel:
         started = view.record.started if view.record.started is not None else event.time
         outgoing = isinstance(event, PacketSent)
         problem = note in _PROBLEM_NOTES or op in ("ERROR", "?")
-        routine = op in ("DATA", "ACK") and note is Note.NONE
+        # ACK 0 answers an OACK: part of the negotiation, not of the routine flow.
+        routine = op in ("DATA", "ACK") and note is Note.NONE and not (op == "ACK" and block == "0")
         if len(view.rows) == view.rows.maxlen:
             view.dropped_rows += 1
-        view.rows.append(PacketRow(event.time - started, outgoing, op, block, len(event.raw),
-                                   fmt_addr(event.peer), label, problem, routine))
+        row = PacketRow(event.time - started, outgoing, op, block, len(event.raw), fmt_addr(event.peer), label,
+                        problem, routine)
+        view.rows.append(row)
+        if not routine:
+            view.notable.append(row)
 
     def _add_impaired_row(self, view: SessionView, event: Impaired) -> None:
         """What --impair did to a datagram, as a row of its own where the packet would have been."""
@@ -205,8 +212,10 @@ class LiveModel:
             label += f" {event.delay * 1000:.0f} ms"
         label += f" ({event.why})"
         started = view.record.started if view.record.started is not None else event.time
-        view.rows.append(PacketRow(event.time - started, event.direction == "out", op, block, len(event.raw),
-                                   fmt_addr(event.peer), label, True, False))
+        row = PacketRow(event.time - started, event.direction == "out", op, block, len(event.raw),
+                        fmt_addr(event.peer), label, True, False)
+        view.rows.append(row)
+        view.notable.append(row)
 
     def _forget_old(self) -> None:
         if len(self.views) <= MAX_SESSIONS:

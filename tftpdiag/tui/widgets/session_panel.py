@@ -111,7 +111,7 @@ class OptionsPanel(Widget):
     def render(self) -> Table | Text:
         if self.record is None:
             return Text("")
-        return options_table(self.record, compact=self.content_size.width < 64)
+        return options_table(self.record, compact=self.content_size.width < 86)
 
 
 class SessionPanel(Vertical):
