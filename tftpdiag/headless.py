@@ -9,12 +9,14 @@ import contextlib
 import json
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from tftpdiag.engine.bus import Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.server import TftpServer
-from tftpdiag.report import explain_failure, one_line, options_lines, session_summary
+from tftpdiag.findings import Analyzer
+from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
     stdout = stdout or sys.stdout
     table = SessionTable()
+    analyzer = Analyzer()
     progress = _progress_bar(transfer)
     transfer.start()
     outcome: ClientOutcome | None = None
@@ -40,7 +43,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
             task = progress.add_task("transfer", total=None) if progress else None
             while outcome is None:
                 outcome = transfer.wait(_TICK)
-                table.apply(sub.drain())
+                events = sub.drain()
+                table.apply(events)
+                analyzer.feed(events)
                 record = table.sessions.get(transfer.session_id)
                 if record is not None and progress is not None:
                     progress.update(task, completed=record.bytes, total=record.total)
@@ -50,17 +55,26 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         raise
     finally:
         transfer.join(5)
-        table.apply(sub.drain())
+        events = sub.drain()
+        table.apply(events)
+        analyzer.feed(events)
+        analyzer.finish()
     assert outcome is not None
     record = table.sessions[transfer.session_id]
+    findings = analyzer.findings(transfer.session_id)
     summary = session_summary(record, sha256=outcome.sha256,
-                              output=str(outcome.output) if outcome.output else None, **extra(outcome))
+                              output=str(outcome.output) if outcome.output else None, **extra(outcome),
+                              findings=[f.to_dict() for f in findings])
     if json_out:
         stdout.write(json.dumps(summary) + "\n")
     else:
         from rich.console import Console
 
-        print_client_summary(record, summary, Console(file=stdout, highlight=False))
+        console = Console(file=stdout, highlight=False)
+        print_client_summary(record, summary, console)
+        for line in finding_lines(findings):
+            style = "bold red" if line.startswith("✘") else "yellow" if line.startswith("⚠") else "dim"
+            console.print(f"  {line}", style=style if not line.startswith("    ") else "dim", markup=False)
     return outcome, summary
 
 
@@ -90,7 +104,7 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
         console.print(f"  [yellow]reply came from {fmt_addr(record.replied_from)}, not the address asked[/]")
     console.print(f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
-    if summary.get("sha256") and record.direction == "download":
+    if summary.get("sha256") and record.direction == "download" and summary["ok"]:
         console.print(f"  sha256 {summary['sha256']}")
     if summary.get("output"):
         console.print(f"  saved to {summary['output']}")
@@ -106,6 +120,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
     stdout = stdout or sys.stdout
     table = SessionTable()
+    analyzer = Analyzer()
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
 
@@ -113,15 +128,17 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         for record in ended:
             if record.role is None and record.refused is None:
                 continue
+            findings = analyzer.findings(record.session)
             if json_out:
                 kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record)}
+                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
                 if record.refused is not None:
                     obj["suggestion"] = record.refused.suggestion
                     obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
             else:
                 stdout.write(one_line(record) + "\n")
+                stdout.writelines(f"    {line}\n" for line in finding_lines(findings, least="warning"))
             stdout.flush()
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
         for record in ended:
@@ -129,10 +146,15 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
 
     try:
         while not stop.wait(_TICK):
-            emit(table.apply(sub.drain()))
+            events = sub.drain()
+            analyzer.feed(events)
+            analyzer.tick(time.time())
+            emit(table.apply(events))
             if not thread.is_alive():
                 break
     finally:
         server.stop()
         thread.join(10)
-        emit(table.apply(sub.drain()))
+        events = sub.drain()
+        analyzer.feed(events)
+        emit(table.apply(events))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
+from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.protocol.events import Completed, Failed
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 
-__all__ = ["session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
+__all__ = ["finding_lines", "by_session", "session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
 
 
 def _addr(addr: tuple[str, int] | None) -> dict[str, Any] | None:
@@ -72,6 +73,28 @@ def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
     }
     summary.update(extra)
     return summary
+
+
+_ICON = {"error": "✘", "warning": "⚠", "info": "ℹ"}
+
+
+def finding_lines(findings: Iterable[Finding], *, least: str = "info") -> list[str]:
+    """Findings as plain lines: the summary, then what to try, for those at ``least`` severity."""
+    lines = []
+    for finding in findings:
+        if severity_rank(finding.severity) < severity_rank(least):
+            continue
+        lines.append(f"{_ICON.get(finding.severity, '-')} {finding.summary}")
+        if finding.suggestion:
+            lines.append(f"    try: {finding.suggestion}")
+    return lines
+
+
+def by_session(findings: Iterable[Finding]) -> dict[int, list[dict[str, Any]]]:
+    grouped: dict[int, list[dict[str, Any]]] = {}
+    for finding in findings:
+        grouped.setdefault(finding.session, []).append(finding.to_dict())
+    return grouped
 
 
 def explain_failure(record: SessionRecord) -> str:

@@ -170,8 +170,10 @@ def refusals(s: SessionState, a: Analyzer) -> Finding | None:
         summary = f"Refused the {what} for {name} from {client}: {r.message}"
         return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
     if why == "not-a-request":
-        got = s.unexpected[0][1] if s.unexpected else "a packet"
-        summary = f"{client} sent {got} to the TFTP port outside any transfer: answered with ERROR {r.code}"
+        got = getattr(r, "received", "") or (s.unexpected[0][1] if s.unexpected else "a packet")
+        answer = f"answered with ERROR {r.code}" if s.err_tx is not None else "ignored"
+        summary = f"{client} sent {got} to the TFTP port outside any transfer: {answer}"
+        ev = [f"{s.t(r.time)}: {got} from {client} to the listening port, {answer}"]
         return Finding("stray-packets", INFO, summary, evidence(ev),
                        "Usually a late packet of a transfer that had ended; harmless unless it repeats.", s.session)
     if why == "malformed":

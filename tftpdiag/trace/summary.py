@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from tftpdiag.protocol.events import Event
-from tftpdiag.report import one_line, options_lines, session_summary
+from tftpdiag.findings import analyze
+from tftpdiag.report import by_session, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad
 
@@ -32,9 +33,10 @@ def _server_side(record: SessionRecord) -> bool:
 
 
 def trace_json(loaded: TraceLoad) -> dict[str, Any]:
+    findings = by_session(analyze(loaded.events))
     return {
         "file": str(loaded.path),
-        "transfers": [session_summary(r) for r in trace_records(loaded.events)],
+        "transfers": [session_summary(r, findings=findings.get(r.session, [])) for r in trace_records(loaded.events)],
         "warning": loaded.warning,
     }
 
@@ -46,9 +48,11 @@ def print_trace(loaded: TraceLoad, out: TextIO) -> None:
     out.write(f"{loaded.path}: {loaded.kind}, {loaded.records:,} {what}, {len(records)} {noun}\n")
     if loaded.warning:
         out.write(f"warning: {loaded.warning}\n")
+    findings = analyze(loaded.events)
     for record in records:
         out.write("\n" + _headline(record) + "\n")
         out.writelines(f"    {line}\n" for line in _details(record))
+        out.writelines(f"    {line}\n" for line in finding_lines(f for f in findings if f.session == record.session))
 
 
 def _headline(record: SessionRecord) -> str:

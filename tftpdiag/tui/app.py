@@ -13,6 +13,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 
+from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
@@ -77,9 +78,14 @@ class TftpDiagApp(App[int]):
 
     def __init__(self, *, mode: Mode, feed: Feed, label: str = "", server: ServerInfo | None = None,
                  probe: ProbeControl | None = None, saver: Callable[[Path], str] | None = None,
-                 clock: Callable[[], float] = time.time, tick: float | None = TICK, impair: str = "") -> None:
+                 clock: Callable[[], float] = time.time, tick: float | None = TICK, impair: str = "",
+                 findings_feed: Feed | None = None) -> None:
         super().__init__()
         self.impair = impair
+        # Findings need every event; the main feed may be sampled, so a lossless one can be given for
+        # them (without one, they read the same events as the views: right for a recorded stream).
+        self.findings_feed = findings_feed
+        self.analyzer = Analyzer()
         self.mode = mode
         self.feed = feed
         self.label = label
@@ -138,6 +144,8 @@ class TftpDiagApp(App[int]):
         events = self.feed.drain(MAX_EVENTS_PER_TICK)
         changes = self.model.apply(events) if events else Changes()
         now = self.clock()
+        self.analyzer.feed(self.findings_feed.drain() if self.findings_feed is not None else events)
+        self.analyzer.tick(now)
         with self.batch_update():
             self._update_views(changes, now)
         self.ticks += 1
@@ -153,14 +161,15 @@ class TftpDiagApp(App[int]):
     def _update_views(self, changes: Changes, now: float) -> None:
         screen = self.screen
         if isinstance(screen, SessionDetailScreen):
-            screen.update_view(self.model, now)
+            screen.update_view(self.model, now, self.analyzer)
         for panel in self.query("#probe").results(SessionPanel):
             sid = self._probe_session()
             if self.probe is not None:
                 panel.extra_summary = self.probe.summary_line()
-            panel.show(self.model.view(sid) if sid is not None else None, now, self.packet_filter, self.paused)
+            panel.show(self.model.view(sid) if sid is not None else None, now, self.packet_filter, self.paused,
+                       self.analyzer.findings(sid) if sid is not None else [])
         for serve in self.query("#serve").results(ServeView):
-            serve.update_view(self.model, changes, now)
+            serve.update_view(self.model, changes, now, self.analyzer)
 
     # -- actions ----------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
     try:
         impair = transfer.request.impair
         app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
-                          impair=str(impair) if impair is not None else "")
+                          impair=str(impair) if impair is not None else "", findings_feed=bus.subscribe())
         code = _run(app)
     finally:
         probe.cancel()
@@ -129,7 +129,8 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
     try:
-        app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save)
+        app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save,
+                          findings_feed=bus.subscribe())
         _run(app)
     finally:
         server.stop()
@@ -147,7 +148,7 @@ def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) ->
     probe = ClientProbe(transfer, bus, lambda outcome: {})
     try:
         app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
-                          saver=spool.save)
+                          saver=spool.save, findings_feed=bus.subscribe())
         code = _run(app)
     finally:
         probe.cancel()

@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from tftpdiag.findings import Analyzer
 from tftpdiag.tui.model import Filter, LiveModel
 from tftpdiag.tui.widgets.session_panel import SessionPanel
 
@@ -33,9 +34,9 @@ class SessionDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self.app.refresh_now()  # type: ignore[attr-defined]
 
-    def update_view(self, model: LiveModel, now: float) -> None:
+    def update_view(self, model: LiveModel, now: float, analyzer: Analyzer) -> None:
         for panel in self.query(SessionPanel).results(SessionPanel):
-            panel.show(model.view(self.session), now, self.filter, self.paused)
+            panel.show(model.view(self.session), now, self.filter, self.paused, analyzer.findings(self.session))
 
     def action_pause(self) -> None:
         self.paused = not self.paused

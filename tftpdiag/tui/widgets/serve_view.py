@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, RichLog, Static
 
+from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.report import explain_failure
@@ -121,7 +122,7 @@ class ServeView(Vertical):
         self.filter = FILTERS[(FILTERS.index(self.filter) + 1) % len(FILTERS)]
         self._rebuild(model, now)
 
-    def update_view(self, model: LiveModel, changes: Changes, now: float) -> None:
+    def update_view(self, model: LiveModel, changes: Changes, now: float, analyzer: Analyzer | None = None) -> None:
         self.query_one("#serve-header", Static).update(self._header(model, now))
         for refusal in changes.refusals:
             self._log_refusal(refusal)
@@ -129,8 +130,17 @@ class ServeView(Vertical):
             self.query_one(RichLog).write(Text(text, style="yellow"))
         for sid in changes.ended:
             view = model.view(sid)
-            if view is not None and view.record.state == "failed" and _listed(view.record, self._every_role):
+            if view is None:
+                continue
+            if view.record.state == "failed" and _listed(view.record, self._every_role):
                 self._log_failure(view.record)
+            if analyzer is not None:
+                for finding in analyzer.findings(sid):
+                    if finding.severity != "info":
+                        style = "bold red" if finding.severity == "error" else "yellow"
+                        self.query_one(RichLog).write(Text.assemble(
+                            ("⚠ " if finding.severity == "warning" else "✘ ", style), (finding.summary, style),
+                            (f"  → {finding.suggestion}" if finding.suggestion else "", "dim")))
         if self.paused:
             return
         table = self.query_one(DataTable)

@@ -8,11 +8,14 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from typing import Sequence
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Static
 
+from tftpdiag.findings import Finding
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.report import explain_failure
@@ -39,6 +42,7 @@ _VERDICT_STYLE = {
 }
 
 
+_FINDING_STYLE = {"error": ("bold red", "✘"), "warning": ("yellow", "⚠"), "info": ("dim", "ℹ")}
 _VERB = {Role.CLIENT_READ: "downloaded", Role.CLIENT_WRITE: "uploaded", Role.SERVER_READ: "sent",
          Role.SERVER_WRITE: "received", None: "transferred"}
 
@@ -123,7 +127,7 @@ class SessionPanel(Vertical):
     SessionPanel #graph { width: 1fr; height: 8; }
     SessionPanel .packets { height: 1fr; min-height: 5; }
     SessionPanel .packet-header { height: 1; color: $text-muted; text-style: bold; }
-    SessionPanel #summary { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary-darken-1; }
+    SessionPanel #summary { height: auto; max-height: 9; padding: 0 1; border-top: solid $primary-darken-1; }
     """
 
     def __init__(self, *, label: str = "", impair: str = "", id: str | None = None) -> None:
@@ -148,7 +152,8 @@ class SessionPanel(Vertical):
             yield PacketList(id="packets")
         yield Static(id="summary")
 
-    def show(self, view: SessionView | None, now: float, flt: Filter, paused: bool) -> None:
+    def show(self, view: SessionView | None, now: float, flt: Filter, paused: bool,
+             findings: Sequence[Finding] = ()) -> None:
         header = self.query_one(".session-header", Static)
         if view is None:
             header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
@@ -166,7 +171,7 @@ class SessionPanel(Vertical):
         packets.border_title = title
         if not paused:
             self.query_one(PacketList).set_rows(view.visible_rows(flt))
-        self.query_one("#summary", Static).update(self._summary(record))
+        self.query_one("#summary", Static).update(self._summary(record, findings))
 
     def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
         text = Text(" ")
@@ -190,7 +195,7 @@ class SessionPanel(Vertical):
             text.append(f"  ⚠ impaired: {self.impair}", style="bold black on yellow")
         return text
 
-    def _summary(self, record: SessionRecord) -> Group | Text:
+    def _summary(self, record: SessionRecord, findings: Sequence[Finding] = ()) -> Group | Text:
         result = record.result
         lines: list[Text] = []
         if isinstance(result, Completed):
@@ -210,4 +215,10 @@ class SessionPanel(Vertical):
                               "where the request went", style="yellow"))
         if self.extra_summary:
             lines.append(Text(self.extra_summary))
+        for finding in findings:
+            style, icon = _FINDING_STYLE.get(finding.severity, ("", "-"))
+            line = Text.assemble((f"{icon} ", style), (finding.summary, style))
+            if finding.suggestion and finding.severity != "info":
+                line.append(f"  → {finding.suggestion}", style="dim")
+            lines.append(line)
         return Group(*lines)
