@@ -260,3 +260,24 @@ def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "TEXTUAL []" in result.stdout
+
+
+def test_probe_sweep_reports_what_the_server_supports(served: tuple[Path, int]) -> None:
+    _, port = served
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--sweep", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    by_name = {p["probe"]: p for p in report["probes"]}
+    assert by_name["blksize 1468"]["granted"] == {"blksize": "1468"}
+    assert by_name["windowsize 16"]["granted"]["windowsize"] == "16"
+    assert report["supports"]["windowsize"] == 64 and report["supports"]["tsize"] is True
+    assert report["recommended"]["windowsize"] == 64 and report["stopped"] is None
+
+
+def test_probe_sweep_stops_early_on_a_missing_file(served: tuple[Path, int]) -> None:
+    _, port = served
+    result = run("probe", "127.0.0.1", "nothing.bin", "--port", str(port), "--sweep", "--json", timeout=60)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["stopped"] and "not found" in report["stopped"]
+    assert [p["probe"] for p in report["probes"] if p["outcome"] != "skipped"] == ["no options"]

@@ -184,6 +184,7 @@ PROBE_EXAMPLES = """examples:
   tftpdiag probe 10.0.0.5 boot.img --windowsize 16 -o boot.img --expect-sha256 9f86d0...
   tftpdiag probe ::1 image.bin --port 6969 --json | jq .rate_bps
   tftpdiag probe 10.0.0.5 boot.img --impair loss=5%,delay=40ms,seed=1
+  tftpdiag probe 10.0.0.5 boot.img --sweep                          # what does this server support?
 
 exit status: 0 the transfer completed (and matched --expect-sha256), 1 it failed, 2 usage or set-up error.
 """
@@ -238,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the downloaded file here (written only if the transfer completes)")
     probe.add_argument("--expect-sha256", type=_sha256, default=None, metavar="HEX",
                        help="fail (exit 1) unless the data has this SHA-256")
+    probe.add_argument("--sweep", action="store_true",
+                       help="run short probes with different options (none; blksize 512 to 65464; windowsize "
+                            "4, 16, 64; tsize; timeout; netascii) and report what the server supports and the "
+                            "fastest safe settings; each probe stops after 2 MiB")
     _output_flags(probe)
 
     put = sub.add_parser("put", help="upload a file to a TFTP server",

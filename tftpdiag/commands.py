@@ -87,6 +87,8 @@ def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
 
 
 def run_client(args: argparse.Namespace, *, upload: bool) -> int:
+    if not upload and args.sweep:
+        return run_sweep_command(args)
     _seeded(args)
     request = _client_request(args, upload)
     bus = EventBus()
@@ -105,6 +107,34 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         sub = bus.subscribe()
         _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra)
         return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """probe --sweep: exit 0 when at least one probe moved data, 1 when none could (or it stopped early)."""
+    from tftpdiag.sweep import render_text, run_sweep
+
+    target = client_target(args, upload=False)
+    timing = client_timing(args)
+    if interactive(args):
+        from tftpdiag.tui.sweep_app import run_sweep_app
+
+        return run_sweep_app(target.host, target.port, target.filename, family=args.family, timing=timing)
+
+    def started(spec: Any, session: int) -> None:
+        print(f"tftpdiag: probing with {spec.name} …", file=sys.stderr, flush=True)
+
+    try:
+        report = run_sweep(target.host, target.port, target.filename, family=args.family, timing=timing,
+                           on_start=started)
+    except TransferSetupError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+    else:
+        sys.stdout.write(render_text(report))
+    return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
