@@ -281,3 +281,21 @@ def test_probe_sweep_stops_early_on_a_missing_file(served: tuple[Path, int]) -> 
     report = json.loads(result.stdout)
     assert report["stopped"] and "not found" in report["stopped"]
     assert [p["probe"] for p in report["probes"] if p["outcome"] != "skipped"] == ["no options"]
+
+
+def test_trace_snaplen_keeps_every_packet_but_cuts_payloads(served: tuple[Path, int], tmp_path: Path) -> None:
+    from tftpdiag.trace.pcap import read_datagrams
+
+    root, port = served
+    trace = tmp_path / "small.pcap"
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--trace", str(trace),
+                 "--trace-snaplen", "64")
+    assert result.returncode == 0, result.stderr
+    datagrams = list(read_datagrams(trace))
+    data = [d for d in datagrams if d.payload[:2] == b"\x00\x03"]
+    assert len(data) == -(-300_000 // 1468) and all(len(d.payload) <= 64 - 28 for d in data)
+    assert sum(d.orig_len - 4 for d in data) == 300_000
+    assert trace.stat().st_size < 40_000  # the file holds 300 kB of data only by reference
+    replay = run("trace", str(trace), "--json")
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(replay.stdout)["transfers"][0]["bytes"] == 300_000

@@ -50,14 +50,15 @@ def _check_sha(expected: str | None):
 
 
 @contextlib.contextmanager
-def _trace(bus: EventBus, path: Path | None, skip: Callable[[int], bool] | None = None) -> Iterator[None]:
+def _trace(bus: EventBus, path: Path | None, skip: Callable[[int], bool] | None = None,
+           snaplen: int | None = None) -> Iterator[None]:
     if path is None:
         yield
         return
     from tftpdiag.trace.recorder import TraceRecorder, TraceSetupError
 
     try:
-        recorder = TraceRecorder.open(path, bus, skip=skip)
+        recorder = TraceRecorder.open(path, bus, snaplen=snaplen, skip=skip)
     except TraceSetupError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -97,7 +98,7 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
     except TransferSetupError as exc:
         raise UsageError(str(exc)) from None
     extra = _check_sha(getattr(args, "expect_sha256", None))
-    with _trace(bus, args.trace):
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen):
         if interactive(args):
             from tftpdiag.tui.launch import run_client_app
 
@@ -173,7 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.bind()
     except ServerSetupError as exc:
         raise UsageError(str(exc)) from None
-    with _trace(bus, args.trace):
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen):
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app
 
@@ -226,7 +227,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                 options=RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, tsize=True),
                                 timing=Timing(dally=0.2))
         transfer = ClientTransfer(request, bus)
-        with _trace(bus, args.trace, skip=server.owns):
+        with _trace(bus, args.trace, skip=server.owns, snaplen=args.trace_snaplen):
             if interactive(args):
                 from tftpdiag.tui.launch import run_demo_app
 
