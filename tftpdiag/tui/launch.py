@@ -18,7 +18,7 @@ from tftpdiag.tui.widgets.serve_view import ServerInfo
 
 __all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "ClientProbe", "server_info"]
 
-UI_PACKET_WINDOW = 1000  # packet events the UI keeps between two ticks; the rest only reach traces
+UI_PACKET_WINDOW = 400  # packet events the UI keeps between two ticks (a screenful many times over); the rest only reach traces
 
 
 class ClientProbe:

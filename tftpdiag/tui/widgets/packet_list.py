@@ -57,7 +57,9 @@ class PacketList(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._rows: list[PacketRow] = []
-        self._cache: LRUCache[PacketRow, Strip] = LRUCache(2048)
+        # A few screens' worth: every Strip carries small caches of its own, and thousands of them make
+        # each full pass of the garbage collector long enough to stall a redraw.
+        self._cache: LRUCache[PacketRow, Strip] = LRUCache(256)
 
     @property
     def row_count(self) -> int:
@@ -83,6 +85,7 @@ class PacketList(ScrollView, can_focus=True):
         strip = self._cache.get(row)
         if strip is None:
             # The widget's own style goes underneath, so every cell shares its background.
-            strip = Strip(_row_segments(row)).apply_style(style)
+            strip = Strip([Segment(text, style + seg_style if seg_style else style)
+                           for text, seg_style, _ in _row_segments(row)])
             self._cache[row] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)
