@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate  # noqa: F401 - the formatters every view uses
 
 __all__ = [
     "ERROR",
@@ -114,27 +115,6 @@ def escape_name(name: str) -> str:
         else:
             out.append(ch)
     return "'" + "".join(out) + "'"
-
-
-def fmt_addr(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return "?"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def fmt_bytes(n: float) -> str:
-    if abs(n) < 1024:
-        return f"{n:,.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.1f} {unit}"
-    return f"{n:,.1f} GiB"  # pragma: no cover
-
-
-def fmt_rate(bytes_per_s: float) -> str:
-    return f"{fmt_bytes(bytes_per_s)}/s"
 
 
 def fmt_t(t: float) -> str:
