@@ -1047,3 +1047,43 @@ def test_abort_sends_error_and_fails_once():
     m.abort(0.6)
     assert m.datagrams_to_send() == [] and m.events() == []
 
+
+
+def test_server_marks_options_refused_when_the_client_refuses_its_oack() -> None:
+    """The UEFI size probe: RRQ with tsize, our OACK, then ERROR 8 from the client."""
+    import io
+
+    from tftpdiag.protocol.events import OptionsNegotiated
+    from tftpdiag.protocol.options import Verdict
+    from tftpdiag.protocol.packets import Error, Opcode, Request, encode
+    from tftpdiag.protocol.server import ServerRead
+
+    request = Request(Opcode.RRQ, "bootx64.efi", "octet", (("tsize", "0"), ("blksize", "1468")))
+    raw = encode(request)
+    client, local = ("10.0.0.9", 1024), ("10.0.0.1", 50000)
+    machine = ServerRead(7, request=request, raw=raw, client=client, local=local, source=io.BytesIO(b"x" * 5000),
+                         file_size=5000, now=0.0)
+    machine.events()
+    machine.receive(encode(Error(8, "tsize only")), client, 0.01)
+    negotiated = [e for e in machine.events() if isinstance(e, OptionsNegotiated)]
+    assert negotiated and {o.verdict for o in negotiated[-1].outcomes} == {Verdict.REFUSED}
+    assert machine.result is not None and machine.result.code == 8
+
+
+def test_request_is_resent_to_the_port_it_first_went_to() -> None:
+    """A stray first reply (DATA 2) fixes the transfer ID, yet the request goes again to port 69."""
+    import io
+
+    from tftpdiag.protocol.client import ClientRead
+    from tftpdiag.protocol.packets import Data, Request, decode, encode
+    from tftpdiag.protocol.session import Timing
+
+    server, tid = ("10.0.0.2", 69), ("10.0.0.2", 50001)
+    machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), sink=io.BytesIO(), now=0.0,
+                         timing=Timing(initial_timeout=1.0))
+    machine.datagrams_to_send()
+    machine.receive(encode(Data(2, b"y" * 512)), tid, 0.1)
+    machine.datagrams_to_send()
+    machine.handle_timeout(machine.next_timeout() or 2.0)
+    resent = machine.datagrams_to_send()
+    assert [(type(decode(raw)), dest) for raw, dest in resent] == [(Request, server)]

@@ -20,7 +20,7 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.netascii import NetasciiReader
-from tftpdiag.protocol.options import Negotiated, ServerPolicy, negotiate_server
+from tftpdiag.protocol.options import Negotiated, ServerPolicy, negotiate_server, options_refused
 from tftpdiag.protocol.packets import (
     Ack,
     Data,
@@ -151,6 +151,9 @@ class ServerRead(_ServerMixin, Sender):
                 self._on_ack(packet, raw, now)
         elif isinstance(packet, Error):
             self._note_received(raw, packet, addr, now)
+            if packet.code == ErrorCode.OPTION_REFUSED and self.state is State.NEGOTIATING:
+                # The client turned our OACK down (UEFI firmware does this after reading tsize).
+                self._set_negotiated(options_refused(self.request.options, self.negotiated.oack), now)
             self._peer_error(packet, now)
         elif not self._repeated_request(packet, raw, now):
             self._note_received(raw, packet, addr, now, Note.UNEXPECTED)

@@ -34,6 +34,7 @@ from tftpdiag.protocol.netascii import NetasciiDecoder
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
     Ack,
+    Request,
     Data,
     Error,
     ErrorCode,
@@ -686,7 +687,10 @@ class Receiver(Session):
         self.retransmits += 1
         first = packet.block if isinstance(packet, Ack) else None
         self._events.append(Retransmit(self.session_id, now, "timeout", first, 1, self._attempt))
-        self._send(packet, raw, now, Note.RETRANSMIT)
+        # A request goes again where it went first (the server's well-known port), even if a stray reply
+        # has meanwhile fixed the transfer ID: that port is where a request is understood.
+        to = self.requested_peer if isinstance(packet, Request) else None
+        self._send(packet, raw, now, Note.RETRANSMIT, to=to)
         self._arm(now)
 
     def _waiting_for(self) -> str:
