@@ -254,6 +254,8 @@ def options_refused(requested: Options, oack: Options | None) -> Negotiated:
     """Negotiation ended in ERROR 8 (sent or received)."""
     got = dict(oack or ())
     return Negotiated(
+        # The size the OACK announced stays known (a UEFI size probe reads it, then refuses).
+        tsize=_int(got.get("tsize")),
         outcomes=tuple(OptionOutcome(n, v, got.get(n), Verdict.REFUSED) for n, v in requested),
         oack=oack,
     )
