@@ -299,3 +299,24 @@ def test_trace_snaplen_keeps_every_packet_but_cuts_payloads(served: tuple[Path, 
     replay = run("trace", str(trace), "--json")
     assert replay.returncode == 0, replay.stderr
     assert json.loads(replay.stdout)["transfers"][0]["bytes"] == 300_000
+
+
+def test_default_bind_serves_ipv4_when_ipv6_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tftpdiag.engine.server as server_module
+
+    real = server_module.udp_socket
+
+    def no_ipv6(family: int, bind: object = None, **kwargs: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real(family, bind, **kwargs)
+
+    monkeypatch.setattr(server_module, "udp_socket", no_ipv6)
+    server = TftpServer(ServerConfig(root=tmp_path, port=0))
+    server.bind()
+    try:
+        assert [a[0] for a in server.addresses] == ["0.0.0.0"] and server.skipped_ipv6
+    finally:
+        server._close_listeners()
+    with pytest.raises(ServerSetupError, match="not available"):
+        TftpServer(ServerConfig(root=tmp_path, bind=("::1",), port=0)).bind()

@@ -184,6 +184,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
         where = ", ".join(fmt_addr(a) for a in server.addresses)
         access = "uploads allowed" if server.config.allow_upload else "read-only"
+        if server.skipped_ipv6:
+            access += "; IPv6 is not available on this machine, so IPv4 only"
         print(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop", file=sys.stderr, flush=True)
         stop = threading.Event()
         sub = bus.subscribe()

@@ -166,6 +166,7 @@ class TftpServer:
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
         self._own_ids: set[int] = set()
+        self.skipped_ipv6 = False  # the default bind's [::] was not available on this machine
         self._impair = Impairer(config.impair) if config.impair is not None else None
         self._held = Held()
         self.stopped = threading.Event()
@@ -199,12 +200,14 @@ class TftpServer:
 
     def bind(self) -> None:
         self._check_root()
+        default = self.config.bind == ("0.0.0.0", "::")
         for host in self.config.bind:
             try:
                 self._listen(host)
             except ServerSetupError:
-                # The default pair asks for IPv6 too; a machine without it still serves IPv4.
-                if host == "::" and self.config.bind == ("0.0.0.0", "::") and not socket.has_ipv6:
+                # The default asks for IPv6 too; a machine with IPv6 switched off still serves IPv4.
+                if default and host == "::" and self.listeners:
+                    self.skipped_ipv6 = True
                     continue
                 self._close_listeners()
                 raise
