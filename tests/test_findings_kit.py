@@ -29,6 +29,7 @@ from tftpdiag.protocol.packets import (
     OAck,
     Opcode,
     Packet,
+    ProtocolError,
     Request,
     decode,
     encode,

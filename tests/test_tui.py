@@ -17,7 +17,7 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
-from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
+from tftpdiag.tui.app import TftpDiagApp
 from tftpdiag.tui.model import Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen

@@ -27,7 +27,7 @@ from tftpdiag.engine.net import describe_errno, errored_destination, normalise, 
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
-from tftpdiag.protocol.packets import Error, ErrorCode, Packet, ProtocolError, Request, decode
+from tftpdiag.protocol.packets import ErrorCode, Packet, ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
 from tftpdiag.protocol.session import Session, Timing
 
