@@ -258,3 +258,31 @@ def test_server_impairment_events_name_their_session(impaired_server: tuple[Tftp
     impaired = [e for e in log.drain() if isinstance(e, Impaired)]
     assert impaired and all(e.session != 0 or e.direction == "in" for e in impaired)
     assert threading.active_count() < 50
+
+
+def test_cancel_under_delay_still_tells_the_server(root: Path) -> None:
+    """The ERROR 0 a cancel sends is held by the impairment like any datagram, and still leaves."""
+    from tftpdiag.protocol.events import Failed, Reason
+
+    (root / "slow.bin").write_bytes(os.urandom(512 * 200))
+    bus = EventBus()
+    log = bus.subscribe()
+    with TftpServer(ServerConfig(root=root, bind=("127.0.0.1",), port=0, timing=SERVER_TIMING), bus) as server:
+        request = ClientRequest("127.0.0.1", "slow.bin", port=server.addresses[0][1], timing=FAST,
+                                impair=parse_impair("delay=40ms,direction=out"))
+        transfer = ClientTransfer(request).start()
+        deadline = time.monotonic() + 10
+        seen: list = []
+        while not any(isinstance(e, PacketSent) and isinstance(e.packet, Data) for e in seen):
+            assert time.monotonic() < deadline, "the transfer never started"
+            seen += log.drain()
+            time.sleep(0.01)
+        transfer.cancel()
+        assert transfer.wait(10) is not None
+        transfer.join(5)
+        while not any(isinstance(e, Failed) for e in seen):
+            assert time.monotonic() < deadline, "the server never heard of the cancel"
+            seen += log.drain()
+            time.sleep(0.01)
+    failed = next(e for e in seen if isinstance(e, Failed))
+    assert failed.reason is Reason.PEER_ERROR and failed.code == 0 and "cancelled" in failed.message

@@ -354,6 +354,14 @@ class ClientTransfer:
             publish(machine.events())
             if machine.finished and self._outcome is None:
                 self._finalise(machine)
+        # What the impairer still holds on its way out (the ERROR that tells the peer we stopped, the
+        # final ACK) leaves as late as the impairment says, not never.
+        give_up = time.time() + 2.0
+        while held and time.time() < give_up:
+            time.sleep(max(min(held.next_time() - time.time(), 0.05), 0.0))
+            for way, raw, addr, _ in held.pop_due(time.time()):
+                if way == "out":
+                    send_now(sock, raw, addr)
 
     def _socket_error(self, sock: socket.socket, machine: Session, exc: OSError, now: float,
                       dest: Address | None = None) -> None:
