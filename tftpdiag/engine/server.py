@@ -524,6 +524,16 @@ class TftpServer:
         sock.setblocking(False)
         return sock, True
 
+    def _socket_or_refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes,
+                          request: Request, client: Address, dest: str | None) -> tuple[socket.socket, bool] | None:
+        """The session's socket, or None after telling the client the server could not make one."""
+        try:
+            return self._session_socket(listener, dest)
+        except OSError as exc:
+            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
+                         f"server cannot open a socket: {exc.strerror}", "server-error")
+            return None
+
     def _start_read(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
                     client: Address, dest: str | None) -> None:
         target = open_for_read(self.root, request.filename)
@@ -532,13 +542,11 @@ class TftpServer:
                          target.suggestion)
             return
         file = os.fdopen(target.fd, "rb", buffering=1 << 16)
-        try:
-            sock, own = self._session_socket(listener, dest)
-        except OSError as exc:
+        opened = self._socket_or_refuse(listener, listen, session_id, raw, request, client, dest)
+        if opened is None:
             file.close()
-            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
-                         f"server cannot open a socket: {exc.strerror}", "server-error")
             return
+        sock, own = opened
         local = normalise(sock.getsockname())
         machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=file,
                              file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
@@ -560,13 +568,11 @@ class TftpServer:
                          f"cannot create the file: {exc.strerror}", "no-permission")
             return
         upload = _UploadSink(os.fdopen(fd, "wb", buffering=1 << 16), temp_path, target.path, cfg.allow_overwrite)
-        try:
-            sock, own = self._session_socket(listener, dest)
-        except OSError as exc:
+        opened = self._socket_or_refuse(listener, listen, session_id, raw, request, client, dest)
+        if opened is None:
             upload.discard()
-            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
-                         f"server cannot open a socket: {exc.strerror}", "server-error")
             return
+        sock, own = opened
         local = normalise(sock.getsockname())
         machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=upload,
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
