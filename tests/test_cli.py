@@ -57,6 +57,13 @@ def test_probe_json_reports_the_transfer(served: tuple[Path, int]) -> None:
     assert summary["retransmits"] == 0 and summary["timeouts"] == 0 and summary["findings"] == []
 
 
+def test_probe_without_busy_polling(served: tuple[Path, int]) -> None:
+    root, port = served
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--busy-poll", "0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sha256"] == sha(root / "image.bin")
+
+
 def test_probe_plain_summary_and_output_file(served: tuple[Path, int], tmp_path: Path) -> None:
     root, port = served
     out = tmp_path / "copy.bin"
@@ -150,6 +157,8 @@ def test_put_uploads_and_reports(served: tuple[Path, int], tmp_path: Path) -> No
     (["serve", ".", "--refuse", "colour"], "unknown option 'colour'"),
     (["serve", ".", "--max-upload", "lots"], "expected a size"),
     (["serve", ".", "--bind", "not-an-ip", "--port", "0"], "is not an IP address"),
+    (["probe", "127.0.0.1", "f", "--busy-poll", "-5"], "microseconds must be between 0 and 100000"),
+    (["serve", ".", "--busy-poll", "fast"], "expected whole microseconds"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_user_mistakes_get_one_clear_line(args: list[str], message: str) -> None:

@@ -83,6 +83,22 @@ def _impair_spec(text: str) -> ImpairSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+BUSY_POLL_HELP = ("microseconds to keep checking for the peer's next packet before going to sleep (default "
+                  "200, none on a one-CPU machine). It spins only while the peer answers that fast, as on "
+                  "loopback or a local switch, where it about halves the time per lock-step block; 0 never "
+                  "spins, for the least CPU")
+
+
+def _microseconds(text: str) -> float:
+    try:
+        value = int(text.rstrip("us").strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole microseconds, like 200 or 0, not {text!r}") from None
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"microseconds must be between 0 and 100000, not {text}")
+    return value / 1e6
+
+
 IMPAIR_HELP = ("reproduce a bad network between tftpdiag's socket and its protocol engine, e.g. "
                "loss=5%%,delay=80ms,jitter=20ms,dup=1%%,reorder=2%% ; mtu=1400 drops datagrams that would "
                "fragment; drop=data:1-3 or drop=ack:7x* drops chosen packets (first copy, or every copy); "
@@ -163,6 +179,7 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deadline", type=_seconds, default=None,
                    help="give up if the whole transfer takes longer than this many seconds")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
+    g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     fam = g.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, default=0,
                      help="use IPv4 only")
@@ -286,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
                    help="timeouts in a row before a session is given up (default 5)")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
+    g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",

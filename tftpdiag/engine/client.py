@@ -22,7 +22,7 @@ from typing import BinaryIO, Callable
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
-from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
+from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Failed, SocketError
 from tftpdiag.protocol.netascii import netascii_size
@@ -58,6 +58,7 @@ class ClientRequest:
     source: Path | None = None  # what an upload sends
     deadline: float | None = None  # seconds for the whole transfer
     impair: ImpairSpec | None = None  # fault injection between the socket and the machine
+    busy_poll: float = BUSY_POLL  # seconds to spin for a fast reply before sleeping (0: never)
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,7 @@ class ClientTransfer:
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
         sock.settimeout(None)
         set_wait = _receive_timeout_setter(sock)
+        spin = BusyPoll(lambda: recvfrom(65536, _DONTWAIT), self.request.busy_poll) if self.request.busy_poll > 0 else None
 
         def send(raw: bytes, dest: Address, now: float) -> None:
             try:
@@ -317,9 +319,15 @@ class ClientTransfer:
                 if wait <= 0:
                     machine.handle_timeout(now)
                 else:
-                    set_wait(wait)
                     try:
-                        data, addr = recvfrom(65536)
+                        got = spin(wait) if spin is not None else None
+                        if got is None:
+                            set_wait(wait)
+                            data, addr = recvfrom(65536)
+                            if spin is not None:
+                                spin.waited(time.time() - now)
+                        else:
+                            data, addr = got
                     except (BlockingIOError, InterruptedError):
                         now = time.time()
                         machine.handle_timeout(now)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
+import time
+from typing import Callable, Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["resolve", "udp_socket", "normalise", "errored_destination", "describe_errno", "ResolveError"]
+__all__ = ["BUSY_POLL", "BusyPoll", "resolve", "udp_socket", "normalise", "errored_destination", "describe_errno", "ResolveError"]
 
 # Not exported by the socket module; the values are Linux's.
 IP_RECVERR = 11
@@ -19,6 +21,58 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 
 class ResolveError(Exception):
     pass
+
+
+# How long a loop spins for the next datagram before it sleeps. A lock-step peer on the same machine
+# or switch answers within tens of microseconds, while going to sleep and being woken again costs
+# about as much (a wake-up on another CPU; on a virtual machine, an interrupt through the hypervisor):
+# spinning that briefly halves the time per block. See BusyPoll for when it spins at all.
+# On a machine with one CPU a spinning loop would only delay the peer it waits for: never there.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
+
+T = TypeVar("T")
+
+
+class BusyPoll(Generic[T]):
+    """Spins on a non-blocking read for at most ``budget`` seconds, and only while the last wait for
+    a datagram was shorter than that: on a slow link (a reply takes milliseconds) it never spins, so
+    it burns CPU only where it pays.
+
+    ``read`` returns what arrived, or raises BlockingIOError or returns something empty when nothing
+    has; other errors reach the caller.
+    """
+
+    __slots__ = ("_read", "budget", "_on")
+
+    def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL) -> None:
+        self._read = read
+        self.budget = budget
+        self._on = budget > 0
+
+    def __call__(self, wait: float) -> T | None:
+        """What arrived within ``min(wait, budget)``, or None: the caller then blocks, and tells
+        :meth:`waited` how long the whole wait took."""
+        if not self._on:
+            return None
+        read, clock = self._read, time.time
+        until = 0.0
+        while True:
+            try:
+                got = read()
+                if got:
+                    return got
+            except (BlockingIOError, InterruptedError):
+                pass
+            now = clock()
+            if not until:
+                until = now + min(self.budget, wait)
+            elif now >= until:
+                self._on = False
+                return None
+
+    def waited(self, seconds: float) -> None:
+        self._on = 0 < self.budget and seconds < self.budget
 
 
 def normalise(addr: tuple) -> Address:

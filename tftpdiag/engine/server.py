@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
-from tftpdiag.engine.net import describe_errno, errored_destination, normalise, udp_socket
+from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
@@ -89,6 +89,7 @@ class ServerConfig:
     max_per_client: int = 16
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
     impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
+    busy_poll: float = BUSY_POLL  # seconds to spin for the next datagram before sleeping (0: never)
 
 
 @dataclass(eq=False)
@@ -279,13 +280,19 @@ class TftpServer:
 
     def serve(self) -> None:
         """Run until :meth:`stop` (on the calling thread)."""
+        sel = self._sel
+        busy = BusyPoll(lambda: sel.poll(0), self.config.busy_poll)
         try:
             while not self._stopping.is_set():
                 now = time.time()
                 wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
                 if self._held:
                     wait = min(wait, max(self._held.next_time() - now, 0.0))
-                for data in self._sel.poll(wait):
+                ready = busy(wait) if wait > 0 else None
+                if ready is None:
+                    ready = sel.poll(wait)
+                    busy.waited(time.time() - now)
+                for data in ready:
                     if data is _WAKE:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(64)

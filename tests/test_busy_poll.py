@@ -1,0 +1,97 @@
+"""BusyPoll: a loop spins for the next datagram only while the peer answers faster than the budget."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tftpdiag.engine.net import BusyPoll
+
+
+class Reads:
+    """A non-blocking read that has nothing for the first ``empty`` calls."""
+
+    def __init__(self, empty: int, value: object = b"datagram") -> None:
+        self.empty = empty
+        self.value = value
+        self.calls = 0
+
+    def __call__(self) -> object:
+        self.calls += 1
+        if self.calls <= self.empty:
+            raise BlockingIOError
+        return self.value
+
+
+def test_returns_what_arrives_while_spinning_and_keeps_spinning() -> None:
+    read = Reads(empty=5)
+    poll = BusyPoll(read, budget=1.0)
+    assert poll(10.0) == b"datagram"
+    assert read.calls == 6
+    read.calls, read.empty = 0, 0
+    assert poll(10.0) == b"datagram"
+
+
+def test_an_empty_result_counts_as_nothing_yet() -> None:
+    results = iter([[], [], ["ready"]])
+    assert BusyPoll(lambda: next(results), budget=1.0)(10.0) == ["ready"]
+
+
+def test_gives_up_after_the_budget_and_then_stops_spinning() -> None:
+    read = Reads(empty=10**9)
+    poll = BusyPoll(read, budget=0.0005)
+    assert poll(10.0) is None
+    assert read.calls > 1
+    calls = read.calls
+    assert poll(10.0) is None  # off: the caller blocks straight away
+    assert read.calls == calls
+
+
+def test_a_short_blocking_wait_turns_spinning_back_on_and_a_long_one_does_not() -> None:
+    read = Reads(empty=10**9)
+    poll = BusyPoll(read, budget=0.0005)
+    poll(10.0)
+    poll.waited(0.002)  # the reply took longer than the budget: spinning would not have caught it
+    before = read.calls
+    poll(10.0)
+    assert read.calls == before
+    poll.waited(0.0001)
+    read.empty = 0
+    assert poll(10.0) == b"datagram"
+
+
+def test_never_spins_longer_than_the_caller_can_wait() -> None:
+    read = Reads(empty=10**9)
+    poll = BusyPoll(read, budget=60.0)
+    assert poll(0.0005) is None  # returns (a timer is due) although the budget is a minute
+
+
+def test_a_zero_budget_never_reads() -> None:
+    read = Reads(empty=0)
+    poll = BusyPoll(read, budget=0.0)
+    assert poll(10.0) is None
+    poll.waited(0.0)
+    assert poll(10.0) is None
+    assert read.calls == 0
+
+
+def test_socket_errors_reach_the_caller() -> None:
+    def read() -> object:
+        raise ConnectionRefusedError
+
+    with pytest.raises(ConnectionRefusedError):
+        BusyPoll(read, budget=1.0)(10.0)
+
+
+def test_spins_on_a_real_socket() -> None:
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with a, b:
+        a.bind(("127.0.0.1", 0))
+        poll = BusyPoll(lambda: a.recvfrom(100, socket.MSG_DONTWAIT), budget=0.001)
+        assert poll(1.0) is None
+        poll.waited(0.0)
+        b.sendto(b"x", a.getsockname())
+        data, _ = poll(1.0) or (None, None)
+        assert data == b"x"
