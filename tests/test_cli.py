@@ -157,7 +157,7 @@ def test_put_uploads_and_reports(served: tuple[Path, int], tmp_path: Path) -> No
     (["serve", ".", "--refuse", "colour"], "unknown option 'colour'"),
     (["serve", ".", "--max-upload", "lots"], "expected a size"),
     (["serve", ".", "--bind", "not-an-ip", "--port", "0"], "is not an IP address"),
-    (["probe", "127.0.0.1", "f", "--busy-poll", "-5"], "microseconds must be between 0 and 100000"),
+    (["probe", "127.0.0.1", "f", "--busy-poll", "200000"], "microseconds must be between 0 and 100000"),
     (["serve", ".", "--busy-poll", "fast"], "expected whole microseconds"),
     (["frobnicate"], "invalid choice"),
 ])
