@@ -95,3 +95,14 @@ def test_spins_on_a_real_socket() -> None:
         b.sendto(b"x", a.getsockname())
         data, _ = poll(1.0) or (None, None)
         assert data == b"x"
+
+
+def test_only_one_loop_in_a_process_spins() -> None:
+    # Threads share the interpreter lock: a second spinning loop would make the first wait for it.
+    first, second = Reads(empty=0), Reads(empty=0)
+    with BusyPoll(first, budget=1.0) as one:
+        assert one(10.0) == b"datagram"
+        with BusyPoll(second, budget=1.0) as two:
+            assert one(10.0) is None and two(10.0) is None
+        assert one(10.0) == b"datagram"
+    assert second.calls == 0

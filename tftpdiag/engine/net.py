@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
+import threading
 import time
 from typing import Callable, Generic, TypeVar
 
@@ -39,21 +40,36 @@ class BusyPoll(Generic[T]):
     a datagram was shorter than that: on a slow link (a reply takes milliseconds) it never spins, so
     it burns CPU only where it pays.
 
+    Only one loop in a process spins at a time. Threads of one process share the interpreter lock, and
+    a spinning thread holds it between its reads: a second engine loop (a probe and a server in one
+    process, as in ``tftpdiag demo``) would then wait for the lock instead of answering its peer.
+
     ``read`` returns what arrived, or raises BlockingIOError or returns something empty when nothing
-    has; other errors reach the caller.
+    has; other errors reach the caller. Use it as a context manager around the loop that calls it.
     """
 
     __slots__ = ("_read", "budget", "_on")
+    _loops = 0  # loops in this process between __enter__ and __exit__
+    _lock = threading.Lock()
 
     def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL) -> None:
         self._read = read
         self.budget = budget
         self._on = budget > 0
 
+    def __enter__(self) -> BusyPoll[T]:
+        with BusyPoll._lock:
+            BusyPoll._loops += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with BusyPoll._lock:
+            BusyPoll._loops -= 1
+
     def __call__(self, wait: float) -> T | None:
         """What arrived within ``min(wait, budget)``, or None: the caller then blocks, and tells
         :meth:`waited` how long the whole wait took."""
-        if not self._on:
+        if not self._on or BusyPoll._loops > 1:
             return None
         read, clock = self._read, time.time
         until = 0.0

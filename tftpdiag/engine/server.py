@@ -283,28 +283,29 @@ class TftpServer:
         sel = self._sel
         busy = BusyPoll(lambda: sel.poll(0), self.config.busy_poll)
         try:
-            while not self._stopping.is_set():
-                now = time.time()
-                wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
-                if self._held:
-                    wait = min(wait, max(self._held.next_time() - now, 0.0))
-                ready = busy(wait) if wait > 0 else None
-                if ready is None:
-                    ready = sel.poll(wait)
-                    busy.waited(time.time() - now)
-                for data in ready:
-                    if data is _WAKE:
-                        with contextlib.suppress(OSError):
-                            self._wake_r.recv(64)
-                    elif isinstance(data, _Listener):
-                        self._read_listener(data)
-                    else:
-                        self._read_session(data)
-                now = time.time()
-                if self._held and self._held.due(now):
-                    self._release_held(now)
-                if now >= self._next_check:
-                    self._check_timers(now)
+            with busy:
+                while not self._stopping.is_set():
+                    now = time.time()
+                    wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
+                    if self._held:
+                        wait = min(wait, max(self._held.next_time() - now, 0.0))
+                    ready = busy(wait) if wait > 0 else None
+                    if ready is None:
+                        ready = sel.poll(wait)
+                        busy.waited(time.time() - now)
+                    for data in ready:
+                        if data is _WAKE:
+                            with contextlib.suppress(OSError):
+                                self._wake_r.recv(64)
+                        elif isinstance(data, _Listener):
+                            self._read_listener(data)
+                        else:
+                            self._read_session(data)
+                    now = time.time()
+                    if self._held and self._held.due(now):
+                        self._release_held(now)
+                    if now >= self._next_check:
+                        self._check_timers(now)
         finally:
             self._shutdown()
 

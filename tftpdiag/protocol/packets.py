@@ -108,7 +108,7 @@ class Request:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # one per datagram: not frozen, for speed (see PacketSent); never changed
 class Data:
     block: int
     payload: bytes

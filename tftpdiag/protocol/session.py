@@ -9,6 +9,7 @@ caller what to do. The caller owns the socket and the clock; nothing here blocks
 from __future__ import annotations
 
 import errno
+import struct
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -20,6 +21,8 @@ from tftpdiag.protocol.events import (
     Failed,
     Note,
     OptionsNegotiated,
+    PacketReceived,
+    PacketSent,
     PeerLocked,
     Progress,
     Reason,
@@ -29,7 +32,7 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStats,
 )
-from tftpdiag.protocol.fast import ack_packet, make_data, make_received, make_sent
+from tftpdiag.protocol.fast import ack_bytes, ack_packet
 from tftpdiag.protocol.netascii import NetasciiDecoder
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
@@ -42,8 +45,6 @@ from tftpdiag.protocol.packets import (
     ProtocolError,
     decode,
     encode,
-    encode_ack,
-    encode_data,
 )
 
 __all__ = ["Timing", "State", "Session", "Sender", "Receiver", "Readable", "Writable"]
@@ -90,6 +91,13 @@ class State(Enum):
     @property
     def finished(self) -> bool:
         return self in (State.DALLYING, State.DONE, State.FAILED)
+
+
+_TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
+_NONE = Note.NONE
+_RETRANSMIT = Note.RETRANSMIT
+_DATA_HEAD = struct.Struct(">HH").pack
+_READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whole blocks
 
 
 class _Timer:
@@ -274,12 +282,12 @@ class Session:
 
     def _note_received(self, raw: bytes, packet: Packet | None, addr: Address, now: float,
                        note: Note = Note.NONE, detail: str = "") -> None:
-        self._events.append(make_received(self.session_id, now, self.local, addr, raw, packet, note, detail))
+        self._events.append(PacketReceived(self.session_id, now, self.local, addr, raw, packet, note, detail))
 
     def _send(self, packet: Packet, raw: bytes, now: float, note: Note = Note.NONE, to: Address | None = None) -> None:
         dest = self.peer if to is None else to
         self._out.append((raw, dest))
-        self._events.append(make_sent(self.session_id, now, self.local, dest, raw, packet, note))
+        self._events.append(PacketSent(self.session_id, now, self.local, dest, raw, packet, note))
         self.packets_sent += 1
 
     def _arm(self, now: float) -> None:
@@ -287,11 +295,15 @@ class Session:
 
     def _progressed(self, now: float) -> None:
         """Something new arrived: the backoff ends and the timer restarts."""
-        self._attempt = 0
-        self._timer.backoff = 0
+        if self._attempt:
+            self._attempt = 0
+            self._timer.backoff = 0
         if now - self._last_progress >= self.timing.progress_interval:
-            self._last_progress = now
-            self._events.append(Progress(self.session_id, now, self.bytes, self.total, self.stats(now)))
+            self._report_progress(now)
+
+    def _report_progress(self, now: float) -> None:
+        self._last_progress = now
+        self._events.append(Progress(self.session_id, now, self.bytes, self.total, self.stats(now)))
 
     def _sample_rtt(self, now: float) -> None:
         if self._rtt_mark is not None:
@@ -377,7 +389,7 @@ class Sender(Session):
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # The common case, an ACK from our peer mid-transfer, skips the generic decoder; what it records
         # and does is exactly what the general path would.
-        if (len(datagram) == 4 and datagram[0] == 0 and datagram[1] == 4 and self.state is State.TRANSFERRING
+        if (len(datagram) == 4 and datagram[:2] == b"\x00\x04" and self.state is _TRANSFERRING
                 and addr == self.peer and self.locked):
             self.packets_received += 1
             self._on_ack(ack_packet((datagram[2] << 8) | datagram[3]), datagram, now)
@@ -393,68 +405,91 @@ class Sender(Session):
         self._final: int | None = None
         self._rewound_for = -1
         self._rtt_block = 0
-        self._ahead: bytes | None = None  # the next new block, read ahead by prefetch()
-        self._ahead_error: OSError | None = None  # prefetch()'s failed read, reported when the block is due
+        # What was read from the source ahead of the blocks sent: reading many blocks at a time costs one
+        # call where a block at a time costs one each, and prefetch() does it while the peer is busy.
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._read_error: OSError | None = None  # a failed read, reported when the block it held is due
 
     def prefetch(self) -> None:
-        """Read the next new block now, while waiting for the peer, so answering its ACK reads nothing.
+        """Read ahead now, while waiting for the peer, so answering its ACK reads nothing.
 
         The caller invokes this after sending; it never changes what is sent, only when the read happens.
         """
         # Only once the block size is settled: before the OACK a block would be read at the wrong size.
-        if self._ahead is None and self._final is None and self.state is State.TRANSFERRING:
+        if (len(self._buf) - self._pos < self.blksize and not self._eof and self._read_error is None
+                and self._final is None and self.state is _TRANSFERRING):
             try:
-                self._ahead = self._read_block()
+                self._refill()
             except OSError as exc:
-                # Not retried: a failed read may have taken part of the block with it, and reading on
+                # Not retried: a failed read may have taken part of a block with it, and reading on
                 # would send the rest shifted. The error ends the transfer when the block is needed.
-                self._ahead_error = exc
+                self._read_error = exc
 
-    def _read_block(self) -> bytes:
-        if self._ahead_error is not None:
-            raise self._ahead_error
-        ahead = self._ahead
-        if ahead is not None:
-            self._ahead = None
-            return ahead
+    def _refill(self) -> None:
         size = self.blksize
-        data = self._source.read(size)
-        while 0 < len(data) < size:
-            more = self._source.read(size - len(data))
+        want = size * max(1, _READ_AHEAD // size)
+        read = self._source.read
+        data = read(want)
+        while 0 < len(data) < want:  # a short read is not the end until a read returns nothing
+            more = read(want - len(data))
             if not more:
                 break
             data += more
-        return data
+        if len(data) < want:
+            self._eof = True
+        self._buf = self._buf[self._pos:] + data
+        self._pos = 0
+
+    def _read_block(self) -> bytes:
+        if self._read_error is not None:
+            raise self._read_error
+        size = self.blksize
+        pos = self._pos
+        if len(self._buf) - pos < size and not self._eof:
+            self._refill()
+            pos = 0
+        block = self._buf[pos:pos + size]
+        self._pos = pos + len(block)
+        return block
 
     def _fill_window(self, now: float) -> None:
         """Send every block the window allows; resent blocks are marked as retransmits."""
         limit = self._acked + self.windowsize
-        rollover = self.timing.rollover
-        while self._next <= limit:
-            n = self._next
-            if self._final is not None and n > self._final:
-                break
-            payload = self._payloads.get(n)
-            note = Note.RETRANSMIT
-            if payload is None:
-                try:
-                    payload = self._read_block()
-                except OSError as exc:
-                    self._local_io_error(exc, now)
-                    return
-                if len(payload) > self.blksize:
-                    payload = payload[: self.blksize]
-                self._payloads[n] = payload
-                if len(payload) < self.blksize:
-                    self._final = n
-                note = Note.NONE
-                if self._rtt_mark is None:
-                    self._rtt_mark = now
-                    self._rtt_block = n
-            self._sent_max = max(self._sent_max, n)
-            block = _wire_block(n, rollover)
-            self._send(make_data(block, payload), encode_data(block, payload), now, note)
-            self._next = n + 1
+        if self._final is not None and self._final < limit:
+            limit = self._final
+        n = self._next
+        if n <= limit:
+            payloads, blksize, rollover = self._payloads, self.blksize, self.timing.rollover
+            session, local, peer = self.session_id, self.local, self.peer
+            out, events = self._out.append, self._events.append
+            while n <= limit:
+                payload = payloads.get(n)
+                note = _RETRANSMIT
+                if payload is None:
+                    try:
+                        payload = self._read_block()
+                    except OSError as exc:
+                        self._next = n
+                        self._local_io_error(exc, now)
+                        return
+                    payloads[n] = payload
+                    if len(payload) < blksize:
+                        self._final = limit = n
+                    note = _NONE
+                    if self._rtt_mark is None:
+                        self._rtt_mark = now
+                        self._rtt_block = n
+                block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
+                raw = _DATA_HEAD(3, block) + payload
+                out((raw, peer))
+                events(PacketSent(session, now, local, peer, raw, Data(block, payload), note))
+                self.packets_sent += 1
+                n += 1
+            if n - 1 > self._sent_max:
+                self._sent_max = n - 1
+            self._next = n
         self._arm(now)
 
     def _resend_from(self, first: int, now: float, reason: str) -> None:
@@ -542,23 +577,55 @@ class Receiver(Session):
     """
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
-        # The common case, the next DATA block in order from our peer, skips the generic decoder and the
-        # checks that cannot apply; what it records and does is exactly what the general path would.
-        if (len(datagram) >= 4 and datagram[0] == 0 and datagram[1] == 3 and self.state is State.TRANSFERRING
-                and addr == self.peer and self.locked and not self._wrap_to_one):
-            block = (datagram[2] << 8) | datagram[3]
-            if block == self._expected & 0xFFFF and len(datagram) - 4 <= self.blksize:
+        # The common case, the next DATA block in order from our peer mid-transfer, is the general path
+        # (decode, _on_data, _accept) inlined: it records and does exactly what that path would.
+        if (datagram[:2] == b"\x00\x03" and self.state is _TRANSFERRING and addr == self.peer and self._plain
+                and self.locked and not self._wrap_to_one):
+            expected = self._expected
+            block = expected & 0xFFFF
+            size = len(datagram) - 4
+            if size >= 0 and ((datagram[2] << 8) | datagram[3]) == block and size <= self.blksize:
                 payload = datagram[4:]
                 self.packets_received += 1
-                self._events.append(make_received(self.session_id, now, self.local, addr, datagram,
-                                                  make_data(block, payload), Note.NONE, ""))
-                self._accept(payload, now)
+                self._events.append(PacketReceived(self.session_id, now, self.local, addr, datagram,
+                                                   Data(block, payload), _NONE, ""))
+                since = self._since_ack
+                if since == 0 and self._rtt_mark is not None:
+                    self._timer.sample(now - self._rtt_mark)
+                    self._rtt_mark = None
+                self._expected = expected + 1
+                self._gap_acked = False
+                self.bytes += size
+                self.blocks += 1
+                if size:
+                    try:
+                        self._write(payload)
+                    except OSError as exc:
+                        self._local_io_error(exc, now)
+                        return
+                if self._attempt:
+                    self._attempt = 0
+                    self._timer.backoff = 0
+                if now - self._last_progress >= self.timing.progress_interval:
+                    self._report_progress(now)
+                if size < self.blksize:
+                    self._finish(now)
+                    return
+                since += 1
+                if since >= self.windowsize:
+                    self._since_ack = 0
+                    self._ack(expected, now)
+                else:
+                    self._since_ack = since
+                self._deadline = now + self._timer.current()
                 return
         super().receive(datagram, addr, now)
 
     def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink
+        self._write = sink.write
         self._decoder = NetasciiDecoder() if netascii else None
+        self._plain = not netascii and max_bytes is None  # what the fast path of receive() leaves out
         self._expected = 1
         self._since_ack = 0
         self._gap_acked = False
@@ -587,13 +654,13 @@ class Receiver(Session):
         delta = (wire - expected) & 0xFFFF
         return delta - 0x10000 if delta >= 0x8000 else delta
 
-    def _ack(self, block_abs: int, now: float, note: Note = Note.NONE) -> None:
-        wire = self._wire(block_abs)
-        packet = Ack(wire)
-        raw = encode_ack(wire)
+    def _ack(self, block_abs: int, now: float, note: Note = _NONE) -> None:
+        wire = _wire_block(block_abs, 1) if self._wrap_to_one else block_abs & 0xFFFF
+        packet = ack_packet(wire)
+        raw = ack_bytes(wire)
         self._last_reply = (packet, raw)
         self._send(packet, raw, now, note)
-        if note is Note.NONE:
+        if note is _NONE:
             self._rtt_mark = now
 
     def _on_data(self, packet: Data, raw: bytes, now: float) -> None:

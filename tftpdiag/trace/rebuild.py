@@ -61,6 +61,7 @@ from tftpdiag.protocol.events import (
     Note,
     OptionsNegotiated,
     PacketReceived,
+    PacketSent,
     PeerLocked,
     Progress,
     Reason,
@@ -77,6 +78,7 @@ from tftpdiag.protocol.options import (
     options_refused,
 )
 from tftpdiag.protocol.packets import (
+    Data,
     Error,
     ErrorCode,
     OAck,
@@ -86,7 +88,7 @@ from tftpdiag.protocol.packets import (
     Request,
     decode,
 )
-from tftpdiag.protocol.fast import ack_packet, make_data, make_received, make_sent
+from tftpdiag.protocol.fast import ack_packet
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild_state import (
     ENDED,
@@ -341,7 +343,7 @@ class Rebuilder:
 
     def _data(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         wire = raw[2] << 8 | raw[3]
-        packet = make_data(wire, raw[4:])
+        packet = Data(wire, raw[4:])
         if from_client == t.is_read:
             # DATA from the side that should be receiving it.
             self._packet(t, d, packet, from_client, Note.UNEXPECTED if t.phase != ENDED else Note.LATE)
@@ -583,7 +585,7 @@ class Rebuilder:
 
     def _sent(self, t: TransferState, d: Datagram, packet: Packet, note: Note) -> None:
         now = d.time
-        self.events.append(make_sent(t.sid, now, t.client, d.dst, d.payload, packet, note))
+        self.events.append(PacketSent(t.sid, now, t.client, d.dst, d.payload, packet, note))
         t.sent += 1
         t.last = now
         t.client_sent_at = now
@@ -592,7 +594,7 @@ class Rebuilder:
 
     def _received(self, t: TransferState, d: Datagram, packet: Packet | None, note: Note, detail: str = "") -> None:
         now = d.time
-        self.events.append(make_received(t.sid, now, t.client, d.src, d.payload, packet, note, detail))
+        self.events.append(PacketReceived(t.sid, now, t.client, d.src, d.payload, packet, note, detail))
         if packet is not None:  # a live client does not count what it could not decode
             t.received += 1
         t.last = now
