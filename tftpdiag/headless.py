@@ -6,6 +6,7 @@ It reads the same event stream as the TUI, through a lossless subscription drain
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import sys
 import threading
@@ -14,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from tftpdiag.engine.bus import Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
-from tftpdiag.engine.server import TftpServer
 from tftpdiag.findings import Analyzer
 from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
+    from tftpdiag.engine.server import TftpServer
     from rich.console import Console
     from rich.progress import Progress
 
@@ -36,6 +37,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     table = SessionTable()
     analyzer = Analyzer()
     progress = _progress_bar(transfer)
+    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
     outcome: ClientOutcome | None = None
     try:
@@ -122,6 +124,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
     table = SessionTable()
     analyzer = Analyzer()
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     thread.start()
 
     def emit(ended: list[SessionRecord]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -401,7 +402,7 @@ class Sender(Session):
         self._acked = 0  # highest block acknowledged (absolute, counting past rollovers)
         self._next = 1  # next block to put on the wire
         self._sent_max = 0
-        self._payloads: dict[int, bytes] = {}
+        self._payloads: dict[int, tuple[bytes, bytes]] = {}  # sent, not yet acknowledged: payload, datagram
         self._final: int | None = None
         self._rewound_for = -1
         self._rtt_block = 0
@@ -411,21 +412,37 @@ class Sender(Session):
         self._pos = 0
         self._eof = False
         self._read_error: OSError | None = None  # a failed read, reported when the block it held is due
+        # The next new blocks, read and encoded by prefetch() while the peer is busy: answering its ACK
+        # then only hands them out. Block numbers follow _sent_max; a short block ends the file.
+        self._prepared: deque[tuple[bytes, bytes]] = deque()
+        self._prepared_end = False
 
     def prefetch(self) -> None:
-        """Read ahead now, while waiting for the peer, so answering its ACK reads nothing.
+        """Read and encode the next window's new blocks now, while waiting for the peer, so that
+        answering its ACK only hands them out.
 
-        The caller invokes this after sending; it never changes what is sent, only when the read happens.
+        The caller invokes this after sending; it never changes what is sent, only when the work happens.
         """
         # Only once the block size is settled: before the OACK a block would be read at the wrong size.
-        if (len(self._buf) - self._pos < self.blksize and not self._eof and self._read_error is None
-                and self._final is None and self.state is _TRANSFERRING):
+        if self._prepared_end or self._read_error is not None or self._final is not None \
+                or self.state is not _TRANSFERRING:
+            return
+        prepared, blksize, rollover = self._prepared, self.blksize, self.timing.rollover
+        n = self._sent_max + 1 + len(prepared)
+        while len(prepared) < self.windowsize:
             try:
-                self._refill()
+                payload = self._read_block()
             except OSError as exc:
                 # Not retried: a failed read may have taken part of a block with it, and reading on
                 # would send the rest shifted. The error ends the transfer when the block is needed.
                 self._read_error = exc
+                return
+            block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
+            prepared.append((payload, _DATA_HEAD(3, block) + payload))
+            n += 1
+            if len(payload) < blksize:
+                self._prepared_end = True
+                return
 
     def _refill(self) -> None:
         size = self.blksize
@@ -464,31 +481,36 @@ class Sender(Session):
             payloads, blksize, rollover = self._payloads, self.blksize, self.timing.rollover
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
+            prepared = self._prepared
             while n <= limit:
-                payload = payloads.get(n)
+                entry = payloads.get(n)
                 note = _RETRANSMIT
-                if payload is None:
-                    try:
-                        payload = self._read_block()
-                    except OSError as exc:
-                        self._next = n
-                        self._local_io_error(exc, now)
-                        return
-                    payloads[n] = payload
-                    if len(payload) < blksize:
+                block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
+                if entry is None:  # a new block: n is _sent_max + 1, the first of those prepared
+                    if prepared:
+                        entry = prepared.popleft()
+                    else:
+                        try:
+                            payload = self._read_block()
+                        except OSError as exc:
+                            self._next = n
+                            self._local_io_error(exc, now)
+                            return
+                        entry = (payload, _DATA_HEAD(3, block) + payload)
+                    payloads[n] = entry
+                    if len(entry[0]) < blksize:
                         self._final = limit = n
                     note = _NONE
                     if self._rtt_mark is None:
                         self._rtt_mark = now
                         self._rtt_block = n
-                block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
-                raw = _DATA_HEAD(3, block) + payload
+                    if n > self._sent_max:
+                        self._sent_max = n
+                payload, raw = entry
                 out((raw, peer))
                 events(PacketSent(session, now, local, peer, raw, Data(block, payload), note))
                 self.packets_sent += 1
                 n += 1
-            if n - 1 > self._sent_max:
-                self._sent_max = n - 1
             self._next = n
         self._arm(now)
 
@@ -534,9 +556,9 @@ class Sender(Session):
         if self._rtt_mark is not None and absolute >= self._rtt_block:
             self._sample_rtt(now)
         for n in range(self._acked + 1, absolute + 1):
-            payload = self._payloads.pop(n, None)
-            if payload is not None:
-                self.bytes += len(payload)
+            entry = self._payloads.pop(n, None)
+            if entry is not None:
+                self.bytes += len(entry[0])
                 self.blocks += 1
         self._acked = absolute
         self._rewound_for = -1
