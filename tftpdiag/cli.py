@@ -92,7 +92,7 @@ BUSY_POLL_HELP = ("microseconds to keep checking for the peer's next packet befo
 
 def _microseconds(text: str) -> float:
     try:
-        value = int(text.rstrip("us").strip())
+        value = int(text.strip().removesuffix("us"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole microseconds, like 200 or 0, not {text!r}") from None
     if not 0 <= value <= 100_000:

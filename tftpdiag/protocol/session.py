@@ -9,7 +9,6 @@ caller what to do. The caller owns the socket and the clock; nothing here blocks
 from __future__ import annotations
 
 import errno
-import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -46,6 +45,7 @@ from tftpdiag.protocol.packets import (
     ProtocolError,
     decode,
     encode,
+    encode_data,
 )
 
 __all__ = ["Timing", "State", "Session", "Sender", "Receiver", "Readable", "Writable"]
@@ -97,7 +97,6 @@ class State(Enum):
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _NONE = Note.NONE
 _RETRANSMIT = Note.RETRANSMIT
-_DATA_HEAD = struct.Struct(">HH").pack
 _READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whole blocks
 
 
@@ -429,27 +428,20 @@ class Sender(Session):
             return
         prepared, blksize, rollover = self._prepared, self.blksize, self.timing.rollover
         n = self._sent_max + 1 + len(prepared)
-        buf, pos = self._buf, self._pos
         while len(prepared) < self.windowsize:
-            if len(buf) - pos < blksize and not self._eof:
-                self._pos = pos
-                try:
-                    self._refill()
-                except OSError as exc:
-                    # Not retried: a failed read may have taken part of a block with it, and reading
-                    # on would send the rest shifted. The error ends the transfer when the block is due.
-                    self._read_error = exc
-                    return
-                buf, pos = self._buf, 0
-            payload = buf[pos:pos + blksize]
-            pos += len(payload)
-            block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
-            prepared.append((payload, _DATA_HEAD(3, block) + payload))
+            try:
+                payload = self._read_block()
+            except OSError as exc:
+                # Not retried: a failed read may have taken part of a block with it, and reading on
+                # would send the rest shifted. The error ends the transfer when the block is needed.
+                self._read_error = exc
+                return
+            block = _wire_block(n, rollover)
+            prepared.append((payload, encode_data(block, payload)))
             n += 1
             if len(payload) < blksize:
                 self._prepared_end = True
-                break
-        self._pos = pos
+                return
 
     def _refill(self) -> None:
         size = self.blksize
@@ -484,18 +476,15 @@ class Sender(Session):
         if self._final is not None and self._final < limit:
             limit = self._final
         n = self._next
-        prepared = self._prepared
-        count = limit - n + 1
-        if count > 0 and n > self._sent_max and len(prepared) >= count:
-            self._send_prepared(n, count, now)
-        elif count > 0:
+        if n <= limit:
+            prepared = self._prepared
             payloads, blksize, rollover = self._payloads, self.blksize, self.timing.rollover
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
             while n <= limit:
                 entry = payloads.get(n)
                 note = _RETRANSMIT
-                block = n & 0xFFFF if rollover == 0 or n <= 0xFFFF else _wire_block(n, rollover)
+                block = _wire_block(n, rollover)
                 if entry is None:  # a new block: n is _sent_max + 1, the first of those prepared
                     if prepared:
                         entry = prepared.popleft()
@@ -506,7 +495,7 @@ class Sender(Session):
                             self._next = n
                             self._local_io_error(exc, now)
                             return
-                        entry = (payload, _DATA_HEAD(3, block) + payload)
+                        entry = (payload, encode_data(block, payload))
                     payloads[n] = entry
                     if len(entry[0]) < blksize:
                         self._final = limit = n
@@ -523,29 +512,6 @@ class Sender(Session):
                 n += 1
             self._next = n
         self._arm(now)
-
-    def _send_prepared(self, first: int, count: int, now: float) -> None:
-        """The usual case of _fill_window: every block due is new and prepared. Does what its loop
-        would, a window at a time."""
-        prepared, peer, session, local = self._prepared, self.peer, self.session_id, self.local
-        entries = [prepared.popleft() for _ in range(count)]
-        last = first + count - 1
-        numbers = range(first, last + 1)
-        self._payloads.update(zip(numbers, entries))
-        if self._rtt_mark is None:
-            self._rtt_mark = now
-            self._rtt_block = first
-        if len(entries[-1][0]) < self.blksize:  # a short block is the last prepared one
-            self._final = last
-        self._sent_max = last
-        rollover = self.timing.rollover
-        blocks = [n & 0xFFFF for n in numbers] if rollover == 0 or last <= 0xFFFF else \
-            [_wire_block(n, rollover) for n in numbers]
-        self._out.extend([(raw, peer) for _, raw in entries])
-        self._events.extend([PacketSent(session, now, local, peer, raw, Data(block, payload), _NONE)
-                             for block, (payload, raw) in zip(blocks, entries)])
-        self.packets_sent += count
-        self._next = last + 1
 
     def _resend_from(self, first: int, now: float, reason: str) -> None:
         self._next = first
@@ -710,7 +676,7 @@ class Receiver(Session):
         return delta - 0x10000 if delta >= 0x8000 else delta
 
     def _ack(self, block_abs: int, now: float, note: Note = _NONE) -> None:
-        wire = _wire_block(block_abs, 1) if self._wrap_to_one else block_abs & 0xFFFF
+        wire = self._wire(block_abs)
         packet = ack_packet(wire)
         raw = ack_bytes(wire)
         self._last_reply = (packet, raw)
