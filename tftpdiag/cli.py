@@ -90,6 +90,12 @@ BUSY_POLL_HELP = ("microseconds to keep checking for the peer's next packet befo
                   "spins, for the least CPU")
 
 
+OFFLOAD_HELP = ("one system call per datagram, not one per window (UDP GSO/GRO, Linux). The peer gets the same "
+                "datagrams either way, but a capture on this host (tcpdump, Wireshark; always on loopback) "
+                "shows an offloaded window as one large datagram: use this when you capture here. --trace "
+                "always records each datagram, and --impair never offloads")
+
+
 def _microseconds(text: str) -> float:
     try:
         value = int(text.strip().removesuffix("us"))
@@ -181,6 +187,7 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
                    help="give up if the whole transfer takes longer than this many seconds")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
+    g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
     fam = g.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, default=0,
                      help="use IPv4 only")
@@ -305,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timeouts in a row before a session is given up (default 5)")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
+    g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",

@@ -84,7 +84,7 @@ def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
         host=target.host, filename=target.filename, port=target.port, upload=upload,
         mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
         family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
-        impair=args.impair, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, **_busy_poll(args))
 
 
 def _busy_poll(args: argparse.Namespace) -> dict[str, float]:
@@ -153,7 +153,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
         single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions,
-        impair=args.impair, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, **_busy_poll(args))
 
 
 @contextlib.contextmanager

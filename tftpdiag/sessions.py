@@ -28,6 +28,8 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.packets import Options
 
+_NONE = Note.NONE
+
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
 
 
@@ -181,7 +183,19 @@ class SessionTable:
         """Fold events in; returns the sessions that finished with these events."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
+        record: SessionRecord | None = None
         for event in events:
+            kind = type(event)
+            # Most of a stream: a packet of the session just seen, already moving data, with nothing to
+            # note. What SessionRecord.apply would do with it, inline.
+            if (kind is PacketReceived or kind is PacketSent) and record is not None \
+                    and event.session == record.session and record.data_seen and event.note is _NONE:
+                record.last = event.time
+                if kind is PacketReceived:
+                    record.packets_received += 1
+                else:
+                    record.packets_sent += 1
+                continue
             record = sessions.get(event.session)
             if record is None:
                 record = sessions[event.session] = SessionRecord(event.session)

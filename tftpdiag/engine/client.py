@@ -23,6 +23,7 @@ from typing import BinaryIO, Callable
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, resolve, udp_socket
+from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketError
 from tftpdiag.protocol.netascii import netascii_size
@@ -60,6 +61,7 @@ class ClientRequest:
     deadline: float | None = None  # seconds for the whole transfer
     impair: ImpairSpec | None = None  # fault injection between the socket and the machine
     busy_poll: float = BUSY_POLL  # seconds to spin for a fast reply before sleeping (0: never)
+    offload: bool = True  # windows leave and arrive in one system call each (UDP GSO/GRO, Linux)
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,10 @@ class _HashingSink:
     def flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            update = self.hash.update
-            for data in pending:
-                update(data)
+            data = b"".join(pending)
+            self.hash.update(data)
             if self.file is not None:
-                self.file.writelines(pending)
+                self.file.write(data)
 
 
 class _HashingSource:
@@ -257,22 +258,28 @@ class ClientTransfer:
     def _drive(self, sock: socket.socket, machine: Session, now: float) -> None:
         publish = self.bus.publish
         sendto = sock.sendto
-        recvfrom = sock.recvfrom
         clock = time.time
         receive = machine.receive
+        receive_many = machine.receive_many
         take_datagrams = machine.datagrams_to_send
         take_events = machine.events
         cancelled = self._cancel.is_set
         sink = self._sink
         prefetch = getattr(machine, "prefetch", None)
         impair = Impairer(self.request.impair) if self.request.impair is not None else None
+        # The impairer decides each datagram's fate, so under --impair they travel one by one.
+        offload = self.request.offload and impair is None
+        writer = DatagramWriter(sock, offload)
+        # Only a windowed transfer receives runs worth coalescing.
+        reader = DatagramReader(sock, offload and bool(self.request.options.windowsize))
+        read = reader.read
         held = Held()  # datagrams the impairer delays, both ways
         deadline = now + self.request.deadline if self.request.deadline else None
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
         sock.settimeout(None)
         set_wait = _receive_timeout_setter(sock)
-        spin = BusyPoll(lambda: recvfrom(65536, _DONTWAIT), self.request.busy_poll)
+        spin = BusyPoll(lambda: read(_DONTWAIT), self.request.busy_poll)
         # IPv4 sockets report (host, port) already; IPv6 ones a 4-tuple that normalise() shortens.
         plain_addr = self.family == socket.AF_INET
         # Events are handed to the bus in batches while datagrams flow without a pause, and always
@@ -288,37 +295,48 @@ class ClientTransfer:
                 publish(batch)
                 batch = []
 
-        def send(raw: bytes, dest: Address, now: float) -> None:
-            try:
-                if impair is None:
-                    sendto(raw, dest)
-                    return
-                times, events = impair.fate(raw, dest, now, "out", self.session_id)
-                publish(events)
-                for when in times:
-                    if when <= now:
-                        sendto(raw, dest)
-                    else:
-                        held.add(when, "out", raw, dest)
-            except OSError as exc:
-                flush()
-                self._socket_error(sock, machine, exc, clock(), dest)
+        def failed(dest: Address, exc: OSError) -> None:
+            flush()
+            self._socket_error(sock, machine, exc, clock(), dest)
 
-        def arrive(data: bytes, addr: Address, now: float) -> None:
-            if impair is None:
-                receive(data, addr, now)
+        def send_all(now: float) -> None:
+            out = take_datagrams()
+            if not out:
                 return
-            times, events = impair.fate(data, addr, now, "in", self.session_id)
+            if impair is None:
+                writer.send(out, failed)
+                return
+            for raw, dest in out:
+                send(raw, dest, now)
+
+        def send(raw: bytes, dest: Address, now: float) -> None:
+            assert impair is not None
+            times, events = impair.fate(raw, dest, now, "out", self.session_id)
             publish(events)
             for when in times:
                 if when <= now:
-                    receive(data, addr, now)
+                    try:
+                        sendto(raw, dest)
+                    except OSError as exc:
+                        failed(dest, exc)
                 else:
-                    held.add(when, "in", data, addr)
+                    held.add(when, "out", raw, dest)
+
+        def arrive(run: list[bytes], addr: Address, now: float) -> None:
+            if impair is None:
+                receive_many(run, addr, now)
+                return
+            for data in run:
+                times, events = impair.fate(data, addr, now, "in", self.session_id)
+                publish(events)
+                for when in times:
+                    if when <= now:
+                        receive(data, addr, now)
+                    else:
+                        held.add(when, "in", data, addr)
 
         with spin:
-            for raw, dest in take_datagrams():
-                send(raw, dest, now)
+            send_all(now)
             publish(take_events())
             while not machine.closed:
                 delayed = impair is not None and bool(held)
@@ -347,10 +365,10 @@ class ClientTransfer:
                             if got is None:
                                 flush()
                                 set_wait(wait)
-                                data, addr = recvfrom(65536)
+                                run, addr = read(0)
                                 spin.waited(clock() - now)
                             else:
-                                data, addr = got
+                                run, addr = got
                         except (BlockingIOError, InterruptedError):
                             now = clock()
                             machine.handle_timeout(now)
@@ -360,16 +378,16 @@ class ClientTransfer:
                             self._socket_error(sock, machine, exc, now)
                         else:
                             now = clock()
-                            arrive(data, addr if plain_addr else normalise(addr), now)
-                            # A window arrives as a burst: answer each datagram as it is read, and leave
-                            # the bookkeeping below to run once for the whole burst. (In lock-step nothing
-                            # else can be waiting, and the extra read would only cost a system call.)
+                            arrive(run, addr if plain_addr else normalise(addr), now)
+                            # A window arrives as a burst (one run, or several datagrams without
+                            # offload): answer as each is read, and leave the bookkeeping below to run
+                            # once for the whole burst. (In lock-step nothing else can be waiting, and
+                            # the extra read would only cost a system call.)
                             if machine.windowsize > 1:
                                 for _ in range(_BURST):
-                                    for raw, dest in take_datagrams():
-                                        send(raw, dest, now)
+                                    send_all(now)
                                     try:
-                                        data, addr = recvfrom(65536, _DONTWAIT)
+                                        run, addr = read(_DONTWAIT)
                                     except (BlockingIOError, InterruptedError):
                                         break
                                     except OSError as exc:
@@ -377,9 +395,8 @@ class ClientTransfer:
                                         self._socket_error(sock, machine, exc, now)
                                         break
                                     now = clock()
-                                    arrive(data, addr if plain_addr else normalise(addr), now)
-                for raw, dest in take_datagrams():
-                    send(raw, dest, now)
+                                    arrive(run, addr if plain_addr else normalise(addr), now)
+                send_all(now)
                 # Off the critical path: the reply is already on its way.
                 if sink is not None:
                     sink.flush()

@@ -12,7 +12,7 @@ import errno
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Protocol, Sequence
 
 from tftpdiag.protocol.events import (
     Address,
@@ -247,6 +247,13 @@ class Session:
         self.packets_received += 1
         self._on_packet(packet, datagram, addr, now)
 
+    def receive_many(self, datagrams: Sequence[bytes], addr: Address, now: float) -> None:
+        """Datagrams that arrived together from ``addr`` (a run the kernel coalesced, UDP GRO): the
+        same as :meth:`receive` on each in turn."""
+        receive = self.receive
+        for datagram in datagrams:
+            receive(datagram, addr, now)
+
     def abort(self, now: float, message: str = "transfer cancelled", code: int = ErrorCode.NOT_DEFINED) -> None:
         """Stop at once (user cancel, deadline, local failure), telling the peer with an ERROR."""
         if self.state.finished:
@@ -401,7 +408,7 @@ class Sender(Session):
         self._acked = 0  # highest block acknowledged (absolute, counting past rollovers)
         self._next = 1  # next block to put on the wire
         self._sent_max = 0
-        self._payloads: dict[int, tuple[bytes, bytes]] = {}  # sent, not yet acknowledged: payload, datagram
+        self._payloads: dict[int, tuple[Data, bytes]] = {}  # sent, not yet acknowledged: packet, datagram
         self._final: int | None = None
         self._rewound_for = -1
         self._rtt_block = 0
@@ -413,7 +420,7 @@ class Sender(Session):
         self._read_error: OSError | None = None  # a failed read, reported when the block it held is due
         # The next new blocks, read and encoded by prefetch() while the peer is busy: answering its ACK
         # then only hands them out. Block numbers follow _sent_max; a short block ends the file.
-        self._prepared: deque[tuple[bytes, bytes]] = deque()
+        self._prepared: deque[tuple[Data, bytes]] = deque()
         self._prepared_end = False
 
     def prefetch(self) -> None:
@@ -437,7 +444,7 @@ class Sender(Session):
                 self._read_error = exc
                 return
             block = _wire_block(n, rollover)
-            prepared.append((payload, encode_data(block, payload)))
+            prepared.append((Data(block, payload), encode_data(block, payload)))
             n += 1
             if len(payload) < blksize:
                 self._prepared_end = True
@@ -481,10 +488,10 @@ class Sender(Session):
             payloads, blksize, rollover = self._payloads, self.blksize, self.timing.rollover
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
+            first = n
             while n <= limit:
                 entry = payloads.get(n)
                 note = _RETRANSMIT
-                block = _wire_block(n, rollover)
                 if entry is None:  # a new block: n is _sent_max + 1, the first of those prepared
                     if prepared:
                         entry = prepared.popleft()
@@ -492,12 +499,14 @@ class Sender(Session):
                         try:
                             payload = self._read_block()
                         except OSError as exc:
+                            self.packets_sent += n - first
                             self._next = n
                             self._local_io_error(exc, now)
                             return
-                        entry = (payload, encode_data(block, payload))
+                        block = _wire_block(n, rollover)
+                        entry = (Data(block, payload), encode_data(block, payload))
                     payloads[n] = entry
-                    if len(entry[0]) < blksize:
+                    if len(entry[0].payload) < blksize:
                         self._final = limit = n
                     note = _NONE
                     if self._rtt_mark is None:
@@ -505,11 +514,11 @@ class Sender(Session):
                         self._rtt_block = n
                     if n > self._sent_max:
                         self._sent_max = n
-                payload, raw = entry
+                packet, raw = entry
                 out((raw, peer))
-                events(PacketSent(session, now, local, peer, raw, Data(block, payload), note))
-                self.packets_sent += 1
+                events(PacketSent(session, now, local, peer, raw, packet, note))
                 n += 1
+            self.packets_sent += n - first
             self._next = n
         self._arm(now)
 
@@ -557,7 +566,7 @@ class Sender(Session):
         for n in range(self._acked + 1, absolute + 1):
             entry = self._payloads.pop(n, None)
             if entry is not None:
-                self.bytes += len(entry[0])
+                self.bytes += len(entry[0].payload)
                 self.blocks += 1
         self._acked = absolute
         self._rewound_for = -1
@@ -598,49 +607,90 @@ class Receiver(Session):
     """
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
-        # The common case, the next DATA block in order from our peer mid-transfer, is the general path
-        # (decode, _on_data, _accept) inlined: it records and does exactly what that path would.
-        if (datagram[:2] == b"\x00\x03" and self.state is _TRANSFERRING and addr == self.peer and self._plain
-                and self.locked and not self._wrap_to_one):
-            expected = self._expected
-            block = expected & 0xFFFF
-            size = len(datagram) - 4
-            if size >= 0 and ((datagram[2] << 8) | datagram[3]) == block and size <= self.blksize:
-                payload = datagram[4:]
-                self.packets_received += 1
-                self._events.append(PacketReceived(self.session_id, now, self.local, addr, datagram,
-                                                   Data(block, payload), _NONE, ""))
-                since = self._since_ack
-                if since == 0 and self._rtt_mark is not None:
-                    self._timer.sample(now - self._rtt_mark)
-                    self._rtt_mark = None
-                self._expected = expected + 1
-                self._gap_acked = False
-                self.bytes += size
-                self.blocks += 1
-                if size:
-                    try:
-                        self._write(payload)
-                    except OSError as exc:
-                        self._local_io_error(exc, now)
-                        return
-                if self._attempt:
-                    self._attempt = 0
-                    self._timer.backoff = 0
-                if now - self._last_progress >= self.timing.progress_interval:
-                    self._report_progress(now)
-                if size < self.blksize:
-                    self._finish(now)
+        if not (self.state is _TRANSFERRING and addr == self.peer and self._plain and self.locked
+                and not self._wrap_to_one and self._in_order((datagram,), 0, addr, now)):
+            Session.receive(self, datagram, addr, now)
+
+    def receive_many(self, datagrams: Sequence[bytes], addr: Address, now: float) -> None:
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            if self.state is _TRANSFERRING and addr == self.peer and self._plain and self.locked \
+                    and not self._wrap_to_one:
+                i = self._in_order(datagrams, i, addr, now)
+                if i == count:
                     return
-                since += 1
-                if since >= self.windowsize:
-                    self._since_ack = 0
-                    self._ack(expected, now)
-                else:
-                    self._since_ack = since
-                self._deadline = now + self._timer.current()
-                return
-        super().receive(datagram, addr, now)
+            Session.receive(self, datagrams[i], addr, now)
+            i += 1
+
+    def _in_order(self, datagrams: Sequence[bytes], i: int, addr: Address, now: float) -> int:
+        """The common case, the next DATA blocks in order from our peer mid-transfer, from ``i`` on:
+        the general path (decode, _on_data, _accept) inlined, with what it counts kept in locals
+        across the run and stored back before anything that reads it. Returns the index of the first
+        datagram not taken (the general path's to handle)."""
+        count = len(datagrams)
+        expected = self._expected
+        since = self._since_ack
+        blksize, windowsize = self.blksize, self.windowsize
+        events = self._events.append
+        write = self._write
+        session, local = self.session_id, self.local
+        interval = self.timing.progress_interval
+        start = first = i
+        taken_bytes = 0
+        while i < count:
+            datagram = datagrams[i]
+            size = len(datagram) - 4
+            block = expected & 0xFFFF
+            if size < 0 or datagram[1] != 3 or datagram[0] or ((datagram[2] << 8) | datagram[3]) != block \
+                    or size > blksize:
+                break
+            payload = datagram[4:]
+            events(PacketReceived(session, now, local, addr, datagram, Data(block, payload), _NONE, ""))
+            if since == 0 and self._rtt_mark is not None:
+                self._timer.sample(now - self._rtt_mark)
+                self._rtt_mark = None
+            expected += 1
+            i += 1
+            taken_bytes += size
+            if size:
+                try:
+                    write(payload)
+                except OSError as exc:
+                    self._took(expected, since, i - first, taken_bytes)
+                    self._local_io_error(exc, now)
+                    return i
+            if self._attempt:
+                self._attempt = 0
+                self._timer.backoff = 0
+            if now - self._last_progress >= interval:
+                self._took(expected, since, i - first, taken_bytes)
+                first, taken_bytes = i, 0
+                self._report_progress(now)
+            if size < blksize:
+                self._took(expected, since, i - first, taken_bytes)
+                self._finish(now)
+                return i
+            since += 1
+            if since >= windowsize:
+                since = 0
+                self._took(expected, since, i - first, taken_bytes)
+                first, taken_bytes = i, 0
+                self._ack(expected - 1, now)
+        if i > start:
+            self._took(expected, since, i - first, taken_bytes)
+            self._deadline = now + self._timer.current()
+        return i
+
+    def _took(self, expected: int, since: int, blocks: int, size: int) -> None:
+        """Store what _in_order counted in its locals."""
+        self._expected = expected
+        self._since_ack = since
+        if blocks:
+            self._gap_acked = False
+            self.packets_received += blocks
+            self.blocks += blocks
+            self.bytes += size
 
     def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink
