@@ -35,6 +35,16 @@ ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
 PY = sys.executable
 
 
+def _script(name: str) -> str:
+    """A Python peer's console script as pip installed it beside this interpreter. A version manager's
+    shim found first on PATH (pyenv's is a shell script) would add its own start-up to every run."""
+    beside = Path(PY).parent / name
+    return str(beside) if beside.exists() else name
+
+
+PYTFTP = _script("pytftp")
+
+
 @dataclass(frozen=True)
 class Config:
     name: str
@@ -95,7 +105,7 @@ def _tftpy_client(port: int, name: str, cfg: Config, out: Path) -> list[str] | N
 
 
 def _pytftp_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
-    argv = ["pytftp", "-q", "get", "127.0.0.1", name, str(out), "--port", str(port), "--blksize", str(cfg.blksize)]
+    argv = [PYTFTP, "-q", "get", "127.0.0.1", name, str(out), "--port", str(port), "--blksize", str(cfg.blksize)]
     return argv + (["--windowsize", str(cfg.windowsize)] if cfg.windowsize else [])
 
 
@@ -110,8 +120,8 @@ PAIRS = [
     Pair("tftpy", lambda root, port: [PY, "-c", f"import logging, tftpy; logging.disable(logging.CRITICAL); "
                                                 f"tftpy.TftpServer({str(root)!r}).listen('127.0.0.1', {port})"],
          _tftpy_client, ("py:tftpy",)),
-    Pair("pytftp", lambda root, port: ["pytftp", "-q", "serve", str(root), "--listen", "127.0.0.1", "--port",
-                                       str(port)], _pytftp_client, ("pytftp",)),
+    Pair("pytftp", lambda root, port: [PYTFTP, "-q", "serve", str(root), "--listen", "127.0.0.1", "--port",
+                                       str(port)], _pytftp_client, (PYTFTP,)),
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.cli import build_parser
 from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 
 TIMEOUT = 30
@@ -62,6 +63,29 @@ def test_probe_without_busy_polling(served: tuple[Path, int]) -> None:
     result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--busy-poll", "0")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["sha256"] == sha(root / "image.bin")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("offload", [[], ["--no-offload"]])
+def test_probe_windowed_with_and_without_offload(tmp_path: Path, host: str, offload: list[str]) -> None:
+    content = os.urandom(300_000)
+    (tmp_path / "image.bin").write_bytes(content)
+    out = tmp_path / "copy.bin"
+    config = ServerConfig(root=tmp_path, bind=(host,), port=0, offload=not offload)
+    with TftpServer(config, EventBus()) as server:
+        result = run("probe", host, "image.bin", "--port", str(server.addresses[0][1]), "--json", "--windowsize",
+                     "16", "-o", str(out), *offload)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == content
+    summary = json.loads(result.stdout)
+    assert summary["packets"]["received"] == 300_000 // 1468 + 2  # every DATA counted, and the OACK
+
+
+def test_offload_switch_on_every_command_that_moves_data() -> None:
+    parser = build_parser()
+    for argv in (["probe", "h", "f"], ["put", "h", "f"], ["serve", "."]):
+        assert parser.parse_args(argv).offload is True
+        assert parser.parse_args([*argv, "--no-offload"]).offload is False
 
 
 def test_probe_plain_summary_and_output_file(served: tuple[Path, int], tmp_path: Path) -> None:

@@ -822,6 +822,29 @@ def test_prefetch_never_changes_what_is_sent(direction, mode, window):
     assert ahead_bytes == plain_bytes == content
 
 
+@pytest.mark.parametrize("window", [1, 4])
+def test_prefetch_never_changes_the_events(window):
+    # A prepared block's PacketSent is made while the sender waits; it must still say when it was sent.
+    content = bytes(range(256)) * 20 + b"tail"
+    options = RequestedOptions(blksize=512, windowsize=window if window > 1 else None)
+
+    def run(prefetch: bool) -> list:
+        client, _ = client_read(options=options)
+        req = client.request
+        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
+                            source=io.BytesIO(content), now=0.0, file_size=len(content))
+        seen: list = []
+        take = server.events
+        server.events = lambda: seen.extend(take()) or []  # type: ignore[method-assign]
+        pump(client, server, after_step=server.prefetch if prefetch else None)
+        assert isinstance(server.result, Completed)
+        return seen
+
+    plain, ahead = run(False), run(True)
+    assert ahead == plain
+    assert len({e.time for e in ahead if isinstance(e, PacketSent)}) > 1
+
+
 class FlakySource:
     """Short reads (like a pipe), and one I/O error right after a short read."""
 

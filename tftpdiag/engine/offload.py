@@ -22,7 +22,7 @@ import errno
 import socket
 import struct
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from tftpdiag.protocol.events import Address
 
@@ -58,11 +58,12 @@ class DatagramWriter:
     def send(self, out: list[tuple[bytes, Address]], on_error: Callable[[Address, OSError], None]) -> None:
         count = len(out)
         if count > 1 and self.gso:
-            dest = out[0][1]
-            size = len(out[0][0])
-            if count <= _MAX_SEGMENTS and count * size <= _MAX_RUN_BYTES and len(out[-1][0]) <= size \
-                    and all(to == dest for _, to in out) and all(len(raw) == size for raw, _ in out[1:-1]):
-                self._send_run(out, size, dest, on_error)  # the usual case: a window to one peer
+            raws, dests = zip(*out)
+            dest = dests[0]
+            size = len(raws[0])
+            if count <= _MAX_SEGMENTS and count * size <= _MAX_RUN_BYTES and dests.count(dest) == count \
+                    and len(raws[-1]) <= size and min(map(len, raws[:-1])) == size == max(map(len, raws)):
+                self._send_run(raws, size, dest, on_error)  # the usual case: a window to one peer
             else:
                 self._send_runs(out, on_error)
             return
@@ -90,25 +91,25 @@ class DatagramWriter:
                 if len(nxt) < size:
                     break  # a shorter datagram can only end a run
             if end - i > 1 and self.gso:
-                self._send_run(out[i:end], size, dest, on_error)
+                self._send_run([raw for raw, _ in out[i:end]], size, dest, on_error)
             else:
                 self.send(out[i:end], on_error)
             i = end
 
-    def _send_run(self, run: list[tuple[bytes, Address]], size: int, dest: Address,
+    def _send_run(self, run: Sequence[bytes], size: int, dest: Address,
                   on_error: Callable[[Address, OSError], None]) -> None:
         cmsg = self._cmsg.get(size)
         if cmsg is None:
             cmsg = self._cmsg[size] = [(socket.IPPROTO_UDP, UDP_SEGMENT, struct.pack("=H", size))]
         try:
-            self._sendmsg([raw for raw, _ in run], cmsg, 0, dest)
+            self._sendmsg(run, cmsg, 0, dest)
         except OSError as exc:
             if exc.errno not in _NO_GSO:
                 on_error(dest, exc)
                 return
             # No GSO on this kernel, socket or route: this run and all after it go one by one.
             self.gso = False
-            self.send(run, on_error)
+            self.send([(raw, dest) for raw in run], on_error)
 
 
 class DatagramReader:

@@ -118,7 +118,8 @@ class TransferStarted:
 
 # The two packet events are made once per datagram (about 1.5 million for a 1 GiB transfer). A frozen
 # dataclass sets each field through object.__setattr__, which makes its constructor four times as slow
-# as a plain one; so these two are not frozen, but they are never changed once made, like the rest.
+# as a plain one; so these two are not frozen, but they are never changed once published, like the rest
+# (a sender makes a DATA's event while it waits for the peer, and stamps its time when it sends it).
 @dataclass(slots=True, unsafe_hash=True)
 class PacketSent:
     session: int

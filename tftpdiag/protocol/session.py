@@ -149,6 +149,34 @@ def _wire_block(n: int, rollover: int) -> int:
     return (n - 1) % 0xFFFF + 1
 
 
+class _Unrecorded:
+    """The place, in a machine's event list, of the PacketReceived events of a run of DATA blocks
+    taken in order: datagrams[start:end], their payloads, the first one's block number."""
+
+    __slots__ = ("now", "addr", "datagrams", "start", "end", "payloads", "first_block")
+
+    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int, end: int,
+                 payloads: list[bytes], first_block: int) -> None:
+        self.now, self.addr, self.datagrams, self.start, self.end = now, addr, datagrams, start, end
+        self.payloads = payloads
+        self.first_block = first_block
+
+
+def _recorded(events: list, session: int, local: Address) -> list[Event]:
+    """``events`` with each _Unrecorded run replaced by its PacketReceived events, in order."""
+    out: list[Event] = []
+    add = out.append
+    for event in events:
+        if type(event) is not _Unrecorded:
+            add(event)
+            continue
+        now, addr, block = event.now, event.addr, event.first_block
+        for datagram, payload in zip(event.datagrams[event.start:event.end], event.payloads):
+            add(PacketReceived(session, now, local, addr, datagram, Data(block, payload), _NONE, ""))
+            block = (block + 1) & 0xFFFF
+    return out
+
+
 class Session:
     """Base of the four machines; see the module docstring for how to drive one."""
 
@@ -174,6 +202,7 @@ class Session:
         self._attempt = 0
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
+        self._unrecorded = False  # _events holds runs of DATA whose events are still to be made
         self._last_progress = now
         self._rtt_mark: float | None = None  # when the packet being timed was sent (Karn: first sends only)
         self.bytes = 0
@@ -194,6 +223,9 @@ class Session:
 
     def events(self) -> list[Event]:
         events, self._events = self._events, []
+        if self._unrecorded:
+            self._unrecorded = False
+            events = _recorded(events, self.session_id, self.local)
         return events
 
     def next_timeout(self) -> float | None:
@@ -420,7 +452,7 @@ class Sender(Session):
         self._read_error: OSError | None = None  # a failed read, reported when the block it held is due
         # The next new blocks, read and encoded by prefetch() while the peer is busy: answering its ACK
         # then only hands them out. Block numbers follow _sent_max; a short block ends the file.
-        self._prepared: deque[tuple[Data, bytes]] = deque()
+        self._prepared: deque[tuple[Data, bytes, PacketSent]] = deque()
         self._prepared_end = False
 
     def prefetch(self) -> None:
@@ -431,9 +463,10 @@ class Sender(Session):
         """
         # Only once the block size is settled: before the OACK a block would be read at the wrong size.
         if self._prepared_end or self._read_error is not None or self._final is not None \
-                or self.state is not _TRANSFERRING:
+                or self.state is not _TRANSFERRING or not self.locked:
             return
         prepared, blksize, rollover = self._prepared, self.blksize, self.timing.rollover
+        session, local, peer = self.session_id, self.local, self.peer
         n = self._sent_max + 1 + len(prepared)
         while len(prepared) < self.windowsize:
             try:
@@ -444,7 +477,10 @@ class Sender(Session):
                 self._read_error = exc
                 return
             block = _wire_block(n, rollover)
-            prepared.append((Data(block, payload), encode_data(block, payload)))
+            packet, raw = Data(block, payload), encode_data(block, payload)
+            # The event is made here too, off the critical path; _fill_window stamps its time when it
+            # hands the datagram out, before anyone sees it.
+            prepared.append((packet, raw, PacketSent(session, 0.0, local, peer, raw, packet, _NONE)))
             n += 1
             if len(payload) < blksize:
                 self._prepared_end = True
@@ -491,32 +527,37 @@ class Sender(Session):
             first = n
             while n <= limit:
                 entry = payloads.get(n)
-                note = _RETRANSMIT
-                if entry is None:  # a new block: n is _sent_max + 1, the first of those prepared
-                    if prepared:
-                        entry = prepared.popleft()
-                    else:
-                        try:
-                            payload = self._read_block()
-                        except OSError as exc:
-                            self.packets_sent += n - first
-                            self._next = n
-                            self._local_io_error(exc, now)
-                            return
-                        block = _wire_block(n, rollover)
-                        entry = (Data(block, payload), encode_data(block, payload))
-                    payloads[n] = entry
-                    if len(entry[0].payload) < blksize:
-                        self._final = limit = n
-                    note = _NONE
-                    if self._rtt_mark is None:
-                        self._rtt_mark = now
-                        self._rtt_block = n
-                    if n > self._sent_max:
-                        self._sent_max = n
-                packet, raw = entry
+                if entry is not None:  # sent before: a retransmit
+                    packet, raw = entry
+                    out((raw, peer))
+                    events(PacketSent(session, now, local, peer, raw, packet, _RETRANSMIT))
+                    n += 1
+                    continue
+                # A new block: n is _sent_max + 1, the first of those prepared.
+                if prepared:
+                    packet, raw, sent = prepared.popleft()
+                    sent.time = now
+                else:
+                    try:
+                        payload = self._read_block()
+                    except OSError as exc:
+                        self.packets_sent += n - first
+                        self._next = n
+                        self._local_io_error(exc, now)
+                        return
+                    block = _wire_block(n, rollover)
+                    packet, raw = Data(block, payload), encode_data(block, payload)
+                    sent = PacketSent(session, now, local, peer, raw, packet, _NONE)
+                payloads[n] = (packet, raw)
                 out((raw, peer))
-                events(PacketSent(session, now, local, peer, raw, packet, note))
+                events(sent)
+                if len(packet.payload) < blksize:
+                    self._final = limit = n
+                if self._rtt_mark is None:
+                    self._rtt_mark = now
+                    self._rtt_block = n
+                if n > self._sent_max:
+                    self._sent_max = n
                 n += 1
             self.packets_sent += n - first
             self._next = n
@@ -563,11 +604,15 @@ class Sender(Session):
         self._note_received(raw, packet, self.peer, now)
         if self._rtt_mark is not None and absolute >= self._rtt_block:
             self._sample_rtt(now)
+        pop = self._payloads.pop
+        size = blocks = 0
         for n in range(self._acked + 1, absolute + 1):
-            entry = self._payloads.pop(n, None)
+            entry = pop(n, None)
             if entry is not None:
-                self.bytes += len(entry[0].payload)
-                self.blocks += 1
+                size += len(entry[0].payload)
+                blocks += 1
+        self.bytes += size
+        self.blocks += blocks
         self._acked = absolute
         self._rewound_for = -1
         self._progressed(now)
@@ -627,70 +672,81 @@ class Receiver(Session):
         """The common case, the next DATA blocks in order from our peer mid-transfer, from ``i`` on:
         the general path (decode, _on_data, _accept) inlined, with what it counts kept in locals
         across the run and stored back before anything that reads it. Returns the index of the first
-        datagram not taken (the general path's to handle)."""
+        datagram not taken (the general path's to handle).
+
+        Their PacketReceived events are made later, by events(): the ACK that ends a window then leaves
+        without waiting for sixteen events to be built. A placeholder keeps their place in the order."""
         count = len(datagrams)
         expected = self._expected
         since = self._since_ack
         blksize, windowsize = self.blksize, self.windowsize
-        events = self._events.append
         write = self._write
-        session, local = self.session_id, self.local
         interval = self.timing.progress_interval
         start = first = i
-        taken_bytes = 0
+        payloads: list[bytes] = []
+        keep = payloads.append
         while i < count:
             datagram = datagrams[i]
             size = len(datagram) - 4
-            block = expected & 0xFFFF
-            if size < 0 or datagram[1] != 3 or datagram[0] or ((datagram[2] << 8) | datagram[3]) != block \
-                    or size > blksize:
+            if size < 0 or datagram[1] != 3 or datagram[0] \
+                    or ((datagram[2] << 8) | datagram[3]) != expected & 0xFFFF or size > blksize:
                 break
             payload = datagram[4:]
-            events(PacketReceived(session, now, local, addr, datagram, Data(block, payload), _NONE, ""))
+            keep(payload)
             if since == 0 and self._rtt_mark is not None:
                 self._timer.sample(now - self._rtt_mark)
                 self._rtt_mark = None
             expected += 1
+            since += 1
             i += 1
-            taken_bytes += size
             if size:
                 try:
                     write(payload)
                 except OSError as exc:
-                    self._took(expected, since, i - first, taken_bytes)
+                    self._took(expected, since, datagrams, first, i, payloads, addr, now)
                     self._local_io_error(exc, now)
                     return i
             if self._attempt:
                 self._attempt = 0
                 self._timer.backoff = 0
             if now - self._last_progress >= interval:
-                self._took(expected, since, i - first, taken_bytes)
-                first, taken_bytes = i, 0
+                self._took(expected, since, datagrams, first, i, payloads, addr, now)
+                first, payloads = i, []
+                keep = payloads.append
                 self._report_progress(now)
             if size < blksize:
-                self._took(expected, since, i - first, taken_bytes)
+                self._took(expected, since, datagrams, first, i, payloads, addr, now)
                 self._finish(now)
                 return i
-            since += 1
             if since >= windowsize:
                 since = 0
-                self._took(expected, since, i - first, taken_bytes)
-                first, taken_bytes = i, 0
+                self._took(expected, since, datagrams, first, i, payloads, addr, now)
+                first, payloads = i, []
+                keep = payloads.append
                 self._ack(expected - 1, now)
         if i > start:
-            self._took(expected, since, i - first, taken_bytes)
+            self._took(expected, since, datagrams, first, i, payloads, addr, now)
             self._deadline = now + self._timer.current()
         return i
 
-    def _took(self, expected: int, since: int, blocks: int, size: int) -> None:
-        """Store what _in_order counted in its locals."""
+    def _took(self, expected: int, since: int, datagrams: Sequence[bytes], first: int, end: int,
+              payloads: list[bytes], addr: Address, now: float) -> None:
+        """Store what _in_order counted in its locals, and put datagrams[first:end] in the events."""
         self._expected = expected
         self._since_ack = since
+        blocks = end - first
         if blocks:
             self._gap_acked = False
             self.packets_received += blocks
             self.blocks += blocks
-            self.bytes += size
+            self.bytes += sum(map(len, payloads))
+            block = (expected - blocks) & 0xFFFF
+            if blocks == 1:  # lock-step: nothing to gain by waiting
+                self._events.append(PacketReceived(self.session_id, now, self.local, addr, datagrams[first],
+                                                   Data(block, payloads[0]), _NONE, ""))
+            else:
+                self._events.append(_Unrecorded(now, addr, datagrams, first, end, payloads, block))  # type: ignore[arg-type]
+                self._unrecorded = True
 
     def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink

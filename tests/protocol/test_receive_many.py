@@ -1,0 +1,126 @@
+"""receive_many(): a run of datagrams (a window the kernel coalesced, UDP GRO) must leave a receiving
+machine exactly as the general path (decode, _on_data, _accept) taking them one by one would: same
+events in the same order, same datagrams to send, same counters, same bytes in the sink, whatever the
+run holds (gaps, repeats, junk, the last block, a failing sink). The fast path that receive() and
+receive_many() share is what is checked against it."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tftpdiag.protocol import events as ev
+from tftpdiag.protocol.client import ClientRead
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.session import Timing
+
+from .helpers import CLIENT, SERVER, STRAY, TID, data, oack
+
+
+class FailingSink(io.BytesIO):
+    """A sink whose ``fail_at``-th write fails (a full disk)."""
+
+    def __init__(self, fail_at: int | None) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.writes = 0
+
+    def write(self, payload: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise OSError(28, "No space left on device")
+        return super().write(payload)
+
+
+def machine(blksize: int, windowsize: int, fail_at: int | None, progress: float) -> tuple[ClientRead, FailingSink]:
+    sink = FailingSink(fail_at)
+    options = RequestedOptions(blksize=blksize, windowsize=windowsize if windowsize > 1 else None)
+    read = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=sink, now=0.0, options=options,
+                      timing=Timing(dally=0.0, progress_interval=progress))
+    read.datagrams_to_send()
+    granted = [("blksize", str(blksize))] + ([("windowsize", str(windowsize))] if windowsize > 1 else [])
+    read.receive(oack(*granted), TID, 0.001)
+    return read, sink
+
+
+def state(read: ClientRead, sink: FailingSink) -> tuple:
+    return (read.state, read.bytes, read.blocks, read.packets_received, read.packets_sent, read.duplicates,
+            read.out_of_order, read.stray, read._expected, read._since_ack, read.next_timeout(), sink.getvalue())
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple:
+    blksize = draw(st.sampled_from([8, 16, 512]))
+    windowsize = draw(st.sampled_from([1, 2, 4, 16]))
+    blocks = draw(st.integers(1, 40))
+    tail = draw(st.integers(0, blksize - 1))  # the last block's size (0: an empty block ends the file)
+    content = draw(st.binary(min_size=(blocks - 1) * blksize + tail, max_size=(blocks - 1) * blksize + tail))
+    chunks = [content[i * blksize:(i + 1) * blksize] for i in range(blocks - 1)] + [content[(blocks - 1) * blksize:]]
+    wire: list[tuple[bytes, ev.Address]] = []
+    ops = draw(st.lists(st.sampled_from(["ok", "ok", "ok", "ok", "dup", "skip", "swap", "junk", "stray"]),
+                        min_size=blocks, max_size=blocks))
+    n = 0
+    while n < blocks:
+        op = ops[n]
+        this = (data((n + 1) & 0xFFFF, chunks[n]), TID)
+        if op == "skip":
+            n += 1
+            continue
+        if op == "swap" and n + 1 < blocks:
+            wire += [(data((n + 2) & 0xFFFF, chunks[n + 1]), TID), this]
+            n += 2
+            continue
+        wire.append(this)
+        if op == "dup":
+            wire.append(this)
+        elif op == "junk":
+            wire.append((b"\x00\x03\x00", TID))  # too short to be DATA
+        elif op == "stray":
+            wire.append((data((n + 1) & 0xFFFF, chunks[n]), STRAY))
+        n += 1
+    # The same stream again after a gap: what a sender resends after a timeout.
+    if draw(st.booleans()):
+        wire += [(data((i + 1) & 0xFFFF, chunks[i]), TID) for i in range(blocks)]
+    # Cut into runs: a run holds datagrams of one source, as the kernel coalesces only one flow.
+    runs: list[tuple[list[bytes], ev.Address]] = []
+    for raw, addr in wire:
+        if runs and runs[-1][1] == addr and not draw(st.booleans()):
+            runs[-1][0].append(raw)
+        else:
+            runs.append(([raw], addr))
+    fail_at = draw(st.none() | st.integers(1, blocks + 2))
+    progress = draw(st.sampled_from([0.0, 0.00025, 1.0]))
+    return blksize, windowsize, runs, fail_at, progress
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams())
+def test_a_run_does_what_its_datagrams_one_by_one_do(stream: tuple) -> None:
+    blksize, windowsize, runs, fail_at, progress = stream
+    one, one_sink = machine(blksize, windowsize, fail_at, progress)
+    one._plain = False  # the reference takes the general path (decode, _on_data, _accept) for every datagram
+    many, many_sink = machine(blksize, windowsize, fail_at, progress)
+    for k, (run, addr) in enumerate(runs):
+        now = 0.01 + k * 0.0001
+        for raw in run:
+            one.receive(raw, addr, now)
+        many.receive_many(run, addr, now)
+        assert many.datagrams_to_send() == one.datagrams_to_send()
+        assert many.events() == one.events()
+        assert state(many, many_sink) == state(one, one_sink)
+
+
+def test_the_ack_of_a_window_follows_its_data_events() -> None:
+    read, sink = machine(8, 4, None, 1.0)
+    read.events(), read.datagrams_to_send()
+    run = [data(n, bytes([n]) * 8) for n in range(1, 5)]
+    read.receive_many(run, TID, 0.5)
+    assert [raw for raw, _ in read.datagrams_to_send()] == [b"\x00\x04\x00\x04"]
+    events = read.events()
+    assert [type(e) for e in events] == [ev.PacketReceived] * 4 + [ev.PacketSent]
+    assert [e.packet.block for e in events[:4]] == [1, 2, 3, 4]
+    assert [e.raw for e in events[:4]] == run
+    assert all(e.time == 0.5 and e.peer == TID and e.local == CLIENT for e in events[:4])
+    assert sink.getvalue() == b"".join(bytes([n]) * 8 for n in range(1, 5))
