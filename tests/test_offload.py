@@ -15,7 +15,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.engine.server import ServerConfig, TftpServer
-from tftpdiag.protocol.events import PacketReceived, PacketSent
+from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="UDP GSO/GRO are Linux's")
@@ -174,3 +174,30 @@ def test_a_windowed_download_is_the_same_with_or_without_offload(tmp_path, offlo
         assert max(runs) > 1  # windows arrived coalesced
     else:
         assert max(runs) == 1
+
+
+@linux
+def test_a_loopback_capture_of_offloaded_windows_reads_back_datagram_by_datagram(tmp_path) -> None:
+    # On loopback tcpdump sees each window as one datagram (the kernel cuts it apart after the capture
+    # point); tftpdiag trace takes such windows apart again and says so.
+    from tests.peers import tcpdump_capture
+    from tftpdiag.sessions import SessionTable
+    from tftpdiag.trace.load import load_trace
+
+    content = os.urandom(1468 * 50 + 3)
+    (tmp_path / "fw.bin").write_bytes(content)
+    pcap = tmp_path / "lo.pcap"
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
+        request = ClientRequest("127.0.0.1", "fw.bin", port=server.addresses[0][1],
+                                options=RequestedOptions(blksize=1468, windowsize=16), busy_poll=0.0)
+        with tcpdump_capture(pcap):
+            assert ClientTransfer(request).run().ok
+    loaded = load_trace(pcap)
+    assert loaded.warning is not None and "captured as one datagram" in loaded.warning
+    assert loaded.records < 51  # fewer datagrams in the file than DATA sent
+    table = SessionTable()
+    table.apply(loaded.events)
+    (record,) = list(table)
+    assert record.bytes == len(content) and isinstance(record.result, Completed)
+    blocks = [e.packet.block for e in loaded.events if isinstance(e, PacketReceived) and e.raw[:2] == b"\x00\x03"]
+    assert blocks == list(range(1, 52))

@@ -74,6 +74,9 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
     if rebuilder.midstream:
         notes.append(f"{_count(rebuilder.midstream, 'transfer')} began before the capture did: file name and "
                      "options unknown, bytes counted from the first block captured")
+    if rebuilder.coalesced:
+        notes.append(f"{_count(rebuilder.coalesced, 'window')} of DATA were captured as one datagram each, before "
+                     "the kernel cut them apart (UDP offload on the capturing host): shown as the datagrams sent")
     if rebuilder.cut:
         notes.append(f"the capture's snap length cut {_count(rebuilder.cut, 'DATA packet')} short: "
                      "byte counts use their length on the wire")

@@ -130,6 +130,7 @@ class Rebuilder:
         self.datagrams = 0  # UDP datagrams fed, TFTP or not
         self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
         self.cut = 0  # TFTP datagrams the capture's snap length cut short
+        self.coalesced = 0  # windows captured as one datagram (UDP offload), taken apart
         self._by_client: dict[Address, TransferState] = {}
         self._transfers: list[TransferState] = []
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
@@ -342,6 +343,8 @@ class Rebuilder:
     # -- DATA and ACK: the hot path ----------------------------------------------------------------
 
     def _data(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
+        if d.orig_len > t.blksize + 4 and t.request_raw and self._coalesced(t, d, raw, from_client):
+            return
         wire = raw[2] << 8 | raw[3]
         packet = Data(wire, raw[4:])
         if from_client == t.is_read:
@@ -403,6 +406,27 @@ class Rebuilder:
             if n > t.acked:
                 t.sizes[n] = size
             self._sent(t, d, packet, note)
+
+    def _coalesced(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> bool:
+        """A capture taken where the kernel had not yet cut a window into datagrams (UDP GSO on the
+        sending host, always on loopback; GRO on the receiving one) holds the window as one datagram:
+        DATA after DATA, each blksize + 4 bytes, block numbers one apart. Take its datagrams one by one;
+        True when it was such a run."""
+        step = t.blksize + 4
+        wire = raw[2] << 8 | raw[3]
+        starts = range(0, d.orig_len, step)
+        for k, start in enumerate(starts):
+            head = raw[start:start + 4]
+            if len(head) < 4:
+                break  # the capture's snap length ends here: what follows is taken on trust
+            if head[:2] != b"\x00\x03" or (head[2] << 8 | head[3]) != (wire + k) & 0xFFFF:
+                return False
+        self.coalesced += 1
+        for start in starts:
+            size = min(step, d.orig_len - start)
+            self._data(t, Datagram(d.time, d.src, d.dst, raw[start:start + size], size), raw[start:start + size],
+                       from_client)
+        return True
 
     def _ack(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> None:
         wire = raw[2] << 8 | raw[3]
