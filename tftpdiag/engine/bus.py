@@ -50,12 +50,10 @@ class Subscription:
         For a sampled subscription the packet events come in their own order after the rare ones;
         ``dropped`` counts those that were pushed out before anyone looked.
         """
-        out: list[Event] = []
         events = self._events
         count = len(events) if limit is None else min(limit, len(events))
         popleft = events.popleft
-        for _ in range(count):
-            out.append(popleft())
+        out: list[Event] = [popleft() for _ in range(count)]
         if self._packets is not None:
             packets = self._packets
             taken = len(packets)

@@ -62,7 +62,7 @@ class DatagramWriter:
             dest = dests[0]
             size = len(raws[0])
             if count <= _MAX_SEGMENTS and count * size <= _MAX_RUN_BYTES and dests.count(dest) == count \
-                    and len(raws[-1]) <= size and min(map(len, raws[:-1])) == size == max(map(len, raws)):
+                    and len(raws[-1]) <= size and set(map(len, raws[:-1])) == {size}:
                 self._send_run(raws, size, dest, on_error)  # the usual case: a window to one peer
             else:
                 self._send_runs(out, on_error)
