@@ -92,8 +92,9 @@ BUSY_POLL_HELP = ("microseconds to keep checking for the peer's next packet befo
 
 OFFLOAD_HELP = ("one system call per datagram, not one per window (UDP GSO/GRO, Linux). The peer gets the same "
                 "datagrams either way, but a capture on this host (tcpdump, Wireshark; always on loopback) "
-                "shows an offloaded window as one large datagram: use this when you capture here. --trace "
-                "always records each datagram, and --impair never offloads")
+                "can show an offloaded window as one large datagram: use this when you capture here for "
+                "Wireshark (tftpdiag trace takes such windows apart). --trace always records each datagram, "
+                "and --impair never offloads")
 
 
 def _microseconds(text: str) -> float:
