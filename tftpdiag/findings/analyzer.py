@@ -98,14 +98,10 @@ class Analyzer:
         out = self._out = []
         states = self._states
         dispatch = self._dispatch
-        sid = None  # the session of the previous event (a stream comes in long runs of one session)
-        s = None
         for ev in events:
-            if ev.session != sid or s is None:
-                sid = ev.session
-                s = states.get(sid)
-                if s is None:
-                    s = self._open(ev)
+            s = states.get(ev.session)
+            if s is None:
+                s = self._open(ev)
             try:
                 handler = dispatch[type(ev)]
             except KeyError:
@@ -115,7 +111,6 @@ class Analyzer:
                 self._evaluate(s)
                 if s.finished:
                     self._retire(s)
-                    s = None
         return out
 
     def tick(self, now: float) -> list[Finding]:

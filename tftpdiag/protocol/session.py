@@ -525,20 +525,6 @@ class Sender(Session):
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
             first = n
-            # The usual case first: new blocks, all prepared, none of them the last.
-            if n > self._sent_max and len(prepared) > limit - n and not self._prepared_end:
-                if self._rtt_mark is None:
-                    self._rtt_mark = now
-                    self._rtt_block = n
-                take = prepared.popleft
-                while n <= limit:
-                    packet, raw, sent = take()
-                    sent.time = now
-                    payloads[n] = (packet, raw)
-                    out((raw, peer))
-                    events(sent)
-                    n += 1
-                self._sent_max = n - 1
             while n <= limit:
                 entry = payloads.get(n)
                 if entry is not None:  # sent before: a retransmit
