@@ -1,6 +1,7 @@
 """Plain output for scripts, CI and SSH: a progress bar on stderr, then a summary or JSON on stdout.
 
-It reads the same event stream as the TUI, through a lossless subscription drained on a timer.
+It reads the same event stream as the TUI, through a lossless subscription: folded in the engine's
+waits for its peer (an idle task), and by this thread on a timer for whatever is left.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from tftpdiag.engine.bus import Subscription
+from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
 from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
@@ -21,16 +22,70 @@ from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, 
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
 
 __all__ = ["run_client_headless", "run_server_headless", "print_client_summary"]
 
-# How often the event stream is drained and folded. Events hold their datagrams, so what waits in the
-# queue is memory: at 0.1 s a fast windowed transfer kept 60 MB waiting, and the page faults of that much
-# fresh memory cost a tenth of the transfer. At 5 ms it stays a few MB, still in the CPU's cache.
+# How often this thread folds what the engine's waits left over (all of it, when the engine is never
+# idle). Events hold their datagrams, so what waits in the queue is memory: at 0.1 s a fast windowed
+# transfer kept 60 MB waiting, and the page faults of that much fresh memory cost a tenth of the
+# transfer. At 5 ms it stays a few MB, still in the CPU's cache.
 _TICK = 0.005
 _IDLE_TICK = 0.1
+# Events folded in one of the engine's waits: about 20 us of work, less than a peer on loopback takes
+# to answer, so the fold keeps pace with a fast transfer without ever making the engine late.
+_IDLE_EVENTS = 64
+
+
+class _Fold:
+    """The session table and the findings, folded from a subscription by two threads: this one on its
+    timer, and the engine's in its waits (:meth:`EventBus.on_idle`). Whoever comes first takes what
+    is there; the engine never waits for the lock, it skips its turn. A fold that fails in the engine's
+    thread is raised here, at this thread's next fold, as it would have been without the engine's help."""
+
+    def __init__(self, bus: EventBus, sub: Subscription) -> None:
+        self.table = SessionTable()
+        self.analyzer = Analyzer()
+        self.lock = threading.Lock()
+        self.folded = 0  # events taken in so far, by either thread
+        self._bus = bus
+        self._sub = sub
+        self._ended: list[SessionRecord] = []
+        self._error: BaseException | None = None
+        self._task = self._idle  # one bound method, to register and remove the same object
+        bus.on_idle(self._task)
+
+    def __call__(self) -> list[SessionRecord]:
+        """Fold what is pending; the sessions that ended since the last call. Hold :attr:`lock` to read
+        the table or the findings while an engine runs."""
+        with self.lock:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            self._fold(self._sub.drain())
+            ended, self._ended = self._ended, []
+            return ended
+
+    def close(self) -> None:
+        self._bus.remove_idle(self._task)
+
+    def _idle(self) -> None:
+        if self._error is None and self._sub.pending() and self.lock.acquire(blocking=False):
+            try:
+                self._fold(self._sub.drain(_IDLE_EVENTS))
+            except Exception as exc:  # noqa: BLE001 - reported by the reader's own thread
+                self._error = exc
+                self._bus.remove_idle(self._task)
+            finally:
+                self.lock.release()
+
+    def _fold(self, events: list[Event]) -> None:
+        if events:
+            self.analyzer.feed(events)
+            self._ended += self.table.apply(events)
+            self.folded += len(events)
 
 
 def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out: bool,
@@ -38,8 +93,8 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                         stdout: TextIO | None = None) -> tuple[ClientOutcome, dict[str, Any]]:
     """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
     stdout = stdout or sys.stdout
-    table = SessionTable()
-    analyzer = Analyzer()
+    fold = _Fold(transfer.bus, sub)
+    table, analyzer = fold.table, fold.analyzer
     progress = _progress_bar(transfer)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
@@ -49,21 +104,20 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
             task = progress.add_task("transfer", total=None) if progress else None
             while outcome is None:
                 outcome = transfer.wait(_TICK)
-                events = sub.drain()
-                table.apply(events)
-                analyzer.feed(events)
-                record = table.sessions.get(transfer.session_id)
-                if record is not None and progress is not None:
-                    progress.update(task, completed=record.bytes, total=record.total)
+                fold()
+                if progress is not None:
+                    with fold.lock:
+                        record = table.sessions.get(transfer.session_id)
+                        done, total = (record.bytes, record.total) if record is not None else (0, None)
+                    progress.update(task, completed=done, total=total)
     except KeyboardInterrupt:
         transfer.cancel()
         outcome = transfer.wait(5)
         raise
     finally:
         transfer.join(5)
-        events = sub.drain()
-        table.apply(events)
-        analyzer.feed(events)
+        fold.close()
+        fold()
         analyzer.finish()
     assert outcome is not None
     record = table.sessions[transfer.session_id]
@@ -125,8 +179,8 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
                         stdout: TextIO | None = None) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
     stdout = stdout or sys.stdout
-    table = SessionTable()
-    analyzer = Analyzer()
+    fold = _Fold(server.bus, sub)
+    table, analyzer = fold.table, fold.analyzer
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     thread.start()
@@ -152,19 +206,20 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
             table.sessions.pop(record.session, None)
 
     tick = _TICK
+    folded = 0
     try:
         while not stop.wait(tick):
-            events = sub.drain()
-            analyzer.feed(events)
-            analyzer.tick(time.time())
-            emit(table.apply(events))
+            ended = fold()
+            with fold.lock:
+                analyzer.tick(time.time())
+                emit(ended)
             if not thread.is_alive():
                 break
             # Idle, it looks less and less often: a server waiting for clients barely wakes.
-            tick = _TICK if events else min(tick * 2, _IDLE_TICK)
+            tick = _TICK if fold.folded != folded else min(tick * 2, _IDLE_TICK)
+            folded = fold.folded
     finally:
         server.stop()
         thread.join(10)
-        events = sub.drain()
-        analyzer.feed(events)
-        emit(table.apply(events))
+        fold.close()
+        emit(fold())

@@ -3,6 +3,13 @@
 Publishing only appends to each subscriber's deque (thread-safe in CPython, no lock), so a slow
 subscriber never slows a transfer. A lossless subscription (trace files, findings, summaries) keeps
 every event; a sampled one (the UI) keeps every rare event but only the newest packet events.
+
+Idle tasks lend a reader the engine threads' waits. Between sending a reply and reading the peer's
+answer an engine thread has nothing to do (on a fast link it spins); a reader that folds events on
+its own timer instead wakes in the middle of a transfer and, holding the interpreter lock, delays the
+engine's next packet, a millisecond or so each time: a quarter of a fast windowed download. A task
+run in those waits does the same work where it costs nothing. Tasks must be short and must never
+block (a reader does a bounded slice of its work and skips its turn when its own thread holds it).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from typing import Iterable
+from typing import Callable, Iterable
 
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
 
@@ -75,6 +82,8 @@ class EventBus:
         self._subscribers: tuple[Subscription, ...] = ()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        # Read by engine threads on every wait: a tuple, replaced whole, so they never need the lock.
+        self.idle_tasks: tuple[Callable[[], object], ...] = ()
 
     def new_session_id(self) -> int:
         return next(self._ids)
@@ -89,6 +98,23 @@ class EventBus:
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s is not sub)
+
+    def on_idle(self, task: Callable[[], object]) -> None:
+        """Run ``task`` on the engine threads whenever one is about to wait for the network."""
+        with self._lock:
+            self.idle_tasks = self.idle_tasks + (task,)
+
+    def remove_idle(self, task: Callable[[], object]) -> None:
+        with self._lock:
+            self.idle_tasks = tuple(t for t in self.idle_tasks if t is not task)
+
+    def idle(self) -> None:
+        """Called by an engine thread that has sent what it had to send and is about to wait."""
+        for task in self.idle_tasks:
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - a broken task must not end a transfer: it loses its turns
+                self.remove_idle(task)
 
     def publish(self, events: list[Event]) -> None:
         if events:

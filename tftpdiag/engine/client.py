@@ -256,7 +256,8 @@ class ClientTransfer:
         self._done.set()
 
     def _drive(self, sock: socket.socket, machine: Session, now: float) -> None:
-        publish = self.bus.publish
+        bus = self.bus
+        publish = bus.publish
         sendto = sock.sendto
         clock = time.time
         receive = machine.receive
@@ -360,6 +361,9 @@ class ClientTransfer:
                     if wait <= 0:
                         machine.handle_timeout(now)
                     else:
+                        if bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
+                            flush()
+                            bus.idle()
                         try:
                             got = spin(wait)
                             if got is None:

@@ -286,6 +286,7 @@ class TftpServer:
     def serve(self) -> None:
         """Run until :meth:`stop` (on the calling thread)."""
         sel = self._sel
+        bus = self.bus
         busy = BusyPoll(lambda: sel.poll(0), self.config.busy_poll)
         try:
             with busy:
@@ -294,6 +295,8 @@ class TftpServer:
                     wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
                     if self._held:
                         wait = min(wait, max(self._held.next_time() - now, 0.0))
+                    if wait > 0 and bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
+                        bus.idle()
                     ready = busy(wait) if wait > 0 else None
                     if ready is None:
                         ready = sel.poll(wait)
