@@ -199,9 +199,13 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated pair names to run")
     parser.add_argument("--configs", default="", help="comma-separated block sizes to run, e.g. 1468")
     args = parser.parse_args()
-    pairs = [p for p in PAIRS if (not args.only or p.name in args.only.split(",")) and p.available()]
+    unknown = set(filter(None, args.only.split(","))) - {p.name for p in PAIRS}
+    if unknown:
+        parser.error(f"no pair named {', '.join(sorted(unknown))}; the pairs: {', '.join(p.name for p in PAIRS)}")
+    wanted = [p for p in PAIRS if not args.only or p.name in args.only.split(",")]
+    pairs = [p for p in wanted if p.available()]
     compile_bytecode()
-    skipped = [p.name for p in PAIRS if p not in pairs]
+    skipped = [p.name for p in wanted if p not in pairs]
     configs = [c for c in CONFIGS if not args.configs or str(c.blksize) in args.configs.split(",")]
     with tempfile.TemporaryDirectory(prefix="tftpdiag-bench-") as tmp:
         root = Path(tmp) / "root"
