@@ -3,6 +3,7 @@
 - :class:`EventLog`: a lossless subscription to a bus, with waiting for an event.
 - :func:`running_server`: our TftpServer on loopback for one test, stopped even if its worker
   thread hangs (so one server bug cannot take the rest of the test session down with it).
+- :func:`headless_server`: the same run as ``tftpdiag serve --no-tui`` does it, printing to a buffer.
 - Reference netascii encoders of each peer (what each peer puts on the wire) and an independent
   RFC 764 decoder, written byte by byte so they share no code with tftpdiag.protocol.netascii.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import threading
@@ -34,6 +36,7 @@ from tftpdiag.protocol.packets import Data
 __all__ = [
     "EventLog",
     "files_named",
+    "headless_server",
     "netascii_decode",
     "netascii_dnsmasq",
     "netascii_rfc",
@@ -133,6 +136,41 @@ def running_server(config: ServerConfig) -> Iterator[tuple[TftpServer, EventLog]
         log.close()
     if hung:
         raise AssertionError("our server's worker thread did not stop within 3 s of stop(): its loop is stuck")
+
+
+class HeadlessServer:
+    def __init__(self, server: TftpServer, out: io.StringIO) -> None:
+        self.server = server
+        self.out = out
+        self.port = server.addresses[0][1]
+
+    def lines(self, count: int, timeout: float = 10.0) -> list[str]:
+        """The first ``count`` lines it printed, once it has (a client is done when it has sent its
+        final ACK; the server reports the session when that ACK has reached it)."""
+        deadline = time.monotonic() + timeout
+        while self.out.getvalue().count("\n") < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.out.getvalue().splitlines()[:count]
+
+
+@contextmanager
+def headless_server(config: ServerConfig, *, json_out: bool = False) -> Iterator[HeadlessServer]:
+    """Our server run by run_server_headless on a thread, as ``serve --no-tui`` runs it; stopped after."""
+    from tftpdiag.headless import run_server_headless
+
+    bus = EventBus()
+    server = TftpServer(config, bus)
+    server.bind()
+    stop = threading.Event()
+    out = io.StringIO()
+    runner = threading.Thread(target=run_server_headless, args=(server, bus.subscribe()),
+                              kwargs={"json_out": json_out, "stop": stop, "stdout": out})
+    runner.start()
+    try:
+        yield HeadlessServer(server, out)
+    finally:
+        stop.set()
+        runner.join(10)
 
 
 class _ServerHung(BaseException):

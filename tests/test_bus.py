@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop import headless_server
 from tftpdiag import headless
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
-from tftpdiag.headless import run_client_headless, run_server_headless
+from tftpdiag.headless import run_client_headless
 from tftpdiag.protocol.events import PacketReceived, PeerLocked
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Ack
@@ -161,21 +162,10 @@ def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeyp
 
 def test_a_server_folded_in_its_waits_still_reports_each_session(tmp_path: Path) -> None:
     content = served_file(tmp_path, 1468 * 100)
-    bus = EventBus()
-    server = TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus)
-    server.bind()
-    stop = threading.Event()
-    out = io.StringIO()
-    runner = threading.Thread(target=run_server_headless, args=(server, bus.subscribe()),
-                              kwargs={"json_out": True, "stop": stop, "stdout": out})
-    runner.start()
-    try:
+    with headless_server(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), json_out=True) as served:
         for _ in range(3):
-            outcome = ClientTransfer(windowed(server.addresses[0][1])).run()
+            outcome = ClientTransfer(windowed(served.port)).run()
             assert outcome.sha256 == hashlib.sha256(content).hexdigest()
-    finally:
-        stop.set()
-        runner.join(10)
-    lines = out.getvalue().splitlines()
+        lines = served.lines(3)
     assert len(lines) == 3 and all('"ok": true' in line and f'"bytes": {len(content)}' in line for line in lines)
-    assert bus.idle_tasks == ()  # the reader's task left with it
+    assert served.server.bus.idle_tasks == ()  # the reader's task left with it

@@ -247,35 +247,22 @@ def test_serve_headless_lines_and_clean_sigterm(tmp_path: Path) -> None:
 
 
 def test_serve_stop_leaves_no_threads_or_sockets(tmp_path: Path) -> None:
+    from tests.interop import headless_server
     from tftpdiag.engine.client import ClientRequest, ClientTransfer
-    from tftpdiag.headless import run_server_headless
-    import io
 
     (tmp_path / "f").write_bytes(b"z" * 10000)
     before = set(threading.enumerate())
     fds_before = len(os.listdir("/proc/self/fd"))
-    bus = EventBus()
-    server = TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus)
-    server.bind()
-    stop = threading.Event()
-    out = io.StringIO()
-    runner = threading.Thread(target=run_server_headless, args=(server, bus.subscribe()),
-                              kwargs={"json_out": False, "stop": stop, "stdout": out})
-    runner.start()
-    for _ in range(5):
-        assert ClientTransfer(ClientRequest("127.0.0.1", "f", port=server.addresses[0][1])).run().ok
-    # A client is done once it has sent its final ACK; the server reports the session when it has it.
-    deadline = time.monotonic() + 10
-    while out.getvalue().count("\n") < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    runner.join(10)
+    with headless_server(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0)) as served:
+        for _ in range(5):
+            assert ClientTransfer(ClientRequest("127.0.0.1", "f", port=served.port)).run().ok
+        lines = served.lines(5)
     deadline = time.monotonic() + 5
     while set(threading.enumerate()) - before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not (set(threading.enumerate()) - before)
     assert len(os.listdir("/proc/self/fd")) <= fds_before
-    assert out.getvalue().count("ok") == 5
+    assert len(lines) == 5 and all(" ok" in line for line in lines)
 
 
 # -- import hygiene ---------------------------------------------------------------------------------------
