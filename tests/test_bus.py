@@ -137,7 +137,10 @@ def test_the_engine_never_waits_for_the_readers_lock() -> None:
     fold = headless._Fold(bus, sub)
     bus.publish([packet(n) for n in range(10)])
     with fold.lock:  # the reader's thread is folding (or printing)
-        bus.idle()  # returns at once: the engine skips its turn
+        engine = threading.Thread(target=bus.idle)
+        engine.start()
+        engine.join(5)
+        assert not engine.is_alive()  # it did not wait: it skipped its turn
         assert sub.pending() == 10
     bus.idle()
     assert sub.pending() == 0 and fold.folded == 10
