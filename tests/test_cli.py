@@ -340,3 +340,35 @@ def test_default_bind_serves_ipv4_when_ipv6_is_unavailable(tmp_path: Path, monke
         server._close_listeners()
     with pytest.raises(ServerSetupError, match="not available"):
         TftpServer(ServerConfig(root=tmp_path, bind=("::1",), port=0)).bind()
+
+
+@pytest.mark.peers
+def test_probe_and_put_ask_again_when_a_server_refuses_options(tmp_path: Path) -> None:
+    """tftpd-hpa refuses tsize in netascii, atftpd an OACK that cannot fit in blksize 8: each command
+    asks again without the options, completes, and names the refusal."""
+    from tests import peers
+
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(0o755)
+    (root / "notes.txt").write_bytes(b"line one\nline two\n" * 100)
+    (root / "notes.txt").chmod(0o644)
+    port = peers.free_udp_port()
+    with peers.tftpd_hpa(root, port):
+        probe = run("probe", "127.0.0.1", "notes.txt", "--port", str(port), "--mode", "netascii", "--json")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    obj = json.loads(probe.stdout)
+    assert obj["ok"] and obj["retried"] == {"code": 8, "message": "Unsupported option(s) requested",
+                                            "asked": {"blksize": "1468", "tsize": "0"}, "requested": {}}
+    assert [(o["name"], o["verdict"]) for o in obj["options"]["outcomes"]] == [
+        ("blksize", "dropped"), ("tsize", "dropped")]
+    assert [(f["id"], f["severity"]) for f in obj["findings"]] == [("option-refused", "warning")]
+
+    local = tmp_path / "up.bin"
+    local.write_bytes(os.urandom(5000))
+    with peers.atftpd(root, port):
+        put = run("put", "127.0.0.1", str(local), "up.bin", "--port", str(port), "--blksize", "8",
+                  "--windowsize", "16", "--no-tui")
+    assert put.returncode == 0, put.stdout + put.stderr
+    assert "refused the options with ERROR 8" in put.stdout and "asked again without options" in put.stdout
+    assert (root / "up.bin").read_bytes() == local.read_bytes()

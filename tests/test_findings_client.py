@@ -33,7 +33,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.impair import parse_impair
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Request
 from tftpdiag.protocol.session import Timing
 
 pytestmark = pytest.mark.timeout(30)
@@ -214,15 +214,43 @@ def test_option_reduced(root: Path) -> None:
     assert "blksize 1024 of the 1468 asked" in f.summary and "windowsize 8 of the 16 asked" in f.summary
 
 
-def test_option_refused_with_error_8() -> None:
+def test_option_refused_with_error_8_then_refused_again() -> None:
+    asked_again: list[Request] = []
+
     def script(sock, request, client) -> None:
         send(sock, Error(8, "Unsupported option(s) requested"), client)  # as tftpd-hpa for tsize in netascii
+        got = recv(sock)
+        assert got is not None and isinstance(got[0], Request)
+        asked_again.append(got[0])
+        send(sock, Error(8, "no options wanted either"), got[1])
 
     with FakeServer(script) as fake:
         run = client_run(fake.port, "a.txt", mode="netascii", options=RequestedOptions(tsize=True))
+    assert [r.options for r in asked_again] == [()]
+    assert not run.outcome.ok
     assert run.ids == {"option-refused"}, run.describe()
     f = run.get("option-refused")
-    assert f.severity == "error" and "tsize=0" in f.summary and "netascii" in f.suggestion
+    assert f.severity == "error" and "tsize=0" in f.summary and "failed too" in f.summary
+    assert "netascii" in f.suggestion
+
+
+def test_option_refused_with_error_8_then_served_without_options() -> None:
+    def script(sock, request, client) -> None:
+        send(sock, Error(8, "Unsupported option(s) requested"), client)
+        got = recv(sock)
+        assert got is not None and isinstance(got[0], Request) and got[0].options == ()
+        tid = udp()
+        try:
+            serve_blocks(tid, got[1], b"text\r\n" * 300)
+        finally:
+            tid.close()
+
+    with FakeServer(script) as fake:
+        run = client_run(fake.port, "a.txt", mode="netascii", options=RequestedOptions(tsize=True))
+    assert run.outcome.ok, run.describe()
+    assert run.ids == {"option-refused"}, run.describe()
+    f = run.get("option-refused")
+    assert f.severity == "warning" and "asked again without options" in f.summary and "completed" in f.summary
 
 
 def _oack_then_data(oacks: list[tuple[tuple[str, str], ...]], data: bytes = SMALL[:2000], blksize: int = 512):

@@ -101,11 +101,23 @@ def test_dnsmasq_mtu_reduces_blksize(served: Path) -> None:
 
 
 def test_tftpd_hpa_refuses_tsize_in_netascii(served: Path) -> None:
+    """The probe asks again without options and completes; the refusal is a finding of its own."""
     with peer("tftpd-hpa", served) as (host, port):
         run = client_run(port, "notes.txt", host=host, mode="netascii", options=RequestedOptions(tsize=True))
+    assert run.outcome.ok, run.describe()
     assert run.ids == {"option-refused"}, run.describe()
     f = run.get("option-refused")
-    assert f.severity == "error" and "Unsupported option" in f.summary and "netascii" in f.suggestion
+    assert f.severity == "warning" and "Unsupported option" in f.summary and "netascii" in f.suggestion
+    assert "asked again without options" in f.summary and "completed" in f.summary
+
+
+def test_a_retried_transfer_is_judged_on_what_the_retry_showed(served: Path) -> None:
+    """netascii asked of a binary image: refused first (tsize), then the retry shows the binary content."""
+    with peer("tftpd-hpa", served) as (host, port):
+        run = client_run(port, "small.bin", host=host, mode="netascii", options=RequestedOptions(tsize=True),
+                         timing=OK_TIMING)
+    assert run.outcome.ok, run.describe()
+    assert run.ids == {"option-refused", "netascii-binary"}, run.describe()
 
 
 def test_tftpy_oacks_an_option_never_asked(served: Path) -> None:

@@ -38,7 +38,7 @@ from tests.interop import (
 )
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer
-from tftpdiag.protocol.events import Completed, Failed, PacketReceived, Reason, Side
+from tftpdiag.protocol.events import Completed, Failed, PacketReceived, PeerLocked, Reason, RequestRetried, Side
 from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.session import Timing
@@ -344,8 +344,11 @@ def test_download_netascii(peer: Peer, blksize: int | None, tmp_path: Path) -> N
 
 def test_netascii_tsize(peer: Peer, tmp_path: Path) -> None:
     """tsize in netascii, where each server does something else: tftpd-hpa refuses the request with
-    ERROR 8, dnsmasq leaves tsize out of its OACK, atftpd announces tsize=0 and then sends the file."""
+    ERROR 8 (we ask again without options, as real clients fall back), dnsmasq leaves tsize out of its
+    OACK, atftpd announces tsize=0 and then sends the file."""
     text = FILES["text.txt"]
+    bus = EventBus()
+    log = EventLog(bus)
     outcome = fetch(
         peer,
         "text.txt",
@@ -353,19 +356,20 @@ def test_netascii_tsize(peer: Peer, tmp_path: Path) -> None:
         RequestedOptions(tsize=True),
         mode="netascii",
         timing=FAIL_TIMING,
+        bus=bus,
     )
     no_leftovers(tmp_path)
+    retried = log.of(RequestRetried)
     if peer.name == "tftpd-hpa":
-        result = outcome.result
-        assert isinstance(result, Failed), describe(outcome)
-        assert (result.reason, result.raised_by, result.code) == (
-            Reason.PEER_ERROR,
-            Side.PEER,
-            8,
-        )
-        expect_verdicts(outcome, tsize=Verdict.REFUSED)
-        assert not (tmp_path / "text.txt").exists()
+        assert outcome.ok, describe(outcome)
+        expect_verdicts(outcome, tsize=Verdict.DROPPED)
+        assert [(r.code, r.asked, r.requested) for r in retried] == [(8, (("tsize", "0"),), ())]
+        # Two requests, each answered from a port of its own: the second transfer ID is the one locked.
+        locked = log.of(PeerLocked)
+        assert len(locked) == 2 and locked[0].peer != locked[1].peer == outcome.peer
+        assert (tmp_path / "text.txt").read_bytes() == netascii_decode(peer.netascii(text))
         return
+    assert retried == [], "only a refusal makes the client ask again"
     if peer.adds_blksize:
         expect_unasked_blksize_refused(outcome)
         return
@@ -392,7 +396,8 @@ def test_missing_file(peer: Peer, tmp_path: Path) -> None:
 
 
 def test_atftpd_oack_too_big_for_block(served: Path, tmp_path: Path) -> None:
-    """blksize 8 + windowsize: atftpd cannot fit its OACK in 8 bytes and answers ERROR 8."""
+    """blksize 8 + windowsize: atftpd cannot fit its OACK in 8 bytes and answers ERROR 8; we ask again
+    without options and get the file in 512-byte blocks."""
     with _start("atftpd", served, "127.0.0.1") as peer:
         outcome = fetch(
             peer,
@@ -401,14 +406,8 @@ def test_atftpd_oack_too_big_for_block(served: Path, tmp_path: Path) -> None:
             RequestedOptions(blksize=8, windowsize=16),
             timing=FAIL_TIMING,
         )
-        result = outcome.result
-        assert isinstance(result, Failed), describe(outcome)
-        assert (result.reason, result.raised_by, result.code) == (
-            Reason.PEER_ERROR,
-            Side.PEER,
-            8,
-        )
-        expect_verdicts(outcome, blksize=Verdict.REFUSED, windowsize=Verdict.REFUSED)
+        expect_completed(outcome, FILES["small.bin"], 512, peer)
+        expect_verdicts(outcome, blksize=Verdict.DROPPED, windowsize=Verdict.DROPPED)
         assert "require roughly a blksize" in peer.proc.log()
 
 

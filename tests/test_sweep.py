@@ -14,7 +14,7 @@ from tests import peers
 from tests.test_findings_kit import our_server, udp
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.protocol.events import TransferStarted
-from tftpdiag.protocol.options import ServerPolicy
+from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.session import Timing
 from tftpdiag.sweep import (
     DEFAULT_PROBES,
@@ -195,3 +195,20 @@ def test_sweep_of_peer_servers(root: Path, name: str) -> None:
     assert report.recommended["blksize"] == sup["blksize"]
     octet_findings = {f.id for r in report.results if r.spec.mode == "octet" for f in r.findings}
     assert octet_findings <= {"options-ignored", "option-reduced"}, text
+
+
+@pytest.mark.peers
+def test_sweep_asks_again_when_an_option_is_refused(root: Path) -> None:
+    """tftpd-hpa refuses tsize in netascii: the probe runs without it, and the sweep still learns that
+    the server does not take tsize there."""
+    port = peers.free_udp_port()
+    probe = ProbeSpec("netascii tsize", RequestedOptions(tsize=True), mode="netascii", group="tsize")
+    with peers.tftpd_hpa(root, port):
+        report = run_sweep("127.0.0.1", port, "image.bin", timing=CALM, probes=(probe,))
+    (result,) = report.results
+    text = render_text(report)
+    assert result.outcome == "completed" and result.requested == {"tsize": "0"}, text
+    assert result.verdicts == {"tsize": "dropped"} and "refused tsize with ERROR 8" in result.message, text
+    assert report.supports["tsize"] is False, text
+    assert "option-refused" in {f.id for f in result.findings}
+    assert "refused tsize" in text

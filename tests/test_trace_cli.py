@@ -80,6 +80,29 @@ CASES = {
 }
 
 
+@pytest.mark.peers
+@pytest.mark.parametrize("suffix", [".pcap", ".jsonl"])
+def test_round_trip_of_a_probe_that_asked_again(tmp_path: Path, suffix: str) -> None:
+    """tftpd-hpa refuses tsize in netascii; the probe asks again without options. Its pcap and its
+    jsonl both reopen as the one transfer the probe reported, refusal included."""
+    root = tmp_path / "root"
+    root.mkdir()
+    root.chmod(0o755)
+    (root / "notes.txt").write_bytes(b"line one\nline two\n" * 50)
+    (root / "notes.txt").chmod(0o644)
+    trace = tmp_path / f"run{suffix}"
+    port = peers.free_udp_port()
+    with peers.tftpd_hpa(root, port):
+        result = run("probe", "127.0.0.1", "notes.txt", "--mode", "netascii", "--port", str(port), "--json",
+                     "--trace", trace)
+    assert result.returncode == 0, result.stderr
+    live = json.loads(result.stdout)
+    assert live["retried"] is not None
+    (traced,) = trace_json(trace)["transfers"]
+    assert_same_transfer(live, traced, exact=suffix == ".jsonl")
+    assert traced["retried"] == live["retried"]
+
+
 @pytest.mark.parametrize("suffix", [".pcap", ".jsonl"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_round_trip_gives_the_commands_own_summary(served: tuple[Path, int], tmp_path: Path, case: str,

@@ -621,3 +621,50 @@ def test_one_oversized_data_is_not_taken_apart() -> None:
     events = rebuilder.finish()
     assert rebuilder.coalesced == 0
     assert [e.packet.block for e in events if isinstance(e, PacketReceived) and e.raw[:2] == b"\x00\x03"] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------------------------------
+# a client that asks again without the options the server refused
+# --------------------------------------------------------------------------------------------------
+
+FB_CLIENT, FB_SERVER = ("10.0.0.1", 4000), ("10.0.0.2", 69)
+TID1, TID2 = ("10.0.0.2", 5001), ("10.0.0.2", 5002)
+ASKED = (("blksize", "1468"), ("tsize", "0"))
+
+
+def _refused_then(*after: Datagram) -> list[Datagram]:
+    return [dgram(1.0, FB_CLIENT, FB_SERVER, encode(Request(Opcode.RRQ, "a.txt", "netascii", ASKED))),
+            dgram(1.001, TID1, FB_CLIENT, encode(Error(8, "Unsupported option(s) requested"))), *after]
+
+
+def test_a_request_asked_again_without_the_refused_options_is_the_same_transfer() -> None:
+    events = rebuild(_refused_then(
+        dgram(1.002, FB_CLIENT, FB_SERVER, encode(Request(Opcode.RRQ, "a.txt", "netascii", ()))),
+        dgram(1.003, TID2, FB_CLIENT, encode_data(1, b"hi\r\n")),
+        dgram(1.004, FB_CLIENT, TID2, encode_ack(1)),
+    ))
+    (summary,) = summaries(events)
+    assert summary["ok"] and summary["bytes"] == 4 and summary["replied_from"] == {"address": TID2[0], "port": TID2[1]}
+    assert summary["retried"] == {"code": 8, "message": "Unsupported option(s) requested",
+                                  "asked": dict(ASKED), "requested": {}}
+    assert [(o["name"], o["verdict"]) for o in summary["options"]["outcomes"]] == [
+        ("blksize", "dropped"), ("tsize", "dropped")]
+    assert [e.peer for e in events if isinstance(e, PeerLocked)] == [TID1, TID2]
+
+
+@pytest.mark.parametrize("after", [
+    (),  # the capture ends
+    (dgram(1.5, FB_CLIENT, FB_SERVER, encode(Request(Opcode.RRQ, "b.txt", "netascii", ()))),),  # another file
+    (dgram(40.0, FB_CLIENT, FB_SERVER, encode(Request(Opcode.RRQ, "a.txt", "netascii", ()))),),  # far too late
+], ids=["capture-ends", "other-file", "much-later"])
+def test_a_refusal_the_client_did_not_fall_back_from_ends_the_transfer_when_it_came(after) -> None:
+    events = rebuild(_refused_then(*after))
+    first = summaries(events)[0]
+    assert not first["ok"] and first["retried"] is None
+    assert first["error"] == {"code": 8, "message": "Unsupported option(s) requested", "raised_by": "peer",
+                              "reason": "peer-error"}
+    assert first["duration_s"] == pytest.approx(0.001)
+    assert [(o["name"], o["verdict"]) for o in first["options"]["outcomes"]] == [
+        ("blksize", "refused"), ("tsize", "refused")]
+    assert [e.time for e in events] == sorted(e.time for e in events)
+    assert len(summaries(events)) == 1 + len(after)

@@ -249,6 +249,37 @@ async def test_live_probe_against_a_loopback_server(tmp_path: Path) -> None:
         transfer.join(5)
 
 
+@pytest.mark.peers
+async def test_live_probe_asks_again_when_tftpd_hpa_refuses_an_option(tmp_path: Path) -> None:
+    """A probe from the TUI falls back like the headless one: tftpd-hpa refuses tsize in netascii."""
+    from tests import peers
+
+    (tmp_path / "notes.txt").write_bytes(b"line\n" * 500)
+    (tmp_path / "notes.txt").chmod(0o644)
+    tmp_path.chmod(0o755)
+    port = peers.free_udp_port()
+    bus = EventBus()
+    with peers.tftpd_hpa(tmp_path, port):
+        transfer = ClientTransfer(ClientRequest("127.0.0.1", "notes.txt", port=port, mode="netascii",
+                                                options=RequestedOptions(tsize=True), timing=Timing(dally=0.1)),
+                                  bus)
+        app = TftpDiagApp(mode="probe", feed=bus.subscribe(packet_window=1000), label=f"127.0.0.1:{port}",
+                          tick=1 / 20)
+        async with app.run_test(size=SIZE) as pilot:
+            transfer.start()
+            for _ in range(200):  # up to 10 s, checked every app tick
+                await asyncio.sleep(0.05)
+                if "done" in header_text(app):
+                    break
+            await pilot.pause()
+            assert "done" in header_text(app)
+            options = plain(app.query_one("#options"))
+            summary = plain(app.query_one("#summary"))
+            assert "dropped" in options, options
+            assert "refused the options with ERROR 8" in " ".join(summary.split()), summary
+        transfer.join(5)
+
+
 @pytest.fixture(autouse=True)
 def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blinking cursors make screens differ from one frame to the next."""

@@ -130,7 +130,8 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     else:
         from rich.console import Console
 
-        console = Console(file=stdout, highlight=False)
+        # Off a terminal nothing is wrapped: a line that a script greps for stays one line.
+        console = Console(file=stdout, highlight=False, soft_wrap=not stdout.isatty())
         print_client_summary(record, summary, console)
         for line in finding_lines(findings):
             style = "bold red" if line.startswith("✘") else "yellow" if line.startswith("⚠") else "dim"

@@ -46,6 +46,14 @@ def options_dict(record: SessionRecord) -> dict[str, Any]:
     }
 
 
+def _retried(record: SessionRecord) -> dict[str, Any] | None:
+    """The refused first request of a transfer that was asked again without the refused options."""
+    r = record.retried
+    if r is None:
+        return None
+    return {"code": r.code, "message": r.message, "asked": dict(r.asked), "requested": dict(r.requested)}
+
+
 def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
     result = record.result
     stats = result.stats if isinstance(result, (Completed, Failed)) else None
@@ -69,6 +77,7 @@ def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
         "timeouts": stats.timeouts if stats else record.timeouts,
         "duplicates": stats.duplicates if stats else record.duplicates,
         "error": error_dict(record),
+        "retried": _retried(record),
         "findings": [],
     }
     summary.update(extra)

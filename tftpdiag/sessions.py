@@ -18,6 +18,7 @@ from tftpdiag.protocol.events import (
     PeerLocked,
     Progress,
     RequestRefused,
+    RequestRetried,
     Retransmit,
     Role,
     SocketError,
@@ -76,6 +77,7 @@ class SessionRecord:
     data_seen: bool = False
     result: Completed | Failed | None = None
     refused: RequestRefused | None = None
+    retried: RequestRetried | None = None  # the server refused our options; we asked again without them
     socket_errors: list[SocketError] = field(default_factory=list)
 
     @property
@@ -171,6 +173,11 @@ class SessionRecord:
             self.filename = event.filename
         elif isinstance(event, SocketError):
             self.socket_errors.append(event)
+        elif isinstance(event, RequestRetried):
+            self.retried = event
+            self.requested = event.requested
+            self.negotiated = None
+            self.replied_from = None
 
 
 class SessionTable:

@@ -28,7 +28,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.findings import Analyzer, Finding
 from tftpdiag.findings.model import fmt_bytes, fmt_rate
-from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason
+from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
 
@@ -298,6 +298,7 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
     sid = transfer.session_id
     capped = False
     negotiated: OptionsNegotiated | None = None
+    retried: RequestRetried | None = None
     transfer.start()
     outcome = None
     while outcome is None:
@@ -306,6 +307,8 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
         for e in events:
             if type(e) is OptionsNegotiated:
                 negotiated = e
+            elif type(e) is RequestRetried:
+                retried = e
         analyzer.feed(events)
         analyzer.tick(time.time())
         machine = transfer.machine
@@ -319,11 +322,19 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
     for e in events:
         if type(e) is OptionsNegotiated:
             negotiated = e
+        elif type(e) is RequestRetried:
+            retried = e
     analyzer.feed(events)
     result = outcome.result
     stats = result.stats
-    probe = ProbeResult(spec, "completed", session=sid, requested=dict(outcome.requested), bytes=stats.bytes,
+    # What the probe asked is what it tests, even when the server refused it and the retry ran without.
+    asked = retried.asked if retried is not None else outcome.requested
+    probe = ProbeResult(spec, "completed", session=sid, requested=dict(asked), bytes=stats.bytes,
                         duration=stats.duration)
+    if retried is not None:
+        dropped = sorted(set(dict(retried.asked)) - set(dict(retried.requested)))
+        probe.message = (f"the server refused {', '.join(dropped)} with ERROR {retried.code}; "
+                         f"ran again without {'them' if len(dropped) > 1 else 'it'}")
     n = negotiated.negotiated if negotiated is not None else outcome.negotiated
     probe.granted = dict(n.oack) if n.oack is not None else None
     probe.verdicts = {o.name: o.verdict.value for o in n.outcomes}
@@ -404,6 +415,8 @@ def render_table(report: SweepReport):
         granted = "" if r.outcome == "skipped" else _options_text(r.granted)
         style = {"completed": "green", "capped": "green", "failed": "red", "skipped": "dim"}[r.outcome]
         result = r.outcome if r.outcome != "failed" else f"failed: {r.message}"
+        if r.ok and r.message and r.outcome == "completed":
+            result += f" ({r.message})"
         if r.outcome == "skipped":
             result = f"skipped: {r.message}"
         findings = ", ".join(f"{_MARK[f.severity]}{f.id}" for f in r.findings)

@@ -360,13 +360,19 @@ def test_error_without_message_gets_the_code_name():
     assert only_result(m.events()).message == "file not found"
 
 
-def test_error_8_to_request_with_options_marks_them_refused():
-    m, _ = client_read(options=RequestedOptions(tsize=True))
+def test_error_8_to_a_request_asked_again_marks_what_it_kept_refused():
+    """The client falls back once (tests/protocol/test_fallback.py); a second ERROR 8 ends it, and the
+    options are marked: those the first refusal named as dropped, the rest as refused."""
+    m, _ = client_read(options=RequestedOptions(blksize=1024, tsize=True))
     m.datagrams_to_send(), m.events()
-    m.receive(encode(Error(8, "no options")), TID, 0.1)
+    m.receive(encode(Error(8, "tsize not supported")), TID, 0.1)
+    assert [p.options for p in sent_packets(m)] == [(("blksize", "1024"),)]
+    m.events()
+    m.receive(encode(Error(8, "no options")), STRAY, 0.2)
     events = m.events()
     (negotiated,) = of(events, OptionsNegotiated)
-    assert [(o.name, o.verdict) for o in negotiated.outcomes] == [("tsize", Verdict.REFUSED)]
+    assert [(o.name, o.verdict) for o in negotiated.outcomes] == [
+        ("tsize", Verdict.DROPPED), ("blksize", Verdict.REFUSED)]
     assert only_result(events).code == 8
     assert m.datagrams_to_send() == []
 

@@ -26,6 +26,7 @@ from tftpdiag.protocol.events import (
     PeerLocked,
     Progress,
     RequestRefused,
+    RequestRetried,
     Retransmit,
     SocketError,
     TimedOut,
@@ -87,6 +88,7 @@ class Analyzer:
             Completed: st.on_end,
             Failed: st.on_end,
             RequestRefused: st.on_refused,
+            RequestRetried: st.on_retried,
             SocketError: st.on_socket_error,
             Impaired: st.ignore,  # fault injection is the test bench, never evidence
         }

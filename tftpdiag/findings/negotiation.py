@@ -16,7 +16,7 @@ from tftpdiag.findings.model import (
     fmt_options,
 )
 from tftpdiag.findings.state import SessionState
-from tftpdiag.protocol.events import Failed, Reason, Side
+from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
 from tftpdiag.protocol.packets import Data
 
@@ -95,7 +95,40 @@ def option_reduced(s: SessionState, a: Analyzer) -> Finding | None:
                    suggestion, s.session)
 
 
+def _refusal_hints(s: SessionState, asked: dict[str, str]) -> list[str]:
+    """What is known to make servers refuse these options."""
+    hints = []
+    if s.mode == "netascii" and "tsize" in asked:
+        hints.append("tftpd-hpa refuses tsize in netascii mode: drop tsize, or use octet")
+    if "windowsize" in asked and int(asked.get("blksize", "512") or 512) < 64:
+        hints.append("atftpd needs the OACK to fit in one block: use a larger blksize with windowsize")
+    return hints
+
+
+def _refused_then_retried(s: SessionState) -> Finding:
+    """Our request's options were refused and we asked again without them (see ClientRead)."""
+    retried, first_sent = s.retried  # type: ignore[misc]
+    server = fmt_addr(s.peer)  # the address asked: each request was answered from a port of its own
+    again = f"with only {fmt_options(retried.requested)}" if retried.requested else "without options"
+    res = s.result
+    then = ("and the transfer completed" if isinstance(res, Completed)
+            else "and that failed too" if isinstance(res, Failed) else "")
+    summary = (f"{server} refused the options with ERROR {retried.code}, {retried.message!r}; asked: "
+               f"{fmt_options(retried.asked)} ({s.mode} mode). The client asked again {again}, as real clients "
+               f"fall back, {then}").rstrip(", ")
+    hints = _refusal_hints(s, dict(retried.asked))
+    hints.append("a device that does not fall back fails here: take the refused options out of its request, or "
+                 "let the server accept them")
+    ev = [f"{s.t(first_sent)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(retried.asked)}",
+          f"{s.t(retried.time)}: ERROR {retried.code} {retried.message!r} from {server}",
+          f"{s.t(retried.time)}: {s.kind} again {fmt_options(retried.requested) or 'without options'}"]
+    severity = ERROR if isinstance(res, Failed) else WARNING
+    return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
+
+
 def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
+    if s.retried is not None and s.client_side:
+        return _refused_then_retried(s)
     res = s.result
     if not isinstance(res, Failed) or res.code != 8 or res.raised_by is not Side.PEER:
         return None
@@ -103,11 +136,7 @@ def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
         server = fmt_addr(s.locked or s.peer)
         summary = (f"{server} refused the options with ERROR 8, {res.message!r}; asked: {fmt_options(s.requested)}"
                    f" ({s.mode} mode)")
-        hints = []
-        if s.mode == "netascii" and "tsize" in s.req:
-            hints.append("tftpd-hpa refuses tsize in netascii mode: drop tsize, or use octet")
-        if "windowsize" in s.req and int(s.req.get("blksize", "512") or 512) < 64:
-            hints.append("atftpd needs the OACK to fit in one block: use a larger blksize with windowsize")
+        hints = _refusal_hints(s, s.req)
         hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one it "
                      "refuses")
         ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(s.requested)}"

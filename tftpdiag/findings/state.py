@@ -20,6 +20,7 @@ from tftpdiag.protocol.events import (
     PeerLocked,
     Progress,
     RequestRefused,
+    RequestRetried,
     Retransmit,
     Role,
     SocketError,
@@ -90,7 +91,7 @@ class SessionState:
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired",
         # outcome
-        "result", "refused",
+        "result", "refused", "retried",
     )
 
     def __init__(self, session: int, t: float) -> None:
@@ -185,6 +186,7 @@ class SessionState:
         self.retired = False
         self.result: Completed | Failed | None = None
         self.refused: RequestRefused | None = None
+        self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
 
     # -- reading helpers for the rules ------------------------------------------------------------
 
@@ -523,6 +525,25 @@ def on_locked(s: SessionState, ev: PeerLocked) -> bool:
     s.locked = ev.peer
     if s.client_side and s.peer is None:
         s.peer = ev.requested
+    return True
+
+
+def on_retried(s: SessionState, ev: RequestRetried) -> bool:
+    """The server refused our options and we asked again without them: from here the session is judged
+    as the new request's transfer, and the refusal is kept for its own finding."""
+    s.last_time = ev.time
+    s.retried = (ev, s.request_times[0] if s.request_times else s.t0)
+    s.requested = tuple(ev.requested)
+    s.req = dict(ev.requested)
+    s.request = None
+    s.requests_tx = 0
+    s.request_times = []
+    s.req_timeouts = 0
+    s.locked = None
+    s.lock_time = None
+    s.err_rx = None
+    s.negotiated = None
+    s.neg_time = None
     return True
 
 

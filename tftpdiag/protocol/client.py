@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
-from tftpdiag.protocol.events import Address, Note, Reason, Retransmit, Role, Side, TransferStarted
+import dataclasses
+import re
+
+from tftpdiag.protocol.events import (
+    Address,
+    Note,
+    Reason,
+    RequestRetried,
+    Retransmit,
+    Role,
+    Side,
+    TransferStarted,
+)
 from tftpdiag.protocol.netascii import NetasciiReader
-from tftpdiag.protocol.options import RequestedOptions, accept_oack, options_ignored, options_refused
+from tftpdiag.protocol.options import (
+    Negotiated,
+    OptionOutcome,
+    RequestedOptions,
+    Verdict,
+    accept_oack,
+    options_ignored,
+    options_refused,
+)
 from tftpdiag.protocol.packets import (
     MAX_REQUEST_SIZE,
     Ack,
@@ -13,6 +33,7 @@ from tftpdiag.protocol.packets import (
     ErrorCode,
     OAck,
     Opcode,
+    Options,
     Packet,
     ProtocolError,
     Request,
@@ -39,24 +60,70 @@ def _build_request(opcode: Opcode, filename: str, mode: str, options: RequestedO
     return request, raw
 
 
+def fallback_options(error: Error, asked: Options) -> Options | None:
+    """What to ask again with when the server answered a request asking ``asked`` with ``error``, or
+    None when the ERROR does not refuse options. ERROR 8, or any ERROR whose text speaks of options or
+    names one we asked: without the options it names, or without any when it names none (as UEFI
+    firmware and other clients fall back)."""
+    if not asked:
+        return None
+    text = error.message.lower()
+    named = {name for name, _ in asked if re.search(rf"\b{re.escape(name.lower())}\b", text)}
+    if error.code != ErrorCode.OPTION_REFUSED and not named and "option" not in text:
+        return None
+    return tuple((name, value) for name, value in asked if named and name not in named)
+
+
 class _ClientMixin:
-    """The request phase both clients share: send, resend on timeout, lock onto the first reply."""
+    """The request phase both clients share: send, resend on timeout, lock onto the first reply, and
+    ask once more without the options a server refused."""
 
     request: Request
     _request_raw: bytes
+    _retried = False  # a refused request was asked again (once at most)
+    _dropped: tuple[OptionOutcome, ...] = ()  # the options that refusal took out
 
     def _start(self, now: float) -> None:  # type: ignore[misc]
         self.state = State.REQUESTING
         self._events.append(TransferStarted(self.session_id, now, self.role, self.request.filename,
                                             self.request.mode, self.local, self.peer, self.request.options))
+        self._start_request(now)
+
+    def _refused_by_peer(self, packet: Error, oack: tuple | None, now: float) -> None:  # type: ignore[misc]
+        keep = None if self._retried else fallback_options(packet, self.request.options)
+        if keep is not None:
+            self._ask_again(keep, packet, now)
+            return
+        if packet.code == ErrorCode.OPTION_REFUSED and self.request.options:
+            self._set_negotiated(options_refused(self.request.options, oack), now)
+        self._peer_error(packet, now)
+
+    def _ask_again(self, keep: Options, refusal: Error, now: float) -> None:  # type: ignore[misc]
+        """A new request with only ``keep``: to the server's own port, and a new transfer on the wire
+        (the server answers from a new port, so the transfer ID is locked again)."""
+        asked = self.request.options
+        self._retried = True
+        self._dropped = tuple(OptionOutcome(name, value, None, Verdict.DROPPED)
+                              for name, value in asked if (name, value) not in keep)
+        self.request = dataclasses.replace(self.request, options=keep)
+        self._request_raw = encode(self.request)
+        self._events.append(RequestRetried(self.session_id, now, refusal.code, refusal.message, asked, keep))
+        self.locked = False
+        self.peer = self.requested_peer
+        self._attempt = 0
+        self._timer.backoff = 0
+        self._start_request(now)
+
+    def _start_request(self, now: float) -> None:  # type: ignore[misc]
         self._send(self.request, self._request_raw, now)
         self._rtt_mark = now
         self._arm(now)
 
-    def _refused_by_peer(self, packet: Error, oack: tuple | None, now: float) -> None:  # type: ignore[misc]
-        if packet.code == ErrorCode.OPTION_REFUSED and self.request.options:
-            self._set_negotiated(options_refused(self.request.options, oack), now)
-        self._peer_error(packet, now)
+    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:  # type: ignore[misc]
+        # The options a refusal took out stay in the outcomes, so every view shows what was refused.
+        if self._dropped:
+            negotiated = dataclasses.replace(negotiated, outcomes=self._dropped + negotiated.outcomes)
+        super()._set_negotiated(negotiated, now)  # type: ignore[misc]
 
     def _negotiate(self, packet: OAck, now: float) -> bool:  # type: ignore[misc]
         """Accept or refuse the OACK; True when the transfer goes on."""
@@ -86,8 +153,11 @@ class ClientRead(_ClientMixin, Receiver):
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
         self._init_receiver(sink, netascii=self.request.mode == "netascii")
-        self._last_reply = (self.request, self._request_raw)
         self._start(now)
+
+    def _start_request(self, now: float) -> None:
+        self._last_reply = (self.request, self._request_raw)  # what a timeout repeats until a reply
+        super()._start_request(now)
 
     def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
         if self.state is State.REQUESTING:

@@ -35,6 +35,7 @@ __all__ = [
     "RequestRefused",
     "SocketError",
     "Impaired",
+    "RequestRetried",
     "Event",
 ]
 
@@ -255,6 +256,20 @@ class Impaired:
     why: str  # the rule that acted, e.g. "loss=5%" or "drop=data:3"
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRetried:
+    """The server answered our request with an ERROR that refuses its options (ERROR 8, or one whose
+    text names them); the client asks once more without them, as real clients fall back. ``asked``
+    is what the refused request held, ``requested`` what the new one holds."""
+
+    session: int
+    time: float
+    code: int
+    message: str
+    asked: Options
+    requested: Options
+
+
 Event = Union[
     TransferStarted,
     PacketSent,
@@ -269,4 +284,5 @@ Event = Union[
     RequestRefused,
     SocketError,
     Impaired,
+    RequestRetried,
 ]

@@ -42,6 +42,7 @@ class Verdict(StrEnum):
     REDUCED = "reduced"  # granted lower than asked
     IGNORED = "ignored"  # the answering side left it out (or sent no OACK at all)
     REFUSED = "refused"  # negotiation ended with ERROR 8, or the value was invalid
+    DROPPED = "dropped"  # the server refused it with an ERROR; the client asked again without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class OptionOutcome:
         name, granted = self.name, self.granted
         if self.verdict is Verdict.REFUSED:
             return f"{name} refused: the transfer ended with ERROR 8"
+        if self.verdict is Verdict.DROPPED:
+            return f"{name} refused by the server, so asked again without it"
         if self.verdict is Verdict.IGNORED:
             return {
                 "blksize": f"{name} ignored, so {DEFAULT_BLKSIZE}-byte blocks",

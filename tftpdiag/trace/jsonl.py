@@ -34,6 +34,7 @@ KIND: dict[type, str] = {
     ev.RequestRefused: "request-refused",
     ev.SocketError: "socket-error",
     ev.Impaired: "impaired",
+    ev.RequestRetried: "request-retried",
 }
 _BY_KIND = {name: cls for cls, name in KIND.items()}
 
@@ -106,6 +107,7 @@ _CONVERT = {
     "reason": ev.Reason,
     "raised_by": ev.Side,
     "negotiated": _negotiated,
+    "asked": _options,
     "stats": lambda d: ev.TransferStats(**d),
 }
 

@@ -50,6 +50,7 @@ DATA packets in the events then hold only the captured part of the payload).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Iterable
 
@@ -65,14 +66,18 @@ from tftpdiag.protocol.events import (
     PeerLocked,
     Progress,
     Reason,
+    RequestRetried,
     Retransmit,
     Side,
     TimedOut,
     TransferStarted,
 )
+from tftpdiag.protocol.client import fallback_options
 from tftpdiag.protocol.options import (
     DEFAULT_BLKSIZE,
     Negotiated,
+    OptionOutcome,
+    Verdict,
     accept_oack,
     options_ignored,
     options_refused,
@@ -104,6 +109,7 @@ __all__ = ["rebuild", "Rebuilder", "PROGRESS_INTERVAL"]
 PROGRESS_INTERVAL = 0.1  # as Timing.progress_interval: a rebuilt rate graph is as dense as a live one
 _ORPHAN_BUFFER = 64  # datagrams kept per address pair while deciding whether it is a TFTP exchange
 _ORPHAN_PAIRS = 4096  # pairs under watch at once; unrelated traffic must not grow this without bound
+_ASK_AGAIN_WITHIN = 30.0  # seconds after a refusal of its options in which a client's new request falls back
 
 
 def _try_decode(raw: bytes) -> Packet | None:
@@ -197,7 +203,9 @@ class Rebuilder:
             self._finished = True
             end = self._capture_end
             for t in self._transfers:
-                if t.phase != ENDED:
+                if t.refusal is not None:
+                    self._refused(t)
+                elif t.phase != ENDED:
                     self._stop(t, end)
             if self._unordered:
                 # Transfers recognised mid-stream or found to have stopped earlier add events behind
@@ -301,6 +309,11 @@ class Rebuilder:
             if t.phase != ENDED and d.dst == t.server:
                 self._sent(t, d, packet, Note.MALFORMED)  # type: ignore[arg-type]
             return
+        if t.refusal is not None:
+            if _asks_again(t, packet, d):
+                self._asked_again(t, d, packet)
+                return
+            self._refused(t)
         if t.phase != ENDED:
             self._stop(t, d.time, f"the client gave up and sent a new {packet.opcode.name} from the same port")
         self._new_transfer(d, packet, t)
@@ -335,6 +348,33 @@ class Rebuilder:
         self.events.append(Retransmit(t.sid, now, "timeout", None, 1, t.client_attempt))
         packet = _try_decode(d.payload)
         self._sent(t, d, packet, Note.RETRANSMIT)  # type: ignore[arg-type]
+
+    def _asked_again(self, t: TransferState, d: Datagram, request: Request) -> None:
+        """The client asked again without the options the server refused (as ClientRead does): the same
+        transfer goes on with a new request, which the server answers from a new transfer ID."""
+        error, _ = t.refusal  # type: ignore[misc]
+        t.refusal = None
+        t.dropped = tuple(OptionOutcome(name, value, None, Verdict.DROPPED)
+                          for name, value in t.options if (name, value) not in request.options)
+        self.events.append(RequestRetried(t.sid, d.time, error.code, error.message, t.options, request.options))
+        t.options = request.options
+        t.request_raw = d.payload
+        t.tid = None
+        t.requests = 1
+        t.client_sent_at = d.time
+        t.client_attempt = 0
+        self._sent(t, d, request, Note.NONE)
+
+    def _refused(self, t: TransferState) -> None:
+        """The client did not ask again: the server's ERROR ended the transfer when it came."""
+        error, when = t.refusal  # type: ignore[misc]
+        t.refusal = None
+        if self.events and self.events[-1].time > when:
+            self._unordered = True
+        if error.code == ErrorCode.OPTION_REFUSED:
+            self._negotiated(t, options_refused(t.options, None), when)
+        self._end(t, Failed(t.sid, when, Reason.PEER_ERROR, Side.PEER, error.code, error.message or error.code_name,
+                            t.stats(when)))
 
     def _lock(self, t: TransferState, tid: Address, now: float) -> None:
         t.tid = tid
@@ -573,6 +613,9 @@ class Rebuilder:
             self._end(t, Failed(t.sid, now, Reason.PROTOCOL, Side.LOCAL, packet.code,
                                 packet.message or packet.code_name, t.stats(now)))
         else:
+            if t.phase == REQUESTING and not t.dropped and fallback_options(packet, t.options) is not None:
+                t.refusal = (packet, now)  # ended, unless the client asks again without the options
+                return
             if refused and t.phase == REQUESTING:
                 self._negotiated(t, options_refused(t.options, None), now)
             self._end(t, Failed(t.sid, now, Reason.PEER_ERROR, Side.PEER, packet.code,
@@ -595,6 +638,8 @@ class Rebuilder:
             t.total = negotiated.tsize
 
     def _negotiated(self, t: TransferState, negotiated: Negotiated, now: float) -> None:
+        if t.dropped:
+            negotiated = dataclasses.replace(negotiated, outcomes=t.dropped + negotiated.outcomes)
         t.pending_oack = None
         self._apply(t, negotiated)
         self.events.append(OptionsNegotiated(t.sid, now, negotiated))
@@ -736,6 +781,16 @@ class Rebuilder:
                 self._from_client(t, d)
             else:
                 self._from_server(t, d)
+
+
+def _asks_again(t: TransferState, request: Request, d: Datagram) -> bool:
+    """A request that falls back from the refused one: same file, kind and mode, fewer options, to the
+    same server port, soon after the refusal."""
+    _, when = t.refusal  # type: ignore[misc]
+    first = _try_decode(t.request_raw)
+    return (isinstance(first, Request) and d.dst == t.server and d.time - when <= _ASK_AGAIN_WITHIN
+            and (request.opcode, request.filename, request.mode) == (first.opcode, first.filename, first.mode)
+            and set(request.options) < set(t.options))
 
 
 def _try_oack(raw: bytes) -> Options | None:

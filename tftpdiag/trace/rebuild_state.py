@@ -10,7 +10,7 @@ from tftpdiag.protocol.options import (
     OptionOutcome,
     Verdict,
 )
-from tftpdiag.protocol.packets import Options
+from tftpdiag.protocol.packets import Error, Options
 
 __all__ = ["TransferState", "lenient", "REQUESTING", "NEGOTIATING", "TRANSFERRING", "ENDED"]
 
@@ -29,7 +29,7 @@ class TransferState:
         "wrap1", "wrap_decided", "bytes", "blocks", "sent", "received", "retransmits", "duplicates",
         "timeouts", "out_of_order", "stray", "last_progress", "requests",
         "client_heard", "server_heard", "client_sent_at", "client_attempt",
-        "run_index", "run_next", "run_first", "run_attempt", "prev", "strays",
+        "run_index", "run_next", "run_first", "run_attempt", "prev", "strays", "refusal", "dropped",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float) -> None:
@@ -73,6 +73,10 @@ class TransferState:
         self.run_attempt = 0
         self.prev: TransferState | None = None  # the transfer this client port ran before this one
         self.strays: set[Address] | None = None  # other addresses that answered (e.g. repeated requests)
+        # The server's ERROR refusing the request's options, and when: the client's next packet decides
+        # whether it asks again without them (the transfer goes on) or not (the ERROR ended it).
+        self.refusal: tuple[Error, float] | None = None
+        self.dropped: tuple[OptionOutcome, ...] = ()  # options a refusal took out of the request asked again
 
     @property
     def role(self) -> Role:

@@ -48,7 +48,8 @@ def _help() -> Table:
     grid.add_row(Text("Notes in the packet table", style="bold underline"))
     grid.add_row(notes)
     grid.add_row(Text("→ sent by tftpdiag   ← received.  Option verdicts: accepted (as asked), reduced "
-                      "(granted lower), ignored (left out: default used), refused (ERROR 8).", style="dim"))
+                      "(granted lower), ignored (left out: default used), refused (ERROR 8), dropped (refused, "
+                      "so asked again without it).", style="dim"))
     return grid
 
 

@@ -39,6 +39,7 @@ _VERDICT_STYLE = {
     Verdict.REDUCED: "yellow",
     Verdict.IGNORED: "yellow",
     Verdict.REFUSED: "bold red",
+    Verdict.DROPPED: "bold red",
 }
 
 
@@ -55,7 +56,7 @@ def state_text(record: SessionRecord) -> Text:
 def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     if record.role is None:
         return Text("waiting for the request…", style="dim")
-    if not record.requested:
+    if not record.requested and record.retried is None:
         return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
     negotiated = record.negotiated
     if compact:
