@@ -127,6 +127,17 @@ def test_missing_file_exits_1_with_the_servers_error(served: tuple[Path, int]) -
     assert summary["error"]["code"] == 1 and summary["error"]["raised_by"] == "peer"
 
 
+def test_plain_output_to_a_pipe_is_never_wrapped(served: tuple[Path, int]) -> None:
+    """A grep for the server's error must find it on the line that names the file."""
+    _, port = served
+    name = "firmware/" + "long-directory-name/" * 4 + "missing-image.bin"
+    result = run("probe", "127.0.0.1", name, "--port", str(port))
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("✘")]
+    assert name in line and line.rstrip().endswith("not found"), result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) > 100
+
+
 def test_expect_sha256_mismatch_fails(served: tuple[Path, int]) -> None:
     _, port = served
     result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--expect-sha256", "0" * 64)
