@@ -280,6 +280,50 @@ async def test_live_probe_asks_again_when_tftpd_hpa_refuses_an_option(tmp_path: 
         transfer.join(5)
 
 
+async def test_a_tick_while_the_app_shuts_down_is_ignored() -> None:
+    """The refresh timer can fire while the widgets are being removed at exit: no traceback then."""
+    app = probe_app(tui_samples.probe_success())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+    app.refresh_now()  # what a late tick does once the DOM is gone
+
+
+def _synchronous(transfer: ClientTransfer) -> ClientTransfer:
+    """The worst interleaving there is: the transfer runs to its end the moment it is started."""
+    transfer.start = lambda: (transfer.run(), transfer)[1]  # type: ignore[method-assign]
+    return transfer
+
+
+async def test_a_probe_that_runs_before_the_app_draws_is_still_judged_whole(tmp_path: Path) -> None:
+    """Readers subscribe before the probe starts: its findings never miss its own request (which once
+    made a clean demo warn of a "bad OACK: blksize=1468, which was not asked for")."""
+    from tftpdiag.tui.launch import client_app, demo_app
+
+    (tmp_path / "image.bin").write_bytes(bytes(range(256)) * 400)
+    for mode in ("probe", "demo"):
+        bus = EventBus()
+        with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus) as server:
+            port = server.addresses[0][1]
+            transfer = _synchronous(ClientTransfer(ClientRequest(
+                "127.0.0.1", "image.bin", port=port, options=RequestedOptions(blksize=1468, tsize=True),
+                timing=Timing(dally=0.0)), bus))
+            if mode == "probe":
+                app, probe, spool = client_app(transfer, bus, extra=lambda outcome: {})
+            else:
+                app, probe, spool = demo_app(server, transfer, bus)
+                probe.start()
+            try:
+                async with app.run_test(size=SIZE) as pilot:
+                    app.refresh_now()
+                    await pilot.pause()
+                    assert "done" in header_text(app), mode
+                    judged = app.analyzer.state(transfer.session_id)
+                    assert judged is not None and judged.req == {"blksize": "1468", "tsize": "0"}, mode
+                    assert judged.finished and app.analyzer.findings(transfer.session_id) == [], mode
+            finally:
+                spool.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
     """Blinking cursors make screens differ from one frame to the next."""

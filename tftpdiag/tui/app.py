@@ -146,6 +146,8 @@ class TftpDiagApp(App[int]):
 
     def refresh_now(self) -> None:
         """Drain what the feed holds and redraw what changed (the timer calls this)."""
+        if not self.is_running:
+            return  # shutting down: the timer can still fire while the widgets are being removed
         started = time.perf_counter()
         events = self.feed.drain(MAX_EVENTS_PER_TICK)
         changes = self.model.apply(events) if events else Changes()

@@ -22,12 +22,17 @@ UI_PACKET_WINDOW = 400  # packet events the UI keeps between two ticks (a screen
 
 
 class ClientProbe:
-    """The probe the app shows, and a way to run it again on the same bus."""
+    """The probe the app shows, and a way to run it again on the same bus. Started with :meth:`start`
+    once every reader has subscribed: a transfer started earlier can publish its first events (the
+    request, even all of it) before a reader exists, and that reader would judge it without them."""
 
     def __init__(self, transfer: ClientTransfer, bus: EventBus, extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
         self.bus = bus
         self.extra = extra
-        self.transfer = transfer.start()
+        self.transfer = transfer
+
+    def start(self) -> None:
+        self.transfer.start()
 
     def current_session(self) -> int | None:
         return self.transfer.session_id
@@ -108,14 +113,22 @@ def _run(app: TftpDiagApp) -> int | None:
     return app.run()
 
 
-def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]]) -> int:
+def client_app(transfer: ClientTransfer, bus: EventBus, *,
+               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+    """The probe's app with every reader subscribed, and then the probe started."""
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
     spool = _Spool(bus)
     probe = ClientProbe(transfer, bus, extra)
+    impair = transfer.request.impair
+    app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
+                      impair=str(impair) if impair is not None else "", findings_feed=bus.subscribe())
+    probe.start()
+    return app, probe, spool
+
+
+def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]]) -> int:
+    app, probe, spool = client_app(transfer, bus, extra=extra)
     try:
-        impair = transfer.request.impair
-        app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
-                          impair=str(impair) if impair is not None else "", findings_feed=bus.subscribe())
         code = _run(app)
     finally:
         probe.cancel()
@@ -126,11 +139,12 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
 def run_server_app(server: TftpServer, bus: EventBus) -> int:
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
     spool = _Spool(bus)
+    # Every reader subscribes before the first request can arrive.
+    app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save,
+                      findings_feed=bus.subscribe())
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
     try:
-        app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save,
-                          findings_feed=bus.subscribe())
         _run(app)
     finally:
         server.stop()
@@ -139,16 +153,23 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
     return 0
 
 
-def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> int:
+def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+    """The demo's app with every reader subscribed; the caller starts the server, then the probe."""
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
     # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
     spool = _Spool(bus, only=lambda session: not server.owns(session))
+    probe = ClientProbe(transfer, bus, lambda outcome: {})
+    app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
+                      saver=spool.save, findings_feed=bus.subscribe())
+    return app, probe, spool
+
+
+def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> int:
+    app, probe, spool = demo_app(server, transfer, bus)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
-    probe = ClientProbe(transfer, bus, lambda outcome: {})
+    probe.start()
     try:
-        app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
-                          saver=spool.save, findings_feed=bus.subscribe())
         code = _run(app)
     finally:
         probe.cancel()
