@@ -10,6 +10,7 @@ from typing import Any, Callable
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
+from tftpdiag.fmt import clean, line
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
 from tftpdiag.protocol.events import Event, TransferStarted
@@ -94,7 +95,7 @@ def server_info(server: TftpServer) -> ServerInfo:
         extra.append("single-port")
     if cfg.policy.refuse:
         extra.append("refusing " + ", ".join(sorted(cfg.policy.refuse)))
-    return ServerInfo(str(server.root), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
+    return ServerInfo(clean(str(server.root)), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
                       " · ".join(extra), impair=str(cfg.impair) if cfg.impair is not None else "")
 
 
@@ -165,7 +166,9 @@ def run_trace_app(path: Path, events: list[Event], warning: str | None) -> int:
     if warning:
         summary += f" · ⚠ {warning}"
     end = max((e.time for e in events), default=0.0)
-    app = TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=ServerInfo(str(path), summary, False, kind="trace"),
+    # The path and the damage described come from the user and the file: shown escaped.
+    app = TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=ServerInfo(clean(str(path)), line(summary), False,
+                                                                                  kind="trace"),
                       clock=lambda: end, tick=None)
     app.run()
     return 0
