@@ -131,7 +131,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     else:
         from rich.console import Console
 
-        console = Console(file=stdout, highlight=False)
+        # soft_wrap: one line per line, never cut where a peer's message chose (a wrapped line that
+        # starts with words from the peer reads like a line of ours in a log).
+        console = Console(file=stdout, highlight=False, soft_wrap=True)
         print_client_summary(record, summary, console)
         for text in finding_lines(findings):
             style = "bold red" if text.startswith("✘") else "yellow" if text.startswith("⚠") else "dim"
