@@ -222,10 +222,11 @@ def serve_cli(root: Path, *flags: str) -> tuple[bytes, bytes]:
                              "--port", "0", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     lines: queue.Queue[bytes] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(row) for row in iter(proc.stdout.readline, b"")],  # type: ignore[union-attr]
-                     daemon=True).start()
+    stdout = proc.stdout
+    assert stdout is not None and proc.stderr is not None
+    threading.Thread(target=lambda: [lines.put(row) for row in iter(stdout.readline, b"")], daemon=True).start()
     try:
-        banner = proc.stderr.readline().decode()  # type: ignore[union-attr]
+        banner = proc.stderr.readline().decode()
         port = int(banner.split(" on ")[1].split(" ")[0].rsplit(":", 1)[1])
         hostile_client(port)
         out = []
@@ -404,7 +405,8 @@ def replace_session(event: Event, offset: int) -> Event:
 @pytest.fixture
 def traces(tmp_path: Path, root: Path) -> list[Path]:
     # The trace's own name is shown too: it may hold anything a file name can.
-    return [hostile_pcap(tmp_path / "capture\x1b[2J\x07.pcap"), hostile_jsonl(tmp_path / "run\r\nFAKE LOG LINE.jsonl", root)]
+    return [hostile_pcap(tmp_path / "capture\x1b[2J\x07.pcap"),
+            hostile_jsonl(tmp_path / "run\r\nFAKE LOG LINE.jsonl", root)]
 
 
 def test_trace_plain_and_json_show_hostile_traces_safely(traces: list[Path]) -> None:

@@ -213,7 +213,8 @@ json_values = st.recursive(
 
 # Pieces of JSON and of trouble (deep nesting, numbers JSON takes but Python cannot use, bytes that are
 # not UTF-8), strung together at random.
-TOKENS = [b"{", b"}", b"[", b"]", b",", b":", b"\n", b"\n", b'{"t":', b'"t":1,', b'"session":', b'"event"', b'"session"', b'"t"', b'"timed-out"', b'"completed"',
+TOKENS = [b"{", b"}", b"[", b"]", b",", b":", b"\n", b"\n", b'{"t":', b'"t":1,', b'"session":', b'"event"',
+          b'"session"', b'"t"', b'"timed-out"', b'"completed"',
           b"Infinity", b"-Infinity", b"NaN", b"1e400", b"-1", b"0", b"1" * 30, b"null", b"true", b'"\\u001b[2J"',
           b'"\\ud800"', b"\xff\xfe", b"\x00", b"[" * 5000, b'{"a":' * 3000]
 jsonish = st.lists(st.sampled_from(TOKENS), max_size=120).map(b"".join)
@@ -231,7 +232,8 @@ field_values = st.one_of(st.sampled_from(ODD_VALUES + [float("nan"), -(1 << 70)]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.integers(0, len(LINES) - 1), st.sampled_from(["replace", "replace", "drop", "cut", "insert"]),
+@given(st.lists(st.tuples(st.integers(0, len(LINES) - 1),
+                          st.sampled_from(["replace", "replace", "drop", "cut", "insert"]),
                           field_values, st.integers(0, 400)), min_size=1, max_size=8))
 def test_fuzz_mutated_real_traces(tmp_path: Path, mutations: list[tuple[int, str, Any, int]]) -> None:
     """Real lines with fields replaced by arbitrary JSON values, lines dropped, cut or inserted."""

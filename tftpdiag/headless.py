@@ -153,7 +153,8 @@ def _progress_bar(transfer: ClientTransfer) -> Progress | None:
     verb = "uploading" if transfer.request.upload else "downloading"
     from rich.markup import escape
 
-    return Progress(TextColumn(f"{verb} [bold]{escape(quote(transfer.request.filename))}[/]"), BarColumn(), DownloadColumn(),
+    name = escape(quote(transfer.request.filename))
+    return Progress(TextColumn(f"{verb} [bold]{name}[/]"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
@@ -171,7 +172,8 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
     server = fmt_addr(record.peer)
     name = clean(record.filename)
     if summary["ok"]:
-        _say(console, ("✔", "green"), f" {verb} ", (name, "bold"), f" {'from' if verb == 'downloaded' else 'to'} {server}")
+        _say(console, ("✔", "green"), f" {verb} ", (name, "bold"),
+             f" {'from' if verb == 'downloaded' else 'to'} {server}")
     else:
         _say(console, ("✘", "red"), f" {name} {'from' if record.direction == 'download' else 'to'} {server}: ",
              (summary.get("failure") or explain_failure(record), "red"))

@@ -169,15 +169,20 @@ _NEGOTIATED_KEYS = ("blksize", "windowsize", "timeout", "tsize", "outcomes", "oa
 
 def _outcome(value: Any) -> OptionOutcome:
     d = _dict(value, _OUTCOME_KEYS)
-    return OptionOutcome(_str(d["name"]), _maybe(_str)(d["asked"]), _maybe(_str)(d["granted"]), Verdict(_str(d["verdict"])))
+    return OptionOutcome(_str(d["name"]), _maybe(_str)(d["asked"]), _maybe(_str)(d["granted"]),
+                         Verdict(_str(d["verdict"])))
 
 
 def _negotiated(value: Any) -> Negotiated:
     d = _dict(value, _NEGOTIATED_KEYS)
     if type(d["outcomes"]) is not list:
         raise _Bad("expected a list of option outcomes")
-    return Negotiated(_int(d["blksize"], 1 << 16), _int(d["windowsize"], 1 << 16), _maybe(lambda v: _int(v, 1 << 16))(d["timeout"]),
+    return Negotiated(_int(d["blksize"], 1 << 16), _int(d["windowsize"], 1 << 16), _maybe(_u16)(d["timeout"]),
                       _maybe(_int)(d["tsize"]), tuple(map(_outcome, d["outcomes"])), _maybe(_options)(d["oack"]))
+
+
+def _u16(value: Any) -> int:
+    return _int(value, 1 << 16)
 
 
 _STATS_FLOATS = {"duration"}

@@ -3,8 +3,9 @@ published), or a pcap/pcapng capture from tftpdiag, tcpdump or Wireshark (datagr
 transfers by :mod:`tftpdiag.trace.rebuild`).
 
 The kind is told by the file's first bytes, not its name, since captures arrive named anything.
-A damaged or truncated file still gives what was read before the damage, with a message saying so;
-only a file with nothing readable raises :class:`TraceError`.
+A damaged or truncated file still gives what could be read (a capture: what came before the damage;
+a jsonl record: every line but the damaged ones), with a message saying so; only a file with nothing
+readable raises :class:`TraceError`.
 """
 
 from __future__ import annotations

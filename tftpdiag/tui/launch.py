@@ -167,9 +167,8 @@ def trace_app(path: Path, events: list[Event], warning: str | None) -> TftpDiagA
         summary += f" · ⚠ {warning}"
     end = max((e.time for e in events), default=0.0)
     # The path and the damage described come from the user and the file: shown escaped.
-    return TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=ServerInfo(clean(str(path)), line(summary), False,
-                                                                                   kind="trace"),
-                       clock=lambda: end, tick=None)
+    info = ServerInfo(clean(str(path)), line(summary), False, kind="trace")
+    return TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=info, clock=lambda: end, tick=None)
 
 
 def run_trace_app(path: Path, events: list[Event], warning: str | None) -> int:

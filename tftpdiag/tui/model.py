@@ -152,7 +152,8 @@ def _describe(packet: object, raw_len: int) -> tuple[str, str, str]:
     if isinstance(packet, Ack):
         return "ACK", str(packet.block), ""
     if isinstance(packet, Request):
-        return packet.opcode.name, "", f"{quote(packet.filename)} {clean(packet.mode)} {_words(packet.options)}".rstrip()
+        text = f"{quote(packet.filename)} {clean(packet.mode)} {_words(packet.options)}"
+        return packet.opcode.name, "", text.rstrip()
     if isinstance(packet, OAck):
         return "OACK", "", _words(packet.options)
     if isinstance(packet, Error):

@@ -71,7 +71,9 @@ class SweepApp(App[int]):
         self.call_from_thread(self.finish, report)
 
     def add_result(self, result: ProbeResult) -> None:
-        outcome = result.outcome if result.outcome not in ("failed", "skipped") else f"{result.outcome}: {clean(result.message)}"
+        outcome = result.outcome
+        if outcome in ("failed", "skipped"):
+            outcome = f"{outcome}: {clean(result.message)}"
         if len(outcome) > 25:
             outcome = outcome[:24] + "…"  # the whole message is in the summary and in --json
         self.query_one(DataTable).add_row(
