@@ -166,6 +166,32 @@ def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str) -> Non
         assert_safe_text(finding["summary"] + finding["suggestion"] + "".join(finding["evidence"]))
 
 
+@pytest.mark.parametrize("scenario", sorted(SERVER_REPLIES))
+def test_probe_sweep_shows_a_hostile_server_safely(scenario: str) -> None:
+    with HostileServer(SERVER_REPLIES[scenario]) as server:
+        plain = run_cli("probe", "127.0.0.1", "boot.bin", "--port", server.port, "--sweep", "--no-tui", *PROBE_FLAGS)
+        as_json = run_cli("probe", "127.0.0.1", "boot.bin", "--port", server.port, "--sweep", "--json",
+                          *PROBE_FLAGS)
+    assert plain.returncode == 1 and as_json.returncode == 1, plain.stderr
+    text = assert_safe_output(plain.stdout)
+    assert_safe_output(plain.stderr)
+    assert "\\x1b" in text and "[red]" in text  # escaped, and markup shown as text
+    assert_safe_output(as_json.stdout)
+    json.loads(as_json.stdout)
+
+
+def test_sweep_table_reads_no_markup_from_the_server() -> None:
+    from tftpdiag.sweep import DEFAULT_PROBES, ProbeResult, SweepReport, render_text
+
+    report = SweepReport("127.0.0.1", 69, "[b]boot.bin", 1 << 20)
+    report.results.append(ProbeResult(DEFAULT_PROBES[0], "failed", message="[red]gone[/red]",
+                                      granted={"[i]k": "[link=http://evil.example]v[/link]"}))
+    text = render_text(report, width=400)
+    assert_safe_text(text)
+    for shown in ("[b]boot.bin", "[red]gone[/red]", "[i]k=[link=http://evil.example]v[/link]"):
+        assert shown in text
+
+
 # -- a hostile client, for serve ----------------------------------------------------------------------
 
 DISK_NAME = "pxelinux.0\x1b[2J\x07"  # a name on the server's disk, offered back as the nearest name

@@ -456,5 +456,5 @@ def render_text(report: SweepReport, width: int = 120) -> str:
     console = Console(file=buffer, width=width, no_color=True, highlight=False, force_terminal=False)
     console.print(render_table(report))
     for line in summary_lines(report):
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)  # not cut where a server's message chose
     return buffer.getvalue()
