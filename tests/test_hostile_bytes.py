@@ -148,10 +148,14 @@ PROBE_FLAGS = ("--timeout", "0.2", "--retries", "1")
 
 
 @pytest.mark.parametrize("scenario", sorted(SERVER_REPLIES))
-def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str) -> None:
+@pytest.mark.parametrize("command", ["probe", "put"])
+def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, command: str, tmp_path: Path) -> None:
+    local = tmp_path / "boot.bin"
+    local.write_bytes(bytes(100))
+    target = ("boot.bin",) if command == "probe" else (local,)
     with HostileServer(SERVER_REPLIES[scenario]) as server:
-        plain = run_cli("probe", "127.0.0.1", "boot.bin", "--port", server.port, "--no-tui", *PROBE_FLAGS)
-        as_json = run_cli("probe", "127.0.0.1", "boot.bin", "--port", server.port, "--json", *PROBE_FLAGS)
+        plain = run_cli(command, "127.0.0.1", *target, "--port", server.port, "--no-tui", *PROBE_FLAGS)
+        as_json = run_cli(command, "127.0.0.1", *target, "--port", server.port, "--json", *PROBE_FLAGS)
     assert plain.returncode == 1 and as_json.returncode == 1, plain.stderr
     text = assert_safe_output(plain.stdout)
     assert_safe_output(plain.stderr)
