@@ -422,7 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tftpdiag.commands import run_trace
             return run_trace(args)
     except UsageError as exc:
-        print(f"tftpdiag {args.command}: {exc}", file=sys.stderr)
+        from tftpdiag.fmt import line
+
+        # One line, whatever the message quotes (a trace's path or contents, a peer's words).
+        print(line(f"tftpdiag {args.command}: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tftpdiag: interrupted", file=sys.stderr)

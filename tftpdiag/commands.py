@@ -140,7 +140,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
     else:
-        sys.stdout.write(render_text(report))
+        from tftpdiag.fmt import line
+
+        sys.stdout.writelines(line(text) + "\n" for text in render_text(report).splitlines())
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
@@ -192,7 +194,10 @@ def run_serve(args: argparse.Namespace) -> int:
         access = "uploads allowed" if server.config.allow_upload else "read-only"
         if server.skipped_ipv6:
             access += "; IPv6 is not available on this machine, so IPv4 only"
-        print(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop", file=sys.stderr, flush=True)
+        from tftpdiag.fmt import line
+
+        print(line(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop"), file=sys.stderr,
+              flush=True)
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):

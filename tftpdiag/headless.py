@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
+from tftpdiag.fmt import clean, line, quote
 from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
@@ -130,12 +131,13 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     else:
         from rich.console import Console
 
-        # Off a terminal nothing is wrapped: a line that a script greps for stays one line.
-        console = Console(file=stdout, highlight=False, soft_wrap=not stdout.isatty())
+        # soft_wrap: one line per line, never cut where a peer's message chose (a wrapped line that
+        # starts with words from the peer reads like a line of ours in a log; a grep finds it whole).
+        console = Console(file=stdout, highlight=False, soft_wrap=True)
         print_client_summary(record, summary, console)
-        for line in finding_lines(findings):
-            style = "bold red" if line.startswith("✘") else "yellow" if line.startswith("⚠") else "dim"
-            console.print(f"  {line}", style=style if not line.startswith("    ") else "dim", markup=False)
+        for text in finding_lines(findings):
+            style = "bold red" if text.startswith("✘") else "yellow" if text.startswith("⚠") else "dim"
+            _say(console, (f"  {text}", style if not text.startswith("    ") else "dim"))
     return outcome, summary
 
 
@@ -149,31 +151,44 @@ def _progress_bar(transfer: ClientTransfer) -> Progress | None:
                                TransferSpeedColumn)
 
     verb = "uploading" if transfer.request.upload else "downloading"
-    return Progress(TextColumn(f"{verb} [bold]{transfer.request.filename}[/]"), BarColumn(), DownloadColumn(),
+    from rich.markup import escape
+
+    name = escape(quote(transfer.request.filename))
+    return Progress(TextColumn(f"{verb} [bold]{name}[/]"), BarColumn(), DownloadColumn(),
                     TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
+def _say(console: Console, *parts: str | tuple[str, str]) -> None:
+    """Print one line of styled parts. The text is never read as markup and passes through
+    :func:`tftpdiag.fmt.line`: a name or message from the peer cannot style, move or forge output."""
+    from rich.text import Text
+
+    console.print(Text.assemble(*(line(p) if isinstance(p, str) else (line(p[0]), p[1]) for p in parts)))
 
 
 def print_client_summary(record: SessionRecord, summary: dict[str, Any], console: Console) -> None:
     """The human summary of a finished probe or put."""
     verb = "downloaded" if record.direction == "download" else "uploaded"
     server = fmt_addr(record.peer)
+    name = clean(record.filename)
     if summary["ok"]:
-        console.print(f"[green]✔[/] {verb} [bold]{record.filename}[/] {'from' if verb == 'downloaded' else 'to'} {server}")
+        _say(console, ("✔", "green"), f" {verb} ", (name, "bold"),
+             f" {'from' if verb == 'downloaded' else 'to'} {server}")
     else:
-        console.print(f"[red]✘[/] {record.filename} {'from' if record.direction == 'download' else 'to'} {server}: "
-                      f"[red]{summary.get('failure') or explain_failure(record)}[/]")
+        _say(console, ("✘", "red"), f" {name} {'from' if record.direction == 'download' else 'to'} {server}: ",
+             (summary.get("failure") or explain_failure(record), "red"))
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
-        console.print(f"  [yellow]reply came from {fmt_addr(record.replied_from)}, not the address asked[/]")
-    console.print(f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
+        _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
+    _say(console, f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
     if summary.get("sha256") and record.direction == "download" and summary["ok"]:
-        console.print(f"  sha256 {summary['sha256']}")
+        _say(console, f"  sha256 {summary['sha256']}")
     if summary.get("output"):
-        console.print(f"  saved to {summary['output']}")
-    for line in options_lines(record):
-        console.print(f"  {line}", markup=False)
-    console.print(f"  packets sent {record.packets_sent}, received {record.packets_received}; "
-                  f"retransmits {summary['retransmits']}, timeouts {summary['timeouts']}, "
-                  f"duplicates {summary['duplicates']}")
+        _say(console, f"  saved to {summary['output']}")
+    for text in options_lines(record):
+        _say(console, f"  {text}")
+    _say(console, f"  packets sent {record.packets_sent}, received {record.packets_received}; "
+         f"retransmits {summary['retransmits']}, timeouts {summary['timeouts']}, "
+         f"duplicates {summary['duplicates']}")
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
@@ -199,8 +214,8 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
                     obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
             else:
-                stdout.write(one_line(record) + "\n")
-                stdout.writelines(f"    {line}\n" for line in finding_lines(findings, least="warning"))
+                stdout.write(line(one_line(record)) + "\n")
+                stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
             stdout.flush()
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
         for record in ended:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from tftpdiag.findings import Finding, severity_rank
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Completed, Failed
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
@@ -110,9 +111,9 @@ def explain_failure(record: SessionRecord) -> str:
     """The failure in plain words, naming who said what."""
     if record.refused is not None:
         r = record.refused
-        text = f"refused: ERROR {r.code} ({error_code_name(r.code)}): {r.message}"
+        text = f"refused: ERROR {r.code} ({error_code_name(r.code)}): {clean(r.message)}"
         if r.suggestion:
-            text += f"; did the client mean {r.suggestion!r}?"
+            text += f"; did the client mean {quote(r.suggestion)}?"
         return text
     result = record.result
     if not isinstance(result, Failed):
@@ -120,8 +121,8 @@ def explain_failure(record: SessionRecord) -> str:
     if result.code is not None:
         peer = "the server" if record.role is None or record.role.is_client else "the client"
         who = peer if result.raised_by.value == "peer" else "tftpdiag"
-        return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {result.message}"
-    return result.message
+        return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
+    return clean(result.message)
 
 
 def outcome_text(record: SessionRecord) -> str:
@@ -138,18 +139,20 @@ def options_lines(record: SessionRecord) -> list[str]:
         return []
     lines = []
     for o in negotiated.outcomes:
-        granted = o.granted if o.granted is not None else "-"
-        lines.append(f"{o.name:<10} asked {o.asked:<6} granted {granted:<8} {o.verdict.value:<8} {o.meaning}")
+        granted = clean(o.granted) if o.granted is not None else "-"
+        asked = clean(o.asked) if o.asked is not None else "-"
+        lines.append(f"{clean(o.name):<10} asked {asked:<6} granted {granted:<8} {o.verdict.value:<8} "
+                     f"{clean(o.meaning)}")
     if not negotiated.outcomes:
         lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
     return lines
 
 
 def one_line(record: SessionRecord) -> str:
-    """A finished server session in one line."""
+    """A finished server session in one line (names and messages from the peer shown escaped)."""
     if record.refused is not None and record.refused.received:
         return (f"{fmt_addr(record.client):<22} sent {record.refused.received} to the listening port, which takes "
                 f"only requests (ignored)")
     kind = "RRQ" if record.direction == "download" else "WRQ"
-    return (f"{fmt_addr(record.client):<22} {kind} {record.filename!r:<24} {record.direction:<8} "
+    return (f"{fmt_addr(record.client):<22} {kind} {quote(record.filename):<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")

@@ -28,6 +28,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.findings import Analyzer, Finding
 from tftpdiag.findings.model import fmt_bytes, fmt_rate
+from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
@@ -397,14 +398,14 @@ _MARK = {"error": "✘", "warning": "!", "info": "·"}
 def _options_text(values: dict[str, str] | None) -> str:
     if values is None:
         return "no OACK"
-    return " ".join(f"{k}={v}" for k, v in values.items()) or "-"
+    return _escape(" ".join(f"{clean(k)}={clean(v)}" for k, v in values.items())) or "-"
 
 
 def render_table(report: SweepReport):
     """A rich Table of the probes."""
     from rich.table import Table
 
-    table = Table(title=f"Option sweep of {report.filename} on {report.host}:{report.port}", expand=False)
+    table = Table(title=f"Option sweep of {_escape(clean(report.filename))} on {report.host}:{report.port}", expand=False)
     for name in ("probe", "asked", "granted", "result"):
         table.add_column(name)
     table.add_column("bytes", justify="right")
@@ -414,11 +415,11 @@ def render_table(report: SweepReport):
         asked = _options_text(r.requested) + (f" ({r.spec.mode})" if r.spec.mode != "octet" else "")
         granted = "" if r.outcome == "skipped" else _options_text(r.granted)
         style = {"completed": "green", "capped": "green", "failed": "red", "skipped": "dim"}[r.outcome]
-        result = r.outcome if r.outcome != "failed" else f"failed: {r.message}"
+        result = r.outcome if r.outcome != "failed" else f"failed: {clean(r.message)}"
         if r.ok and r.message and r.outcome == "completed":
-            result += f" ({r.message})"
+            result += f" ({clean(r.message)})"
         if r.outcome == "skipped":
-            result = f"skipped: {r.message}"
+            result = f"skipped: {clean(r.message)}"
         findings = ", ".join(f"{_MARK[f.severity]}{f.id}" for f in r.findings)
         table.add_row(r.name, asked, granted, f"[{style}]{_escape(result)}[/]",
                       fmt_bytes(r.bytes) if r.outcome != "skipped" else "",
@@ -468,5 +469,5 @@ def render_text(report: SweepReport, width: int = 120) -> str:
     console = Console(file=buffer, width=width, no_color=True, highlight=False, force_terminal=False)
     console.print(render_table(report))
     for line in summary_lines(report):
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)  # not cut where a server's message chose
     return buffer.getvalue()

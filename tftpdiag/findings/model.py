@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tftpdiag import fmt
+from tftpdiag.fmt import quote
 from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate  # noqa: F401 - the formatters every view uses
 
 __all__ = [
@@ -53,8 +56,11 @@ class Finding:
     def __post_init__(self) -> None:
         if self.severity not in _RANK:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
-        if not isinstance(self.evidence, tuple):
-            object.__setattr__(self, "evidence", tuple(self.evidence))
+        # A finding's words quote what peers sent (names, messages, options): made safe here, once, for
+        # every view that shows them (plain lines, JSON, the TUI).
+        object.__setattr__(self, "summary", fmt.line(self.summary))
+        object.__setattr__(self, "evidence", tuple(fmt.line(item) for item in self.evidence))
+        object.__setattr__(self, "suggestion", fmt.line(self.suggestion))
 
     @property
     def rank(self) -> int:
@@ -93,28 +99,8 @@ def evidence(items: Iterable[str], more: int = 0) -> tuple[str, ...]:
     return tuple(out)
 
 
-def escape_name(name: str) -> str:
-    """A file name quoted with its odd bytes visible: control bytes, bytes that are not UTF-8 (as the
-    codec kept them, surrogate-escaped) and non-breaking look-alikes become ``\\xNN`` / ``\\u....``.
-
-    Backslashes are shown doubled so that a real backslash cannot be mistaken for an escape.
-    """
-    out = []
-    for ch in name:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "'":
-            out.append("\\'")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif not ch.isprintable() or ch in "\u00a0\u200b\u200c\u200d\ufeff":
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "'" + "".join(out) + "'"
+# A file name as findings quote it: the one escaper in tftpdiag.fmt, under the name findings know.
+escape_name = quote
 
 
 def fmt_t(t: float) -> str:
@@ -123,6 +109,4 @@ def fmt_t(t: float) -> str:
 
 
 def fmt_options(options: Iterable[tuple[str, str]] | None) -> str:
-    if not options:
-        return "no options"
-    return " ".join(f"{name}={value}" for name, value in options)
+    return fmt.options(options)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import math
 from dataclasses import fields
 from enum import Enum
 from typing import IO, Any, Iterator
@@ -85,39 +87,147 @@ def event_to_dict(event: ev.Event, snaplen: int | None = None) -> dict[str, Any]
     return out
 
 
-def _address(value: Any) -> ev.Address | None:
-    return None if value is None else (str(value[0]), int(value[1]))
+# -- reading back: a trace file is untrusted input ---------------------------------------------------
+#
+# Each field is checked against the type its event class declares, so that a damaged or forged line is
+# refused here, with a line saying why, instead of failing in whatever later reads the value (an
+# infinite session id, a file name that is a number, an address that is not one).
+
+_INT_MAX = 1 << 63
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _int(value: Any, high: int = _INT_MAX) -> int:
+    if type(value) is not int or not 0 <= value < high:
+        raise _Bad(f"expected a whole number from 0 to {high - 1}, not {_shown(value)}")
+    return value
+
+
+def _float(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise _Bad(f"expected a finite number, not {_shown(value)}")
+    return float(value)
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise _Bad(f"expected a string, not {_shown(value)}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _Bad(f"expected true or false, not {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value from the file, for a message: its type only, never its text (it is shown later)."""
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _pair(value: Any) -> list[Any]:
+    if type(value) is not list or len(value) != 2:
+        raise _Bad(f"expected a pair, not {_shown(value)}")
+    return value
+
+
+def _address(value: Any) -> ev.Address:
+    host, port = _pair(value)
+    try:
+        ipaddress.ip_address(_str(host))
+    except ValueError:
+        raise _Bad("an address that is not an IP address") from None
+    return (host, _int(port, 1 << 16))
 
 
 def _options(value: Any) -> tuple[tuple[str, str], ...]:
-    return tuple((str(k), str(v)) for k, v in value)
+    if type(value) is not list:
+        raise _Bad(f"expected a list of options, not {_shown(value)}")
+    return tuple((_str(k), _str(v)) for k, v in map(_pair, value))
 
 
-def _negotiated(d: dict[str, Any]) -> Negotiated:
-    outcomes = tuple(OptionOutcome(o["name"], o["asked"], o["granted"], Verdict(o["verdict"])) for o in d["outcomes"])
-    return Negotiated(d["blksize"], d["windowsize"], d["timeout"], d["tsize"], outcomes,
-                      None if d["oack"] is None else _options(d["oack"]))
+def _dict(value: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    if type(value) is not dict or set(value) != set(keys):
+        raise _Bad(f"expected an object with {', '.join(keys)}")
+    return value
 
 
-_CONVERT = {
-    "local": _address,
-    "peer": _address,
-    "role": ev.Role,
-    "note": ev.Note,
-    "reason": ev.Reason,
-    "raised_by": ev.Side,
-    "negotiated": _negotiated,
-    "asked": _options,
-    "stats": lambda d: ev.TransferStats(**d),
+def _maybe(check: Any) -> Any:
+    return lambda value: None if value is None else check(value)
+
+
+def _enum(cls: Any) -> Any:
+    return lambda value: cls(_str(value))
+
+
+_OUTCOME_KEYS = ("name", "asked", "granted", "verdict")
+_NEGOTIATED_KEYS = ("blksize", "windowsize", "timeout", "tsize", "outcomes", "oack")
+
+
+def _outcome(value: Any) -> OptionOutcome:
+    d = _dict(value, _OUTCOME_KEYS)
+    return OptionOutcome(_str(d["name"]), _maybe(_str)(d["asked"]), _maybe(_str)(d["granted"]),
+                         Verdict(_str(d["verdict"])))
+
+
+def _negotiated(value: Any) -> Negotiated:
+    d = _dict(value, _NEGOTIATED_KEYS)
+    if type(d["outcomes"]) is not list:
+        raise _Bad("expected a list of option outcomes")
+    return Negotiated(_int(d["blksize"], 1 << 16), _int(d["windowsize"], 1 << 16), _maybe(_u16)(d["timeout"]),
+                      _maybe(_int)(d["tsize"]), tuple(map(_outcome, d["outcomes"])), _maybe(_options)(d["oack"]))
+
+
+def _u16(value: Any) -> int:
+    return _int(value, 1 << 16)
+
+
+_STATS_FLOATS = {"duration"}
+_STATS_KEYS = tuple(f.name for f in fields(ev.TransferStats))
+
+
+def _stats(value: Any) -> ev.TransferStats:
+    d = _dict(value, _STATS_KEYS)
+    return ev.TransferStats(**{k: _float(v) if k in _STATS_FLOATS else _int(v) for k, v in d.items()})
+
+
+# Each declared field type (the annotation's text) and the check that turns a JSON value into it.
+_CHECK: dict[str, Any] = {
+    "int": _int,
+    "int | None": _maybe(_int),
+    "float": _float,
+    "str": _str,
+    "str | None": _maybe(_str),
+    "bool": _bool,
+    "Address": _address,
+    "Address | None": _maybe(_address),
+    "Options": _options,
+    "Role": _enum(ev.Role),
+    "Note": _enum(ev.Note),
+    "Side": _enum(ev.Side),
+    "Reason": _enum(ev.Reason),
+    "Negotiated": _negotiated,
+    "TransferStats": _stats,
 }
 
 
-def dict_to_event(d: dict[str, Any]) -> ev.Event:
-    """Rebuild an event; raises ValueError with what is wrong for a line that does not fit."""
+def dict_to_event(d: Any) -> ev.Event:
+    """Rebuild an event; raises ValueError with what is wrong (in words of ours, not the file's) for a
+    line that does not fit."""
+    if type(d) is not dict:
+        raise ValueError(f"not a tftpdiag event: {_shown(d)}, not an object")
+    kind = d.get("event")
+    cls = _BY_KIND.get(kind) if type(kind) is str else None
+    if cls is None:
+        raise ValueError("not a tftpdiag event: no known \"event\" kind")
+    name = "session"
     try:
-        cls = _BY_KIND[d["event"]]
-        kwargs: dict[str, Any] = {"session": int(d["session"]), "time": float(d["t"])}
-        raw = base64.b64decode(d["raw"]) if "raw" in d else b""
+        kwargs: dict[str, Any] = {"session": _int(d["session"]), "time": _float(d["t"])}
+        raw = base64.b64decode(_str(d["raw"]), validate=True) if "raw" in d else b""
         for f in fields(cls):
             name = f.name
             if name in kwargs:
@@ -130,19 +240,19 @@ def dict_to_event(d: dict[str, Any]) -> ev.Event:
                 except ProtocolError:
                     kwargs[name] = None
             elif name in d:
-                value = d[name]
-                if name == "requested" and cls is ev.PeerLocked:
-                    kwargs[name] = _address(value)
-                elif name == "requested":
-                    kwargs[name] = _options(value)
-                elif value is not None and name in _CONVERT and not (name == "reason" and cls is ev.Retransmit):
-                    # Retransmit.reason is free text ("timeout", "window-gap"), not a Failed's Reason.
-                    kwargs[name] = _CONVERT[name](value)
-                else:
-                    kwargs[name] = value
+                kwargs[name] = _CHECK[f.type](d[name])  # type: ignore[index]
         return cls(**kwargs)
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ValueError(f"not a tftpdiag event: {exc}") from None
+    except KeyError as exc:
+        raise ValueError(f"not a tftpdiag event: {kind} without {_key(exc)}") from None
+    except (_Bad, binascii.Error) as exc:
+        raise ValueError(f"not a tftpdiag event: {kind} field {name!r}: {exc}") from None
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
+        raise ValueError(f"not a tftpdiag event: {kind} field {name!r}: {type(exc).__name__}") from None
+
+
+def _key(exc: KeyError) -> str:
+    key = exc.args[0] if exc.args else ""
+    return repr(key) if key in ("session", "t", "raw") else "a field it needs"
 
 
 def _addr_json(addr: ev.Address) -> str:
@@ -200,19 +310,39 @@ class JsonlWriter:
         self.file.close()
 
 
+MAX_LINE = 1 << 18  # bytes: the longest event we write is a 64 KiB datagram in base64, about 90 KB
+
+
+def parse_line(line: bytes | str, number: int) -> ev.Event | None:
+    """One line of a jsonl trace: its event, or None for a blank line or the header. Raises ValueError
+    naming the line when it is damaged; the message never quotes the line itself."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"line {number} holds bytes that are not UTF-8 text") from None
+    line = line.strip()
+    if not line:
+        return None
+    if len(line) > MAX_LINE:
+        raise ValueError(f"line {number} is longer than any event ({len(line):,} characters)")
+    try:
+        obj = json.loads(line)
+    except RecursionError:
+        raise ValueError(f"line {number} nests brackets too deeply to be an event") from None
+    except ValueError:  # JSONDecodeError, and numbers with more digits than int() takes
+        raise ValueError(f"line {number} is not JSON (the file may be truncated)") from None
+    if number == 1 and type(obj) is dict and obj.get("format") == FORMAT:
+        return None
+    try:
+        return dict_to_event(obj)
+    except ValueError as exc:
+        raise ValueError(f"line {number}: {exc}") from None
+
+
 def read_events(file: IO[str]) -> Iterator[ev.Event]:
     """Events from a tftpdiag jsonl trace. Raises ValueError naming the line that is damaged."""
     for number, line in enumerate(file, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"line {number} is not JSON (the file may be truncated)") from None
-        if number == 1 and obj.get("format") == FORMAT:
-            continue
-        try:
-            yield dict_to_event(obj)
-        except ValueError as exc:
-            raise ValueError(f"line {number}: {exc}") from None
+        event = parse_line(line, number)
+        if event is not None:
+            yield event

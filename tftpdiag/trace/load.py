@@ -3,8 +3,9 @@ published), or a pcap/pcapng capture from tftpdiag, tcpdump or Wireshark (datagr
 transfers by :mod:`tftpdiag.trace.rebuild`).
 
 The kind is told by the file's first bytes, not its name, since captures arrive named anything.
-A damaged or truncated file still gives what was read before the damage, with a message saying so;
-only a file with nothing readable raises :class:`TraceError`.
+A damaged or truncated file still gives what could be read (a capture: what came before the damage;
+a jsonl record: every line but the damaged ones), with a message saying so; only a file with nothing
+readable raises :class:`TraceError`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from tftpdiag.protocol.events import Event
-from tftpdiag.trace.jsonl import read_events
+from tftpdiag.trace.jsonl import MAX_LINE, parse_line
 from tftpdiag.trace.pcap import CaptureError, read_datagrams
 from tftpdiag.trace.rebuild import Rebuilder
 
@@ -84,21 +86,50 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
 
 
 def _load_jsonl(path: Path) -> TraceLoad:
+    """Every event that can be read. A damaged line (not JSON, not an event, a field of the wrong type,
+    bytes that are not text, brackets nested too deep, a line longer than any event) is skipped and
+    counted; the warning names the first. Memory stays bounded by MAX_LINE whatever the file holds."""
     events: list[Event] = []
-    warning: str | None = None
+    damaged = 0
+    first: str | None = None
+    trouble: str | None = None
+    number = 0
     try:
-        with open(path, encoding="utf-8") as f:
-            events.extend(read_events(f))
-    except UnicodeDecodeError as exc:
-        warning = f"the file holds bytes that are not UTF-8 text after {len(events)} events ({exc.reason})"
-    except ValueError as exc:
-        warning = f"{exc}: showing the {_count(len(events), 'event')} before it"
+        with open(path, "rb") as f:
+            while line := f.readline(MAX_LINE + 1):
+                number += 1
+                if len(line) > MAX_LINE and not line.endswith(b"\n"):
+                    _skip_line(f)
+                    damaged += 1
+                    first = first or f"line {number} is longer than any event (over {MAX_LINE:,} bytes)"
+                    continue
+                try:
+                    event = parse_line(line, number)
+                except ValueError as exc:
+                    damaged += 1
+                    first = first or str(exc)
+                    continue
+                if event is not None:
+                    events.append(event)
     except OSError as exc:
-        warning = f"read error after {len(events)} events ({exc.strerror or exc})"
-    if warning is not None and not events:
-        raise TraceError(f"{path}: not a tftpdiag jsonl trace ({warning.split(': showing')[0]})")
+        trouble = f"read error after {_count(number, 'line')} ({exc.strerror or exc})"
+    if not events and (damaged or trouble):
+        raise TraceError(f"{path}: not a tftpdiag jsonl trace ({trouble or first})")
+    notes = []
+    if damaged:
+        notes.append(f"skipped {_count(damaged, 'damaged line')} (the first: {first}): showing the "
+                     f"{_count(len(events), 'event')} that could be read")
+    if trouble:
+        notes.append(trouble)
     sessions = len({event.session for event in events})
-    return TraceLoad(path, "jsonl", events, len(events), sessions, warning)
+    return TraceLoad(path, "jsonl", events, len(events), sessions, "; ".join(notes) or None)
+
+
+def _skip_line(f: BinaryIO) -> None:
+    """Read on to the end of an overlong line, a bounded piece at a time."""
+    while chunk := f.readline(MAX_LINE):
+        if chunk.endswith(b"\n"):
+            return
 
 
 def _count(n: int, noun: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from tftpdiag.protocol.events import Event
 from tftpdiag.findings import analyze
+from tftpdiag.fmt import line
 from tftpdiag.report import by_session, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad
@@ -42,17 +43,25 @@ def trace_json(loaded: TraceLoad) -> dict[str, Any]:
 
 
 def print_trace(loaded: TraceLoad, out: TextIO) -> None:
+    """The plain summary. Every line is written through :func:`tftpdiag.fmt.line`: what the file holds
+    (names, messages, options, the damage described in the warning) cannot drive the terminal."""
+    def write(text: str = "") -> None:
+        out.write(line(text) + "\n")
+
     records = trace_records(loaded.events)
     what = "events" if loaded.kind == "jsonl" else "UDP datagrams"
     noun = "transfer" if len(records) == 1 else "transfers"
-    out.write(f"{loaded.path}: {loaded.kind}, {loaded.records:,} {what}, {len(records)} {noun}\n")
+    write(f"{loaded.path}: {loaded.kind}, {loaded.records:,} {what}, {len(records)} {noun}")
     if loaded.warning:
-        out.write(f"warning: {loaded.warning}\n")
+        write(f"warning: {loaded.warning}")
     findings = analyze(loaded.events)
     for record in records:
-        out.write("\n" + _headline(record) + "\n")
-        out.writelines(f"    {line}\n" for line in _details(record))
-        out.writelines(f"    {line}\n" for line in finding_lines(f for f in findings if f.session == record.session))
+        write()
+        write(_headline(record))
+        for text in _details(record):
+            write(f"    {text}")
+        for text in finding_lines(f for f in findings if f.session == record.session):
+            write(f"    {text}")
 
 
 def _headline(record: SessionRecord) -> str:

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 
 from tftpdiag.findings import Analyzer
+from tftpdiag.fmt import line
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
@@ -234,9 +235,10 @@ class TftpDiagApp(App[int]):
         try:
             message = self.saver(path)
         except Exception as exc:  # noqa: BLE001 - any failure is reported to the user, not raised
-            self.call_from_thread(self.notify, f"could not save the trace: {exc}", severity="error", timeout=8)
+            self.call_from_thread(self.notify, line(f"could not save the trace: {exc}"), severity="error", timeout=8,
+                                  markup=False)
             return
-        self.call_from_thread(self.notify, message, timeout=6)
+        self.call_from_thread(self.notify, line(message), timeout=6, markup=False)
 
     async def action_quit(self) -> None:
         if self.probe is not None:

@@ -10,13 +10,14 @@ from typing import Any, Callable
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
+from tftpdiag.fmt import clean, line
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 
-__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "ClientProbe", "server_info"]
+__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "trace_app", "ClientProbe", "server_info"]
 
 UI_PACKET_WINDOW = 400  # packet events the UI keeps between two ticks (a screenful many times over); the rest only reach traces
 
@@ -99,7 +100,7 @@ def server_info(server: TftpServer) -> ServerInfo:
         extra.append("single-port")
     if cfg.policy.refuse:
         extra.append("refusing " + ", ".join(sorted(cfg.policy.refuse)))
-    return ServerInfo(str(server.root), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
+    return ServerInfo(clean(str(server.root)), ", ".join(fmt_addr(a) for a in server.addresses), cfg.allow_upload,
                       " · ".join(extra), impair=str(cfg.impair) if cfg.impair is not None else "")
 
 
@@ -179,14 +180,19 @@ def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) ->
     return code if code is not None else probe.exit_code()
 
 
-def run_trace_app(path: Path, events: list[Event], warning: str | None) -> int:
-    """A saved trace or capture in the same views as a live server: its transfers, then each in detail."""
+def trace_app(path: Path, events: list[Event], warning: str | None) -> TftpDiagApp:
+    """The app that shows a saved trace or capture: its transfers, then each in detail."""
     transfers = len({e.session for e in events if isinstance(e, TransferStarted)})
     summary = f"{transfers} transfer{'s' if transfers != 1 else ''}"
     if warning:
         summary += f" · ⚠ {warning}"
     end = max((e.time for e in events), default=0.0)
-    app = TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=ServerInfo(str(path), summary, False, kind="trace"),
-                      clock=lambda: end, tick=None)
-    app.run()
+    # The path and the damage described come from the user and the file: shown escaped.
+    info = ServerInfo(clean(str(path)), line(summary), False, kind="trace")
+    return TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=info, clock=lambda: end, tick=None)
+
+
+def run_trace_app(path: Path, events: list[Event], warning: str | None) -> int:
+    """A saved trace or capture in the same views as a live server."""
+    trace_app(path, events, warning).run()
     return 0

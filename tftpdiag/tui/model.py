@@ -6,9 +6,9 @@ Plain Python with no widgets, so the views stay thin and the folding is tested w
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from tftpdiag.protocol.events import (
     Event,
@@ -23,10 +23,12 @@ from tftpdiag.protocol.events import (
     SocketError,
     TimedOut,
 )
+from tftpdiag.fmt import SHOWN, clean, quote
+from tftpdiag.protocol.options import Negotiated, OptionOutcome
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 
-__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "ROWS_PER_SESSION"]
+__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "ROWS_PER_SESSION", "shown", "quoted"]
 
 ROWS_PER_SESSION = 1000  # newest packet rows kept per session; the full record goes to the trace
 MAX_SESSIONS = 500  # finished sessions beyond this are forgotten, oldest first
@@ -93,19 +95,69 @@ class Changes:
         return bool(self.sessions or self.refusals or self.problems)
 
 
+# -- the door: what the TUI shows is made safe as it comes in --------------------------------------
+#
+# Every string an event carries may come from a peer (names, modes, options, ERROR messages) or from a
+# trace file (any field at all). Events pass :func:`shown` on their way into the model, so every view
+# draws printable, bounded text; packets are described by _describe, which escapes what it quotes.
+# (Views must still never hand such text to anything that reads markup: they build rich Text.)
+
+def _shown_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= SHOWN and value.isprintable() else clean(value)
+    if isinstance(value, tuple):
+        items = tuple(_shown_value(v) for v in value)
+        return value if all(a is b for a, b in zip(items, value)) else items
+    if isinstance(value, (Negotiated, OptionOutcome)):
+        return _shown_fields(value)
+    return value
+
+
+def _shown_fields(obj: Any) -> Any:
+    changes = {}
+    for f in fields(obj):
+        if f.name in ("raw", "packet", "stats"):
+            continue
+        value = getattr(obj, f.name)
+        safe = _shown_value(value)
+        if safe is not value:
+            changes[f.name] = safe
+    return replace(obj, **changes) if changes else obj
+
+
+def shown(event: Event) -> Event:
+    """The event with every string in it printable and bounded (the same event when it already was)."""
+    cls = type(event)
+    if cls is PacketSent:
+        return event  # addresses and the packet only: the packet is described by _describe
+    if cls is PacketReceived:
+        detail = event.detail  # type: ignore[union-attr]
+        return event if not detail or detail.isprintable() else replace(event, detail=clean(detail))
+    return _shown_fields(event)
+
+
+def quoted(text: str) -> str:
+    """A name that has passed :func:`shown`, in quotes (it is escaped already: not again)."""
+    return f"'{text}'"
+
+
+def _words(options: Iterable[tuple[str, str]]) -> str:
+    return " ".join(f"{clean(k)}={clean(v)}" for k, v in options)
+
+
 def _describe(packet: object, raw_len: int) -> tuple[str, str, str]:
-    """(opcode, block, note text) for the packet column."""
+    """(opcode, block, note text) for the packet column; what the packet quotes is escaped."""
     if isinstance(packet, Data):
         return "DATA", str(packet.block), ""
     if isinstance(packet, Ack):
         return "ACK", str(packet.block), ""
     if isinstance(packet, Request):
-        opts = " ".join(f"{k}={v}" for k, v in packet.options)
-        return packet.opcode.name, "", f"{packet.filename!r} {packet.mode} {opts}".rstrip()
+        text = f"{quote(packet.filename)} {clean(packet.mode)} {_words(packet.options)}"
+        return packet.opcode.name, "", text.rstrip()
     if isinstance(packet, OAck):
-        return "OACK", "", " ".join(f"{k}={v}" for k, v in packet.options)
+        return "OACK", "", _words(packet.options)
     if isinstance(packet, Error):
-        return "ERROR", "", f"{packet.code} {error_code_name(packet.code)}: {packet.message}"
+        return "ERROR", "", f"{packet.code} {error_code_name(packet.code)}: {clean(packet.message)}"
     return "?", "", f"{raw_len} bytes undecodable"
 
 
@@ -127,7 +179,7 @@ class LiveModel:
     def apply(self, events: Iterable[Event]) -> Changes:
         changes = Changes()
         views = self.views
-        ended = self.table.apply(events_list := list(events))
+        ended = self.table.apply(events_list := [shown(event) for event in events])
         for event in events_list:
             sid = event.session
             view = views.get(sid)

@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
 from tftpdiag.engine.client import TransferSetupError
+from tftpdiag.fmt import clean, options, quote
 from tftpdiag.protocol.session import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import ProbeResult, SweepReport, run_sweep, summary_lines
@@ -21,10 +22,11 @@ __all__ = ["SweepApp", "run_sweep_app"]
 _STYLE = {"completed": "green", "capped": "green", "failed": "bold red", "skipped": "dim"}
 
 
-def _options(values: dict[str, str] | None) -> str:
+def _options(values: dict[str, str] | None) -> Text:
+    """The server's OACK, escaped, as Text: a DataTable reads a plain string as markup."""
     if values is None:
-        return "no OACK"
-    return " ".join(f"{k}={v}" for k, v in values.items()) or "-"
+        return Text("no OACK")
+    return Text(options(values.items()) if values else "-")
 
 
 class SweepApp(App[int]):
@@ -44,7 +46,7 @@ class SweepApp(App[int]):
         self.report: SweepReport | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(Text.assemble((" sweep ", "bold"), f"{self.host}:{self.port} ", (repr(self.filename), "bold"),
+        yield Static(Text.assemble((" sweep ", "bold"), f"{self.host}:{self.port} ", (quote(self.filename), "bold"),
                                    ("  short probes with different options, 2 MiB at most each", "dim")), id="target")
         yield DataTable(id="probes", cursor_type="row")
         yield Static(Text("probing…", style="dim"), id="verdict")
@@ -64,16 +66,18 @@ class SweepApp(App[int]):
                                cancel=self.cancel,
                                on_result=lambda r: self.call_from_thread(self.add_result, r))
         except TransferSetupError as exc:
-            self.call_from_thread(self.query_one("#verdict", Static).update, Text(str(exc), style="bold red"))
+            self.call_from_thread(self.query_one("#verdict", Static).update, Text(clean(str(exc)), style="bold red"))
             return
         self.call_from_thread(self.finish, report)
 
     def add_result(self, result: ProbeResult) -> None:
-        outcome = result.outcome if result.outcome not in ("failed", "skipped") else f"{result.outcome}: {result.message}"
+        outcome = result.outcome
+        if outcome in ("failed", "skipped"):
+            outcome = f"{outcome}: {clean(result.message)}"
         if len(outcome) > 25:
             outcome = outcome[:24] + "…"  # the whole message is in the summary and in --json
         self.query_one(DataTable).add_row(
-            result.name, "" if result.outcome == "skipped" else _options(result.granted),
+            Text(result.name), "" if result.outcome == "skipped" else _options(result.granted),
             Text(outcome, style=_STYLE[result.outcome]),
             fmt_bytes(result.bytes) if result.outcome != "skipped" else "",
             fmt_rate(result.rate_bps) if result.ok else "",

@@ -14,7 +14,7 @@ from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
-from tftpdiag.tui.model import Changes, LiveModel
+from tftpdiag.tui.model import Changes, LiveModel, quoted
 from tftpdiag.tui.widgets.session_panel import state_text
 
 __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
@@ -217,7 +217,7 @@ class ServeView(Vertical):
     def _log_failure(self, record: SessionRecord) -> None:
         kind = "RRQ" if record.direction == "download" else "WRQ"
         self.query_one(RichLog).write(Text.assemble(
-            (f"{fmt_addr(record.client)} ", "dim"), f"{kind} {record.filename!r} ",
+            (f"{fmt_addr(record.client)} ", "dim"), f"{kind} {quoted(record.filename)} ",
             (f"failed: {explain_failure(record)}", "red")))
 
     def _log_refusal(self, refusal: RequestRefused) -> None:
@@ -228,8 +228,8 @@ class ServeView(Vertical):
             return
         kind = "RRQ" if refusal.is_read else "WRQ"
         style = "bold red" if refusal.why == "path-escape" else "yellow"
-        text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {refusal.filename!r} ",
+        text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {quoted(refusal.filename)} ",
                              (f"{refusal.why}: ERROR {refusal.code} ({error_code_name(refusal.code)}) {refusal.message}", style))
         if refusal.suggestion:
-            text.append(f"; nearest existing file: {refusal.suggestion!r}", style="cyan")
+            text.append(f"; nearest existing file: {quoted(refusal.suggestion)}", style="cyan")
         self.query_one(RichLog).write(text)

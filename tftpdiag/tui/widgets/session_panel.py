@@ -20,7 +20,7 @@ from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
-from tftpdiag.tui.model import Filter, SessionView
+from tftpdiag.tui.model import Filter, SessionView, quoted
 from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
 
@@ -70,13 +70,14 @@ def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     if negotiated is None:
         verdict, meaning = ("-", "not negotiated: the transfer ended first") if record.finished else \
             ("pending", "waiting for the answer")
+        # Cells are Text, never plain strings: a table reads those as markup, and these came from a peer.
         for name, value in record.requested:
-            table.add_row(name, value, "…" if not record.finished else "-", Text(verdict, style="dim"),
+            table.add_row(Text(name), Text(value), "…" if not record.finished else "-", Text(verdict, style="dim"),
                           Text(meaning, style="dim"))
         return table
     for o in negotiated.outcomes:
-        table.add_row(o.name, o.asked or "-", o.granted or "-", Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]),
-                      o.meaning)
+        table.add_row(Text(o.name), Text(o.asked or "-"), Text(o.granted or "-"),
+                      Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]), Text(o.meaning))
     return table
 
 
@@ -185,7 +186,7 @@ class SessionPanel(Vertical):
         else:
             text.append("session ", style="bold")
             text.append(f"{fmt_addr(record.client)} ")
-        text.append(f"{record.filename!r} ", style="bold")
+        text.append(f"{quoted(record.filename)} ", style="bold")
         text.append(f"{record.mode}  ", style="dim")
         text.append_text(state_text(record))
         elapsed = record.duration if record.finished else max(now - (record.started or now), 0.0)

@@ -1,0 +1,74 @@
+"""Untrusted text made safe to show: the one place that knows how.
+
+File names, modes, option names and values, ERROR messages and anything else decoded from a datagram
+or read from a trace file is chosen by whoever sent it. Printed as it is, it can clear the terminal of
+the person reading, set its title, ring its bell, reorder what is shown (bidi overrides) or forge log
+lines (CR/LF). Every character Python does not call printable (C0 and C1 controls, DEL, ESC, line and
+paragraph separators, format characters such as the bidi overrides and isolates, surrogates, private
+use, unassigned) is shown as an escape instead, and a huge string is cut to a bounded length.
+
+Where it is applied: plain output writes every line through :func:`line` (headless, trace, the CLI's
+one-line errors); a :class:`~tftpdiag.findings.Finding` cleans its own text when it is made; the TUI
+builds its text from :func:`clean` and :func:`quote` and never lets such a string be read as markup.
+Data written to trace files keeps the raw bytes: only what is shown is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options"]
+
+SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
+LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as the surrogateescape codec keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _escaped(text: str, specials: str) -> str:
+    return "".join(_escape_char(ch) if not ch.isprintable() else
+                   ("\\" + ch if ch in specials else ch) for ch in text)
+
+
+def _cut(text: str, limit: int) -> tuple[str, str]:
+    if len(text) <= limit:
+        return text, ""
+    return text[:limit], f"…(+{len(text) - limit:,} chars)"
+
+
+def clean(text: str, limit: int = SHOWN) -> str:
+    """``text`` with every character that is not printable shown as ``\\xNN``, ``\\uNNNN`` or
+    ``\\UNNNNNNNN``, and at most ``limit`` characters of it. Backslashes are left alone, so cleaning
+    text twice changes nothing: it is safe to clean a line that holds already cleaned parts."""
+    text, more = _cut(text, limit)
+    if text.isprintable():  # nearly always: no copy
+        return text + more
+    return _escaped(text, "") + more
+
+
+def quote(name: str, limit: int = SHOWN) -> str:
+    """A name from the network in quotes, every odd character visible: what :func:`clean` escapes,
+    plus backslashes and quotes doubled, so that the name shown cannot be mistaken for another."""
+    name, more = _cut(name, limit)
+    return "'" + _escaped(name, "\\'") + "'" + more
+
+
+def line(text: str) -> str:
+    """One line of plain output, whatever went into it: no control character survives (a CR or LF in a
+    message cannot start a forged line), and its length is bounded."""
+    return clean(text, LINE)
+
+
+def options(pairs: Iterable[tuple[str, str]] | None, limit: int = SHOWN) -> str:
+    """Option pairs as ``name=value`` words, each part cleaned; "no options" for none."""
+    shown = " ".join(f"{clean(str(k), limit)}={clean(str(v), limit)}" for k, v in pairs or ())
+    return shown or "no options"
