@@ -445,8 +445,11 @@ def summary_lines(report: SweepReport) -> list[str]:
                                                ("blksize", "windowsize", "tsize", "timeout", "netascii")))
     fastest = report.fastest
     if fastest is not None:
-        lines.append(f"Fastest without loss: {fastest.name} ({fmt_rate(fastest.rate_bps)}, blksize {fastest.blksize}, "
-                     f"windowsize {fastest.windowsize})")
+        text = f"Fastest without loss: {fastest.name} at {fmt_rate(fastest.rate_bps)}"
+        # Name the settings it ran with only where the probe's name does not already say them.
+        ran = [f"blksize {fastest.blksize}"] + ([f"windowsize {fastest.windowsize}"] if fastest.windowsize > 1 else [])
+        ran = [words for words in ran if words not in fastest.name]
+        lines.append(text + (f" (ran with {', '.join(ran)})" if ran else ""))
     rec = report.recommended
     if rec is not None:
         text = f"Recommended: blksize {rec['blksize']}"

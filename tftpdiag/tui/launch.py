@@ -75,7 +75,7 @@ class ClientProbe:
         return 1 if self.extra(outcome).get("failure") else 0
 
 
-class _Spool:
+class Spool:
     """Every event of the run in a temporary jsonl file, so the save key can write the trace so far."""
 
     def __init__(self, bus: EventBus, only: SessionFilter | None = None) -> None:
@@ -115,10 +115,10 @@ def _run(app: TftpDiagApp) -> int | None:
 
 
 def client_app(transfer: ClientTransfer, bus: EventBus, *,
-               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and then the probe started."""
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
-    spool = _Spool(bus)
+    spool = Spool(bus)
     probe = ClientProbe(transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
@@ -139,7 +139,7 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
 
 def run_server_app(server: TftpServer, bus: EventBus) -> int:
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
-    spool = _Spool(bus)
+    spool = Spool(bus)
     # Every reader subscribes before the first request can arrive.
     app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save,
                       findings_feed=bus.subscribe())
@@ -154,11 +154,11 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
     return 0
 
 
-def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The demo's app with every reader subscribed; the caller starts the server, then the probe."""
     feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
     # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
-    spool = _Spool(bus, only=lambda session: not server.owns(session))
+    spool = Spool(bus, only=lambda session: not server.owns(session))
     probe = ClientProbe(transfer, bus, lambda outcome: {})
     app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
                       saver=spool.save, findings_feed=bus.subscribe())
