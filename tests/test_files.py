@@ -97,7 +97,7 @@ def upload(port: int, local: Path, remote: str) -> None:
 # -- modes -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
 def test_probe_output_follows_the_umask_and_a_replaced_file_keeps_its_mode(
         served: tuple[Path, int], tmp_path: Path, umask: int) -> None:
     _, port = served
@@ -113,7 +113,7 @@ def test_probe_output_follows_the_umask_and_a_replaced_file_keeps_its_mode(
     assert parts(tmp_path) == []
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
 def test_uploads_follow_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path: Path, umask: int) -> None:
     root = tmp_path / "root"
     root.mkdir()
@@ -366,3 +366,15 @@ def test_a_new_download_removes_what_a_killed_one_left_for_the_same_output(
     assert result.returncode == 0, result.stderr
     assert not stale.exists() and other.exists() and out.read_bytes() == CONTENT
     assert f"removed '{stale}', left by an earlier download that was killed" in result.stderr
+
+
+def test_a_capture_of_the_overrun_shows_the_same_finding(tmp_path: Path) -> None:
+    """The finding rests on what a capture holds too (the announced size, the bytes, our ERROR)."""
+    capture = tmp_path / "overrun.pcap"
+    with FakeServer(Overrun(announce=1000)) as fake:
+        probe = run("probe", LOOP, "a.bin", "--port", str(fake.port), "--json", "--trace", str(capture))
+    assert probe.returncode == 1
+    result = run("trace", str(capture), "--json")
+    assert result.returncode == 0, result.stderr
+    [transfer] = json.loads(result.stdout)["transfers"]
+    assert problems(transfer) == ["tsize-overrun"], transfer["findings"]

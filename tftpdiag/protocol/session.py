@@ -777,11 +777,9 @@ class Receiver(Session):
         self._bounds_changed()
 
     def _announced_allowance(self) -> int | None:
-        """The most bytes the announced size lets the peer send. In netascii the announced size may be
-        the file's or the wire's, and each file byte takes at most two on the wire."""
-        if self._announced is None:
-            return None
-        return self._announced * 2 if self._decoder is not None else self._announced
+        """The most bytes the announced size lets the peer send. None in netascii: servers announce the
+        file's size, the wire's, or even 0 (atftpd) and then send the file, so the size says nothing."""
+        return None if self._decoder is not None else self._announced
 
     def _bounds_changed(self) -> None:
         """Every block up to _safe_blocks is full-sized or the last, so those blocks cannot cross a
