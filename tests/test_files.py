@@ -236,7 +236,8 @@ def test_a_download_over_max_size_is_stopped(served: tuple[Path, int], tmp_path:
     assert summary["error"] == {"code": 3, "message": "download exceeds the limit of 102400 bytes",
                                 "raised_by": "local", "reason": "local"}
     assert problems(summary) == ["size-limit"], summary["findings"]
-    assert "size limit of 100.0 KiB (102,400 bytes)" in summary["findings"][0]["summary"]
+    found = summary["findings"][0]["summary"]
+    assert "went over the size limit of 100.0 KiB (102,400 bytes) and was stopped after" in found
     assert summary["bytes"] <= 102_400 + 1468
     assert not out.exists() and parts(tmp_path) == []
 
@@ -250,7 +251,8 @@ def test_a_download_announced_over_max_size_is_refused_before_any_data(
     summary = json.loads(result.stdout)
     assert summary["bytes"] == 0 and summary["error"]["code"] == 3
     assert problems(summary) == ["size-limit"], summary["findings"]
-    assert "the server announced 300,000 bytes" in summary["findings"][0]["summary"]
+    found = summary["findings"][0]["summary"]
+    assert "the server announced 300,000 bytes (tsize), more than the size limit of 100.0 KiB" in found
     assert not out.exists() and parts(tmp_path) == []
 
 

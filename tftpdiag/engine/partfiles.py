@@ -139,7 +139,7 @@ def _entries(directory: Path, recursive: bool, budget: list[int]) -> Iterator[os
 
 
 def remove_stale(directory: Path, *, recursive: bool = False, target: Path | None = None,
-                 max_entries: int = 200_000) -> list[Removal]:
+                 max_entries: int = 100_000) -> list[Removal]:
     """Remove the stale temporary files (see the module's docstring) in ``directory``; only those of
     ``target`` if given. Returns what was removed or could not be."""
     host = _host_tag()

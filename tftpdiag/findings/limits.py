@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from tftpdiag.findings.model import ERROR, Finding, evidence, fmt_addr, fmt_bytes
+from tftpdiag.findings.model import ERROR, Finding, escape_name, evidence, fmt_addr, fmt_bytes
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Failed, Side
 from tftpdiag.protocol.packets import error_code_name
@@ -59,13 +59,16 @@ def size_limit(s: SessionState, a: Analyzer) -> Finding | None:
     if match is None:
         return None
     limit = int(match.group(1))
+    shown = fmt_bytes(limit) + (f" ({limit:,} bytes)" if limit >= 1024 else "")
+    what = f"The download of {escape_name(s.filename)} from {fmt_addr(s.locked or s.peer)}"
     if res.stats.bytes > limit:
-        how = f"after {res.stats.bytes:,} bytes"
+        summary = f"{what} went over the size limit of {shown} and was stopped after {res.stats.bytes:,} bytes"
+    elif s.tsize is not None:
+        summary = (f"{what} was refused before any data: the server announced {s.tsize:,} bytes (tsize), more "
+                   f"than the size limit of {shown}")
     else:
-        how = f"before any data: the server announced {s.tsize:,} bytes (tsize)" if s.tsize is not None \
-            else "before any data"
-    summary = (f"The download of {fmt_addr(s.locked or s.peer)}'s file went over the size limit of "
-               f"{fmt_bytes(limit)} ({limit:,} bytes) and was stopped {how}{_told(s, res)}")
+        summary = f"{what} was refused before any data: it would go over the size limit of {shown}"
+    summary += _told(s, res)
     ev = [f"{s.t(res.time)}: {res.message}"]
     suggestion = ("Nothing was kept. If the file is meant to be this large, raise the limit with --max-size "
                   "(0 for none); otherwise the server sends another file than expected, or never stops.")
