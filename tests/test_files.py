@@ -67,7 +67,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
 
 
 @contextmanager
-def serve_process(root: Path, *extra: str, umask: int | None = None) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+def serve_process(root: Path, *extra: str,
+                  umask: int | None = None) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
     """`tftpdiag serve ROOT` as a process: (process, port, what it wrote to stderr before serving)."""
     preexec = (lambda: os.umask(umask)) if umask is not None else None  # noqa: E731
     proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", "serve", str(root), "--bind", LOOP, "--port", "0",

@@ -98,7 +98,8 @@ def test_netascii_still_has_the_limit():
     m.receive(data(1, b"a" * 512), TID, 0.02)
     m.receive(data(2, b"a" * 100), TID, 0.03)  # 612 > 600
     failed = result(m)
-    assert isinstance(failed, Failed) and failed.code == 3 and failed.message == "download exceeds the limit of 600 bytes"
+    assert isinstance(failed, Failed) and failed.code == 3
+    assert failed.message == "download exceeds the limit of 600 bytes"
 
 
 def test_download_over_the_limit_fails_with_error_3():

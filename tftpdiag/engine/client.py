@@ -24,7 +24,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
-from tftpdiag.engine.partfiles import create_part, final_mode
+from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketError
 from tftpdiag.protocol.netascii import netascii_size
@@ -254,7 +254,7 @@ class ClientTransfer:
             try:
                 if keep:
                     assert self.request.output is not None
-                    os.fchmod(temp.fileno(), final_mode(self.request.output))
+                    set_final_mode(temp.fileno(), self.request.output)
                 temp.close()
                 if keep:
                     os.replace(self._temp_path, self.request.output)  # type: ignore[arg-type]

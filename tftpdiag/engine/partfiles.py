@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["create_part", "final_mode", "current_umask", "remove_stale", "Removal"]
+__all__ = ["create_part", "final_mode", "set_final_mode", "current_umask", "remove_stale", "Removal"]
 
 _MARK = "tftpdiag"
 _NAME_BYTES = 160  # of the target's name kept in the temporary name: the whole must fit in NAME_MAX (255)
@@ -29,6 +29,7 @@ _PATTERN = re.compile(
     r"\.(?P<name>.+)\.tftpdiag-(?P<host>[0-9a-f]{8})-(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{8}\.part", re.DOTALL)
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _umask_lock = threading.Lock()
+_STATUS = "/proc/self/status"  # where Linux shows a process's umask
 
 
 def _host_tag() -> str:
@@ -63,7 +64,7 @@ def current_umask() -> int:
     set-and-restore round trip under a lock (the umask is process-wide: a thread creating a file in
     between gets the stricter 077, never a looser mode)."""
     try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+        with open(_STATUS, encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)
@@ -86,6 +87,16 @@ def final_mode(target: Path) -> int:
     if st is not None and stat.S_ISREG(st.st_mode):
         return stat.S_IMODE(st.st_mode) & 0o777
     return 0o666 & ~current_umask()
+
+
+def set_final_mode(fd: int, target: Path) -> None:
+    """Give the temporary file open at ``fd`` the mode :func:`final_mode` says, before it is put in place.
+    Best effort: a file system without Unix modes (vfat, some network shares) refuses, and the file is
+    still worth keeping."""
+    try:
+        os.fchmod(fd, final_mode(target))
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)

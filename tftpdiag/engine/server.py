@@ -24,7 +24,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
-from tftpdiag.engine.partfiles import Removal, create_part, final_mode, remove_stale
+from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_final_mode
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
@@ -141,7 +141,7 @@ class _UploadSink:
 
     def commit(self) -> None:
         self.file.flush()
-        os.fchmod(self.file.fileno(), final_mode(self.target))
+        set_final_mode(self.file.fileno(), self.target)
         os.fsync(self.file.fileno())
         self.file.close()
         if self.overwrite:
