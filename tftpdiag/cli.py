@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
     _transfer_flags(probe)
     probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
-                       help="keep the downloaded file here (written only if the transfer completes)")
+                       help="keep the downloaded file here (written only if the transfer completes; a file it "
+                            "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it)")
     probe.add_argument("--expect-sha256", type=_sha256, default=None, metavar="HEX",
                        help="fail (exit 1) unless the data has this SHA-256; with -o, data that does not "
                             "match is not kept and a file already at PATH stays as it was")
