@@ -381,3 +381,32 @@ def test_a_capture_of_the_overrun_shows_the_same_finding(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     [transfer] = json.loads(result.stdout)["transfers"]
     assert problems(transfer) == ["tsize-overrun"], transfer["findings"]
+
+
+# -- a disk that refuses the data ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [100_000, len(CONTENT) - 1], ids=["mid-transfer", "last-block"])
+@pytest.mark.parametrize("window", ["1", "16"])
+def test_a_disk_that_refuses_the_data_fails_the_download(served: tuple[Path, int], tmp_path: Path, limit: int,
+                                                        window: str) -> None:
+    """RLIMIT_FSIZE stands in for a full disk (writes past it fail with EFBIG). Even the last block's
+    refusal reaches the server as an ERROR instead of the final ACK, and nothing is kept."""
+    import resource
+
+    _, port = served
+    out = tmp_path / "out.bin"
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run([sys.executable, "-m", "tftpdiag", "probe", LOOP, "image.bin", "--port", str(port),
+                             "--json", "-o", str(out), "--windowsize", window], capture_output=True, text=True,
+                            timeout=TIMEOUT, stdin=subprocess.DEVNULL, preexec_fn=small_disk)
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and summary["output"] is None
+    assert summary["error"] == {"code": 3, "message": "disk full: File too large", "raised_by": "local",
+                                "reason": "local"}
+    assert problems(summary) == ["local-error"], summary["findings"]
+    assert not out.exists() and parts(tmp_path) == []

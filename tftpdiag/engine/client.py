@@ -107,6 +107,13 @@ class _HashingSink:
             if self.file is not None:
                 self.file.write(data)
 
+    def commit(self) -> None:
+        """The machine calls this before its final ACK: what the disk refuses (full, over a size limit)
+        then still reaches the server as an ERROR, and the download fails instead of seeming done."""
+        self.flush()
+        if self.file is not None:
+            self.file.flush()
+
 
 class _HashingSource:
     __slots__ = ("hash", "file")
@@ -228,7 +235,8 @@ class ClientTransfer:
         finally:
             sock.close()
             if self._temp is not None:
-                self._temp.close()
+                with contextlib.suppress(OSError):
+                    self._temp.close()
                 with contextlib.suppress(OSError):
                     os.unlink(self._temp_path)
             if self._upload_file is not None:
@@ -244,18 +252,26 @@ class ClientTransfer:
         """
         result = machine.result
         assert result is not None
+        stored = True
         if self._sink is not None:
-            self._sink.flush()
+            try:
+                self._sink.flush()  # nothing is left for a completed download: its commit wrote it all
+            except OSError:
+                stored = False
         output = None
         temp, self._temp = self._temp, None
         if temp is not None:
             expected = self.request.expected_sha256
-            keep = isinstance(result, Completed) and (expected is None or self._digest.hexdigest() == expected.lower())
+            keep = stored and isinstance(result, Completed) and (
+                expected is None or self._digest.hexdigest() == expected.lower())
             try:
                 if keep:
                     assert self.request.output is not None
                     set_final_mode(temp.fileno(), self.request.output)
-                temp.close()
+                try:
+                    temp.close()
+                except OSError:
+                    keep = False
                 if keep:
                     os.replace(self._temp_path, self.request.output)  # type: ignore[arg-type]
                     output = self.request.output
@@ -418,7 +434,11 @@ class ClientTransfer:
                 send_all(now)
                 # Off the critical path: the reply is already on its way.
                 if sink is not None:
-                    sink.flush()
+                    try:
+                        sink.flush()
+                    except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
+                        machine.local_io_error(clock(), exc)
+                        send_all(now)  # the ERROR that tells the server
                 elif prefetch is not None:
                     prefetch()
                 batch += take_events()

@@ -295,6 +295,11 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
+    def local_io_error(self, now: float, exc: OSError) -> None:
+        """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
+        if not self.state.finished:
+            self._local_io_error(exc, now)
+
     def unreachable(self, now: float, message: str) -> None:
         """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
         if not self.state.finished:
