@@ -410,3 +410,10 @@ def test_a_disk_that_refuses_the_data_fails_the_download(served: tuple[Path, int
                                 "reason": "local"}
     assert problems(summary) == ["local-error"], summary["findings"]
     assert not out.exists() and parts(tmp_path) == []
+
+
+def test_an_output_directory_that_cannot_be_written_is_a_usage_error() -> None:
+    # /proc/1 refuses new files even to root, for whom access() is otherwise always yes.
+    result = run("probe", LOOP, "image.bin", "--port", "9", "--json", "-o", "/proc/1/out.bin", timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "tftpdiag probe: cannot write /proc/1/out.bin: /proc/1 is not writable"
