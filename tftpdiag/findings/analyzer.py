@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tftpdiag.findings import content, errors, loss, negotiation, reach, rollover, speed
+from tftpdiag.findings import content, errors, limits, loss, negotiation, reach, rollover, speed
 from tftpdiag.findings import state as st
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.state import SessionState
@@ -41,6 +41,7 @@ Rule = Callable[[SessionState, "Analyzer"], "Finding | list[Finding] | None"]
 # causes of a stall, so it comes last).
 RULES: tuple[Rule, ...] = (
     *reach.RULES,
+    *limits.RULES,  # before errors: local-error leaves these stops to them
     *errors.RULES,
     *negotiation.RULES,
     *loss.RULES,
@@ -51,7 +52,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 IDS: tuple[str, ...] = (
-    *reach.IDS, *errors.IDS, *negotiation.IDS, *loss.IDS, *speed.IDS, *rollover.IDS, *content.IDS,
+    *reach.IDS, *errors.IDS, *negotiation.IDS, *loss.IDS, *speed.IDS, *rollover.IDS, *content.IDS, *limits.IDS,
 )
 
 

@@ -270,6 +270,8 @@ def local_error(s: SessionState, a: Analyzer) -> Finding | None:
         return None
     if not (res.reason is Reason.LOCAL or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
+    if a.has(s, "tsize-overrun") or a.has(s, "size-limit"):
+        return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"
     hint = ("Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."
