@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tftpdiag.findings import rollover
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -171,6 +172,8 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
                           "existing files must be world-writable; dnsmasq takes no uploads; tftpdiag serve needs "
                           "--allow-upload.")
         return Finding("access-violation", ERROR, summary, evidence(ev), suggestion, s.session)
+    if code in (0, 4, 5) and s.moved and rollover.at_wrap(s, a):
+        return None  # what a peer that cannot wrap the block number says: rollover-stall explains it
     hint = _CODE_HINTS.get(code, f"code {code} is not one of RFC 1350's")
     if code == res.code:
         said = f"ERROR {res.code} ({error_code_name(res.code)}), {message}"
