@@ -80,7 +80,9 @@ def _wrap_block(s: SessionState) -> str | None:
         return None
     if pos == 65535 or pos == 0 or (pos == 1 and done > MAX_BLOCKS and (done - 1) % MAX_BLOCKS == 0):
         return ""
-    if 65535 - pos < ws:
+    # A window that ends here and whose successor would cross the wrap; windows beyond 1024 blocks make
+    # "near the wrap" too wide to mean anything.
+    if 65535 - pos < ws <= 1024 and (not s.receiver or s.ack_tx == pos):
         return f", the end of the last window (windowsize {ws}) before the wrap"
     return None
 
