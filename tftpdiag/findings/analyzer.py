@@ -16,6 +16,7 @@ from tftpdiag.findings import state as st
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import (
+    CaptureGap,
     Completed,
     Event,
     Failed,
@@ -89,6 +90,7 @@ class Analyzer:
             RequestRefused: st.on_refused,
             SocketError: st.on_socket_error,
             Impaired: st.ignore,  # fault injection is the test bench, never evidence
+            CaptureGap: st.on_capture_gap,
         }
 
     # -- input ---------------------------------------------------------------------------------------

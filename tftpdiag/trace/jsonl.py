@@ -34,6 +34,7 @@ KIND: dict[type, str] = {
     ev.RequestRefused: "request-refused",
     ev.SocketError: "socket-error",
     ev.Impaired: "impaired",
+    ev.CaptureGap: "capture-gap",
 }
 _BY_KIND = {name: cls for cls, name in KIND.items()}
 
