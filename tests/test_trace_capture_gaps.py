@@ -187,3 +187,16 @@ def test_capture_gaps_in_the_trace_note_and_the_jsonl_record(tmp_path: Path) -> 
     again = list(read_events(io.StringIO(buf.getvalue())))
     assert [e for e in again if isinstance(e, CaptureGap)] == [e for e in events if isinstance(e, CaptureGap)]
     assert set(findings(again)) == {"capture-gaps"}
+
+
+def test_a_window_the_capture_saw_without_its_ack_and_first_block_is_no_window_bug() -> None:
+    """Without ACK 8 and DATA 9, DATA 10 looks like a block past the window the last captured ACK (0)
+    allowed: the server's window bug (window-overrun), were the gap not the capture's."""
+    res = run_transfer("read", DATA, options=RequestedOptions(blksize=700, windowsize=8, tsize=True))
+    view, dropped = without(client_view(res), lambda d, p: (isinstance(p, Ack) and p.block in (8, 40))
+                            or (isinstance(p, Data) and p.block in (9, 41, 42)))
+    assert dropped == 5
+    events = rebuild(view)
+    assert gaps(events, "DATA") == 3
+    found = findings(events)
+    assert set(found) == {"capture-gaps"}, [(f.id, f.summary) for f in found.values()]
