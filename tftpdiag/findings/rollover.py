@@ -116,9 +116,11 @@ def rollover_stall(s: SessionState, a: Analyzer) -> Finding | None:
         return None
     res = s.result
     done = _blocks_done(s)
-    summary = (f"The transfer stopped at block {s.pos}{_wrap_block(s)} after {done:,} blocks ({fmt_bytes(s.bytes)}): "
-               f"the block number had to wrap past 65535 there, and {s.other} does not do it (or does it "
-               f"differently); {_how(s)}")
+    window = _wrap_block(s)
+    there = "the next window had to take the block number past 65535" if window else \
+        "the block number had to wrap past 65535 there"
+    summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}){window}: {there}, "
+               f"and {s.other} does not do it (or does it differently); {_how(s)}")
     ev = [f"{s.t(s.last_move or s.last_time)}: {'DATA' if s.receiver else 'ACK'} {s.pos}, the last to move"]
     ev += [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for}"
            for e in s.timeouts if s.last_move is None or e.time > s.last_move][:3]
