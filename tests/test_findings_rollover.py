@@ -182,8 +182,9 @@ def test_windowed_sender_that_cannot_number_the_next_window() -> None:
     for shape in ("icmp", "silence"):
         events = download(65520, shape, windowsize=16)
         for f in (stall(events), stall(captured(events))):
-            assert ("stopped at block 65520 after 65,520 blocks (511.9 KiB), the end of the last window (windowsize 16) "
-                    "before the wrap: the next window had to take the block number past 65535") in f.summary, f.summary
+            assert ("stopped at block 65520 after 65,520 blocks (511.9 KiB), the end of the last window "
+                    "(windowsize 16) before the wrap: the next window had to take the block number past 65535"
+                    ) in f.summary, f.summary
 
 
 @pytest.mark.parametrize("view", ["live", "trace"])
