@@ -16,6 +16,7 @@ from tftpdiag.findings import state as st
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import (
+    CaptureGap,
     Completed,
     Event,
     Failed,
@@ -92,6 +93,7 @@ class Analyzer:
             RequestRetried: st.on_retried,
             SocketError: st.on_socket_error,
             Impaired: st.ignore,  # fault injection is the test bench, never evidence
+            CaptureGap: st.on_capture_gap,
         }
 
     # -- input ---------------------------------------------------------------------------------------

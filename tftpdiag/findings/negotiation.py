@@ -15,6 +15,7 @@ from tftpdiag.findings.model import (
     fmt_addr,
     fmt_options,
 )
+from tftpdiag.findings.errors import meant_code, sent_as
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
@@ -130,18 +131,22 @@ def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
     if s.retried is not None and s.client_side:
         return _refused_then_retried(s)
     res = s.result
-    if not isinstance(res, Failed) or res.code != 8 or res.raised_by is not Side.PEER:
+    if not isinstance(res, Failed) or res.raised_by is not Side.PEER:
+        return None
+    # A server may say it with ERROR 0 and words ("Option negotiation failed"): the same finding.
+    code = meant_code(res.code, res.message, options=bool(s.requested)) if s.client_side else res.code
+    if code != 8:
         return None
     if s.client_side:
         server = fmt_addr(s.locked or s.peer)
-        summary = (f"{server} refused the options with ERROR 8, {res.message!r}; asked: {fmt_options(s.requested)}"
+        summary = (f"{server} refused the options with {sent_as(res, code)}; asked: {fmt_options(s.requested)}"
                    f" ({s.mode} mode)")
         hints = _refusal_hints(s, s.req)
         hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one it "
                      "refuses")
         ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(s.requested)}"
               for t in s.request_times[:1]]
-        ev.append(f"{s.t(res.time)}: ERROR 8 {res.message!r} from {server}")
+        ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {server}")
         return Finding("option-refused", ERROR, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
     if "tsize" in s.req and not s.receiver:
         return None  # a size probe
