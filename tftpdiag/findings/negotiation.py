@@ -19,7 +19,7 @@ from tftpdiag.findings.errors import meant_code, sent_as
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
-from tftpdiag.protocol.packets import Data
+from tftpdiag.protocol.packets import Data, error_code_name
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
@@ -114,14 +114,15 @@ def _refused_then_retried(s: SessionState) -> Finding:
     res = s.result
     then = ("and the transfer completed" if isinstance(res, Completed)
             else "and that failed too" if isinstance(res, Failed) else "")
-    summary = (f"{server} refused the options with ERROR {retried.code}, {retried.message!r}; asked: "
+    code = f"ERROR {retried.code}" + (f" ({error_code_name(retried.code)})" if retried.code != 8 else "")
+    summary = (f"{server} refused the options with {code}, {retried.message!r}; asked: "
                f"{fmt_options(retried.asked)} ({s.mode} mode). The client asked again {again}, as real clients "
                f"fall back, {then}").rstrip(", ")
     hints = _refusal_hints(s, dict(retried.asked))
     hints.append("a device that does not fall back fails here: take the refused options out of its request, or "
                  "let the server accept them")
     ev = [f"{s.t(first_sent)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(retried.asked)}",
-          f"{s.t(retried.time)}: ERROR {retried.code} {retried.message!r} from {server}",
+          f"{s.t(retried.time)}: {code} {retried.message!r} from {server}",
           f"{s.t(retried.time)}: {s.kind} again {fmt_options(retried.requested) or 'without options'}"]
     severity = ERROR if isinstance(res, Failed) else WARNING
     return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
