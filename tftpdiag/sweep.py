@@ -315,7 +315,7 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
         machine = transfer.machine
         if outcome is None and not capped and machine is not None and machine.bytes >= max_bytes:
             capped = True
-            transfer.cancel()
+            transfer.cancel(f"stopped by the sweep after {fmt_bytes(max_bytes)}: enough to measure")
         if outcome is None and cancel is not None and cancel.is_set():
             transfer.cancel()
     # Whatever the worker published up to the outcome (the dally may add a little later).

@@ -169,6 +169,7 @@ class ClientTransfer:
             if request.output is not None and not os.access(request.output.parent, os.W_OK):
                 raise TransferSetupError(f"cannot write {request.output}: {request.output.parent} is not writable")
         self._cancel = threading.Event()
+        self._cancel_reason = "cancelled by the user"
         self._done = threading.Event()
         self._outcome: ClientOutcome | None = None
         self._thread: threading.Thread | None = None
@@ -182,8 +183,9 @@ class ClientTransfer:
         self._thread.start()
         return self
 
-    def cancel(self) -> None:
-        """Stop as soon as possible; the peer is sent ERROR 0."""
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Stop as soon as possible; the peer is sent ERROR 0 with ``reason``."""
+        self._cancel_reason = reason
         self._cancel.set()
 
     def wait(self, timeout: float | None = None) -> ClientOutcome | None:
@@ -375,7 +377,7 @@ class ClientTransfer:
                 if delayed:
                     now = clock()  # held datagrams fall due by the clock, not by traffic
                 if cancelled():
-                    machine.abort(clock(), "cancelled by the user")
+                    machine.abort(clock(), self._cancel_reason)
                 elif deadline is not None and now >= deadline and not machine.finished:
                     machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
                 elif delayed and held.due(now):
