@@ -351,7 +351,7 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             await pilot.pause()
             assert app.report is not None and len(app.results) == len(DEFAULT_PROBES)
             legend = plain(app.query_one("#legend"))
-            assert "capped: stopped once it had moved 2.0 MiB" in " ".join(legend.split()), legend
+            assert "capped = stopped after 2.0 MiB, enough to measure" in " ".join(legend.split()), legend
             table = app.query_one(DataTable)
             cells = [str(c) for row in range(table.row_count) for c in table.get_row_at(row)]
             assert not any("-" in c and c.replace("-", "").isalpha() and c.islower() for c in cells), cells
@@ -362,7 +362,7 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             # The selected probe, in words, then its packets.
             await pilot.press("down")
             await pilot.pause()
-            assert "blksize 512: capped" in " ".join(plain(app.query_one("#detail")).split())
+            assert "blksize 512: capped" in " ".join(plain(app.query_one("#explain")).split())
             await pilot.press("enter")
             await pilot.pause()
             assert isinstance(app.screen, SessionDetailScreen)
@@ -371,6 +371,7 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             summary = " ".join(plain(app.screen.query_one("#summary")).split())
             assert "stopped by the sweep after 2.0 MiB: enough to measure" in summary, summary
             assert app.screen.query_one(PacketList).row_count > 100
+            assert app.screen.query_one(PacketList).size.height >= 10  # the view's own layout, whole
             await pilot.press("escape")
             await pilot.press("question_mark")
             await pilot.pause()

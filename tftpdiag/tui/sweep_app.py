@@ -28,6 +28,7 @@ from tftpdiag.fmt import clean, options, quote
 from tftpdiag.protocol.session import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import MAX_BYTES, ProbeResult, SweepReport, run_sweep, summary_lines
+from tftpdiag.tui.app import TftpDiagApp
 from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
@@ -89,12 +90,14 @@ def probe_explained(result: ProbeResult) -> Group:
 
 class SweepApp(App[int]):
     TITLE = "tftpdiag"
-    CSS = """
+    # A probe's detail is the session panel of the other views: it takes their layout rules too.
+    HORIZONTAL_BREAKPOINTS = TftpDiagApp.HORIZONTAL_BREAKPOINTS
+    CSS = TftpDiagApp.CSS + """
     #target { height: 1; padding: 0 1; background: $boost; }
     #probes { height: 1fr; min-height: 6; border: round $primary-darken-1; }
     #legend { height: auto; padding: 0 1; color: $text-muted; }
-    #detail { height: auto; max-height: 12; padding: 0 1; border-top: solid $primary-darken-1; }
-    #verdict { height: auto; max-height: 10; padding: 0 1; border-top: solid $primary-darken-1; }
+    #explain { height: auto; max-height: 8; padding: 0 1; border-top: solid $primary-darken-1; }
+    #verdict { height: auto; max-height: 6; padding: 0 1; border-top: solid $primary-darken-1; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -126,16 +129,17 @@ class SweepApp(App[int]):
                                    (f"  short probes with different options, {fmt_bytes(MAX_BYTES)} at most each",
                                     "dim")), id="target")
         yield DataTable(id="probes", cursor_type="row")
-        yield Static(Text("result: " + " · ".join(f"{word}: {meaning}" for word, meaning in RESULT_WORDS)),
-                     id="legend")
-        yield Static(id="detail")
+        yield Static(Text(f"capped = stopped after {fmt_bytes(MAX_BYTES)}, enough to measure: a success · skipped = "
+                          "ruled out by an earlier probe · ? explains every column"), id="legend")
+        yield Static(id="explain")
         yield Static(Text("probing…", style="dim"), id="verdict")
         yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for name, width in (("probe", 14), ("asked", 20), ("granted", 20), ("result", 26), ("bytes", 10),
-                            ("rate", 12), ("findings", 24)):
+        # What a field engineer reads first comes first: a narrow terminal scrolls to the rest.
+        for name, width in (("probe", 14), ("result", 26), ("rate", 12), ("findings", 20), ("granted", 22),
+                            ("asked", 26), ("bytes", 10)):
             table.add_column(name, key=name, width=width)
         table.focus()
         if self.tick_interval:
@@ -185,11 +189,11 @@ class SweepApp(App[int]):
         if result.spec.mode != "octet":
             asked += f" ({result.spec.mode})"
         table.add_row(
-            Text(result.name), Text(asked), "" if result.outcome == "skipped" else _options(result.granted),
-            Text(outcome, style=_STYLE[result.outcome]),
-            fmt_bytes(result.bytes) if result.outcome != "skipped" else "",
+            Text(result.name), Text(outcome, style=_STYLE[result.outcome]),
             fmt_rate(result.rate_bps) if result.ok else "",
             _findings_cell(result.findings) if result.outcome != "skipped" else "",
+            "" if result.outcome == "skipped" else _options(result.granted), Text(asked),
+            fmt_bytes(result.bytes) if result.outcome != "skipped" else "",
             key=str(len(self.results) - 1))
         if len(self.results) == 1:
             self._explain(result)
@@ -199,7 +203,7 @@ class SweepApp(App[int]):
             self._explain(self.results[int(event.row_key.value)])
 
     def _explain(self, result: ProbeResult) -> None:
-        self.query_one("#detail", Static).update(probe_explained(result))
+        self.query_one("#explain", Static).update(probe_explained(result))
 
     def finish(self, report: SweepReport) -> None:
         self.report = report
