@@ -35,6 +35,8 @@ class SessionDetailScreen(Screen[None]):
         self.app.refresh_now()  # type: ignore[attr-defined]
 
     def update_view(self, model: LiveModel, now: float, analyzer: Analyzer) -> None:
+        if not self.is_current:
+            return  # popped: its widgets may be going already
         for panel in self.query(SessionPanel).results(SessionPanel):
             panel.show(model.view(self.session), now, self.filter, self.paused, analyzer.findings(self.session))
 
