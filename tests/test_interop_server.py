@@ -800,3 +800,26 @@ def test_tftp_hpa_session_goes_on_after_a_refusal(root: Path, tmp_path: Path) ->
                                                     f"get small.bin {tmp_path / 'got'}"], timeout=T)
         log.wait(lambda e: isinstance(e, Completed), what="the second get to complete")
     assert (tmp_path / "got").read_bytes() == FILES["small.bin"], failed_text(result)
+
+
+def test_tftp_hpa_acking_our_error_is_not_a_refusal_of_its_own(tmp_path: Path) -> None:
+    """tftp-hpa's client ACKs the ERROR that refused its request, to the listening port: the end of
+    that refusal, recorded with it, never listed as another refused request (a stray ACK still is)."""
+    from tests.interop import EventLog, headless_server
+    from tftpdiag.protocol.events import RequestRefused
+
+    (tmp_path / "here.bin").write_bytes(os.urandom(3000))
+    with headless_server(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0)) as hs:
+        log = EventLog(hs.server.bus)
+        result = peers.tftp_hpa_get("127.0.0.1", hs.port, "missing.bin", tmp_path / "got.bin")
+        assert peers.transfer_failed(result)
+        log.wait(lambda e: isinstance(e, RequestRefused) and e.why == "error-acked", what="tftp-hpa's ACK")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+            stray.sendto(b"\x00\x04\x00\x07", ("127.0.0.1", hs.port))  # an ACK nobody was refused before
+            log.wait(lambda e: isinstance(e, RequestRefused) and e.why == "not-a-request", what="the stray ACK")
+        assert not peers.transfer_failed(peers.tftp_hpa_get("127.0.0.1", hs.port, "here.bin", tmp_path / "ok.bin"))
+        lines = [line for line in hs.lines(5) if not line.startswith(" ")]
+    assert len(lines) == 3, lines
+    assert "'missing.bin'" in lines[0] and "refused" in lines[0]
+    assert "sent ACK 7 to the listening port" in lines[1]
+    assert "'here.bin'" in lines[2] and lines[2].endswith("ok")

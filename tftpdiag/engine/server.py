@@ -28,14 +28,17 @@ from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_fi
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
-from tftpdiag.protocol.packets import ErrorCode, Packet, ProtocolError, Request, decode
+from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
 from tftpdiag.protocol.session import Session, Timing
 
-__all__ = ["ServerConfig", "TftpServer", "ServerSetupError"]
+__all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "ERROR_ACKED"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _MAX_WAIT = 0.5
+ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
+_ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
+_REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
 
 
 _WAKE = object()  # what the poller reports for the wake-up socket that stop() writes to
@@ -167,6 +170,9 @@ class TftpServer:
         self.root = config.root
         self.listeners: list[_Listener] = []
         self._sessions: dict[int, _Active] = {}
+        # Clients just refused with an ERROR from a listening port, and when: tftp-hpa's client ACKs
+        # that ERROR, to the same port, and its ACK is the end of that refusal, not a request of its own.
+        self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
         self._sel = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -500,12 +506,22 @@ class TftpServer:
     def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
                 client: Address, code: int, message: str, why: str, suggestion: str | None = None,
                 answer: bool = True) -> None:
-        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=time.time(),
+        now = time.time()
+        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=now,
                              code=code, message=message, why=why, suggestion=suggestion, answer=answer)
         for datagram, dest in out:
             with contextlib.suppress(OSError):
                 self._sendto(listener.sock, datagram, dest, session_id)
+        if out:
+            if len(self._refused_at) >= _REFUSED_REMEMBERED:
+                self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
+            self._refused_at[client] = now
         self.bus.publish(events)
+
+    def _acks_our_error(self, client: Address, packet: Packet) -> bool:
+        """An ACK from a client this listener refused with an ERROR moments ago: its answer to it."""
+        refused = self._refused_at.pop(client, None)
+        return isinstance(packet, Ack) and refused is not None and time.time() - refused < _ERROR_ACK_WITHIN
 
     def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
         session_id = self.bus.new_session_id()
@@ -520,8 +536,12 @@ class TftpServer:
         if not isinstance(packet, Request):
             # Logged, not answered: some clients (tftp-hpa's interactive mode) ACK the ERROR that refused
             # their request, and an ERROR 5 in reply would be read as the answer to their next request.
-            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
-                         "not a request", "not-a-request", answer=False)
+            if self._acks_our_error(client, packet):
+                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                             "the client acknowledged our ERROR", ERROR_ACKED, answer=False)
+            else:
+                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                             "not a request", "not-a-request", answer=False)
             return
         for active in self._sessions.values():
             if active.client == client and active.request_raw == raw and not active.machine.finished:

@@ -199,8 +199,9 @@ class LiveModel:
             elif isinstance(event, TimedOut):
                 view.marks.append((event.time, "timeout"))
             elif isinstance(event, RequestRefused):
-                self.refusals.append(event)
-                changes.refusals.append(event)
+                if event.why != "error-acked":  # a client's ACK of our ERROR ends a refusal, is none
+                    self.refusals.append(event)
+                    changes.refusals.append(event)
             elif isinstance(event, Impaired):
                 self._add_impaired_row(view, event)
             elif isinstance(event, SocketError):
@@ -210,6 +211,8 @@ class LiveModel:
         changes.ended = [record.session for record in ended]
         for record in ended:
             if not _server_side(record):
+                continue
+            if record.acks_an_error:
                 continue
             if record.refused is not None:
                 self.totals["refused"] += 1
