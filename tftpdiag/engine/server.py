@@ -29,13 +29,14 @@ from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.packets import ErrorCode, Packet, ProtocolError, Request, decode
-from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.server import GIVE_UP, ServerRead, ServerWrite, refuse
 from tftpdiag.protocol.session import Session, Timing
 
-__all__ = ["ServerConfig", "TftpServer", "ServerSetupError"]
+__all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _MAX_WAIT = 0.5
+SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
 
 
 _WAKE = object()  # what the poller reports for the wake-up socket that stop() writes to
@@ -85,7 +86,7 @@ class ServerConfig:
     allow_overwrite: bool = False
     single_port: bool = False
     policy: ServerPolicy = field(default_factory=ServerPolicy)
-    timing: Timing = field(default_factory=Timing)
+    timing: Timing = SERVE_TIMING
     max_sessions: int = 256
     max_per_client: int = 16
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
