@@ -593,6 +593,16 @@ def test_give_up_counts_from_in_order_data_on_the_fast_path():
     assert only_result(m.events()).time == pytest.approx(7.0)
 
 
+def test_abandon_ends_without_a_word_to_the_peer():
+    """A server making room drops a half-open session silently: its peer may be a forged address."""
+    m = server_read(BLOCK * 2)
+    m.datagrams_to_send(), m.events()
+    m.abandon(0.5, "dropped to admit a new request")
+    assert m.datagrams_to_send() == [] and m.closed and m.next_timeout() is None
+    failed = only_result(m.events())
+    assert (failed.reason, failed.raised_by, failed.code) == (Reason.TIMEOUT, Side.LOCAL, None)
+
+
 def test_give_up_must_not_be_negative():
     with pytest.raises(ValueError):
         Timing(give_up=-1.0)

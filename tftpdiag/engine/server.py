@@ -39,6 +39,8 @@ _MAX_WAIT = 0.5
 SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
 
 
+_REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
+
 _WAKE = object()  # what the poller reports for the wake-up socket that stop() writes to
 
 
@@ -115,6 +117,9 @@ class _Active:
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
+    # Anything but a request heard from the client since: a session without it is half-open (perhaps a
+    # forged source address) and gives its place up to a new request when the server is full.
+    heard: bool = False
 
     def __post_init__(self) -> None:
         self.prefetch = getattr(self.machine, "prefetch", None)
@@ -457,6 +462,8 @@ class TftpServer:
         now = time.time()
         if addr == active.client:
             active.last_heard = now
+            if not active.heard and data[1:2] not in _REQUEST_OPCODES:
+                active.heard = True
         active.machine.receive(data, addr, now)
         self._flush(active, now)
 
@@ -524,11 +531,12 @@ class TftpServer:
                 self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
                                                  raw, packet, Note.DUPLICATE, "request repeated")])
                 return
-        if len(self._sessions) >= self.config.max_sessions:
+        if len(self._sessions) >= self.config.max_sessions and not self._make_room(None):
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          f"server busy: {len(self._sessions)} sessions", "busy")
             return
-        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client:
+        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client \
+                and not self._make_room(client[0]):
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          "too many sessions from this address", "busy")
             return
@@ -536,6 +544,31 @@ class TftpServer:
             self._start_read(listener, listen, session_id, raw, packet, client, dest)
         else:
             self._start_write(listener, listen, session_id, raw, packet, client, dest)
+
+    def _make_room(self, host: str | None) -> bool:
+        """End one session to admit a new request (from ``host``'s sessions, or any): a finished one
+        still dallying, else the oldest half-open one. Requests that never answer (a flood, or forged
+        source addresses, as with a SYN flood) then cannot keep out a client that does. False if every
+        session has heard from its client and is still transferring."""
+        victim = None
+        for active in self._sessions.values():
+            if host is not None and active.client[0] != host:
+                continue
+            machine = active.machine
+            if machine.finished:
+                victim = active
+                break
+            if not active.heard and (victim is None or machine.started < victim.machine.started):
+                victim = active
+        if victim is None:
+            return False
+        now = time.time()
+        victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
+                                    f"{now - victim.machine.started:.1f} s")
+        self._flush(victim, now)
+        if victim.machine.session_id in self._sessions:
+            self._end(victim)
+        return True
 
     def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
         if self.config.single_port:

@@ -308,6 +308,14 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
+    def abandon(self, now: float, message: str) -> None:
+        """Stop at once without a word to the peer: a server making room drops a session whose client
+        never answered, which may be a forged address that must not be sent an ERROR as well."""
+        if self.state is State.DALLYING:
+            self.state, self._deadline = State.DONE, None
+        elif not self.state.finished:
+            self._fail(now, Reason.TIMEOUT, Side.LOCAL, None, message, send=False)
+
     def unreachable(self, now: float, message: str) -> None:
         """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
         if not self.state.finished:
