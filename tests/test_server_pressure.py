@@ -7,6 +7,7 @@ client on another machine, or for a forged source address."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -116,3 +117,128 @@ def test_forged_requests_with_a_victims_address_do_not_lock_it_out(root: Path) -
             live_session = next(e.session for e in log.events if type(e).__name__ == "TransferStarted")
             assert not [e for e in log.of(Failed, live_session)], "the session that had heard back was dropped"
             assert not [e for e in log.of(RequestRefused) if e.why == "busy"]
+
+
+# -- the hint for a missing name ------------------------------------------------------------------------
+
+BIG = random_bytes(1 << 20, 4)
+
+
+@pytest.fixture
+def crowded(tmp_path: Path) -> Path:
+    """5,000 files in one folder (the most a hint reads), and a 1 MiB image among them."""
+    served = tmp_path / "crowded"
+    served.mkdir()
+    for i in range(5000):
+        (served / f"firmware-{i:05d}.bin").touch()
+    (served / "image.bin").write_bytes(BIG)
+    return served
+
+
+def download(port: int) -> float:
+    started = time.monotonic()
+    outcome = ClientTransfer(ClientRequest("127.0.0.1", "image.bin", port=port, deadline=30.0,
+                                           timing=Timing(initial_timeout=0.5, retries=5, dally=0.0))).run()
+    assert outcome.ok, outcome.result
+    return time.monotonic() - started
+
+
+def test_missing_names_trickling_in_do_not_slow_a_download(crowded: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """About 20 requests a second for names that are not there (each a new name, as a device cycling
+    through candidates or a scanner sends) while a 1 MiB lock-step download runs. Each refusal goes out
+    at once; the spelling comparisons the server makes are bounded (a few searches a second of at most
+    a few hundred names, where each request compared all 5,000 names before); and the download takes
+    no more than about as long as it does alone."""
+    import difflib
+
+    compared = [0]
+    real = difflib.get_close_matches
+
+    def counting(word: str, possibilities: object, *args: object, **kw: object) -> list[str]:
+        names = list(possibilities)  # type: ignore[call-overload]
+        compared[0] += len(names)
+        return real(word, names, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    with running_server(config(crowded)) as (server, log):
+        port = server.addresses[0][1]
+        alone = max(download(port) for _ in range(3))
+        stop = threading.Event()
+        sent, answered = [0], [0]
+
+        def trickle() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(0.05)
+                while not stop.is_set():
+                    sock.sendto(rrq(f"firmware-{sent[0]:05d}x.bin"), ("127.0.0.1", port))
+                    sent[0] += 1
+                    try:
+                        while sock.recv(600)[:4] == b"\x00\x05\x00\x01":
+                            answered[0] += 1
+                    except TimeoutError:
+                        pass
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        started = time.monotonic()
+        compared[0] = 0
+        thread.start()
+        try:
+            wait_until(lambda: sent[0] >= 20, 10, "a second of the trickle")  # past the first burst of hints
+            crowded_times = [download(port) for _ in range(3)]
+            wait_until(lambda: sent[0] >= 50, 10, "more of the trickle")
+        finally:
+            stop.set()
+            thread.join(5)
+        elapsed = time.monotonic() - started
+        wait_until(lambda: len(log.refusals()) >= sent[0], 5, "every missing name to be refused")
+    rate = sent[0] / elapsed
+    assert rate >= 10, f"the trickle sent only {rate:.0f} requests a second"
+    assert answered[0] >= sent[0] - 2, f"{sent[0]} requests, {answered[0]} ERROR 1 replies"
+    budget = server.suggester.burst + server.suggester.rate * elapsed
+    assert server.suggester.searches <= budget + 1
+    assert compared[0] <= (budget + 1) * 300, f"{compared[0]} names compared in {elapsed:.1f} s"
+    assert max(crowded_times) <= 2 * alone + 0.5, f"downloads took {crowded_times} s, at most {alone:.2f} s alone"
+
+
+def test_hints_are_still_given_and_follow_the_folder(crowded: Path) -> None:
+    """Within the budget a missing name still gets its hint, in another case or a close spelling, and a
+    folder that changes is read again."""
+    with running_server(config(crowded)) as (server, log):
+        port = server.addresses[0][1]
+        for name in ("FIRMWARE-00042.BIN", "firmwre-00042.bin", "IMAGE.BIN"):
+            get_missing(port, name)
+        (crowded / "new-image.bin").write_bytes(b"x")
+        get_missing(port, "New-Image.bin")
+        wait_until(lambda: len(log.refusals()) == 4, 5, "four refusals")
+        hints = [e.suggestion for e in log.refusals()]
+    assert hints == ["firmware-00042.bin", "firmware-00042.bin", "image.bin", "new-image.bin"]
+
+
+def get_missing(port: int, name: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        sock.sendto(rrq(name), ("127.0.0.1", port))
+        assert sock.recv(600)[:4] == b"\x00\x05\x00\x01"
+
+
+def test_hint_budget_is_spent_only_on_new_work(tmp_path: Path) -> None:
+    """With the clock in hand: listing a folder and each new spelling search cost one of the budget's
+    tokens; a name in another case, and an answer already given, cost nothing; past the budget the
+    answer is None (no hint) until time refills it."""
+    from tftpdiag.engine.suggest import NameSuggester
+
+    for name in ("pxelinux.0", "boot.img", "kernel.bin"):
+        (tmp_path / name).touch()
+    hints = NameSuggester(rate=1.0, burst=2.0)
+    assert hints.suggest(tmp_path, "PXELINUX.0", 0.0) == "pxelinux.0"  # token 1: the listing
+    assert hints.suggest(tmp_path, "Boot.IMG", 0.0) == "boot.img"  # free: same listing, another case
+    assert hints.suggest(tmp_path, "kernal.bin", 0.0) == "kernel.bin"  # token 2: a spelling search
+    assert hints.suggest(tmp_path, "kernal.bin", 0.1) == "kernel.bin"  # free: remembered
+    assert hints.suggest(tmp_path, "bot.img", 0.2) is None  # no token left: no hint, no work
+    assert (hints.searches, hints.skipped) == (2, 1)
+    assert hints.suggest(tmp_path, "bot.img", 1.5) == "boot.img"  # refilled
+    (tmp_path / "new.img").touch()
+    os.utime(tmp_path, ns=(0, 10**18))  # the folder changed: read again (a token)
+    assert hints.suggest(tmp_path, "NEW.img", 3.0) == "new.img"
+    assert hints.searches == 4
+    assert hints.suggest(tmp_path, "missing/deeper.bin", 9.0) is None  # no such folder: no error

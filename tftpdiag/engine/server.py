@@ -26,6 +26,7 @@ from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
+from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.packets import ErrorCode, Packet, ProtocolError, Request, decode
@@ -181,6 +182,7 @@ class TftpServer:
         self._impair = Impairer(config.impair) if config.impair is not None else None
         self._offload = config.offload and self._impair is None  # the impairer decides each datagram
         self._held = Held()
+        self.suggester = NameSuggester()  # hints for missing names, on a budget: this loop serves everyone
         self.stopped = threading.Event()
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -590,7 +592,7 @@ class TftpServer:
 
     def _start_read(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
                     client: Address, dest: str | None) -> None:
-        target = open_for_read(self.root, request.filename)
+        target = open_for_read(self.root, request.filename, self._suggest)
         if isinstance(target, Refusal):
             self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why,
                          target.suggestion)
@@ -633,6 +635,9 @@ class TftpServer:
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path,
                           offload=self._offload), listener)
+
+    def _suggest(self, root: Path, cleaned: str) -> str | None:
+        return self.suggester.suggest(root, cleaned, time.monotonic())
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
