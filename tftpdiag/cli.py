@@ -318,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
                         "without it; repeatable")
     g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
-                   help="most sessions at once (default 256)")
+                   help="most sessions at once (default 256; 16 from one address). When full, a session "
+                        "whose client has not answered yet (a flood, or a forged address) makes room for "
+                        "a new request")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,

@@ -3,9 +3,10 @@
 The server answers every request on one thread, so a hint for the operator must not cost a transfer
 its pace: comparing a name against thousands of entries took 95 ms, and twenty missing names a second
 starved a download. Here a folder is listed once until it changes, a name in another case is a dict
-look-up, the close-spelling search compares at most MAX_COMPARE names (those sorting nearest), answers are remembered, and
-new searches (or listings) are limited to a few a second: past that budget a refusal goes out
-without a hint rather than late.
+look-up, the close-spelling search compares at most MAX_COMPARE names (those sorting nearest), answers
+are remembered, and new searches (or listings) are limited to a few a second: past that budget a
+refusal goes out without a hint rather than late. The hint only goes to the operator (the event), never
+to the client, so leaving it out changes nothing on the wire.
 """
 
 from __future__ import annotations
