@@ -5,7 +5,8 @@ Clients: tftp-hpa (binary and ascii), curl (default, --tftp-blksize, --tftp-no-o
 transfer is checked byte for byte, and against what our server says it negotiated and how the
 session ended (its events on the bus). Then what a server must refuse (uploads without the switch,
 overwrites, every way out of the root), what it must survive (malformed datagrams, clients that
-vanish), and that it leaks neither file descriptors nor threads.
+vanish), that it leaks neither file descriptors nor threads, and that the clients get their file
+through 20% loss with duplication and reordering (`serve --impair`) with the server's default timing.
 
 One server per test, on a free port of 127.0.0.1 (or ::1); see tests/PEERS.md for each client's quirks.
 """
