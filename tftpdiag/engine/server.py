@@ -501,9 +501,11 @@ class TftpServer:
                         failed(dest, exc)
         if active.prefetch is not None:
             active.prefetch()  # the next block is read while the client answers, not after
-        self.bus.publish(machine.events())
         if machine.finished and not active.finalised:
+            # Before the events that say the session ended: whoever reads them finds the files settled
+            # (a failed upload's temporary file already gone).
             self._finalise(active)
+        self.bus.publish(machine.events())
         if machine.closed:
             self._end(active)
         else:
