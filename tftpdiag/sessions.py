@@ -11,6 +11,7 @@ from tftpdiag.protocol.events import (
     Completed,
     Event,
     Failed,
+    Impaired,
     Note,
     OptionsNegotiated,
     PacketReceived,
@@ -25,6 +26,7 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
+from tftpdiag.packetlog import PacketLog, fmt_addr
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.packets import Options
@@ -32,13 +34,6 @@ from tftpdiag.protocol.packets import Options
 _NONE = Note.NONE
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
-
-
-def fmt_addr(addr: Address | None) -> str:
-    if addr is None:
-        return "-"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def fmt_bytes(n: float) -> str:
@@ -53,7 +48,7 @@ def fmt_rate(bytes_per_s: float) -> str:
     return f"{fmt_bytes(bytes_per_s)}/s"
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class SessionRecord:
     session: int
     role: Role | None = None
@@ -79,6 +74,28 @@ class SessionRecord:
     refused: RequestRefused | None = None
     retried: RequestRetried | None = None  # the server refused our options; we asked again without them
     socket_errors: list[SocketError] = field(default_factory=list)
+    # Every packet, when the table keeps them (the TUI): what its packet table shows.
+    packets: PacketLog | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
+
+    def window_rate(self, now: float, window: float = 2.0) -> float:
+        """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
+
+        Read from the record, not from a graph column: the column for "now" is still empty while a
+        fast transfer runs, which read as "0 B/s" for all of it."""
+        if self.finished:
+            return self.rate
+        samples = self.samples
+        if len(samples) < 2 or samples[-1][0] < now - max(window, 1.0) * 2:
+            return 0.0  # nothing new for a while: a stall, truthfully
+        newest_t, newest_b = samples[-1]
+        older = samples[0]
+        for sample in reversed(samples):
+            if sample[0] <= newest_t - window:
+                older = sample
+                break
+        span = newest_t - older[0]
+        return (newest_b - older[1]) / span if span > 0 else 0.0
 
     @property
     def state(self) -> str:
@@ -128,6 +145,8 @@ class SessionRecord:
             self.started = t
         self.last = t
         if isinstance(event, PacketReceived):
+            if self.packets is not None:
+                self.packets.add(event)
             self.packets_received += 1
             if not self.data_seen and type(event.packet) is Data:
                 self.data_seen = True
@@ -137,11 +156,14 @@ class SessionRecord:
             elif note is Note.STRAY:
                 self.stray += 1
         elif isinstance(event, PacketSent):
+            if self.packets is not None:
+                self.packets.add(event)
             self.packets_sent += 1
             if not self.data_seen and type(event.packet) is Data:
                 self.data_seen = True
         elif isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
+            self.samples.append((t, event.bytes))
             self.bytes = event.bytes
             if event.total is not None:
                 self.total = event.total
@@ -173,6 +195,9 @@ class SessionRecord:
             self.filename = event.filename
         elif isinstance(event, SocketError):
             self.socket_errors.append(event)
+        elif isinstance(event, Impaired):
+            if self.packets is not None:
+                self.packets.add_impaired(event)
         elif isinstance(event, RequestRetried):
             self.retried = event
             self.requested = event.requested
@@ -183,14 +208,17 @@ class SessionRecord:
 class SessionTable:
     """Every session seen on a stream, by id, in the order they began."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_packets: bool = False) -> None:
         self.sessions: dict[int, SessionRecord] = {}
+        self.keep_packets = keep_packets  # every packet in each record's PacketLog (the TUI)
 
     def apply(self, events: Iterable[Event]) -> list[SessionRecord]:
         """Fold events in; returns the sessions that finished with these events."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
         record: SessionRecord | None = None
+        log: PacketLog | None = None
+        keep = self.keep_packets
         for event in events:
             kind = type(event)
             # Most of a stream: a packet of the session just seen, already moving data, with nothing to
@@ -198,6 +226,8 @@ class SessionTable:
             if (kind is PacketReceived or kind is PacketSent) and record is not None \
                     and event.session == record.session and record.data_seen and event.note is _NONE:
                 record.last = event.time
+                if log is not None:
+                    log.add(event)
                 if kind is PacketReceived:
                     record.packets_received += 1
                 else:
@@ -206,6 +236,9 @@ class SessionTable:
             record = sessions.get(event.session)
             if record is None:
                 record = sessions[event.session] = SessionRecord(event.session)
+                if keep:
+                    record.packets = PacketLog()
+            log = record.packets
             was_finished = record.finished
             record.apply(event)
             if not was_finished and record.finished:

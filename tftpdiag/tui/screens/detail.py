@@ -19,6 +19,7 @@ class SessionDetailScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("p", "pause", "Pause"),
         Binding("f", "filter", "Filter"),
+        Binding("slash", "find", "Find", key_display="/"),
     ]
 
     def __init__(self, session: int) -> None:
@@ -41,6 +42,9 @@ class SessionDetailScreen(Screen[None]):
     def action_pause(self) -> None:
         self.paused = not self.paused
         self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_find(self) -> None:
+        self.query_one(SessionPanel).open_find()
 
     def action_filter(self) -> None:
         self.filter = self.filter.next()
