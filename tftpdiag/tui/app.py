@@ -61,7 +61,11 @@ class ProbeControl(Protocol):
 
 class TftpDiagApp(App[int]):
     TITLE = "tftpdiag"
+    # The palette's footer entry took the room of "? Help" at 80 columns, and it offers nothing the
+    # keys do not.
+    ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     CSS = """
     .panel { border: round $primary-darken-1; border-title-color: $text; padding: 0 1; }
     .panel:focus-within { border: round $accent; }
@@ -71,6 +75,10 @@ class TftpDiagApp(App[int]):
     Screen.-narrow SessionPanel .top { layout: vertical; }
     Screen.-narrow SessionPanel #options { width: 100%; }
     Screen.-narrow SessionPanel #graph { width: 100%; height: 6; }
+    /* 24 lines: a one-row graph and a short outcome box (its title counts the findings, and it
+       scrolls), so the packet table keeps a few rows. */
+    Screen.-short SessionPanel #graph { height: 5; }
+    Screen.-short SessionPanel #outcome { max-height: 5; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),

@@ -66,6 +66,9 @@ class PacketList(ScrollView, can_focus=True):
         self._count = 0
         self._started = 0.0
         self.marked: int | None = None  # a log position to highlight (a block jumped to)
+        # Whether to keep the newest row in view. A flag, not "is the view at the end now": rows can
+        # arrive between asking to scroll to the end and the scroll, and then following stopped.
+        self.following = True
         # A few screens' worth: every Strip carries small caches of its own, and thousands of them make
         # each full pass of the garbage collector long enough to stall a redraw.
         self._cache: LRUCache[tuple[int, int, int], Strip] = LRUCache(256)
@@ -74,9 +77,41 @@ class PacketList(ScrollView, can_focus=True):
     def row_count(self) -> int:
         return self._count
 
+    # Keys jump at once: animated, a jump across a million rows took seconds to arrive, and a screen
+    # caught mid-way read as the wrong place. Scrolling away stops following the newest; End resumes.
+
+    def action_scroll_home(self) -> None:
+        self.following = False
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_scroll_end(self) -> None:
+        self.following = True
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def action_page_up(self) -> None:
+        self.following = False
+        self.scroll_to(y=max(self.scroll_y - self.scrollable_content_region.height, 0), animate=False, immediate=True)
+
+    def action_page_down(self) -> None:
+        target = self.scroll_y + self.scrollable_content_region.height
+        self.following = target >= self.max_scroll_y
+        self.scroll_to(y=min(target, self.max_scroll_y), animate=False, immediate=True)
+
+    def action_scroll_up(self) -> None:
+        self.following = False
+        self.scroll_to(y=max(self.scroll_y - 1, 0), animate=False, immediate=True)
+
+    def action_scroll_down(self) -> None:
+        self.following = self.scroll_y + 1 >= self.max_scroll_y
+        self.scroll_to(y=min(self.scroll_y + 1, self.max_scroll_y), animate=False, immediate=True)
+
+    def _on_mouse_scroll_up(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.following = False
+        super()._on_mouse_scroll_up(event)
+
     def set_source(self, log: PacketLog | None, positions: array | None, started: float) -> None:
         """Show ``log`` (the rows at ``positions`` only, if given). Cheap: nothing is copied."""
-        follow = self.is_vertical_scroll_end or self._count == 0
+        follow = self.following
         if log is not self._log or positions is not self._positions:
             self._cache.clear()
         self._log, self._positions, self._started = log, positions, started
@@ -85,7 +120,7 @@ class PacketList(ScrollView, can_focus=True):
             return
         self._count = count
         self.virtual_size = Size(self.size.width, count)
-        if follow and self.marked is None:
+        if follow:
             # Before the first layout the height is unknown; scroll once the size is settled.
             self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
         self.refresh()
@@ -102,6 +137,7 @@ class PacketList(ScrollView, can_focus=True):
     def show_position(self, position: int) -> None:
         """Scroll so the row of log ``position`` is in the middle of the view, and highlight it."""
         self.marked = position
+        self.following = False
         self._cache.clear()
         row = self.row_of(position)
         self.scroll_to(y=max(row - self.size.height // 2, 0), animate=False, immediate=True)

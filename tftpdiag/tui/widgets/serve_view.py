@@ -23,10 +23,10 @@ __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
 # (name, minimum width, share of the spare width): the file column takes most of a wide terminal.
 # Widths include the space after each column (cells have no padding), so 100 columns fit.
-COLUMNS = (("client", 22, 0), ("file", 16, 3), ("state", 15, 0), ("progress", 9, 0), ("rate", 12, 0),
-           ("retx", 5, 0), ("options", 12, 1), ("time", 8, 0))
+COLUMNS = (("client", 22, 0, 0), ("file", 16, 3, 0), ("state", 15, 0, 0), ("progress", 9, 0, 5),
+           ("rate", 12, 0, 4), ("retx", 5, 0, 3), ("options", 12, 1, 1), ("time", 8, 0, 2))
 _SHORT = {"blksize": "b", "windowsize": "w", "timeout": "t"}
-_LEGEND = "options: b blksize · w windowsize · t timeout (s)"
+_LEGEND = "b=blksize w=windowsize t=timeout"
 SessionFilter = str  # "all", "active", "problems"
 FILTERS = ("all", "active", "problems")
 # How the sessions can be ordered: "o" cycles through them. None: the order they began in.
@@ -88,11 +88,9 @@ def _forgotten_line(model: LiveModel) -> Text:
 
 
 def _fit(value: str | Text, width: int) -> Text:
-    """A cell that leaves one space before the next column (the table has no padding of its own)."""
+    """A cell exactly ``width`` wide that leaves one space before the next column."""
     text = value.copy() if isinstance(value, Text) else Text(value)
-    if text.cell_len > width - 1:
-        text.truncate(width - 2)
-        text.append("…")
+    text.truncate(max(width - 1, 1), overflow="ellipsis", pad=True)
     text.append(" ")
     return text
 
@@ -168,9 +166,12 @@ class ServeView(Vertical):
             title += f" · matching {self.query_text!r}"
         title += f" · by {name}"
         box.border_title = title
-        box.border_subtitle = f"enter: details · / find · o: order · f: filter · {_LEGEND}"
+        box.border_subtitle = f"⏎ details · / find · o order · f filter · {_LEGEND}"
         width = sessions.size.width or (self.size.width - 4)
         self.query_one("#sessions-head", Static).update(sessions.header(width))
+        hidden = sessions.hidden(width)
+        if hidden:  # said, not silently cut
+            box.border_subtitle = f"⏎ details · / find · o order · f filter · too narrow for: {', '.join(hidden)}"
 
     def selected_session(self) -> int | None:
         record = self.query_one(SessionList).selected()
@@ -277,7 +278,7 @@ class ServeView(Vertical):
         cells = (fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
                  fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
                  f"{took:.1f}s")
-        return [_fit(cell, width) for cell, width in zip(cells, widths)]
+        return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths)]
 
     def _model_now(self) -> float:
         clock = getattr(self.app, "clock", None)

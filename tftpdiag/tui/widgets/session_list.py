@@ -22,7 +22,9 @@ from tftpdiag.sessions import SessionRecord
 
 __all__ = ["SessionList", "Column"]
 
-Column = tuple[str, int, int]  # name, minimum width, share of the spare width
+# name, minimum width, share of the spare width, and which goes first when the terminal is too narrow
+# for all of them (lowest first; 0: always shown). A hidden column is named under the table.
+Column = tuple[str, int, int, int]
 Cells = Callable[[SessionRecord, list[int]], list[Text]]
 
 _CURSOR = Style(reverse=True)
@@ -62,17 +64,25 @@ class SessionList(ScrollView, can_focus=True):
         return len(self.records)
 
     def widths(self, total: int) -> list[int]:
-        """Each column's width at ``total`` cells: the minimums, and what is left shared out."""
-        minimum = sum(c[1] for c in self.columns)
-        spare = max(total - minimum, 0)
-        shares = sum(c[2] for c in self.columns) or 1
-        widths = [c[1] + spare * c[2] // shares for c in self.columns]
-        return widths
+        """Each column's width at ``total`` cells (0: hidden): the minimums, what is left shared out,
+        and on a narrow terminal the least needed columns hidden until the rest fit."""
+        shown = list(self.columns)
+        for column in sorted((c for c in self.columns if c[3]), key=lambda c: c[3]):
+            if sum(c[1] for c in shown) <= total:
+                break
+            shown.remove(column)
+        spare = max(total - sum(c[1] for c in shown), 0)
+        shares = sum(c[2] for c in shown) or 1
+        return [c[1] + spare * c[2] // shares if c in shown else 0 for c in self.columns]
+
+    def hidden(self, total: int) -> list[str]:
+        return [c[0] for c, width in zip(self.columns, self.widths(total)) if not width]
 
     def header(self, total: int) -> Text:
         text = Text(style="bold")
-        for (name, _, _), width in zip(self.columns, self.widths(total)):
-            text.append(name[: width - 1].ljust(width))
+        for (name, *_), width in zip(self.columns, self.widths(total)):
+            if width:
+                text.append(name[: width - 1].ljust(width))
         return text
 
     def set_records(self, records: list[SessionRecord], keep: int | None = None) -> None:
@@ -112,6 +122,8 @@ class SessionList(ScrollView, can_focus=True):
                             (_ZEBRA if index % 2 else Style()))
         segments: list[Segment] = []
         for cell in self.cells(self.records[index], widths):
+            if not cell:
+                continue
             for segment in cell.render(self.app.console):
                 segments.append(Segment(segment.text, row_style + segment.style if segment.style else row_style))
         return Strip(segments).crop_extend(0, width, row_style).apply_offsets(scroll_x, index)

@@ -290,7 +290,7 @@ class SessionPanel(Vertical):
             verb = "probe" if record.role.is_download else "put"
             text.append(f"{verb} ", style="bold")
             text.append(f"{self.label or fmt_addr(record.peer)} ")
-            if self.label and record.peer is not None:
+            if self.label and record.peer is not None and fmt_addr(record.peer) != self.label:
                 text.append(f"({fmt_addr(record.peer)}) ", style="dim")
         else:
             text.append("session ", style="bold")
