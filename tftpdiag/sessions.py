@@ -236,8 +236,8 @@ class SessionTable:
             record = sessions.get(event.session)
             if record is None:
                 record = sessions[event.session] = SessionRecord(event.session)
-                if keep:
-                    record.packets = PacketLog()
+            if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired):
+                record.packets = PacketLog()  # on the first packet: a trace of many sessions may have none
             log = record.packets
             was_finished = record.finished
             record.apply(event)

@@ -59,7 +59,8 @@ class SessionView:
     @property
     def log(self) -> PacketLog:
         log = self.record.packets
-        assert log is not None, "the live model's table keeps packets"
+        if log is None:  # no packet yet (or none in this trace): an empty log to show
+            log = self.record.packets = PacketLog()
         return log
 
     def positions(self, flt: Filter) -> array | None:

@@ -122,8 +122,13 @@ class PacketList(ScrollView, can_focus=True):
         self.virtual_size = Size(self.size.width, count)
         if follow:
             # Before the first layout the height is unknown; scroll once the size is settled.
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+            self.call_after_refresh(self._follow)
         self.refresh()
+
+    def _follow(self) -> None:
+        # Asked for before the last refresh: the user may have jumped elsewhere since.
+        if self.following:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
 
     def position_at(self, row: int) -> int:
         return row if self._positions is None else self._positions[row]
