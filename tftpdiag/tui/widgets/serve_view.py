@@ -23,7 +23,7 @@ __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
 # (name, minimum width, share of the spare width): the file column takes most of a wide terminal.
 # Widths include the space after each column (cells have no padding), so 100 columns fit.
-COLUMNS = (("client", 22, 0, 0), ("file", 16, 3, 0), ("state", 15, 0, 0), ("progress", 9, 0, 5),
+COLUMNS = (("client", 22, 0, 0), ("file", 16, 3, 0), ("state", 15, 0, 0), ("progress", 10, 0, 5),
            ("rate", 12, 0, 4), ("retx", 5, 0, 3), ("options", 12, 1, 1), ("time", 8, 0, 2))
 _SHORT = {"blksize": "b", "windowsize": "w", "timeout": "t"}
 _LEGEND = "b=blksize w=windowsize t=timeout"

@@ -282,7 +282,12 @@ class SessionPanel(Vertical):
         self.query_one("#summary", Static).update(self._summary(record, findings))
         outcome = self.query_one("#outcome")
         outcome.border_title = f"Outcome · {_findings_count(findings)}"
-        outcome.border_subtitle = "tab here, ↑↓ to scroll" if outcome.max_scroll_y > 0 else ""
+        self.call_after_refresh(self._scroll_hint)
+
+    def _scroll_hint(self) -> None:
+        # After the layout: only then is it known whether the outcome is taller than its box.
+        outcome = self.query_one("#outcome")
+        outcome.border_subtitle = "scrolls: tab here, ↑↓" if outcome.max_scroll_y > 0 else ""
 
     def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
         text = Text(" ")
