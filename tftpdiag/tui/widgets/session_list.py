@@ -98,12 +98,9 @@ class SessionList(ScrollView, can_focus=True):
         self.refresh()
 
     def append(self, records: Iterable[SessionRecord]) -> None:
-        follow = self.records and self.cursor == len(self.records) - 1 and self.is_vertical_scroll_end
+        # The cursor stays on its session: a row that moved as clients arrived opened the wrong one.
         self.records.extend(records)
         self.virtual_size = Size(self.size.width, len(self.records))
-        if follow:
-            self.cursor = len(self.records) - 1
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
         self.refresh()
 
     def selected(self) -> SessionRecord | None:
