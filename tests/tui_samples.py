@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import fields, replace
+from typing import Iterator
 
 from tests.simnet import CLIENT, Impairment, run_transfer
 from tftpdiag.protocol.events import Address, Completed, Event
@@ -153,6 +154,10 @@ def trace_app() -> TftpDiagApp:
 # -- synthetic, for size: a session of many packets, a capture of many sessions ----------------------
 
 def big_session(blocks: int, session: int = 1, blksize: int = 1468) -> list[Event]:
+    return list(iter_big_session(blocks, session, blksize))
+
+
+def iter_big_session(blocks: int, session: int = 1, blksize: int = 1468) -> Iterator[Event]:
     """A lock-step download of ``blocks`` full blocks and a short last one, built directly (no
     simulated network, so a million packets take seconds, not minutes): RRQ, OACK, ACK 0, then DATA
     and ACK per block, Progress every 0.1 s of virtual time, Completed."""
@@ -162,13 +167,12 @@ def big_session(blocks: int, session: int = 1, blksize: int = 1468) -> list[Even
     local, server, tid = ("10.0.0.9", 40000), SERVER_ADDR, ("10.0.0.2", 50000)
     options = (("blksize", str(blksize)), ("tsize", "0"))
     size = blocks * blksize + 100
-    events: list[Event] = [TransferStarted(session, EPOCH, Role.CLIENT_READ, "firmware/big.bin", "octet", local,
-                                           server, options)]
+    yield TransferStarted(session, EPOCH, Role.CLIENT_READ, "firmware/big.bin", "octet", local, server, options)
     request = Request(Opcode.RRQ, "firmware/big.bin", "octet", options)
-    events.append(PacketSent(session, EPOCH, local, server, encode(request), request))
+    yield PacketSent(session, EPOCH, local, server, encode(request), request)
     oack = OAck((("blksize", str(blksize)), ("tsize", str(size))))
-    events.append(PacketReceived(session, EPOCH + 0.001, local, tid, encode(oack), oack))
-    events.append(PacketSent(session, EPOCH + 0.001, local, tid, encode(Ack(0)), Ack(0)))
+    yield PacketReceived(session, EPOCH + 0.001, local, tid, encode(oack), oack)
+    yield PacketSent(session, EPOCH + 0.001, local, tid, encode(Ack(0)), Ack(0))
     payload = bytes(blksize)
     raw_data, raw_ack = b"\x00\x03\x00\x00" + payload, b"\x00\x04\x00\x00"
     step = 0.00005  # 20,000 blocks a second
@@ -179,16 +183,15 @@ def big_session(blocks: int, session: int = 1, blksize: int = 1468) -> list[Even
         last = block == blocks + 1
         number = block & 0xFFFF
         data = Data(number, payload if not last else payload[:100])
-        events.append(PacketReceived(session, t, local, tid, raw_data if not last else raw_data[:104], data))
-        events.append(PacketSent(session, t, local, tid, raw_ack, Ack(number)))
+        yield PacketReceived(session, t, local, tid, raw_data if not last else raw_data[:104], data)
+        yield PacketSent(session, t, local, tid, raw_ack, Ack(number))
         if t >= next_progress or last:
             done = min(block * blksize, size)
             stats = TransferStats(done, t - EPOCH, block, block + 1, block + 1, 0, 0, 0, 0, 0)
-            events.append(Progress(session, t, done, size, stats))
+            yield Progress(session, t, done, size, stats)
             next_progress = t + 0.1
         t += step
-    events.append(Completed(session, t, stats))
-    return events
+    yield Completed(session, t, stats)
 
 
 def many_sessions(count: int) -> list[Event]:

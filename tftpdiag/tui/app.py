@@ -167,6 +167,10 @@ class TftpDiagApp(App[int]):
         started = time.perf_counter()
         events = self.feed.drain(MAX_EVENTS_PER_TICK)
         changes = self.model.apply(events) if events else Changes()
+        if len(events) >= 50_000:
+            # A trace opened whole (or a large backlog): its records live as long as the app. Frozen,
+            # a full pass of the collector no longer walks 100,000 sessions in the middle of a redraw.
+            gc.freeze()
         now = self.clock()
         self.analyzer.feed(self.findings_feed.drain() if self.findings_feed is not None else events)
         self.analyzer.tick(now)

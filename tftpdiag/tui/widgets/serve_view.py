@@ -193,8 +193,15 @@ class ServeView(Vertical):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "session-find" and self._model is not None:
             event.stop()
-            self.query_text = event.value.strip().lower()
-            self._rebuild(self._model, self._last_rebuild)
+            query = event.value.strip().lower()
+            narrower = self.query_text and query.startswith(self.query_text)
+            self.query_text = query
+            if narrower:  # typing on: only the rows shown can still match (100,000 rows cost ~60 ms)
+                sessions = self.query_one(SessionList)
+                sessions.set_records([r for r in sessions.records if _found(r, query)], self.selected_session())
+                self._titles()
+            else:
+                self._rebuild(self._model, self._last_rebuild)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "session-find":
