@@ -2,6 +2,8 @@
 
     python benchmarks/transfer.py                 # 64 MiB, 5 rounds
     python benchmarks/transfer.py --size 32M --rounds 3 --only ours,tftpd-hpa+curl
+    python benchmarks/transfer.py --size 32M --load 1  # with one CPU-bound program running beside
+    python benchmarks/transfer.py --size 32M --tui --only ours,tftpd-hpa+curl  # our probe's TUI too
 
 Each round runs every pair once, in turn (A B C A B C ...), so a noisy neighbour slows all of them
 alike; the table gives the median of the rounds and each pair's time as a ratio of ours. Every client
@@ -10,6 +12,11 @@ bytecode compiled, as after a pip install).
 
 tftpdiag runs headless with its event stream on: both the probe and the server publish every packet
 event and a subscriber folds every one of them (the headless summary), as in normal use.
+
+--load N runs N CPU-bound processes for the whole benchmark, as a build or a busy browser tab would;
+users are rarely on an idle machine. --tui adds "ours (TUI)": our probe in its full-screen view in a
+pseudo-terminal against our server, timed from its trace (request to completion) beside the same probe
+headless timed the same way, so the ratio is the view's cost to the transfer alone.
 
 Peers: tftpd-hpa + curl and atftpd + atftp from Debian (bash .ci/install-peers.sh), tftpy and
 pytftp from PyPI (pip install tftpy 'tftp[cli]'). A pair whose programs are missing is skipped.
@@ -173,6 +180,91 @@ def timed(argv: list[str], out: Path, size: int, timeout: float) -> float | None
     return elapsed
 
 
+def start_load(n: int) -> list[subprocess.Popen[bytes]]:
+    """N processes that keep a CPU busy until killed."""
+    return [subprocess.Popen([PY, "-c", "while True: pass"], start_new_session=True) for _ in range(n)]
+
+
+def traced_transfer_time(trace: Path) -> float | None:
+    """Request to completion of the client's transfer, from its jsonl trace (None: it did not complete)."""
+    import json
+
+    started = ended = None
+    with open(trace) as f:
+        for line in f:
+            event = json.loads(line)
+            kind = event.get("event")
+            if kind == "transfer-started" and event.get("role") == "client-read" and started is None:
+                started = event["t"]
+            elif kind == "completed" and started is not None:
+                ended = event["t"]
+            elif kind == "failed":
+                return None
+    return None if started is None or ended is None else ended - started
+
+
+def _trace_has_ended(trace: Path) -> bool:
+    try:
+        text = trace.read_text()
+    except OSError:
+        return False
+    return '"event":"completed"' in text or '"event":"failed"' in text
+
+
+def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) -> float | None:
+    """Our probe headless, or in its full-screen view in a pseudo-terminal (200x55), timed from its trace."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    trace = tmp / ("tui.jsonl" if tui else "headless.jsonl")
+    if trace.exists():
+        trace.unlink()
+    argv = [a for a in _ours_client(port, "big.bin", cfg, tmp / "unused") if a not in ("--json", "--no-tui")]
+    argv += ["--trace", str(trace)]
+    if not tui:
+        result = subprocess.run(argv + ["--no-tui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                timeout=timeout)
+        return traced_transfer_time(trace) if result.returncode == 0 else None
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal of its own, as a user's
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(argv[0], argv)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 55, 200, 0, 0))
+    deadline = time.monotonic() + timeout
+    import select
+
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    os.read(fd, 1 << 16)  # the screen it draws, read so that it never blocks on output
+                except OSError:
+                    break
+            elif _trace_has_ended(trace):
+                break
+        os.write(fd, b"q")
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    os.read(fd, 1 << 16)
+                except OSError:
+                    pass
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return traced_transfer_time(trace) if trace.exists() else None
+
+
 def compile_bytecode() -> None:
     """Compile tftpdiag's modules to bytecode first, as pip does when it installs a package (tftpy and
     pytftp were installed so). A checkout run with PYTHONDONTWRITEBYTECODE set would otherwise compile
@@ -198,6 +290,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each pair (default 5)")
     parser.add_argument("--only", default="", help="comma-separated pair names to run")
     parser.add_argument("--configs", default="", help="comma-separated block sizes to run, e.g. 1468")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N CPU-bound processes beside the benchmark (default 0)")
+    parser.add_argument("--tui", action="store_true",
+                        help="also time our probe in its full-screen view against its headless run")
     args = parser.parse_args()
     unknown = set(filter(None, args.only.split(","))) - {p.name for p in PAIRS}
     if unknown:
@@ -214,6 +310,9 @@ def main() -> None:
         out = Path(tmp) / "out.bin"
         results: dict[tuple[str, str], list[float]] = {}
         failures: dict[tuple[str, str], int] = {}
+        load = start_load(args.load)
+        timeout = max(120.0, args.size / (256 << 10))
+        ours = next((p for p in pairs if p.name == "ours"), None)
         try:
             for pair in pairs:
                 start(pair, root)
@@ -223,33 +322,51 @@ def main() -> None:
                         argv = pair.client(pair.port, "big.bin", cfg, out)
                         if argv is None:
                             continue
-                        elapsed = timed(argv, out, args.size, timeout=max(120.0, args.size / (256 << 10)))
+                        elapsed = timed(argv, out, args.size, timeout=timeout)
                         key = (cfg.name, pair.name)
                         if elapsed is None:
                             failures[key] = failures.get(key, 0) + 1
                         else:
                             results.setdefault(key, []).append(elapsed)
+                    if args.tui and ours is not None:
+                        for label, tui in (("ours (headless, transfer)", False), ("ours (TUI, transfer)", True)):
+                            elapsed = ours_traced(ours.port, cfg, Path(tmp), tui, timeout)
+                            key = (cfg.name, label)
+                            if elapsed is None:
+                                failures[key] = failures.get(key, 0) + 1
+                            else:
+                                results.setdefault(key, []).append(elapsed)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
             for pair in pairs:
                 stop(pair)
+            for proc in load:
+                proc.kill()
+                proc.wait()
     mib = args.size / (1 << 20)
+    loaded = f", {args.load} CPU-bound process{'es' if args.load > 1 else ''} beside" if args.load else ", quiet"
     print(f"\n{mib:g} MiB over loopback, median of {args.rounds} interleaved rounds "
-          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)")
-    print(f"{'config':<30} {'pair':<16} {'median s':>9} {'MiB/s':>8} {'time vs ours':>13}")
+          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores{loaded})")
+    print(f"{'config':<30} {'pair':<26} {'median s':>9} {'MiB/s':>8} {'time vs ours':>13}")
+    names = [p.name for p in pairs] + (["ours (headless, transfer)", "ours (TUI, transfer)"] if args.tui else [])
     for cfg in configs:
-        ours = results.get((cfg.name, "ours"))
-        base = statistics.median(ours) if ours else None
-        for pair in pairs:
-            times = results.get((cfg.name, pair.name))
+        ours_times = results.get((cfg.name, "ours"))
+        base = statistics.median(ours_times) if ours_times else None
+        for name in names:
+            times = results.get((cfg.name, name))
             if times is None:
-                if (cfg.name, pair.name) in failures:
-                    print(f"{cfg.name:<30} {pair.name:<16} {'failed':>9}")
+                if (cfg.name, name) in failures:
+                    print(f"{cfg.name:<30} {name:<26} {'failed':>9}")
                 continue
             median = statistics.median(times)
-            ratio = f"{median / base:.2f}x" if base else "-"
-            note = f"  ({failures[(cfg.name, pair.name)]} failed)" if (cfg.name, pair.name) in failures else ""
-            print(f"{cfg.name:<30} {pair.name:<16} {median:>9.3f} {mib / median:>8.1f} {ratio:>13}{note}")
+            ratio = f"{median / base:.2f}x" if base and "transfer" not in name else ""
+            note = f"  ({failures[(cfg.name, name)]} failed)" if (cfg.name, name) in failures else ""
+            print(f"{cfg.name:<30} {name:<26} {median:>9.3f} {mib / median:>8.1f} {ratio:>13}{note}")
+        headless = results.get((cfg.name, "ours (headless, transfer)"))
+        tui = results.get((cfg.name, "ours (TUI, transfer)"))
+        if headless and tui:
+            print(f"{'':<30} {'TUI / headless transfer':<26} {statistics.median(tui) / statistics.median(headless):>9.2f}x"
+                  "   (target: at most 1.15x)")
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
 

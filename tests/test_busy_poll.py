@@ -106,3 +106,61 @@ def test_only_one_loop_in_a_process_spins() -> None:
             assert one(10.0) is None and two(10.0) is None
         assert one(10.0) == b"datagram"
     assert second.calls == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_thread_preempted_while_it_spins_stops_spinning_for_a_while() -> None:
+    """Another program wants this CPU (the thread was preempted twice in 64 spins): spinning would
+    starve the peer, so it pauses, twice as long each time contention is seen again, and comes back."""
+    from tftpdiag.engine import net
+
+    clock, preempted = Clock(), [0]
+    read = Reads(empty=0)
+    poll = BusyPoll(read, budget=0.001, preempted=lambda: preempted[0], clock=clock)
+    with poll:
+        for _ in range(net._CHECK_EVERY - 1):
+            assert poll(1.0) == b"datagram"
+        preempted[0] += net._PREEMPTED
+        reads = read.calls
+        assert poll(1.0) is None and read.calls == reads and poll.pauses == 1  # the 64th spin: contended
+        clock.now += net._PAUSE_MIN - 0.01
+        assert poll(1.0) is None and read.calls == reads  # still paused
+        clock.now += 0.02
+        assert poll(1.0) == b"datagram"  # back, and looking again
+        for _ in range(net._CHECK_EVERY - 2):
+            poll(1.0)
+        preempted[0] += net._PREEMPTED
+        assert poll(1.0) is None and poll.pauses == 2
+        clock.now += net._PAUSE_MIN + 0.01
+        assert poll(1.0) is None, "the second pause is twice as long"
+        clock.now += net._PAUSE_MIN
+        for _ in range(net._CHECK_EVERY):  # a quiet spell: no preemption, spinning goes on
+            assert poll(1.0) == b"datagram"
+        assert poll.pauses == 2
+
+
+def test_a_preemption_now_and_then_does_not_stop_spinning() -> None:
+    from tftpdiag.engine import net
+
+    preempted = [0]
+    poll = BusyPoll(Reads(empty=0), budget=0.001, preempted=lambda: preempted[0], clock=Clock())
+    with poll:
+        for i in range(10 * net._CHECK_EVERY):
+            if i % net._CHECK_EVERY == 7:
+                preempted[0] += 1
+            assert poll(1.0) == b"datagram"
+    assert poll.pauses == 0
+
+
+def test_the_thread_counts_its_own_preemptions() -> None:
+    from tftpdiag.engine.net import preemptions
+
+    first = preemptions()
+    assert isinstance(first, int) and preemptions() >= first

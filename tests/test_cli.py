@@ -138,6 +138,38 @@ def test_plain_output_to_a_pipe_is_never_wrapped(served: tuple[Path, int]) -> No
     assert max(len(line) for line in result.stdout.splitlines()) > 100
 
 
+@pytest.mark.parametrize("json_out", [True, False], ids=["json", "plain"])
+def test_ctrl_c_prints_what_was_done_so_far_and_exits_130(tmp_path: Path, json_out: bool) -> None:
+    from tests.interop import EventLog
+    from tftpdiag.engine.impair import parse_impair
+    from tftpdiag.protocol.events import Progress
+
+    (tmp_path / "slow.bin").write_bytes(os.urandom(2 << 20))
+    bus = EventBus()
+    log = EventLog(bus)
+    config = ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0, impair=parse_impair("delay=20ms,seed=1"))
+    with TftpServer(config, bus) as server:
+        port = server.addresses[0][1]
+        proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", "probe", "127.0.0.1", "slow.bin", "--port",
+                                 str(port), *(["--json"] if json_out else [])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        try:
+            log.wait(lambda e: isinstance(e, Progress) and e.bytes > 10_000, timeout=20, what="some bytes sent")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    if json_out:
+        summary = json.loads(out)  # one object, whole
+        assert summary["ok"] is False and summary["bytes"] > 0
+        assert summary["error"]["reason"] == "cancelled" and summary["error"]["raised_by"] == "local"
+    else:
+        assert out.startswith("✘ slow.bin from 127.0.0.1") and "cancelled by the user" in out
+        assert "packets sent" in out
+
+
 def test_expect_sha256_mismatch_fails(served: tuple[Path, int]) -> None:
     _, port = served
     result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--expect-sha256", "0" * 64)

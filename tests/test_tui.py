@@ -4,6 +4,7 @@ one end-to-end run against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -364,3 +365,55 @@ def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
     from textual.widgets import Input
 
     monkeypatch.setattr(Input, "cursor_blink", False, raising=False)
+
+
+async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from tftpdiag.sweep import DEFAULT_PROBES
+    from tftpdiag.tui.sweep_app import SweepApp
+
+    (tmp_path / "image.bin").write_bytes(bytes(range(256)) * 12_000)  # 3 MiB: the probes are capped
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
+        port = server.addresses[0][1]
+        app = SweepApp("127.0.0.1", port, "image.bin", timing=Timing(initial_timeout=0.5, dally=0.05), tick=1 / 20)
+        async with app.run_test(size=(140, 45)) as pilot:
+            for _ in range(600):  # up to 30 s
+                await asyncio.sleep(0.05)
+                if app.report is not None:
+                    break
+            await pilot.pause()
+            assert app.report is not None and len(app.results) == len(DEFAULT_PROBES)
+            legend = plain(app.query_one("#legend"))
+            assert "capped = stopped after 2.0 MiB, enough to measure" in " ".join(legend.split()), legend
+            table = app.query_one(DataTable)
+            cells = [str(c) for row in range(table.row_count) for c in table.get_row_at(row)]
+            assert not any("-" in c and c.replace("-", "").isalpha() and c.islower() for c in cells), cells
+            verdict = " ".join(plain(app.query_one("#verdict")).split())
+            assert "Fastest without loss:" in verdict
+            fastest = verdict.split("Fastest without loss:")[1].split("Recommended")[0]
+            assert fastest.count("blksize") <= 1, fastest  # it no longer says the same thing twice
+            # The selected probe, in words, then its packets.
+            await pilot.press("down")
+            await pilot.pause()
+            assert "blksize 512: capped" in " ".join(plain(app.query_one("#explain")).split())
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, SessionDetailScreen)
+            header = plain(app.screen.query_one(SessionPanel).query_one(".session-header"))
+            assert "failed" in header, header  # capped: the sweep stopped it, and says so
+            summary = " ".join(plain(app.screen.query_one("#summary")).split())
+            assert "stopped by the sweep after 2.0 MiB: enough to measure" in summary, summary
+            assert app.screen.query_one(PacketList).row_count > 100
+            assert app.screen.query_one(PacketList).size.height >= 10  # the view's own layout, whole
+            await pilot.press("escape")
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            saved = tmp_path / "sweep.json"
+            assert "saved 11 probes" in app.save(saved)
+            report = json.loads(saved.read_text())
+            assert [p["probe"] for p in report["probes"]] == [p.name for p in DEFAULT_PROBES]
+            assert "saved" in app.save(tmp_path / "sweep.pcap")
+            assert (tmp_path / "sweep.pcap").stat().st_size > 100_000

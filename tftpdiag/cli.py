@@ -265,9 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
     _transfer_flags(probe)
     probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
-                       help="keep the downloaded file here (written only if the transfer completes)")
+                       help="keep the downloaded file here (written only if the transfer completes; a file it "
+                            "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it)")
     probe.add_argument("--expect-sha256", type=_sha256, default=None, metavar="HEX",
-                       help="fail (exit 1) unless the data has this SHA-256")
+                       help="fail (exit 1) unless the data has this SHA-256; with -o, data that does not "
+                            "match is not kept and a file already at PATH stays as it was")
+    probe.add_argument("--max-size", type=parse_size, default=None, metavar="SIZE",
+                       help="stop a download that brings more than SIZE, e.g. 512M: the server gets ERROR 3, "
+                            "the exit status is 1 and nothing is kept (default 4G with -o, no limit without: "
+                            "the data is then only hashed; 0 means no limit). A download that runs past the "
+                            "size the server announced (tsize) is stopped the same way")
     probe.add_argument("--sweep", action="store_true",
                        help="run short probes with different options (none; blksize 512 to 65464; windowsize "
                             "4, 16, 64; tsize; timeout; netascii) and report what the server supports and the "
@@ -378,6 +385,17 @@ def client_timing(args: argparse.Namespace) -> Timing:
     # Like tftp-hpa and curl, the command ends with its final ACK instead of lingering for a repeated
     # last DATA: a lost final ACK only makes the server log a timeout; the file here is complete.
     return Timing(initial_timeout=initial, retries=args.retries, dally=0.0, adaptive=args.timeout is None)
+
+
+DEFAULT_MAX_SIZE = 4 << 30  # a download kept with -o: far above any boot image, far below a full disk
+
+
+def download_limit(args: argparse.Namespace) -> int | None:
+    """--max-size in bytes, or None for no limit: by default only a download written to disk has one."""
+    value = getattr(args, "max_size", None)
+    if value is None:
+        return DEFAULT_MAX_SIZE if getattr(args, "output", None) is not None else None
+    return value or None
 
 
 def server_policy(args: argparse.Namespace) -> ServerPolicy:

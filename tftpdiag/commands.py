@@ -21,6 +21,7 @@ from tftpdiag.cli import (
     UsageError,
     client_target,
     client_timing,
+    download_limit,
     interactive,
     requested_options,
     server_policy,
@@ -36,7 +37,9 @@ if TYPE_CHECKING:  # the server engine is imported only by the commands that ser
 __all__ = ["run_client", "run_serve", "run_demo", "run_trace", "make_sample_image"]
 
 
-def _check_sha(expected: str | None):
+def _check_sha(expected: str | None, output: Path | None = None):
+    """The summary's SHA-256 fields. The engine has already refused to keep a download that does not
+    match (``output``, if given, was not written)."""
     def extra(outcome: ClientOutcome) -> dict[str, Any]:
         if expected is None:
             return {"expected_sha256": None, "sha256_match": None}
@@ -44,7 +47,8 @@ def _check_sha(expected: str | None):
         fields: dict[str, Any] = {"expected_sha256": expected, "sha256_match": match}
         if outcome.ok and not match:
             fields["ok"] = False
-            fields["failure"] = f"SHA-256 mismatch: got {outcome.sha256}, expected {expected}"
+            kept = f"; nothing was written to {output}" if output is not None else ""
+            fields["failure"] = f"SHA-256 mismatch: got {outcome.sha256}, expected {expected}{kept}"
         return fields
     return extra
 
@@ -84,7 +88,8 @@ def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
         host=target.host, filename=target.filename, port=target.port, upload=upload,
         mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
         family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
-        impair=args.impair, offload=args.offload, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, max_size=None if upload else download_limit(args),
+        expected_sha256=None if upload else getattr(args, "expect_sha256", None), **_busy_poll(args))
 
 
 def _busy_poll(args: argparse.Namespace) -> dict[str, float]:
@@ -103,7 +108,9 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
         raise UsageError(str(exc)) from None
-    extra = _check_sha(getattr(args, "expect_sha256", None))
+    extra = _check_sha(request.expected_sha256, request.output)
+    if request.output is not None:
+        _remove_stale_parts(request.output, args)
     with _trace(bus, args.trace, snaplen=args.trace_snaplen):
         if interactive(args):
             from tftpdiag.tui.launch import run_client_app
@@ -114,6 +121,25 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         sub = bus.subscribe()
         _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra)
         return EXIT_OK if summary["ok"] else EXIT_FAILED
+
+
+def _remove_stale_parts(output: Path, args: argparse.Namespace) -> None:
+    """Temporary files of earlier downloads to this same path whose tftpdiag was killed go now."""
+    from tftpdiag.engine.partfiles import remove_stale
+
+    _report_removals(remove_stale(output.parent, target=output), "download")
+
+
+def _report_removals(removals: list[Any], what: str) -> None:
+    """One line on stderr per stale temporary file removed (or not), its name escaped."""
+    from tftpdiag.findings.model import escape_name
+
+    for removal in removals:
+        name = escape_name(str(removal.path))
+        if removal.error is None:
+            print(f"tftpdiag: removed {name}, left by an earlier {what} that was killed", file=sys.stderr)
+        else:
+            print(f"tftpdiag: could not remove {name}, left by an earlier {what}: {removal.error}", file=sys.stderr)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -182,6 +208,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.bind()
     except ServerSetupError as exc:
         raise UsageError(str(exc)) from None
+    _report_removals(server.stale_parts, "upload")
     with _trace(bus, args.trace, snaplen=args.trace_snaplen):
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app

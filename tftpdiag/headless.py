@@ -100,6 +100,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
     outcome: ClientOutcome | None = None
+    interrupted = False
     try:
         with progress or contextlib.nullcontext():
             task = progress.add_task("transfer", total=None) if progress else None
@@ -112,15 +113,18 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                         done, total = (record.bytes, record.total) if record is not None else (0, None)
                     progress.update(task, completed=done, total=total)
     except KeyboardInterrupt:
+        # Ctrl-C: stop the transfer (the peer gets ERROR 0), then report what it did so far, as for any
+        # other failure, before the caller exits 130.
+        interrupted = True
         transfer.cancel()
         outcome = transfer.wait(5)
-        raise
     finally:
         transfer.join(5)
         fold.close()
         fold()
         analyzer.finish()
-    assert outcome is not None
+    if outcome is None:
+        raise KeyboardInterrupt  # the engine did not stop in time: nothing whole to report
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
     summary = session_summary(record, sha256=outcome.sha256,
@@ -138,6 +142,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         for text in finding_lines(findings):
             style = "bold red" if text.startswith("✘") else "yellow" if text.startswith("⚠") else "dim"
             _say(console, (f"  {text}", style if not text.startswith("    ") else "dim"))
+    stdout.flush()
+    if interrupted:
+        raise KeyboardInterrupt
     return outcome, summary
 
 

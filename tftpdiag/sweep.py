@@ -315,7 +315,7 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
         machine = transfer.machine
         if outcome is None and not capped and machine is not None and machine.bytes >= max_bytes:
             capped = True
-            transfer.cancel()
+            transfer.cancel(f"stopped by the sweep after {fmt_bytes(max_bytes)}: enough to measure")
         if outcome is None and cancel is not None and cancel.is_set():
             transfer.cancel()
     # Whatever the worker published up to the outcome (the dally may add a little later).
@@ -445,8 +445,11 @@ def summary_lines(report: SweepReport) -> list[str]:
                                                ("blksize", "windowsize", "tsize", "timeout", "netascii")))
     fastest = report.fastest
     if fastest is not None:
-        lines.append(f"Fastest without loss: {fastest.name} ({fmt_rate(fastest.rate_bps)}, blksize {fastest.blksize}, "
-                     f"windowsize {fastest.windowsize})")
+        text = f"Fastest without loss: {fastest.name} at {fmt_rate(fastest.rate_bps)}"
+        # Name the settings it ran with only where the probe's name does not already say them.
+        ran = [f"blksize {fastest.blksize}"] + ([f"windowsize {fastest.windowsize}"] if fastest.windowsize > 1 else [])
+        ran = [words for words in ran if words not in fastest.name]
+        lines.append(text + (f" (ran with {', '.join(ran)})" if ran else ""))
     rec = report.recommended
     if rec is not None:
         text = f"Recommended: blksize {rec['blksize']}"

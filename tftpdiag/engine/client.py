@@ -1,8 +1,9 @@
 """One client transfer (download or upload) driven over a real UDP socket, on a worker thread or the
 caller's own.
 
-A download is kept only when it completes: it is written to a temporary file beside the target and
-renamed over it at the end. Without a target it is only hashed.
+A download is kept only when it completes (and has the expected SHA-256, if one was given): it is
+written to a temporary file beside the target and renamed over it at the end, with the mode the file
+it replaces had, or the umask's for a new one. Without a target it is only hashed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import os
 import socket
 import struct
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
+from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketError
 from tftpdiag.protocol.netascii import netascii_size
@@ -62,6 +63,8 @@ class ClientRequest:
     impair: ImpairSpec | None = None  # fault injection between the socket and the machine
     busy_poll: float = BUSY_POLL  # seconds to spin for a fast reply before sleeping (0: never)
     offload: bool = True  # windows leave and arrive in one system call each (UDP GSO/GRO, Linux)
+    max_size: int | None = None  # most bytes a download may bring (ERROR 3 past it); None: no limit
+    expected_sha256: str | None = None  # a download with another digest is not kept at ``output``
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,13 @@ class _HashingSink:
             self.hash.update(data)
             if self.file is not None:
                 self.file.write(data)
+
+    def commit(self) -> None:
+        """The machine calls this before its final ACK: what the disk refuses (full, over a size limit)
+        then still reaches the server as an ERROR, and the download fails instead of seeming done."""
+        self.flush()
+        if self.file is not None:
+            self.file.flush()
 
 
 class _HashingSource:
@@ -156,7 +166,10 @@ class ClientTransfer:
             self._upload_file = None
             if request.output is not None and not request.output.parent.is_dir():
                 raise TransferSetupError(f"cannot write {request.output}: no such directory {request.output.parent}")
+            if request.output is not None and not os.access(request.output.parent, os.W_OK):
+                raise TransferSetupError(f"cannot write {request.output}: {request.output.parent} is not writable")
         self._cancel = threading.Event()
+        self._cancel_reason = "cancelled by the user"
         self._done = threading.Event()
         self._outcome: ClientOutcome | None = None
         self._thread: threading.Thread | None = None
@@ -170,8 +183,9 @@ class ClientTransfer:
         self._thread.start()
         return self
 
-    def cancel(self) -> None:
-        """Stop as soon as possible; the peer is sent ERROR 0."""
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Stop as soon as possible; the peer is sent ERROR 0 with ``reason``."""
+        self._cancel_reason = reason
         self._cancel.set()
 
     def wait(self, timeout: float | None = None) -> ClientOutcome | None:
@@ -192,6 +206,7 @@ class ClientTransfer:
         sock = udp_socket(self.family, (local_ip, 0))
         local = normalise(sock.getsockname())
         self._temp: BinaryIO | None = None
+        self._temp_path = ""
         try:
             now = time.time()
             if req.upload:
@@ -206,12 +221,12 @@ class ClientTransfer:
                 self._digest = source.hash
             else:
                 if req.output is not None:
-                    self._temp = tempfile.NamedTemporaryFile(
-                        dir=req.output.parent, prefix=f".{req.output.name}.", suffix=".part", delete=False)
+                    fd, self._temp_path = create_part(req.output)
+                    self._temp = os.fdopen(fd, "wb")
                 sink = self._sink = _HashingSink(self._temp)
                 machine = ClientRead(
                     self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
-                    now=now, mode=req.mode, options=req.options, timing=req.timing)
+                    now=now, mode=req.mode, options=req.options, timing=req.timing, max_bytes=req.max_size)
                 self._digest = sink.hash
             self.machine = machine
             self._drive(sock, machine, now)
@@ -222,9 +237,10 @@ class ClientTransfer:
         finally:
             sock.close()
             if self._temp is not None:
-                self._temp.close()
                 with contextlib.suppress(OSError):
-                    os.unlink(self._temp.name)
+                    self._temp.close()
+                with contextlib.suppress(OSError):
+                    os.unlink(self._temp_path)
             if self._upload_file is not None:
                 self._upload_file.close()
             self._done.set()
@@ -233,21 +249,38 @@ class ClientTransfer:
         """Keep or drop the download and publish the outcome, as soon as the transfer has ended.
 
         A completed download is whole before the machine's dally ends (dallying only repeats ACKs).
+        One whose SHA-256 is not the expected one is dropped like a failed one: it never appears at
+        the output path, and a file already there stays as it was.
         """
         result = machine.result
         assert result is not None
+        stored = True
         if self._sink is not None:
-            self._sink.flush()
+            try:
+                self._sink.flush()  # nothing is left for a completed download: its commit wrote it all
+            except OSError:
+                stored = False
         output = None
         temp, self._temp = self._temp, None
         if temp is not None:
-            temp.close()
-            if isinstance(result, Completed):
-                assert self.request.output is not None
-                os.replace(temp.name, self.request.output)
-                output = self.request.output
-            else:
-                os.unlink(temp.name)
+            expected = self.request.expected_sha256
+            keep = stored and isinstance(result, Completed) and (
+                expected is None or self._digest.hexdigest() == expected.lower())
+            try:
+                if keep:
+                    assert self.request.output is not None
+                    set_final_mode(temp.fileno(), self.request.output)
+                try:
+                    temp.close()
+                except OSError:
+                    keep = False
+                if keep:
+                    os.replace(self._temp_path, self.request.output)  # type: ignore[arg-type]
+                    output = self.request.output
+            finally:
+                if output is None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._temp_path)
         self._outcome = ClientOutcome(
             session=self.session_id, result=result, sha256=self._digest.hexdigest(),
             requested=machine.request.options,  # type: ignore[attr-defined]
@@ -344,7 +377,7 @@ class ClientTransfer:
                 if delayed:
                     now = clock()  # held datagrams fall due by the clock, not by traffic
                 if cancelled():
-                    machine.abort(clock(), "cancelled by the user")
+                    machine.abort(clock(), self._cancel_reason)
                 elif deadline is not None and now >= deadline and not machine.finished:
                     machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
                 elif delayed and held.due(now):
@@ -403,7 +436,11 @@ class ClientTransfer:
                 send_all(now)
                 # Off the critical path: the reply is already on its way.
                 if sink is not None:
-                    sink.flush()
+                    try:
+                        sink.flush()
+                    except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
+                        machine.local_io_error(clock(), exc)
+                        send_all(now)  # the ERROR that tells the server
                 elif prefetch is not None:
                     prefetch()
                 batch += take_events()

@@ -14,7 +14,6 @@ import ipaddress
 import os
 import select
 import socket
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
+from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_final_mode
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
@@ -124,7 +124,9 @@ class _UploadSink:
     """An upload's temporary file; :meth:`commit` puts it in place before the final ACK goes out.
 
     Without overwrite the target is linked, which fails (EEXIST) rather than clobber a file that
-    appeared meanwhile, e.g. another client's upload of the same name that finished first.
+    appeared meanwhile, e.g. another client's upload of the same name that finished first. The file
+    gets the mode of the one it replaces, or the umask's for a new one (so tftpd-hpa, which serves
+    only world-readable files, can serve it under the usual umask 022).
     """
 
     def __init__(self, file: BinaryIO, temp_path: str, target: Path, overwrite: bool) -> None:
@@ -139,6 +141,7 @@ class _UploadSink:
 
     def commit(self) -> None:
         self.file.flush()
+        set_final_mode(self.file.fileno(), self.target)
         os.fsync(self.file.fileno())
         self.file.close()
         if self.overwrite:
@@ -176,6 +179,7 @@ class TftpServer:
         self._offload = config.offload and self._impair is None  # the impairer decides each datagram
         self._held = Held()
         self.stopped = threading.Event()
+        self.stale_parts: list[Removal] = []  # temporary uploads of a killed server, removed at bind()
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -218,6 +222,8 @@ class TftpServer:
                 self._close_listeners()
                 raise
         self._sel.register(self._wake_r, _WAKE)
+        # Only once the addresses are ours: a second server that cannot bind touches nothing.
+        self.stale_parts = remove_stale(self.root, recursive=True)
 
     def stop(self, timeout: float = 5.0) -> None:
         """End every session (their clients get ERROR 0), close all sockets, remove partial uploads."""
@@ -583,7 +589,7 @@ class TftpServer:
             self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why)
             return
         try:
-            fd, temp_path = tempfile.mkstemp(dir=target.path.parent, prefix=f".{target.path.name}.", suffix=".part")
+            fd, temp_path = create_part(target.path)
         except OSError as exc:
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
                          f"cannot create the file: {exc.strerror}", "no-permission")

@@ -11,7 +11,7 @@ stream of live sessions and of transfers rebuilt from traces.
 
 One module per family of causes: reach (silence, ICMP, answers from elsewhere, stalls), errors (ERROR
 packets and refusals), negotiation (options), loss (missing and repeated packets), speed, rollover,
-content. Every finding has a stable id; ``IDS`` lists them all.
+content, limits (a transfer stopped for its size). Every finding has a stable id; ``IDS`` lists them all.
 """
 
 from tftpdiag.findings.analyzer import IDS, Analyzer, analyze

@@ -11,11 +11,12 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tftpdiag.findings import content, errors, loss, negotiation, reach, rollover, speed
+from tftpdiag.findings import content, errors, limits, loss, negotiation, reach, rollover, speed
 from tftpdiag.findings import state as st
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import (
+    CaptureGap,
     Completed,
     Event,
     Failed,
@@ -41,6 +42,7 @@ Rule = Callable[[SessionState, "Analyzer"], "Finding | list[Finding] | None"]
 # causes of a stall, so it comes last).
 RULES: tuple[Rule, ...] = (
     *reach.RULES,
+    *limits.RULES,  # before errors: local-error leaves these stops to them
     *errors.RULES,
     *negotiation.RULES,
     *loss.RULES,
@@ -51,7 +53,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 IDS: tuple[str, ...] = (
-    *reach.IDS, *errors.IDS, *negotiation.IDS, *loss.IDS, *speed.IDS, *rollover.IDS, *content.IDS,
+    *reach.IDS, *errors.IDS, *negotiation.IDS, *loss.IDS, *speed.IDS, *rollover.IDS, *content.IDS, *limits.IDS,
 )
 
 
@@ -91,6 +93,7 @@ class Analyzer:
             RequestRetried: st.on_retried,
             SocketError: st.on_socket_error,
             Impaired: st.ignore,  # fault injection is the test bench, never evidence
+            CaptureGap: st.on_capture_gap,
         }
 
     # -- input ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tftpdiag.findings import rollover
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -36,6 +37,49 @@ _CODE_HINTS = {
        "tftpdiag serve --allow-overwrite)",
     7: "the server knows no such user (an obsolete 'mail' mode error)",
 }
+
+
+# What real servers write in an ERROR 0 ("not defined") when a code of its own would have said it:
+# strerror texts (tftpd-hpa, dnsmasq's "cannot access/read NAME: ..."), the RFC's own code names
+# (atftpd, tftpy, Cisco), Windows' system messages and Go's os errors. Families are tried in this
+# order, so "cannot access x: No such file or directory" reads as not found before "cannot access"
+# reads as access refused; keywords are lower case.
+_MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (5, ("unknown transfer id", "unknown tid", "unknown transfer")),
+    (8, ("option", "blksize", "blocksize", "block size", "windowsize", "tsize")),
+    (6, ("file exists", "already exists", "file already")),
+    (3, ("disk full", "allocation exceeded", "no space", "not enough space", "space left", "file too large",
+         "file is too large", "file too big", "quota")),
+    (7, ("no such user", "unknown user")),
+    (1, ("not found", "no such file", "not exist", "n't exist", "cannot find", "can't find", "could not find",
+         "couldn't find", "unable to find", "unknown file")),
+    (2, ("permission denied", "access violation", "access denied", "access is denied", "not permitted",
+         "read-only", "read only", "forbidden", "is a directory", "not a regular file", "cannot access",
+         "can't access", "not allowed", "no access")),
+    (4, ("illegal",)),
+)
+MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
+
+
+def meant_code(code: int | None, message: str, *, options: bool = True) -> int | None:
+    """The RFC 1350 code an ERROR 0 means by its text ("Permission denied" means 2), else the code as
+    sent. ``options``: options were asked for, so a text about them can mean 8."""
+    if code != 0 or not message or len(message) > MEANING_MAX:
+        return code
+    text = message.lower()
+    for meant, words in _MEANINGS:
+        if (meant != 8 or options) and any(word in text for word in words):
+            return meant
+    return code
+
+
+def sent_as(res: Failed, meant: int | None) -> str:
+    """How the ERROR was sent, in words: "ERROR 1, 'File not found'" or, for an ERROR 0 whose text says
+    what happened, "ERROR 0 (not defined), 'Disk full': code 0, but the text means disk full or ..."."""
+    message = repr(res.message) if res.message else "(no message)"
+    if res.code == 0 and meant != 0:
+        return f"ERROR 0 (not defined), {message}: code 0, but the text means {error_code_name(meant or 0)}"
+    return f"ERROR {res.code}, {message}"
 
 
 def _peer_error(s: SessionState) -> Failed | None:
@@ -93,28 +137,33 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
     if not s.client_side:
         return None
     res = _peer_error(s)
-    if res is None or res.code == 8:
+    if res is None:
         return None
+    code = meant_code(res.code, res.message, options=bool(s.requested))
+    if code == 8:
+        return None  # option-refused says it
     server = fmt_addr(s.locked or s.peer)
     name = escape_name(s.filename)
     message = repr(res.message) if res.message else "(no message)"
+    sent = sent_as(res, code)
     ev = [f"{s.t(t)}: {s.kind} {name} {s.mode} {fmt_options(s.requested)} sent to {fmt_addr(s.peer)}"
           for t in s.request_times[:1]]
     ev.append(f"{s.t(res.time)}: ERROR {res.code} ({error_code_name(res.code)}) {message} from {server}")
-    if res.code == 1 and not s.receiver:
-        summary = f"{server} refused the upload of {name} with ERROR 1, {message}"
+    if code == 1 and not s.receiver:
+        summary = f"{server} refused the upload of {name} with {sent}"
         suggestion = ("tftpd-hpa answers 'File not found' to an upload of a file that does not exist yet unless it "
                       "runs with -c (create); otherwise the directory may be missing on the server.")
         return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
-    if res.code == 1:
+    if code == 1:
         hints = _client_name_hints(s.filename)
-        summary = f"{server} has no file {name}: ERROR 1, {message}"
+        summary = f"{server} has no file {name}: {sent}"
         check = ("Check that the file is in the server's root directory (tftpd-hpa -s DIR, dnsmasq --tftp-root, "
                  "atftpd's directory argument) under exactly this name.")
         suggestion = " ".join([*hints, check])
         return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
-    if res.code == 2:
-        summary = f"{server} refused the {s.kind} for {name}: ERROR 2 (access violation), {message}"
+    if code == 2:
+        what = "ERROR 2 (access violation), " + message if res.code == 2 else sent
+        summary = f"{server} refused the {s.kind} for {name}: {what}"
         if s.receiver:
             suggestion = ("The file may exist but not be readable by the server (tftpd-hpa serves only "
                           "world-readable files: chmod o+r), or the path leads outside the served directory.")
@@ -123,9 +172,14 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
                           "existing files must be world-writable; dnsmasq takes no uploads; tftpdiag serve needs "
                           "--allow-upload.")
         return Finding("access-violation", ERROR, summary, evidence(ev), suggestion, s.session)
-    hint = _CODE_HINTS.get(res.code, f"code {res.code} is not one of RFC 1350's")
-    summary = (f"{server} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}), {message}"
-               + (f" after {s.moved:,} blocks" if s.moved else ""))
+    if code in (0, 4, 5) and s.moved and rollover.at_wrap(s, a):
+        return None  # what a peer that cannot wrap the block number says: rollover-stall explains it
+    hint = _CODE_HINTS.get(code, f"code {code} is not one of RFC 1350's")
+    if code == res.code:
+        said = f"ERROR {res.code} ({error_code_name(res.code)}), {message}"
+    else:
+        said = sent
+    summary = f"{server} ended the transfer with {said}" + (f" after {s.moved:,} blocks" if s.moved else "")
     return Finding("server-error", ERROR, summary, evidence(ev), hint[0].upper() + hint[1:] + ".", s.session)
 
 
@@ -270,6 +324,8 @@ def local_error(s: SessionState, a: Analyzer) -> Finding | None:
         return None
     if not (res.reason is Reason.LOCAL or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
+    if a.has(s, "tsize-overrun") or a.has(s, "size-limit"):
+        return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"
     hint = ("Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."

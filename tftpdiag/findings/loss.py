@@ -21,7 +21,8 @@ from tftpdiag.protocol.packets import Ack, Data, OAck
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
 
-IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "window-overrun", "stray-packets")
+IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "window-overrun", "stray-packets",
+       "capture-gaps")
 
 # A block this large no longer fits a 1280-byte path (IPv6's minimum MTU) with its headers; below it a
 # negotiated transfer that never moves has other causes.
@@ -142,6 +143,9 @@ def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
         ev.append(f"{s.t(s.ooo_first[0])}: {s.ooo_first[1]} arrived past a gap")
     if s.stats is not None:
         ev.append(f"{s.stats.retransmits} packets resent by tftpdiag in {s.stats.duration:.1f} s")
+    if s.gap_data or s.gap_ack:
+        ev.append(f"the capture also lacks {s.gap_data + s.gap_ack} packets the transfer shows were delivered: not "
+                  f"counted here (see capture-gaps)")
     tips = [("Each loss costs a retransmit timeout; find the lossy link (Wi-Fi, a congested or half-duplex port, a "
              "policer).")]
     if ws > 1:
@@ -250,4 +254,28 @@ def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
                    "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)
 
 
-RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, window_overrun, stray_packets)
+def capture_gaps(s: SessionState, a: Analyzer) -> Finding | None:
+    """A capture that lacks packets the transfer shows were delivered (only a rebuilt trace has these):
+    the capture's loss, not the network's, so they count toward no loss or window finding."""
+    total = s.gap_data + s.gap_ack
+    if not total:
+        return None
+    parts = []
+    if s.gap_data:
+        parts.append(f"{s.gap_data} DATA")
+    if s.gap_ack:
+        parts.append(f"at least {s.gap_ack} ACK{'s' if s.gap_ack != 1 else ''}")
+    summary = (f"The capture missed {total} packet{'s' if total != 1 else ''} ({', '.join(parts)}) that the "
+               f"transfer shows were delivered: the capture dropped them, not the network, and the transfer "
+               f"itself was not affected")
+    ev = [f"{s.t(t)}: {detail}" for t, detail in s.gap_log]
+    return Finding("capture-gaps", INFO, summary, evidence(ev),
+                   "Nothing to fix in the transfer; only what its peers did (resends, repeated ACKs) counts as "
+                   "loss in this capture. For captures without drops: a larger buffer (tcpdump -B 16384), a short "
+                   "snap length (-s 96 keeps the TFTP headers), a fast disk or tmpfs to write to, and a capture on "
+                   "one of the two hosts rather than a mirror port under load; tcpdump prints 'packets dropped by "
+                   "kernel' when it stops.", s.session)
+
+
+RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, window_overrun, stray_packets,
+         capture_gaps)

@@ -15,10 +15,11 @@ from tftpdiag.findings.model import (
     fmt_addr,
     fmt_options,
 )
+from tftpdiag.findings.errors import meant_code, sent_as
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
-from tftpdiag.protocol.packets import Data
+from tftpdiag.protocol.packets import Data, error_code_name
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
@@ -113,14 +114,15 @@ def _refused_then_retried(s: SessionState) -> Finding:
     res = s.result
     then = ("and the transfer completed" if isinstance(res, Completed)
             else "and that failed too" if isinstance(res, Failed) else "")
-    summary = (f"{server} refused the options with ERROR {retried.code}, {retried.message!r}; asked: "
+    code = f"ERROR {retried.code}" + (f" ({error_code_name(retried.code)})" if retried.code != 8 else "")
+    summary = (f"{server} refused the options with {code}, {retried.message!r}; asked: "
                f"{fmt_options(retried.asked)} ({s.mode} mode). The client asked again {again}, as real clients "
                f"fall back, {then}").rstrip(", ")
     hints = _refusal_hints(s, dict(retried.asked))
     hints.append("a device that does not fall back fails here: take the refused options out of its request, or "
                  "let the server accept them")
     ev = [f"{s.t(first_sent)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(retried.asked)}",
-          f"{s.t(retried.time)}: ERROR {retried.code} {retried.message!r} from {server}",
+          f"{s.t(retried.time)}: {code} {retried.message!r} from {server}",
           f"{s.t(retried.time)}: {s.kind} again {fmt_options(retried.requested) or 'without options'}"]
     severity = ERROR if isinstance(res, Failed) else WARNING
     return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
@@ -130,18 +132,22 @@ def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
     if s.retried is not None and s.client_side:
         return _refused_then_retried(s)
     res = s.result
-    if not isinstance(res, Failed) or res.code != 8 or res.raised_by is not Side.PEER:
+    if not isinstance(res, Failed) or res.raised_by is not Side.PEER:
+        return None
+    # A server may say it with ERROR 0 and words ("Option negotiation failed"): the same finding.
+    code = meant_code(res.code, res.message, options=bool(s.requested)) if s.client_side else res.code
+    if code != 8:
         return None
     if s.client_side:
         server = fmt_addr(s.locked or s.peer)
-        summary = (f"{server} refused the options with ERROR 8, {res.message!r}; asked: {fmt_options(s.requested)}"
+        summary = (f"{server} refused the options with {sent_as(res, code)}; asked: {fmt_options(s.requested)}"
                    f" ({s.mode} mode)")
         hints = _refusal_hints(s, s.req)
         hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one it "
                      "refuses")
         ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(s.requested)}"
               for t in s.request_times[:1]]
-        ev.append(f"{s.t(res.time)}: ERROR 8 {res.message!r} from {server}")
+        ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {server}")
         return Finding("option-refused", ERROR, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
     if "tsize" in s.req and not s.receiver:
         return None  # a size probe

@@ -103,6 +103,10 @@ def port_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
     if not errs:
         return None
     e = errs[0]
+    if s.moved and (s.result is None or _stopped_cause_elsewhere(s, a)):
+        # Mid-transfer the session ends right after the ICMP; wait for that, since the ICMP may be how a
+        # stop at the block-number wrap showed (then rollover-stall says it).
+        return None
     ev = [f"{s.t(x.time)}: ICMP from {fmt_addr(x.peer or s.peer)}: {x.message}" for x in errs[:3]]
     if s.client_side:
         if s.locked is None:

@@ -11,11 +11,13 @@ from tftpdiag.findings.model import (
     WARNING,
     Finding,
     evidence,
+    fmt_addr,
     fmt_bytes,
     transient,
 )
 from tftpdiag.findings.state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason
+from tftpdiag.protocol.packets import error_code_name
 
 if TYPE_CHECKING:
     from tftpdiag.findings.analyzer import Analyzer
@@ -68,14 +70,44 @@ def rollover_risk(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("rollover-risk", WARNING, summary, evidence(ev), fix + ".", s.session)
 
 
+def _wrap_block(s: SessionState) -> str | None:
+    """Where the last block to move stands against the wrap, in words, if it explains a stop there: 65535
+    itself, the last window that did not cross it (a sender that cannot number the next one sends none of
+    it), or the first block after it (0, or 1 from a sender that wraps 65535 -> 1)."""
+    pos, done = s.pos, _blocks_done(s)
+    ws = max(s.windowsize, 1)
+    if pos is None or done < MAX_BLOCKS - ws + 1:
+        return None
+    if pos == 65535 or pos == 0 or (pos == 1 and done > MAX_BLOCKS and (done - 1) % MAX_BLOCKS == 0):
+        return ""
+    # A window that ends here and whose successor would cross the wrap; windows beyond 1024 blocks make
+    # "near the wrap" too wide to mean anything.
+    if 65535 - pos < ws <= 1024 and (not s.receiver or s.ack_tx == pos):
+        return f", the end of the last window (windowsize {ws}) before the wrap"
+    return None
+
+
 def at_wrap(s: SessionState, a: Analyzer) -> bool:
-    """Stuck at the block where the number wraps: 65535 moved, or the first after it."""
-    if s.pos not in (65535, 0) or _blocks_done(s) < MAX_BLOCKS:
+    """Stuck at the block where the number wraps, however it shows: silence, an ICMP error (the peer's
+    port closed: it crashed or dropped the session) or an ERROR."""
+    if _wrap_block(s) is None:
         return False
     res = s.result
     if isinstance(res, Failed):
-        return res.reason in (Reason.TIMEOUT, Reason.PEER_ERROR, Reason.PROTOCOL)
+        return res.reason in (Reason.TIMEOUT, Reason.PEER_ERROR, Reason.PROTOCOL, Reason.UNREACHABLE)
     return timed_out_or_stuck(s, a) == "live"
+
+
+def _how(s: SessionState) -> str:
+    res = s.result
+    if isinstance(res, Failed) and res.reason is Reason.UNREACHABLE:
+        return "its port then answered with ICMP unreachable (it crashed or dropped the session)"
+    if s.err_rx is not None and s.last_move is not None and s.err_rx[0] >= s.last_move:
+        _, code, message = s.err_rx
+        return f"it then sent ERROR {code} ({error_code_name(code)}) {message!r}"
+    if isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
+        return f"tftpdiag then ended it: {res.message}"
+    return "nothing came after it"
 
 
 @transient("rollover-stall")
@@ -84,11 +116,15 @@ def rollover_stall(s: SessionState, a: Analyzer) -> Finding | None:
         return None
     res = s.result
     done = _blocks_done(s)
-    summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}): the block "
-               f"number had to wrap past 65535 there, and {s.other} does not do it (or does it differently)")
+    window = _wrap_block(s)
+    there = "the next window had to take the block number past 65535" if window else \
+        "the block number had to wrap past 65535 there"
+    summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}){window}: {there}, "
+               f"and {s.other} does not do it (or does it differently); {_how(s)}")
     ev = [f"{s.t(s.last_move or s.last_time)}: {'DATA' if s.receiver else 'ACK'} {s.pos}, the last to move"]
     ev += [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for}"
            for e in s.timeouts if s.last_move is None or e.time > s.last_move][:3]
+    ev += [f"{s.t(e.time)}: ICMP from {fmt_addr(e.peer or s.locked or s.peer)}: {e.message}" for e in s.sock_errors[:2]]
     if s.err_rx is not None:
         ev.append(f"{s.t(s.err_rx[0])}: ERROR {s.err_rx[1]} {s.err_rx[2]!r} from {s.other}")
     if isinstance(res, Failed):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from tftpdiag.findings.model import escape_name, fmt_options, fmt_t
 from tftpdiag.protocol.events import (
     Address,
+    CaptureGap,
     Completed,
     Failed,
     Note,
@@ -89,7 +90,7 @@ class SessionState:
         "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
-        "stall_max", "stall_pos", "followup", "eval_t", "retired",
+        "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
         # outcome
         "result", "refused", "retried",
     )
@@ -184,6 +185,9 @@ class SessionState:
         self.followup: tuple[float, int, str] | None = None
         self.eval_t = -1.0
         self.retired = False
+        self.gap_data = 0  # DATA and ACKs a rebuilt capture lacks although the transfer shows them delivered
+        self.gap_ack = 0
+        self.gap_log: list[tuple[float, str]] = []
         self.result: Completed | Failed | None = None
         self.refused: RequestRefused | None = None
         self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
@@ -623,6 +627,19 @@ def on_socket_error(s: SessionState, ev: SocketError) -> bool:
     s.last_time = ev.time
     if len(s.sock_errors) < LOG_CAP:
         s.sock_errors.append(ev)
+    return True
+
+
+def on_capture_gap(s: SessionState, ev: CaptureGap) -> bool:
+    s.last_time = ev.time
+    if ev.missing == "DATA":
+        s.gap_data += ev.count
+        if s.receiver:
+            s.data_rx += ev.count  # they arrived in order where the receiver was
+    else:
+        s.gap_ack += ev.count
+    if len(s.gap_log) < LOG_CAP:
+        s.gap_log.append((ev.time, ev.detail))
     return True
 
 

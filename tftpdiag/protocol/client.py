@@ -149,10 +149,10 @@ class ClientRead(_ClientMixin, Receiver):
 
     def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Writable,
                  now: float, mode: str = "octet", options: RequestedOptions = RequestedOptions(),
-                 timing: Timing = Timing()) -> None:
+                 timing: Timing = Timing(), max_bytes: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
-        self._init_receiver(sink, netascii=self.request.mode == "netascii")
+        self._init_receiver(sink, netascii=self.request.mode == "netascii", max_bytes=max_bytes)
         self._start(now)
 
     def _start_request(self, now: float) -> None:
@@ -169,8 +169,9 @@ class ClientRead(_ClientMixin, Receiver):
             elif isinstance(packet, OAck):
                 self._note_received(raw, packet, addr, now)
                 self._sample_rtt(now)
-                if self._negotiate(packet, now):
+                if self._negotiate(packet, now) and self._size_fits(now):
                     self.total = self.negotiated.tsize
+                    self._expect_at_most(self.total)
                     self.state = State.NEGOTIATING
                     self._progressed(now)
                     self._ack(0, now)
@@ -197,6 +198,15 @@ class ClientRead(_ClientMixin, Receiver):
         else:
             detail = "OACK after the transfer began" if isinstance(packet, OAck) else ""
             self._note_received(raw, packet, addr, now, Note.UNEXPECTED, detail)
+
+    def _size_fits(self, now: float) -> bool:
+        """Refuse at once a file the OACK says is larger than our limit, rather than fill it first."""
+        size, limit = self.negotiated.tsize, self._max_bytes
+        if size is None or limit is None or size <= limit or self.request.mode != "octet":
+            return True
+        self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
+                   f"download of {size} bytes (the announced tsize) exceeds the limit of {limit} bytes")
+        return False
 
     def _on_timeout(self, now: float) -> None:
         self._receiver_timeout(now)

@@ -36,6 +36,7 @@ __all__ = [
     "SocketError",
     "Impaired",
     "RequestRetried",
+    "CaptureGap",
     "Event",
 ]
 
@@ -270,6 +271,21 @@ class RequestRetried:
     requested: Options
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureGap:
+    """Packets a capture lacks although the transfer shows they were delivered: the receiver's ACK
+    covers DATA the capture never saw, or the sender went on as only an ACK the capture never saw
+    allows. The capture dropped them (tcpdump's "packets dropped by kernel", a mirror port under
+    load), not the network. Only a transfer rebuilt from a capture has these: a live session sees all
+    its own packets."""
+
+    session: int
+    time: float  # when the packet that shows it was captured
+    missing: str  # "DATA" or "ACK"
+    count: int  # packets the capture lacks (for ACKs, the fewest that explain what followed)
+    detail: str  # what shows it, in words
+
+
 Event = Union[
     TransferStarted,
     PacketSent,
@@ -285,4 +301,5 @@ Event = Union[
     SocketError,
     Impaired,
     RequestRetried,
+    CaptureGap,
 ]

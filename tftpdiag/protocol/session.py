@@ -98,6 +98,7 @@ _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up
 _NONE = Note.NONE
 _RETRANSMIT = Note.RETRANSMIT
 _READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whole blocks
+_UNBOUNDED = 1 << 62  # a block number no transfer reaches: no limit
 
 
 class _Timer:
@@ -293,6 +294,11 @@ class Session:
                 self.state, self._deadline = State.DONE, None
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
+
+    def local_io_error(self, now: float, exc: OSError) -> None:
+        """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
+        if not self.state.finished:
+            self._local_io_error(exc, now)
 
     def unreachable(self, now: float, message: str) -> None:
         """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
@@ -680,6 +686,7 @@ class Receiver(Session):
         expected = self._expected
         since = self._since_ack
         blksize, windowsize = self.blksize, self.windowsize
+        safe = self._safe_blocks  # past this block a limit may be crossed: the general path checks it
         write = self._write
         interval = self.timing.progress_interval
         start = first = i
@@ -689,7 +696,8 @@ class Receiver(Session):
             datagram = datagrams[i]
             size = len(datagram) - 4
             if size < 0 or datagram[1] != 3 or datagram[0] \
-                    or ((datagram[2] << 8) | datagram[3]) != expected & 0xFFFF or size > blksize:
+                    or ((datagram[2] << 8) | datagram[3]) != expected & 0xFFFF or size > blksize \
+                    or expected > safe:
                 break
             payload = datagram[4:]
             keep(payload)
@@ -752,14 +760,52 @@ class Receiver(Session):
         self._sink = sink
         self._write = sink.write
         self._decoder = NetasciiDecoder() if netascii else None
-        self._plain = not netascii and max_bytes is None  # what the fast path of receive() leaves out
+        self._plain = not netascii  # what the fast path of receive() leaves out
         self._expected = 1
         self._since_ack = 0
         self._gap_acked = False
         self._wrap_to_one = False
         self._max_bytes = max_bytes
+        self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
+        self._safe_blocks = _UNBOUNDED
+        self._bounds_changed()
         self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
         self._final_block: int | None = None
+
+    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:
+        Session._set_negotiated(self, negotiated, now)
+        self._bounds_changed()
+
+    def _expect_at_most(self, announced: int | None) -> None:
+        """The peer announced the transfer's size (tsize): running past it is an error, not more data."""
+        self._announced = announced
+        self._bounds_changed()
+
+    def _announced_allowance(self) -> int | None:
+        """The most bytes the announced size lets the peer send. None in netascii: servers announce the
+        file's size, the wire's, or even 0 (atftpd) and then send the file, so the size says nothing."""
+        return None if self._decoder is not None else self._announced
+
+    def _bounds_changed(self) -> None:
+        """Every block up to _safe_blocks is full-sized or the last, so those blocks cannot cross a
+        limit: the fast path takes them unchecked, and the general path checks the ones after."""
+        bounds = [b for b in (self._max_bytes, self._announced_allowance()) if b is not None]
+        self._safe_blocks = min(bounds) // self.blksize if bounds else _UNBOUNDED
+
+    def _past_a_bound(self, now: float) -> bool:
+        """Fail the transfer if the bytes received so far run past the announced size or our limit."""
+        allowance = self._announced_allowance()
+        if allowance is not None and self.bytes > allowance:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.DISK_FULL,
+                       f"DATA ran past the announced tsize of {self._announced} bytes: "
+                       f"{self.bytes} bytes by block {self._wire(self._expected - 1)}")
+            return True
+        if self._max_bytes is not None and self.bytes > self._max_bytes:
+            what = "download" if self.role is Role.CLIENT_READ else "upload"
+            self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
+                       f"{what} exceeds the limit of {self._max_bytes} bytes")
+            return True
+        return False
 
     def _wire(self, n: int) -> int:
         return _wire_block(n, 1 if self._wrap_to_one else 0)
@@ -835,9 +881,7 @@ class Receiver(Session):
         self._gap_acked = False
         self.bytes += len(payload)
         self.blocks += 1
-        if self._max_bytes is not None and self.bytes > self._max_bytes:
-            self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
-                       f"upload exceeds the limit of {self._max_bytes} bytes")
+        if self.bytes > self._safe_blocks * self.blksize and self._past_a_bound(now):
             return
         try:
             if self._decoder is not None:

@@ -37,6 +37,7 @@ KIND: dict[type, str] = {
     ev.SocketError: "socket-error",
     ev.Impaired: "impaired",
     ev.RequestRetried: "request-retried",
+    ev.CaptureGap: "capture-gap",
 }
 _BY_KIND = {name: cls for cls, name in KIND.items()}
 

@@ -79,6 +79,9 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
     if rebuilder.coalesced:
         notes.append(f"{_count(rebuilder.coalesced, 'window')} of DATA were captured as one datagram each, before "
                      "the kernel cut them apart (UDP offload on the capturing host): shown as the datagrams sent")
+    if rebuilder.capture_gaps:
+        notes.append(f"the capture lacks {_count(rebuilder.capture_gaps, 'packet')} the transfers show were "
+                     "delivered (it dropped them, as tcpdump's 'packets dropped by kernel'): see capture-gaps")
     if rebuilder.cut:
         notes.append(f"the capture's snap length cut {_count(rebuilder.cut, 'DATA packet')} short: "
                      "byte counts use their length on the wire")

@@ -56,6 +56,7 @@ from collections.abc import Iterable
 
 from tftpdiag.protocol.events import (
     Address,
+    CaptureGap,
     Completed,
     Event,
     Failed,
@@ -137,6 +138,7 @@ class Rebuilder:
         self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
         self.cut = 0  # TFTP datagrams the capture's snap length cut short
         self.coalesced = 0  # windows captured as one datagram (UDP offload), taken apart
+        self.capture_gaps = 0  # packets the capture lacks although the transfers show they were delivered
         self._by_client: dict[Address, TransferState] = {}
         self._transfers: list[TransferState] = []
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
@@ -414,6 +416,8 @@ class Rebuilder:
         if n <= t.data_max:
             note = Note.RETRANSMIT
             self._retransmitted(t, now, n, from_client)
+            if t.ahead_at:
+                t.ahead_at.clear()  # the sender resends: the blocks past the gap were lost where C was too
         else:
             t.data_max = n
             t.run_index = -1
@@ -427,6 +431,7 @@ class Rebuilder:
                 if note is Note.NONE:
                     note = Note.OUT_OF_ORDER
                     t.out_of_order += 1
+                    t.ahead_at[n] = len(self.events)  # the note is undone if the gap was the capture's
                 t.ahead[n] = size
             self._received(t, d, packet, note)
             if n == expected:
@@ -437,6 +442,9 @@ class Rebuilder:
                 t.expected = expected = n + 1
                 if t.ahead:
                     t.ahead.pop(n, None)
+                    t.ahead_at.pop(n, None)
+                if note is Note.NONE and n > t.acked + t.windowsize and n > t.ack_floor + t.windowsize:
+                    self._ack_proof(t, n)
                 if t.final is not None and expected > t.final:
                     t.finishing = True
                     t.finish_time = now
@@ -445,6 +453,8 @@ class Rebuilder:
         else:
             if n > t.acked:
                 t.sizes[n] = size
+            if note is Note.NONE and n > t.acked + t.windowsize and n > t.ack_floor + t.windowsize:
+                self._ack_proof(t, n)
             self._sent(t, d, packet, note)
 
     def _coalesced(self, t: TransferState, d: Datagram, raw: bytes, from_client: bool) -> bool:
@@ -488,6 +498,8 @@ class Rebuilder:
                 self._negotiated(t, lenient(t.options, t.pending_oack), now)
             t.phase = TRANSFERRING
         n = t.absolute(wire)
+        if t.proofs:
+            self._settle_proofs(t, n, now)
         previous = t.acked
         if n <= previous:
             t.duplicates += 1
@@ -502,17 +514,38 @@ class Rebuilder:
                 # C acknowledges blocks the capture did not see arrive: it had them, so count them. Only a
                 # final block is short, so a missing one counts as a full block.
                 ahead, blksize = t.ahead, t.blksize
+                first = missing = 0
                 for k in range(t.expected, n + 1):
-                    t.bytes += ahead.pop(k, blksize)
+                    size = ahead.pop(k, None)
+                    if size is None:
+                        size = blksize
+                        missing += 1
+                        first = first or k
+                    t.bytes += size
                     t.blocks += 1
                 t.expected = n + 1
+                # An ACK beyond anything the server can have sent is no evidence of what it sent.
+                if missing and n > max(t.data_max, previous) + t.windowsize:
+                    first = missing = 0
+                if t.ahead_at:
+                    self._settle_notes(t, first, n)
+                if missing:
+                    self._data_gap(t, now, first, n, missing, "client")
             if t.final is not None and n >= t.final:
                 self._complete(t, now)
         else:
             sizes, blksize = t.sizes, t.blksize
+            first = missing = 0
             for k in range(max(previous + 1, 1), n + 1):
-                t.bytes += sizes.pop(k, blksize)
+                size = sizes.pop(k, None)
+                if size is None:
+                    size = blksize
+                    missing += 1
+                    first = first or k
+                t.bytes += size
                 t.blocks += 1
+            if missing and n <= max(t.data_max, previous) + t.windowsize:
+                self._data_gap(t, now, first, n, missing, "server")
             if t.final is not None and n >= t.final:
                 self._complete(t, now)
             elif now - t.last_progress >= PROGRESS_INTERVAL:
@@ -522,6 +555,53 @@ class Rebuilder:
         """First block past 65535: 0 is the usual rollover, 1 the one some senders use (65535 -> 1)."""
         t.wrap_decided = True
         t.wrap1 = wire == 1
+
+    # -- capture gaps: packets the capture lacks although the transfer shows they were delivered ----------
+
+    def _ack_proof(self, t: TransferState, n: int) -> None:
+        """Fresh DATA ``n`` that no ACK in the capture allows: the sender had an ACK the capture lacks (at
+        least one; the largest it can have been is n - 1). Held until the receiver's next ACK: one below
+        ``n`` means the sender did not wait for it (a window bug), not that the capture lost it."""
+        t.ack_floor = n - 1
+        if not t.proofs:
+            t.proof_first = n
+        t.proofs += 1
+
+    def _settle_proofs(self, t: TransferState, n: int, now: float) -> None:
+        """The receiver's first ACK since the proofs: at or past the first of them, the capture lacks the
+        ACKs they needed; below it, the sender had not waited for that ACK, so they prove nothing."""
+        count, first = t.proofs, t.proof_first
+        t.proofs = 0
+        if n < first:
+            t.ack_floor = 0
+            return
+        sender = "server" if t.is_read else "client"
+        detail = (f"the {sender} sent DATA {t.wire(first)} with no ACK in the capture that allowed it (windowsize "
+                  f"{t.windowsize}), and ACK {t.wire(n)} shows the transfer went on")
+        self._capture_gap(t, now, "ACK", count, detail)
+
+    def _settle_notes(self, t: TransferState, first: int, n: int) -> None:
+        """C's ACK covers up to n: the blocks noted out of order up to n past a block the capture lacks
+        (``first``) were in order where C was, so the note goes (the gap was the capture's, not the
+        network's). Blocks the sender has resent since are not in ``ahead_at`` (a resend is a reaction to
+        loss, so their notes stay); the rest past n wait for C's next ACK."""
+        events = self.events
+        for k in [k for k in t.ahead_at if k <= n]:
+            index = t.ahead_at.pop(k)
+            old = events[index]
+            if first and k > first and isinstance(old, PacketReceived) and old.note is Note.OUT_OF_ORDER:
+                events[index] = PacketReceived(old.session, old.time, old.local, old.peer, old.raw, old.packet,
+                                               Note.NONE, old.detail)
+                t.out_of_order -= 1
+
+    def _data_gap(self, t: TransferState, now: float, first: int, n: int, missing: int, receiver: str) -> None:
+        which = f"DATA {t.wire(first)}" if missing == 1 else f"{missing} DATA blocks from {t.wire(first)} on"
+        self._capture_gap(t, now, "DATA", missing, f"ACK {t.wire(n)} from the {receiver} covers {which}, "
+                                                   "which the capture lacks")
+
+    def _capture_gap(self, t: TransferState, now: float, missing: str, count: int, detail: str) -> None:
+        self.capture_gaps += count
+        self.events.append(CaptureGap(t.sid, now, missing, count, detail))
 
     def _retransmitted(self, t: TransferState, now: float, n: int, from_client: bool) -> None:
         """A DATA block sent again: count it and extend or start the Retransmit event of its run."""
@@ -686,6 +766,8 @@ class Rebuilder:
         t.phase = ENDED
         t.finishing = False
         t.ahead = {}
+        t.ahead_at = {}
+        t.proofs = 0
         t.sizes = {}
         t.run_index = -1
 

@@ -30,6 +30,7 @@ class TransferState:
         "timeouts", "out_of_order", "stray", "last_progress", "requests",
         "client_heard", "server_heard", "client_sent_at", "client_attempt",
         "run_index", "run_next", "run_first", "run_attempt", "prev", "strays", "refusal", "dropped",
+        "ahead_at", "ack_floor", "proofs", "proof_first",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float) -> None:
@@ -77,6 +78,11 @@ class TransferState:
         # whether it asks again without them (the transfer goes on) or not (the ERROR ended it).
         self.refusal: tuple[Error, float] | None = None
         self.dropped: tuple[OptionOutcome, ...] = ()  # options a refusal took out of the request asked again
+        # Capture gaps (what the capture lacks but the transfer shows was delivered):
+        self.ahead_at: dict[int, int] = {}  # download: blocks noted out of order -> index of their event
+        self.ack_floor = 0  # the lowest ACK the data sender must have had, from what it sent
+        self.proofs = 0  # fresh DATA that only an ACK the capture lacks allowed, waiting for the next ACK
+        self.proof_first = 0  # the first of those DATA blocks
 
     @property
     def role(self) -> Role:

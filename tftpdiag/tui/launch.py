@@ -20,7 +20,6 @@ from tftpdiag.tui.widgets.serve_view import ServerInfo
 __all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "trace_app", "ClientProbe", "server_info"]
 
 
-
 class ClientProbe:
     """The probe the app shows, and a way to run it again on the same bus. Started with :meth:`start`
     once every reader has subscribed: a transfer started earlier can publish its first events (the
@@ -74,7 +73,7 @@ class ClientProbe:
         return 1 if self.extra(outcome).get("failure") else 0
 
 
-class _Spool:
+class Spool:
     """Every event of the run in a temporary jsonl file, so the save key can write the trace so far."""
 
     def __init__(self, bus: EventBus, only: SessionFilter | None = None) -> None:
@@ -114,12 +113,12 @@ def _run(app: TftpDiagApp) -> int | None:
 
 
 def client_app(transfer: ClientTransfer, bus: EventBus, *,
-               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and then the probe started."""
     # Lossless: every packet goes into the session's record (the packet table shows them all), and the
     # findings read the same events.
     feed = bus.subscribe()
-    spool = _Spool(bus)
+    spool = Spool(bus)
     probe = ClientProbe(transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
@@ -140,7 +139,7 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
 
 def run_server_app(server: TftpServer, bus: EventBus) -> int:
     feed = bus.subscribe()  # lossless, as for the probe
-    spool = _Spool(bus)
+    spool = Spool(bus)
     # Every reader subscribes before the first request can arrive.
     app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
@@ -154,11 +153,11 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
     return 0
 
 
-def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, _Spool]:
+def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The demo's app with every reader subscribed; the caller starts the server, then the probe."""
     feed = bus.subscribe()  # lossless, as for the probe
     # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
-    spool = _Spool(bus, only=lambda session: not server.owns(session))
+    spool = Spool(bus, only=lambda session: not server.owns(session))
     probe = ClientProbe(transfer, bus, lambda outcome: {})
     app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
                       saver=spool.save)

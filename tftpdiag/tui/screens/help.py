@@ -53,6 +53,44 @@ def _help() -> Table:
     return grid
 
 
+def _sweep_help() -> Table:
+    from tftpdiag.tui.sweep_app import RESULT_WORDS
+
+    keys = Table(box=None, padding=(0, 2), show_header=False)
+    keys.add_column(style="bold cyan", no_wrap=True)
+    keys.add_column()
+    for key, what in (
+        ("q", "quit (a running probe is cancelled)"),
+        ("↑ ↓", "select a probe: what it asked, what came of it and its findings show below the table"),
+        ("enter", "the selected probe's packets, option panel and findings, as for any session"),
+        ("s", "save: a name ending .json keeps the sweep's report, .pcap or .jsonl its packets"),
+        ("escape", "back"),
+        ("?", "this help"),
+    ):
+        keys.add_row(key, what)
+    columns = Table(box=None, padding=(0, 2), show_header=False)
+    columns.add_column(style="bold yellow", no_wrap=True)
+    columns.add_column()
+    for name, what in (
+        ("probe", "the option or mode this probe tests"),
+        ("asked", "the options the request carried"),
+        ("granted", "what the server's OACK granted (no OACK: it ignored every option)"),
+        *((f"result: {word}", meaning) for word, meaning in RESULT_WORDS),
+        ("rate", "bytes per second the probe moved"),
+        ("findings", "how many findings, by severity; select the row to read them"),
+    ):
+        columns.add_row(name, what)
+    grid = Table.grid(padding=(1, 0))
+    grid.add_row(Text("Keys", style="bold underline"))
+    grid.add_row(keys)
+    grid.add_row(Text("Columns", style="bold underline"))
+    grid.add_row(columns)
+    grid.add_row(Text("Each probe downloads the file once with other options and stops early once it has "
+                      "enough to measure; larger block sizes are skipped once one was lost on the path.",
+                      style="dim"))
+    return grid
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
     DEFAULT_CSS = """
@@ -61,7 +99,11 @@ class HelpScreen(ModalScreen[None]):
                                   background: $surface; padding: 0 1; }
     """
 
+    def __init__(self, sweep: bool = False) -> None:
+        super().__init__()
+        self.sweep = sweep
+
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
             box.border_title = "tftpdiag help (escape to close)"
-            yield Static(_help())
+            yield Static(_sweep_help() if self.sweep else _help())

@@ -21,14 +21,17 @@ class SaveTraceScreen(ModalScreen[Path | None]):
     SaveTraceScreen Label { color: $text-muted; }
     """
 
-    def __init__(self, default: str) -> None:
+    def __init__(self, default: str, what: str = "trace") -> None:
         super().__init__()
         self.default = default
+        self.what = what  # "trace", or "sweep" (whose report saves as .json)
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
-            box.border_title = "Save trace"
-            yield Label("File name: .pcap opens in Wireshark, .jsonl keeps every event. Enter saves, escape cancels.")
+            box.border_title = f"Save {self.what}"
+            extra = ".json keeps the sweep's report (as --json prints it); " if self.what == "sweep" else ""
+            yield Label(f"File name: {extra}.pcap opens in Wireshark, .jsonl keeps every event. Enter saves, "
+                        "escape cancels.")
             yield Input(value=self.default, id="path")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

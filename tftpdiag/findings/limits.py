@@ -1,0 +1,78 @@
+"""Transfers stopped for their size: a sender that ran past the size it announced (tsize), and a
+download past the limit tftpdiag was given (probe --max-size)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from tftpdiag.findings.model import ERROR, Finding, escape_name, evidence, fmt_addr, fmt_bytes
+from tftpdiag.findings.state import SessionState
+from tftpdiag.protocol.events import Failed, Side
+from tftpdiag.protocol.packets import error_code_name
+
+if TYPE_CHECKING:
+    from tftpdiag.findings.analyzer import Analyzer
+
+IDS = ("tsize-overrun", "size-limit")
+
+# How the client machine words the stop (tftpdiag.protocol.client, .session): the limit is in no other
+# event, and a capture carries only this message in our ERROR.
+_LIMIT = re.compile(r"exceeds the limit of (\d+) bytes")
+
+
+def _stopped_by_us(s: SessionState) -> Failed | None:
+    res = s.result
+    if isinstance(res, Failed) and res.raised_by is Side.LOCAL and s.receiver:
+        return res
+    return None
+
+
+def _told(s: SessionState, res: Failed) -> str:
+    return f"; {s.other} was sent ERROR {res.code} ({error_code_name(res.code)})" if res.code is not None else ""
+
+
+def tsize_overrun(s: SessionState, a: Analyzer) -> Finding | None:
+    res = _stopped_by_us(s)
+    if res is None or s.tsize is None or s.mode != "octet":
+        return None  # a netascii size is not exact (atftpd even announces 0): the rule is not applied
+    got = res.stats.bytes
+    if got <= s.tsize:
+        return None
+    who = fmt_addr(s.locked or s.peer) if s.client_side else f"Client {fmt_addr(s.peer)}"
+    what = "download" if s.client_side else "upload"
+    summary = (f"{who} announced tsize {s.tsize:,} bytes, then sent more: the {what} was stopped at "
+               f"{got:,} bytes{_told(s, res)}")
+    ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced",
+          f"{s.t(res.time)}: {res.message}"]
+    suggestion = ("Nothing was kept. The file changed while it was sent, or the sender is broken or hostile (a "
+                  "sender that never stops can fill a disk). If only its tsize is wrong, ask without it "
+                  "(probe --no-tsize): --max-size still bounds the download.")
+    return Finding("tsize-overrun", ERROR, summary, evidence(ev), suggestion, s.session)
+
+
+def size_limit(s: SessionState, a: Analyzer) -> Finding | None:
+    res = _stopped_by_us(s)
+    if res is None or not s.client_side or res.code != 3:
+        return None
+    match = _LIMIT.search(res.message)
+    if match is None:
+        return None
+    limit = int(match.group(1))
+    shown = fmt_bytes(limit) + (f" ({limit:,} bytes)" if limit >= 1024 else "")
+    what = f"The download of {escape_name(s.filename)} from {fmt_addr(s.locked or s.peer)}"
+    if res.stats.bytes > limit:
+        summary = f"{what} went over the size limit of {shown} and was stopped after {res.stats.bytes:,} bytes"
+    elif s.tsize is not None:
+        summary = (f"{what} was refused before any data: the server announced {s.tsize:,} bytes (tsize), more "
+                   f"than the size limit of {shown}")
+    else:
+        summary = f"{what} was refused before any data: it would go over the size limit of {shown}"
+    summary += _told(s, res)
+    ev = [f"{s.t(res.time)}: {res.message}"]
+    suggestion = ("Nothing was kept. If the file is meant to be this large, raise the limit with --max-size "
+                  "(0 for none); otherwise the server sends another file than expected, or never stops.")
+    return Finding("size-limit", ERROR, summary, evidence(ev), suggestion, s.session)
+
+
+RULES = (tsize_overrun, size_limit)
