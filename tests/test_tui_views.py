@@ -12,6 +12,7 @@ from textual.widget import Widget
 from tests import tui_samples
 from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent, Progress
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
+from tftpdiag.tui.model import Filter
 from tftpdiag.tui.widgets.packet_list import PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
 from tftpdiag.tui.widgets.session_list import SessionList
@@ -173,3 +174,25 @@ async def test_warnings_of_a_finished_transfer_are_marked_in_its_row_not_logged_
             for finding in app.analyzer.findings(record.session):
                 assert finding.summary[:40] not in log
             assert "⚠" in lines[sessions.records.index(record)]
+
+
+async def test_a_capture_gap_is_a_row_of_its_own() -> None:
+    """Packets a capture lacks are marked where they are missing, not silently absent."""
+    from tftpdiag.protocol.events import CaptureGap
+
+    events = tui_samples.big_session(100)
+    lost = [i for i, e in enumerate(events) if isinstance(e, PacketReceived) and getattr(e.packet, "block", 0) in (40, 41)]
+    gap = CaptureGap(1, events[lost[-1]].time, "DATA", 2, "the ACK of block 41 covers DATA 40-41 the capture never saw")
+    events = [e for i, e in enumerate(events) if i not in lost]
+    events.insert(lost[0], gap)
+    app = _app(events)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        view = app.model.view(1)
+        rows = view.visible_rows(Filter.ALL)
+        marker = next(i for i, r in enumerate(rows) if r.op == "GAP")
+        assert rows[marker - 1].block == "39" and rows[marker + 1].block == "40"  # the ACK of 39, then 40's
+        assert "capture lacks 2 DATA" in rows[marker].note
+        assert view.log.packets == sum(1 for e in events if isinstance(e, (PacketSent, PacketReceived)))
+        assert "the capture lacks 2" in str(app.query_one(".packets").border_title)
+        assert any(r.op == "GAP" for r in view.visible_rows(Filter.PROBLEMS))

@@ -15,13 +15,15 @@ from array import array
 from typing import Iterable, NamedTuple
 
 from tftpdiag.fmt import clean, quote
-from tftpdiag.protocol.events import Address, Impaired, Note, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Address, CaptureGap, Impaired, Note, PacketReceived, PacketSent
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
 
 __all__ = ["PacketLog", "PacketRow", "describe", "fmt_addr", "OPS", "BYTES_PER_PACKET"]
 
-OPS = ("?", "RRQ", "WRQ", "DATA", "ACK", "ERROR", "OACK")  # index: the opcode; 0 for undecodable
+# Index: the opcode; 0 for undecodable; 7 for a marker where a capture lacks packets (not a packet).
+OPS = ("?", "RRQ", "WRQ", "DATA", "ACK", "ERROR", "OACK", "GAP")
 _OP_OF = {"RRQ": 1, "WRQ": 2, "DATA": 3, "ACK": 4, "ERROR": 5, "OACK": 6, "?": 0}
+_GAP = 7
 _OUT = 8  # kind bit: we sent it
 _IMPAIRED = 16  # kind bit: a row for what --impair did to a datagram, not a packet on the wire
 _NOTES = tuple(Note)
@@ -77,7 +79,7 @@ class PacketLog:
 
     __slots__ = ("times", "kinds", "notes", "blocks", "sizes", "peers", "texts", "notable", "problems",
                  "peer_table", "_peer_index", "_last_peer", "_last_peer_i", "wraps", "_last_block",
-                 "impaired", "forgotten")
+                 "impaired", "forgotten", "gaps")
 
     def __init__(self) -> None:
         self.times = array("d")
@@ -95,7 +97,8 @@ class PacketLog:
         self._last_peer_i = 0
         self.wraps = 0  # block number rollovers seen
         self._last_block = 0
-        self.impaired = 0  # rows that are --impair actions, not packets
+        self.impaired = 0  # rows that are --impair actions or capture gaps, not packets
+        self.gaps = 0  # packets a capture lacks (marked by a GAP row each time), not in the count
         self.forgotten = 0  # packets dropped by forget() to bound memory
 
     def __len__(self) -> int:
@@ -193,6 +196,22 @@ class PacketLog:
         self.problems.append(pos)
         self.impaired += 1
 
+    def add_gap(self, event: CaptureGap) -> None:
+        """A row where a capture lacks packets the transfer shows were delivered: said, not skipped."""
+        pos = len(self.times)
+        self.times.append(event.time)
+        self.kinds.append(_GAP | _IMPAIRED)
+        self.notes.append(0)
+        self.blocks.append(0)
+        self.sizes.append(0)
+        self.peers.append(0xFFFF)
+        count = max(event.count, 0)
+        self.texts[pos] = f"capture lacks {count:,} {clean(event.missing)}: {clean(event.detail)}"
+        self.notable.append(pos)
+        self.problems.append(pos)
+        self.impaired += 1
+        self.gaps += count
+
     def row(self, pos: int, started: float) -> PacketRow:
         kind = self.kinds[pos]
         op_i = kind & 7
@@ -204,7 +223,7 @@ class PacketLog:
         note = _NOTES[self.notes[pos]]
         text = self.texts.get(pos, note.value)
         peer_i = self.peers[pos]
-        peer = self.peer_table[peer_i] if peer_i < len(self.peer_table) else "(many)"
+        peer = self.peer_table[peer_i] if peer_i < len(self.peer_table) else ("" if op_i == _GAP else "(many)")
         problem = bool(kind & _IMPAIRED) or note in _PROBLEM_NOTES or op_i in (0, 5)
         routine = op_i in (3, 4) and note is _NONE and not kind & _IMPAIRED and not (op_i == 4 and self.blocks[pos] == 0)
         return PacketRow(self.times[pos] - started, bool(kind & _OUT), op, block, self.sizes[pos], peer, text,

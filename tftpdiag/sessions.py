@@ -8,6 +8,7 @@ from typing import Iterable
 
 from tftpdiag.protocol.events import (
     Address,
+    CaptureGap,
     Completed,
     Event,
     Failed,
@@ -198,6 +199,9 @@ class SessionRecord:
         elif isinstance(event, Impaired):
             if self.packets is not None:
                 self.packets.add_impaired(event)
+        elif isinstance(event, CaptureGap):
+            if self.packets is not None:
+                self.packets.add_gap(event)
         elif isinstance(event, RequestRetried):
             self.retried = event
             self.requested = event.requested
@@ -236,7 +240,8 @@ class SessionTable:
             record = sessions.get(event.session)
             if record is None:
                 record = sessions[event.session] = SessionRecord(event.session)
-            if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired):
+            if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired
+                                                    or kind is CaptureGap):
                 record.packets = PacketLog()  # on the first packet: a trace of many sessions may have none
             log = record.packets
             was_finished = record.finished

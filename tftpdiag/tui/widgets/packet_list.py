@@ -31,6 +31,7 @@ _STYLES = {
     "ACK": Style(color="blue"),
     "ERROR": Style(color="bright_white", bgcolor="red", bold=True),
     "?": Style(color="bright_white", bgcolor="red", bold=True),
+    "GAP": Style(color="black", bgcolor="yellow", bold=True),
 }
 _DIM = Style(dim=True)
 _PROBLEM = Style(color="yellow", bold=True)

@@ -254,7 +254,9 @@ class SessionPanel(Vertical):
         total = log.packets
         title += f" · {count:,} rows" if positions is not None or log.impaired else ""
         title += f" · {total:,} packet{'s' if total != 1 else ''}"
-        if log.impaired:
+        if log.gaps:
+            title += f" · the capture lacks {log.gaps:,} (GAP rows)"
+        elif log.impaired:
             title += f" + {log.impaired:,} impair"
         if log.forgotten:
             title += f" · {log.forgotten:,} older packets forgotten to bound memory"
