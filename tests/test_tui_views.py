@@ -196,3 +196,23 @@ async def test_a_capture_gap_is_a_row_of_its_own() -> None:
         assert view.log.packets == sum(1 for e in events if isinstance(e, (PacketSent, PacketReceived)))
         assert "the capture lacks 2" in str(app.query_one(".packets").border_title)
         assert any(r.op == "GAP" for r in view.visible_rows(Filter.PROBLEMS))
+
+
+async def test_a_server_that_forgets_old_packets_says_so_on_screen() -> None:
+    from tftpdiag.tui.model import LiveModel
+
+    app = tui_samples.serve_app()
+    app.model = LiveModel(packet_budget=1500)  # a server that has run for days, in miniature
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        gone = app.model.forgotten
+        assert gone.packets > 0
+        header = " ".join(plain(app.query_one("#serve-header")).split())
+        assert f"packets of {gone.packet_sessions} older finished sessions ({gone.packets:,}) forgotten" in header
+        first = next(v for v in app.model.views.values() if v.log.forgotten)
+        sessions = app.query_one(SessionList)
+        sessions.cursor = sessions.records.index(first.record)
+        await pilot.press("enter")
+        await pilot.pause()
+        title = str(app.screen.query_one(".packets").border_title)
+        assert f"{first.log.forgotten:,} older packets forgotten to bound memory" in title

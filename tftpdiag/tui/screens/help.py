@@ -22,6 +22,10 @@ def _help() -> Table:
         ("s", "save the trace so far: a name ending .pcap (Wireshark) or .jsonl (every event)"),
         ("p", "pause / resume the live tables (nothing is lost; the trace keeps recording)"),
         ("f", "filter: packets all / no DATA-ACK / problems only; sessions all / active / problems"),
+        ("/", "packets: a block number jumps to it, text keeps the rows that mention it (op, peer, note); "
+              "sessions: type to keep those whose client, file or state contains it; escape: all again"),
+        ("o", "order the sessions: start, client, file, state, bytes, rate, retransmits, time"),
+        ("home end", "first / last row (End follows the newest again); page keys page"),
         ("r", "run the probe again"),
         ("enter", "open the selected session's details (server view)"),
         ("escape", "back"),
@@ -40,6 +44,7 @@ def _help() -> Table:
         ("stray", "from an unknown port (transfer ID): answered with ERROR 5, transfer goes on"),
         ("malformed", "could not be decoded; answered with ERROR 4"),
         ("block N↻k", "block number N after k rollovers past 65535"),
+        ("GAP", "a capture lacks packets here that the transfer shows were delivered (not a network loss)"),
     ):
         notes.add_row(note, what)
     grid = Table.grid(padding=(1, 0))
