@@ -126,7 +126,7 @@ async def test_the_impairment_warning_is_readable_at_80_columns() -> None:
         app.refresh_now()
         await pilot.pause()
         header = " ".join(plain(app.query_one(".session-header")).split())
-        assert "impaired by --impair loss=5%" in header
+        assert "impaired here by --impair loss=5% (not the network)" in header
 
 
 def _trace_app(events: list) -> TftpDiagApp:

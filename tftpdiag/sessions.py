@@ -87,10 +87,10 @@ class SessionRecord:
         if self.finished:
             return self.rate
         samples = self.samples
-        if len(samples) < 2 or samples[-1][0] < now - max(window, 1.0) * 2:
+        if not samples or samples[-1][0] < now - max(window, 1.0) * 2:
             return 0.0  # nothing new for a while: a stall, truthfully
         newest_t, newest_b = samples[-1]
-        older = samples[0]
+        older = samples[0] if len(samples) > 1 else (self.started or newest_t, 0)
         for sample in reversed(samples):
             if sample[0] <= newest_t - window:
                 older = sample

@@ -312,8 +312,7 @@ class SessionPanel(Vertical):
         if self.impair:
             # A line of its own: appended to a long header it was cut down to a bare sign at 80 columns.
             text.append("\n")
-            text.append(f" ⚠ impaired by --impair {self.impair}: these losses are ours, not the network's ",
-                        style="bold black on yellow")
+            text.append(f" ⚠ impaired here by --impair {self.impair} (not the network) ", style="bold black on yellow")
         return text
 
     def _summary(self, record: SessionRecord, findings: Sequence[Finding] = ()) -> Group | Text:
