@@ -47,11 +47,23 @@ def _help() -> Table:
         ("GAP", "a capture lacks packets here that the transfer shows were delivered (not a network loss)"),
     ):
         notes.add_row(note, what)
+    columns = Table(box=None, padding=(0, 2), show_header=False)
+    columns.add_column(style="bold yellow", no_wrap=True)
+    columns.add_column()
+    for name, what in (
+        ("state ⚠N", "a finished transfer with N findings to read in its details (enter)"),
+        ("rate", "over the last 2 s while it runs; the average once finished"),
+        ("options", "what was granted: b blksize, w windowsize, t timeout (in words when there is room)"),
+        ("time", "how long it has been running, or how long it took"),
+    ):
+        columns.add_row(name, what)
     grid = Table.grid(padding=(1, 0))
     grid.add_row(Text("Keys", style="bold underline"))
     grid.add_row(keys)
     grid.add_row(Text("Notes in the packet table", style="bold underline"))
     grid.add_row(notes)
+    grid.add_row(Text("Columns of the sessions table", style="bold underline"))
+    grid.add_row(columns)
     grid.add_row(Text("→ sent by tftpdiag   ← received.  Option verdicts: accepted (as asked), reduced "
                       "(granted lower), ignored (left out: default used), refused (ERROR 8), dropped (refused, "
                       "so asked again without it).", style="dim"))
