@@ -16,7 +16,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,15 @@ from tftpdiag.protocol.events import (
     Failed,
     Note,
     PacketReceived,
+    PacketSent,
     RequestRefused,
 )
 from tftpdiag.protocol.packets import Data
+from tftpdiag.trace.pcap import Datagram
 
 __all__ = [
     "EventLog",
+    "client_capture",
     "files_named",
     "headless_server",
     "netascii_decode",
@@ -261,3 +264,14 @@ def wire_data(log: EventLog, session: int | None = None) -> bytes:
 
 def files_named(directory: Path, needle: str) -> list[str]:
     return sorted(name for name in os.listdir(directory) if needle in name)
+
+
+def client_capture(events: Iterable[Event]) -> list[Datagram]:
+    """What a capture on the client's host holds of these events (what it sent and received; no ICMP)."""
+    out = []
+    for e in events:
+        if isinstance(e, PacketSent):
+            out.append(Datagram(e.time, e.local, e.peer, e.raw, len(e.raw)))
+        elif isinstance(e, PacketReceived):
+            out.append(Datagram(e.time, e.peer, e.local, e.raw, len(e.raw)))
+    return out

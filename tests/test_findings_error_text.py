@@ -7,6 +7,7 @@ import io
 
 import pytest
 
+from tests.interop import client_capture
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
@@ -39,13 +40,7 @@ def answered_with(code: int, message: str, *, upload: bool = False,
 
 def captured(events: list[Event]) -> list[Event]:
     """The same exchange as a capture on the client's host shows it, rebuilt."""
-    out = []
-    for e in events:
-        if isinstance(e, PacketSent):
-            out.append(Datagram(e.time, e.local, e.peer, e.raw, len(e.raw)))
-        elif isinstance(e, PacketReceived):
-            out.append(Datagram(e.time, e.peer, e.local, e.raw, len(e.raw)))
-    return rebuild(out)
+    return rebuild(client_capture(events))
 
 
 def only(events: list[Event]) -> Finding:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.interop import client_capture
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent, SocketError
@@ -131,13 +132,7 @@ def upload(last_ack: int, shape: str, error: tuple[int, str] = (4, "Illegal TFTP
 
 def captured(events: list[Event]) -> list[Event]:
     """The same transfer as a capture on the client's host shows it (no ICMP), rebuilt."""
-    out = []
-    for e in events:
-        if isinstance(e, PacketSent):
-            out.append(Datagram(e.time, e.local, e.peer, e.raw, len(e.raw)))
-        elif isinstance(e, PacketReceived):
-            out.append(Datagram(e.time, e.peer, e.local, e.raw, len(e.raw)))
-    return rebuild(out)
+    return rebuild(client_capture(events))
 
 
 def stall(events: list[Event]) -> Finding:

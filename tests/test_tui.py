@@ -7,6 +7,7 @@ import asyncio
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.geometry import Region
@@ -259,6 +260,16 @@ def test_a_long_running_server_forgets_old_packets_and_says_so() -> None:
     assert len(model.view(5).log) > 0  # the newest keeps its packets
 
 
+async def until_done(app: TftpDiagApp, pilot: Any) -> None:
+    """Let the app's own timer run until the probe's header says done (10 s at most)."""
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if "done" in header_text(app):
+            break
+    await pilot.pause()
+    assert "done" in header_text(app)
+
+
 async def test_live_probe_against_a_loopback_server(tmp_path: Path) -> None:
     """The whole path: our server, our client on a worker thread, the bus, the app's timer."""
     (tmp_path / "image.bin").write_bytes(bytes(range(256)) * 4000)
@@ -272,12 +283,7 @@ async def test_live_probe_against_a_loopback_server(tmp_path: Path) -> None:
         app = TftpDiagApp(mode="probe", feed=feed, label=f"127.0.0.1:{port}", tick=1 / 20)
         async with app.run_test(size=SIZE) as pilot:
             transfer.start()
-            for _ in range(200):  # up to 10 s, checked every app tick
-                await asyncio.sleep(0.05)
-                if "done" in header_text(app):
-                    break
-            await pilot.pause()
-            assert "done" in header_text(app)
+            await until_done(app, pilot)
             view = app.model.view(transfer.session_id)
             assert view is not None and view.record.bytes == 1_024_000
             assert app.ticks > 1
@@ -302,12 +308,7 @@ async def test_live_probe_asks_again_when_tftpd_hpa_refuses_an_option(tmp_path: 
                           tick=1 / 20)
         async with app.run_test(size=SIZE) as pilot:
             transfer.start()
-            for _ in range(200):  # up to 10 s, checked every app tick
-                await asyncio.sleep(0.05)
-                if "done" in header_text(app):
-                    break
-            await pilot.pause()
-            assert "done" in header_text(app)
+            await until_done(app, pilot)
             options = plain(app.query_one("#options"))
             summary = plain(app.query_one("#summary"))
             assert "dropped" in options, options
@@ -407,6 +408,8 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             assert app.screen.query_one(PacketList).row_count > 100
             assert app.screen.query_one(PacketList).size.height >= 10  # the view's own layout, whole
             await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, SessionDetailScreen)
             await pilot.press("question_mark")
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)

@@ -7,10 +7,10 @@ import gc
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
@@ -57,6 +57,14 @@ class ProbeControl(Protocol):
     def cancel(self) -> None: ...
     def summary_line(self) -> str: ...
     def exit_code(self) -> int: ...
+
+
+def drawable(app: App[Any]) -> bool:
+    """False once the app is shutting down: its timer can still fire while the widgets are removed."""
+    try:
+        return app.is_running and app.screen.is_attached  # is_attached is False once exit() was called
+    except ScreenStackError:
+        return False
 
 
 class TftpDiagApp(App[int]):
@@ -162,8 +170,8 @@ class TftpDiagApp(App[int]):
 
     def refresh_now(self) -> None:
         """Drain what the feed holds and redraw what changed (the timer calls this)."""
-        if not self.is_running:
-            return  # shutting down: the timer can still fire while the widgets are being removed
+        if not drawable(self):
+            return
         started = time.perf_counter()
         events = self.feed.drain(MAX_EVENTS_PER_TICK)
         changes = self.model.apply(events) if events else Changes()

@@ -28,7 +28,7 @@ from tftpdiag.fmt import clean, options, quote
 from tftpdiag.protocol.session import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import MAX_BYTES, ProbeResult, SweepReport, run_sweep, summary_lines
-from tftpdiag.tui.app import TftpDiagApp
+from tftpdiag.tui.app import TftpDiagApp, drawable
 from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
@@ -163,7 +163,7 @@ class SweepApp(App[int]):
     # -- the timer: the probes' events into the model the detail view reads -------------------------
 
     def refresh_now(self) -> None:
-        if not self.is_running:
+        if not drawable(self):
             return
         events = self._feed.drain()
         if events:

@@ -37,6 +37,8 @@ class SessionDetailScreen(Screen[None]):
         self.app.refresh_now()  # type: ignore[attr-defined]
 
     def update_view(self, model: LiveModel, now: float, analyzer: Analyzer) -> None:
+        if not self.is_current:
+            return  # popped: its widgets may be going already
         view = model.view(self.session)
         for panel in self.query(SessionPanel).results(SessionPanel):
             if view is None and model.forgotten.sessions:

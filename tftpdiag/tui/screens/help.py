@@ -13,11 +13,18 @@ from textual.widgets import Static
 __all__ = ["HelpScreen"]
 
 
+def _pairs(style: str, rows: tuple[tuple[str, str], ...]) -> Table:
+    """A borderless two-column table: a term in ``style``, then what it means."""
+    table = Table(box=None, padding=(0, 2), show_header=False)
+    table.add_column(style=style, no_wrap=True)
+    table.add_column()
+    for term, meaning in rows:
+        table.add_row(term, meaning)
+    return table
+
+
 def _help() -> Table:
-    keys = Table(box=None, padding=(0, 2), show_header=False)
-    keys.add_column(style="bold cyan", no_wrap=True)
-    keys.add_column()
-    for key, what in (
+    keys = _pairs("bold cyan", (
         ("q", "quit (a running transfer is cancelled and the peer told with ERROR 0)"),
         ("s", "save the trace so far: a name ending .pcap (Wireshark) or .jsonl (every event)"),
         ("p", "pause / resume the live tables (nothing is lost; the trace keeps recording)"),
@@ -31,12 +38,8 @@ def _help() -> Table:
         ("escape", "back"),
         ("tab", "move between panels; arrows and page keys scroll"),
         ("?", "this help"),
-    ):
-        keys.add_row(key, what)
-    notes = Table(box=None, padding=(0, 2), show_header=False)
-    notes.add_column(style="bold yellow", no_wrap=True)
-    notes.add_column()
-    for note, what in (
+    ))
+    notes = _pairs("bold yellow", (
         ("retransmit", "sent again because no answer came in time (or a window showed a gap)"),
         ("re-ack", "an ACK repeated because the peer repeated its DATA (our ACK was lost or late)"),
         ("duplicate", "a packet that had already arrived (the network or the peer doubled it)"),
@@ -45,18 +48,13 @@ def _help() -> Table:
         ("malformed", "could not be decoded; answered with ERROR 4"),
         ("block N↻k", "block number N after k rollovers past 65535"),
         ("GAP", "a capture lacks packets here that the transfer shows were delivered (not a network loss)"),
-    ):
-        notes.add_row(note, what)
-    columns = Table(box=None, padding=(0, 2), show_header=False)
-    columns.add_column(style="bold yellow", no_wrap=True)
-    columns.add_column()
-    for name, what in (
+    ))
+    columns = _pairs("bold yellow", (
         ("state ⚠N", "a finished transfer with N findings to read in its details (enter)"),
         ("rate", "over the last 2 s while it runs; the average once finished"),
         ("options", "what was granted: b blksize, w windowsize, t timeout (in words when there is room)"),
         ("time", "how long it has been running, or how long it took"),
-    ):
-        columns.add_row(name, what)
+    ))
     grid = Table.grid(padding=(1, 0))
     grid.add_row(Text("Keys", style="bold underline"))
     grid.add_row(keys)
@@ -73,30 +71,22 @@ def _help() -> Table:
 def _sweep_help() -> Table:
     from tftpdiag.tui.sweep_app import RESULT_WORDS
 
-    keys = Table(box=None, padding=(0, 2), show_header=False)
-    keys.add_column(style="bold cyan", no_wrap=True)
-    keys.add_column()
-    for key, what in (
+    keys = _pairs("bold cyan", (
         ("q", "quit (a running probe is cancelled)"),
         ("↑ ↓", "select a probe: what it asked, what came of it and its findings show below the table"),
         ("enter", "the selected probe's packets, option panel and findings, as for any session"),
         ("s", "save: a name ending .json keeps the sweep's report, .pcap or .jsonl its packets"),
         ("escape", "back"),
         ("?", "this help"),
-    ):
-        keys.add_row(key, what)
-    columns = Table(box=None, padding=(0, 2), show_header=False)
-    columns.add_column(style="bold yellow", no_wrap=True)
-    columns.add_column()
-    for name, what in (
+    ))
+    columns = _pairs("bold yellow", (
         ("probe", "the option or mode this probe tests"),
         ("asked", "the options the request carried"),
         ("granted", "what the server's OACK granted (no OACK: it ignored every option)"),
         *((f"result: {word}", meaning) for word, meaning in RESULT_WORDS),
         ("rate", "bytes per second the probe moved"),
         ("findings", "how many findings, by severity; select the row to read them"),
-    ):
-        columns.add_row(name, what)
+    ))
     grid = Table.grid(padding=(1, 0))
     grid.add_row(Text("Keys", style="bold underline"))
     grid.add_row(keys)
