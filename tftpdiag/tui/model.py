@@ -143,7 +143,7 @@ def shown(event: Event) -> Event:
     """The event with every string in it printable and bounded (the same event when it already was)."""
     cls = type(event)
     if cls is PacketSent:
-        return event  # addresses and the packet only: the packet is described by _describe
+        return event  # addresses and the packet only: packetlog.describe escapes what the packet quotes
     if cls is PacketReceived:
         detail = event.detail  # type: ignore[union-attr]
         return event if not detail or detail.isprintable() else replace(event, detail=clean(detail))
