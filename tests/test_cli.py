@@ -88,6 +88,24 @@ def test_offload_switch_on_every_command_that_moves_data() -> None:
         assert parser.parse_args([*argv, "--no-offload"]).offload is False
 
 
+def test_serve_gives_up_on_time_by_default_and_the_flags_change_it(tmp_path: Path) -> None:
+    """serve's sessions keep a silent client a minute (at least 5 retransmits); --give-up and
+    --retries set the two, and --help shows both defaults."""
+    from tftpdiag.commands import server_config
+
+    parser = build_parser()
+    default = server_config(parser.parse_args(["serve", str(tmp_path)])).timing
+    assert (default.give_up, default.retries) == (60.0, 5)
+    assert ServerConfig(root=tmp_path).timing.give_up == 60.0
+    chosen = server_config(parser.parse_args(["serve", str(tmp_path), "--give-up", "30", "--retries", "8"])).timing
+    assert (chosen.give_up, chosen.retries) == (30.0, 8)
+    text = run("serve", "--help").stdout
+    assert "--give-up" in text
+    assert "default 60" in " ".join(text.split()) and "default 5" in " ".join(text.split())
+    bad = run("serve", str(tmp_path), "--give-up", "soon")
+    assert bad.returncode == 2 and "--give-up" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_probe_plain_summary_and_output_file(served: tuple[Path, int], tmp_path: Path) -> None:
     root, port = served
     out = tmp_path / "copy.bin"

@@ -5,7 +5,8 @@ Clients: tftp-hpa (binary and ascii), curl (default, --tftp-blksize, --tftp-no-o
 transfer is checked byte for byte, and against what our server says it negotiated and how the
 session ended (its events on the bus). Then what a server must refuse (uploads without the switch,
 overwrites, every way out of the root), what it must survive (malformed datagrams, clients that
-vanish), and that it leaks neither file descriptors nor threads.
+vanish), that it leaks neither file descriptors nor threads, and that the clients get their file
+through 20% loss with duplication and reordering (`serve --impair`) with the server's default timing.
 
 One server per test, on a free port of 127.0.0.1 (or ::1); see tests/PEERS.md for each client's quirks.
 """
@@ -800,3 +801,94 @@ def test_tftp_hpa_session_goes_on_after_a_refusal(root: Path, tmp_path: Path) ->
                                                     f"get small.bin {tmp_path / 'got'}"], timeout=T)
         log.wait(lambda e: isinstance(e, Completed), what="the second get to complete")
     assert (tmp_path / "got").read_bytes() == FILES["small.bin"], failed_text(result)
+
+
+# ----------------------------------------------------------------------- served under loss
+
+LOSSY = "loss=20%,dup=5%,reorder=5%"  # both directions, as `serve --impair` takes it
+
+
+@dataclass(frozen=True)
+class LossCase:
+    get: Callable[[str, int, str, Path], PeerResult]
+    size: int  # small enough that each client's own waits keep the run to seconds
+    seed: int  # fixed, so a run repeats (each drawn fate follows the datagrams in the order they pass)
+    refuse: frozenset[str] = frozenset()
+    # A run of losses as 20% each way brings every few hundred blocks, made certain: DATA 5 and its next
+    # five copies lost, 6.3 s of backed-off retransmits on a fast link. Counting six tries, the server
+    # gave up there (and the client with it); counting time, its seventh copy gets through.
+    extra: str = ",drop=data:5x6"
+
+
+LOSS_T = 50.0  # each client's own limit: far above what a run takes, below the test's timeout
+LOSS_CASES: dict[str, LossCase] = {
+    "tftp-hpa": LossCase(lambda h, p, r, o: peers.tftp_hpa_get(h, p, r, o, timeout=LOSS_T), 24 << 10, 5),
+    "curl-no-options": LossCase(
+        lambda h, p, r, o: peers.curl_get(h, p, r, o, no_options=True, timeout=LOSS_T), 24 << 10, 5),
+    # curl with options asks for the RFC 2349 timeout, 5 s (it follows --max-time): a server keeping to
+    # it waits 5 s for every loss. Refused, the server keeps its own adaptive timer.
+    "curl-blksize1468": LossCase(
+        lambda h, p, r, o: peers.curl_get(h, p, r, o, blksize=1468, timeout=LOSS_T), 64 << 10, 3,
+        frozenset({"timeout"})),
+    "busybox-b1468": LossCase(
+        lambda h, p, r, o: peers.busybox_get(h, p, r, o, blksize=1468, timeout=LOSS_T), 64 << 10, 2),
+    # atftp aborts on a second OACK ("unexpected OACK"), which a server rightly resends when the ACK 0
+    # is lost: the seed lets the first exchange through; the rest of the transfer sees the loss.
+    "atftp-windowsize8": LossCase(
+        lambda h, p, r, o: peers.atftp_get(h, p, r, o, {"windowsize": 8, "blksize": 1024, "tsize": 0},
+                                           extra=["--tftp-timeout", "1"], timeout=LOSS_T), 200 << 10, 8, extra=""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("client", LOSS_CASES)
+def test_peer_get_through_loss(tmp_path: Path, client: str) -> None:
+    """`serve --impair loss=20%,dup=5%,reorder=5%` with the server's default timing: the client gets
+    the file byte for byte. The server waits for a silent client as long as the client keeps trying,
+    so a run of losses costs time, never the transfer."""
+    from tftpdiag.engine.impair import parse_impair
+    from tftpdiag.protocol.events import Impaired
+    from tftpdiag.protocol.options import ServerPolicy
+
+    case = LOSS_CASES[client]
+    served = tmp_path / "root"
+    served.mkdir()
+    data = random_bytes(case.size, case.seed)
+    (served / "image.bin").write_bytes(data)
+    out = tmp_path / "got"
+    cfg = ServerConfig(root=served, bind=(LOCAL,), port=0, impair=parse_impair(f"{LOSSY},seed={case.seed}{case.extra}"),
+                       policy=ServerPolicy(refuse=case.refuse))
+    assert cfg.timing.give_up >= 30, "the default timing, as `serve` runs"
+    with running_server(cfg) as (server, log):
+        host, port = server.addresses[0]
+        result = case.get(host, port, "image.bin", out)
+        assert result.returncode is not None, f"{client} did not finish within {LOSS_T} s"
+        assert out.exists() and out.read_bytes() == data, failed_text(result)
+        end = log.wait_end(timeout=10)
+        fates = {(e.direction, e.action) for e in log.of(Impaired)}
+    # A lost final ACK leaves the server resending the last block to a client that has closed its port.
+    assert isinstance(end, Completed) or end.reason is Reason.UNREACHABLE, end
+    assert {("in", "dropped"), ("out", "dropped")} <= fates, fates
+    assert fates & {("in", "duplicated"), ("out", "duplicated"), ("in", "reordered"), ("out", "reordered")}
+
+
+def test_tftp_hpa_acking_our_error_is_not_a_refusal_of_its_own(tmp_path: Path) -> None:
+    """tftp-hpa's client ACKs the ERROR that refused its request, to the listening port: the end of
+    that refusal, recorded with it, never listed as another refused request (a stray ACK still is)."""
+    from tests.interop import EventLog, headless_server
+    from tftpdiag.protocol.events import RequestRefused
+
+    (tmp_path / "here.bin").write_bytes(os.urandom(3000))
+    with headless_server(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0)) as hs:
+        log = EventLog(hs.server.bus)
+        result = peers.tftp_hpa_get("127.0.0.1", hs.port, "missing.bin", tmp_path / "got.bin")
+        assert peers.transfer_failed(result)
+        log.wait(lambda e: isinstance(e, RequestRefused) and e.why == "error-acked", what="tftp-hpa's ACK")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+            stray.sendto(b"\x00\x04\x00\x07", ("127.0.0.1", hs.port))  # an ACK nobody was refused before
+            log.wait(lambda e: isinstance(e, RequestRefused) and e.why == "not-a-request", what="the stray ACK")
+        assert not peers.transfer_failed(peers.tftp_hpa_get("127.0.0.1", hs.port, "here.bin", tmp_path / "ok.bin"))
+        lines = [line for line in hs.lines(5) if not line.startswith(" ")]
+    assert len(lines) == 3, lines
+    assert "'missing.bin'" in lines[0] and "refused" in lines[0]
+    assert "sent ACK 7 to the listening port" in lines[1]
+    assert "'here.bin'" in lines[2] and lines[2].endswith("ok")

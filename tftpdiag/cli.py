@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from tftpdiag import __version__
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
+from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Timing
 
 __all__ = ["main", "build_parser", "UsageError"]
@@ -52,6 +53,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds, like 1 or 0.5, not {text!r}") from None
     if not 0.01 <= value <= 300:
         raise argparse.ArgumentTypeError(f"seconds must be between 0.01 and 300, not {text}")
+    return value
+
+
+def _give_up(text: str) -> float:
+    try:
+        value = float(text.rstrip("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 60, not {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 3600, not {text}")
     return value
 
 
@@ -183,7 +194,8 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=("octet", "netascii"), default=None,
                    help="transfer mode (default octet; netascii converts line ends and corrupts binaries)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
-                   help="timeouts in a row before giving up (default 5)")
+                   help="timeouts in a row before giving up (default 5); each wait doubles, up to 8 s, so "
+                        "5 retries take about 6 s on a fast link and 31 s from the first 1 s timeout")
     g.add_argument("--deadline", type=_seconds, default=None,
                    help="give up if the whole transfer takes longer than this many seconds")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
@@ -313,11 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
                         "without it; repeatable")
     g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
-                   help="most sessions at once (default 256)")
+                   help="most sessions at once (default 256; 16 from one address). When full, a session "
+                        "whose client has not answered yet (a flood, or a forged address) makes room for "
+                        "a new request")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
-                   help="timeouts in a row before a session is given up (default 5)")
+                   help="a session that hears nothing from its client retransmits at least this many "
+                        "times, backing off to 8 s between tries, before it gives up (default 5)")
+    g.add_argument("--give-up", type=_give_up, default=GIVE_UP, metavar="SECONDS",
+                   help=f"and it gives up only once it has heard nothing for this long (default {GIVE_UP:g}; "
+                        "longer than tftp-hpa's 25 s and U-Boot's 10 x 5 s, so the client gives up first)")
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)

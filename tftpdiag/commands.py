@@ -175,7 +175,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 def server_config(args: argparse.Namespace) -> ServerConfig:
     from tftpdiag.engine.server import ServerConfig
 
-    timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, adaptive=args.timeout is None)
+    timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, give_up=args.give_up,
+                    adaptive=args.timeout is None)
     bind = tuple(args.bind) if args.bind else ("0.0.0.0", "::")
     return ServerConfig(
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,

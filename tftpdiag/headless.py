@@ -210,7 +210,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
 
     def emit(ended: list[SessionRecord]) -> None:
         for record in ended:
-            if record.role is None and record.refused is None:
+            if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
             findings = analyzer.findings(record.session)
             if json_out:

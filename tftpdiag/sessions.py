@@ -115,6 +115,12 @@ class SessionRecord:
         return self.result is not None or self.refused is not None
 
     @property
+    def acks_an_error(self) -> bool:
+        """A client's ACK of the ERROR that refused it (tftp-hpa sends one): the end of that refusal,
+        shown with its packets, never as a refusal of its own."""
+        return self.refused is not None and self.refused.why == "error-acked"
+
+    @property
     def duration(self) -> float:
         if isinstance(self.result, (Completed, Failed)):
             return self.result.stats.duration

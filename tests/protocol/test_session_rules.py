@@ -537,6 +537,83 @@ def test_data_resent_only_on_timeout_with_backoff():
     assert only_result(events).reason is Reason.TIMEOUT
 
 
+def test_give_up_waits_for_time_not_only_a_count():
+    """On a fast link the adaptive timeout sits at its floor: five retries end after 0.1+0.2+...+3.2 =
+    6.3 s, long before a client's own patience (tftp-hpa 25 s). With give_up the session retransmits,
+    backing off to max_timeout, until nothing has been heard for give_up seconds, and ends exactly then."""
+    timing = Timing(initial_timeout=0.1, max_timeout=8.0, retries=5, give_up=30.0, adaptive=False)
+    m = server_read(BLOCK * 2, timing=timing)
+    assert sent_packets(m) == [Data(1, BLOCK)]
+    m.events()
+    gaps = drive_timeouts(m, Data(1, BLOCK))
+    assert gaps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 8.0, 8.0, 1.3])
+    assert sum(gaps) == pytest.approx(30.0)
+    events = m.events()
+    failed = only_result(events)
+    assert failed.reason is Reason.TIMEOUT and failed.time == pytest.approx(30.0)
+    assert "10 attempts in 30.0 s" in failed.message
+    assert m.retransmits == 9
+
+
+def test_give_up_counts_from_the_last_progress():
+    timing = Timing(initial_timeout=1.0, max_timeout=4.0, retries=1, give_up=10.0, adaptive=False)
+    m = server_read(BLOCK * 3, timing=timing)
+    m.datagrams_to_send()
+    m.handle_timeout(1.0)
+    m.handle_timeout(3.0)  # two timeouts: more than retries, but only 3 s of silence
+    assert not m.finished
+    m.receive(ack(1), CLIENT, 5.0)  # progress: the silence starts again from here
+    assert sent_packets(m)[-1] == Data(2, BLOCK)
+    while m.next_timeout() is not None:
+        m.handle_timeout(m.next_timeout())
+    failed = only_result(m.events())
+    assert failed.time == pytest.approx(15.0)
+
+
+def test_give_up_still_needs_the_retries():
+    """A long first wait (a negotiated timeout) does not end the session before its retries are spent."""
+    timing = Timing(initial_timeout=20.0, max_timeout=20.0, retries=2, give_up=5.0, adaptive=False)
+    m = server_read(BLOCK * 2, timing=timing)
+    m.datagrams_to_send(), m.events()
+    gaps = drive_timeouts(m, Data(1, BLOCK))
+    assert gaps == [20.0, 20.0, 20.0]
+    assert only_result(m.events()).reason is Reason.TIMEOUT
+
+
+def test_give_up_zero_keeps_the_count_rule():
+    timing = Timing(initial_timeout=0.1, max_timeout=8.0, retries=5, adaptive=False)
+    m = server_read(BLOCK * 2, timing=timing)
+    m.datagrams_to_send(), m.events()
+    assert sum(drive_timeouts(m, Data(1, BLOCK))) == pytest.approx(6.3)
+
+
+def test_give_up_counts_from_in_order_data_on_the_fast_path():
+    """A receiver taking DATA in order (its fast path) counts that as heard, like the general path."""
+    timing = Timing(initial_timeout=1.0, max_timeout=2.0, retries=0, give_up=4.0, adaptive=False)
+    m, _ = client_read(timing=timing)
+    m.datagrams_to_send()
+    m.receive(data(1, BLOCK), TID, 0.5)
+    m.receive(data(2, BLOCK), TID, 3.0)
+    while m.next_timeout() is not None:
+        m.handle_timeout(m.next_timeout())
+    assert only_result(m.events()).time == pytest.approx(7.0)
+
+
+def test_abandon_ends_without_a_word_to_the_peer():
+    """A server making room drops a half-open session silently: its peer may be a forged address."""
+    m = server_read(BLOCK * 2)
+    m.datagrams_to_send(), m.events()
+    m.abandon(0.5, "dropped to admit a new request")
+    assert m.datagrams_to_send() == [] and m.closed and m.next_timeout() is None
+    failed = only_result(m.events())
+    assert (failed.reason, failed.raised_by, failed.code) == (Reason.TIMEOUT, Side.LOCAL, None)
+
+
+def test_give_up_must_not_be_negative():
+    with pytest.raises(ValueError):
+        Timing(give_up=-1.0)
+
+
 def test_progress_resets_backoff_and_karn_skips_ambiguous_samples():
     m = server_read(BLOCK * 3, timing=Timing(initial_timeout=1.0))
     m.datagrams_to_send()

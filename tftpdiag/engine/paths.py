@@ -12,6 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tftpdiag.protocol.packets import ErrorCode
 
@@ -91,7 +92,10 @@ def nearest_name(root: Path, cleaned: str) -> str | None:
     return None
 
 
-def open_for_read(root: Path, name: str) -> ReadTarget | Refusal:
+def open_for_read(root: Path, name: str,
+                  suggest: Callable[[Path, str], str | None] | None = nearest_name) -> ReadTarget | Refusal:
+    """The file to send, or why not. ``suggest(root, cleaned)`` names the file probably meant when it
+    is not found (the server passes one with a bounded cost; None: no hint)."""
     located = _locate(root, name)
     if isinstance(located, Refusal):
         return located
@@ -100,7 +104,8 @@ def open_for_read(root: Path, name: str) -> ReadTarget | Refusal:
         # O_NONBLOCK: opening a FIFO must not hang the server; O_NOFOLLOW: no last-moment symlink swap.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        return Refusal(ErrorCode.FILE_NOT_FOUND, "file not found", "not-found", nearest_name(root, cleaned))
+        return Refusal(ErrorCode.FILE_NOT_FOUND, "file not found", "not-found",
+                       suggest(root, cleaned) if suggest is not None else None)
     except PermissionError:
         return Refusal(ErrorCode.ACCESS_VIOLATION, "permission denied", "no-permission")
     except OSError as exc:

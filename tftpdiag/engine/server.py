@@ -26,17 +26,24 @@ from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_des
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_final_mode
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
+from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
-from tftpdiag.protocol.packets import ErrorCode, Packet, ProtocolError, Request, decode
-from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
+from tftpdiag.protocol.server import GIVE_UP, ServerRead, ServerWrite, refuse
 from tftpdiag.protocol.session import Session, Timing
 
-__all__ = ["ServerConfig", "TftpServer", "ServerSetupError"]
+__all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _MAX_WAIT = 0.5
+SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
+ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
+_ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
+_REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
 
+
+_REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
 
 _WAKE = object()  # what the poller reports for the wake-up socket that stop() writes to
 
@@ -85,7 +92,7 @@ class ServerConfig:
     allow_overwrite: bool = False
     single_port: bool = False
     policy: ServerPolicy = field(default_factory=ServerPolicy)
-    timing: Timing = field(default_factory=Timing)
+    timing: Timing = SERVE_TIMING
     max_sessions: int = 256
     max_per_client: int = 16
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
@@ -114,6 +121,9 @@ class _Active:
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
+    # Anything but a request heard from the client since: a session without it is half-open (perhaps a
+    # forged source address) and gives its place up to a new request when the server is full.
+    heard: bool = False
 
     def __post_init__(self) -> None:
         self.prefetch = getattr(self.machine, "prefetch", None)
@@ -167,6 +177,9 @@ class TftpServer:
         self.root = config.root
         self.listeners: list[_Listener] = []
         self._sessions: dict[int, _Active] = {}
+        # Clients just refused with an ERROR from a listening port, and when: tftp-hpa's client ACKs
+        # that ERROR, to the same port, and its ACK is the end of that refusal, not a request of its own.
+        self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
         self._sel = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -178,6 +191,7 @@ class TftpServer:
         self._impair = Impairer(config.impair) if config.impair is not None else None
         self._offload = config.offload and self._impair is None  # the impairer decides each datagram
         self._held = Held()
+        self.suggester = NameSuggester()  # hints for missing names, on a budget: this loop serves everyone
         self.stopped = threading.Event()
         self.stale_parts: list[Removal] = []  # temporary uploads of a killed server, removed at bind()
 
@@ -462,6 +476,8 @@ class TftpServer:
         now = time.time()
         if addr == active.client:
             active.last_heard = now
+            if not active.heard and data[1:2] not in _REQUEST_OPCODES:
+                active.heard = True
         active.machine.receive(data, addr, now)
         self._flush(active, now)
 
@@ -500,12 +516,22 @@ class TftpServer:
     def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
                 client: Address, code: int, message: str, why: str, suggestion: str | None = None,
                 answer: bool = True) -> None:
-        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=time.time(),
+        now = time.time()
+        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=now,
                              code=code, message=message, why=why, suggestion=suggestion, answer=answer)
         for datagram, dest in out:
             with contextlib.suppress(OSError):
                 self._sendto(listener.sock, datagram, dest, session_id)
+        if out:
+            if len(self._refused_at) >= _REFUSED_REMEMBERED:
+                self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
+            self._refused_at[client] = now
         self.bus.publish(events)
+
+    def _acks_our_error(self, client: Address, packet: Packet) -> bool:
+        """An ACK from a client this listener refused with an ERROR moments ago: its answer to it."""
+        refused = self._refused_at.pop(client, None)
+        return isinstance(packet, Ack) and refused is not None and time.time() - refused < _ERROR_ACK_WITHIN
 
     def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
         session_id = self.bus.new_session_id()
@@ -520,8 +546,12 @@ class TftpServer:
         if not isinstance(packet, Request):
             # Logged, not answered: some clients (tftp-hpa's interactive mode) ACK the ERROR that refused
             # their request, and an ERROR 5 in reply would be read as the answer to their next request.
-            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
-                         "not a request", "not-a-request", answer=False)
+            if self._acks_our_error(client, packet):
+                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                             "the client acknowledged our ERROR", ERROR_ACKED, answer=False)
+            else:
+                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
+                             "not a request", "not-a-request", answer=False)
             return
         for active in self._sessions.values():
             if active.client == client and active.request_raw == raw and not active.machine.finished:
@@ -529,11 +559,12 @@ class TftpServer:
                 self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
                                                  raw, packet, Note.DUPLICATE, "request repeated")])
                 return
-        if len(self._sessions) >= self.config.max_sessions:
+        if len(self._sessions) >= self.config.max_sessions and not self._make_room(None):
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          f"server busy: {len(self._sessions)} sessions", "busy")
             return
-        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client:
+        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client \
+                and not self._make_room(client[0]):
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
                          "too many sessions from this address", "busy")
             return
@@ -541,6 +572,31 @@ class TftpServer:
             self._start_read(listener, listen, session_id, raw, packet, client, dest)
         else:
             self._start_write(listener, listen, session_id, raw, packet, client, dest)
+
+    def _make_room(self, host: str | None) -> bool:
+        """End one session to admit a new request (from ``host``'s sessions, or any): a finished one
+        still dallying, else the oldest half-open one. Requests that never answer (a flood, or forged
+        source addresses, as with a SYN flood) then cannot keep out a client that does. False if every
+        session has heard from its client and is still transferring."""
+        victim = None
+        for active in self._sessions.values():
+            if host is not None and active.client[0] != host:
+                continue
+            machine = active.machine
+            if machine.finished:
+                victim = active
+                break
+            if not active.heard and (victim is None or machine.started < victim.machine.started):
+                victim = active
+        if victim is None:
+            return False
+        now = time.time()
+        victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
+                                    f"{now - victim.machine.started:.1f} s")
+        self._flush(victim, now)
+        if victim.machine.session_id in self._sessions:
+            self._end(victim)
+        return True
 
     def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
         if self.config.single_port:
@@ -562,7 +618,7 @@ class TftpServer:
 
     def _start_read(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
                     client: Address, dest: str | None) -> None:
-        target = open_for_read(self.root, request.filename)
+        target = open_for_read(self.root, request.filename, self._suggest)
         if isinstance(target, Refusal):
             self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why,
                          target.suggestion)
@@ -605,6 +661,9 @@ class TftpServer:
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path,
                           offload=self._offload), listener)
+
+    def _suggest(self, root: Path, cleaned: str) -> str | None:
+        return self.suggester.suggest(root, cleaned, time.monotonic())
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active

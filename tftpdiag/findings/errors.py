@@ -223,6 +223,8 @@ def refusals(s: SessionState, a: Analyzer) -> Finding | None:
         }[why]
         summary = f"Refused the {what} for {name} from {client}: {r.message}"
         return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
+    if why == "error-acked":
+        return None  # the client's ACK of the ERROR that refused it (tftp-hpa): normal
     if why == "not-a-request":
         got = getattr(r, "received", "") or (s.unexpected[0][1] if s.unexpected else "a packet")
         answer = f"answered with ERROR {r.code}" if s.err_tx is not None else "ignored"

@@ -66,7 +66,11 @@ class Timing:
     initial_timeout: float = 1.0
     min_timeout: float = 0.1  # floor of the adaptive timeout (RFC 1123 asks for adaptive timeouts)
     max_timeout: float = 8.0  # cap of the exponential backoff
-    retries: int = 5  # consecutive timeouts before giving up
+    retries: int = 5  # consecutive timeouts before giving up (at least this many, when give_up is set)
+    # Seconds with no progress from the peer before giving up, as well as `retries` timeouts: a count
+    # alone ends far sooner on a fast link, whose adaptive timeout is short, than the peer's own
+    # patience (tftp-hpa waits 25 s, U-Boot 10 x 5 s). 0: the count alone decides.
+    give_up: float = 0.0
     # How long the side that sent the final ACK stays to re-ACK a repeated final DATA. It must outlast
     # the peer's retransmissions of that DATA, which back off: a few seconds costs only a socket.
     dally: float = 3.0
@@ -77,8 +81,8 @@ class Timing:
     def __post_init__(self) -> None:
         if self.rollover not in (0, 1):
             raise ValueError("rollover must be 0 or 1")
-        if self.retries < 0 or self.initial_timeout <= 0 or self.min_timeout <= 0:
-            raise ValueError("timeouts must be positive and retries not negative")
+        if self.retries < 0 or self.initial_timeout <= 0 or self.min_timeout <= 0 or self.give_up < 0:
+            raise ValueError("timeouts must be positive and retries and give_up not negative")
 
 
 class State(Enum):
@@ -201,6 +205,7 @@ class Session:
         self._timer = _Timer(timing)
         self._deadline: float | None = None
         self._attempt = 0
+        self._heard_at = now  # the last progress from the peer (or the start): when give_up counts from
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
         self._unrecorded = False  # _events holds runs of DATA whose events are still to be made
@@ -253,13 +258,22 @@ class Session:
         self.timeouts += 1
         waited = self._timer.current()
         self._events.append(TimedOut(self.session_id, now, waited, self._attempt, self._waiting_for()))
-        if self._attempt > self.timing.retries:
+        timing = self.timing
+        quiet = now - self._heard_at
+        if self._attempt > timing.retries and quiet >= timing.give_up:
+            silence = f" in {quiet:.1f} s" if timing.give_up else ""
             self._fail(now, Reason.TIMEOUT, Side.LOCAL, None,
-                       f"no answer after {self._attempt} attempts (last wait {waited:.2f} s)", send=False)
+                       f"no answer after {self._attempt} attempts{silence} (last wait {waited:.2f} s)", send=False)
             return
         self._timer.backoff = self._attempt
         self._rtt_mark = None
         self._on_timeout(now)
+        if timing.give_up and self._attempt >= timing.retries:
+            # The last wait ends when give_up does, not a backed-off wait later: the session lets go of
+            # its peer after give_up seconds, not up to max_timeout more.
+            end = self._heard_at + timing.give_up
+            if end > now and self._deadline is not None and self._deadline > end:
+                self._deadline = end
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         if self.state in (State.DONE, State.FAILED):
@@ -299,6 +313,14 @@ class Session:
         """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
         if not self.state.finished:
             self._local_io_error(exc, now)
+
+    def abandon(self, now: float, message: str) -> None:
+        """Stop at once without a word to the peer: a server making room drops a session whose client
+        never answered, which may be a forged address that must not be sent an ERROR as well."""
+        if self.state is State.DALLYING:
+            self.state, self._deadline = State.DONE, None
+        elif not self.state.finished:
+            self._fail(now, Reason.TIMEOUT, Side.LOCAL, None, message, send=False)
 
     def unreachable(self, now: float, message: str) -> None:
         """The network reported the peer unreachable (ICMP); nobody is there to hear an ERROR."""
@@ -340,6 +362,7 @@ class Session:
 
     def _progressed(self, now: float) -> None:
         """Something new arrived: the backoff ends and the timer restarts."""
+        self._heard_at = now
         if self._attempt:
             self._attempt = 0
             self._timer.backoff = 0
@@ -734,6 +757,7 @@ class Receiver(Session):
                 self._ack(expected - 1, now)
         if i > start:
             self._took(expected, since, datagrams, first, i, payloads, addr, now)
+            self._heard_at = now
             self._deadline = now + self._timer.current()
         return i
 

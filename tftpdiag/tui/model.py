@@ -212,8 +212,10 @@ class LiveModel:
             elif cls is TimedOut:
                 views[sid].marks.append((event.time, "timeout"))
             elif cls is RequestRefused:
-                self.refusals.append(event)  # type: ignore[arg-type]
-                changes.refusals.append(event)  # type: ignore[arg-type]
+                # A client's ACK of our ERROR ends a refusal: it is none of its own.
+                if event.why != "error-acked":  # type: ignore[attr-defined]
+                    self.refusals.append(event)  # type: ignore[arg-type]
+                    changes.refusals.append(event)  # type: ignore[arg-type]
             elif cls is SocketError:
                 text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"  # type: ignore[attr-defined]
                 self.problems.append(text)
@@ -223,6 +225,8 @@ class LiveModel:
         changes.ended = [record.session for record in ended]
         for record in ended:
             self.unfinished.pop(record.session, None)
+            if record.acks_an_error:
+                continue  # the end of a refusal already counted, not a session of its own
             self.recently_ended.append(record)
             self._count(self.all_totals, record)
             if _server_side(record):
