@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -203,27 +204,60 @@ async def test_save_key_asks_for_a_name_and_writes_the_trace(tmp_path: Path) -> 
     assert saved == [target] and target.read_text() == "trace"
 
 
+def _packet_events(events: list[Event]) -> list[Event]:
+    return [e for e in events if type(e).__name__ in ("PacketSent", "PacketReceived")]
+
+
 def test_filters_find_the_request_after_thousands_of_data_rows() -> None:
     from tests.simnet import run_transfer
 
     result = run_transfer("read", bytes(512 * 3000), options=RequestedOptions(blksize=512, tsize=True))
+    events = [e for e in result.events if e.session == 1]
     model = LiveModel()
-    model.apply([e for e in result.events if e.session == 1])
+    model.apply(events)
     view = model.view(1)
-    assert view is not None and view.dropped_rows > 0  # the RRQ and OACK have left the newest rows
+    assert view is not None and view.log.packets == len(_packet_events(events))  # every one of them
     assert [r.op for r in view.visible_rows(Filter.NO_DATA)][:3] == ["RRQ", "OACK", "ACK"]
+    assert view.visible_rows(Filter.ALL)[0].op == "RRQ"
 
 
-def test_model_keeps_bounded_rows_and_counts_rollover() -> None:
+def test_model_keeps_every_packet_and_counts_rollover() -> None:
     from tests.simnet import run_transfer
 
     result = run_transfer("read", bytes(8 * 70000), options=RequestedOptions(blksize=8))
+    events = [e for e in result.events if e.session == 1]
     model = LiveModel()
-    model.apply([e for e in result.events if e.session == 1])
+    for start in range(0, len(events), 997):  # in ticks, as the app folds them
+        model.apply(events[start:start + 997])
     view = model.view(1)
     assert view is not None
-    assert len(view.rows) == view.rows.maxlen and view.dropped_rows > 0
-    assert view.wraps == 1 and any("↻1" in row.block for row in view.rows)
+    packets = _packet_events(events)
+    assert view.log.packets == len(packets) == view.record.packets_sent + view.record.packets_received
+    rows = view.visible_rows(Filter.ALL)
+    assert [(r.op, r.size) for r in rows] == [(p.packet.opcode.name, len(p.raw)) for p in packets]
+    assert view.log.wraps == 1 and rows[-1].block.endswith("↻1")
+    # Block 10 after the rollover is found by its number counted from the start, and by its 16-bit one.
+    after = view.log.find_block(65536 + 10)
+    assert after is not None and rows[after].block == "10↻1"
+    assert view.log.find_block(70002) is None  # the last is 70001, empty
+
+
+def test_a_long_running_server_forgets_old_packets_and_says_so() -> None:
+    from tests.simnet import run_transfer
+
+    model = LiveModel(packet_budget=3000)
+    result = run_transfer("read", bytes(512 * 1000), options=RequestedOptions(blksize=512))
+    one = [e for e in result.events if e.session == 1]
+    for session in range(1, 6):  # five finished sessions of ~2000 packets each
+        model.apply([replace(e, session=session) for e in one])
+    kept = sum(len(v.log) for v in model.views.values())
+    assert kept <= 3000 and model.kept_packets == kept
+    gone = model.forgotten
+    assert gone.packet_sessions >= 3 and gone.packets == 5 * len(_packet_events(one)) - kept
+    first = model.view(1)
+    assert first is not None and len(first.log) == 0 and first.log.forgotten > 0
+    assert first.record.state == "done" and first.record.bytes == 512 * 1000  # the summary stays
+    assert len(model.view(5).log) > 0  # the newest keeps its packets
 
 
 async def until_done(app: TftpDiagApp, pilot: Any) -> None:
@@ -245,7 +279,7 @@ async def test_live_probe_against_a_loopback_server(tmp_path: Path) -> None:
         transfer = ClientTransfer(ClientRequest("127.0.0.1", "image.bin", port=port,
                                                 options=RequestedOptions(blksize=1468, tsize=True),
                                                 timing=Timing(dally=0.1)), bus)
-        feed = bus.subscribe(packet_window=1000)
+        feed = bus.subscribe()
         app = TftpDiagApp(mode="probe", feed=feed, label=f"127.0.0.1:{port}", tick=1 / 20)
         async with app.run_test(size=SIZE) as pilot:
             transfer.start()
@@ -270,7 +304,7 @@ async def test_live_probe_asks_again_when_tftpd_hpa_refuses_an_option(tmp_path: 
         transfer = ClientTransfer(ClientRequest("127.0.0.1", "notes.txt", port=port, mode="netascii",
                                                 options=RequestedOptions(tsize=True), timing=Timing(dally=0.1)),
                                   bus)
-        app = TftpDiagApp(mode="probe", feed=bus.subscribe(packet_window=1000), label=f"127.0.0.1:{port}",
+        app = TftpDiagApp(mode="probe", feed=bus.subscribe(), label=f"127.0.0.1:{port}",
                           tick=1 / 20)
         async with app.run_test(size=SIZE) as pilot:
             transfer.start()

@@ -48,3 +48,29 @@ class TestHelp:
     def test_help_screen(self, snap_compare) -> None:
         assert snap_compare(tui_samples.probe_app(tui_samples.probe_success()), press=["question_mark"],
                             terminal_size=SIZE)
+
+
+def _big_session_app():
+    events = tui_samples.big_session(70_000)
+    return tui_samples.probe_app(events)
+
+
+class TestLargeViews:
+    """Every packet of a 140,000-packet session, from the first to the last; 100,000 sessions."""
+
+    def test_first_packets_of_a_large_session(self, snap_compare) -> None:
+        assert snap_compare(_big_session_app(), press=["home"], terminal_size=SIZE)
+
+    def test_last_packets_of_a_large_session(self, snap_compare) -> None:
+        assert snap_compare(_big_session_app(), press=["home", "end"], terminal_size=SIZE)
+
+    def test_findings_counted_at_80x24(self, snap_compare) -> None:
+        assert snap_compare(tui_samples.probe_app(tui_samples.probe_success()), terminal_size=(80, 24))
+
+    def test_a_trace_of_100000_transfers(self, snap_compare) -> None:
+        events = tui_samples.many_sessions(100_000)
+        end = tui_samples.end_time(events)
+        info = tui_samples.ServerInfo("busy.pcap", "100000 transfers", False, kind="trace")
+        app = tui_samples.TftpDiagApp(mode="trace", feed=tui_samples.RecordedFeed(events), server=info,
+                                      clock=lambda: end, tick=None)
+        assert snap_compare(app, press=["end"], terminal_size=SIZE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import fields, replace
+from typing import Iterator
 
 from tests.simnet import CLIENT, Impairment, run_transfer
 from tftpdiag.protocol.events import Address, Completed, Event
@@ -148,3 +149,65 @@ def trace_app() -> TftpDiagApp:
     end = end_time(events)
     info = ServerInfo("boot-capture.pcap", "4 transfers", False, kind="trace")
     return TftpDiagApp(mode="trace", feed=RecordedFeed(events), server=info, clock=lambda: end, tick=None)
+
+
+# -- synthetic, for size: a session of many packets, a capture of many sessions ----------------------
+
+def big_session(blocks: int, session: int = 1, blksize: int = 1468) -> list[Event]:
+    return list(iter_big_session(blocks, session, blksize))
+
+
+def iter_big_session(blocks: int, session: int = 1, blksize: int = 1468) -> Iterator[Event]:
+    """A lock-step download of ``blocks`` full blocks and a short last one, built directly (no
+    simulated network, so a million packets take seconds, not minutes): RRQ, OACK, ACK 0, then DATA
+    and ACK per block, Progress every 0.1 s of virtual time, Completed."""
+    from tftpdiag.protocol.events import PacketReceived, PacketSent, Progress, Role, TransferStarted, TransferStats
+    from tftpdiag.protocol.packets import Ack, Data, OAck
+
+    local, server, tid = ("10.0.0.9", 40000), SERVER_ADDR, ("10.0.0.2", 50000)
+    options = (("blksize", str(blksize)), ("tsize", "0"))
+    size = blocks * blksize + 100
+    yield TransferStarted(session, EPOCH, Role.CLIENT_READ, "firmware/big.bin", "octet", local, server, options)
+    request = Request(Opcode.RRQ, "firmware/big.bin", "octet", options)
+    yield PacketSent(session, EPOCH, local, server, encode(request), request)
+    oack = OAck((("blksize", str(blksize)), ("tsize", str(size))))
+    yield PacketReceived(session, EPOCH + 0.001, local, tid, encode(oack), oack)
+    yield PacketSent(session, EPOCH + 0.001, local, tid, encode(Ack(0)), Ack(0))
+    payload = bytes(blksize)
+    raw_data, raw_ack = b"\x00\x03\x00\x00" + payload, b"\x00\x04\x00\x00"
+    step = 0.00005  # 20,000 blocks a second
+    t = EPOCH + 0.002
+    next_progress = t + 0.1
+    stats = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
+    for block in range(1, blocks + 2):
+        last = block == blocks + 1
+        number = block & 0xFFFF
+        data = Data(number, payload if not last else payload[:100])
+        yield PacketReceived(session, t, local, tid, raw_data if not last else raw_data[:104], data)
+        yield PacketSent(session, t, local, tid, raw_ack, Ack(number))
+        if t >= next_progress or last:
+            done = min(block * blksize, size)
+            stats = TransferStats(done, t - EPOCH, block, block + 1, block + 1, 0, 0, 0, 0, 0)
+            yield Progress(session, t, done, size, stats)
+            next_progress = t + 0.1
+        t += step
+    yield Completed(session, t, stats)
+
+
+def many_sessions(count: int) -> list[Event]:
+    """``count`` finished server-side transfers from as many clients, as a capture of a busy boot
+    server would give (every tenth one failed)."""
+    from tftpdiag.protocol.events import Failed, Reason, Role, Side, TransferStarted, TransferStats
+
+    events: list[Event] = []
+    for i in range(count):
+        t = EPOCH + i * 0.01
+        client = (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", 1024 + i % 60000)
+        name = f"images/firmware-{i:06d}.bin"
+        events.append(TransferStarted(i + 1, t, Role.SERVER_READ, name, "octet", SERVER_ADDR, client, ()))
+        stats = TransferStats(512 * (i % 50 + 1), 0.005, i % 50 + 1, i % 50 + 1, i % 50 + 1, 0, 0, 0, 0, 0)
+        if i % 10 == 9:
+            events.append(Failed(i + 1, t + 0.005, Reason.TIMEOUT, Side.LOCAL, None, "no answer", stats))
+        else:
+            events.append(Completed(i + 1, t + 0.005, stats))
+    return events

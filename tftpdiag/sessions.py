@@ -8,9 +8,11 @@ from typing import Iterable
 
 from tftpdiag.protocol.events import (
     Address,
+    CaptureGap,
     Completed,
     Event,
     Failed,
+    Impaired,
     Note,
     OptionsNegotiated,
     PacketReceived,
@@ -25,6 +27,7 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
+from tftpdiag.packetlog import PacketLog, fmt_addr
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.packets import Options
@@ -32,13 +35,6 @@ from tftpdiag.protocol.packets import Options
 _NONE = Note.NONE
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
-
-
-def fmt_addr(addr: Address | None) -> str:
-    if addr is None:
-        return "-"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def fmt_bytes(n: float) -> str:
@@ -53,7 +49,7 @@ def fmt_rate(bytes_per_s: float) -> str:
     return f"{fmt_bytes(bytes_per_s)}/s"
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class SessionRecord:
     session: int
     role: Role | None = None
@@ -79,6 +75,28 @@ class SessionRecord:
     refused: RequestRefused | None = None
     retried: RequestRetried | None = None  # the server refused our options; we asked again without them
     socket_errors: list[SocketError] = field(default_factory=list)
+    # Every packet, when the table keeps them (the TUI): what its packet table shows.
+    packets: PacketLog | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
+
+    def window_rate(self, now: float, window: float = 2.0) -> float:
+        """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
+
+        Read from the record, not from a graph column: the column for "now" is still empty while a
+        fast transfer runs, which read as "0 B/s" for all of it."""
+        if self.finished:
+            return self.rate
+        samples = self.samples
+        if not samples or samples[-1][0] < now - max(window, 1.0) * 2:
+            return 0.0  # nothing new for a while: a stall, truthfully
+        newest_t, newest_b = samples[-1]
+        older = samples[0] if len(samples) > 1 else (self.started or newest_t, 0)
+        for sample in reversed(samples):
+            if sample[0] <= newest_t - window:
+                older = sample
+                break
+        span = newest_t - older[0]
+        return (newest_b - older[1]) / span if span > 0 else 0.0
 
     @property
     def state(self) -> str:
@@ -134,6 +152,8 @@ class SessionRecord:
             self.started = t
         self.last = t
         if isinstance(event, PacketReceived):
+            if self.packets is not None:
+                self.packets.add(event)
             self.packets_received += 1
             if not self.data_seen and type(event.packet) is Data:
                 self.data_seen = True
@@ -143,11 +163,14 @@ class SessionRecord:
             elif note is Note.STRAY:
                 self.stray += 1
         elif isinstance(event, PacketSent):
+            if self.packets is not None:
+                self.packets.add(event)
             self.packets_sent += 1
             if not self.data_seen and type(event.packet) is Data:
                 self.data_seen = True
         elif isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
+            self.samples.append((t, event.bytes))
             self.bytes = event.bytes
             if event.total is not None:
                 self.total = event.total
@@ -179,6 +202,12 @@ class SessionRecord:
             self.filename = event.filename
         elif isinstance(event, SocketError):
             self.socket_errors.append(event)
+        elif isinstance(event, Impaired):
+            if self.packets is not None:
+                self.packets.add_impaired(event)
+        elif isinstance(event, CaptureGap):
+            if self.packets is not None:
+                self.packets.add_gap(event)
         elif isinstance(event, RequestRetried):
             self.retried = event
             self.requested = event.requested
@@ -189,14 +218,17 @@ class SessionRecord:
 class SessionTable:
     """Every session seen on a stream, by id, in the order they began."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_packets: bool = False) -> None:
         self.sessions: dict[int, SessionRecord] = {}
+        self.keep_packets = keep_packets  # every packet in each record's PacketLog (the TUI)
 
     def apply(self, events: Iterable[Event]) -> list[SessionRecord]:
         """Fold events in; returns the sessions that finished with these events."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
         record: SessionRecord | None = None
+        log: PacketLog | None = None
+        keep = self.keep_packets
         for event in events:
             kind = type(event)
             # Most of a stream: a packet of the session just seen, already moving data, with nothing to
@@ -204,6 +236,8 @@ class SessionTable:
             if (kind is PacketReceived or kind is PacketSent) and record is not None \
                     and event.session == record.session and record.data_seen and event.note is _NONE:
                 record.last = event.time
+                if log is not None:
+                    log.add(event)
                 if kind is PacketReceived:
                     record.packets_received += 1
                 else:
@@ -212,6 +246,10 @@ class SessionTable:
             record = sessions.get(event.session)
             if record is None:
                 record = sessions[event.session] = SessionRecord(event.session)
+            if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired
+                                                    or kind is CaptureGap):
+                record.packets = PacketLog()  # on the first packet: a trace of many sessions may have none
+            log = record.packets
             was_finished = record.finished
             record.apply(event)
             if not was_finished and record.finished:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Literal, Protocol
 from textual import work
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
-from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import line
@@ -22,13 +22,16 @@ from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen
 from tftpdiag.tui.widgets.serve_view import ServerInfo, ServeView
+from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import SessionPanel
 
 __all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
 
 Mode = Literal["probe", "serve", "demo", "trace"]
 TICK = 1 / 15  # redraws a second
-MAX_EVENTS_PER_TICK = 20000  # rare events beyond this wait for the next tick
+# Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
+# The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
+MAX_EVENTS_PER_TICK = 20000
 
 
 class Feed(Protocol):
@@ -66,7 +69,11 @@ def drawable(app: App[Any]) -> bool:
 
 class TftpDiagApp(App[int]):
     TITLE = "tftpdiag"
+    # The palette's footer entry took the room of "? Help" at 80 columns, and it offers nothing the
+    # keys do not.
+    ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     CSS = """
     .panel { border: round $primary-darken-1; border-title-color: $text; padding: 0 1; }
     .panel:focus-within { border: round $accent; }
@@ -76,12 +83,18 @@ class TftpDiagApp(App[int]):
     Screen.-narrow SessionPanel .top { layout: vertical; }
     Screen.-narrow SessionPanel #options { width: 100%; }
     Screen.-narrow SessionPanel #graph { width: 100%; height: 6; }
+    /* 24 lines: a one-row graph and a short outcome box (its title counts the findings, and it
+       scrolls), so the packet table keeps a few rows. */
+    Screen.-short SessionPanel #graph { height: 5; }
+    Screen.-short SessionPanel #outcome { max-height: 5; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("s", "save", "Save trace"),
         Binding("p", "pause", "Pause"),
         Binding("f", "filter", "Filter"),
+        Binding("slash", "find", "Find", key_display="/"),
+        Binding("o", "order", "Order", show=False),
         Binding("r", "rerun", "Run again", show=True),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
@@ -138,17 +151,19 @@ class TftpDiagApp(App[int]):
             self.set_interval(self.tick_interval, self.refresh_now)
         self.refresh_now()
         if self.mode in ("serve", "trace"):
-            self.query_one(DataTable).focus()
+            self.query_one(SessionList).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "serve-tab":
-            self.query_one(DataTable).focus()
+            self.query_one(SessionList).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "rerun":
             return self.probe is not None
         if action == "save":
             return self.saver is not None
+        if action == "order":
+            return self._serve_focused() is not None
         return True
 
     # -- the tick ---------------------------------------------------------------------------------
@@ -160,6 +175,10 @@ class TftpDiagApp(App[int]):
         started = time.perf_counter()
         events = self.feed.drain(MAX_EVENTS_PER_TICK)
         changes = self.model.apply(events) if events else Changes()
+        if len(events) >= 50_000:
+            # A trace opened whole (or a large backlog): its records live as long as the app. Frozen,
+            # a full pass of the collector no longer walks 100,000 sessions in the middle of a redraw.
+            gc.freeze()
         now = self.clock()
         self.analyzer.feed(self.findings_feed.drain() if self.findings_feed is not None else events)
         self.analyzer.tick(now)
@@ -171,9 +190,10 @@ class TftpDiagApp(App[int]):
     def _probe_session(self) -> int | None:
         if self.probe is not None:
             return self.probe.current_session()
-        clients = [v.record.session for v in self.model.views.values()
-                   if v.record.role is not None and v.record.role.is_client]
-        return clients[-1] if clients else None
+        for view in reversed(self.model.views.values()):  # the newest client session
+            if view.record.role is not None and view.record.role.is_client:
+                return view.record.session
+        return None
 
     def _update_views(self, changes: Changes, now: float) -> None:
         screen = self.screen
@@ -213,6 +233,18 @@ class TftpDiagApp(App[int]):
             self.packet_filter = self.packet_filter.next()
         self.refresh_now()
 
+    def action_find(self) -> None:
+        serve = self._serve_focused()
+        if serve is not None:
+            serve.open_find()
+        else:
+            self.query_one("#probe", SessionPanel).open_find()
+
+    def action_order(self) -> None:
+        serve = self._serve_focused()
+        if serve is not None:
+            serve.cycle_sort(self.model, self.clock())
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -222,9 +254,8 @@ class TftpDiagApp(App[int]):
             self.notify("probing again")
             self.refresh_now()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value is not None:
-            self.push_screen(SessionDetailScreen(int(event.row_key.value)))
+    def on_session_list_selected(self, event: SessionList.Selected) -> None:
+        self.push_screen(SessionDetailScreen(event.session))
 
     def action_save(self) -> None:
         if self.saver is None:

@@ -19,8 +19,6 @@ from tftpdiag.tui.widgets.serve_view import ServerInfo
 
 __all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "trace_app", "ClientProbe", "server_info"]
 
-UI_PACKET_WINDOW = 400  # packet events the UI keeps between two ticks (a screenful many times over); the rest only reach traces
-
 
 class ClientProbe:
     """The probe the app shows, and a way to run it again on the same bus. Started with :meth:`start`
@@ -117,12 +115,14 @@ def _run(app: TftpDiagApp) -> int | None:
 def client_app(transfer: ClientTransfer, bus: EventBus, *,
                extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and then the probe started."""
-    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    # Lossless: every packet goes into the session's record (the packet table shows them all), and the
+    # findings read the same events.
+    feed = bus.subscribe()
     spool = Spool(bus)
     probe = ClientProbe(transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
-                      impair=str(impair) if impair is not None else "", findings_feed=bus.subscribe())
+                      impair=str(impair) if impair is not None else "")
     probe.start()
     return app, probe, spool
 
@@ -138,11 +138,10 @@ def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[
 
 
 def run_server_app(server: TftpServer, bus: EventBus) -> int:
-    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    feed = bus.subscribe()  # lossless, as for the probe
     spool = Spool(bus)
     # Every reader subscribes before the first request can arrive.
-    app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save,
-                      findings_feed=bus.subscribe())
+    app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
     try:
@@ -156,12 +155,12 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
 
 def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The demo's app with every reader subscribed; the caller starts the server, then the probe."""
-    feed = bus.subscribe(packet_window=UI_PACKET_WINDOW)
+    feed = bus.subscribe()  # lossless, as for the probe
     # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
     spool = Spool(bus, only=lambda session: not server.owns(session))
     probe = ClientProbe(transfer, bus, lambda outcome: {})
     app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
-                      saver=spool.save, findings_feed=bus.subscribe())
+                      saver=spool.save)
     return app, probe, spool
 
 

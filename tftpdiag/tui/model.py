@@ -1,37 +1,42 @@
-"""What the TUI shows, folded from the event stream in batches and kept in bounded buffers.
+"""What the TUI shows, folded from the event stream in batches.
+
+Every packet of every session is kept, in each record's compact PacketLog (tftpdiag/packetlog.py), so
+the packet table is a view over the whole session, not a sample of it. A server running for days
+bounds its memory by forgetting the packets of its oldest finished sessions (their summaries stay),
+and then the oldest summaries; :class:`Forgotten` counts both so the views can say what went.
 
 Plain Python with no widgets, so the views stay thin and the folding is tested without a terminal.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable
 
 from tftpdiag.protocol.events import (
     Event,
     Failed,
-    Impaired,
-    Note,
     PacketReceived,
     PacketSent,
-    Progress,
     RequestRefused,
     Retransmit,
     SocketError,
     TimedOut,
 )
-from tftpdiag.fmt import SHOWN, clean, quote
+from tftpdiag.fmt import SHOWN, clean
+from tftpdiag.packetlog import PacketLog, PacketRow
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 
-__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "ROWS_PER_SESSION", "shown", "quoted"]
+__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "Forgotten", "shown", "quoted"]
 
-ROWS_PER_SESSION = 1000  # newest packet rows kept per session; the full record goes to the trace
-MAX_SESSIONS = 500  # finished sessions beyond this are forgotten, oldest first
+# Memory bounds for a server that runs for days. A packet costs about 18 bytes (PacketLog), so the
+# packet budget is about 90 MB; a session summary a few hundred bytes, so the session budget ~100 MB.
+PACKET_BUDGET = 5_000_000  # packets kept over all sessions; beyond, old finished sessions lose theirs
+MAX_SESSIONS = 300_000  # session summaries kept; beyond, the oldest finished ones are forgotten
 
 
 class Filter(Enum):
@@ -44,43 +49,52 @@ class Filter(Enum):
         return members[(members.index(self) + 1) % len(members)]
 
 
-class PacketRow(NamedTuple):
-    t: float  # seconds since the session began
-    outgoing: bool
-    op: str
-    block: str
-    size: int
-    peer: str
-    note: str
-    problem: bool  # drawn in red/yellow and kept by the "problems only" filter
-    routine: bool  # ordinary DATA or ACK, hidden by the "no DATA/ACK" filter
+@dataclass(eq=False)
+class SessionView:
+    """One session's display state: its record (with every packet) and the moments of trouble."""
 
+    record: SessionRecord
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (time, "retransmit" | "timeout")
 
-_PROBLEM_NOTES = {Note.RETRANSMIT, Note.DUPLICATE, Note.OUT_OF_ORDER, Note.STRAY, Note.MALFORMED,
-                  Note.UNEXPECTED, Note.LATE, Note.REACK}
+    @property
+    def log(self) -> PacketLog:
+        log = self.record.packets
+        if log is None:  # no packet yet (or none in this trace): an empty log to show
+            log = self.record.packets = PacketLog()
+        return log
+
+    def positions(self, flt: Filter) -> array | None:
+        """Positions in the log the filter keeps, in order; None for all of them."""
+        if flt is Filter.ALL:
+            return None
+        return self.log.notable if flt is Filter.NO_DATA else self.log.problems
+
+    def row_count(self, flt: Filter) -> int:
+        positions = self.positions(flt)
+        return len(self.log) if positions is None else len(positions)
+
+    def visible_rows(self, flt: Filter) -> list[PacketRow]:
+        """Every row the filter keeps, built (for tests and small sessions: the table builds only
+        the rows on screen)."""
+        log, started = self.log, self.started
+        positions = self.positions(flt)
+        return [log.row(i, started) for i in (range(len(log)) if positions is None else positions)]
+
+    @property
+    def started(self) -> float:
+        record = self.record
+        if record.started is not None:
+            return record.started
+        return self.log.times[0] if len(self.log) else 0.0
 
 
 @dataclass
-class SessionView:
-    """One session's display state: its record plus the recent packets and the rate over time."""
+class Forgotten:
+    """What the model let go to bound memory: the views say so instead of showing less silently."""
 
-    record: SessionRecord
-    rows: deque[PacketRow] = field(default_factory=lambda: deque(maxlen=ROWS_PER_SESSION))
-    # Requests, OACKs, errors and anything noted, kept apart so the filters still find them after
-    # thousands of ordinary DATA and ACK rows have pushed them out of ``rows``.
-    notable: deque[PacketRow] = field(default_factory=lambda: deque(maxlen=ROWS_PER_SESSION))
-    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far)
-    marks: list[tuple[float, str]] = field(default_factory=list)  # (time, "retransmit" | "timeout")
-    wraps: int = 0
-    last_block: int = 0
-    dropped_rows: int = 0
-
-    def visible_rows(self, flt: Filter) -> list[PacketRow]:
-        if flt is Filter.ALL:
-            return list(self.rows)
-        if flt is Filter.NO_DATA:
-            return list(self.notable)
-        return [r for r in self.notable if r.problem]
+    packets: int = 0  # packets dropped, of...
+    packet_sessions: int = 0  # ...this many finished sessions (their summaries kept)
+    sessions: int = 0  # finished sessions forgotten whole (oldest first)
 
 
 @dataclass
@@ -129,7 +143,7 @@ def shown(event: Event) -> Event:
     """The event with every string in it printable and bounded (the same event when it already was)."""
     cls = type(event)
     if cls is PacketSent:
-        return event  # addresses and the packet only: the packet is described by _describe
+        return event  # addresses and the packet only: packetlog.describe escapes what the packet quotes
     if cls is PacketReceived:
         detail = event.detail  # type: ignore[union-attr]
         return event if not detail or detail.isprintable() else replace(event, detail=clean(detail))
@@ -141,37 +155,27 @@ def quoted(text: str) -> str:
     return f"'{text}'"
 
 
-def _words(options: Iterable[tuple[str, str]]) -> str:
-    return " ".join(f"{clean(k)}={clean(v)}" for k, v in options)
-
-
-def _describe(packet: object, raw_len: int) -> tuple[str, str, str]:
-    """(opcode, block, note text) for the packet column; what the packet quotes is escaped."""
-    if isinstance(packet, Data):
-        return "DATA", str(packet.block), ""
-    if isinstance(packet, Ack):
-        return "ACK", str(packet.block), ""
-    if isinstance(packet, Request):
-        text = f"{quote(packet.filename)} {clean(packet.mode)} {_words(packet.options)}"
-        return packet.opcode.name, "", text.rstrip()
-    if isinstance(packet, OAck):
-        return "OACK", "", _words(packet.options)
-    if isinstance(packet, Error):
-        return "ERROR", "", f"{packet.code} {error_code_name(packet.code)}: {clean(packet.message)}"
-    return "?", "", f"{raw_len} bytes undecodable"
-
-
 def _server_side(record: SessionRecord) -> bool:
     return record.refused is not None or (record.role is not None and not record.role.is_client)
 
 
 class LiveModel:
-    def __init__(self) -> None:
-        self.table = SessionTable()
+    def __init__(self, *, packet_budget: int = PACKET_BUDGET, max_sessions: int = MAX_SESSIONS) -> None:
+        self.table = SessionTable(keep_packets=True)
         self.views: dict[int, SessionView] = {}
         self.refusals: deque[RequestRefused] = deque(maxlen=500)
         self.problems: deque[str] = deque(maxlen=500)  # socket errors and the like, for the log pane
+        # Finished server-side sessions; "all" counts every session with a transfer (a trace's view).
         self.totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0}
+        self.all_totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0}
+        self.unfinished: dict[int, SessionRecord] = {}  # kept apart: the headers read them every tick
+        self.recently_ended: deque[SessionRecord] = deque(maxlen=1000)  # for the rate of short transfers
+        self.packet_budget = packet_budget
+        self.max_sessions = max_sessions
+        self.kept_packets = 0
+        self.forgotten = Forgotten()
+        self._packets_forgotten_upto = 0  # views before this index in insertion order have no packets
+        self.folded = 0  # events folded in all
 
     def view(self, session: int) -> SessionView | None:
         return self.views.get(session)
@@ -179,108 +183,99 @@ class LiveModel:
     def apply(self, events: Iterable[Event]) -> Changes:
         changes = Changes()
         views = self.views
-        ended = self.table.apply(events_list := [shown(event) for event in events])
+        events_list = [shown(event) for event in events]
+        ended = self.table.apply(events_list)
+        sessions = self.table.sessions
+        touched = changes.sessions
+        last_sid = None
+        packets = 0
         for event in events_list:
             sid = event.session
-            view = views.get(sid)
-            if view is None:
-                record = self.table.sessions.get(sid)
-                if record is None:
-                    continue
-                view = views[sid] = SessionView(record)
-                changes.new_sessions.append(sid)
-            changes.sessions.add(sid)
-            if isinstance(event, (PacketSent, PacketReceived)):
-                self._add_row(view, event)
-            elif isinstance(event, Progress):
-                view.samples.append((event.time, event.bytes))
-            elif isinstance(event, Retransmit):
-                view.marks.append((event.time, "retransmit"))
-            elif isinstance(event, TimedOut):
-                view.marks.append((event.time, "timeout"))
-            elif isinstance(event, RequestRefused):
-                if event.why != "error-acked":  # a client's ACK of our ERROR ends a refusal, is none
-                    self.refusals.append(event)
-                    changes.refusals.append(event)
-            elif isinstance(event, Impaired):
-                self._add_impaired_row(view, event)
-            elif isinstance(event, SocketError):
-                text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"
+            if sid != last_sid:
+                last_sid = sid
+                if sid not in views:
+                    record = sessions.get(sid)
+                    if record is None:
+                        last_sid = None
+                        continue
+                    views[sid] = SessionView(record)
+                    if not record.finished:
+                        self.unfinished[sid] = record
+                    changes.new_sessions.append(sid)
+                touched.add(sid)
+            cls = type(event)
+            if cls is PacketSent or cls is PacketReceived:
+                packets += 1  # already in the record's log: the table folded it
+                continue
+            if cls is Retransmit:
+                views[sid].marks.append((event.time, "retransmit"))
+            elif cls is TimedOut:
+                views[sid].marks.append((event.time, "timeout"))
+            elif cls is RequestRefused:
+                # A client's ACK of our ERROR ends a refusal: it is none of its own.
+                if event.why != "error-acked":  # type: ignore[attr-defined]
+                    self.refusals.append(event)  # type: ignore[arg-type]
+                    changes.refusals.append(event)  # type: ignore[arg-type]
+            elif cls is SocketError:
+                text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"  # type: ignore[attr-defined]
                 self.problems.append(text)
                 changes.problems.append(text)
+        self.kept_packets += packets
+        self.folded += len(events_list)
         changes.ended = [record.session for record in ended]
         for record in ended:
-            if not _server_side(record):
-                continue
+            self.unfinished.pop(record.session, None)
             if record.acks_an_error:
-                continue
-            if record.refused is not None:
-                self.totals["refused"] += 1
-            elif isinstance(record.result, Failed):
-                self.totals["failed"] += 1
-            else:
-                self.totals["done"] += 1
-            self.totals["bytes"] += record.bytes
+                continue  # the end of a refusal already counted, not a session of its own
+            self.recently_ended.append(record)
+            self._count(self.all_totals, record)
+            if _server_side(record):
+                self._count(self.totals, record)
         self._forget_old()
         return changes
 
-    def _add_row(self, view: SessionView, event: PacketSent | PacketReceived) -> None:
-        packet = event.packet
-        op, block, text = _describe(packet, len(event.raw))
-        if block and isinstance(packet, (Data, Ack)):
-            number = packet.block
-            # A jump back of more than half the space is a rollover, not a stale packet.
-            if number < view.last_block - 0x8000:
-                view.wraps += 1
-            view.last_block = number
-            if view.wraps:
-                block = f"{number}↻{view.wraps}"
-        note = event.note
-        detail = getattr(event, "detail", "")
-        label = note.value
-        if detail:
-            label = f"{label}: {detail}" if label else detail
-        if text:
-            label = f"{label} {text}".strip() if label else text
-        started = view.record.started if view.record.started is not None else event.time
-        outgoing = isinstance(event, PacketSent)
-        problem = note in _PROBLEM_NOTES or op in ("ERROR", "?")
-        # ACK 0 answers an OACK: part of the negotiation, not of the routine flow.
-        routine = op in ("DATA", "ACK") and note is Note.NONE and not (op == "ACK" and block == "0")
-        if len(view.rows) == view.rows.maxlen:
-            view.dropped_rows += 1
-        row = PacketRow(event.time - started, outgoing, op, block, len(event.raw), fmt_addr(event.peer), label,
-                        problem, routine)
-        view.rows.append(row)
-        if not routine:
-            view.notable.append(row)
-
-    def _add_impaired_row(self, view: SessionView, event: Impaired) -> None:
-        """What --impair did to a datagram, as a row of its own where the packet would have been."""
-        try:
-            packet = decode(event.raw)
-        except ProtocolError:
-            packet = None
-        op, block, _ = _describe(packet, len(event.raw))
-        label = f"impair: {event.action}"
-        if event.delay and event.action != "dropped":
-            label += f" {event.delay * 1000:.0f} ms"
-        label += f" ({event.why})"
-        started = view.record.started if view.record.started is not None else event.time
-        row = PacketRow(event.time - started, event.direction == "out", op, block, len(event.raw),
-                        fmt_addr(event.peer), label, True, False)
-        view.rows.append(row)
-        view.notable.append(row)
+    @staticmethod
+    def _count(totals: dict[str, int], record: SessionRecord) -> None:
+        if record.refused is not None:
+            totals["refused"] += 1
+        elif isinstance(record.result, Failed):
+            totals["failed"] += 1
+        else:
+            totals["done"] += 1
+        totals["bytes"] += record.bytes
 
     def _forget_old(self) -> None:
-        if len(self.views) <= MAX_SESSIONS:
-            return
-        for sid in list(self.views):
-            if len(self.views) <= MAX_SESSIONS:
-                break
-            if self.views[sid].record.finished:
-                del self.views[sid]
-                self.table.sessions.pop(sid, None)
+        """Bound memory, oldest finished sessions first, and count what went (the views say it)."""
+        if self.kept_packets > self.packet_budget:
+            target = self.packet_budget * 9 // 10  # some room, so this is not redone every tick
+            for index, view in enumerate(list(self.views.values())[self._packets_forgotten_upto:],
+                                         self._packets_forgotten_upto):
+                if self.kept_packets <= target:
+                    break
+                log = view.record.packets
+                if not view.record.finished or log is None:
+                    continue
+                if len(log):
+                    self.kept_packets -= len(log)
+                    self.forgotten.packets += log.packets
+                    self.forgotten.packet_sessions += 1
+                    log.forget()
+                    view.marks.clear()
+                    view.record.samples.clear()
+                if index == self._packets_forgotten_upto:
+                    self._packets_forgotten_upto += 1
+        if len(self.views) > self.max_sessions:
+            for sid in list(self.views):
+                if len(self.views) <= self.max_sessions * 9 // 10:
+                    break
+                view = self.views[sid]
+                if view.record.finished:
+                    log = view.record.packets
+                    self.kept_packets -= len(log) if log is not None else 0
+                    del self.views[sid]
+                    self.table.sessions.pop(sid, None)
+                    self.forgotten.sessions += 1
+            self._packets_forgotten_upto = 0
 
     # -- figures for headers ------------------------------------------------------------------------
 
@@ -289,20 +284,19 @@ class LiveModel:
         return [v.record for v in self.views.values() if _server_side(v.record)]
 
     def active(self) -> list[SessionRecord]:
-        return [r for r in self.server_records() if not r.finished and r.role is not None]
+        return [r for r in self.unfinished.values() if _server_side(r) and r.role is not None and not r.finished]
 
     def aggregate_rate(self, now: float, window: float = 2.0) -> float:
-        """Bytes per second over the last ``window`` seconds, summed over every session."""
+        """Bytes per second over the last ``window`` seconds, summed over the server's sessions that
+        are running or ended within the window (each from its own record)."""
         total = 0.0
-        for view in self.views.values():
-            if not _server_side(view.record):
-                continue
-            samples = view.samples
-            if len(samples) < 2 or samples[-1][0] < now - window:
-                continue
-            newest_t, newest_b = samples[-1]
-            older = next((s for s in reversed(samples) if s[0] <= newest_t - window), samples[0])
-            span = newest_t - older[0]
-            if span > 0:
-                total += (newest_b - older[1]) / span
+        for record in self.active():
+            total += record.window_rate(now, window)
+        for record in self.recently_ended:
+            if _server_side(record) and record.samples and record.samples[-1][0] >= now - window:
+                samples = record.samples
+                older = next((s for s in reversed(samples) if s[0] <= now - window), (record.started or 0.0, 0))
+                span = samples[-1][0] - older[0]
+                if span > 0:
+                    total += (samples[-1][1] - older[1]) / span
         return total

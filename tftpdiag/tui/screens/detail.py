@@ -5,7 +5,8 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
+from rich.text import Text
+from textual.widgets import Footer, Static
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.tui.model import Filter, LiveModel
@@ -19,6 +20,7 @@ class SessionDetailScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("p", "pause", "Pause"),
         Binding("f", "filter", "Filter"),
+        Binding("slash", "find", "Find", key_display="/"),
     ]
 
     def __init__(self, session: int) -> None:
@@ -37,12 +39,22 @@ class SessionDetailScreen(Screen[None]):
     def update_view(self, model: LiveModel, now: float, analyzer: Analyzer) -> None:
         if not self.is_current:
             return  # popped: its widgets may be going already
+        view = model.view(self.session)
         for panel in self.query(SessionPanel).results(SessionPanel):
-            panel.show(model.view(self.session), now, self.filter, self.paused, analyzer.findings(self.session))
+            if view is None and model.forgotten.sessions:
+                # Not "waiting": it was let go to bound memory, and the screen says so.
+                panel.query_one(".session-header", Static).update(Text(
+                    " this session was forgotten to bound memory (oldest finished first); a saved trace keeps it",
+                    style="bold yellow"))
+                continue
+            panel.show(view, now, self.filter, self.paused, analyzer.findings(self.session))
 
     def action_pause(self) -> None:
         self.paused = not self.paused
         self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def action_find(self) -> None:
+        self.query_one(SessionPanel).open_find()
 
     def action_filter(self) -> None:
         self.filter = self.filter.next()

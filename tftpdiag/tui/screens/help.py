@@ -29,6 +29,10 @@ def _help() -> Table:
         ("s", "save the trace so far: a name ending .pcap (Wireshark) or .jsonl (every event)"),
         ("p", "pause / resume the live tables (nothing is lost; the trace keeps recording)"),
         ("f", "filter: packets all / no DATA-ACK / problems only; sessions all / active / problems"),
+        ("/", "packets: a block number jumps to it, text keeps the rows that mention it (op, peer, note); "
+              "sessions: type to keep those whose client, file or state contains it; escape: all again"),
+        ("o", "order the sessions: start, client, file, state, bytes, rate, retransmits, time"),
+        ("home end", "first / last row (End follows the newest again); page keys page"),
         ("r", "run the probe again"),
         ("enter", "open the selected session's details (server view)"),
         ("escape", "back"),
@@ -43,12 +47,21 @@ def _help() -> Table:
         ("stray", "from an unknown port (transfer ID): answered with ERROR 5, transfer goes on"),
         ("malformed", "could not be decoded; answered with ERROR 4"),
         ("block N↻k", "block number N after k rollovers past 65535"),
+        ("GAP", "a capture lacks packets here that the transfer shows were delivered (not a network loss)"),
+    ))
+    columns = _pairs("bold yellow", (
+        ("state ⚠N", "a finished transfer with N findings to read in its details (enter)"),
+        ("rate", "over the last 2 s while it runs; the average once finished"),
+        ("options", "what was granted: b blksize, w windowsize, t timeout (in words when there is room)"),
+        ("time", "how long it has been running, or how long it took"),
     ))
     grid = Table.grid(padding=(1, 0))
     grid.add_row(Text("Keys", style="bold underline"))
     grid.add_row(keys)
     grid.add_row(Text("Notes in the packet table", style="bold underline"))
     grid.add_row(notes)
+    grid.add_row(Text("Columns of the sessions table", style="bold underline"))
+    grid.add_row(columns)
     grid.add_row(Text("→ sent by tftpdiag   ← received.  Option verdicts: accepted (as asked), reduced "
                       "(granted lower), ignored (left out: default used), refused (ERROR 8), dropped (refused, "
                       "so asked again without it).", style="dim"))

@@ -1,10 +1,13 @@
-"""The live packet table: a line-API scroll view over a bounded list of rows.
+"""The live packet table: a line-API scroll view over every packet of a session.
 
 Only the visible lines are drawn, so thousands of rows a second cost a refresh, not a redraw of every
 row (a DataTable re-adding rows each tick freezes the app at TFTP rates).
 """
 
 from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
 
 from rich.segment import Segment
 from rich.style import Style
@@ -13,7 +16,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tftpdiag.tui.model import PacketRow
+from tftpdiag.packetlog import PacketLog, PacketRow
 
 __all__ = ["PacketList", "HEADER"]
 
@@ -28,10 +31,12 @@ _STYLES = {
     "ACK": Style(color="blue"),
     "ERROR": Style(color="bright_white", bgcolor="red", bold=True),
     "?": Style(color="bright_white", bgcolor="red", bold=True),
+    "GAP": Style(color="black", bgcolor="yellow", bold=True),
 }
 _DIM = Style(dim=True)
 _PROBLEM = Style(color="yellow", bold=True)
 _ERROR = Style(color="red", bold=True)
+_MARKED = Style(reverse=True)
 
 
 def _row_segments(row: PacketRow) -> list[Segment]:
@@ -48,7 +53,8 @@ def _row_segments(row: PacketRow) -> list[Segment]:
 
 
 class PacketList(ScrollView, can_focus=True):
-    """Shows the rows it is given; follows the newest unless the user scrolled up."""
+    """A window onto a session's PacketLog: only the rows on screen are built, from the log's columns,
+    so a million packets scroll like a hundred. Follows the newest unless the user scrolled away."""
 
     DEFAULT_CSS = """
     PacketList { height: 1fr; overflow-x: hidden; }
@@ -56,22 +62,91 @@ class PacketList(ScrollView, can_focus=True):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._rows: list[PacketRow] = []
+        self._log: PacketLog | None = None
+        self._positions: array | None = None  # the rows a filter keeps; None: every row of the log
+        self._count = 0
+        self._started = 0.0
+        self.marked: int | None = None  # a log position to highlight (a block jumped to)
+        # Whether to keep the newest row in view. A flag, not "is the view at the end now": rows can
+        # arrive between asking to scroll to the end and the scroll, and then following stopped.
+        self.following = True
         # A few screens' worth: every Strip carries small caches of its own, and thousands of them make
         # each full pass of the garbage collector long enough to stall a redraw.
-        self._cache: LRUCache[PacketRow, Strip] = LRUCache(256)
+        self._cache: LRUCache[tuple[int, int, int], Strip] = LRUCache(256)
 
     @property
     def row_count(self) -> int:
-        return len(self._rows)
+        return self._count
 
-    def set_rows(self, rows: list[PacketRow]) -> None:
-        follow = self.is_vertical_scroll_end or not self._rows
-        self._rows = rows
-        self.virtual_size = Size(self.size.width, len(rows))
+    # Keys jump at once: animated, a jump across a million rows took seconds to arrive, and a screen
+    # caught mid-way read as the wrong place. Scrolling away stops following the newest; End resumes.
+
+    def action_scroll_home(self) -> None:
+        self.following = False
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_scroll_end(self) -> None:
+        self.following = True
+        self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def action_page_up(self) -> None:
+        self.following = False
+        self.scroll_to(y=max(self.scroll_y - self.scrollable_content_region.height, 0), animate=False, immediate=True)
+
+    def action_page_down(self) -> None:
+        target = self.scroll_y + self.scrollable_content_region.height
+        self.following = target >= self.max_scroll_y
+        self.scroll_to(y=min(target, self.max_scroll_y), animate=False, immediate=True)
+
+    def action_scroll_up(self) -> None:
+        self.following = False
+        self.scroll_to(y=max(self.scroll_y - 1, 0), animate=False, immediate=True)
+
+    def action_scroll_down(self) -> None:
+        self.following = self.scroll_y + 1 >= self.max_scroll_y
+        self.scroll_to(y=min(self.scroll_y + 1, self.max_scroll_y), animate=False, immediate=True)
+
+    def _on_mouse_scroll_up(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.following = False
+        super()._on_mouse_scroll_up(event)
+
+    def set_source(self, log: PacketLog | None, positions: array | None, started: float) -> None:
+        """Show ``log`` (the rows at ``positions`` only, if given). Cheap: nothing is copied."""
+        follow = self.following
+        if log is not self._log or positions is not self._positions:
+            self._cache.clear()
+        self._log, self._positions, self._started = log, positions, started
+        count = 0 if log is None else (len(log) if positions is None else len(positions))
+        if count == self._count and not follow:
+            return
+        self._count = count
+        self.virtual_size = Size(self.size.width, count)
         if follow:
             # Before the first layout the height is unknown; scroll once the size is settled.
-            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False)
+            self.call_after_refresh(self._follow)
+        self.refresh()
+
+    def _follow(self) -> None:
+        # Asked for before the last refresh: the user may have jumped elsewhere since.
+        if self.following:
+            self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+
+    def position_at(self, row: int) -> int:
+        return row if self._positions is None else self._positions[row]
+
+    def row_of(self, position: int) -> int:
+        """The table row that shows log ``position`` (or the next one the filter keeps)."""
+        if self._positions is None:
+            return position
+        return bisect_left(self._positions, position)
+
+    def show_position(self, position: int) -> None:
+        """Scroll so the row of log ``position`` is in the middle of the view, and highlight it."""
+        self.marked = position
+        self.following = False
+        self._cache.clear()
+        row = self.row_of(position)
+        self.scroll_to(y=max(row - self.size.height // 2, 0), animate=False, immediate=True)
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
@@ -79,13 +154,18 @@ class PacketList(ScrollView, can_focus=True):
         index = scroll_y + y
         width = self.size.width
         style = self.rich_style
-        if index >= len(self._rows):
+        log = self._log
+        if log is None or index >= self._count or index >= (len(log) if self._positions is None else
+                                                             len(self._positions)):
             return Strip.blank(width, style)
-        row = self._rows[index]
-        strip = self._cache.get(row)
+        position = self.position_at(index)
+        key = (id(log), position, width)
+        strip = self._cache.get(key)
         if strip is None:
+            row = log.row(position, self._started)
+            base = style + _MARKED if position == self.marked else style
             # The widget's own style goes underneath, so every cell shares its background.
-            strip = Strip([Segment(text, style + seg_style if seg_style else style)
+            strip = Strip([Segment(text, base + seg_style if seg_style else base)
                            for text, seg_style, _ in _row_segments(row)])
-            self._cache[row] = strip
+            self._cache[key] = strip
         return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)

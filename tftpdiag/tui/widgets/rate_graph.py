@@ -72,10 +72,14 @@ class RateGraph(Widget):
             return Text("waiting for the first packet…", style="dim")
         record = view.record
         start = record.started
+        samples = record.samples
         end = record.result.time if record.result is not None else max(self.now, start)
-        if record.result is None and view.samples:
-            end = max(end, view.samples[-1][0])
-        rates = rates_per_column(view.samples, start, end, width)
+        if record.result is None and samples:
+            # Progress comes every ~0.1 s: the time since the newest sample is not a stall, and drawn up
+            # to "now" the right edge always looked like one. Only a real silence reaches "now".
+            newest = samples[-1][0]
+            end = newest if self.now - newest < 1.0 else max(end, newest)
+        rates = rates_per_column(samples, start, end, width)
         peak = max(rates) if rates else 0.0
         text = Text()
         for row in range(graph_rows, 0, -1):
@@ -92,7 +96,7 @@ class RateGraph(Widget):
                 col = min(int((when - start) / span * width), width - 1)
                 marks[col] = "!" if kind == "timeout" or marks[col] == "!" else "×"
         text.append("".join(marks) + "\n", style="bold red")
-        current = rates[-1] if rates and record.result is None else record.rate
+        current = record.window_rate(self.now)
         status = Text(f"{fmt_rate(current)} ", style="bold")
         status.append(f"· {record.retransmits} retx · {record.timeouts} timeouts", style="dim")
         if compact:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import DataTable, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import RequestRefused
@@ -15,17 +16,32 @@ from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Changes, LiveModel, quoted
+from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import state_text
 
 __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
-# Widths include the space after each column (the table has no cell padding), so 100 columns fit.
-COLUMNS = ("client", "file", "state", "progress", "rate", "retx", "options", "age")
-WIDTHS = (22, 16, 15, 9, 12, 5, 11, 6)
+# (name, minimum width, share of the spare width): the file column takes most of a wide terminal.
+# Widths include the space after each column (cells have no padding), so 100 columns fit.
+COLUMNS = (("client", 22, 0, 0), ("file", 16, 3, 0), ("state", 15, 0, 0), ("progress", 10, 0, 5),
+           ("rate", 12, 0, 4), ("retx", 5, 0, 3), ("options", 12, 1, 1), ("time", 8, 0, 2))
 _SHORT = {"blksize": "b", "windowsize": "w", "timeout": "t"}
-MAX_ROWS = 500
+_LEGEND = "b=blksize w=windowsize t=timeout"
 SessionFilter = str  # "all", "active", "problems"
 FILTERS = ("all", "active", "problems")
+# How the sessions can be ordered: "o" cycles through them. None: the order they began in.
+SORTS: tuple[tuple[str, Callable[[SessionRecord], object] | None, bool], ...] = (
+    ("start", None, False),
+    ("client", lambda r: (r.client or ("", 0)), False),
+    ("file", lambda r: r.filename, False),
+    ("state", lambda r: r.state, False),
+    ("bytes", lambda r: r.bytes, True),
+    ("rate", lambda r: r.rate, True),
+    ("retx", lambda r: r.retransmits, True),
+    ("time", lambda r: r.duration, True),
+)
+RESORT_EVERY = 2.0  # seconds between re-sorts or re-filters of a live list while figures change
+LIVE_REBUILD_LIMIT = 20_000  # beyond this many sessions, re-sort/re-filter only when asked
 
 
 @dataclass(frozen=True)
@@ -44,22 +60,37 @@ def _progress(record: SessionRecord) -> str:
     return fmt_bytes(record.bytes)
 
 
-def _granted(record: SessionRecord) -> str:
+def _granted(record: SessionRecord, width: int = 12) -> str:
     negotiated = record.negotiated
     if negotiated is None:
         return "…" if record.requested else "-"
     if negotiated.oack is None:
         return "none" if record.requested else "-"
-    # Compact: b1468 w16 t3 (blksize, windowsize, timeout); the detail view spells them out.
-    return " ".join(f"{_SHORT[k]}{v}" for k, v in negotiated.oack if k in _SHORT) or "tsize"
+    granted = [(k, v) for k, v in negotiated.oack if k in _SHORT]
+    words = " ".join(f"{k} {v}" for k, v in granted)
+    if len(words) < width:  # room for the words themselves
+        return words or "tsize"
+    # Compact: b1468 w16 t3 (blksize, windowsize, timeout), explained under the table.
+    return " ".join(f"{_SHORT[k]}{v}" for k, v in granted) or "tsize"
+
+
+def _forgotten_line(model: LiveModel) -> Text:
+    """What was let go to bound memory, said on screen (never silently)."""
+    gone = model.forgotten
+    if not gone.packets and not gone.sessions:
+        return Text()
+    parts = []
+    if gone.packets:
+        parts.append(f"packets of {gone.packet_sessions:,} older finished sessions ({gone.packets:,}) forgotten")
+    if gone.sessions:
+        parts.append(f"{gone.sessions:,} oldest finished sessions forgotten")
+    return Text(f"\n {' · '.join(parts)} to bound memory; summaries and the saved trace keep them", style="yellow")
 
 
 def _fit(value: str | Text, width: int) -> Text:
-    """A cell that leaves one space before the next column (the table has no padding of its own)."""
+    """A cell exactly ``width`` wide that leaves one space before the next column."""
     text = value.copy() if isinstance(value, Text) else Text(value)
-    if text.cell_len > width - 1:
-        text.truncate(width - 2)
-        text.append("…")
+    text.truncate(max(width - 1, 1), overflow="ellipsis", pad=True)
     text.append(" ")
     return text
 
@@ -67,6 +98,14 @@ def _fit(value: str | Text, width: int) -> Text:
 def _listed(record: SessionRecord, every_role: bool = False) -> bool:
     """Transfers are listed (a server's own, or every one in a trace); refused requests go to the log."""
     return record.role is not None and (every_role or not record.role.is_client)
+
+
+def _found(record: SessionRecord, query: str) -> bool:
+    """Typed text matches the client's address, the file or the state (case-insensitive)."""
+    if not query:
+        return True
+    return (query in fmt_addr(record.client).lower() or query in record.filename.lower()
+            or query in record.state)
 
 
 def _matches(record: SessionRecord, flt: SessionFilter) -> bool:
@@ -81,7 +120,10 @@ class ServeView(Vertical):
     DEFAULT_CSS = """
     ServeView { height: 1fr; }
     ServeView #serve-header { height: auto; padding: 0 1; background: $boost; }
-    ServeView #sessions { height: 2fr; padding: 0; }
+    ServeView #sessions-box { height: 2fr; padding: 0; }
+    ServeView #sessions-head { height: 1; color: $text-muted; }
+    ServeView #session-find { height: 1; border: none; padding: 0 1; display: none; }
+    ServeView #session-find.-shown { display: block; }
     ServeView #log { height: 1fr; min-height: 4; }
     """
 
@@ -90,95 +132,164 @@ class ServeView(Vertical):
         self.info = info
         self._every_role = info.kind == "trace"
         self.filter: SessionFilter = "all"
+        self.query_text = ""
+        self.sort = 0  # index into SORTS
         self.paused = False
-        self._last_age_update = 0.0
+        self.analyzer: Analyzer | None = None
+        self._model: LiveModel | None = None
+        self._last_rebuild = 0.0
+        self._forgotten_seen = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="serve-header")
-        table: DataTable = DataTable(id="sessions", cursor_type="row", zebra_stripes=True, classes="panel",
-                                     cell_padding=0)
-        table.border_title = "Sessions (enter: details)"
-        yield table
+        with Vertical(id="sessions-box", classes="panel"):
+            yield Input(placeholder="type to keep sessions whose client, file or state contains it; esc: all",
+                        id="session-find")
+            yield Static(id="sessions-head")
+            yield SessionList(COLUMNS, self._cells, id="sessions")
         log = RichLog(id="log", max_lines=500, wrap=True, markup=False, classes="panel")
         log.border_title = "Refused requests and failed transfers"
         yield log
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for name, width in zip(COLUMNS, WIDTHS):
-            table.add_column(name, key=name, width=width)
+        self._titles()
+
+    def on_resize(self) -> None:
+        self._titles()
+
+    def _titles(self) -> None:
+        box = self.query_one("#sessions-box")
+        sessions = self.query_one(SessionList)
+        name = SORTS[self.sort][0]
+        title = f"Sessions · {sessions.row_count:,} · {self.filter}"
+        if self.query_text:
+            title += f" · matching {self.query_text!r}"
+        title += f" · by {name}"
+        box.border_title = title
+        box.border_subtitle = f"⏎ details · / find · o order · f filter · {_LEGEND}"
+        width = sessions.size.width or (self.size.width - 4)
+        self.query_one("#sessions-head", Static).update(sessions.header(width))
+        hidden = sessions.hidden(width)
+        if hidden:  # said, not silently cut
+            box.border_subtitle = f"⏎ details · / find · o order · f filter · too narrow for: {', '.join(hidden)}"
 
     def selected_session(self) -> int | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return int(key.value) if key.value is not None else None
+        record = self.query_one(SessionList).selected()
+        return record.session if record is not None else None
 
     def cycle_filter(self, model: LiveModel, now: float) -> None:
         self.filter = FILTERS[(FILTERS.index(self.filter) + 1) % len(FILTERS)]
         self._rebuild(model, now)
 
+    def cycle_sort(self, model: LiveModel, now: float) -> None:
+        self.sort = (self.sort + 1) % len(SORTS)
+        self._rebuild(model, now)
+
+    def open_find(self) -> None:
+        field = self.query_one("#session-find", Input)
+        field.add_class("-shown")
+        field.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "session-find" and self._model is not None:
+            event.stop()
+            query = event.value.strip().lower()
+            narrower = self.query_text and query.startswith(self.query_text)
+            self.query_text = query
+            if narrower:  # typing on: only the rows shown can still match (100,000 rows cost ~60 ms)
+                sessions = self.query_one(SessionList)
+                sessions.set_records([r for r in sessions.records if _found(r, query)], self.selected_session())
+                self._titles()
+            else:
+                self._rebuild(self._model, self._last_rebuild)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "session-find":
+            event.stop()
+            self.query_one(SessionList).focus()
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        field = self.query_one("#session-find", Input)
+        if event.key == "escape" and (field.has_focus or self.query_text):
+            event.stop()
+            field.value = ""
+            field.remove_class("-shown")
+            self.query_text = ""
+            if self._model is not None:
+                self._rebuild(self._model, self._last_rebuild)
+            self.query_one(SessionList).focus()
+
     def update_view(self, model: LiveModel, changes: Changes, now: float, analyzer: Analyzer | None = None) -> None:
+        self._model, self.analyzer = model, analyzer
         self.query_one("#serve-header", Static).update(self._header(model, now))
+        log = self.query_one(RichLog)
         for refusal in changes.refusals:
             self._log_refusal(refusal)
         for text in changes.problems:
-            self.query_one(RichLog).write(Text(text, style="yellow"))
+            log.write(Text(text, style="yellow"))
         for sid in changes.ended:
             view = model.view(sid)
-            if view is None:
+            if view is None or view.record.state != "failed" or not _listed(view.record, self._every_role):
                 continue
-            if view.record.state == "failed" and _listed(view.record, self._every_role):
-                self._log_failure(view.record)
+            # Only failures go to this pane; a finished transfer's warnings are marked in its row (⚠).
+            self._log_failure(view.record)
             if analyzer is not None:
                 for finding in analyzer.findings(sid):
                     if finding.severity != "info":
                         style = "bold red" if finding.severity == "error" else "yellow"
-                        self.query_one(RichLog).write(Text.assemble(
+                        log.write(Text.assemble(
                             ("⚠ " if finding.severity == "warning" else "✘ ", style), (finding.summary, style),
                             (f"  → {finding.suggestion}" if finding.suggestion else "", "dim")))
         if self.paused:
             return
-        table = self.query_one(DataTable)
-        if table.row_count + len(changes.new_sessions) > MAX_ROWS:
+        sessions = self.query_one(SessionList)
+        simple = self.filter == "all" and not self.query_text and SORTS[self.sort][1] is None
+        if model.forgotten.sessions != self._forgotten_seen or (not sessions.records and model.views):
             self._rebuild(model, now)
-            return
-        for sid in changes.new_sessions:
-            view = model.view(sid)
-            if view is not None and _listed(view.record, self._every_role) and _matches(view.record, self.filter):
-                table.add_row(*self._cells(view.record, now), key=str(sid))
-        age_tick = now - self._last_age_update >= 1.0
-        if age_tick:
-            self._last_age_update = now
-        keys = {str(k.value) for k in table.rows}
-        for sid in (changes.sessions | ({v.record.session for v in model.views.values()
-                                           if not v.record.finished} if age_tick else set())):
-            key = str(sid)
-            view = model.view(sid)
-            if view is None or key not in keys:
-                continue
-            for column, value in zip(COLUMNS, self._cells(view.record, now)):
-                table.update_cell(key, column, value)
+        elif simple:
+            new = [model.views[sid].record for sid in changes.new_sessions if sid in model.views]
+            new = [r for r in new if _listed(r, self._every_role)]
+            if new:
+                sessions.append(new)
+                self._titles()
+        elif (changes.new_sessions or changes.ended) and now - self._last_rebuild >= RESORT_EVERY \
+                and len(model.views) <= LIVE_REBUILD_LIMIT:
+            self._rebuild(model, now)
+        sessions.refresh()  # the rows on screen show figures that move
 
     def _rebuild(self, model: LiveModel, now: float) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
-        records = [v.record for v in model.views.values() if _listed(v.record, self._every_role)]
-        for record in [r for r in records if _matches(r, self.filter)][-MAX_ROWS:]:
-            table.add_row(*self._cells(record, now), key=str(record.session))
-        table.border_title = f"Sessions · {self.filter} (enter: details, f: filter)"
+        self._last_rebuild = now
+        self._forgotten_seen = model.forgotten.sessions
+        sessions = self.query_one(SessionList)
+        keep = self.selected_session()
+        query, flt, every = self.query_text, self.filter, self._every_role
+        records = [v.record for v in model.views.values()
+                   if _listed(v.record, every) and _matches(v.record, flt) and _found(v.record, query)]
+        _, key, reverse = SORTS[self.sort]
+        if key is not None:
+            records.sort(key=key, reverse=reverse)
+        sessions.set_records(records, keep)
+        self._titles()
 
-    def _cells(self, record: SessionRecord, now: float) -> tuple:
-        age = (record.last or now) - (record.started or now) if record.finished else now - (record.started or now)
+    def _cells(self, record: SessionRecord, widths: list[int]) -> list[Text]:
+        now = self._model_now()
+        # Elapsed while running; once finished, how long it took (the column said "age" for both).
+        took = record.duration if record.finished else max(now - (record.started or now), 0.0)
         retx = Text(str(record.retransmits), style="bold yellow" if record.retransmits else "dim")
         arrow = "↓ " if record.direction == "download" else "↑ "
-        cells = (fmt_addr(record.client), arrow + record.filename, state_text(record), _progress(record),
-                 fmt_rate(record.rate) if record.bytes else "-", retx, _granted(record), f"{max(age, 0):.1f}s")
-        return tuple(_fit(cell, width) for cell, width in zip(cells, WIDTHS))
+        state = state_text(record)
+        if self.analyzer is not None and record.finished:
+            warnings = sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
+            if warnings:
+                state.append(f" ⚠{warnings}", style="yellow")
+        cells = (fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
+                 fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
+                 f"{took:.1f}s")
+        return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths)]
+
+    def _model_now(self) -> float:
+        clock = getattr(self.app, "clock", None)
+        return clock() if clock is not None else 0.0
 
     def _header(self, model: LiveModel, now: float) -> Text:
         info = self.info
@@ -202,15 +313,18 @@ class ServeView(Vertical):
         text.append(f" · {fmt_bytes(moving)} sent/received · now {fmt_rate(model.aggregate_rate(now))}")
         if self.paused:
             text.append("  PAUSED", style="bold yellow")
+        text.append_text(_forgotten_line(model))
         return text
 
     def _trace_header(self, model: LiveModel) -> Text:
-        records = [v.record for v in model.views.values() if v.record.role is not None]
-        failed = sum(1 for r in records if r.state == "failed")
-        moved = sum(r.bytes for r in records)
+        totals = model.all_totals
+        unfinished = sum(1 for r in model.unfinished.values() if r.role is not None)
         text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n ")
-        text.append(f"{len(records) - failed} completed · ")
-        text.append(f"{failed} failed", style="bold red" if failed else "")
+        text.append(f"{totals['done']:,} completed · ")
+        text.append(f"{totals['failed']:,} failed", style="bold red" if totals["failed"] else "")
+        if unfinished:
+            text.append(f" · {unfinished:,} unfinished in the capture", style="yellow")
+        moved = totals["bytes"] + sum(r.bytes for r in model.unfinished.values())
         text.append(f" · {fmt_bytes(moved)} transferred")
         return text
 

@@ -5,21 +5,24 @@ The probe view, a server session's detail and a transfer from a trace all use th
 
 from __future__ import annotations
 
+from array import array
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from typing import Sequence
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from tftpdiag.findings import Finding
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
+from tftpdiag.packetlog import PacketLog
 from tftpdiag.tui.model import Filter, SessionView, quoted
 from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
@@ -46,6 +49,17 @@ _VERDICT_STYLE = {
 _FINDING_STYLE = {"error": ("bold red", "✘"), "warning": ("yellow", "⚠"), "info": ("dim", "ℹ")}
 _VERB = {Role.CLIENT_READ: "downloaded", Role.CLIENT_WRITE: "uploaded", Role.SERVER_READ: "sent",
          Role.SERVER_WRITE: "received", None: "transferred"}
+
+
+def _findings_count(findings: Sequence[Finding]) -> str:
+    """"3 findings (1 error, 2 warnings)": how many there are, so none hides below the fold."""
+    if not findings:
+        return "no findings"
+    kinds = {}
+    for finding in findings:
+        kinds[finding.severity] = kinds.get(finding.severity, 0) + 1
+    parts = ", ".join(f"{n} {kind}{'s' if n != 1 and kind != 'info' else ''}" for kind, n in kinds.items())
+    return f"{len(findings)} finding{'s' if len(findings) != 1 else ''} ({parts})"
 
 
 def state_text(record: SessionRecord) -> Text:
@@ -123,13 +137,18 @@ class OptionsPanel(Widget):
 class SessionPanel(Vertical):
     DEFAULT_CSS = """
     SessionPanel { height: 1fr; }
-    SessionPanel .session-header { height: 1; padding: 0 1; background: $boost; }
+    SessionPanel .session-header { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     SessionPanel .top { height: auto; }
     SessionPanel #options { width: 1fr; height: auto; min-height: 3; }
     SessionPanel #graph { width: 1fr; height: 8; }
     SessionPanel .packets { height: 1fr; min-height: 5; }
     SessionPanel .packet-header { height: 1; color: $text-muted; text-style: bold; }
-    SessionPanel #summary { height: auto; max-height: 9; padding: 0 1; border-top: solid $primary-darken-1; }
+    SessionPanel #find { height: 1; border: none; padding: 0 1; display: none; }
+    SessionPanel #find.-shown { display: block; }
+    SessionPanel #outcome { height: auto; max-height: 9; min-height: 3; padding: 0 1; border: round $primary-darken-1;
+                            border-title-color: $text; }
+    SessionPanel #outcome:focus-within { border: round $accent; }
+    SessionPanel #summary { height: auto; }
     """
 
     def __init__(self, *, label: str = "", impair: str = "", id: str | None = None) -> None:
@@ -137,6 +156,12 @@ class SessionPanel(Vertical):
         self.label = label  # e.g. the target as the user typed it
         self.impair = impair  # the --impair spec in force, shown so nobody mistakes it for the network
         self.extra_summary: str = ""
+        # Search of the packet table: the query, the log positions that match, and how far it has read.
+        self.search: str = ""
+        self._matches: array | None = None
+        self._searched = 0
+        self._search_log: PacketLog | None = None
+        self._view: SessionView | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(classes="session-header")
@@ -152,7 +177,95 @@ class SessionPanel(Vertical):
             packets.border_title = "Packets"
             yield Static(HEADER, classes="packet-header")
             yield PacketList(id="packets")
-        yield Static(id="summary")
+            yield Input(placeholder="block number to jump to, or text to find (op, peer, note); esc: all rows",
+                        id="find")
+        with VerticalScroll(id="outcome"):
+            yield Static(id="summary")
+
+    # -- find: a block number to jump to, or text to keep only the rows that mention it --------------
+
+    def open_find(self) -> None:
+        field = self.query_one("#find", Input)
+        field.add_class("-shown")
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "find":
+            return
+        event.stop()
+        query = event.value.strip()
+        field = event.input
+        field.remove_class("-shown")
+        packets = self.query_one(PacketList)
+        packets.focus()
+        view = self._view
+        if view is None:
+            return
+        if query.isdigit():
+            self.search = ""
+            self._matches = None
+            position = view.log.find_block(int(query))
+            if position is None:
+                self.app.notify(f"no DATA or ACK numbered {query} in this session", severity="warning")
+                return
+            self._refresh_packets()
+            packets.show_position(position)
+            return
+        self.search = query
+        self._matches, self._searched, self._search_log = None, 0, None
+        packets.marked = None
+        self._refresh_packets()
+        if query:
+            packets.scroll_home(animate=False)
+
+    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+        field = self.query_one("#find", Input)
+        if event.key == "escape" and (field.has_focus or self.search):
+            event.stop()
+            field.remove_class("-shown")
+            field.value = ""
+            self.search, self._matches = "", None
+            packets = self.query_one(PacketList)
+            packets.marked = None
+            packets.focus()
+            self._refresh_packets()
+
+    def _positions(self, view: SessionView, flt: Filter) -> array | None:
+        if not self.search:
+            return view.positions(flt)
+        log = view.log
+        if self._matches is None or self._search_log is not log:
+            self._matches, self._searched, self._search_log = array("I"), 0, log
+        if self._searched < len(log):  # only the packets that arrived since the last look
+            self._matches.extend(log.search(self.search, self._searched))
+            self._searched = len(log)
+        return self._matches
+
+    def _refresh_packets(self) -> None:
+        if self._view is not None and hasattr(self, "_flt"):
+            self._show_packets(self._view, self._flt, False)
+
+    def _show_packets(self, view: SessionView, flt: Filter, paused: bool) -> None:
+        log = view.log
+        packets = self.query_one(".packets", Vertical)
+        title = f"Packets · {flt.value}" if not self.search else f"Packets · find {self.search!r}"
+        positions = self._positions(view, flt)
+        count = len(log) if positions is None else len(positions)
+        total = log.packets
+        title += f" · {count:,} rows" if positions is not None or log.impaired else ""
+        title += f" · {total:,} packet{'s' if total != 1 else ''}"
+        if log.gaps:
+            title += f" · the capture lacks {log.gaps:,} (GAP rows)"
+        elif log.impaired:
+            title += f" + {log.impaired:,} impair"
+        if log.forgotten:
+            title += f" · {log.forgotten:,} older packets forgotten to bound memory"
+        if paused:
+            title += " · PAUSED (p to resume)"
+        packets.border_title = title
+        packets.border_subtitle = "/ find or block no. · home/end · pgup/pgdn"
+        if not paused:
+            self.query_one(PacketList).set_source(log, positions, view.started)
 
     def show(self, view: SessionView | None, now: float, flt: Filter, paused: bool,
              findings: Sequence[Finding] = ()) -> None:
@@ -161,19 +274,22 @@ class SessionPanel(Vertical):
             header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
             return
         record = view.record
+        if view is not self._view:
+            self.search, self._matches = "", None
+        self._view, self._flt = view, flt
         header.update(self._header(record, now, paused))
         self.query_one(OptionsPanel).show(record)
         self.query_one(RateGraph).show(view, now)
-        packets = self.query_one(".packets", Vertical)
-        title = f"Packets · {flt.value}"
-        if paused:
-            title += " · PAUSED (p to resume)"
-        if view.dropped_rows:
-            title += f" · newest {len(view.rows)} of {len(view.rows) + view.dropped_rows}"
-        packets.border_title = title
-        if not paused:
-            self.query_one(PacketList).set_rows(view.visible_rows(flt))
+        self._show_packets(view, flt, paused)
         self.query_one("#summary", Static).update(self._summary(record, findings))
+        outcome = self.query_one("#outcome")
+        outcome.border_title = f"Outcome · {_findings_count(findings)}"
+        self.call_after_refresh(self._scroll_hint)
+
+    def _scroll_hint(self) -> None:
+        # After the layout: only then is it known whether the outcome is taller than its box.
+        outcome = self.query_one("#outcome")
+        outcome.border_subtitle = "scrolls: tab here, ↑↓" if outcome.max_scroll_y > 0 else ""
 
     def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
         text = Text(" ")
@@ -181,7 +297,7 @@ class SessionPanel(Vertical):
             verb = "probe" if record.role.is_download else "put"
             text.append(f"{verb} ", style="bold")
             text.append(f"{self.label or fmt_addr(record.peer)} ")
-            if self.label and record.peer is not None:
+            if self.label and record.peer is not None and fmt_addr(record.peer) != self.label:
                 text.append(f"({fmt_addr(record.peer)}) ", style="dim")
         else:
             text.append("session ", style="bold")
@@ -194,7 +310,9 @@ class SessionPanel(Vertical):
         if paused:
             text.append("  PAUSED", style="bold yellow")
         if self.impair:
-            text.append(f"  ⚠ impaired: {self.impair}", style="bold black on yellow")
+            # A line of its own: appended to a long header it was cut down to a bare sign at 80 columns.
+            text.append("\n")
+            text.append(f" ⚠ impaired here by --impair {self.impair} (not the network) ", style="bold black on yellow")
         return text
 
     def _summary(self, record: SessionRecord, findings: Sequence[Finding] = ()) -> Group | Text:
