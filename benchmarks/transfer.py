@@ -119,6 +119,10 @@ def _pytftp_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
 PAIRS = [
     Pair("ours", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port",
                                      str(port), "--no-tui"], _ours_client, ("py:tftpdiag",)),
+    # The same build with spinning off on both ends: adaptive spinning must never lose to it.
+    Pair("ours --busy-poll 0", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1",
+                                                   "--port", str(port), "--no-tui", "--busy-poll", "0"],
+         lambda port, name, cfg, out: _ours_client(port, name, cfg, out) + ["--busy-poll", "0"], ("py:tftpdiag",)),
     Pair("tftpd-hpa+curl", lambda root, port: ["in.tftpd", "-L", "-s", "-u", "root", "--address", f"127.0.0.1:{port}",
                                                str(root)], _curl, ("in.tftpd", "curl")),
     Pair("atftpd+atftp", lambda root, port: [ATFTPD, "--daemon", "--no-fork", "--logfile", "/dev/null", "--user",
