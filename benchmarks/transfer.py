@@ -240,6 +240,7 @@ def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) ->
     import select
 
     try:
+        look = time.monotonic() + 0.5
         while time.monotonic() < deadline:
             ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
@@ -247,8 +248,10 @@ def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) ->
                     os.read(fd, 1 << 16)  # the screen it draws, read so that it never blocks on output
                 except OSError:
                     break
-            elif _trace_has_ended(trace):
-                break
+            if time.monotonic() >= look:  # it redraws all the time: look at its trace twice a second
+                look = time.monotonic() + 0.5
+                if _trace_has_ended(trace):
+                    break
         os.write(fd, b"q")
         end = time.monotonic() + 5
         while time.monotonic() < end:
