@@ -13,7 +13,6 @@ import errno
 import hashlib
 import os
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,16 @@ from typing import BinaryIO, Callable
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
-from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, resolve, udp_socket
+from tftpdiag.engine.net import (
+    BUSY_POLL,
+    BusyPoll,
+    describe_errno,
+    errored_destination,
+    normalise,
+    receive_timeout_setter,
+    resolve,
+    udp_socket,
+)
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
@@ -312,7 +320,7 @@ class ClientTransfer:
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
         sock.settimeout(None)
-        set_wait = _receive_timeout_setter(sock)
+        set_wait = receive_timeout_setter(sock)
         spin = BusyPoll(lambda: read(_DONTWAIT), self.request.busy_poll)
         # IPv4 sockets report (host, port) already; IPv6 ones a 4-tuple that normalise() shortens.
         plain_addr = self.family == socket.AF_INET
@@ -479,21 +487,6 @@ def send_now(sock: socket.socket, raw: bytes, dest: Address) -> None:
     """Send a datagram the impairer held back; a failure is as if the network lost it."""
     with contextlib.suppress(OSError):
         sock.sendto(raw, dest)
-
-
-def _receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:
-    current = [0.0]
-
-    def set_wait(seconds: float) -> None:
-        # Wake earlier when needed; later only when it saves many early wake-ups.
-        if seconds < current[0] or seconds > current[0] * 1.5:
-            seconds = max(seconds, 0.001)
-            whole = int(seconds)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                            struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
-            current[0] = seconds
-
-    return set_wait
 
 
 def _netascii_file_size(file: BinaryIO) -> int:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Callable, Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["BUSY_POLL", "BusyPoll", "resolve", "udp_socket", "normalise", "errored_destination", "describe_errno", "ResolveError"]
+__all__ = ["BUSY_POLL", "BusyPoll", "receive_timeout_setter", "resolve", "udp_socket", "normalise", "errored_destination", "describe_errno", "ResolveError"]
 
 # Not exported by the socket module; the values are Linux's.
 IP_RECVERR = 11
@@ -192,3 +193,20 @@ def describe_errno(err: int) -> str:
     if err in (errno_mod.EHOSTUNREACH, errno_mod.ENETUNREACH):
         return "host or network unreachable"
     return os.strerror(err)
+
+
+def receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:
+    """A setter of a blocking socket's receive timeout (SO_RCVTIMEO), which the kernel keeps: one system
+    call per datagram, where settimeout() would poll first. It changes the timeout only when it must."""
+    current = [0.0]
+
+    def set_wait(seconds: float) -> None:
+        # Wake earlier when needed; later only when it saves many early wake-ups.
+        if seconds < current[0] or seconds > current[0] * 1.5:
+            seconds = max(seconds, 0.001)
+            whole = int(seconds)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                            struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+            current[0] = seconds
+
+    return set_wait
