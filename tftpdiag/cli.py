@@ -46,24 +46,20 @@ def _int_range(name: str, low: int, high: int):
     return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.rstrip("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, like 1 or 0.5, not {text!r}") from None
-    if not 0.01 <= value <= 300:
-        raise argparse.ArgumentTypeError(f"seconds must be between 0.01 and 300, not {text}")
-    return value
+def _seconds_between(low: float, high: float, example: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text.rstrip("s"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, like {example}, not {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"seconds must be between {low:g} and {high:g}, not {text}")
+        return value
+    return parse
 
 
-def _give_up(text: str) -> float:
-    try:
-        value = float(text.rstrip("s"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, like 60, not {text!r}") from None
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"seconds must be between 0 and 3600, not {text}")
-    return value
+_seconds = _seconds_between(0.01, 300, "1 or 0.5")
+_give_up = _seconds_between(0, 3600, "60")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
