@@ -15,12 +15,11 @@ from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import line
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
-from tftpdiag.tui.screens.save import SaveTraceScreen
+from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
 from tftpdiag.tui.widgets.serve_view import ServerInfo, ServeView
 from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import SessionPanel
@@ -271,13 +270,7 @@ class TftpDiagApp(App[int]):
     @work(thread=True, exclusive=True, group="save")
     def _save(self, path: Path) -> None:
         assert self.saver is not None
-        try:
-            message = self.saver(path)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported to the user, not raised
-            self.call_from_thread(self.notify, line(f"could not save the trace: {exc}"), severity="error", timeout=8,
-                                  markup=False)
-            return
-        self.call_from_thread(self.notify, line(message), timeout=6, markup=False)
+        save_and_tell(self, self.saver, path)
 
     async def action_quit(self) -> None:
         if self.probe is not None:

@@ -32,7 +32,7 @@ from tftpdiag.tui.app import TftpDiagApp, drawable
 from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
-from tftpdiag.tui.screens.save import SaveTraceScreen
+from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
 
 __all__ = ["SweepApp", "run_sweep_app", "RESULT_WORDS"]
 
@@ -253,13 +253,7 @@ class SweepApp(App[int]):
 
     @work(thread=True, exclusive=True, group="save")
     def _save(self, path: Path) -> None:
-        try:
-            message = self.save(path)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported to the user, not raised
-            self.call_from_thread(self.notify, clean(f"could not save: {exc}"), severity="error", timeout=8,
-                                  markup=False)
-            return
-        self.call_from_thread(self.notify, clean(message), timeout=6, markup=False)
+        save_and_tell(self, self.save, path)
 
     def action_quit(self) -> None:
         self.cancel.set()

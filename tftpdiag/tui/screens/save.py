@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import ComposeResult
+from typing import Any, Callable
+
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
-__all__ = ["SaveTraceScreen"]
+__all__ = ["SaveTraceScreen", "save_and_tell"]
 
 
 class SaveTraceScreen(ModalScreen[Path | None]):
@@ -40,3 +42,15 @@ class SaveTraceScreen(ModalScreen[Path | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def save_and_tell(app: App[Any], saver: Callable[[Path], str], path: Path) -> None:
+    """Save on a worker thread and tell the user how it went (any failure is said, never raised)."""
+    from tftpdiag.fmt import line
+
+    try:
+        message = saver(path)
+    except Exception as exc:  # noqa: BLE001 - reported to the user
+        app.call_from_thread(app.notify, line(f"could not save: {exc}"), severity="error", timeout=8, markup=False)
+        return
+    app.call_from_thread(app.notify, line(message), timeout=6, markup=False)
