@@ -57,3 +57,11 @@ def test_rollovers_count_matches_counting():
             if model[n] < model[n - 1]:
                 wraps += 1
             assert rollovers(n, rollover) == wraps, (n, rollover)
+
+
+def test_absolute_half_space_boundaries():
+    # Nearest means a signed 16-bit distance: up to 32767 ahead of ref and 32768 behind it.
+    for n in (40_000, 70_000, 200_000):
+        assert absolute(wire(n), n - 32767) == n
+        assert absolute(wire(n), n + 32768) == n
+        assert absolute(wire(n), n - 32768) == n - 65536  # one further ahead is nearer behind
