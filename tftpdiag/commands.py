@@ -229,7 +229,9 @@ def run_serve(args: argparse.Namespace) -> int:
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
-            run_server_headless(server, sub, json_out=args.json, stop=stop)
+            from tftpdiag.devices import DeviceBook
+
+            run_server_headless(server, sub, json_out=args.json, stop=stop, devices=DeviceBook())
         print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
 
