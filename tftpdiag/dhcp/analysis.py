@@ -96,7 +96,7 @@ def analyse(facts: PxeFacts) -> list[Finding]:
                            f"option 93 = {facts.arch.code})."))
         return out
     out += _several(facts.offers)
-    out += _proxies(facts)
+    out += _proxies(facts, boot)
     out += _unresolved(facts, boot)
     if boot.file is None:
         who = boot.address.server if boot.address else "the proxyDHCP"
@@ -131,7 +131,7 @@ def _several(offers: list[Offer]) -> list[Finding]:
                     "a virtualisation host's dnsmasq.")]
 
 
-def _proxies(facts: PxeFacts) -> list[Finding]:
+def _proxies(facts: PxeFacts, boot: Boot) -> list[Finding]:
     out = []
     for o in facts.offers:
         if not o.proxy or o.port == 4011 or _has_boot(o) or o.bootfile is not None:
@@ -143,8 +143,11 @@ def _proxies(facts: PxeFacts) -> list[Finding]:
         why = ("its boot server on port 4011 did not answer" if answered is False else
                "its boot server on port 4011 answered without a boot file" if answered else
                "it names no boot server and no boot file")
-        out.append(Finding("proxy-without-boot-server", ERROR, f"proxyDHCP {o.server} answers PXE clients but "
-                           f"{why}: the device stops with PXE-E55", evidence([_says(o)]),
+        # Fatal when the device has no other boot file; beside another server's, firmware that prefers
+        # the proxy (as PXE asks) still stops on it.
+        severity = WARNING if boot.file is not None and boot.boot is not o else ERROR
+        out.append(Finding("proxy-without-boot-server", severity, f"proxyDHCP {o.server} answers PXE clients but "
+                           f"{why}: a device that follows it stops with PXE-E55", evidence([_says(o)]),
                            "Run the boot server part too (dnsmasq: pxe-service=... with enable-tftp; "
                            "WDS/SCCM: the PXE responder service) or give the proxy a boot file."))
     return out

@@ -9,7 +9,7 @@ import sys
 from tftpdiag import fmt
 from tftpdiag.cli import EXIT_FAILED, EXIT_OK, UsageError
 from tftpdiag.dhcp.engine import DhcpSetupError
-from tftpdiag.pxe.render import header_line, offer_lines, to_json, write_text
+from tftpdiag.pxe.render import header_line, offer_lines, probe_line, to_json, write_text
 from tftpdiag.pxe.run import PxeRequest, discover, finish, probe_boot_file
 
 __all__ = ["run_pxe"]
@@ -29,7 +29,8 @@ def run_pxe(args: argparse.Namespace) -> int:
     except DhcpSetupError as exc:
         raise UsageError(str(exc)) from None
     if not args.json:
-        out.writelines(fmt.line(text) + "\n" for text in [header_line(report), *offer_lines(report)])
+        probing = [probe_line(report)] if req.probe and probe_line(report) else []
+        out.writelines(fmt.line(text) + "\n" for text in [header_line(report), *offer_lines(report), *probing])
         out.flush()
     if req.probe:
         probe_boot_file(report, json_out=args.json, stdout=out)

@@ -10,7 +10,7 @@ from tftpdiag.dhcp.offers import Offer
 from tftpdiag.pxe.run import PxeReport, boot_address
 from tftpdiag.report import finding_lines
 
-__all__ = ["header_line", "offer_lines", "chain_line", "finding_text", "to_json"]
+__all__ = ["header_line", "offer_lines", "probe_line", "chain_line", "finding_text", "to_json"]
 
 
 def _mac(raw: bytes) -> str:
@@ -52,6 +52,16 @@ def offer_lines(report: PxeReport) -> list[str]:
         out.append(f"  options from {offer.server}" + (f" (port {offer.port})" if offer.port != 67 else "") + ":")
         out += [f"    {code:3d} {name}: {value}" for code, name, value in offer.options_readable()]
     return out
+
+
+def probe_line(report: PxeReport) -> str | None:
+    """What is about to be probed, and which answer said so; None when there is nothing to probe."""
+    boot = report.boot
+    where = boot_address(report)
+    if boot is None or boot.file is None or boot.server is None or boot.boot is None or where is None:
+        return None
+    return (f"TFTP: probing {where} for {fmt.quote(boot.file)} (boot file from {boot.boot.bootfile_source} of "
+            f"{boot.boot.server}, server from its {boot.server.source})")
 
 
 def chain_line(report: PxeReport) -> str:
