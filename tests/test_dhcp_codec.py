@@ -231,13 +231,13 @@ def test_proxy_without_a_boot_server_and_with_one():
     dhcp = offer(reply(siaddr="0.0.0.0"))
     proxy = offer(reply(yiaddr="0.0.0.0", server="10.0.0.2", options=[(60, b"PXEClient"), (43, b"\x06\x01\x08\xff")]),
                   source="10.0.0.2")
-    found = ids(analyse(facts([dhcp, proxy], followups={"10.0.0.2": False})))
+    found = ids(analyse(facts([dhcp, proxy], followups={"10.0.0.2": "silent"})))
     assert found == ["proxy-without-boot-server", "no-boot-file"]
     ack = offer(reply(yiaddr="0.0.0.0", kind=ACK, siaddr="10.0.0.2", file=b"pxelinux.0", server="10.0.0.2"),
                 source="10.0.0.2", port=4011)
     boot = choose_boot([dhcp, proxy, ack])
     assert boot.address is dhcp and boot.boot is ack and boot.file == "pxelinux.0"
-    assert analyse(facts([dhcp, proxy, ack], followups={"10.0.0.2": True})) == []
+    assert analyse(facts([dhcp, proxy, ack], followups={"10.0.0.2": "answered"})) == []
 
 
 def test_arch_mismatch_from_name_from_bytes_and_from_cpu():

@@ -86,9 +86,11 @@ def dnsmasq(host: Host, tmp: Path, *conf: str, tftp: Path | None = None, ping: b
     assert not want, f"dnsmasq did not start: {''.join(seen)}"
 
 
-def pxe(host: Host, *args: str, timeout: float = 1.5, user: str | None = None) -> tuple[int, dict | None, str]:
-    """Run ``tftpdiag pxe --json`` in ``host``'s namespace; (exit status, JSON, stderr)."""
-    cmd = [sys.executable, "-m", "tftpdiag", "pxe", "--interface", "eth0", "--json", "--timeout", str(timeout), *args]
+def pxe(host: Host, *args: str, timeout: float | None = 1.5, user: str | None = None) -> tuple[int, dict | None, str]:
+    """Run ``tftpdiag pxe --json`` in ``host``'s namespace (``timeout`` None: its default); (exit status,
+    JSON, stderr)."""
+    wait = [] if timeout is None else ["--timeout", str(timeout)]
+    cmd = [sys.executable, "-m", "tftpdiag", "pxe", "--interface", "eth0", "--json", *wait, *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -110,8 +112,9 @@ def test_default_timeout_waits_for_dnsmasqs_ping_and_the_device_boots(lan, tmp_p
     server = lan.host("srv", SERVER)
     client = lan.host("cli", CLIENT)
     dnsmasq(server, tmp_path, RANGE, *ARCH_TAGS, tftp=tftp_root, ping=True)
-    code, data, err = pxe(client, "--timeout", "5")
+    code, data, err = pxe(client, timeout=None)
     assert code == 0, err
+    assert data["timeout_s"] == 5
     assert len(data["offers"]) == 1
     offer = data["offers"][0]
     assert offer["server"] == "10.77.0.1" and offer["your_ip"].startswith("10.77.0.")
@@ -124,14 +127,15 @@ def test_default_timeout_waits_for_dnsmasqs_ping_and_the_device_boots(lan, tmp_p
 def test_each_architecture_gets_its_own_file_or_none(lan, tmp_path, tftp_root):
     server = lan.host("srv", SERVER)
     client = lan.host("cli", CLIENT)
-    dnsmasq(server, tmp_path, RANGE, *ARCH_TAGS, tftp=tftp_root)
+    dnsmasq(server, tmp_path, RANGE, *ARCH_TAGS, "--dhcp-host=02:00:00:00:00:42,10.77.0.42", tftp=tftp_root)
     code, data, err = pxe(client, "--arch", "efi-x64")
     assert code == 0, err
     assert data["arch"] == "efi-x64" and data["chosen"]["bootfile"] == "ipxe.efi"
     assert data["probe"]["ok"] and data["probe"]["bytes"] == len(pe_image())
-    code, data, err = pxe(client, "--arch", "efi-arm64", "--no-probe")
+    code, data, err = pxe(client, "--arch", "efi-arm64", "--no-probe", "--mac", "02:00:00:00:00:42")
     assert code == 1, err
     assert ids(data) == ["no-boot-file"] and data["probe"] is None
+    assert data["mac"] == "02:00:00:00:00:42" and data["offers"][0]["your_ip"] == "10.77.0.42"  # as that MAC
 
 
 def test_a_loader_for_the_other_firmware_is_an_arch_mismatch(lan, tmp_path, tftp_root):
@@ -223,6 +227,15 @@ def test_a_next_server_nobody_has(lan, tmp_path, tftp_root):
     assert code == 1, err
     assert data["chosen"]["next_server"] == NOBODY
     assert "next-server-unreachable" in ids(data) and not data["probe"]["ok"]
+
+
+def test_an_interface_without_an_address_still_hears_the_offers(lan, tmp_path):
+    server = lan.host("srv", SERVER)
+    client = lan.host("cli", None)
+    dnsmasq(server, tmp_path, RANGE, "--dhcp-boot=pxelinux.0")
+    code, data, err = pxe(client, "--no-probe")
+    assert code == 0, err
+    assert [(o["server"], o["bootfile"]) for o in data["offers"]] == [("10.77.0.1", "pxelinux.0")]
 
 
 def test_nobody_answers(lan):

@@ -49,7 +49,7 @@ class PxeFacts:
     offers: list[Offer]
     seen: int = 0  # DHCP datagrams seen that were not answers to us (someone is out there)
     resolved: dict[str, list[str]] = field(default_factory=dict)  # option 66 names -> addresses ([]: no)
-    followups: dict[str, bool] = field(default_factory=dict)  # proxy -> did its boot server (4011) answer
+    followups: dict[str, str] = field(default_factory=dict)  # proxy -> its boot server: answered/silent/not asked
     probe: ProbeFacts | None = None
 
 
@@ -137,15 +137,16 @@ def _proxies(facts: PxeFacts, boot: Boot) -> list[Finding]:
         if not o.proxy or o.port == 4011 or _has_boot(o) or o.bootfile is not None:
             continue
         answered = facts.followups.get(o.server)
-        got = any(a.port == 4011 and a.server == o.server and a.bootfile for a in facts.offers)
+        got = any(a.port == 4011 and a.bootfile for a in facts.offers)
         if got:
             continue
-        why = ("its boot server on port 4011 did not answer" if answered is False else
-               "its boot server on port 4011 answered without a boot file" if answered else
-               "it names no boot server and no boot file")
+        why = {"silent": "its boot server on port 4011 did not answer",
+               "answered": "its boot server on port 4011 answered without a boot file",
+               "not asked": "its boot server on port 4011 could not be asked (this interface has no IPv4 "
+                            "address to ask from)"}.get(answered or "", "it names no boot server and no boot file")
         # Fatal when the device has no other boot file; beside another server's, firmware that prefers
         # the proxy (as PXE asks) still stops on it.
-        severity = WARNING if boot.file is not None and boot.boot is not o else ERROR
+        severity = WARNING if (boot.file is not None and boot.boot is not o) or answered == "not asked" else ERROR
         out.append(Finding("proxy-without-boot-server", severity, f"proxyDHCP {o.server} answers PXE clients but "
                            f"{why}: a device that follows it stops with PXE-E55", evidence([_says(o)]),
                            "Run the boot server part too (dnsmasq: pxe-service=... with enable-tftp; "

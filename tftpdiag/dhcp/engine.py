@@ -83,7 +83,8 @@ def default_interface() -> str:
 class Collected:
     offers: list[Offer] = field(default_factory=list)
     seen: int = 0  # other DHCP datagrams that arrived (not answers to this DISCOVER)
-    followups: dict[str, bool] = field(default_factory=dict)  # proxy -> its boot server answered
+    # proxy -> its boot server on 4011: "answered", "silent", or "not asked" (we have no address to ask from)
+    followups: dict[str, str] = field(default_factory=dict)
     local: str | None = None  # the address the DISCOVER went out from
 
 
@@ -142,7 +143,7 @@ def collect(me: ClientIdentity, *, device: str | None, address: str | None, time
         dest = ("255.255.255.255", SERVER_PORT)
         discover = build_discover(me, xid)
     start = clock()
-    asked: set[str] = set()
+    asked: dict[str, list[str]] = {}  # proxy -> the boot servers asked on its behalf
     try:
         _send(sock, discover, dest)
         resent = False
@@ -168,14 +169,19 @@ def collect(me: ClientIdentity, *, device: str | None, address: str | None, time
             if on_answer is not None:
                 on_answer(offer)
             if offer.port == BOOT_SERVER_PORT:
-                result.followups[offer.server] = True
-            elif _needs_boot_server(offer) and offer.server not in asked and result.local:
+                for proxy, targets in asked.items():
+                    if offer.source in targets or offer.server in targets:
+                        result.followups[proxy] = "answered"
+            elif _needs_boot_server(offer) and offer.server not in asked:
+                if not result.local:
+                    result.followups[offer.server] = "not asked"
+                    continue
                 # PXE 2.1: the proxy gave a menu, not a file: ask its boot server on 4011 for the file.
-                asked.add(offer.server)
-                result.followups.setdefault(offer.server, False)
+                result.followups[offer.server] = "silent"
                 menu = offer.message.options.get(43)
                 request = build_boot_request(me, xid, result.local, menu)
-                for target in boot_server_addresses(menu) or [offer.server]:
+                asked[offer.server] = boot_server_addresses(menu) or [offer.server]
+                for target in asked[offer.server]:
                     _send(sock, request, (target, BOOT_SERVER_PORT))
     finally:
         sock.close()
