@@ -23,6 +23,7 @@ from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, 
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
@@ -199,8 +200,13 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None) -> None:
-    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
+                        stdout: TextIO | None = None,
+                        hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
+                        show_server: bool = False) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session.
+
+    ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
+    session's JSON object."""
     stdout = stdout or sys.stdout
     fold = _Fold(server.bus, sub)
     table, analyzer = fold.table, fold.analyzer
@@ -213,15 +219,16 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
             if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
             findings = analyzer.findings(record.session)
+            more = hook(record, findings) if hook is not None else {}
             if json_out:
                 kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
+                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings]), **more}
                 if record.refused is not None:
                     obj["suggestion"] = record.refused.suggestion
                     obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
             else:
-                stdout.write(line(one_line(record)) + "\n")
+                stdout.write(line(one_line(record, server=show_server)) + "\n")
                 stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
             stdout.flush()
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
