@@ -10,7 +10,7 @@ from tftpdiag.dhcp.offers import Offer
 from tftpdiag.pxe.run import PxeReport, boot_address
 from tftpdiag.report import finding_lines
 
-__all__ = ["header_line", "offer_lines", "probe_line", "chain_line", "finding_text", "to_json"]
+__all__ = ["header_line", "cells", "offer_lines", "probe_line", "chain_line", "finding_text", "to_json"]
 
 
 def _mac(raw: bytes) -> str:
@@ -27,7 +27,7 @@ def header_line(report: PxeReport) -> str:
             + (f", {report.collected.seen} other DHCP message(s) seen" if report.collected.seen else ""))
 
 
-def _cells(offer: Offer) -> list[str]:
+def cells(offer: Offer) -> list[str]:
     nxt = offer.next_server
     boot = offer.bootfile
     return [
@@ -45,7 +45,7 @@ def offer_lines(report: PxeReport) -> list[str]:
     offers = report.collected.offers
     if not offers:
         return []
-    rows = [["server", "offers", "next-server", "boot file", "kind", "after"]] + [_cells(o) for o in offers]
+    rows = [["server", "offers", "next-server", "boot file", "kind", "after"]] + [cells(o) for o in offers]
     widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
     out = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     for offer in offers:

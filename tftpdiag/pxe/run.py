@@ -19,7 +19,8 @@ from tftpdiag.dhcp.offers import Offer
 from tftpdiag.findings import ERROR, Finding
 from tftpdiag.pxe.names import candidates, existing
 
-__all__ = ["PxeRequest", "PxeReport", "discover", "probe_boot_file", "resolve_names", "finish"]
+__all__ = ["PxeRequest", "PxeReport", "HeadGrabber", "discover", "probe_request", "probe_boot_file", "record_probe",
+           "resolve_names", "boot_address", "finish"]
 
 RESOLVE_BUDGET = 3.0  # seconds for all option-66 name look-ups together
 _UNREACHABLE = ("no-reply", "host-unreachable", "port-unreachable")
@@ -110,11 +111,10 @@ def boot_address(report: PxeReport) -> str | None:
         return found[0] if found else None
 
 
-def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> None:
-    """Download the boot file with the probe's own code path; it prints its summary (unless JSON)."""
-    from tftpdiag.engine.bus import EventBus
-    from tftpdiag.engine.client import ClientRequest, ClientTransfer, TransferSetupError
-    from tftpdiag.headless import run_client_headless
+def probe_request(report: PxeReport) -> Any:
+    """The probe's ClientRequest for the boot file the device would use, or None (and why, in
+    ``report.probe_skipped``) when there is nothing to probe."""
+    from tftpdiag.engine.client import ClientRequest
     from tftpdiag.protocol.options import RequestedOptions
     from tftpdiag.protocol.session import Timing
 
@@ -122,17 +122,28 @@ def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> Non
     server = boot_address(report)
     if boot is None or boot.file is None or server is None:
         report.probe_skipped = "no boot file or no boot server address to probe"
-        return
+        return None
     # As firmware asks: tsize and a block that fits a frame; retries like a PXE ROM's (about 4 tries).
-    request = ClientRequest(host=server, filename=boot.file, options=RequestedOptions(blksize=1468, tsize=True),
-                            timing=Timing(initial_timeout=1.0, retries=3, dally=0.0))
+    return ClientRequest(host=server, filename=boot.file, options=RequestedOptions(blksize=1468, tsize=True),
+                         timing=Timing(initial_timeout=1.0, retries=3, dally=0.0))
+
+
+def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> None:
+    """Download the boot file with the probe's own code path; it prints its summary (unless JSON)."""
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.engine.client import ClientTransfer, TransferSetupError
+    from tftpdiag.headless import run_client_headless
+
+    request = probe_request(report)
+    if request is None:
+        return
     bus = EventBus()
     try:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
         report.probe_skipped = str(exc)
         return
-    head = _HeadGrabber(bus)
+    head = HeadGrabber(bus)
     sub = bus.subscribe()
     try:
         _, summary = run_client_headless(transfer, sub, json_out=json_out, extra=lambda outcome: {},
@@ -142,18 +153,26 @@ def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> Non
     report.probe = summary
     error = summary.get("error") or {}
     unreachable = next((f["summary"] for f in summary.get("findings", []) if f["id"] in _UNREACHABLE), "")
-    code = error.get("code") if error.get("raised_by") == "peer" else None
+    record_probe(report, ok=bool(summary.get("ok")), replied=summary["packets"]["received"] > 0,
+                 code=error.get("code") if error.get("raised_by") == "peer" else None,
+                 message=str(error.get("message") or ""), unreachable=unreachable, head=head.head)
+
+
+def record_probe(report: PxeReport, *, ok: bool, replied: bool, code: int | None, message: str, unreachable: str,
+                 head: bytes) -> None:
+    """What the probe found, as the analysis reads it; a missing file starts the sweep for near names."""
+    boot = report.boot
+    server = boot_address(report)
+    assert boot is not None and boot.file is not None and server is not None
     nearest: tuple[str, ...] = ()
     if code == 1:
         others = [o.bootfile for o in report.collected.offers if o.bootfile and o.bootfile != boot.file]
         nearest = tuple(existing(server, candidates(boot.file, report.request.arch, others)))
-    report.probe_facts = ProbeFacts(server=server, file=boot.file, ok=bool(summary.get("ok")),
-                                    replied=summary["packets"]["received"] > 0, error_code=code,
-                                    error_message=str(error.get("message") or ""), head=head.head,
-                                    nearest=nearest, unreachable=unreachable)
+    report.probe_facts = ProbeFacts(server=server, file=boot.file, ok=ok, replied=replied, error_code=code,
+                                    error_message=message, head=head, nearest=nearest, unreachable=unreachable)
 
 
-class _HeadGrabber:
+class HeadGrabber:
     """Keeps the first DATA block's bytes (a loader's header says what it is built for), read in the
     engine's waits from a subscription that holds only the newest few packets."""
 
