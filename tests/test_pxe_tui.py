@@ -46,6 +46,7 @@ async def test_the_table_the_selected_options_and_going_on_to_the_probe():
         verdict = plain(app.query_one("#verdict"))
         assert "several-dhcp-servers" not in verdict and "2 DHCP servers answered" in verdict
         assert "TFTP: probing 10.0.0.1 for 'pxelinux.0'" in verdict
+        assert "would NOT boot" in verdict  # two servers that disagree: an error already
         await pilot.press("p")
     assert app.return_value == PROBE
 
@@ -57,3 +58,9 @@ async def test_nothing_to_probe_quits():
         assert "No DHCP server answered a bios PXE client" in plain(app.query_one("#verdict"))
         await pilot.press("p")
     assert app.return_value == QUIT
+
+
+async def test_before_the_probe_the_verdict_waits_for_it():
+    app = PxeApp(report(offer(reply(siaddr="10.0.0.1", file=b"pxelinux.0"))))
+    async with app.run_test(size=(160, 40)):
+        assert "-> ? (the probe tells)" in plain(app.query_one("#verdict"))

@@ -64,7 +64,8 @@ def probe_line(report: PxeReport) -> str | None:
             f"{boot.boot.server}, server from its {boot.server.source})")
 
 
-def chain_line(report: PxeReport) -> str:
+def chain_line(report: PxeReport, *, pending: bool = False) -> str:
+    """``pending``: the probe is still to come (the TUI's first screen), so there is no verdict yet."""
     boot = report.boot
     if boot is None or boot.address is None and boot.boot is None:
         dhcp = "DHCP: no answer"
@@ -75,6 +76,9 @@ def chain_line(report: PxeReport) -> str:
     if boot is not None and boot.file is not None and boot.server is not None:
         where = boot_address(report) or fmt.quote(boot.server.value)
         tftp = f"TFTP {where} {fmt.quote(boot.file)}"
+        fatal = any(f.severity == "error" for f in report.findings)
+        if pending and report.probe is None and not fatal:
+            return f"chain: {dhcp} -> {tftp} -> ? (the probe tells)"
         if report.probe is not None:
             tftp += " (probed: " + ("received" if report.probe.get("ok") else "failed") + ")"
         elif report.probe_skipped:

@@ -90,7 +90,7 @@ class PxeApp(App[str]):
         nxt = probe_line(self.report)
         lines.append(Text(nxt + " — press p" if nxt else "Nothing to probe: no boot file or boot server.",
                           style="bold" if nxt else "bold red"))
-        lines.append(Text(chain_line(self.report)))
+        lines.append(Text(chain_line(self.report, pending=True)))
         return Group(*lines)
 
     def action_probe(self) -> None:
