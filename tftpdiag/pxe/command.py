@@ -63,21 +63,14 @@ def _run_tui(report: PxeReport) -> int:
 
 def _probe_in_tui(report: PxeReport) -> None:
     """The boot file in the probe view (its findings there); what it found then goes into the verdict."""
-    from tftpdiag.engine.bus import EventBus
-    from tftpdiag.engine.client import ClientTransfer, TransferSetupError
     from tftpdiag.protocol.events import Failed, Side
-    from tftpdiag.pxe.run import HeadGrabber, probe_request, record_probe
+    from tftpdiag.pxe.run import HeadGrabber, boot_transfer, record_probe
     from tftpdiag.tui.launch import client_app
 
-    request = probe_request(report)
-    if request is None:
+    made = boot_transfer(report)
+    if made is None:
         return
-    bus = EventBus()
-    try:
-        transfer = ClientTransfer(request, bus)
-    except TransferSetupError as exc:
-        report.probe_skipped = str(exc)
-        return
+    transfer, bus = made
     head = HeadGrabber(bus)
     app, probe, spool = client_app(transfer, bus, extra=lambda outcome: {})
     try:

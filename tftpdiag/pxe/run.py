@@ -19,8 +19,8 @@ from tftpdiag.dhcp.offers import Offer
 from tftpdiag.findings import ERROR, Finding
 from tftpdiag.pxe.names import candidates, existing
 
-__all__ = ["PxeRequest", "PxeReport", "HeadGrabber", "discover", "probe_request", "probe_boot_file", "record_probe",
-           "resolve_names", "boot_address", "finish"]
+__all__ = ["PxeRequest", "PxeReport", "HeadGrabber", "discover", "probe_request", "boot_transfer", "probe_boot_file",
+           "record_probe", "resolve_names", "boot_address", "finish"]
 
 RESOLVE_BUDGET = 3.0  # seconds for all option-66 name look-ups together
 _UNREACHABLE = ("no-reply", "host-unreachable", "port-unreachable")
@@ -128,21 +128,31 @@ def probe_request(report: PxeReport) -> Any:
                          timing=Timing(initial_timeout=1.0, retries=3, dally=0.0))
 
 
-def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> None:
-    """Download the boot file with the probe's own code path; it prints its summary (unless JSON)."""
+def boot_transfer(report: PxeReport) -> tuple[Any, Any] | None:
+    """The probe's transfer of the boot file and its bus, not started; None (and why, in
+    ``report.probe_skipped``) when there is nothing to probe or the probe cannot start."""
     from tftpdiag.engine.bus import EventBus
     from tftpdiag.engine.client import ClientTransfer, TransferSetupError
-    from tftpdiag.headless import run_client_headless
 
     request = probe_request(report)
     if request is None:
-        return
+        return None
     bus = EventBus()
     try:
-        transfer = ClientTransfer(request, bus)
+        return ClientTransfer(request, bus), bus
     except TransferSetupError as exc:
         report.probe_skipped = str(exc)
+        return None
+
+
+def probe_boot_file(report: PxeReport, *, json_out: bool, stdout: TextIO) -> None:
+    """Download the boot file with the probe's own code path; it prints its summary (unless JSON)."""
+    from tftpdiag.headless import run_client_headless
+
+    made = boot_transfer(report)
+    if made is None:
         return
+    transfer, bus = made
     head = HeadGrabber(bus)
     sub = bus.subscribe()
     try:
