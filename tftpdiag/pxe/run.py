@@ -13,7 +13,7 @@ from typing import Any, Callable, TextIO
 
 from tftpdiag.dhcp.analysis import Boot, ProbeFacts, PxeFacts, analyse, choose_boot
 from tftpdiag.dhcp.arch import HEAD_BYTES, Arch
-from tftpdiag.dhcp.engine import Collected, Interface, collect, default_interface, interface
+from tftpdiag.dhcp.engine import Collected, DhcpSetupError, Interface, collect, default_interface, interface
 from tftpdiag.dhcp.messages import ClientIdentity
 from tftpdiag.dhcp.offers import Offer
 from tftpdiag.findings import ERROR, Finding
@@ -62,15 +62,15 @@ class PxeReport:
 
 def discover(req: PxeRequest, on_answer: Callable[[Offer], None] | None = None) -> PxeReport:
     """Send the DISCOVER and collect the answers (DhcpSetupError for set-up problems)."""
-    name = req.interface or (None if req.server else default_interface())
-    iface = interface(name) if name else Interface("(routed)", req.mac or b"", None)
+    # Relayed (--server), the DISCOVER goes wherever the route to the server leads: bound to an
+    # interface only when one was named; the MAC is still a real interface's unless --mac says.
+    name = req.interface or default_interface()
+    iface = interface(name)
     mac = req.mac or iface.mac
     if len(mac) != 6:
-        from tftpdiag.dhcp.engine import DhcpSetupError
-
         raise DhcpSetupError(f"{iface.name} has no Ethernet MAC address; give one with --mac")
     me = ClientIdentity.make(mac, req.arch)
-    collected = collect(me, device=req.interface or (None if req.server else name), address=iface.address,
+    collected = collect(me, device=req.interface if req.server else name, address=iface.address,
                         timeout=req.timeout, server=req.server, on_answer=on_answer)
     report = PxeReport(req, iface, me, collected)
     report.resolved = resolve_names(sorted({s.value for o in collected.offers for s in o.boot_servers
