@@ -249,13 +249,21 @@ def test_nobody_answers(lan):
     assert ids(data) == ["no-offer"] and data["offers"] == [] and data["probe"] is None
 
 
-def test_asking_one_server_as_a_relay_agent(lan, tmp_path, tftp_root):
-    server = lan.host("srv", SERVER)
+def test_asking_one_server_in_another_subnet_as_a_relay_agent(lan, tmp_path, tftp_root):
+    # The server is in 10.77.1.0/24 and serves the client's 10.77.0.0/24 only through relays (giaddr):
+    # a broadcast DISCOVER gets nothing from it, a relayed one gets an offer for the client's subnet.
+    server = lan.host("srv", "10.77.1.1/24")
     client = lan.host("cli", CLIENT)
+    server.run(["ip", "route", "add", "10.77.0.0/24", "dev", "eth0"], check=True)
+    client.run(["ip", "route", "add", "10.77.1.0/24", "dev", "eth0"], check=True)
     dnsmasq(server, tmp_path, RANGE, *ARCH_TAGS, tftp=tftp_root)
-    code, data, err = pxe(client, "--server", "10.77.0.1", interface=None)  # routed, bound to no interface
+    code, data, err = pxe(client, "--no-probe")
+    assert code == 1 and ids(data) == ["no-offer"], err
+    code, data, err = pxe(client, "--server", "10.77.1.1", interface=None)  # routed, bound to no interface
     assert code == 0, (err, data and data["findings"])
-    assert [o["bootfile"] for o in data["offers"]] == ["pxelinux.0"] and data["server"] == "10.77.0.1"
+    assert [(o["server"], o["bootfile"]) for o in data["offers"]] == [("10.77.1.1", "pxelinux.0")]
+    assert data["offers"][0]["your_ip"].startswith("10.77.0.") and data["server"] == "10.77.1.1"
+    assert data["probe"]["ok"]  # and the boot file comes from the server in the other subnet
 
 
 def test_without_capabilities_one_clear_line(lan):

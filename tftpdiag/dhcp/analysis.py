@@ -105,7 +105,8 @@ def analyse(facts: PxeFacts) -> list[Finding]:
                            "nothing to boot (PXE-E53)", evidence(_says(o) for o in facts.offers),
                            "Give this architecture a boot file (dnsmasq: dhcp-match=set:TAG,option:client-arch,"
                            f"{facts.arch.code} and dhcp-boot=tag:TAG,FILE; ISC: 'filename' in a class matching "
-                           "option 93)."))
+                           "option 93)." + (" x64 firmware sends 7, some 9: match both." if facts.arch.code in (7, 9)
+                                            else "")))
     if boot.file is not None:
         out += _arch(facts.arch, boot.file, facts.probe)
     if facts.probe is not None:

@@ -45,8 +45,8 @@ _X86, _X64, _ARM32, _ARM64, _RISCV64 = (0x14C,), (0x8664,), (0x1C2, 0x1C4), (0xA
 ARCHES: tuple[Arch, ...] = (
     Arch("bios", 0, "x86 BIOS", "bios"),
     Arch("efi-ia32", 6, "x86 UEFI (32-bit)", "uefi", _X86),
-    Arch("efi-x64", 7, "x64 UEFI (EFI BC, what x64 firmware sends)", "uefi", _X64),
-    Arch("efi-bc", 9, "x64 UEFI (code 9, RFC 4578's 'EFI x86-64')", "uefi", _X64),
+    Arch("efi-x64", 7, "x64 UEFI (code 7, RFC 4578's 'EFI BC': what x64 firmware sends)", "uefi", _X64),
+    Arch("efi-x86-64", 9, "x64 UEFI (code 9, RFC 4578's 'EFI x86-64': some firmware)", "uefi", _X64),
     Arch("efi-arm32", 10, "ARM 32-bit UEFI", "uefi", _ARM32),
     Arch("efi-arm64", 11, "ARM 64-bit UEFI", "uefi", _ARM64),
     Arch("efi-ia32-http", 15, "x86 UEFI HTTP boot", "uefi", _X86, http=True),
