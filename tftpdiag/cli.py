@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
                    help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    from tftpdiag.pxe.args import add_pxe_parser
+
+    add_pxe_parser(sub)
     return parser
 
 
@@ -496,6 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "pxe":
+            from tftpdiag.commands import run_pxe
+            return run_pxe(args)
         if args.command == "watch":
             from tftpdiag.watching import run_watch
             return run_watch(args)
