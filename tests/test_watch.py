@@ -227,3 +227,42 @@ def test_capture_filter_keeps_tftp_and_drops_the_rest(family: str) -> None:
     only = pcapy.compile(pcapy.DLT_RAW, 65535, capture_filter((69,), (b,)), 1, 0)
     assert only.filter(_raw_udp(a, b, 51000, 52000, b"\0\3\0\1x"))
     assert not only.filter(_raw_udp(a, a, 51000, 52000, b"\0\3\0\1x"))
+
+
+async def test_watch_view_shows_a_live_transfer_and_its_device(served: Path, tmp_path: Path) -> None:
+    """The full-screen view, driven as a user would: a real download appears in the sessions table while
+    watch captures it, and `d` shows its device."""
+    import asyncio
+    import threading
+
+    from tests.test_tui_views import screen_text
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.engine.watch import WatchConfig, Watcher
+    from tftpdiag.tui.launch import watch_app
+
+    host = private_loopback(8)
+    port = peers.free_udp_port(host)
+    with peers.tftpd_hpa(served, port, host=host):
+        bus = EventBus()
+        watcher = Watcher(WatchConfig("lo", (port,), (host,), 2.0), bus)
+        app, spool = watch_app(watcher, bus)
+        engine = threading.Thread(target=watcher.serve, daemon=True)
+        try:
+            async with app.run_test(size=(120, 36)) as pilot:
+                engine.start()
+                result = await asyncio.to_thread(peers.curl_get, host, port, "image.bin", tmp_path / "o.bin", 1468)
+                assert result.ok
+                deadline = time.monotonic() + 20
+                while "1 done" not in screen_text(app) and time.monotonic() < deadline:
+                    await pilot.pause(0.05)
+                text = screen_text(app)
+                assert "image.bin" in text and "● done" in text and "1 done" in text, text
+                assert "none lost" in text
+                await pilot.press("d")
+                await pilot.pause()
+                text = screen_text(app)
+                assert "127.0.0.1" in text and "image.bin ✔" in text, text
+        finally:
+            watcher.stop()
+            engine.join(10)
+            spool.close()
