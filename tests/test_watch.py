@@ -266,3 +266,35 @@ async def test_watch_view_shows_a_live_transfer_and_its_device(served: Path, tmp
             watcher.stop()
             engine.join(10)
             spool.close()
+
+
+def test_watch_on_a_real_lan_groups_devices_by_mac(tmp_path: Path) -> None:
+    """On an Ethernet interface (a veth in a namespace LAN), devices carry the MAC their requests came from."""
+    from tests import netns
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "image.bin").write_bytes(IMAGE)
+    macs = {"10.79.0.21": "02:00:00:00:00:21", "10.79.0.22": "02:00:00:00:00:22"}
+    with netns.Lan() as lan:
+        server = lan.host("srv", "10.79.0.1/24")
+        clients = [lan.host(f"c{n}", f"{ip}/24", mac) for n, (ip, mac) in enumerate(macs.items())]
+        tftpd = server.start([peers.require("in.tftpd"), "-L", "-4", "-s", "-u", "root", "--address", "10.79.0.1:69",
+                              str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        watch = server.start([sys.executable, "-m", "tftpdiag", "watch", "-i", "eth0", "--json", "--idle", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+        try:
+            assert "watching TFTP on eth0" in watch.stderr.readline()
+            for n, client in enumerate(clients):
+                name = "image.bin" if n == 0 else "none.bin"
+                client.run(["curl", "-s", "--max-time", "10", "-o", str(tmp_path / f"o{n}"),
+                            f"tftp://10.79.0.1/{name}"], timeout=20)
+            seen = _read_json_lines(watch, 2)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            out, err = watch.communicate(timeout=20)
+            tftpd.kill()
+    assert (tmp_path / "o0").read_bytes() == IMAGE
+    assert [(s["file"], s["ok"]) for s in seen] == [("image.bin", True), ("none.bin", False)]
+    devices = {d["address"]: d for d in map(json.loads, out.splitlines()) if d["event"] == "device"}
+    assert {address: d["mac"] for address, d in devices.items()} == macs
