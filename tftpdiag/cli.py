@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from tftpdiag import __version__
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
+from tftpdiag.opsargs import add_history_parser, add_serve_flags
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Timing
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
+    add_serve_flags(serve)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
@@ -360,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
                    help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    add_history_parser(sub, _Formatter)
     return parser
 
 
@@ -453,6 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "history":
+            from tftpdiag.keeping import run_history
+            return run_history(args)
     except UsageError as exc:
         from tftpdiag.fmt import line
 

@@ -12,13 +12,14 @@ import json
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, line, quote
+from tftpdiag.fmt import clean, iso_time, line, quote
 from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["run_client_headless", "run_server_headless", "print_client_summary"]
+__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer"]
 
 # How often this thread folds what the engine's waits left over (all of it, when the engine is never
 # idle). Events hold their datagrams, so what waits in the queue is memory: at 0.1 s a fast windowed
@@ -198,51 +199,84 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
          f"duplicates {summary['duplicates']}")
 
 
-def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None) -> None:
-    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
-    stdout = stdout or sys.stdout
-    fold = _Fold(server.bus, sub)
-    table, analyzer = fold.table, fold.analyzer
-    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
-    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
-    thread.start()
+class ServedFeed:
+    """Folds a server's event stream and hands each finished or refused session, once, to every sink
+    (the printer, the log, the history, the metrics): the one place that says "a session ended"."""
 
-    def emit(ended: list[SessionRecord]) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, sinks: Sequence[SessionSink]) -> None:
+        self.fold = _Fold(bus, sub)
+        self.sinks = list(sinks)
+        self._tick = _TICK
+        self._folded = 0
+
+    def poll(self) -> float:
+        """Fold what is pending and report what ended; how long to wait before the next call (idle,
+        it looks less and less often: a server waiting for clients barely wakes)."""
+        fold = self.fold
+        ended = fold()
+        with fold.lock:
+            fold.analyzer.tick(time.time())
+            self._emit(ended)
+        self._tick = _TICK if fold.folded != self._folded else min(self._tick * 2, _IDLE_TICK)
+        self._folded = fold.folded
+        return self._tick
+
+    def close(self) -> None:
+        """Report what is left (the sinks are their owner's to close)."""
+        self.fold.close()
+        ended = self.fold()
+        with self.fold.lock:
+            self._emit(ended)
+
+    def _emit(self, ended: list[SessionRecord]) -> None:
+        analyzer, sessions = self.fold.analyzer, self.fold.table.sessions
         for record in ended:
             if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
-            findings = analyzer.findings(record.session)
-            if json_out:
-                kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
-                if record.refused is not None:
-                    obj["suggestion"] = record.refused.suggestion
-                    obj["received"] = record.refused.received or None
-                stdout.write(json.dumps(obj) + "\n")
-            else:
-                stdout.write(line(one_line(record)) + "\n")
-                stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
-            stdout.flush()
+            done = served(record, analyzer.findings(record.session))
+            for sink in self.sinks:
+                sink.add(done)
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
         for record in ended:
-            table.sessions.pop(record.session, None)
+            sessions.pop(record.session, None)
 
+
+class Printer:
+    """``serve``'s stdout: a line per session, the time it ended first (or its JSON object)."""
+
+    def __init__(self, json_out: bool, stdout: TextIO) -> None:
+        self.json_out = json_out
+        self.stdout = stdout
+
+    def add(self, session: Served) -> None:
+        if self.json_out:
+            self.stdout.write(json.dumps(session.obj) + "\n")
+        else:
+            when = iso_time(session.ended)
+            self.stdout.write(f"{when} {line(one_line(session.record))}\n")
+            self.stdout.writelines(f"{when} {line(f'    {text}')}\n"
+                                   for text in finding_lines(session.findings, least="warning"))
+        self.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
+                        stdout: TextIO | None = None, sinks: Sequence[SessionSink] = ()) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
+    and handing each to ``sinks`` too."""
+    feed = ServedFeed(server.bus, sub, [Printer(json_out, stdout or sys.stdout), *sinks])
+    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
+    thread.start()
     tick = _TICK
-    folded = 0
     try:
         while not stop.wait(tick):
-            ended = fold()
-            with fold.lock:
-                analyzer.tick(time.time())
-                emit(ended)
+            tick = feed.poll()
             if not thread.is_alive():
                 break
-            # Idle, it looks less and less often: a server waiting for clients barely wakes.
-            tick = _TICK if fold.folded != folded else min(tick * 2, _IDLE_TICK)
-            folded = fold.folded
     finally:
         server.stop()
         thread.join(10)
-        fold.close()
-        emit(fold())
+        feed.close()
