@@ -208,6 +208,15 @@ class ServedFeed:
         self.sinks = list(sinks)
         self._tick = _TICK
         self._folded = 0
+        for sink in self.sinks:  # a sink that shows how many are running (metrics) asks the feed
+            watch = getattr(sink, "watch_running", None)
+            if watch is not None:
+                watch(self.running)
+
+    def running(self) -> int:
+        """Transfers begun and not yet ended (any thread)."""
+        with self.fold.lock:
+            return sum(1 for r in self.fold.table.sessions.values() if r.role is not None and not r.finished)
 
     def poll(self) -> float:
         """Fold what is pending and report what ended; how long to wait before the next call (idle,

@@ -15,14 +15,13 @@ from tftpdiag.fmt import line
 
 if TYPE_CHECKING:
     from tftpdiag.engine.bus import EventBus
-    from tftpdiag.engine.server import TftpServer
     from tftpdiag.served import SessionSink
 
 __all__ = ["server_sinks", "feed_in_background", "run_history"]
 
 
 @contextlib.contextmanager
-def server_sinks(args: argparse.Namespace, server: TftpServer) -> Iterator[list[SessionSink]]:
+def server_sinks(args: argparse.Namespace) -> Iterator[list[SessionSink]]:
     """The sinks the flags ask for, each set up before the first request can arrive (a mistake in
     one is a UsageError, exit 2); all closed at the end."""
     from tftpdiag.cli import UsageError
@@ -51,7 +50,7 @@ def server_sinks(args: argparse.Namespace, server: TftpServer) -> Iterator[list[
         if args.metrics is not None:
             from tftpdiag.metrics import Metrics, MetricsSetupError
 
-            metrics = Metrics(lambda: server.active_sessions)
+            metrics = Metrics()
             try:
                 host, port = metrics.listen(*args.metrics)
             except MetricsSetupError as exc:

@@ -1,7 +1,9 @@
 """``serve --metrics HOST:PORT``: Prometheus text at ``/metrics``, from the official client library.
 
 Counters move when a session ends (the same moment it is printed, logged and recorded), so a scrape
-agrees with the log line for line. Only the number of sessions running is read live, from the server.
+agrees with the log line for line. The number of transfers running is read at each scrape from the
+same feed: begun and not yet ended (the server may still hold an ended one a moment, for a late
+repeat of its last packet; that one is not counted).
 Every label value is a word of tftpdiag's own (a direction, a result, a refusal's reason, a finding
 id), never text from the network: a client cannot grow the label set.
 """
@@ -38,7 +40,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class Metrics:
-    def __init__(self, active: Callable[[], int]) -> None:
+    def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.sessions = Counter("tftpdiag_sessions", "Transfers that ended, by direction and result (ok, failed)",
                                 ["direction", "result"], registry=registry)
@@ -52,9 +54,14 @@ class Metrics:
                                 registry=registry)
         self.duration = Histogram("tftpdiag_session_duration_seconds", "How long transfers took",
                                   ["direction"], buckets=DURATION_BUCKETS, registry=registry)
+        self._running: Callable[[], int] = lambda: 0
         gauge = Gauge("tftpdiag_active_sessions", "Transfers running now", registry=registry)
-        gauge.set_function(active)
+        gauge.set_function(lambda: self._running())
         self._http = None
+
+    def watch_running(self, running: Callable[[], int]) -> None:
+        """Where the gauge of transfers running reads (the feed that hands this sink its sessions)."""
+        self._running = running
 
     def listen(self, host: str, port: int) -> tuple[str, int]:
         """Serve /metrics on a thread of the library's; the address it really got (port 0: any)."""

@@ -66,7 +66,8 @@ def served(record: SessionRecord, findings: list[Finding]) -> Served:
 
 class SessionSink(Protocol):
     """Something that takes every finished session. ``add`` runs on the reader's thread, never the
-    engine's: it must be quick (a sink with slow work queues it for a thread of its own)."""
+    engine's: it must be quick (a sink with slow work queues it for a thread of its own). A sink that
+    also shows how many transfers are running has ``watch_running(count)``; the feed hands it one."""
 
     def add(self, session: Served) -> None: ...
 
