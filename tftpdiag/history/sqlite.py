@@ -32,7 +32,7 @@ class SqliteStore(SqlStore):
                 path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: transactions are begun by hand, so that a migration's DDL is in one too.
             # check_same_thread off: opened (and migrated) by the main thread, then used by the writer only.
-            conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")  # a query beside a running server waits for nothing
         except (OSError, sqlite3.Error) as exc:
             raise HistoryError(f"cannot open the history {path}: {_why(exc)}") from None
