@@ -49,10 +49,39 @@ def _free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
+class PgServer:
+    """initdb'd once; started and stopped with pg_ctl (a test may stop it to play a database outage)."""
+
+    def __init__(self, bin_dir: Path, work: Path, prefix: list[str]) -> None:
+        self.bin_dir, self.work, self.prefix = bin_dir, work, prefix
+        self.data, self.port = work / "data", _free_tcp_port()
+        self.url = f"postgresql://tftpdiag@127.0.0.1:{self.port}/postgres"
+
+    def run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "LC_ALL": "C", "HOME": str(self.work)}
+        return subprocess.run([*self.prefix, *argv], capture_output=True, text=True, timeout=60, env=env,
+                              cwd=self.work)
+
+    def init(self) -> None:
+        done = self.run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "tftpdiag", "-E",
+                        "UTF8", "--no-sync")
+        assert done.returncode == 0, done.stderr
+
+    def start(self) -> None:
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.work} -c fsync=off "
+                   "-c full_page_writes=off")
+        done = self.run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.work / "log"), "-w", "-t",
+                        "60", "-o", options, "start")
+        assert done.returncode == 0, done.stderr + (self.work / "log").read_text(errors="replace")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server of its own; yields a URL to it. PostgreSQL will not run as root: as root the
-    server runs as the 'postgres' user (or 'nobody')."""
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of its own. PostgreSQL will not run as root: as root the server runs as the
+    'postgres' user (or 'nobody')."""
     bin_dir = _bin_dir()
     prefix: list[str] = []
     owner = None
@@ -69,23 +98,19 @@ def postgres() -> Iterator[str]:
     work = Path(tempfile.mkdtemp(prefix="tftpdiag-pg-"))
     if owner is not None:
         os.chown(work, owner.pw_uid, owner.pw_gid)
-    data, port = work / "data", _free_tcp_port()
-    env = {**os.environ, "LC_ALL": "C", "HOME": str(work)}
-
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=60, env=env, cwd=work)
-
-    init = run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "tftpdiag", "-E", "UTF8", "--no-sync")
-    assert init.returncode == 0, init.stderr
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {work} -c fsync=off -c full_page_writes=off"
-    start = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(work / "log"), "-w", "-t", "60", "-o", options,
-                "start")
-    assert start.returncode == 0, start.stderr + (work / "log").read_text(errors="replace")
+    server = PgServer(bin_dir, work, prefix)
     try:
-        yield f"postgresql://tftpdiag@127.0.0.1:{port}/postgres"
+        server.init()
+        server.start()
+        yield server
     finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        server.stop("immediate")
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(pg: PgServer) -> str:
+    return pg.url
 
 
 def _database(url: str, name: str) -> str:
@@ -170,3 +195,23 @@ def test_a_postgresql_that_cannot_be_reached_is_one_line_without_the_password(ro
     assert result.returncode == 2 and "cannot connect to postgresql://tftp:***@127.0.0.1" in result.stderr
     assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_postgresql_restart_costs_no_session(pg: PgServer, root: Path, tmp_path: Path) -> None:
+    """The database goes away while the server runs: transfers go on, the error is said once, and the
+    sessions served meanwhile are written once it is back (on a new connection)."""
+    url = _database(pg.url, "outage")
+    with serve(root, "--no-tui", "--history", url, tmp=tmp_path) as server:
+        assert server.get("phone.bin").ok
+        wait_for(lambda: _count(url) == 1, 15, "the first row")
+        pg.stop()
+        try:
+            for _ in range(3):
+                assert server.get("phone.bin").ok
+            wait_for(lambda: "cannot write to" in server.stderr, 20, "the error, said")
+        finally:
+            pg.start()
+        wait_for(lambda: "again" in server.stderr, 30, "writing again")
+        assert server.stderr.count("cannot write to") == 1
+        assert server.stop() == 0
+    assert _count(url) == 4

@@ -51,12 +51,7 @@ class JsonLog:
     def reopen(self) -> None:
         """Close the file and open FILE anew (it may have been renamed away)."""
         with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
-                self._file = None
+            self._close_file()
             try:
                 self._file = self._open()
             except OSError as exc:
@@ -74,12 +69,15 @@ class JsonLog:
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
-                self._file = None
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:  # a full disk refuses the last flush: nothing more to do about it
+                pass
+            self._file = None
 
     def _trouble(self, text: str) -> None:
         if not self._failed:

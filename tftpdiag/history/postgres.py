@@ -35,20 +35,27 @@ class PostgresStore(SqlStore):
             import psycopg
         except ImportError:
             raise HistoryError("a PostgreSQL history needs psycopg: pip install 'tftpdiag[postgres]'") from None
-        self._errors = psycopg.Error
+        self._psycopg = psycopg
+        self._url = url
+        super().__init__(self._connect())
+
+    def _connect(self) -> Any:
         try:
-            conn = psycopg.connect(url, connect_timeout=10, autocommit=True)
-        except psycopg.Error as exc:
+            return self._psycopg.connect(self._url, connect_timeout=10, autocommit=True)
+        except self._psycopg.Error as exc:
             raise HistoryError(f"cannot connect to {self.name}: {_first_line(exc)}") from None
-        super().__init__(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
+        if self.conn.closed or self.conn.broken:  # the server restarted: connect again
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = self._connect()
         try:
             # Autocommit: each block is one transaction of its own, committed at its end.
             with self.conn.transaction(), self.conn.cursor() as cur:
                 yield cur
-        except self._errors as exc:
+        except self._psycopg.Error as exc:
             raise HistoryError(f"{self.name}: {_first_line(exc)}") from None
 
     def lock_schema(self, cur: Any) -> None:
