@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -211,7 +212,7 @@ def test_a_postgresql_restart_costs_no_session(pg: PgServer, root: Path, tmp_pat
             wait_for(lambda: "cannot write to" in server.stderr, 20, "the error, said")
         finally:
             pg.start()
-        wait_for(lambda: "again" in server.stderr, 30, "writing again")
+        wait_for(lambda: re.search(r"history: writing to \S+ again", server.stderr), 30, "writing again")
         assert server.stderr.count("cannot write to") == 1
         assert server.stop() == 0
     assert _count(url) == 4
