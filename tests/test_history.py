@@ -181,16 +181,23 @@ def test_a_database_that_cannot_be_written_never_stops_or_slows_the_server(root:
     once, and once the lock goes every session queued meanwhile is written."""
     db = tmp_path / "locked.sqlite"
     with serve(root, "--no-tui", "--history", str(db), tmp=tmp_path) as server:
+        assert server.get("phone.cfg").ok
+        wait_for(lambda: len(rows_in(db)) == 1, 10, "the first row")
         blocker = sqlite3.connect(db, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
+            # A question asked meanwhile is answered at once: a query takes no write lock.
+            began = time.monotonic()
+            asked = history(str(db), "--json")
+            assert asked.returncode == 0 and len(json.loads(asked.stdout)) == 1, asked.stderr
+            assert time.monotonic() - began < 4
             began = time.monotonic()
             for _ in range(4):
                 assert server.get("phone.bin").ok
             assert time.monotonic() - began < 4  # the writer waits on the lock, not the transfers
             wait_for(lambda: "cannot write to" in server.stderr, 20, "the error, said")
             assert server.get("phone.cfg").ok
-            wait_for(lambda: server.stdout().count(" ok") == 5, 10, "five sessions served")
+            wait_for(lambda: server.stdout().count(" ok") == 6, 10, "six sessions served")
             assert server.stderr.count("cannot write to") == 1
         finally:
             blocker.execute("ROLLBACK")
@@ -198,4 +205,4 @@ def test_a_database_that_cannot_be_written_never_stops_or_slows_the_server(root:
         wait_for(lambda: re.search(r"history: writing to \S+ again", server.stderr), 20, "writing again")
         assert server.proc.poll() is None
         assert server.stop() == 0
-    assert [r["file"] for r in rows_in(db)] == ["phone.bin"] * 4 + ["phone.cfg"]
+    assert [r["file"] for r in rows_in(db)] == ["phone.cfg"] + ["phone.bin"] * 4 + ["phone.cfg"]

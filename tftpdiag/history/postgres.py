@@ -46,7 +46,7 @@ class PostgresStore(SqlStore):
             raise HistoryError(f"cannot connect to {self.name}: {_first_line(exc)}") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, write: bool = True) -> Iterator[Any]:
         if self.conn.closed or self.conn.broken:  # the server restarted: connect again
             with contextlib.suppress(Exception):
                 self.conn.close()

@@ -39,10 +39,12 @@ class SqliteStore(SqlStore):
         super().__init__(conn)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, write: bool = True) -> Iterator[Any]:
         cur = self.conn.cursor()
         try:
-            cur.execute("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock at once, so two writers wait for each other instead of
+            # one failing half-way; a reader takes none (WAL: it never waits for the writer).
+            cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield cur
             cur.execute("COMMIT")
         except BaseException as exc:

@@ -44,7 +44,9 @@ class SqlStore:
     # -- what each database says differently --------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, write: bool = True) -> Iterator[Any]:
+        """A cursor in a transaction, committed at the end of the block (``write=False``: one that
+        only reads, and takes no write lock)."""
         raise NotImplementedError
 
     def lock_schema(self, cur: Any) -> None:
@@ -62,6 +64,12 @@ class SqlStore:
 
     def migrate(self) -> int:
         """Bring the schema up to :data:`LATEST`, a version at a time; the version it was at."""
+        try:
+            with self.transaction(write=False) as cur:
+                if self.version(cur) == LATEST:
+                    return LATEST  # up to date: a query takes no write lock beside a running server
+        except HistoryError:
+            pass  # no schema_version table yet
         with self.transaction() as cur:
             self.lock_schema(cur)
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -111,7 +119,7 @@ class SqlStore:
         sql = f"SELECT {', '.join(COLUMNS)} FROM sessions{where} ORDER BY started DESC, id DESC"
         if f.limit:
             sql += f" LIMIT {int(f.limit)}"
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute(sql, args)
             rows = cur.fetchall()
         return [dict(zip(COLUMNS, row)) for row in reversed(rows)]
@@ -124,7 +132,7 @@ class SqlStore:
         sql = (f"SELECT {cols}, d.n, d.failures FROM sessions s JOIN (SELECT MAX(id) AS last_id, COUNT(*) AS n, "
                f"SUM(CASE WHEN result <> 'ok' THEN 1 ELSE 0 END) AS failures FROM sessions{where} "
                f"GROUP BY client_address) d ON s.id = d.last_id ORDER BY s.started")
-        with self.transaction() as cur:
+        with self.transaction(write=False) as cur:
             cur.execute(sql, args)
             rows = cur.fetchall()
         out = []
