@@ -206,3 +206,26 @@ def test_a_database_that_cannot_be_written_never_stops_or_slows_the_server(root:
         assert server.proc.poll() is None
         assert server.stop() == 0
     assert [r["file"] for r in rows_in(db)] == ["phone.cfg"] + ["phone.bin"] * 4 + ["phone.cfg"]
+
+
+def test_what_a_client_sends_is_stored_bounded(root: Path, tmp_path: Path) -> None:
+    """A request is at most 512 bytes, but a client's ERROR may fill a datagram: its message is kept
+    raw (a terminal escape and all) up to a bound, and shown escaped."""
+    from tftpdiag.history.schema import TEXT_CHARS, storable
+
+    db = tmp_path / "long.sqlite"
+    message = "\x1b]0;owned\x07" + "m" * 20_000
+    with serve(root, "--no-tui", "--history", str(db), tmp=tmp_path) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quitter:
+            quitter.settimeout(5)
+            quitter.sendto(struct.pack("!H", 1) + b"phone.bin\0octet\0", ("127.0.0.1", server.port))
+            _, session_port = quitter.recvfrom(1024)
+            quitter.sendto(struct.pack("!HH", 5, 0) + message.encode() + b"\0", session_port)
+        wait_for(lambda: db.exists() and rows_in(db), 10, "the failure recorded")
+        server.stop()
+    (row,) = rows_in(db)
+    assert row["result"] == "failed" and row["error"] == message[:TEXT_CHARS]
+    shown = history(str(db)).stdout
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;owned\\x07" in shown
+    assert len(shown) < 2500  # the line is cut where it is shown, too
+    assert storable("a\udcffb\0" + "z" * 5000, 100) == "a\\xffb\\x00" + "z" * 96  # what a database holds

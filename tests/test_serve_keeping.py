@@ -122,16 +122,24 @@ def test_metrics_count_the_sessions_served(root: Path, tmp_path: Path) -> None:
         assert not server.get("missing.bin").ok
         assert not server.get("../escape.bin").ok
         assert not server.put("up-1.bin", upload).ok  # exists, and overwriting is not allowed
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as quitter:  # takes a block, then gives up
+            quitter.settimeout(5)
+            quitter.sendto(struct.pack("!H", 1) + b"big.bin\0octet\0", ("127.0.0.1", server.port))
+            _, session_port = quitter.recvfrom(1024)
+            quitter.sendto(struct.pack("!HH", 5, 0) + b"changed my mind\0", session_port)
 
         def counted() -> dict | None:
             samples = _scrape(server.metrics_port)
             done = sum(v for (n, _), v in samples.items() if n == "tftpdiag_sessions_total")
             refused = sum(v for (n, _), v in samples.items() if n == "tftpdiag_refused_total")
-            return samples if (done, refused) == (5, 3) else None
+            return samples if (done, refused) == (6, 3) else None
 
-        samples = wait_for(counted, 10, "five sessions and three refusals counted")
+        samples = wait_for(counted, 10, "six sessions and three refusals counted")
         assert _value(samples, "tftpdiag_sessions_total", direction="download", result="ok") == 3
         assert _value(samples, "tftpdiag_sessions_total", direction="upload", result="ok") == 2
+        assert _value(samples, "tftpdiag_sessions_total", direction="download", result="failed") == 1
+        # A failed session counts what it moved: one 512-byte block the quitter never acknowledged is
+        # not counted as delivered.
         assert _value(samples, "tftpdiag_bytes_sent_total") == 3000 + 2 * 200_000
         assert _value(samples, "tftpdiag_bytes_received_total") == 2 * 5000
         assert _value(samples, "tftpdiag_refused_total", reason="not-found") == 1
@@ -139,7 +147,7 @@ def test_metrics_count_the_sessions_served(root: Path, tmp_path: Path) -> None:
         assert _value(samples, "tftpdiag_refused_total", reason="exists") == 1
         assert _value(samples, "tftpdiag_findings_total", id="file-not-found") == 1
         assert _value(samples, "tftpdiag_retransmits_total") == 0  # loopback loses nothing
-        assert _value(samples, "tftpdiag_session_duration_seconds_count", direction="download") == 3
+        assert _value(samples, "tftpdiag_session_duration_seconds_count", direction="download") == 4
         assert _value(samples, "tftpdiag_session_duration_seconds_count", direction="upload") == 2
         assert _value(samples, "tftpdiag_active_sessions") == 0
         # A client that asks and never answers: a session running, until it gives up or the server stops.
