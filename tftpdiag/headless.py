@@ -24,6 +24,7 @@ from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, 
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
@@ -203,9 +204,11 @@ class ServedFeed:
     """Folds a server's event stream and hands each finished or refused session, once, to every sink
     (the printer, the log, the history, the metrics): the one place that says "a session ended"."""
 
-    def __init__(self, bus: EventBus, sub: Subscription, sinks: Sequence[SessionSink]) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, sinks: Sequence[SessionSink],
+                 hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None) -> None:
         self.fold = _Fold(bus, sub)
         self.sinks = list(sinks)
+        self.hook = hook
         self._tick = _TICK
         self._folded = 0
         for sink in self.sinks:  # a sink that shows how many are running (metrics) asks the feed
@@ -242,7 +245,8 @@ class ServedFeed:
         for record in ended:
             if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
-            done = served(record, analyzer.findings(record.session))
+            findings = analyzer.findings(record.session)
+            done = served(record, findings, self.hook(record, findings) if self.hook is not None else None)
             for sink in self.sinks:
                 sink.add(done)
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
@@ -253,16 +257,17 @@ class ServedFeed:
 class Printer:
     """``serve``'s stdout: a line per session, the time it ended first (or its JSON object)."""
 
-    def __init__(self, json_out: bool, stdout: TextIO) -> None:
+    def __init__(self, json_out: bool, stdout: TextIO, show_server: bool = False) -> None:
         self.json_out = json_out
         self.stdout = stdout
+        self.show_server = show_server
 
     def add(self, session: Served) -> None:
         if self.json_out:
             self.stdout.write(json.dumps(session.obj) + "\n")
         else:
             when = iso_time(session.ended)
-            self.stdout.write(f"{when} {line(one_line(session.record))}\n")
+            self.stdout.write(f"{when} {line(one_line(session.record, server=self.show_server))}\n")
             self.stdout.writelines(f"{when} {line(f'    {text}')}\n"
                                    for text in finding_lines(session.findings, least="warning"))
         self.stdout.flush()
@@ -272,10 +277,15 @@ class Printer:
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None, sinks: Sequence[SessionSink] = ()) -> None:
+                        stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
+                        hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
+                        show_server: bool = False) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
-    and handing each to ``sinks`` too."""
-    feed = ServedFeed(server.bus, sub, [Printer(json_out, stdout or sys.stdout), *sinks])
+    and handing each to ``sinks`` too.
+
+    ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
+    session's JSON object."""
+    feed = ServedFeed(server.bus, sub, [Printer(json_out, stdout or sys.stdout, show_server), *sinks], hook)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     thread.start()

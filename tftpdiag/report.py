@@ -148,11 +148,14 @@ def options_lines(record: SessionRecord) -> list[str]:
     return lines
 
 
-def one_line(record: SessionRecord) -> str:
-    """A finished server session in one line (names and messages from the peer shown escaped)."""
+def one_line(record: SessionRecord, *, server: bool = False) -> str:
+    """A finished server session in one line (names and messages from the peer shown escaped); with
+    ``server``, the server it went to as well (watch sees many)."""
     if record.refused is not None and record.refused.received:
         return (f"{fmt_addr(record.client):<22} sent {record.refused.received} to the listening port, which takes "
                 f"only requests (ignored)")
     kind = "RRQ" if record.direction == "download" else "WRQ"
+    if server:
+        kind += f" to {fmt_addr(record.peer)}"
     return (f"{fmt_addr(record.client):<22} {kind} {quote(record.filename):<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")

@@ -52,12 +52,13 @@ class Served:
         return result_of(self.record)
 
 
-def served(record: SessionRecord, findings: list[Finding]) -> Served:
+def served(record: SessionRecord, findings: list[Finding], more: dict[str, Any] | None = None) -> Served:
+    """The session as every sink takes it; ``more`` joins its JSON object (watch's device fields)."""
     ended = ended_at(record)
     started = record.started if record.started is not None else ended
     kind = "refused" if record.refused is not None else "session"
     obj: dict[str, Any] = {"event": kind, "started": iso_time(started), "ended": iso_time(ended),
-                           **session_summary(record, findings=[f.to_dict() for f in findings])}
+                           **session_summary(record, findings=[f.to_dict() for f in findings]), **(more or {})}
     if record.refused is not None:
         obj["suggestion"] = record.refused.suggestion
         obj["received"] = record.refused.received or None

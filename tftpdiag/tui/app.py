@@ -26,7 +26,7 @@ from tftpdiag.tui.widgets.session_panel import SessionPanel
 
 __all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
 
-Mode = Literal["probe", "serve", "demo", "trace"]
+Mode = Literal["probe", "serve", "demo", "trace", "watch"]
 TICK = 1 / 15  # redraws a second
 # Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
 # The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
@@ -145,11 +145,11 @@ class TftpDiagApp(App[int]):
         # events a second those passes otherwise stall a redraw for a tenth of a second.
         gc.collect()
         gc.freeze()
-        self.sub_title = {"probe": "probe", "serve": "serve", "demo": "demo", "trace": "trace"}[self.mode]
+        self.sub_title = self.mode
         if self.tick_interval:
             self.set_interval(self.tick_interval, self.refresh_now)
         self.refresh_now()
-        if self.mode in ("serve", "trace"):
+        if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -210,7 +210,7 @@ class TftpDiagApp(App[int]):
     # -- actions ----------------------------------------------------------------------------------
 
     def _serve_focused(self) -> ServeView | None:
-        if self.mode in ("serve", "trace"):
+        if self.mode in ("serve", "trace", "watch"):
             return self.query_one(ServeView)
         if self.mode == "demo" and self.query_one(TabbedContent).active == "serve-tab":
             return self.query_one(ServeView)
