@@ -43,6 +43,18 @@ class Serving:
         return ClientTransfer(ClientRequest("127.0.0.1", name, port=self.port, upload=True, source=source,
                                             timing=TIMING, deadline=10)).run()
 
+    def quit_tui(self) -> int:
+        """Press q once the app has taken the terminal (a key typed before that, while the terminal
+        still waits for a whole line, would be thrown away when the app sets it up)."""
+        wait_for(lambda: "\x1b[?1049h" in self.stderr, 30, "the TUI to take the screen")
+        for _ in range(10):
+            os.write(self.tty, b"q")  # type: ignore[attr-defined]
+            try:
+                return self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                continue
+        raise TimeoutError("the TUI did not quit on q")
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -69,9 +81,11 @@ def serve(root: Path, *flags: str, tmp: Path, tty: bool = False) -> Iterator[Ser
     stdout_path = tmp / f"serve-{time.monotonic_ns()}.out"
     lines: list[str] = []
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    master = None
     if tty:
-        # The TUI needs a terminal: a pseudo-terminal whose output a thread drains (and throws away).
-        # Its banner is not printed, so the port is chosen here; stderr goes to a pipe for the sinks' lines.
+        # The TUI's terminal is a pseudo-terminal, all three streams as a user's would be, which a
+        # thread reads (an unread terminal stalls the app). The TUI prints no banner: the port is
+        # chosen here, and the sinks' lines before the app starts say the server is bound.
         import pty
         import socket
 
@@ -80,17 +94,14 @@ def serve(root: Path, *flags: str, tmp: Path, tty: bool = False) -> Iterator[Ser
             port = probe.getsockname()[1]
         argv[argv.index("--port") + 1] = str(port)
         master, slave = pty.openpty()
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
         os.close(slave)
-        threading.Thread(target=_drain, args=(master,), daemon=True).start()
+        threading.Thread(target=_read_terminal, args=(master, lines), daemon=True).start()
     else:
-        master = None
         with open(stdout_path, "wb") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=env)
         port = 0
-    reader = threading.Thread(target=_read_lines, args=(proc, lines), daemon=True)
-    reader.start()
+        threading.Thread(target=_read_lines, args=(proc, lines), daemon=True).start()
     try:
         text = wait_for(lambda: "".join(lines) if ("serving" in "".join(lines) or tty and _ready(lines, flags))
                         else proc.poll() is not None and "".join(lines) + "\n(exited)", 20, "serve to start")
@@ -99,9 +110,7 @@ def serve(root: Path, *flags: str, tmp: Path, tty: bool = False) -> Iterator[Ser
             port = int(re.search(r"on 127\.0\.0\.1:(\d+)", text)[1])  # type: ignore[index]
         found = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", text)
         serving = Serving(proc, port, int(found[1]) if found else None, lines, stdout_path)
-        if tty:
-            # The sinks print once the server is bound: requests from here on wait in its socket.
-            serving.tty = master  # type: ignore[attr-defined]
+        serving.tty = master  # type: ignore[attr-defined]
         yield serving
     finally:
         if proc.poll() is None:
@@ -123,9 +132,13 @@ def _read_lines(proc: subprocess.Popen[bytes], lines: list[str]) -> None:
         lines.append(raw.decode(errors="replace"))
 
 
-def _drain(fd: int) -> None:
+def _read_terminal(fd: int, lines: list[str]) -> None:
+    """What the TUI's terminal shows, kept up to 4 MiB (it redraws for as long as it runs)."""
+    kept = 0
     try:
-        while os.read(fd, 65536):
-            pass
+        while chunk := os.read(fd, 65536):
+            if kept < 4 << 20:
+                lines.append(chunk.decode(errors="replace"))
+                kept += len(chunk)
     except OSError:
         pass

@@ -170,8 +170,7 @@ def test_log_history_and_metrics_under_the_tui(root: Path, tmp_path: Path) -> No
                            _value(s, "tftpdiag_sessions_total", direction="download", result="ok") == 1 and s,
                            10, "the download counted")
         assert _value(samples, "tftpdiag_refused_total", reason="not-found") == 1
-        os.write(server.tty, b"q")  # type: ignore[attr-defined]
-        assert server.proc.wait(20) == 0
+        assert server.quit_tui() == 0
     store = open_store(str(db), create=False)
     try:
         rows = store.sessions(Filter())

@@ -212,7 +212,7 @@ def run_serve(args: argparse.Namespace) -> int:
     _report_removals(server.stale_parts, "upload")
     from tftpdiag.keeping import feed_in_background, server_sinks
 
-    with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args) as sinks:
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args, tui=interactive(args)) as sinks:
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app
 

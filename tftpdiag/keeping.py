@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import sys
 import threading
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -21,18 +22,21 @@ __all__ = ["server_sinks", "feed_in_background", "run_history"]
 
 
 @contextlib.contextmanager
-def server_sinks(args: argparse.Namespace) -> Iterator[list[SessionSink]]:
+def server_sinks(args: argparse.Namespace, *, tui: bool = False) -> Iterator[list[SessionSink]]:
     """The sinks the flags ask for, each set up before the first request can arrive (a mistake in
-    one is a UsageError, exit 2); all closed at the end."""
+    one is a UsageError, exit 2); all closed at the end. Under the TUI what they have to say while it
+    runs (a database gone) waits and is printed when it ends: written to the terminal meanwhile it
+    would land in the middle of the app's screen."""
     from tftpdiag.cli import UsageError
 
     sinks: list[SessionSink] = []
+    errors = io.StringIO() if tui else sys.stderr
     try:
         if args.log is not None:
             from tftpdiag.jsonlog import JsonLog, LogSetupError
 
             try:
-                log = JsonLog(args.log)
+                log = JsonLog(args.log, errors=errors)
             except LogSetupError as exc:
                 raise UsageError(str(exc)) from None
             log.on_sighup()
@@ -45,7 +49,7 @@ def server_sinks(args: argparse.Namespace) -> Iterator[list[SessionSink]]:
                 store = open_store(args.history or None)
             except HistoryError as exc:
                 raise UsageError(f"history: {exc}") from None
-            sinks.append(HistoryWriter(store))
+            sinks.append(HistoryWriter(store, errors=errors))
             print(line(f"tftpdiag: recording sessions in {store.name}"), file=sys.stderr, flush=True)
         if args.metrics is not None:
             from tftpdiag.metrics import Metrics, MetricsSetupError
@@ -62,6 +66,8 @@ def server_sinks(args: argparse.Namespace) -> Iterator[list[SessionSink]]:
     finally:
         for sink in sinks:
             sink.close()
+        if isinstance(errors, io.StringIO):
+            sys.stderr.write(errors.getvalue())
 
 
 def feed_in_background(bus: EventBus, sinks: list[SessionSink]) -> Callable[[], None]:
