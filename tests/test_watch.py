@@ -127,7 +127,7 @@ def _read_json_lines(proc: subprocess.Popen[str], count: int, timeout: float = 2
     while len(lines) < count:
         ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
         if not ready:
-            raise TimeoutError(f"watch printed {len(lines)} of {count} JSON lines")
+            raise TimeoutError(f"watch printed {len(lines)} of {count} JSON lines: {lines}")
         text = proc.stdout.readline()
         if not text:
             raise AssertionError(f"watch ended early: {proc.stderr.read() if proc.stderr else ''}")
@@ -149,7 +149,12 @@ def test_watch_cli_json_sessions_devices_and_capture(served: Path, tmp_path: Pat
             result = peers.curl_get(host, port, "image.bin", tmp_path / "out.bin", blksize=1468)
             assert result.ok
             assert peers.curl_get(host, port, "nope.bin", tmp_path / "nope.bin").returncode != 0
-            seen = _read_json_lines(proc, 2)
+            try:
+                seen = _read_json_lines(proc, 2)
+            except TimeoutError as exc:  # what the capture holds tells a capture problem from a rebuild one
+                debug = subprocess.run([sys.executable, "-m", "tftpdiag", "trace", str(trace), "--no-tui"],
+                                       capture_output=True, text=True)
+                raise AssertionError(f"{exc}\n{debug.stdout[-3000:]}") from None
         finally:
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=20)

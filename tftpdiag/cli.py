@@ -406,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
                    help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    from tftpdiag.pxe.args import add_pxe_parser
+
+    add_pxe_parser(sub)
     add_history_parser(sub, _Formatter)
     return parser
 
@@ -500,6 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "pxe":
+            from tftpdiag.commands import run_pxe
+            return run_pxe(args)
         if args.command == "history":
             from tftpdiag.keeping import run_history
             return run_history(args)

@@ -18,12 +18,13 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, iso_time, line, quote
-from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.devices import Device, DeviceBook
     from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
     from rich.console import Console
@@ -276,16 +277,34 @@ class Printer:
         pass
 
 
+class _DeviceSink:
+    """Every session reported joins its client's device (serve prints the devices when it stops)."""
+
+    def __init__(self, book: DeviceBook) -> None:
+        self.book = book
+
+    def add(self, session: Served) -> None:
+        self.book.add(session.record)
+
+    def close(self) -> None:
+        pass
+
+
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
                         stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
-                        show_server: bool = False) -> None:
+                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
     and handing each to ``sinks`` too.
 
     ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
-    session's JSON object."""
-    feed = ServedFeed(server.bus, sub, [Printer(json_out, stdout or sys.stdout, show_server), *sinks], hook)
+    session's JSON object. With ``devices``, every session reported joins its client's device, and
+    when the server stops each device is printed with its verdict (judged ``quiet`` seconds after)."""
+    stdout = stdout or sys.stdout
+    everyone: list[SessionSink] = [Printer(json_out, stdout, show_server), *sinks]
+    if devices is not None:
+        everyone.append(_DeviceSink(devices))
+    feed = ServedFeed(server.bus, sub, everyone, hook)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     thread.start()
@@ -299,3 +318,19 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         server.stop()
         thread.join(10)
         feed.close()
+        if devices is not None:
+            now = time.time()
+            print_devices(devices.judge(now, quiet), json_out=json_out, stdout=stdout, when=now)
+
+
+def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO, when: float | None = None) -> None:
+    """Each device: a JSON object ("event": "device"), or its verdict, files in order and findings
+    (each line after ``when``, the time they were judged, as serve's lines are)."""
+    stamp = "" if when is None else iso_time(when) + " "
+    for device in devices:
+        if json_out:
+            stdout.write(json.dumps(device.to_dict()) + "\n")
+        else:
+            stdout.writelines(stamp + line(text) + "\n" for text in device_lines(device))
+    stdout.flush()
+

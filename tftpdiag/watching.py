@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tftpdiag.devices import DeviceBook
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.fmt import line
-from tftpdiag.report import finding_lines
 
 if TYPE_CHECKING:
-    from tftpdiag.devices import Device
     from tftpdiag.engine.capture import CaptureStats
     from tftpdiag.engine.watch import Watcher
     from tftpdiag.findings.model import Finding
     from tftpdiag.sessions import SessionRecord
 
-__all__ = ["run_watch", "capture_words", "device_lines"]
+__all__ = ["run_watch", "capture_words"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -41,18 +39,6 @@ def capture_words(stats: CaptureStats, packets: int) -> tuple[str, bool]:
 def capture_object(stats: CaptureStats, packets: int, interface: str) -> dict[str, Any]:
     return {"event": "capture", "interface": interface, "packets": packets, "kernel_dropped": stats.dropped,
             "interface_dropped": stats.if_dropped, "complete": not (stats.dropped or stats.if_dropped)}
-
-
-def device_lines(device: Device) -> list[str]:
-    """A device in plain lines: verdict and files in order, then its findings."""
-    files = []
-    for a in device.attempts:
-        mark = {"done": "✔", "in-progress": "…"}.get(a.outcome, "·" if a.normal else "✘")
-        files.append(f"{a.name} {mark}" if a.outcome in ("done", "in-progress") or a.normal
-                     else f"{a.name} {mark} {a.outcome}")
-    out = [f"device {device.address:<22} {device.verdict:<11} " + " → ".join(files)]
-    out.extend(f"    {text}" for text in finding_lines(device.findings, least="warning"))
-    return out
 
 
 def _interface(args: argparse.Namespace) -> str:
@@ -124,21 +110,15 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
     book = DeviceBook()
 
     def hook(record: SessionRecord, findings: list[Finding]) -> dict[str, Any]:
-        book.add(record)
         return {"server": fmt_addr(record.peer) if record.peer is not None else None}
 
     run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
-                        hook=hook, show_server=True)
-    devices = book.judge(time.time(), watcher.config.idle)
+                        hook=hook, show_server=True, devices=book, quiet=watcher.config.idle)
     stats = watcher.stats()
     packets = watcher.capture.packets
     if json_out:
-        for device in devices:
-            stdout.write(json.dumps(device.to_dict()) + "\n")
         stdout.write(json.dumps(capture_object(stats, packets, watcher.config.interface)) + "\n")
     else:
-        for device in devices:
-            stdout.writelines(line(text) + "\n" for text in device_lines(device))
         stdout.write(line(capture_words(stats, packets)[0]) + "\n")
     stdout.flush()
     return book

@@ -17,6 +17,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
+from tftpdiag.tui.screens.devices import DevicesScreen
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
@@ -95,6 +96,7 @@ class TftpDiagApp(App[int]):
         Binding("slash", "find", "Find", key_display="/"),
         Binding("o", "order", "Order", show=False),
         Binding("r", "rerun", "Run again", show=True),
+        Binding("d", "devices", "Devices"),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
@@ -121,6 +123,7 @@ class TftpDiagApp(App[int]):
         self.paused = False
         self.ticks = 0
         self.longest_tick = 0.0
+        self.device_quiet = 30.0  # seconds of silence after which a device has finished (watch: --idle)
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -163,6 +166,8 @@ class TftpDiagApp(App[int]):
             return self.saver is not None
         if action == "order":
             return self._serve_focused() is not None
+        if action == "devices":
+            return self.mode in ("serve", "trace", "watch", "demo")
         return True
 
     # -- the tick ---------------------------------------------------------------------------------
@@ -196,6 +201,9 @@ class TftpDiagApp(App[int]):
 
     def _update_views(self, changes: Changes, now: float) -> None:
         screen = self.screen
+        if isinstance(screen, DevicesScreen):
+            screen.update_view(self.model, now)
+            return
         if isinstance(screen, SessionDetailScreen):
             screen.update_view(self.model, now, self.analyzer)
         for panel in self.query("#probe").results(SessionPanel):
@@ -243,6 +251,10 @@ class TftpDiagApp(App[int]):
         serve = self._serve_focused()
         if serve is not None:
             serve.cycle_sort(self.model, self.clock())
+
+    def action_devices(self) -> None:
+        if not isinstance(self.screen, DevicesScreen):
+            self.push_screen(DevicesScreen(self.device_quiet))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -170,6 +170,8 @@ def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
     info = ServerInfo(clean(cfg.interface), where, False, kind="watch",
                       capture=lambda: capture_words(watcher.stats(), watcher.capture.packets))
     app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
+    app.device_quiet = cfg.idle
+    app.model.every_role = True
     return app, spool
 
 

@@ -298,7 +298,7 @@ class ServeView(Vertical):
         if info.kind == "trace":
             return self._trace_header(model)
         active = len(model.active())
-        totals = model.totals
+        totals = model.all_totals if model.every_role else model.totals
         if info.kind == "watch":
             text = Text.assemble((" watch ", "bold"), (info.root, "bold"), f"  {info.addresses}")
         else:
