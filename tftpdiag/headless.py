@@ -293,7 +293,8 @@ class _DeviceSink:
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
                         stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
-                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0) -> None:
+                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,
+                        macs: dict[str, str] | None = None) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
     and handing each to ``sinks`` too.
 
@@ -320,7 +321,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         feed.close()
         if devices is not None:
             now = time.time()
-            print_devices(devices.judge(now, quiet), json_out=json_out, stdout=stdout, when=now)
+            print_devices(devices.judge(now, quiet, macs), json_out=json_out, stdout=stdout, when=now)
 
 
 def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO, when: float | None = None) -> None:
