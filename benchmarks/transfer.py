@@ -34,9 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
 PY = sys.executable

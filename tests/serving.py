@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer
 from tftpdiag.protocol.options import RequestedOptions

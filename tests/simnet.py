@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event

@@ -1,6 +1,7 @@
 """protocol/blocks.py: the rollover rule, exactly, and fuzzed against a model that counts."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tftpdiag.protocol.blocks import absolute, ahead, next_wire, rollovers, wire
 

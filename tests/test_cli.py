@@ -11,13 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from tftpdiag.engine.bus import EventBus
 from tftpdiag.cli import build_parser
+from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 
 TIMEOUT = 30

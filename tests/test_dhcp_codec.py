@@ -10,15 +10,33 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.test_pxe_netns import pe_image
 from tftpdiag.dhcp.analysis import ProbeFacts, PxeFacts, analyse, choose_boot
 from tftpdiag.dhcp.arch import ARCHES, by_code, by_name, loader_from_bytes, loader_from_name
-from tftpdiag.dhcp.messages import BROADCAST_FLAG, ClientIdentity, boot_server_addresses, build_boot_request, build_discover
+from tftpdiag.dhcp.messages import (
+    BROADCAST_FLAG,
+    ClientIdentity,
+    boot_server_addresses,
+    build_boot_request,
+    build_discover,
+)
 from tftpdiag.dhcp.offers import Offer
 from tftpdiag.dhcp.options import option_value, pxe_suboptions
-from tftpdiag.dhcp.packet import (ACK, BOOTREPLY, BOOTREQUEST, DISCOVER, MAGIC, OFFER, REQUEST, DhcpMessage,
-                                  DhcpParseError, encode, encode_options, parse)
+from tftpdiag.dhcp.packet import (
+    ACK,
+    BOOTREPLY,
+    BOOTREQUEST,
+    DISCOVER,
+    MAGIC,
+    OFFER,
+    REQUEST,
+    DhcpMessage,
+    DhcpParseError,
+    encode,
+    encode_options,
+    parse,
+)
 from tftpdiag.pxe.names import candidates
-from tests.test_pxe_netns import pe_image
 
 MAC = bytes.fromhex("020000abcdef")
 

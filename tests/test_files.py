@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 
 from tests import peers
-from tests.test_findings_kit import FakeServer, LOOP, recv, send, udp, wait_for
+from tests.test_findings_kit import LOOP, FakeServer, recv, send, udp, wait_for
 from tftpdiag.cli import DEFAULT_MAX_SIZE, build_parser, download_limit
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Opcode, Request
-from tftpdiag.protocol.session import Timing
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,11 +10,10 @@ import pytest
 from tests.interop import client_capture
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.client import ClientRead, ClientWrite
-from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Error, encode
 from tftpdiag.protocol.session import Session
-from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import rebuild
 
 CLIENT = ("10.0.0.1", 40000)

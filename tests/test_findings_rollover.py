@@ -15,11 +15,10 @@ import pytest
 from tests.interop import client_capture
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.client import ClientRead, ClientWrite
-from tftpdiag.protocol.events import Event, PacketReceived, PacketSent, SocketError
+from tftpdiag.protocol.events import Event, SocketError
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, Error, OAck, decode, encode, encode_ack, encode_data
 from tftpdiag.protocol.session import Session, Timing
-from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import rebuild
 
 pytestmark = pytest.mark.timeout(60)

@@ -10,8 +10,8 @@ Everything runs on loopback, a handful of datagrams per case, each wait bounded.
 from __future__ import annotations
 
 import json
-import re
 import queue
+import re
 import signal
 import socket
 import struct
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest

@@ -9,15 +9,15 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests import peers
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
-from tftpdiag.engine.impair import DropRule, ImpairError, Impairer, parse_impair
+from tftpdiag.engine.impair import DropRule, Impairer, ImpairError, parse_impair
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.events import Impaired, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions

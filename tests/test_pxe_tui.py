@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from tests.test_dhcp_codec import MAC, offer, reply
 from tftpdiag.dhcp.analysis import choose_boot
 from tftpdiag.dhcp.arch import by_name
 from tftpdiag.dhcp.engine import Collected, Interface
 from tftpdiag.dhcp.messages import ClientIdentity
 from tftpdiag.pxe.run import PxeReport, PxeRequest, finish
 from tftpdiag.tui.pxe_app import PROBE, QUIT, PxeApp
-from tests.test_dhcp_codec import MAC, offer, reply
 
 HOSTILE = b"\x1b[2J[bold red]evil[/]\x07.0"
 

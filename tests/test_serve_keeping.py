@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serving import serve, wait_for
-from tftpdiag.history import open_store, Filter
+from tftpdiag.history import Filter, open_store
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.simnet import Impairment, SimResult, run_transfer
-from tests.test_trace_rebuild import CLIENT, SERVER, DATA, client_view, dgram, live_summary, rrq, summaries
+from tests.test_trace_rebuild import CLIENT, DATA, SERVER, client_view, dgram, live_summary, rrq, summaries
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.events import CaptureGap, Event, Note, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
@@ -23,8 +23,8 @@ from tftpdiag.protocol.packets import Ack, Data, decode, encode_ack, encode_data
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.load import load_trace
 from tftpdiag.trace.pcap import Datagram, PcapWriter
-from tftpdiag.trace.summary import print_trace
 from tftpdiag.trace.rebuild import Rebuilder, rebuild
+from tftpdiag.trace.summary import print_trace
 
 pytestmark = pytest.mark.timeout(60)
 

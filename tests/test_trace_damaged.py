@@ -174,8 +174,8 @@ def _one_of_each_kind() -> list[dict[str, Any]]:
 
 
 def test_every_field_with_a_value_of_the_wrong_kind_is_refused_or_harmless() -> None:
-    from tftpdiag.trace.summary import trace_records
     from tftpdiag.findings import analyze
+    from tftpdiag.trace.summary import trace_records
 
     for obj in _one_of_each_kind():
         for name in obj:

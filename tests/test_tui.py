@@ -4,8 +4,8 @@ one end-to-end run against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any

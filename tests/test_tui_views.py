@@ -15,8 +15,8 @@ from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.model import Filter
 from tftpdiag.tui.widgets.packet_list import PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
-from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.serve_view import ServerInfo
+from tftpdiag.tui.widgets.session_list import SessionList
 
 BLOCKS = 70_000  # 140,000 packets, past a block number rollover: the old table kept the newest 1,000 of a sample
 

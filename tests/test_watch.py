@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import peers
-from tests.watch_support import ScriptedClient, private_loopback, sha256, watching
+from tests.watch_support import ScriptedClient, private_loopback, watching
 from tftpdiag.devices import DeviceBook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root or CAP_NET_RAW (CI runs as root)")

@@ -4,8 +4,8 @@ run gives the same packets at the same (virtual) times."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import fields, replace
-from typing import Iterator
 
 from tests.simnet import CLIENT, Impairment, run_transfer
 from tftpdiag.protocol.events import Address, Completed, Event

@@ -8,13 +8,13 @@ import random
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from tests.peers import wait_until
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.watch import Watcher, WatchConfig
+from tftpdiag.engine.watch import WatchConfig, Watcher
 from tftpdiag.sessions import SessionRecord, SessionTable
 
 

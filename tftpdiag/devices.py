@@ -13,8 +13,9 @@ It reads SessionRecords only; the serve, watch and trace views and their JSON al
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
 from tftpdiag.fmt import quote

@@ -10,7 +10,8 @@ import contextlib
 import io
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from tftpdiag.fmt import line
 

@@ -10,7 +10,7 @@ id), never text from the network: a client cannot grow the label set.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 

@@ -12,7 +12,8 @@ Text exists only for the rare rows that carry some (requests, OACKs, errors, not
 from __future__ import annotations
 
 from array import array
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Address, CaptureGap, Impaired, Note, PacketReceived, PacketSent
@@ -255,9 +256,8 @@ class PacketLog:
         texts = self.texts
         kinds, peers = self.kinds, self.peers
         for pos in range(start, len(kinds)):
-            if (kinds[pos] & 7) in wanted_ops or peers[pos] in wanted_peers:
-                out.append(pos)
-            elif pos in texts and needle in texts[pos].lower():
+            if ((kinds[pos] & 7) in wanted_ops or peers[pos] in wanted_peers
+                    or (pos in texts and needle in texts[pos].lower())):
                 out.append(pos)
         return out
 

@@ -3,9 +3,10 @@ reader summarise. Live sessions and transfers rebuilt from a capture pass throug
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
+from tftpdiag.packetlog import PacketLog, fmt_addr
 from tftpdiag.protocol.events import (
     Address,
     CaptureGap,
@@ -27,10 +28,8 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
-from tftpdiag.packetlog import PacketLog, fmt_addr
 from tftpdiag.protocol.options import Negotiated
-from tftpdiag.protocol.packets import Data
-from tftpdiag.protocol.packets import Options
+from tftpdiag.protocol.packets import Data, Options
 
 _NONE = Note.NONE
 

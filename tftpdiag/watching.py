@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tftpdiag.devices import DeviceBook

@@ -14,7 +14,7 @@ from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Ack, Error, Opcode, Request, decode, encode
 from tftpdiag.protocol.session import State, Timing
 
-from .helpers import CLIENT, SERVER, STRAY, TID, ack, client_read, client_write, data, of, sent
+from .helpers import SERVER, STRAY, TID, ack, client_read, client_write, data, of, sent
 
 ASKED = (("blksize", "1468"), ("tsize", "0"), ("windowsize", "16"))
 

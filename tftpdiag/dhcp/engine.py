@@ -15,8 +15,8 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tftpdiag.dhcp.messages import ClientIdentity, boot_server_addresses, build_boot_request, build_discover
 from tftpdiag.dhcp.offers import Offer

@@ -13,7 +13,7 @@ from typing import Any
 
 from tftpdiag import fmt
 from tftpdiag.dhcp.options import readable
-from tftpdiag.dhcp.packet import DhcpMessage, MESSAGE_TYPES, parse_suboptions
+from tftpdiag.dhcp.packet import MESSAGE_TYPES, DhcpMessage, parse_suboptions
 
 __all__ = ["Offer", "BootServer", "JSON_LIMIT"]
 

@@ -9,7 +9,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
@@ -130,7 +131,7 @@ class BusyPoll(Generic[T]):
         self.pauses += 1
 
     def waited(self, seconds: float) -> None:
-        self._on = 0 < self.budget and seconds < self.budget
+        self._on = self.budget > 0 and seconds < self.budget
 
 
 def normalise(addr: tuple) -> Address:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tftpdiag.protocol.packets import ErrorCode
 

@@ -5,7 +5,8 @@ psycopg 3 is in the ``postgres`` extra, imported only here, so a plain ``serve``
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tftpdiag.history.store import HistoryError, SqlStore

@@ -7,8 +7,9 @@ to connect, how a parameter is written and what the column types are called.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from tftpdiag.history.schema import COLUMNS, LATEST, MIGRATIONS
 

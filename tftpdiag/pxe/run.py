@@ -7,9 +7,10 @@ from __future__ import annotations
 import io
 import ipaddress
 import socket
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from tftpdiag.dhcp.analysis import Boot, ProbeFacts, PxeFacts, analyse, choose_boot
 from tftpdiag.dhcp.arch import HEAD_BYTES, Arch

@@ -8,9 +8,10 @@ import binascii
 import ipaddress
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import fields
 from enum import Enum
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from tftpdiag import __version__
 from tftpdiag.protocol import events as ev

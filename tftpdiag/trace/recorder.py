@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, PacketSent

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from tftpdiag.devices import Device, DeviceBook
-from tftpdiag.protocol.events import Event
 from tftpdiag.findings import analyze
 from tftpdiag.fmt import line
+from tftpdiag.protocol.events import Event
 from tftpdiag.report import by_session, device_lines, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from textual import work
 from textual.app import App, ComposeResult, ScreenStackError
@@ -17,8 +18,8 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
-from tftpdiag.tui.screens.devices import DevicesScreen
 from tftpdiag.tui.screens.detail import SessionDetailScreen
+from tftpdiag.tui.screens.devices import DevicesScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
 from tftpdiag.tui.widgets.serve_view import ServerInfo, ServeView

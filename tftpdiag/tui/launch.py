@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.apart import RemoteTransfer
+from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
 
 if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
     from tftpdiag.engine.watch import Watcher
 from tftpdiag.fmt import clean, line
+from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
-from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 

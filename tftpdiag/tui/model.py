@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
 from tftpdiag.devices import DeviceBook
+from tftpdiag.fmt import SHOWN, clean
+from tftpdiag.packetlog import PacketLog, PacketRow
 from tftpdiag.protocol.events import (
     Event,
     Failed,
@@ -27,8 +30,6 @@ from tftpdiag.protocol.events import (
     SocketError,
     TimedOut,
 )
-from tftpdiag.fmt import SHOWN, clean
-from tftpdiag.packetlog import PacketLog, PacketRow
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from rich.text import Text
 from textual.widgets import Footer, Static
 
 from tftpdiag.findings import Analyzer

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-
-from typing import Any, Callable
+from typing import Any
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding

@@ -7,7 +7,7 @@ changes; while the order is the order of arrival, new sessions are appended with
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from rich.segment import Segment
 from rich.style import Style

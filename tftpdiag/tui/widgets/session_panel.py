@@ -6,23 +6,22 @@ The probe view, a server session's detail and a transfer from a trace all use th
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from typing import Sequence
-
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from tftpdiag.findings import Finding
+from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
-from tftpdiag.packetlog import PacketLog
 from tftpdiag.tui.model import Filter, SessionView, quoted
 from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
