@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ def _cycle(events: list[Event]) -> Iterator[Event]:
 
 
 def _gaps(ticks: list[float]) -> str:
-    gaps = sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    gaps = sorted(b - a for a, b in pairwise(ticks))
     if not gaps:
         return "no ticks"
     return (f"median {gaps[len(gaps) // 2] * 1000:.0f} ms, p99 {gaps[int(len(gaps) * 0.99)] * 1000:.0f} ms, "
@@ -141,12 +142,14 @@ async def flood(rate: float, seconds: float) -> None:
             stop.set()
             shown = sum(v.log.packets for v in app.model.views.values())
         recorder.close()
-        written = sum(1 for _ in open(trace)) - 1  # the header line
+        with open(trace) as lines:
+            written = sum(1 for _ in lines) - 1  # the header line
     sent = sum(1 for i in range(published[0]) if isinstance(events[i % len(events)], (PacketSent, PacketReceived)))
     print(f"flood: fed {published[0]:,} events in {seconds:g} s ({published[0] / seconds:,.0f}/s); "
           f"UI ticks: {len(ticks)} ({len(ticks) / seconds:.1f}/s)")
     print(f"  gap between UI ticks: {_gaps(ticks)} (longest tick itself {app.longest_tick * 1000:.0f} ms)")
-    print(f"  memory: {baseline:.0f} MiB before, peak {peak:.0f} MiB (+{peak - baseline:.0f} MiB: every packet is kept)")
+    print(f"  memory: {baseline:.0f} MiB before, peak {peak:.0f} MiB "
+          f"(+{peak - baseline:.0f} MiB: every packet is kept)")
     print(f"  trace file holds {written:,} of {published[0]:,} events "
           f"({'none lost' if written == published[0] else 'LOST EVENTS'}); the UI's records hold {shown:,} of "
           f"{sent:,} packets ({'every one' if shown == sent else 'MISSING PACKETS'})")
@@ -252,7 +255,8 @@ async def million(packets: int) -> None:
                 break
             await asyncio.sleep(0.05)
         _report_redraws(f"while {published[0]:,} more events arrived at 20,000/s", keys, redraws.take())
-        print(f"  gap between UI ticks meanwhile: {_gaps(ticks)} (longest tick itself {app.longest_tick * 1000:.0f} ms)")
+        print(f"  gap between UI ticks meanwhile: {_gaps(ticks)} "
+              f"(longest tick itself {app.longest_tick * 1000:.0f} ms)")
         print(f"  rows in the table at the end: {app.query_one(PacketList).row_count:,}")
 
 

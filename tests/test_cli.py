@@ -34,7 +34,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     root.mkdir()
     (root / "image.bin").write_bytes(os.urandom(300_000))
     (root / "notes.txt").write_bytes(b"line one\nline two\r\nbare cr\r end\n")
-    with TftpServer(ServerConfig(root=root, bind=("127.0.0.1", "::1"), port=0, allow_upload=True), EventBus()) as server:
+    config = ServerConfig(root=root, bind=("127.0.0.1", "::1"), port=0, allow_upload=True)
+    with TftpServer(config, EventBus()) as server:
         yield root, server.addresses[0][1]
 
 

@@ -477,7 +477,7 @@ async def test_trace_tui_shows_hostile_traces_safely(traces: list[Path]) -> None
             assert "\\x07" in text  # the trace's own name, escaped in the header
             rows = app.query_one("#sessions").row_count  # type: ignore[attr-defined]
             assert rows >= 2
-            for row in range(rows):  # each transfer in full
+            for _ in range(rows):  # each transfer in full
                 await pilot.press("enter")
                 await pilot.pause()
                 assert isinstance(app.screen, SessionDetailScreen)

@@ -169,23 +169,23 @@ T = CLIENT_TIMEOUT
 CLIENTS: dict[str, Client] = {
     "curl": Client(
         lambda h, p, r, o: peers.curl_get(h, p, r, o, timeout=T),
-        lambda h, p, l, r: peers.curl_put(h, p, l, r, timeout=T),
+        lambda h, p, local, r: peers.curl_put(h, p, local, r, timeout=T),
         {"tsize": SIZE, "blksize": "512", "timeout": ANY}, empty_get=False),
     "curl-blksize1468": Client(
         lambda h, p, r, o: peers.curl_get(h, p, r, o, blksize=1468, timeout=T),
-        lambda h, p, l, r: peers.curl_put(h, p, l, r, blksize=1468, timeout=T),
+        lambda h, p, local, r: peers.curl_put(h, p, local, r, blksize=1468, timeout=T),
         {"tsize": SIZE, "blksize": "1468", "timeout": ANY}, empty_get=False),
     "curl-no-options": Client(
         lambda h, p, r, o: peers.curl_get(h, p, r, o, no_options=True, timeout=T),
-        lambda h, p, l, r: peers.curl_put(h, p, l, r, no_options=True, timeout=T),
+        lambda h, p, local, r: peers.curl_put(h, p, local, r, no_options=True, timeout=T),
         {}),
     "tftp-hpa": Client(
         lambda h, p, r, o: peers.tftp_hpa_get(h, p, r, o, timeout=T),
-        lambda h, p, l, r: peers.tftp_hpa_put(h, p, l, r, timeout=T),
+        lambda h, p, local, r: peers.tftp_hpa_put(h, p, local, r, timeout=T),
         {}),
     "atftp": Client(
         lambda h, p, r, o: peers.atftp_get(h, p, r, o, timeout=T),
-        lambda h, p, l, r: peers.atftp_put(h, p, l, r, timeout=T),
+        lambda h, p, local, r: peers.atftp_put(h, p, local, r, timeout=T),
         {}),
     "atftp-windowsize16-tsize-blksize1468": Client(
         lambda h, p, r, o: peers.atftp_get(h, p, r, o, {"windowsize": 16, "tsize": 0, "blksize": 1468}, timeout=T),
@@ -193,15 +193,15 @@ CLIENTS: dict[str, Client] = {
         {"windowsize": "16", "tsize": SIZE, "blksize": "1468"}, ipv6=False),
     "atftp-windowsize8-tsize": Client(
         lambda h, p, r, o: peers.atftp_get(h, p, r, o, {"windowsize": 8, "tsize": 0}, timeout=T),
-        lambda h, p, l, r: peers.atftp_put(h, p, l, r, {"windowsize": 8, "tsize": 0}, timeout=T),
+        lambda h, p, local, r: peers.atftp_put(h, p, local, r, {"windowsize": 8, "tsize": 0}, timeout=T),
         {"windowsize": "8", "tsize": SIZE}, ipv6=False),
     "busybox": Client(
         lambda h, p, r, o: peers.busybox_get(h, p, r, o, timeout=T),
-        lambda h, p, l, r: peers.busybox_put(h, p, l, r, timeout=T),
+        lambda h, p, local, r: peers.busybox_put(h, p, local, r, timeout=T),
         {"tsize": SIZE}),
     "busybox-b1468": Client(
         lambda h, p, r, o: peers.busybox_get(h, p, r, o, blksize=1468, timeout=T),
-        lambda h, p, l, r: peers.busybox_put(h, p, l, r, blksize=1468, timeout=T),
+        lambda h, p, local, r: peers.busybox_put(h, p, local, r, blksize=1468, timeout=T),
         {"blksize": "1468", "tsize": SIZE}, ipv6=False),
     "busybox-b65464": Client(
         lambda h, p, r, o: peers.busybox_get(h, p, r, o, blksize=65464, timeout=T),
@@ -209,11 +209,11 @@ CLIENTS: dict[str, Client] = {
         {"blksize": "65464", "tsize": SIZE}, ipv6=False),
     "tftpy": Client(
         lambda h, p, r, o: peers.tftpy_get(h, p, r, o, timeout=T),
-        lambda h, p, l, r: peers.tftpy_put(h, p, l, r, timeout=T),
+        lambda h, p, local, r: peers.tftpy_put(h, p, local, r, timeout=T),
         {}, ipv6=False),
     "tftpy-blksize1428-tsize": Client(
         lambda h, p, r, o: peers.tftpy_get(h, p, r, o, {"blksize": 1428, "tsize": 0}, timeout=T),
-        lambda h, p, l, r: peers.tftpy_put(h, p, l, r, {"blksize": 1428, "tsize": 0}, timeout=T),
+        lambda h, p, local, r: peers.tftpy_put(h, p, local, r, {"blksize": 1428, "tsize": 0}, timeout=T),
         # tftpy sends the options as given: tsize=0 in its WRQ too, and we echo that
         {"blksize": "1428", "tsize": SIZE}, put_options={"blksize": "1428", "tsize": "0"}, ipv6=False),
 }  # fmt: skip
@@ -309,8 +309,8 @@ ASCII_GETS: dict[str, Callable[[str, int, str, Path], PeerResult]] = {
     "atftp": lambda h, p, r, o: peers.atftp_get(h, p, r, o, {"mode": "netascii"}, timeout=T),
 }
 ASCII_PUTS: dict[str, Callable[[str, int, Path, str], PeerResult]] = {
-    "tftp-hpa": lambda h, p, l, r: peers.tftp_hpa_put(h, p, l, r, mode="ascii", timeout=T),
-    "atftp": lambda h, p, l, r: peers.atftp_put(h, p, l, r, {"mode": "netascii"}, timeout=T),
+    "tftp-hpa": lambda h, p, local, r: peers.tftp_hpa_put(h, p, local, r, mode="ascii", timeout=T),
+    "atftp": lambda h, p, local, r: peers.atftp_put(h, p, local, r, {"mode": "netascii"}, timeout=T),
 }
 
 
@@ -537,7 +537,7 @@ def test_concurrent_uploads_of_one_new_name(root: Path, tmp_path: Path) -> None:
         started = log.of(TransferStarted)
     assert len(started) == 2, "both requests were accepted: the name did not exist yet"
     assert all(o is not None for o in outcomes)
-    winners = [source for source, o in zip(sources, outcomes) if o is not None and o.ok]
+    winners = [source for source, o in zip(sources, outcomes, strict=True) if o is not None and o.ok]
     losers = [o for o in outcomes if o is not None and not o.ok]
     assert len(winners) == 1 and len(losers) == 1
     assert getattr(losers[0].result, "code", None) == 6

@@ -3,6 +3,8 @@ escaped and never read as markup, and `p` going on to the probe. No network: the
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console
 
 from tests.test_dhcp_codec import MAC, offer, reply
@@ -25,7 +27,7 @@ def report(*offers) -> PxeReport:
 
 
 def plain(widget) -> str:
-    console = Console(width=200, record=True, file=open("/dev/null", "w"))
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(widget.content)
     return console.export_text()
 

@@ -139,7 +139,8 @@ DATA = bytes(range(256)) * 400  # 102400 bytes
 @pytest.mark.parametrize("direction", ["read", "write"])
 @pytest.mark.parametrize(
     "options",
-    [RequestedOptions(), RequestedOptions(blksize=1468, tsize=True), RequestedOptions(blksize=700, windowsize=8, tsize=True)],
+    [RequestedOptions(), RequestedOptions(blksize=1468, tsize=True),
+     RequestedOptions(blksize=700, windowsize=8, tsize=True)],
     ids=["rfc1350", "blksize-tsize", "window8"],
 )
 def test_clean_transfers_match_the_live_client(direction: str, options: RequestedOptions) -> None:
@@ -554,7 +555,7 @@ def test_speed_on_a_large_synthetic_capture() -> None:
     for c in clients:
         capture.append(dgram(t, c, ("10.9.1.1", 69), rrq()))
     for n in range(1, 20_001):
-        for c, tid in zip(clients, tids):
+        for c, tid in zip(clients, tids, strict=True):
             t += 1e-5
             capture.append(Datagram(t, tid, c, data_raw[n & 0xFFFF], 1472))
             capture.append(Datagram(t, c, tid, ack_raw[n & 0xFFFF], 4))

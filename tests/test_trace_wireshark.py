@@ -30,7 +30,7 @@ def tshark_rows(trace: Path, port: int) -> list[dict[str, str]]:
         argv += ["-e", name]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    return [dict(zip(fields, line.split("\t"))) for line in result.stdout.splitlines() if line.strip()]
+    return [dict(zip(fields, line.split("\t"), strict=False)) for line in result.stdout.splitlines() if line.strip()]
 
 
 def probe(port: int, name: str, trace: Path, *extra: str) -> dict:

@@ -181,7 +181,8 @@ async def test_a_capture_gap_is_a_row_of_its_own() -> None:
     from tftpdiag.protocol.events import CaptureGap
 
     events = tui_samples.big_session(100)
-    lost = [i for i, e in enumerate(events) if isinstance(e, PacketReceived) and getattr(e.packet, "block", 0) in (40, 41)]
+    lost = [i for i, e in enumerate(events)
+            if isinstance(e, PacketReceived) and getattr(e.packet, "block", 0) in (40, 41)]
     gap = CaptureGap(1, events[lost[-1]].time, "DATA", 2, "the ACK of block 41 covers DATA 40-41 the capture never saw")
     events = [e for i, e in enumerate(events) if i not in lost]
     events.insert(lost[0], gap)

@@ -83,7 +83,8 @@ def serve_sessions() -> list[Event]:
             mapped = mapped[: cut // 2]
         events.extend(mapped)
     for sid, name, code, message, why, suggestion, client in (
-        (30, "../../etc/shadow", 2, "path leads outside the served directory", "path-escape", None, ("192.168.7.66", 6000)),
+        (30, "../../etc/shadow", 2, "path leads outside the served directory", "path-escape", None,
+         ("192.168.7.66", 6000)),
         (31, "PXELINUX.0", 1, "file not found", "not-found", "pxelinux.0", ("192.168.7.40", 2071)),
     ):
         request = Request(Opcode.RRQ, name, "octet", ())

@@ -77,7 +77,8 @@ class ScriptedClient:
         self.sock.close()
 
     def _rrq(self, name: str, options: dict[str, str]) -> None:
-        body = name.encode() + b"\0octet\0" + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
+        body = name.encode() + b"\0octet\0"
+        body += b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in options.items())
         self.sock.sendto(b"\0\1" + body, self.server)
 
     def size_probe(self, name: str) -> int | None:

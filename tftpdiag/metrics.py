@@ -26,10 +26,6 @@ class MetricsSetupError(Exception):
     """The metrics endpoint cannot listen: one line for the user."""
 
 
-class MetricsSetupError(Exception):
-    """The metrics endpoint cannot listen: one line for the user."""
-
-
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT``, ``[v6]:PORT`` or ``:PORT`` (every IPv4 address) -> (host, port)."""
     host, sep, port = text.rpartition(":")

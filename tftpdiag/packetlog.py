@@ -226,7 +226,8 @@ class PacketLog:
         peer_i = self.peers[pos]
         peer = self.peer_table[peer_i] if peer_i < len(self.peer_table) else ("" if op_i == _GAP else "(many)")
         problem = bool(kind & _IMPAIRED) or note in _PROBLEM_NOTES or op_i in (0, 5)
-        routine = op_i in (3, 4) and note is _NONE and not kind & _IMPAIRED and not (op_i == 4 and self.blocks[pos] == 0)
+        routine = (op_i in (3, 4) and note is _NONE and not kind & _IMPAIRED
+                   and not (op_i == 4 and self.blocks[pos] == 0))
         return PacketRow(self.times[pos] - started, bool(kind & _OUT), op, block, self.sizes[pos], peer, text,
                          problem, routine)
 

@@ -405,7 +405,8 @@ def render_table(report: SweepReport):
     """A rich Table of the probes."""
     from rich.table import Table
 
-    table = Table(title=f"Option sweep of {_escape(clean(report.filename))} on {report.host}:{report.port}", expand=False)
+    title = f"Option sweep of {_escape(clean(report.filename))} on {report.host}:{report.port}"
+    table = Table(title=title, expand=False)
     for name in ("probe", "asked", "granted", "result"):
         table.add_column(name)
     table.add_column("bytes", justify="right")

@@ -283,7 +283,8 @@ def test_oack_with_option_when_none_asked_is_refused():
 
 def test_options_ignored_and_refused():
     ignored = options_ignored(ASKED)
-    assert (ignored.blksize, ignored.windowsize, ignored.timeout, ignored.tsize, ignored.oack) == (512, 1, None, None, None)
+    granted = (ignored.blksize, ignored.windowsize, ignored.timeout, ignored.tsize, ignored.oack)
+    assert granted == (512, 1, None, None, None)
     assert [(o.name, o.verdict) for o in ignored.outcomes] == [(n, Verdict.IGNORED) for n, _ in ASKED]
     refused = options_refused(ASKED, (("blksize", "1468"), ("bogus", "1")))
     assert refused.blksize == 512 and refused.windowsize == 1

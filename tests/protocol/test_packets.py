@@ -226,7 +226,7 @@ def test_round_trip_every_kind(packet):
 def test_request_case_changes_do_not_matter(packet, draw):
     def scramble(text: str) -> str:
         flips = draw.draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
-        return "".join(c.upper() if f else c for c, f in zip(text, flips))
+        return "".join(c.upper() if f else c for c, f in zip(text, flips, strict=True))
 
     shouted = Request(packet.opcode, packet.filename, scramble(packet.mode),
                       tuple((scramble(k), v) for k, v in packet.options))

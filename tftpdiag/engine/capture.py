@@ -185,7 +185,7 @@ class LiveCapture:
 
     def _since_base(self, raw: tuple[int, int, int]) -> CaptureStats:
         # libpcap's counters are 32-bit and wrap on a long capture: differences are taken modulo 2**32.
-        received, dropped, if_dropped = ((now - base) & 0xFFFFFFFF for now, base in zip(raw, self._base))
+        received, dropped, if_dropped = ((now - base) & 0xFFFFFFFF for now, base in zip(raw, self._base, strict=True))
         return CaptureStats(received, dropped, if_dropped)
 
     def batches(self) -> Iterator[list[Datagram]]:

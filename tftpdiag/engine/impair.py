@@ -175,7 +175,8 @@ class Impairer:
     def applies(self, direction: str) -> bool:
         return self.spec.direction in ("both", direction)
 
-    def fate(self, raw: bytes, peer: Address, now: float, direction: str, session: int) -> tuple[list[float], list[Impaired]]:
+    def fate(self, raw: bytes, peer: Address, now: float, direction: str,
+             session: int) -> tuple[list[float], list[Impaired]]:
         """When to deliver this datagram (empty: dropped; two times: duplicated) and the events saying so."""
         spec = self.spec
         if not self.applies(direction):

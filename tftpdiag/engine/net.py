@@ -14,7 +14,8 @@ from typing import Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["BUSY_POLL", "BusyPoll", "receive_timeout_setter", "resolve", "udp_socket", "normalise", "errored_destination", "describe_errno", "ResolveError"]
+__all__ = ["BUSY_POLL", "BusyPoll", "receive_timeout_setter", "resolve", "udp_socket", "normalise",
+           "errored_destination", "describe_errno", "ResolveError"]
 
 # Not exported by the socket module; the values are Linux's.
 IP_RECVERR = 11
@@ -68,7 +69,8 @@ class BusyPoll(Generic[T]):
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
 
-    def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL,
+                 clock: Callable[[], float] = time.time) -> None:
         self._read = read
         self.budget = budget
         self._on = budget > 0

@@ -12,6 +12,7 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from tftpdiag.protocol.packets import ErrorCode
@@ -79,7 +80,7 @@ def nearest_name(root: Path, cleaned: str) -> str | None:
     base = os.path.basename(cleaned)
     try:
         with os.scandir(parent) as entries:
-            names = [e.name for i, e in zip(range(5000), entries)]
+            names = [e.name for e in islice(entries, 5000)]  # a huge folder: the first 5,000 names
     except OSError:
         return None
     prefix = os.path.dirname(cleaned)

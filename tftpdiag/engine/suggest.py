@@ -16,6 +16,7 @@ import difflib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 __all__ = ["NameSuggester"]
@@ -92,7 +93,7 @@ class NameSuggester:
     def _list(self, folder: str, mtime_ns: int) -> _Listing | None:
         try:
             with os.scandir(folder) as entries:
-                names = [e.name for _, e in zip(range(MAX_ENTRIES), entries)]
+                names = [e.name for e in islice(entries, MAX_ENTRIES)]
         except OSError:
             return None
         by_lower = {n.lower(): n for n in names}

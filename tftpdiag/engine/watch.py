@@ -46,7 +46,6 @@ class LiveRebuild:
 
     def expire(self, now: float) -> list[Event]:
         """End the transfers with no packet for ``idle`` seconds, as the end of a capture would."""
-        r = self.rebuilder
         for t in self._open():
             if now - t.last >= self.idle:
                 self._end(t, now)

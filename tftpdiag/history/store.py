@@ -123,7 +123,7 @@ class SqlStore:
         with self.transaction(write=False) as cur:
             cur.execute(sql, args)
             rows = cur.fetchall()
-        return [dict(zip(COLUMNS, row)) for row in reversed(rows)]
+        return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(rows)]
 
     def devices(self, f: Filter) -> list[dict[str, Any]]:
         """One row per client address: its newest session that matches, with how many matched and
@@ -138,7 +138,7 @@ class SqlStore:
             rows = cur.fetchall()
         out = []
         for row in rows:
-            device = dict(zip(COLUMNS, row))
+            device = dict(zip(COLUMNS, row[:-2], strict=True))  # then the two counts
             device["sessions"], device["failures"] = int(row[-2]), int(row[-1])
             out.append(device)
         return out

@@ -33,7 +33,10 @@ def candidates(missing: str, arch: Arch, others: list[str]) -> list[str]:
     """Names worth asking for instead of ``missing``, most likely first, without repeats."""
     slashed = missing.replace("\\", "/")
     folder, _, base = slashed.lstrip("/").rpartition("/")
-    loaders = _LOADERS["bios"] if arch.firmware == "bios" else _LOADERS.get(arch.machines[0] if arch.machines else 0, ())
+    if arch.firmware == "bios":
+        loaders = _LOADERS["bios"]
+    else:
+        loaders = _LOADERS.get(arch.machines[0] if arch.machines else 0, ())
     names = [slashed, slashed.lstrip("/"), slashed.lower(), slashed.lstrip("/").lower(), base, base.lower(),
              *others, *(f"{folder}/{n}" if folder else n for n in loaders), *loaders]
     out: list[str] = []

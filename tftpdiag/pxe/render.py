@@ -47,7 +47,7 @@ def offer_lines(report: PxeReport) -> list[str]:
         return []
     rows = [["server", "offers", "next-server", "boot file", "kind", "after"]] + [cells(o) for o in offers]
     widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
-    out = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    out = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     for offer in offers:
         out.append(f"  options from {offer.server}" + (f" (port {offer.port})" if offer.port != 67 else "") + ":")
         out += [f"    {code:3d} {name}: {value}" for code, name, value in offer.options_readable()]

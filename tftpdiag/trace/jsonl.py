@@ -302,7 +302,8 @@ class JsonlWriter:
             digest = f'{{"op":"ACK","block":{packet.block}}}'  # type: ignore[union-attr]
         tail = ',"detail":""}' if kind == "packet-received" else "}"
         return (f'{{"t":{event.time!r},"session":{event.session},"event":"{kind}","local":{self._addr(event.local)},'
-                f'"peer":{self._addr(event.peer)},"size":{len(raw)},"raw":"{binascii.b2a_base64(kept, newline=False).decode()}",'
+                f'"peer":{self._addr(event.peer)},"size":{len(raw)},'
+                f'"raw":"{binascii.b2a_base64(kept, newline=False).decode()}",'
                 f'"packet":{digest},"note":"{event.note.value}"{tail}\n')
 
     def flush(self) -> None:

@@ -102,7 +102,8 @@ def trace_format(path: Path) -> str:
         return "pcap"
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
-    raise TraceSetupError(f"cannot tell the trace format of {path.name!r}: name it .pcap (Wireshark) or .jsonl (all events)")
+    raise TraceSetupError(f"cannot tell the trace format of {path.name!r}: "
+                          "name it .pcap (Wireshark) or .jsonl (all events)")
 
 
 def open_writer(path: Path, snaplen: int | None = None, skip: SessionFilter | None = None) -> EventWriter:

@@ -123,7 +123,7 @@ def _shown_value(value: Any) -> Any:
         return value if len(value) <= SHOWN and value.isprintable() else clean(value)
     if isinstance(value, tuple):
         items = tuple(_shown_value(v) for v in value)
-        return value if all(a is b for a, b in zip(items, value)) else items
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if isinstance(value, (Negotiated, OptionOutcome)):
         return _shown_fields(value)
     return value

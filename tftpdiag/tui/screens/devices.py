@@ -98,19 +98,21 @@ class DevicesScreen(Screen[None]):
         devices = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
         order = [d.address for d in devices]
         self._devices = {d.address: d for d in devices}
-        rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""), Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d),
-                 str(len(d.attempts))) for d in devices]
+        rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""),
+                 Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d), str(len(d.attempts)))
+                for d in devices]
         if order != self._order:
-            selected = self._order[table.cursor_row] if self._order and 0 <= table.cursor_row < len(self._order) else None
+            cursor = table.cursor_row
+            selected = self._order[cursor] if self._order and 0 <= cursor < len(self._order) else None
             table.clear()
-            for address, row in zip(order, rows):
+            for address, row in zip(order, rows, strict=True):
                 table.add_row(*row, key=address)
             self._order = order
             if selected in order:
                 table.move_cursor(row=order.index(selected))
         else:
-            for address, row in zip(order, rows):
-                for column, value in zip(table.columns, row):
+            for address, row in zip(order, rows, strict=True):
+                for column, value in zip(table.columns, row, strict=True):
                     table.update_cell(address, column, value)
         table.border_subtitle = f"{len(devices)} device{'s' if len(devices) != 1 else ''} · escape/d: sessions"
         self._show_selected()

@@ -287,7 +287,7 @@ class ServeView(Vertical):
         cells = (fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
                  fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
                  f"{took:.1f}s")
-        return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths)]
+        return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
 
     def _model_now(self) -> float:
         clock = getattr(self.app, "clock", None)
@@ -351,7 +351,8 @@ class ServeView(Vertical):
         kind = "RRQ" if refusal.is_read else "WRQ"
         style = "bold red" if refusal.why == "path-escape" else "yellow"
         text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {quoted(refusal.filename)} ",
-                             (f"{refusal.why}: ERROR {refusal.code} ({error_code_name(refusal.code)}) {refusal.message}", style))
+                             (f"{refusal.why}: ERROR {refusal.code} ({error_code_name(refusal.code)}) "
+                              f"{refusal.message}", style))
         if refusal.suggestion:
             text.append(f"; nearest existing file: {quoted(refusal.suggestion)}", style="cyan")
         self.query_one(RichLog).write(text)

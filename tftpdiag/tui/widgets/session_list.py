@@ -76,11 +76,11 @@ class SessionList(ScrollView, can_focus=True):
         return [c[1] + spare * c[2] // shares if c in shown else 0 for c in self.columns]
 
     def hidden(self, total: int) -> list[str]:
-        return [c[0] for c, width in zip(self.columns, self.widths(total)) if not width]
+        return [c[0] for c, width in zip(self.columns, self.widths(total), strict=True) if not width]
 
     def header(self, total: int) -> Text:
         text = Text(style="bold")
-        for (name, *_), width in zip(self.columns, self.widths(total)):
+        for (name, *_), width in zip(self.columns, self.widths(total), strict=True):
             if width:
                 text.append(name[: width - 1].ljust(width))
         return text
