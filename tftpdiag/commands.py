@@ -29,6 +29,7 @@ from tftpdiag.cli import (
 )
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+from tftpdiag.engine.net import BUSY_POLL
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # the server engine is imported only by the commands that ser
 __all__ = ["run_client", "run_serve", "run_demo", "run_trace", "run_pxe", "make_sample_image"]
 
 
-def _check_sha(expected: str | None, output: Path | None = None):
+def _check_sha(expected: str | None, output: Path | None = None) -> Callable[[ClientOutcome], dict[str, Any]]:
     """The summary's SHA-256 fields. The engine has already refused to keep a download that does not
     match (``output``, if given, was not written)."""
     def extra(outcome: ClientOutcome) -> dict[str, Any]:
@@ -90,13 +91,13 @@ def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
         mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
         family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
         impair=args.impair, offload=args.offload, max_size=None if upload else download_limit(args),
-        expected_sha256=None if upload else getattr(args, "expect_sha256", None), **_busy_poll(args))
+        expected_sha256=None if upload else getattr(args, "expect_sha256", None), busy_poll=_busy_poll(args))
 
 
-def _busy_poll(args: argparse.Namespace) -> dict[str, float]:
+def _busy_poll(args: argparse.Namespace) -> float:
     """The --busy-poll the user gave, else the engine's default for this machine."""
     value = getattr(args, "busy_poll", None)
-    return {} if value is None else {"busy_poll": value}
+    return BUSY_POLL if value is None else float(value)
 
 
 def run_client(args: argparse.Namespace, *, upload: bool) -> int:
@@ -183,7 +184,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
         single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions,
-        impair=args.impair, offload=args.offload, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, busy_poll=_busy_poll(args))
 
 
 @contextlib.contextmanager

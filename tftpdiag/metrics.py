@@ -11,10 +11,14 @@ id), never text from the network: a client cannot grow the label set.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from tftpdiag.served import Served
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer  # what start_http_server returns
 
 __all__ = ["Metrics", "MetricsSetupError"]
 
@@ -53,7 +57,7 @@ class Metrics:
         self._running: Callable[[], int] = lambda: 0
         gauge = Gauge("tftpdiag_active_sessions", "Transfers running now", registry=registry)
         gauge.set_function(lambda: self._running())
-        self._http = None
+        self._http: WSGIServer | None = None
 
     def watch_running(self, running: Callable[[], int]) -> None:
         """Where the gauge of transfers running reads (the feed that hands this sink its sessions)."""

@@ -141,8 +141,8 @@ class PacketLog:
         cls = type(packet)
         note = event.note
         pos = len(self.times)
-        if cls is Data or cls is Ack:
-            block = self._block(packet.block)  # type: ignore[union-attr]
+        if type(packet) is Data or type(packet) is Ack:  # written out, not `cls`: mypy narrows by it
+            block = self._block(packet.block)
             op = 3 if cls is Data else 4
             if note is _NONE and (op == 3 or block):  # ACK 0 answers an OACK: negotiation, not routine
                 self._append(pos, event, op, block, 0)

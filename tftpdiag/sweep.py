@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import StringIO
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
@@ -32,6 +32,9 @@ from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.session import Timing
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn, not for a JSON sweep
+    from rich.table import Table
 
 __all__ = [
     "DEFAULT_PROBES",
@@ -401,7 +404,7 @@ def _options_text(values: dict[str, str] | None) -> str:
     return _escape(" ".join(f"{clean(k)}={clean(v)}" for k, v in values.items())) or "-"
 
 
-def render_table(report: SweepReport):
+def render_table(report: SweepReport) -> Table:
     """A rich Table of the probes."""
     from rich.table import Table
 

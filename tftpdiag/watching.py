@@ -111,6 +111,8 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
     def hook(record: SessionRecord, findings: list[Finding]) -> dict[str, Any]:
         return {"server": fmt_addr(record.peer) if record.peer is not None else None}
 
+    # run_server_headless is typed for a TftpServer; a Watcher has what it uses. The fix (a Protocol of
+    # that) belongs in headless.py, which issue 17 is restructuring: until then, this one ignore.
     run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
                         hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,
                         macs=watcher.capture.macs)

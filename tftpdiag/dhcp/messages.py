@@ -89,7 +89,8 @@ def boot_server_addresses(menu: bytes | None) -> list[str]:
     first item, where firmware sends its port-4011 REQUEST; [] when it lists none."""
     if not menu:
         return []
-    item, raw, out = _first_boot_item(menu), _subs(menu).get(8, b""), []
+    item, raw = _first_boot_item(menu), _subs(menu).get(8, b"")
+    out: list[str] = []
     i = 0
     while i + 3 <= len(raw) and len(out) < 8:
         kind, count = int.from_bytes(raw[i:i + 2], "big"), raw[i + 2]

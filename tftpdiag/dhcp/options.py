@@ -104,7 +104,8 @@ def pxe_suboptions(value: bytes) -> list[tuple[str, str]]:
 
 
 def _menu(raw: bytes) -> str:
-    items, i = [], 0
+    items: list[str] = []
+    i = 0
     while i + 3 <= len(raw) and len(items) < 16:
         kind, length = int.from_bytes(raw[i:i + 2], "big"), raw[i + 2]
         items.append(f"{kind}:{_text(raw[i + 3:i + 3 + length])}")

@@ -115,7 +115,7 @@ def _check_interface(name: str) -> None:
 
 def _open(interface: str, snaplen: int, ring: int) -> Any:
     try:
-        import pcapy  # type: ignore[import-not-found]
+        import pcapy  # untyped C extension: see [[tool.mypy.overrides]] in pyproject.toml
     except ImportError as exc:  # pragma: no cover - a dependency; only a broken install lacks it
         raise CaptureError(f"live capture needs pcapy-ng (pip install pcapy-ng): {exc}") from None
     try:
@@ -155,10 +155,11 @@ class LiveCapture:
         except Exception as exc:
             self._handle.close()
             raise CaptureError(f"cannot filter the capture ({self.filter}): {exc}") from None
-        self._decode = link_decoder(self._handle.datalink())
-        if self._decode is None:
+        decode = link_decoder(self._handle.datalink())
+        if decode is None:
             self._handle.close()
             raise CaptureError(f"{interface}: link type {self._handle.datalink()} is not one tftpdiag reads")
+        self._decode = decode
         self._stop = threading.Event()
         self._closed = False
         self._lock = threading.Lock()  # pcap_stats and pcap_close must not race with a read

@@ -12,6 +12,7 @@ import heapq
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from tftpdiag.protocol.events import Address, Impaired
 from tftpdiag.protocol.packets import Ack, Data, Packet, ProtocolError, Request, decode
@@ -126,7 +127,7 @@ def _drop_rule(text: str) -> DropRule:
 
 def parse_impair(spec: str) -> ImpairSpec:
     """'loss=5%,delay=80ms,jitter=20ms,dup=1%,reorder=2%,mtu=1400,drop=data:1-3,direction=out,seed=7'."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # each checked above against its field: float, int or str
     drops: list[DropRule] = []
     for part in (p.strip() for p in spec.split(",") if p.strip()):
         key, sep, value = part.partition("=")
@@ -156,7 +157,7 @@ def parse_impair(spec: str) -> ImpairSpec:
                               "direction, seed")
     if not values and not drops:
         raise ImpairError("empty impairment spec")
-    return ImpairSpec(drops=tuple(drops), **values)  # type: ignore[arg-type]
+    return ImpairSpec(drops=tuple(drops), **values)
 
 
 @dataclass

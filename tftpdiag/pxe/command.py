@@ -32,7 +32,8 @@ def run_pxe(args: argparse.Namespace) -> int:
     if tui:
         return _run_tui(report)
     if not args.json:
-        probing = [probe_line(report)] if req.probe and probe_line(report) else []
+        probe = probe_line(report) if req.probe else None
+        probing = [probe] if probe else []
         out.writelines(fmt.line(text) + "\n" for text in [header_line(report), *offer_lines(report), *probing])
         out.flush()
     if req.probe:
@@ -84,9 +85,10 @@ def _probe_in_tui(report: PxeReport) -> None:
         report.probe_skipped = "the probe was stopped before it ended"
         return
     result = outcome.result
-    failed = isinstance(result, Failed)
+    failure = result if isinstance(result, Failed) else None
     report.probe = {"ok": outcome.ok, "session": outcome.session, "sha256": outcome.sha256 if outcome.ok else None}
     record_probe(report, ok=outcome.ok, replied=outcome.peer is not None,
-                 code=result.code if failed and result.raised_by == Side.PEER else None,
-                 message=result.message if failed else "",
-                 unreachable=f"{result.reason.value}: {result.message}" if failed else "", head=head.head)
+                 code=failure.code if failure is not None and failure.raised_by == Side.PEER else None,
+                 message=failure.message if failure is not None else "",
+                 unreachable=f"{failure.reason.value}: {failure.message}" if failure is not None else "",
+                 head=head.head)

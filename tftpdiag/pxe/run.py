@@ -87,7 +87,7 @@ def resolve_names(names: list[str], budget: float = RESOLVE_BUDGET) -> dict[str,
             infos = socket.getaddrinfo(name, 69, socket.AF_INET, socket.SOCK_DGRAM)
         except (OSError, UnicodeError):
             return []
-        return sorted({info[4][0] for info in infos})
+        return sorted({str(info[4][0]) for info in infos})  # AF_INET: (host, port), the host a str
 
     names = names[:8]
     if not names:

@@ -22,6 +22,7 @@ from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.devices import DevicesScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
+from tftpdiag.tui.ticked import TickedApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo, ServeView
 from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import SessionPanel
@@ -68,7 +69,7 @@ def drawable(app: App[Any]) -> bool:
         return False
 
 
-class TftpDiagApp(App[int]):
+class TftpDiagApp(TickedApp):
     TITLE = "tftpdiag"
     # The palette's footer entry took the room of "? Help" at 80 columns, and it offers nothing the
     # keys do not.

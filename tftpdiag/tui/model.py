@@ -143,11 +143,10 @@ def _shown_fields(obj: Any) -> Any:
 
 def shown(event: Event) -> Event:
     """The event with every string in it printable and bounded (the same event when it already was)."""
-    cls = type(event)
-    if cls is PacketSent:
+    if type(event) is PacketSent:
         return event  # addresses and the packet only: packetlog.describe escapes what the packet quotes
-    if cls is PacketReceived:
-        detail = event.detail  # type: ignore[union-attr]
+    if type(event) is PacketReceived:
+        detail = event.detail
         return event if not detail or detail.isprintable() else replace(event, detail=clean(detail))
     return _shown_fields(event)
 
@@ -211,17 +210,18 @@ class LiveModel:
             if cls is PacketSent or cls is PacketReceived:
                 packets += 1  # already in the record's log: the table folded it
                 continue
+            # The rare kinds: type(event) written out so that mypy narrows the event by it.
             if cls is Retransmit:
                 views[sid].marks.append((event.time, "retransmit"))
             elif cls is TimedOut:
                 views[sid].marks.append((event.time, "timeout"))
-            elif cls is RequestRefused:
+            elif type(event) is RequestRefused:
                 # A client's ACK of our ERROR ends a refusal: it is none of its own.
-                if event.why != "error-acked":  # type: ignore[attr-defined]
-                    self.refusals.append(event)  # type: ignore[arg-type]
-                    changes.refusals.append(event)  # type: ignore[arg-type]
-            elif cls is SocketError:
-                text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"  # type: ignore[attr-defined]
+                if event.why != "error-acked":
+                    self.refusals.append(event)
+                    changes.refusals.append(event)
+            elif type(event) is SocketError:
+                text = f"socket error towards {fmt_addr(event.peer)}: {event.message}"
                 self.problems.append(text)
                 changes.problems.append(text)
         self.kept_packets += packets

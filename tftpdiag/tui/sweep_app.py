@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Group
 from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
@@ -33,6 +33,7 @@ from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
+from tftpdiag.tui.ticked import TickedApp
 
 __all__ = ["SweepApp", "run_sweep_app", "RESULT_WORDS"]
 
@@ -88,7 +89,7 @@ def probe_explained(result: ProbeResult) -> Group:
     return Group(*lines)
 
 
-class SweepApp(App[int]):
+class SweepApp(TickedApp):
     TITLE = "tftpdiag"
     # A probe's detail is the session panel of the other views: it takes their layout rules too.
     HORIZONTAL_BREAKPOINTS = TftpDiagApp.HORIZONTAL_BREAKPOINTS
@@ -255,7 +256,7 @@ class SweepApp(App[int]):
     def _save(self, path: Path) -> None:
         save_and_tell(self, self.save, path)
 
-    def action_quit(self) -> None:
+    async def action_quit(self) -> None:
         self.cancel.set()
         ok = self.report is not None and any(r.ok for r in self.report.results)
         self.exit(0 if ok else 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import getters
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -10,12 +11,14 @@ from textual.widgets import Footer, Static
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.tui.model import Filter, LiveModel
+from tftpdiag.tui.ticked import TickedApp
 from tftpdiag.tui.widgets.session_panel import SessionPanel
 
 __all__ = ["SessionDetailScreen"]
 
 
 class SessionDetailScreen(Screen[None]):
+    app = getters.app(TickedApp)  # pushed by the live/trace view and the sweep: both redraw on refresh_now
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("p", "pause", "Pause"),
@@ -34,7 +37,7 @@ class SessionDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.app.refresh_now()  # type: ignore[attr-defined]
+        self.app.refresh_now()
 
     def update_view(self, model: LiveModel, now: float, analyzer: Analyzer) -> None:
         if not self.is_current:
@@ -51,11 +54,11 @@ class SessionDetailScreen(Screen[None]):
 
     def action_pause(self) -> None:
         self.paused = not self.paused
-        self.app.refresh_now()  # type: ignore[attr-defined]
+        self.app.refresh_now()
 
     def action_find(self) -> None:
         self.query_one(SessionPanel).open_find()
 
     def action_filter(self) -> None:
         self.filter = self.filter.next()
-        self.app.refresh_now()  # type: ignore[attr-defined]
+        self.app.refresh_now()

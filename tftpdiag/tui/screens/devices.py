@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import getters
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -12,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 from tftpdiag.devices import BOOTED, STUCK, Device
 from tftpdiag.fmt import clean
 from tftpdiag.tui.model import LiveModel
+from tftpdiag.tui.ticked import TickedApp
 
 __all__ = ["DevicesScreen"]
 
@@ -63,6 +65,7 @@ def _timeline(device: Device) -> Text:
 class DevicesScreen(Screen[None]):
     """Devices (a client address each) with their verdicts; the selected one's timeline below."""
 
+    app = getters.app(TickedApp)
     BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("d", "app.pop_screen", "Sessions")]
     DEFAULT_CSS = """
     DevicesScreen #devices { height: 1fr; border: round $primary-darken-1; }
@@ -86,7 +89,7 @@ class DevicesScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
-        self.app.refresh_now()  # type: ignore[attr-defined]
+        self.app.refresh_now()
 
     def update_view(self, model: LiveModel, now: float) -> None:
         if not self.is_current:

@@ -11,6 +11,7 @@ from bisect import bisect_left
 
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -106,7 +107,7 @@ class PacketList(ScrollView, can_focus=True):
         self.following = self.scroll_y + 1 >= self.max_scroll_y
         self.scroll_to(y=min(self.scroll_y + 1, self.max_scroll_y), animate=False, immediate=True)
 
-    def _on_mouse_scroll_up(self, event) -> None:  # type: ignore[no-untyped-def]
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         self.following = False
         super()._on_mouse_scroll_up(event)
 

@@ -68,10 +68,10 @@ class RateGraph(Widget):
         compact = self.content_size.height < 6
         graph_rows = max(self.content_size.height - (2 if compact else 3), 1)
         view = self.view
-        if view is None or view.record.started is None:
+        start = view.record.started if view is not None else None
+        if view is None or start is None:
             return Text("waiting for the first packet…", style="dim")
         record = view.record
-        start = record.started
         samples = record.samples
         end = record.result.time if record.result is not None else max(self.now, start)
         if record.result is None and samples:

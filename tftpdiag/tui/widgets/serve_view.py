@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
@@ -19,6 +21,9 @@ from tftpdiag.tui.model import Changes, LiveModel, quoted
 from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import state_text
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison  # what list.sort's key may return (typeshed only)
+
 __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 
 # (name, minimum width, share of the spare width): the file column takes most of a wide terminal.
@@ -30,7 +35,7 @@ _LEGEND = "b=blksize w=windowsize t=timeout"
 SessionFilter = str  # "all", "active", "problems"
 FILTERS = ("all", "active", "problems")
 # How the sessions can be ordered: "o" cycles through them. None: the order they began in.
-SORTS: tuple[tuple[str, Callable[[SessionRecord], object] | None, bool], ...] = (
+SORTS: tuple[tuple[str, Callable[[SessionRecord], SupportsRichComparison] | None, bool], ...] = (
     ("start", None, False),
     ("client", lambda r: (r.client or ("", 0)), False),
     ("file", lambda r: r.filename, False),
@@ -210,7 +215,7 @@ class ServeView(Vertical):
             event.stop()
             self.query_one(SessionList).focus()
 
-    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+    def on_key(self, event: events.Key) -> None:
         field = self.query_one("#session-find", Input)
         if event.key == "escape" and (field.has_focus or self.query_text):
             event.stop()
@@ -284,9 +289,10 @@ class ServeView(Vertical):
             warnings = sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
             if warnings:
                 state.append(f" ⚠{warnings}", style="yellow")
-        cells = (fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
-                 fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
-                 f"{took:.1f}s")
+        cells: tuple[str | Text, ...] = (
+            fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
+            fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
+            f"{took:.1f}s")
         return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
 
     def _model_now(self) -> float:

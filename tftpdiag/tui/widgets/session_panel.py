@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widget import Widget
@@ -54,7 +55,7 @@ def _findings_count(findings: Sequence[Finding]) -> str:
     """"3 findings (1 error, 2 warnings)": how many there are, so none hides below the fold."""
     if not findings:
         return "no findings"
-    kinds = {}
+    kinds: dict[str, int] = {}
     for finding in findings:
         kinds[finding.severity] = kinds.get(finding.severity, 0) + 1
     parts = ", ".join(f"{n} {kind}{'s' if n != 1 and kind != 'info' else ''}" for kind, n in kinds.items())
@@ -217,7 +218,7 @@ class SessionPanel(Vertical):
         if query:
             packets.scroll_home(animate=False)
 
-    def on_key(self, event) -> None:  # type: ignore[no-untyped-def]
+    def on_key(self, event: events.Key) -> None:
         field = self.query_one("#find", Input)
         if event.key == "escape" and (field.has_focus or self.search):
             event.stop()
