@@ -81,6 +81,13 @@ def _seeded(args: argparse.Namespace) -> None:
                   file=sys.stderr, flush=True)
 
 
+def impair_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``impair`` field of the JSON objects: what --impair did to this run and the seed that repeats
+    it (chosen by :func:`_seeded` when the user gave none), or null without --impair."""
+    spec = getattr(args, "impair", None)
+    return {"impair": None if spec is None else {"spec": str(spec), "seed": spec.seed}}
+
+
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
@@ -108,7 +115,10 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
         raise UsageError(str(exc)) from None
-    extra = _check_sha(request.expected_sha256, request.output)
+    check, impair = _check_sha(request.expected_sha256, request.output), impair_fields(args)
+
+    def extra(outcome: ClientOutcome) -> dict[str, Any]:
+        return {**impair, **check(outcome)}
     if request.output is not None:
         _remove_stale_parts(request.output, args)
     with _trace(bus, args.trace, snaplen=args.trace_snaplen):
@@ -229,7 +239,7 @@ def run_serve(args: argparse.Namespace) -> int:
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
-            run_server_headless(server, sub, json_out=args.json, stop=stop)
+            run_server_headless(server, sub, json_out=args.json, stop=stop, fields=impair_fields(args))
         print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -282,7 +292,9 @@ def run_demo(args: argparse.Namespace) -> int:
             try:
                 sub = bus.subscribe()
                 expected = _sha256_file(image)
-                _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=_check_sha(expected))
+                check = _check_sha(expected)
+                _, summary = run_client_headless(transfer, sub, json_out=args.json,
+                                                 extra=lambda outcome: {"impair": None, **check(outcome)})
             finally:
                 server.stop()
                 thread.join(5)

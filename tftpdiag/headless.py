@@ -127,7 +127,8 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         raise KeyboardInterrupt  # the engine did not stop in time: nothing whole to report
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
-    summary = session_summary(record, sha256=outcome.sha256,
+    # The digest of a transfer that did not complete is of a part of the file: no use to anyone.
+    summary = session_summary(record, sha256=outcome.sha256 if outcome.ok else None,
                               output=str(outcome.output) if outcome.output else None, **extra(outcome),
                               findings=[f.to_dict() for f in findings])
     if json_out:
@@ -153,16 +154,9 @@ def _progress_bar(transfer: ClientTransfer) -> Progress | None:
     faster)."""
     if not sys.stderr.isatty():
         return None
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from tftpdiag.progressbar import transfer_bar
 
-    verb = "uploading" if transfer.request.upload else "downloading"
-    from rich.markup import escape
-
-    name = escape(quote(transfer.request.filename))
-    return Progress(TextColumn(f"{verb} [bold]{name}[/]"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    return transfer_bar(transfer.request.filename, transfer.request.upload)
 
 
 def _say(console: Console, *parts: str | tuple[str, str]) -> None:
@@ -199,8 +193,9 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None) -> None:
-    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
+                        stdout: TextIO | None = None, fields: dict[str, Any] | None = None) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session;
+    ``fields`` are added to every JSON object (the run's settings, such as ``impair``)."""
     stdout = stdout or sys.stdout
     fold = _Fold(server.bus, sub)
     table, analyzer = fold.table, fold.analyzer
@@ -215,7 +210,8 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
             findings = analyzer.findings(record.session)
             if json_out:
                 kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
+                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings]),
+                       **(fields or {})}
                 if record.refused is not None:
                     obj["suggestion"] = record.refused.suggestion
                     obj["received"] = record.refused.received or None

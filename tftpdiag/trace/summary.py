@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from tftpdiag.protocol.events import Event
 from tftpdiag.findings import analyze
 from tftpdiag.fmt import line
-from tftpdiag.report import by_session, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import SCHEMA, by_session, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad
 
@@ -36,6 +36,7 @@ def _server_side(record: SessionRecord) -> bool:
 def trace_json(loaded: TraceLoad) -> dict[str, Any]:
     findings = by_session(analyze(loaded.events))
     return {
+        "schema": SCHEMA,
         "file": str(loaded.path),
         "transfers": [session_summary(r, findings=findings.get(r.session, [])) for r in trace_records(loaded.events)],
         "warning": loaded.warning,
