@@ -23,9 +23,10 @@ from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Timing
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "add_verbosity_flags", "verbosity", "UsageError"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a program that SIGPIPE ended
 
 
 class UsageError(Exception):
@@ -215,13 +216,31 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
 
 
+def add_verbosity_flags(p: argparse.ArgumentParser) -> None:
+    """-q and -v, the same on every command that moves or shows packets; both mean plain output."""
+    g = p.add_argument_group("verbosity").add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=0,
+                   help="print nothing but errors (a failure, one line on stderr); the exit status says the "
+                        "rest. --json still prints its JSON. Implies --no-tui")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1,
+                   help="print a line per packet as tcpdump does (time, session, from > to, packet, size, "
+                        "notes), and what --impair did to each; on stderr with --json. Implies --no-tui")
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-1 for -q, 1 for -v, 0 otherwise (and for commands without the flags)."""
+    return int(getattr(args, "verbosity", 0))
+
+
 PROBE_EXAMPLES = """examples:
   tftpdiag probe 192.168.1.10 pxelinux.0
   tftpdiag probe tftp://192.168.1.10/firmware/phone.bin --blksize 512 --no-tui
   tftpdiag probe 10.0.0.5 boot.img --windowsize 16 -o boot.img --expect-sha256 9f86d0...
-  tftpdiag probe ::1 image.bin --port 6969 --json | jq .rate_bps
+  tftpdiag probe ::1 image.bin --port 6969 --json | jq .bytes_per_s
   tftpdiag probe 10.0.0.5 boot.img --impair loss=5%,delay=40ms,seed=1
   tftpdiag probe 10.0.0.5 boot.img --sweep                          # what does this server support?
+  tftpdiag probe 10.0.0.5 boot.img -v                               # every packet, as tcpdump shows it
+  tftpdiag probe 10.0.0.5 boot.img -q && echo ok                    # just the exit status
 
 exit status: 0 the transfer completed (and matched --expect-sha256), 1 it failed, 2 usage or set-up error.
 """
@@ -288,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "4, 16, 64; tsize; timeout; netascii) and report what the server supports and the "
                             "fastest safe settings; each probe stops after 2 MiB")
     _output_flags(probe)
+    add_verbosity_flags(probe)
 
     put = sub.add_parser("put", help="upload a file to a TFTP server",
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
@@ -297,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("remote", metavar="REMOTE", nargs="?", help="name on the server")
     _transfer_flags(put)
     _output_flags(put)
+    add_verbosity_flags(put)
 
     serve = sub.add_parser("serve", help="serve a directory over TFTP and show every session",
                            description="Serve DIR with tftpdiag's own TFTP server (read-only unless "
@@ -336,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
     _output_flags(serve)
+    add_verbosity_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
@@ -359,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tui", action="store_true",
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
-                   help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+                   help='print {"schema", "file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    add_verbosity_flags(trace)
     return parser
 
 
@@ -419,7 +442,7 @@ def server_policy(args: argparse.Namespace) -> ServerPolicy:
 
 def interactive(args: argparse.Namespace) -> bool:
     """The TUI is for a person at a terminal; scripts, pipes and --json get plain output."""
-    return not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+    return not (args.no_tui or args.json or verbosity(args)) and sys.stdout.isatty() and sys.stdin.isatty()
 
 
 # Engine threads wake for every datagram; while another thread (the printer, the UI) holds the GIL
@@ -462,5 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tftpdiag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (tftpdiag probe -v ... | head): stop quietly, as a program
+        # killed by SIGPIPE does; stdout goes to /dev/null so that Python's exit does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

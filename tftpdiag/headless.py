@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, line, quote
+from tftpdiag.fmt import clean, line
+from tftpdiag.packetline import PACKET_EVENTS, packet_lines
+from tftpdiag.protocol.events import Completed
 from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
@@ -46,7 +48,7 @@ class _Fold:
     is there; the engine never waits for the lock, it skips its turn. A fold that fails in the engine's
     thread is raised here, at this thread's next fold, as it would have been without the engine's help."""
 
-    def __init__(self, bus: EventBus, sub: Subscription) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, verbose: TextIO | None = None) -> None:
         self.table = SessionTable()
         self.analyzer = Analyzer()
         self.lock = threading.Lock()
@@ -55,6 +57,9 @@ class _Fold:
         self._sub = sub
         self._ended: list[SessionRecord] = []
         self._error: BaseException | None = None
+        # -v: packet events wait here for this thread to print them; the engine's thread never writes.
+        self._verbose = verbose
+        self._packets: list[Event] = []
         self._task = self._idle  # one bound method, to register and remove the same object
         bus.on_idle(self._task)
 
@@ -67,7 +72,14 @@ class _Fold:
                 raise error
             self._fold(self._sub.drain())
             ended, self._ended = self._ended, []
-            return ended
+            packets, self._packets = self._packets, []
+        if self._verbose is not None and packets:
+            out = self._verbose
+            self._verbose = None  # a reader that went away (| head) is told once, not at every fold
+            out.writelines(line(text) + "\n" for text in packet_lines(packets))
+            out.flush()
+            self._verbose = out
+        return ended
 
     def close(self) -> None:
         self._bus.remove_idle(self._task)
@@ -84,19 +96,31 @@ class _Fold:
 
     def _fold(self, events: list[Event]) -> None:
         if events:
+            if self._verbose is not None:
+                self._packets += [e for e in events if isinstance(e, PACKET_EVENTS)]
             self.analyzer.feed(events)
             self._ended += self.table.apply(events)
             self.folded += len(events)
 
 
+def verbose_stream(json_out: bool, verbosity: int, stdout: TextIO | None = None) -> TextIO | None:
+    """Where -v's packet lines go: stdout, or stderr when stdout carries JSON (it stays one document
+    per line); None without -v."""
+    if verbosity <= 0:
+        return None
+    return sys.stderr if json_out else (stdout or sys.stdout)
+
+
 def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out: bool,
                         extra: Callable[[ClientOutcome], dict[str, Any]],
-                        stdout: TextIO | None = None) -> tuple[ClientOutcome, dict[str, Any]]:
-    """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
+                        stdout: TextIO | None = None, verbosity: int = 0) -> tuple[ClientOutcome, dict[str, Any]]:
+    """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary.
+    ``verbosity`` -1 (-q) prints only a failure, on stderr (JSON is still printed when asked for);
+    1 (-v) prints a line per packet as it goes, instead of the progress bar."""
     stdout = stdout or sys.stdout
-    fold = _Fold(transfer.bus, sub)
+    fold = _Fold(transfer.bus, sub, verbose_stream(json_out, verbosity, stdout))
     table, analyzer = fold.table, fold.analyzer
-    progress = _progress_bar(transfer)
+    progress = _progress_bar(transfer) if verbosity == 0 else None
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
     outcome: ClientOutcome | None = None
@@ -112,6 +136,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                         record = table.sessions.get(transfer.session_id)
                         done, total = (record.bytes, record.total) if record is not None else (0, None)
                     progress.update(task, completed=done, total=total)
+    except BrokenPipeError:
+        transfer.cancel()  # whoever read our output is gone (-v | head): stop, as tcpdump would
+        raise
     except KeyboardInterrupt:
         # Ctrl-C: stop the transfer (the peer gets ERROR 0), then report what it did so far, as for any
         # other failure, before the caller exits 130.
@@ -133,6 +160,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                               findings=[f.to_dict() for f in findings])
     if json_out:
         stdout.write(json.dumps(summary) + "\n")
+    elif verbosity < 0:
+        if not summary["ok"]:
+            print(line(f"tftpdiag: {failure_line(record, summary)}"), file=sys.stderr)
     else:
         from rich.console import Console
 
@@ -167,6 +197,15 @@ def _say(console: Console, *parts: str | tuple[str, str]) -> None:
     console.print(Text.assemble(*(line(p) if isinstance(p, str) else (line(p[0]), p[1]) for p in parts)))
 
 
+def _where(record: SessionRecord) -> str:
+    return f"{clean(record.filename)} {'from' if record.direction == 'download' else 'to'} {fmt_addr(record.peer)}"
+
+
+def failure_line(record: SessionRecord, summary: dict[str, Any]) -> str:
+    """What failed and why, in one line: ``NAME from SERVER: REASON``."""
+    return f"{_where(record)}: {summary.get('failure') or explain_failure(record)}"
+
+
 def print_client_summary(record: SessionRecord, summary: dict[str, Any], console: Console) -> None:
     """The human summary of a finished probe or put."""
     verb = "downloaded" if record.direction == "download" else "uploaded"
@@ -176,8 +215,7 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
         _say(console, ("✔", "green"), f" {verb} ", (name, "bold"),
              f" {'from' if verb == 'downloaded' else 'to'} {server}")
     else:
-        _say(console, ("✘", "red"), f" {name} {'from' if record.direction == 'download' else 'to'} {server}: ",
-             (summary.get("failure") or explain_failure(record), "red"))
+        _say(console, ("✘", "red"), f" {_where(record)}: ", (summary.get("failure") or explain_failure(record), "red"))
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
         _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
     _say(console, f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
@@ -193,11 +231,13 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None, fields: dict[str, Any] | None = None) -> None:
+                        stdout: TextIO | None = None, fields: dict[str, Any] | None = None,
+                        verbosity: int = 0) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session;
-    ``fields`` are added to every JSON object (the run's settings, such as ``impair``)."""
+    ``fields`` are added to every JSON object (the run's settings, such as ``impair``). ``verbosity``
+    -1 (-q) leaves out the plain lines of sessions that completed; 1 (-v) adds a line per packet."""
     stdout = stdout or sys.stdout
-    fold = _Fold(server.bus, sub)
+    fold = _Fold(server.bus, sub, verbose_stream(json_out, verbosity, stdout))
     table, analyzer = fold.table, fold.analyzer
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
@@ -216,6 +256,8 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
                     obj["suggestion"] = record.refused.suggestion
                     obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
+            elif verbosity < 0 and record.refused is None and isinstance(record.result, Completed):
+                continue
             else:
                 stdout.write(line(one_line(record)) + "\n")
                 stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
