@@ -3,7 +3,8 @@
 # Run as root on a bare Debian 12 machine. Idempotent: safe to run again.
 #
 #   - Debian packages: tftpd-hpa, tftp-hpa, atftp, dnsmasq-base, curl, busybox,
-#     tshark, tcpdump, tmux, procps, iproute2
+#     tshark, tcpdump, tmux, procps, iproute2; zsh, fish and man-db for the tests
+#     of `tftpdiag completion` and of the man page
 #   - atftpd (conflicts with tftpd-hpa as a package): unpacked with dpkg -x into
 #     /opt/tftpdiag-peers/atftpd, binary at /opt/tftpdiag-peers/atftpd/usr/sbin/atftpd
 #   - no system tftpd is left running on port 69 (the tests start their own).
@@ -47,6 +48,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=300)
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     tftpd-hpa tftp-hpa atftp dnsmasq-base curl busybox tshark tcpdump \
     tmux procps iproute2 \
+    zsh fish man-db \
     libwrap0 libpcre2-8-0   # runtime libraries of the unpacked atftpd
 
 # Make sure no system tftpd-hpa runs or comes back at boot. With systemd the

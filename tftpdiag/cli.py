@@ -272,6 +272,16 @@ exit status: 0 the trace was read (even if transfers in it failed; damage is rep
 """
 
 
+SHELLS = ("bash", "zsh", "fish")
+
+COMPLETION_EXAMPLES = """examples:
+  tftpdiag completion bash > ~/.local/share/bash-completion/completions/tftpdiag
+  tftpdiag completion zsh > ~/.zfunc/_tftpdiag      # with fpath+=~/.zfunc before compinit in ~/.zshrc
+  tftpdiag completion fish > ~/.config/fish/completions/tftpdiag.fish
+  source <(tftpdiag completion bash)                 # this shell only
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tftpdiag",
@@ -383,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help='print {"schema", "file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
     add_verbosity_flags(trace)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
+                                description="Print a script that completes tftpdiag's commands, options and "
+                                            "file names in SHELL, made from the same parser as --help.",
+                                epilog=COMPLETION_EXAMPLES, formatter_class=_Formatter)
+    completion.add_argument("shell", metavar="SHELL", choices=SHELLS, help=f"one of {', '.join(SHELLS)}")
     return parser
 
 
@@ -476,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "completion":
+            from tftpdiag.completion import completion_script
+            sys.stdout.write(completion_script(build_parser(), args.shell))
+            return EXIT_OK
     except UsageError as exc:
         from tftpdiag.fmt import line
 
