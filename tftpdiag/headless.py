@@ -74,11 +74,12 @@ class _Fold:
             ended, self._ended = self._ended, []
             packets, self._packets = self._packets, []
         if self._verbose is not None and packets:
-            out = self._verbose
-            self._verbose = None  # a reader that went away (| head) is told once, not at every fold
-            out.writelines(line(text) + "\n" for text in packet_lines(packets))
-            out.flush()
-            self._verbose = out
+            try:
+                self._verbose.writelines(line(text) + "\n" for text in packet_lines(packets))
+                self._verbose.flush()
+            except BrokenPipeError:
+                self._verbose = None  # the reader went away (| head): said once, not at every fold
+                raise
         return ended
 
     def close(self) -> None:
