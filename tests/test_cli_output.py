@@ -262,7 +262,6 @@ def test_progress_bar_counts_in_binary_units() -> None:
     bar = transfer_bar("fw.bin", upload=False)
     task = bar.add_task("t", total=8 << 20)
     bar.update(task, completed=3 << 20)
-    bar.tasks[0]._progress.extend([])  # no samples yet: the rate is unknown
     console = Console(width=120, record=True, file=open("/dev/null", "w"))
     console.print(bar.make_tasks_table(bar.tasks))
     shown = console.export_text()

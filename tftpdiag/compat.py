@@ -7,15 +7,17 @@ from enum import Enum
 
 __all__ = ["StrEnum"]
 
+
+class StrEnum310(str, Enum):
+    """Python 3.11's ``enum.StrEnum`` for 3.10: members are their values in ``str()`` too (a plain
+    ``str, Enum`` mix-in prints ``Role.CLIENT_READ`` there, and in f-strings from 3.12 on).
+    Defined on every version, so that its tests run everywhere."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 if sys.version_info >= (3, 11):
-    from enum import StrEnum
+    from enum import StrEnum  # novermin - only where it exists
 else:
-    class StrEnum(str, Enum):
-        """Python 3.11's ``enum.StrEnum``: members are their values, in ``str()`` and f-strings too
-        (a plain ``str, Enum`` mix-in would print ``Role.CLIENT_READ`` where the value is meant)."""
-
-        def __str__(self) -> str:
-            return str(self.value)
-
-        def __format__(self, spec: str) -> str:
-            return format(str(self.value), spec)
+    StrEnum = StrEnum310
