@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.parser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,17 @@ def test_wheel_installs_the_command_and_the_man_page(dist: Path, tmp_path: Path)
     completion = subprocess.run([venv / "bin" / "tftpdiag", "completion", "bash"], capture_output=True, text=True,
                                 timeout=60, env=env, cwd=tmp_path)
     assert completion.returncode == 0 and "_shtab_tftpdiag" in completion.stdout
+
+
+def test_readme_pictures_show_on_a_package_index() -> None:
+    """A package index shows the README without the repository beside it: every picture is linked by
+    an absolute URL into the repository named as Source in pyproject.toml, at a file that exists."""
+    source = re.search(r'^Source = "https://github\.com/([\w.-]+/[\w.-]+)"$', (ROOT / "pyproject.toml").read_text(),
+                       re.MULTILINE)
+    assert source, "pyproject.toml names no GitHub Source URL"
+    base = f"https://raw.githubusercontent.com/{source.group(1)}/main/"
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(links) >= 6
+    for link in links:
+        assert link.startswith(base), link
+        assert (ROOT / link.removeprefix(base)).is_file(), link
