@@ -36,7 +36,7 @@ from tftpdiag.protocol.session import Timing
 if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
     from tftpdiag.engine.server import ServerConfig
 
-__all__ = ["run_client", "run_serve", "run_demo", "run_trace", "make_sample_image"]
+__all__ = ["run_client", "run_serve", "run_demo", "run_trace", "run_pxe", "make_sample_image"]
 
 
 def _check_sha(expected: str | None, output: Path | None = None):
@@ -88,6 +88,14 @@ def impair_fields(args: argparse.Namespace) -> dict[str, Any]:
     it (chosen by :func:`_seeded` when the user gave none), or null without --impair."""
     spec = getattr(args, "impair", None)
     return {"impair": None if spec is None else {"spec": str(spec), "seed": spec.seed}}
+
+
+def _impair_hook(args: argparse.Namespace) -> Callable[..., dict[str, Any]] | None:
+    """For serve: the ``impair`` field joins every session's JSON object (printed, logged, kept)."""
+    if getattr(args, "impair", None) is None:
+        return None
+    fields = impair_fields(args)
+    return lambda record, findings: fields
 
 
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
@@ -228,11 +236,18 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     quiet = verbosity(args) < 0
     _report_removals(server.stale_parts, "upload", quiet=quiet)
-    with _trace(bus, args.trace, snaplen=args.trace_snaplen):
+    from tftpdiag.keeping import feed_in_background, server_sinks
+
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args, tui=interactive(args)) as sinks:
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app
 
-            return run_server_app(server, bus)
+            finish = feed_in_background(bus, sinks) if sinks else None
+            try:
+                return run_server_app(server, bus)
+            finally:
+                if finish is not None:
+                    finish()
         from tftpdiag.headless import run_server_headless
         from tftpdiag.sessions import fmt_addr
 
@@ -247,8 +262,10 @@ def run_serve(args: argparse.Namespace) -> int:
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
-            run_server_headless(server, sub, json_out=args.json, stop=stop, fields=impair_fields(args),
-                                verbosity=verbosity(args))
+            from tftpdiag.devices import DeviceBook
+
+            run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook(),
+                                hook=_impair_hook(args), verbosity=verbosity(args))
         if not quiet:
             print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
@@ -353,3 +370,10 @@ def run_trace(args: argparse.Namespace) -> int:
     elif loaded.warning:
         print(line(f"tftpdiag trace: warning: {loaded.warning}"), file=sys.stderr)
     return EXIT_OK
+
+
+def run_pxe(args: argparse.Namespace) -> int:
+    """Act as a netbooting device: DHCP answers, the boot file probed, a verdict (tftpdiag.pxe)."""
+    from tftpdiag.pxe.command import run_pxe as run
+
+    return run(args)

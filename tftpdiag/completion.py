@@ -7,7 +7,24 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["completion_script"]
+__all__ = ["SHELLS", "add_completion_parser", "completion_script"]
+
+SHELLS = ("bash", "zsh", "fish")
+
+COMPLETION_EXAMPLES = """examples:
+  tftpdiag completion bash > ~/.local/share/bash-completion/completions/tftpdiag
+  tftpdiag completion zsh > ~/.zfunc/_tftpdiag      # with fpath+=~/.zfunc before compinit in ~/.zshrc
+  tftpdiag completion fish > ~/.config/fish/completions/tftpdiag.fish
+  source <(tftpdiag completion bash)                 # this shell only
+"""
+
+
+def add_completion_parser(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:
+    completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
+                                description="Print a script that completes tftpdiag's commands, options and "
+                                            "file names in SHELL, made from the same parser as --help.",
+                                epilog=COMPLETION_EXAMPLES, formatter_class=formatter)
+    completion.add_argument("shell", metavar="SHELL", choices=SHELLS, help=f"one of {', '.join(SHELLS)}")
 
 
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:

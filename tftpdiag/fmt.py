@@ -20,8 +20,9 @@ plain output, the TUI and the progress bar alike.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
-__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address"]
+__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -101,3 +102,9 @@ def address(addr: tuple[str, int] | None) -> str:
         return "-"
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def iso_time(t: float) -> str:
+    """A Unix time as ISO 8601 in UTC to the millisecond, e.g. ``2026-12-02T14:10:49.123Z``: logs of
+    servers in different time zones line up, and the text sorts as the time does."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
