@@ -239,7 +239,9 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
 
-Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
+Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
+(LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
+contrib/systemd/ in the source). Stop with Ctrl-C or SIGTERM.
 """
 
 
@@ -320,10 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refuse", action="append", type=_option_name, default=[], metavar="OPTION",
                    help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
                         "without it; repeatable")
-    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
-                   help="most sessions at once (default 256; 16 from one address). When full, a session "
-                        "whose client has not answered yet (a flood, or a forged address) makes room for "
-                        "a new request")
+    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=None,
+                   help="most sessions at once, from any number of addresses (default: as many as the "
+                        "open-file limit allows, which serve raises to its hard limit, at most 10000). When "
+                        "full, a session whose client has not answered yet (a flood, or a forged address) "
+                        "makes room for a new request; failing that the request waits for a session to end "
+                        "(up to 4096 waiting) rather than being refused")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
@@ -348,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--windowsize", type=_int_range("windowsize", 1, 65535), default=None,
                       help="window the probe asks for (default: lock-step)")
     _output_flags(demo)
+
+    from tftpdiag.storm import add_storm_parser  # here, not at the top: it builds on this module's helpers
+
+    add_storm_parser(sub)
 
     trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
@@ -453,11 +461,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "storm":
+            from tftpdiag.storm import run_storm_command
+            return run_storm_command(args)
     except UsageError as exc:
         from tftpdiag.fmt import line
 
-        # One line, whatever the message quotes (a trace's path or contents, a peer's words).
-        print(line(f"tftpdiag {args.command}: {exc}"), file=sys.stderr)
+        # Each line made safe, whatever the message quotes (a trace's path or contents, a peer's words);
+        # a message of several lines (a permission error and the ways around it) keeps its lines.
+        first, *rest = str(exc).splitlines() or [""]
+        print(line(f"tftpdiag {args.command}: {first}"), file=sys.stderr)
+        for text in rest[:10]:
+            print(line(text), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tftpdiag: interrupted", file=sys.stderr)

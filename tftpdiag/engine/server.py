@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from tftpdiag.engine.activation import privileged_port_help
+from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
@@ -41,6 +43,7 @@ SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minu
 ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
 _ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
 _REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
+_PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
@@ -93,8 +96,9 @@ class ServerConfig:
     single_port: bool = False
     policy: ServerPolicy = field(default_factory=ServerPolicy)
     timing: Timing = SERVE_TIMING
-    max_sessions: int = 256
-    max_per_client: int = 16
+    max_sessions: int | None = None  # None: as many as the open-file limit allows (admission.py)
+    waiting_room: int = 4096  # requests that wait for a free session when all are taken, not refused
+    inherited: tuple[socket.socket, ...] = ()  # sockets already bound (systemd socket activation): no bind
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
     impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
     busy_poll: float = BUSY_POLL  # seconds to spin for the next datagram before sleeping (0: never)
@@ -121,6 +125,7 @@ class _Active:
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
+    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see _sendto)
     # Anything but a request heard from the client since: a session without it is half-open (perhaps a
     # forged source address) and gives its place up to a new request when the server is full.
     heard: bool = False
@@ -181,6 +186,10 @@ class TftpServer:
         # that ERROR, to the same port, and its ACK is the end of that refusal, not a request of its own.
         self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
+        self._by_request: dict[tuple[Address, bytes], _Active] = {}  # (client, request) -> session
+        self.capacity = config.max_sessions or default_capacity()
+        self._waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]] = WaitingRoom(
+            config.waiting_room, _PATIENCE)
         self._sel = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
@@ -205,6 +214,11 @@ class TftpServer:
     def active_sessions(self) -> int:
         return len(self._sessions)
 
+    @property
+    def queued_total(self) -> int:
+        """Requests that had to wait for a free session (none refused for it while the queue had room)."""
+        return self._waiting.queued_total
+
     def owns(self, session_id: int) -> bool:
         """Whether a session id on the bus is one of this server's (a client may share the bus)."""
         return session_id in self._own_ids
@@ -225,7 +239,9 @@ class TftpServer:
     def bind(self) -> None:
         self._check_root()
         default = self.config.bind == ("0.0.0.0", "::")
-        for host in self.config.bind:
+        for sock in self.config.inherited:
+            self._add_listener(sock)
+        for host in (() if self.config.inherited else self.config.bind):
             try:
                 self._listen(host)
             except ServerSetupError:
@@ -274,9 +290,7 @@ class TftpServer:
         try:
             sock = udp_socket(family, (host.strip("[]"), port))
         except PermissionError:
-            raise ServerSetupError(
-                f"cannot bind {shown}: permission denied. Ports below 1024 need root (or CAP_NET_BIND_SERVICE): "
-                f"run with sudo, or choose another port with --port (e.g. --port 6969)") from None
+            raise ServerSetupError(privileged_port_help(shown, port)) from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServerSetupError(
@@ -285,10 +299,22 @@ class TftpServer:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 raise ServerSetupError(f"cannot bind {shown}: that address is not available on this machine") from None
             raise ServerSetupError(f"cannot bind {shown}: {exc.strerror}") from None
+        self._add_listener(sock)
+
+    def _add_listener(self, sock: socket.socket) -> None:
+        family = sock.family
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        else:
+        # An IPv6 socket that also takes IPv4 (a dual-stack socket systemd made) tells IPv4 destinations
+        # this way; on an IPv4 socket it is the only way.
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        # A storm's requests arrive together: room for thousands of them (the session sockets take the
+        # transfers). FORCE passes net.core.rmem_max for root; others get what rmem_max allows.
+        for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
+                break
         sock.setblocking(False)
         listener = _Listener(sock, normalise(sock.getsockname()), family)
         self.listeners.append(listener)
@@ -334,6 +360,8 @@ class TftpServer:
                         self._release_held(now)
                     if now >= self._next_check:
                         self._check_timers(now)
+                    if self._waiting and len(self._sessions) < self.capacity:
+                        self._admit_waiting(now)
         finally:
             self._shutdown()
 
@@ -350,6 +378,14 @@ class TftpServer:
         self._wake_r.close()
         self._wake_w.close()
         self.stopped.set()
+
+    def _admit_waiting(self, now: float) -> None:
+        """Start queued requests, oldest first, while there is room."""
+        while len(self._sessions) < self.capacity:
+            waiting = self._waiting.take(now)
+            if waiting is None:
+                return
+            self._on_request(*waiting[0])
 
     def _check_timers(self, now: float) -> None:
         next_check = now + _MAX_WAIT
@@ -448,6 +484,10 @@ class TftpServer:
         return now_too
 
     def _sendto(self, sock: socket.socket, raw: bytes, dest: Address, session: int) -> None:
+        if sock.family == socket.AF_INET6 and ":" not in dest[0]:
+            # A dual-stack listener (from systemd) heard this IPv4 client; addresses are shown and kept
+            # as plain IPv4, and mapped back only to send from that IPv6 socket.
+            dest = ("::ffff:" + dest[0], dest[1])
         if self._impair is None:
             sock.sendto(raw, dest)
             return
@@ -491,7 +531,7 @@ class TftpServer:
                 if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # else as if lost on the wire: the
                     self._socket_error(sock, exc)  # retransmit timer covers it
 
-            if self._impair is None:
+            if self._impair is None and not active.mapped:
                 active.writer.send(out, failed)
             else:
                 for raw, dest in out:
@@ -555,35 +595,35 @@ class TftpServer:
                 self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
                              "not a request", "not-a-request", answer=False)
             return
-        for active in self._sessions.values():
-            if active.client == client and active.request_raw == raw and not active.machine.finished:
-                # The client resent its request before our answer reached it: its session goes on.
-                self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
-                                                 raw, packet, Note.DUPLICATE, "request repeated")])
-                return
-        if len(self._sessions) >= self.config.max_sessions and not self._make_room(None):
-            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
-                         f"server busy: {len(self._sessions)} sessions", "busy")
+        active = self._by_request.get((client, raw))
+        if active is not None and not active.machine.finished:
+            # The client resent its request before our answer reached it: its session goes on.
+            self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
+                                             raw, packet, Note.DUPLICATE, "request repeated")])
             return
-        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client \
-                and not self._make_room(client[0]):
+        if self._waiting.holds(client, raw):
+            self._waiting.offer(client, raw, (listener, raw, client, dest), time.time())  # still asking
+            return
+        if len(self._sessions) >= self.capacity and not self._make_room():
+            # Full of clients that all answer: the request waits for the first session to end (its
+            # client resends meanwhile, which only keeps its place), unless the queue is full too.
+            if self._waiting.offer(client, raw, (listener, raw, client, dest), time.time()):
+                return
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
-                         "too many sessions from this address", "busy")
+                         f"server busy: {len(self._sessions)} sessions and {len(self._waiting)} waiting", "busy")
             return
         if packet.is_read:
             self._start_read(listener, listen, session_id, raw, packet, client, dest)
         else:
             self._start_write(listener, listen, session_id, raw, packet, client, dest)
 
-    def _make_room(self, host: str | None) -> bool:
-        """End one session to admit a new request (from ``host``'s sessions, or any): a finished one
-        still dallying, else the oldest half-open one. Requests that never answer (a flood, or forged
-        source addresses, as with a SYN flood) then cannot keep out a client that does. False if every
+    def _make_room(self) -> bool:
+        """End one session to admit a new request: a finished one still dallying, else the oldest
+        half-open one. Requests that never answer (a flood, or forged source addresses, as with a SYN
+        flood) then cannot keep out a client that does, whatever address they come from. False if every
         session has heard from its client and is still transferring."""
         victim = None
         for active in self._sessions.values():
-            if host is not None and active.client[0] != host:
-                continue
             machine = active.machine
             if machine.finished:
                 victim = active
@@ -600,11 +640,15 @@ class TftpServer:
             self._end(victim)
         return True
 
-    def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
+    def _session_socket(self, listener: _Listener, dest: str | None, client: Address) -> tuple[socket.socket, bool]:
+        client_family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
         if self.config.single_port:
             return listener.sock, False
         host = dest or listener.local[0]
-        sock = udp_socket(listener.family, (host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if client_family != family:  # no destination known, and a dual-stack listener: any of the client's
+            family, host = client_family, ("::" if client_family == socket.AF_INET6 else "0.0.0.0")
+        sock = udp_socket(family, (host, 0))
         sock.setblocking(False)
         return sock, True
 
@@ -612,7 +656,7 @@ class TftpServer:
                           request: Request, client: Address, dest: str | None) -> tuple[socket.socket, bool] | None:
         """The session's socket, or None after telling the client the server could not make one."""
         try:
-            return self._session_socket(listener, dest)
+            return self._session_socket(listener, dest, client)
         except OSError as exc:
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
                          f"server cannot open a socket: {exc.strerror}", "server-error")
@@ -669,6 +713,8 @@ class TftpServer:
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
+        self._by_request[(active.client, active.request_raw)] = active
+        active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
         if active.own_socket:
             self._sel.register(active.sock, active)
         else:
@@ -691,6 +737,9 @@ class TftpServer:
         if not active.finalised:
             self._finalise(active)
         self._sessions.pop(active.machine.session_id, None)
+        key = (active.client, active.request_raw)
+        if self._by_request.get(key) is active:
+            del self._by_request[key]
         if active.own_socket:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(active.sock)
@@ -708,7 +757,7 @@ def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
             return socket.inet_ntop(socket.AF_INET, data[8:12])
         if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
             addr = socket.inet_ntop(socket.AF_INET6, data[:16])
-            return None if addr.startswith("fe80:") else addr
+            return None if addr.startswith("fe80:") else normalise((addr, 0))[0]
     return None
 
 
