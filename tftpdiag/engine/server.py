@@ -14,6 +14,7 @@ import ipaddress
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,11 @@ ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR
 _ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
 _REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
+_HALF_OPEN_GRACE = 1.0  # seconds a new session's client has to answer before the session may be dropped
+_ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
+_LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
+_ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
@@ -187,6 +193,11 @@ class TftpServer:
         self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
         self._by_request: dict[tuple[Address, bytes], _Active] = {}  # (client, request) -> session
+        # (client, request) -> when its session ended: a repeat of the request that reached the kernel
+        # before then was sent while the session ran (it waited behind a storm's datagrams), not a new ask.
+        self._ended: dict[tuple[Address, bytes], float] = {}
+        self._arrival: float | None = None  # when the datagram being handled reached the listening socket
+        self._next_room_check = 0.0
         self.capacity = config.max_sessions or default_capacity()
         self._waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]] = WaitingRoom(
             config.waiting_room, _PATIENCE)
@@ -309,6 +320,8 @@ class TftpServer:
         # this way; on an IPv4 socket it is the only way.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         # A storm's requests arrive together: room for thousands of them (the session sockets take the
         # transfers). FORCE passes net.core.rmem_max for root; others get what rmem_max allows.
         for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
@@ -360,7 +373,7 @@ class TftpServer:
                         self._release_held(now)
                     if now >= self._next_check:
                         self._check_timers(now)
-                    if self._waiting and len(self._sessions) < self.capacity:
+                    if self._waiting and (len(self._sessions) < self.capacity or now >= self._next_room_check):
                         self._admit_waiting(now)
         finally:
             self._shutdown()
@@ -380,11 +393,13 @@ class TftpServer:
         self.stopped.set()
 
     def _admit_waiting(self, now: float) -> None:
-        """Start queued requests, oldest first, while there is room."""
-        while len(self._sessions) < self.capacity:
+        """Start queued requests, oldest first, while there is room or a session gives its place up."""
+        self._next_room_check = now + _ROOM_CHECK
+        while self._waiting and (len(self._sessions) < self.capacity or self._make_room()):
             waiting = self._waiting.take(now)
             if waiting is None:
                 return
+            self._arrival = None
             self._on_request(*waiting[0])
 
     def _check_timers(self, now: float) -> None:
@@ -412,6 +427,7 @@ class TftpServer:
         try:
             if want_dest:
                 data, ancillary, _, addr = sock.recvmsg(65536, 256)
+                self._arrival = _arrival(ancillary)
                 return data, normalise(addr), _destination(ancillary)
             data, addr = sock.recvfrom(65536)
             return data, normalise(addr), None
@@ -439,16 +455,21 @@ class TftpServer:
     # which is cheaper than a second recv that fails with EAGAIN after every lock-step datagram.
 
     def _read_listener(self, listener: _Listener) -> None:
-        got = self._recv(listener.sock, want_dest=True)
-        if got is None:
-            return
-        data, client, dest = got
-        if self._impair is not None:
-            active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
-            session = active.machine.session_id if active is not None else 0
-            if not self._impaired_arrival(data, client, session, (listener, dest)):
+        # Several per turn: a storm's requests arrive together, and one per turn (a turn serving hundreds
+        # of sessions) left them queued for seconds, until the devices resent them.
+        for _ in range(_LISTENER_BURST):
+            got = self._recv(listener.sock, want_dest=True)
+            if got is None:
                 return
-        self._arrive_at_listener(listener, data, client, dest)
+            data, client, dest = got
+            if self._impair is not None:
+                active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
+                session = active.machine.session_id if active is not None else 0
+                if not self._impaired_arrival(data, client, session, (listener, dest)):
+                    continue
+            self._arrive_at_listener(listener, data, client, dest)
+            if self._stopping.is_set() or listener not in self.listeners:
+                return
 
     def _arrive_at_listener(self, listener: _Listener, data: bytes, client: Address, dest: str | None) -> None:
         if self.config.single_port:
@@ -596,10 +617,15 @@ class TftpServer:
                              "not a request", "not-a-request", answer=False)
             return
         active = self._by_request.get((client, raw))
+        ended = self._ended.get((client, raw))
         if active is not None and not active.machine.finished:
             # The client resent its request before our answer reached it: its session goes on.
             self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
                                              raw, packet, Note.DUPLICATE, "request repeated")])
+            return
+        if ended is not None and self._arrival is not None and self._arrival <= ended:
+            # Dropped without an event: the session's record may be gone, and a lone event would start
+            # a record of its own that never ends.
             return
         if self._waiting.holds(client, raw):
             self._waiting.offer(client, raw, (listener, raw, client, dest), time.time())  # still asking
@@ -620,19 +646,23 @@ class TftpServer:
     def _make_room(self) -> bool:
         """End one session to admit a new request: a finished one still dallying, else the oldest
         half-open one. Requests that never answer (a flood, or forged source addresses, as with a SYN
-        flood) then cannot keep out a client that does, whatever address they come from. False if every
-        session has heard from its client and is still transferring."""
+        flood) then cannot keep out a client that does, whatever address they come from. A session is
+        half-open only once its client has had _HALF_OPEN_GRACE to answer: in a storm, requests come
+        faster than the first answers, and must not push out each other's fresh sessions. False if no
+        session can go (the request then waits for one)."""
         victim = None
+        now = time.time()
+        newest = now - _HALF_OPEN_GRACE
         for active in self._sessions.values():
             machine = active.machine
             if machine.finished:
                 victim = active
                 break
-            if not active.heard and (victim is None or machine.started < victim.machine.started):
+            if not active.heard and machine.started <= newest and (
+                    victim is None or machine.started < victim.machine.started):
                 victim = active
         if victim is None:
             return False
-        now = time.time()
         victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
                                     f"{now - victim.machine.started:.1f} s")
         self._flush(victim, now)
@@ -740,6 +770,9 @@ class TftpServer:
         key = (active.client, active.request_raw)
         if self._by_request.get(key) is active:
             del self._by_request[key]
+        if len(self._ended) >= _ENDED_REMEMBERED:
+            self._ended.pop(next(iter(self._ended)))  # the oldest
+        self._ended[key] = time.time()
         if active.own_socket:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(active.sock)
@@ -748,6 +781,15 @@ class TftpServer:
             for key, value in list(self._by_peer.items()):
                 if value is active:
                     del self._by_peer[key]
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """When the kernel took the datagram in (SO_TIMESTAMPNS: the same clock as time.time())."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = struct.unpack_from("qq", data)
+            return seconds + nanoseconds / 1e9
+    return None
 
 
 def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
