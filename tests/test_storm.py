@@ -202,3 +202,43 @@ def test_storm_usage_errors_exit_2() -> None:
                           capture_output=True, text=True, timeout=30, env=_env(), cwd=REPO)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not an address, network or range" in proc.stderr
+
+
+def test_serve_raises_its_open_file_limit_and_sizes_itself_by_it(root: Path) -> None:
+    """Started with Debian's usual soft limit (1024 here 256) under a higher hard one, serve raises the
+    soft limit to the hard one, so that it has the descriptors for as many sessions as it admits."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard open-file limit here is {hard}: nothing to raise")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    port = free_udp_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port",
+                             str(port), "--no-tui"], env=_env(), cwd=REPO, preexec_fn=low_soft_limit,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def soft_limit() -> int:
+            for text in Path(f"/proc/{proc.pid}/limits").read_text().splitlines():
+                if text.startswith("Max open files"):
+                    value = text.split()[3]
+                    return 1 << 62 if value == "unlimited" else int(value)
+            return 0
+
+        wait_until(lambda: soft_limit() > 256, 15, "serve to raise its open-file limit")
+        assert soft_limit() == (1 << 62 if hard == resource.RLIM_INFINITY else hard)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_default_capacity_follows_the_open_file_limit() -> None:
+    from tftpdiag.engine.admission import MOST_SESSIONS, default_capacity
+
+    assert default_capacity(1024) == (1024 - 64) // 2  # 480: Debian's default soft limit, not raised
+    assert default_capacity(20_000) == (20_000 - 64) // 2
+    assert default_capacity(1 << 20) == MOST_SESSIONS
+    assert default_capacity(10) == 1
