@@ -203,6 +203,16 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="use IPv6 only")
 
 
+def _host_filter(text: str) -> str:
+    """An address for the capture filter: a literal IPv4 or IPv6 address (a name would need DNS)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
 def _output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--trace", type=Path, default=None, metavar="PATH",
@@ -244,6 +254,14 @@ Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by s
 contrib/systemd/ in the source). Stop with Ctrl-C or SIGTERM.
 """
 
+
+WATCH_EXAMPLES = """examples:
+  sudo tftpdiag watch                      # TFTP on the default route's interface, live
+  sudo tftpdiag watch -i eth1 --host 10.0.0.23 --trace boot.pcap
+  sudo tftpdiag watch -i eth0 --port 69 --port 1069 --json > transfers.jsonl
+
+Needs root or CAP_NET_RAW (sudo setcap cap_net_raw,cap_net_admin+ep on the Python interpreter).
+"""
 
 TRACE_EXAMPLES = """examples:
   tftpdiag trace probe.pcap
@@ -353,6 +371,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="window the probe asks for (default: lock-step)")
     _output_flags(demo)
 
+    watch = sub.add_parser("watch", help="capture TFTP between any devices and servers and show it live",
+                           description="Capture the TFTP traffic on an interface (any client, any server: "
+                                       "one you do not control too), follow each transfer from its request "
+                                       "to the server's new port, and show it live as `serve` shows its "
+                                       "sessions, with findings. Ctrl-C stops; what the kernel had to drop "
+                                       "is counted and said, never taken for network loss.",
+                           epilog=WATCH_EXAMPLES, formatter_class=_Formatter)
+    g = watch.add_argument_group("capture")
+    g.add_argument("-i", "--interface", default=None, metavar="IFACE",
+                   help="interface to capture on (default: the one with the default route)")
+    g.add_argument("--port", action="append", type=_int_range("port", 1, 65535), default=None, metavar="PORT",
+                   help="a server port requests go to; repeat for several (default 69 alone)")
+    g.add_argument("--host", action="append", default=[], metavar="ADDR", type=_host_filter,
+                   help="only traffic to or from this device or server; repeatable")
+    g.add_argument("--idle", type=_seconds_between(1, 3600, "30"), default=30.0, metavar="SECONDS",
+                   help="a transfer with no packet for this long is judged stopped (default 30)")
+    g = watch.add_argument_group("output")
+    g.add_argument("--trace", type=Path, default=None, metavar="PATH",
+                   help="keep what was captured: .pcap (the datagrams as seen) or .jsonl (the events)")
+    g.add_argument("--no-tui", action="store_true",
+                   help="a line per finished transfer (automatic when stdout is not a terminal)")
+    g.add_argument("--json", action="store_true",
+                   help='a JSON object per finished transfer ("event": "session"), then one per device '
+                        'and one for the capture when it stops (implies --no-tui)')
+
     from tftpdiag.storm import add_storm_parser  # here, not at the top: it builds on this module's helpers
 
     add_storm_parser(sub)
@@ -368,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
                    help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    from tftpdiag.pxe.args import add_pxe_parser
+
+    add_pxe_parser(sub)
     return parser
 
 
@@ -461,6 +507,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "pxe":
+            from tftpdiag.commands import run_pxe
+            return run_pxe(args)
+        if args.command == "watch":
+            from tftpdiag.watching import run_watch
+            return run_watch(args)
         if args.command == "storm":
             from tftpdiag.storm import run_storm_command
             return run_storm_command(args)

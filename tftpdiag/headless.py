@@ -18,11 +18,13 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, line, quote
-from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.devices import Device, DeviceBook
+    from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
@@ -199,8 +201,14 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
 
 
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None) -> None:
-    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
+                        stdout: TextIO | None = None,
+                        hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
+                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session.
+
+    ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
+    session's JSON object. With ``devices``, every session reported joins its client's device, and
+    when the server stops each device is printed with its verdict (judged ``quiet`` seconds after)."""
     stdout = stdout or sys.stdout
     fold = _Fold(server.bus, sub)
     table, analyzer = fold.table, fold.analyzer
@@ -213,15 +221,18 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
             if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
             findings = analyzer.findings(record.session)
+            more = hook(record, findings) if hook is not None else {}
+            if devices is not None:
+                devices.add(record)
             if json_out:
                 kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
+                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings]), **more}
                 if record.refused is not None:
                     obj["suggestion"] = record.refused.suggestion
                     obj["received"] = record.refused.received or None
                 stdout.write(json.dumps(obj) + "\n")
             else:
-                stdout.write(line(one_line(record)) + "\n")
+                stdout.write(line(one_line(record, server=show_server)) + "\n")
                 stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
             stdout.flush()
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
@@ -246,3 +257,16 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         thread.join(10)
         fold.close()
         emit(fold())
+        if devices is not None:
+            print_devices(devices.judge(time.time(), quiet), json_out=json_out, stdout=stdout)
+
+
+def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO) -> None:
+    """Each device: a JSON object ("event": "device"), or its verdict, files in order and findings."""
+    for device in devices:
+        if json_out:
+            stdout.write(json.dumps(device.to_dict()) + "\n")
+        else:
+            stdout.writelines(line(text) + "\n" for text in device_lines(device))
+    stdout.flush()
+

@@ -5,11 +5,14 @@ from __future__ import annotations
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
+
+if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
+    from tftpdiag.engine.watch import Watcher
 from tftpdiag.fmt import clean, line
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
@@ -17,7 +20,8 @@ from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 
-__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "trace_app", "ClientProbe", "server_info"]
+__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "run_watch_app", "trace_app",
+           "watch_app", "ClientProbe", "server_info"]
 
 
 class ClientProbe:
@@ -148,6 +152,37 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
         _run(app)
     finally:
         server.stop()
+        thread.join(10)
+        spool.close()
+    return 0
+
+
+def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
+    """The watch view: the sessions of a live capture, as `serve` shows its own."""
+    from tftpdiag.watching import capture_words
+
+    feed = bus.subscribe()  # lossless, as for serve
+    spool = Spool(bus)
+    cfg = watcher.config
+    where = "server ports " + ", ".join(str(p) for p in cfg.ports)
+    if cfg.hosts:
+        where += " · hosts " + ", ".join(cfg.hosts)
+    info = ServerInfo(clean(cfg.interface), where, False, kind="watch",
+                      capture=lambda: capture_words(watcher.stats(), watcher.capture.packets))
+    app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
+    app.device_quiet = cfg.idle
+    app.model.every_role = True
+    return app, spool
+
+
+def run_watch_app(watcher: Watcher, bus: EventBus) -> int:
+    app, spool = watch_app(watcher, bus)
+    thread = threading.Thread(target=watcher.serve, name="tftp-watch", daemon=True)
+    thread.start()
+    try:
+        _run(app)
+    finally:
+        watcher.stop()
         thread.join(10)
         spool.close()
     return 0
