@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop import random_bytes
-from tests.peers import _kill_group, curl_get, free_udp_port, has_ipv6_loopback, require, wait_until
+from tests.peers import _kill_group, curl_get, free_udp_port, has_ipv6_loopback, port_free, require, wait_until
 from tftpdiag.engine.activation import ActivationError, activated_sockets
 
 pytestmark = pytest.mark.timeout(90)
@@ -48,13 +48,8 @@ def activated_serve(root: Path, listen: list[str], *extra: str, datagram: bool =
 
 
 def _listening(port: int) -> bool:
-    """Whether the activator has bound the port yet (a bind of our own then fails)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
+    """Whether the activator has bound the port yet."""
+    return not port_free("127.0.0.1", port)
 
 
 def get_with_curl(host: str, port: int, out: Path) -> bytes:
