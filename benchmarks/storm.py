@@ -117,7 +117,8 @@ def start_server(name: str, root: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while not _bound(port):
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{name} did not start: {proc.stderr.read().decode(errors='replace') if proc.stderr else ''}")
+            said = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise SystemExit(f"{name} did not start: {said}")
         time.sleep(0.02)
     return proc
 

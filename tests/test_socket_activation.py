@@ -33,7 +33,8 @@ def root(tmp_path: Path) -> Path:
 
 
 @contextmanager
-def activated_serve(root: Path, listen: list[str], *extra: str, datagram: bool = True) -> Iterator[subprocess.Popen[str]]:
+def activated_serve(root: Path, listen: list[str], *extra: str,
+                    datagram: bool = True) -> Iterator[subprocess.Popen[str]]:
     """systemd-socket-activate binding ``listen`` and starting `tftpdiag serve` on the first datagram."""
     exe = require("systemd-socket-activate")
     argv = [exe, *(["--datagram"] if datagram else [])]

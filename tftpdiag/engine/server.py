@@ -14,7 +14,6 @@ import ipaddress
 import os
 import select
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
+from tftpdiag.engine.listeners import arrival, destination, prepare_listener
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_final_mode
@@ -38,7 +38,6 @@ from tftpdiag.protocol.session import Session, Timing
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _MAX_WAIT = 0.5
 SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
 ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
@@ -49,7 +48,6 @@ _HALF_OPEN_GRACE = 1.0  # seconds a new session's client has to answer before th
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
 _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
@@ -313,23 +311,8 @@ class TftpServer:
         self._add_listener(sock)
 
     def _add_listener(self, sock: socket.socket) -> None:
-        family = sock.family
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        # An IPv6 socket that also takes IPv4 (a dual-stack socket systemd made) tells IPv4 destinations
-        # this way; on an IPv4 socket it is the only way.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        # A storm's requests arrive together: room for thousands of them (the session sockets take the
-        # transfers). FORCE passes net.core.rmem_max for root; others get what rmem_max allows.
-        for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
-                break
-        sock.setblocking(False)
-        listener = _Listener(sock, normalise(sock.getsockname()), family)
+        prepare_listener(sock)
+        listener = _Listener(sock, normalise(sock.getsockname()), sock.family)
         self.listeners.append(listener)
         self._sel.register(sock, listener)
 
@@ -427,8 +410,8 @@ class TftpServer:
         try:
             if want_dest:
                 data, ancillary, _, addr = sock.recvmsg(65536, 256)
-                self._arrival = _arrival(ancillary)
-                return data, normalise(addr), _destination(ancillary)
+                self._arrival = arrival(ancillary)
+                return data, normalise(addr), destination(ancillary)
             data, addr = sock.recvfrom(65536)
             return data, normalise(addr), None
         except (BlockingIOError, InterruptedError):
@@ -781,25 +764,3 @@ class TftpServer:
             for key, value in list(self._by_peer.items()):
                 if value is active:
                     del self._by_peer[key]
-
-
-def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
-    """When the kernel took the datagram in (SO_TIMESTAMPNS: the same clock as time.time())."""
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            seconds, nanoseconds = struct.unpack_from("qq", data)
-            return seconds + nanoseconds / 1e9
-    return None
-
-
-def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
-    """The address a request was sent to, from IP_PKTINFO / IPV6_PKTINFO."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntop(socket.AF_INET, data[8:12])
-        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
-            addr = socket.inet_ntop(socket.AF_INET6, data[:16])
-            return None if addr.startswith("fe80:") else normalise((addr, 0))[0]
-    return None
-
-

@@ -111,7 +111,8 @@ def source_addresses(specs: Sequence[str], limit: int = _MOST_SOURCES) -> tuple[
                 first, last = ipaddress.ip_address(first_text.strip()), ipaddress.ip_address(last_text.strip())
                 if first.version != last.version or int(last) < int(first):
                     raise ValueError
-                out.extend(str(ipaddress.ip_address(n)) for n in range(int(first), min(int(last), int(first) + limit) + 1))
+                end = min(int(last), int(first) + limit)
+                out.extend(str(ipaddress.ip_address(n)) for n in range(int(first), end + 1))
             elif "/" in spec:
                 network = ipaddress.ip_network(spec, strict=False)
                 hosts = network.hosts() if network.num_addresses > 2 else iter(network)
@@ -149,7 +150,8 @@ def _open_sockets(config: StormConfig, family: int) -> list[socket.socket]:
     return socks
 
 
-def run_storm(config: StormConfig, on_done: Callable[[DeviceResult], None] | None = None) -> tuple[list[DeviceResult], float]:
+def run_storm(config: StormConfig,
+              on_done: Callable[[DeviceResult], None] | None = None) -> tuple[list[DeviceResult], float]:
     """Run the storm; returns each device's result (ok unchecked: see ``completed``) and the wall time."""
     try:
         family, server = resolve(config.host, config.port, config.family)
