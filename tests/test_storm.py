@@ -242,3 +242,19 @@ def test_default_capacity_follows_the_open_file_limit() -> None:
     assert default_capacity(20_000) == (20_000 - 64) // 2
     assert default_capacity(1 << 20) == MOST_SESSIONS
     assert default_capacity(10) == 1
+
+
+def test_a_ramp_spreads_the_devices_and_ipv6_works(root: Path) -> None:
+    """--ramp 1 with 20 devices: the last one starts a second after the first, so the storm lasts at
+    least that long while each device's own download stays short. Over IPv6 loopback when there is one."""
+    from tests.peers import has_ipv6_loopback
+
+    host = "::1" if has_ipv6_loopback() else "127.0.0.1"
+    with running_server(ServerConfig(root=root, bind=(host,), port=0)) as (server, _):
+        port = server.addresses[0][1]
+        results, wall = run_storm(StormConfig(host, "boot.bin", port=port, clients=20, ramp=1.0, deadline=30))
+    summary = summarise(results, wall, (len(IMAGE), IMAGE_SHA))
+    assert summary["completed"] == 20, summary
+    assert wall >= 0.95
+    assert summary["p50_s"] < wall / 2
+    assert all(":" in r.local[0] for r in results) == (host == "::1")

@@ -164,7 +164,7 @@ def run_storm(config: StormConfig,
     options = RequestedOptions(blksize=config.blksize, windowsize=config.windowsize, tsize=config.tsize)
     socks = _open_sockets(config, family)
     began = time.time()
-    step = config.ramp / config.clients if config.clients else 0.0
+    step = config.ramp / (config.clients - 1) if config.clients > 1 else 0.0
     devices = [_Device(i, sock, began + i * step) for i, sock in enumerate(socks)]
     by_fd = {device.fd: device for device in devices}
     results: list[DeviceResult] = []
