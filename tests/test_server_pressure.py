@@ -244,3 +244,42 @@ def test_hint_budget_is_spent_only_on_new_work(tmp_path: Path) -> None:
     assert hints.suggest(tmp_path, "NEW.img", 3.0) == "new.img"
     assert hints.searches == 4
     assert hints.suggest(tmp_path, "missing/deeper.bin", 9.0) is None  # no such folder: no error
+
+
+def test_a_session_whose_answer_is_still_unread_is_not_taken_for_half_open(root: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a storm one turn of the server's loop can take longer than the grace a new session has: a
+    client's ACK may wait unread on its session's socket. That session has heard back and must not be
+    dropped to make room; the new request waits instead. (The loop is driven by hand here, so that the
+    ACK is certainly still unread.)"""
+    import tftpdiag.engine.server as server_module
+    from tftpdiag.engine.server import TftpServer
+
+    monkeypatch.setattr(server_module, "_HALF_OPEN_GRACE", 0.0)
+    server = TftpServer(config(root, max_sessions=1))
+    server.bind()
+    listener = server.listeners[0]
+    port = listener.local[1]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            a.bind(("127.0.0.1", 0))
+            a.settimeout(5)
+            a.sendto(rrq("file.bin"), ("127.0.0.1", port))
+            wait_until(lambda: server_module._waiting_datagram(listener.sock), 5, "the request to arrive")
+            server._read_listener(listener)
+            assert server.active_sessions == 1
+            data, tid = a.recvfrom(600)
+            assert data[:4] == b"\x00\x03\x00\x01"
+            a.sendto(b"\x00\x04\x00\x01", tid)  # A answers; the server does not read it yet
+            b.bind(("127.0.0.1", 0))
+            b.sendto(rrq("file.bin"), ("127.0.0.1", port))
+            wait_until(lambda: server_module._waiting_datagram(listener.sock), 5, "the second request to arrive")
+            server._read_listener(listener)
+            (session,) = server._sessions.values()
+            assert session.client == a.getsockname() and session.heard, "A's session was dropped"
+            assert server.queued_total == 1  # B waits for a session to end
+            assert a.recvfrom(600)[0][:4] == b"\x00\x03\x00\x02"  # and A's transfer went on
+    finally:
+        server.stop()
+        server._shutdown()

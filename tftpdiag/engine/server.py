@@ -46,6 +46,8 @@ _REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
 _HALF_OPEN_GRACE = 1.0  # seconds a new session's client has to answer before the session may be dropped
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
+_ROOM_TRIES = 8  # sessions looked at per request that needs room (each may turn out to have heard back)
+_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0x40)
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
 _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
 
@@ -633,25 +635,39 @@ class TftpServer:
         half-open only once its client has had _HALF_OPEN_GRACE to answer: in a storm, requests come
         faster than the first answers, and must not push out each other's fresh sessions. False if no
         session can go (the request then waits for one)."""
+        for _ in range(_ROOM_TRIES):
+            victim = self._oldest_half_open()
+            if victim is None:
+                return False
+            if not victim.machine.finished and victim.own_socket and _waiting_datagram(victim.sock):
+                # Its client did answer, but a loop turn over thousands of sessions has not read it yet:
+                # read it now (the session is then no longer half-open), and look again.
+                sessions = len(self._sessions)
+                self._read_session(victim)
+                if len(self._sessions) < sessions:
+                    return True  # that datagram ended it
+                continue
+            now = time.time()
+            victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
+                                        f"{now - victim.machine.started:.1f} s")
+            self._flush(victim, now)
+            if victim.machine.session_id in self._sessions:
+                self._end(victim)
+            return True
+        return False
+
+    def _oldest_half_open(self) -> _Active | None:
+        """A finished session still dallying, else the oldest one past its grace that never heard back."""
         victim = None
-        now = time.time()
-        newest = now - _HALF_OPEN_GRACE
+        newest = time.time() - _HALF_OPEN_GRACE
         for active in self._sessions.values():
             machine = active.machine
             if machine.finished:
-                victim = active
-                break
+                return active
             if not active.heard and machine.started <= newest and (
                     victim is None or machine.started < victim.machine.started):
                 victim = active
-        if victim is None:
-            return False
-        victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
-                                    f"{now - victim.machine.started:.1f} s")
-        self._flush(victim, now)
-        if victim.machine.session_id in self._sessions:
-            self._end(victim)
-        return True
+        return victim
 
     def _session_socket(self, listener: _Listener, dest: str | None, client: Address) -> tuple[socket.socket, bool]:
         client_family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
@@ -764,3 +780,12 @@ class TftpServer:
             for key, value in list(self._by_peer.items()):
                 if value is active:
                     del self._by_peer[key]
+
+
+def _waiting_datagram(sock: socket.socket) -> bool:
+    """Whether a datagram waits unread on the socket (it stays there)."""
+    try:
+        sock.recv(1, _PEEK)
+    except OSError:  # BlockingIOError: nothing; anything else: a pending error, not a client's answer
+        return False
+    return True
