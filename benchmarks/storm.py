@@ -22,12 +22,15 @@ Servers:
   ours-engine-x2   two engine processes sharing one listening socket (forked after binding; each runs
                    its own sessions): whether a second core helps when one loop is the limit.
 
+Clients (--client): `storm` is tftpdiag's own storm client (one process, one thread, epoll over all the
+sockets; it costs the same CPU whichever server it runs against, and on a 2-core machine it takes one
+core of the two); `curl` starts a curl process per device (cheap per block, so the server is the limit:
+this shows whether a server uses more than one core; curl binds no chosen source address).
+
 Rounds are interleaved (ours, tftpd-hpa, ..., ours, tftpd-hpa, ...) so that a noisy neighbour slows
 all of them alike; each server is started fresh for each run. The table gives medians of the rounds
 and each server's wall time as a ratio of tftpd-hpa's (below 1: faster), with the server's and the
-clients' CPU seconds: a server whose CPU time is near the wall time is the limit. The storm client is
-tftpdiag's own (one process, one thread, epoll over all the sockets); it costs the same CPU whichever
-server it runs against, and on a 2-core machine it takes one core of the two.
+clients' CPU seconds: a server whose CPU time is near the wall time is the limit.
 
 Needs: root (in.tftpd chroots), tftpd-hpa (bash .ci/install-peers.sh). Run it on a quiet machine:
 it saturates both cores for about a minute with the defaults.
@@ -151,24 +154,59 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_one(name: str, root: Path, filename: str, clients: int, sources: list[str], timeout: float) -> Run:
+def run_one(name: str, root: Path, filename: str, clients: int, sources: list[str], timeout: float,
+            client: str) -> Run:
     port = free_port()
     proc = start_server(name, root, port)
     try:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        argv = [PY, "-m", "tftpdiag", "storm", "127.0.0.1", filename, "--port", str(port), "--clients", str(clients),
-                "--expect-file", str(root / filename), "--json", "--deadline", str(timeout)]
-        for spec in sources:
-            argv += ["--from", spec]
-        done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=timeout + 30)
+        if client == "curl":
+            summary = curl_storm(port, root / filename, clients, timeout)
+        else:
+            argv = [PY, "-m", "tftpdiag", "storm", "127.0.0.1", filename, "--port", str(port), "--clients",
+                    str(clients), "--expect-file", str(root / filename), "--json", "--deadline", str(timeout)]
+            for spec in sources:
+                argv += ["--from", spec]
+            done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=timeout + 30)
+            if not done.stdout.strip():
+                raise SystemExit(f"storm failed against {name}: {done.stderr}")
+            summary = json.loads(done.stdout)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_cpu = group_cpu(proc.pid)
     finally:
         stop_server(proc)
-    if not done.stdout.strip():
-        raise SystemExit(f"storm failed against {name}: {done.stderr}")
     client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Run(name, json.loads(done.stdout), server_cpu, client_cpu)
+    return Run(name, summary, server_cpu, client_cpu)
+
+
+def curl_storm(port: int, expected: Path, clients: int, timeout: float) -> dict[str, Any]:
+    """The same storm with a curl process per device (C, a few microseconds a block): the server, not
+    the client, is then what limits, which shows whether a server uses more than one core."""
+    sys.path.insert(0, str(REPO))
+    from tftpdiag.storm import percentile
+
+    want = expected.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="tftpdiag-storm-curl-") as tmp:
+        began = time.time()
+        procs = {}
+        for i in range(clients):
+            out = Path(tmp) / f"{i}.bin"
+            argv = ["curl", "-s", "--max-time", str(timeout), "--tftp-blksize", "1468", "-o", str(out),
+                    f"tftp://127.0.0.1:{port}/{expected.name}"]
+            procs[subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid] = out
+        ended: dict[int, float] = {}
+        codes: dict[int, int] = {}
+        while len(ended) < len(procs):
+            pid, status = os.wait()  # reaps curl (its CPU time then counts); the server is not a curl
+            if pid in procs:
+                ended[pid], codes[pid] = time.time() - began, os.waitstatus_to_exitcode(status)
+        wall = time.time() - began
+        good = [pid for pid, out in procs.items() if codes[pid] == 0 and out.read_bytes() == want]
+    times = [ended[pid] for pid in good]
+    return {"clients": clients, "completed": len(good), "failed": clients - len(good),
+            "p50_s": percentile(times, 0.5), "p95_s": percentile(times, 0.95), "p99_s": percentile(times, 0.99),
+            "max_s": max(times) if times else None, "refused": None, "retransmits": None, "wall_s": wall,
+            "aggregate_bps": len(want) * len(good) / wall}
 
 
 def sources_for(clients: int) -> list[str]:
@@ -193,7 +231,7 @@ def report(title: str, runs: list[Run], servers: list[str]) -> dict[str, dict[st
 
         medians[name] = {
             "wall": med("wall_s"), "p50": med("p50_s"), "p95": med("p95_s"), "p99": med("p99_s"),
-            "max": med("max_s"), "bps": med("aggregate_bps"), "retx": med("retransmits"),
+            "max": med("max_s"), "bps": med("aggregate_bps"), "retx": med("retransmits"),  # nan for curl
             "server_cpu": statistics.median(r.server_cpu for r in mine),
             "client_cpu": statistics.median(r.client_cpu for r in mine),
             "ok": min(r.summary["completed"] for r in mine), "all": mine[0].summary["clients"],
@@ -232,6 +270,9 @@ def main() -> None:
     parser.add_argument("--concurrent-size", type=parse_size, default=4 << 20,
                         help="file of the concurrent scenario (default 4M)")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds a storm may take (default 240)")
+    parser.add_argument("--client", choices=("storm", "curl"), default="storm",
+                        help="the devices: tftpdiag storm (one Python process, default) or a curl process each "
+                             "(cheap per block, so the server is the limit; curl cannot bind many source addresses)")
     args = parser.parse_args()
     servers = [s.strip() for s in args.only.split(",") if s.strip()]
     for name in servers:
@@ -261,12 +302,12 @@ def main() -> None:
             runs = []
             for round_no in range(args.rounds):
                 for name in servers:
-                    run = run_one(name, root, filename, clients, sources, args.timeout)
+                    run = run_one(name, root, filename, clients, sources, args.timeout, args.client)
                     print(f"  round {round_no + 1} {name}: {run.summary['completed']}/{clients} in "
                           f"{run.summary['wall_s']:.2f} s", file=sys.stderr, flush=True)
                     runs.append(run)
-            title = (f"{scenario}: {clients} clients x {size / (1 << 20):g} MiB, lock-step, blksize 1468, "
-                     f"median of {args.rounds}")
+            title = (f"{scenario}: {clients} clients ({args.client}) x {size / (1 << 20):g} MiB, lock-step, "
+                     f"blksize 1468, median of {args.rounds}")
             results[scenario] = report(title, runs, servers)
         concurrent = results.get("concurrent", {})
         if "ours" in concurrent and "tftpd-hpa" in concurrent:
