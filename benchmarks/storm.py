@@ -5,7 +5,7 @@
     python benchmarks/storm.py --scenarios concurrent --concurrent-size 8M
     python benchmarks/storm.py --only ours,tftpd-hpa,ours-engine-x2
 
-Scenarios (each device is one socket of `tftpdiag storm`, lock-step, blksize 1468, as boot ROMs ask):
+Scenarios (every device lock-step, blksize 1468, as boot ROMs ask):
   storm       --clients devices (default 500) ask at once for a --size file (default 1 MiB), from as many
               loopback addresses (127.0.1.1, 127.0.1.2, ...): the morning after a power cut. Reported:
               how many got it byte-exact, completion-time percentiles, wall time.
