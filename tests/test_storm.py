@@ -258,3 +258,13 @@ def test_a_ramp_spreads_the_devices_and_ipv6_works(root: Path) -> None:
     assert wall >= 0.95
     assert summary["p50_s"] < wall / 2
     assert all(":" in r.local[0] for r in results) == (host == "::1")
+
+
+def test_a_closed_port_fails_every_device_at_once() -> None:
+    """Nothing listens: the ICMP port unreachable ends each device at once (not after 30 s of retries)."""
+    port = free_udp_port()
+    code, summary = storm(port, "--clients", "30", timeout=20)
+    assert code == 1
+    assert (summary["completed"], summary["failed"], summary["refused"]) == (0, 30, 0)
+    assert summary["errors"] == {f"127.0.0.1 port {port}: port unreachable (nothing listens there)": 30}
+    assert summary["wall_s"] < 5

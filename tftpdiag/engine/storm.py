@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from tftpdiag.engine.net import normalise, resolve
+from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Address, Completed, Failed, Reason
 from tftpdiag.protocol.options import RequestedOptions
@@ -133,13 +133,12 @@ def _open_sockets(config: StormConfig, family: int) -> list[socket.socket]:
     wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
     try:
         for i in range(config.clients):
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            source = config.sources[i % len(config.sources)] if config.sources else wildcard
+            # With the ICMP errors asked for (IP_RECVERR), a device whose server port is closed fails at
+            # once ("port unreachable") instead of retrying for half a minute.
+            sock = udp_socket(family, (source, 0))
             socks.append(sock)
             sock.setblocking(False)
-            with contextlib.suppress(OSError):  # a window of large blocks arrives as one burst
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            source = config.sources[i % len(config.sources)] if config.sources else wildcard
-            sock.bind((source, 0))
     except OSError as exc:
         for sock in socks:
             sock.close()
@@ -262,7 +261,9 @@ def _read(device: _Device, settle: Callable[[_Device, float], None]) -> None:
         except (BlockingIOError, InterruptedError):
             break
         except OSError as exc:  # ICMP port unreachable and the like, reported on the next read
-            machine.unreachable(now, exc.strerror or str(exc))
+            blamed = errored_destination(device.sock)  # also empties the error queue
+            where = f"{blamed[0]} port {blamed[1]}: " if blamed else ""
+            machine.unreachable(now, where + describe_errno(exc.errno or 0))
             break
         machine.receive(data, normalise(addr), now)
         if machine.finished:
