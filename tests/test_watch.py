@@ -227,3 +227,74 @@ def test_capture_filter_keeps_tftp_and_drops_the_rest(family: str) -> None:
     only = pcapy.compile(pcapy.DLT_RAW, 65535, capture_filter((69,), (b,)), 1, 0)
     assert only.filter(_raw_udp(a, b, 51000, 52000, b"\0\3\0\1x"))
     assert not only.filter(_raw_udp(a, a, 51000, 52000, b"\0\3\0\1x"))
+
+
+async def test_watch_view_shows_a_live_transfer_and_its_device(served: Path, tmp_path: Path) -> None:
+    """The full-screen view, driven as a user would: a real download appears in the sessions table while
+    watch captures it, and `d` shows its device."""
+    import asyncio
+    import threading
+
+    from tests.test_tui_views import screen_text
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.engine.watch import WatchConfig, Watcher
+    from tftpdiag.tui.launch import watch_app
+
+    host = private_loopback(8)
+    port = peers.free_udp_port(host)
+    with peers.tftpd_hpa(served, port, host=host):
+        bus = EventBus()
+        watcher = Watcher(WatchConfig("lo", (port,), (host,), 2.0), bus)
+        app, spool = watch_app(watcher, bus)
+        engine = threading.Thread(target=watcher.serve, daemon=True)
+        try:
+            async with app.run_test(size=(120, 36)) as pilot:
+                engine.start()
+                result = await asyncio.to_thread(peers.curl_get, host, port, "image.bin", tmp_path / "o.bin", 1468)
+                assert result.ok
+                deadline = time.monotonic() + 20
+                while "1 done" not in screen_text(app) and time.monotonic() < deadline:
+                    await pilot.pause(0.05)
+                text = screen_text(app)
+                assert "image.bin" in text and "● done" in text and "1 done" in text, text
+                assert "none lost" in text
+                await pilot.press("d")
+                await pilot.pause()
+                text = screen_text(app)
+                assert "127.0.0.1" in text and "image.bin ✔" in text, text
+        finally:
+            watcher.stop()
+            engine.join(10)
+            spool.close()
+
+
+def test_watch_on_a_real_lan_groups_devices_by_mac(tmp_path: Path) -> None:
+    """On an Ethernet interface (a veth in a namespace LAN), devices carry the MAC their requests came from."""
+    from tests import netns
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "image.bin").write_bytes(IMAGE)
+    macs = {"10.79.0.21": "02:00:00:00:00:21", "10.79.0.22": "02:00:00:00:00:22"}
+    with netns.Lan() as lan:
+        server = lan.host("srv", "10.79.0.1/24")
+        clients = [lan.host(f"c{n}", f"{ip}/24", mac) for n, (ip, mac) in enumerate(macs.items())]
+        tftpd = server.start([peers.require("in.tftpd"), "-L", "-4", "-s", "-u", "root", "--address", "10.79.0.1:69",
+                              str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        watch = server.start([sys.executable, "-m", "tftpdiag", "watch", "-i", "eth0", "--json", "--idle", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+        try:
+            assert "watching TFTP on eth0" in watch.stderr.readline()
+            for n, client in enumerate(clients):
+                name = "image.bin" if n == 0 else "none.bin"
+                client.run(["curl", "-s", "--max-time", "10", "-o", str(tmp_path / f"o{n}"),
+                            f"tftp://10.79.0.1/{name}"], timeout=20)
+            seen = _read_json_lines(watch, 2)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            out, err = watch.communicate(timeout=20)
+            tftpd.kill()
+    assert (tmp_path / "o0").read_bytes() == IMAGE
+    assert [(s["file"], s["ok"]) for s in seen] == [("image.bin", True), ("none.bin", False)]
+    devices = {d["address"]: d for d in map(json.loads, out.splitlines()) if d["event"] == "device"}
+    assert {address: d["mac"] for address, d in devices.items()} == macs

@@ -143,10 +143,13 @@ class DeviceBook:
     def __len__(self) -> int:
         return len(self._devices)
 
-    def judge(self, now: float, quiet: float = 30.0) -> list[Device]:
-        """Every device judged at ``now``: one quiet for ``quiet`` seconds has finished what it was doing."""
+    def judge(self, now: float, quiet: float = 30.0, macs: dict[str, str] | None = None) -> list[Device]:
+        """Every device judged at ``now``: one quiet for ``quiet`` seconds has finished what it was doing.
+        ``macs`` names the MAC address of a client address, where a capture saw it."""
         out = []
         for device in self._devices.values():
+            if macs and device.mac is None:
+                device.mac = macs.get(device.address)
             _judge(device, now, quiet)
             out.append(device)
         out.sort(key=lambda d: (d.verdict != STUCK, -d.last))

@@ -203,7 +203,8 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
 def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
                         stdout: TextIO | None = None,
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
-                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0) -> None:
+                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,
+                        macs: dict[str, str] | None = None) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session.
 
     ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
@@ -258,7 +259,7 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         fold.close()
         emit(fold())
         if devices is not None:
-            print_devices(devices.judge(time.time(), quiet), json_out=json_out, stdout=stdout)
+            print_devices(devices.judge(time.time(), quiet, macs), json_out=json_out, stdout=stdout)
 
 
 def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO) -> None:

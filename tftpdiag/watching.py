@@ -113,7 +113,8 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
         return {"server": fmt_addr(record.peer) if record.peer is not None else None}
 
     run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
-                        hook=hook, show_server=True, devices=book, quiet=watcher.config.idle)
+                        hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,
+                        macs=watcher.capture.macs)
     stats = watcher.stats()
     packets = watcher.capture.packets
     if json_out:

@@ -167,6 +167,8 @@ class LiveCapture:
         self._base = self._handle.stats()
         self._last_stats = CaptureStats(0, 0, 0)
         self.packets = 0  # packets handed over (any that passed the filter)
+        self._ethernet = self._handle.datalink() == 1
+        self.macs: dict[str, str] = {}  # client address -> the MAC its requests came from (Ethernet only)
 
     def stop(self) -> None:
         self._stop.set()
@@ -217,7 +219,34 @@ class LiveCapture:
         if not meta:
             return None
         self.packets += len(meta) // 16
-        return list(_decoded(buf, meta, decode))
+        batch = list(_decoded(buf, meta, decode))
+        if self._ethernet:
+            self._note_macs(buf, meta, batch)
+        return batch
+
+    def _note_macs(self, buf: bytes, meta: Any, batch: list[Datagram]) -> None:
+        """The MAC address of each client that sends a request, from its Ethernet header: devices are
+        grouped by it where the capture has one. Only requests are looked at (a few per transfer)."""
+        requests = [d for d in batch if d.payload[:2] in (b"\0\1", b"\0\2")]
+        if not requests:
+            return
+        fields = array.array("I")
+        fields.frombytes(bytes(meta))
+        wanted = {d.src[0] for d in requests if d.src[0] not in self.macs}
+        if not wanted:
+            return
+        for i in range(0, len(fields), 4):
+            off, caplen = fields[i + 2], fields[i + 3]
+            d = self._decode(buf, off, off + caplen, 0.0) if caplen >= 14 else None
+            if d is not None and d.src[0] in wanted:
+                if len(self.macs) >= 65536:
+                    self.macs.clear()  # bounded: a scan of forged sources must not grow it for ever
+                mac = buf[off + 6:off + 12]
+                if any(mac):  # loopback's Ethernet header is all zeros: no MAC at all
+                    self.macs[d.src[0]] = ":".join(f"{b:02x}" for b in mac)
+                wanted.discard(d.src[0])
+                if not wanted:
+                    return
 
     def close(self) -> None:
         with self._lock:

@@ -124,6 +124,7 @@ class TftpDiagApp(App[int]):
         self.ticks = 0
         self.longest_tick = 0.0
         self.device_quiet = 30.0  # seconds of silence after which a device has finished (watch: --idle)
+        self.device_macs: dict[str, str] | None = None  # watch: client address -> MAC, from the capture
 
     # -- layout -----------------------------------------------------------------------------------
 

@@ -172,6 +172,7 @@ def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
     app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
     app.device_quiet = cfg.idle
     app.model.every_role = True
+    app.device_macs = watcher.capture.macs
     return app, spool
 
 

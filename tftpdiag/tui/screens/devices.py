@@ -91,11 +91,11 @@ class DevicesScreen(Screen[None]):
     def update_view(self, model: LiveModel, now: float) -> None:
         if not self.is_current:
             return
-        devices = model.devices.judge(now, self.quiet)
+        devices = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
         table = self.query_one(DataTable)
         order = [d.address for d in devices]
         self._devices = {d.address: d for d in devices}
-        rows = [(clean(d.address), Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d),
+        rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""), Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d),
                  str(len(d.attempts))) for d in devices]
         if order != self._order:
             selected = self._order[table.cursor_row] if self._order and 0 <= table.cursor_row < len(self._order) else None

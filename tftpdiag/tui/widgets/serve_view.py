@@ -301,6 +301,9 @@ class ServeView(Vertical):
         totals = model.all_totals if model.every_role else model.totals
         if info.kind == "watch":
             text = Text.assemble((" watch ", "bold"), (info.root, "bold"), f"  {info.addresses}")
+            if info.capture is not None:  # on the first line: a capture that lost packets must be seen
+                said, lost = info.capture()
+                text.append(f" · {said}", style="bold black on yellow" if lost else "dim")
         else:
             text = Text.assemble((" serve ", "bold"), (info.root, "bold"), f"  on {info.addresses}  ",
                                  ("uploads allowed" if info.uploads else "read-only",
@@ -316,9 +319,6 @@ class ServeView(Vertical):
         text.append(f" · {totals['refused']} refused", style="bold red" if totals["refused"] else "")
         moving = totals["bytes"] + sum(r.bytes for r in model.active())
         text.append(f" · {fmt_bytes(moving)} sent/received · now {fmt_rate(model.aggregate_rate(now))}")
-        if info.capture is not None:
-            said, lost = info.capture()
-            text.append(f" · {said}", style="bold black on yellow" if lost else "dim")
         if self.paused:
             text.append("  PAUSED", style="bold yellow")
         text.append_text(_forgotten_line(model))
