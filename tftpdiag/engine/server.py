@@ -193,6 +193,7 @@ class TftpServer:
         self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
         self._by_request: dict[tuple[Address, bytes], _Active] = {}  # (client, request) -> session
+        self._half_open: dict[int, _Active] = {}  # sessions not yet heard from, oldest first (see _make_room)
         # (client, request) -> when its session ended: a repeat of the request that reached the kernel
         # before then was sent while the session ran (it waited behind a storm's datagrams), not a new ask.
         self._ended: dict[tuple[Address, bytes], float] = {}
@@ -380,7 +381,7 @@ class TftpServer:
     def _admit_waiting(self, now: float) -> None:
         """Start queued requests, oldest first, while there is room or a session gives its place up."""
         self._next_room_check = now + _ROOM_CHECK
-        while self._waiting and (len(self._sessions) < self.capacity or self._make_room()):
+        while self._waiting and (len(self._sessions) < self.capacity or self._make_room(scan=True)):
             waiting = self._waiting.take(now)
             if waiting is None:
                 return
@@ -524,6 +525,7 @@ class TftpServer:
             active.last_heard = now
             if not active.heard and data[1:2] not in _REQUEST_OPCODES:
                 active.heard = True
+                self._half_open.pop(active.machine.session_id, None)
         active.machine.receive(data, addr, now)
         self._flush(active, now)
 
@@ -628,15 +630,15 @@ class TftpServer:
         else:
             self._start_write(listener, listen, session_id, raw, packet, client, dest)
 
-    def _make_room(self) -> bool:
-        """End one session to admit a new request: a finished one still dallying, else the oldest
-        half-open one. Requests that never answer (a flood, or forged source addresses, as with a SYN
+    def _make_room(self, scan: bool = False) -> bool:
+        """End one session to admit a new request: the oldest half-open one, else (``scan``) a finished
+        one still dallying. Requests that never answer (a flood, or forged source addresses, as with a SYN
         flood) then cannot keep out a client that does, whatever address they come from. A session is
         half-open only once its client has had _HALF_OPEN_GRACE to answer: in a storm, requests come
         faster than the first answers, and must not push out each other's fresh sessions. False if no
         session can go (the request then waits for one)."""
         for _ in range(_ROOM_TRIES):
-            victim = self._oldest_half_open()
+            victim = self._oldest_half_open(scan)
             if victim is None:
                 return False
             if not victim.machine.finished and victim.own_socket and _waiting_datagram(victim.sock):
@@ -656,18 +658,18 @@ class TftpServer:
             return True
         return False
 
-    def _oldest_half_open(self) -> _Active | None:
-        """A finished session still dallying, else the oldest one past its grace that never heard back."""
-        victim = None
-        newest = time.time() - _HALF_OPEN_GRACE
-        for active in self._sessions.values():
-            machine = active.machine
-            if machine.finished:
+    def _oldest_half_open(self, scan: bool) -> _Active | None:
+        """The oldest session past its grace that never heard back, else (with ``scan``: a walk over
+        every session, so not on every request) a finished one still dallying."""
+        for active in self._half_open.values():  # in the order they started: the first is the oldest
+            if active.machine.started <= time.time() - _HALF_OPEN_GRACE:
                 return active
-            if not active.heard and machine.started <= newest and (
-                    victim is None or machine.started < victim.machine.started):
-                victim = active
-        return victim
+            break
+        if scan:
+            for active in self._sessions.values():
+                if active.machine.finished:
+                    return active
+        return None
 
     def _session_socket(self, listener: _Listener, dest: str | None, client: Address) -> tuple[socket.socket, bool]:
         client_family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
@@ -743,6 +745,7 @@ class TftpServer:
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
         self._by_request[(active.client, active.request_raw)] = active
+        self._half_open[active.machine.session_id] = active
         active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
         if active.own_socket:
             self._sel.register(active.sock, active)
@@ -766,6 +769,7 @@ class TftpServer:
         if not active.finalised:
             self._finalise(active)
         self._sessions.pop(active.machine.session_id, None)
+        self._half_open.pop(active.machine.session_id, None)
         key = (active.client, active.request_raw)
         if self._by_request.get(key) is active:
             del self._by_request[key]
