@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -72,8 +73,9 @@ def add_storm_parser(sub: Any) -> None:
                    help="print {clients, completed, failed, p50_s, p95_s, p99_s, max_s, refused, "
                         "retransmits, ...} as JSON on stdout")
     fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=2, default=0, help="use IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=10, help="use IPv6 only")
+    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, default=0,
+                     help="use IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="use IPv6 only")
 
 
 def percentile(values: Sequence[float], share: float) -> float | None:

@@ -18,7 +18,7 @@ import ipaddress
 import select
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -182,7 +182,7 @@ def run_storm(config: StormConfig,
 def _drive(config: StormConfig, devices: list[_Device], by_fd: dict[int, _Device], epoll: select.epoll,
            server: Address, options: RequestedOptions, began: float, results: list[DeviceResult],
            on_done: Callable[[DeviceResult], None] | None) -> None:
-    waiting = list(devices)  # not started yet, in start order
+    waiting = deque(devices)  # not started yet, in start order
     running: dict[int, _Device] = {}
     next_sweep = 0.0
     deadline = began + config.deadline
@@ -214,7 +214,7 @@ def _drive(config: StormConfig, devices: list[_Device], by_fd: dict[int, _Device
     while waiting or running:
         now = time.time()
         while waiting and waiting[0].start <= now:
-            device = waiting.pop(0)
+            device = waiting.popleft()
             device.start = now
             device.machine = ClientRead(device.index + 1, filename=config.filename, server=server,
                                         local=device.local, sink=device.sink, now=now, options=options,
