@@ -120,18 +120,25 @@ def _watch_cli(*args: str) -> subprocess.Popen[str]:
 
 
 def _read_json_lines(proc: subprocess.Popen[str], count: int, timeout: float = 20.0) -> list[dict]:
-    """The first ``count`` JSON lines the process prints, as they come."""
+    """The first ``count`` JSON lines the process prints, as they come. Read a line at a time from the
+    descriptor itself: a buffered reader can take two lines at once and leave select() waiting."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[dict] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     while len(lines) < count:
-        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if b"\n" in pending:
+            text, pending = pending.split(b"\n", 1)
+            lines.append(json.loads(text))
+            continue
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
         if not ready:
             raise TimeoutError(f"watch printed {len(lines)} of {count} JSON lines: {lines}")
-        text = proc.stdout.readline()
-        if not text:
+        chunk = os.read(fd, 1)  # one byte at a time: what follows the lines wanted stays in the pipe
+        if not chunk:
             raise AssertionError(f"watch ended early: {proc.stderr.read() if proc.stderr else ''}")
-        lines.append(json.loads(text))
+        pending += chunk
     return lines
 
 

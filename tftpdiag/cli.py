@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from tftpdiag import __version__
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
+from tftpdiag.opsargs import add_history_parser, add_serve_flags
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Timing
@@ -248,6 +249,7 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
+  tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
 
 Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
 (LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
@@ -357,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
+    add_serve_flags(serve)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
@@ -414,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tftpdiag.pxe.args import add_pxe_parser
 
     add_pxe_parser(sub)
+    add_history_parser(sub, _Formatter)
     return parser
 
 
@@ -510,6 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "pxe":
             from tftpdiag.commands import run_pxe
             return run_pxe(args)
+        if args.command == "history":
+            from tftpdiag.keeping import run_history
+            return run_history(args)
         if args.command == "watch":
             from tftpdiag.watching import run_watch
             return run_watch(args)

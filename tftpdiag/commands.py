@@ -217,11 +217,18 @@ def run_serve(args: argparse.Namespace) -> int:
     except ServerSetupError as exc:
         raise UsageError(str(exc)) from None
     _report_removals(server.stale_parts, "upload")
-    with _trace(bus, args.trace, snaplen=args.trace_snaplen):
+    from tftpdiag.keeping import feed_in_background, server_sinks
+
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args, tui=interactive(args)) as sinks:
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app
 
-            return run_server_app(server, bus)
+            finish = feed_in_background(bus, sinks) if sinks else None
+            try:
+                return run_server_app(server, bus)
+            finally:
+                if finish is not None:
+                    finish()
         from tftpdiag.headless import run_server_headless
         from tftpdiag.sessions import fmt_addr
 
@@ -240,7 +247,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with _stop_on_signals(stop):
             from tftpdiag.devices import DeviceBook
 
-            run_server_headless(server, sub, json_out=args.json, stop=stop, devices=DeviceBook())
+            run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook())
         print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.apart import RemoteTransfer
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
 
@@ -29,7 +30,8 @@ class ClientProbe:
     once every reader has subscribed: a transfer started earlier can publish its first events (the
     request, even all of it) before a reader exists, and that reader would judge it without them."""
 
-    def __init__(self, transfer: ClientTransfer, bus: EventBus, extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
+    def __init__(self, transfer: ClientTransfer | RemoteTransfer, bus: EventBus,
+                 extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
         self.bus = bus
         self.extra = extra
         self.transfer = transfer
@@ -43,9 +45,10 @@ class ClientProbe:
     def rerun(self) -> None:
         self.cancel()
         try:
-            self.transfer = ClientTransfer(self.transfer.request, self.bus).start()
+            fresh = ClientTransfer(self.transfer.request, self.bus)
         except TransferSetupError:
-            pass
+            return
+        self.transfer = (RemoteTransfer(fresh) if isinstance(self.transfer, RemoteTransfer) else fresh).start()
 
     def cancel(self) -> None:
         self.transfer.cancel()
@@ -116,14 +119,16 @@ def _run(app: TftpDiagApp) -> int | None:
     return app.run()
 
 
-def client_app(transfer: ClientTransfer, bus: EventBus, *,
-               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, Spool]:
+def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]],
+               apart: bool = True) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and then the probe started."""
     # Lossless: every packet goes into the session's record (the packet table shows them all), and the
     # findings read the same events.
     feed = bus.subscribe()
     spool = Spool(bus)
-    probe = ClientProbe(transfer, bus, extra)
+    # The transfer runs in a process of its own: the view's work per packet would otherwise hold the
+    # interpreter lock its thread needs (see engine/apart.py for the figures).
+    probe = ClientProbe(RemoteTransfer(transfer) if apart else transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
                       impair=str(impair) if impair is not None else "")
