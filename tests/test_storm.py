@@ -239,7 +239,8 @@ def test_default_capacity_follows_the_open_file_limit() -> None:
     from tftpdiag.engine.admission import MOST_SESSIONS, default_capacity
 
     assert default_capacity(1024) == (1024 - 64) // 2  # 480: Debian's default soft limit, not raised
-    assert default_capacity(20_000) == (20_000 - 64) // 2
+    assert default_capacity(4000) == (4000 - 64) // 2
+    assert default_capacity(20_000) == MOST_SESSIONS
     assert default_capacity(1 << 20) == MOST_SESSIONS
     assert default_capacity(10) == 1
 

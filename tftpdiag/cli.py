@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "without it; repeatable")
     g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=None,
                    help="most sessions at once, from any number of addresses (default: as many as the "
-                        "open-file limit allows, which serve raises to its hard limit, at most 10000). When "
+                        "open-file limit allows, which serve raises to its hard limit, at most 2048). When "
                         "full, a session whose client has not answered yet (a flood, or a forged address) "
                         "makes room for a new request; failing that the request waits for a session to end "
                         "(up to 4096 waiting) rather than being refused")

@@ -28,7 +28,10 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["raise_open_file_limit", "open_file_limit", "default_capacity", "WaitingRoom", "MOST_SESSIONS",
            "FDS_KEPT"]
 
-MOST_SESSIONS = 10_000  # the default capacity's ceiling: each session costs memory and a share of one loop
+# The default capacity's ceiling. One loop serves every session, and its timer sweep walks them all a few
+# times a second: past a couple of thousand, more sessions at once only share the same CPU more thinly,
+# while waiting requests cost nothing until their turn.
+MOST_SESSIONS = 2048
 FDS_KEPT = 64  # descriptors kept for everything else: listeners, the wake-up pair, traces, logs, history
 _FDS_PER_SESSION = 2  # the file served (or the upload's temporary file) and the session's own socket
 
