@@ -22,7 +22,7 @@ from tftpdiag import __version__
 ROOT = Path(__file__).resolve().parent.parent
 NAME = f"tftpdiag-{__version__}"
 # What the tests, the README's screenshot check and the man page check read besides the package.
-SDIST_TREES = ("tftpdiag", "tests", "scripts", "screenshots", "man", "benchmarks", ".ci")
+SDIST_TREES = ("tftpdiag", "tests", "scripts", "screenshots", "man", "benchmarks", ".ci", "contrib")
 SKIPPED = {"__pycache__", ".pytest_cache", ".hypothesis"}
 
 
