@@ -273,3 +273,32 @@ def test_progress_bar_counts_in_binary_units() -> None:
 class _Task:
     def __init__(self, speed: float) -> None:
         self.finished_speed, self.speed = None, speed
+
+
+def test_verbose_watch_prints_the_packets_it_captured(tmp_path: Path) -> None:
+    """watch -v: a line per datagram the capture saw between a real client and server, then the line
+    of the session, as serve -v prints them."""
+    from tests import peers
+    from tests.test_watch import IMAGE, _watch_cli
+    from tests.watch_support import private_loopback
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "image.bin").write_bytes(IMAGE)
+    host = private_loopback(9)
+    port = peers.free_udp_port(host)
+    with peers.tftpd_hpa(root, port, host=host):
+        proc = _watch_cli("-i", "lo", "--port", str(port), "--host", host, "-v", "--no-tui", "--idle", "2")
+        try:
+            assert "watching TFTP on lo" in proc.stderr.readline()  # type: ignore[union-attr]
+            assert peers.curl_get(host, port, "image.bin", tmp_path / "out.bin", blksize=1468).ok
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    seen = packets(out)
+    assert seen[0].group(3) == "RRQ" and seen[0].group(2) == f"{host}:{port}"
+    blocks = len(IMAGE) // 1468 + 1
+    assert {int(m.group(4)) for m in seen if m.group(3) == "DATA"} == set(range(1, blocks + 1))
+    session = [text for text in out.splitlines() if " RRQ to " in text and not PACKET.match(text)]
+    assert len(session) == 1 and "ok" in session[0]
