@@ -211,6 +211,7 @@ class ObserverState:
         events.append(Progress(self.sid, result.time, self.bytes, self.total, result.stats))
         events.append(result)
         self.phase = ENDED
+        self.refusal = None  # a refusal not yet judged is moot once the transfer ended some other way
         self.finishing = False
         self.ahead = {}
         self.ahead_at = {}
