@@ -270,6 +270,15 @@ def test_a_live_tick_settles_a_refusal_the_client_did_not_follow() -> None:
     assert isinstance(ending(obs.take()), Failed)
 
 
+def test_a_refusal_not_yet_judged_ends_once() -> None:
+    """The client answers the server's ERROR 8 with an ERROR of its own instead of asking again: that
+    ends the transfer, and the refusal waiting for the client's next request must not end it again."""
+    wire = refused_then(asked_again=False)
+    wire(C, T, Error(ErrorCode.UNKNOWN_TID, "go away"))
+    obs, events = observe(wire.datagrams, end=wire.time + 60)
+    assert len(of(events, Failed)) == 1 and obs.done
+
+
 def test_client_refuses_the_oack_with_error_8_as_a_uefi_size_probe() -> None:
     wire = Wire()
     wire(C, S, rrq(("tsize", "0"), ("blksize", "1468")))
