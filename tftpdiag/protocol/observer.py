@@ -58,7 +58,12 @@ from tftpdiag.protocol.observer_state import (
     TRANSFERRING,
     lenient,
 )
-from tftpdiag.protocol.options import OptionOutcome, Verdict, accept_oack, options_refused
+from tftpdiag.protocol.options import (
+    OptionOutcome,
+    Verdict,
+    accept_oack,
+    options_refused,
+)
 from tftpdiag.protocol.packets import (
     Error,
     ErrorCode,

@@ -27,7 +27,13 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStats,
 )
-from tftpdiag.protocol.options import DEFAULT_BLKSIZE, Negotiated, OptionOutcome, Verdict, options_ignored
+from tftpdiag.protocol.options import (
+    DEFAULT_BLKSIZE,
+    Negotiated,
+    OptionOutcome,
+    Verdict,
+    options_ignored,
+)
 from tftpdiag.protocol.packets import Error, Options, Packet
 
 __all__ = ["ObserverState", "lenient", "REQUESTING", "NEGOTIATING", "TRANSFERRING", "ENDED", "PROGRESS_INTERVAL",
