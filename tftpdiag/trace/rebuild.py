@@ -38,6 +38,7 @@ __all__ = ["rebuild", "Rebuilder"]
 
 _ORPHAN_BUFFER = 64  # datagrams kept per address pair while deciding whether it is a TFTP exchange
 _ORPHAN_PAIRS = 4096  # pairs under watch at once; unrelated traffic must not grow this without bound
+FORGET_AFTER = 120.0  # live: seconds a quiet transfer is taken to have stopped, and its client port forgotten
 
 
 class Rebuilder:
@@ -45,15 +46,22 @@ class Rebuilder:
 
     Feeding can stop at any point (a damaged capture raises from the reader): :meth:`finish` still
     turns what was read into complete transfers.
+
+    A capture file's events all go to :attr:`events`. A live capture (``live=True``) takes them as they
+    settle instead, with :meth:`take`, and says how time passes with :meth:`tick`: ended transfers are
+    then let go, so memory follows the transfers under way, not the capture's length.
     """
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
+    def __init__(self, *, live: bool = False) -> None:
+        self.live = live
+        self.events: list[Event] = []  # every event, for a capture file (live: empty; see take())
         self.datagrams = 0  # UDP datagrams fed, TFTP or not
         self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
+        self._sink: list[Event] | None = None if live else self.events
         self._by_client: dict[Address, Observer] = {}
         self._prev: dict[Address, Observer] = {}  # the transfer a client port ran before its current one
-        self._transfers: list[Observer] = []
+        self._transfers: list[Observer] = []  # live: only those not yet let go
+        self._let_go = [0, 0, 0]  # live: cut, coalesced and capture_gaps of the transfers let go
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
         self._rejected: set[tuple[Address, Address]] = set()
         self._next_id = 1
@@ -65,22 +73,54 @@ class Rebuilder:
 
     @property
     def transfers(self) -> int:
-        return len(self._transfers)
+        return self._next_id - 1
 
     @property
     def cut(self) -> int:
         """TFTP datagrams the capture's snap length cut short."""
-        return sum(t.cut for t in self._transfers)
+        return self._let_go[0] + sum(t.cut for t in self._transfers)
 
     @property
     def coalesced(self) -> int:
         """Windows captured as one datagram (UDP offload), taken apart."""
-        return sum(t.coalesced for t in self._transfers)
+        return self._let_go[1] + sum(t.coalesced for t in self._transfers)
 
     @property
     def capture_gaps(self) -> int:
         """Packets the capture lacks although the transfers show they were delivered."""
-        return sum(t.capture_gaps for t in self._transfers)
+        return self._let_go[2] + sum(t.capture_gaps for t in self._transfers)
+
+    # -- a live capture ---------------------------------------------------------------------------------
+
+    def take(self) -> list[Event]:
+        """Live: the events that settled since the last take, from every transfer, in time order. Ended
+        transfers that no datagram can reach any more are let go."""
+        out: list[Event] = []
+        kept: list[Observer] = []
+        for t in self._transfers:
+            out += t.take()
+            if t.done and not t.events and self._by_client.get(t.client) is not t \
+                    and self._prev.get(t.client) is not t:
+                self._let_go[0] += t.cut
+                self._let_go[1] += t.coalesced
+                self._let_go[2] += t.capture_gaps
+            else:
+                kept.append(t)
+        self._transfers = kept
+        out.sort(key=_event_time)
+        return out
+
+    def tick(self, now: float) -> None:
+        """Live: time is ``now`` and nothing else came. Settles what waits for time (a refusal the client
+        did not follow, a final ACK that did not come), ends transfers quiet for FORGET_AFTER as a capture
+        file's end would, and forgets client ports whose transfer ended that long ago."""
+        for t in self._transfers:
+            t.tick(now)
+            if not t.done and now - t.last > FORGET_AFTER:
+                t.finish(now)
+        for client in [c for c, t in self._by_client.items() if t.done and now - t.last > FORGET_AFTER]:
+            del self._by_client[client]
+            self._prev.pop(client, None)
 
     # -- driving ------------------------------------------------------------------------------------
 
@@ -118,12 +158,17 @@ class Rebuilder:
             if last is not None and last.time > self._capture_end:
                 self._capture_end = last.time
 
-    def finish(self) -> list[Event]:
-        """End every open transfer and return all events (in time order)."""
+    def finish(self, now: float | None = None) -> list[Event]:
+        """End every open transfer (the capture ended at ``now``, by default its last datagram) and return
+        all events in time order (live: those not yet taken)."""
+        if self.live:
+            for t in self._transfers:
+                t.finish(self._capture_end if now is None else now)
+            return self.take()
         if not self._finished:
             self._finished = True
             for t in self._transfers:
-                t.finish(self._capture_end)
+                t.finish(self._capture_end if now is None else now)
             if self._unordered or any(t.unordered for t in self._transfers):
                 # Transfers recognised mid-stream or found to have stopped earlier add events behind
                 # others; timsort handles the nearly-sorted list in about one pass, and it is stable, so
@@ -147,7 +192,7 @@ class Rebuilder:
             self._orphan(d)
 
     def _new_transfer(self, d: Datagram, request: Request, prev: Observer | None) -> None:
-        t = Observer.request(self._next_id, d, request, self.events)
+        t = Observer.request(self._next_id, d, request, self._sink)
         self._next_id += 1
         self._transfers.append(t)
         self._by_client[d.src] = t
@@ -190,10 +235,9 @@ class Rebuilder:
             previous.stop(first.time, "another exchange took over its port")
         self._prev.pop(client, None)
         blksize = max((s.orig_len - 4 for s in buffered if head(s.payload)[0] == 3), default=DEFAULT_BLKSIZE)
-        events = self.events
-        if events and events[-1].time > first.time:
+        if self.events and self.events[-1].time > first.time:
             self._unordered = True
-        t = Observer.joined(self._next_id, first, client, server, is_read=is_read, blksize=blksize, sink=events)
+        t = Observer.joined(self._next_id, first, client, server, is_read=is_read, blksize=blksize, sink=self._sink)
         self._next_id += 1
         self.midstream += 1
         self._transfers.append(t)
