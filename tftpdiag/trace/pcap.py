@@ -19,7 +19,7 @@ from typing import IO, Any, Final, TypeAlias
 
 from tftpdiag.protocol.datagram import Address, Datagram
 
-__all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams"]
+__all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams", "link_decoder"]
 
 
 class CaptureError(Exception):
@@ -383,6 +383,12 @@ _LINK_DECODERS: Final[dict[int, _Decoder]] = {
     229: _link_raw,  # IPv6 only
     276: _link_sll2,
 }
+
+
+def link_decoder(linktype: int) -> _Decoder | None:
+    """The decoder of one packet record of this link type (``decode(buf, start, end, time)``), or None.
+    Live capture (engine/capture.py) decodes with the same functions as the file reader."""
+    return _LINK_DECODERS.get(linktype & 0xFFFF)
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ __all__ = ["rebuild", "Rebuilder"]
 
 _ORPHAN_BUFFER = 64  # datagrams kept per address pair while deciding whether it is a TFTP exchange
 _ORPHAN_PAIRS = 4096  # pairs under watch at once; unrelated traffic must not grow this without bound
-FORGET_AFTER = 120.0  # live: seconds a quiet transfer is taken to have stopped, and its client port forgotten
+FORGET_AFTER = 30.0  # live, by default: seconds a quiet transfer is taken to have stopped, its client port forgotten
 
 
 class Rebuilder:
@@ -48,12 +48,14 @@ class Rebuilder:
     turns what was read into complete transfers.
 
     A capture file's events all go to :attr:`events`. A live capture (``live=True``) takes them as they
-    settle instead, with :meth:`take`, and says how time passes with :meth:`tick`: ended transfers are
-    then let go, so memory follows the transfers under way, not the capture's length.
+    settle instead, with :meth:`take`, and says how time passes with :meth:`tick`: a transfer quiet for
+    ``idle`` seconds ends as at the end of a capture file, and ended transfers are let go, so memory
+    follows the transfers under way, not how long the capture runs.
     """
 
-    def __init__(self, *, live: bool = False) -> None:
+    def __init__(self, *, live: bool = False, idle: float = FORGET_AFTER) -> None:
         self.live = live
+        self.idle = idle  # live: seconds without a packet after which a transfer is taken to have stopped
         self.events: list[Event] = []  # every event, for a capture file (live: empty; see take())
         self.datagrams = 0  # UDP datagrams fed, TFTP or not
         self.midstream = 0  # transfers rebuilt without their request (the capture began after it)
@@ -112,13 +114,14 @@ class Rebuilder:
 
     def tick(self, now: float) -> None:
         """Live: time is ``now`` and nothing else came. Settles what waits for time (a refusal the client
-        did not follow, a final ACK that did not come), ends transfers quiet for FORGET_AFTER as a capture
-        file's end would, and forgets client ports whose transfer ended that long ago."""
+        did not follow, a final ACK that did not come), ends transfers quiet for ``idle`` seconds as a
+        capture file's end would, and forgets client ports whose transfer ended that long ago."""
+        idle = self.idle
         for t in self._transfers:
             t.tick(now)
-            if not t.done and now - t.last > FORGET_AFTER:
+            if not t.done and now - t.last >= idle:
                 t.finish(now)
-        for client in [c for c, t in self._by_client.items() if t.done and now - t.last > FORGET_AFTER]:
+        for client in [c for c, t in self._by_client.items() if t.done and now - t.last >= idle]:
             del self._by_client[client]
             self._prev.pop(client, None)
 
