@@ -251,7 +251,9 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
   tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
 
-Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
+Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
+(LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
+contrib/systemd/ in the source). Stop with Ctrl-C or SIGTERM.
 """
 
 
@@ -340,10 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refuse", action="append", type=_option_name, default=[], metavar="OPTION",
                    help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
                         "without it; repeatable")
-    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
-                   help="most sessions at once (default 256; 16 from one address). When full, a session "
-                        "whose client has not answered yet (a flood, or a forged address) makes room for "
-                        "a new request")
+    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=None,
+                   help="most sessions at once, from any number of addresses (default: as many as the "
+                        "open-file limit allows, which serve raises to its hard limit, at most 2048). When "
+                        "full, a session whose client has not answered yet (a flood, or a forged address) "
+                        "makes room for a new request; failing that the request waits for a session to end "
+                        "(up to 4096 waiting) rather than being refused")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
@@ -394,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help='a JSON object per finished transfer ("event": "session"), then one per device '
                         'and one for the capture when it stops (implies --no-tui)')
+
+    from tftpdiag.storm import add_storm_parser  # here, not at the top: it builds on this module's helpers
+
+    add_storm_parser(sub)
 
     trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
@@ -512,11 +520,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             from tftpdiag.watching import run_watch
             return run_watch(args)
+        if args.command == "storm":
+            from tftpdiag.storm import run_storm_command
+            return run_storm_command(args)
     except UsageError as exc:
         from tftpdiag.fmt import line
 
-        # One line, whatever the message quotes (a trace's path or contents, a peer's words).
-        print(line(f"tftpdiag {args.command}: {exc}"), file=sys.stderr)
+        # Each line made safe, whatever the message quotes (a trace's path or contents, a peer's words);
+        # a message of several lines (a permission error and the ways around it) keeps its lines.
+        first, *rest = str(exc).splitlines() or [""]
+        print(line(f"tftpdiag {args.command}: {first}"), file=sys.stderr)
+        for text in rest[:10]:
+            print(line(text), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tftpdiag: interrupted", file=sys.stderr)

@@ -172,7 +172,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
-def server_config(args: argparse.Namespace) -> ServerConfig:
+def server_config(args: argparse.Namespace, inherited: tuple[Any, ...] = ()) -> ServerConfig:
     from tftpdiag.engine.server import ServerConfig
 
     timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, give_up=args.give_up,
@@ -182,7 +182,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
         single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions,
-        impair=args.impair, offload=args.offload, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, inherited=inherited, **_busy_poll(args))
 
 
 @contextlib.contextmanager
@@ -200,11 +200,18 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from tftpdiag.engine.activation import ActivationError, activated_sockets
+    from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.server import ServerSetupError, TftpServer
 
     _seeded(args)
+    try:
+        inherited = tuple(activated_sockets())
+    except ActivationError as exc:
+        raise UsageError(str(exc)) from None
+    raise_open_file_limit()  # before the server sizes itself by it
     bus = EventBus()
-    server = TftpServer(server_config(args), bus)
+    server = TftpServer(server_config(args, inherited), bus)
     try:
         server.bind()
     except ServerSetupError as exc:
@@ -229,6 +236,8 @@ def run_serve(args: argparse.Namespace) -> int:
         access = "uploads allowed" if server.config.allow_upload else "read-only"
         if server.skipped_ipv6:
             access += "; IPv6 is not available on this machine, so IPv4 only"
+        if inherited:
+            access += "; sockets from systemd socket activation"
         from tftpdiag.fmt import line
 
         print(line(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop"), file=sys.stderr,
