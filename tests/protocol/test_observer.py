@@ -648,3 +648,17 @@ def test_events_held_for_a_change_are_bounded() -> None:
     _, whole = observe(wire.datagrams)
     (run,) = of(whole, Retransmit)  # fed whole, nothing is taken early: one run
     assert run.count == 6000
+
+
+def test_a_window_in_one_datagram_cut_by_the_snap_length() -> None:
+    """A window captured as one datagram (UDP offload) whose capture stops inside its third block: the
+    blocks past the cut are taken on trust (once raised IndexError on the empty remainder)."""
+    wire = Wire()
+    windowed(wire)
+    window = encode(Data(1, bytes(512))) + encode(Data(2, bytes(512))) + encode(Data(3, bytes(512)))
+    wire(T, C, window[:1033], orig_len=len(window))
+    wire(C, T, Ack(3))
+    obs, events = observe(wire.datagrams)
+    assert [e.packet.block for e in of(events, PacketReceived) if isinstance(e.packet, Data)] == [1, 2, 3]
+    assert (obs.coalesced, obs.cut) == (1, 1)  # only the third block lost bytes to the cut
+    assert ending(events).stats.bytes == 3 * 512
