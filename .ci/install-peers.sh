@@ -5,7 +5,8 @@
 #   - Debian packages: tftpd-hpa, tftp-hpa, atftp, dnsmasq-base, curl, busybox, postgresql
 #     (the history tests start their own server with its initdb and pg_ctl),
 #     tshark, tcpdump, tmux, procps, iproute2, systemd (systemd-socket-activate hands serve its
-#     socket), util-linux (setpriv, unshare)
+#     socket), util-linux (setpriv, unshare); zsh, fish and man-db for the tests of
+#     `tftpdiag completion` and of the man page
 #   - atftpd (conflicts with tftpd-hpa as a package): unpacked with dpkg -x into
 #     /opt/tftpdiag-peers/atftpd, binary at /opt/tftpdiag-peers/atftpd/usr/sbin/atftpd
 #   - no system tftpd is left running on port 69 (the tests start their own).
@@ -50,6 +51,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=300)
     tftpd-hpa tftp-hpa atftp dnsmasq-base curl busybox tshark tcpdump \
     tmux procps iproute2 systemd util-linux \
     postgresql \
+    zsh fish man-db \
     libwrap0 libpcre2-8-0   # runtime libraries of the unpacked atftpd
 
 # Make sure no system tftpd-hpa runs or comes back at boot. With systemd the

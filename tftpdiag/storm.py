@@ -105,8 +105,12 @@ def summarise(results: Sequence[Any], wall: float, expected: tuple[int | None, s
     def rounded(value: float | None) -> float | None:
         return None if value is None else round(value, 4)
 
+    from tftpdiag.report import SCHEMA
+
     total_bytes = sum(r.size for r in good)
+    throughput = total_bytes / wall if wall > 0 else None
     return {
+        "schema": SCHEMA,
         "clients": len(results),
         "completed": len(good),
         "failed": len(results) - len(good),
@@ -122,7 +126,9 @@ def summarise(results: Sequence[Any], wall: float, expected: tuple[int | None, s
         "size": expected[0] if expected is not None else None,
         "sha256": expected[1] if expected is not None else None,
         "wall_s": round(wall, 4),
-        "aggregate_bps": round(total_bytes / wall) if wall > 0 else None,
+        # bytes per second; aggregate_bps is the same number under the name it had (schema 1 only)
+        "aggregate_bytes_per_s": None if throughput is None else round(throughput),
+        "aggregate_bps": None if throughput is None else round(throughput),
         "errors": dict(errors.most_common(10)),
     }
 
@@ -131,34 +137,32 @@ def _expected(args: argparse.Namespace) -> tuple[int | None, str] | None:
     from tftpdiag.cli import UsageError
 
     if args.expect_file is not None:
-        import hashlib
+        from tftpdiag.commands import _sha256_file
 
         try:
-            with open(args.expect_file, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256")
-                size = f.tell()
+            size, digest = args.expect_file.stat().st_size, _sha256_file(args.expect_file)
         except OSError as exc:
             raise UsageError(f"cannot read {args.expect_file}: {exc.strerror}") from None
-        if args.expect_sha256 is not None and args.expect_sha256 != digest.hexdigest():
+        if args.expect_sha256 is not None and args.expect_sha256 != digest:
             raise UsageError("--expect-sha256 and --expect-file disagree")
-        return size, digest.hexdigest()
+        return size, digest
     if args.expect_sha256 is not None:
         return None, args.expect_sha256
     return None
 
 
 def _text(summary: dict[str, Any]) -> list[str]:
-    from tftpdiag.fmt import line
+    from tftpdiag.fmt import line, rate as fmt_rate
 
     def secs(key: str) -> str:
         value = summary[key]
         return "-" if value is None else f"{value:.3f} s"
 
-    rate = summary["aggregate_bps"]
+    rate = summary["aggregate_bytes_per_s"]
     lines = [
         f"{summary['completed']} of {summary['clients']} devices completed, {summary['failed']} failed "
         f"({summary['refused']} refused) in {summary['wall_s']:.2f} s"
-        + (f", {rate * 8 / 1e6:.1f} Mbit/s in all" if rate else ""),
+        + (f", {fmt_rate(rate)} in all" if rate else ""),
         f"completion time: p50 {secs('p50_s')}, p95 {secs('p95_s')}, p99 {secs('p99_s')}, max {secs('max_s')}",
         f"retransmits: {summary['client_retransmits']} by the devices, {summary['server_retransmits_seen']} "
         "by the server (DATA received twice)",
