@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import peers
-from tests.watch_support import ScriptedClient, private_loopback, watching
+from tests.watch_support import ScriptedClient, private_loopback, sha256, watching
 from tftpdiag.devices import DeviceBook
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root or CAP_NET_RAW (CI runs as root)")
@@ -63,6 +63,7 @@ def test_watch_follows_real_clients_against_tftpd_hpa(served: Path, tmp_path: Pa
         assert r.filename == "image.bin" and r.result is not None
         assert r.bytes == len(IMAGE), (r.session, r.bytes)
         assert r.peer == (host, port)
+        assert r.sha256 == sha256(IMAGE)  # what the capture saw reach the client, byte for byte
     sizes = sorted(r.negotiated.blksize for r in records if r.negotiated)
     assert sizes == [512, 1024, 1468]
 
@@ -77,6 +78,7 @@ def test_watch_follows_windowed_atftp_against_atftpd(served: Path, tmp_path: Pat
         (record,) = w.wait_finished(1)
     assert out.read_bytes() == IMAGE
     assert record.bytes == len(IMAGE) and record.negotiated is not None
+    assert record.sha256 == sha256(IMAGE)
     assert record.negotiated.windowsize == 8 and record.negotiated.blksize == 1428
     assert w.watcher.stats().dropped == 0
 
@@ -171,6 +173,7 @@ def test_watch_cli_json_sessions_devices_and_capture(served: Path, tmp_path: Pat
     assert [(s["file"], s["ok"], s["bytes"]) for s in sessions] == [("image.bin", True, len(IMAGE)),
                                                                    ("nope.bin", False, 0)]
     assert all(s["server"] == f"{host}:{port}" for s in sessions)
+    assert sessions[0]["sha256"] == sha256(IMAGE) and sessions[1]["sha256"] is None
     (device,) = [o for o in objects if o["event"] == "device"]
     assert device["address"] == "127.0.0.1" and device["mac"] is None
     assert [(f["name"], f["outcome"]) for f in device["files"]] == [("image.bin", "done"), ("nope.bin", "missing")]
@@ -305,3 +308,16 @@ def test_watch_on_a_real_lan_groups_devices_by_mac(tmp_path: Path) -> None:
     assert [(s["file"], s["ok"]) for s in seen] == [("image.bin", True), ("none.bin", False)]
     devices = {d["address"]: d for d in map(json.loads, out.splitlines()) if d["event"] == "device"}
     assert {address: d["mac"] for address, d in devices.items()} == macs
+
+
+def test_a_capture_that_lost_packets_says_so_and_blames_the_capture() -> None:
+    from tftpdiag.engine.capture import CaptureStats
+    from tftpdiag.watching import capture_object, capture_words
+
+    said, lost = capture_words(CaptureStats(1000, 0, 0), 900)
+    assert not lost and said == "captured 900 packets, none lost"
+    said, lost = capture_words(CaptureStats(1000, 37, 3), 900)
+    assert lost and "lost 40" in said and "kernel dropped 37" in said and "the capture's, not the network's" in said
+    obj = capture_object(CaptureStats(1000, 37, 3), 900, "eth0")
+    assert obj == {"schema": 1, "event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
+                   "interface_dropped": 3, "complete": False}

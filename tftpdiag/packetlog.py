@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from tftpdiag.fmt import address as fmt_addr
 from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Address, CaptureGap, Impaired, Note, PacketReceived, PacketSent
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
@@ -33,13 +34,6 @@ _PROBLEM_NOTES = {Note.RETRANSMIT, Note.DUPLICATE, Note.OUT_OF_ORDER, Note.STRAY
                   Note.UNEXPECTED, Note.LATE, Note.REACK}
 _NONE = Note.NONE
 BYTES_PER_PACKET = 8 + 4 + 2 + 2 + 1 + 1
-
-
-def fmt_addr(addr: Address | None) -> str:
-    if addr is None:
-        return "-"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class PacketRow(NamedTuple):

@@ -6,11 +6,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from tftpdiag.packetlog import PacketLog, fmt_addr
+# The names every view imports from here:
+from tftpdiag.fmt import address as fmt_addr
+from tftpdiag.fmt import rate as fmt_rate
+from tftpdiag.fmt import size as fmt_bytes
+from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.events import (
     Address,
     CaptureGap,
     Completed,
+    ContentDigest,
     Event,
     Failed,
     Impaired,
@@ -34,18 +39,6 @@ from tftpdiag.protocol.packets import Data, Options
 _NONE = Note.NONE
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def fmt_rate(bytes_per_s: float) -> str:
-    return f"{fmt_bytes(bytes_per_s)}/s"
 
 
 @dataclass(slots=True, eq=False)
@@ -77,6 +70,7 @@ class SessionRecord:
     # Every packet, when the table keeps them (the TUI): what its packet table shows.
     packets: PacketLog | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
+    sha256: str | None = None  # a download's digest as a capture saw it whole (watch), else unknown
 
     def window_rate(self, now: float, window: float = 2.0) -> float:
         """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
@@ -207,6 +201,8 @@ class SessionRecord:
         elif isinstance(event, CaptureGap):
             if self.packets is not None:
                 self.packets.add_gap(event)
+        elif isinstance(event, ContentDigest):
+            self.sha256 = event.sha256
         elif isinstance(event, RequestRetried):
             self.retried = event
             self.requested = event.requested
