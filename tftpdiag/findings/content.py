@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tftpdiag.findings.model import WARNING, Finding, evidence, fmt_addr
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed
 
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
 
-IDS = ("tsize-mismatch", "netascii-binary")
-
-
-def tsize_mismatch(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("tsize-mismatch", after=("client-ignored-oack",))
+def tsize_mismatch(s: SessionState, ctx: Context) -> Finding | None:
     res = s.result
     if not isinstance(res, Completed) or s.mode != "octet" or not s.receiver or s.tsize is None:
         return None
-    if a.has(s, "client-ignored-oack"):
+    if ctx.found("client-ignored-oack") is not None:
         return None  # the size is off because the client ran without the OACK: that finding says so
     got = res.stats.bytes
     announced = s.tsize
@@ -35,7 +30,8 @@ def tsize_mismatch(s: SessionState, a: Analyzer) -> Finding | None:
                    "size, or another file's); compare checksums before trusting the copy.", s.session)
 
 
-def netascii_binary(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("netascii-binary")
+def netascii_binary(s: SessionState, ctx: Context) -> Finding | None:
     if s.mode != "netascii" or not s.scanned:
         return None
     high_share = s.high / s.scanned

@@ -3,8 +3,7 @@ rules, and clients that ask for options and then ignore the OACK."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from tftpdiag.findings.errors import meant_code, sent_as
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -15,16 +14,11 @@ from tftpdiag.findings.model import (
     fmt_addr,
     fmt_options,
 )
-from tftpdiag.findings.errors import meant_code, sent_as
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import RANGES, Verdict
 from tftpdiag.protocol.packets import Data, error_code_name
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("options-ignored", "option-reduced", "option-refused", "bad-oack", "client-ignored-oack")
 
 TWICE = 0.1  # a second identical OACK sooner than this is not a retransmission after a timeout
 
@@ -48,7 +42,8 @@ def _outcomes(s: SessionState, verdict: Verdict) -> list:
     return [o for o in n.outcomes if o.verdict is verdict]
 
 
-def options_ignored(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("options-ignored")
+def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
     ignored = _outcomes(s, Verdict.IGNORED)
     if not ignored or not s.requested:
         return None
@@ -78,7 +73,8 @@ def options_ignored(s: SessionState, a: Analyzer) -> Finding | None:
                    suggestion, s.session)
 
 
-def option_reduced(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("option-reduced")
+def option_reduced(s: SessionState, ctx: Context) -> Finding | None:
     reduced = _outcomes(s, Verdict.REDUCED)
     if not reduced:
         return None
@@ -128,7 +124,8 @@ def _refused_then_retried(s: SessionState) -> Finding:
     return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
 
 
-def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("option-refused")
+def option_refused(s: SessionState, ctx: Context) -> Finding | None:
     if s.retried is not None and s.client_side:
         return _refused_then_retried(s)
     res = s.result
@@ -196,7 +193,8 @@ def _oack_problems(s: SessionState) -> list[str]:
     return problems
 
 
-def bad_oack(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("bad-oack")
+def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side or not s.oacks_rx:
         return None
     problems = _oack_problems(s)
@@ -224,7 +222,8 @@ def bad_oack(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("bad-oack", ERROR if refused else WARNING, summary, evidence(ev), suggestion, s.session)
 
 
-def client_ignored_oack(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("client-ignored-oack")
+def client_ignored_oack(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None or not s.oack_tx:
         return None
     client = fmt_addr(s.peer)
