@@ -4,6 +4,8 @@ protocol breaches."""
 
 from __future__ import annotations
 
+from typing import overload
+
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -55,6 +57,10 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
 
 
+@overload
+def meant_code(code: int, message: str, *, options: bool = True) -> int: ...
+@overload
+def meant_code(code: int | None, message: str, *, options: bool = True) -> int | None: ...
 def meant_code(code: int | None, message: str, *, options: bool = True) -> int | None:
     """The RFC 1350 code an ERROR 0 means by its text ("Permission denied" means 2), else the code as
     sent. ``options``: options were asked for, so a text about them can mean 8."""
@@ -125,7 +131,7 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side:
         return None
     res = peer_error(s)
-    if res is None:
+    if res is None or res.code is None:  # (an ERROR always carries a code)
         return None
     code = meant_code(res.code, res.message, options=bool(s.requested))
     if code == 8:
@@ -265,7 +271,7 @@ def client_aborted(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None:
         return None
     res = peer_error(s)
-    if res is None or res.code == 8:
+    if res is None or res.code is None or res.code == 8:  # (an ERROR always carries a code)
         return None
     if res.code == 5 and s.moved == 0:
         summary = (f"Client {fmt_addr(s.peer)} turned this session away with ERROR 5 (unknown transfer ID): it was "

@@ -83,8 +83,7 @@ def on_rx(s: SessionState, ev: PacketReceived) -> bool:
     s.last_time = t
     if ev.note is _NONE:
         p = ev.packet
-        kind = type(p)
-        if kind is Data:
+        if isinstance(p, Data):
             if s.receiver and s.data_rx:
                 s.data_rx += 1
                 s.pos = p.block
@@ -95,7 +94,7 @@ def on_rx(s: SessionState, ev: PacketReceived) -> bool:
                 if s.scan:
                     scan(s, p.payload, p.block)
                 return False
-        elif kind is Ack:
+        elif isinstance(p, Ack):
             if not s.receiver and s.acks_rx and p.block:
                 s.acks_rx += 1
                 s.pos = p.block
@@ -115,13 +114,12 @@ def _loss_hint(s: SessionState, t: float) -> None:
 
 def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
-    kind = type(p)
-    if kind is Request:
+    if isinstance(p, Request):
         return _request_received(s, ev, p)
     if note is not Note.STRAY and note is not Note.LATE and s.peer_answered is None:
         s.peer_answered = t
     if note is _NONE:
-        if kind is Data:
+        if isinstance(p, Data):
             if not s.receiver:
                 _unexpected(s, t, p, ev.detail or "DATA sent to the sending side")
                 return True
@@ -134,7 +132,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             if s.scan:
                 scan(s, p.payload, p.block)
             return s.data_rx == 1
-        if kind is Ack:
+        if isinstance(p, Ack):
             if s.receiver:
                 _unexpected(s, t, p, ev.detail or "ACK sent to the receiving side")
                 return True
@@ -149,11 +147,11 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             s.episode_open = False
             _sample(s, t)
             return s.acks_rx == 1
-        if kind is OAck:
+        if isinstance(p, OAck):
             if len(s.oacks_rx) < LOG_CAP:
                 s.oacks_rx.append((t, p.options, note, ev.detail))
             return True
-        if kind is Error:
+        if isinstance(p, Error):
             s.err_rx = (t, p.code, p.message)
             return True
         if p is None:
@@ -168,7 +166,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             s.dup_quick += 1
         else:
             _loss_hint(s, t)
-        if kind is Data:
+        if isinstance(p, Data):
             s.dup_data += 1
             if s.dupack_block is not None and p.block == (s.dupack_block + 1) & 0xFFFF and s.windowsize == 1:
                 s.dupack_block = None
@@ -176,11 +174,11 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
                     s.sas_first = (t, p.block)
                     s.sas_base = s.data_rx
                 s.sas_hits += 1
-        elif kind is Ack:
+        elif isinstance(p, Ack):
             s.dup_ack += 1
         else:
             s.dup_other += 1
-            if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+            if isinstance(p, OAck) and len(s.oacks_rx) < LOG_CAP:
                 s.oacks_rx.append((t, p.options, note, ev.detail))
                 return True
         if s.dup_first is None:
@@ -190,7 +188,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         s.ooo += 1
         if s.ooo_first is None:
             s.ooo_first = (t, describe(p))
-        if kind is Data and s.ack_tx is not None and 0 < (p.block - s.ack_tx) & 0xFFFF < 0x8000 and \
+        if isinstance(p, Data) and s.ack_tx is not None and 0 < (p.block - s.ack_tx) & 0xFFFF < 0x8000 and \
                 (p.block - s.ack_tx) & 0xFFFF > s.windowsize:
             # No loss or reordering can bring a block the window does not allow yet: the sender overran.
             s.overrun += 1
@@ -219,7 +217,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         return False
     if note is Note.MALFORMED:
         s.malformed += 1
-    if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+    if isinstance(p, OAck) and len(s.oacks_rx) < LOG_CAP:
         s.oacks_rx.append((t, p.options, note, ev.detail))
     _unexpected(s, t, p, ev.detail)
     return True
@@ -256,13 +254,12 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
     s.last_time = t
     if ev.note is _NONE:
         p = ev.packet
-        kind = type(p)
-        if kind is Ack:
+        if isinstance(p, Ack):
             if s.receiver and p.block:
                 s.fresh_t = t
                 s.ack_tx = p.block
                 return False
-        elif kind is Data:
+        elif isinstance(p, Data):
             if not s.receiver and s.data_tx:
                 s.data_tx += 1
                 s.fresh_t = t
@@ -274,15 +271,14 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
 
 def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
-    kind = type(p)
-    if kind is Request:
+    if isinstance(p, Request):
         s.requests_tx += 1
         if s.requests_tx == 1:
             s.request = p
         if len(s.request_times) < LOG_CAP:
             s.request_times.append(t)
         return False
-    if kind is Ack:
+    if isinstance(p, Ack):
         s.ack_tx = p.block
         if note is _NONE:
             s.fresh_t = t
@@ -293,7 +289,7 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
             s.fresh_t = None
             s.dupack_block = p.block
         return False
-    if kind is Data:
+    if isinstance(p, Data):
         if note is _NONE:
             s.data_tx += 1
             s.fresh_t = t
@@ -305,12 +301,12 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
             return s.data_tx == 1
         s.fresh_t = None
         return False
-    if kind is OAck:
+    if isinstance(p, OAck):
         s.oack_tx += 1
         if len(s.oack_tx_times) < LOG_CAP:
             s.oack_tx_times.append(t)
         return s.oack_tx == 1
-    if kind is Error:
+    if isinstance(p, Error):
         s.err_tx = (t, p.code, p.message)
         return True
     return False

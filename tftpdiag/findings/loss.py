@@ -39,7 +39,8 @@ def large_block_loss(s: SessionState, ctx: Context) -> Finding | None:
         summary = (f"The OACK (blksize {b}) and our ACK 0 got through, but no DATA ever came ({waits} timeouts "
                    f"waiting for DATA 1): IPv{version} packets of {wire:,} bytes are lost on the path (an MTU below "
                    f"that, or IP fragments dropped)")
-        ev = [f"{s.t(s.neg_time or s.last_time)}: OACK {' '.join(f'{k}={v}' for k, v in s.negotiated.oack)}",
+        oack = s.negotiated.oack if s.negotiated is not None else None  # set: large_block_case saw the OACK
+        ev = [f"{s.t(s.neg_time or s.last_time)}: OACK {' '.join(f'{k}={v}' for k, v in oack or ())}",
               f"{s.t(s.ack0_t or s.last_time)}: ACK 0 sent"]
     else:
         who = f"Client {fmt_addr(s.peer)}" if not s.client_side else fmt_addr(s.locked or s.peer)

@@ -16,8 +16,8 @@ from tftpdiag.findings.model import (
 )
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
-from tftpdiag.protocol.events import Completed, Failed, Reason, Side
-from tftpdiag.protocol.options import RANGES, Verdict
+from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRetried, Side
+from tftpdiag.protocol.options import RANGES, OptionOutcome, Verdict
 from tftpdiag.protocol.packets import Data, error_code_name
 
 TWICE = 0.1  # a second identical OACK sooner than this is not a retransmission after a timeout
@@ -35,7 +35,7 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _outcomes(s: SessionState, verdict: Verdict) -> list:
+def _outcomes(s: SessionState, verdict: Verdict) -> list[OptionOutcome]:
     n = s.negotiated
     if n is None:
         return []
@@ -45,7 +45,8 @@ def _outcomes(s: SessionState, verdict: Verdict) -> list:
 @rule("options-ignored")
 def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
     ignored = _outcomes(s, Verdict.IGNORED)
-    if not ignored or not s.requested:
+    n = s.negotiated
+    if not ignored or not s.requested or n is None:
         return None
     names = " ".join(f"{o.name}={o.asked}" for o in ignored)
     t = s.neg_time or s.last_time
@@ -53,10 +54,10 @@ def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
         return Finding("options-ignored", INFO,
                        f"We left {names} out of our answer to {fmt_addr(s.peer)} (our policy, or a value or mode "
                        f"we do not grant): {'; '.join(o.meaning for o in ignored)}",
-                       evidence([f"{s.t(t)}: negotiated {fmt_options(s.negotiated.oack)}"]),
+                       evidence([f"{s.t(t)}: negotiated {fmt_options(n.oack)}"]),
                        "Nothing to do unless the client needs them.", s.session)
     server = fmt_addr(s.locked or s.peer)
-    if s.negotiated.oack is None:
+    if n.oack is None:
         slow = any((o.name == "blksize" and o.asked != "512") or (o.name == "windowsize" and o.asked != "1")
                    for o in ignored)
         answer = "DATA 1" if s.receiver else "ACK 0"
@@ -66,10 +67,10 @@ def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
                       "dnsmasq --tftp-no-blocksize); nothing is broken, but large files go slower.")
         return Finding("options-ignored", WARNING if slow else INFO, summary,
                        evidence([f"{s.t(t)}: {answer} came instead of an OACK"]), suggestion, s.session)
-    summary = (f"{server} left {names} out of its OACK ({fmt_options(s.negotiated.oack)}): "
+    summary = (f"{server} left {names} out of its OACK ({fmt_options(n.oack)}): "
                f"{'; '.join(o.meaning for o in ignored)}")
     suggestion = _sentence("; ".join(_ADVICE.get(o.name, f"{o.name} is not supported") for o in ignored))
-    return Finding("options-ignored", INFO, summary, evidence([f"{s.t(t)}: OACK {fmt_options(s.negotiated.oack)}"]),
+    return Finding("options-ignored", INFO, summary, evidence([f"{s.t(t)}: OACK {fmt_options(n.oack)}"]),
                    suggestion, s.session)
 
 
@@ -102,9 +103,8 @@ def _refusal_hints(s: SessionState, asked: dict[str, str]) -> list[str]:
     return hints
 
 
-def _refused_then_retried(s: SessionState) -> Finding:
+def _refused_then_retried(s: SessionState, retried: RequestRetried, first_sent: float) -> Finding:
     """Our request's options were refused and we asked again without them (see ClientRead)."""
-    retried, first_sent = s.retried  # type: ignore[misc]
     server = fmt_addr(s.peer)  # the address asked: each request was answered from a port of its own
     again = f"with only {fmt_options(retried.requested)}" if retried.requested else "without options"
     res = s.result
@@ -127,7 +127,7 @@ def _refused_then_retried(s: SessionState) -> Finding:
 @rule("option-refused")
 def option_refused(s: SessionState, ctx: Context) -> Finding | None:
     if s.retried is not None and s.client_side:
-        return _refused_then_retried(s)
+        return _refused_then_retried(s, *s.retried)
     res = s.result
     if not isinstance(res, Failed) or res.raised_by is not Side.PEER:
         return None
@@ -201,17 +201,17 @@ def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
     if not problems:
         return None
     res = s.result
-    refused = (isinstance(res, Failed) and res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL
-               and res.code == 8)
+    refused = res if (isinstance(res, Failed) and res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL
+                      and res.code == 8) else None
     server = fmt_addr(s.locked or s.peer)
     summary = f"{server} sent a bad OACK: {'; '.join(problems)}"
-    if refused:
+    if refused is not None:
         summary += "; tftpdiag refused it with ERROR 8, as strict clients do"
     ev = [f"{s.t(t)}: OACK {fmt_options(opts)}" + (f" ({note.value})" if note.value else "")
           for t, opts, note, _ in s.oacks_rx[:3]]
     ev.insert(0, f"asked: {fmt_options(s.requested)}")
-    if refused:
-        ev.append(f"{s.t(res.time)}: ERROR 8 sent: {res.message}")
+    if refused is not None:
+        ev.append(f"{s.t(refused.time)}: ERROR 8 sent: {refused.message}")
     if any("second OACK" in p or "twice" in p for p in problems) and len(problems) == 1:
         suggestion = ("A repeated OACK makes some clients answer twice or restart (raspberrypi/firmware#1041); "
                       "fix or update the server.")
@@ -219,7 +219,7 @@ def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
         suggestion = ("RFC 2347 lets an OACK hold only options the client asked for, at most at the value asked; "
                       "firmware clients abort on anything else (PyPXE#125). Fix or update the server; tftpy OACKs "
                       "blksize=512 when it was not asked: asking for blksize too avoids it.")
-    return Finding("bad-oack", ERROR if refused else WARNING, summary, evidence(ev), suggestion, s.session)
+    return Finding("bad-oack", ERROR if refused is not None else WARNING, summary, evidence(ev), suggestion, s.session)
 
 
 @rule("client-ignored-oack")

@@ -18,7 +18,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.predicates import UNREACHABLE_HOST, stopped_cause_elsewhere, timed_out, timed_out_or_stuck
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
-from tftpdiag.protocol.events import Completed, Failed
+from tftpdiag.protocol.events import Completed, Failed, SocketError
 
 
 def _request_evidence(s: SessionState) -> list[str]:
@@ -81,7 +81,7 @@ def no_reply(s: SessionState, ctx: Context) -> Finding | None:
                    evidence(_request_evidence(s) + _timeout_evidence(s) + _end_evidence(s)), suggestion, s.session)
 
 
-def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list:
+def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list[SocketError]:
     target = s.locked or s.peer
     return [e for e in s.sock_errors if e.errno in codes and (e.peer is None or target is None or e.peer == target)]
 
