@@ -305,3 +305,16 @@ def test_watch_on_a_real_lan_groups_devices_by_mac(tmp_path: Path) -> None:
     assert [(s["file"], s["ok"]) for s in seen] == [("image.bin", True), ("none.bin", False)]
     devices = {d["address"]: d for d in map(json.loads, out.splitlines()) if d["event"] == "device"}
     assert {address: d["mac"] for address, d in devices.items()} == macs
+
+
+def test_a_capture_that_lost_packets_says_so_and_blames_the_capture() -> None:
+    from tftpdiag.engine.capture import CaptureStats
+    from tftpdiag.watching import capture_object, capture_words
+
+    said, lost = capture_words(CaptureStats(1000, 0, 0), 900)
+    assert not lost and said == "captured 900 packets, none lost"
+    said, lost = capture_words(CaptureStats(1000, 37, 3), 900)
+    assert lost and "lost 40" in said and "kernel dropped 37" in said and "the capture's, not the network's" in said
+    obj = capture_object(CaptureStats(1000, 37, 3), 900, "eth0")
+    assert obj == {"schema": 1, "event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
+                   "interface_dropped": 3, "complete": False}
