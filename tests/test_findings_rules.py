@@ -21,7 +21,13 @@ from tftpdiag.findings.rules import (
     rule,
 )
 from tftpdiag.findings.session_state import SessionState
-from tftpdiag.protocol.events import Completed, Event, Role, TransferStarted, TransferStats
+from tftpdiag.protocol.events import (
+    Completed,
+    Event,
+    Role,
+    TransferStarted,
+    TransferStats,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

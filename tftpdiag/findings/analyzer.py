@@ -11,7 +11,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tftpdiag.findings import content, errors, limits, loss, negotiation, reach, rollover, speed
+from tftpdiag.findings import (
+    content,
+    errors,
+    limits,
+    loss,
+    negotiation,
+    reach,
+    rollover,
+    speed,
+)
 from tftpdiag.findings import fold as fd
 from tftpdiag.findings.followups import FollowUps
 from tftpdiag.findings.model import INFO, Finding

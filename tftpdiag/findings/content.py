@@ -23,7 +23,8 @@ def tsize_mismatch(s: SessionState, ctx: Context) -> Finding | None:
         summary = (f"{fmt_addr(s.locked or s.peer)} announced tsize {announced:,} bytes but sent {got:,} "
                    f"({got - announced:+,}); in octet mode they should match")
     else:
-        summary = f"Client {fmt_addr(s.peer)} announced {announced:,} bytes (tsize) but sent {got:,} ({got - announced:+,})"
+        summary = (f"Client {fmt_addr(s.peer)} announced {announced:,} bytes (tsize) but sent {got:,} "
+                   f"({got - announced:+,})")
     ev = [f"{s.t(s.neg_time or s.last_time)}: tsize {announced:,}", f"{s.t(res.time)}: completed with {got:,} bytes"]
     return Finding("tsize-mismatch", WARNING, summary, evidence(ev),
                    "The file changed while it was sent, or the sender reports another size (some report the netascii "

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import re
 
-from tftpdiag.findings.model import ERROR, Finding, escape_name, evidence, fmt_addr, fmt_bytes
+from tftpdiag.findings.model import (
+    ERROR,
+    Finding,
+    escape_name,
+    evidence,
+    fmt_addr,
+    fmt_bytes,
+)
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Failed, Side

@@ -8,8 +8,16 @@ from typing import Any
 
 from tftpdiag import fmt
 from tftpdiag.fmt import quote
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, Request, error_code_name
-from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate  # noqa: F401 - the formatters every view uses
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    OAck,
+    Packet,
+    Request,
+    error_code_name,
+)
+from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate
 
 __all__ = [
     "ERROR",

@@ -231,7 +231,8 @@ def client_ignored_oack(s: SessionState, ctx: Context) -> Finding | None:
     ev = [f"{s.t(t)}: OACK {oack} sent" for t in s.oack_tx_times[:1]]
     summary = None
     severity = WARNING
-    if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and s.first_data_t is None:
+    if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and \
+            s.first_data_t is None:
         t, code, message = s.err_rx
         summary = (f"Client {client} answered our OACK ({oack}) with ERROR {code} {message!r}: it asked for "
                    f"options but does not take an OACK")

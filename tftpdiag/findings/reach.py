@@ -15,7 +15,12 @@ from tftpdiag.findings.model import (
     fmt_addr,
     fmt_bytes,
 )
-from tftpdiag.findings.predicates import UNREACHABLE_HOST, stopped_cause_elsewhere, timed_out, timed_out_or_stuck
+from tftpdiag.findings.predicates import (
+    UNREACHABLE_HOST,
+    stopped_cause_elsewhere,
+    timed_out,
+    timed_out_or_stuck,
+)
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, SocketError
@@ -229,6 +234,8 @@ def server_stopped(s: SessionState, ctx: Context) -> Finding | None:
                    s.session)
 
 
+# The specific causes of a stall: once one of them is found, a stall it explains says so and turns into
+# info. stalled reads their findings, so it is declared after them.
 _SPECIFIC_STALLS = ("rollover-stall", "large-block-loss", "client-stopped-acking", "server-stopped",
                     "port-unreachable")
 

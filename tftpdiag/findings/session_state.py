@@ -42,9 +42,11 @@ class SessionState:
         "bytes", "total", "stats",
         # anomalies
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
-        "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout", "window_gaps",
+        "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
+        "window_gaps",
         "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
-        "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
+        "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx",
+        "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
         # outcome
