@@ -65,3 +65,11 @@ def test_absolute_half_space_boundaries():
         assert absolute(wire(n), n - 32767) == n
         assert absolute(wire(n), n + 32768) == n
         assert absolute(wire(n), n - 32768) == n - 65536  # one further ahead is nearer behind
+
+
+def test_rollover_told_by_the_first_block_past_65535() -> None:
+    from tftpdiag.protocol.blocks import rollover_of
+
+    assert rollover_of(wire(65536, 0)) == 0
+    assert rollover_of(wire(65536, 1)) == 1
+    assert rollover_of(7) == 0  # a bogus number is taken for the usual rollover
