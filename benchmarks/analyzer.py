@@ -14,6 +14,7 @@ import time
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.client import ClientRead
+from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Request, decode
 from tftpdiag.protocol.server import ServerRead
@@ -24,7 +25,7 @@ SERVER = ("10.0.0.2", 69)
 TID = ("10.0.0.2", 50000)
 
 
-def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, seed: int = 1) -> list:
+def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, seed: int = 1) -> list[Event]:
     """Events of one lock-step or windowed download through a lossless or lossy in-memory wire."""
     rng = random.Random(seed)
     blksize = options.blksize or 512
@@ -58,7 +59,7 @@ def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, s
     return events
 
 
-def bench(events: list, batch: int = 64, repeat: int = 5) -> float:
+def bench(events: list[Event], batch: int = 64, repeat: int = 5) -> float:
     """Best µs per event over ``repeat`` runs."""
     best = float("inf")
     for _ in range(repeat):

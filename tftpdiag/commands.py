@@ -16,10 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tftpdiag.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
+from tftpdiag.cli.requests import (
     client_target,
     client_timing,
     download_limit,
@@ -28,6 +25,7 @@ from tftpdiag.cli import (
     server_policy,
     verbosity,
 )
+from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.engine.net import BUSY_POLL

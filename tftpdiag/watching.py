@@ -54,7 +54,7 @@ def _interface(args: argparse.Namespace) -> str:
 
 
 def _usage(message: str) -> Exception:
-    from tftpdiag.cli import UsageError
+    from tftpdiag.cli.values import UsageError
 
     return UsageError(message)
 
@@ -76,7 +76,7 @@ def _watcher(args: argparse.Namespace, bus: EventBus) -> Watcher:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    from tftpdiag.cli import interactive, verbosity
+    from tftpdiag.cli.requests import interactive, verbosity
     from tftpdiag.commands import _stop_on_signals, _trace
 
     bus = EventBus()

@@ -12,6 +12,18 @@ stream of live sessions and of transfers rebuilt from traces.
 One module per family of causes: reach (silence, ICMP, answers from elsewhere, stalls), errors (ERROR
 packets and refusals), negotiation (options), loss (missing and repeated packets), speed, rollover,
 content, limits (a transfer stopped for its size). Every finding has a stable id; ``IDS`` lists them all.
+
+Around them: session_state (what is known of one session) and fold (how each event updates it, with
+netascii_scan for text content); rules (a rule's declarations, its context and the order they give);
+predicates (judgments several rules share); followups (a size probe and the download after it);
+analyzer (sessions, evaluation, retirement); model (the Finding and its wording helpers).
+
+A rule is declared with what it makes and what it comes after, and reads a small context, not the
+analyzer::
+
+    @rule("tsize-mismatch", after=("client-ignored-oack",))
+    def tsize_mismatch(s: SessionState, ctx: Context) -> Finding | None:
+        if ctx.found("client-ignored-oack") is not None: ...
 """
 
 from tftpdiag.findings.analyzer import IDS, Analyzer, analyze

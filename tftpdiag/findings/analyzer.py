@@ -8,13 +8,24 @@ ERROR, a timeout, the end, a progress snapshot (at most five times a second per 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tftpdiag.findings import content, errors, limits, loss, negotiation, reach, rollover, speed
-from tftpdiag.findings import state as st
+from tftpdiag.findings import (
+    content,
+    errors,
+    limits,
+    loss,
+    negotiation,
+    reach,
+    rollover,
+    speed,
+)
+from tftpdiag.findings import fold as fd
+from tftpdiag.findings.followups import FollowUps
 from tftpdiag.findings.model import INFO, Finding
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.rules import Context, Rule, order
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
@@ -36,25 +47,14 @@ from tftpdiag.protocol.events import (
 
 __all__ = ["IDS", "RULES", "Analyzer", "analyze"]
 
-Rule = Callable[[SessionState, "Analyzer"], "Finding | list[Finding] | None"]
-
-# Order matters only for rules that look at what earlier ones found (stalled defers to the specific
-# causes of a stall, so it comes last).
-RULES: tuple[Rule, ...] = (
-    *reach.RULES,
-    *limits.RULES,  # before errors: local-error leaves these stops to them
-    *errors.RULES,
-    *negotiation.RULES,
-    *loss.RULES,
-    *speed.RULES,
-    *rollover.RULES,
+# Every rule, in the order their declarations (after=...) give; where they leave a choice, the order of
+# the families here sets the order findings of one severity are listed in.
+RULES: tuple[Rule, ...] = order((
+    *reach.RULES, *limits.RULES, *errors.RULES, *negotiation.RULES, *loss.RULES, *speed.RULES, *rollover.RULES,
     *content.RULES,
-    *reach.LAST_RULES,
-)
+))
 
-IDS: tuple[str, ...] = (
-    *reach.IDS, *errors.IDS, *negotiation.IDS, *loss.IDS, *speed.IDS, *rollover.IDS, *content.IDS, *limits.IDS,
-)
+IDS: tuple[str, ...] = tuple(dict.fromkeys(finding_id for r in RULES for finding_id in r.makes))
 
 
 class Analyzer:
@@ -63,9 +63,12 @@ class Analyzer:
     ``stall_after``: seconds without progress before a running transfer is reported ``stalled``.
     ``keep_sessions``: how many finished sessions keep their state (late packets, a size probe's
     second request) and findings; older ones are forgotten, so a server running for weeks stays small.
+    ``rules``: the rules to run (all of them unless given), ordered by their declarations.
     """
 
-    def __init__(self, *, stall_after: float = 3.0, keep_sessions: int = 5000) -> None:
+    def __init__(self, *, stall_after: float = 3.0, keep_sessions: int = 5000,
+                 rules: Sequence[Rule] | None = None) -> None:
+        self.rules = RULES if rules is None else order(rules)
         self.stall_after = stall_after
         self.keep_sessions = keep_sessions
         self.now = 0.0
@@ -75,25 +78,23 @@ class Analyzer:
         self._finished: deque[int] = deque()
         self._active: set[int] = set()  # sessions not finished, for tick()
         self._out: list[Finding] = []
-        # Server side: (client host, file name) -> a size probe waiting for its download / recent reads.
-        self._probes: dict[tuple[str, str], int] = {}
-        self._reads: dict[tuple[str, str], list[tuple[float, int, tuple]]] = {}
+        self._followups = FollowUps()  # server side: a size probe and the download after it
         self._dispatch: dict[type, Callable[[SessionState, Any], bool]] = {
-            PacketReceived: st.on_rx,
-            PacketSent: st.on_tx,
-            Progress: st.on_progress,
-            TimedOut: st.on_timeout,
-            Retransmit: st.on_retransmit,
+            PacketReceived: fd.on_rx,
+            PacketSent: fd.on_tx,
+            Progress: fd.on_progress,
+            TimedOut: fd.on_timeout,
+            Retransmit: fd.on_retransmit,
             TransferStarted: self._on_started,
-            PeerLocked: st.on_locked,
-            OptionsNegotiated: st.on_negotiated,
-            Completed: st.on_end,
-            Failed: st.on_end,
-            RequestRefused: st.on_refused,
-            RequestRetried: st.on_retried,
-            SocketError: st.on_socket_error,
-            Impaired: st.ignore,  # fault injection is the test bench, never evidence
-            CaptureGap: st.on_capture_gap,
+            PeerLocked: fd.on_locked,
+            OptionsNegotiated: fd.on_negotiated,
+            Completed: fd.on_end,
+            Failed: fd.on_end,
+            RequestRefused: fd.on_refused,
+            RequestRetried: fd.on_retried,
+            SocketError: fd.on_socket_error,
+            Impaired: fd.ignore,  # fault injection is the test bench, never evidence
+            CaptureGap: fd.on_capture_gap,
         }
 
     # -- input ---------------------------------------------------------------------------------------
@@ -155,14 +156,6 @@ class Analyzer:
             out.extend(sorted(self._found[sid].values(), key=_order))
         return out
 
-    def has(self, s: SessionState, finding_id: str) -> bool:
-        found = self._found.get(s.session)
-        return found is not None and finding_id in found
-
-    def get(self, s: SessionState, finding_id: str) -> Finding | None:
-        found = self._found.get(s.session)
-        return None if found is None else found.get(finding_id)
-
     def state(self, session: int) -> SessionState | None:
         return self._states.get(session)
 
@@ -175,50 +168,33 @@ class Analyzer:
         return s
 
     def _on_started(self, s: SessionState, ev: TransferStarted) -> bool:
-        st.on_started(s, ev)
+        fd.on_started(s, ev)
         if not s.client_side and ev.role.is_download:
-            # Server side: remember reads by client host and file, to pair a size probe with the download
-            # that follows it (the two may be published in either order).
-            key = (ev.peer[0], ev.filename)
-            reads = self._reads.pop(key, [])
-            reads.append((ev.time, ev.session, ev.requested))
-            self._reads[key] = reads[-4:]
-            if len(self._reads) > 4096:
-                del self._reads[next(iter(self._reads))]
-            probe = self._probes.pop(key, None)
+            probe = self._followups.read_started(ev)
             old = self._states.get(probe) if probe is not None else None
             if old is not None and old.followup is None:
                 self.now = ev.time
                 self._evaluate(old)
         return False
 
-    def follow_up(self, s: SessionState) -> tuple[float, int, str] | None:
-        """Server side, for the size-probe rule: the read of the same file by the same client host that
-        came after session ``s`` (time, session, its options in words), or None yet (then it is watched
-        for)."""
-        if s.peer is None:
-            return None
-        key = (s.peer[0], s.filename)
-        for t, sid, requested in self._reads.get(key, ()):
-            if sid != s.session and s.t0 <= t <= s.last_time + 30.0:
-                how = "with " + " ".join(f"{k}={v}" for k, v in requested) if requested else "without options"
-                return t, sid, how
-        if len(self._probes) < 10_000:
-            self._probes[key] = s.session
-        return None
-
     def _evaluate(self, s: SessionState) -> None:
         found = self._found.get(s.session)
-        for rule in RULES:
-            result = rule(s, self)
+        kept = found is not None
+        if found is None:
+            found = {}  # kept only once a rule finds something: most sessions never have a finding
+        ctx = Context(self.now, self.stall_after, found, lambda: self._followups.after(s))
+        for r in self.rules:
+            result = r.fn(s, ctx.for_rule(r))
             if result is None:
-                transient = getattr(rule, "transient", None)
-                if transient is not None and found is not None and transient in found:
-                    self._recovered(s, found, transient)
+                if r.transient is not None and r.transient in found:
+                    self._recovered(s, found, r.transient)
                 continue
             for finding in (result if isinstance(result, list) else (result,)):
-                if found is None:
-                    found = self._found[s.session] = {}
+                if finding.id not in r.makes:
+                    raise ValueError(f"rule {r.name} made {finding.id!r}, which it does not declare")
+                if not kept:
+                    self._found[s.session] = found
+                    kept = True
                 if found.get(finding.id) != finding:
                     found[finding.id] = finding
                     self._found_at[(s.session, finding.id)] = self.now

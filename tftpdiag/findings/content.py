@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tftpdiag.findings.model import WARNING, Finding, evidence, fmt_addr
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed
 
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
 
-IDS = ("tsize-mismatch", "netascii-binary")
-
-
-def tsize_mismatch(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("tsize-mismatch", after=("client-ignored-oack",))
+def tsize_mismatch(s: SessionState, ctx: Context) -> Finding | None:
     res = s.result
     if not isinstance(res, Completed) or s.mode != "octet" or not s.receiver or s.tsize is None:
         return None
-    if a.has(s, "client-ignored-oack"):
+    if ctx.found("client-ignored-oack") is not None:
         return None  # the size is off because the client ran without the OACK: that finding says so
     got = res.stats.bytes
     announced = s.tsize
@@ -28,14 +23,16 @@ def tsize_mismatch(s: SessionState, a: Analyzer) -> Finding | None:
         summary = (f"{fmt_addr(s.locked or s.peer)} announced tsize {announced:,} bytes but sent {got:,} "
                    f"({got - announced:+,}); in octet mode they should match")
     else:
-        summary = f"Client {fmt_addr(s.peer)} announced {announced:,} bytes (tsize) but sent {got:,} ({got - announced:+,})"
+        summary = (f"Client {fmt_addr(s.peer)} announced {announced:,} bytes (tsize) but sent {got:,} "
+                   f"({got - announced:+,})")
     ev = [f"{s.t(s.neg_time or s.last_time)}: tsize {announced:,}", f"{s.t(res.time)}: completed with {got:,} bytes"]
     return Finding("tsize-mismatch", WARNING, summary, evidence(ev),
                    "The file changed while it was sent, or the sender reports another size (some report the netascii "
                    "size, or another file's); compare checksums before trusting the copy.", s.session)
 
 
-def netascii_binary(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("netascii-binary")
+def netascii_binary(s: SessionState, ctx: Context) -> Finding | None:
     if s.mode != "netascii" or not s.scanned:
         return None
     high_share = s.high / s.scanned

@@ -4,28 +4,24 @@ protocol breaches."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import overload
 
-from tftpdiag.findings import rollover
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
     WARNING,
     Finding,
+    describe,
     escape_name,
     evidence,
     fmt_addr,
     fmt_options,
 )
-from tftpdiag.findings.state import SessionState, describe
+from tftpdiag.findings.predicates import at_wrap, peer_error
+from tftpdiag.findings.rules import FOLLOW_UP, Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Failed, Reason, Side
 from tftpdiag.protocol.packets import Ack, Error, error_code_name
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("file-not-found", "access-violation", "server-error", "odd-filename", "path-escape", "size-probe",
-       "client-aborted", "protocol-breach", "local-error")
 
 _CODE_HINTS = {
     0: "ERROR 0 has no meaning of its own: the message is all the server says",
@@ -61,6 +57,10 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
 
 
+@overload
+def meant_code(code: int, message: str, *, options: bool = True) -> int: ...
+@overload
+def meant_code(code: int | None, message: str, *, options: bool = True) -> int | None: ...
 def meant_code(code: int | None, message: str, *, options: bool = True) -> int | None:
     """The RFC 1350 code an ERROR 0 means by its text ("Permission denied" means 2), else the code as
     sent. ``options``: options were asked for, so a text about them can mean 8."""
@@ -80,13 +80,6 @@ def sent_as(res: Failed, meant: int | None) -> str:
     if res.code == 0 and meant != 0:
         return f"ERROR 0 (not defined), {message}: code 0, but the text means {error_code_name(meant or 0)}"
     return f"ERROR {res.code}, {message}"
-
-
-def _peer_error(s: SessionState) -> Failed | None:
-    res = s.result
-    if isinstance(res, Failed) and res.reason is Reason.PEER_ERROR and res.raised_by is Side.PEER:
-        return res
-    return None
 
 
 def _is_odd_char(ch: str) -> bool:
@@ -133,11 +126,12 @@ def _client_name_hints(name: str) -> list[str]:
     return hints
 
 
-def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("file-not-found", "access-violation", "server-error")
+def client_errors(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side:
         return None
-    res = _peer_error(s)
-    if res is None:
+    res = peer_error(s)
+    if res is None or res.code is None:  # (an ERROR always carries a code)
         return None
     code = meant_code(res.code, res.message, options=bool(s.requested))
     if code == 8:
@@ -172,7 +166,7 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
                           "existing files must be world-writable; dnsmasq takes no uploads; tftpdiag serve needs "
                           "--allow-upload.")
         return Finding("access-violation", ERROR, summary, evidence(ev), suggestion, s.session)
-    if code in (0, 4, 5) and s.moved and rollover.at_wrap(s, a):
+    if code in (0, 4, 5) and s.moved and at_wrap(s, ctx):
         return None  # what a peer that cannot wrap the block number says: rollover-stall explains it
     hint = _CODE_HINTS.get(code, f"code {code} is not one of RFC 1350's")
     if code == res.code:
@@ -183,7 +177,9 @@ def client_errors(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("server-error", ERROR, summary, evidence(ev), hint[0].upper() + hint[1:] + ".", s.session)
 
 
-def refusals(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("path-escape", "odd-filename", "file-not-found", "access-violation", "stray-packets", "protocol-breach",
+       "server-error")
+def refusals(s: SessionState, ctx: Context) -> Finding | None:
     r = s.refused
     if r is None:
         return None
@@ -242,14 +238,15 @@ def refusals(s: SessionState, a: Analyzer) -> Finding | None:
                    "Raise the server's session limits if this happens under normal load.", s.session)
 
 
-def size_probe(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("size-probe", uses=(FOLLOW_UP,))
+def size_probe(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None or s.receiver:
         return None
-    res = _peer_error(s)
+    res = peer_error(s)
     if res is None or res.code != 8 or "tsize" not in s.req or not s.oack_tx or s.moved:
         return None
     if s.followup is None:
-        s.followup = a.follow_up(s)
+        s.followup = ctx.follow_up()
     client = fmt_addr(s.peer)
     size = f"{s.tsize:,} B" if s.tsize is not None else "unknown"
     summary = (f"Client {client} asked for {escape_name(s.filename)} with tsize, read the size ({size}) from our "
@@ -269,11 +266,12 @@ def size_probe(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("size-probe", INFO, summary, evidence(ev), suggestion, s.session)
 
 
-def client_aborted(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("client-aborted")
+def client_aborted(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None:
         return None
-    res = _peer_error(s)
-    if res is None or res.code == 8:
+    res = peer_error(s)
+    if res is None or res.code is None or res.code == 8:  # (an ERROR always carries a code)
         return None
     if res.code == 5 and s.moved == 0:
         summary = (f"Client {fmt_addr(s.peer)} turned this session away with ERROR 5 (unknown transfer ID): it was "
@@ -290,7 +288,8 @@ def client_aborted(s: SessionState, a: Analyzer) -> Finding | None:
                    s.session)
 
 
-def protocol_breach(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("protocol-breach")
+def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
     if s.role is None:
         return None
     items: list[str] = []
@@ -319,14 +318,15 @@ def protocol_breach(s: SessionState, a: Analyzer) -> Finding | None:
                    "firmware update; tftpdiag survives them.", s.session)
 
 
-def local_error(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("local-error", after=("tsize-overrun", "size-limit"))
+def local_error(s: SessionState, ctx: Context) -> Finding | None:
     """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error."""
     res = s.result
     if not isinstance(res, Failed) or res.raised_by is not Side.LOCAL:
         return None
     if not (res.reason is Reason.LOCAL or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
-    if a.has(s, "tsize-overrun") or a.has(s, "size-limit"):
+    if ctx.found("tsize-overrun") is not None or ctx.found("size-limit") is not None:
         return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"

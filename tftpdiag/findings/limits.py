@@ -4,17 +4,19 @@ download past the limit tftpdiag was given (probe --max-size)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-from tftpdiag.findings.model import ERROR, Finding, escape_name, evidence, fmt_addr, fmt_bytes
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.model import (
+    ERROR,
+    Finding,
+    escape_name,
+    evidence,
+    fmt_addr,
+    fmt_bytes,
+)
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Failed, Side
 from tftpdiag.protocol.packets import error_code_name
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("tsize-overrun", "size-limit")
 
 # How the client machine words the stop (tftpdiag.protocol.client, .session): the limit is in no other
 # event, and a capture carries only this message in our ERROR.
@@ -32,7 +34,8 @@ def _told(s: SessionState, res: Failed) -> str:
     return f"; {s.other} was sent ERROR {res.code} ({error_code_name(res.code)})" if res.code is not None else ""
 
 
-def tsize_overrun(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("tsize-overrun")
+def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
     res = _stopped_by_us(s)
     if res is None or s.tsize is None or s.mode != "octet":
         return None  # a netascii size is not exact (atftpd even announces 0): the rule is not applied
@@ -51,7 +54,8 @@ def tsize_overrun(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("tsize-overrun", ERROR, summary, evidence(ev), suggestion, s.session)
 
 
-def size_limit(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("size-limit")
+def size_limit(s: SessionState, ctx: Context) -> Finding | None:
     res = _stopped_by_us(s)
     if res is None or not s.client_side or res.code != 3:
         return None

@@ -3,65 +3,21 @@ duplicates, the Sorcerer's Apprentice, and packets from strangers."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
     WARNING,
     Finding,
+    describe,
     evidence,
     fmt_addr,
-    transient,
 )
-from tftpdiag.findings.state import QUICK, SessionState, describe
-from tftpdiag.protocol.events import Failed, Reason
+from tftpdiag.findings.predicates import blocks_done, large_block_case
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import QUICK, SessionState
 from tftpdiag.protocol.packets import Ack, Data, OAck
 
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("large-block-loss", "packet-loss", "duplicates", "sorcerers-apprentice", "window-overrun", "stray-packets",
-       "capture-gaps")
-
-# A block this large no longer fits a 1280-byte path (IPv6's minimum MTU) with its headers; below it a
-# negotiated transfer that never moves has other causes.
-LARGE = 1232
 ETHERNET_BLKSIZE = {4: 1468, 6: 1448}
-
-
-def timed_out_or_stuck(s: SessionState, a: Analyzer) -> str | None:
-    """'failed' when the session ended on a timeout; 'live' when it is still waiting after timeouts and
-    has been quiet for the analyzer's stall_after; else None."""
-    res = s.result
-    if isinstance(res, Failed):
-        # A timeout that no TimedOut since the last progress led to is a capture that ended mid-transfer
-        # (a rebuilt trace), not a peer that went quiet.
-        waited = s.last_timeout is not None and s.last_timeout.time >= (s.last_move if s.last_move is not None
-                                                                        else s.t0)
-        return "failed" if res.reason is Reason.TIMEOUT and waited else None
-    if res is None and s.last_timeout is not None and s.last_timeout.attempt >= 2 and \
-            (s.last_move is None or s.last_timeout.time > s.last_move) and \
-            a.now - (s.last_move if s.last_move is not None else s.t0) >= a.stall_after:
-        return "live"
-    return None
-
-
-def large_block_case(s: SessionState, a: Analyzer) -> str | None:
-    """'failed' or 'live' when a successful negotiation of a large block was followed by no movement."""
-    n = s.negotiated
-    if s.blksize <= LARGE or n is None or n.oack is None or s.role is None:
-        return None
-    state = timed_out_or_stuck(s, a)
-    if state is None:
-        return None
-    if s.receiver:
-        if s.client_side and s.ack0_t is not None and s.data_rx == 0 and s.dup_data == 0:
-            return state
-        return None
-    if (s.ack0_t is not None or s.client_side) and s.acks_rx == 0 and (s.first_data_len or 0) > LARGE:
-        return state
-    return None
 
 
 def _ip_overhead(s: SessionState) -> tuple[int, int]:
@@ -70,9 +26,9 @@ def _ip_overhead(s: SessionState) -> tuple[int, int]:
     return (6 if v6 else 4), (48 if v6 else 28)
 
 
-@transient("large-block-loss")
-def large_block_loss(s: SessionState, a: Analyzer) -> Finding | None:
-    state = large_block_case(s, a)
+@rule("large-block-loss", transient=True)
+def large_block_loss(s: SessionState, ctx: Context) -> Finding | None:
+    state = large_block_case(s, ctx)
     if state is None:
         return None
     version, overhead = _ip_overhead(s)
@@ -83,7 +39,8 @@ def large_block_loss(s: SessionState, a: Analyzer) -> Finding | None:
         summary = (f"The OACK (blksize {b}) and our ACK 0 got through, but no DATA ever came ({waits} timeouts "
                    f"waiting for DATA 1): IPv{version} packets of {wire:,} bytes are lost on the path (an MTU below "
                    f"that, or IP fragments dropped)")
-        ev = [f"{s.t(s.neg_time or s.last_time)}: OACK {' '.join(f'{k}={v}' for k, v in s.negotiated.oack)}",
+        oack = s.negotiated.oack if s.negotiated is not None else None  # set: large_block_case saw the OACK
+        ev = [f"{s.t(s.neg_time or s.last_time)}: OACK {' '.join(f'{k}={v}' for k, v in oack or ())}",
               f"{s.t(s.ack0_t or s.last_time)}: ACK 0 sent"]
     else:
         who = f"Client {fmt_addr(s.peer)}" if not s.client_side else fmt_addr(s.locked or s.peer)
@@ -108,16 +65,12 @@ def large_block_loss(s: SessionState, a: Analyzer) -> Finding | None:
                    s.session)
 
 
-def _blocks(s: SessionState) -> int:
-    stats = s.stats
-    return max(s.moved, stats.blocks if stats is not None else 0)
-
-
-def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("packet-loss")
+def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
     episodes = s.recovered_losses
     if s.role is None or s.moved == 0 or episodes == 0:
         return None
-    blocks = _blocks(s)
+    blocks = blocks_done(s)
     ws = max(s.windowsize, 1)
     packets = blocks + max(blocks // ws, 1) + 2
     pct = 100.0 * episodes / packets
@@ -156,7 +109,8 @@ def packet_loss(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("packet-loss", severity, summary, evidence(ev), " ".join(tips), s.session)
 
 
-def duplicates(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("duplicates")
+def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     requests = max(s.requests_rx - 1, 0) if not s.client_side else 0
     total = s.dup_data + s.dup_ack + s.dup_other
     if total < 3:
@@ -197,7 +151,8 @@ def duplicates(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
 
 
-def sorcerers_apprentice(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("sorcerers-apprentice")
+def sorcerers_apprentice(s: SessionState, ctx: Context) -> Finding | None:
     if not s.receiver or s.windowsize != 1 or s.sas_hits < 6 or s.sas_first is None:
         return None
     since = max(s.data_rx - s.sas_base + 1, 1)
@@ -215,7 +170,8 @@ def sorcerers_apprentice(s: SessionState, a: Analyzer) -> Finding | None:
                    "on the path makes it likelier; windowsize avoids lock-step altogether.", s.session)
 
 
-def window_overrun(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("window-overrun")
+def window_overrun(s: SessionState, ctx: Context) -> Finding | None:
     if not s.receiver or not s.overrun or s.overrun_first is None:
         return None
     t, block, acked = s.overrun_first
@@ -230,7 +186,8 @@ def window_overrun(s: SessionState, a: Analyzer) -> Finding | None:
                    "windowsize 1 (lock-step) with it, or update it.", s.session)
 
 
-def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("stray-packets")
+def stray_packets(s: SessionState, ctx: Context) -> Finding | None:
     if not s.stray or s.stray_first is None or s.role is None:
         return None
     t, addr, packet = s.stray_first
@@ -254,7 +211,8 @@ def stray_packets(s: SessionState, a: Analyzer) -> Finding | None:
                    "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)
 
 
-def capture_gaps(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("capture-gaps")
+def capture_gaps(s: SessionState, ctx: Context) -> Finding | None:
     """A capture that lacks packets the transfer shows were delivered (only a rebuilt trace has these):
     the capture's loss, not the network's, so they count toward no loss or window finding."""
     total = s.gap_data + s.gap_ack

@@ -8,7 +8,16 @@ from typing import Any
 
 from tftpdiag import fmt
 from tftpdiag.fmt import quote
-from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate  # noqa: F401 - the formatters every view uses
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    Error,
+    OAck,
+    Packet,
+    Request,
+    error_code_name,
+)
+from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate
 
 __all__ = [
     "ERROR",
@@ -17,6 +26,7 @@ __all__ = [
     "SEVERITIES",
     "WARNING",
     "Finding",
+    "describe",
     "escape_name",
     "fmt_addr",
     "fmt_bytes",
@@ -77,17 +87,6 @@ class Finding:
         }
 
 
-def transient(finding_id: str):
-    """Mark a rule whose live finding is a hypothesis (the peer went quiet) that progress can disprove:
-    when the rule no longer holds after the session moved again, the finding turns into info."""
-
-    def mark(rule):
-        rule.transient = finding_id
-        return rule
-
-    return mark
-
-
 def evidence(items: Iterable[str], more: int = 0) -> tuple[str, ...]:
     """At most MAX_EVIDENCE lines; ``more`` extra items not listed are counted in a last line."""
     out = list(items)
@@ -110,3 +109,22 @@ def fmt_t(t: float) -> str:
 
 def fmt_options(options: Iterable[tuple[str, str]] | None) -> str:
     return fmt.options(options)
+
+
+def describe(packet: Packet | None) -> str:
+    """A packet in a few words, as evidence cites it."""
+    if packet is None:
+        return "undecodable datagram"
+    if isinstance(packet, Data):
+        return f"DATA {packet.block} ({len(packet.payload)} B)"
+    if isinstance(packet, Ack):
+        return f"ACK {packet.block}"
+    if isinstance(packet, OAck):
+        return f"OACK {fmt_options(packet.options)}"
+    if isinstance(packet, Error):
+        text = f"ERROR {packet.code} ({error_code_name(packet.code)})"
+        return text + (f" {packet.message!r}" if packet.message else "")
+    if isinstance(packet, Request):
+        opts = f" {fmt_options(packet.options)}" if packet.options else ""
+        return f"{packet.opcode.name} {escape_name(packet.filename)} {packet.mode}{opts}"
+    return type(packet).__name__  # pragma: no cover

@@ -3,8 +3,7 @@ rules, and clients that ask for options and then ignore the OACK."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from tftpdiag.findings.errors import meant_code, sent_as
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -15,16 +14,11 @@ from tftpdiag.findings.model import (
     fmt_addr,
     fmt_options,
 )
-from tftpdiag.findings.errors import meant_code, sent_as
-from tftpdiag.findings.state import SessionState
-from tftpdiag.protocol.events import Completed, Failed, Reason, Side
-from tftpdiag.protocol.options import RANGES, Verdict
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
+from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRetried, Side
+from tftpdiag.protocol.options import RANGES, OptionOutcome, Verdict
 from tftpdiag.protocol.packets import Data, error_code_name
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("options-ignored", "option-reduced", "option-refused", "bad-oack", "client-ignored-oack")
 
 TWICE = 0.1  # a second identical OACK sooner than this is not a retransmission after a timeout
 
@@ -41,16 +35,18 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def _outcomes(s: SessionState, verdict: Verdict) -> list:
+def _outcomes(s: SessionState, verdict: Verdict) -> list[OptionOutcome]:
     n = s.negotiated
     if n is None:
         return []
     return [o for o in n.outcomes if o.verdict is verdict]
 
 
-def options_ignored(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("options-ignored")
+def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
     ignored = _outcomes(s, Verdict.IGNORED)
-    if not ignored or not s.requested:
+    n = s.negotiated
+    if not ignored or not s.requested or n is None:
         return None
     names = " ".join(f"{o.name}={o.asked}" for o in ignored)
     t = s.neg_time or s.last_time
@@ -58,10 +54,10 @@ def options_ignored(s: SessionState, a: Analyzer) -> Finding | None:
         return Finding("options-ignored", INFO,
                        f"We left {names} out of our answer to {fmt_addr(s.peer)} (our policy, or a value or mode "
                        f"we do not grant): {'; '.join(o.meaning for o in ignored)}",
-                       evidence([f"{s.t(t)}: negotiated {fmt_options(s.negotiated.oack)}"]),
+                       evidence([f"{s.t(t)}: negotiated {fmt_options(n.oack)}"]),
                        "Nothing to do unless the client needs them.", s.session)
     server = fmt_addr(s.locked or s.peer)
-    if s.negotiated.oack is None:
+    if n.oack is None:
         slow = any((o.name == "blksize" and o.asked != "512") or (o.name == "windowsize" and o.asked != "1")
                    for o in ignored)
         answer = "DATA 1" if s.receiver else "ACK 0"
@@ -71,14 +67,15 @@ def options_ignored(s: SessionState, a: Analyzer) -> Finding | None:
                       "dnsmasq --tftp-no-blocksize); nothing is broken, but large files go slower.")
         return Finding("options-ignored", WARNING if slow else INFO, summary,
                        evidence([f"{s.t(t)}: {answer} came instead of an OACK"]), suggestion, s.session)
-    summary = (f"{server} left {names} out of its OACK ({fmt_options(s.negotiated.oack)}): "
+    summary = (f"{server} left {names} out of its OACK ({fmt_options(n.oack)}): "
                f"{'; '.join(o.meaning for o in ignored)}")
     suggestion = _sentence("; ".join(_ADVICE.get(o.name, f"{o.name} is not supported") for o in ignored))
-    return Finding("options-ignored", INFO, summary, evidence([f"{s.t(t)}: OACK {fmt_options(s.negotiated.oack)}"]),
+    return Finding("options-ignored", INFO, summary, evidence([f"{s.t(t)}: OACK {fmt_options(n.oack)}"]),
                    suggestion, s.session)
 
 
-def option_reduced(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("option-reduced")
+def option_reduced(s: SessionState, ctx: Context) -> Finding | None:
     reduced = _outcomes(s, Verdict.REDUCED)
     if not reduced:
         return None
@@ -106,9 +103,8 @@ def _refusal_hints(s: SessionState, asked: dict[str, str]) -> list[str]:
     return hints
 
 
-def _refused_then_retried(s: SessionState) -> Finding:
+def _refused_then_retried(s: SessionState, retried: RequestRetried, first_sent: float) -> Finding:
     """Our request's options were refused and we asked again without them (see ClientRead)."""
-    retried, first_sent = s.retried  # type: ignore[misc]
     server = fmt_addr(s.peer)  # the address asked: each request was answered from a port of its own
     again = f"with only {fmt_options(retried.requested)}" if retried.requested else "without options"
     res = s.result
@@ -128,9 +124,10 @@ def _refused_then_retried(s: SessionState) -> Finding:
     return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
 
 
-def option_refused(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("option-refused")
+def option_refused(s: SessionState, ctx: Context) -> Finding | None:
     if s.retried is not None and s.client_side:
-        return _refused_then_retried(s)
+        return _refused_then_retried(s, *s.retried)
     res = s.result
     if not isinstance(res, Failed) or res.raised_by is not Side.PEER:
         return None
@@ -196,24 +193,25 @@ def _oack_problems(s: SessionState) -> list[str]:
     return problems
 
 
-def bad_oack(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("bad-oack")
+def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side or not s.oacks_rx:
         return None
     problems = _oack_problems(s)
     if not problems:
         return None
     res = s.result
-    refused = (isinstance(res, Failed) and res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL
-               and res.code == 8)
+    refused = res if (isinstance(res, Failed) and res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL
+                      and res.code == 8) else None
     server = fmt_addr(s.locked or s.peer)
     summary = f"{server} sent a bad OACK: {'; '.join(problems)}"
-    if refused:
+    if refused is not None:
         summary += "; tftpdiag refused it with ERROR 8, as strict clients do"
     ev = [f"{s.t(t)}: OACK {fmt_options(opts)}" + (f" ({note.value})" if note.value else "")
           for t, opts, note, _ in s.oacks_rx[:3]]
     ev.insert(0, f"asked: {fmt_options(s.requested)}")
-    if refused:
-        ev.append(f"{s.t(res.time)}: ERROR 8 sent: {res.message}")
+    if refused is not None:
+        ev.append(f"{s.t(refused.time)}: ERROR 8 sent: {refused.message}")
     if any("second OACK" in p or "twice" in p for p in problems) and len(problems) == 1:
         suggestion = ("A repeated OACK makes some clients answer twice or restart (raspberrypi/firmware#1041); "
                       "fix or update the server.")
@@ -221,10 +219,11 @@ def bad_oack(s: SessionState, a: Analyzer) -> Finding | None:
         suggestion = ("RFC 2347 lets an OACK hold only options the client asked for, at most at the value asked; "
                       "firmware clients abort on anything else (PyPXE#125). Fix or update the server; tftpy OACKs "
                       "blksize=512 when it was not asked: asking for blksize too avoids it.")
-    return Finding("bad-oack", ERROR if refused else WARNING, summary, evidence(ev), suggestion, s.session)
+    return Finding("bad-oack", ERROR if refused is not None else WARNING, summary, evidence(ev), suggestion, s.session)
 
 
-def client_ignored_oack(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("client-ignored-oack")
+def client_ignored_oack(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None or not s.oack_tx:
         return None
     client = fmt_addr(s.peer)
@@ -232,7 +231,8 @@ def client_ignored_oack(s: SessionState, a: Analyzer) -> Finding | None:
     ev = [f"{s.t(t)}: OACK {oack} sent" for t in s.oack_tx_times[:1]]
     summary = None
     severity = WARNING
-    if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and s.first_data_t is None:
+    if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and \
+            s.first_data_t is None:
         t, code, message = s.err_rx
         summary = (f"Client {client} answered our OACK ({oack}) with ERROR {code} {message!r}: it asked for "
                    f"options but does not take an OACK")

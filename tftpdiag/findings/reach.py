@@ -4,7 +4,6 @@ quiet, and transfers that stop moving."""
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from tftpdiag.findings.model import (
     ERROR,
@@ -15,23 +14,16 @@ from tftpdiag.findings.model import (
     evidence,
     fmt_addr,
     fmt_bytes,
-    transient,
 )
-from tftpdiag.findings.state import SessionState
-from tftpdiag.protocol.events import Completed, Failed, Reason
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("no-reply", "port-unreachable", "host-unreachable", "reply-from-other-address", "client-stopped-acking",
-       "server-stopped", "stalled")
-
-_UNREACHABLE_HOST = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
-
-
-def _timed_out(s: SessionState) -> bool:
-    res = s.result
-    return isinstance(res, Failed) and res.reason is Reason.TIMEOUT
+from tftpdiag.findings.predicates import (
+    UNREACHABLE_HOST,
+    stopped_cause_elsewhere,
+    timed_out,
+    timed_out_or_stuck,
+)
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
+from tftpdiag.protocol.events import Completed, Failed, SocketError
 
 
 def _request_evidence(s: SessionState) -> list[str]:
@@ -54,11 +46,12 @@ def _end_evidence(s: SessionState) -> list[str]:
     return []
 
 
-def no_reply(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("no-reply")
+def no_reply(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side or s.role is None:
         return None
     if s.locked is not None or s.peer_answered is not None:
-        prior = a.get(s, "no-reply")
+        prior = ctx.found("no-reply")
         if prior is None or prior.severity == INFO:
             return None
         late = (s.lock_time or s.peer_answered or s.last_time) - s.t0
@@ -68,18 +61,18 @@ def no_reply(s: SessionState, a: Analyzer) -> Finding | None:
                        evidence(_request_evidence(s) + _timeout_evidence(s)),
                        "If this repeats, look for loss on the path or a server started on demand (inetd).",
                        s.session)
-    if any(e.errno == errno.ECONNREFUSED or e.errno in _UNREACHABLE_HOST for e in s.sock_errors):
+    if any(e.errno == errno.ECONNREFUSED or e.errno in UNREACHABLE_HOST for e in s.sock_errors):
         return None
     res = s.result
-    if _timed_out(s):
+    if timed_out(s):
         severity = ERROR
         lead = "No reply"
-    elif res is None and a.now - s.t0 >= a.stall_after:
+    elif res is None and ctx.now - s.t0 >= ctx.stall_after:
         severity = WARNING
         lead = "No reply yet"
     else:
         return None
-    end = res.time if res is not None else a.now
+    end = res.time if res is not None else ctx.now
     n = max(s.requests_tx, 1)
     host, port = s.peer if s.peer else ("?", 0)
     summary = (f"{lead} from {fmt_addr(s.peer)} to the {s.kind} for {escape_name(s.filename)}: {n} request"
@@ -93,17 +86,18 @@ def no_reply(s: SessionState, a: Analyzer) -> Finding | None:
                    evidence(_request_evidence(s) + _timeout_evidence(s) + _end_evidence(s)), suggestion, s.session)
 
 
-def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list:
+def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list[SocketError]:
     target = s.locked or s.peer
     return [e for e in s.sock_errors if e.errno in codes and (e.peer is None or target is None or e.peer == target)]
 
 
-def port_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("port-unreachable")
+def port_unreachable(s: SessionState, ctx: Context) -> Finding | None:
     errs = _socket_errors(s, (errno.ECONNREFUSED,))
     if not errs:
         return None
     e = errs[0]
-    if s.moved and (s.result is None or _stopped_cause_elsewhere(s, a)):
+    if s.moved and (s.result is None or stopped_cause_elsewhere(s, ctx)):
         # Mid-transfer the session ends right after the ICMP; wait for that, since the ICMP may be how a
         # stop at the block-number wrap showed (then rollover-stall says it).
         return None
@@ -129,8 +123,9 @@ def port_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
                    "The client stopped this transfer on its side; its own log says why.", s.session)
 
 
-def host_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
-    errs = _socket_errors(s, _UNREACHABLE_HOST)
+@rule("host-unreachable")
+def host_unreachable(s: SessionState, ctx: Context) -> Finding | None:
+    errs = _socket_errors(s, UNREACHABLE_HOST)
     if not errs:
         return None
     e = errs[0]
@@ -142,7 +137,8 @@ def host_unreachable(s: SessionState, a: Analyzer) -> Finding | None:
                    "on the same subnet, ARP gets no answer.", s.session)
 
 
-def reply_from_other_address(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("reply-from-other-address")
+def reply_from_other_address(s: SessionState, ctx: Context) -> Finding | None:
     if not s.client_side or s.locked is None or s.peer is None or s.locked[0] == s.peer[0]:
         return None
     other = s.locked[0]
@@ -156,20 +152,12 @@ def reply_from_other_address(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("reply-from-other-address", WARNING, summary, evidence(ev), suggestion, s.session)
 
 
-def _stopped_cause_elsewhere(s: SessionState, a: Analyzer) -> bool:
-    from tftpdiag.findings import loss, rollover
-
-    return loss.large_block_case(s, a) is not None or rollover.at_wrap(s, a)
-
-
-@transient("client-stopped-acking")
-def client_stopped_acking(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("client-stopped-acking", transient=True)
+def client_stopped_acking(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side or s.role is None:
         return None
-    from tftpdiag.findings.loss import timed_out_or_stuck
-
-    state = timed_out_or_stuck(s, a)
-    if state is None or _stopped_cause_elsewhere(s, a):
+    state = timed_out_or_stuck(s, ctx)
+    if state is None or stopped_cause_elsewhere(s, ctx):
         return None
     failed = state == "failed"
     severity = ERROR if failed else WARNING
@@ -179,7 +167,7 @@ def client_stopped_acking(s: SessionState, a: Analyzer) -> Finding | None:
     attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
     sends = attempt if failed else attempt + 1
     since = s.last_move if s.last_move is not None else s.t0
-    duration = (s.result.time if s.result else a.now) - since
+    duration = (s.result.time if s.result else ctx.now) - since
     ev = [f"{s.t(s.request_times[0])}: {s.kind} {escape_name(s.filename)} from {client}"] if s.request_times else []
     if s.peer_answered is None:
         what = "OACK" if s.oack_tx else ("ACK 0" if s.receiver else "DATA 1")
@@ -211,22 +199,20 @@ def client_stopped_acking(s: SessionState, a: Analyzer) -> Finding | None:
     return Finding("client-stopped-acking", severity, summary, evidence(ev), suggestion, s.session)
 
 
-@transient("server-stopped")
-def server_stopped(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("server-stopped", transient=True)
+def server_stopped(s: SessionState, ctx: Context) -> Finding | None:
     """Client side: the server answered, then fell silent (the counterpart of client-stopped-acking)."""
     if not s.client_side or s.role is None or s.locked is None:
         return None
-    from tftpdiag.findings.loss import timed_out_or_stuck
-
-    state = timed_out_or_stuck(s, a)
-    if state is None or _stopped_cause_elsewhere(s, a):
+    state = timed_out_or_stuck(s, ctx)
+    if state is None or stopped_cause_elsewhere(s, ctx):
         return None
-    if _socket_errors(s, (errno.ECONNREFUSED,) + _UNREACHABLE_HOST):
+    if _socket_errors(s, (errno.ECONNREFUSED,) + UNREACHABLE_HOST):
         return None
     server = fmt_addr(s.locked)
     attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
     since = s.last_move if s.last_move is not None else (s.ack0_t or s.lock_time or s.t0)
-    duration = (s.result.time if s.result else a.now) - since
+    duration = (s.result.time if s.result else ctx.now) - since
     waiting = s.last_timeout.waiting_for if s.last_timeout is not None else "an answer"
     if s.moved == 0:
         first = "OACK" if s.oacks_rx else "first answer"
@@ -248,18 +234,20 @@ def server_stopped(s: SessionState, a: Analyzer) -> Finding | None:
                    s.session)
 
 
+# The specific causes of a stall: once one of them is found, a stall it explains says so and turns into
+# info. stalled reads their findings, so it is declared after them.
 _SPECIFIC_STALLS = ("rollover-stall", "large-block-loss", "client-stopped-acking", "server-stopped",
                     "port-unreachable")
 
 
-@transient("stalled")
-def stalled(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("stalled", after=_SPECIFIC_STALLS, transient=True)
+def stalled(s: SessionState, ctx: Context) -> Finding | None:
     if s.role is None or s.last_move is None or s.moved == 0:
         return None
     res = s.result
     if res is None:
-        gap = a.now - s.last_move
-        if gap < a.stall_after:
+        gap = ctx.now - s.last_move
+        if gap < ctx.stall_after:
             return None
         if gap > s.stall_max:
             s.stall_max = gap
@@ -275,7 +263,7 @@ def stalled(s: SessionState, a: Analyzer) -> Finding | None:
         return Finding("stalled", WARNING, summary, evidence(ev),
                        f"{s.other.capitalize()} stopped answering or the path lost everything; see the other findings "
                        "of this session for the cause.", s.session)
-    prior = a.get(s, "stalled")
+    prior = ctx.found("stalled")
     if prior is None or prior.severity == INFO:
         return None
     if isinstance(res, Completed):
@@ -283,12 +271,11 @@ def stalled(s: SessionState, a: Analyzer) -> Finding | None:
                        f"Stalled for up to {s.stall_max:.1f} s at block {s.stall_pos}, then went on and completed",
                        prior.evidence, prior.suggestion, s.session)
     for cause in _SPECIFIC_STALLS:
-        if a.has(s, cause):
+        if ctx.found(cause) is not None:
             return Finding("stalled", INFO, prior.summary + f" (explained by {cause})", prior.evidence,
                            f"See {cause}.", s.session)
     return None
 
 
 RULES = (no_reply, port_unreachable, host_unreachable, reply_from_other_address, client_stopped_acking,
-         server_stopped)
-LAST_RULES = (stalled,)
+         server_stopped, stalled)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from tftpdiag.findings.loss import timed_out_or_stuck
 from tftpdiag.findings.model import (
     ERROR,
     INFO,
@@ -13,18 +10,12 @@ from tftpdiag.findings.model import (
     evidence,
     fmt_addr,
     fmt_bytes,
-    transient,
 )
-from tftpdiag.findings.state import SessionState
+from tftpdiag.findings.predicates import MAX_BLOCKS, at_wrap, blocks_done, wrap_block
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.packets import error_code_name
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("rollover-risk", "rollover-stall")
-
-MAX_BLOCKS = 65535
 
 
 def _size(s: SessionState) -> int | None:
@@ -40,12 +31,8 @@ def _min_blksize(size: int) -> int:
     return size // MAX_BLOCKS + 1
 
 
-def _blocks_done(s: SessionState) -> int:
-    stats = s.stats
-    return max(s.moved, stats.blocks if stats is not None else 0)
-
-
-def rollover_risk(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("rollover-risk")
+def rollover_risk(s: SessionState, ctx: Context) -> Finding | None:
     size = _size(s)
     if size is None or s.mode != "octet":
         return None
@@ -60,7 +47,7 @@ def rollover_risk(s: SessionState, a: Analyzer) -> Finding | None:
                f"or make sure both sides wrap the block number (tftpd-hpa, dnsmasq, atftpd and U-Boot wrap "
                f"65535 to 0; tftpdiag follows 0 or 1)")
     ev = [f"{s.t(s.neg_time or s.last_time)}: size {size:,} B, blksize {s.blksize}"]
-    if isinstance(s.result, Completed) and _blocks_done(s) > MAX_BLOCKS:
+    if isinstance(s.result, Completed) and blocks_done(s) > MAX_BLOCKS:
         return Finding("rollover-risk", INFO,
                        f"{fmt_bytes(size)} at {s.blksize}-byte blocks took {blocks:,} blocks: the block number "
                        f"wrapped past 65535 and both sides handled it", evidence(ev), fix + ".", s.session)
@@ -68,34 +55,6 @@ def rollover_risk(s: SessionState, a: Analyzer) -> Finding | None:
                f"number must wrap around, which some TFTP implementations do not do (the transfer then stops at "
                f"block 65535)")
     return Finding("rollover-risk", WARNING, summary, evidence(ev), fix + ".", s.session)
-
-
-def _wrap_block(s: SessionState) -> str | None:
-    """Where the last block to move stands against the wrap, in words, if it explains a stop there: 65535
-    itself, the last window that did not cross it (a sender that cannot number the next one sends none of
-    it), or the first block after it (0, or 1 from a sender that wraps 65535 -> 1)."""
-    pos, done = s.pos, _blocks_done(s)
-    ws = max(s.windowsize, 1)
-    if pos is None or done < MAX_BLOCKS - ws + 1:
-        return None
-    if pos == 65535 or pos == 0 or (pos == 1 and done > MAX_BLOCKS and (done - 1) % MAX_BLOCKS == 0):
-        return ""
-    # A window that ends here and whose successor would cross the wrap; windows beyond 1024 blocks make
-    # "near the wrap" too wide to mean anything.
-    if 65535 - pos < ws <= 1024 and (not s.receiver or s.ack_tx == pos):
-        return f", the end of the last window (windowsize {ws}) before the wrap"
-    return None
-
-
-def at_wrap(s: SessionState, a: Analyzer) -> bool:
-    """Stuck at the block where the number wraps, however it shows: silence, an ICMP error (the peer's
-    port closed: it crashed or dropped the session) or an ERROR."""
-    if _wrap_block(s) is None:
-        return False
-    res = s.result
-    if isinstance(res, Failed):
-        return res.reason in (Reason.TIMEOUT, Reason.PEER_ERROR, Reason.PROTOCOL, Reason.UNREACHABLE)
-    return timed_out_or_stuck(s, a) == "live"
 
 
 def _how(s: SessionState) -> str:
@@ -110,13 +69,13 @@ def _how(s: SessionState) -> str:
     return "nothing came after it"
 
 
-@transient("rollover-stall")
-def rollover_stall(s: SessionState, a: Analyzer) -> Finding | None:
-    if s.role is None or not at_wrap(s, a):
+@rule("rollover-stall", transient=True)
+def rollover_stall(s: SessionState, ctx: Context) -> Finding | None:
+    if s.role is None or not at_wrap(s, ctx):
         return None
     res = s.result
-    done = _blocks_done(s)
-    window = _wrap_block(s)
+    done = blocks_done(s)
+    window = wrap_block(s)
     there = "the next window had to take the block number past 65535" if window else \
         "the block number had to wrap past 65535 there"
     summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}){window}: {there}, "

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tftpdiag.findings.model import INFO, Finding, evidence, fmt_rate
-from tftpdiag.findings.state import SessionState
-
-if TYPE_CHECKING:
-    from tftpdiag.findings.analyzer import Analyzer
-
-IDS = ("latency-bound",)
+from tftpdiag.findings.rules import Context, rule
+from tftpdiag.findings.session_state import SessionState
 
 MIN_RTT = 0.004  # below this the round trip is not what limits a transfer
 MIN_BLOCKS = 16
 MIN_SAMPLES = 8
 
 
-def latency_bound(s: SessionState, a: Analyzer) -> Finding | None:
+@rule("latency-bound")
+def latency_bound(s: SessionState, ctx: Context) -> Finding | None:
     if s.role is None or s.windowsize != 1 or s.rtt is None or s.rtt_n < MIN_SAMPLES or s.moved < MIN_BLOCKS:
         return None
     rtt = s.rtt

@@ -1,4 +1,4 @@
-"""Per-session state the rules read: counters and a few capped notes, folded from the event stream.
+"""The event fold: each event of a session updates its :class:`SessionState`.
 
 The fold is the hot path (it sees every event of every session), so the common events, an in-order
 DATA or ACK and our own fresh DATA or ACK, touch a handful of attributes and return; everything else
@@ -8,9 +8,10 @@ the session again (something a finding may depend on has changed).
 
 from __future__ import annotations
 
-from tftpdiag.findings.model import escape_name, fmt_options, fmt_t
+from tftpdiag.findings.model import describe
+from tftpdiag.findings.netascii_scan import scan
+from tftpdiag.findings.session_state import LOG_CAP, QUICK, SessionState
 from tftpdiag.protocol.events import (
-    Address,
     CaptureGap,
     Completed,
     Failed,
@@ -27,217 +28,12 @@ from tftpdiag.protocol.events import (
     SocketError,
     TimedOut,
     TransferStarted,
-    TransferStats,
 )
-from tftpdiag.protocol.packets import (
-    Ack,
-    Data,
-    Error,
-    OAck,
-    Packet,
-    Request,
-    error_code_name,
-)
-
-__all__ = ["LOG_CAP", "QUICK", "SessionState", "describe"]
-
-QUICK = 0.02  # a duplicate this soon after the first copy was not a retransmission after a timeout
-LOG_CAP = 6  # notes kept per kind of anomaly, for evidence
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, Request
 
 _NONE = Note.NONE
 _DUP = Note.DUPLICATE
 _RETX = Note.RETRANSMIT
-_REACK = Note.REACK
-
-
-def describe(packet: Packet | None) -> str:
-    """A packet in a few words, as evidence cites it."""
-    if packet is None:
-        return "undecodable datagram"
-    kind = type(packet)
-    if kind is Data:
-        return f"DATA {packet.block} ({len(packet.payload)} B)"
-    if kind is Ack:
-        return f"ACK {packet.block}"
-    if kind is OAck:
-        return f"OACK {fmt_options(packet.options)}"
-    if kind is Error:
-        text = f"ERROR {packet.code} ({error_code_name(packet.code)})"
-        return text + (f" {packet.message!r}" if packet.message else "")
-    if kind is Request:
-        opts = f" {fmt_options(packet.options)}" if packet.options else ""
-        return f"{packet.opcode.name} {escape_name(packet.filename)} {packet.mode}{opts}"
-    return type(packet).__name__  # pragma: no cover
-
-
-class SessionState:
-    """What the rules know about one session. Times are absolute; :meth:`t` makes them relative."""
-
-    __slots__ = (
-        # identity
-        "session", "t0", "last_time", "role", "client_side", "receiver", "filename", "mode", "local", "peer",
-        "listen", "requested", "req", "request", "scan",
-        # answer and negotiation
-        "locked", "lock_time", "negotiated", "neg_time", "blksize", "windowsize", "tsize",
-        "oacks_rx", "oack_tx", "oack_tx_times", "requests_tx", "request_times", "requests_rx",
-        "req_timeouts", "peer_answered", "ack0_t", "first_data_t", "first_data_len",
-        # movement
-        "data_rx", "data_tx", "acks_rx", "pos", "first_move", "last_move", "fresh_t", "rtt", "rtt_min", "rtt_n",
-        "bytes", "total", "stats",
-        # anomalies
-        "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
-        "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout", "window_gaps",
-        "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
-        "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx", "sock_errors",
-        "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
-        "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
-        # outcome
-        "result", "refused", "retried",
-    )
-
-    def __init__(self, session: int, t: float) -> None:
-        self.session = session
-        self.t0 = t
-        self.last_time = t
-        self.role: Role | None = None
-        self.client_side = True
-        self.receiver = True
-        self.filename = ""
-        self.mode = "octet"
-        self.local: Address | None = None
-        self.peer: Address | None = None
-        self.listen: Address | None = None
-        self.requested: tuple[tuple[str, str], ...] = ()
-        self.req: dict[str, str] = {}
-        self.request: Request | None = None
-        self.scan = False
-        self.locked: Address | None = None
-        self.lock_time: float | None = None
-        self.negotiated = None
-        self.neg_time: float | None = None
-        self.blksize = 512
-        self.windowsize = 1
-        self.tsize: int | None = None
-        self.oacks_rx: list[tuple[float, tuple, Note, str]] = []
-        self.oack_tx = 0
-        self.oack_tx_times: list[float] = []
-        self.requests_tx = 0
-        self.request_times: list[float] = []
-        self.requests_rx = 0
-        self.req_timeouts = 0
-        self.peer_answered: float | None = None
-        self.ack0_t: float | None = None
-        self.first_data_t: float | None = None
-        self.first_data_len: int | None = None
-        self.data_rx = 0
-        self.data_tx = 0
-        self.acks_rx = 0
-        self.pos: int | None = None
-        self.first_move: float | None = None
-        self.last_move: float | None = None
-        self.fresh_t: float | None = None
-        self.rtt: float | None = None
-        self.rtt_min: float | None = None
-        self.rtt_n = 0
-        self.bytes = 0
-        self.total: int | None = None
-        self.stats: TransferStats | None = None
-        self.dup_data = 0
-        self.dup_ack = 0
-        self.dup_other = 0
-        self.dup_quick = 0
-        self.dup_first: tuple[float, str] | None = None
-        self.ooo = 0
-        self.ooo_first: tuple[float, str] | None = None
-        self.episodes = 0
-        self.episode_open = False
-        self.open_since: float | None = None
-        self.open_timeouts = 0
-        self.n_timeouts = 0
-        self.timeouts: list[TimedOut] = []
-        self.last_timeout: TimedOut | None = None
-        self.window_gaps = 0
-        self.stray = 0
-        self.stray_from: dict[Address, int] = {}
-        self.stray_first: tuple[float, Address, Packet | None] | None = None
-        self.unexpected: list[tuple[float, str, str]] = []
-        self.malformed = 0
-        self.late = 0
-        self.late_log: list[tuple[float, Packet | None]] = []
-        self.dupack_block: int | None = None
-        self.ack_tx: int | None = None  # the block number of our last ACK
-        self.overrun = 0  # DATA beyond the window our last ACK allowed
-        self.overrun_first: tuple[float, int, int] | None = None
-        self.sas_hits = 0
-        self.sas_first: tuple[float, int] | None = None
-        self.sas_base = 0
-        self.err_rx: tuple[float, int, str] | None = None
-        self.err_tx: tuple[float, int, str] | None = None
-        self.sock_errors: list[SocketError] = []
-        self.bare_nul = 0
-        self.bare_cr = 0
-        self.high = 0
-        self.scanned = 0
-        self.cr_pending = False
-        self.binary_block: int | None = None
-        self.stall_max = 0.0
-        self.stall_pos: int | None = None
-        self.followup: tuple[float, int, str] | None = None
-        self.eval_t = -1.0
-        self.retired = False
-        self.gap_data = 0  # DATA and ACKs a rebuilt capture lacks although the transfer shows them delivered
-        self.gap_ack = 0
-        self.gap_log: list[tuple[float, str]] = []
-        self.result: Completed | Failed | None = None
-        self.refused: RequestRefused | None = None
-        self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
-
-    # -- reading helpers for the rules ------------------------------------------------------------
-
-    def t(self, when: float) -> str:
-        return fmt_t(when - self.t0)
-
-    @property
-    def finished(self) -> bool:
-        return self.result is not None or self.refused is not None
-
-    @property
-    def moved(self) -> int:
-        """Blocks that made progress: DATA received in order, or ACKs of our DATA."""
-        return self.data_rx if self.receiver else self.acks_rx
-
-    @property
-    def recovered_losses(self) -> int:
-        """Loss episodes the transfer got over: those of a final stall that it never recovered from are
-        the stall's business (a peer gone, a path that drops large blocks), not packet loss."""
-        if self.open_timeouts and self.open_since == self.last_move and \
-                (self.result is None or isinstance(self.result, Failed)):
-            return max(self.episodes - self.open_timeouts, 0)
-        return self.episodes
-
-    @property
-    def bytes_now(self) -> int:
-        """Bytes moved so far: the last snapshot, or more if blocks moved since (live)."""
-        if self.receiver:
-            return max(self.bytes, self.data_rx * self.blksize)
-        return max(self.bytes, self.acks_rx * self.blksize) if self.windowsize == 1 else self.bytes
-
-    @property
-    def kind(self) -> str:
-        """RRQ or WRQ."""
-        if self.role is not None:
-            return "RRQ" if self.role.is_download else "WRQ"
-        if self.request is not None:
-            return "RRQ" if self.request.is_read else "WRQ"
-        return "request"
-
-    @property
-    def other(self) -> str:
-        """The other end in words: 'the server' or 'the client'."""
-        return "the server" if self.client_side else "the client"
-
-
-# -- the fold ------------------------------------------------------------------------------------
 
 
 def on_started(s: SessionState, ev: TransferStarted) -> bool:
@@ -287,8 +83,7 @@ def on_rx(s: SessionState, ev: PacketReceived) -> bool:
     s.last_time = t
     if ev.note is _NONE:
         p = ev.packet
-        kind = type(p)
-        if kind is Data:
+        if isinstance(p, Data):
             if s.receiver and s.data_rx:
                 s.data_rx += 1
                 s.pos = p.block
@@ -299,7 +94,7 @@ def on_rx(s: SessionState, ev: PacketReceived) -> bool:
                 if s.scan:
                     scan(s, p.payload, p.block)
                 return False
-        elif kind is Ack:
+        elif isinstance(p, Ack):
             if not s.receiver and s.acks_rx and p.block:
                 s.acks_rx += 1
                 s.pos = p.block
@@ -319,13 +114,12 @@ def _loss_hint(s: SessionState, t: float) -> None:
 
 def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
-    kind = type(p)
-    if kind is Request:
+    if isinstance(p, Request):
         return _request_received(s, ev, p)
     if note is not Note.STRAY and note is not Note.LATE and s.peer_answered is None:
         s.peer_answered = t
     if note is _NONE:
-        if kind is Data:
+        if isinstance(p, Data):
             if not s.receiver:
                 _unexpected(s, t, p, ev.detail or "DATA sent to the sending side")
                 return True
@@ -338,7 +132,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             if s.scan:
                 scan(s, p.payload, p.block)
             return s.data_rx == 1
-        if kind is Ack:
+        if isinstance(p, Ack):
             if s.receiver:
                 _unexpected(s, t, p, ev.detail or "ACK sent to the receiving side")
                 return True
@@ -353,11 +147,11 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             s.episode_open = False
             _sample(s, t)
             return s.acks_rx == 1
-        if kind is OAck:
+        if isinstance(p, OAck):
             if len(s.oacks_rx) < LOG_CAP:
                 s.oacks_rx.append((t, p.options, note, ev.detail))
             return True
-        if kind is Error:
+        if isinstance(p, Error):
             s.err_rx = (t, p.code, p.message)
             return True
         if p is None:
@@ -372,7 +166,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             s.dup_quick += 1
         else:
             _loss_hint(s, t)
-        if kind is Data:
+        if isinstance(p, Data):
             s.dup_data += 1
             if s.dupack_block is not None and p.block == (s.dupack_block + 1) & 0xFFFF and s.windowsize == 1:
                 s.dupack_block = None
@@ -380,11 +174,11 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
                     s.sas_first = (t, p.block)
                     s.sas_base = s.data_rx
                 s.sas_hits += 1
-        elif kind is Ack:
+        elif isinstance(p, Ack):
             s.dup_ack += 1
         else:
             s.dup_other += 1
-            if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+            if isinstance(p, OAck) and len(s.oacks_rx) < LOG_CAP:
                 s.oacks_rx.append((t, p.options, note, ev.detail))
                 return True
         if s.dup_first is None:
@@ -394,7 +188,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         s.ooo += 1
         if s.ooo_first is None:
             s.ooo_first = (t, describe(p))
-        if kind is Data and s.ack_tx is not None and 0 < (p.block - s.ack_tx) & 0xFFFF < 0x8000 and \
+        if isinstance(p, Data) and s.ack_tx is not None and 0 < (p.block - s.ack_tx) & 0xFFFF < 0x8000 and \
                 (p.block - s.ack_tx) & 0xFFFF > s.windowsize:
             # No loss or reordering can bring a block the window does not allow yet: the sender overran.
             s.overrun += 1
@@ -423,7 +217,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         return False
     if note is Note.MALFORMED:
         s.malformed += 1
-    if kind is OAck and len(s.oacks_rx) < LOG_CAP:
+    if isinstance(p, OAck) and len(s.oacks_rx) < LOG_CAP:
         s.oacks_rx.append((t, p.options, note, ev.detail))
     _unexpected(s, t, p, ev.detail)
     return True
@@ -460,13 +254,12 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
     s.last_time = t
     if ev.note is _NONE:
         p = ev.packet
-        kind = type(p)
-        if kind is Ack:
+        if isinstance(p, Ack):
             if s.receiver and p.block:
                 s.fresh_t = t
                 s.ack_tx = p.block
                 return False
-        elif kind is Data:
+        elif isinstance(p, Data):
             if not s.receiver and s.data_tx:
                 s.data_tx += 1
                 s.fresh_t = t
@@ -478,15 +271,14 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
 
 def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
-    kind = type(p)
-    if kind is Request:
+    if isinstance(p, Request):
         s.requests_tx += 1
         if s.requests_tx == 1:
             s.request = p
         if len(s.request_times) < LOG_CAP:
             s.request_times.append(t)
         return False
-    if kind is Ack:
+    if isinstance(p, Ack):
         s.ack_tx = p.block
         if note is _NONE:
             s.fresh_t = t
@@ -497,7 +289,7 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
             s.fresh_t = None
             s.dupack_block = p.block
         return False
-    if kind is Data:
+    if isinstance(p, Data):
         if note is _NONE:
             s.data_tx += 1
             s.fresh_t = t
@@ -509,12 +301,12 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
             return s.data_tx == 1
         s.fresh_t = None
         return False
-    if kind is OAck:
+    if isinstance(p, OAck):
         s.oack_tx += 1
         if len(s.oack_tx_times) < LOG_CAP:
             s.oack_tx_times.append(t)
         return s.oack_tx == 1
-    if kind is Error:
+    if isinstance(p, Error):
         s.err_tx = (t, p.code, p.message)
         return True
     return False
@@ -645,39 +437,3 @@ def on_capture_gap(s: SessionState, ev: CaptureGap) -> bool:
 
 def ignore(s: SessionState, ev: object) -> bool:
     return False
-
-
-def scan(s: SessionState, payload: bytes, block: int) -> None:
-    """netascii only: count what text never holds (a NUL not after CR, a CR followed by neither LF nor
-    NUL, bytes above 127), carrying a CR at the end of a block over to the next one."""
-    n = len(payload)
-    if not n:
-        return
-    nul = payload.count(b"\0")
-    bare = 0
-    if s.cr_pending:
-        first = payload[0]
-        if first == 0:
-            nul -= 1
-        elif first != 0x0A:
-            bare += 1
-    cr = payload.count(b"\r")
-    if cr:
-        crnul = payload.count(b"\r\0")
-        nul -= crnul
-        bare += cr - payload.count(b"\r\n") - crnul
-        if payload[-1] == 0x0D:
-            bare -= 1
-            s.cr_pending = True
-        else:
-            s.cr_pending = False
-    else:
-        s.cr_pending = False
-    if not payload.isascii():
-        s.high += n - len(payload.decode("ascii", "ignore"))
-    if nul > 0 or bare > 0:
-        s.bare_nul += max(nul, 0)
-        s.bare_cr += max(bare, 0)
-        if s.binary_block is None:
-            s.binary_block = block
-    s.scanned += n
