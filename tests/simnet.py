@@ -19,7 +19,8 @@ from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 CLIENT: Address = ("10.0.0.1", 40000)
 SERVER: Address = ("10.0.0.2", 69)

@@ -18,7 +18,8 @@ from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent, SocketError
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, Error, OAck, decode, encode, encode_ack, encode_data
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import rebuild
 

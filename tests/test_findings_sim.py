@@ -23,7 +23,8 @@ from tftpdiag.protocol.packets import (
     encode_data,
 )
 from tftpdiag.protocol.server import ServerRead
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = pytest.mark.timeout(60)
 

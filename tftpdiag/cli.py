@@ -21,7 +21,7 @@ from tftpdiag import __version__
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["main", "build_parser", "UsageError"]
 

@@ -19,7 +19,8 @@ from tftpdiag.protocol.packets import (
     encode,
 )
 from tftpdiag.protocol.server import ServerRead, ServerWrite
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 CLIENT: ev.Address = ("10.0.0.1", 40000)
 SERVER: ev.Address = ("10.0.0.2", 69)  # where the request goes

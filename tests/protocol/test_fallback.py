@@ -12,7 +12,8 @@ from tftpdiag.protocol.client import fallback_options
 from tftpdiag.protocol.events import Completed, Failed, OptionsNegotiated, PeerLocked, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Ack, Error, Opcode, Request, decode, encode
-from tftpdiag.protocol.session import State, Timing
+from tftpdiag.protocol.session import State
+from tftpdiag.protocol.timer import Timing
 
 from .helpers import CLIENT, SERVER, STRAY, TID, ack, client_read, client_write, data, of, sent
 

@@ -1,8 +1,8 @@
 """receive_many(): a run of datagrams (a window the kernel coalesced, UDP GRO) must leave a receiving
-machine exactly as the general path (decode, _on_data, _accept) taking them one by one would: same
-events in the same order, same datagrams to send, same counters, same bytes in the sink, whatever the
-run holds (gaps, repeats, junk, the last block, a failing sink). The fast path that receive() and
-receive_many() share is what is checked against it."""
+machine exactly as receive() taking them one by one would: same events in the same order, same
+datagrams to send, same counters, same bytes in the sink, whatever the run holds (gaps, repeats, junk,
+the last block, a failing sink). A run's events are deferred and made by events(); one by one, each
+is made at once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 from .helpers import CLIENT, SERVER, STRAY, TID, data, oack
 
@@ -100,7 +100,6 @@ def streams(draw: st.DrawFn) -> tuple:
 def test_a_run_does_what_its_datagrams_one_by_one_do(stream: tuple) -> None:
     blksize, windowsize, runs, fail_at, progress = stream
     one, one_sink = machine(blksize, windowsize, fail_at, progress)
-    one._plain = False  # the reference takes the general path (decode, _on_data, _accept) for every datagram
     many, many_sink = machine(blksize, windowsize, fail_at, progress)
     for k, (run, addr) in enumerate(runs):
         now = 0.01 + k * 0.0001

@@ -36,7 +36,8 @@ from tftpdiag.protocol.packets import (
     encode,
 )
 from tftpdiag.protocol.server import ServerRead, refuse
-from tftpdiag.protocol.session import State, Timing
+from tftpdiag.protocol.session import State
+from tftpdiag.protocol.timer import Timing
 
 from .helpers import (
     CLIENT,
@@ -1182,7 +1183,7 @@ def test_request_is_resent_to_the_port_it_first_went_to() -> None:
 
     from tftpdiag.protocol.client import ClientRead
     from tftpdiag.protocol.packets import Data, Request, decode, encode
-    from tftpdiag.protocol.session import Timing
+    from tftpdiag.protocol.timer import Timing
 
     server, tid = ("10.0.0.2", 69), ("10.0.0.2", 50001)
     machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), sink=io.BytesIO(), now=0.0,

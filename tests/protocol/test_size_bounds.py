@@ -13,7 +13,7 @@ from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Error
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 BLOCK = bytes(range(256)) * 2  # 512 bytes
 

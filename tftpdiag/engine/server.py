@@ -31,7 +31,8 @@ from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
 from tftpdiag.protocol.server import GIVE_UP, ServerRead, ServerWrite, refuse
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 

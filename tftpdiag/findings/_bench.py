@@ -17,7 +17,7 @@ from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Request, decode
 from tftpdiag.protocol.server import ServerRead
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 CLIENT = ("10.0.0.1", 40000)
 SERVER = ("10.0.0.2", 69)

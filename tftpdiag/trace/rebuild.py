@@ -94,7 +94,7 @@ from tftpdiag.protocol.packets import (
     Request,
     decode,
 )
-from tftpdiag.protocol.fast import ack_packet
+from tftpdiag.protocol.packets import ack_packet
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild_state import (
     ENDED,
