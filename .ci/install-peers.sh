@@ -2,7 +2,8 @@
 # Install the real TFTP peer programs used by the interop tests (tests/peers.py).
 # Run as root on a bare Debian 12 machine. Idempotent: safe to run again.
 #
-#   - Debian packages: tftpd-hpa, tftp-hpa, atftp, dnsmasq-base, curl, busybox,
+#   - Debian packages: tftpd-hpa, tftp-hpa, atftp, dnsmasq-base, curl, busybox, postgresql
+#     (the history tests start their own server with its initdb and pg_ctl),
 #     tshark, tcpdump, tmux, procps, iproute2
 #   - atftpd (conflicts with tftpd-hpa as a package): unpacked with dpkg -x into
 #     /opt/tftpdiag-peers/atftpd, binary at /opt/tftpdiag-peers/atftpd/usr/sbin/atftpd
@@ -47,6 +48,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=300)
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     tftpd-hpa tftp-hpa atftp dnsmasq-base curl busybox tshark tcpdump \
     tmux procps iproute2 \
+    postgresql \
     libwrap0 libpcre2-8-0   # runtime libraries of the unpacked atftpd
 
 # Make sure no system tftpd-hpa runs or comes back at boot. With systemd the

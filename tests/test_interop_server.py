@@ -887,7 +887,8 @@ def test_tftp_hpa_acking_our_error_is_not_a_refusal_of_its_own(tmp_path: Path) -
             stray.sendto(b"\x00\x04\x00\x07", ("127.0.0.1", hs.port))  # an ACK nobody was refused before
             log.wait(lambda e: isinstance(e, RequestRefused) and e.why == "not-a-request", what="the stray ACK")
         assert not peers.transfer_failed(peers.tftp_hpa_get("127.0.0.1", hs.port, "here.bin", tmp_path / "ok.bin"))
-        lines = [line for line in hs.lines(5) if not line.startswith(" ")]
+        # Each line starts with the time; a finding's lines are indented after it.
+        lines = [line for line in hs.lines(5) if not line.split(" ", 1)[1].startswith(" ")]
     assert len(lines) == 3, lines
     assert "'missing.bin'" in lines[0] and "refused" in lines[0]
     assert "sent ACK 7 to the listening port" in lines[1]

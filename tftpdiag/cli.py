@@ -19,6 +19,7 @@ from urllib.parse import unquote
 
 from tftpdiag import __version__
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
+from tftpdiag.opsargs import add_history_parser, add_serve_flags
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.timer import Timing
@@ -203,6 +204,16 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="use IPv6 only")
 
 
+def _host_filter(text: str) -> str:
+    """An address for the capture filter: a literal IPv4 or IPv6 address (a name would need DNS)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
 def _output_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--trace", type=Path, default=None, metavar="PATH",
@@ -238,10 +249,19 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
+  tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
 
 Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
 """
 
+
+WATCH_EXAMPLES = """examples:
+  sudo tftpdiag watch                      # TFTP on the default route's interface, live
+  sudo tftpdiag watch -i eth1 --host 10.0.0.23 --trace boot.pcap
+  sudo tftpdiag watch -i eth0 --port 69 --port 1069 --json > transfers.jsonl
+
+Needs root or CAP_NET_RAW (sudo setcap cap_net_raw,cap_net_admin+ep on the Python interpreter).
+"""
 
 TRACE_EXAMPLES = """examples:
   tftpdiag trace probe.pcap
@@ -335,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--impair", type=_impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=_microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
+    add_serve_flags(serve)
     _output_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
@@ -349,6 +370,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="window the probe asks for (default: lock-step)")
     _output_flags(demo)
 
+    watch = sub.add_parser("watch", help="capture TFTP between any devices and servers and show it live",
+                           description="Capture the TFTP traffic on an interface (any client, any server: "
+                                       "one you do not control too), follow each transfer from its request "
+                                       "to the server's new port, and show it live as `serve` shows its "
+                                       "sessions, with findings. Ctrl-C stops; what the kernel had to drop "
+                                       "is counted and said, never taken for network loss.",
+                           epilog=WATCH_EXAMPLES, formatter_class=_Formatter)
+    g = watch.add_argument_group("capture")
+    g.add_argument("-i", "--interface", default=None, metavar="IFACE",
+                   help="interface to capture on (default: the one with the default route)")
+    g.add_argument("--port", action="append", type=_int_range("port", 1, 65535), default=None, metavar="PORT",
+                   help="a server port requests go to; repeat for several (default 69 alone)")
+    g.add_argument("--host", action="append", default=[], metavar="ADDR", type=_host_filter,
+                   help="only traffic to or from this device or server; repeatable")
+    g.add_argument("--idle", type=_seconds_between(1, 3600, "30"), default=30.0, metavar="SECONDS",
+                   help="a transfer with no packet for this long is judged stopped (default 30)")
+    g = watch.add_argument_group("output")
+    g.add_argument("--trace", type=Path, default=None, metavar="PATH",
+                   help="keep what was captured: .pcap (the datagrams as seen) or .jsonl (the events)")
+    g.add_argument("--no-tui", action="store_true",
+                   help="a line per finished transfer (automatic when stdout is not a terminal)")
+    g.add_argument("--json", action="store_true",
+                   help='a JSON object per finished transfer ("event": "session"), then one per device '
+                        'and one for the capture when it stops (implies --no-tui)')
+
     trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
                                        "session is shown: a tftpdiag .jsonl trace, or a pcap/pcapng capture "
@@ -360,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
                    help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    from tftpdiag.pxe.args import add_pxe_parser
+
+    add_pxe_parser(sub)
+    add_history_parser(sub, _Formatter)
     return parser
 
 
@@ -453,6 +503,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "trace":
             from tftpdiag.commands import run_trace
             return run_trace(args)
+        if args.command == "pxe":
+            from tftpdiag.commands import run_pxe
+            return run_pxe(args)
+        if args.command == "history":
+            from tftpdiag.keeping import run_history
+            return run_history(args)
+        if args.command == "watch":
+            from tftpdiag.watching import run_watch
+            return run_watch(args)
     except UsageError as exc:
         from tftpdiag.fmt import line
 

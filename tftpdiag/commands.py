@@ -34,7 +34,7 @@ from tftpdiag.protocol.timer import Timing
 if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
     from tftpdiag.engine.server import ServerConfig
 
-__all__ = ["run_client", "run_serve", "run_demo", "run_trace", "make_sample_image"]
+__all__ = ["run_client", "run_serve", "run_demo", "run_trace", "run_pxe", "make_sample_image"]
 
 
 def _check_sha(expected: str | None, output: Path | None = None):
@@ -210,11 +210,18 @@ def run_serve(args: argparse.Namespace) -> int:
     except ServerSetupError as exc:
         raise UsageError(str(exc)) from None
     _report_removals(server.stale_parts, "upload")
-    with _trace(bus, args.trace, snaplen=args.trace_snaplen):
+    from tftpdiag.keeping import feed_in_background, server_sinks
+
+    with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args, tui=interactive(args)) as sinks:
         if interactive(args):
             from tftpdiag.tui.launch import run_server_app
 
-            return run_server_app(server, bus)
+            finish = feed_in_background(bus, sinks) if sinks else None
+            try:
+                return run_server_app(server, bus)
+            finally:
+                if finish is not None:
+                    finish()
         from tftpdiag.headless import run_server_headless
         from tftpdiag.sessions import fmt_addr
 
@@ -229,7 +236,9 @@ def run_serve(args: argparse.Namespace) -> int:
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
-            run_server_headless(server, sub, json_out=args.json, stop=stop)
+            from tftpdiag.devices import DeviceBook
+
+            run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook())
         print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
 
@@ -321,3 +330,10 @@ def run_trace(args: argparse.Namespace) -> int:
     else:
         print_trace(loaded, sys.stdout)
     return EXIT_OK
+
+
+def run_pxe(args: argparse.Namespace) -> int:
+    """Act as a netbooting device: DHCP answers, the boot file probed, a verdict (tftpdiag.pxe)."""
+    from tftpdiag.pxe.command import run_pxe as run
+
+    return run(args)

@@ -16,8 +16,9 @@ Data written to trace files keeps the raw bytes: only what is shown is escaped.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
-__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options"]
+__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "iso_time"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -72,3 +73,9 @@ def options(pairs: Iterable[tuple[str, str]] | None, limit: int = SHOWN) -> str:
     """Option pairs as ``name=value`` words, each part cleaned; "no options" for none."""
     shown = " ".join(f"{clean(str(k), limit)}={clean(str(v), limit)}" for k, v in pairs or ())
     return shown or "no options"
+
+
+def iso_time(t: float) -> str:
+    """A Unix time as ISO 8601 in UTC to the millisecond, e.g. ``2026-12-02T14:10:49.123Z``: logs of
+    servers in different time zones line up, and the text sorts as the time does."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -12,22 +12,25 @@ import json
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, line, quote
-from tftpdiag.report import explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.fmt import clean, iso_time, line, quote
+from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
     from tftpdiag.engine.server import TftpServer
+    from tftpdiag.devices import Device, DeviceBook
+    from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["run_client_headless", "run_server_headless", "print_client_summary"]
+__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer"]
 
 # How often this thread folds what the engine's waits left over (all of it, when the engine is never
 # idle). Events hold their datagrams, so what waits in the queue is memory: at 0.1 s a fast windowed
@@ -198,51 +201,137 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
          f"duplicates {summary['duplicates']}")
 
 
-def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
-                        stdout: TextIO | None = None) -> None:
-    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session."""
-    stdout = stdout or sys.stdout
-    fold = _Fold(server.bus, sub)
-    table, analyzer = fold.table, fold.analyzer
-    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
-    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
-    thread.start()
+class ServedFeed:
+    """Folds a server's event stream and hands each finished or refused session, once, to every sink
+    (the printer, the log, the history, the metrics): the one place that says "a session ended"."""
 
-    def emit(ended: list[SessionRecord]) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, sinks: Sequence[SessionSink],
+                 hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None) -> None:
+        self.fold = _Fold(bus, sub)
+        self.sinks = list(sinks)
+        self.hook = hook
+        self._tick = _TICK
+        self._folded = 0
+        for sink in self.sinks:  # a sink that shows how many are running (metrics) asks the feed
+            watch = getattr(sink, "watch_running", None)
+            if watch is not None:
+                watch(self.running)
+
+    def running(self) -> int:
+        """Transfers begun and not yet ended (any thread)."""
+        with self.fold.lock:
+            return sum(1 for r in self.fold.table.sessions.values() if r.role is not None and not r.finished)
+
+    def poll(self) -> float:
+        """Fold what is pending and report what ended; how long to wait before the next call (idle,
+        it looks less and less often: a server waiting for clients barely wakes)."""
+        fold = self.fold
+        ended = fold()
+        with fold.lock:
+            fold.analyzer.tick(time.time())
+            self._emit(ended)
+        self._tick = _TICK if fold.folded != self._folded else min(self._tick * 2, _IDLE_TICK)
+        self._folded = fold.folded
+        return self._tick
+
+    def close(self) -> None:
+        """Report what is left (the sinks are their owner's to close)."""
+        self.fold.close()
+        ended = self.fold()
+        with self.fold.lock:
+            self._emit(ended)
+
+    def _emit(self, ended: list[SessionRecord]) -> None:
+        analyzer, sessions = self.fold.analyzer, self.fold.table.sessions
         for record in ended:
             if (record.role is None and record.refused is None) or record.acks_an_error:
                 continue
             findings = analyzer.findings(record.session)
-            if json_out:
-                kind = "refused" if record.refused is not None else "session"
-                obj = {"event": kind, **session_summary(record, findings=[f.to_dict() for f in findings])}
-                if record.refused is not None:
-                    obj["suggestion"] = record.refused.suggestion
-                    obj["received"] = record.refused.received or None
-                stdout.write(json.dumps(obj) + "\n")
-            else:
-                stdout.write(line(one_line(record)) + "\n")
-                stdout.writelines(line(f"    {text}") + "\n" for text in finding_lines(findings, least="warning"))
-            stdout.flush()
+            done = served(record, findings, self.hook(record, findings) if self.hook is not None else None)
+            for sink in self.sinks:
+                sink.add(done)
         # Finished sessions are reported once; dropping them keeps a long serve run's memory flat.
         for record in ended:
-            table.sessions.pop(record.session, None)
+            sessions.pop(record.session, None)
 
+
+class Printer:
+    """``serve``'s stdout: a line per session, the time it ended first (or its JSON object)."""
+
+    def __init__(self, json_out: bool, stdout: TextIO, show_server: bool = False) -> None:
+        self.json_out = json_out
+        self.stdout = stdout
+        self.show_server = show_server
+
+    def add(self, session: Served) -> None:
+        if self.json_out:
+            self.stdout.write(json.dumps(session.obj) + "\n")
+        else:
+            when = iso_time(session.ended)
+            self.stdout.write(f"{when} {line(one_line(session.record, server=self.show_server))}\n")
+            self.stdout.writelines(f"{when} {line(f'    {text}')}\n"
+                                   for text in finding_lines(session.findings, least="warning"))
+        self.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _DeviceSink:
+    """Every session reported joins its client's device (serve prints the devices when it stops)."""
+
+    def __init__(self, book: DeviceBook) -> None:
+        self.book = book
+
+    def add(self, session: Served) -> None:
+        self.book.add(session.record)
+
+    def close(self) -> None:
+        pass
+
+
+def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
+                        stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
+                        hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
+                        show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,
+                        macs: dict[str, str] | None = None) -> None:
+    """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
+    and handing each to ``sinks`` too.
+
+    ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
+    session's JSON object. With ``devices``, every session reported joins its client's device, and
+    when the server stops each device is printed with its verdict (judged ``quiet`` seconds after)."""
+    stdout = stdout or sys.stdout
+    everyone: list[SessionSink] = [Printer(json_out, stdout, show_server), *sinks]
+    if devices is not None:
+        everyone.append(_DeviceSink(devices))
+    feed = ServedFeed(server.bus, sub, everyone, hook)
+    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
+    thread.start()
     tick = _TICK
-    folded = 0
     try:
         while not stop.wait(tick):
-            ended = fold()
-            with fold.lock:
-                analyzer.tick(time.time())
-                emit(ended)
+            tick = feed.poll()
             if not thread.is_alive():
                 break
-            # Idle, it looks less and less often: a server waiting for clients barely wakes.
-            tick = _TICK if fold.folded != folded else min(tick * 2, _IDLE_TICK)
-            folded = fold.folded
     finally:
         server.stop()
         thread.join(10)
-        fold.close()
-        emit(fold())
+        feed.close()
+        if devices is not None:
+            now = time.time()
+            print_devices(devices.judge(now, quiet, macs), json_out=json_out, stdout=stdout, when=now)
+
+
+def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO, when: float | None = None) -> None:
+    """Each device: a JSON object ("event": "device"), or its verdict, files in order and findings
+    (each line after ``when``, the time they were judged, as serve's lines are)."""
+    stamp = "" if when is None else iso_time(when) + " "
+    for device in devices:
+        if json_out:
+            stdout.write(json.dumps(device.to_dict()) + "\n")
+        else:
+            stdout.writelines(stamp + line(text) + "\n" for text in device_lines(device))
+    stdout.flush()
+

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Completed, Failed
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
+
+if TYPE_CHECKING:
+    from tftpdiag.devices import Device
 
 __all__ = ["finding_lines", "by_session", "session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
 
@@ -148,11 +151,27 @@ def options_lines(record: SessionRecord) -> list[str]:
     return lines
 
 
-def one_line(record: SessionRecord) -> str:
-    """A finished server session in one line (names and messages from the peer shown escaped)."""
+def one_line(record: SessionRecord, *, server: bool = False) -> str:
+    """A finished server session in one line (names and messages from the peer shown escaped); with
+    ``server``, the server it went to as well (watch sees many)."""
     if record.refused is not None and record.refused.received:
         return (f"{fmt_addr(record.client):<22} sent {record.refused.received} to the listening port, which takes "
                 f"only requests (ignored)")
     kind = "RRQ" if record.direction == "download" else "WRQ"
+    if server:
+        kind += f" to {fmt_addr(record.peer)}"
     return (f"{fmt_addr(record.client):<22} {kind} {quote(record.filename):<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")
+
+
+def device_lines(device: Device) -> list[str]:
+    """A device in plain lines: verdict and files in order, then its findings."""
+    files = []
+    for a in device.attempts:
+        mark = {"done": "✔", "in-progress": "…"}.get(a.outcome, "·" if a.normal else "✘")
+        shown = quote(a.name)
+        files.append(f"{shown} {mark}" if a.outcome in ("done", "in-progress") or a.normal
+                     else f"{shown} {mark} {a.outcome}")
+    out = [f"device {device.address:<22} {device.verdict:<11} " + " → ".join(files)]
+    out.extend(f"    {text}" for text in finding_lines(device.findings, least="warning"))
+    return out

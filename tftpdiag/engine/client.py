@@ -187,6 +187,11 @@ class ClientTransfer:
 
     # -- control ---------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Let go of what the constructor opened, for a transfer that will not run here (engine/apart.py)."""
+        if self._upload_file is not None:
+            self._upload_file.close()
+
     def start(self) -> ClientTransfer:
         self._thread = threading.Thread(target=self.run, name=f"tftp-client-{self.session_id}", daemon=True)
         self._thread.start()

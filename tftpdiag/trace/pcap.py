@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Final, TypeAlias
 
-__all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams"]
+__all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams", "link_decoder"]
 
 Address: TypeAlias = tuple[str, int]
 """(IP address string, port); IPv6 addresses in the compressed form ``inet_ntop`` gives, e.g. "::1"."""
@@ -394,6 +394,12 @@ _LINK_DECODERS: Final[dict[int, _Decoder]] = {
     229: _link_raw,  # IPv6 only
     276: _link_sll2,
 }
+
+
+def link_decoder(linktype: int) -> _Decoder | None:
+    """The decoder of one packet record of this link type (``decode(buf, start, end, time)``), or None.
+    Live capture (engine/capture.py) decodes with the same functions as the file reader."""
+    return _LINK_DECODERS.get(linktype & 0xFFFF)
 
 
 # --------------------------------------------------------------------------------------------

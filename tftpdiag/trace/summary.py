@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
+from tftpdiag.devices import Device, DeviceBook
 from tftpdiag.protocol.events import Event
 from tftpdiag.findings import analyze
 from tftpdiag.fmt import line
-from tftpdiag.report import by_session, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import by_session, device_lines, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad
 
@@ -35,11 +36,19 @@ def _server_side(record: SessionRecord) -> bool:
 
 def trace_json(loaded: TraceLoad) -> dict[str, Any]:
     findings = by_session(analyze(loaded.events))
+    records = trace_records(loaded.events)
     return {
         "file": str(loaded.path),
-        "transfers": [session_summary(r, findings=findings.get(r.session, [])) for r in trace_records(loaded.events)],
+        "transfers": [session_summary(r, findings=findings.get(r.session, [])) for r in records],
+        "devices": [d.to_dict() for d in _devices(loaded, records)],
         "warning": loaded.warning,
     }
+
+
+def _devices(loaded: TraceLoad, records: list[SessionRecord]) -> list[Device]:
+    """The capture's devices, judged as they stood when it ended."""
+    end = max((e.time for e in loaded.events), default=0.0)
+    return DeviceBook().add_all(records).judge(end)
 
 
 def print_trace(loaded: TraceLoad, out: TextIO) -> None:
@@ -62,6 +71,12 @@ def print_trace(loaded: TraceLoad, out: TextIO) -> None:
             write(f"    {text}")
         for text in finding_lines(f for f in findings if f.session == record.session):
             write(f"    {text}")
+    devices = _devices(loaded, records)
+    if devices:
+        write()
+        for device in devices:
+            for text in device_lines(device):
+                write(text)
 
 
 def _headline(record: SessionRecord) -> str:

@@ -17,6 +17,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import Event
 from tftpdiag.tui.model import Changes, Filter, LiveModel
+from tftpdiag.tui.screens.devices import DevicesScreen
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.help import HelpScreen
 from tftpdiag.tui.screens.save import SaveTraceScreen, save_and_tell
@@ -26,7 +27,7 @@ from tftpdiag.tui.widgets.session_panel import SessionPanel
 
 __all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
 
-Mode = Literal["probe", "serve", "demo", "trace"]
+Mode = Literal["probe", "serve", "demo", "trace", "watch"]
 TICK = 1 / 15  # redraws a second
 # Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
 # The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
@@ -95,6 +96,7 @@ class TftpDiagApp(App[int]):
         Binding("slash", "find", "Find", key_display="/"),
         Binding("o", "order", "Order", show=False),
         Binding("r", "rerun", "Run again", show=True),
+        Binding("d", "devices", "Devices"),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
@@ -121,6 +123,8 @@ class TftpDiagApp(App[int]):
         self.paused = False
         self.ticks = 0
         self.longest_tick = 0.0
+        self.device_quiet = 30.0  # seconds of silence after which a device has finished (watch: --idle)
+        self.device_macs: dict[str, str] | None = None  # watch: client address -> MAC, from the capture
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -145,11 +149,11 @@ class TftpDiagApp(App[int]):
         # events a second those passes otherwise stall a redraw for a tenth of a second.
         gc.collect()
         gc.freeze()
-        self.sub_title = {"probe": "probe", "serve": "serve", "demo": "demo", "trace": "trace"}[self.mode]
+        self.sub_title = self.mode
         if self.tick_interval:
             self.set_interval(self.tick_interval, self.refresh_now)
         self.refresh_now()
-        if self.mode in ("serve", "trace"):
+        if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -163,6 +167,8 @@ class TftpDiagApp(App[int]):
             return self.saver is not None
         if action == "order":
             return self._serve_focused() is not None
+        if action == "devices":
+            return self.mode in ("serve", "trace", "watch", "demo")
         return True
 
     # -- the tick ---------------------------------------------------------------------------------
@@ -196,6 +202,9 @@ class TftpDiagApp(App[int]):
 
     def _update_views(self, changes: Changes, now: float) -> None:
         screen = self.screen
+        if isinstance(screen, DevicesScreen):
+            screen.update_view(self.model, now)
+            return
         if isinstance(screen, SessionDetailScreen):
             screen.update_view(self.model, now, self.analyzer)
         for panel in self.query("#probe").results(SessionPanel):
@@ -210,7 +219,7 @@ class TftpDiagApp(App[int]):
     # -- actions ----------------------------------------------------------------------------------
 
     def _serve_focused(self) -> ServeView | None:
-        if self.mode in ("serve", "trace"):
+        if self.mode in ("serve", "trace", "watch"):
             return self.query_one(ServeView)
         if self.mode == "demo" and self.query_one(TabbedContent).active == "serve-tab":
             return self.query_one(ServeView)
@@ -243,6 +252,10 @@ class TftpDiagApp(App[int]):
         serve = self._serve_focused()
         if serve is not None:
             serve.cycle_sort(self.model, self.clock())
+
+    def action_devices(self) -> None:
+        if not isinstance(self.screen, DevicesScreen):
+            self.push_screen(DevicesScreen(self.device_quiet))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.apart import RemoteTransfer
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer, TransferSetupError
 from tftpdiag.engine.server import TftpServer
+
+if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
+    from tftpdiag.engine.watch import Watcher
 from tftpdiag.fmt import clean, line
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
@@ -17,7 +21,8 @@ from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 
-__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "trace_app", "ClientProbe", "server_info"]
+__all__ = ["run_client_app", "run_server_app", "run_demo_app", "run_trace_app", "run_watch_app", "trace_app",
+           "watch_app", "ClientProbe", "server_info"]
 
 
 class ClientProbe:
@@ -25,7 +30,8 @@ class ClientProbe:
     once every reader has subscribed: a transfer started earlier can publish its first events (the
     request, even all of it) before a reader exists, and that reader would judge it without them."""
 
-    def __init__(self, transfer: ClientTransfer, bus: EventBus, extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
+    def __init__(self, transfer: ClientTransfer | RemoteTransfer, bus: EventBus,
+                 extra: Callable[[ClientOutcome], dict[str, Any]]) -> None:
         self.bus = bus
         self.extra = extra
         self.transfer = transfer
@@ -39,9 +45,10 @@ class ClientProbe:
     def rerun(self) -> None:
         self.cancel()
         try:
-            self.transfer = ClientTransfer(self.transfer.request, self.bus).start()
+            fresh = ClientTransfer(self.transfer.request, self.bus)
         except TransferSetupError:
-            pass
+            return
+        self.transfer = (RemoteTransfer(fresh) if isinstance(self.transfer, RemoteTransfer) else fresh).start()
 
     def cancel(self) -> None:
         self.transfer.cancel()
@@ -112,14 +119,16 @@ def _run(app: TftpDiagApp) -> int | None:
     return app.run()
 
 
-def client_app(transfer: ClientTransfer, bus: EventBus, *,
-               extra: Callable[[ClientOutcome], dict[str, Any]]) -> tuple[TftpDiagApp, ClientProbe, Spool]:
+def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]],
+               apart: bool = True) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and then the probe started."""
     # Lossless: every packet goes into the session's record (the packet table shows them all), and the
     # findings read the same events.
     feed = bus.subscribe()
     spool = Spool(bus)
-    probe = ClientProbe(transfer, bus, extra)
+    # The transfer runs in a process of its own: the view's work per packet would otherwise hold the
+    # interpreter lock its thread needs (see engine/apart.py for the figures).
+    probe = ClientProbe(RemoteTransfer(transfer) if apart else transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
                       impair=str(impair) if impair is not None else "")
@@ -148,6 +157,38 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
         _run(app)
     finally:
         server.stop()
+        thread.join(10)
+        spool.close()
+    return 0
+
+
+def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
+    """The watch view: the sessions of a live capture, as `serve` shows its own."""
+    from tftpdiag.watching import capture_words
+
+    feed = bus.subscribe()  # lossless, as for serve
+    spool = Spool(bus)
+    cfg = watcher.config
+    where = "server ports " + ", ".join(str(p) for p in cfg.ports)
+    if cfg.hosts:
+        where += " · hosts " + ", ".join(cfg.hosts)
+    info = ServerInfo(clean(cfg.interface), where, False, kind="watch",
+                      capture=lambda: capture_words(watcher.stats(), watcher.capture.packets))
+    app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
+    app.device_quiet = cfg.idle
+    app.model.every_role = True
+    app.device_macs = watcher.capture.macs
+    return app, spool
+
+
+def run_watch_app(watcher: Watcher, bus: EventBus) -> int:
+    app, spool = watch_app(watcher, bus)
+    thread = threading.Thread(target=watcher.serve, name="tftp-watch", daemon=True)
+    thread.start()
+    try:
+        _run(app)
+    finally:
+        watcher.stop()
         thread.join(10)
         spool.close()
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, Iterable
 
+from tftpdiag.devices import DeviceBook
 from tftpdiag.protocol.events import (
     Event,
     Failed,
@@ -176,6 +177,8 @@ class LiveModel:
         self.forgotten = Forgotten()
         self._packets_forgotten_upto = 0  # views before this index in insertion order have no packets
         self.folded = 0  # events folded in all
+        self.every_role = False  # watch: every session is someone else's and counts in the live figures
+        self.devices = DeviceBook()  # every finished session, grouped by client: the devices view
 
     def view(self, session: int) -> SessionView | None:
         return self.views.get(session)
@@ -227,6 +230,7 @@ class LiveModel:
             self.unfinished.pop(record.session, None)
             if record.acks_an_error:
                 continue  # the end of a refusal already counted, not a session of its own
+            self.devices.add(record)
             self.recently_ended.append(record)
             self._count(self.all_totals, record)
             if _server_side(record):
@@ -284,7 +288,9 @@ class LiveModel:
         return [v.record for v in self.views.values() if _server_side(v.record)]
 
     def active(self) -> list[SessionRecord]:
-        return [r for r in self.unfinished.values() if _server_side(r) and r.role is not None and not r.finished]
+        every = self.every_role
+        return [r for r in self.unfinished.values() if (every or _server_side(r)) and r.role is not None
+                and not r.finished]
 
     def aggregate_rate(self, now: float, window: float = 2.0) -> float:
         """Bytes per second over the last ``window`` seconds, summed over the server's sessions that
@@ -293,7 +299,7 @@ class LiveModel:
         for record in self.active():
             total += record.window_rate(now, window)
         for record in self.recently_ended:
-            if _server_side(record) and record.samples and record.samples[-1][0] >= now - window:
+            if (self.every_role or _server_side(record)) and record.samples and record.samples[-1][0] >= now - window:
                 samples = record.samples
                 older = next((s for s in reversed(samples) if s[0] <= now - window), (record.started or 0.0, 0))
                 span = samples[-1][0] - older[0]

@@ -51,7 +51,9 @@ class ServerInfo:
     uploads: bool
     extra: str = ""  # e.g. "single-port", refused options
     impair: str = ""  # the --impair spec in force
-    kind: str = "serve"  # "trace": a capture's transfers, read from a file
+    kind: str = "serve"  # "trace": a capture's transfers, read from a file; "watch": captured live
+    # watch: what the capture has seen and lost so far, in words (asked at each redraw)
+    capture: Callable[[], tuple[str, bool]] | None = None
 
 
 def _progress(record: SessionRecord) -> str:
@@ -130,7 +132,7 @@ class ServeView(Vertical):
     def __init__(self, info: ServerInfo, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.info = info
-        self._every_role = info.kind == "trace"
+        self._every_role = info.kind in ("trace", "watch")
         self.filter: SessionFilter = "all"
         self.query_text = ""
         self.sort = 0  # index into SORTS
@@ -296,10 +298,16 @@ class ServeView(Vertical):
         if info.kind == "trace":
             return self._trace_header(model)
         active = len(model.active())
-        totals = model.totals
-        text = Text.assemble((" serve ", "bold"), (info.root, "bold"), f"  on {info.addresses}  ",
-                             ("uploads allowed" if info.uploads else "read-only",
-                              "yellow" if info.uploads else "green"))
+        totals = model.all_totals if model.every_role else model.totals
+        if info.kind == "watch":
+            text = Text.assemble((" watch ", "bold"), (info.root, "bold"), f"  {info.addresses}")
+            if info.capture is not None:  # on the first line: a capture that lost packets must be seen
+                said, lost = info.capture()
+                text.append(f" · {said}", style="bold black on yellow" if lost else "dim")
+        else:
+            text = Text.assemble((" serve ", "bold"), (info.root, "bold"), f"  on {info.addresses}  ",
+                                 ("uploads allowed" if info.uploads else "read-only",
+                                  "yellow" if info.uploads else "green"))
         if info.extra:
             text.append(f"  {info.extra}", style="dim")
         if info.impair:

@@ -1,0 +1,243 @@
+"""Devices: a client's sessions as one boot sequence, judged as a whole.
+
+A device that boots asks for several files in turn: a size probe, optional per-serial or per-MAC files
+that may not exist, a configuration, an image. One session at a time, a missing file or an abort looks
+like a failure; in its sequence it is often what the firmware does on purpose. This module groups
+finished sessions by the client's address, names what each attempt was (from either side's record:
+`serve` sees server sessions, `watch` and `trace` client sessions), recognises the normal patterns and
+judges the device: ``booted``, ``stuck`` or ``in-progress``, with findings across its sessions.
+
+It reads SessionRecords only; the serve, watch and trace views and their JSON all build devices here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
+from tftpdiag.fmt import quote
+from tftpdiag.protocol.events import Completed, Failed, Reason, Side
+from tftpdiag.sessions import SessionRecord, fmt_bytes
+
+__all__ = ["Attempt", "Device", "DeviceBook", "attempt_of"]
+
+# Outcomes of one attempt (one request and what followed).
+DONE, MISSING, REFUSED, ABORTED, NO_REPLY, FAILED, ACTIVE = (
+    "done", "missing", "refused", "aborted-after-oack", "no-reply", "failed", "in-progress")
+BOOTED, STUCK, IN_PROGRESS = "booted", "stuck", "in-progress"
+
+SIZE_PROBE_WITHIN = 30.0  # s: UEFI asks again for the file right after its size probe
+AGAIN_STUCK = 3  # a missing file asked for this many times (never found) means the device is stuck
+ABORTS_STUCK = 2  # aborts after the OACK of one file, never followed by its download
+MAX_ATTEMPTS = 256  # kept per device: a device that loops for days must not grow without bound
+MAX_DEVICES = 65536
+CONFIG_SUFFIXES = (".cfg", ".cnf", ".conf", ".xml", ".ini", ".txt", ".json", ".boot", ".ipxe", ".scr")
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One request of a device and how it ended."""
+
+    session: int
+    name: str
+    time: float
+    outcome: str
+    bytes: int = 0
+    download: bool = True
+    tsize_asked: bool = False
+    error: str = ""
+    normal: str = ""  # why a failure is what the firmware meant to do ("size probe", "optional", ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "outcome": self.outcome, "time": round(self.time, 6), "bytes": self.bytes,
+                "direction": "download" if self.download else "upload", "session": self.session,
+                "normal": self.normal or None, "error": self.error or None}
+
+
+def attempt_of(record: SessionRecord) -> Attempt | None:
+    """What one finished (or still running) session was, seen from the client's side."""
+    refused = record.refused
+    if refused is not None:  # a server of ours turned the request away
+        outcome = MISSING if refused.why == "not-found" or refused.code == 1 else REFUSED
+        return Attempt(record.session, refused.filename, refused.time, outcome, 0, refused.is_read,
+                       error=refused.message)
+    if record.role is None or record.started is None:
+        return None
+    asked_tsize = any(name.lower() == "tsize" for name, _ in record.requested)
+    a = Attempt(record.session, record.filename, record.started, ACTIVE, record.bytes,
+                record.role.is_download, asked_tsize)
+    result = record.result
+    if isinstance(result, Completed):
+        a.outcome = DONE
+    elif isinstance(result, Failed):
+        a.error = result.message
+        # Who sent the ERROR: the record's own side (local) is the client when the record is a client's.
+        by_client = (result.raised_by is Side.LOCAL) == record.role.is_client
+        if result.code is not None and not by_client:
+            a.outcome = MISSING if result.code == 1 else REFUSED
+        elif result.code is not None and by_client and not record.data_seen and record.negotiated is not None:
+            a.outcome = ABORTED
+        elif result.reason is Reason.TIMEOUT and record.replied_from is None and not record.data_seen \
+                and record.role.is_client:
+            a.outcome = NO_REPLY
+        else:
+            a.outcome = FAILED
+    return a
+
+
+@dataclass
+class Device:
+    address: str
+    mac: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    dropped: int = 0  # attempts let go past MAX_ATTEMPTS (oldest first)
+    verdict: str = IN_PROGRESS
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def last(self) -> float:
+        return max((a.time for a in self.attempts), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "device", "address": self.address, "mac": self.mac, "verdict": self.verdict,
+                "files": [a.to_dict() for a in self.attempts], "earlier_attempts_dropped": self.dropped,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+class DeviceBook:
+    """Devices built from sessions as they finish (``add``) and judged on demand (``judge``)."""
+
+    def __init__(self) -> None:
+        self._devices: dict[str, Device] = {}
+        self._seen: dict[int, str] = {}  # session -> address, so a session updated later is replaced
+
+    def add(self, record: SessionRecord) -> None:
+        attempt = attempt_of(record)
+        client = record.client if record.refused is None else record.refused.peer
+        if attempt is None or client is None:
+            return
+        address = client[0]
+        device = self._devices.get(address)
+        if device is None:
+            if len(self._devices) >= MAX_DEVICES:
+                oldest = min(self._devices.values(), key=lambda d: d.last)
+                del self._devices[oldest.address]
+            device = self._devices[address] = Device(address)
+        if self._seen.get(record.session) == address:
+            device.attempts = [a for a in device.attempts if a.session != record.session]
+        self._seen[record.session] = address
+        if len(self._seen) > 4 * MAX_ATTEMPTS * 64:
+            self._seen.clear()  # only matters for sessions updated while running; they finish soon
+        device.attempts.append(attempt)
+        if len(device.attempts) > MAX_ATTEMPTS:
+            device.dropped += len(device.attempts) - MAX_ATTEMPTS
+            del device.attempts[:len(device.attempts) - MAX_ATTEMPTS]
+
+    def add_all(self, records: Iterable[SessionRecord]) -> DeviceBook:
+        for record in records:
+            self.add(record)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def judge(self, now: float, quiet: float = 30.0, macs: dict[str, str] | None = None) -> list[Device]:
+        """Every device judged at ``now``: one quiet for ``quiet`` seconds has finished what it was doing.
+        ``macs`` names the MAC address of a client address, where a capture saw it."""
+        out = []
+        for device in self._devices.values():
+            if macs and device.mac is None:
+                device.mac = macs.get(device.address)
+            _judge(device, now, quiet)
+            out.append(device)
+        out.sort(key=lambda d: (d.verdict != STUCK, -d.last))
+        return out
+
+
+def _judge(device: Device, now: float, quiet: float) -> None:
+    attempts = sorted(device.attempts, key=lambda a: a.time)
+    device.attempts = attempts
+    for a in attempts:
+        a.normal = ""
+    got = {}  # file -> time of its last successful download/upload
+    for a in attempts:
+        if a.outcome == DONE:
+            got[a.name] = a.time
+    any_done = bool(got)
+    # What firmware does on purpose.
+    for i, a in enumerate(attempts):
+        later = attempts[i + 1:]
+        if a.outcome == ABORTED and a.tsize_asked and any(
+                b.name == a.name and b.time - a.time <= SIZE_PROBE_WITHIN and b.outcome != ABORTED for b in later):
+            a.normal = "size probe: the client asked the size, then the file"
+        elif a.outcome == NO_REPLY and any(b.name == a.name for b in later):
+            a.normal = "asked again after no answer"
+        elif a.outcome == MISSING and any(b.outcome == DONE and b.name != a.name for b in later) \
+                and a.name not in got:
+            a.normal = "optional: the device went on to another file"
+    findings: list[Finding] = []
+    sessions = [a.session for a in attempts]
+    first_session = sessions[0] if sessions else 0
+    # Stuck: the same missing file again and again, never found.
+    missing = Counter(a.name for a in attempts if a.outcome == MISSING and a.name not in got)
+    stuck = False
+    for name, count in missing.items():
+        times = [a.time for a in attempts if a.name == name and a.outcome == MISSING]
+        if count >= AGAIN_STUCK:
+            stuck = True
+            findings.append(Finding(
+                "device-missing-file", ERROR,
+                f"{device.address} asked for {quote(name)} {count} times in {times[-1] - times[0]:.0f} s and the "
+                f"server does not have it; it will not boot without it",
+                tuple(f"t={t - attempts[0].time:.1f}s RRQ {quote(name)}: file not found" for t in times[:8]),
+                "Put the file in the server's folder under exactly this name (case matters), or fix the name the "
+                "device is given (DHCP option 67, its configuration file).", first_session))
+    aborts = Counter(a.name for a in attempts if a.outcome == ABORTED and not a.normal and a.name not in got)
+    for name, count in aborts.items():
+        if count >= ABORTS_STUCK:
+            stuck = True
+            findings.append(Finding(
+                "device-aborts-after-oack", ERROR,
+                f"{device.address} aborted {quote(name)} right after the server's OACK {count} times and never "
+                f"downloaded it",
+                (), "The device refuses an option the server grants (often blksize or windowsize): limit the "
+                    "server's options (e.g. serve --max-blksize 1468 --max-windowsize 1) and watch again.",
+                first_session))
+    unresolved = [a for a in attempts if a.outcome not in (DONE, ACTIVE) and not a.normal and a.name not in got]
+    active = any(a.outcome == ACTIVE for a in attempts)
+    quiet_now = now - device.last >= quiet
+    if not stuck and unresolved and quiet_now and not active:
+        stuck = True
+        last = unresolved[-1]
+        findings.append(Finding(
+            "device-stuck", ERROR,
+            f"{device.address} stopped after {last.outcome} of {quote(last.name)}"
+            + (f" ({last.error})" if last.error else "") + f" and has asked for nothing in {now - device.last:.0f} s",
+            (), "Look at that session's findings for the cause; the device will not go on without the file.",
+            last.session))
+    normal = [a for a in attempts if a.normal]
+    if normal:
+        kinds = Counter(a.normal.split(":")[0] for a in normal)
+        findings.append(Finding(
+            "device-normal-failures", INFO,
+            f"{device.address}: {len(normal)} failed request{'s' if len(normal) != 1 else ''} "
+            f"that firmware makes on purpose (" + ", ".join(f"{k} ×{n}" for k, n in kinds.items()) + "): no action",
+            tuple(f"{quote(a.name)}: {a.normal}" for a in normal[:8]), "", first_session))
+    done_names = [a.name for a in attempts if a.outcome == DONE and a.download]
+    if stuck:
+        device.verdict = STUCK
+    elif active or not any_done or unresolved or not (quiet_now or attempts[-1].outcome == DONE):
+        device.verdict = IN_PROGRESS
+    else:
+        device.verdict = BOOTED
+        if done_names and all(n.lower().endswith(CONFIG_SUFFIXES) for n in done_names):
+            total = sum(a.bytes for a in attempts if a.outcome == DONE)
+            findings.append(Finding(
+                "device-config-only", WARNING,
+                f"{device.address} fetched only configuration ({', '.join(quote(n) for n in done_names[:4])}, "
+                f"{fmt_bytes(total)}) and asked for no image",
+                (), "Normal when its firmware is up to date; otherwise the configuration names an image the device "
+                    "does not ask this server for: check the image name and server in it.", first_session))
+    device.findings = findings

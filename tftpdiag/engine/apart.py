@@ -1,0 +1,163 @@
+"""A client transfer run in its own process, its events streamed back to this one's bus.
+
+Why: the full-screen view folds every packet into the session's record and redraws; in one interpreter
+that work holds the interpreter lock the transfer's thread needs for its next datagram, and a fast
+transfer ran at a third of its headless speed. Apart, the transfer has an interpreter to itself; this
+process only reads its events (a reader thread unpickles batches from a pipe and publishes them on the
+local bus), so every view, the findings and the saved trace read the same events as before, and a view
+that falls behind delays nothing but itself.
+
+The child publishes on its own bus; a thread there drains a lossless subscription every few
+milliseconds and writes each batch as one pickle. The engine thread never writes to the pipe, so a
+slow reader here never blocks it. Control goes the other way on the same pipe: "cancel".
+
+:class:`RemoteTransfer` has the part of :class:`ClientTransfer`'s interface the views use (request,
+session_id, start, cancel, wait, join).
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import pickle
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+
+__all__ = ["RemoteTransfer"]
+
+_BATCH_EVERY = 0.01  # s between batches from the child: ~100 pickles a second, whatever the packet rate
+# "spawn": a fresh interpreter. Forking the app's process (threads running, Textual's among them) is
+# unsafe, and a rerun happens while the app runs.
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+def _child(request: ClientRequest, session_id: int, conn: Connection) -> None:
+    """The child process: run the transfer, send its events in batches, then its outcome."""
+    import gc
+    import sys
+
+    from tftpdiag.cli import GC_THRESHOLD, GIL_SWITCH_INTERVAL
+
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as the command's own process sets them
+    gc.set_threshold(*GC_THRESHOLD)
+    bus = EventBus()
+    bus._ids = itertools.count(session_id)  # the session id the parent gave it
+    sub = bus.subscribe()
+    try:
+        transfer = ClientTransfer(request, bus)
+    except TransferSetupError as exc:
+        conn.send_bytes(pickle.dumps(("setup-error", str(exc))))
+        return
+    transfer.start()
+
+    def control() -> None:
+        try:
+            while True:
+                kind, value = pickle.loads(conn.recv_bytes())
+                if kind == "cancel":
+                    transfer.cancel(value)
+        except (EOFError, OSError):
+            transfer.cancel("the view that started this transfer went away")
+
+    threading.Thread(target=control, daemon=True, name="apart-control").start()
+    sent_outcome = False
+    try:
+        while True:
+            outcome = transfer.wait(_BATCH_EVERY)
+            events = sub.drain()
+            if events:
+                conn.send_bytes(pickle.dumps(("events", events), protocol=pickle.HIGHEST_PROTOCOL))
+            if outcome is not None and not sent_outcome:
+                conn.send_bytes(pickle.dumps(("outcome", outcome)))
+                sent_outcome = True
+            if sent_outcome and (transfer._thread is None or not transfer._thread.is_alive()):
+                events = sub.drain()  # the dally's events, if any
+                if events:
+                    conn.send_bytes(pickle.dumps(("events", events), protocol=pickle.HIGHEST_PROTOCOL))
+                conn.send_bytes(pickle.dumps(("joined", None)))
+                return
+    except (BrokenPipeError, OSError):
+        transfer.cancel("the view that started this transfer went away")
+
+
+class RemoteTransfer:
+    """A :class:`ClientTransfer` run in a child process; its events arrive on ``bus`` here."""
+
+    def __init__(self, transfer: ClientTransfer) -> None:
+        # Built (and so checked: names resolved, files opened) here, where a mistake is reported as
+        # before; the child builds its own from the same request.
+        self.request = transfer.request
+        self.bus = transfer.bus
+        self.session_id = transfer.session_id
+        transfer.close()
+        self._conn: Connection | None = None
+        self._process: Any = None
+        self._outcome: ClientOutcome | None = None
+        self._done = threading.Event()
+        self._joined = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.setup_error: str | None = None
+
+    @classmethod
+    def create(cls, request: ClientRequest, bus: EventBus) -> RemoteTransfer:
+        return cls(ClientTransfer(request, bus))
+
+    def start(self) -> RemoteTransfer:
+        parent, child = _CONTEXT.Pipe(duplex=True)
+        self._process = _CONTEXT.Process(target=_child, args=(self.request, self.session_id, child),
+                                         name=f"tftpdiag-transfer-{self.session_id}", daemon=True)
+        self._process.start()
+        child.close()
+        self._conn = parent
+        self._reader = threading.Thread(target=self._read, name=f"apart-reader-{self.session_id}", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        assert self._conn is not None
+        publish = self.bus.publish
+        try:
+            while True:
+                kind, value = pickle.loads(self._conn.recv_bytes())
+                if kind == "events":
+                    publish(value)
+                elif kind == "outcome":
+                    self._outcome = value
+                    self._done.set()
+                elif kind == "setup-error":
+                    self.setup_error = value
+                    break
+                elif kind == "joined":
+                    break
+        except (EOFError, OSError):
+            pass  # the child ended (or was ended) without saying more
+        finally:
+            self._done.set()
+            self._joined.set()
+
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.send_bytes(pickle.dumps(("cancel", reason)))
+        except (BrokenPipeError, OSError):
+            pass
+
+    def wait(self, timeout: float | None = None) -> ClientOutcome | None:
+        self._done.wait(timeout)
+        return self._outcome
+
+    def join(self, timeout: float | None = None) -> None:
+        self._joined.wait(timeout)
+        if self._process is not None:
+            self._process.join(timeout)
+            if self._process.is_alive():  # it would not stop: its transfer is abandoned, not left running
+                self._process.kill()
+                self._process.join(1)
+        if self._conn is not None and self._joined.is_set():
+            self._conn.close()

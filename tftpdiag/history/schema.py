@@ -1,0 +1,99 @@
+"""The history's tables, their versions, and a finished session as one row of them.
+
+Each version is a list of statements that takes the schema from the one before; a store runs those its
+database has not had, in order, and records the version in ``schema_version``. Types are written as
+placeholders that each database fills in (``{id}``, ``{real}``, ``{int}``), so SQLite and PostgreSQL
+keep the same columns.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from tftpdiag.served import Served
+
+__all__ = ["MIGRATIONS", "LATEST", "COLUMNS", "row_of", "FILE_CHARS", "TEXT_CHARS"]
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE sessions (
+            id {id},
+            started {real} NOT NULL,
+            ended {real} NOT NULL,
+            kind TEXT NOT NULL,
+            result TEXT NOT NULL,
+            client_address TEXT,
+            client_port INTEGER,
+            server_address TEXT,
+            server_port INTEGER,
+            file TEXT,
+            direction TEXT,
+            mode TEXT,
+            options_asked TEXT,
+            options_granted TEXT,
+            bytes {int},
+            duration_s {real},
+            error_code INTEGER,
+            error TEXT,
+            reason TEXT,
+            findings TEXT
+        )""",
+        "CREATE INDEX sessions_started ON sessions (started)",
+    ],
+    # Several servers may share one history (PostgreSQL): each row names the one that served it. And the
+    # retransmits, the first sign of a lossy path to a device.
+    2: [
+        "ALTER TABLE sessions ADD COLUMN server TEXT",
+        "ALTER TABLE sessions ADD COLUMN retransmits {int}",
+        "CREATE INDEX sessions_client ON sessions (client_address, started)",
+    ],
+}
+LATEST = max(MIGRATIONS)
+
+COLUMNS = ("started", "ended", "kind", "result", "client_address", "client_port", "server_address", "server_port",
+           "file", "direction", "mode", "options_asked", "options_granted", "bytes", "duration_s", "error_code",
+           "error", "reason", "findings", "server", "retransmits")
+
+# Stored raw (not escaped for a terminal: whoever reads shows it through tftpdiag.fmt), but bounded: a
+# hostile client cannot make one row large.
+FILE_CHARS = 1024
+TEXT_CHARS = 512
+_OPTIONS = 32
+_SERVER = socket.gethostname()[:TEXT_CHARS]
+
+
+def storable(text: str | None, limit: int = TEXT_CHARS) -> str | None:
+    """``text`` cut to ``limit`` characters, with what a database cannot hold as text made visible: a
+    byte that was not UTF-8 (kept by the decoder as a lone surrogate) becomes ``\\xNN``, a NUL ``\\x00``."""
+    if text is None:
+        return None
+    text = text[:limit]
+    if not text.isprintable():
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+    return text
+
+
+def _options(pairs: dict[str, Any] | None) -> str | None:
+    if pairs is None:
+        return None
+    bounded = {str(k)[:TEXT_CHARS]: str(v)[:TEXT_CHARS] for k, v in list(pairs.items())[:_OPTIONS]}
+    return json.dumps(bounded)  # ASCII: a lone surrogate is written as an escape, which any database holds
+
+
+def row_of(session: Served) -> tuple[Any, ...]:
+    """The row of :data:`COLUMNS` for a finished or refused session, from the same object ``--json`` prints."""
+    obj, record = session.obj, session.record
+    client, server = record.client, record.local  # a refusal has no session address of its own
+    error = obj.get("error") or {}
+    options = obj.get("options") or {}
+    return (
+        session.started, session.ended, obj["event"], session.result,
+        client[0] if client else None, client[1] if client else None,
+        server[0] if server else None, server[1] if server else None,
+        storable(record.filename, FILE_CHARS), record.direction, storable(record.mode or None),
+        _options(options.get("requested")), _options(options.get("granted")),
+        record.bytes, round(record.duration, 6), error.get("code"), storable(error.get("message")),
+        error.get("reason"), json.dumps(sorted({f.id for f in session.findings})), _SERVER, record.retransmits,
+    )

@@ -1,0 +1,124 @@
+"""The devices view: each client's boot sequence, its verdict and the findings across its sessions."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from tftpdiag.devices import BOOTED, STUCK, Device
+from tftpdiag.fmt import clean
+from tftpdiag.tui.model import LiveModel
+
+__all__ = ["DevicesScreen"]
+
+_VERDICT_STYLE = {BOOTED: "bold green", STUCK: "bold red"}
+_MARK = {"done": ("✔", "green"), "in-progress": ("…", "cyan")}
+
+
+def _files(device: Device, limit: int = 6) -> Text:
+    """The files asked for in order, each with a mark: ✔ done, · failed on purpose, ✘ failed."""
+    text = Text()
+    attempts = device.attempts[-limit:]
+    if len(device.attempts) > limit:
+        text.append(f"+{len(device.attempts) - limit} earlier → ", style="dim")
+    for i, a in enumerate(attempts):
+        if i:
+            text.append(" → ", style="dim")
+        mark, style = _MARK.get(a.outcome, ("·", "dim") if a.normal else ("✘", "bold red"))
+        text.append(f"{clean(a.name)} ")
+        text.append(mark, style=style)
+    return text
+
+
+def _timeline(device: Device) -> Text:
+    text = Text()
+    text.append(f" {device.address}", style="bold")
+    text.append(f"  {device.verdict}\n", style=_VERDICT_STYLE.get(device.verdict, "bold cyan"))
+    start = device.attempts[0].time if device.attempts else 0.0
+    for a in device.attempts:
+        mark, style = _MARK.get(a.outcome, ("·", "dim") if a.normal else ("✘", "bold red"))
+        text.append(f"  +{a.time - start:7.2f}s  ")
+        text.append(mark, style=style)
+        text.append(f" {'RRQ' if a.download else 'WRQ'} {clean(a.name)}  {a.outcome}")
+        if a.bytes:
+            text.append(f"  {a.bytes:,} bytes", style="dim")
+        if a.normal:
+            text.append(f"  ({a.normal})", style="dim")
+        elif a.error and a.outcome != "done":
+            text.append(f"  {clean(a.error)}", style="red")
+        text.append("\n")
+    for f in device.findings:
+        style = {"error": "bold red", "warning": "bold yellow"}.get(f.severity, "cyan")
+        text.append(f"\n {f.severity}: ", style=style)
+        text.append(f.summary)
+        if f.suggestion:
+            text.append(f"\n   try: {f.suggestion}", style="dim")
+    return text
+
+
+class DevicesScreen(Screen[None]):
+    """Devices (a client address each) with their verdicts; the selected one's timeline below."""
+
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("d", "app.pop_screen", "Sessions")]
+    DEFAULT_CSS = """
+    DevicesScreen #devices { height: 1fr; border: round $primary-darken-1; }
+    DevicesScreen #device-detail { height: 1fr; border: round $primary-darken-1; padding: 0 1; }
+    """
+
+    def __init__(self, quiet: float = 30.0) -> None:
+        super().__init__()
+        self.quiet = quiet  # a device with nothing for this long has finished what it was doing
+        self._order: list[str] = []
+        self._devices: dict[str, Device] = {}
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Text | str] = DataTable(id="devices", cursor_type="row", zebra_stripes=True)
+        table.border_title = "Devices"
+        table.add_columns("device", "verdict", "files in order", "sessions")
+        yield table
+        with VerticalScroll(id="device-detail"):
+            yield Static(id="device-timeline")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.app.refresh_now()  # type: ignore[attr-defined]
+
+    def update_view(self, model: LiveModel, now: float) -> None:
+        if not self.is_current:
+            return
+        devices = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
+        table = self.query_one(DataTable)
+        order = [d.address for d in devices]
+        self._devices = {d.address: d for d in devices}
+        rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""), Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d),
+                 str(len(d.attempts))) for d in devices]
+        if order != self._order:
+            selected = self._order[table.cursor_row] if self._order and 0 <= table.cursor_row < len(self._order) else None
+            table.clear()
+            for address, row in zip(order, rows):
+                table.add_row(*row, key=address)
+            self._order = order
+            if selected in order:
+                table.move_cursor(row=order.index(selected))
+        else:
+            for address, row in zip(order, rows):
+                for column, value in zip(table.columns, row):
+                    table.update_cell(address, column, value)
+        table.border_subtitle = f"{len(devices)} device{'s' if len(devices) != 1 else ''} · escape/d: sessions"
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        table = self.query_one(DataTable)
+        timeline = self.query_one("#device-timeline", Static)
+        if not self._order or not 0 <= table.cursor_row < len(self._order):
+            timeline.update(Text(" no device has finished a session yet", style="dim"))
+            return
+        timeline.update(_timeline(self._devices[self._order[table.cursor_row]]))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_selected()

@@ -1,0 +1,125 @@
+"""The `watch` command: a live capture shown like a server's sessions, then the devices it saw."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from tftpdiag.devices import DeviceBook
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.fmt import line
+
+if TYPE_CHECKING:
+    from tftpdiag.engine.capture import CaptureStats
+    from tftpdiag.engine.watch import Watcher
+    from tftpdiag.findings.model import Finding
+    from tftpdiag.sessions import SessionRecord
+
+__all__ = ["run_watch", "capture_words"]
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def capture_words(stats: CaptureStats, packets: int) -> tuple[str, bool]:
+    """What the capture has seen and lost, in words, and whether it lost anything."""
+    said = f"captured {packets:,} packets"
+    lost = stats.dropped + stats.if_dropped
+    if lost:
+        said += (f"; ⚠ the capture lost {lost:,} (the kernel dropped {stats.dropped:,}, the interface "
+                 f"{stats.if_dropped:,}): gaps in these transfers may be the capture's, not the network's")
+    else:
+        said += ", none lost"
+    return said, bool(lost)
+
+
+def capture_object(stats: CaptureStats, packets: int, interface: str) -> dict[str, Any]:
+    return {"event": "capture", "interface": interface, "packets": packets, "kernel_dropped": stats.dropped,
+            "interface_dropped": stats.if_dropped, "complete": not (stats.dropped or stats.if_dropped)}
+
+
+def _interface(args: argparse.Namespace) -> str:
+    from tftpdiag.engine.capture import default_interface
+
+    if args.interface:
+        return str(args.interface)
+    found = default_interface()
+    if found is None:
+        raise _usage("no default route, so no interface to guess: name one with --interface")
+    return found
+
+
+def _usage(message: str) -> Exception:
+    from tftpdiag.cli import UsageError
+
+    return UsageError(message)
+
+
+def _watcher(args: argparse.Namespace, bus: EventBus) -> Watcher:
+    from tftpdiag.engine.capture import CaptureError
+    from tftpdiag.engine.watch import WatchConfig, Watcher
+
+    pcap = None
+    if args.trace is not None and args.trace.suffix.lower() != ".jsonl":
+        pcap = str(args.trace)
+    config = WatchConfig(_interface(args), tuple(args.port or (69,)), tuple(args.host), args.idle, pcap)
+    try:
+        return Watcher(config, bus)
+    except CaptureError as exc:
+        raise _usage(str(exc)) from None
+    except OSError as exc:  # the --trace file
+        raise _usage(f"cannot write {args.trace}: {exc.strerror or exc}") from None
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from tftpdiag.cli import interactive
+    from tftpdiag.commands import _stop_on_signals, _trace
+
+    bus = EventBus()
+    watcher = _watcher(args, bus)
+    jsonl = args.trace if args.trace is not None and args.trace.suffix.lower() == ".jsonl" else None
+    with _trace(bus, jsonl, snaplen=None):
+        if interactive(args):
+            from tftpdiag.tui.launch import run_watch_app
+
+            return run_watch_app(watcher, bus)
+        cfg = watcher.config
+        ports = ", ".join(str(p) for p in cfg.ports)
+        hosts = f", hosts {', '.join(cfg.hosts)}" if cfg.hosts else ""
+        print(line(f"tftpdiag: watching TFTP on {cfg.interface} (server ports {ports}{hosts}); Ctrl-C to stop"),
+              file=sys.stderr, flush=True)
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            run_watch_headless(watcher, bus, json_out=args.json, stop=stop)
+        print("tftpdiag: watch stopped", file=sys.stderr)
+    if watcher.error is not None:
+        raise _usage(f"the capture failed: {watcher.error}")
+    return EXIT_OK
+
+
+def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop: threading.Event,
+                       stdout: TextIO | None = None) -> DeviceBook:
+    """Sessions as `serve --no-tui` prints them (with the server they went to), then devices and the capture."""
+    from tftpdiag.headless import run_server_headless
+    from tftpdiag.sessions import fmt_addr
+
+    stdout = stdout or sys.stdout
+    book = DeviceBook()
+
+    def hook(record: SessionRecord, findings: list[Finding]) -> dict[str, Any]:
+        return {"server": fmt_addr(record.peer) if record.peer is not None else None}
+
+    run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
+                        hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,
+                        macs=watcher.capture.macs)
+    stats = watcher.stats()
+    packets = watcher.capture.packets
+    if json_out:
+        stdout.write(json.dumps(capture_object(stats, packets, watcher.config.interface)) + "\n")
+    else:
+        stdout.write(line(capture_words(stats, packets)[0]) + "\n")
+    stdout.flush()
+    return book
