@@ -22,6 +22,7 @@ from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import rebuild
+from tftpdiag.protocol.receiver import MemorySink
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,7 +82,7 @@ def download(last: int, shape: str, *, windowsize: int = 1, wrap_to: int = 0,
 
     def make() -> tuple[Session, list[Event], float]:
         asked = RequestedOptions(blksize=8, tsize=True, windowsize=windowsize if windowsize > 1 else None)
-        client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=io.BytesIO(), now=0.0,
+        client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
                             options=asked, timing=TIMING)
         events = client.events()
         client.datagrams_to_send()

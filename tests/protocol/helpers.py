@@ -21,6 +21,7 @@ from tftpdiag.protocol.packets import (
 from tftpdiag.protocol.server import ServerRead, ServerWrite
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.protocol.receiver import MemorySink
 
 CLIENT: ev.Address = ("10.0.0.1", 40000)
 SERVER: ev.Address = ("10.0.0.2", 69)  # where the request goes
@@ -58,7 +59,7 @@ def oack(*options: tuple[str, str]) -> bytes:
 def client_read(now: float = 0.0, *, options: RequestedOptions = RequestedOptions(), mode: str = "octet",
                 timing: Timing = Timing(), filename: str = "boot.img",
                 server: ev.Address = SERVER) -> tuple[ClientRead, io.BytesIO]:
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ClientRead(1, filename=filename, server=server, local=CLIENT, sink=sink, now=now, mode=mode,
                          options=options, timing=timing)
     return machine, sink
@@ -84,7 +85,7 @@ def server_read(content: bytes, *options: tuple[str, str], now: float = 0.0, mod
 def server_write(*options: tuple[str, str], now: float = 0.0, mode: str = "octet",
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> tuple[ServerWrite, io.BytesIO]:
     req = request(False, *options, mode=mode)
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ServerWrite(2, request=req, raw=encode(req), client=CLIENT, local=TID, sink=sink, now=now,
                           policy=policy, timing=timing)
     return machine, sink

@@ -6,20 +6,21 @@ is made at once."""
 
 from __future__ import annotations
 
-import io
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import ErrorCode
+from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
 
 from .helpers import CLIENT, SERVER, STRAY, TID, data, oack
 
 
-class FailingSink(io.BytesIO):
+class FailingSink(MemorySink):
     """A sink whose ``fail_at``-th write fails (a full disk)."""
 
     def __init__(self, fail_at: int | None) -> None:
@@ -30,7 +31,7 @@ class FailingSink(io.BytesIO):
     def write(self, payload: bytes) -> int:  # type: ignore[override]
         self.writes += 1
         if self.writes == self.fail_at:
-            raise OSError(28, "No space left on device")
+            raise StorageError(ErrorCode.DISK_FULL, "disk full: No space left on device")
         return super().write(payload)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import itertools
 
@@ -29,6 +28,7 @@ from tftpdiag.protocol.packets import (
     Ack,
     Data,
     Error,
+    ErrorCode,
     OAck,
     Opcode,
     Request,
@@ -36,8 +36,9 @@ from tftpdiag.protocol.packets import (
     encode,
 )
 from tftpdiag.protocol.server import ServerRead, refuse
-from tftpdiag.protocol.session import State
+from tftpdiag.protocol.session import State, StorageError
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.protocol.receiver import MemorySink
 
 from .helpers import (
     CLIENT,
@@ -938,7 +939,7 @@ class FlakySource:
     def read(self, size: int = -1) -> bytes:
         self.calls += 1
         if self.calls == self.fail_on_call:
-            raise OSError(errno.EIO, "Input/output error")
+            raise StorageError(ErrorCode.NOT_DEFINED, "local I/O error: Input/output error")
         return self.buf.read(min(size, 300))
 
 
@@ -1186,7 +1187,7 @@ def test_request_is_resent_to_the_port_it_first_went_to() -> None:
     from tftpdiag.protocol.timer import Timing
 
     server, tid = ("10.0.0.2", 69), ("10.0.0.2", 50001)
-    machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), sink=io.BytesIO(), now=0.0,
+    machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), sink=MemorySink(), now=0.0,
                          timing=Timing(initial_timeout=1.0))
     machine.datagrams_to_send()
     machine.receive(encode(Data(2, b"y" * 512)), tid, 0.1)

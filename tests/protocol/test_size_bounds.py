@@ -14,13 +14,14 @@ from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Error
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.protocol.receiver import MemorySink
 
 BLOCK = bytes(range(256)) * 2  # 512 bytes
 
 
 def reader(*, mode: str = "octet", max_bytes: int | None = None, windowsize: int | None = None,
            tsize: bool = True) -> tuple[ClientRead, io.BytesIO]:
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=sink, now=0.0, mode=mode,
                          options=RequestedOptions(tsize=tsize, windowsize=windowsize), timing=Timing(),
                          max_bytes=max_bytes)

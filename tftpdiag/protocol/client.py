@@ -39,7 +39,7 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Writable
+from tftpdiag.protocol.receiver import Receiver, Sink
 from tftpdiag.protocol.sender import Readable, Sender
 from tftpdiag.protocol.session import State
 from tftpdiag.protocol.timer import Timing
@@ -149,7 +149,7 @@ class ClientRead(_ClientMixin, Receiver):
 
     role = Role.CLIENT_READ
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Writable,
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Sink,
                  now: float, mode: str = "octet", options: RequestedOptions = RequestedOptions(),
                  timing: Timing = Timing(), max_bytes: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)

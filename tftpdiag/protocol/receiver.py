@@ -8,6 +8,7 @@ its last ACK.
 
 from __future__ import annotations
 
+import io
 from typing import Protocol, Sequence
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire, wires
@@ -15,17 +16,31 @@ from tftpdiag.protocol.events import Address, Event, Note, PacketReceived, Reaso
 from tftpdiag.protocol.netascii import NetasciiDecoder
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Ack, Data, ErrorCode, Packet, Request, ack_bytes, ack_packet
-from tftpdiag.protocol.session import Session, State
+from tftpdiag.protocol.session import Session, State, StorageError
 
-__all__ = ["Receiver", "Writable"]
+__all__ = ["Receiver", "Sink", "MemorySink"]
 
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _NONE = Note.NONE
 _UNBOUNDED = 1 << 62  # a block number no transfer reaches: no limit
 
 
-class Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+class Sink(Protocol):
+    """Where the data received goes. Both raise StorageError when the data cannot be kept."""
+
+    def write(self, data: bytes, /) -> object:
+        """The next bytes of the file, in order (called as each block arrives: keep it cheap)."""
+
+    def commit(self) -> None:
+        """All of it has arrived: store it now, before the final ACK tells the peer it succeeded, so
+        that a failure still reaches the peer as an ERROR."""
+
+
+class MemorySink(io.BytesIO):
+    """A sink that keeps the data in memory (getvalue()): nothing to commit."""
+
+    def commit(self) -> None:
+        pass
 
 
 class _Deferred:
@@ -81,7 +96,7 @@ class Receiver(Session):
             events = out
         return events
 
-    def _init_receiver(self, sink: Writable, netascii: bool, max_bytes: int | None = None) -> None:
+    def _init_receiver(self, sink: Sink, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink
         self._decoder = NetasciiDecoder() if netascii else None
         self._expected = 1  # the absolute number of the next block in order
@@ -152,9 +167,9 @@ class Receiver(Session):
             if payload:
                 try:
                     write(payload)
-                except OSError as exc:
+                except StorageError as exc:
                     self._count(expected, since, taken, got)
-                    self._local_io_error(exc, now)
+                    self._storage_failed(exc, now)
                     return i
             # Progress: the whole rule at the run's first block; after it, with the same ``now``, only
             # the report can still be due (when the interval is 0).
@@ -246,13 +261,9 @@ class Receiver(Session):
                 tail = self._decoder.finish()
                 if tail:
                     self._sink.write(tail)
-            # A sink that stores the data somewhere (an upload's target file) does so now, before the
-            # final ACK tells the peer it succeeded: a failure still reaches the peer as an ERROR.
-            commit = getattr(self._sink, "commit", None)
-            if commit is not None:
-                commit()
-        except OSError as exc:
-            self._local_io_error(exc, now)
+            self._sink.commit()
+        except StorageError as exc:
+            self._storage_failed(exc, now)
             return
         self._final_block = self._expected - 1
         self._ack(self._final_block, now)

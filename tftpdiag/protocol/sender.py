@@ -14,7 +14,7 @@ from typing import Protocol
 from tftpdiag.protocol.blocks import at_or_after, wire
 from tftpdiag.protocol.events import Address, Note, PacketSent, Retransmit
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
-from tftpdiag.protocol.session import Session, State
+from tftpdiag.protocol.session import Session, State, StorageError
 
 __all__ = ["Sender", "Readable"]
 
@@ -25,6 +25,9 @@ _READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whol
 
 
 class Readable(Protocol):
+    """Where the data to send comes from: ``read`` returns up to ``size`` bytes, fewer only at the end
+    (or as a pipe does, until one returns nothing), and raises StorageError when it cannot."""
+
     def read(self, size: int = -1, /) -> bytes: ...
 
 
@@ -57,7 +60,7 @@ class Sender(Session):
         self._buf = b""
         self._pos = 0
         self._eof = False
-        self._read_error: OSError | None = None  # a failed read, reported when the block it held is due
+        self._read_error: StorageError | None = None  # a failed read, reported when the block it held is due
         # The next new blocks, read and encoded ahead: block numbers follow _sent_max; a short block
         # ends the file. prefetch() fills it while the peer is busy, so answering its ACK only hands
         # them out; otherwise _fill_window fills it as it needs them.
@@ -84,7 +87,7 @@ class Sender(Session):
         while len(prepared) < count:
             try:
                 payload = self._read_block()
-            except OSError as exc:
+            except StorageError as exc:
                 # Not retried: a failed read may have taken part of a block with it, and reading on
                 # would send the rest shifted. The error ends the transfer when the block is needed.
                 self._read_error = exc
@@ -143,7 +146,7 @@ class Sender(Session):
                             assert self._read_error is not None
                             self.packets_sent += n - first
                             self._next = n
-                            self._local_io_error(self._read_error, now)
+                            self._storage_failed(self._read_error, now)
                             return
                     entry = payloads[n] = prepared.popleft()
                     note = _NONE

@@ -32,7 +32,7 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Writable
+from tftpdiag.protocol.receiver import Receiver, Sink
 from tftpdiag.protocol.sender import Readable, Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
@@ -187,7 +187,7 @@ class ServerWrite(_ServerMixin, Receiver):
     role = Role.SERVER_WRITE
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 sink: Writable, now: float, listen: Address | None = None,
+                 sink: Sink, now: float, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
         self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)

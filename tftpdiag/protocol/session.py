@@ -12,7 +12,6 @@ and negotiation phases in :mod:`client` and :mod:`server`.
 
 from __future__ import annotations
 
-import errno
 from enum import Enum
 from typing import Sequence
 
@@ -37,7 +36,18 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Error, ErrorCode, Packet, ProtocolError, decode, encode
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
-__all__ = ["State", "Session"]
+__all__ = ["State", "Session", "StorageError"]
+
+
+class StorageError(Exception):
+    """The caller could not read the data to send or store the data received (its disk): the TFTP
+    ERROR ``code`` and ``message`` the peer is told. The caller turns its own failures (an OSError's
+    errno) into these; a machine knows nothing of files."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class State(Enum):
@@ -164,10 +174,10 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
-    def local_io_error(self, now: float, exc: OSError) -> None:
+    def local_error(self, now: float, error: StorageError) -> None:
         """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
         if not self.state.finished:
-            self._local_io_error(exc, now)
+            self._storage_failed(error, now)
 
     def abandon(self, now: float, message: str) -> None:
         """Stop at once without a word to the peer: a server making room drops a session whose client
@@ -282,13 +292,5 @@ class Session:
     def _peer_error(self, packet: Error, now: float) -> None:
         self._fail(now, Reason.PEER_ERROR, Side.PEER, packet.code, packet.message or packet.code_name)
 
-    def _local_io_error(self, exc: OSError, now: float) -> None:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            code, message = ErrorCode.DISK_FULL, f"disk full: {exc.strerror}"
-        elif exc.errno == errno.EEXIST:
-            code, message = ErrorCode.FILE_EXISTS, "file already exists"
-        elif exc.errno in (errno.EACCES, errno.EPERM):
-            code, message = ErrorCode.ACCESS_VIOLATION, f"access violation: {exc.strerror}"
-        else:
-            code, message = ErrorCode.NOT_DEFINED, f"local I/O error: {exc.strerror or exc}"
-        self._fail(now, Reason.LOCAL, Side.LOCAL, int(code), message)
+    def _storage_failed(self, error: StorageError, now: float) -> None:
+        self._fail(now, Reason.LOCAL, Side.LOCAL, int(error.code), error.message)
