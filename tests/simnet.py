@@ -18,10 +18,10 @@ from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import ProtocolError, Request, decode
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
-from tftpdiag.protocol.receiver import MemorySink
 
 CLIENT: Address = ("10.0.0.1", 40000)
 SERVER: Address = ("10.0.0.2", 69)

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tftpdiag.engine.files import FileSource, HashingSink, HashingSource, UploadSink, storage_error
+from tftpdiag.engine.files import (
+    FileSource,
+    HashingSink,
+    HashingSource,
+    UploadSink,
+    storage_error,
+)
 from tftpdiag.engine.partfiles import create_part
 from tftpdiag.protocol.packets import ErrorCode
 from tftpdiag.protocol.session import StorageError

@@ -7,14 +7,22 @@ import io
 
 import pytest
 
-from tests.protocol.helpers import CLIENT, SERVER, TID, data, oack, sent_packets, server_write
+from tests.protocol.helpers import (
+    CLIENT,
+    SERVER,
+    TID,
+    data,
+    oack,
+    sent_packets,
+    server_write,
+)
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Error
-from tftpdiag.protocol.timer import Timing
 from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.timer import Timing
 
 BLOCK = bytes(range(256)) * 2  # 512 bytes
 

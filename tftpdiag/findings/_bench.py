@@ -16,9 +16,9 @@ from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Request, decode
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead
 from tftpdiag.protocol.timer import Timing
-from tftpdiag.protocol.receiver import MemorySink
 
 CLIENT = ("10.0.0.1", 40000)
 SERVER = ("10.0.0.2", 69)

@@ -12,10 +12,27 @@ import io
 from typing import Protocol, Sequence
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire, wires
-from tftpdiag.protocol.events import Address, Event, Note, PacketReceived, Reason, Retransmit, Role, Side
+from tftpdiag.protocol.events import (
+    Address,
+    Event,
+    Note,
+    PacketReceived,
+    Reason,
+    Retransmit,
+    Role,
+    Side,
+)
 from tftpdiag.protocol.netascii import NetasciiDecoder
 from tftpdiag.protocol.options import Negotiated
-from tftpdiag.protocol.packets import Ack, Data, ErrorCode, Packet, Request, ack_bytes, ack_packet
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    ErrorCode,
+    Packet,
+    Request,
+    ack_bytes,
+    ack_packet,
+)
 from tftpdiag.protocol.session import Session, State, StorageError
 
 __all__ = ["Receiver", "Sink", "MemorySink"]

@@ -20,7 +20,12 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.netascii import NetasciiReader
-from tftpdiag.protocol.options import Negotiated, ServerPolicy, negotiate_server, options_refused
+from tftpdiag.protocol.options import (
+    Negotiated,
+    ServerPolicy,
+    negotiate_server,
+    options_refused,
+)
 from tftpdiag.protocol.packets import (
     Ack,
     Data,

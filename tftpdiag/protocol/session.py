@@ -33,7 +33,14 @@ from tftpdiag.protocol.events import (
     TransferStats,
 )
 from tftpdiag.protocol.options import Negotiated
-from tftpdiag.protocol.packets import Error, ErrorCode, Packet, ProtocolError, decode, encode
+from tftpdiag.protocol.packets import (
+    Error,
+    ErrorCode,
+    Packet,
+    ProtocolError,
+    decode,
+    encode,
+)
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
 __all__ = ["State", "Session", "StorageError"]
