@@ -4,6 +4,7 @@ one end-to-end run against a real server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -420,3 +421,58 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             assert [p["probe"] for p in report["probes"]] == [p.name for p in DEFAULT_PROBES]
             assert "saved" in app.save(tmp_path / "sweep.pcap")
             assert (tmp_path / "sweep.pcap").stat().st_size > 100_000
+
+
+async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -> None:
+    """The view's transfer runs apart (engine/apart.py): its events arrive here whole."""
+    import os
+
+    from tftpdiag.engine.apart import RemoteTransfer
+    from tftpdiag.protocol.events import Completed
+    from tftpdiag.tui.launch import client_app
+
+    (tmp_path / "a.bin").write_bytes(os.urandom(300_000))
+    bus = EventBus()
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus) as server:
+        port = server.addresses[0][1]
+        threading.Thread(target=server.serve, daemon=True).start()
+        transfer = ClientTransfer(ClientRequest("127.0.0.1", "a.bin", port=port), EventBus())
+        app, probe, spool = client_app(transfer, transfer.bus, extra=lambda outcome: {})
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                assert isinstance(probe.transfer, RemoteTransfer)
+                outcome = await asyncio.to_thread(probe.transfer.wait, 30)
+                assert outcome is not None and outcome.ok
+                assert probe.transfer._process.pid != os.getpid()
+                await asyncio.to_thread(probe.transfer.join, 10)
+                app.refresh_now()
+                await pilot.pause()
+                record = app.model.view(outcome.session).record
+                assert isinstance(record.result, Completed) and record.bytes == 300_000
+                assert len(record.packets) == record.packets_sent + record.packets_received > 400
+                assert "done" in header_text(app)
+        finally:
+            probe.cancel()
+            spool.close()
+            server.stop()
+
+
+async def test_probe_view_says_why_its_transfer_process_could_not_start(tmp_path: Path) -> None:
+    """A child that cannot run the transfer says why on screen, instead of the view waiting for ever."""
+    from tftpdiag.tui.launch import client_app
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    transfer = ClientTransfer(ClientRequest("127.0.0.1", "a.bin", port=9, output=folder / "a.bin"), EventBus())
+    folder.rmdir()  # checked here when built; gone by the time the child builds its own
+    app, probe, spool = client_app(transfer, transfer.bus, extra=lambda outcome: {})
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await asyncio.to_thread(probe.transfer.join, 30)
+            app.refresh_now()
+            await pilot.pause()
+            assert "no such directory" in header_text(app), header_text(app)
+            assert app.probe is not None and app.probe.exit_code() == 1
+    finally:
+        probe.cancel()
+        spool.close()

@@ -120,18 +120,25 @@ def _watch_cli(*args: str) -> subprocess.Popen[str]:
 
 
 def _read_json_lines(proc: subprocess.Popen[str], count: int, timeout: float = 20.0) -> list[dict]:
-    """The first ``count`` JSON lines the process prints, as they come."""
+    """The first ``count`` JSON lines the process prints, as they come. Read a line at a time from the
+    descriptor itself: a buffered reader can take two lines at once and leave select() waiting."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[dict] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     while len(lines) < count:
-        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if b"\n" in pending:
+            text, pending = pending.split(b"\n", 1)
+            lines.append(json.loads(text))
+            continue
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
         if not ready:
             raise TimeoutError(f"watch printed {len(lines)} of {count} JSON lines: {lines}")
-        text = proc.stdout.readline()
-        if not text:
+        chunk = os.read(fd, 1)  # one byte at a time: what follows the lines wanted stays in the pipe
+        if not chunk:
             raise AssertionError(f"watch ended early: {proc.stderr.read() if proc.stderr else ''}")
-        lines.append(json.loads(text))
+        pending += chunk
     return lines
 
 
@@ -298,3 +305,16 @@ def test_watch_on_a_real_lan_groups_devices_by_mac(tmp_path: Path) -> None:
     assert [(s["file"], s["ok"]) for s in seen] == [("image.bin", True), ("none.bin", False)]
     devices = {d["address"]: d for d in map(json.loads, out.splitlines()) if d["event"] == "device"}
     assert {address: d["mac"] for address, d in devices.items()} == macs
+
+
+def test_a_capture_that_lost_packets_says_so_and_blames_the_capture() -> None:
+    from tftpdiag.engine.capture import CaptureStats
+    from tftpdiag.watching import capture_object, capture_words
+
+    said, lost = capture_words(CaptureStats(1000, 0, 0), 900)
+    assert not lost and said == "captured 900 packets, none lost"
+    said, lost = capture_words(CaptureStats(1000, 37, 3), 900)
+    assert lost and "lost 40" in said and "kernel dropped 37" in said and "the capture's, not the network's" in said
+    obj = capture_object(CaptureStats(1000, 37, 3), 900, "eth0")
+    assert obj == {"event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
+                   "interface_dropped": 3, "complete": False}

@@ -36,7 +36,23 @@ _CONTEXT = multiprocessing.get_context("spawn")
 
 
 def _child(request: ClientRequest, session_id: int, conn: Connection) -> None:
-    """The child process: run the transfer, send its events in batches, then its outcome."""
+    """The child process. Its stderr is the terminal the view draws on, so nothing may be printed there:
+    a crash goes to the parent as text, and Ctrl-C is the parent's to handle (it cancels)."""
+    import signal
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _run_child(request, session_id, conn)
+    except BaseException:  # noqa: BLE001 - reported to the parent, which shows it
+        try:
+            conn.send_bytes(pickle.dumps(("crashed", traceback.format_exc(limit=8))))
+        except OSError:
+            pass
+
+
+def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> None:
+    """Run the transfer, send its events in batches, then its outcome."""
     import gc
     import sys
 
@@ -100,7 +116,7 @@ class RemoteTransfer:
         self._done = threading.Event()
         self._joined = threading.Event()
         self._reader: threading.Thread | None = None
-        self.setup_error: str | None = None
+        self.setup_error: str | None = None  # why the child could not run the transfer, if it could not
 
     @classmethod
     def create(cls, request: ClientRequest, bus: EventBus) -> RemoteTransfer:
@@ -128,7 +144,7 @@ class RemoteTransfer:
                 elif kind == "outcome":
                     self._outcome = value
                     self._done.set()
-                elif kind == "setup-error":
+                elif kind in ("setup-error", "crashed"):
                     self.setup_error = value
                     break
                 elif kind == "joined":

@@ -60,6 +60,9 @@ class ClientProbe:
     def summary_line(self) -> str:
         outcome = self.outcome()
         if outcome is None:
+            problem = getattr(self.transfer, "setup_error", None)
+            if problem:  # the transfer's process could not run it: its last line says why
+                return "✘ " + clean(problem.strip().splitlines()[-1])
             return ""
         extra = self.extra(outcome)
         parts = []

@@ -91,8 +91,11 @@ class DevicesScreen(Screen[None]):
     def update_view(self, model: LiveModel, now: float) -> None:
         if not self.is_current:
             return
+        tables = self.query(DataTable)
+        if not tables:
+            return  # not composed yet: the next tick draws it
+        table = tables.first()
         devices = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
-        table = self.query_one(DataTable)
         order = [d.address for d in devices]
         self._devices = {d.address: d for d in devices}
         rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""), Text(d.verdict, style=_VERDICT_STYLE.get(d.verdict, "cyan")), _files(d),

@@ -271,7 +271,10 @@ class SessionPanel(Vertical):
              findings: Sequence[Finding] = ()) -> None:
         header = self.query_one(".session-header", Static)
         if view is None:
-            header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
+            if self.extra_summary:  # the transfer could not start: say why instead of waiting for ever
+                header.update(Text(f" {self.label}  {self.extra_summary.strip()}", style="bold red"))
+            else:
+                header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
             return
         record = view.record
         if view is not self._view:
