@@ -35,6 +35,9 @@ class _Sink:
     def write(self, data: bytes) -> None:
         self.size += len(data)
 
+    def commit(self) -> None:
+        pass
+
 
 def _machines(content: bytes, blksize: int, windowsize: int | None) -> tuple[Any, Any, _Sink]:
     from tftpdiag.protocol.client import ClientRead

@@ -62,14 +62,15 @@ class MemorySink(io.BytesIO):
 
 class _Deferred:
     """The place, in a machine's event list, of the PacketReceived events of a run of DATA blocks
-    taken in order: datagrams[start:end], their payloads, the first one's absolute block number.
-    events() makes them, after the ACK that ends the window has left."""
+    taken in order: datagrams[start:start + len(payloads)], their payloads (the list grows as the
+    run does), the first one's absolute block number. events() makes them, after the ACK that ends
+    the window has left."""
 
-    __slots__ = ("now", "addr", "datagrams", "start", "end", "payloads", "first", "rollover")
+    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "first", "rollover")
 
-    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int, end: int,
+    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int,
                  payloads: list[bytes], first: int, rollover: int) -> None:
-        self.now, self.addr, self.datagrams, self.start, self.end = now, addr, datagrams, start, end
+        self.now, self.addr, self.datagrams, self.start = now, addr, datagrams, start
         self.payloads, self.first, self.rollover = payloads, first, rollover
 
 
@@ -106,9 +107,9 @@ class Receiver(Session):
                     add(event)
                     continue
                 run: _Deferred = event  # type: ignore[assignment]
-                now, addr = run.now, run.addr
-                numbers = wires(run.first, run.end - run.start, run.rollover)
-                for datagram, payload, number in zip(run.datagrams[run.start:run.end], run.payloads, numbers):
+                now, addr, start, payloads = run.now, run.addr, run.start, run.payloads
+                numbers = wires(run.first, len(payloads), run.rollover)
+                for datagram, payload, number in zip(run.datagrams[start:start + len(payloads)], payloads, numbers):
                     add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
             events = out
         return events
@@ -150,22 +151,27 @@ class Receiver(Session):
         # The counters live in locals across the run (an attribute costs a dictionary-free but still
         # measurable load and store per block), stored back by _count before anything reads them.
         expected, since, taken, got = self._expected, self._since_ack, 0, 0
+        # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
+        # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
+        first = wire(expected, rollover) - i
+        payloads: list[bytes] = []
+        keep = payloads.append
         while i < count:
             datagram = datagrams[i]
             size = len(datagram) - 4
-            number = wire(expected, rollover)  # what the datagram must carry to be taken
             if size < 0 or datagram[1] != 3 or datagram[0] or size > blksize \
-                    or ((datagram[2] << 8) | datagram[3]) != number:
+                    or ((datagram[2] << 8) | datagram[3]) != first + i:
                 break
             payload = datagram[4:]
             if single:
                 events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
-                                             Data(number, payload), _NONE, ""))
+                                             Data(first + i, payload), _NONE, ""))
             elif run is not None and events[-1] is run:
-                run.payloads.append(payload)
-                run.end = i + 1
+                keep(payload)
             else:
-                run = _Deferred(now, self.peer, datagrams, i, i + 1, [payload], expected, rollover)
+                payloads = [payload]
+                keep = payloads.append
+                run = _Deferred(now, self.peer, datagrams, i, payloads, expected, rollover)
                 events.append(run)  # type: ignore[arg-type]
                 self._deferred = True
             if since == 0:
