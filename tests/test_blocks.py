@@ -1,6 +1,7 @@
 """protocol/blocks.py: the rollover rule, exactly, and fuzzed against a model that counts."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tftpdiag.protocol.blocks import (
     absolute,
@@ -10,7 +11,6 @@ from tftpdiag.protocol.blocks import (
     rollovers,
     shows_wrap_to_one,
     wire,
-    wires,
 )
 
 
@@ -100,8 +100,3 @@ def test_wrap_to_one_shows_only_at_the_wrap_and_only_by_block_windowsize():
     assert not shows_wrap_to_one(1, 65535, 1)  # not at the wrap
     assert not shows_wrap_to_one(1, 1, 1)  # the first pass: block 1 is block 1
     assert shows_wrap_to_one(65535, 65536, 65535) and not shows_wrap_to_one(65535, 65536, 65534)
-
-
-@given(st.integers(0, 300_000), st.integers(1, 70_000), st.sampled_from([0, 1]))
-def test_wires_are_the_wire_numbers_in_turn(n, count, rollover):
-    assert list(wires(n, count, rollover)) == [wire(k, rollover) for k in range(n, n + count)]

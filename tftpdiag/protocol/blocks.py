@@ -8,8 +8,6 @@ these functions only; the machines, the trace observer, the findings and the vie
 
 from __future__ import annotations
 
-from typing import Sequence
-
 WIRE_MAX = 0xFFFF  # the largest block number a packet can carry
 WRAPS = (0, 1)  # what follows 65535: 0 (the usual) or 1
 
@@ -19,14 +17,6 @@ def wire(n: int, rollover: int = 0) -> int:
     if rollover == 0 or n <= WIRE_MAX:
         return n & WIRE_MAX
     return (n - 1) % WIRE_MAX + 1
-
-
-def wires(n: int, count: int, rollover: int = 0) -> Sequence[int]:
-    """The wire numbers of absolute blocks ``n`` to ``n + count - 1``: a range unless they wrap."""
-    first = wire(n, rollover)
-    if first + count <= WIRE_MAX + 1:
-        return range(first, first + count)
-    return [wire(k, rollover) for k in range(n, n + count)]
 
 
 def absolute(wire_block: int, ref: int, rollover: int = 0) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from typing import Protocol, Sequence
 
-from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire, wires
+from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
     Address,
     Event,
@@ -63,15 +63,15 @@ class MemorySink(io.BytesIO):
 class _Deferred:
     """The place, in a machine's event list, of the PacketReceived events of a run of DATA blocks
     taken in order: datagrams[start:start + len(payloads)], their payloads (the list grows as the
-    run does), the first one's absolute block number. events() makes them, after the ACK that ends
-    the window has left."""
+    run does), the first one's wire number (a run never spans a wrap: its numbers are consecutive).
+    events() makes them, after the ACK that ends the window has left."""
 
-    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "first", "rollover")
+    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "number")
 
     def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int,
-                 payloads: list[bytes], first: int, rollover: int) -> None:
+                 payloads: list[bytes], number: int) -> None:
         self.now, self.addr, self.datagrams, self.start = now, addr, datagrams, start
-        self.payloads, self.first, self.rollover = payloads, first, rollover
+        self.payloads, self.number = payloads, number
 
 
 class Receiver(Session):
@@ -107,8 +107,8 @@ class Receiver(Session):
                     add(event)
                     continue
                 run: _Deferred = event  # type: ignore[assignment]
-                now, addr, start, payloads = run.now, run.addr, run.start, run.payloads
-                numbers = wires(run.first, len(payloads), run.rollover)
+                now, addr, start, payloads, first = run.now, run.addr, run.start, run.payloads, run.number
+                numbers = range(first, first + len(payloads))
                 for datagram, payload, number in zip(run.datagrams[start:start + len(payloads)], payloads, numbers):
                     add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
             events = out
@@ -171,7 +171,7 @@ class Receiver(Session):
             else:
                 payloads = [payload]
                 keep = payloads.append
-                run = _Deferred(now, self.peer, datagrams, i, payloads, expected, rollover)
+                run = _Deferred(now, self.peer, datagrams, i, payloads, first + i)
                 events.append(run)  # type: ignore[arg-type]
                 self._deferred = True
             if since == 0:
