@@ -9,7 +9,7 @@ its last ACK.
 from __future__ import annotations
 
 import io
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
@@ -154,8 +154,7 @@ class Receiver(Session):
         # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
         # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
         first = wire(expected, rollover) - i
-        payloads: list[bytes] = []
-        keep = payloads.append
+        keep: Callable[[bytes], None] | None = None  # appends to the current run's payloads
         while i < count:
             datagram = datagrams[i]
             size = len(datagram) - 4
@@ -166,7 +165,7 @@ class Receiver(Session):
             if single:
                 events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
                                              Data(first + i, payload), _NONE, ""))
-            elif run is not None and events[-1] is run:
+            elif keep is not None and events[-1] is run:
                 keep(payload)
             else:
                 payloads = [payload]
