@@ -4,7 +4,9 @@
 #
 #   - Debian packages: tftpd-hpa, tftp-hpa, atftp, dnsmasq-base, curl, busybox, postgresql
 #     (the history tests start their own server with its initdb and pg_ctl),
-#     tshark, tcpdump, tmux, procps, iproute2
+#     tshark, tcpdump, tmux, procps, iproute2, systemd (systemd-socket-activate hands serve its
+#     socket), util-linux (setpriv, unshare); zsh, fish and man-db for the tests of
+#     `tftpdiag completion` and of the man page
 #   - atftpd (conflicts with tftpd-hpa as a package): unpacked with dpkg -x into
 #     /opt/tftpdiag-peers/atftpd, binary at /opt/tftpdiag-peers/atftpd/usr/sbin/atftpd
 #   - no system tftpd is left running on port 69 (the tests start their own).
@@ -47,8 +49,9 @@ APT=(apt-get -o DPkg::Lock::Timeout=300)
 "${APT[@]}" install -y --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     tftpd-hpa tftp-hpa atftp dnsmasq-base curl busybox tshark tcpdump \
-    tmux procps iproute2 \
+    tmux procps iproute2 systemd util-linux \
     postgresql \
+    zsh fish man-db \
     libwrap0 libpcre2-8-0   # runtime libraries of the unpacked atftpd
 
 # Make sure no system tftpd-hpa runs or comes back at boot. With systemd the
@@ -94,7 +97,7 @@ fi
 first_line() { { "$@" 2>&1 || true; } | { grep -v '^Running as user' || true; } | sed -n 1p; }
 for cmd in "$ATFTPD_BIN --version" "in.tftpd -V" "tftp -V" "atftp --version" \
            "dnsmasq --version" "curl --version" "busybox" "tcpdump --version" \
-           "tshark --version"; do
+           "tshark --version" "systemd-socket-activate --version" "setpriv --version"; do
     bin="${cmd%% *}"
     command -v "$bin" >/dev/null || { echo "install-peers.sh: missing $bin" >&2; exit 1; }
     # shellcheck disable=SC2086

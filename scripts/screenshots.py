@@ -43,6 +43,10 @@ async def open_detail(pilot: Pilot) -> None:
     await pilot.press("down", "enter")
 
 
+async def open_devices(pilot: Pilot) -> None:
+    await pilot.press("d")
+
+
 async def open_help(pilot: Pilot) -> None:
     await pilot.press("question_mark")
 
@@ -57,6 +61,7 @@ SHOTS: list[tuple[str, Callable[[], TftpDiagApp], tuple[int, int], Callable[[Pil
     ("session-detail", serve_app, (120, 36), open_detail),
     ("help", lambda: probe_app(tui_samples.probe_success()), (100, 32), open_help),
     ("trace", tui_samples.trace_app, (120, 36), _noop),
+    ("devices", tui_samples.trace_app, (120, 36), open_devices),
 ]
 
 

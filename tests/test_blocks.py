@@ -100,3 +100,11 @@ def test_wrap_to_one_shows_only_at_the_wrap_and_only_by_block_windowsize():
     assert not shows_wrap_to_one(1, 65535, 1)  # not at the wrap
     assert not shows_wrap_to_one(1, 1, 1)  # the first pass: block 1 is block 1
     assert shows_wrap_to_one(65535, 65536, 65535) and not shows_wrap_to_one(65535, 65536, 65534)
+
+
+def test_rollover_told_by_the_first_block_past_65535() -> None:
+    from tftpdiag.protocol.blocks import rollover_of
+
+    assert rollover_of(wire(65536, 0)) == 0
+    assert rollover_of(wire(65536, 1)) == 1
+    assert rollover_of(7) == 0  # a bogus number is taken for the usual rollover

@@ -316,5 +316,5 @@ def test_a_capture_that_lost_packets_says_so_and_blames_the_capture() -> None:
     said, lost = capture_words(CaptureStats(1000, 37, 3), 900)
     assert lost and "lost 40" in said and "kernel dropped 37" in said and "the capture's, not the network's" in said
     obj = capture_object(CaptureStats(1000, 37, 3), 900, "eth0")
-    assert obj == {"event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
+    assert obj == {"schema": 1, "event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
                    "interface_dropped": 3, "complete": False}

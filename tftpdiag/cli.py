@@ -18,15 +18,18 @@ from typing import Sequence
 from urllib.parse import unquote
 
 from tftpdiag import __version__
+from tftpdiag.completion import add_completion_parser
 from tftpdiag.engine.impair import ImpairError, ImpairSpec, parse_impair
 from tftpdiag.opsargs import add_history_parser, add_serve_flags
 from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN, RequestedOptions, ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.verbosity import add_verbosity_flags, verbosity
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "add_verbosity_flags", "verbosity", "UsageError"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGPIPE = 128 + 13  # what a shell reports for a program that SIGPIPE ended
 
 
 class UsageError(Exception):
@@ -220,7 +223,7 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
                    help="save every packet and event: .pcap (Wireshark) or .jsonl (complete record)")
     g.add_argument("--trace-snaplen", type=_int_range("trace-snaplen", 48, 65535), default=None, metavar="BYTES",
                    help="keep at most this many bytes of each datagram in the trace (default: all of it); "
-                        "a multi-GB transfer then makes a small trace that still shows every packet")
+                        "a multi-GiB transfer then makes a small trace that still shows every packet")
     g.add_argument("--no-tui", action="store_true",
                    help="plain output for scripts (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
@@ -230,9 +233,11 @@ PROBE_EXAMPLES = """examples:
   tftpdiag probe 192.168.1.10 pxelinux.0
   tftpdiag probe tftp://192.168.1.10/firmware/phone.bin --blksize 512 --no-tui
   tftpdiag probe 10.0.0.5 boot.img --windowsize 16 -o boot.img --expect-sha256 9f86d0...
-  tftpdiag probe ::1 image.bin --port 6969 --json | jq .rate_bps
+  tftpdiag probe ::1 image.bin --port 6969 --json | jq .bytes_per_s
   tftpdiag probe 10.0.0.5 boot.img --impair loss=5%,delay=40ms,seed=1
   tftpdiag probe 10.0.0.5 boot.img --sweep                          # what does this server support?
+  tftpdiag probe 10.0.0.5 boot.img -v                               # every packet, as tcpdump shows it
+  tftpdiag probe 10.0.0.5 boot.img -q && echo ok                    # just the exit status
 
 exit status: 0 the transfer completed (and matched --expect-sha256), 1 it failed, 2 usage or set-up error.
 """
@@ -251,7 +256,9 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
   tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
 
-Port 69 needs root (or CAP_NET_BIND_SERVICE). Stop with Ctrl-C or SIGTERM.
+Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
+(LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
+contrib/systemd/ in the source). Stop with Ctrl-C or SIGTERM.
 """
 
 
@@ -308,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "4, 16, 64; tsize; timeout; netascii) and report what the server supports and the "
                             "fastest safe settings; each probe stops after 2 MiB")
     _output_flags(probe)
+    add_verbosity_flags(probe)
 
     put = sub.add_parser("put", help="upload a file to a TFTP server",
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
@@ -317,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("remote", metavar="REMOTE", nargs="?", help="name on the server")
     _transfer_flags(put)
     _output_flags(put)
+    add_verbosity_flags(put)
 
     serve = sub.add_parser("serve", help="serve a directory over TFTP and show every session",
                            description="Serve DIR with tftpdiag's own TFTP server (read-only unless "
@@ -340,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--refuse", action="append", type=_option_name, default=[], metavar="OPTION",
                    help="never grant this option (blksize, tsize, timeout, windowsize), as a server "
                         "without it; repeatable")
-    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=256,
-                   help="most sessions at once (default 256; 16 from one address). When full, a session "
-                        "whose client has not answered yet (a flood, or a forged address) makes room for "
-                        "a new request")
+    g.add_argument("--max-sessions", type=_int_range("max-sessions", 1, 100000), default=None,
+                   help="most sessions at once, from any number of addresses (default: as many as the "
+                        "open-file limit allows, which serve raises to its hard limit, at most 2048). When "
+                        "full, a session whose client has not answered yet (a flood, or a forged address) "
+                        "makes room for a new request; failing that the request waits for a session to end "
+                        "(up to 4096 waiting) rather than being refused")
     g.add_argument("--timeout", type=_seconds, default=None,
                    help="retransmit timeout in seconds (default: adaptive, starting at 1 s)")
     g.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
@@ -357,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
     add_serve_flags(serve)
     _output_flags(serve)
+    add_verbosity_flags(serve)
 
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
@@ -394,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help='a JSON object per finished transfer ("event": "session"), then one per device '
                         'and one for the capture when it stops (implies --no-tui)')
+    add_verbosity_flags(watch)
+
+    from tftpdiag.storm import add_storm_parser  # here, not at the top: it builds on this module's helpers
+
+    add_storm_parser(sub)
 
     trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
@@ -405,11 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-tui", action="store_true",
                    help="plain per-transfer summaries (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true",
-                   help='print {"file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+                   help='print {"schema", "file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
+    add_verbosity_flags(trace)
     from tftpdiag.pxe.args import add_pxe_parser
 
     add_pxe_parser(sub)
     add_history_parser(sub, _Formatter)
+    add_completion_parser(sub, _Formatter)
     return parser
 
 
@@ -469,7 +488,7 @@ def server_policy(args: argparse.Namespace) -> ServerPolicy:
 
 def interactive(args: argparse.Namespace) -> bool:
     """The TUI is for a person at a terminal; scripts, pipes and --json get plain output."""
-    return not (args.no_tui or args.json) and sys.stdout.isatty() and sys.stdin.isatty()
+    return not (args.no_tui or args.json or verbosity(args)) and sys.stdout.isatty() and sys.stdin.isatty()
 
 
 # Engine threads wake for every datagram; while another thread (the printer, the UI) holds the GIL
@@ -512,14 +531,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             from tftpdiag.watching import run_watch
             return run_watch(args)
+        if args.command == "storm":
+            from tftpdiag.storm import run_storm_command
+            return run_storm_command(args)
+        if args.command == "completion":
+            from tftpdiag.completion import completion_script
+            sys.stdout.write(completion_script(build_parser(), args.shell))
+            return EXIT_OK
     except UsageError as exc:
         from tftpdiag.fmt import line
 
-        # One line, whatever the message quotes (a trace's path or contents, a peer's words).
-        print(line(f"tftpdiag {args.command}: {exc}"), file=sys.stderr)
+        # Each line made safe, whatever the message quotes (a trace's path or contents, a peer's words);
+        # a message of several lines (a permission error and the ways around it) keeps its lines.
+        first, *rest = str(exc).splitlines() or [""]
+        print(line(f"tftpdiag {args.command}: {first}"), file=sys.stderr)
+        for text in rest[:10]:
+            print(line(text), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("tftpdiag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (tftpdiag probe -v ... | head): stop quietly, as a program
+        # killed by SIGPIPE does; stdout goes to /dev/null so that Python's exit does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SIGPIPE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

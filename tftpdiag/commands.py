@@ -25,8 +25,10 @@ from tftpdiag.cli import (
     interactive,
     requested_options,
     server_policy,
+    verbosity,
 )
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.fmt import line
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
@@ -76,9 +78,24 @@ def _seeded(args: argparse.Namespace) -> None:
     if args.impair is not None:
         if args.impair.seed is None:
             args.impair = dataclasses.replace(args.impair, seed=random.randrange(1 << 31))
-        if not interactive(args):
+        if not interactive(args) and verbosity(args) >= 0:
             print(f"tftpdiag: impairing traffic with {args.impair} (the same --impair repeats this run)",
                   file=sys.stderr, flush=True)
+
+
+def impair_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``impair`` field of the JSON objects: what --impair did to this run and the seed that repeats
+    it (chosen by :func:`_seeded` when the user gave none), or null without --impair."""
+    spec = getattr(args, "impair", None)
+    return {"impair": None if spec is None else {"spec": str(spec), "seed": spec.seed}}
+
+
+def _impair_hook(args: argparse.Namespace) -> Callable[..., dict[str, Any]] | None:
+    """For serve: the ``impair`` field joins every session's JSON object (printed, logged, kept)."""
+    if getattr(args, "impair", None) is None:
+        return None
+    fields = impair_fields(args)
+    return lambda record, findings: fields
 
 
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
@@ -100,6 +117,8 @@ def _busy_poll(args: argparse.Namespace) -> dict[str, float]:
 
 def run_client(args: argparse.Namespace, *, upload: bool) -> int:
     if not upload and args.sweep:
+        if verbosity(args) > 0:
+            raise UsageError("-v shows the packets of one transfer; with --sweep, use --trace PATH to keep them")
         return run_sweep_command(args)
     _seeded(args)
     request = _client_request(args, upload)
@@ -108,7 +127,10 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
         raise UsageError(str(exc)) from None
-    extra = _check_sha(request.expected_sha256, request.output)
+    check, impair = _check_sha(request.expected_sha256, request.output), impair_fields(args)
+
+    def extra(outcome: ClientOutcome) -> dict[str, Any]:
+        return {**impair, **check(outcome)}
     if request.output is not None:
         _remove_stale_parts(request.output, args)
     with _trace(bus, args.trace, snaplen=args.trace_snaplen):
@@ -119,7 +141,8 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
         from tftpdiag.headless import run_client_headless
 
         sub = bus.subscribe()
-        _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra)
+        _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra,
+                                         verbosity=verbosity(args))
         return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
@@ -127,16 +150,19 @@ def _remove_stale_parts(output: Path, args: argparse.Namespace) -> None:
     """Temporary files of earlier downloads to this same path whose tftpdiag was killed go now."""
     from tftpdiag.engine.partfiles import remove_stale
 
-    _report_removals(remove_stale(output.parent, target=output), "download")
+    _report_removals(remove_stale(output.parent, target=output), "download", quiet=verbosity(args) < 0)
 
 
-def _report_removals(removals: list[Any], what: str) -> None:
-    """One line on stderr per stale temporary file removed (or not), its name escaped."""
+def _report_removals(removals: list[Any], what: str, quiet: bool = False) -> None:
+    """One line on stderr per stale temporary file removed (or not: with ``quiet``, only those), its
+    name escaped."""
     from tftpdiag.findings.model import escape_name
 
     for removal in removals:
         name = escape_name(str(removal.path))
         if removal.error is None:
+            if quiet:
+                continue
             print(f"tftpdiag: removed {name}, left by an earlier {what} that was killed", file=sys.stderr)
         else:
             print(f"tftpdiag: could not remove {name}, left by an earlier {what}: {removal.error}", file=sys.stderr)
@@ -154,7 +180,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return run_sweep_app(target.host, target.port, target.filename, family=args.family, timing=timing)
 
     def started(spec: Any, session: int) -> None:
-        print(f"tftpdiag: probing with {spec.name} …", file=sys.stderr, flush=True)
+        if verbosity(args) >= 0:
+            print(f"tftpdiag: probing with {spec.name} …", file=sys.stderr, flush=True)
 
     try:
         report = run_sweep(target.host, target.port, target.filename, family=args.family, timing=timing,
@@ -165,14 +192,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         import json
 
         sys.stdout.write(json.dumps(report.to_dict()) + "\n")
-    else:
-        from tftpdiag.fmt import line
-
+    elif verbosity(args) >= 0:
         sys.stdout.writelines(line(text) + "\n" for text in render_text(report).splitlines())
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
-def server_config(args: argparse.Namespace) -> ServerConfig:
+def server_config(args: argparse.Namespace, inherited: tuple[Any, ...] = ()) -> ServerConfig:
     from tftpdiag.engine.server import ServerConfig
 
     timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, give_up=args.give_up,
@@ -182,7 +207,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,
         single_port=args.single_port, policy=server_policy(args), timing=timing, max_sessions=args.max_sessions,
-        impair=args.impair, offload=args.offload, **_busy_poll(args))
+        impair=args.impair, offload=args.offload, inherited=inherited, **_busy_poll(args))
 
 
 @contextlib.contextmanager
@@ -200,16 +225,24 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from tftpdiag.engine.activation import ActivationError, activated_sockets
+    from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.server import ServerSetupError, TftpServer
 
     _seeded(args)
+    try:
+        inherited = tuple(activated_sockets())
+    except ActivationError as exc:
+        raise UsageError(str(exc)) from None
+    raise_open_file_limit()  # before the server sizes itself by it
     bus = EventBus()
-    server = TftpServer(server_config(args), bus)
+    server = TftpServer(server_config(args, inherited), bus)
     try:
         server.bind()
     except ServerSetupError as exc:
         raise UsageError(str(exc)) from None
-    _report_removals(server.stale_parts, "upload")
+    quiet = verbosity(args) < 0
+    _report_removals(server.stale_parts, "upload", quiet=quiet)
     from tftpdiag.keeping import feed_in_background, server_sinks
 
     with _trace(bus, args.trace, snaplen=args.trace_snaplen), server_sinks(args, tui=interactive(args)) as sinks:
@@ -229,17 +262,21 @@ def run_serve(args: argparse.Namespace) -> int:
         access = "uploads allowed" if server.config.allow_upload else "read-only"
         if server.skipped_ipv6:
             access += "; IPv6 is not available on this machine, so IPv4 only"
-        from tftpdiag.fmt import line
+        if inherited:
+            access += "; sockets from systemd socket activation"
 
-        print(line(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop"), file=sys.stderr,
-              flush=True)
+        if not quiet:
+            print(line(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop"),
+                  file=sys.stderr, flush=True)
         stop = threading.Event()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
             from tftpdiag.devices import DeviceBook
 
-            run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook())
-        print("tftpdiag: server stopped", file=sys.stderr)
+            run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook(),
+                                hook=_impair_hook(args), verbosity=verbosity(args))
+        if not quiet:
+            print("tftpdiag: server stopped", file=sys.stderr)
     return EXIT_OK
 
 
@@ -291,7 +328,9 @@ def run_demo(args: argparse.Namespace) -> int:
             try:
                 sub = bus.subscribe()
                 expected = _sha256_file(image)
-                _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=_check_sha(expected))
+                check = _check_sha(expected)
+                _, summary = run_client_headless(transfer, sub, json_out=args.json,
+                                                 extra=lambda outcome: {"impair": None, **check(outcome)})
             finally:
                 server.stop()
                 thread.join(5)
@@ -325,10 +364,20 @@ def run_trace(args: argparse.Namespace) -> int:
 
     from tftpdiag.trace.summary import print_trace, trace_json
 
+    level = verbosity(args)
+    if level > 0:
+        from tftpdiag.headless import verbose_stream
+        from tftpdiag.packetline import packet_lines
+
+        out = verbose_stream(args.json, level)
+        assert out is not None
+        out.writelines(line(text) + "\n" for text in packet_lines(loaded.events))
     if args.json:
         sys.stdout.write(json.dumps(trace_json(loaded)) + "\n")
-    else:
+    elif level >= 0:
         print_trace(loaded, sys.stdout)
+    elif loaded.warning:
+        print(line(f"tftpdiag trace: warning: {loaded.warning}"), file=sys.stderr)
     return EXIT_OK
 
 

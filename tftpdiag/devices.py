@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
 from tftpdiag.fmt import quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
+from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import SessionRecord, fmt_bytes
 
 __all__ = ["Attempt", "Device", "DeviceBook", "attempt_of"]
@@ -101,7 +102,7 @@ class Device:
         return max((a.time for a in self.attempts), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event": "device", "address": self.address, "mac": self.mac, "verdict": self.verdict,
+        return {"schema": SCHEMA, "event": "device", "address": self.address, "mac": self.mac, "verdict": self.verdict,
                 "files": [a.to_dict() for a in self.attempts], "earlier_attempts_dropped": self.dropped,
                 "findings": [f.to_dict() for f in self.findings]}
 

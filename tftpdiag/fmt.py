@@ -11,6 +11,10 @@ Where it is applied: plain output writes every line through :func:`line` (headle
 one-line errors); a :class:`~tftpdiag.findings.Finding` cleans its own text when it is made; the TUI
 builds its text from :func:`clean` and :func:`quote` and never lets such a string be read as markup.
 Data written to trace files keeps the raw bytes: only what is shown is escaped.
+
+It is also the one place that writes sizes, rates and addresses, so that every view says the same
+thing the same way: binary units (KiB, MiB, GiB: powers of 1024, as ``--max-size 10M`` reads them) in
+plain output, the TUI and the progress bar alike.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "iso_time"]
+__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -73,6 +77,31 @@ def options(pairs: Iterable[tuple[str, str]] | None, limit: int = SHOWN) -> str:
     """Option pairs as ``name=value`` words, each part cleaned; "no options" for none."""
     shown = " ".join(f"{clean(str(k), limit)}={clean(str(v), limit)}" for k, v in pairs or ())
     return shown or "no options"
+
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def size(n: float) -> str:
+    """A number of bytes in binary units: ``512 B``, ``1.5 KiB``, ``8.0 MiB``."""
+    for unit in _UNITS:
+        if abs(n) < 1024 or unit == _UNITS[-1]:
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # the loop returns at its last unit
+
+
+def rate(bytes_per_s: float) -> str:
+    """A throughput in bytes per second, binary units: ``1.2 MiB/s``."""
+    return f"{size(bytes_per_s)}/s"
+
+
+def address(addr: tuple[str, int] | None) -> str:
+    """``host:port``, an IPv6 host in brackets; ``-`` for none."""
+    if addr is None:
+        return "-"
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def iso_time(t: float) -> str:

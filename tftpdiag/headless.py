@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, iso_time, line, quote
+from tftpdiag.fmt import clean, iso_time, line
+from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
@@ -49,7 +50,7 @@ class _Fold:
     is there; the engine never waits for the lock, it skips its turn. A fold that fails in the engine's
     thread is raised here, at this thread's next fold, as it would have been without the engine's help."""
 
-    def __init__(self, bus: EventBus, sub: Subscription) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, verbose: TextIO | None = None) -> None:
         self.table = SessionTable()
         self.analyzer = Analyzer()
         self.lock = threading.Lock()
@@ -58,6 +59,9 @@ class _Fold:
         self._sub = sub
         self._ended: list[SessionRecord] = []
         self._error: BaseException | None = None
+        # -v: packet events wait here for this thread to print them; the engine's thread never writes.
+        self._verbose = verbose
+        self._packets: list[Event] = []
         self._task = self._idle  # one bound method, to register and remove the same object
         bus.on_idle(self._task)
 
@@ -70,7 +74,15 @@ class _Fold:
                 raise error
             self._fold(self._sub.drain())
             ended, self._ended = self._ended, []
-            return ended
+            packets, self._packets = self._packets, []
+        if self._verbose is not None and packets:
+            try:
+                self._verbose.writelines(line(text) + "\n" for text in packet_lines(packets))
+                self._verbose.flush()
+            except BrokenPipeError:
+                self._verbose = None  # the reader went away (| head): said once, not at every fold
+                raise
+        return ended
 
     def close(self) -> None:
         self._bus.remove_idle(self._task)
@@ -87,19 +99,31 @@ class _Fold:
 
     def _fold(self, events: list[Event]) -> None:
         if events:
+            if self._verbose is not None:
+                self._packets += [e for e in events if isinstance(e, PACKET_EVENTS)]
             self.analyzer.feed(events)
             self._ended += self.table.apply(events)
             self.folded += len(events)
 
 
+def verbose_stream(json_out: bool, verbosity: int, stdout: TextIO | None = None) -> TextIO | None:
+    """Where -v's packet lines go: stdout, or stderr when stdout carries JSON (it stays one document
+    per line); None without -v."""
+    if verbosity <= 0:
+        return None
+    return sys.stderr if json_out else (stdout or sys.stdout)
+
+
 def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out: bool,
                         extra: Callable[[ClientOutcome], dict[str, Any]],
-                        stdout: TextIO | None = None) -> tuple[ClientOutcome, dict[str, Any]]:
-    """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary."""
+                        stdout: TextIO | None = None, verbosity: int = 0) -> tuple[ClientOutcome, dict[str, Any]]:
+    """Run the transfer with a progress bar; print the summary (or JSON); return outcome and summary.
+    ``verbosity`` -1 (-q) prints only a failure, on stderr (JSON is still printed when asked for);
+    1 (-v) prints a line per packet as it goes, instead of the progress bar."""
     stdout = stdout or sys.stdout
-    fold = _Fold(transfer.bus, sub)
+    fold = _Fold(transfer.bus, sub, verbose_stream(json_out, verbosity, stdout))
     table, analyzer = fold.table, fold.analyzer
-    progress = _progress_bar(transfer)
+    progress = _progress_bar(transfer) if verbosity == 0 else None
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
     outcome: ClientOutcome | None = None
@@ -115,6 +139,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                         record = table.sessions.get(transfer.session_id)
                         done, total = (record.bytes, record.total) if record is not None else (0, None)
                     progress.update(task, completed=done, total=total)
+    except BrokenPipeError:
+        transfer.cancel()  # whoever read our output is gone (-v | head): stop, as tcpdump would
+        raise
     except KeyboardInterrupt:
         # Ctrl-C: stop the transfer (the peer gets ERROR 0), then report what it did so far, as for any
         # other failure, before the caller exits 130.
@@ -130,11 +157,15 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         raise KeyboardInterrupt  # the engine did not stop in time: nothing whole to report
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
-    summary = session_summary(record, sha256=outcome.sha256,
+    # The digest of a transfer that did not complete is of a part of the file: no use to anyone.
+    summary = session_summary(record, sha256=outcome.sha256 if outcome.ok else None,
                               output=str(outcome.output) if outcome.output else None, **extra(outcome),
                               findings=[f.to_dict() for f in findings])
     if json_out:
         stdout.write(json.dumps(summary) + "\n")
+    elif verbosity < 0:
+        if not summary["ok"]:
+            print(line(f"tftpdiag: {failure_line(record, summary)}"), file=sys.stderr)
     else:
         from rich.console import Console
 
@@ -156,16 +187,9 @@ def _progress_bar(transfer: ClientTransfer) -> Progress | None:
     faster)."""
     if not sys.stderr.isatty():
         return None
-    from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from tftpdiag.progressbar import transfer_bar
 
-    verb = "uploading" if transfer.request.upload else "downloading"
-    from rich.markup import escape
-
-    name = escape(quote(transfer.request.filename))
-    return Progress(TextColumn(f"{verb} [bold]{name}[/]"), BarColumn(), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    return transfer_bar(transfer.request.filename, transfer.request.upload)
 
 
 def _say(console: Console, *parts: str | tuple[str, str]) -> None:
@@ -174,6 +198,15 @@ def _say(console: Console, *parts: str | tuple[str, str]) -> None:
     from rich.text import Text
 
     console.print(Text.assemble(*(line(p) if isinstance(p, str) else (line(p[0]), p[1]) for p in parts)))
+
+
+def _where(record: SessionRecord) -> str:
+    return f"{clean(record.filename)} {'from' if record.direction == 'download' else 'to'} {fmt_addr(record.peer)}"
+
+
+def failure_line(record: SessionRecord, summary: dict[str, Any]) -> str:
+    """What failed and why, in one line: ``NAME from SERVER: REASON``."""
+    return f"{_where(record)}: {summary.get('failure') or explain_failure(record)}"
 
 
 def print_client_summary(record: SessionRecord, summary: dict[str, Any], console: Console) -> None:
@@ -185,8 +218,7 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
         _say(console, ("✔", "green"), f" {verb} ", (name, "bold"),
              f" {'from' if verb == 'downloaded' else 'to'} {server}")
     else:
-        _say(console, ("✘", "red"), f" {name} {'from' if record.direction == 'download' else 'to'} {server}: ",
-             (summary.get("failure") or explain_failure(record), "red"))
+        _say(console, ("✘", "red"), f" {_where(record)}: ", (summary.get("failure") or explain_failure(record), "red"))
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
         _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
     _say(console, f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
@@ -206,8 +238,9 @@ class ServedFeed:
     (the printer, the log, the history, the metrics): the one place that says "a session ended"."""
 
     def __init__(self, bus: EventBus, sub: Subscription, sinks: Sequence[SessionSink],
-                 hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None) -> None:
-        self.fold = _Fold(bus, sub)
+                 hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
+                 verbose: TextIO | None = None) -> None:
+        self.fold = _Fold(bus, sub, verbose)
         self.sinks = list(sinks)
         self.hook = hook
         self._tick = _TICK
@@ -256,16 +289,20 @@ class ServedFeed:
 
 
 class Printer:
-    """``serve``'s stdout: a line per session, the time it ended first (or its JSON object)."""
+    """``serve``'s stdout: a line per session, the time it ended first (or its JSON object). ``failed_only``
+    (-q) leaves out the lines of sessions that completed."""
 
-    def __init__(self, json_out: bool, stdout: TextIO, show_server: bool = False) -> None:
+    def __init__(self, json_out: bool, stdout: TextIO, show_server: bool = False, failed_only: bool = False) -> None:
         self.json_out = json_out
         self.stdout = stdout
         self.show_server = show_server
+        self.failed_only = failed_only
 
     def add(self, session: Served) -> None:
         if self.json_out:
             self.stdout.write(json.dumps(session.obj) + "\n")
+        elif self.failed_only and session.result == "ok":
+            return
         else:
             when = iso_time(session.ended)
             self.stdout.write(f"{when} {line(one_line(session.record, server=self.show_server))}\n")
@@ -294,18 +331,20 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
                         stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
                         show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,
-                        macs: dict[str, str] | None = None) -> None:
+                        macs: dict[str, str] | None = None, verbosity: int = 0) -> None:
     """Serve until ``stop`` is set, printing a line (or a JSON object) per finished or refused session,
     and handing each to ``sinks`` too.
 
     ``hook`` sees each session reported (watch keeps its devices with it); what it returns joins the
     session's JSON object. With ``devices``, every session reported joins its client's device, and
-    when the server stops each device is printed with its verdict (judged ``quiet`` seconds after)."""
+    when the server stops each device is printed with its verdict (judged ``quiet`` seconds after).
+    ``verbosity`` -1 (-q) leaves out the plain lines of sessions that completed; 1 (-v) adds a line per
+    packet."""
     stdout = stdout or sys.stdout
-    everyone: list[SessionSink] = [Printer(json_out, stdout, show_server), *sinks]
+    everyone: list[SessionSink] = [Printer(json_out, stdout, show_server, failed_only=verbosity < 0), *sinks]
     if devices is not None:
         everyone.append(_DeviceSink(devices))
-    feed = ServedFeed(server.bus, sub, everyone, hook)
+    feed = ServedFeed(server.bus, sub, everyone, hook, verbose=verbose_stream(json_out, verbosity, stdout))
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     thread.start()
@@ -321,7 +360,12 @@ def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool
         feed.close()
         if devices is not None:
             now = time.time()
-            print_devices(devices.judge(now, quiet, macs), json_out=json_out, stdout=stdout, when=now)
+            judged = devices.judge(now, quiet, macs)
+            if verbosity < 0 and not json_out:  # -q: only the devices that did not boot
+                from tftpdiag.devices import STUCK
+
+                judged = [d for d in judged if d.verdict == STUCK]
+            print_devices(judged, json_out=json_out, stdout=stdout, when=now)
 
 
 def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO, when: float | None = None) -> None:

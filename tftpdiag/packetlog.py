@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from typing import Iterable, NamedTuple
 
-from tftpdiag.fmt import clean, quote
+from tftpdiag.fmt import address as fmt_addr, clean, quote
 from tftpdiag.protocol.events import Address, CaptureGap, Impaired, Note, PacketReceived, PacketSent
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, ProtocolError, Request, decode, error_code_name
 
@@ -32,13 +32,6 @@ _PROBLEM_NOTES = {Note.RETRANSMIT, Note.DUPLICATE, Note.OUT_OF_ORDER, Note.STRAY
                   Note.UNEXPECTED, Note.LATE, Note.REACK}
 _NONE = Note.NONE
 BYTES_PER_PACKET = 8 + 4 + 2 + 2 + 1 + 1
-
-
-def fmt_addr(addr: Address | None) -> str:
-    if addr is None:
-        return "-"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class PacketRow(NamedTuple):

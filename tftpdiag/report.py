@@ -13,7 +13,20 @@ from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 if TYPE_CHECKING:
     from tftpdiag.devices import Device
 
-__all__ = ["finding_lines", "by_session", "session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
+__all__ = ["SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
+
+
+# The version of every JSON object tftpdiag prints (probe, put, demo, serve, sweep, trace): a reader
+# checks it before relying on a field. 1: the first versioned schema (bytes_per_s, sha256 null for an
+# incomplete transfer, impair); objects without it came from tftpdiag 0.1.
+SCHEMA = 1
+
+
+def rates(bytes_per_s: float) -> dict[str, float]:
+    """The throughput fields: ``bytes_per_s``, and ``rate_bps``, the same number under its old name, kept
+    for schema 1 only (readers take "bps" as bits per second; it goes in the next schema)."""
+    value = round(bytes_per_s, 1)
+    return {"bytes_per_s": value, "rate_bps": value}
 
 
 def _addr(addr: tuple[str, int] | None) -> dict[str, Any] | None:
@@ -62,6 +75,7 @@ def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
     result = record.result
     stats = result.stats if isinstance(result, (Completed, Failed)) else None
     summary: dict[str, Any] = {
+        "schema": SCHEMA,
         "ok": isinstance(result, Completed),
         "session": record.session,
         "role": record.role.value if record.role else None,
@@ -74,7 +88,7 @@ def session_summary(record: SessionRecord, **extra: Any) -> dict[str, Any]:
         "bytes": record.bytes,
         "total": record.total,
         "duration_s": round(record.duration, 6),
-        "rate_bps": round(record.rate, 1),
+        **rates(record.rate),
         "options": options_dict(record),
         "packets": {"sent": record.packets_sent, "received": record.packets_received},
         "retransmits": stats.retransmits if stats else record.retransmits,

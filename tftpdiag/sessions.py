@@ -27,7 +27,8 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
-from tftpdiag.packetlog import PacketLog, fmt_addr
+from tftpdiag.fmt import address as fmt_addr, rate as fmt_rate, size as fmt_bytes  # the names every view imports from here
+from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data
 from tftpdiag.protocol.packets import Options
@@ -35,18 +36,6 @@ from tftpdiag.protocol.packets import Options
 _NONE = Note.NONE
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-def fmt_rate(bytes_per_s: float) -> str:
-    return f"{fmt_bytes(bytes_per_s)}/s"
 
 
 @dataclass(slots=True, eq=False)

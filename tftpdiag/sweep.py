@@ -32,6 +32,7 @@ from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.report import SCHEMA, rates
 
 __all__ = [
     "DEFAULT_PROBES",
@@ -136,7 +137,7 @@ class ProbeResult:
             "error_code": self.error_code,
             "bytes": self.bytes,
             "duration_s": round(self.duration, 6),
-            "rate_bps": round(self.rate_bps, 1),
+            **rates(self.rate_bps),
             "safe": self.safe,
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -212,6 +213,7 @@ class SweepReport:
     def to_dict(self) -> dict[str, Any]:
         fastest = self.fastest
         return {
+            "schema": SCHEMA,
             "host": self.host,
             "port": self.port,
             "file": self.filename,
@@ -220,7 +222,7 @@ class SweepReport:
             "stopped": self.stopped,
             "supports": self.supports,
             "recommended": self.recommended,
-            "fastest": None if fastest is None else {"probe": fastest.name, "rate_bps": round(fastest.rate_bps, 1),
+            "fastest": None if fastest is None else {"probe": fastest.name, **rates(fastest.rate_bps),
                                                      "blksize": fastest.blksize,
                                                      "windowsize": fastest.windowsize},
             "probes": [r.to_dict() for r in self.results],

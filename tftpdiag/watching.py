@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tftpdiag.devices import DeviceBook
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.fmt import line
+from tftpdiag.report import SCHEMA
 
 if TYPE_CHECKING:
     from tftpdiag.engine.capture import CaptureStats
@@ -37,7 +38,7 @@ def capture_words(stats: CaptureStats, packets: int) -> tuple[str, bool]:
 
 
 def capture_object(stats: CaptureStats, packets: int, interface: str) -> dict[str, Any]:
-    return {"event": "capture", "interface": interface, "packets": packets, "kernel_dropped": stats.dropped,
+    return {"schema": SCHEMA, "event": "capture", "interface": interface, "packets": packets, "kernel_dropped": stats.dropped,
             "interface_dropped": stats.if_dropped, "complete": not (stats.dropped or stats.if_dropped)}
 
 
@@ -75,7 +76,7 @@ def _watcher(args: argparse.Namespace, bus: EventBus) -> Watcher:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    from tftpdiag.cli import interactive
+    from tftpdiag.cli import interactive, verbosity
     from tftpdiag.commands import _stop_on_signals, _trace
 
     bus = EventBus()
@@ -89,20 +90,24 @@ def run_watch(args: argparse.Namespace) -> int:
         cfg = watcher.config
         ports = ", ".join(str(p) for p in cfg.ports)
         hosts = f", hosts {', '.join(cfg.hosts)}" if cfg.hosts else ""
-        print(line(f"tftpdiag: watching TFTP on {cfg.interface} (server ports {ports}{hosts}); Ctrl-C to stop"),
-              file=sys.stderr, flush=True)
+        level = verbosity(args)
+        if level >= 0:
+            print(line(f"tftpdiag: watching TFTP on {cfg.interface} (server ports {ports}{hosts}); Ctrl-C to stop"),
+                  file=sys.stderr, flush=True)
         stop = threading.Event()
         with _stop_on_signals(stop):
-            run_watch_headless(watcher, bus, json_out=args.json, stop=stop)
-        print("tftpdiag: watch stopped", file=sys.stderr)
+            run_watch_headless(watcher, bus, json_out=args.json, stop=stop, verbosity=level)
+        if level >= 0:
+            print("tftpdiag: watch stopped", file=sys.stderr)
     if watcher.error is not None:
         raise _usage(f"the capture failed: {watcher.error}")
     return EXIT_OK
 
 
 def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop: threading.Event,
-                       stdout: TextIO | None = None) -> DeviceBook:
-    """Sessions as `serve --no-tui` prints them (with the server they went to), then devices and the capture."""
+                       stdout: TextIO | None = None, verbosity: int = 0) -> DeviceBook:
+    """Sessions as `serve --no-tui` prints them (with the server they went to), then devices and the capture
+    (with -q, only what failed, and the capture only if it lost packets)."""
     from tftpdiag.headless import run_server_headless
     from tftpdiag.sessions import fmt_addr
 
@@ -114,12 +119,14 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
 
     run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
                         hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,
-                        macs=watcher.capture.macs)
+                        macs=watcher.capture.macs, verbosity=verbosity)
     stats = watcher.stats()
     packets = watcher.capture.packets
     if json_out:
         stdout.write(json.dumps(capture_object(stats, packets, watcher.config.interface)) + "\n")
     else:
-        stdout.write(line(capture_words(stats, packets)[0]) + "\n")
+        words, lost = capture_words(stats, packets)
+        if lost or verbosity >= 0:
+            stdout.write(line(words) + "\n")
     stdout.flush()
     return book

@@ -306,3 +306,14 @@ def test_ack_of_is_decode_for_acks_and_none_for_the_rest(data):
 def test_ack_bytes_are_the_encoded_ack():
     for block in (0, 1, 255, 256, 65535):
         assert ack_bytes(block) == encode(Ack(block)) and ack_bytes(block) is ack_bytes(block)
+
+
+def test_head_reads_opcode_and_block_only() -> None:
+    from tftpdiag.protocol.packets import head
+
+    assert head(encode(Data(0x1234, b"x" * 9))) == (3, 0x1234)
+    assert head(encode(Ack(65535))) == (4, 65535)
+    assert head(encode(Request(Opcode.RRQ, "f", "octet")))[0] == 1
+    assert head(b"\x00\x09\x00\x01") == (9, 1)  # not a TFTP opcode: the caller tells (decode() refuses it)
+    for short_or_foreign in (b"", b"\x00\x03\x00", b"\x01\x03\x00\x01", b"\x00\x06"):
+        assert head(short_or_foreign) == (0, 0)

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from tftpdiag.engine.activation import privileged_port_help
+from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.files import FileSource, UploadSink
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
+from tftpdiag.engine.listeners import arrival, destination, prepare_listener
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.engine.partfiles import Removal, create_part, remove_stale
@@ -37,12 +40,18 @@ from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
-IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 _MAX_WAIT = 0.5
 SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
 ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
 _ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
 _REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
+_PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
+_HALF_OPEN_GRACE = 1.0  # seconds a new session's client has to answer before the session may be dropped
+_ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
+_ROOM_TRIES = 8  # sessions looked at per request that needs room (each may turn out to have heard back)
+_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0x40)
+_LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
+_ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
@@ -95,8 +104,9 @@ class ServerConfig:
     single_port: bool = False
     policy: ServerPolicy = field(default_factory=ServerPolicy)
     timing: Timing = SERVE_TIMING
-    max_sessions: int = 256
-    max_per_client: int = 16
+    max_sessions: int | None = None  # None: as many as the open-file limit allows (admission.py)
+    waiting_room: int = 4096  # requests that wait for a free session when all are taken, not refused
+    inherited: tuple[socket.socket, ...] = ()  # sockets already bound (systemd socket activation): no bind
     idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
     impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
     busy_poll: float = BUSY_POLL  # seconds to spin for the next datagram before sleeping (0: never)
@@ -123,6 +133,7 @@ class _Active:
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
+    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see _sendto)
     # Anything but a request heard from the client since: a session without it is half-open (perhaps a
     # forged source address) and gives its place up to a new request when the server is full.
     heard: bool = False
@@ -143,6 +154,16 @@ class TftpServer:
         # that ERROR, to the same port, and its ACK is the end of that refusal, not a request of its own.
         self._refused_at: dict[Address, float] = {}
         self._by_peer: dict[tuple[Address, Address], _Active] = {}  # (listener, client) -> session
+        self._by_request: dict[tuple[Address, bytes], _Active] = {}  # (client, request) -> session
+        self._half_open: dict[int, _Active] = {}  # sessions not yet heard from, oldest first (see _make_room)
+        # (client, request) -> when its session ended: a repeat of the request that reached the kernel
+        # before then was sent while the session ran (it waited behind a storm's datagrams), not a new ask.
+        self._ended: dict[tuple[Address, bytes], float] = {}
+        self._arrival: float | None = None  # when the datagram being handled reached the listening socket
+        self._next_room_check = 0.0
+        self.capacity = config.max_sessions or default_capacity()
+        self._waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]] = WaitingRoom(
+            config.waiting_room, _PATIENCE)
         self._sel = _Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
@@ -167,6 +188,11 @@ class TftpServer:
     def active_sessions(self) -> int:
         return len(self._sessions)
 
+    @property
+    def queued_total(self) -> int:
+        """Requests that had to wait for a free session (none refused for it while the queue had room)."""
+        return self._waiting.queued_total
+
     def owns(self, session_id: int) -> bool:
         """Whether a session id on the bus is one of this server's (a client may share the bus)."""
         return session_id in self._own_ids
@@ -187,7 +213,9 @@ class TftpServer:
     def bind(self) -> None:
         self._check_root()
         default = self.config.bind == ("0.0.0.0", "::")
-        for host in self.config.bind:
+        for sock in self.config.inherited:
+            self._add_listener(sock)
+        for host in (() if self.config.inherited else self.config.bind):
             try:
                 self._listen(host)
             except ServerSetupError:
@@ -236,9 +264,7 @@ class TftpServer:
         try:
             sock = udp_socket(family, (host.strip("[]"), port))
         except PermissionError:
-            raise ServerSetupError(
-                f"cannot bind {shown}: permission denied. Ports below 1024 need root (or CAP_NET_BIND_SERVICE): "
-                f"run with sudo, or choose another port with --port (e.g. --port 6969)") from None
+            raise ServerSetupError(privileged_port_help(shown, port)) from None
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServerSetupError(
@@ -247,12 +273,11 @@ class TftpServer:
             if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                 raise ServerSetupError(f"cannot bind {shown}: that address is not available on this machine") from None
             raise ServerSetupError(f"cannot bind {shown}: {exc.strerror}") from None
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        sock.setblocking(False)
-        listener = _Listener(sock, normalise(sock.getsockname()), family)
+        self._add_listener(sock)
+
+    def _add_listener(self, sock: socket.socket) -> None:
+        prepare_listener(sock)
+        listener = _Listener(sock, normalise(sock.getsockname()), sock.family)
         self.listeners.append(listener)
         self._sel.register(sock, listener)
 
@@ -296,6 +321,8 @@ class TftpServer:
                         self._release_held(now)
                     if now >= self._next_check:
                         self._check_timers(now)
+                    if self._waiting and (len(self._sessions) < self.capacity or now >= self._next_room_check):
+                        self._admit_waiting(now)
         finally:
             self._shutdown()
 
@@ -312,6 +339,16 @@ class TftpServer:
         self._wake_r.close()
         self._wake_w.close()
         self.stopped.set()
+
+    def _admit_waiting(self, now: float) -> None:
+        """Start queued requests, oldest first, while there is room or a session gives its place up."""
+        self._next_room_check = now + _ROOM_CHECK
+        while self._waiting and (len(self._sessions) < self.capacity or self._make_room(scan=True)):
+            waiting = self._waiting.take(now)
+            if waiting is None:
+                return
+            self._arrival = None
+            self._on_request(*waiting[0])
 
     def _check_timers(self, now: float) -> None:
         next_check = now + _MAX_WAIT
@@ -338,7 +375,8 @@ class TftpServer:
         try:
             if want_dest:
                 data, ancillary, _, addr = sock.recvmsg(65536, 256)
-                return data, normalise(addr), _destination(ancillary)
+                self._arrival = arrival(ancillary)
+                return data, normalise(addr), destination(ancillary)
             data, addr = sock.recvfrom(65536)
             return data, normalise(addr), None
         except (BlockingIOError, InterruptedError):
@@ -365,16 +403,21 @@ class TftpServer:
     # which is cheaper than a second recv that fails with EAGAIN after every lock-step datagram.
 
     def _read_listener(self, listener: _Listener) -> None:
-        got = self._recv(listener.sock, want_dest=True)
-        if got is None:
-            return
-        data, client, dest = got
-        if self._impair is not None:
-            active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
-            session = active.machine.session_id if active is not None else 0
-            if not self._impaired_arrival(data, client, session, (listener, dest)):
+        # Several per turn: a storm's requests arrive together, and one per turn (a turn serving hundreds
+        # of sessions) left them queued for seconds, until the devices resent them.
+        for _ in range(_LISTENER_BURST):
+            got = self._recv(listener.sock, want_dest=True)
+            if got is None:
                 return
-        self._arrive_at_listener(listener, data, client, dest)
+            data, client, dest = got
+            if self._impair is not None:
+                active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
+                session = active.machine.session_id if active is not None else 0
+                if not self._impaired_arrival(data, client, session, (listener, dest)):
+                    continue
+            self._arrive_at_listener(listener, data, client, dest)
+            if self._stopping.is_set() or listener not in self.listeners:
+                return
 
     def _arrive_at_listener(self, listener: _Listener, data: bytes, client: Address, dest: str | None) -> None:
         if self.config.single_port:
@@ -410,6 +453,10 @@ class TftpServer:
         return now_too
 
     def _sendto(self, sock: socket.socket, raw: bytes, dest: Address, session: int) -> None:
+        if sock.family == socket.AF_INET6 and ":" not in dest[0]:
+            # A dual-stack listener (from systemd) heard this IPv4 client; addresses are shown and kept
+            # as plain IPv4, and mapped back only to send from that IPv6 socket.
+            dest = ("::ffff:" + dest[0], dest[1])
         if self._impair is None:
             sock.sendto(raw, dest)
             return
@@ -440,6 +487,7 @@ class TftpServer:
             active.last_heard = now
             if not active.heard and data[1:2] not in _REQUEST_OPCODES:
                 active.heard = True
+                self._half_open.pop(active.machine.session_id, None)
         active.machine.receive(data, addr, now)
         self._flush(active, now)
 
@@ -453,7 +501,7 @@ class TftpServer:
                 if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # else as if lost on the wire: the
                     self._socket_error(sock, exc)  # retransmit timer covers it
 
-            if self._impair is None:
+            if self._impair is None and not active.mapped:
                 active.writer.send(out, failed)
             else:
                 for raw, dest in out:
@@ -517,56 +565,83 @@ class TftpServer:
                 self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
                              "not a request", "not-a-request", answer=False)
             return
-        for active in self._sessions.values():
-            if active.client == client and active.request_raw == raw and not active.machine.finished:
-                # The client resent its request before our answer reached it: its session goes on.
-                self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
-                                                 raw, packet, Note.DUPLICATE, "request repeated")])
-                return
-        if len(self._sessions) >= self.config.max_sessions and not self._make_room(None):
-            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
-                         f"server busy: {len(self._sessions)} sessions", "busy")
+        active = self._by_request.get((client, raw))
+        ended = self._ended.get((client, raw))
+        if active is not None and not active.machine.finished:
+            # The client resent its request before our answer reached it: its session goes on.
+            self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
+                                             raw, packet, Note.DUPLICATE, "request repeated")])
             return
-        if sum(1 for a in self._sessions.values() if a.client[0] == client[0]) >= self.config.max_per_client \
-                and not self._make_room(client[0]):
+        if ended is not None and self._arrival is not None and self._arrival <= ended:
+            # Dropped without an event: the session's record may be gone, and a lone event would start
+            # a record of its own that never ends.
+            return
+        if self._waiting.holds(client, raw):
+            self._waiting.offer(client, raw, (listener, raw, client, dest), time.time())  # still asking
+            return
+        if len(self._sessions) >= self.capacity and not self._make_room():
+            # Full of clients that all answer: the request waits for the first session to end (its
+            # client resends meanwhile, which only keeps its place), unless the queue is full too.
+            if self._waiting.offer(client, raw, (listener, raw, client, dest), time.time()):
+                return
             self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
-                         "too many sessions from this address", "busy")
+                         f"server busy: {len(self._sessions)} sessions and {len(self._waiting)} waiting", "busy")
             return
         if packet.is_read:
             self._start_read(listener, listen, session_id, raw, packet, client, dest)
         else:
             self._start_write(listener, listen, session_id, raw, packet, client, dest)
 
-    def _make_room(self, host: str | None) -> bool:
-        """End one session to admit a new request (from ``host``'s sessions, or any): a finished one
-        still dallying, else the oldest half-open one. Requests that never answer (a flood, or forged
-        source addresses, as with a SYN flood) then cannot keep out a client that does. False if every
-        session has heard from its client and is still transferring."""
-        victim = None
-        for active in self._sessions.values():
-            if host is not None and active.client[0] != host:
+    def _make_room(self, scan: bool = False) -> bool:
+        """End one session to admit a new request: the oldest half-open one, else (``scan``) a finished
+        one still dallying. Requests that never answer (a flood, or forged source addresses, as with a SYN
+        flood) then cannot keep out a client that does, whatever address they come from. A session is
+        half-open only once its client has had _HALF_OPEN_GRACE to answer: in a storm, requests come
+        faster than the first answers, and must not push out each other's fresh sessions. False if no
+        session can go (the request then waits for one)."""
+        for _ in range(_ROOM_TRIES):
+            victim = self._oldest_half_open(scan)
+            if victim is None:
+                return False
+            if not victim.machine.finished and victim.own_socket and _waiting_datagram(victim.sock):
+                # Its client did answer, but a loop turn over thousands of sessions has not read it yet:
+                # read it now (the session is then no longer half-open), and look again.
+                sessions = len(self._sessions)
+                self._read_session(victim)
+                if len(self._sessions) < sessions:
+                    return True  # that datagram ended it
                 continue
-            machine = active.machine
-            if machine.finished:
-                victim = active
-                break
-            if not active.heard and (victim is None or machine.started < victim.machine.started):
-                victim = active
-        if victim is None:
-            return False
-        now = time.time()
-        victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
-                                    f"{now - victim.machine.started:.1f} s")
-        self._flush(victim, now)
-        if victim.machine.session_id in self._sessions:
-            self._end(victim)
-        return True
+            now = time.time()
+            victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
+                                        f"{now - victim.machine.started:.1f} s")
+            self._flush(victim, now)
+            if victim.machine.session_id in self._sessions:
+                self._end(victim)
+            return True
+        return False
 
-    def _session_socket(self, listener: _Listener, dest: str | None) -> tuple[socket.socket, bool]:
+    def _oldest_half_open(self, scan: bool) -> _Active | None:
+        """The oldest session past its grace that never heard back, else (with ``scan``: a walk over
+        every session, so not on every request) a finished one still dallying."""
+        for active in self._half_open.values():  # in the order they started: the first is the oldest
+            if active.machine.started <= time.time() - _HALF_OPEN_GRACE:
+                return active
+            break
+        if scan:
+            for active in self._sessions.values():
+                if active.machine.finished:
+                    return active
+        return None
+
+    def _session_socket(self, listener: _Listener, dest: str | None, client: Address) -> tuple[socket.socket, bool]:
+        client_family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
         if self.config.single_port:
             return listener.sock, False
         host = dest or listener.local[0]
-        sock = udp_socket(listener.family, (host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if client_family != family:  # no destination known, and a dual-stack listener: any of the client's
+            family, host = client_family, ("::" if client_family == socket.AF_INET6 else "0.0.0.0")
+        sock = udp_socket(family, (host, 0))
         sock.setblocking(False)
         return sock, True
 
@@ -574,7 +649,7 @@ class TftpServer:
                           request: Request, client: Address, dest: str | None) -> tuple[socket.socket, bool] | None:
         """The session's socket, or None after telling the client the server could not make one."""
         try:
-            return self._session_socket(listener, dest)
+            return self._session_socket(listener, dest, client)
         except OSError as exc:
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
                          f"server cannot open a socket: {exc.strerror}", "server-error")
@@ -631,6 +706,9 @@ class TftpServer:
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
+        self._by_request[(active.client, active.request_raw)] = active
+        self._half_open[active.machine.session_id] = active
+        active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
         if active.own_socket:
             self._sel.register(active.sock, active)
         else:
@@ -653,6 +731,13 @@ class TftpServer:
         if not active.finalised:
             self._finalise(active)
         self._sessions.pop(active.machine.session_id, None)
+        self._half_open.pop(active.machine.session_id, None)
+        key = (active.client, active.request_raw)
+        if self._by_request.get(key) is active:
+            del self._by_request[key]
+        if len(self._ended) >= _ENDED_REMEMBERED:
+            self._ended.pop(next(iter(self._ended)))  # the oldest
+        self._ended[key] = time.time()
         if active.own_socket:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(active.sock)
@@ -663,14 +748,10 @@ class TftpServer:
                     del self._by_peer[key]
 
 
-def _destination(ancillary: list[tuple[int, int, bytes]]) -> str | None:
-    """The address a request was sent to, from IP_PKTINFO / IPV6_PKTINFO."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            return socket.inet_ntop(socket.AF_INET, data[8:12])
-        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 16:
-            addr = socket.inet_ntop(socket.AF_INET6, data[:16])
-            return None if addr.startswith("fe80:") else addr
-    return None
-
-
+def _waiting_datagram(sock: socket.socket) -> bool:
+    """Whether a datagram waits unread on the socket (it stays there)."""
+    try:
+        sock.recv(1, _PEEK)
+    except OSError:  # BlockingIOError: nothing; anything else: a pending error, not a client's answer
+        return False
+    return True

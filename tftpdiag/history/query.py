@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from tftpdiag.fmt import clean, iso_time, line, quote
+from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import fmt_addr, fmt_bytes
 
 __all__ = ["parse_since", "session_json", "session_line", "device_line", "device_json"]
@@ -51,7 +52,7 @@ def session_json(row: dict[str, Any]) -> dict[str, Any]:
     if row["result"] != "ok" and (row["error"] is not None or row["error_code"] is not None):
         error = {"code": row["error_code"], "message": row["error"], "reason": row["reason"]}
     return {
-        "event": row["kind"], "started": iso_time(row["started"]), "ended": iso_time(row["ended"]),
+        "schema": SCHEMA, "event": row["kind"], "started": iso_time(row["started"]), "ended": iso_time(row["ended"]),
         "ok": row["result"] == "ok", "result": row["result"], "server_name": row["server"],
         "client": _addr(row["client_address"], row["client_port"]),
         "local": _addr(row["server_address"], row["server_port"]),
@@ -83,7 +84,7 @@ def session_line(row: dict[str, Any]) -> str:
 
 
 def device_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {"client": row["client_address"], "sessions": row["sessions"], "failures": row["failures"],
+    return {"schema": SCHEMA, "client": row["client_address"], "sessions": row["sessions"], "failures": row["failures"],
             "last": session_json(row)}
 
 

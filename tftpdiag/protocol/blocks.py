@@ -76,3 +76,9 @@ def rollovers(n: int, rollover: int = 0) -> int:
     if n <= WIRE_MAX:
         return 0
     return (n - rollover) // (WIRE_MAX + 1 - rollover)
+
+
+def rollover_of(first_past_max: int) -> int:
+    """A sender's rollover, told by the wire number it gave the first block past 65535 (absolute 65536):
+    1 when it numbered that block 1, else 0 (the usual, and what a bogus number is taken for)."""
+    return 1 if first_past_max == 1 else 0

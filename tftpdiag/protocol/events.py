@@ -7,7 +7,7 @@ A transfer makes one event per datagram, so these are small slotted classes. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from tftpdiag.compat import StrEnum
 from typing import Union
 
 from tftpdiag.protocol.options import Negotiated, OptionOutcome

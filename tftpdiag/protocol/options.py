@@ -7,7 +7,7 @@ the JSON summary all explain the same negotiation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from tftpdiag.compat import StrEnum
 
 from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
 

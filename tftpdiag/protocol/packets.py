@@ -22,6 +22,7 @@ __all__ = [
     "Packet",
     "ProtocolError",
     "decode",
+    "head",
     "encode",
     "encode_data",
     "encode_ack",
@@ -250,6 +251,15 @@ def decode(data: bytes) -> Packet:
             return OAck(())
         return OAck(_decode_options(_split_fields(body, "OACK"), "OACK"))
     raise _illegal(f"unknown opcode {_OPCODE.unpack_from(data)[0]}")
+
+
+def head(raw: bytes) -> tuple[int, int]:
+    """The opcode and the 16-bit number after it (a DATA's or an ACK's block) of a datagram whose first
+    four bytes can be a TFTP header, else (0, 0); only opcodes 1..6 are TFTP's. The head alone is read,
+    to tell kinds apart where every datagram of a capture passes; :func:`decode` judges the rest."""
+    if len(raw) > 3 and raw[0] == 0:
+        return raw[1], raw[2] << 8 | raw[3]
+    return 0, 0
 
 
 def _decode_request(data: bytes, opcode: Opcode) -> Request:

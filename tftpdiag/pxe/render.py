@@ -8,7 +8,7 @@ from typing import Any, TextIO
 from tftpdiag import fmt
 from tftpdiag.dhcp.offers import Offer
 from tftpdiag.pxe.run import PxeReport, boot_address
-from tftpdiag.report import finding_lines
+from tftpdiag.report import SCHEMA, finding_lines
 
 __all__ = ["header_line", "cells", "offer_lines", "probe_line", "chain_line", "finding_text", "to_json"]
 
@@ -114,6 +114,7 @@ def to_json(report: PxeReport) -> dict[str, Any]:
             "bootfile": fmt.clean(boot.file) if boot.file is not None else None,
         }
     return {
+        "schema": SCHEMA,
         "interface": report.interface.name,
         "arch": report.request.arch.name,
         "arch_code": report.request.arch.code,

@@ -15,22 +15,11 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any, Final, TypeAlias
 
+from tftpdiag.protocol.datagram import Address, Datagram
+
 __all__ = ["Address", "Datagram", "PcapWriter", "CaptureError", "read_datagrams", "link_decoder"]
-
-Address: TypeAlias = tuple[str, int]
-"""(IP address string, port); IPv6 addresses in the compressed form ``inet_ntop`` gives, e.g. "::1"."""
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    time: float  # epoch seconds
-    src: Address
-    dst: Address
-    payload: bytes  # UDP payload as captured: shorter than orig_len if the capture cut it
-    orig_len: int  # UDP payload length on the wire
 
 
 class CaptureError(Exception):

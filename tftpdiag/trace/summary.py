@@ -10,7 +10,7 @@ from tftpdiag.devices import Device, DeviceBook
 from tftpdiag.protocol.events import Event
 from tftpdiag.findings import analyze
 from tftpdiag.fmt import line
-from tftpdiag.report import by_session, device_lines, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import SCHEMA, by_session, device_lines, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 from tftpdiag.trace.load import TraceLoad
 
@@ -38,6 +38,7 @@ def trace_json(loaded: TraceLoad) -> dict[str, Any]:
     findings = by_session(analyze(loaded.events))
     records = trace_records(loaded.events)
     return {
+        "schema": SCHEMA,
         "file": str(loaded.path),
         "transfers": [session_summary(r, findings=findings.get(r.session, [])) for r in records],
         "devices": [d.to_dict() for d in _devices(loaded, records)],

@@ -35,6 +35,7 @@ def _help() -> Table:
         ("home end", "first / last row (End follows the newest again); page keys page"),
         ("r", "run the probe again"),
         ("enter", "open the selected session's details (server view)"),
+        ("d", "devices: each client's boot sequence, its verdict and findings (serve, watch, trace)"),
         ("escape", "back"),
         ("tab", "move between panels; arrows and page keys scroll"),
         ("?", "this help"),

@@ -1,4 +1,4 @@
-"""Micro benchmark of the analyzer's cost per event (not a test): ``python -m tftpdiag.findings._bench``.
+"""Micro benchmark of the analyzer's cost per event (not a test): ``python benchmarks/analyzer.py``.
 
 Builds the event stream of real transfers by driving our client and server machines against each other
 in memory (both sides' events, as a server that also probes would see them), then times
