@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests import tui_samples  # noqa: E402
 from tests.simnet import run_transfer  # noqa: E402
-from tftpdiag.cli import GIL_SWITCH_INTERVAL  # noqa: E402
+from tftpdiag.cli.main import GIL_SWITCH_INTERVAL  # noqa: E402
 from tftpdiag.engine.bus import EventBus  # noqa: E402
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent  # noqa: E402
 from tftpdiag.protocol.options import RequestedOptions  # noqa: E402

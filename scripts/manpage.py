@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 from argparse_manpage.manpage import Manpage  # noqa: E402 - after the path set-up above
 
-import tftpdiag.cli  # noqa: E402
+import tftpdiag.cli.parser  # noqa: E402
+import tftpdiag.cli.values  # noqa: E402
 from tftpdiag import __version__  # noqa: E402
 
 PAGE = ROOT / "man" / "tftpdiag.1"
@@ -75,8 +76,8 @@ def _examples(parser: argparse.ArgumentParser) -> str:
 def render(date: str) -> str:
     """The page's roff text for ``date`` (YYYY-MM-DD)."""
     # --help wraps to the terminal; the page must not depend on the terminal it was made in.
-    tftpdiag.cli._terminal_width = lambda: 100
-    parser = tftpdiag.cli.build_parser()
+    tftpdiag.cli.values.terminal_width = lambda: 100
+    parser = tftpdiag.cli.parser.build_parser()
     data = {"date": date, "project_name": "tftpdiag", "version": __version__, "manual_section": "1",
             "manual_title": "tftpdiag manual", "description": DESCRIPTION,
             "url": "https://github.com/tftpdiag/tftpdiag"}

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.cli import build_parser
+from tftpdiag.cli.parser import build_parser
 from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 
 TIMEOUT = 30
@@ -336,7 +336,7 @@ def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
     _, port = served
     code = (
         "import sys\n"
-        "from tftpdiag.cli import main\n"
+        "from tftpdiag.cli.main import main\n"
         f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui', '--json'])\n"
         "assert rc == 0, rc\n"
         "loaded = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import require
-from tftpdiag.cli import build_parser
+from tftpdiag.cli.parser import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30
@@ -103,8 +103,8 @@ def test_completion_of_an_unknown_shell_is_a_usage_error() -> None:
 
 
 def test_shtab_is_loaded_only_by_the_completion_command() -> None:
-    code = ("import sys, tftpdiag.cli, tftpdiag.commands, tftpdiag.headless; "
-            "tftpdiag.cli.build_parser().parse_args(['probe', 'h', 'f']); print('shtab' in sys.modules)")
+    code = ("import sys, tftpdiag.cli.parser, tftpdiag.commands, tftpdiag.headless; "
+            "tftpdiag.cli.parser.build_parser().parse_args(['probe', 'h', 'f']); print('shtab' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -24,7 +24,8 @@ import pytest
 
 from tests import peers
 from tests.test_findings_kit import FakeServer, LOOP, recv, send, udp, wait_for
-from tftpdiag.cli import DEFAULT_MAX_SIZE, build_parser, download_limit
+from tftpdiag.cli.parser import build_parser
+from tftpdiag.cli.requests import DEFAULT_MAX_SIZE, download_limit
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer

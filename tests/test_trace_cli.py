@@ -276,7 +276,7 @@ def test_unreadable_files_exit_2_with_one_line(tmp_path: Path, content: bytes | 
 def test_interactive_uses_the_trace_app_or_falls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from tftpdiag import commands
-    from tftpdiag.cli import build_parser
+    from tftpdiag.cli.parser import build_parser
     from tftpdiag.tui import launch
 
     path = tmp_path / "sim.pcap"

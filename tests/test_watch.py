@@ -63,6 +63,7 @@ def test_watch_follows_real_clients_against_tftpd_hpa(served: Path, tmp_path: Pa
         assert r.filename == "image.bin" and r.result is not None
         assert r.bytes == len(IMAGE), (r.session, r.bytes)
         assert r.peer == (host, port)
+        assert r.sha256 == sha256(IMAGE)  # what the capture saw reach the client, byte for byte
     sizes = sorted(r.negotiated.blksize for r in records if r.negotiated)
     assert sizes == [512, 1024, 1468]
 
@@ -77,6 +78,7 @@ def test_watch_follows_windowed_atftp_against_atftpd(served: Path, tmp_path: Pat
         (record,) = w.wait_finished(1)
     assert out.read_bytes() == IMAGE
     assert record.bytes == len(IMAGE) and record.negotiated is not None
+    assert record.sha256 == sha256(IMAGE)
     assert record.negotiated.windowsize == 8 and record.negotiated.blksize == 1428
     assert w.watcher.stats().dropped == 0
 
@@ -171,6 +173,7 @@ def test_watch_cli_json_sessions_devices_and_capture(served: Path, tmp_path: Pat
     assert [(s["file"], s["ok"], s["bytes"]) for s in sessions] == [("image.bin", True, len(IMAGE)),
                                                                    ("nope.bin", False, 0)]
     assert all(s["server"] == f"{host}:{port}" for s in sessions)
+    assert sessions[0]["sha256"] == sha256(IMAGE) and sessions[1]["sha256"] is None
     (device,) = [o for o in objects if o["event"] == "device"]
     assert device["address"] == "127.0.0.1" and device["mac"] is None
     assert [(f["name"], f["outcome"]) for f in device["files"]] == [("image.bin", "done"), ("nope.bin", "missing")]

@@ -1,3 +1,3 @@
-from tftpdiag.cli import main
+from tftpdiag.cli.main import main
 
 raise SystemExit(main())

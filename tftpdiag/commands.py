@@ -15,10 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from tftpdiag.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
-    UsageError,
+from tftpdiag.cli.requests import (
     client_target,
     client_timing,
     download_limit,
@@ -27,6 +24,7 @@ from tftpdiag.cli import (
     server_policy,
     verbosity,
 )
+from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.fmt import line
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError

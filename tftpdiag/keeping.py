@@ -27,7 +27,7 @@ def server_sinks(args: argparse.Namespace, *, tui: bool = False) -> Iterator[lis
     one is a UsageError, exit 2); all closed at the end. Under the TUI what they have to say while it
     runs (a database gone) waits and is printed when it ends: written to the terminal meanwhile it
     would land in the middle of the app's screen."""
-    from tftpdiag.cli import UsageError
+    from tftpdiag.cli.values import UsageError
 
     sinks: list[SessionSink] = []
     errors = io.StringIO() if tui else sys.stderr
@@ -95,7 +95,7 @@ def feed_in_background(bus: EventBus, sinks: list[SessionSink]) -> Callable[[], 
 
 
 def run_history(args: argparse.Namespace) -> int:
-    from tftpdiag.cli import EXIT_OK, UsageError
+    from tftpdiag.cli.values import EXIT_OK, UsageError
     from tftpdiag.history import Filter, HistoryError, open_store
     from tftpdiag.history.query import write
 

@@ -1,5 +1,5 @@
 """The command line of a server left running: ``serve``'s --log, --history and --metrics, and the
-``history`` command that reads what --history kept. Kept apart from cli.py, which holds the rest."""
+``history`` command that reads what --history kept. Kept apart from cli/parser.py, which holds the rest."""
 
 from __future__ import annotations
 

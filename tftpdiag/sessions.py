@@ -9,6 +9,7 @@ from typing import Iterable
 from tftpdiag.protocol.events import (
     Address,
     CaptureGap,
+    ContentDigest,
     Completed,
     Event,
     Failed,
@@ -67,6 +68,7 @@ class SessionRecord:
     # Every packet, when the table keeps them (the TUI): what its packet table shows.
     packets: PacketLog | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
+    sha256: str | None = None  # a download's digest as a capture saw it whole (watch), else unknown
 
     def window_rate(self, now: float, window: float = 2.0) -> float:
         """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
@@ -197,6 +199,8 @@ class SessionRecord:
         elif isinstance(event, CaptureGap):
             if self.packets is not None:
                 self.packets.add_gap(event)
+        elif isinstance(event, ContentDigest):
+            self.sha256 = event.sha256
         elif isinstance(event, RequestRetried):
             self.retried = event
             self.requested = event.requested

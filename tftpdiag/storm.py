@@ -27,8 +27,8 @@ exit status: 0 every device got the whole file, byte-exact; 1 some did not; 2 us
 
 
 def add_storm_parser(sub: Any) -> None:
-    """The `storm` subcommand (built here to keep cli.py about the commands all share)."""
-    from tftpdiag.cli import _Formatter, _int_range, _seconds_between, _sha256
+    """The `storm` subcommand (built here to keep cli/parser.py about the flags all commands share)."""
+    from tftpdiag.cli.values import Formatter, int_range, seconds_between, sha256_hex
     from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN
 
     p = sub.add_parser(
@@ -37,34 +37,34 @@ def add_storm_parser(sub: Any) -> None:
                     "(lock-step unless --windowsize), as phones or PXE clients do after a power cut. Reports "
                     "how many completed and failed, completion-time percentiles, retransmissions and "
                     "refusals, and checks every device's bytes (size and SHA-256).",
-        epilog=STORM_EXAMPLES, formatter_class=_Formatter)
+        epilog=STORM_EXAMPLES, formatter_class=Formatter)
     p.add_argument("host", metavar="HOST", help="server name or address")
     p.add_argument("file", metavar="FILE", help="the file every device asks for")
-    p.add_argument("--port", type=_int_range("port", 1, 65535), default=69, help="server port (default 69)")
-    p.add_argument("--clients", type=_int_range("clients", 1, 20000), default=100,
+    p.add_argument("--port", type=int_range("port", 1, 65535), default=69, help="server port (default 69)")
+    p.add_argument("--clients", type=int_range("clients", 1, 20000), default=100,
                    help="devices, each with its own socket (default 100); the open-file limit is raised to "
                         "its hard limit first")
-    p.add_argument("--ramp", type=_seconds_between(0, 600, "10"), default=0.0, metavar="SECONDS",
+    p.add_argument("--ramp", type=seconds_between(0, 600, "10"), default=0.0, metavar="SECONDS",
                    help="spread the devices' first requests evenly over this many seconds (default 0: all "
                         "at once)")
-    p.add_argument("--blksize", type=_int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
+    p.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
                    help="block size each device asks for (default 1468)")
-    p.add_argument("--windowsize", type=_int_range("windowsize", 1, 65535), default=None,
+    p.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,
                    help="blocks per ACK each device asks for, RFC 7440 (default: not asked, lock-step)")
     p.add_argument("--no-options", action="store_true",
                    help="plain RFC 1350 requests, no blksize, windowsize or tsize (as the oldest boot ROMs)")
-    p.add_argument("--timeout", type=_seconds_between(0.1, 60, "1"), default=1.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=seconds_between(0.1, 60, "1"), default=1.0, metavar="SECONDS",
                    help="each device's retransmit timeout, fixed as in boot ROMs (default 1)")
-    p.add_argument("--retries", type=_int_range("retries", 0, 100), default=5,
+    p.add_argument("--retries", type=int_range("retries", 0, 100), default=5,
                    help="timeouts in a row before a device gives up (default 5)")
-    p.add_argument("--deadline", type=_seconds_between(1, 3600, "300"), default=300.0, metavar="SECONDS",
+    p.add_argument("--deadline", type=seconds_between(1, 3600, "300"), default=300.0, metavar="SECONDS",
                    help="end the storm after this long; devices not done by then count as failed (default 300)")
     p.add_argument("--from", dest="sources", action="append", default=[], metavar="ADDRS",
                    help="local addresses the devices send from, in turn: an address, a network "
                         "(127.0.1.0/24: its hosts) or a range (127.0.1.1-127.0.1.200); repeatable. On "
                         "Linux every 127.x.y.z is loopback, so one machine can stand for many. Default: "
                         "one address, the kernel's choice")
-    p.add_argument("--expect-sha256", type=_sha256, default=None, metavar="HEX",
+    p.add_argument("--expect-sha256", type=sha256_hex, default=None, metavar="HEX",
                    help="the file's SHA-256: a device that received anything else failed")
     p.add_argument("--expect-file", type=Path, default=None, metavar="PATH",
                    help="a local copy of the file: its size and SHA-256 are what each device must receive. "
@@ -134,7 +134,7 @@ def summarise(results: Sequence[Any], wall: float, expected: tuple[int | None, s
 
 
 def _expected(args: argparse.Namespace) -> tuple[int | None, str] | None:
-    from tftpdiag.cli import UsageError
+    from tftpdiag.cli.values import UsageError
 
     if args.expect_file is not None:
         from tftpdiag.commands import _sha256_file
@@ -176,7 +176,7 @@ def _text(summary: dict[str, Any]) -> list[str]:
 
 
 def run_storm_command(args: argparse.Namespace) -> int:
-    from tftpdiag.cli import EXIT_FAILED, EXIT_OK, UsageError
+    from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
     from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.storm import StormConfig, StormSetupError, run_storm, source_addresses
     from tftpdiag.protocol.timer import Timing

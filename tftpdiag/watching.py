@@ -54,7 +54,7 @@ def _interface(args: argparse.Namespace) -> str:
 
 
 def _usage(message: str) -> Exception:
-    from tftpdiag.cli import UsageError
+    from tftpdiag.cli.values import UsageError
 
     return UsageError(message)
 
@@ -76,7 +76,7 @@ def _watcher(args: argparse.Namespace, bus: EventBus) -> Watcher:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    from tftpdiag.cli import interactive, verbosity
+    from tftpdiag.cli.requests import interactive, verbosity
     from tftpdiag.commands import _stop_on_signals, _trace
 
     bus = EventBus()
@@ -115,7 +115,8 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
     book = DeviceBook()
 
     def hook(record: SessionRecord, findings: list[Finding]) -> dict[str, Any]:
-        return {"server": fmt_addr(record.peer) if record.peer is not None else None}
+        # sha256: of the bytes the capture saw reach the client, when it saw them all (else null)
+        return {"server": fmt_addr(record.peer) if record.peer is not None else None, "sha256": record.sha256}
 
     run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
                         hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,

@@ -662,3 +662,36 @@ def test_a_window_in_one_datagram_cut_by_the_snap_length() -> None:
     assert [e.packet.block for e in of(events, PacketReceived) if isinstance(e.packet, Data)] == [1, 2, 3]
     assert (obs.coalesced, obs.cut) == (1, 1)  # only the third block lost bytes to the cut
     assert ending(events).stats.bytes == 3 * 512
+
+
+def test_digest_of_a_download_seen_whole_and_none_when_a_byte_was_not_seen() -> None:
+    """watch's ContentDigest: the SHA-256 of the bytes the capture saw reach the client, only when it saw
+    every one (not when the snap length cut a block, nor when an ACK covers DATA the capture lacks)."""
+    import hashlib
+
+    from tftpdiag.protocol.datagram import Datagram
+    from tftpdiag.protocol.events import ContentDigest
+    from tftpdiag.trace.rebuild import Rebuilder
+
+    client, server, tid = ("10.0.0.9", 40000), ("10.0.0.1", 69), ("10.0.0.1", 50000)
+    data = bytes(range(256)) * 9  # 2304 bytes: four full 512-byte blocks and a short one
+    blocks = [data[i:i + 512] for i in range(0, len(data) + 1, 512)]
+
+    def run(cut: int | None = None, lose: int | None = None, digest: bool = True) -> list:
+        r = Rebuilder(digest=digest)
+        t = 1.0
+        feed = [Datagram(t, client, server, b"\0\1image\0octet\0", 14)]
+        for n, chunk in enumerate(blocks, 1):
+            raw = b"\0\3" + n.to_bytes(2, "big") + chunk
+            shown = raw[:cut] if cut is not None and n == 2 else raw
+            if n != lose:
+                feed.append(Datagram(t + n * 0.01, tid, client, shown, len(raw)))
+            feed.append(Datagram(t + n * 0.01 + 0.001, client, tid, b"\0\4" + n.to_bytes(2, "big"), 4))
+        r.feed(feed)
+        return r.finish()
+
+    (digest,) = [e for e in run() if isinstance(e, ContentDigest)]
+    assert digest.sha256 == hashlib.sha256(data).hexdigest() and digest.bytes == len(data)
+    assert not [e for e in run(cut=100) if isinstance(e, ContentDigest)]
+    assert not [e for e in run(lose=3) if isinstance(e, ContentDigest)]
+    assert not [e for e in run(digest=False) if isinstance(e, ContentDigest)]  # trace opens stay fast

@@ -56,7 +56,7 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
     import gc
     import sys
 
-    from tftpdiag.cli import GC_THRESHOLD, GIL_SWITCH_INTERVAL
+    from tftpdiag.cli.main import GC_THRESHOLD, GIL_SWITCH_INTERVAL
 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as the command's own process sets them
     gc.set_threshold(*GC_THRESHOLD)

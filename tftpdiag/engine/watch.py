@@ -49,7 +49,7 @@ class Watcher:
         self.config = config
         self.bus = bus
         self.capture = LiveCapture(config.interface, ports=config.ports, hosts=config.hosts)
-        self.live = Rebuilder(live=True, idle=config.idle)
+        self.live = Rebuilder(live=True, idle=config.idle, digest=True)
         self._writer = PcapWriter(config.trace) if config.trace else None
         self._done = threading.Event()
         self.error: BaseException | None = None

@@ -37,6 +37,7 @@ __all__ = [
     "Impaired",
     "RequestRetried",
     "CaptureGap",
+    "ContentDigest",
     "Event",
 ]
 
@@ -288,6 +289,18 @@ class CaptureGap:
     detail: str  # what shows it, in words
 
 
+@dataclass(frozen=True, slots=True)
+class ContentDigest:
+    """The SHA-256 of a download's bytes as a capture saw them, in order, when it saw every one: what
+    the client received, checked without the client's help. Only a transfer rebuilt from a capture
+    whose observer was asked to hash (watch) has one, just before its Completed."""
+
+    session: int
+    time: float
+    sha256: str
+    bytes: int
+
+
 Event = Union[
     TransferStarted,
     PacketSent,
@@ -304,4 +317,5 @@ Event = Union[
     Impaired,
     RequestRetried,
     CaptureGap,
+    ContentDigest,
 ]

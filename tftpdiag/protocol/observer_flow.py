@@ -102,6 +102,11 @@ class ObserverFlow(ObserverState):
                 self.bytes += size
                 self.blocks += 1
                 self.expected = expected = n + 1
+                if self.digest is not None:
+                    if size > len(raw) - 4:
+                        self.digest = None  # cut by the snap length: the capture has not every byte
+                    else:
+                        self.digest.update(packet.payload)
                 if ahead:
                     ahead.pop(n, None)
                     self.ahead_at.pop(n, None)
@@ -221,6 +226,8 @@ class ObserverFlow(ObserverState):
         span = n + 1 - low
         if span <= 0:
             return 0, 0
+        if self.is_read:
+            self.digest = None  # counted from an ACK, not from DATA the capture saw: bytes it does not have
         self.blocks += span
         first = missing = size = 0
         if span <= len(held) + 8:  # the usual: an ACK of a block or a window, looked up one by one

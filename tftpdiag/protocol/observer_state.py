@@ -10,12 +10,14 @@ through :mod:`tftpdiag.protocol.blocks`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from tftpdiag.protocol import blocks
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
+    ContentDigest,
     Event,
     Failed,
     Note,
@@ -61,7 +63,7 @@ class ObserverState:
         "client_heard", "server_heard", "client_sent_at", "client_attempt",
         "run_index", "run_next", "run_first", "run_attempt", "strays", "refusal", "dropped",
         "ahead_at", "ack_floor", "proofs", "proof_first",
-        "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream",
+        "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream", "digest",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float,
@@ -71,6 +73,9 @@ class ObserverState:
         self.client = client
         self.server = server  # as the client addressed it
         self.tid: Address | None = None  # who answered; fixed by the first reply
+        # A download's bytes hashed in order as seen (set by whoever asks for it, e.g. watch); None once a
+        # byte was not seen (cut by the snap length, or delivered where the capture lacks it).
+        self.digest: Any = None
         self.request_raw = b""
         self.kind = "RRQ" if is_read else "WRQ"
         self.options: Options = ()
@@ -227,6 +232,9 @@ class ObserverState:
 
     def _complete(self, now: float) -> None:
         self.finishing = False
+        if self.digest is not None:
+            self.events.append(ContentDigest(self.sid, now, self.digest.hexdigest(), self.bytes))
+            self.digest = None
         self._end(Completed(self.sid, now, self.stats(now)))
 
 

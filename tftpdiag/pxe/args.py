@@ -40,15 +40,15 @@ exit status: 0 the device would boot, 1 it would not, 2 usage or permission erro
 
 
 def add_pxe_parser(sub: argparse._SubParsersAction) -> None:
-    """The pxe command's arguments (called by tftpdiag.cli.build_parser)."""
-    from tftpdiag.cli import _Formatter, _seconds_between
+    """The pxe command's arguments (called by tftpdiag.cli.parser.build_parser)."""
+    from tftpdiag.cli.values import Formatter, seconds_between
 
     pxe = sub.add_parser("pxe", help="act as a netbooting device: DHCP answers, boot file, TFTP probe, verdict",
                          description="Broadcast a PXE DHCPDISCOVER as a device of ARCH would, show every answer "
                                      "(DHCP servers and proxyDHCP, with their options), then probe the boot "
                                      "file from the boot server it names and say whether the device would boot "
                                      "and why not. Never takes an address: safe on production networks.",
-                         epilog=PXE_EXAMPLES, formatter_class=_Formatter)
+                         epilog=PXE_EXAMPLES, formatter_class=Formatter)
     g = pxe.add_argument_group("pxe")
     g.add_argument("--interface", "-i", default=None, metavar="IFACE",
                    help="interface to broadcast on (default: the one of the default route)")
@@ -57,7 +57,7 @@ def add_pxe_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mac", type=parse_mac, default=None, metavar="MAC",
                    help="hardware address to ask as (default: the interface's own); servers that match "
                         "MACs answer it as they would that device")
-    g.add_argument("--timeout", type=_seconds_between(0.5, 120, "5"), default=5.0, metavar="SECONDS",
+    g.add_argument("--timeout", type=seconds_between(0.5, 120, "5"), default=5.0, metavar="SECONDS",
                    help="how long to collect answers (default 5: dnsmasq pings an address for 3 s before "
                         "offering it)")
     g.add_argument("--no-probe", action="store_true", help="only DHCP: do not download the boot file over TFTP")

@@ -7,7 +7,8 @@ import json
 import sys
 
 from tftpdiag import fmt
-from tftpdiag.cli import EXIT_FAILED, EXIT_OK, UsageError, interactive
+from tftpdiag.cli.requests import interactive
+from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
 from tftpdiag.dhcp.engine import DhcpSetupError
 from tftpdiag.pxe.render import header_line, offer_lines, probe_line, to_json, write_text
 from tftpdiag.pxe.run import PxeReport, PxeRequest, discover, finish, probe_boot_file

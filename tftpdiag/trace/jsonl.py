@@ -38,6 +38,7 @@ KIND: dict[type, str] = {
     ev.Impaired: "impaired",
     ev.RequestRetried: "request-retried",
     ev.CaptureGap: "capture-gap",
+    ev.ContentDigest: "content-digest",
 }
 _BY_KIND = {name: cls for cls, name in KIND.items()}
 

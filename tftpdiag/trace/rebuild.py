@@ -26,6 +26,7 @@ earlier than the last event make :meth:`Rebuilder.finish` sort it once.
 from __future__ import annotations
 
 import gc
+import hashlib
 from collections.abc import Iterable
 
 from tftpdiag.protocol.datagram import Address, Datagram
@@ -53,8 +54,11 @@ class Rebuilder:
     follows the transfers under way, not how long the capture runs.
     """
 
-    def __init__(self, *, live: bool = False, idle: float = FORGET_AFTER) -> None:
+    def __init__(self, *, live: bool = False, idle: float = FORGET_AFTER, digest: bool = False) -> None:
         self.live = live
+        # Hash each download's bytes as seen (ContentDigest before its Completed): a SHA-256 per 1.4 KB
+        # block costs more than the rest of the rebuild, so only a watcher that shows it asks for it.
+        self.digest = digest
         self.idle = idle  # live: seconds without a packet after which a transfer is taken to have stopped
         self.events: list[Event] = []  # every event, for a capture file (live: empty; see take())
         self.datagrams = 0  # UDP datagrams fed, TFTP or not
@@ -196,6 +200,8 @@ class Rebuilder:
 
     def _new_transfer(self, d: Datagram, request: Request, prev: Observer | None) -> None:
         t = Observer.request(self._next_id, d, request, self._sink)
+        if self.digest and t.is_read:
+            t.digest = hashlib.sha256()
         self._next_id += 1
         self._transfers.append(t)
         self._by_client[d.src] = t
