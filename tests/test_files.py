@@ -31,7 +31,7 @@ from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Opcode, Request
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -29,7 +29,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.fmt import line
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
     from tftpdiag.engine.server import ServerConfig
