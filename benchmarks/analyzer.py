@@ -17,8 +17,9 @@ from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Request, decode
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 CLIENT = ("10.0.0.1", 40000)
 SERVER = ("10.0.0.2", 69)
@@ -32,7 +33,7 @@ def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, s
     data = rng.randbytes(blksize * blocks + 7)
     now = 0.0
     timing = Timing(retries=50)
-    client = ClientRead(1, filename="image.bin", server=SERVER, local=CLIENT, sink=io.BytesIO(), now=now,
+    client = ClientRead(1, filename="image.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=now,
                         options=options, timing=timing)
     events = list(client.events())
     raw, _ = client.datagrams_to_send()[0]

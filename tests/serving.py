@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 TIMING = Timing(initial_timeout=0.5, retries=3, dally=0.0)
 

@@ -18,8 +18,10 @@ from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import ProtocolError, Request, decode
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 CLIENT: Address = ("10.0.0.1", 40000)
 SERVER: Address = ("10.0.0.2", 69)
@@ -96,7 +98,7 @@ def run_transfer(
     stored: dict[str, bytes] = {}
     events: list[Event] = []
     now = 0.0
-    sink = io.BytesIO()
+    sink = MemorySink()
     client: Session
     if direction == "read":
         client = ClientRead(1, filename=filename, server=SERVER, local=CLIENT, sink=sink, now=now,
@@ -146,7 +148,7 @@ def run_transfer(
                                  source=io.BytesIO(content), file_size=len(content), now=now,
                                  policy=policy, timing=server_timing)
         else:
-            buf = io.BytesIO()
+            buf = MemorySink()
             server_sinks[session_id] = buf
             machine = ServerWrite(session_id, request=packet, raw=raw, client=src, local=local, sink=buf,
                                   now=now, policy=policy, timing=server_timing)

@@ -3,7 +3,15 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tftpdiag.protocol.blocks import absolute, ahead, next_wire, rollovers, wire
+from tftpdiag.protocol.blocks import (
+    absolute,
+    ahead,
+    at_or_after,
+    next_wire,
+    rollovers,
+    shows_wrap_to_one,
+    wire,
+)
 
 
 def _model_wires(count: int, rollover: int) -> list[int]:
@@ -66,6 +74,32 @@ def test_absolute_half_space_boundaries():
         assert absolute(wire(n), n - 32767) == n
         assert absolute(wire(n), n + 32768) == n
         assert absolute(wire(n), n - 32768) == n - 65536  # one further ahead is nearer behind
+
+
+@given(st.integers(0, 300_000), st.integers(0, 65_534), st.sampled_from([0, 1]))
+def test_at_or_after_counts_forward_like_a_sender(ref, ahead_by, rollover):
+    # A sender whose last acknowledged block is ``ref`` meets wire number wire(ref + k): the block is ref + k.
+    n = ref + ahead_by
+    if rollover == 1 and ref > 0 and wire(n, 1) == 0:
+        return
+    assert at_or_after(wire(n, rollover), ref, rollover) == n
+
+
+def test_at_or_after_reaches_a_whole_window_ahead_and_refuses_block_zero_past_a_wrap_to_one():
+    assert at_or_after(65535, 0) == 65535  # a window of 65535 blocks: beyond any signed distance
+    assert at_or_after(0, 65535) == 65536
+    assert at_or_after(4, 5) == 65540  # behind ref: the next time round, which no sender has sent yet
+    assert at_or_after(0, 70_000, 1) is None  # wire 0 past block 0 never comes from a sender wrapping to 1
+    assert at_or_after(0, 0, 1) == 0 and at_or_after(65535, 0, 1) == 65535
+
+
+def test_wrap_to_one_shows_only_at_the_wrap_and_only_by_block_windowsize():
+    assert shows_wrap_to_one(1, 65536, 1)  # lock-step: 65535 then 1
+    assert shows_wrap_to_one(4, 65536, 4)  # window of 4: block 4 cannot come from a sender wrapping to 0
+    assert not shows_wrap_to_one(1, 65536, 4)  # a lost block 0, then 1: a gap
+    assert not shows_wrap_to_one(1, 65535, 1)  # not at the wrap
+    assert not shows_wrap_to_one(1, 1, 1)  # the first pass: block 1 is block 1
+    assert shows_wrap_to_one(65535, 65536, 65535) and not shows_wrap_to_one(65535, 65536, 65534)
 
 
 def test_rollover_told_by_the_first_block_past_65535() -> None:

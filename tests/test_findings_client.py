@@ -34,7 +34,7 @@ from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.impair import parse_impair
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Request
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = pytest.mark.timeout(30)
 

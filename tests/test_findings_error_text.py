@@ -13,6 +13,7 @@ from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Error, encode
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.session import Session
 from tftpdiag.trace.rebuild import rebuild
 
@@ -28,7 +29,7 @@ def answered_with(code: int, message: str, *, upload: bool = False,
         client = ClientWrite(1, filename="boot.img", server=SERVER, local=CLIENT, source=io.BytesIO(b"x" * 100),
                              size=100, now=0.0, options=options)
     else:
-        client = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=io.BytesIO(), now=0.0,
+        client = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
                             options=options)
     events = client.events()
     client.datagrams_to_send()

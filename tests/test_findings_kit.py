@@ -34,7 +34,7 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 # Short timers: a failure takes well under a second and a half.
 FAST = Timing(initial_timeout=0.2, retries=2, dally=0.05)

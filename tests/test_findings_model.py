@@ -125,7 +125,7 @@ def test_malformed_datagram_to_our_server(tmp_path: Path) -> None:
 def test_analyze_is_the_same_live_and_at_once() -> None:
     data = random.Random(3).randbytes(300 * 512)
     from tests.simnet import Impairment
-    from tftpdiag.protocol.session import Timing
+    from tftpdiag.protocol.timer import Timing
 
     events = run_transfer("read", data, impairment=Impairment(loss=0.05, seed=2),
                           client_timing=Timing(retries=15), server_timing=Timing(retries=15)).events

@@ -13,7 +13,7 @@ import pytest
 from tests import peers
 from tests.test_findings_kit import FAST, above_info, client_run
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 

@@ -18,7 +18,9 @@ from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Event, SocketError
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, Error, OAck, decode, encode, encode_ack, encode_data
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.rebuild import rebuild
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,7 +81,7 @@ def download(last: int, shape: str, *, windowsize: int = 1, wrap_to: int = 0,
 
     def make() -> tuple[Session, list[Event], float]:
         asked = RequestedOptions(blksize=8, tsize=True, windowsize=windowsize if windowsize > 1 else None)
-        client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=io.BytesIO(), now=0.0,
+        client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
                             options=asked, timing=TIMING)
         events = client.events()
         client.datagrams_to_send()

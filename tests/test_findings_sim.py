@@ -22,8 +22,10 @@ from tftpdiag.protocol.packets import (
     encode_ack,
     encode_data,
 )
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,7 +49,7 @@ def _run_out(machine: Session, events: list, now: float) -> float:
 
 
 def test_rollover_stall_against_a_sender_that_does_not_wrap() -> None:
-    client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=io.BytesIO(), now=0.0,
+    client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
                         options=RequestedOptions(blksize=8, tsize=True), timing=TIMING)
     events = client.events()
     client.datagrams_to_send()

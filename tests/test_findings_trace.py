@@ -21,7 +21,7 @@ from tftpdiag.engine.impair import parse_impair
 from tftpdiag.findings import analyze
 from tftpdiag.protocol.events import TransferStarted
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.load import load_trace
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]

@@ -30,7 +30,7 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.fmt import clean, line, quote
 from tftpdiag.protocol.events import Event, Failed, RequestRefused
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.jsonl import JsonlWriter
 from tftpdiag.trace.load import load_trace
 from tftpdiag.trace.pcap import PcapWriter

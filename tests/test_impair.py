@@ -22,7 +22,7 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.events import Impaired, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, encode_ack, encode_data
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.pcap import read_datagrams
 from tftpdiag.trace.recorder import TraceRecorder
 

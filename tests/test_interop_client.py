@@ -41,7 +41,7 @@ from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer
 from tftpdiag.protocol.events import Completed, Failed, PacketReceived, PeerLocked, Reason, RequestRetried, Side
 from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Data
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 

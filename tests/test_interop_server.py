@@ -47,7 +47,7 @@ from tftpdiag.protocol.events import (
 )
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.protocol.packets import Data
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(60)]
 

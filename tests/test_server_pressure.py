@@ -23,7 +23,7 @@ from tests.peers import wait_until
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig
 from tftpdiag.protocol.events import Failed, Reason, RequestRefused
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 pytestmark = pytest.mark.timeout(90)
 

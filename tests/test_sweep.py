@@ -15,7 +15,7 @@ from tests.test_findings_kit import our_server, udp
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.protocol.events import TransferStarted
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.sweep import (
     DEFAULT_PROBES,
     ProbeResult,

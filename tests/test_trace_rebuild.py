@@ -48,7 +48,7 @@ from tftpdiag.protocol.packets import (
     encode_ack,
     encode_data,
 )
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.report import session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events

@@ -20,7 +20,7 @@ from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.tui.app import TftpDiagApp
 from tftpdiag.tui.model import Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen

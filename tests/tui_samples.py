@@ -12,7 +12,7 @@ from tftpdiag.protocol.events import Address, Completed, Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Opcode, Request, encode
 from tftpdiag.protocol.server import refuse
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 

@@ -31,7 +31,7 @@ from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer,
 from tftpdiag.engine.net import BUSY_POLL
 from tftpdiag.fmt import line
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
     from tftpdiag.engine.server import ServerConfig

@@ -181,7 +181,7 @@ def run_storm_command(args: argparse.Namespace) -> int:
     from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
     from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.storm import StormConfig, StormSetupError, run_storm, source_addresses
-    from tftpdiag.protocol.session import Timing
+    from tftpdiag.protocol.timer import Timing
 
     expected = _expected(args)
     try:

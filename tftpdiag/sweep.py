@@ -31,7 +31,7 @@ from tftpdiag.findings.model import fmt_bytes, fmt_rate
 from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.report import SCHEMA, rates
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for a JSON sweep

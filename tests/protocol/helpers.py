@@ -18,8 +18,10 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
+from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead, ServerWrite
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 CLIENT: ev.Address = ("10.0.0.1", 40000)
 SERVER: ev.Address = ("10.0.0.2", 69)  # where the request goes
@@ -57,7 +59,7 @@ def oack(*options: tuple[str, str]) -> bytes:
 def client_read(now: float = 0.0, *, options: RequestedOptions = RequestedOptions(), mode: str = "octet",
                 timing: Timing = Timing(), filename: str = "boot.img",
                 server: ev.Address = SERVER) -> tuple[ClientRead, io.BytesIO]:
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ClientRead(1, filename=filename, server=server, local=CLIENT, sink=sink, now=now, mode=mode,
                          options=options, timing=timing)
     return machine, sink
@@ -83,7 +85,7 @@ def server_read(content: bytes, *options: tuple[str, str], now: float = 0.0, mod
 def server_write(*options: tuple[str, str], now: float = 0.0, mode: str = "octet",
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> tuple[ServerWrite, io.BytesIO]:
     req = request(False, *options, mode=mode)
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ServerWrite(2, request=req, raw=encode(req), client=CLIENT, local=TID, sink=sink, now=now,
                           policy=policy, timing=timing)
     return machine, sink
@@ -133,3 +135,34 @@ def pump(a: Session, b: Session, now: float = 0.0, step: float = 0.001, limit: i
                 queue.append((out_raw, m.local, other))
             m.events()
     raise AssertionError("pump did not settle")
+
+
+# -- shared by the rule tests ------------------------------------------------------------------------
+
+BLOCK = bytes(range(256)) * 2  # one full 512-byte block
+
+
+def only_result(events):
+    results = [e for e in events if isinstance(e, (ev.Completed, ev.Failed))]
+    assert len(results) == 1, results
+    return results[0]
+
+
+def notes_sent(events):
+    return [(e.packet, e.note) for e in of(events, ev.PacketSent)]
+
+
+def notes_received(events):
+    return [(e.packet, e.note) for e in of(events, ev.PacketReceived)]
+
+
+def locked_client_read(options=RequestedOptions(), timing=Timing(), **oack_options):
+    """A ClientRead that has had the server's first DATA 1 (no options) or OACK, and answered."""
+    m, sink = client_read(options=options, timing=timing)
+    m.datagrams_to_send(), m.events()
+    if oack_options:
+        m.receive(oack(*oack_options.items()), TID, 0.01)
+    else:
+        m.receive(data(1, BLOCK), TID, 0.01)
+    m.datagrams_to_send(), m.events()
+    return m, sink

@@ -9,12 +9,29 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tftpdiag.protocol.client import fallback_options
-from tftpdiag.protocol.events import Completed, Failed, OptionsNegotiated, PeerLocked, RequestRetried
+from tftpdiag.protocol.events import (
+    Completed,
+    Failed,
+    OptionsNegotiated,
+    PeerLocked,
+    RequestRetried,
+)
 from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Ack, Error, Opcode, Request, decode, encode
-from tftpdiag.protocol.session import State, Timing
+from tftpdiag.protocol.session import State
+from tftpdiag.protocol.timer import Timing
 
-from .helpers import SERVER, STRAY, TID, ack, client_read, client_write, data, of, sent
+from .helpers import (
+    SERVER,
+    STRAY,
+    TID,
+    ack,
+    client_read,
+    client_write,
+    data,
+    of,
+    sent,
+)
 
 ASKED = (("blksize", "1468"), ("tsize", "0"), ("windowsize", "16"))
 

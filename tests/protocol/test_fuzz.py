@@ -26,7 +26,8 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 from .helpers import (
     CLIENT,

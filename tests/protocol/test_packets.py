@@ -16,6 +16,9 @@ from tftpdiag.protocol.packets import (
     Opcode,
     ProtocolError,
     Request,
+    ack_bytes,
+    ack_of,
+    ack_packet,
     decode,
     encode,
     encode_ack,
@@ -284,6 +287,25 @@ def test_fuzz_mutated_valid_packets(packet, edits):
         elif kind == "delete" and raw:
             del raw[at % len(raw)]
     _decode_only_protocol_errors(bytes(raw))
+
+
+@given(st.binary(max_size=12) | st.builds(lambda b, tail: b"\x00\x04" + b + tail, st.binary(min_size=2, max_size=2),
+                                         st.binary(max_size=4)))
+def test_ack_of_is_decode_for_acks_and_none_for_the_rest(data):
+    # The sender's hot path reads ACKs with ack_of: it must agree with the codec on every datagram.
+    try:
+        decoded = decode(data)
+    except ProtocolError:
+        decoded = None
+    expected = decoded if isinstance(decoded, Ack) else None
+    assert ack_of(data) == expected
+    if expected is not None:
+        assert ack_of(data) is ack_packet(expected.block) is decode(data)  # one shared instance per number
+
+
+def test_ack_bytes_are_the_encoded_ack():
+    for block in (0, 1, 255, 256, 65535):
+        assert ack_bytes(block) == encode(Ack(block)) and ack_bytes(block) is ack_bytes(block)
 
 
 def test_head_reads_opcode_and_block_only() -> None:

@@ -18,7 +18,7 @@ from tftpdiag.protocol.events import (
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Ack, Data, Error
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 LOSSY_SEEDS = (1, 2, 3)
 # Generous retries and a long dally so that 20% loss cannot make a run fail by bad luck: the sender

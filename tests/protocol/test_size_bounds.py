@@ -7,20 +7,29 @@ import io
 
 import pytest
 
-from tests.protocol.helpers import CLIENT, SERVER, TID, data, oack, sent_packets, server_write
+from tests.protocol.helpers import (
+    CLIENT,
+    SERVER,
+    TID,
+    data,
+    oack,
+    sent_packets,
+    server_write,
+)
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Error
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.timer import Timing
 
 BLOCK = bytes(range(256)) * 2  # 512 bytes
 
 
 def reader(*, mode: str = "octet", max_bytes: int | None = None, windowsize: int | None = None,
            tsize: bool = True) -> tuple[ClientRead, io.BytesIO]:
-    sink = io.BytesIO()
+    sink = MemorySink()
     machine = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=sink, now=0.0, mode=mode,
                          options=RequestedOptions(tsize=tsize, windowsize=windowsize), timing=Timing(),
                          max_bytes=max_bytes)

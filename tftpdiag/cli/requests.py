@@ -8,7 +8,7 @@ import sys
 
 from tftpdiag.cli.values import Target, UsageError, parse_url
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.verbosity import verbosity
 
 __all__ = ["client_target", "requested_options", "client_timing", "DEFAULT_MAX_SIZE", "download_limit",

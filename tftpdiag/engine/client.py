@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.files import HashingSink, HashingSource, storage_error
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import (
     BUSY_POLL,
@@ -38,7 +38,8 @@ from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketEr
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
 
@@ -92,50 +93,6 @@ class ClientOutcome:
         return isinstance(self.result, Completed)
 
 
-class _HashingSink:
-    """Keeps received blocks until :meth:`flush`, so hashing and disk writes happen after the ACK
-    has gone out instead of delaying it (in lock-step the ACK's latency is the transfer's speed)."""
-
-    __slots__ = ("hash", "file", "_pending", "write")
-
-    def __init__(self, file: BinaryIO | None) -> None:
-        self.hash = hashlib.sha256()
-        self.file = file
-        self._pending: list[bytes] = []
-        self.write: Callable[[bytes], object] = self._pending.append  # a call per block: the cheapest there is
-
-    def flush(self) -> None:
-        pending = self._pending
-        if pending:
-            # One buffer: the hash then runs without the interpreter lock, so the thread folding the
-            # event stream can use it meanwhile.
-            data = b"".join(pending)
-            pending.clear()
-            self.hash.update(data)
-            if self.file is not None:
-                self.file.write(data)
-
-    def commit(self) -> None:
-        """The machine calls this before its final ACK: what the disk refuses (full, over a size limit)
-        then still reaches the server as an ERROR, and the download fails instead of seeming done."""
-        self.flush()
-        if self.file is not None:
-            self.file.flush()
-
-
-class _HashingSource:
-    __slots__ = ("hash", "file")
-
-    def __init__(self, file: BinaryIO) -> None:
-        self.hash = hashlib.sha256()
-        self.file = file
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.file.read(size)
-        self.hash.update(data)
-        return data
-
-
 def _source_address(family: int, server: Address) -> str:
     """The local address the kernel would use towards ``server`` (so traces show real addresses)."""
     probe = socket.socket(family, socket.SOCK_DGRAM)
@@ -182,7 +139,7 @@ class ClientTransfer:
         self._outcome: ClientOutcome | None = None
         self._thread: threading.Thread | None = None
         self.machine: Session | None = None
-        self._sink: _HashingSink | None = None
+        self._sink: HashingSink | None = None
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -224,7 +181,7 @@ class ClientTransfer:
             now = time.time()
             if req.upload:
                 assert self._upload_file is not None
-                source = _HashingSource(self._upload_file)
+                source = HashingSource(self._upload_file)
                 size = os.fstat(self._upload_file.fileno()).st_size
                 if req.mode == "netascii":
                     size = _netascii_file_size(self._upload_file)
@@ -236,7 +193,7 @@ class ClientTransfer:
                 if req.output is not None:
                     fd, self._temp_path = create_part(req.output)
                     self._temp = os.fdopen(fd, "wb")
-                sink = self._sink = _HashingSink(self._temp)
+                sink = self._sink = HashingSink(self._temp)
                 machine = ClientRead(
                     self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
                     now=now, mode=req.mode, options=req.options, timing=req.timing, max_bytes=req.max_size)
@@ -452,7 +409,7 @@ class ClientTransfer:
                     try:
                         sink.flush()
                     except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
-                        machine.local_io_error(clock(), exc)
+                        machine.local_error(clock(), storage_error(exc))
                         send_all(now)  # the ERROR that tells the server
                 elif prefetch is not None:
                     prefetch()

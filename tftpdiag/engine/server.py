@@ -23,18 +23,20 @@ from typing import BinaryIO
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.files import FileSource, UploadSink
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.listeners import arrival, destination, prepare_listener
 from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
 from tftpdiag.engine.offload import DatagramWriter
-from tftpdiag.engine.partfiles import Removal, create_part, remove_stale, set_final_mode
+from tftpdiag.engine.partfiles import Removal, create_part, remove_stale
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
 from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
 from tftpdiag.protocol.server import GIVE_UP, ServerRead, ServerWrite, refuse
-from tftpdiag.protocol.session import Session, Timing
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
@@ -127,7 +129,7 @@ class _Active:
     request_raw: bytes
     last_heard: float
     file: BinaryIO | None = None
-    upload: _UploadSink | None = None
+    upload: UploadSink | None = None
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
@@ -139,46 +141,6 @@ class _Active:
     def __post_init__(self) -> None:
         self.prefetch = getattr(self.machine, "prefetch", None)
         self.writer = DatagramWriter(self.sock, self.offload)
-
-
-class _UploadSink:
-    """An upload's temporary file; :meth:`commit` puts it in place before the final ACK goes out.
-
-    Without overwrite the target is linked, which fails (EEXIST) rather than clobber a file that
-    appeared meanwhile, e.g. another client's upload of the same name that finished first. The file
-    gets the mode of the one it replaces, or the umask's for a new one (so tftpd-hpa, which serves
-    only world-readable files, can serve it under the usual umask 022).
-    """
-
-    def __init__(self, file: BinaryIO, temp_path: str, target: Path, overwrite: bool) -> None:
-        self.file = file
-        self.temp_path = temp_path
-        self.target = target
-        self.overwrite = overwrite
-        self.committed = False
-
-    def write(self, data: bytes) -> int:
-        return self.file.write(data)
-
-    def commit(self) -> None:
-        self.file.flush()
-        set_final_mode(self.file.fileno(), self.target)
-        os.fsync(self.file.fileno())
-        self.file.close()
-        if self.overwrite:
-            os.replace(self.temp_path, self.target)
-        else:
-            os.link(self.temp_path, self.target)
-            os.unlink(self.temp_path)
-        self.committed = True
-
-    def discard(self) -> None:
-        """A transfer that did not complete leaves nothing behind, and the old file untouched."""
-        with contextlib.suppress(OSError):
-            self.file.close()
-        if not self.committed:
-            with contextlib.suppress(OSError):
-                os.unlink(self.temp_path)
 
 
 class TftpServer:
@@ -707,7 +669,7 @@ class TftpServer:
             return
         sock, own = opened
         local = normalise(sock.getsockname())
-        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=file,
+        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=FileSource(file),
                              file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
                              timing=self.config.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path,
@@ -727,7 +689,7 @@ class TftpServer:
             self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
                          f"cannot create the file: {exc.strerror}", "no-permission")
             return
-        upload = _UploadSink(os.fdopen(fd, "wb", buffering=1 << 16), temp_path, target.path, cfg.allow_overwrite)
+        upload = UploadSink(os.fdopen(fd, "wb", buffering=1 << 16), temp_path, target.path, cfg.allow_overwrite)
         opened = self._socket_or_refuse(listener, listen, session_id, raw, request, client, dest)
         if opened is None:
             upload.discard()

@@ -27,7 +27,7 @@ from tftpdiag.engine.net import describe_errno, errored_destination, normalise, 
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Address, Completed, Failed, Reason
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["StormConfig", "DeviceResult", "StormSetupError", "run_storm", "source_addresses"]
 
@@ -86,6 +86,9 @@ class _Hash:
         self.hash.update(data)
         self.size += len(data)
         return len(data)
+
+    def commit(self) -> None:
+        """Nothing to store: the digest is all that is kept."""
 
 
 class _Device:

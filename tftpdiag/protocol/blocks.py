@@ -35,6 +35,32 @@ def absolute(wire_block: int, ref: int, rollover: int = 0) -> int:
     return ref + (delta - WIRE_MAX if delta >= 0x7FFF else delta)
 
 
+def at_or_after(wire_block: int, ref: int, rollover: int = 0) -> int | None:
+    """The first absolute block at or after ``ref`` whose wire number is ``wire_block``, or None when
+    there is none (wire 0 past block 0, for a sender that wraps to 1).
+
+    A sender maps its peer's ACKs with this: an ACK can only acknowledge a block it was sent, so the
+    distance counts forward from the last acknowledged block, up to a whole number space (a window may
+    be as large as 65535 blocks, beyond the reach of the signed distance of :func:`absolute`)."""
+    if rollover == 0:
+        return ref + ((wire_block - ref) & WIRE_MAX)
+    if ref == 0:
+        return wire_block
+    if wire_block == 0:
+        return None
+    return ref + (wire_block - wire(ref, 1)) % WIRE_MAX
+
+
+def shows_wrap_to_one(wire_block: int, expected: int, windowsize: int) -> bool:
+    """Whether DATA ``wire_block``, arriving when absolute block ``expected`` is due, shows that the
+    sender wrapped 65535 -> 1 rather than 65535 -> 0, for a receiver that assumed 0.
+
+    Only at the wrap, and only block number ``windowsize`` proves it: a sender wrapping to 0 is at most
+    windowsize - 1 blocks ahead of the receiver, so in a window a lost block 0 followed by block 1 is
+    a gap, not a wrap to 1 (in lock-step, block 1 is the proof)."""
+    return expected > WIRE_MAX and expected & WIRE_MAX == 0 and wire_block == min(windowsize, WIRE_MAX)
+
+
 def ahead(wire_block: int, base: int) -> int:
     """How far wire number ``wire_block`` is ahead of wire number ``base`` (0..65535), wrapping to 0."""
     return (wire_block - base) & WIRE_MAX

@@ -39,7 +39,10 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.session import Readable, Receiver, Sender, State, Timing, Writable
+from tftpdiag.protocol.receiver import Receiver, Sink
+from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.session import State
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRead", "ClientWrite"]
 
@@ -110,13 +113,12 @@ class _ClientMixin:
         self._events.append(RequestRetried(self.session_id, now, refusal.code, refusal.message, asked, keep))
         self.locked = False
         self.peer = self.requested_peer
-        self._attempt = 0
-        self._timer.backoff = 0
+        self._timer.restart()
         self._start_request(now)
 
     def _start_request(self, now: float) -> None:  # type: ignore[misc]
         self._send(self.request, self._request_raw, now)
-        self._rtt_mark = now
+        self._timer.start_sample(now)
         self._arm(now)
 
     def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:  # type: ignore[misc]
@@ -147,7 +149,7 @@ class ClientRead(_ClientMixin, Receiver):
 
     role = Role.CLIENT_READ
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Writable,
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Sink,
                  now: float, mode: str = "octet", options: RequestedOptions = RequestedOptions(),
                  timing: Timing = Timing(), max_bytes: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
@@ -168,7 +170,7 @@ class ClientRead(_ClientMixin, Receiver):
                 self._on_data(packet, raw, now)
             elif isinstance(packet, OAck):
                 self._note_received(raw, packet, addr, now)
-                self._sample_rtt(now)
+                self._timer.end_sample(now)
                 if self._negotiate(packet, now) and self._size_fits(now):
                     self.total = self.negotiated.tsize
                     self._expect_at_most(self.total)
@@ -236,12 +238,12 @@ class ClientWrite(_ClientMixin, Sender):
             self._lock(addr, now)
             if isinstance(packet, Ack) and packet.block == 0:
                 self._note_received(raw, packet, addr, now)
-                self._sample_rtt(now)
+                self._timer.end_sample(now)
                 self._set_negotiated(options_ignored(self.request.options), now)
                 self._start_data(now)
             elif isinstance(packet, OAck):
                 self._note_received(raw, packet, addr, now)
-                self._sample_rtt(now)
+                self._timer.end_sample(now)
                 if self._negotiate(packet, now):
                     self._start_data(now)
             elif isinstance(packet, Error):
@@ -265,7 +267,7 @@ class ClientWrite(_ClientMixin, Sender):
     def _on_timeout(self, now: float) -> None:
         if self.state is State.REQUESTING:
             self.retransmits += 1
-            self._events.append(Retransmit(self.session_id, now, "timeout", None, 1, self._attempt))
+            self._events.append(Retransmit(self.session_id, now, "timeout", None, 1, self._timer.attempt))
             self._send(self.request, self._request_raw, now, Note.RETRANSMIT)
             self._arm(now)
         else:

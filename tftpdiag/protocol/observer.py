@@ -49,7 +49,7 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
-from tftpdiag.protocol.fast import ack_packet
+from tftpdiag.protocol.packets import ack_packet
 from tftpdiag.protocol.observer_flow import ObserverFlow
 from tftpdiag.protocol.observer_state import (
     ENDED,

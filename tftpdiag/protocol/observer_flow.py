@@ -25,7 +25,7 @@ from tftpdiag.protocol.blocks import WIRE_MAX
 from tftpdiag.protocol.blocks import absolute as _absolute
 from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Note, PacketReceived, Retransmit
-from tftpdiag.protocol.fast import ack_packet
+from tftpdiag.protocol.packets import ack_packet
 from tftpdiag.protocol.observer_state import (
     ENDED,
     MAX_PENDING_BLOCKS,

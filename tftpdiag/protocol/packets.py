@@ -26,6 +26,9 @@ __all__ = [
     "encode",
     "encode_data",
     "encode_ack",
+    "ack_packet",
+    "ack_bytes",
+    "ack_of",
     "MAX_REQUEST_SIZE",
     "MAX_BLOCK",
     "OPTION_NAMES",
@@ -231,7 +234,7 @@ def decode(data: bytes) -> Packet:
         if len(data) < 4:
             raise _illegal("ACK packet truncated before the block number")
         # Trailing bytes after an ACK are harmless padding from some embedded stacks: ignore them.
-        return Ack(_HEAD.unpack_from(data)[1])
+        return ack_packet((data[2] << 8) | data[3])
     if opcode in (1, 2):
         return _decode_request(data, Opcode(opcode))
     if opcode == 5:
@@ -286,6 +289,37 @@ def encode_data(block: int, payload: bytes) -> bytes:
 
 def encode_ack(block: int) -> bytes:
     return _HEAD.pack(4, block)
+
+
+# One shared ACK (and its bytes) per block number: Ack is immutable, so one instance serves every ACK
+# of that number, and ACKs are most of an upload's packets and half of every lock-step transfer's.
+# Made on first use: building all 65536 at import would slow every start of the program.
+_ACKS: list[Ack | None] = [None] * 0x10000
+_ACK_BYTES: list[bytes | None] = [None] * 0x10000
+
+
+def ack_packet(block: int) -> Ack:
+    """ACK ``block`` (0..65535), the one shared instance."""
+    packet = _ACKS[block]
+    if packet is None:
+        packet = _ACKS[block] = Ack(block)
+    return packet
+
+
+def ack_of(data: bytes) -> Ack | None:
+    """The ACK datagram ``data`` holds (the shared instance), or None when it holds no ACK: what
+    :func:`decode` would return for it, without the work of telling the other kinds apart."""
+    if len(data) >= 4 and data[1] == 4 and data[0] == 0:
+        return ack_packet((data[2] << 8) | data[3])
+    return None
+
+
+def ack_bytes(block: int) -> bytes:
+    """The four bytes of ACK ``block`` (0..65535)."""
+    raw = _ACK_BYTES[block]
+    if raw is None:
+        raw = _ACK_BYTES[block] = encode_ack(block)
+    return raw
 
 
 def encode(packet: Packet) -> bytes:

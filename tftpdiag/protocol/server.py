@@ -20,7 +20,12 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.netascii import NetasciiReader
-from tftpdiag.protocol.options import Negotiated, ServerPolicy, negotiate_server, options_refused
+from tftpdiag.protocol.options import (
+    Negotiated,
+    ServerPolicy,
+    negotiate_server,
+    options_refused,
+)
 from tftpdiag.protocol.packets import (
     Ack,
     Data,
@@ -32,7 +37,10 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.session import Readable, Receiver, Sender, Session, State, Timing, Writable
+from tftpdiag.protocol.receiver import Receiver, Sink
+from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.session import Session, State
+from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ServerRead", "ServerWrite", "refuse", "MODES", "GIVE_UP"]
 
@@ -105,7 +113,7 @@ class _ServerMixin:
         oack = OAck(negotiated.oack)
         self._oack = (oack, encode(oack))
         self._send(oack, self._oack[1], now)
-        self._rtt_mark = now
+        self._timer.start_sample(now)
         self.state = State.NEGOTIATING
 
     def _repeated_request(self, packet: Packet, raw: bytes, now: float) -> bool:  # type: ignore[misc]
@@ -146,7 +154,7 @@ class ServerRead(_ServerMixin, Sender):
             if self.state is State.NEGOTIATING:
                 if packet.block == 0:
                     self._note_received(raw, packet, addr, now)
-                    self._sample_rtt(now)
+                    self._timer.end_sample(now)
                     self._progressed(now)
                     self._start_data(now)
                 else:
@@ -166,7 +174,7 @@ class ServerRead(_ServerMixin, Sender):
         if self.state is State.NEGOTIATING:
             oack, raw = self._oack
             self.retransmits += 1
-            self._events.append(Retransmit(self.session_id, now, "timeout", None, 1, self._attempt))
+            self._events.append(Retransmit(self.session_id, now, "timeout", None, 1, self._timer.attempt))
             self._send(oack, raw, now, Note.RETRANSMIT)
             self._arm(now)
         else:
@@ -184,7 +192,7 @@ class ServerWrite(_ServerMixin, Receiver):
     role = Role.SERVER_WRITE
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 sink: Writable, now: float, listen: Address | None = None,
+                 sink: Sink, now: float, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
         self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)

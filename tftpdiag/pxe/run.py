@@ -117,7 +117,7 @@ def probe_request(report: PxeReport) -> Any:
     ``report.probe_skipped``) when there is nothing to probe."""
     from tftpdiag.engine.client import ClientRequest
     from tftpdiag.protocol.options import RequestedOptions
-    from tftpdiag.protocol.session import Timing
+    from tftpdiag.protocol.timer import Timing
 
     boot = report.boot
     server = boot_address(report)

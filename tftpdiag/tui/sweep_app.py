@@ -25,7 +25,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import TransferSetupError
 from tftpdiag.findings import Analyzer, Finding
 from tftpdiag.fmt import clean, options, quote
-from tftpdiag.protocol.session import Timing
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import MAX_BYTES, ProbeResult, SweepReport, run_sweep, summary_lines
 from tftpdiag.tui.app import TftpDiagApp, drawable

@@ -1,0 +1,345 @@
+"""The side that receives DATA (a client reading, a server taking an upload): ordering, duplicates,
+gaps, the ACKs they draw, and the limits on how much may arrive.
+
+It ACKs the last block of each window (every block in lock-step), ACKs the last in-order block once
+when a gap shows, re-ACKs a repeated copy of the newest block in lock-step, and on a timeout repeats
+its last ACK.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable, Protocol, Sequence
+
+from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
+from tftpdiag.protocol.events import (
+    Address,
+    Event,
+    Note,
+    PacketReceived,
+    Reason,
+    Retransmit,
+    Role,
+    Side,
+)
+from tftpdiag.protocol.netascii import NetasciiDecoder
+from tftpdiag.protocol.options import Negotiated
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    ErrorCode,
+    Packet,
+    Request,
+    ack_bytes,
+    ack_packet,
+)
+from tftpdiag.protocol.session import Session, State, StorageError
+
+__all__ = ["Receiver", "Sink", "MemorySink"]
+
+_TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
+_NONE = Note.NONE
+_UNBOUNDED = 1 << 62  # a block number no transfer reaches: no limit
+
+
+class Sink(Protocol):
+    """Where the data received goes. Both raise StorageError when the data cannot be kept."""
+
+    def write(self, data: bytes, /) -> object:
+        """The next bytes of the file, in order (called as each block arrives: keep it cheap)."""
+
+    def commit(self) -> None:
+        """All of it has arrived: store it now, before the final ACK tells the peer it succeeded, so
+        that a failure still reaches the peer as an ERROR."""
+
+
+class MemorySink(io.BytesIO):
+    """A sink that keeps the data in memory (getvalue()): nothing to commit."""
+
+    def commit(self) -> None:
+        pass
+
+
+class _Deferred:
+    """The place, in a machine's event list, of the PacketReceived events of a run of DATA blocks
+    taken in order: datagrams[start:start + len(payloads)], their payloads (the list grows as the
+    run does), the first one's wire number (a run never spans a wrap: its numbers are consecutive).
+    events() makes them, after the ACK that ends the window has left."""
+
+    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "number")
+
+    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int,
+                 payloads: list[bytes], number: int) -> None:
+        self.now, self.addr, self.datagrams, self.start = now, addr, datagrams, start
+        self.payloads, self.number = payloads, number
+
+
+class Receiver(Session):
+    """See the module docstring. Blocks are counted from 1 past every rollover (absolute numbers);
+    :mod:`blocks` maps them to and from the wire."""
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> None:
+        # Mid-transfer, DATA from our peer goes straight to _take, which reads what it needs of the
+        # header; what it does not take (not DATA, not the next block) goes through the base.
+        if not (self.state is _TRANSFERRING and addr == self.peer and self.locked and self._take((datagram,), 0, now)):
+            Session.receive(self, datagram, addr, now)
+
+    def receive_many(self, datagrams: Sequence[bytes], addr: Address, now: float) -> None:
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            if self.state is _TRANSFERRING and addr == self.peer and self.locked:
+                i = self._take(datagrams, i, now)
+                if i == count:
+                    return
+            Session.receive(self, datagrams[i], addr, now)
+            i += 1
+
+    def events(self) -> list[Event]:
+        events, self._events = self._events, []
+        if self._deferred:
+            self._deferred = False
+            session, local = self.session_id, self.local
+            out: list[Event] = []
+            add = out.append
+            for event in events:
+                if type(event) is not _Deferred:
+                    add(event)
+                    continue
+                run: _Deferred = event  # type: ignore[assignment]
+                now, addr, start, payloads, first = run.now, run.addr, run.start, run.payloads, run.number
+                numbers = range(first, first + len(payloads))
+                for datagram, payload, number in zip(run.datagrams[start:start + len(payloads)], payloads, numbers):
+                    add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
+            events = out
+        return events
+
+    def _init_receiver(self, sink: Sink, netascii: bool, max_bytes: int | None = None) -> None:
+        self._sink = sink
+        self._decoder = NetasciiDecoder() if netascii else None
+        self._expected = 1  # the absolute number of the next block in order
+        self._since_ack = 0  # blocks taken since the last ACK
+        self._gap_acked = False
+        self._rollover = 0  # what follows 65535 on the wire: 0 until the peer shows it wraps to 1
+        self._max_bytes = max_bytes
+        self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
+        self._safe_blocks = _UNBOUNDED
+        self._bounds_changed()
+        self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
+        self._final_block: int | None = None
+        self._deferred = False  # _events holds _Deferred runs
+
+    # -- the one path of DATA in order ------------------------------------------------------------
+
+    def _take(self, datagrams: Sequence[bytes], i: int, now: float) -> int:
+        """Take the DATA blocks in order from ``datagrams[i]`` on, from our peer mid-transfer: count,
+        store and ACK them. Returns the index of the first datagram not taken (not DATA, not the next
+        block, or larger than the block size: the general path's to judge).
+
+        In a run of several, their PacketReceived events wait in a _Deferred placeholder until
+        events(): the ACK that ends a window then leaves without waiting for sixteen events to be
+        built. Whatever else happens meanwhile (an ACK, progress) goes after the placeholder, and the
+        next block starts a new one, so the order of events is that of the work."""
+        count = len(datagrams)
+        blksize, windowsize, rollover = self.blksize, self.windowsize, self._rollover
+        safe_bytes = self._safe_blocks * blksize  # up to here no limit can be crossed (see _bounds_changed)
+        write, decoder, timer, events = self._sink.write, self._decoder, self._timer, self._events
+        interval = self.timing.progress_interval
+        single = count - i == 1
+        run: _Deferred | None = None
+        start = i
+        # The counters live in locals across the run (an attribute costs a dictionary-free but still
+        # measurable load and store per block), stored back by _count before anything reads them.
+        expected, since, taken, got = self._expected, self._since_ack, 0, 0
+        # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
+        # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
+        first = wire(expected, rollover) - i
+        keep: Callable[[bytes], None] | None = None  # appends to the current run's payloads
+        while i < count:
+            datagram = datagrams[i]
+            size = len(datagram) - 4
+            if size < 0 or datagram[1] != 3 or datagram[0] or size > blksize \
+                    or ((datagram[2] << 8) | datagram[3]) != first + i:
+                break
+            payload = datagram[4:]
+            if single:
+                events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
+                                             Data(first + i, payload), _NONE, ""))
+            elif keep is not None and events[-1] is run:
+                keep(payload)
+            else:
+                payloads = [payload]
+                keep = payloads.append
+                run = _Deferred(now, self.peer, datagrams, i, payloads, first + i)
+                events.append(run)  # type: ignore[arg-type]
+                self._deferred = True
+            if since == 0:
+                timer.end_sample(now)  # the first block after our ACK answers it
+            i += 1
+            expected += 1
+            since += 1
+            taken += 1
+            got += size
+            if self.bytes + got > safe_bytes:
+                taken = got = self._count(expected, since, taken, got)
+                if self._past_a_bound(now):
+                    return i
+            if decoder is not None:
+                payload = decoder.feed(payload)
+            if payload:
+                try:
+                    write(payload)
+                except StorageError as exc:
+                    self._count(expected, since, taken, got)
+                    self._storage_failed(exc, now)
+                    return i
+            # Progress: the whole rule at the run's first block; after it, with the same ``now``, only
+            # the report can still be due (when the interval is 0).
+            if i == start + 1 or now - self._last_progress >= interval:
+                taken = got = self._count(expected, since, taken, got)
+                self._progressed(now)
+            if size < blksize:
+                self._count(expected, since, taken, got)
+                self._finish(now)
+                return i
+            if since >= windowsize:
+                since = 0
+                self._ack(expected - 1, now)
+        if i > start:
+            self._count(expected, since, taken, got)
+            self._gap_acked = False
+            self._arm(now)
+        return i
+
+    def _count(self, expected: int, since: int, taken: int, got: int) -> int:
+        """Store what _take counted in its locals: the next block, the blocks since our ACK, and
+        ``taken`` blocks of ``got`` bytes. Returns 0, the counts left to store."""
+        self._expected = expected
+        self._since_ack = since
+        self.packets_received += taken
+        self.blocks += taken
+        self.bytes += got
+        return 0
+
+    # -- everything else about DATA ---------------------------------------------------------------
+
+    def _on_data(self, packet: Data, raw: bytes, now: float) -> None:
+        payload = packet.payload
+        if self.state is State.DALLYING:
+            if packet.block == wire(self._final_block or 0, self._rollover):
+                self.duplicates += 1
+                self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+                self._ack(self._final_block or 0, now, Note.REACK)
+            else:
+                self._note_received(raw, packet, self.peer, now, Note.LATE)
+            return
+        if len(payload) > self.blksize:
+            self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "DATA larger than the block size")
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
+                       f"DATA block {packet.block} holds {len(payload)} bytes, more than the negotiated {self.blksize}")
+            return
+        offset = self._data_offset(packet.block)
+        if offset == 0:
+            self.packets_received -= 1  # Session.receive counted it, and _take counts what it takes
+            taken = self._take((raw,), 0, now)
+            assert taken == 1, "the next block in order is always taken"
+        elif offset < 0:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            # The peer did not hear our ACK of its newest block. Only in lock-step: with a window, a
+            # repeated block may come from a rewind the sender made on a duplicated ACK, and answering
+            # it would rewind the next window too, and so on (a windowed Sorcerer's Apprentice). The
+            # receive timer repeats our ACK instead.
+            if offset == -1 and self.windowsize == 1:
+                self._ack(self._expected - 1, now, Note.REACK)
+        else:
+            self.out_of_order += 1
+            self._note_received(raw, packet, self.peer, now, Note.OUT_OF_ORDER)
+            if self.windowsize > 1 and not self._gap_acked:
+                self._gap_acked = True
+                self._since_ack = 0
+                self._ack(self._expected - 1, now)
+
+    def _data_offset(self, wire_block: int) -> int:
+        """Signed distance of a DATA block number from the one expected (0: the next in order)."""
+        expected = self._expected
+        if not self._rollover and shows_wrap_to_one(wire_block, expected, self.windowsize):
+            self._rollover = 1  # the peer went 65535 -> 1 instead of 65535 -> 0: follow it
+        if self._rollover and wire_block == 0:
+            return 0x8000  # no DATA is ever block 0 again once the sender wraps to 1: far ahead, a gap
+        return absolute(wire_block, expected, self._rollover) - expected
+
+    def _ack(self, block: int, now: float, note: Note = _NONE) -> None:
+        number = wire(block, self._rollover)
+        packet, raw = ack_packet(number), ack_bytes(number)
+        self._last_reply = (packet, raw)
+        self._send(packet, raw, now, note)
+        if note is _NONE:
+            self._timer.start_sample(now)
+
+    def _finish(self, now: float) -> None:
+        try:
+            if self._decoder is not None:
+                tail = self._decoder.finish()
+                if tail:
+                    self._sink.write(tail)
+            self._sink.commit()
+        except StorageError as exc:
+            self._storage_failed(exc, now)
+            return
+        self._final_block = self._expected - 1
+        self._ack(self._final_block, now)
+        self._complete(now, dally=True)
+
+    def _receiver_timeout(self, now: float) -> None:
+        if self._last_reply is None:
+            return
+        packet, raw = self._last_reply
+        self.retransmits += 1
+        first = packet.block if isinstance(packet, Ack) else None
+        self._events.append(Retransmit(self.session_id, now, "timeout", first, 1, self._timer.attempt))
+        # A request goes again where it went first (the server's well-known port), even if a stray reply
+        # has meanwhile fixed the transfer ID: that port is where a request is understood.
+        to = self.requested_peer if isinstance(packet, Request) else None
+        self._send(packet, raw, now, Note.RETRANSMIT, to=to)
+        self._arm(now)
+
+    def _waiting_for(self) -> str:
+        return f"DATA {wire(self._expected, self._rollover)}"
+
+    # -- how much may arrive ------------------------------------------------------------------------
+
+    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:
+        Session._set_negotiated(self, negotiated, now)
+        self._bounds_changed()
+
+    def _expect_at_most(self, announced: int | None) -> None:
+        """The peer announced the transfer's size (tsize): running past it is an error, not more data."""
+        self._announced = announced
+        self._bounds_changed()
+
+    def _announced_allowance(self) -> int | None:
+        """The most bytes the announced size lets the peer send. None in netascii: servers announce the
+        file's size, the wire's, or even 0 (atftpd) and then send the file, so the size says nothing."""
+        return None if self._decoder is not None else self._announced
+
+    def _bounds_changed(self) -> None:
+        """Every block up to _safe_blocks is full-sized or the last, so those blocks cannot cross a
+        limit: _take checks the limits only past them."""
+        bounds = [b for b in (self._max_bytes, self._announced_allowance()) if b is not None]
+        self._safe_blocks = min(bounds) // self.blksize if bounds else _UNBOUNDED
+
+    def _past_a_bound(self, now: float) -> bool:
+        """Fail the transfer if the bytes received so far run past the announced size or our limit."""
+        allowance = self._announced_allowance()
+        if allowance is not None and self.bytes > allowance:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.DISK_FULL,
+                       f"DATA ran past the announced tsize of {self._announced} bytes: "
+                       f"{self.bytes} bytes by block {wire(self._expected - 1, self._rollover)}")
+            return True
+        if self._max_bytes is not None and self.bytes > self._max_bytes:
+            what = "download" if self.role is Role.CLIENT_READ else "upload"
+            self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
+                       f"{what} exceeds the limit of {self._max_bytes} bytes")
+            return True
+        return False

@@ -1,0 +1,232 @@
+"""The side that sends DATA (a client writing, a server answering a read): the window, the reading
+ahead of the source, and what an ACK means.
+
+Windowed (RFC 7440): up to ``windowsize`` blocks are in flight. DATA is resent only on a timeout, or
+once per window when the receiver's ACK shows a gap; a duplicate ACK is never answered with DATA in
+lock-step (RFC 1123's fix for the Sorcerer's Apprentice bug).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from tftpdiag.protocol.blocks import at_or_after, wire
+from tftpdiag.protocol.events import Address, Note, PacketSent, Retransmit
+from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
+from tftpdiag.protocol.session import Session, State, StorageError
+
+__all__ = ["Sender", "Readable"]
+
+_TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
+_NONE = Note.NONE
+_RETRANSMIT = Note.RETRANSMIT
+_READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whole blocks
+
+
+class Readable(Protocol):
+    """Where the data to send comes from: ``read`` returns up to ``size`` bytes, fewer only at the end
+    (or as a pipe does, until one returns nothing), and raises StorageError when it cannot."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Sender(Session):
+    """See the module docstring. Blocks are counted from 1 past every rollover (absolute numbers);
+    :mod:`blocks` maps them to and from the wire."""
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> None:
+        # Mid-transfer, an ACK from our peer goes straight to the window: decoding it is one look at
+        # its opcode, and the base's checks (state, transfer ID) have all been made here.
+        if self.state is _TRANSFERRING and addr == self.peer and self.locked:
+            ack = ack_of(datagram)
+            if ack is not None:
+                self.packets_received += 1
+                self._on_ack(ack, datagram, now)
+                return
+        Session.receive(self, datagram, addr, now)
+
+    def _init_sender(self, source: Readable) -> None:
+        self._source = source
+        self._acked = 0  # highest block acknowledged
+        self._next = 1  # next block to put on the wire
+        self._sent_max = 0
+        self._payloads: dict[int, tuple[Data, bytes]] = {}  # sent, not yet acknowledged: packet, datagram
+        self._final: int | None = None
+        self._rewound_for = -1
+        self._rtt_block = 0  # the block whose ACK ends the round trip being timed
+        # What was read from the source ahead of the blocks sent: reading many blocks at a time costs one
+        # call where a block at a time costs one each.
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self._read_error: StorageError | None = None  # a failed read, reported when the block it held is due
+        # The next new blocks, read and encoded ahead: block numbers follow _sent_max; a short block
+        # ends the file. prefetch() fills it while the peer is busy, so answering its ACK only hands
+        # them out; otherwise _fill_window fills it as it needs them.
+        self._prepared: deque[tuple[Data, bytes]] = deque()
+        self._prepared_end = False
+
+    def prefetch(self) -> None:
+        """Read and encode the next window's new blocks now, while waiting for the peer, so that
+        answering its ACK only hands them out.
+
+        The caller invokes this after sending; it never changes what is sent, only when the work happens.
+        """
+        # Only once the block size is settled: before the OACK a block would be read at the wrong size.
+        if self._final is None and self.state is _TRANSFERRING and self.locked:
+            self._prepare(self.windowsize)
+
+    def _prepare(self, count: int) -> None:
+        """Read and encode new blocks until ``count`` are prepared, the file ends or a read fails."""
+        prepared = self._prepared
+        if self._prepared_end or self._read_error is not None or len(prepared) >= count:
+            return
+        blksize, rollover = self.blksize, self.timing.rollover
+        n = self._sent_max + 1 + len(prepared)
+        while len(prepared) < count:
+            try:
+                payload = self._read_block()
+            except StorageError as exc:
+                # Not retried: a failed read may have taken part of a block with it, and reading on
+                # would send the rest shifted. The error ends the transfer when the block is needed.
+                self._read_error = exc
+                return
+            block = wire(n, rollover)
+            prepared.append((Data(block, payload), encode_data(block, payload)))
+            n += 1
+            if len(payload) < blksize:
+                self._prepared_end = True
+                return
+
+    def _refill(self) -> None:
+        size = self.blksize
+        want = size * max(1, _READ_AHEAD // size)
+        read = self._source.read
+        data = read(want)
+        while 0 < len(data) < want:  # a short read is not the end until a read returns nothing
+            more = read(want - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < want:
+            self._eof = True
+        self._buf = self._buf[self._pos:] + data
+        self._pos = 0
+
+    def _read_block(self) -> bytes:
+        size = self.blksize
+        pos = self._pos
+        if len(self._buf) - pos < size and not self._eof:
+            self._refill()
+            pos = 0
+        block = self._buf[pos:pos + size]
+        self._pos = pos + len(block)
+        return block
+
+    def _fill_window(self, now: float) -> None:
+        """Send every block the window allows; resent blocks are marked as retransmits."""
+        limit = self._acked + self.windowsize
+        if self._final is not None and self._final < limit:
+            limit = self._final
+        n = self._next
+        if n <= limit:
+            prepared, payloads, blksize = self._prepared, self._payloads, self.blksize
+            session, local, peer = self.session_id, self.local, self.peer
+            out, events = self._out.append, self._events.append
+            first = n
+            while n <= limit:
+                entry = payloads.get(n)
+                if entry is not None:  # sent before: a retransmit
+                    note = _RETRANSMIT
+                else:  # a new block: n is _sent_max + 1, the first of those prepared
+                    if not prepared:
+                        self._prepare(limit - n + 1)
+                        if not prepared:
+                            assert self._read_error is not None
+                            self.packets_sent += n - first
+                            self._next = n
+                            self._storage_failed(self._read_error, now)
+                            return
+                    entry = payloads[n] = prepared.popleft()
+                    note = _NONE
+                    if len(entry[0].payload) < blksize:
+                        self._final = limit = n
+                    if self._timer.mark is None:
+                        self._timer.mark = now
+                        self._rtt_block = n
+                    self._sent_max = n
+                packet, raw = entry
+                out((raw, peer))
+                events(PacketSent(session, now, local, peer, raw, packet, note))
+                n += 1
+            self.packets_sent += n - first
+            self._next = n
+        self._arm(now)
+
+    def _resend_from(self, first: int, now: float, reason: str) -> None:
+        self._next = first
+        self._timer.mark = None  # Karn: a resent block does not time the round trip
+        count = min(self._acked + self.windowsize, self._sent_max) - first + 1
+        if count > 0:
+            self.retransmits += count
+            self._events.append(Retransmit(self.session_id, now, reason, wire(first, self.timing.rollover), count,
+                                           self._timer.attempt))
+        self._fill_window(now)
+
+    def _on_ack(self, packet: Ack, raw: bytes, now: float) -> None:
+        # An ACK can only acknowledge a block that was sent: counted forward from the last one acknowledged.
+        absolute = at_or_after(packet.block, self._acked, self.timing.rollover)
+        if absolute is None or absolute > self._sent_max:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "ACK for a block outside the window")
+            return
+        if absolute == self._acked:
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            # In a window, an ACK of the last acknowledged block means the window's first block was lost.
+            if self.windowsize > 1 and self._sent_max > self._acked and self._rewound_for != absolute:
+                self._rewound_for = absolute
+                self._resend_from(absolute + 1, now, "window-gap")
+            return
+        self._note_received(raw, packet, self.peer, now)
+        if absolute >= self._rtt_block:
+            self._timer.end_sample(now)
+        pop = self._payloads.pop
+        size = blocks = 0
+        for n in range(self._acked + 1, absolute + 1):
+            entry = pop(n, None)
+            if entry is not None:
+                size += len(entry[0].payload)
+                blocks += 1
+        self.bytes += size
+        self.blocks += blocks
+        self._acked = absolute
+        self._rewound_for = -1
+        self._progressed(now)
+        if absolute == self._final:
+            self._complete(now, dally=False)
+            return
+        if absolute < self._next - 1:
+            # This ACK already rewound the window: a duplicate of it (network copy, receiver timeout)
+            # carries no news, so it must not rewind again.
+            self._rewound_for = absolute
+            self._resend_from(absolute + 1, now, "window-gap")
+        else:
+            self._fill_window(now)
+
+    def _start_data(self, now: float) -> None:
+        self.state = State.TRANSFERRING
+        self._fill_window(now)
+
+    def _sender_timeout(self, now: float) -> None:
+        self._resend_from(self._acked + 1, now, "timeout")
+
+    def _waiting_for(self) -> str:
+        return f"ACK {wire(self._next - 1, self.timing.rollover)}"
+
+    def _unreachable_hint(self) -> str:
+        if self._final is not None and self._sent_max == self._final and self._acked == self._final - 1:
+            return ("; the last block had been sent: the peer probably received everything and closed its "
+                    "port after its final ACK was lost")
+        return ""
