@@ -16,7 +16,7 @@ Scenarios (every device lock-step, blksize 1468, as boot ROMs ask):
 Servers:
   ours             tftpdiag serve --no-tui, default settings, its plain session lines going to /dev/null
                    (normal use: every packet event is folded into a record and judged by the findings).
-  tftpd-hpa        in.tftpd -L (Debian's tftpd-hpa), forking a process per client, as tests/peers.py
+  tftpd-hpa        in.tftpd -L (Debian's tftpd-hpa), forking a process per client, as tests/support/peers.py
                    starts it.
   ours-engine      the server engine alone (TftpServer, no event readers): what the protocol loop costs.
   ours-engine-x2   two engine processes sharing one listening socket (forked after binding; each runs

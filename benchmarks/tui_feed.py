@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests import tui_samples  # noqa: E402
-from tests.simnet import run_transfer  # noqa: E402
+from tests.support import tui_samples  # noqa: E402
+from tests.support.simnet import run_transfer  # noqa: E402
 from tftpdiag.cli.main import GIL_SWITCH_INTERVAL  # noqa: E402
 from tftpdiag.engine.bus import EventBus  # noqa: E402
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent  # noqa: E402

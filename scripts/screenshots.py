@@ -1,4 +1,4 @@
-"""Regenerate screenshots/*.svg from the recorded sample sessions in tests/tui_samples.py.
+"""Regenerate screenshots/*.svg from the recorded sample sessions in tests/support/tui_samples.py.
 
     python scripts/screenshots.py
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from textual.pilot import Pilot  # noqa: E402
 
-from tests import tui_samples  # noqa: E402
+from tests.support import tui_samples  # noqa: E402
 from tftpdiag.tui.app import TftpDiagApp  # noqa: E402
 
 OUT = ROOT / "screenshots"
@@ -51,7 +51,7 @@ async def open_help(pilot: Pilot) -> None:
     await pilot.press("question_mark")
 
 
-# name, the app, terminal size, keys before the shot. tests/test_readme_screenshots.py draws each of
+# name, the app, terminal size, keys before the shot. tests/tui/test_readme_screenshots.py draws each of
 # these again and fails when the footer in the committed picture is not the app's footer any more.
 SHOTS: list[tuple[str, Callable[[], TftpDiagApp], tuple[int, int], Callable[[Pilot], Awaitable[None]]]] = [
     ("probe", lambda: probe_app(tui_samples.probe_success()), (120, 36), _noop),

@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.machines import (
+    BLOCK,
+    CLIENT,
+    SERVER,
+    STRAY,
+    TID,
+    ack,
+    client_read,
+    client_write,
+    data,
+    locked_client_read,
+    notes_received,
+    notes_sent,
+    oack,
+    of,
+    only_result,
+    sent,
+    sent_packets,
+    server_read,
+)
 from tftpdiag.protocol.events import (
     Completed,
     Failed,
@@ -26,27 +46,6 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.session import State
 from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
-    BLOCK,
-    CLIENT,
-    SERVER,
-    STRAY,
-    TID,
-    ack,
-    client_read,
-    client_write,
-    data,
-    locked_client_read,
-    notes_received,
-    notes_sent,
-    oack,
-    of,
-    only_result,
-    sent,
-    sent_packets,
-    server_read,
-)
 
 # == client read ====================================================================================
 

@@ -9,12 +9,11 @@ from collections import Counter
 
 import pytest
 
+from tests.support.machines import CLIENT, TID, client_read, client_write, pump, server_write
 from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import encode
 from tftpdiag.protocol.server import ServerRead
-
-from .helpers import CLIENT, TID, client_read, client_write, pump, server_write
 
 
 @pytest.mark.parametrize("direction", ["read", "write"])

@@ -8,6 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.machines import (
+    SERVER,
+    STRAY,
+    TID,
+    ack,
+    client_read,
+    client_write,
+    data,
+    of,
+    sent,
+)
 from tftpdiag.protocol.client import fallback_options
 from tftpdiag.protocol.events import (
     Completed,
@@ -20,18 +31,6 @@ from tftpdiag.protocol.options import RequestedOptions, Verdict
 from tftpdiag.protocol.packets import Ack, Error, Opcode, Request, decode, encode
 from tftpdiag.protocol.session import State
 from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
-    SERVER,
-    STRAY,
-    TID,
-    ack,
-    client_read,
-    client_write,
-    data,
-    of,
-    sent,
-)
 
 ASKED = (("blksize", "1468"), ("tsize", "0"), ("windowsize", "16"))
 

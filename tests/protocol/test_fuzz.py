@@ -13,6 +13,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.machines import (
+    CLIENT,
+    EVENT_TYPES,
+    SERVER,
+    TID,
+    ack,
+    client_read,
+    client_write,
+    data,
+    oack,
+    server_read,
+    server_write,
+)
 from tftpdiag.protocol.events import Completed, Failed
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import (
@@ -28,20 +41,6 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
-    CLIENT,
-    EVENT_TYPES,
-    SERVER,
-    TID,
-    ack,
-    client_read,
-    client_write,
-    data,
-    oack,
-    server_read,
-    server_write,
-)
 
 FULL = bytes(512)
 CONTENT = bytes(range(256)) * 8 + b"tail"  # 4 full blocks and a short one

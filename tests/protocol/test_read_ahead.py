@@ -6,6 +6,16 @@ import io
 
 import pytest
 
+from tests.support.machines import (
+    CLIENT,
+    TID,
+    ack,
+    client_read,
+    client_write,
+    pump,
+    sent_packets,
+    server_write,
+)
 from tftpdiag.protocol.events import (
     Completed,
     Failed,
@@ -23,17 +33,6 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.server import ServerRead
 from tftpdiag.protocol.session import StorageError
-
-from .helpers import (
-    CLIENT,
-    TID,
-    ack,
-    client_read,
-    client_write,
-    pump,
-    sent_packets,
-    server_write,
-)
 
 # == read-ahead =====================================================================================
 

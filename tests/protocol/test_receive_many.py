@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.machines import CLIENT, SERVER, STRAY, TID, data, oack
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
@@ -17,8 +18,6 @@ from tftpdiag.protocol.packets import ErrorCode
 from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
-
-from .helpers import CLIENT, SERVER, STRAY, TID, data, oack
 
 
 class FailingSink(MemorySink):

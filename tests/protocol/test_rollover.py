@@ -6,6 +6,14 @@ import io
 
 import pytest
 
+from tests.support.machines import (
+    CLIENT,
+    TID,
+    client_read,
+    client_write,
+    pump,
+    server_write,
+)
 from tftpdiag.protocol.events import (
     Completed,
 )
@@ -15,15 +23,6 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.server import ServerRead
 from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
-    CLIENT,
-    TID,
-    client_read,
-    client_write,
-    pump,
-    server_write,
-)
 
 # == block-number rollover ==========================================================================
 

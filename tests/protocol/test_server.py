@@ -4,6 +4,21 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.machines import (
+    BLOCK,
+    CLIENT,
+    SERVER,
+    ack,
+    data,
+    notes_received,
+    notes_sent,
+    of,
+    only_result,
+    sent,
+    sent_packets,
+    server_read,
+    server_write,
+)
 from tftpdiag.protocol.events import (
     Completed,
     Failed,
@@ -32,22 +47,6 @@ from tftpdiag.protocol.packets import (
 from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import refuse
 from tftpdiag.protocol.session import State
-
-from .helpers import (
-    BLOCK,
-    CLIENT,
-    SERVER,
-    ack,
-    data,
-    notes_received,
-    notes_sent,
-    of,
-    only_result,
-    sent,
-    sent_packets,
-    server_read,
-    server_write,
-)
 
 # == server read / write ============================================================================
 

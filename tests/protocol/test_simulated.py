@@ -1,4 +1,4 @@
-"""Whole transfers between our client and our server machines over tests/simnet.py's virtual network."""
+"""Whole transfers between our client and our server machines over tests/support/simnet.py's virtual network."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tests.simnet import CLIENT, Impairment, SimResult, run_transfer
+from tests.support.simnet import CLIENT, Impairment, SimResult, run_transfer
 from tftpdiag.protocol.events import (
     Completed,
     Failed,

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from tests.protocol.helpers import (
+from tests.support.machines import (
     CLIENT,
     SERVER,
     TID,

@@ -6,22 +6,7 @@ import itertools
 
 import pytest
 
-from tftpdiag.protocol.events import (
-    Note,
-    Reason,
-    Retransmit,
-    Side,
-    TimedOut,
-)
-from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.packets import (
-    Ack,
-    Data,
-    OAck,
-)
-from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
+from tests.support.machines import (
     BLOCK,
     CLIENT,
     TID,
@@ -37,6 +22,20 @@ from .helpers import (
     sent_packets,
     server_read,
 )
+from tftpdiag.protocol.events import (
+    Note,
+    Reason,
+    Retransmit,
+    Side,
+    TimedOut,
+)
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    OAck,
+)
+from tftpdiag.protocol.timer import Timing
 
 # == timeouts =======================================================================================
 

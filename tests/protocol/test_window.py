@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from tftpdiag.protocol.events import (
-    Completed,
-    Note,
-    Retransmit,
-)
-from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.packets import (
-    Ack,
-    Data,
-    OAck,
-    encode,
-)
-from tftpdiag.protocol.server import ServerRead
-from tftpdiag.protocol.timer import Timing
-
-from .helpers import (
+from tests.support.machines import (
     BLOCK,
     CLIENT,
     TID,
@@ -32,6 +17,20 @@ from .helpers import (
     sent_packets,
     server_read,
 )
+from tftpdiag.protocol.events import (
+    Completed,
+    Note,
+    Retransmit,
+)
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
+    OAck,
+    encode,
+)
+from tftpdiag.protocol.server import ServerRead
+from tftpdiag.protocol.timer import Timing
 
 # == windowsize =====================================================================================
 

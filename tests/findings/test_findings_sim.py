@@ -1,0 +1,133 @@
+"""Findings that need exact timing or 65,536 blocks, reproduced in memory with a virtual clock: our
+protocol machines against a tiny fake peer that does not wrap the block number, and against each other
+over tests/support/simnet.py."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import pytest
+
+from tests.support.simnet import Impairment, run_transfer
+from tftpdiag.findings import Analyzer, analyze
+from tftpdiag.protocol.client import ClientRead
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import (
+    Data,
+    OAck,
+    Request,
+    decode,
+    encode,
+    encode_ack,
+    encode_data,
+)
+from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.server import ServerRead
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
+
+pytestmark = pytest.mark.timeout(60)
+
+CLIENT = ("10.0.0.1", 40000)
+SERVER = ("10.0.0.2", 69)
+TID = ("10.0.0.2", 50001)
+BIG = random.Random(11).randbytes(8 * 65_600 + 3)  # 65,601 blocks of 8 bytes
+TIMING = Timing(initial_timeout=0.5, retries=2, dally=0.1)
+
+
+def _run_out(machine: Session, events: list, now: float) -> float:
+    """Let the machine's timers run until it closes (nobody answers any more)."""
+    while not machine.closed:
+        deadline = machine.next_timeout()
+        assert deadline is not None
+        now = max(now, deadline)
+        machine.handle_timeout(now)
+        machine.datagrams_to_send()
+        events += machine.events()
+    return now
+
+
+def test_rollover_stall_against_a_sender_that_does_not_wrap() -> None:
+    client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
+                        options=RequestedOptions(blksize=8, tsize=True), timing=TIMING)
+    events = client.events()
+    client.datagrams_to_send()
+    now = 0.001
+    client.receive(encode(OAck((("blksize", "8"), ("tsize", str(len(BIG)))))), TID, now)
+    # The fake sender: blocks 1..65535, then its 16-bit counter has nowhere to go and it falls silent.
+    for n in range(1, 65536):
+        now += 0.0001
+        client.receive(encode_data(n, BIG[(n - 1) * 8:n * 8]), TID, now)
+        client.datagrams_to_send()
+        events += client.events()
+    _run_out(client, events, now)
+    findings = analyze(events)
+    ids = {f.id: f for f in findings}
+    assert set(ids) == {"rollover-stall", "rollover-risk"}, [(f.id, f.summary) for f in findings]
+    stall = ids["rollover-stall"]
+    assert stall.severity == "error" and "block 65535 after 65,535 blocks" in stall.summary
+    assert "blksize 9 or more" in stall.suggestion
+    assert ids["rollover-risk"].severity == "warning"
+
+
+def test_rollover_stall_against_a_receiver_that_does_not_wrap() -> None:
+    raw = encode(Request(1, "big.bin", "octet", (("blksize", "8"),)))  # type: ignore[arg-type]
+    request = decode(raw)
+    server = ServerRead(2, request=request, raw=raw, client=CLIENT, local=TID, source=io.BytesIO(BIG),
+                        file_size=len(BIG), now=0.0, listen=SERVER, timing=TIMING)
+    events = server.events()
+    now = 0.0
+    out = server.datagrams_to_send()
+    last = 0
+    while out and not server.closed:
+        packet = decode(out[-1][0])
+        now += 0.0001
+        if isinstance(packet, OAck):
+            server.receive(encode_ack(0), CLIENT, now)
+        elif isinstance(packet, Data):
+            # The fake receiver counts blocks in 16 bits without wrapping: block 0 after 65535 is "old".
+            last = max(last, packet.block)
+            server.receive(encode_ack(last), CLIENT, now)
+            if last == 65535 and packet.block == 0:
+                break
+        out = server.datagrams_to_send()
+        events += server.events()
+    events += server.events()
+    _run_out(server, events, now)
+    findings = analyze(events)
+    assert [f.id for f in findings] == ["rollover-stall"], [(f.id, f.summary) for f in findings]
+    f = findings[0]
+    assert f.severity == "error" and "the client does not do it" in f.summary and "block 65535" in f.summary
+
+
+def test_rollover_that_both_sides_handle_is_info() -> None:
+    result = run_transfer("read", BIG, options=RequestedOptions(blksize=8, windowsize=64, tsize=True))
+    assert result.received == BIG
+    findings = analyze(result.events)
+    assert {(f.session, f.id, f.severity) for f in findings} == {(1, "rollover-risk", "info"),
+                                                                 (2, "rollover-risk", "info")}
+    assert "wrapped past 65535 and both sides handled it" in findings[0].summary
+
+
+def test_live_rollover_risk_is_a_warning_until_it_completes() -> None:
+    result = run_transfer("read", BIG, options=RequestedOptions(blksize=8, windowsize=64, tsize=True))
+    analyzer = Analyzer()
+    changes = []
+    for i in range(0, len(result.events), 500):
+        changes += [(f.session, f.severity) for f in analyzer.feed(result.events[i:i + 500]) if f.id == "rollover-risk"]
+    assert changes[:2] == [(2, "warning"), (1, "warning")] and set(changes[2:]) == {(1, "info"), (2, "info")}
+
+
+def test_lossy_windowed_transfer_estimates_loss() -> None:
+    data = random.Random(5).randbytes(512 * 400 + 17)
+    result = run_transfer("read", data, options=RequestedOptions(windowsize=8),
+                          impairment=Impairment(loss=0.05, seed=3),
+                          client_timing=Timing(retries=15), server_timing=Timing(retries=15))
+    assert result.received == data
+    findings = {(f.session, f.id): f for f in analyze(result.events)}
+    loss = findings[(1, "packet-loss")]
+    pct = float(loss.summary.split("About ")[1].split("%")[0])
+    assert 2.0 <= pct <= 10.0, loss.summary
+    assert "out of order" in loss.summary and "smaller window" in loss.suggestion
+    assert (2, "packet-loss") in findings

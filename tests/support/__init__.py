@@ -1,0 +1,1 @@
+"""Helpers the tests share: peers, namespaces, simulated networks, samples. No tests here."""
