@@ -12,7 +12,8 @@ import json
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
@@ -24,12 +25,13 @@ from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
-    from tftpdiag.engine.server import TftpServer
-    from tftpdiag.devices import Device, DeviceBook
-    from tftpdiag.findings.model import Finding
-    from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
+
+    from tftpdiag.devices import Device, DeviceBook
+    from tftpdiag.engine.server import TftpServer
+    from tftpdiag.findings.model import Finding
+    from tftpdiag.protocol.events import Event
 
 __all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer"]
 
@@ -134,7 +136,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
             while outcome is None:
                 outcome = transfer.wait(_TICK)
                 fold()
-                if progress is not None:
+                if progress is not None and task is not None:  # a task exactly when a bar
                     with fold.lock:
                         record = table.sessions.get(transfer.session_id)
                         done, total = (record.bytes, record.total) if record is not None else (0, None)

@@ -277,7 +277,7 @@ class ClientTransfer:
         # Only a windowed transfer receives runs worth coalescing.
         reader = DatagramReader(sock, offload and bool(self.request.options.windowsize))
         read = reader.read
-        held = Held()  # datagrams the impairer delays, both ways
+        held: Held[None] = Held()  # datagrams the impairer delays, both ways
         deadline = now + self.request.deadline if self.request.deadline else None
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
@@ -324,7 +324,7 @@ class ClientTransfer:
                     except OSError as exc:
                         failed(dest, exc)
                 else:
-                    held.add(when, "out", raw, dest)
+                    held.add(when, "out", raw, dest, None)
 
         def arrive(run: list[bytes], addr: Address, now: float) -> None:
             if impair is None:
@@ -337,7 +337,7 @@ class ClientTransfer:
                     if when <= now:
                         receive(data, addr, now)
                     else:
-                        held.add(when, "in", data, addr)
+                        held.add(when, "in", data, addr, None)
 
         with spin:
             send_all(now)

@@ -22,7 +22,7 @@ import errno
 import socket
 import struct
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tftpdiag.protocol.events import Address
 

@@ -7,9 +7,9 @@ A transfer makes one event per datagram, so these are small slotted classes. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from tftpdiag.compat import StrEnum
 from typing import Union
 
+from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
 from tftpdiag.protocol.packets import Options, Packet
 
