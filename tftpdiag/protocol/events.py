@@ -7,7 +7,6 @@ A transfer makes one event per datagram, so these are small slotted classes. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
@@ -301,21 +300,21 @@ class ContentDigest:
     bytes: int
 
 
-Event = Union[
-    TransferStarted,
-    PacketSent,
-    PacketReceived,
-    PeerLocked,
-    OptionsNegotiated,
-    Retransmit,
-    TimedOut,
-    Progress,
-    Completed,
-    Failed,
-    RequestRefused,
-    SocketError,
-    Impaired,
-    RequestRetried,
-    CaptureGap,
-    ContentDigest,
-]
+Event = (
+    TransferStarted
+    | PacketSent
+    | PacketReceived
+    | PeerLocked
+    | OptionsNegotiated
+    | Retransmit
+    | TimedOut
+    | Progress
+    | Completed
+    | Failed
+    | RequestRefused
+    | SocketError
+    | Impaired
+    | RequestRetried
+    | CaptureGap
+    | ContentDigest
+)
