@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
@@ -29,11 +29,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from tftpdiag.devices import Device, DeviceBook
-    from tftpdiag.engine.server import TftpServer
     from tftpdiag.findings.model import Finding
     from tftpdiag.protocol.events import Event
 
-__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer"]
+__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer", "Serving"]
 
 # How often this thread folds what the engine's waits left over (all of it, when the engine is never
 # idle). Events hold their datagrams, so what waits in the queue is memory: at 0.1 s a fast windowed
@@ -329,7 +328,20 @@ class _DeviceSink:
         pass
 
 
-def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
+class Serving(Protocol):
+    """What run_server_headless drives: a TftpServer, or a Watcher (watch) that publishes the sessions
+    it sees as a server's."""
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    def serve(self) -> None:
+        """Run until stop(), publishing on ``bus``; called on a thread of its own."""
+
+    def stop(self) -> None: ...
+
+
+def run_server_headless(server: Serving, sub: Subscription, *, json_out: bool, stop: threading.Event,
                         stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
                         show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,
