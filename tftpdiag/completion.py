@@ -43,6 +43,8 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     for p in _parsers(parser):
         for action in p._actions:
             if action.type is Path:
+                # shtab's API: it reads a `complete` attribute it asks callers to set on argparse's Action,
+                # which argparse's stubs do not declare.
                 action.complete = shtab.DIRECTORY if action.dest == "dir" else shtab.FILE  # type: ignore[attr-defined]
     script = shtab.complete(parser, shell=shell)
     return script if script.endswith("\n") else script + "\n"

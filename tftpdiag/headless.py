@@ -12,7 +12,8 @@ import json
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
@@ -24,14 +25,14 @@ from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
-    from tftpdiag.engine.server import TftpServer
-    from tftpdiag.devices import Device, DeviceBook
-    from tftpdiag.findings.model import Finding
-    from tftpdiag.protocol.events import Event
     from rich.console import Console
     from rich.progress import Progress
 
-__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer"]
+    from tftpdiag.devices import Device, DeviceBook
+    from tftpdiag.findings.model import Finding
+    from tftpdiag.protocol.events import Event
+
+__all__ = ["run_client_headless", "run_server_headless", "print_client_summary", "ServedFeed", "Printer", "Serving"]
 
 # How often this thread folds what the engine's waits left over (all of it, when the engine is never
 # idle). Events hold their datagrams, so what waits in the queue is memory: at 0.1 s a fast windowed
@@ -134,7 +135,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
             while outcome is None:
                 outcome = transfer.wait(_TICK)
                 fold()
-                if progress is not None:
+                if progress is not None and task is not None:  # a task exactly when a bar
                     with fold.lock:
                         record = table.sessions.get(transfer.session_id)
                         done, total = (record.bytes, record.total) if record is not None else (0, None)
@@ -327,7 +328,20 @@ class _DeviceSink:
         pass
 
 
-def run_server_headless(server: TftpServer, sub: Subscription, *, json_out: bool, stop: threading.Event,
+class Serving(Protocol):
+    """What run_server_headless drives: a TftpServer, or a Watcher (watch) that publishes the sessions
+    it sees as a server's."""
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    def serve(self) -> None:
+        """Run until stop(), publishing on ``bus``; called on a thread of its own."""
+
+    def stop(self) -> None: ...
+
+
+def run_server_headless(server: Serving, sub: Subscription, *, json_out: bool, stop: threading.Event,
                         stdout: TextIO | None = None, sinks: Sequence[SessionSink] = (),
                         hook: Callable[[SessionRecord, list[Finding]], dict[str, Any]] | None = None,
                         show_server: bool = False, devices: DeviceBook | None = None, quiet: float = 30.0,

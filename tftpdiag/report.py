@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.fmt import clean, quote
@@ -13,7 +14,10 @@ from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 if TYPE_CHECKING:
     from tftpdiag.devices import Device
 
-__all__ = ["SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict", "outcome_text", "options_lines", "explain_failure"]
+__all__ = [
+    "SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict",
+    "outcome_text", "options_lines", "explain_failure",
+]
 
 
 # The version of every JSON object tftpdiag prints (probe, put, demo, serve, sweep, trace): a reader

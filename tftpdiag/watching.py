@@ -118,9 +118,7 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
         # sha256: of the bytes the capture saw reach the client, when it saw them all (else null)
         return {"server": fmt_addr(record.peer) if record.peer is not None else None, "sha256": record.sha256}
 
-    # run_server_headless is typed for a TftpServer; a Watcher has what it uses. The fix (a Protocol of
-    # that) belongs in headless.py, which issue 17 is restructuring: until then, this one ignore.
-    run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,  # type: ignore[arg-type]
+    run_server_headless(watcher, bus.subscribe(), json_out=json_out, stop=stop, stdout=stdout,
                         hook=hook, show_server=True, devices=book, quiet=watcher.config.idle,
                         macs=watcher.capture.macs, verbosity=verbosity)
     stats = watcher.stats()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from tftpdiag.cli.parser import build_parser
 from tftpdiag.cli.values import EXIT_OK, EXIT_SIGPIPE, EXIT_USAGE, UsageError

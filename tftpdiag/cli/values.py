@@ -8,8 +8,9 @@ import argparse
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) only when --impair is given

@@ -121,7 +121,8 @@ class ClientTransfer:
             if request.source is None:
                 raise TransferSetupError("an upload needs a local file")
             try:
-                self._upload_file: BinaryIO | None = open(request.source, "rb")
+                # Not a with-block: the transfer owns the file past this call (run() or close() closes it).
+                self._upload_file: BinaryIO | None = open(request.source, "rb")  # noqa: SIM115
             except OSError as exc:
                 raise TransferSetupError(f"cannot read {request.source}: {exc.strerror}") from None
             if not os.path.isfile(request.source):
@@ -138,7 +139,7 @@ class ClientTransfer:
         self._done = threading.Event()
         self._outcome: ClientOutcome | None = None
         self._thread: threading.Thread | None = None
-        self.machine: Session | None = None
+        self.machine: ClientRead | ClientWrite | None = None
         self._sink: HashingSink | None = None
 
     # -- control ---------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class ClientTransfer:
                 size = os.fstat(self._upload_file.fileno()).st_size
                 if req.mode == "netascii":
                     size = _netascii_file_size(self._upload_file)
-                machine: Session = ClientWrite(
+                machine: ClientRead | ClientWrite = ClientWrite(
                     self.session_id, filename=req.filename, server=self.server, local=local, source=source,
                     size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
                 self._digest = source.hash
@@ -215,7 +216,7 @@ class ClientTransfer:
                 self._upload_file.close()
             self._done.set()
 
-    def _finalise(self, machine: Session) -> None:
+    def _finalise(self, machine: ClientRead | ClientWrite) -> None:
         """Keep or drop the download and publish the outcome, as soon as the transfer has ended.
 
         A completed download is whole before the machine's dally ends (dallying only repeats ACKs).
@@ -234,31 +235,31 @@ class ClientTransfer:
         temp, self._temp = self._temp, None
         if temp is not None:
             expected = self.request.expected_sha256
+            final = self.request.output  # never None here: the part file was made beside it
             keep = stored and isinstance(result, Completed) and (
                 expected is None or self._digest.hexdigest() == expected.lower())
             try:
-                if keep:
-                    assert self.request.output is not None
-                    set_final_mode(temp.fileno(), self.request.output)
+                if keep and final is not None:
+                    set_final_mode(temp.fileno(), final)
                 try:
                     temp.close()
                 except OSError:
                     keep = False
-                if keep:
-                    os.replace(self._temp_path, self.request.output)  # type: ignore[arg-type]
-                    output = self.request.output
+                if keep and final is not None:
+                    os.replace(self._temp_path, final)
+                    output = final
             finally:
                 if output is None:
                     with contextlib.suppress(OSError):
                         os.unlink(self._temp_path)
         self._outcome = ClientOutcome(
             session=self.session_id, result=result, sha256=self._digest.hexdigest(),
-            requested=machine.request.options,  # type: ignore[attr-defined]
+            requested=machine.request.options,
             negotiated=machine.negotiated, server=self.server,
             peer=machine.peer if machine.locked else None, local=machine.local, output=output)
         self._done.set()
 
-    def _drive(self, sock: socket.socket, machine: Session, now: float) -> None:
+    def _drive(self, sock: socket.socket, machine: ClientRead | ClientWrite, now: float) -> None:
         bus = self.bus
         publish = bus.publish
         sendto = sock.sendto
@@ -277,7 +278,7 @@ class ClientTransfer:
         # Only a windowed transfer receives runs worth coalescing.
         reader = DatagramReader(sock, offload and bool(self.request.options.windowsize))
         read = reader.read
-        held = Held()  # datagrams the impairer delays, both ways
+        held: Held[None] = Held()  # datagrams the impairer delays, both ways
         deadline = now + self.request.deadline if self.request.deadline else None
         # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
         # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
@@ -324,7 +325,7 @@ class ClientTransfer:
                     except OSError as exc:
                         failed(dest, exc)
                 else:
-                    held.add(when, "out", raw, dest)
+                    held.add(when, "out", raw, dest, None)
 
         def arrive(run: list[bytes], addr: Address, now: float) -> None:
             if impair is None:
@@ -337,7 +338,7 @@ class ClientTransfer:
                     if when <= now:
                         receive(data, addr, now)
                     else:
-                        held.add(when, "in", data, addr)
+                        held.add(when, "in", data, addr, None)
 
         with spin:
             send_all(now)

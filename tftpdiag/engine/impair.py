@@ -12,9 +12,9 @@ import heapq
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from tftpdiag.protocol.events import Address, Impaired
+from tftpdiag.protocol.events import Address, Event, Impaired
 from tftpdiag.protocol.packets import Ack, Data, Packet, ProtocolError, Request, decode
 
 __all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError", "Held"]
@@ -177,12 +177,13 @@ class Impairer:
         return self.spec.direction in ("both", direction)
 
     def fate(self, raw: bytes, peer: Address, now: float, direction: str,
-             session: int) -> tuple[list[float], list[Impaired]]:
-        """When to deliver this datagram (empty: dropped; two times: duplicated) and the events saying so."""
+             session: int) -> tuple[list[float], list[Event]]:
+        """When to deliver this datagram (empty: dropped; two times: duplicated) and the events saying so
+        (Impaired events, in a list typed for EventBus.publish)."""
         spec = self.spec
         if not self.applies(direction):
             return [now], []
-        events: list[Impaired] = []
+        events: list[Event] = []
 
         def record(action: str, delay: float, why: str) -> None:
             events.append(Impaired(session, now, direction, action, peer, raw, delay, why))
@@ -225,17 +226,21 @@ class Impairer:
         return times, events
 
 
-class Held:
-    """Datagrams held back by the impairer, by the time they fall due; ``target`` says where each goes."""
+_Target = TypeVar("_Target")
+
+
+class Held(Generic[_Target]):
+    """Datagrams held back by the impairer, by the time they fall due; ``target`` says where each goes
+    (its type is the engine's: the client needs none, the server a socket or a session)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, bytes, Address, object]] = []
+        self._heap: list[tuple[float, int, str, bytes, Address, _Target]] = []
         self._seq = 0
 
     def __bool__(self) -> bool:
         return bool(self._heap)
 
-    def add(self, when: float, way: str, raw: bytes, addr: Address, target: object = None) -> None:
+    def add(self, when: float, way: str, raw: bytes, addr: Address, target: _Target) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, way, raw, addr, target))
 
@@ -245,7 +250,7 @@ class Held:
     def due(self, now: float) -> bool:
         return bool(self._heap) and self._heap[0][0] <= now
 
-    def pop_due(self, now: float) -> list[tuple[str, bytes, Address, object]]:
+    def pop_due(self, now: float) -> list[tuple[str, bytes, Address, _Target]]:
         out = []
         while self._heap and self._heap[0][0] <= now:
             _, _, way, raw, addr, target = heapq.heappop(self._heap)

@@ -22,7 +22,7 @@ import errno
 import socket
 import struct
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tftpdiag.protocol.events import Address
 
@@ -58,7 +58,7 @@ class DatagramWriter:
     def send(self, out: list[tuple[bytes, Address]], on_error: Callable[[Address, OSError], None]) -> None:
         count = len(out)
         if count > 1 and self.gso:
-            raws, dests = zip(*out)
+            raws, dests = zip(*out, strict=True)  # pairs of (datagram, destination)
             dest = dests[0]
             size = len(raws[0])
             if count <= _MAX_SEGMENTS and count * size <= _MAX_RUN_BYTES and dests.count(dest) == count \

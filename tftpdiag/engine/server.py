@@ -17,8 +17,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
@@ -56,7 +57,11 @@ _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
 
-_WAKE = object()  # what the poller reports for the wake-up socket that stop() writes to
+class _Wake(Enum):
+    WAKE = "wake"
+
+
+_WAKE: Final = _Wake.WAKE  # what the poller reports for the wake-up socket that stop() writes to
 
 
 class _Poller:
@@ -66,9 +71,9 @@ class _Poller:
     def __init__(self) -> None:
         self._epoll = hasattr(select, "epoll")
         self._impl = select.epoll() if self._epoll else select.poll()
-        self._data: dict[int, object] = {}
+        self._data: dict[int, _PollData] = {}
 
-    def register(self, sock: socket.socket, data: object) -> None:
+    def register(self, sock: socket.socket, data: _PollData) -> None:
         fd = sock.fileno()
         self._data[fd] = data
         self._impl.register(fd, select.EPOLLIN if self._epoll else select.POLLIN)
@@ -80,13 +85,14 @@ class _Poller:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._impl.unregister(fd)
 
-    def poll(self, timeout: float) -> list[object]:
+    def poll(self, timeout: float) -> list[_PollData]:
         data = self._data
         events = self._impl.poll(timeout) if self._epoll else self._impl.poll(timeout * 1000)
         return [data[fd] for fd, _ in events if fd in data]
 
     def close(self) -> None:
-        if self._epoll:
+        # A poll object has nothing to close; select.epoll is looked up only where it exists.
+        if self._epoll and isinstance(self._impl, select.epoll):
             self._impl.close()
 
 
@@ -143,6 +149,12 @@ class _Active:
         self.writer = DatagramWriter(self.sock, self.offload)
 
 
+_PollData = _Wake | _Listener | _Active  # what the poller reports for each ready socket
+# Where a datagram the impairer held goes when it falls due: out through a socket, in to a session, or in
+# to a listener (with the address it was sent to).
+_HeldTarget = socket.socket | _Active | tuple[_Listener, "str | None"]
+
+
 class TftpServer:
     def __init__(self, config: ServerConfig, bus: EventBus | None = None) -> None:
         self.config = config
@@ -173,7 +185,7 @@ class TftpServer:
         self.skipped_ipv6 = False  # the default bind's [::] was not available on this machine
         self._impair = Impairer(config.impair) if config.impair is not None else None
         self._offload = config.offload and self._impair is None  # the impairer decides each datagram
-        self._held = Held()
+        self._held: Held[_HeldTarget] = Held()
         self.suggester = NameSuggester()  # hints for missing names, on a budget: this loop serves everyone
         self.stopped = threading.Event()
         self.stale_parts: list[Removal] = []  # temporary uploads of a killed server, removed at bind()
@@ -438,7 +450,8 @@ class TftpServer:
 
     # -- fault injection ---------------------------------------------------------------------------
 
-    def _impaired_arrival(self, data: bytes, addr: Address, session: int, target: object) -> bool:
+    def _impaired_arrival(self, data: bytes, addr: Address, session: int,
+                          target: _Active | tuple[_Listener, str | None]) -> bool:
         """Apply --impair to an arriving datagram; True when it is to be handled now."""
         assert self._impair is not None
         now = time.time()
@@ -470,15 +483,16 @@ class TftpServer:
                 self._held.add(when, "out", raw, dest, sock)
 
     def _release_held(self, now: float) -> None:
-        for way, raw, addr, target in self._held.pop_due(now):
-            if way == "out":
+        # The target says where each goes ("out" always has a socket, "in" a session or a listener).
+        for _, raw, addr, target in self._held.pop_due(now):
+            if isinstance(target, socket.socket):
                 with contextlib.suppress(OSError):
-                    target.sendto(raw, addr)  # type: ignore[attr-defined]
+                    target.sendto(raw, addr)
             elif isinstance(target, _Active):
                 if target.machine.session_id in self._sessions:
                     self._deliver(target, raw, addr)
             else:
-                listener, dest = target  # type: ignore[misc]
+                listener, dest = target
                 self._arrive_at_listener(listener, raw, addr, dest)
 
     def _deliver(self, active: _Active, data: bytes, addr: Address) -> None:
@@ -743,9 +757,9 @@ class TftpServer:
                 self._sel.unregister(active.sock)
             active.sock.close()
         else:
-            for key, value in list(self._by_peer.items()):
+            for peer_key, value in list(self._by_peer.items()):
                 if value is active:
-                    del self._by_peer[key]
+                    del self._by_peer[peer_key]
 
 
 def _waiting_datagram(sock: socket.socket) -> bool:

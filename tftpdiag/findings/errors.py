@@ -169,10 +169,7 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
     if code in (0, 4, 5) and s.moved and at_wrap(s, ctx):
         return None  # what a peer that cannot wrap the block number says: rollover-stall explains it
     hint = _CODE_HINTS.get(code, f"code {code} is not one of RFC 1350's")
-    if code == res.code:
-        said = f"ERROR {res.code} ({error_code_name(res.code)}), {message}"
-    else:
-        said = sent
+    said = f"ERROR {res.code} ({error_code_name(res.code)}), {message}" if code == res.code else sent
     summary = f"{server} ended the transfer with {said}" + (f" after {s.moved:,} blocks" if s.moved else "")
     return Finding("server-error", ERROR, summary, evidence(ev), hint[0].upper() + hint[1:] + ".", s.session)
 

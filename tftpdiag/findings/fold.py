@@ -94,15 +94,14 @@ def on_rx(s: SessionState, ev: PacketReceived) -> bool:
                 if s.scan:
                     scan(s, p.payload, p.block)
                 return False
-        elif isinstance(p, Ack):
-            if not s.receiver and s.acks_rx and p.block:
-                s.acks_rx += 1
-                s.pos = p.block
-                s.last_move = t
-                s.episode_open = False
-                if s.fresh_t is not None:
-                    _sample(s, t)
-                return False
+        elif isinstance(p, Ack) and not s.receiver and s.acks_rx and p.block:
+            s.acks_rx += 1
+            s.pos = p.block
+            s.last_move = t
+            s.episode_open = False
+            if s.fresh_t is not None:
+                _sample(s, t)
+            return False
     return rx_rare(s, ev)
 
 
@@ -259,13 +258,12 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
                 s.fresh_t = t
                 s.ack_tx = p.block
                 return False
-        elif isinstance(p, Data):
-            if not s.receiver and s.data_tx:
-                s.data_tx += 1
-                s.fresh_t = t
-                if s.scan:
-                    scan(s, p.payload, p.block)
-                return False
+        elif isinstance(p, Data) and not s.receiver and s.data_tx:
+            s.data_tx += 1
+            s.fresh_t = t
+            if s.scan:
+                scan(s, p.payload, p.block)
+            return False
     return tx_rare(s, ev)
 
 

@@ -179,7 +179,7 @@ def _oack_problems(s: SessionState) -> list[str]:
             problems.append(f"{name}={number}, above the {asked_value} asked")
         elif name == "timeout" and asked_value.isdigit() and number != int(asked_value):
             problems.append(f"timeout={number} where {asked_value} was asked (RFC 2349: echo it)")
-    for t, opts, note, detail in s.oacks_rx[1:]:
+    for t, opts, _note, detail in s.oacks_rx[1:]:
         if detail == "OACK after the transfer began" or (s.first_data_t is not None and t > s.first_data_t):
             problems.append(f"a second OACK at {s.t(t)}, after DATA had begun")
         elif opts != options:

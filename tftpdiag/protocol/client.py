@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import TYPE_CHECKING
 
 from tftpdiag.protocol.events import (
     Address,
@@ -41,7 +42,7 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.receiver import Receiver, Sink
 from tftpdiag.protocol.sender import Readable, Sender
-from tftpdiag.protocol.session import State
+from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRead", "ClientWrite"]
@@ -77,7 +78,15 @@ def fallback_options(error: Error, asked: Options) -> Options | None:
     return tuple((name, value) for name, value in asked if named and name not in named)
 
 
-class _ClientMixin:
+# The mixin is only ever mixed into a Session subclass (Receiver or Sender), whose attributes and
+# methods it uses; the checker sees that base, while at run time the class adds nothing to the MRO.
+if TYPE_CHECKING:
+    _SessionBase = Session
+else:
+    _SessionBase = object
+
+
+class _ClientMixin(_SessionBase):
     """The request phase both clients share: send, resend on timeout, lock onto the first reply, and
     ask once more without the options a server refused."""
 
@@ -86,13 +95,13 @@ class _ClientMixin:
     _retried = False  # a refused request was asked again (once at most)
     _dropped: tuple[OptionOutcome, ...] = ()  # the options that refusal took out
 
-    def _start(self, now: float) -> None:  # type: ignore[misc]
+    def _start(self, now: float) -> None:
         self.state = State.REQUESTING
         self._events.append(TransferStarted(self.session_id, now, self.role, self.request.filename,
                                             self.request.mode, self.local, self.peer, self.request.options))
         self._start_request(now)
 
-    def _refused_by_peer(self, packet: Error, oack: tuple | None, now: float) -> None:  # type: ignore[misc]
+    def _refused_by_peer(self, packet: Error, oack: tuple | None, now: float) -> None:
         keep = None if self._retried else fallback_options(packet, self.request.options)
         if keep is not None:
             self._ask_again(keep, packet, now)
@@ -101,7 +110,7 @@ class _ClientMixin:
             self._set_negotiated(options_refused(self.request.options, oack), now)
         self._peer_error(packet, now)
 
-    def _ask_again(self, keep: Options, refusal: Error, now: float) -> None:  # type: ignore[misc]
+    def _ask_again(self, keep: Options, refusal: Error, now: float) -> None:
         """A new request with only ``keep``: to the server's own port, and a new transfer on the wire
         (the server answers from a new port, so the transfer ID is locked again)."""
         asked = self.request.options
@@ -116,18 +125,18 @@ class _ClientMixin:
         self._timer.restart()
         self._start_request(now)
 
-    def _start_request(self, now: float) -> None:  # type: ignore[misc]
+    def _start_request(self, now: float) -> None:
         self._send(self.request, self._request_raw, now)
         self._timer.start_sample(now)
         self._arm(now)
 
-    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:  # type: ignore[misc]
+    def _set_negotiated(self, negotiated: Negotiated, now: float) -> None:
         # The options a refusal took out stay in the outcomes, so every view shows what was refused.
         if self._dropped:
             negotiated = dataclasses.replace(negotiated, outcomes=self._dropped + negotiated.outcomes)
-        super()._set_negotiated(negotiated, now)  # type: ignore[misc]
+        super()._set_negotiated(negotiated, now)
 
-    def _negotiate(self, packet: OAck, now: float) -> bool:  # type: ignore[misc]
+    def _negotiate(self, packet: OAck, now: float) -> bool:
         """Accept or refuse the OACK; True when the transfer goes on."""
         try:
             negotiated = accept_oack(self.request.options, packet.options, is_read=self.request.is_read)
@@ -138,7 +147,7 @@ class _ClientMixin:
         self._set_negotiated(negotiated, now)
         return True
 
-    def _unexpected_reply(self, packet: Packet, raw: bytes, now: float) -> None:  # type: ignore[misc]
+    def _unexpected_reply(self, packet: Packet, raw: bytes, now: float) -> None:
         self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED)
         self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
                    f"{packet.opcode.name} is not a valid reply to {self.request.opcode.name}")

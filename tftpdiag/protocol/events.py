@@ -7,9 +7,8 @@ A transfer makes one event per datagram, so these are small slotted classes. Eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from tftpdiag.compat import StrEnum
-from typing import Union
 
+from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
 from tftpdiag.protocol.packets import Options, Packet
 
@@ -301,21 +300,21 @@ class ContentDigest:
     bytes: int
 
 
-Event = Union[
-    TransferStarted,
-    PacketSent,
-    PacketReceived,
-    PeerLocked,
-    OptionsNegotiated,
-    Retransmit,
-    TimedOut,
-    Progress,
-    Completed,
-    Failed,
-    RequestRefused,
-    SocketError,
-    Impaired,
-    RequestRetried,
-    CaptureGap,
-    ContentDigest,
-]
+Event = (
+    TransferStarted
+    | PacketSent
+    | PacketReceived
+    | PeerLocked
+    | OptionsNegotiated
+    | Retransmit
+    | TimedOut
+    | Progress
+    | Completed
+    | Failed
+    | RequestRefused
+    | SocketError
+    | Impaired
+    | RequestRetried
+    | CaptureGap
+    | ContentDigest
+)

@@ -49,7 +49,6 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStarted,
 )
-from tftpdiag.protocol.packets import ack_packet
 from tftpdiag.protocol.observer_flow import ObserverFlow
 from tftpdiag.protocol.observer_state import (
     ENDED,
@@ -72,6 +71,7 @@ from tftpdiag.protocol.packets import (
     Packet,
     ProtocolError,
     Request,
+    ack_packet,
     decode,
     head,
 )

@@ -25,7 +25,6 @@ from tftpdiag.protocol.blocks import WIRE_MAX
 from tftpdiag.protocol.blocks import absolute as _absolute
 from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Note, PacketReceived, Retransmit
-from tftpdiag.protocol.packets import ack_packet
 from tftpdiag.protocol.observer_state import (
     ENDED,
     MAX_PENDING_BLOCKS,
@@ -33,7 +32,7 @@ from tftpdiag.protocol.observer_state import (
     TRANSFERRING,
     ObserverState,
 )
-from tftpdiag.protocol.packets import Data, head
+from tftpdiag.protocol.packets import Data, ack_packet, head
 
 __all__ = ["ObserverFlow"]
 

@@ -7,8 +7,8 @@ the JSON summary all explain the same negotiation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from tftpdiag.compat import StrEnum
 
+from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
 
 __all__ = [
@@ -165,10 +165,11 @@ def negotiate_server(
         if name not in OPTION_NAMES:
             continue  # unknown options are not ours to judge, whatever their value (no outcome either)
         asked = _int(raw)
-        value: int | None = None
         if name in policy.refuse or asked is None:
-            value = None
-        elif name == "blksize":
+            outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))
+            continue
+        value: int | None = None
+        if name == "blksize":
             # RFC 2348 says a larger request is answered with at most 65464; a smaller one is invalid.
             if asked >= BLKSIZE_MIN:
                 value = min(asked, BLKSIZE_MAX, policy.max_blksize)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Union
 
 __all__ = [
     "Opcode",
@@ -152,7 +151,7 @@ class OAck:
         return None
 
 
-Packet = Union[Request, Data, Ack, Error, OAck]
+Packet = Request | Data | Ack | Error | OAck
 
 
 class ProtocolError(Exception):

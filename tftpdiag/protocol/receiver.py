@@ -9,7 +9,8 @@ its last ACK.
 from __future__ import annotations
 
 import io
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
@@ -33,7 +34,7 @@ from tftpdiag.protocol.packets import (
     ack_bytes,
     ack_packet,
 )
-from tftpdiag.protocol.session import Session, State, StorageError
+from tftpdiag.protocol.session import DeferredData, Session, State, StorageError
 
 __all__ = ["Receiver", "Sink", "MemorySink"]
 
@@ -60,23 +61,11 @@ class MemorySink(io.BytesIO):
         pass
 
 
-class _Deferred:
-    """The place, in a machine's event list, of the PacketReceived events of a run of DATA blocks
-    taken in order: datagrams[start:start + len(payloads)], their payloads (the list grows as the
-    run does), the first one's wire number (a run never spans a wrap: its numbers are consecutive).
-    events() makes them, after the ACK that ends the window has left."""
-
-    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "number")
-
-    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int,
-                 payloads: list[bytes], number: int) -> None:
-        self.now, self.addr, self.datagrams, self.start = now, addr, datagrams, start
-        self.payloads, self.number = payloads, number
-
-
 class Receiver(Session):
     """See the module docstring. Blocks are counted from 1 past every rollover (absolute numbers);
     :mod:`blocks` maps them to and from the wire."""
+
+    _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # Mid-transfer, DATA from our peer goes straight to _take, which reads what it needs of the
@@ -97,22 +86,25 @@ class Receiver(Session):
 
     def events(self) -> list[Event]:
         events, self._events = self._events, []
-        if self._deferred:
-            self._deferred = False
-            session, local = self.session_id, self.local
-            out: list[Event] = []
-            add = out.append
-            for event in events:
-                if type(event) is not _Deferred:
-                    add(event)
-                    continue
-                run: _Deferred = event  # type: ignore[assignment]
-                now, addr, start, payloads, first = run.now, run.addr, run.start, run.payloads, run.number
-                numbers = range(first, first + len(payloads))
-                for datagram, payload, number in zip(run.datagrams[start:start + len(payloads)], payloads, numbers):
-                    add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
-            events = out
-        return events
+        if not self._deferred:
+            # _take sets _deferred whenever it leaves DeferredData: without it the list holds Events.
+            return cast("list[Event]", events)
+        self._deferred = False
+        session, local = self.session_id, self.local
+        out: list[Event] = []
+        add = out.append
+        for event in events:
+            if type(event) is not DeferredData:
+                add(event)
+                continue
+            run = event
+            now, addr, start, payloads, first = run.now, run.addr, run.start, run.payloads, run.number
+            numbers = range(first, first + len(payloads))
+            # The run's datagrams, payloads and numbers have len(payloads) items each.
+            for datagram, payload, number in zip(run.datagrams[start:start + len(payloads)], payloads, numbers,
+                                                 strict=True):
+                add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
+        return out
 
     def _init_receiver(self, sink: Sink, netascii: bool, max_bytes: int | None = None) -> None:
         self._sink = sink
@@ -127,7 +119,7 @@ class Receiver(Session):
         self._bounds_changed()
         self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
         self._final_block: int | None = None
-        self._deferred = False  # _events holds _Deferred runs
+        self._deferred = False
 
     # -- the one path of DATA in order ------------------------------------------------------------
 
@@ -136,7 +128,7 @@ class Receiver(Session):
         store and ACK them. Returns the index of the first datagram not taken (not DATA, not the next
         block, or larger than the block size: the general path's to judge).
 
-        In a run of several, their PacketReceived events wait in a _Deferred placeholder until
+        In a run of several, their PacketReceived events wait in a DeferredData placeholder until
         events(): the ACK that ends a window then leaves without waiting for sixteen events to be
         built. Whatever else happens meanwhile (an ACK, progress) goes after the placeholder, and the
         next block starts a new one, so the order of events is that of the work."""
@@ -146,7 +138,7 @@ class Receiver(Session):
         write, decoder, timer, events = self._sink.write, self._decoder, self._timer, self._events
         interval = self.timing.progress_interval
         single = count - i == 1
-        run: _Deferred | None = None
+        run: DeferredData | None = None
         start = i
         # The counters live in locals across the run (an attribute costs a dictionary-free but still
         # measurable load and store per block), stored back by _count before anything reads them.
@@ -170,8 +162,8 @@ class Receiver(Session):
             else:
                 payloads = [payload]
                 keep = payloads.append
-                run = _Deferred(now, self.peer, datagrams, i, payloads, first + i)
-                events.append(run)  # type: ignore[arg-type]
+                run = DeferredData(now, self.peer, datagrams, i, payloads, first + i)
+                events.append(run)
                 self._deferred = True
             if since == 0:
                 timer.end_sample(now)  # the first block after our ACK answers it

@@ -6,6 +6,8 @@ and opens the file; these machines run the transfer from there.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tftpdiag.protocol.events import (
     Address,
     Event,
@@ -59,7 +61,8 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
     An ERROR that arrived is logged but never answered; with ``answer`` False nothing is answered.
     """
     note = Note.MALFORMED if packet is None else Note.NONE
-    events: list[Event] = [PacketReceived(session_id, now, local, client, raw, packet, note, message if packet is None else "")]
+    detail = message if packet is None else ""
+    events: list[Event] = [PacketReceived(session_id, now, local, client, raw, packet, note, detail)]
     out: list[tuple[bytes, Address]] = []
     if answer and not isinstance(packet, Error):
         error = Error(code, message)
@@ -78,12 +81,20 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
     return out, events
 
 
-class _ServerMixin:
+# The mixin is only ever mixed into a Session subclass (Receiver or Sender), whose attributes and
+# methods it uses; the checker sees that base, while at run time the class adds nothing to the MRO.
+if TYPE_CHECKING:
+    _SessionBase = Session
+else:
+    _SessionBase = object
+
+
+class _ServerMixin(_SessionBase):
     """What both server machines do with the request that started them."""
 
     request: Request
 
-    def _begin(self, request: Request, raw: bytes, listen: Address | None, now: float) -> bool:  # type: ignore[misc]
+    def _begin(self, request: Request, raw: bytes, listen: Address | None, now: float) -> bool:
         """Record the request (it arrived at ``listen``, the server's well-known port); False (and the
         session failed) if its mode is not served."""
         self.request = request
@@ -98,7 +109,7 @@ class _ServerMixin:
             return False
         return True
 
-    def _negotiate(self, policy: ServerPolicy, file_size: int | None, now: float) -> Negotiated | None:  # type: ignore[misc]
+    def _negotiate(self, policy: ServerPolicy, file_size: int | None, now: float) -> Negotiated | None:
         try:
             negotiated = negotiate_server(self.request.options, is_read=self.request.is_read,
                                           mode=self.request.mode, policy=policy, file_size=file_size)
@@ -108,7 +119,7 @@ class _ServerMixin:
         self._set_negotiated(negotiated, now)
         return negotiated
 
-    def _send_oack(self, negotiated: Negotiated, now: float) -> None:  # type: ignore[misc]
+    def _send_oack(self, negotiated: Negotiated, now: float) -> None:
         assert negotiated.oack is not None
         oack = OAck(negotiated.oack)
         self._oack = (oack, encode(oack))
@@ -116,7 +127,7 @@ class _ServerMixin:
         self._timer.start_sample(now)
         self.state = State.NEGOTIATING
 
-    def _repeated_request(self, packet: Packet, raw: bytes, now: float) -> bool:  # type: ignore[misc]
+    def _repeated_request(self, packet: Packet, raw: bytes, now: float) -> bool:
         """A client resending its request to our port (single-port mode) is not a new transfer."""
         if isinstance(packet, Request):
             self.duplicates += 1

@@ -12,8 +12,9 @@ and negotiation phases in :mod:`client` and :mod:`server`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
+from typing import cast, final
 
 from tftpdiag.protocol.events import (
     Address,
@@ -43,7 +44,23 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
-__all__ = ["State", "Session", "StorageError"]
+__all__ = ["State", "Session", "StorageError", "DeferredData"]
+
+
+@final
+class DeferredData:
+    """The place, in a Receiver's event list, of the PacketReceived events of a run of DATA blocks
+    taken in order: datagrams[start:start + len(payloads)], their payloads (the list grows as the
+    run does), the first one's wire number (a run never spans a wrap: its numbers are consecutive).
+    Receiver.events() makes them, after the ACK that ends the window has left. It is declared here
+    because the event list, which it shares with the Events, is Session's."""
+
+    __slots__ = ("now", "addr", "datagrams", "start", "payloads", "number")
+
+    def __init__(self, now: float, addr: Address, datagrams: Sequence[bytes], start: int,
+                 payloads: list[bytes], number: int) -> None:
+        self.now, self.addr, self.datagrams, self.start = now, addr, datagrams, start
+        self.payloads, self.number = payloads, number
 
 
 class StorageError(Exception):
@@ -92,7 +109,7 @@ class Session:
         self._timer = RetransmitTimer(timing, now)
         self._deadline: float | None = None
         self._out: list[tuple[bytes, Address]] = []
-        self._events: list[Event] = []
+        self._events: list[Event | DeferredData] = []  # only a Receiver leaves DeferredData
         self._last_progress = now
         self.bytes = 0
         self.blocks = 0
@@ -112,7 +129,8 @@ class Session:
 
     def events(self) -> list[Event]:
         events, self._events = self._events, []
-        return events
+        # Only Receiver leaves DeferredData, and it overrides events(): here the list holds Events.
+        return cast("list[Event]", events)
 
     def next_timeout(self) -> float | None:
         return self._deadline
