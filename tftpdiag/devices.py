@@ -12,7 +12,7 @@ It reads SessionRecords only; the serve, watch and trace views and their JSON al
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,7 +112,8 @@ class DeviceBook:
     """Devices built from sessions as they finish (``add``) and judged on demand (``judge``)."""
 
     def __init__(self) -> None:
-        self._devices: dict[str, Device] = {}
+        # Least recently heard from first, so the one to let go (past MAX_DEVICES) costs one step.
+        self._devices: OrderedDict[str, Device] = OrderedDict()
         self._seen: dict[int, str] = {}  # session -> address, so a session updated later is replaced
 
     def add(self, record: SessionRecord) -> None:
@@ -124,9 +125,11 @@ class DeviceBook:
         device = self._devices.get(address)
         if device is None:
             if len(self._devices) >= MAX_DEVICES:
-                oldest = min(self._devices.values(), key=lambda d: d.last)
-                del self._devices[oldest.address]
+                # The device heard from least recently goes: the dict is kept in that order (below).
+                self._devices.popitem(last=False)
             device = self._devices[address] = Device(address)
+        else:
+            self._devices.move_to_end(address)  # now the most recently heard from
         if self._seen.get(record.session) == address:
             device.attempts = [a for a in device.attempts if a.session != record.session]
         self._seen[record.session] = address

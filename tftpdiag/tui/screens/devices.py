@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import getters
 from textual.app import ComposeResult
@@ -72,8 +74,15 @@ class DevicesScreen(Screen[None]):
     DevicesScreen #device-detail { height: 1fr; border: round $primary-darken-1; padding: 0 1; }
     """
 
+    # Judging every device walks all their attempts: a view of tens of thousands of devices does it once
+    # every few seconds, not on every tick, and lists the first MAX_ROWS (stuck ones first).
+    EVERY = 2.0
+    MAX_ROWS = 1000
+
     def __init__(self, quiet: float = 30.0) -> None:
         super().__init__()
+        self._judged_at: float | None = None
+        self._cost = 0.0  # seconds the last judging took
         self.quiet = quiet  # a device with nothing for this long has finished what it was doing
         self._order: list[str] = []
         self._devices: dict[str, Device] = {}
@@ -98,7 +107,14 @@ class DevicesScreen(Screen[None]):
         if not tables:
             return  # not composed yet: the next tick draws it
         table = tables.first()
-        devices = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
+        # At most one judging in ten ticks' worth of its own cost: never most of the UI thread's time.
+        if self._judged_at is not None and 0 <= now - self._judged_at < max(self.EVERY, 10 * self._cost):
+            return
+        self._judged_at = now
+        started = time.perf_counter()
+        judged = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
+        self._cost = time.perf_counter() - started
+        devices = judged[:self.MAX_ROWS]
         order = [d.address for d in devices]
         self._devices = {d.address: d for d in devices}
         rows = [(clean(d.address) + (f" {d.mac}" if d.mac else ""),
@@ -117,7 +133,10 @@ class DevicesScreen(Screen[None]):
             for address, row in zip(order, rows, strict=True):
                 for column, value in zip(table.columns, row, strict=True):
                     table.update_cell(address, column, value)
-        table.border_subtitle = f"{len(devices)} device{'s' if len(devices) != 1 else ''} · escape/d: sessions"
+        shown = f"{len(judged):,} device{'s' if len(judged) != 1 else ''}"
+        if len(judged) > len(devices):
+            shown = f"the first {len(devices):,} of {shown} (stuck first, then the most recent)"
+        table.border_subtitle = f"{shown} · escape/d: sessions"
         self._show_selected()
 
     def _show_selected(self) -> None:
