@@ -6,6 +6,7 @@ from rich.text import Text
 from textual import getters
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -50,7 +51,10 @@ class SessionDetailScreen(Screen[None]):
                     " this session was forgotten to bound memory (oldest finished first); a saved trace keeps it",
                     style="bold yellow"))
                 continue
-            panel.show(view, now, self.filter, self.paused, analyzer.findings(self.session))
+            try:
+                panel.show(view, now, self.filter, self.paused, analyzer.findings(self.session))
+            except NoMatches:
+                return  # pushed but not composed yet (a busy machine): the next tick draws it
 
     def action_pause(self) -> None:
         self.paused = not self.paused
