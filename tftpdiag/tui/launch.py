@@ -15,6 +15,7 @@ from tftpdiag.engine.server import TftpServer
 
 if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
     from tftpdiag.engine.watch import Watcher
+    from tftpdiag.headless import Serving
 from tftpdiag.fmt import clean, line
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.sessions import fmt_addr
@@ -155,12 +156,17 @@ def run_server_app(server: TftpServer, bus: EventBus) -> int:
     spool = Spool(bus)
     # Every reader subscribes before the first request can arrive.
     app = TftpDiagApp(mode="serve", feed=feed, server=server_info(server), saver=spool.save)
-    thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
+    return _run_beside(app, server, spool, "tftp-server")
+
+
+def _run_beside(app: TftpDiagApp, engine: Serving, spool: Spool, name: str) -> int:
+    """The app, with the engine (a server or a watcher) serving on its own thread until the app ends."""
+    thread = threading.Thread(target=engine.serve, name=name, daemon=True)
     thread.start()
     try:
         _run(app)
     finally:
-        server.stop()
+        engine.stop()
         thread.join(10)
         spool.close()
     return 0
@@ -187,15 +193,7 @@ def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
 
 def run_watch_app(watcher: Watcher, bus: EventBus) -> int:
     app, spool = watch_app(watcher, bus)
-    thread = threading.Thread(target=watcher.serve, name="tftp-watch", daemon=True)
-    thread.start()
-    try:
-        _run(app)
-    finally:
-        watcher.stop()
-        thread.join(10)
-        spool.close()
-    return 0
+    return _run_beside(app, watcher, spool, "tftp-watch")
 
 
 def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, Spool]:
