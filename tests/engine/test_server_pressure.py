@@ -252,7 +252,7 @@ def test_a_session_whose_answer_is_still_unread_is_not_taken_for_half_open(root:
     client's ACK may wait unread on its session's socket. That session has heard back and must not be
     dropped to make room; the new request waits instead. (The loop is driven by hand here, so that the
     ACK is certainly still unread.)"""
-    import tftpdiag.engine.server as server_module
+    import tftpdiag.engine.server_requests as server_module
     from tftpdiag.engine.server import TftpServer
 
     monkeypatch.setattr(server_module, "_HALF_OPEN_GRACE", 0.0)

@@ -12,44 +12,37 @@ import contextlib
 import errno
 import ipaddress
 import os
-import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path
-from typing import BinaryIO, Final
 
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.files import FileSource, UploadSink
-from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
+from tftpdiag.engine.impair import Held, Impairer
 from tftpdiag.engine.listeners import arrival, destination, prepare_listener
-from tftpdiag.engine.net import BUSY_POLL, BusyPoll, describe_errno, errored_destination, normalise, udp_socket
-from tftpdiag.engine.offload import DatagramWriter
-from tftpdiag.engine.partfiles import Removal, create_part, remove_stale
-from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
+from tftpdiag.engine.net import BusyPoll, describe_errno, errored_destination, normalise, udp_socket
+from tftpdiag.engine.partfiles import Removal, remove_stale
+from tftpdiag.engine.server_requests import ERROR_ACKED, ServerRequests
+from tftpdiag.engine.server_state import (
+    _WAKE,
+    SERVE_TIMING,
+    ServerConfig,
+    ServerSetupError,
+    _Active,
+    _HeldTarget,
+    _Listener,
+    _Poller,
+)
 from tftpdiag.engine.suggest import NameSuggester
-from tftpdiag.protocol.events import Address, Note, PacketReceived, SocketError
-from tftpdiag.protocol.options import ServerPolicy
-from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
-from tftpdiag.protocol.server import GIVE_UP, ServerRead, ServerWrite, refuse
-from tftpdiag.protocol.session import Session
-from tftpdiag.protocol.timer import Timing
+from tftpdiag.protocol.events import Address, SocketError
+from tftpdiag.protocol.server import GIVE_UP
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
 _MAX_WAIT = 0.5
-SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
-ERROR_ACKED = "error-acked"  # RequestRefused.why of a client's ACK of the ERROR that refused it: not a refusal
-_ERROR_ACK_WITHIN = 10.0  # seconds after our ERROR in which the client's ACK counts as its answer
-_REFUSED_REMEMBERED = 4096  # clients remembered for that; the oldest go first
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
-_HALF_OPEN_GRACE = 1.0  # seconds a new session's client has to answer before the session may be dropped
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
-_ROOM_TRIES = 8  # sessions looked at per request that needs room (each may turn out to have heard back)
 _PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0x40)
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
 _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
@@ -57,105 +50,7 @@ _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
 
-class _Wake(Enum):
-    WAKE = "wake"
-
-
-_WAKE: Final = _Wake.WAKE  # what the poller reports for the wake-up socket that stop() writes to
-
-
-class _Poller:
-    """Readiness of many sockets, keyed by file descriptor. (The selectors module builds key objects on
-    every call, a cost a lock-step transfer pays once per block.)"""
-
-    def __init__(self) -> None:
-        self._epoll = hasattr(select, "epoll")
-        self._impl = select.epoll() if self._epoll else select.poll()
-        self._data: dict[int, _PollData] = {}
-
-    def register(self, sock: socket.socket, data: _PollData) -> None:
-        fd = sock.fileno()
-        self._data[fd] = data
-        self._impl.register(fd, select.EPOLLIN if self._epoll else select.POLLIN)
-
-    def unregister(self, sock: socket.socket) -> None:
-        fd = sock.fileno()
-        if fd in self._data:
-            del self._data[fd]
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._impl.unregister(fd)
-
-    def poll(self, timeout: float) -> list[_PollData]:
-        data = self._data
-        events = self._impl.poll(timeout) if self._epoll else self._impl.poll(timeout * 1000)
-        return [data[fd] for fd, _ in events if fd in data]
-
-    def close(self) -> None:
-        # A poll object has nothing to close; select.epoll is looked up only where it exists.
-        if self._epoll and isinstance(self._impl, select.epoll):
-            self._impl.close()
-
-
-class ServerSetupError(Exception):
-    """The server cannot start: said in one line a user can act on."""
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    root: Path
-    bind: tuple[str, ...] = ("0.0.0.0", "::")
-    port: int = 69
-    allow_upload: bool = False
-    allow_overwrite: bool = False
-    single_port: bool = False
-    policy: ServerPolicy = field(default_factory=ServerPolicy)
-    timing: Timing = SERVE_TIMING
-    max_sessions: int | None = None  # None: as many as the open-file limit allows (admission.py)
-    waiting_room: int = 4096  # requests that wait for a free session when all are taken, not refused
-    inherited: tuple[socket.socket, ...] = ()  # sockets already bound (systemd socket activation): no bind
-    idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
-    impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
-    busy_poll: float = BUSY_POLL  # seconds to spin for the next datagram before sleeping (0: never)
-    offload: bool = True  # a window leaves in one system call (UDP GSO, Linux); off under impair
-
-
-@dataclass(eq=False)
-class _Listener:
-    sock: socket.socket
-    local: Address
-    family: int
-
-
-@dataclass(eq=False)
-class _Active:
-    machine: Session
-    sock: socket.socket
-    own_socket: bool
-    client: Address
-    request_raw: bytes
-    last_heard: float
-    file: BinaryIO | None = None
-    upload: UploadSink | None = None
-    target: Path | None = None
-    finalised: bool = False
-    offload: bool = True
-    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see _sendto)
-    # Anything but a request heard from the client since: a session without it is half-open (perhaps a
-    # forged source address) and gives its place up to a new request when the server is full.
-    heard: bool = False
-
-    def __post_init__(self) -> None:
-        self.prefetch = getattr(self.machine, "prefetch", None)
-        self.writer = DatagramWriter(self.sock, self.offload)
-
-
-_PollData = _Wake | _Listener | _Active  # what the poller reports for each ready socket
-# Where a datagram the impairer held goes when it falls due: out through a socket, in to a session, or in
-# to a listener (with the address it was sent to).
-_HeldTarget = socket.socket | _Active | tuple[_Listener, "str | None"]
-
-
-class TftpServer:
+class TftpServer(ServerRequests):
     def __init__(self, config: ServerConfig, bus: EventBus | None = None) -> None:
         self.config = config
         self.bus = bus or EventBus()
@@ -537,187 +432,6 @@ class TftpServer:
             if deadline is not None and deadline < self._next_check:
                 self._next_check = deadline
 
-    # -- requests ----------------------------------------------------------------------------------
-
-    def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
-                client: Address, code: int, message: str, why: str, suggestion: str | None = None,
-                answer: bool = True) -> None:
-        now = time.time()
-        out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=now,
-                             code=code, message=message, why=why, suggestion=suggestion, answer=answer)
-        for datagram, dest in out:
-            with contextlib.suppress(OSError):
-                self._sendto(listener.sock, datagram, dest, session_id)
-        if out:
-            if len(self._refused_at) >= _REFUSED_REMEMBERED:
-                self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
-            self._refused_at[client] = now
-        self.bus.publish(events)
-
-    def _acks_our_error(self, client: Address, packet: Packet) -> bool:
-        """An ACK from a client this listener refused with an ERROR moments ago: its answer to it."""
-        refused = self._refused_at.pop(client, None)
-        return isinstance(packet, Ack) and refused is not None and time.time() - refused < _ERROR_ACK_WITHIN
-
-    def _on_request(self, listener: _Listener, raw: bytes, client: Address, dest: str | None) -> None:
-        session_id = self.bus.new_session_id()
-        self._remember(session_id)
-        # Events name the address the request really reached, not the wildcard the socket is bound to.
-        listen = (dest or listener.local[0], listener.local[1])
-        try:
-            packet = decode(raw)
-        except ProtocolError as exc:
-            self._refuse(listener, listen, session_id, raw, None, client, exc.code, exc.message, "malformed")
-            return
-        if not isinstance(packet, Request):
-            # Logged, not answered: some clients (tftp-hpa's interactive mode) ACK the ERROR that refused
-            # their request, and an ERROR 5 in reply would be read as the answer to their next request.
-            if self._acks_our_error(client, packet):
-                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
-                             "the client acknowledged our ERROR", ERROR_ACKED, answer=False)
-            else:
-                self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
-                             "not a request", "not-a-request", answer=False)
-            return
-        active = self._by_request.get((client, raw))
-        ended = self._ended.get((client, raw))
-        if active is not None and not active.machine.finished:
-            # The client resent its request before our answer reached it: its session goes on.
-            self.bus.publish([PacketReceived(active.machine.session_id, time.time(), listen, client,
-                                             raw, packet, Note.DUPLICATE, "request repeated")])
-            return
-        if ended is not None and self._arrival is not None and self._arrival <= ended:
-            # Dropped without an event: the session's record may be gone, and a lone event would start
-            # a record of its own that never ends.
-            return
-        if self._waiting.holds(client, raw):
-            self._waiting.offer(client, raw, (listener, raw, client, dest), time.time())  # still asking
-            return
-        if len(self._sessions) >= self.capacity and not self._make_room():
-            # Full of clients that all answer: the request waits for the first session to end (its
-            # client resends meanwhile, which only keeps its place), unless the queue is full too.
-            if self._waiting.offer(client, raw, (listener, raw, client, dest), time.time()):
-                return
-            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.NOT_DEFINED,
-                         f"server busy: {len(self._sessions)} sessions and {len(self._waiting)} waiting", "busy")
-            return
-        if packet.is_read:
-            self._start_read(listener, listen, session_id, raw, packet, client, dest)
-        else:
-            self._start_write(listener, listen, session_id, raw, packet, client, dest)
-
-    def _make_room(self, scan: bool = False) -> bool:
-        """End one session to admit a new request: the oldest half-open one, else (``scan``) a finished
-        one still dallying. Requests that never answer (a flood, or forged source addresses, as with a SYN
-        flood) then cannot keep out a client that does, whatever address they come from. A session is
-        half-open only once its client has had _HALF_OPEN_GRACE to answer: in a storm, requests come
-        faster than the first answers, and must not push out each other's fresh sessions. False if no
-        session can go (the request then waits for one)."""
-        for _ in range(_ROOM_TRIES):
-            victim = self._oldest_half_open(scan)
-            if victim is None:
-                return False
-            if not victim.machine.finished and victim.own_socket and _waiting_datagram(victim.sock):
-                # Its client did answer, but a loop turn over thousands of sessions has not read it yet:
-                # read it now (the session is then no longer half-open), and look again.
-                sessions = len(self._sessions)
-                self._read_session(victim)
-                if len(self._sessions) < sessions:
-                    return True  # that datagram ended it
-                continue
-            now = time.time()
-            victim.machine.abandon(now, f"dropped to admit a new request: nothing heard from the client in "
-                                        f"{now - victim.machine.started:.1f} s")
-            self._flush(victim, now)
-            if victim.machine.session_id in self._sessions:
-                self._end(victim)
-            return True
-        return False
-
-    def _oldest_half_open(self, scan: bool) -> _Active | None:
-        """The oldest session past its grace that never heard back, else (with ``scan``: a walk over
-        every session, so not on every request) a finished one still dallying."""
-        for active in self._half_open.values():  # in the order they started: the first is the oldest
-            if active.machine.started <= time.time() - _HALF_OPEN_GRACE:
-                return active
-            break
-        if scan:
-            for active in self._sessions.values():
-                if active.machine.finished:
-                    return active
-        return None
-
-    def _session_socket(self, listener: _Listener, dest: str | None, client: Address) -> tuple[socket.socket, bool]:
-        client_family = socket.AF_INET6 if ":" in client[0] else socket.AF_INET
-        if self.config.single_port:
-            return listener.sock, False
-        host = dest or listener.local[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        if client_family != family:  # no destination known, and a dual-stack listener: any of the client's
-            family, host = client_family, ("::" if client_family == socket.AF_INET6 else "0.0.0.0")
-        sock = udp_socket(family, (host, 0))
-        sock.setblocking(False)
-        return sock, True
-
-    def _socket_or_refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes,
-                          request: Request, client: Address, dest: str | None) -> tuple[socket.socket, bool] | None:
-        """The session's socket, or None after telling the client the server could not make one."""
-        try:
-            return self._session_socket(listener, dest, client)
-        except OSError as exc:
-            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.NOT_DEFINED,
-                         f"server cannot open a socket: {exc.strerror}", "server-error")
-            return None
-
-    def _start_read(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
-                    client: Address, dest: str | None) -> None:
-        target = open_for_read(self.root, request.filename, self._suggest)
-        if isinstance(target, Refusal):
-            self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why,
-                         target.suggestion)
-            return
-        file = os.fdopen(target.fd, "rb", buffering=1 << 16)
-        opened = self._socket_or_refuse(listener, listen, session_id, raw, request, client, dest)
-        if opened is None:
-            file.close()
-            return
-        sock, own = opened
-        local = normalise(sock.getsockname())
-        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=FileSource(file),
-                             file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
-                             timing=self.config.timing)
-        self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path,
-                          offload=self._offload), listener)
-
-    def _start_write(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
-                     client: Address, dest: str | None) -> None:
-        cfg = self.config
-        target = check_for_write(self.root, request.filename, allow_upload=cfg.allow_upload,
-                                 allow_overwrite=cfg.allow_overwrite)
-        if isinstance(target, Refusal):
-            self._refuse(listener, listen, session_id, raw, request, client, target.code, target.message, target.why)
-            return
-        try:
-            fd, temp_path = create_part(target.path)
-        except OSError as exc:
-            self._refuse(listener, listen, session_id, raw, request, client, ErrorCode.ACCESS_VIOLATION,
-                         f"cannot create the file: {exc.strerror}", "no-permission")
-            return
-        upload = UploadSink(os.fdopen(fd, "wb", buffering=1 << 16), temp_path, target.path, cfg.allow_overwrite)
-        opened = self._socket_or_refuse(listener, listen, session_id, raw, request, client, dest)
-        if opened is None:
-            upload.discard()
-            return
-        sock, own = opened
-        local = normalise(sock.getsockname())
-        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=upload,
-                              now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
-        self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path,
-                          offload=self._offload), listener)
-
-    def _suggest(self, root: Path, cleaned: str) -> str | None:
-        return self.suggester.suggest(root, cleaned, time.monotonic())
-
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
         self._by_request[(active.client, active.request_raw)] = active
@@ -760,12 +474,3 @@ class TftpServer:
             for peer_key, value in list(self._by_peer.items()):
                 if value is active:
                     del self._by_peer[peer_key]
-
-
-def _waiting_datagram(sock: socket.socket) -> bool:
-    """Whether a datagram waits unread on the socket (it stays there)."""
-    try:
-        sock.recv(1, _PEEK)
-    except OSError:  # BlockingIOError: nothing; anything else: a pending error, not a client's answer
-        return False
-    return True

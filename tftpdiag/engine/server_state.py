@@ -1,0 +1,125 @@
+"""What the server keeps: its configuration, its listening sockets, its sessions, and the poller that
+tells which of their sockets are ready. engine/server.py runs the loop over them; engine/server_requests.py
+turns a request into a session or a refusal."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from tftpdiag.engine.files import UploadSink
+from tftpdiag.engine.impair import ImpairSpec
+from tftpdiag.engine.net import BUSY_POLL
+from tftpdiag.engine.offload import DatagramWriter
+from tftpdiag.protocol.events import Address
+from tftpdiag.protocol.options import ServerPolicy
+from tftpdiag.protocol.server import GIVE_UP
+from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
+
+__all__ = ["ServerConfig", "ServerSetupError", "SERVE_TIMING"]
+
+SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
+
+
+class _Wake(Enum):
+    WAKE = "wake"
+
+
+_WAKE: Final = _Wake.WAKE  # what the poller reports for the wake-up socket that stop() writes to
+
+
+class _Poller:
+    """Readiness of many sockets, keyed by file descriptor. (The selectors module builds key objects on
+    every call, a cost a lock-step transfer pays once per block.)"""
+
+    def __init__(self) -> None:
+        self._epoll = hasattr(select, "epoll")
+        self._impl = select.epoll() if self._epoll else select.poll()
+        self._data: dict[int, _PollData] = {}
+
+    def register(self, sock: socket.socket, data: _PollData) -> None:
+        fd = sock.fileno()
+        self._data[fd] = data
+        self._impl.register(fd, select.EPOLLIN if self._epoll else select.POLLIN)
+
+    def unregister(self, sock: socket.socket) -> None:
+        fd = sock.fileno()
+        if fd in self._data:
+            del self._data[fd]
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._impl.unregister(fd)
+
+    def poll(self, timeout: float) -> list[_PollData]:
+        data = self._data
+        events = self._impl.poll(timeout) if self._epoll else self._impl.poll(timeout * 1000)
+        return [data[fd] for fd, _ in events if fd in data]
+
+    def close(self) -> None:
+        # A poll object has nothing to close; select.epoll is looked up only where it exists.
+        if self._epoll and isinstance(self._impl, select.epoll):
+            self._impl.close()
+
+
+class ServerSetupError(Exception):
+    """The server cannot start: said in one line a user can act on."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    root: Path
+    bind: tuple[str, ...] = ("0.0.0.0", "::")
+    port: int = 69
+    allow_upload: bool = False
+    allow_overwrite: bool = False
+    single_port: bool = False
+    policy: ServerPolicy = field(default_factory=ServerPolicy)
+    timing: Timing = SERVE_TIMING
+    max_sessions: int | None = None  # None: as many as the open-file limit allows (admission.py)
+    waiting_room: int = 4096  # requests that wait for a free session when all are taken, not refused
+    inherited: tuple[socket.socket, ...] = ()  # sockets already bound (systemd socket activation): no bind
+    idle_timeout: float = 120.0  # a session with no datagram from its client for this long is ended
+    impair: ImpairSpec | None = None  # fault injection between the sockets and the sessions
+    busy_poll: float = BUSY_POLL  # seconds to spin for the next datagram before sleeping (0: never)
+    offload: bool = True  # a window leaves in one system call (UDP GSO, Linux); off under impair
+
+
+@dataclass(eq=False)
+class _Listener:
+    sock: socket.socket
+    local: Address
+    family: int
+
+
+@dataclass(eq=False)
+class _Active:
+    machine: Session
+    sock: socket.socket
+    own_socket: bool
+    client: Address
+    request_raw: bytes
+    last_heard: float
+    file: BinaryIO | None = None
+    upload: UploadSink | None = None
+    target: Path | None = None
+    finalised: bool = False
+    offload: bool = True
+    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see _sendto)
+    # Anything but a request heard from the client since: a session without it is half-open (perhaps a
+    # forged source address) and gives its place up to a new request when the server is full.
+    heard: bool = False
+
+    def __post_init__(self) -> None:
+        self.prefetch = getattr(self.machine, "prefetch", None)
+        self.writer = DatagramWriter(self.sock, self.offload)
+
+
+_PollData = _Wake | _Listener | _Active  # what the poller reports for each ready socket
+# Where a datagram the impairer held goes when it falls due: out through a socket, in to a session, or in
+# to a listener (with the address it was sent to).
+_HeldTarget = socket.socket | _Active | tuple[_Listener, "str | None"]
