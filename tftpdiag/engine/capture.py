@@ -13,7 +13,6 @@ waits there while the reader catches up; what still does not fit the kernel coun
 from __future__ import annotations
 
 import array
-import select
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tftpdiag.engine.poller import Poller
 from tftpdiag.trace.pcap import Datagram, link_decoder
 
 __all__ = ["CaptureError", "CaptureStats", "LiveCapture", "default_interface", "capture_filter"]
@@ -30,7 +30,7 @@ _BATCH = 4096  # packets handed over per call at most
 # The ring hands over a block of packets when it fills or when this many ms have passed since its first
 # packet: the most a packet waits before the reader sees it.
 _BLOCK_MS = 50
-_POLL_MS = 200  # how long an idle reader sleeps before it looks at stop() again
+_POLL = 0.2  # seconds an idle reader sleeps before it looks at stop() again
 
 
 class CaptureError(Exception):
@@ -192,14 +192,14 @@ class LiveCapture:
     def batches(self) -> Iterator[list[Datagram]]:
         """Lists of datagrams as the kernel delivers them (empty lists while idle), until stopped."""
         handle, decode, stop = self._handle, self._decode, self._stop
-        poller = select.poll()
-        poller.register(handle.getfd(), select.POLLIN)
+        poller: Poller[None] = Poller()  # the engine's one poller, here on the ring's descriptor
+        poller.register(handle.getfd(), None)
         try:
             while not stop.is_set():
                 batch = self._read(handle, decode)
                 if batch is None:
                     yield []
-                    poller.poll(_POLL_MS)
+                    poller.poll(_POLL)
                     continue
                 yield batch
             # Stopped: what the ring already holds still counts. A block is handed over when it retires,
@@ -208,10 +208,11 @@ class LiveCapture:
             while (left := deadline - time.monotonic()) > 0:
                 batch = self._read(handle, decode)
                 if batch is None:
-                    poller.poll(max(1, int(left * 1000)))
+                    poller.poll(max(0.001, left))
                     continue
                 yield batch
         finally:
+            poller.close()
             self.close()
 
     def _read(self, handle: Any, decode: Any) -> list[Datagram] | None:

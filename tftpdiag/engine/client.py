@@ -1,5 +1,5 @@
-"""One client transfer (download or upload) driven over a real UDP socket, on a worker thread or the
-caller's own.
+"""One client transfer (download or upload) over a real UDP socket, on a worker thread or the caller's
+own: the request, its set-up and its outcome. The loop that drives the machine is engine/client_loop.py.
 
 A download is kept only when it completes (and has the expected SHA-256, if one was given): it is
 written to a temporary file beside the target and renamed over it at the end, with the mode the file
@@ -9,7 +9,6 @@ it replaces had, or the umask's for a new one. Without a target it is only hashe
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import threading
@@ -19,35 +18,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.files import HashingSink, HashingSource, storage_error
-from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
-from tftpdiag.engine.net import (
-    BUSY_POLL,
-    BusyPoll,
-    describe_errno,
-    errored_destination,
-    normalise,
-    receive_timeout_setter,
-    resolve,
-    udp_socket,
-)
-from tftpdiag.engine.offload import DatagramReader, DatagramWriter
+from tftpdiag.engine.client_loop import ClientLoop
+from tftpdiag.engine.files import HashingSink, HashingSource
+from tftpdiag.engine.impair import ImpairSpec
+from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
-from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketError
+from tftpdiag.protocol.events import Address, Completed, Failed
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
-from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
-
-_UNREACHABLE = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
-_POLL = 0.2  # longest wait between looks at the cancel flag and the deadline
-_BURST = 64  # datagrams read without blocking after one arrives, before the bookkeeping runs
-_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_BATCH = 64  # events handed to the bus at once while datagrams keep coming
 
 
 class TransferSetupError(Exception):
@@ -260,196 +243,15 @@ class ClientTransfer:
         self._done.set()
 
     def _drive(self, sock: socket.socket, machine: ClientRead | ClientWrite, now: float) -> None:
-        bus = self.bus
-        publish = bus.publish
-        sendto = sock.sendto
-        clock = time.time
-        receive = machine.receive
-        receive_many = machine.receive_many
-        take_datagrams = machine.datagrams_to_send
-        take_events = machine.events
-        cancelled = self._cancel.is_set
-        sink = self._sink
-        prefetch = getattr(machine, "prefetch", None)
-        impair = Impairer(self.request.impair) if self.request.impair is not None else None
-        # The impairer decides each datagram's fate, so under --impair they travel one by one.
-        offload = self.request.offload and impair is None
-        writer = DatagramWriter(sock, offload)
-        # Only a windowed transfer receives runs worth coalescing.
-        reader = DatagramReader(sock, offload and bool(self.request.options.windowsize))
-        read = reader.read
-        held: Held[None] = Held()  # datagrams the impairer delays, both ways
-        deadline = now + self.request.deadline if self.request.deadline else None
-        # A blocking socket whose receive timeout the kernel keeps (SO_RCVTIMEO): one system call per
-        # datagram, where settimeout() would poll first. The timeout is reset only when it must change.
-        sock.settimeout(None)
-        set_wait = receive_timeout_setter(sock)
-        spin = BusyPoll(lambda: read(_DONTWAIT), self.request.busy_poll)
-        # IPv4 sockets report (host, port) already; IPv6 ones a 4-tuple that normalise() shortens.
-        plain_addr = self.family == socket.AF_INET
-        # Events are handed to the bus in batches while datagrams flow without a pause, and always
-        # before the loop sleeps: a reader sees them at most a few milliseconds late, and publishing
-        # costs a fraction of what it did per datagram.
-        # Under --impair every event goes at once, in order with the Impaired events that explain it.
-        batch: list[Event] = []
-        batch_size = _BATCH if impair is None else 1
+        req = self.request
+        ClientLoop(sock, machine, bus=self.bus, session=self.session_id, server=self.server, impair=req.impair,
+                   offload=req.offload, windowed=bool(req.options.windowsize), busy_poll=req.busy_poll,
+                   deadline=req.deadline, sink=self._sink, cancel=self._cancel,
+                   cancel_reason=lambda: self._cancel_reason, on_finished=lambda: self._finished(machine)).run(now)
 
-        def flush() -> None:
-            nonlocal batch
-            if batch:
-                publish(batch)
-                batch = []
-
-        def failed(dest: Address, exc: OSError) -> None:
-            flush()
-            self._socket_error(sock, machine, exc, clock(), dest)
-
-        def send_all(now: float) -> None:
-            out = take_datagrams()
-            if not out:
-                return
-            if impair is None:
-                writer.send(out, failed)
-                return
-            for raw, dest in out:
-                send(raw, dest, now)
-
-        def send(raw: bytes, dest: Address, now: float) -> None:
-            assert impair is not None
-            times, events = impair.fate(raw, dest, now, "out", self.session_id)
-            publish(events)
-            for when in times:
-                if when <= now:
-                    try:
-                        sendto(raw, dest)
-                    except OSError as exc:
-                        failed(dest, exc)
-                else:
-                    held.add(when, "out", raw, dest, None)
-
-        def arrive(run: list[bytes], addr: Address, now: float) -> None:
-            if impair is None:
-                receive_many(run, addr, now)
-                return
-            for data in run:
-                times, events = impair.fate(data, addr, now, "in", self.session_id)
-                publish(events)
-                for when in times:
-                    if when <= now:
-                        receive(data, addr, now)
-                    else:
-                        held.add(when, "in", data, addr, None)
-
-        with spin:
-            send_all(now)
-            publish(take_events())
-            while not machine.closed:
-                delayed = impair is not None and bool(held)
-                if delayed:
-                    now = clock()  # held datagrams fall due by the clock, not by traffic
-                if cancelled():
-                    machine.abort(clock(), self._cancel_reason)
-                elif deadline is not None and now >= deadline and not machine.finished:
-                    machine.abort(now, f"gave up after the {self.request.deadline:g} s deadline")
-                elif delayed and held.due(now):
-                    for way, raw, addr, _ in held.pop_due(now):
-                        if way == "out":
-                            send_now(sock, raw, addr)
-                        else:
-                            receive(raw, addr, now)
-                else:
-                    timer = machine.next_timeout()
-                    wait = _POLL if timer is None else min(timer - now, _POLL)
-                    if delayed:
-                        wait = min(wait, held.next_time() - now)
-                    if wait <= 0:
-                        machine.handle_timeout(now)
-                    else:
-                        if bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
-                            flush()
-                            bus.idle()
-                        try:
-                            got = spin(wait)
-                            if got is None:
-                                flush()
-                                set_wait(wait)
-                                run, addr = read(0)
-                                spin.waited(clock() - now)
-                            else:
-                                run, addr = got
-                        except (BlockingIOError, InterruptedError):
-                            now = clock()
-                            machine.handle_timeout(now)
-                        except OSError as exc:
-                            now = clock()
-                            flush()
-                            self._socket_error(sock, machine, exc, now)
-                        else:
-                            now = clock()
-                            arrive(run, addr if plain_addr else normalise(addr), now)
-                            # A window arrives as a burst (one run, or several datagrams without
-                            # offload): answer as each is read, and leave the bookkeeping below to run
-                            # once for the whole burst. (In lock-step nothing else can be waiting, and
-                            # the extra read would only cost a system call.)
-                            if machine.windowsize > 1:
-                                for _ in range(_BURST):
-                                    send_all(now)
-                                    try:
-                                        run, addr = read(_DONTWAIT)
-                                    except (BlockingIOError, InterruptedError):
-                                        break
-                                    except OSError as exc:
-                                        flush()
-                                        self._socket_error(sock, machine, exc, now)
-                                        break
-                                    now = clock()
-                                    arrive(run, addr if plain_addr else normalise(addr), now)
-                send_all(now)
-                # Off the critical path: the reply is already on its way.
-                if sink is not None:
-                    try:
-                        sink.flush()
-                    except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
-                        machine.local_error(clock(), storage_error(exc))
-                        send_all(now)  # the ERROR that tells the server
-                elif prefetch is not None:
-                    prefetch()
-                batch += take_events()
-                if len(batch) >= batch_size:
-                    flush()
-                if machine.finished and self._outcome is None:
-                    flush()
-                    self._finalise(machine)
-            flush()
-        # What the impairer still holds on its way out (the ERROR that tells the peer we stopped, the
-        # final ACK) leaves as late as the impairment says, not never.
-        give_up = clock() + 2.0
-        while held and clock() < give_up:
-            time.sleep(max(min(held.next_time() - clock(), 0.05), 0.0))
-            for way, raw, addr, _ in held.pop_due(clock()):
-                if way == "out":
-                    send_now(sock, raw, addr)
-
-    def _socket_error(self, sock: socket.socket, machine: Session, exc: OSError, now: float,
-                      dest: Address | None = None) -> None:
-        if exc.errno not in _UNREACHABLE:
-            machine.abort(now, f"socket error: {exc.strerror or exc}")
-            return
-        blamed = errored_destination(sock) or dest
-        message = describe_errno(exc.errno)
-        self.bus.publish([SocketError(self.session_id, now, blamed, exc.errno, message)])
-        # Only an error about our peer (or, before it answered, about the server) ends the transfer:
-        # one drawn by an ERROR 5 sent to a stray source does not.
-        target = machine.peer if machine.locked else self.server
-        if blamed is None or blamed == target:
-            where = f"{target[0]}:{target[1]}" if not target[0].count(":") else f"[{target[0]}]:{target[1]}"
-            machine.unreachable(now, f"{where}: {message}")
-
-
-def send_now(sock: socket.socket, raw: bytes, dest: Address) -> None:
-    """Send a datagram the impairer held back; a failure is as if the network lost it."""
-    with contextlib.suppress(OSError):
-        sock.sendto(raw, dest)
+    def _finished(self, machine: ClientRead | ClientWrite) -> None:
+        if self._outcome is None:
+            self._finalise(machine)
 
 
 def _netascii_file_size(file: BinaryIO) -> int:

@@ -19,10 +19,11 @@ import time
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.impair import Held, Impairer
+from tftpdiag.engine.driver import Driver
 from tftpdiag.engine.listeners import arrival, destination, prepare_listener
-from tftpdiag.engine.net import BusyPoll, describe_errno, errored_destination, normalise, udp_socket
+from tftpdiag.engine.net import BusyPoll, normalise, udp_socket
 from tftpdiag.engine.partfiles import Removal, remove_stale
+from tftpdiag.engine.poller import Poller
 from tftpdiag.engine.server_requests import ERROR_ACKED, ServerRequests
 from tftpdiag.engine.server_state import (
     _WAKE,
@@ -30,20 +31,20 @@ from tftpdiag.engine.server_state import (
     ServerConfig,
     ServerSetupError,
     _Active,
-    _HeldTarget,
+    _HeldIn,
     _Listener,
-    _Poller,
+    _PollData,
 )
 from tftpdiag.engine.suggest import NameSuggester
-from tftpdiag.protocol.events import Address, SocketError
+from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.server import GIVE_UP
+from tftpdiag.protocol.session import Session
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
 _MAX_WAIT = 0.5
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
-_PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0x40)
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
 _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
 
@@ -71,16 +72,16 @@ class TftpServer(ServerRequests):
         self.capacity = config.max_sessions or default_capacity()
         self._waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]] = WaitingRoom(
             config.waiting_room, _PATIENCE)
-        self._sel = _Poller()
+        self._sel: Poller[_PollData] = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
         self._own_ids: set[int] = set()
         self.skipped_ipv6 = False  # the default bind's [::] was not available on this machine
-        self._impair = Impairer(config.impair) if config.impair is not None else None
-        self._offload = config.offload and self._impair is None  # the impairer decides each datagram
-        self._held: Held[_HeldTarget] = Held()
+        # Offload, impairment, held datagrams and socket errors, as the client has them (engine/driver.py).
+        self._driver: Driver[_HeldIn] = Driver(self.bus, config.impair, config.offload, alone=False,
+                                               label="client ")
         self.suggester = NameSuggester()  # hints for missing names, on a budget: this loop serves everyone
         self.stopped = threading.Event()
         self.stale_parts: list[Removal] = []  # temporary uploads of a killed server, removed at bind()
@@ -202,13 +203,15 @@ class TftpServer(ServerRequests):
         sel = self._sel
         bus = self.bus
         busy = BusyPoll(lambda: sel.poll(0), self.config.busy_poll)
+        driver = self._driver
+        held = driver.held
         try:
             with busy:
                 while not self._stopping.is_set():
                     now = time.time()
                     wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
-                    if self._held:
-                        wait = min(wait, max(self._held.next_time() - now, 0.0))
+                    if held:
+                        wait = max(driver.wait(wait, now), 0.0)
                     if wait > 0 and bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
                         bus.idle()
                     ready = busy(wait) if wait > 0 else None
@@ -224,8 +227,8 @@ class TftpServer(ServerRequests):
                         else:
                             self._read_session(data)
                     now = time.time()
-                    if self._held and self._held.due(now):
-                        self._release_held(now)
+                    if held.due(now):
+                        driver.release(now, self._deliver_held)
                     if now >= self._next_check:
                         self._check_timers(now)
                     if self._waiting and (len(self._sessions) < self.capacity or now >= self._next_room_check):
@@ -292,18 +295,19 @@ class TftpServer(ServerRequests):
             self._socket_error(sock, exc)
             return None
 
-    def _socket_error(self, sock: socket.socket, exc: OSError) -> None:
-        blamed = errored_destination(sock)
+    def _socket_error(self, sock: socket.socket, exc: OSError, sending: bool = False) -> None:
+        """What the error means is engine/driver.py's; which session it is about, the server's: the one on
+        that socket whose client it blames (with none blamed, the socket's first, for the event only)."""
+        def about(blamed: Address | None) -> tuple[int, Session, Address] | None:
+            for candidate in self._sessions.values():
+                if candidate.sock is sock and (blamed is None or candidate.client == blamed):
+                    return candidate.machine.session_id, candidate.machine, candidate.client
+            return None
+
         now = time.time()
-        active = None
-        for candidate in self._sessions.values():
-            if candidate.sock is sock and (blamed is None or candidate.client == blamed):
-                active = candidate
-                break
-        session = active.machine.session_id if active else 0
-        self.bus.publish([SocketError(session, now, blamed, exc.errno or 0, describe_errno(exc.errno or 0))])
-        if active is not None and blamed is not None:
-            active.machine.unreachable(now, f"client {blamed[0]}:{blamed[1]}: {describe_errno(exc.errno or 0)}")
+        ended = self._driver.socket_error(sock, exc, now, about, sending=sending)
+        active = self._sessions.get(ended.session_id) if ended is not None else None
+        if active is not None:
             self._flush(active, now)
 
     # One datagram per readable socket per turn of the loop: the next select() reports what is left,
@@ -317,10 +321,10 @@ class TftpServer(ServerRequests):
             if got is None:
                 return
             data, client, dest = got
-            if self._impair is not None:
+            if self._driver.impairer is not None:
                 active = self._by_peer.get((listener.local, client)) if self.config.single_port else None
                 session = active.machine.session_id if active is not None else 0
-                if not self._impaired_arrival(data, client, session, (listener, dest)):
+                if not self._driver.arrives(data, client, time.time(), session, (listener, dest)):
                     continue
             self._arrive_at_listener(listener, data, client, dest)
             if self._stopping.is_set() or listener not in self.listeners:
@@ -340,55 +344,19 @@ class TftpServer(ServerRequests):
         got = self._recv(active.sock, want_dest=False)
         if got is None:
             return
-        if self._impair is None or self._impaired_arrival(got[0], got[1], active.machine.session_id, active):
+        driver = self._driver
+        if driver.impairer is None or driver.arrives(got[0], got[1], time.time(), active.machine.session_id, active):
             self._deliver(active, got[0], got[1])
 
-    # -- fault injection ---------------------------------------------------------------------------
-
-    def _impaired_arrival(self, data: bytes, addr: Address, session: int,
-                          target: _Active | tuple[_Listener, str | None]) -> bool:
-        """Apply --impair to an arriving datagram; True when it is to be handled now."""
-        assert self._impair is not None
-        now = time.time()
-        times, events = self._impair.fate(data, addr, now, "in", session)
-        self.bus.publish(events)
-        now_too = False
-        for when in times:
-            if when <= now:
-                now_too = True
-            else:
-                self._held.add(when, "in", data, addr, target)
-        return now_too
-
-    def _sendto(self, sock: socket.socket, raw: bytes, dest: Address, session: int) -> None:
-        if sock.family == socket.AF_INET6 and ":" not in dest[0]:
-            # A dual-stack listener (from systemd) heard this IPv4 client; addresses are shown and kept
-            # as plain IPv4, and mapped back only to send from that IPv6 socket.
-            dest = ("::ffff:" + dest[0], dest[1])
-        if self._impair is None:
-            sock.sendto(raw, dest)
-            return
-        now = time.time()
-        times, events = self._impair.fate(raw, dest, now, "out", session)
-        self.bus.publish(events)
-        for when in times:
-            if when <= now:
-                sock.sendto(raw, dest)
-            else:
-                self._held.add(when, "out", raw, dest, sock)
-
-    def _release_held(self, now: float) -> None:
-        # The target says where each goes ("out" always has a socket, "in" a session or a listener).
-        for _, raw, addr, target in self._held.pop_due(now):
-            if isinstance(target, socket.socket):
-                with contextlib.suppress(OSError):
-                    target.sendto(raw, addr)
-            elif isinstance(target, _Active):
-                if target.machine.session_id in self._sessions:
-                    self._deliver(target, raw, addr)
-            else:
-                listener, dest = target
-                self._arrive_at_listener(listener, raw, addr, dest)
+    def _deliver_held(self, raw: bytes, addr: Address, target: _HeldIn) -> None:
+        """An arriving datagram the impairer held has fallen due: to its session, if it still runs, or to
+        the listener it reached."""
+        if isinstance(target, _Active):
+            if target.machine.session_id in self._sessions:
+                self._deliver(target, raw, addr)
+        else:
+            listener, dest = target
+            self._arrive_at_listener(listener, raw, addr, dest)
 
     def _deliver(self, active: _Active, data: bytes, addr: Address) -> None:
         now = time.time()
@@ -407,17 +375,9 @@ class TftpServer(ServerRequests):
             sock = active.sock
 
             def failed(dest: Address, exc: OSError) -> None:
-                if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # else as if lost on the wire: the
-                    self._socket_error(sock, exc)  # retransmit timer covers it
+                self._socket_error(sock, exc, sending=True)
 
-            if self._impair is None and not active.mapped:
-                active.writer.send(out, failed)
-            else:
-                for raw, dest in out:
-                    try:
-                        self._sendto(sock, raw, dest, machine.session_id)
-                    except OSError as exc:
-                        failed(dest, exc)
+            active.send(out, failed)
         if active.prefetch is not None:
             active.prefetch()  # the next block is read while the client answers, not after
         if machine.finished and not active.finalised:
@@ -437,6 +397,7 @@ class TftpServer(ServerRequests):
         self._by_request[(active.client, active.request_raw)] = active
         self._half_open[active.machine.session_id] = active
         active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
+        active.send = self._driver.sender(active.sock, active.writer, active.machine.session_id, active.mapped)
         if active.own_socket:
             self._sel.register(active.sock, active)
         else:

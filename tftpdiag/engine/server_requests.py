@@ -5,7 +5,6 @@ what it needs of the server is declared below."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -14,11 +13,13 @@ from typing import TYPE_CHECKING
 
 from tftpdiag.engine.admission import WaitingRoom
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.driver import Driver
 from tftpdiag.engine.files import FileSource, UploadSink
 from tftpdiag.engine.net import normalise, udp_socket
 from tftpdiag.engine.partfiles import create_part
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
-from tftpdiag.engine.server_state import ServerConfig, _Active, _Listener, _Poller
+from tftpdiag.engine.poller import Poller
+from tftpdiag.engine.server_state import ServerConfig, _Active, _HeldIn, _Listener, _PollData
 from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.protocol.events import Address, Note, PacketReceived
 from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
@@ -48,11 +49,10 @@ class ServerRequests:
     _ended: dict[tuple[Address, bytes], float]
     _arrival: float | None
     _waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]]
-    _sel: _Poller
-    _offload: bool
+    _sel: Poller[_PollData]
+    _driver: Driver[_HeldIn]
 
     if TYPE_CHECKING:  # defined by TftpServer
-        def _sendto(self, sock: socket.socket, raw: bytes, dest: Address, session: int) -> None: ...
         def _flush(self, active: _Active, now: float) -> None: ...
         def _add(self, active: _Active, listener: _Listener) -> None: ...
         def _read_session(self, active: _Active) -> None: ...
@@ -66,9 +66,7 @@ class ServerRequests:
         now = time.time()
         out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=now,
                              code=code, message=message, why=why, suggestion=suggestion, answer=answer)
-        for datagram, dest in out:
-            with contextlib.suppress(OSError):
-                self._sendto(listener.sock, datagram, dest, session_id)
+        self._driver.sender(listener.sock, None, session_id)(out, _unanswered)
         if out:
             if len(self._refused_at) >= _REFUSED_REMEMBERED:
                 self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
@@ -208,7 +206,7 @@ class ServerRequests:
                              file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
                              timing=self.config.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path,
-                          offload=self._offload), listener)
+                          offload=self._driver.offload), listener)
 
     def _start_write(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
                      client: Address, dest: str | None) -> None:
@@ -234,13 +232,17 @@ class ServerRequests:
         machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=upload,
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path,
-                          offload=self._offload), listener)
+                          offload=self._driver.offload), listener)
 
     def _suggest(self, root: Path, cleaned: str) -> str | None:
         return self.suggester.suggest(root, cleaned, time.monotonic())
 
 
 _PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0x40)
+
+
+def _unanswered(dest: Address, exc: OSError) -> None:
+    """A refusal that cannot be sent: the client hears nothing, as if it were lost on the wire."""
 
 
 def _waiting_datagram(sock: socket.socket) -> bool:

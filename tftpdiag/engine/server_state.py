@@ -1,17 +1,16 @@
-"""What the server keeps: its configuration, its listening sockets, its sessions, and the poller that
-tells which of their sockets are ready. engine/server.py runs the loop over them; engine/server_requests.py
-turns a request into a session or a refusal."""
+"""What the server keeps: its configuration, its listening sockets and its sessions, and what its poller
+(engine/poller.py) and its driver's held datagrams (engine/driver.py) point at. engine/server.py runs the
+loop over them; engine/server_requests.py turns a request into a session or a refusal."""
 
 from __future__ import annotations
 
-import contextlib
-import select
 import socket
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from tftpdiag.engine.driver import Send
 from tftpdiag.engine.files import UploadSink
 from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL
@@ -32,38 +31,6 @@ class _Wake(Enum):
 
 
 _WAKE: Final = _Wake.WAKE  # what the poller reports for the wake-up socket that stop() writes to
-
-
-class _Poller:
-    """Readiness of many sockets, keyed by file descriptor. (The selectors module builds key objects on
-    every call, a cost a lock-step transfer pays once per block.)"""
-
-    def __init__(self) -> None:
-        self._epoll = hasattr(select, "epoll")
-        self._impl = select.epoll() if self._epoll else select.poll()
-        self._data: dict[int, _PollData] = {}
-
-    def register(self, sock: socket.socket, data: _PollData) -> None:
-        fd = sock.fileno()
-        self._data[fd] = data
-        self._impl.register(fd, select.EPOLLIN if self._epoll else select.POLLIN)
-
-    def unregister(self, sock: socket.socket) -> None:
-        fd = sock.fileno()
-        if fd in self._data:
-            del self._data[fd]
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                self._impl.unregister(fd)
-
-    def poll(self, timeout: float) -> list[_PollData]:
-        data = self._data
-        events = self._impl.poll(timeout) if self._epoll else self._impl.poll(timeout * 1000)
-        return [data[fd] for fd, _ in events if fd in data]
-
-    def close(self) -> None:
-        # A poll object has nothing to close; select.epoll is looked up only where it exists.
-        if self._epoll and isinstance(self._impl, select.epoll):
-            self._impl.close()
 
 
 class ServerSetupError(Exception):
@@ -109,7 +76,7 @@ class _Active:
     target: Path | None = None
     finalised: bool = False
     offload: bool = True
-    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see _sendto)
+    mapped: bool = False  # answers from a dual-stack IPv6 listener to an IPv4 client (see driver.wire_address)
     # Anything but a request heard from the client since: a session without it is half-open (perhaps a
     # forged source address) and gives its place up to a new request when the server is full.
     heard: bool = False
@@ -117,9 +84,11 @@ class _Active:
     def __post_init__(self) -> None:
         self.prefetch = getattr(self.machine, "prefetch", None)
         self.writer = DatagramWriter(self.sock, self.offload)
+        # How the machine's datagrams leave: the writer's, unless the driver says otherwise (TftpServer._add).
+        self.send: Send = self.writer.send
 
 
 _PollData = _Wake | _Listener | _Active  # what the poller reports for each ready socket
-# Where a datagram the impairer held goes when it falls due: out through a socket, in to a session, or in
-# to a listener (with the address it was sent to).
-_HeldTarget = socket.socket | _Active | tuple[_Listener, "str | None"]
+# Where an arriving datagram the impairer held goes when it falls due: to a session, or to a listener (with
+# the address it was sent to).
+_HeldIn = _Active | tuple[_Listener, "str | None"]

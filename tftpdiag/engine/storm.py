@@ -1,10 +1,10 @@
 """A reboot storm: N devices asking one server for the same file at once, each from its own socket.
 
 One thread drives them all. Every device is a sans-IO client machine (protocol.client.ClientRead) with
-a socket of its own; one epoll waits on all the sockets, and one sweep of the machines' deadlines every
-few milliseconds runs their retransmit timers. (A thread per device, as ClientTransfer runs one
-download, costs a stack and a switch per datagram: at 500 devices that is most of a core spent
-switching, and the interpreter lock serialises them anyway.)
+a socket of its own; one poller (engine/poller.py, the server's too) waits on all the sockets, and one
+sweep of the machines' deadlines every few milliseconds runs their retransmit timers. (A thread per
+device, as ClientTransfer runs one download, costs a stack and a switch per datagram: at 500 devices
+that is most of a core spent switching, and the interpreter lock serialises them anyway.)
 
 What each device received is hashed as it arrives and compared at the end, size and SHA-256, with what
 was expected (given, or else the digest most devices agree on).
@@ -12,10 +12,8 @@ was expected (given, or else the digest most devices agree on).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
-import select
 import socket
 import time
 from collections import Counter, deque
@@ -24,6 +22,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
+from tftpdiag.engine.poller import Poller
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Address, Completed, Failed, Reason
 from tftpdiag.protocol.options import RequestedOptions
@@ -168,22 +167,21 @@ def run_storm(config: StormConfig,
     began = time.time()
     step = config.ramp / (config.clients - 1) if config.clients > 1 else 0.0
     devices = [_Device(i, sock, began + i * step) for i, sock in enumerate(socks)]
-    by_fd = {device.fd: device for device in devices}
     results: list[DeviceResult] = []
-    epoll = select.epoll(len(devices) + 1)
+    poller: Poller[_Device] = Poller()
     try:
         for device in devices:
-            epoll.register(device.fd, select.EPOLLIN)
-        _drive(config, devices, by_fd, epoll, server, options, began, results, on_done)
+            poller.register(device.fd, device)
+        _drive(config, devices, poller, server, options, began, results, on_done)
     finally:
-        epoll.close()
+        poller.close()
         for sock in socks:
             sock.close()
     return sorted(results, key=lambda r: r.index), time.time() - began
 
 
-def _drive(config: StormConfig, devices: list[_Device], by_fd: dict[int, _Device], epoll: select.epoll,
-           server: Address, options: RequestedOptions, began: float, results: list[DeviceResult],
+def _drive(config: StormConfig, devices: list[_Device], poller: Poller[_Device], server: Address,
+           options: RequestedOptions, began: float, results: list[DeviceResult],
            on_done: Callable[[DeviceResult], None] | None) -> None:
     waiting = deque(devices)  # not started yet, in start order
     running: dict[int, _Device] = {}
@@ -207,8 +205,7 @@ def _drive(config: StormConfig, devices: list[_Device], by_fd: dict[int, _Device
 
     def finish(device: _Device, now: float) -> None:
         running.pop(device.fd, None)
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            epoll.unregister(device.fd)
+        poller.unregister(device.fd)
         result = _result(device, now)
         results.append(result)
         if on_done is not None:
@@ -246,11 +243,9 @@ def _drive(config: StormConfig, devices: list[_Device], by_fd: dict[int, _Device
         wait = next_sweep - now
         if waiting:
             wait = min(wait, waiting[0].start - now)
-        for fd, _ in epoll.poll(max(wait, 0.0)):
-            ready = by_fd.get(fd)  # not `device`: that name holds a _Device above, never None
-            if ready is None or ready.fd not in running:
-                continue
-            _read(ready, settle)
+        for ready in poller.poll(max(wait, 0.0)):  # not `device`: that name holds a _Device above
+            if ready.fd in running:
+                _read(ready, settle)
 
 
 def _read(device: _Device, settle: Callable[[_Device, float], None]) -> None:
