@@ -6,21 +6,28 @@ that records what it was told."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import pytest
 
 from tftpdiag.engine.bus import EventBus, Subscription
+from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.driver import About, Driver, wire_address
 from tftpdiag.engine.impair import parse_impair
 from tftpdiag.engine.net import udp_socket
 from tftpdiag.engine.offload import DatagramWriter
-from tftpdiag.protocol.events import Address, Event, Impaired, SocketError
-from tftpdiag.protocol.packets import encode_ack, encode_data
+from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.protocol.events import Address, Event, Impaired, Note, PacketReceived, PacketSent, SocketError
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import Data, encode_ack, encode_data
 from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.timer import Timing
 
 
 class Machine:
@@ -242,3 +249,59 @@ def test_other_errors_abort_the_client_and_are_lost_datagrams_to_a_server(
     for code in (errno.ENOBUFS, errno.EAGAIN):  # a full queue: as if lost on the wire, the timer covers it
         assert server.socket_error(tx, OSError(code, "full"), time.time(), _about(machine, peer), sending=True) is None
     assert events(sub) == [] and len(machine.told) == 1
+
+
+# -- through both loops ----------------------------------------------------------------------------
+
+SERVER_TIMING = Timing(initial_timeout=0.2, retries=10, dally=0.0, adaptive=False)
+# The client waits longer than the server: a lost datagram is then always made good by the server's
+# retransmission, which the tests count, never by the client's.
+CLIENT_TIMING = Timing(initial_timeout=2.0, retries=3, dally=0.0, adaptive=False)
+
+
+def _transfer(tmp_path: Path, server_impair: str | None,
+              client_impair: str | None) -> tuple[bool, list[Event], TftpServer]:
+    root = tmp_path / "root"
+    root.mkdir()
+    data = os.urandom(512 * 6 + 100)
+    (root / "f").write_bytes(data)
+    bus = EventBus()
+    log = bus.subscribe()
+    config = ServerConfig(root, bind=("127.0.0.1",), port=0, timing=SERVER_TIMING,
+                          impair=parse_impair(server_impair) if server_impair else None)
+    with TftpServer(config, bus) as server:
+        request = ClientRequest("127.0.0.1", "f", port=server.addresses[0][1], timing=CLIENT_TIMING, deadline=10,
+                                options=RequestedOptions(blksize=512),
+                                impair=parse_impair(client_impair) if client_impair else None)
+        outcome = ClientTransfer(request, bus).run()
+    ok = outcome.ok and outcome.sha256 == hashlib.sha256(data).hexdigest()
+    return ok, log.drain(), server
+
+
+def _data_sent(events: list[Event], server: TftpServer, block: int) -> int:
+    return sum(1 for e in events if isinstance(e, PacketSent) and server.owns(e.session)
+               and isinstance(e.packet, Data) and e.packet.block == block)
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_datagram_dropped_on_its_way_in_never_reaches_the_machine(tmp_path: Path, side: str) -> None:
+    """The client drops DATA 3, or the server drops ACK 3, as it arrives: either way the server sends
+    DATA 3 again, after its timeout."""
+    client, server_spec = ("drop=data:3,direction=in", None) if side == "client" else (None, "drop=ack:3,direction=in")
+    ok, log, server = _transfer(tmp_path, server_spec, client)
+    assert ok
+    assert [e.action for e in log if isinstance(e, Impaired)] == ["dropped"]
+    assert _data_sent(log, server, 3) == 2 and _data_sent(log, server, 4) == 1
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_datagram_delayed_on_its_way_in_reaches_the_machine_once_later(tmp_path: Path, side: str) -> None:
+    spec = "delay=20ms,direction=in"
+    ok, log, server = _transfer(tmp_path, spec if side == "server" else None, spec if side == "client" else None)
+    assert ok
+    delayed = [e for e in log if isinstance(e, Impaired)]
+    # All that arrived: at the server the request (at its listener) and ACKs 0-7, at the client OACK and DATA 1-7.
+    assert len(delayed) == (9 if side == "server" else 8) and {e.action for e in delayed} == {"delayed"}
+    received = [e for e in log if isinstance(e, PacketReceived)]
+    assert not [e for e in received if e.note is Note.DUPLICATE]  # each once: not now and again later
+    assert all(_data_sent(log, server, block) == 1 for block in range(1, 8))  # none waited past a timeout
