@@ -2,8 +2,9 @@
 reordering, a path MTU that drops what would fragment, and exact drops of chosen packets.
 
 The impairer only decides the fate of each datagram (when it is delivered, how many times, or not at
-all) and records an event for it; the engine loops carry the decision out with their own timers, so a
-delay never blocks other sessions.
+all) and records an event for it; engine/driver.py carries the decision out for the client's and the
+server's loops alike (Held keeps what is delayed until the loop's clock says it is due), so a delay
+never blocks other sessions.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
-"""The TFTP server: one worker thread runs a selector loop over the listening sockets and every
-session's socket, and drives a protocol machine per session.
+"""The TFTP server: one worker thread runs a loop over the listening sockets and every session's socket
+(engine/poller.py tells which are ready), and drives a protocol machine per session. What a datagram
+meets between a socket and a machine (offload, impairment, held datagrams, socket errors) is
+engine/driver.py's, shared with the client; what is the server's own is finding the session a datagram
+or an error belongs to, and reading one datagram per socket per turn (a burst from a listener).
 
 Each session answers from a fresh port of its own, as RFC 1350 says, bound to the address the request
 was sent to (so a multi-homed server replies from the address the client knows); in single-port mode
