@@ -215,16 +215,18 @@ class Receiver(Session):
 
     # -- everything else about DATA ---------------------------------------------------------------
 
+    def _data_after_end(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA while dallying: a repeated last block means our final ACK was lost, so it goes again."""
+        if packet.block == wire(self._final_block or 0, self._rollover):
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            self._ack(self._final_block or 0, now, Note.REACK)
+        else:
+            self._note_received(raw, packet, self.peer, now, Note.LATE)
+
     def _on_data(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA mid-transfer (the row receive() takes a shortcut to for the next block in order)."""
         payload = packet.payload
-        if self.state is State.DALLYING:
-            if packet.block == wire(self._final_block or 0, self._rollover):
-                self.duplicates += 1
-                self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
-                self._ack(self._final_block or 0, now, Note.REACK)
-            else:
-                self._note_received(raw, packet, self.peer, now, Note.LATE)
-            return
         if len(payload) > self.blksize:
             self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "DATA larger than the block size")
             self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,

@@ -12,9 +12,9 @@ and negotiation phases in :mod:`client` and :mod:`server`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import cast, final
+from typing import Any, ClassVar, cast, final
 
 from tftpdiag.protocol.events import (
     Address,
@@ -37,6 +37,7 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
     Error,
     ErrorCode,
+    Opcode,
     Packet,
     ProtocolError,
     decode,
@@ -44,7 +45,7 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
-__all__ = ["State", "Session", "StorageError", "DeferredData"]
+__all__ = ["State", "Session", "StorageError", "DeferredData", "Table", "LIVE_STATES"]
 
 
 @final
@@ -87,10 +88,31 @@ class State(Enum):
         return self in (State.DALLYING, State.DONE, State.FAILED)
 
 
+# The states in which a machine still takes packets (in DONE and FAILED every packet is late).
+LIVE_STATES = (State.REQUESTING, State.NEGOTIATING, State.TRANSFERRING, State.DALLYING)
+
+# A role's legal transitions, as data (h11's _state.py is the model): in each state, for each opcode a
+# packet may carry, the method that handles it and the state the packet moves the machine to (None:
+# the handler decides, from what the packet holds). A handler may always end the transfer instead:
+# the last block or its ACK completes it, and anything wrong fails it. A packet whose opcode is not in
+# its state's row is unexpected: Session._unexpected notes it, and nothing changes.
+Table = Mapping[State, Mapping[Opcode, tuple[str, "State | None"]]]
+_Handler = Callable[[Any, Any, bytes, float], None]  # (machine, packet, datagram, now)
+
+
 class Session:
     """Base of the four machines; see the module docstring for how to drive one."""
 
     role: Role
+    TABLE: ClassVar[Table] = {}  # each role's own (see Table)
+    _rows: ClassVar[dict[State, dict[Opcode, tuple[_Handler, State | None]]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The table names methods; dispatch calls the functions they resolve to in this class.
+        cls._rows = {state: {opcode: (getattr(cls, name), then)
+                             for opcode, (name, then) in cls.TABLE.get(state, {}).items()}
+                     for state in LIVE_STATES}
 
     def __init__(self, session_id: int, *, local: Address, peer: Address, timing: Timing, now: float) -> None:
         self.session_id = session_id
@@ -228,7 +250,32 @@ class Session:
     # -- for subclasses -----------------------------------------------------------------------------
 
     def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        raise NotImplementedError
+        """The one dispatch of a decoded packet from the peer: its row in the role's TABLE."""
+        if not self.locked:  # the first reply to a request fixes the transfer ID, whatever it holds
+            self._lock(addr, now)
+        row = self._rows[self.state].get(packet.opcode)
+        if row is None:
+            self._unexpected(packet, raw, now)
+            return
+        handler, then = row
+        if then is not None:
+            self.state = then
+        handler(self, packet, raw, now)
+
+    # -- the rows every role shares ------------------------------------------------------------------
+
+    def _unexpected(self, packet: Packet, raw: bytes, now: float) -> None:
+        """The default: a packet no row of this state takes is noted, and changes nothing."""
+        self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED)
+
+    def _on_error(self, packet: Error, raw: bytes, now: float) -> None:
+        """The peer ended the transfer."""
+        self._note_received(raw, packet, self.peer, now)
+        self._peer_error(packet, now)
+
+    def _error_after_end(self, packet: Error, raw: bytes, now: float) -> None:
+        """An ERROR while dallying: the transfer has completed, whatever the peer thinks now."""
+        self._note_received(raw, packet, self.peer, now)
 
     def _on_timeout(self, now: float) -> None:
         raise NotImplementedError
