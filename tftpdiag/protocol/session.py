@@ -5,9 +5,22 @@ A machine is driven like aioquic's connection: ``receive(datagram, addr, now)`` 
 ``handle_timeout(now)`` feed it; ``datagrams_to_send()``, ``events()`` and ``next_timeout()`` tell the
 caller what to do. The caller owns the socket and the clock; nothing here blocks or reads the time.
 
-Where each rule lives: the timer and giving up in :mod:`timer`, block numbers in :mod:`blocks`, the
-window and read-ahead in :mod:`sender`, ordering and duplicates of DATA in :mod:`receiver`, the request
-and negotiation phases in :mod:`client` and :mod:`server`.
+Where each rule lives:
+
+- which packet each role takes in each state, and the state it moves to: the role's ``TABLE`` (see
+  :data:`Table`), one per role in :mod:`client` (ClientRead, ClientWrite) and :mod:`server`
+  (ServerRead, ServerWrite), read by the one dispatch here (``Session._on_packet``); a packet no row
+  takes falls to the one default, ``Session._unexpected``;
+- the transfer ID, ERROR from the peer, ending (complete, fail, dally) and the counters: here;
+- the timer and giving up: :mod:`timer`; block numbers and rollover: :mod:`blocks`;
+- the window, read-ahead and what an ACK means: :mod:`sender`; ordering, duplicates and gaps of DATA,
+  the ACKs they draw and the size limits: :mod:`receiver`;
+- the request, its retry without refused options and the OACK: :mod:`client`; the request's mode,
+  the server's negotiation, the OACK and refusals: :mod:`server`; option rules: :mod:`options`.
+
+Mid-transfer, the next DATA in order (a receiver) and an ACK (a sender) skip the decode and the dispatch:
+``receive()`` takes them straight to the handler of their row (``_on_data``'s ``_take``, ``_on_ack``),
+the one path of that rule, which tests/protocol/test_tables.py holds to the table.
 """
 
 from __future__ import annotations
