@@ -14,12 +14,14 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.files import HashingSink, HashingSource, storage_error
+from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
 from tftpdiag.engine.net import (
     BUSY_POLL,
@@ -38,7 +40,7 @@ from tftpdiag.protocol.events import Address, Completed, Event, Failed, SocketEr
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
-from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.session import Session, StorageError
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
@@ -141,6 +143,8 @@ class ClientTransfer:
         self._thread: threading.Thread | None = None
         self.machine: ClientRead | ClientWrite | None = None
         self._sink: HashingSink | None = None
+        # The engine's half of the machine (engine/files.py): feeds a sender, stores what a receiver took.
+        self._files: Callable[[float], bool] = lambda now: False
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -186,18 +190,21 @@ class ClientTransfer:
                 size = os.fstat(self._upload_file.fileno()).st_size
                 if req.mode == "netascii":
                     size = _netascii_file_size(self._upload_file)
-                machine: ClientRead | ClientWrite = ClientWrite(
-                    self.session_id, filename=req.filename, server=self.server, local=local, source=source,
-                    size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
+                writer = ClientWrite(self.session_id, filename=req.filename, server=self.server, local=local,
+                                     size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
+                machine: ClientRead | ClientWrite = writer
+                self._files = partial(feed_sender, writer, source)
                 self._digest = source.hash
             else:
                 if req.output is not None:
                     fd, self._temp_path = create_part(req.output)
                     self._temp = os.fdopen(fd, "wb")
                 sink = self._sink = HashingSink(self._temp)
-                machine = ClientRead(
-                    self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
-                    now=now, mode=req.mode, options=req.options, timing=req.timing, max_bytes=req.max_size)
+                reader = ClientRead(self.session_id, filename=req.filename, server=self.server, local=local,
+                                    now=now, mode=req.mode, options=req.options, timing=req.timing,
+                                    max_bytes=req.max_size)
+                machine = reader
+                self._files = partial(store_received, reader, sink)
                 self._digest = sink.hash
             self.machine = machine
             self._drive(sock, machine, now)
@@ -226,10 +233,12 @@ class ClientTransfer:
         result = machine.result
         assert result is not None
         stored = True
-        if self._sink is not None:
+        if self._sink is not None and isinstance(machine, ClientRead):
             try:
-                self._sink.flush()  # nothing is left for a completed download: its commit wrote it all
-            except OSError:
+                # Nothing is left for a completed download (it was stored before the final ACK); a failed
+                # one's last blocks still count in its digest.
+                self._sink.store(machine.received())
+            except StorageError:
                 stored = False
         output = None
         temp, self._temp = self._temp, None
@@ -269,8 +278,7 @@ class ClientTransfer:
         take_datagrams = machine.datagrams_to_send
         take_events = machine.events
         cancelled = self._cancel.is_set
-        sink = self._sink
-        prefetch = getattr(machine, "prefetch", None)
+        files = self._files
         impair = Impairer(self.request.impair) if self.request.impair is not None else None
         # The impairer decides each datagram's fate, so under --impair they travel one by one.
         offload = self.request.offload and impair is None
@@ -406,14 +414,8 @@ class ClientTransfer:
                                     arrive(run, addr if plain_addr else normalise(addr), now)
                 send_all(now)
                 # Off the critical path: the reply is already on its way.
-                if sink is not None:
-                    try:
-                        sink.flush()
-                    except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
-                        machine.local_error(clock(), storage_error(exc))
-                        send_all(now)  # the ERROR that tells the server
-                elif prefetch is not None:
-                    prefetch()
+                if files(now):
+                    send_all(now)  # what the file work let the machine send: DATA, the final ACK, an ERROR
                 batch += take_events()
                 if len(batch) >= batch_size:
                     flush()

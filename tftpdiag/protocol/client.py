@@ -16,7 +16,6 @@ from tftpdiag.protocol.events import (
     Side,
     TransferStarted,
 )
-from tftpdiag.protocol.netascii import NetasciiReader
 from tftpdiag.protocol.options import (
     Negotiated,
     OptionOutcome,
@@ -40,8 +39,8 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Sink
-from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
@@ -160,7 +159,7 @@ class _ClientMixin(_SessionBase):
 
 
 class ClientRead(_ClientMixin, Receiver):
-    """Download ``filename`` from ``server``; the received bytes go to ``sink.write``."""
+    """Download ``filename`` from ``server``; the caller stores what :meth:`received` hands it."""
 
     role = Role.CLIENT_READ
     TABLE = {
@@ -176,17 +175,20 @@ class ClientRead(_ClientMixin, Receiver):
         State.TRANSFERRING: {Opcode.DATA: ("_on_data", None),
                              Opcode.OACK: ("_late_oack", None),
                              Opcode.ERROR: ("_on_error", State.FAILED)},
+        State.STORING: {Opcode.DATA: ("_data_while_storing", None),
+                        Opcode.OACK: ("_late_oack", None),
+                        Opcode.ERROR: ("_on_error", State.FAILED)},
         State.DALLYING: {Opcode.DATA: ("_data_after_end", None),
                          Opcode.OACK: ("_late_oack", None),
                          Opcode.ERROR: ("_error_after_end", None)},
     }
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Sink,
-                 now: float, mode: str = "octet", options: RequestedOptions = RequestedOptions(),
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
+                 mode: str = "octet", options: RequestedOptions = RequestedOptions(),
                  timing: Timing = Timing(), max_bytes: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
-        self._init_receiver(sink, netascii=self.request.mode == "netascii", max_bytes=max_bytes)
+        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes)
         self._start(now)
 
     def _start_request(self, now: float) -> None:
@@ -237,7 +239,7 @@ class ClientRead(_ClientMixin, Receiver):
 
 
 class ClientWrite(_ClientMixin, Sender):
-    """Upload what ``source.read`` yields as ``filename``. ``size`` (if known) is offered as tsize."""
+    """Upload what the caller feeds (:meth:`feed`) as ``filename``. ``size`` (if known) is offered as tsize."""
 
     role = Role.CLIENT_WRITE
     TABLE = {
@@ -252,12 +254,12 @@ class ClientWrite(_ClientMixin, Sender):
                              Opcode.ERROR: ("_on_error", State.FAILED)},
     }
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, source: Readable,
-                 now: float, size: int | None = None, mode: str = "octet",
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
+                 size: int | None = None, mode: str = "octet",
                  options: RequestedOptions = RequestedOptions(), timing: Timing = Timing()) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.WRQ, filename, mode, options, size)
-        self._init_sender(NetasciiReader(source) if self.request.mode == "netascii" else source)
+        self._init_sender(netascii=self.request.mode == "netascii")
         self.total = size
         self._start(now)
 

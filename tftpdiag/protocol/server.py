@@ -21,7 +21,6 @@ from tftpdiag.protocol.events import (
     Side,
     TransferStarted,
 )
-from tftpdiag.protocol.netascii import NetasciiReader
 from tftpdiag.protocol.options import (
     Negotiated,
     ServerPolicy,
@@ -40,8 +39,8 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Sink
-from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
@@ -135,7 +134,7 @@ class _ServerMixin(_SessionBase):
 
 
 class ServerRead(_ServerMixin, Sender):
-    """Send ``source`` to the client that asked for it with an RRQ."""
+    """Send the file the caller feeds (:meth:`feed`) to the client that asked for it with an RRQ."""
 
     role = Role.SERVER_READ
     TABLE = {
@@ -150,14 +149,12 @@ class ServerRead(_ServerMixin, Sender):
     }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 source: Readable, now: float, file_size: int | None = None, listen: Address | None = None,
+                 now: float, file_size: int | None = None, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
-        self._init_sender(source)
+        self._init_sender(netascii=request.mode == "netascii")
         if not self._begin(request, raw, listen, now):
             return
-        if request.mode == "netascii":
-            self._source = NetasciiReader(source)
         self.total = file_size if request.mode == "octet" else None
         negotiated = self._negotiate(policy, file_size, now)
         if negotiated is None:
@@ -201,7 +198,7 @@ class ServerRead(_ServerMixin, Sender):
 
 
 class ServerWrite(_ServerMixin, Receiver):
-    """Take the upload a client offered with a WRQ; the bytes go to ``sink.write``."""
+    """Take the upload a client offered with a WRQ; the caller stores what :meth:`received` hands it."""
 
     role = Role.SERVER_WRITE
     TABLE = {
@@ -213,6 +210,10 @@ class ServerWrite(_ServerMixin, Receiver):
                              Opcode.ERROR: ("_on_error", State.FAILED),
                              Opcode.RRQ: ("_repeated_request", None),
                              Opcode.WRQ: ("_repeated_request", None)},
+        State.STORING: {Opcode.DATA: ("_data_while_storing", None),
+                        Opcode.ERROR: ("_on_error", State.FAILED),
+                        Opcode.RRQ: ("_repeated_request", None),
+                        Opcode.WRQ: ("_repeated_request", None)},
         State.DALLYING: {Opcode.DATA: ("_data_after_end", None),
                          Opcode.ERROR: ("_error_after_end", None),
                          Opcode.RRQ: ("_repeated_request", None),
@@ -220,10 +221,10 @@ class ServerWrite(_ServerMixin, Receiver):
     }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 sink: Sink, now: float, listen: Address | None = None,
+                 now: float, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
-        self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)
+        self._init_receiver(netascii=request.mode == "netascii", max_bytes=policy.max_upload)
         if not self._begin(request, raw, listen, now):
             return
         negotiated = self._negotiate(policy, None, now)

@@ -92,6 +92,7 @@ class State(Enum):
     REQUESTING = "requesting"  # client: request sent, waiting for the first reply
     NEGOTIATING = "negotiating"  # OACK exchanged, waiting for the first DATA or ACK
     TRANSFERRING = "transferring"
+    STORING = "storing"  # a receiver has the last block; the caller stores the file before the final ACK
     DALLYING = "dallying"  # done; lingering to re-ACK a repeated final DATA
     DONE = "done"
     FAILED = "failed"
@@ -102,7 +103,7 @@ class State(Enum):
 
 
 # The states in which a machine still takes packets (in DONE and FAILED every packet is late).
-LIVE_STATES = (State.REQUESTING, State.NEGOTIATING, State.TRANSFERRING, State.DALLYING)
+LIVE_STATES = (State.REQUESTING, State.NEGOTIATING, State.TRANSFERRING, State.STORING, State.DALLYING)
 
 # A role's legal transitions, as data (h11's _state.py is the model): in each state, for each opcode a
 # packet may carry, the method that handles it and the state the packet moves the machine to (None:
