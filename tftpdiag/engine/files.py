@@ -172,7 +172,7 @@ class UploadSink:
 
     def store(self, chunks: list[bytes]) -> None:
         try:
-            self.file.writelines(chunks)
+            self.file.write(b"".join(chunks))
         except OSError as exc:
             raise storage_error(exc) from exc
 
