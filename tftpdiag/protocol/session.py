@@ -4,6 +4,11 @@ counters, and how a transfer ends.
 A machine is driven like aioquic's connection: ``receive(datagram, addr, now)`` and
 ``handle_timeout(now)`` feed it; ``datagrams_to_send()``, ``events()`` and ``next_timeout()`` tell the
 caller what to do. The caller owns the socket and the clock; nothing here blocks or reads the time.
+It owns the files too (h11 leaves body bytes to its caller): a receiver hands over the data it took
+(``received()``) and, after the last block, waits STORING until the caller has put the file in place
+(``stored(now)``, or ``local_error(now, StorageError)``) before its final ACK; a sender asks for the
+bytes it wants (``prefetch()`` returns how many) and is fed them (``feed``, ``read_failed``).
+engine/files.py is the engine's half of that exchange.
 
 Where each rule lives:
 
@@ -13,8 +18,9 @@ Where each rule lives:
   takes falls to the one default, ``Session._unexpected``;
 - the transfer ID, ERROR from the peer, ending (complete, fail, dally) and the counters: here;
 - the timer and giving up: :mod:`timer`; block numbers and rollover: :mod:`blocks`;
-- the window, read-ahead and what an ACK means: :mod:`sender`; ordering, duplicates and gaps of DATA,
-  the ACKs they draw and the size limits: :mod:`receiver`;
+- the window, read-ahead, being fed and what an ACK means: :mod:`sender`; ordering, duplicates and
+  gaps of DATA, the ACKs they draw, the size limits and handing the data over: :mod:`receiver`;
+- netascii: :mod:`netascii` (the sender encodes what it is fed, the receiver decodes what it takes);
 - the request, its retry without refused options and the OACK: :mod:`client`; the request's mode,
   the server's negotiation, the OACK and refusals: :mod:`server`; option rules: :mod:`options`.
 
