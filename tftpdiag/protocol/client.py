@@ -47,6 +47,10 @@ from tftpdiag.protocol.timer import Timing
 __all__ = ["ClientRead", "ClientWrite"]
 
 MODES = ("octet", "netascii")
+_INVALID_REPLY = ("_invalid_reply", State.FAILED)  # what no server answers a request with
+# Both clients' request phase alike: an ERROR refuses the request; a request is no answer to one.
+_REQUEST_ANSWERED: dict[Opcode, tuple[str, State | None]] = {
+    Opcode.ERROR: ("_on_refusal", None), Opcode.RRQ: _INVALID_REPLY, Opcode.WRQ: _INVALID_REPLY}
 
 
 def _build_request(opcode: Opcode, filename: str, mode: str, options: RequestedOptions,
@@ -165,10 +169,7 @@ class ClientRead(_ClientMixin, Receiver):
     TABLE = {
         State.REQUESTING: {Opcode.DATA: ("_first_data", State.TRANSFERRING),
                            Opcode.OACK: ("_on_oack", State.NEGOTIATING),
-                           Opcode.ERROR: ("_on_refusal", None),
-                           Opcode.RRQ: ("_invalid_reply", State.FAILED),
-                           Opcode.WRQ: ("_invalid_reply", State.FAILED),
-                           Opcode.ACK: ("_invalid_reply", State.FAILED)},
+                           Opcode.ACK: _INVALID_REPLY, **_REQUEST_ANSWERED},
         State.NEGOTIATING: {Opcode.DATA: ("_on_data", State.TRANSFERRING),
                             Opcode.OACK: ("_repeated_oack", None),
                             Opcode.ERROR: ("_on_error", State.FAILED)},
@@ -245,10 +246,7 @@ class ClientWrite(_ClientMixin, Sender):
     TABLE = {
         State.REQUESTING: {Opcode.ACK: ("_first_ack", State.TRANSFERRING),
                            Opcode.OACK: ("_on_oack", State.TRANSFERRING),
-                           Opcode.ERROR: ("_on_refusal", None),
-                           Opcode.RRQ: ("_invalid_reply", State.FAILED),
-                           Opcode.WRQ: ("_invalid_reply", State.FAILED),
-                           Opcode.DATA: ("_invalid_reply", State.FAILED)},
+                           Opcode.DATA: _INVALID_REPLY, **_REQUEST_ANSWERED},
         State.TRANSFERRING: {Opcode.ACK: ("_on_ack", None),
                              Opcode.OACK: ("_repeated_oack", None),
                              Opcode.ERROR: ("_on_error", State.FAILED)},

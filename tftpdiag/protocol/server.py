@@ -52,6 +52,11 @@ MODES = ("octet", "netascii")
 # so the client, not the server, decides that a transfer is lost.
 GIVE_UP = 60.0
 
+# In every state of a server session, a request from its client is that client resending it (single-port
+# mode delivers it here): a duplicate, not a new transfer.
+_REPEATED_REQUEST: dict[Opcode, tuple[str, State | None]] = {Opcode.RRQ: ("_repeated_request", None),
+                                                             Opcode.WRQ: ("_repeated_request", None)}
+
 
 def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
            code: int, message: str, why: str, suggestion: str | None = None, answer: bool = True,
@@ -140,12 +145,10 @@ class ServerRead(_ServerMixin, Sender):
     TABLE = {
         State.NEGOTIATING: {Opcode.ACK: ("_ack_of_oack", None),
                             Opcode.ERROR: ("_oack_refused", State.FAILED),
-                            Opcode.RRQ: ("_repeated_request", None),
-                            Opcode.WRQ: ("_repeated_request", None)},
+                            **_REPEATED_REQUEST},
         State.TRANSFERRING: {Opcode.ACK: ("_on_ack", None),
                              Opcode.ERROR: ("_on_error", State.FAILED),
-                             Opcode.RRQ: ("_repeated_request", None),
-                             Opcode.WRQ: ("_repeated_request", None)},
+                             **_REPEATED_REQUEST},
     }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
@@ -204,20 +207,16 @@ class ServerWrite(_ServerMixin, Receiver):
     TABLE = {
         State.NEGOTIATING: {Opcode.DATA: ("_on_data", State.TRANSFERRING),
                             Opcode.ERROR: ("_on_error", State.FAILED),
-                            Opcode.RRQ: ("_repeated_request", None),
-                            Opcode.WRQ: ("_repeated_request", None)},
+                            **_REPEATED_REQUEST},
         State.TRANSFERRING: {Opcode.DATA: ("_on_data", None),
                              Opcode.ERROR: ("_on_error", State.FAILED),
-                             Opcode.RRQ: ("_repeated_request", None),
-                             Opcode.WRQ: ("_repeated_request", None)},
+                             **_REPEATED_REQUEST},
         State.STORING: {Opcode.DATA: ("_data_while_storing", None),
                         Opcode.ERROR: ("_on_error", State.FAILED),
-                        Opcode.RRQ: ("_repeated_request", None),
-                        Opcode.WRQ: ("_repeated_request", None)},
+                        **_REPEATED_REQUEST},
         State.DALLYING: {Opcode.DATA: ("_data_after_end", None),
                          Opcode.ERROR: ("_error_after_end", None),
-                         Opcode.RRQ: ("_repeated_request", None),
-                         Opcode.WRQ: ("_repeated_request", None)},
+                         **_REPEATED_REQUEST},
     }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
