@@ -30,7 +30,7 @@ exit status: 0 every device got the whole file, byte-exact; 1 some did not; 2 us
 def add_storm_parser(sub: Any) -> None:
     """The `storm` subcommand (built here to keep cli/parser.py about the flags all commands share)."""
     from tftpdiag.cli.values import Formatter, int_range, seconds_between, sha256_hex
-    from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN
+    from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN
 
     p = sub.add_parser(
         "storm", help="play many devices booting at once against a server and time them",

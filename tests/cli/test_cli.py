@@ -438,3 +438,20 @@ def test_probe_and_put_ask_again_when_a_server_refuses_options(tmp_path: Path) -
     assert put.returncode == 0, put.stdout + put.stderr
     assert "refused the options with ERROR 8" in put.stdout and "asked again without options" in put.stdout
     assert (root / "up.bin").read_bytes() == local.read_bytes()
+
+
+def test_help_does_not_load_the_protocol_machines() -> None:
+    # Start-up: `tftpdiag --help` took 114 ms when the parser imported protocol/server.py for one
+    # constant (which loads every event class and machine); the numbers live in protocol/limits.py.
+    code = (
+        "import sys, contextlib, io\n"
+        "from tftpdiag.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('tftpdiag.protocol.', 'tftpdiag.engine', 'rich')) "
+        "and m != 'tftpdiag.protocol.limits')\n"
+        "print('LOADED', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout, result.stdout

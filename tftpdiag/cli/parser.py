@@ -26,8 +26,7 @@ from tftpdiag.cli.values import (
 )
 from tftpdiag.completion import add_completion_parser
 from tftpdiag.opsargs import add_history_parser, add_serve_flags
-from tftpdiag.protocol.options import BLKSIZE_MAX, BLKSIZE_MIN
-from tftpdiag.protocol.server import GIVE_UP
+from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, GIVE_UP
 from tftpdiag.verbosity import add_verbosity_flags
 
 __all__ = ["build_parser"]

@@ -9,6 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tftpdiag.compat import StrEnum
+from tftpdiag.protocol.limits import (
+    BLKSIZE_MAX,
+    BLKSIZE_MIN,
+    DEFAULT_BLKSIZE,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    WINDOWSIZE_MAX,
+    WINDOWSIZE_MIN,
+)
 from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
 
 __all__ = [
@@ -26,10 +35,6 @@ __all__ = [
     "options_refused",
 ]
 
-DEFAULT_BLKSIZE = 512
-BLKSIZE_MIN, BLKSIZE_MAX = 8, 65464
-TIMEOUT_MIN, TIMEOUT_MAX = 1, 255
-WINDOWSIZE_MIN, WINDOWSIZE_MAX = 1, 65535
 RANGES = {
     "blksize": (BLKSIZE_MIN, BLKSIZE_MAX),
     "timeout": (TIMEOUT_MIN, TIMEOUT_MAX),

@@ -21,6 +21,7 @@ from tftpdiag.protocol.events import (
     Side,
     TransferStarted,
 )
+from tftpdiag.protocol.limits import GIVE_UP
 from tftpdiag.protocol.options import (
     Negotiated,
     ServerPolicy,
@@ -47,10 +48,6 @@ from tftpdiag.protocol.timer import Timing
 __all__ = ["ServerRead", "ServerWrite", "refuse", "MODES", "GIVE_UP"]
 
 MODES = ("octet", "netascii")
-# Seconds a server session keeps a client it hears nothing from (Timing.give_up), as tftpd-hpa does
-# (about 63 s): longer than the usual clients keep trying themselves (tftp-hpa 25 s, U-Boot 10 x 5 s),
-# so the client, not the server, decides that a transfer is lost.
-GIVE_UP = 60.0
 
 # In every state of a server session, a request from its client is that client resending it (single-port
 # mode delivers it here): a duplicate, not a new transfer.
