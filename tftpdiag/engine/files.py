@@ -22,10 +22,12 @@ from tftpdiag.engine.partfiles import set_final_mode
 from tftpdiag.protocol.packets import ErrorCode
 from tftpdiag.protocol.receiver import Receiver
 from tftpdiag.protocol.sender import Sender
-from tftpdiag.protocol.session import StorageError
+from tftpdiag.protocol.session import State, StorageError
 
 __all__ = ["storage_error", "feed_sender", "store_received", "Readable", "Storage", "FileSource", "HashingSource",
            "HashingSink", "UploadSink"]
+
+_STORING = State.STORING
 
 
 class Readable(Protocol):
@@ -71,7 +73,7 @@ def store_received(machine: Receiver, sink: Storage, now: float) -> bool:
     try:
         if chunks:
             sink.store(chunks)
-        if not machine.storing:
+        if machine.state is not _STORING:  # (the property costs a call per datagram)
             return False
         sink.commit()
     except StorageError as exc:

@@ -57,9 +57,13 @@ class Sender(Session):
         self._final: int | None = None
         self._rewound_for = -1
         self._rtt_block = 0  # the block whose ACK ends the round trip being timed
-        # What the caller fed, not yet in a block (_buf[_pos:], wire bytes), and whether the file ended.
+        # What the caller fed, not yet in a block (wire bytes): _buf[_pos:], then the chunks fed since
+        # (_fed_chunks, _fed_bytes in all), and whether the file ended. Chunks are kept apart rather than
+        # joined: while they hold whole blocks, taking the next one copies nothing.
         self._buf = b""
         self._pos = 0
+        self._fed_chunks: deque[bytes] = deque()
+        self._fed_bytes = 0
         self._eof = False
         self._read_error: StorageError | None = None  # the caller's failed read, reported when its bytes are due
         self._starved = False  # a block was due before its bytes were fed: feed() sends it
@@ -79,9 +83,12 @@ class Sender(Session):
             self._prepare(self.windowsize)
         if self._eof or self._read_error is not None:
             return 0
-        held = len(self._buf) - self._pos
-        window = self.windowsize * self.blksize
-        return 0 if held >= window else max(_READ_AHEAD, 2 * window) - held
+        held = len(self._buf) - self._pos + self._fed_bytes
+        blksize, windowsize = self.blksize, self.windowsize
+        if held >= windowsize * blksize:
+            return 0
+        # Whole blocks, and so many that what is held ends on a block boundary (see _fed_chunks).
+        return blksize * max(windowsize, _READ_AHEAD // blksize) - held % blksize
 
     def feed(self, data: bytes, now: float, eof: bool = False) -> bool:
         """The next bytes of the file, in order (as many as :meth:`prefetch` asked, fewer only at the
@@ -89,8 +96,9 @@ class Sender(Session):
         send now."""
         if self._netascii:
             data = netascii_encode(data)  # each byte maps on its own: chunks convert independently
-        self._buf = self._buf[self._pos:] + data
-        self._pos = 0
+        if data:
+            self._fed_chunks.append(data)
+            self._fed_bytes += len(data)
         self._eof = self._eof or eof
         return self._fed(now)
 
@@ -101,10 +109,14 @@ class Sender(Session):
         return self._fed(now)
 
     def _fed(self, now: float) -> bool:
-        if self._starved and self.state is _TRANSFERRING:
+        if self.state is not _TRANSFERRING or not self.locked:
+            return False
+        if self._starved:
             self._starved = False
             self._fill_window(now)
             return bool(self._out)
+        if self._final is None:  # what prefetch() could not prepare for want of bytes
+            self._prepare(self.windowsize)
         return False
 
     def _prepare(self, count: int) -> None:
@@ -116,7 +128,17 @@ class Sender(Session):
         blksize, rollover, buf, eof = self.blksize, self.timing.rollover, self._buf, self._eof
         pos, end = self._pos, len(self._buf)
         n = self._sent_max + 1 + len(prepared)
-        while len(prepared) < count and (end - pos >= blksize or eof):
+        while len(prepared) < count:
+            if end - pos < blksize:
+                if self._fed_chunks:  # on to the next chunk (nothing is copied when none is left here)
+                    chunk = self._fed_chunks.popleft()
+                    self._fed_bytes -= len(chunk)
+                    buf, pos = buf[pos:] + chunk, 0
+                    end = len(buf)
+                    self._buf = buf
+                    continue
+                if not eof:
+                    break
             payload = buf[pos:pos + blksize]
             pos += len(payload)
             block = wire(n, rollover)
