@@ -24,6 +24,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from tftpdiag.engine.apart_wire import pack, unpack
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 
@@ -86,14 +87,14 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
             outcome = transfer.wait(_BATCH_EVERY)
             events = sub.drain()
             if events:
-                conn.send_bytes(pickle.dumps(("events", events), protocol=pickle.HIGHEST_PROTOCOL))
+                conn.send_bytes(b"E" + pack(events))
             if outcome is not None and not sent_outcome:
                 conn.send_bytes(pickle.dumps(("outcome", outcome)))
                 sent_outcome = True
             if sent_outcome and (transfer._thread is None or not transfer._thread.is_alive()):
                 events = sub.drain()  # the dally's events, if any
                 if events:
-                    conn.send_bytes(pickle.dumps(("events", events), protocol=pickle.HIGHEST_PROTOCOL))
+                    conn.send_bytes(b"E" + pack(events))
                 conn.send_bytes(pickle.dumps(("joined", None)))
                 return
     except (BrokenPipeError, OSError):
@@ -138,10 +139,12 @@ class RemoteTransfer:
         publish = self.bus.publish
         try:
             while True:
-                kind, value = pickle.loads(self._conn.recv_bytes())
-                if kind == "events":
-                    publish(value)
-                elif kind == "outcome":
+                message = self._conn.recv_bytes()
+                if message[:1] == b"E":  # a batch of events (apart_wire.py); anything else is a pickle
+                    publish(unpack(memoryview(message)[1:]))
+                    continue
+                kind, value = pickle.loads(message)
+                if kind == "outcome":
                     self._outcome = value
                     self._done.set()
                 elif kind in ("setup-error", "crashed"):

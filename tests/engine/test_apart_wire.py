@@ -1,0 +1,42 @@
+"""The compact form in which a transfer run apart sends its events to the view (engine/apart_wire.py)."""
+
+from __future__ import annotations
+
+import os
+
+from tftpdiag.engine.apart_wire import pack, unpack
+from tftpdiag.protocol.events import Event, Note, PacketReceived, PacketSent, Progress, TransferStats
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, encode
+
+LOCAL, PEER = ("127.0.0.1", 40000), ("::1", 69)
+
+
+def _received(packet: Data | Ack | OAck | Error | None, raw: bytes, note: Note = Note.NONE,
+              detail: str = "") -> PacketReceived:
+    return PacketReceived(3, 1700000000.25, LOCAL, PEER, raw, packet, note, detail)
+
+
+def test_every_kind_of_event_comes_back_equal() -> None:
+    block = Data(65535, os.urandom(1468))
+    last = Data(0, b"")
+    events: list[Event] = [
+        _received(block, encode(block)),
+        _received(last, encode(last), Note.DUPLICATE, "block 0 again"),
+        PacketSent(3, 1.5, LOCAL, PEER, encode(Data(7, b"x" * 512)), Data(7, b"x" * 512), Note.RETRANSMIT),
+        PacketSent(3, 1.6, LOCAL, PEER, encode(Ack(9)), Ack(9)),
+        _received(OAck((("blksize", "1468"),)), encode(OAck((("blksize", "1468"),)))),
+        _received(Error(1, "no such file"), encode(Error(1, "no such file"))),
+        _received(None, b"\x00\x03\x00", Note.MALFORMED, "DATA packet truncated"),
+        # A block the fault injector changed after it was decoded: its packet is not the datagram's.
+        _received(Data(5, b"abc"), encode(Data(5, b"abd"))),
+        Progress(3, 2.0, 4096, None, TransferStats(4096, 0.5, 8, 9, 9, 1, 0, 0, 0, 0)),
+    ]
+    assert unpack(pack(events)) == events
+    assert unpack(memoryview(b"E" + pack(events))[1:]) == events
+
+
+def test_a_data_block_crosses_once_not_twice() -> None:
+    # Pickled as objects, a block's bytes travelled in the datagram and again in the decoded payload.
+    blocks = [Data(n, os.urandom(1468)) for n in range(100)]
+    batch: list[Event] = [_received(block, encode(block)) for block in blocks]
+    assert len(pack(batch)) < 100 * (1472 + 120)
