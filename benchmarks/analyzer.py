@@ -7,7 +7,6 @@ in memory (both sides' events, as a server that also probes would see them), the
 
 from __future__ import annotations
 
-import io
 import random
 import sys
 import time
@@ -17,7 +16,6 @@ from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Request, decode
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead
 from tftpdiag.protocol.timer import Timing
 
@@ -33,14 +31,15 @@ def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, s
     data = rng.randbytes(blksize * blocks + 7)
     now = 0.0
     timing = Timing(retries=50)
-    client = ClientRead(1, filename="image.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=now,
-                        options=options, timing=timing)
+    client = ClientRead(1, filename="image.bin", server=SERVER, local=CLIENT, now=now, options=options,
+                        timing=timing)
     events = list(client.events())
     raw, _ = client.datagrams_to_send()[0]
     request = decode(raw)
     assert isinstance(request, Request)
-    server = ServerRead(2, request=request, raw=raw, client=CLIENT, local=TID, source=io.BytesIO(data),
-                        file_size=len(data), now=now, listen=SERVER, timing=timing)
+    server = ServerRead(2, request=request, raw=raw, client=CLIENT, local=TID, file_size=len(data), now=now,
+                        listen=SERVER, timing=timing)
+    server.feed(data, now, eof=True)
     machines = {CLIENT: client, TID: server}
     queue = [(d, server.local) for d in server.datagrams_to_send()]
     events += server.events()
@@ -54,6 +53,9 @@ def transfer_events(blocks: int, options: RequestedOptions, loss: float = 0.0, s
             (raw, dst), src = queue.pop(0)
             if rng.random() >= loss:
                 machines[dst].receive(raw, src, now)
+                client.received()  # the data is not kept
+                if client.storing:
+                    client.stored(now)
         for m in (client, server):
             queue += [(d, m.local) for d in m.datagrams_to_send()]
             events += m.events()

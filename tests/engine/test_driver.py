@@ -274,6 +274,10 @@ def _transfer(tmp_path: Path, server_impair: str | None,
                                 options=RequestedOptions(blksize=512),
                                 impair=parse_impair(client_impair) if client_impair else None)
         outcome = ClientTransfer(request, bus).run()
+        # The client is done once its final ACK has left: let the server take it (and end its session).
+        give_up = time.monotonic() + 5
+        while server.active_sessions and time.monotonic() < give_up:
+            time.sleep(0.01)
     ok = outcome.ok and outcome.sha256 == hashlib.sha256(data).hexdigest()
     return ok, log.drain(), server
 

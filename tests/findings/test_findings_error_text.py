@@ -3,17 +3,15 @@ typed code would: live (our client against a fake server) and rebuilt from a cap
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from tests.support.interop import client_capture
+from tests.support.machines import StoringClientRead, fed
 from tftpdiag.findings import Finding, analyze
-from tftpdiag.protocol.client import ClientRead, ClientWrite
+from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Error, encode
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.session import Session
 from tftpdiag.trace.rebuild import rebuild
 
@@ -26,11 +24,11 @@ def answered_with(code: int, message: str, *, upload: bool = False,
     """Our client's events when the server answers its request with this ERROR."""
     client: Session
     if upload:
-        client = ClientWrite(1, filename="boot.img", server=SERVER, local=CLIENT, source=io.BytesIO(b"x" * 100),
-                             size=100, now=0.0, options=options)
+        client = fed(ClientWrite(1, filename="boot.img", server=SERVER, local=CLIENT, size=100, now=0.0,
+                                 options=options), b"x" * 100)
     else:
-        client = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
-                            options=options)
+        client = StoringClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, now=0.0,
+                                   options=options)
     events = client.events()
     client.datagrams_to_send()
     client.receive(encode(Error(code, message)), ("10.0.0.2", 50001), 0.01)

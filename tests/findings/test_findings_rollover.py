@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import copy
 import errno
-import io
 import random
 from collections.abc import Callable
 
 import pytest
 
 from tests.support.interop import client_capture
+from tests.support.machines import StoringClientRead, fed
 from tftpdiag.findings import Finding, analyze
-from tftpdiag.protocol.client import ClientRead, ClientWrite
+from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Event, SocketError
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, Error, OAck, decode, encode, encode_ack, encode_data
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.rebuild import rebuild
@@ -81,8 +80,8 @@ def download(last: int, shape: str, *, windowsize: int = 1, wrap_to: int = 0,
 
     def make() -> tuple[Session, list[Event], float]:
         asked = RequestedOptions(blksize=8, tsize=True, windowsize=windowsize if windowsize > 1 else None)
-        client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
-                            options=asked, timing=TIMING)
+        client = StoringClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, now=0.0,
+                                   options=asked, timing=TIMING)
         events = client.events()
         client.datagrams_to_send()
         oack = (("blksize", "8"), ("tsize", str(len(BIG))))
@@ -109,8 +108,8 @@ def upload(last_ack: int, shape: str, error: tuple[int, str] = (4, "Illegal TFTP
     """Our client writes to a receiver that acknowledges blocks up to ``last_ack`` and no further."""
 
     def make() -> tuple[Session, list[Event], float]:
-        client = ClientWrite(1, filename="big.bin", server=SERVER, local=CLIENT, source=io.BytesIO(BIG),
-                             size=len(BIG), now=0.0, options=RequestedOptions(blksize=8), timing=TIMING)
+        client = fed(ClientWrite(1, filename="big.bin", server=SERVER, local=CLIENT, size=len(BIG), now=0.0,
+                                 options=RequestedOptions(blksize=8), timing=TIMING), BIG)
         events = client.events()
         client.datagrams_to_send()
         client.receive(encode(OAck((("blksize", "8"),))), TID, 0.001)

@@ -4,14 +4,13 @@ over tests/support/simnet.py."""
 
 from __future__ import annotations
 
-import io
 import random
 
 import pytest
 
+from tests.support.machines import StoringClientRead, fed
 from tests.support.simnet import Impairment, run_transfer
 from tftpdiag.findings import Analyzer, analyze
-from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import (
     Data,
@@ -22,7 +21,6 @@ from tftpdiag.protocol.packets import (
     encode_ack,
     encode_data,
 )
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import ServerRead
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
@@ -49,8 +47,8 @@ def _run_out(machine: Session, events: list, now: float) -> float:
 
 
 def test_rollover_stall_against_a_sender_that_does_not_wrap() -> None:
-    client = ClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, sink=MemorySink(), now=0.0,
-                        options=RequestedOptions(blksize=8, tsize=True), timing=TIMING)
+    client = StoringClientRead(1, filename="big.bin", server=SERVER, local=CLIENT, now=0.0,
+                               options=RequestedOptions(blksize=8, tsize=True), timing=TIMING)
     events = client.events()
     client.datagrams_to_send()
     now = 0.001
@@ -74,8 +72,8 @@ def test_rollover_stall_against_a_sender_that_does_not_wrap() -> None:
 def test_rollover_stall_against_a_receiver_that_does_not_wrap() -> None:
     raw = encode(Request(1, "big.bin", "octet", (("blksize", "8"),)))  # type: ignore[arg-type]
     request = decode(raw)
-    server = ServerRead(2, request=request, raw=raw, client=CLIENT, local=TID, source=io.BytesIO(BIG),
-                        file_size=len(BIG), now=0.0, listen=SERVER, timing=TIMING)
+    server = fed(ServerRead(2, request=request, raw=raw, client=CLIENT, local=TID, file_size=len(BIG), now=0.0,
+                            listen=SERVER, timing=TIMING), BIG)
     events = server.events()
     now = 0.0
     out = server.datagrams_to_send()

@@ -4,12 +4,11 @@ event is built (they are not frozen, for speed: see events.py)."""
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections import Counter
 
 import pytest
 
-from tests.support.machines import CLIENT, TID, client_read, client_write, pump, server_write
+from tests.support.machines import CLIENT, TID, client_read, client_write, fed, pump, server_write
 from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import encode
@@ -40,14 +39,14 @@ def test_no_packet_event_field_is_assigned_twice(monkeypatch, direction, window)
     if direction == "read":
         client, _ = client_read(options=options)
         req = client.request
-        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
-                            source=io.BytesIO(content), now=0.0, file_size=len(content))
-        sender = server
+        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0,
+                            file_size=len(content))
+        sender = fed(server, content)
     else:
         client = client_write(content, options=options)
         server, _ = server_write(*client.request.options)
         sender = client
-    pump(client, server, after_step=sender.prefetch)
+    pump(client, server, after_step=lambda now: sender.prefetch())
     assert isinstance(client.result, Completed) and isinstance(server.result, Completed)
     fields = {f.name for f in dataclasses.fields(PacketReceived)} | {f.name for f in dataclasses.fields(PacketSent)}
     twice = [(key, n) for key, n in assigned.items() if key[1] in fields and n > 1]

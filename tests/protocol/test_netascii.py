@@ -1,19 +1,22 @@
-"""netascii: LF <-> CR LF, CR <-> CR NUL, pairs split across blocks, exact-size reads."""
+"""netascii: LF <-> CR LF, CR <-> CR NUL, pairs split across blocks, a sender fed the file in chunks
+cutting exact-size blocks."""
 
 from __future__ import annotations
-
-import io
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.machines import CLIENT, TID, client_read, pump
+from tftpdiag.engine.files import feed_sender
 from tftpdiag.protocol.netascii import (
     NetasciiDecoder,
-    NetasciiReader,
     encode,
     netascii_size,
 )
+from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import encode as encode_packet
+from tftpdiag.protocol.server import ServerRead
 
 CASES = [
     (b"", b""),
@@ -82,19 +85,32 @@ def test_encode_is_chunk_independent():
     assert b"".join(encode(text[i:i + 7]) for i in range(0, len(text), 7)) == encode(text)
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 512, 1468, 5000])
-def test_reader_returns_exact_size_chunks(size):
+def netascii_transfer(text: bytes, blksize: int, source: object) -> tuple[list[bytes], bytes]:
+    """A netascii ServerRead fed from ``source`` (the engine's feed_sender) sending to a ClientRead: the
+    payloads of the DATA blocks, in block order, and what the client stored."""
+    options = RequestedOptions(blksize=blksize) if blksize != 512 else RequestedOptions()
+    client, sink = client_read(options=options, mode="netascii")
+    req = client.request
+    server = ServerRead(2, request=req, raw=encode_packet(req), client=CLIENT, local=TID, now=0.0,
+                        file_size=len(text))
+    blocks: dict[int, bytes] = {}
+
+    def log(raw: bytes, src: tuple, dst: tuple) -> bool:
+        if raw[1] == 3:
+            blocks[(raw[2] << 8) | raw[3]] = raw[4:]
+        return False
+
+    pump(client, server, on_datagram=log, after_step=lambda now: feed_sender(server, source, now))  # type: ignore[arg-type]
+    return [blocks[n] for n in sorted(blocks)], sink.getvalue()
+
+
+@pytest.mark.parametrize("size", [8, 9, 512, 1468, 5000])
+def test_sender_cuts_exact_size_blocks(size):
     text = b"line\r\nbare\rcr\nlf\n" * 400
-    reader = NetasciiReader(io.BytesIO(text))
-    chunks = []
-    while True:
-        chunk = reader.read(size)
-        chunks.append(chunk)
-        if len(chunk) < size:
-            break
-    assert all(len(c) == size for c in chunks[:-1])
-    assert b"".join(chunks) == encode(text)
-    assert reader.read(size) == b""
+    blocks, stored = netascii_transfer(text, size, Trickle(text, 1 << 20))
+    assert all(len(b) == size for b in blocks[:-1]) and len(blocks[-1]) < size
+    assert b"".join(blocks) == encode(text)
+    assert stored == text
 
 
 class Trickle:
@@ -109,17 +125,16 @@ class Trickle:
         return out
 
 
-def test_reader_fills_from_short_reads():
+def test_sender_fills_blocks_from_short_reads():
     text = b"\n" * 100 + b"\r" * 100
-    reader = NetasciiReader(Trickle(text, 3))
-    first = reader.read(150)
-    assert len(first) == 150
-    assert first + reader.read(1000) == encode(text)
+    blocks, stored = netascii_transfer(text, 150, Trickle(text, 3))
+    assert [len(b) for b in blocks] == [150, 150, 100]
+    assert b"".join(blocks) == encode(text) and stored == text
 
 
-def test_reader_read_all():
-    assert NetasciiReader(io.BytesIO(b"a\nb\r")).read() == b"a\r\nb\r\x00"
-    assert NetasciiReader(io.BytesIO(b"")).read(512) == b""
+def test_sender_small_and_empty_files():
+    assert netascii_transfer(b"a\nb\r", 512, Trickle(b"a\nb\r", 100))[0] == [b"a\r\nb\r\x00"]
+    assert netascii_transfer(b"", 512, Trickle(b"", 100)) == ([b""], b"")
 
 
 texts = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\x00", b"a", b"\xff", b"\n\r", b"\r\r"]),
@@ -139,16 +154,9 @@ def test_round_trip_with_random_chunking(text, cuts):
     assert len(wire) == netascii_size(text)
 
 
-@settings(max_examples=150, deadline=None)
-@given(texts, st.integers(1, 64))
-def test_reader_then_decoder_round_trip(text, size):
-    reader = NetasciiReader(Trickle(text, 5))
-    decoder = NetasciiDecoder()
-    out = []
-    while True:
-        block = reader.read(size)
-        out.append(decoder.feed(block))
-        if len(block) < size:
-            break
-    out.append(decoder.finish())
-    assert b"".join(out) == text
+@settings(max_examples=100, deadline=None)
+@given(texts, st.integers(8, 64), st.integers(1, 40))
+def test_sender_then_receiver_round_trip(text, size, chunk):
+    blocks, stored = netascii_transfer(text, size, Trickle(text, chunk))
+    assert b"".join(blocks) == encode(text)
+    assert stored == text

@@ -1,4 +1,5 @@
-"""The sender's read-ahead: prefetch never changes what is sent or recorded; read errors."""
+"""The sender's read-ahead: being fed by the caller as it asks (the engine's feed_sender, which lets it
+prefetch) never changes what is sent or recorded; waiting for bytes not fed yet; read errors."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import pytest
 
 from tests.support.machines import (
     CLIENT,
+    SERVER,
     TID,
     ack,
     client_read,
-    client_write,
+    fed,
     pump,
     sent_packets,
     server_write,
 )
+from tftpdiag.engine.files import feed_sender
+from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import (
     Completed,
     Failed,
@@ -44,23 +48,28 @@ def test_prefetch_never_changes_what_is_sent(direction, mode, window):
     options = RequestedOptions(blksize=512, windowsize=window if window > 1 else None)
 
     def run(prefetch: bool):
+        # Without prefetch the sender holds the whole file from the start; with it, the engine's
+        # feed_sender gives it the file as it asks, after every step.
         if direction == "read":
             client, sink = client_read(options=options, mode=mode)
             req = client.request
-            server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
-                                source=io.BytesIO(content), now=0.0, file_size=len(content))
-            sender = server
+            sender = server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0,
+                                         file_size=len(content))
         else:
-            client = client_write(content, options=options, mode=mode)
+            sender = client = ClientWrite(1, filename="up.bin", server=SERVER, local=CLIENT, now=0.0, mode=mode,
+                                          options=options)
             server, sink = server_write(*client.request.options, mode=mode)
-            sender = client
+        source = io.BytesIO(content)
+        if not prefetch:
+            fed(sender, content)
         wire: list[tuple[bytes, tuple, tuple]] = []
 
         def log(raw, src, dst):
             wire.append((raw, src, dst))
             return False
 
-        pump(client, server, on_datagram=log, after_step=sender.prefetch if prefetch else None)
+        pump(client, server, on_datagram=log,
+             after_step=lambda now: feed_sender(sender, source, now) if prefetch else None)
         assert isinstance(client.result, Completed) and isinstance(server.result, Completed)
         return wire, sink.getvalue()
 
@@ -79,12 +88,15 @@ def test_prefetch_never_changes_the_events(window):
     def run(prefetch: bool) -> list:
         client, _ = client_read(options=options)
         req = client.request
-        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
-                            source=io.BytesIO(content), now=0.0, file_size=len(content))
+        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0,
+                            file_size=len(content))
+        source = io.BytesIO(content)
+        if not prefetch:
+            fed(server, content)
         seen: list = []
         take = server.events
         server.events = lambda: seen.extend(take()) or []  # type: ignore[method-assign]
-        pump(client, server, after_step=server.prefetch if prefetch else None)
+        pump(client, server, after_step=lambda now: feed_sender(server, source, now) if prefetch else None)
         assert isinstance(server.result, Completed)
         return seen
 
@@ -94,40 +106,58 @@ def test_prefetch_never_changes_the_events(window):
 
 
 class FlakySource:
-    """Short reads (like a pipe), and one I/O error right after a short read."""
+    """A file read at most ``most`` bytes at a time (like a pipe), whose ``fail_on_call``-th read fails
+    with an I/O error."""
 
-    def __init__(self, content: bytes, fail_on_call: int) -> None:
-        self.buf, self.calls, self.fail_on_call = io.BytesIO(content), 0, fail_on_call
+    def __init__(self, content: bytes, fail_on_call: int, most: int | None = None) -> None:
+        self.buf, self.calls, self.fail_on_call, self.most = io.BytesIO(content), 0, fail_on_call, most
 
     def read(self, size: int = -1) -> bytes:
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise StorageError(ErrorCode.NOT_DEFINED, "local I/O error: Input/output error")
-        return self.buf.read(min(size, 300))
+        return self.buf.read(size if self.most is None else min(size, self.most))
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_read_error_ends_the_transfer_and_never_shifts_bytes(prefetch):
-    content = bytes(range(256)) * 8
-    client, sink = client_read()
+# The sender asks for 64 KiB at a time. With reads of 1,000 bytes the first 64 KiB take 66 reads, and
+# the 70th fails three reads into the next 64 KiB: those 3,000 bytes must not be sent.
+@pytest.mark.parametrize(("window", "most", "fail_on_call", "sent"),
+                         [(1, None, 1, 0), (1, None, 3, 2 << 16), (4, None, 3, 2 << 16), (1, 1000, 70, 1 << 16)])
+def test_read_error_ends_the_transfer_and_never_shifts_bytes(window, most, fail_on_call, sent):
+    content = bytes(range(251)) * 1000  # about four reads of 64 KiB
+    client, sink = client_read(options=RequestedOptions(windowsize=window if window > 1 else None))
     req = client.request
-    server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
-                        source=FlakySource(content, fail_on_call=4), now=0.0)
-    pump(client, server, after_step=server.prefetch if prefetch else None)
+    server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0)
+    source = FlakySource(content, fail_on_call, most)
+    pump(client, server, after_step=lambda now: feed_sender(server, source, now))
     assert isinstance(server.result, Failed)
     assert (server.result.reason, server.result.code) == (Reason.LOCAL, 0)
     assert "Input/output error" in server.result.message
     assert isinstance(client.result, Failed) and client.result.raised_by is Side.PEER
-    received = sink.getvalue()
-    assert content.startswith(received) and len(received) < len(content)
+    # Every block read before the failure went; nothing after it, and nothing shifted.
+    assert sink.getvalue() == content[:sent]
 
 
-def test_prefetch_before_negotiation_reads_nothing():
-    source = io.BytesIO(bytes(5000))
+def test_a_sender_waits_for_bytes_not_fed_yet():
+    m = ServerRead(2, request=Request(Opcode.RRQ, "f", "octet", ()), raw=b"", client=CLIENT, local=TID, now=0.0)
+    assert sent_packets(m) == []  # DATA 1 is due, but nothing was fed
+    assert m.prefetch() > 512
+    assert m.feed(bytes(100), 0.0) is False and sent_packets(m) == []  # not a whole block, nor the end
+    assert m.feed(bytes(412), 0.0) is True and sent_packets(m) == [Data(1, bytes(512))]
+    m.receive(ack(1), CLIENT, 0.01)
+    assert sent_packets(m) == []
+    assert m.feed(b"end", 0.02, eof=True) is True and sent_packets(m) == [Data(2, b"end")]
+    assert m.prefetch() == 0  # the file has ended
+    m.receive(ack(2), CLIENT, 0.03)
+    assert isinstance(m.result, Completed)
+
+
+def test_prefetch_before_negotiation_cuts_no_block():
     req = Request(Opcode.RRQ, "f", "octet", (("blksize", "1024"),))
-    m = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, source=source, now=0.0,
-                   file_size=5000)
+    m = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0, file_size=5000)
+    assert m.prefetch() > 0  # bytes are welcome at once
+    m.feed(bytes(5000), 0.0, eof=True)
     m.prefetch()
-    assert source.tell() == 0  # the block size is not settled until the client answers the OACK
+    assert not m._prepared  # the block size is not settled until the client answers the OACK
     m.receive(ack(0), CLIENT, 0.01)
     assert sent_packets(m)[-1] == Data(1, bytes(1024))

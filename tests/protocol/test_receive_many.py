@@ -1,7 +1,8 @@
 """receive_many(): a run of datagrams (a window the kernel coalesced, UDP GRO) must leave a receiving
 machine exactly as receive() taking them one by one would: same events in the same order, same
-datagrams to send, same counters, same bytes in the sink, whatever the run holds (gaps, repeats, junk,
-the last block, a failing sink). A run's events are deferred and made by events(); one by one, each
+datagrams to send, same counters, same bytes stored, whatever the run holds (gaps, repeats, junk,
+the last block, a failing store). The caller stores what the machine took after each run either way,
+as the engine does after a burst. A run's events are deferred and made by events(); one by one, each
 is made at once."""
 
 from __future__ import annotations
@@ -10,35 +11,35 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.machines import CLIENT, SERVER, STRAY, TID, data, oack
+from tests.support.machines import CLIENT, SERVER, STRAY, TID, MemorySink, data, oack
+from tftpdiag.engine.files import store_received
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import ErrorCode
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
 
 
 class FailingSink(MemorySink):
-    """A sink whose ``fail_at``-th write fails (a full disk)."""
+    """A sink whose ``fail_at``-th store fails (a full disk)."""
 
     def __init__(self, fail_at: int | None) -> None:
         super().__init__()
         self.fail_at = fail_at
         self.writes = 0
 
-    def write(self, payload: bytes) -> int:  # type: ignore[override]
+    def store(self, chunks: list[bytes]) -> None:
         self.writes += 1
         if self.writes == self.fail_at:
             raise StorageError(ErrorCode.DISK_FULL, "disk full: No space left on device")
-        return super().write(payload)
+        super().store(chunks)
 
 
 def machine(blksize: int, windowsize: int, fail_at: int | None, progress: float) -> tuple[ClientRead, FailingSink]:
     sink = FailingSink(fail_at)
     options = RequestedOptions(blksize=blksize, windowsize=windowsize if windowsize > 1 else None)
-    read = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=sink, now=0.0, options=options,
+    read = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, now=0.0, options=options,
                       timing=Timing(dally=0.0, progress_interval=progress))
     read.datagrams_to_send()
     granted = [("blksize", str(blksize))] + ([("windowsize", str(windowsize))] if windowsize > 1 else [])
@@ -114,6 +115,8 @@ def compare_runs(one: tuple[ClientRead, FailingSink], many: tuple[ClientRead, Fa
         for raw in run:
             one_m.receive(raw, addr, now)
         many_m.receive_many(run, addr, now)
+        store_received(one_m, one_sink, now)
+        store_received(many_m, many_sink, now)
         assert many_m.datagrams_to_send() == one_m.datagrams_to_send()
         assert many_m.events() == one_m.events()
         assert state(many_m, many_sink) == state(one_m, one_sink)
@@ -125,6 +128,7 @@ def test_the_ack_of_a_window_follows_its_data_events() -> None:
     run = [data(n, bytes([n]) * 8) for n in range(1, 5)]
     read.receive_many(run, TID, 0.5)
     assert [raw for raw, _ in read.datagrams_to_send()] == [b"\x00\x04\x00\x04"]
+    store_received(read, sink, 0.5)
     events = read.events()
     assert [type(e) for e in events] == [ev.PacketReceived] * 4 + [ev.PacketSent]
     assert [e.packet.block for e in events[:4]] == [1, 2, 3, 4]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from tests.support.machines import (
@@ -11,6 +9,7 @@ from tests.support.machines import (
     TID,
     client_read,
     client_write,
+    fed,
     pump,
     server_write,
 )
@@ -35,8 +34,8 @@ def rollover_pair(timing: Timing, *, direction: str, window: int = 1):
     if direction == "read":
         client, sink = client_read(options=options)
         req = client.request
-        server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID,
-                            source=io.BytesIO(content), now=0.0, file_size=len(content), timing=timing)
+        server = fed(ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0,
+                                file_size=len(content), timing=timing), content)
         receiver_sink = sink
     else:
         client = client_write(content, options=options, timing=timing)

@@ -44,7 +44,6 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.server import refuse
 from tftpdiag.protocol.session import State
 
@@ -237,7 +236,6 @@ def test_abort_sends_error_and_fails_once():
 
 def test_server_marks_options_refused_when_the_client_refuses_its_oack() -> None:
     """The UEFI size probe: RRQ with tsize, our OACK, then ERROR 8 from the client."""
-    import io
 
     from tftpdiag.protocol.events import OptionsNegotiated
     from tftpdiag.protocol.options import Verdict
@@ -247,8 +245,8 @@ def test_server_marks_options_refused_when_the_client_refuses_its_oack() -> None
     request = Request(Opcode.RRQ, "bootx64.efi", "octet", (("tsize", "0"), ("blksize", "1468")))
     raw = encode(request)
     client, local = ("10.0.0.9", 1024), ("10.0.0.1", 50000)
-    machine = ServerRead(7, request=request, raw=raw, client=client, local=local, source=io.BytesIO(b"x" * 5000),
-                         file_size=5000, now=0.0)
+    machine = ServerRead(7, request=request, raw=raw, client=client, local=local, file_size=5000, now=0.0)
+    machine.feed(b"x" * 5000, 0.0, eof=True)
     machine.events()
     machine.receive(encode(Error(8, "tsize only")), client, 0.01)
     negotiated = [e for e in machine.events() if isinstance(e, OptionsNegotiated)]
@@ -264,7 +262,7 @@ def test_request_is_resent_to_the_port_it_first_went_to() -> None:
     from tftpdiag.protocol.timer import Timing
 
     server, tid = ("10.0.0.2", 69), ("10.0.0.2", 50001)
-    machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), sink=MemorySink(), now=0.0,
+    machine = ClientRead(1, filename="f", server=server, local=("10.0.0.1", 4000), now=0.0,
                          timing=Timing(initial_timeout=1.0))
     machine.datagrams_to_send()
     machine.receive(encode(Data(2, b"y" * 512)), tid, 0.1)

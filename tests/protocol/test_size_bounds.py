@@ -11,6 +11,7 @@ from tests.support.machines import (
     CLIENT,
     SERVER,
     TID,
+    StoringClientRead,
     data,
     oack,
     sent_packets,
@@ -21,7 +22,6 @@ from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import Ack, Error
-from tftpdiag.protocol.receiver import MemorySink
 from tftpdiag.protocol.timer import Timing
 
 BLOCK = bytes(range(256)) * 2  # 512 bytes
@@ -29,12 +29,11 @@ BLOCK = bytes(range(256)) * 2  # 512 bytes
 
 def reader(*, mode: str = "octet", max_bytes: int | None = None, windowsize: int | None = None,
            tsize: bool = True) -> tuple[ClientRead, io.BytesIO]:
-    sink = MemorySink()
-    machine = ClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, sink=sink, now=0.0, mode=mode,
-                         options=RequestedOptions(tsize=tsize, windowsize=windowsize), timing=Timing(),
-                         max_bytes=max_bytes)
+    machine = StoringClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, now=0.0, mode=mode,
+                                options=RequestedOptions(tsize=tsize, windowsize=windowsize), timing=Timing(),
+                                max_bytes=max_bytes)
     machine.datagrams_to_send()
-    return machine, sink
+    return machine, machine.sink
 
 
 def result(machine: ClientRead) -> Completed | Failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import typing
 
+from tftpdiag.engine.files import store_received
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
@@ -18,7 +19,7 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
-from tftpdiag.protocol.receiver import MemorySink
+from tftpdiag.protocol.receiver import Receiver
 from tftpdiag.protocol.server import ServerRead, ServerWrite
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
@@ -56,19 +57,61 @@ def oack(*options: tuple[str, str]) -> bytes:
     return encode(OAck(tuple(options)))
 
 
+class MemorySink(io.BytesIO):
+    """Where a test keeps what a receiver took (getvalue()): nothing to commit."""
+
+    def store(self, chunks: list[bytes]) -> None:
+        self.writelines(chunks)
+
+    def commit(self) -> None:
+        pass
+
+
+class _Stores(Receiver):
+    """A receiver with the caller's half the engine runs after each datagram (engine/files.py): what it
+    took goes to ``self.sink``, and the last block is stored before the final ACK is let go."""
+
+    sink: MemorySink
+
+    def receive(self, datagram: bytes, addr: ev.Address, now: float) -> None:
+        super().receive(datagram, addr, now)
+        store_received(self, self.sink, now)
+
+    def receive_many(self, datagrams: typing.Sequence[bytes], addr: ev.Address, now: float) -> None:
+        super().receive_many(datagrams, addr, now)
+        store_received(self, self.sink, now)
+
+
+class StoringClientRead(_Stores, ClientRead):
+    def __init__(self, *args: typing.Any, sink: MemorySink | None = None, **kwargs: typing.Any) -> None:
+        self.sink = MemorySink() if sink is None else sink
+        super().__init__(*args, **kwargs)
+
+
+class StoringServerWrite(_Stores, ServerWrite):
+    def __init__(self, *args: typing.Any, sink: MemorySink | None = None, **kwargs: typing.Any) -> None:
+        self.sink = MemorySink() if sink is None else sink
+        super().__init__(*args, **kwargs)
+
+
+def fed(machine: ClientWrite | ServerRead, content: bytes, now: float = 0.0) -> typing.Any:
+    """A sender given the whole file at once, as a caller holding it in memory can."""
+    machine.feed(content, now, eof=True)
+    return machine
+
+
 def client_read(now: float = 0.0, *, options: RequestedOptions = RequestedOptions(), mode: str = "octet",
                 timing: Timing = Timing(), filename: str = "boot.img",
                 server: ev.Address = SERVER) -> tuple[ClientRead, io.BytesIO]:
-    sink = MemorySink()
-    machine = ClientRead(1, filename=filename, server=server, local=CLIENT, sink=sink, now=now, mode=mode,
-                         options=options, timing=timing)
-    return machine, sink
+    machine = StoringClientRead(1, filename=filename, server=server, local=CLIENT, now=now, mode=mode,
+                                options=options, timing=timing)
+    return machine, machine.sink
 
 
 def client_write(payload: bytes, now: float = 0.0, *, options: RequestedOptions = RequestedOptions(),
                  mode: str = "octet", timing: Timing = Timing(), size: int | None = None) -> ClientWrite:
-    return ClientWrite(1, filename="up.bin", server=SERVER, local=CLIENT, source=io.BytesIO(payload),
-                       now=now, size=size, mode=mode, options=options, timing=timing)
+    return fed(ClientWrite(1, filename="up.bin", server=SERVER, local=CLIENT, now=now, size=size, mode=mode,
+                           options=options, timing=timing), payload, now)
 
 
 def request(is_read: bool, *options: tuple[str, str], mode: str = "octet", filename: str = "boot.img") -> Request:
@@ -78,28 +121,28 @@ def request(is_read: bool, *options: tuple[str, str], mode: str = "octet", filen
 def server_read(content: bytes, *options: tuple[str, str], now: float = 0.0, mode: str = "octet",
                 policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> ServerRead:
     req = request(True, *options, mode=mode)
-    return ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, source=io.BytesIO(content),
-                      now=now, file_size=len(content), policy=policy, timing=timing)
+    return fed(ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=now,
+                          file_size=len(content), policy=policy, timing=timing), content, now)
 
 
 def server_write(*options: tuple[str, str], now: float = 0.0, mode: str = "octet",
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> tuple[ServerWrite, io.BytesIO]:
     req = request(False, *options, mode=mode)
-    sink = MemorySink()
-    machine = ServerWrite(2, request=req, raw=encode(req), client=CLIENT, local=TID, sink=sink, now=now,
-                          policy=policy, timing=timing)
-    return machine, sink
+    machine = StoringServerWrite(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=now,
+                                 policy=policy, timing=timing)
+    return machine, machine.sink
 
 
 def pump(a: Session, b: Session, now: float = 0.0, step: float = 0.001, limit: int = 10_000_000,
          on_datagram: typing.Callable[[bytes, ev.Address, ev.Address], bool] | None = None,
-         after_step: typing.Callable[[], None] | None = None) -> float:
+         after_step: typing.Callable[[float], object] | None = None) -> float:
     """Join two machines by a wire with a fixed delay until neither has anything to do.
 
     ``a`` is the client, whose first datagram goes to the server's request port: the server machine
     ``b`` is already built from that request, so datagrams to SERVER are dropped here.
     ``on_datagram(raw, src, dst)`` sees every datagram; when it returns True the datagram is lost.
-    ``after_step()`` runs after each step, while the machines wait (as the engine calls ``prefetch``).
+    ``after_step(now)`` runs after each step, while the machines wait (as the engine feeds a sender
+    then); what it makes the machines send joins the wire.
     """
     queue: list[tuple[bytes, ev.Address, Session]] = []
     for raw, dst in a.datagrams_to_send():
@@ -112,7 +155,10 @@ def pump(a: Session, b: Session, now: float = 0.0, step: float = 0.001, limit: i
     while steps < limit:
         steps += 1
         if after_step is not None:
-            after_step()
+            after_step(now)
+            for m, other in ((a, b), (b, a)):
+                for out_raw, _ in m.datagrams_to_send():
+                    queue.append((out_raw, m.local, other))
         if queue:
             now += step
             batch, queue = queue, []

@@ -9,17 +9,16 @@ client must turn away with ERROR 5).
 from __future__ import annotations
 
 import heapq
-import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tftpdiag.protocol.client import ClientRead, ClientWrite
+from tests.support.machines import MemorySink, StoringClientRead, StoringServerWrite, fed
+from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import ProtocolError, Request, decode
-from tftpdiag.protocol.receiver import MemorySink
-from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.server import ServerRead, refuse
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
 
@@ -101,14 +100,14 @@ def run_transfer(
     sink = MemorySink()
     client: Session
     if direction == "read":
-        client = ClientRead(1, filename=filename, server=SERVER, local=CLIENT, sink=sink, now=now,
-                            mode=mode, options=options, timing=client_timing)
+        client = StoringClientRead(1, filename=filename, server=SERVER, local=CLIENT, sink=sink, now=now,
+                                   mode=mode, options=options, timing=client_timing)
     else:
-        client = ClientWrite(1, filename=filename, server=SERVER, local=CLIENT, source=io.BytesIO(data),
-                             size=len(data), now=now, mode=mode, options=options, timing=client_timing)
+        client = fed(ClientWrite(1, filename=filename, server=SERVER, local=CLIENT, size=len(data), now=now,
+                                 mode=mode, options=options, timing=client_timing), data, now)
     machines: dict[Address, Session] = {CLIENT: client}
     servers: list[Session] = []
-    server_sinks: dict[int, io.BytesIO] = {}
+    server_sinks: dict[int, MemorySink] = {}
     next_port = [50000]
     active_peers: dict[Address, Session] = {}
 
@@ -144,14 +143,14 @@ def run_transfer(
                     net.send(r, SERVER, d, now)
                 events.extend(evs)
                 return
-            machine = ServerRead(session_id, request=packet, raw=raw, client=src, local=local,
-                                 source=io.BytesIO(content), file_size=len(content), now=now,
-                                 policy=policy, timing=server_timing)
+            machine = fed(ServerRead(session_id, request=packet, raw=raw, client=src, local=local,
+                                     file_size=len(content), now=now, policy=policy, timing=server_timing),
+                          content, now)
         else:
             buf = MemorySink()
             server_sinks[session_id] = buf
-            machine = ServerWrite(session_id, request=packet, raw=raw, client=src, local=local, sink=buf,
-                                  now=now, policy=policy, timing=server_timing)
+            machine = StoringServerWrite(session_id, request=packet, raw=raw, client=src, local=local, sink=buf,
+                                         now=now, policy=policy, timing=server_timing)
         servers.append(machine)
         machines[local] = machine
         active_peers[src] = machine

@@ -13,13 +13,15 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client_loop import ClientLoop
-from tftpdiag.engine.files import HashingSink, HashingSource
+from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
 from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
@@ -28,6 +30,7 @@ from tftpdiag.protocol.events import Address, Completed, Failed
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
+from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
@@ -124,6 +127,8 @@ class ClientTransfer:
         self._thread: threading.Thread | None = None
         self.machine: ClientRead | ClientWrite | None = None
         self._sink: HashingSink | None = None
+        # The engine's half of the machine (engine/files.py): feeds a sender, stores what a receiver took.
+        self._files: Callable[[float], bool] = lambda now: False
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -169,18 +174,21 @@ class ClientTransfer:
                 size = os.fstat(self._upload_file.fileno()).st_size
                 if req.mode == "netascii":
                     size = _netascii_file_size(self._upload_file)
-                machine: ClientRead | ClientWrite = ClientWrite(
-                    self.session_id, filename=req.filename, server=self.server, local=local, source=source,
-                    size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
+                writer = ClientWrite(self.session_id, filename=req.filename, server=self.server, local=local,
+                                     size=size, now=now, mode=req.mode, options=req.options, timing=req.timing)
+                machine: ClientRead | ClientWrite = writer
+                self._files = partial(feed_sender, writer, source)
                 self._digest = source.hash
             else:
                 if req.output is not None:
                     fd, self._temp_path = create_part(req.output)
                     self._temp = os.fdopen(fd, "wb")
                 sink = self._sink = HashingSink(self._temp)
-                machine = ClientRead(
-                    self.session_id, filename=req.filename, server=self.server, local=local, sink=sink,
-                    now=now, mode=req.mode, options=req.options, timing=req.timing, max_bytes=req.max_size)
+                reader = ClientRead(self.session_id, filename=req.filename, server=self.server, local=local,
+                                    now=now, mode=req.mode, options=req.options, timing=req.timing,
+                                    max_bytes=req.max_size)
+                machine = reader
+                self._files = partial(store_received, reader, sink)
                 self._digest = sink.hash
             self.machine = machine
             self._drive(sock, machine, now)
@@ -209,10 +217,12 @@ class ClientTransfer:
         result = machine.result
         assert result is not None
         stored = True
-        if self._sink is not None:
+        if self._sink is not None and isinstance(machine, ClientRead):
             try:
-                self._sink.flush()  # nothing is left for a completed download: its commit wrote it all
-            except OSError:
+                # Nothing is left for a completed download (it was stored before the final ACK); a failed
+                # one's last blocks still count in its digest.
+                self._sink.store(machine.received())
+            except StorageError:
                 stored = False
         output = None
         temp, self._temp = self._temp, None
@@ -246,7 +256,7 @@ class ClientTransfer:
         req = self.request
         ClientLoop(sock, machine, bus=self.bus, session=self.session_id, server=self.server, impair=req.impair,
                    offload=req.offload, windowed=bool(req.options.windowsize), busy_poll=req.busy_poll,
-                   deadline=req.deadline, sink=self._sink, cancel=self._cancel,
+                   deadline=req.deadline, files=self._files, cancel=self._cancel,
                    cancel_reason=lambda: self._cancel_reason, on_finished=lambda: self._finished(machine)).run(now)
 
     def _finished(self, machine: ClientRead | ClientWrite) -> None:

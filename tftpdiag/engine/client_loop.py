@@ -19,7 +19,6 @@ from collections.abc import Callable
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.files import HashingSink, storage_error
 from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
@@ -37,12 +36,13 @@ _BATCH = 64  # events handed to the bus at once while datagrams keep coming
 
 class ClientLoop:
     """Drives ``machine`` over ``sock``; :meth:`run` returns when the machine has closed (its dally
-    included) and what the impairer held on its way out has left. ``on_finished`` is called once, as
-    soon as the transfer has completed or failed; ``cancel_reason`` is read once ``cancel`` is set."""
+    included) and what the impairer held on its way out has left. ``files`` reads or stores the file's
+    blocks for the machine (engine/files.py) after each turn; ``on_finished`` is called once, as soon as
+    the transfer has completed or failed; ``cancel_reason`` is read once ``cancel`` is set."""
 
     def __init__(self, sock: socket.socket, machine: ClientRead | ClientWrite, *, bus: EventBus, session: int,
                  server: Address, impair: ImpairSpec | None, offload: bool, windowed: bool, busy_poll: float,
-                 deadline: float | None, sink: HashingSink | None, cancel: threading.Event,
+                 deadline: float | None, files: Callable[[float], bool], cancel: threading.Event,
                  cancel_reason: Callable[[], str], on_finished: Callable[[], None]) -> None:
         self.sock = sock
         self.machine = machine
@@ -67,8 +67,7 @@ class ClientLoop:
         # Under --impair every event goes at once, in order with the Impaired events that explain it.
         self.batch: list[Event] = []
         self.batch_size = _BATCH if self.driver.impairer is None else 1
-        self.sink = sink
-        self.prefetch = getattr(machine, "prefetch", None)
+        self.files = files  # the engine's half of the machine (engine/files.py): True when it gave it work
         self.cancelled = cancel.is_set
         self.cancel_reason = cancel_reason
         self.on_finished = on_finished
@@ -81,7 +80,7 @@ class ClientLoop:
         deadline = now + self.deadline_s if self.deadline_s else None
         next_timeout, take_datagrams, send, send_failed = (
             machine.next_timeout, self.take_datagrams, self.send, self.send_failed)
-        sink, prefetch, take_events = self.sink, self.prefetch, machine.events
+        files, take_events = self.files, machine.events
         with spin:
             self._send_all()
             self.bus.publish(take_events())
@@ -105,14 +104,8 @@ class ClientLoop:
                 if out:
                     send(out, send_failed)
                 # Off the critical path: the reply is already on its way.
-                if sink is not None:
-                    try:
-                        sink.flush()
-                    except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
-                        machine.local_error(time.time(), storage_error(exc))
-                        self._send_all()  # the ERROR that tells the server
-                elif prefetch is not None:
-                    prefetch()
+                if files(now):
+                    self._send_all()  # what the file work let the machine send: DATA, the final ACK, an ERROR
                 batch = self.batch
                 batch += take_events()
                 if len(batch) >= self.batch_size:

@@ -2,7 +2,11 @@
 comes from and where the data received goes, hashing, putting an upload in place, and turning what
 the operating system says (errno) into the TFTP ERROR the peer is told.
 
-The machines call ``read``, ``write`` and ``commit`` on these and know only :class:`StorageError`.
+The machines never call these: a sender asks for bytes (``prefetch()`` returns how many) and is fed
+them, a receiver hands over what it took (``received()``) and waits, STORING, for its file to be put in
+place before its final ACK. :func:`feed_sender` and :func:`store_received` are the engine's half of
+that exchange, run after the machine's datagrams have been sent; they turn OSError into the
+:class:`StorageError` a machine understands.
 """
 
 from __future__ import annotations
@@ -11,15 +15,72 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from tftpdiag.engine.partfiles import set_final_mode
 from tftpdiag.protocol.packets import ErrorCode
-from tftpdiag.protocol.session import StorageError
+from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.sender import Sender
+from tftpdiag.protocol.session import State, StorageError
 
-__all__ = ["storage_error", "FileSource", "HashingSource", "HashingSink", "UploadSink"]
+__all__ = ["storage_error", "feed_sender", "store_received", "Readable", "Storage", "FileSource", "HashingSource",
+           "HashingSink", "UploadSink"]
+
+_STORING = State.STORING
+
+
+class Readable(Protocol):
+    """Where a sender's bytes come from: ``read`` returns up to ``size`` bytes, fewer only at the end
+    (or as a pipe does, until one returns nothing), and raises StorageError when it cannot."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Storage(Protocol):
+    """Where a receiver's bytes go. Both raise StorageError when the data cannot be kept."""
+
+    def store(self, chunks: list[bytes], /) -> None:
+        """The next bytes of the file, in order."""
+
+    def commit(self) -> None:
+        """All of it has arrived: keep it for good, before the final ACK tells the peer it succeeded."""
+
+
+def feed_sender(machine: Sender, source: Readable, now: float) -> bool:
+    """Give a sender the bytes it asks for (and let it encode its next window meanwhile). True when it
+    has DATA (or an ERROR) to send now: it was waiting for these bytes."""
+    want = machine.prefetch()
+    if not want:
+        return False
+    try:
+        data = source.read(want)
+        while 0 < len(data) < want:  # a short read is not the end until a read returns nothing
+            more = source.read(want - len(data))
+            if not more:
+                break
+            data += more
+    except StorageError as exc:
+        # What this read took is dropped with it: sending it would shift the bytes after the failure.
+        return machine.read_failed(now, exc)
+    return machine.feed(data, now, eof=len(data) < want)
+
+
+def store_received(machine: Receiver, sink: Storage, now: float) -> bool:
+    """Store what a receiver took; once it has the last block, commit the file and let it send its final
+    ACK. True when it has something to send now (that ACK, or the ERROR saying the storing failed)."""
+    chunks = machine.received()
+    try:
+        if chunks:
+            sink.store(chunks)
+        if machine.state is not _STORING:  # (the property costs a call per datagram)
+            return False
+        sink.commit()
+    except StorageError as exc:
+        machine.local_error(now, exc)
+        return True
+    machine.stored(now)
+    return True
 
 
 def storage_error(exc: OSError) -> StorageError:
@@ -64,39 +125,35 @@ class HashingSource(FileSource):
 
 
 class HashingSink:
-    """A download: keeps received blocks until :meth:`flush`, so hashing and disk writes happen after the
-    ACK has gone out instead of delaying it (in lock-step the ACK's latency is the transfer's speed).
-    Without a file the data is only hashed."""
+    """A download, hashed and written as the engine stores what the machine took (after the ACK that
+    answered it has gone out: in lock-step the ACK's latency is the transfer's speed). Without a file the
+    data is only hashed."""
 
-    __slots__ = ("hash", "file", "_pending", "write")
+    __slots__ = ("hash", "file")
 
     def __init__(self, file: BinaryIO | None) -> None:
         self.hash = hashlib.sha256()
         self.file = file
-        self._pending: list[bytes] = []
-        self.write: Callable[[bytes], object] = self._pending.append  # a call per block: the cheapest there is
 
-    def flush(self) -> None:
-        """Hash and write what arrived since the last flush. Raises OSError (the engine's to report)."""
-        pending = self._pending
-        if pending:
-            # One buffer: the hash then runs without the interpreter lock, so the thread folding the
-            # event stream can use it meanwhile.
-            data = b"".join(pending)
-            pending.clear()
-            self.hash.update(data)
-            if self.file is not None:
+    def store(self, chunks: list[bytes]) -> None:
+        # One buffer: the hash then runs without the interpreter lock, so the thread folding the event
+        # stream can use it meanwhile.
+        data = b"".join(chunks)
+        self.hash.update(data)
+        if self.file is not None:
+            try:
                 self.file.write(data)
+            except OSError as exc:  # the disk is full, or the file over RLIMIT_FSIZE
+                raise storage_error(exc) from exc
 
     def commit(self) -> None:
-        """The machine calls this before its final ACK: what the disk refuses (full, over a size limit)
-        then still reaches the server as an ERROR, and the download fails instead of seeming done."""
-        try:
-            self.flush()
-            if self.file is not None:
+        """Before the final ACK: what the disk refuses (full, over a size limit) then still reaches the
+        server as an ERROR, and the download fails instead of seeming done."""
+        if self.file is not None:
+            try:
                 self.file.flush()
-        except OSError as exc:
-            raise storage_error(exc) from exc
+            except OSError as exc:
+                raise storage_error(exc) from exc
 
 
 class UploadSink:
@@ -115,9 +172,9 @@ class UploadSink:
         self.overwrite = overwrite
         self.committed = False
 
-    def write(self, data: bytes) -> int:
+    def store(self, chunks: list[bytes]) -> None:
         try:
-            return self.file.write(data)
+            self.file.write(b"".join(chunks))
         except OSError as exc:
             raise storage_error(exc) from exc
 

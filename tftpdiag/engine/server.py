@@ -381,8 +381,9 @@ class TftpServer(ServerRequests):
                 self._socket_error(sock, exc, sending=True)
 
             active.send(out, failed)
-        if active.prefetch is not None:
-            active.prefetch()  # the next block is read while the client answers, not after
+        if active.files is not None and active.files(now):  # read or stored while the client answers
+            self._flush(active, now)  # what that let the machine send: DATA, the final ACK, an ERROR
+            return
         if machine.finished and not active.finalised:
             # Before the events that say the session ended: whoever reads them finds the files settled
             # (a failed upload's temporary file already gone).

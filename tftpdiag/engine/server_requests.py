@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tftpdiag.engine.admission import WaitingRoom
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.files import FileSource, UploadSink
+from tftpdiag.engine.files import FileSource, UploadSink, feed_sender, store_received
 from tftpdiag.engine.net import normalise, udp_socket
 from tftpdiag.engine.partfiles import create_part
 from tftpdiag.engine.paths import Refusal, check_for_write, open_for_read
@@ -202,11 +203,12 @@ class ServerRequests:
             return
         sock, own = opened
         local = normalise(sock.getsockname())
-        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local, source=FileSource(file),
+        machine = ServerRead(session_id, request=request, raw=raw, client=client, local=local,
                              file_size=target.size, now=time.time(), listen=listen, policy=self.config.policy,
                              timing=self.config.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), file=file, target=target.path,
-                          offload=self._driver.offload), listener)
+                          offload=self._driver.offload, files=partial(feed_sender, machine, FileSource(file))),
+                  listener)
 
     def _start_write(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, request: Request,
                      client: Address, dest: str | None) -> None:
@@ -229,10 +231,10 @@ class ServerRequests:
             return
         sock, own = opened
         local = normalise(sock.getsockname())
-        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local, sink=upload,
+        machine = ServerWrite(session_id, request=request, raw=raw, client=client, local=local,
                               now=time.time(), listen=listen, policy=cfg.policy, timing=cfg.timing)
         self._add(_Active(machine, sock, own, client, raw, time.time(), upload=upload, target=target.path,
-                          offload=self._driver.offload), listener)
+                          offload=self._driver.offload, files=partial(store_received, machine, upload)), listener)
 
     def _suggest(self, root: Path, cleaned: str) -> str | None:
         return self.suggester.suggest(root, cleaned, time.monotonic())

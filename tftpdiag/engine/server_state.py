@@ -5,6 +5,7 @@ loop over them; engine/server_requests.py turns a request into a session or a re
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -81,8 +82,11 @@ class _Active:
     # forged source address) and gives its place up to a new request when the server is full.
     heard: bool = False
 
+    # The engine's half of the machine (engine/files.py): feeds a sender, stores what a receiver took;
+    # True when that gave the machine something to send.
+    files: Callable[[float], bool] | None = None
+
     def __post_init__(self) -> None:
-        self.prefetch = getattr(self.machine, "prefetch", None)
         self.writer = DatagramWriter(self.sock, self.offload)
         # How the machine's datagrams leave: the writer's, unless the driver says otherwise (TftpServer._add).
         self.send: Send = self.writer.send

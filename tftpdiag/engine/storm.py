@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
+from tftpdiag.engine.files import store_received
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise, resolve, udp_socket
 from tftpdiag.engine.poller import Poller
 from tftpdiag.protocol.client import ClientRead
@@ -81,10 +82,10 @@ class _Hash:
         self.hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def store(self, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
         self.hash.update(data)
         self.size += len(data)
-        return len(data)
 
     def commit(self) -> None:
         """Nothing to store: the digest is all that is kept."""
@@ -191,6 +192,7 @@ def _drive(config: StormConfig, devices: list[_Device], poller: Poller[_Device],
     def settle(device: _Device, now: float) -> None:
         machine = device.machine
         assert machine is not None
+        store_received(machine, device.sink, now)  # before sending, as when the machine hashed each block
         out = machine.datagrams_to_send()
         for raw, dest in out:
             try:
@@ -217,7 +219,7 @@ def _drive(config: StormConfig, devices: list[_Device], poller: Poller[_Device],
             device = waiting.popleft()
             device.start = now
             device.machine = ClientRead(device.index + 1, filename=config.filename, server=server,
-                                        local=device.local, sink=device.sink, now=now, options=options,
+                                        local=device.local, now=now, options=options,
                                         timing=config.timing)
             running[device.fd] = device
             settle(device, now)

@@ -16,7 +16,6 @@ from tftpdiag.protocol.events import (
     Side,
     TransferStarted,
 )
-from tftpdiag.protocol.netascii import NetasciiReader
 from tftpdiag.protocol.options import (
     Negotiated,
     OptionOutcome,
@@ -40,14 +39,18 @@ from tftpdiag.protocol.packets import (
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Sink
-from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ClientRead", "ClientWrite"]
 
 MODES = ("octet", "netascii")
+_INVALID_REPLY = ("_invalid_reply", State.FAILED)  # what no server answers a request with
+# Both clients' request phase alike: an ERROR refuses the request; a request is no answer to one.
+_REQUEST_ANSWERED: dict[Opcode, tuple[str, State | None]] = {
+    Opcode.ERROR: ("_on_refusal", None), Opcode.RRQ: _INVALID_REPLY, Opcode.WRQ: _INVALID_REPLY}
 
 
 def _build_request(opcode: Opcode, filename: str, mode: str, options: RequestedOptions,
@@ -147,68 +150,76 @@ class _ClientMixin(_SessionBase):
         self._set_negotiated(negotiated, now)
         return True
 
-    def _unexpected_reply(self, packet: Packet, raw: bytes, now: float) -> None:
+    def _invalid_reply(self, packet: Packet, raw: bytes, now: float) -> None:
+        """What no server answers a request with ends the transfer."""
         self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED)
         self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
                    f"{packet.opcode.name} is not a valid reply to {self.request.opcode.name}")
 
+    def _on_refusal(self, packet: Error, raw: bytes, now: float) -> None:
+        """An ERROR answering the request: ask once more without the options it refused, or fail."""
+        self._note_received(raw, packet, self.peer, now)
+        self._refused_by_peer(packet, None, now)
+
 
 class ClientRead(_ClientMixin, Receiver):
-    """Download ``filename`` from ``server``; the received bytes go to ``sink.write``."""
+    """Download ``filename`` from ``server``; the caller stores what :meth:`received` hands it."""
 
     role = Role.CLIENT_READ
+    TABLE = {
+        State.REQUESTING: {Opcode.DATA: ("_first_data", State.TRANSFERRING),
+                           Opcode.OACK: ("_on_oack", State.NEGOTIATING),
+                           Opcode.ACK: _INVALID_REPLY, **_REQUEST_ANSWERED},
+        State.NEGOTIATING: {Opcode.DATA: ("_on_data", State.TRANSFERRING),
+                            Opcode.OACK: ("_repeated_oack", None),
+                            Opcode.ERROR: ("_on_error", State.FAILED)},
+        State.TRANSFERRING: {Opcode.DATA: ("_on_data", None),
+                             Opcode.OACK: ("_late_oack", None),
+                             Opcode.ERROR: ("_on_error", State.FAILED)},
+        State.STORING: {Opcode.DATA: ("_data_while_storing", None),
+                        Opcode.OACK: ("_late_oack", None),
+                        Opcode.ERROR: ("_on_error", State.FAILED)},
+        State.DALLYING: {Opcode.DATA: ("_data_after_end", None),
+                         Opcode.OACK: ("_late_oack", None),
+                         Opcode.ERROR: ("_error_after_end", None)},
+    }
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, sink: Sink,
-                 now: float, mode: str = "octet", options: RequestedOptions = RequestedOptions(),
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
+                 mode: str = "octet", options: RequestedOptions = RequestedOptions(),
                  timing: Timing = Timing(), max_bytes: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
-        self._init_receiver(sink, netascii=self.request.mode == "netascii", max_bytes=max_bytes)
+        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes)
         self._start(now)
 
     def _start_request(self, now: float) -> None:
         self._last_reply = (self.request, self._request_raw)  # what a timeout repeats until a reply
         super()._start_request(now)
 
-    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        if self.state is State.REQUESTING:
-            self._lock(addr, now)
-            if isinstance(packet, Data):
-                self._set_negotiated(options_ignored(self.request.options), now)
-                self.state = State.TRANSFERRING
-                self._on_data(packet, raw, now)
-            elif isinstance(packet, OAck):
-                self._note_received(raw, packet, addr, now)
-                self._timer.end_sample(now)
-                if self._negotiate(packet, now) and self._size_fits(now):
-                    self.total = self.negotiated.tsize
-                    self._expect_at_most(self.total)
-                    self.state = State.NEGOTIATING
-                    self._progressed(now)
-                    self._ack(0, now)
-                    self._arm(now)
-            elif isinstance(packet, Error):
-                self._note_received(raw, packet, addr, now)
-                self._refused_by_peer(packet, None, now)
-            else:
-                self._unexpected_reply(packet, raw, now)
-            return
-        if isinstance(packet, Data):
-            if self.state is State.NEGOTIATING:
-                self.state = State.TRANSFERRING
-            self._on_data(packet, raw, now)
-        elif isinstance(packet, Error):
-            self._note_received(raw, packet, addr, now)
-            if self.state is not State.DALLYING:
-                self._peer_error(packet, now)
-        elif isinstance(packet, OAck) and self.state is State.NEGOTIATING:
-            # The server did not hear our ACK 0 and sent its OACK again.
-            self.duplicates += 1
-            self._note_received(raw, packet, addr, now, Note.DUPLICATE)
-            self._ack(0, now, Note.REACK)
-        else:
-            detail = "OACK after the transfer began" if isinstance(packet, OAck) else ""
-            self._note_received(raw, packet, addr, now, Note.UNEXPECTED, detail)
+    def _first_data(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA 1 answering the RRQ: the server ignored our options (or we asked none)."""
+        self._set_negotiated(options_ignored(self.request.options), now)
+        self._on_data(packet, raw, now)
+
+    def _on_oack(self, packet: OAck, raw: bytes, now: float) -> None:
+        """The server's OACK: accept it (ACK 0) or refuse it."""
+        self._note_received(raw, packet, self.peer, now)
+        self._timer.end_sample(now)
+        if self._negotiate(packet, now) and self._size_fits(now):
+            self.total = self.negotiated.tsize
+            self._expect_at_most(self.total)
+            self._progressed(now)
+            self._ack(0, now)
+            self._arm(now)
+
+    def _repeated_oack(self, packet: OAck, raw: bytes, now: float) -> None:
+        """The server did not hear our ACK 0 and sent its OACK again."""
+        self.duplicates += 1
+        self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+        self._ack(0, now, Note.REACK)
+
+    def _late_oack(self, packet: OAck, raw: bytes, now: float) -> None:
+        self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "OACK after the transfer began")
 
     def _size_fits(self, now: float) -> bool:
         """Refuse at once a file the OACK says is larger than our limit, rather than fill it first."""
@@ -229,49 +240,48 @@ class ClientRead(_ClientMixin, Receiver):
 
 
 class ClientWrite(_ClientMixin, Sender):
-    """Upload what ``source.read`` yields as ``filename``. ``size`` (if known) is offered as tsize."""
+    """Upload what the caller feeds (:meth:`feed`) as ``filename``. ``size`` (if known) is offered as tsize."""
 
     role = Role.CLIENT_WRITE
+    TABLE = {
+        State.REQUESTING: {Opcode.ACK: ("_first_ack", State.TRANSFERRING),
+                           Opcode.OACK: ("_on_oack", State.TRANSFERRING),
+                           Opcode.DATA: _INVALID_REPLY, **_REQUEST_ANSWERED},
+        State.TRANSFERRING: {Opcode.ACK: ("_on_ack", None),
+                             Opcode.OACK: ("_repeated_oack", None),
+                             Opcode.ERROR: ("_on_error", State.FAILED)},
+    }
 
-    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, source: Readable,
-                 now: float, size: int | None = None, mode: str = "octet",
+    def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
+                 size: int | None = None, mode: str = "octet",
                  options: RequestedOptions = RequestedOptions(), timing: Timing = Timing()) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.WRQ, filename, mode, options, size)
-        self._init_sender(NetasciiReader(source) if self.request.mode == "netascii" else source)
+        self._init_sender(netascii=self.request.mode == "netascii")
         self.total = size
         self._start(now)
 
-    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        if self.state is State.REQUESTING:
-            self._lock(addr, now)
-            if isinstance(packet, Ack) and packet.block == 0:
-                self._note_received(raw, packet, addr, now)
-                self._timer.end_sample(now)
-                self._set_negotiated(options_ignored(self.request.options), now)
-                self._start_data(now)
-            elif isinstance(packet, OAck):
-                self._note_received(raw, packet, addr, now)
-                self._timer.end_sample(now)
-                if self._negotiate(packet, now):
-                    self._start_data(now)
-            elif isinstance(packet, Error):
-                self._note_received(raw, packet, addr, now)
-                self._refused_by_peer(packet, None, now)
-            else:
-                self._unexpected_reply(packet, raw, now)
+    def _first_ack(self, packet: Ack, raw: bytes, now: float) -> None:
+        """ACK 0 answering the WRQ (the server ignored our options) starts the data; any other is wrong."""
+        if packet.block != 0:
+            self._invalid_reply(packet, raw, now)
             return
-        if isinstance(packet, Ack):
-            self._on_ack(packet, raw, now)
-        elif isinstance(packet, Error):
-            self._note_received(raw, packet, addr, now)
-            self._peer_error(packet, now)
-        elif isinstance(packet, OAck):
-            # Our DATA 1 is late or lost; the timer resends it, so a repeated OACK is not answered.
-            self.duplicates += 1
-            self._note_received(raw, packet, addr, now, Note.DUPLICATE)
-        else:
-            self._note_received(raw, packet, addr, now, Note.UNEXPECTED)
+        self._note_received(raw, packet, self.peer, now)
+        self._timer.end_sample(now)
+        self._set_negotiated(options_ignored(self.request.options), now)
+        self._fill_window(now)
+
+    def _on_oack(self, packet: OAck, raw: bytes, now: float) -> None:
+        """The server's OACK: accept it and start the data, or refuse it."""
+        self._note_received(raw, packet, self.peer, now)
+        self._timer.end_sample(now)
+        if self._negotiate(packet, now):
+            self._fill_window(now)
+
+    def _repeated_oack(self, packet: OAck, raw: bytes, now: float) -> None:
+        """Our DATA 1 is late or lost; the timer resends it, so a repeated OACK is not answered."""
+        self.duplicates += 1
+        self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
 
     def _on_timeout(self, now: float) -> None:
         if self.state is State.REQUESTING:

@@ -6,13 +6,7 @@ until it sees the next byte.
 
 from __future__ import annotations
 
-from typing import Protocol
-
-__all__ = ["encode", "NetasciiDecoder", "NetasciiReader", "netascii_size"]
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
+__all__ = ["encode", "NetasciiDecoder", "netascii_size"]
 
 
 def encode(data: bytes) -> bytes:
@@ -52,27 +46,3 @@ class NetasciiDecoder:
             self._pending_cr = False
             return b"\r"
         return b""
-
-
-class NetasciiReader:
-    """Wraps a binary source so ``read(n)`` returns netascii, exactly ``n`` bytes until the end."""
-
-    __slots__ = ("_source", "_buffer", "_eof")
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-        self._buffer = bytearray()
-        self._eof = False
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._eof and (size < 0 or len(self._buffer) < size):
-            chunk = self._source.read(65536 if size < 0 else max(size, 4096))
-            if not chunk:
-                self._eof = True
-                break
-            self._buffer += encode(chunk)
-        if size < 0:
-            size = len(self._buffer)
-        out = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return out

@@ -4,13 +4,22 @@ gaps, the ACKs they draw, and the limits on how much may arrive.
 It ACKs the last block of each window (every block in lock-step), ACKs the last in-order block once
 when a gap shows, re-ACKs a repeated copy of the newest block in lock-step, and on a timeout repeats
 its last ACK.
+
+The data received is the caller's to store (h11 leaves body bytes to its caller): the receiver keeps
+the payloads it took, in order and netascii already decoded, and :meth:`Receiver.received` hands them
+over, like ``datagrams_to_send()``. The caller drains them after sending the ACK, so hashing and disk
+writes never delay it, and reports a failure to store them with ``local_error(now, StorageError)``.
+Keeping a payload is one ``list.append`` per block, what the engine's sink cost when the machine called
+it, and nothing else is done per block. The last block leaves the receiver STORING: the caller stores
+everything, puts the file in place, and then calls :meth:`Receiver.stored`, which sends the final ACK,
+so that the peer never hears of success for data that did not reach the disk (a failure there goes
+to ``local_error`` and reaches the peer as an ERROR instead).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import cast
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
@@ -34,31 +43,14 @@ from tftpdiag.protocol.packets import (
     ack_bytes,
     ack_packet,
 )
-from tftpdiag.protocol.session import DeferredData, Session, State, StorageError
+from tftpdiag.protocol.session import DeferredData, Session, State
 
-__all__ = ["Receiver", "Sink", "MemorySink"]
+__all__ = ["Receiver"]
 
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
+_STORING = State.STORING
 _NONE = Note.NONE
 _UNBOUNDED = 1 << 62  # a block number no transfer reaches: no limit
-
-
-class Sink(Protocol):
-    """Where the data received goes. Both raise StorageError when the data cannot be kept."""
-
-    def write(self, data: bytes, /) -> object:
-        """The next bytes of the file, in order (called as each block arrives: keep it cheap)."""
-
-    def commit(self) -> None:
-        """All of it has arrived: store it now, before the final ACK tells the peer it succeeded, so
-        that a failure still reaches the peer as an ERROR."""
-
-
-class MemorySink(io.BytesIO):
-    """A sink that keeps the data in memory (getvalue()): nothing to commit."""
-
-    def commit(self) -> None:
-        pass
 
 
 class Receiver(Session):
@@ -66,6 +58,7 @@ class Receiver(Session):
     :mod:`blocks` maps them to and from the wire."""
 
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
+    _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # Mid-transfer, DATA from our peer goes straight to _take, which reads what it needs of the
@@ -106,8 +99,25 @@ class Receiver(Session):
                 add(PacketReceived(session, now, local, addr, datagram, Data(number, payload), _NONE, ""))
         return out
 
-    def _init_receiver(self, sink: Sink, netascii: bool, max_bytes: int | None = None) -> None:
-        self._sink = sink
+    def received(self) -> list[bytes]:
+        """The data taken since the last call, in order, for the caller to store (see the module
+        docstring): call it after sending what ``datagrams_to_send()`` gave."""
+        out, self._received = self._received, []
+        return out
+
+    @property
+    def storing(self) -> bool:
+        """The last block is in: the caller stores it all, then calls :meth:`stored` (or ``local_error``)."""
+        return self.state is _STORING
+
+    def stored(self, now: float) -> None:
+        """The caller has stored everything received and put the file in place: the final ACK goes."""
+        if self.state is State.STORING:
+            self._ack(self._final_block or 0, now)
+            self._complete(now, dally=True)
+
+    def _init_receiver(self, netascii: bool, max_bytes: int | None = None) -> None:
+        self._received = []
         self._decoder = NetasciiDecoder() if netascii else None
         self._expected = 1  # the absolute number of the next block in order
         self._since_ack = 0  # blocks taken since the last ACK
@@ -135,7 +145,7 @@ class Receiver(Session):
         count = len(datagrams)
         blksize, windowsize, rollover = self.blksize, self.windowsize, self._rollover
         safe_bytes = self._safe_blocks * blksize  # up to here no limit can be crossed (see _bounds_changed)
-        write, decoder, timer, events = self._sink.write, self._decoder, self._timer, self._events
+        keep, decoder, timer, events = self._received.append, self._decoder, self._timer, self._events
         interval = self.timing.progress_interval
         single = count - i == 1
         run: DeferredData | None = None
@@ -146,7 +156,7 @@ class Receiver(Session):
         # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
         # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
         first = wire(expected, rollover) - i
-        keep: Callable[[bytes], None] | None = None  # appends to the current run's payloads
+        defer: Callable[[bytes], None] | None = None  # appends to the current run's payloads
         while i < count:
             datagram = datagrams[i]
             size = len(datagram) - 4
@@ -157,11 +167,11 @@ class Receiver(Session):
             if single:
                 events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
                                              Data(first + i, payload), _NONE, ""))
-            elif keep is not None and events[-1] is run:
-                keep(payload)
+            elif defer is not None and events[-1] is run:
+                defer(payload)
             else:
                 payloads = [payload]
-                keep = payloads.append
+                defer = payloads.append
                 run = DeferredData(now, self.peer, datagrams, i, payloads, first + i)
                 events.append(run)
                 self._deferred = True
@@ -179,12 +189,7 @@ class Receiver(Session):
             if decoder is not None:
                 payload = decoder.feed(payload)
             if payload:
-                try:
-                    write(payload)
-                except StorageError as exc:
-                    self._count(expected, since, taken, got)
-                    self._storage_failed(exc, now)
-                    return i
+                keep(payload)
             # Progress: the whole rule at the run's first block; after it, with the same ``now``, only
             # the report can still be due (when the interval is 0).
             if i == start + 1 or now - self._last_progress >= interval:
@@ -215,16 +220,18 @@ class Receiver(Session):
 
     # -- everything else about DATA ---------------------------------------------------------------
 
+    def _data_after_end(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA while dallying: a repeated last block means our final ACK was lost, so it goes again."""
+        if packet.block == wire(self._final_block or 0, self._rollover):
+            self.duplicates += 1
+            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
+            self._ack(self._final_block or 0, now, Note.REACK)
+        else:
+            self._note_received(raw, packet, self.peer, now, Note.LATE)
+
     def _on_data(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA mid-transfer (the row receive() takes a shortcut to for the next block in order)."""
         payload = packet.payload
-        if self.state is State.DALLYING:
-            if packet.block == wire(self._final_block or 0, self._rollover):
-                self.duplicates += 1
-                self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
-                self._ack(self._final_block or 0, now, Note.REACK)
-            else:
-                self._note_received(raw, packet, self.peer, now, Note.LATE)
-            return
         if len(payload) > self.blksize:
             self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "DATA larger than the block size")
             self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
@@ -270,18 +277,21 @@ class Receiver(Session):
             self._timer.start_sample(now)
 
     def _finish(self, now: float) -> None:
-        try:
-            if self._decoder is not None:
-                tail = self._decoder.finish()
-                if tail:
-                    self._sink.write(tail)
-            self._sink.commit()
-        except StorageError as exc:
-            self._storage_failed(exc, now)
-            return
+        """The last block is in: wait for the caller to store it all (see :meth:`stored`)."""
+        if self._decoder is not None:
+            tail = self._decoder.finish()
+            if tail:
+                self._received.append(tail)
         self._final_block = self._expected - 1
-        self._ack(self._final_block, now)
-        self._complete(now, dally=True)
+        self.state = State.STORING
+        self._deadline = None  # the caller answers at once; nothing is awaited from the peer
+
+    def _data_while_storing(self, packet: Data, raw: bytes, now: float) -> None:
+        """DATA while the caller stores the file: noted, not answered (the final ACK goes once it is stored)."""
+        note = Note.DUPLICATE if packet.block == wire(self._final_block or 0, self._rollover) else Note.LATE
+        if note is Note.DUPLICATE:
+            self.duplicates += 1
+        self._note_received(raw, packet, self.peer, now, note)
 
     def _receiver_timeout(self, now: float) -> None:
         if self._last_reply is None:

@@ -4,31 +4,33 @@ ahead of the source, and what an ACK means.
 Windowed (RFC 7440): up to ``windowsize`` blocks are in flight. DATA is resent only on a timeout, or
 once per window when the receiver's ACK shows a gap; a duplicate ACK is never answered with DATA in
 lock-step (RFC 1123's fix for the Sorcerer's Apprentice bug).
+
+The data to send is the caller's to read (h11 leaves body bytes to its caller): :meth:`Sender.prefetch`,
+called while the peer is busy (after sending), encodes the next window's blocks from the bytes held and
+says how many more bytes of the file the sender wants; the caller reads them and hands them over with
+:meth:`Sender.feed` (or :meth:`Sender.read_failed`). A read is one call per 64 KiB, at the moment the
+machine's own read used to happen, so answering an ACK still only hands out blocks already encoded.
+Netascii conversion happens here, on what is fed. A sender whose next block has not been fed yet
+waits (it is starved) and sends it when fed; a read failure ends the transfer when the sender reaches
+the bytes it could not read, never sooner, so every block before them still goes.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Protocol
 
 from tftpdiag.protocol.blocks import at_or_after, wire
 from tftpdiag.protocol.events import Address, Note, PacketSent, Retransmit
+from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
 from tftpdiag.protocol.session import Session, State, StorageError
 
-__all__ = ["Sender", "Readable"]
+__all__ = ["Sender"]
 
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _NONE = Note.NONE
 _RETRANSMIT = Note.RETRANSMIT
-_READ_AHEAD = 1 << 16  # bytes a sender reads from its source at a time, in whole blocks
-
-
-class Readable(Protocol):
-    """Where the data to send comes from: ``read`` returns up to ``size`` bytes, fewer only at the end
-    (or as a pipe does, until one returns nothing), and raises StorageError when it cannot."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
+_READ_AHEAD = 1 << 16  # bytes a sender asks to be fed at a time
 
 
 class Sender(Session):
@@ -46,8 +48,8 @@ class Sender(Session):
                 return
         Session.receive(self, datagram, addr, now)
 
-    def _init_sender(self, source: Readable) -> None:
-        self._source = source
+    def _init_sender(self, netascii: bool) -> None:
+        self._netascii = netascii
         self._acked = 0  # highest block acknowledged
         self._next = 1  # next block to put on the wire
         self._sent_max = 0
@@ -55,74 +57,97 @@ class Sender(Session):
         self._final: int | None = None
         self._rewound_for = -1
         self._rtt_block = 0  # the block whose ACK ends the round trip being timed
-        # What was read from the source ahead of the blocks sent: reading many blocks at a time costs one
-        # call where a block at a time costs one each.
+        # What the caller fed, not yet in a block (wire bytes): _buf[_pos:], then the chunks fed since
+        # (_fed_chunks, _fed_bytes in all), and whether the file ended. Chunks are kept apart rather than
+        # joined: while they hold whole blocks, taking the next one copies nothing.
         self._buf = b""
         self._pos = 0
+        self._fed_chunks: deque[bytes] = deque()
+        self._fed_bytes = 0
         self._eof = False
-        self._read_error: StorageError | None = None  # a failed read, reported when the block it held is due
-        # The next new blocks, read and encoded ahead: block numbers follow _sent_max; a short block
-        # ends the file. prefetch() fills it while the peer is busy, so answering its ACK only hands
-        # them out; otherwise _fill_window fills it as it needs them.
+        self._read_error: StorageError | None = None  # the caller's failed read, reported when its bytes are due
+        self._starved = False  # a block was due before its bytes were fed: feed() sends it
+        # The next new blocks, encoded ahead: block numbers follow _sent_max; a short block ends the
+        # file. prefetch() fills it while the peer is busy, so answering its ACK only hands them out;
+        # otherwise _fill_window fills it as it needs them.
         self._prepared: deque[tuple[Data, bytes]] = deque()
         self._prepared_end = False
 
-    def prefetch(self) -> None:
-        """Read and encode the next window's new blocks now, while waiting for the peer, so that
-        answering its ACK only hands them out.
-
-        The caller invokes this after sending; it never changes what is sent, only when the work happens.
-        """
-        # Only once the block size is settled: before the OACK a block would be read at the wrong size.
+    def prefetch(self) -> int:
+        """Encode the next window's new blocks now, while waiting for the peer, so that answering its
+        ACK only hands them out; then say how many more bytes of the file the sender wants fed (0: none
+        now). The caller invokes this after sending; it never changes what is sent, only when the work
+        happens."""
+        # Only once the block size is settled: before the OACK a block would be cut at the wrong size.
         if self._final is None and self.state is _TRANSFERRING and self.locked:
             self._prepare(self.windowsize)
+        if self._eof or self._read_error is not None:
+            return 0
+        held = len(self._buf) - self._pos + self._fed_bytes
+        blksize, windowsize = self.blksize, self.windowsize
+        if held >= windowsize * blksize:
+            return 0
+        # Whole blocks, and so many that what is held ends on a block boundary (see _fed_chunks).
+        return blksize * max(windowsize, _READ_AHEAD // blksize) - held % blksize
+
+    def feed(self, data: bytes, now: float, eof: bool = False) -> bool:
+        """The next bytes of the file, in order (as many as :meth:`prefetch` asked, fewer only at the
+        end); ``eof``: nothing follows. True when the sender, which was waiting for them, has DATA to
+        send now."""
+        if self._netascii:
+            data = netascii_encode(data)  # each byte maps on its own: chunks convert independently
+        if data:
+            self._fed_chunks.append(data)
+            self._fed_bytes += len(data)
+        self._eof = self._eof or eof
+        return self._fed(now)
+
+    def read_failed(self, now: float, error: StorageError) -> bool:
+        """The caller could not read the next bytes: the transfer fails once the blocks before them are
+        sent (see :meth:`feed` for what True means)."""
+        self._read_error = error
+        return self._fed(now)
+
+    def _fed(self, now: float) -> bool:
+        if self.state is not _TRANSFERRING or not self.locked:
+            return False
+        if self._starved:
+            self._starved = False
+            self._fill_window(now)
+            return bool(self._out)
+        if self._final is None:  # what prefetch() could not prepare for want of bytes
+            self._prepare(self.windowsize)
+        return False
 
     def _prepare(self, count: int) -> None:
-        """Read and encode new blocks until ``count`` are prepared, the file ends or a read fails."""
+        """Cut and encode new blocks from the bytes fed until ``count`` are prepared, the file ends or
+        the bytes fed run out (a partial block waits for the rest, or for the end of the file)."""
         prepared = self._prepared
-        if self._prepared_end or self._read_error is not None or len(prepared) >= count:
+        if self._prepared_end or len(prepared) >= count:
             return
-        blksize, rollover = self.blksize, self.timing.rollover
+        blksize, rollover, buf, eof = self.blksize, self.timing.rollover, self._buf, self._eof
+        pos, end = self._pos, len(self._buf)
         n = self._sent_max + 1 + len(prepared)
         while len(prepared) < count:
-            try:
-                payload = self._read_block()
-            except StorageError as exc:
-                # Not retried: a failed read may have taken part of a block with it, and reading on
-                # would send the rest shifted. The error ends the transfer when the block is needed.
-                self._read_error = exc
-                return
+            if end - pos < blksize:
+                if self._fed_chunks:  # on to the next chunk (nothing is copied when none is left here)
+                    chunk = self._fed_chunks.popleft()
+                    self._fed_bytes -= len(chunk)
+                    buf, pos = buf[pos:] + chunk, 0
+                    end = len(buf)
+                    self._buf = buf
+                    continue
+                if not eof:
+                    break
+            payload = buf[pos:pos + blksize]
+            pos += len(payload)
             block = wire(n, rollover)
             prepared.append((Data(block, payload), encode_data(block, payload)))
             n += 1
             if len(payload) < blksize:
                 self._prepared_end = True
-                return
-
-    def _refill(self) -> None:
-        size = self.blksize
-        want = size * max(1, _READ_AHEAD // size)
-        read = self._source.read
-        data = read(want)
-        while 0 < len(data) < want:  # a short read is not the end until a read returns nothing
-            more = read(want - len(data))
-            if not more:
                 break
-            data += more
-        if len(data) < want:
-            self._eof = True
-        self._buf = self._buf[self._pos:] + data
-        self._pos = 0
-
-    def _read_block(self) -> bytes:
-        size = self.blksize
-        pos = self._pos
-        if len(self._buf) - pos < size and not self._eof:
-            self._refill()
-            pos = 0
-        block = self._buf[pos:pos + size]
-        self._pos = pos + len(block)
-        return block
+        self._pos = pos
 
     def _fill_window(self, now: float) -> None:
         """Send every block the window allows; resent blocks are marked as retransmits."""
@@ -142,11 +167,14 @@ class Sender(Session):
                 else:  # a new block: n is _sent_max + 1, the first of those prepared
                     if not prepared:
                         self._prepare(limit - n + 1)
-                        if not prepared:
-                            assert self._read_error is not None
+                        if not prepared:  # its bytes have not been fed, or could not be read
                             self.packets_sent += n - first
                             self._next = n
-                            self._storage_failed(self._read_error, now)
+                            if self._read_error is not None:
+                                self._storage_failed(self._read_error, now)
+                                return
+                            self._starved = True
+                            self._arm(now)
                             return
                     entry = payloads[n] = prepared.popleft()
                     note = _NONE
@@ -216,6 +244,7 @@ class Sender(Session):
             self._fill_window(now)
 
     def _start_data(self, now: float) -> None:
+        """The transfer ID and the options are settled: the first window goes."""
         self.state = State.TRANSFERRING
         self._fill_window(now)
 

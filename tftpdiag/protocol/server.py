@@ -22,7 +22,6 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.limits import GIVE_UP
-from tftpdiag.protocol.netascii import NetasciiReader
 from tftpdiag.protocol.options import (
     Negotiated,
     ServerPolicy,
@@ -35,19 +34,25 @@ from tftpdiag.protocol.packets import (
     Error,
     ErrorCode,
     OAck,
+    Opcode,
     Packet,
     ProtocolError,
     Request,
     encode,
 )
-from tftpdiag.protocol.receiver import Receiver, Sink
-from tftpdiag.protocol.sender import Readable, Sender
+from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
 __all__ = ["ServerRead", "ServerWrite", "refuse", "MODES", "GIVE_UP"]
 
 MODES = ("octet", "netascii")
+
+# In every state of a server session, a request from its client is that client resending it (single-port
+# mode delivers it here): a duplicate, not a new transfer.
+_REPEATED_REQUEST: dict[Opcode, tuple[str, State | None]] = {Opcode.RRQ: ("_repeated_request", None),
+                                                             Opcode.WRQ: ("_repeated_request", None)}
 
 
 def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
@@ -124,29 +129,32 @@ class _ServerMixin(_SessionBase):
         self._timer.start_sample(now)
         self.state = State.NEGOTIATING
 
-    def _repeated_request(self, packet: Packet, raw: bytes, now: float) -> bool:
+    def _repeated_request(self, packet: Request, raw: bytes, now: float) -> None:
         """A client resending its request to our port (single-port mode) is not a new transfer."""
-        if isinstance(packet, Request):
-            self.duplicates += 1
-            self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "request repeated")
-            return True
-        return False
+        self.duplicates += 1
+        self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "request repeated")
 
 
 class ServerRead(_ServerMixin, Sender):
-    """Send ``source`` to the client that asked for it with an RRQ."""
+    """Send the file the caller feeds (:meth:`feed`) to the client that asked for it with an RRQ."""
 
     role = Role.SERVER_READ
+    TABLE = {
+        State.NEGOTIATING: {Opcode.ACK: ("_ack_of_oack", None),
+                            Opcode.ERROR: ("_oack_refused", State.FAILED),
+                            **_REPEATED_REQUEST},
+        State.TRANSFERRING: {Opcode.ACK: ("_on_ack", None),
+                             Opcode.ERROR: ("_on_error", State.FAILED),
+                             **_REPEATED_REQUEST},
+    }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 source: Readable, now: float, file_size: int | None = None, listen: Address | None = None,
+                 now: float, file_size: int | None = None, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
-        self._init_sender(source)
+        self._init_sender(netascii=request.mode == "netascii")
         if not self._begin(request, raw, listen, now):
             return
-        if request.mode == "netascii":
-            self._source = NetasciiReader(source)
         self.total = file_size if request.mode == "octet" else None
         negotiated = self._negotiate(policy, file_size, now)
         if negotiated is None:
@@ -157,26 +165,21 @@ class ServerRead(_ServerMixin, Sender):
         else:
             self._start_data(now)
 
-    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        if isinstance(packet, Ack):
-            if self.state is State.NEGOTIATING:
-                if packet.block == 0:
-                    self._note_received(raw, packet, addr, now)
-                    self._timer.end_sample(now)
-                    self._progressed(now)
-                    self._start_data(now)
-                else:
-                    self._note_received(raw, packet, addr, now, Note.UNEXPECTED, "ACK before the OACK was accepted")
-            else:
-                self._on_ack(packet, raw, now)
-        elif isinstance(packet, Error):
-            self._note_received(raw, packet, addr, now)
-            if packet.code == ErrorCode.OPTION_REFUSED and self.state is State.NEGOTIATING:
-                # The client turned our OACK down (UEFI firmware does this after reading tsize).
-                self._set_negotiated(options_refused(self.request.options, self.negotiated.oack), now)
-            self._peer_error(packet, now)
-        elif not self._repeated_request(packet, raw, now):
-            self._note_received(raw, packet, addr, now, Note.UNEXPECTED)
+    def _ack_of_oack(self, packet: Ack, raw: bytes, now: float) -> None:
+        """ACK 0 accepts our OACK and starts the data; another block number is not an answer to it."""
+        if packet.block != 0:
+            self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED, "ACK before the OACK was accepted")
+            return
+        self._note_received(raw, packet, self.peer, now)
+        self._timer.end_sample(now)
+        self._progressed(now)
+        self._start_data(now)
+
+    def _oack_refused(self, packet: Error, raw: bytes, now: float) -> None:
+        """An ERROR answering our OACK; ERROR 8 turns it down (UEFI firmware does after reading tsize)."""
+        if packet.code == ErrorCode.OPTION_REFUSED:
+            self._set_negotiated(options_refused(self.request.options, self.negotiated.oack), now)
+        self._on_error(packet, raw, now)
 
     def _on_timeout(self, now: float) -> None:
         if self.state is State.NEGOTIATING:
@@ -195,15 +198,29 @@ class ServerRead(_ServerMixin, Sender):
 
 
 class ServerWrite(_ServerMixin, Receiver):
-    """Take the upload a client offered with a WRQ; the bytes go to ``sink.write``."""
+    """Take the upload a client offered with a WRQ; the caller stores what :meth:`received` hands it."""
 
     role = Role.SERVER_WRITE
+    TABLE = {
+        State.NEGOTIATING: {Opcode.DATA: ("_on_data", State.TRANSFERRING),
+                            Opcode.ERROR: ("_on_error", State.FAILED),
+                            **_REPEATED_REQUEST},
+        State.TRANSFERRING: {Opcode.DATA: ("_on_data", None),
+                             Opcode.ERROR: ("_on_error", State.FAILED),
+                             **_REPEATED_REQUEST},
+        State.STORING: {Opcode.DATA: ("_data_while_storing", None),
+                        Opcode.ERROR: ("_on_error", State.FAILED),
+                        **_REPEATED_REQUEST},
+        State.DALLYING: {Opcode.DATA: ("_data_after_end", None),
+                         Opcode.ERROR: ("_error_after_end", None),
+                         **_REPEATED_REQUEST},
+    }
 
     def __init__(self, session_id: int, *, request: Request, raw: bytes, client: Address, local: Address,
-                 sink: Sink, now: float, listen: Address | None = None,
+                 now: float, listen: Address | None = None,
                  policy: ServerPolicy = ServerPolicy(), timing: Timing = Timing()) -> None:
         Session.__init__(self, session_id, local=local, peer=client, timing=timing, now=now)
-        self._init_receiver(sink, netascii=request.mode == "netascii", max_bytes=policy.max_upload)
+        self._init_receiver(netascii=request.mode == "netascii", max_bytes=policy.max_upload)
         if not self._begin(request, raw, listen, now):
             return
         negotiated = self._negotiate(policy, None, now)
@@ -217,18 +234,6 @@ class ServerWrite(_ServerMixin, Receiver):
             self.state = State.NEGOTIATING
             self._ack(0, now)
         self._arm(now)
-
-    def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        if isinstance(packet, Data):
-            if self.state is State.NEGOTIATING:
-                self.state = State.TRANSFERRING
-            self._on_data(packet, raw, now)
-        elif isinstance(packet, Error):
-            self._note_received(raw, packet, addr, now)
-            if self.state is not State.DALLYING:
-                self._peer_error(packet, now)
-        elif not self._repeated_request(packet, raw, now):
-            self._note_received(raw, packet, addr, now, Note.UNEXPECTED)
 
     def _on_timeout(self, now: float) -> None:
         self._receiver_timeout(now)

@@ -4,17 +4,36 @@ counters, and how a transfer ends.
 A machine is driven like aioquic's connection: ``receive(datagram, addr, now)`` and
 ``handle_timeout(now)`` feed it; ``datagrams_to_send()``, ``events()`` and ``next_timeout()`` tell the
 caller what to do. The caller owns the socket and the clock; nothing here blocks or reads the time.
+It owns the files too (h11 leaves body bytes to its caller): a receiver hands over the data it took
+(``received()``) and, after the last block, waits STORING until the caller has put the file in place
+(``stored(now)``, or ``local_error(now, StorageError)``) before its final ACK; a sender asks for the
+bytes it wants (``prefetch()`` returns how many) and is fed them (``feed``, ``read_failed``).
+engine/files.py is the engine's half of that exchange.
 
-Where each rule lives: the timer and giving up in :mod:`timer`, block numbers in :mod:`blocks`, the
-window and read-ahead in :mod:`sender`, ordering and duplicates of DATA in :mod:`receiver`, the request
-and negotiation phases in :mod:`client` and :mod:`server`.
+Where each rule lives:
+
+- which packet each role takes in each state, and the state it moves to: the role's ``TABLE`` (see
+  :data:`Table`), one per role in :mod:`client` (ClientRead, ClientWrite) and :mod:`server`
+  (ServerRead, ServerWrite), read by the one dispatch here (``Session._on_packet``); a packet no row
+  takes falls to the one default, ``Session._unexpected``;
+- the transfer ID, ERROR from the peer, ending (complete, fail, dally) and the counters: here;
+- the timer and giving up: :mod:`timer`; block numbers and rollover: :mod:`blocks`;
+- the window, read-ahead, being fed and what an ACK means: :mod:`sender`; ordering, duplicates and
+  gaps of DATA, the ACKs they draw, the size limits and handing the data over: :mod:`receiver`;
+- netascii: :mod:`netascii` (the sender encodes what it is fed, the receiver decodes what it takes);
+- the request, its retry without refused options and the OACK: :mod:`client`; the request's mode,
+  the server's negotiation, the OACK and refusals: :mod:`server`; option rules: :mod:`options`.
+
+Mid-transfer, the next DATA in order (a receiver) and an ACK (a sender) skip the decode and the dispatch:
+``receive()`` takes them straight to the handler of their row (``_on_data``'s ``_take``, ``_on_ack``),
+the one path of that rule, which tests/protocol/test_tables.py holds to the table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import cast, final
+from typing import Any, ClassVar, cast, final
 
 from tftpdiag.protocol.events import (
     Address,
@@ -37,6 +56,7 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
     Error,
     ErrorCode,
+    Opcode,
     Packet,
     ProtocolError,
     decode,
@@ -44,7 +64,7 @@ from tftpdiag.protocol.packets import (
 )
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
-__all__ = ["State", "Session", "StorageError", "DeferredData"]
+__all__ = ["State", "Session", "StorageError", "DeferredData", "Table", "LIVE_STATES"]
 
 
 @final
@@ -78,19 +98,47 @@ class State(Enum):
     REQUESTING = "requesting"  # client: request sent, waiting for the first reply
     NEGOTIATING = "negotiating"  # OACK exchanged, waiting for the first DATA or ACK
     TRANSFERRING = "transferring"
+    STORING = "storing"  # a receiver has the last block; the caller stores the file before the final ACK
     DALLYING = "dallying"  # done; lingering to re-ACK a repeated final DATA
     DONE = "done"
     FAILED = "failed"
 
     @property
     def finished(self) -> bool:
-        return self in (State.DALLYING, State.DONE, State.FAILED)
+        return self in _FINISHED
+
+
+# Module constants: State.X is a lookup through the enum's class (about 0.1 us each), and these are
+# asked per datagram and per turn of the engine's loop.
+_FINISHED = (State.DALLYING, State.DONE, State.FAILED)
+_CLOSED = (State.DONE, State.FAILED)
+
+
+# The states in which a machine still takes packets (in DONE and FAILED every packet is late).
+LIVE_STATES = (State.REQUESTING, State.NEGOTIATING, State.TRANSFERRING, State.STORING, State.DALLYING)
+
+# A role's legal transitions, as data (h11's _state.py is the model): in each state, for each opcode a
+# packet may carry, the method that handles it and the state the packet moves the machine to (None:
+# the handler decides, from what the packet holds). A handler may always end the transfer instead:
+# the last block or its ACK completes it, and anything wrong fails it. A packet whose opcode is not in
+# its state's row is unexpected: Session._unexpected notes it, and nothing changes.
+Table = Mapping[State, Mapping[Opcode, tuple[str, "State | None"]]]
+_Handler = Callable[[Any, Any, bytes, float], None]  # (machine, packet, datagram, now)
 
 
 class Session:
     """Base of the four machines; see the module docstring for how to drive one."""
 
     role: Role
+    TABLE: ClassVar[Table] = {}  # each role's own (see Table)
+    _rows: ClassVar[dict[State, dict[Opcode, tuple[_Handler, State | None]]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The table names methods; dispatch calls the functions they resolve to in this class.
+        cls._rows = {state: {opcode: (getattr(cls, name), then)
+                             for opcode, (name, then) in cls.TABLE.get(state, {}).items()}
+                     for state in LIVE_STATES}
 
     def __init__(self, session_id: int, *, local: Address, peer: Address, timing: Timing, now: float) -> None:
         self.session_id = session_id
@@ -143,7 +191,7 @@ class Session:
     @property
     def closed(self) -> bool:
         """Nothing more to do: the caller may drop the machine and close its socket."""
-        return self.state in (State.DONE, State.FAILED)
+        return self.state in _CLOSED
 
     def handle_timeout(self, now: float) -> None:
         if self._deadline is None or now < self._deadline:
@@ -166,7 +214,7 @@ class Session:
             self._deadline = timer.cap(now, self._deadline)
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
-        if self.state in (State.DONE, State.FAILED):
+        if self.state in _CLOSED:
             self._note_received(datagram, self._try_decode(datagram), addr, now, Note.LATE)
             return
         if self.locked and addr != self.peer:
@@ -228,7 +276,32 @@ class Session:
     # -- for subclasses -----------------------------------------------------------------------------
 
     def _on_packet(self, packet: Packet, raw: bytes, addr: Address, now: float) -> None:
-        raise NotImplementedError
+        """The one dispatch of a decoded packet from the peer: its row in the role's TABLE."""
+        if not self.locked:  # the first reply to a request fixes the transfer ID, whatever it holds
+            self._lock(addr, now)
+        row = self._rows[self.state].get(packet.opcode)
+        if row is None:
+            self._unexpected(packet, raw, now)
+            return
+        handler, then = row
+        if then is not None:
+            self.state = then
+        handler(self, packet, raw, now)
+
+    # -- the rows every role shares ------------------------------------------------------------------
+
+    def _unexpected(self, packet: Packet, raw: bytes, now: float) -> None:
+        """The default: a packet no row of this state takes is noted, and changes nothing."""
+        self._note_received(raw, packet, self.peer, now, Note.UNEXPECTED)
+
+    def _on_error(self, packet: Error, raw: bytes, now: float) -> None:
+        """The peer ended the transfer."""
+        self._note_received(raw, packet, self.peer, now)
+        self._peer_error(packet, now)
+
+    def _error_after_end(self, packet: Error, raw: bytes, now: float) -> None:
+        """An ERROR while dallying: the transfer has completed, whatever the peer thinks now."""
+        self._note_received(raw, packet, self.peer, now)
 
     def _on_timeout(self, now: float) -> None:
         raise NotImplementedError
