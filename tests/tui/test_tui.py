@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -436,8 +435,7 @@ async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -
     (tmp_path / "a.bin").write_bytes(os.urandom(300_000))
     bus = EventBus()
     with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), bus) as server:
-        port = server.addresses[0][1]
-        threading.Thread(target=server.serve, daemon=True).start()
+        port = server.addresses[0][1]  # the with-block serves it: a second serve() loop raced with it
         transfer = ClientTransfer(ClientRequest("127.0.0.1", "a.bin", port=port), EventBus())
         app, probe, spool = client_app(transfer, transfer.bus, extra=lambda outcome: {})
         try:
