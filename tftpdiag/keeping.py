@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from tftpdiag.fmt import line
+from tftpdiag.fmt import address, line
 
 if TYPE_CHECKING:
     from tftpdiag.engine.bus import EventBus
@@ -61,8 +61,7 @@ def server_sinks(args: argparse.Namespace, *, tui: bool = False) -> Iterator[lis
             except MetricsSetupError as exc:
                 raise UsageError(str(exc)) from None
             sinks.append(metrics)
-            shown = f"[{host}]" if ":" in host else host
-            print(f"tftpdiag: metrics at http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+            print(f"tftpdiag: metrics at http://{address((host, port))}/metrics", file=sys.stderr, flush=True)
         yield sinks
     finally:
         for sink in sinks:

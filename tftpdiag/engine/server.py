@@ -39,6 +39,7 @@ from tftpdiag.engine.server_state import (
     _PollData,
 )
 from tftpdiag.engine.suggest import NameSuggester
+from tftpdiag.fmt import address
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Session
@@ -171,7 +172,7 @@ class TftpServer(ServerRequests):
             family = socket.AF_INET6 if ipaddress.ip_address(host.strip("[]")).version == 6 else socket.AF_INET
         except ValueError:
             raise ServerSetupError(f"{host!r} is not an IP address to bind to") from None
-        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        shown = address((host.strip("[]"), port))
         try:
             sock = udp_socket(family, (host.strip("[]"), port))
         except PermissionError:

@@ -34,6 +34,7 @@ an observed transfer exactly as a live probe. Rules held here (DATA and ACK are 
 
 from __future__ import annotations
 
+from tftpdiag.fmt import address  # pure text: the one way an address is written
 from tftpdiag.protocol.client import fallback_options
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import (
@@ -434,7 +435,7 @@ class Observer(ObserverFlow):
         now = self.last
         if self.tid is None:
             times = "once" if self.requests == 1 else f"{self.requests} times over {now - self.start:.1f} s"
-            message = f"no reply from {_address(self.server)} to the {self.kind} (sent {times})"
+            message = f"no reply from {address(self.server)} to the {self.kind} (sent {times})"
         else:
             message = f"the transfer stopped after {self.bytes:,} bytes in {self.blocks} blocks"
         if why is not None:
@@ -467,6 +468,3 @@ def _oack_options(raw: bytes) -> Options | None:
     return packet.options if isinstance(packet, OAck) else None
 
 
-def _address(addr: Address) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -16,7 +16,7 @@ from tftpdiag.engine.server import TftpServer
 if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
     from tftpdiag.engine.watch import Watcher
     from tftpdiag.headless import Serving
-from tftpdiag.fmt import clean, line
+from tftpdiag.fmt import address, clean, line
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
@@ -116,7 +116,7 @@ def server_info(server: TftpServer) -> ServerInfo:
 
 def _label(transfer: ClientTransfer) -> str:
     req = transfer.request
-    return f"{req.host}:{req.port}" if ":" not in req.host else f"[{req.host}]:{req.port}"
+    return address((req.host, req.port))
 
 
 def _run(app: TftpDiagApp) -> int | None:
