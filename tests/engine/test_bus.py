@@ -135,17 +135,36 @@ def test_the_engine_never_waits_for_the_readers_lock() -> None:
     bus = EventBus()
     sub = bus.subscribe()
     fold = headless._Fold(bus, sub)
-    bus.publish([packet(n) for n in range(10)])
+    waiting = headless._IDLE_MIN + 10
+    bus.publish([packet(n) for n in range(waiting)])
     with fold.lock:  # the reader's thread is folding (or printing)
         engine = threading.Thread(target=bus.idle)
         engine.start()
         engine.join(5)
         assert not engine.is_alive()  # it did not wait: it skipped its turn
-        assert sub.pending() == 10
+        assert sub.pending() == waiting
     bus.idle()
-    assert sub.pending() == 0 and fold.folded == 10
+    assert sub.pending() == 0 and fold.folded == waiting
     fold.close()
     assert bus.idle_tasks == ()
+
+
+def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
+    """A fold's fixed cost is most of the work for a lock-step block's two events: a wait folds only once
+    enough are waiting, and the reader's own tick takes the rest."""
+    bus = EventBus()
+    sub = bus.subscribe()
+    fold = headless._Fold(bus, sub)
+    bus.publish([packet(n) for n in range(headless._IDLE_MIN - 1)])
+    bus.idle()
+    assert sub.pending() == headless._IDLE_MIN - 1 and fold.folded == 0
+    bus.publish([packet(headless._IDLE_MIN)])
+    bus.idle()
+    assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN
+    bus.publish([packet(0)])
+    fold()  # the reader's tick folds whatever is there
+    assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN + 1
+    fold.close()
 
 
 def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,7 +175,7 @@ def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeyp
         raise ValueError("analyzer bug")
 
     monkeypatch.setattr(fold.analyzer, "feed", feed)
-    bus.publish([packet(1)])
+    bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
     bus.idle()  # the engine carries on
     assert bus.idle_tasks == ()  # and no longer lends its waits to this reader
     with pytest.raises(ValueError, match="analyzer bug"):
