@@ -24,6 +24,10 @@ def test_every_kind_of_event_comes_back_equal() -> None:
         _received(last, encode(last), Note.DUPLICATE, "block 0 again"),
         PacketSent(3, 1.5, LOCAL, PEER, encode(Data(7, b"x" * 512)), Data(7, b"x" * 512), Note.RETRANSMIT),
         PacketSent(3, 1.6, LOCAL, PEER, encode(Ack(9)), Ack(9)),
+        _received(Ack(65535), encode(Ack(65535)), Note.DUPLICATE, "ACK 65535 again"),
+        _received(Ack(4), encode(Ack(4)) + b"\0"),  # a trailing byte travels with the datagram
+        _received(Ack(6), encode(Ack(5))),  # a packet the datagram does not give back: kept whole
+        PacketSent(3, 1.7, LOCAL, PEER, encode(Ack(0)), Ack(0), Note.REACK),
         _received(OAck((("blksize", "1468"),)), encode(OAck((("blksize", "1468"),)))),
         _received(Error(1, "no such file"), encode(Error(1, "no such file"))),
         _received(None, b"\x00\x03\x00", Note.MALFORMED, "DATA packet truncated"),
@@ -40,3 +44,16 @@ def test_a_data_block_crosses_once_not_twice() -> None:
     blocks = [Data(n, os.urandom(1468)) for n in range(100)]
     batch: list[Event] = [_received(block, encode(block)) for block in blocks]
     assert len(pack(batch)) < 100 * (1472 + 120)
+
+
+def test_acks_and_blocks_cross_as_tuples_not_objects() -> None:
+    # A lock-step transfer sends or receives an ACK every block; pickled as an event object one cost
+    # 29 us of the transfer's process (copyreg), more than the block's own work.
+    batch: list[Event] = []
+    for n in range(50):
+        batch.append(_received(Data(n, b"x" * 512), encode(Data(n, b"x" * 512))))
+        batch.append(PacketSent(3, 1.0 + n, LOCAL, PEER, encode(Ack(n)), Ack(n)))
+        batch.append(_received(Ack(n), encode(Ack(n))))
+    blob = pack(batch)
+    assert b"PacketSent" not in blob and b"PacketReceived" not in blob and b"Ack" not in blob
+    assert unpack(blob) == batch
