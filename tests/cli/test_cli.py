@@ -455,3 +455,29 @@ def test_help_does_not_load_the_protocol_machines() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout, result.stdout
+
+
+def test_a_command_builds_only_its_own_parser() -> None:
+    # Start-up: every run built all ten commands' flags, importing storm, pxe and the DHCP tables for
+    # a probe; main() now builds the parser of the command it runs, with the same --help.
+    code = (
+        "import sys, contextlib, io\n"
+        "from tftpdiag.cli.main import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['probe', '--help'])\n"
+        "others = ('tftpdiag.storm', 'tftpdiag.pxe.args', 'tftpdiag.dhcp.arch')\n"
+        "print('LOADED', sorted(m for m in sys.modules if m in others))\n"
+        "print('HELP', out.getvalue())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout, result.stdout
+    whole = subprocess.run([sys.executable, "-c", "from tftpdiag.cli.parser import build_parser\n"
+                            "build_parser().parse_args(['probe', '--help'])"], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+    assert result.stdout.split("HELP ", 1)[1].strip() == whole.stdout.strip()  # the same help either way
+    # And every other way in still finds every command.
+    for argv in (["--help"], ["bogus"]):
+        listed = run(*argv)
+        assert all(name in listed.stdout + listed.stderr for name in ("storm", "pxe", "history", "completion"))

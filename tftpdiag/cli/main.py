@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tftpdiag.cli.parser import build_parser
+from tftpdiag.cli.parser import COMMANDS, build_parser
 from tftpdiag.cli.values import EXIT_OK, EXIT_SIGPIPE, EXIT_USAGE, UsageError
 
 __all__ = ["main", "GIL_SWITCH_INTERVAL", "GC_THRESHOLD"]
@@ -27,8 +27,11 @@ GC_THRESHOLD = (50_000, 20, 20)
 def main(argv: Sequence[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     gc.set_threshold(*GC_THRESHOLD)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # A command named first is all this run needs parsed (see COMMANDS); anything else (no command,
+    # --help, --version, a mistake) gets the whole parser, and so the whole --help or error.
+    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -29,7 +29,7 @@ from tftpdiag.opsargs import add_history_parser, add_serve_flags
 from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, GIVE_UP
 from tftpdiag.verbosity import add_verbosity_flags
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "COMMANDS"]
 
 
 def _transfer_flags(p: argparse.ArgumentParser) -> None:
@@ -128,7 +128,10 @@ exit status: 0 the trace was read (even if transfers in it failed; damage is rep
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only`` (one of COMMANDS), one that knows that command alone: enough to
+    run it, with the same --help (main() builds that: every other command's flags, and the modules
+    that define them, would cost every start a few milliseconds)."""
     parser = argparse.ArgumentParser(
         prog="tftpdiag",
         description="See why a TFTP transfer fails, packet by packet: a client (probe, put), a server "
@@ -140,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tftpdiag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    for name in COMMANDS:
+        if only is None or only == name:
+            _BUILDERS[name](sub)
+    return parser
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
     probe = sub.add_parser("probe", help="download a file from a TFTP server and show the transfer",
                            description="Download FILE from HOST with tftpdiag's own client and show the "
                                        "transfer live. Without -o the data is only hashed, not kept.",
@@ -165,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(probe)
     add_verbosity_flags(probe)
 
+
+def _add_put(sub: argparse._SubParsersAction) -> None:
     put = sub.add_parser("put", help="upload a file to a TFTP server",
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
                          epilog=PUT_EXAMPLES, formatter_class=Formatter)
@@ -175,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(put)
     add_verbosity_flags(put)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="serve a directory over TFTP and show every session",
                            description="Serve DIR with tftpdiag's own TFTP server (read-only unless "
                                        "--allow-upload) and show every client session live.",
@@ -218,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     _output_flags(serve)
     add_verbosity_flags(serve)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
                                       "port over a temporary folder with a generated sample firmware "
@@ -230,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="window the probe asks for (default: lock-step)")
     _output_flags(demo)
 
+
+def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="capture TFTP between any devices and servers and show it live",
                            description="Capture the TFTP traffic on an interface (any client, any server: "
                                        "one you do not control too), follow each transfer from its request "
@@ -256,10 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
                         'and one for the capture when it stops (implies --no-tui)')
     add_verbosity_flags(watch)
 
-    from tftpdiag.storm import add_storm_parser  # here, not at the top: it builds on this module's helpers
+
+def _add_storm(sub: argparse._SubParsersAction) -> None:
+    from tftpdiag.storm import add_storm_parser  # here: it builds on this module's helpers
 
     add_storm_parser(sub)
 
+
+def _add_trace(sub: argparse._SubParsersAction) -> None:
     trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
                                        "session is shown: a tftpdiag .jsonl trace, or a pcap/pcapng capture "
@@ -272,9 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true",
                    help='print {"schema", "file", "transfers": [...], "warning"} as JSON on stdout (implies --no-tui)')
     add_verbosity_flags(trace)
+
+
+def _add_pxe(sub: argparse._SubParsersAction) -> None:
     from tftpdiag.pxe.args import add_pxe_parser
 
     add_pxe_parser(sub)
+
+
+def _add_history(sub: argparse._SubParsersAction) -> None:
     add_history_parser(sub, Formatter)
+
+
+def _add_completion(sub: argparse._SubParsersAction) -> None:
     add_completion_parser(sub, Formatter)
-    return parser
+
+
+_BUILDERS = {"probe": _add_probe, "put": _add_put, "serve": _add_serve, "demo": _add_demo, "watch": _add_watch,
+             "storm": _add_storm, "trace": _add_trace, "pxe": _add_pxe, "history": _add_history,
+             "completion": _add_completion}
+COMMANDS = tuple(_BUILDERS)  # every command, in the order --help lists them
