@@ -476,3 +476,28 @@ async def test_probe_view_says_why_its_transfer_process_could_not_start(tmp_path
     finally:
         probe.cancel()
         spool.close()
+
+
+@pytest.mark.parametrize(("cpu_per_tick", "expected"), [(0.001, 0.02), (0.05, 0.2), (5.0, 1.0)])
+async def test_ticks_slow_down_when_frames_cost_much_cpu(cpu_per_tick: float, expected: float) -> None:
+    # A 200x55 frame of a fast transfer cost 30 ms of CPU: at 15 a second the view took nearly half a
+    # core from the transfer it showed. The next tick waits until the view has used at most a quarter
+    # (DUTY) of the time since the last one; cheap frames keep the set rate, and one a second at least.
+    spent = [0.0]
+
+    def cpu_clock() -> float:
+        spent[0] += cpu_per_tick  # read once at mount and once a tick
+        return spent[0]
+
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", tick=0.02, cpu_clock=cpu_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(500):
+            if app.ticks >= 2:  # the first draw at mount, then the first tick
+                break
+            await pilot.pause(0.01)
+        assert app.ticks >= 2
+        assert app.next_tick == pytest.approx(expected)
+        if expected >= 1.0:  # and the timer keeps to it: no tick for the next tenths of a second
+            ticks = app.ticks
+            await pilot.pause(0.3)
+            assert app.ticks == ticks

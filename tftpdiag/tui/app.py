@@ -30,7 +30,14 @@ from tftpdiag.tui.widgets.session_panel import SessionPanel
 __all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
 
 Mode = Literal["probe", "serve", "demo", "trace", "watch"]
-TICK = 1 / 15  # redraws a second
+TICK = 1 / 15  # redraws a second, at most
+# The view's share of its thread's CPU, at most: a tick that (with the frame Textual composed after the
+# last one) took 30 ms of CPU waits 120 ms before the next. A 200x55 view of a fast transfer took 30 ms
+# a frame here, so at 15 frames a second it kept nearly half a core busy: taken from the transfer it
+# shows (a lock-step pair needs both cores of a 2-core machine) or from the engine's interpreter
+# (serve). Frames slow down where they are dear, on a slow or busy machine, and only there.
+DUTY = 0.25
+SLOWEST_TICK = 1.0  # but a live view moves at least once a second
 # Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
 # The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
 MAX_EVENTS_PER_TICK = 20000
@@ -105,7 +112,7 @@ class TftpDiagApp(TickedApp):
     def __init__(self, *, mode: Mode, feed: Feed, label: str = "", server: ServerInfo | None = None,
                  probe: ProbeControl | None = None, saver: Callable[[Path], str] | None = None,
                  clock: Callable[[], float] = time.time, tick: float | None = TICK, impair: str = "",
-                 findings_feed: Feed | None = None) -> None:
+                 findings_feed: Feed | None = None, cpu_clock: Callable[[], float] = time.thread_time) -> None:
         super().__init__()
         self.impair = impair
         # Findings need every event; the main feed may be sampled, so a lossless one can be given for
@@ -125,6 +132,9 @@ class TftpDiagApp(TickedApp):
         self.paused = False
         self.ticks = 0
         self.longest_tick = 0.0
+        self.next_tick = tick  # seconds to the next tick (longer when frames cost much: see DUTY)
+        self.cpu_clock = cpu_clock  # this thread's CPU time (see DUTY)
+        self._cpu_mark = 0.0  # cpu_clock() at the last tick
         self.device_quiet = 30.0  # seconds of silence after which a device has finished (watch: --idle)
         self.device_macs: dict[str, str] | None = None  # watch: client address -> MAC, from the capture
 
@@ -152,8 +162,9 @@ class TftpDiagApp(TickedApp):
         gc.collect()
         gc.freeze()
         self.sub_title = self.mode
+        self._cpu_mark = self.cpu_clock()
         if self.tick_interval:
-            self.set_interval(self.tick_interval, self.refresh_now)
+            self.set_timer(self.next_tick, self._tick)
         self.refresh_now()
         if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
@@ -174,6 +185,17 @@ class TftpDiagApp(TickedApp):
         return True
 
     # -- the tick ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """Redraw, then wait for the next tick at least TICK (at most SLOWEST_TICK), and long enough
+        that this thread's CPU since the last tick (what this one did and the frame composed after the
+        last) is at most DUTY of the time (see DUTY)."""
+        assert self.tick_interval is not None
+        self.refresh_now()
+        cpu = self.cpu_clock()
+        used, self._cpu_mark = cpu - self._cpu_mark, cpu
+        self.next_tick = min(max(self.tick_interval, used / DUTY), SLOWEST_TICK)
+        self.set_timer(self.next_tick, self._tick)
 
     def refresh_now(self) -> None:
         """Drain what the feed holds and redraw what changed (the timer calls this)."""
