@@ -158,6 +158,6 @@ def test_prefetch_before_negotiation_cuts_no_block():
     assert m.prefetch() > 0  # bytes are welcome at once
     m.feed(bytes(5000), 0.0, eof=True)
     m.prefetch()
-    assert not m._prepared  # the block size is not settled until the client answers the OACK
+    assert not m._ahead  # the block size is not settled until the client answers the OACK
     m.receive(ack(0), CLIENT, 0.01)
     assert sent_packets(m)[-1] == Data(1, bytes(1024))
