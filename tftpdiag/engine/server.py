@@ -208,6 +208,7 @@ class TftpServer(ServerRequests):
         poll = self._sel.poll
         bus = self.bus
         busy = BusyPoll(lambda: poll(0), self.config.busy_poll)
+        spins = busy.budget > 0  # without a budget BusyPoll never spins: the loop need not ask it
         driver = self._driver
         held = driver.held
         impaired = driver.impairer is not None  # only the impairer holds datagrams back
@@ -226,10 +227,11 @@ class TftpServer(ServerRequests):
                         wait = max(driver.wait(wait, now), 0.0)
                     if wait > 0 and bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
                         bus.idle()
-                    ready = busy(wait) if wait > 0 else None
+                    ready = busy(wait) if spins and wait > 0 else None
                     if ready is None:
                         ready = poll(wait)
-                        busy.waited(clock() - now)
+                        if spins:
+                            busy.waited(clock() - now)
                     for read in ready:  # each ready socket's reader: a session's, a listener's, the wake-up's
                         read()
                     now = clock()

@@ -73,14 +73,14 @@ class Sender(Session):
         # read's worth at a time (see _prepare), so that answering an ACK only hands the next ones out.
         # A short block ends the file.
         self._ahead: list[tuple[Data, bytes]] = []
+        self._prepared_until = 0  # the last block in _ahead (_acked + len(_ahead), kept: asked per block)
         self._prepared_end = False
 
     def prefetch(self) -> int:
         """Encode the next blocks now, while waiting for the peer, so that answering its ACK only hands
         them out; then say how many more bytes of the file the sender wants fed (0: none now). The
         caller invokes this after sending; it never changes what is sent, only when the work happens."""
-        prepared = len(self._ahead) - self._sent_max + self._acked
-        if prepared >= self.windowsize:  # the next window is ready (most calls: one per block)
+        if self._prepared_until - self._sent_max >= self.windowsize:  # the next window is ready (most calls)
             return 0
         # Only once the block size is settled: before the OACK a block would be cut at the wrong size.
         if not self._prepared_end and self.state is _TRANSFERRING and self.locked:
@@ -88,7 +88,7 @@ class Sender(Session):
         if self._eof or self._read_error is not None:
             return 0
         blksize, windowsize = self.blksize, self.windowsize
-        held = prepared * blksize + len(self._buf) - self._pos + self._fed_bytes
+        held = (self._prepared_until - self._sent_max) * blksize + len(self._buf) - self._pos + self._fed_bytes
         if held >= windowsize * blksize:
             return 0
         # Whole blocks, and so many that what is held ends on a block boundary (see _fed_chunks).
@@ -129,7 +129,7 @@ class Sender(Session):
         the rest, or for the end of the file). Each chunk fed is cut in one go, not block by block."""
         ahead = self._ahead
         blksize = self.blksize
-        n = self._acked + len(ahead) + 1
+        n = self._prepared_until + 1
         room = max(self.windowsize, _READ_AHEAD // blksize) - (n - 1 - self._sent_max)
         buf, pos, chunks = self._buf, self._pos, self._fed_chunks
         while room > 0:
@@ -158,6 +158,7 @@ class Sender(Session):
             if self._prepared_end:
                 break
         self._buf, self._pos = buf, pos
+        self._prepared_until = n - 1
 
     def _fill_window(self, now: float) -> None:
         """Send every block the window allows; resent blocks are marked as retransmits."""
@@ -180,7 +181,7 @@ class Sender(Session):
                     events(PacketSent(session, now, local, peer, raw, packet, _RETRANSMIT))
                 n = last + 1
             if n <= limit:  # new blocks, from those prepared
-                if len(ahead) < limit - acked:
+                if self._prepared_until < limit:
                     self._prepare()
                 batch = ahead[n - acked - 1:limit - acked]
                 if batch:
@@ -239,9 +240,8 @@ class Sender(Session):
         # Every block but the last is blksize long: the bytes acknowledged follow from the block number.
         final = absolute == self._final
         self.bytes = absolute * self.blksize - (self._final_short if final else 0)
-        self.blocks = absolute
-        self._acked = absolute
-        self._rewound_for = -1
+        self.blocks = self._acked = absolute
+        # (_rewound_for needs no reset: it holds an earlier _acked, never this one.)
         self._progressed(now)
         if final:
             self._complete(now, dally=False)
