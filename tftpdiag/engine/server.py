@@ -78,7 +78,7 @@ class TftpServer(ServerRequests):
             config.waiting_room, _PATIENCE)
         self._sel: Poller[_PollData] = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping = threading.Event()
+        self._stopping = False  # stop() was called (a flag the loop reads every turn, so not an Event)
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
         self._own_ids: set[int] = set()
@@ -143,7 +143,7 @@ class TftpServer(ServerRequests):
 
     def stop(self, timeout: float = 5.0) -> None:
         """End every session (their clients get ERROR 0), close all sockets, remove partial uploads."""
-        self._stopping.set()
+        self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -212,11 +212,11 @@ class TftpServer(ServerRequests):
         driver = self._driver
         held = driver.held
         impaired = driver.impairer is not None  # only the impairer holds datagrams back
-        stopping = self._stopping.is_set
         clock = time.time
+        waiting = self._waiting
         try:
             with busy:
-                while not stopping():
+                while not self._stopping:
                     now = clock()
                     wait = self._next_check - now
                     if wait > _MAX_WAIT:
@@ -239,7 +239,9 @@ class TftpServer(ServerRequests):
                         driver.release(now, self._deliver_held)
                     if now >= self._next_check:
                         self._check_timers(now)
-                    if self._waiting and (len(self._sessions) < self.capacity or now >= self._next_room_check):
+                    # (Nothing ever waited: the room is empty, and the loop need not ask it.)
+                    if waiting.queued_total and waiting and (len(self._sessions) < self.capacity
+                                                              or now >= self._next_room_check):
                         self._admit_waiting(now)
         finally:
             self._shutdown()
@@ -342,7 +344,7 @@ class TftpServer(ServerRequests):
                 if not self._driver.arrives(data, client, time.time(), session, (listener, dest)):
                     continue
             self._arrive_at_listener(listener, data, client, dest)
-            if self._stopping.is_set() or listener not in self.listeners:
+            if self._stopping or listener not in self.listeners:
                 return
 
     def _arrive_at_listener(self, listener: _Listener, data: bytes, client: Address, dest: str | None) -> None:
