@@ -365,8 +365,10 @@ class TftpServer(ServerRequests):
         except OSError as exc:  # as _recv: published, and no second read
             self._socket_error(active.sock, exc)
             return
-        if addr != active.client:  # the client's address is kept normalised: only another form needs it
-            addr = normalise(addr)
+        # The client's address is kept normalised: only another form needs it. The client's own tuple goes
+        # on, so that the comparisons after this one (the session's, the machine's) find the same strings.
+        client = active.client
+        addr = client if addr == client else normalise(addr)
         driver = self._driver
         if driver.impairer is None or driver.arrives(data, addr, time.time(), active.machine.session_id, active):
             self._deliver(active, data, addr)
