@@ -11,6 +11,7 @@ from tftpdiag.protocol.blocks import (
     rollovers,
     shows_wrap_to_one,
     wire,
+    wires,
 )
 
 
@@ -32,6 +33,12 @@ def test_wire_matches_counting_sender():
     for rollover in (0, 1):
         model = _model_wires(140_000, rollover)
         assert [wire(n, rollover) for n in range(140_000)] == model
+
+
+def test_wires_number_a_run_as_wire_numbers_each_block():
+    for rollover in (0, 1):
+        for first, count in ((1, 128), (65400, 200), (65535, 1), (65536, 3), (131000, 200), (7, 0)):
+            assert list(wires(first, count, rollover)) == [wire(n, rollover) for n in range(first, first + count)]
 
 
 def test_absolute_nearest_across_the_wrap():

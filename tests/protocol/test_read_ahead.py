@@ -158,6 +158,41 @@ def test_prefetch_before_negotiation_cuts_no_block():
     assert m.prefetch() > 0  # bytes are welcome at once
     m.feed(bytes(5000), 0.0, eof=True)
     m.prefetch()
-    assert not m._prepared  # the block size is not settled until the client answers the OACK
+    assert not m._ahead  # the block size is not settled until the client answers the OACK
     m.receive(ack(0), CLIENT, 0.01)
     assert sent_packets(m)[-1] == Data(1, bytes(1024))
+
+
+def test_a_sender_holds_a_read_s_worth_of_blocks_prepared_not_the_file():
+    # Blocks are cut a read's worth at a time (64 KiB, or a window if larger), so that answering an ACK
+    # only hands the next one out; a caller feeding the whole file at once must not double its memory.
+    m = ServerRead(2, request=Request(Opcode.RRQ, "f", "octet", ()), raw=b"", client=CLIENT, local=TID, now=0.0)
+    fed(m, bytes(1 << 20))
+    assert sent_packets(m) == [Data(1, bytes(512))]
+    assert len(m._ahead) == (1 << 16) // 512
+    for block in range(1, 2049):
+        m.receive(ack(block), CLIENT, block / 1000)
+        assert sent_packets(m)[-1].block == block + 1
+        assert len(m._ahead) <= (1 << 16) // 512 + 1
+    m.receive(ack(2049), CLIENT, 3.0)
+    assert isinstance(m.result, Completed) and (m.result.stats.bytes, m.result.stats.blocks) == (1 << 20, 2049)
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_a_sender_s_attributes_fit_cpython_s_shared_keys(direction):
+    # CPython 3.11 shares up to 30 attribute names among a class's instances; past that each instance gets
+    # a dict of its own and every method call on it costs a lookup (Sender keeps its state in slots).
+    content = bytes(3000)
+    options = RequestedOptions(blksize=1024, windowsize=4)
+    if direction == "read":
+        client, _ = client_read(options=options)
+        req = client.request
+        sender = server = ServerRead(2, request=req, raw=encode(req), client=CLIENT, local=TID, now=0.0,
+                                     file_size=len(content))
+    else:
+        sender = client = ClientWrite(1, filename="up.bin", server=SERVER, local=CLIENT, now=0.0, options=options)
+        server, _ = server_write(*client.request.options)
+    source = io.BytesIO(content)
+    pump(client, server, after_step=lambda now: feed_sender(sender, source, now))
+    assert isinstance(sender.result, Completed)
+    assert len(vars(sender)) <= 30, sorted(vars(sender))

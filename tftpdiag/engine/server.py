@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
@@ -29,7 +30,6 @@ from tftpdiag.engine.partfiles import Removal, remove_stale
 from tftpdiag.engine.poller import Poller
 from tftpdiag.engine.server_requests import ERROR_ACKED, ServerRequests
 from tftpdiag.engine.server_state import (
-    _WAKE,
     SERVE_TIMING,
     ServerConfig,
     ServerSetupError,
@@ -78,7 +78,7 @@ class TftpServer(ServerRequests):
             config.waiting_room, _PATIENCE)
         self._sel: Poller[_PollData] = Poller()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._stopping = threading.Event()
+        self._stopping = False  # stop() was called (a flag the loop reads every turn, so not an Event)
         self._thread: threading.Thread | None = None
         self._next_check = 0.0
         self._own_ids: set[int] = set()
@@ -137,13 +137,13 @@ class TftpServer(ServerRequests):
                     continue
                 self._close_listeners()
                 raise
-        self._sel.register(self._wake_r, _WAKE)
+        self._sel.register(self._wake_r, self._read_wake)
         # Only once the addresses are ours: a second server that cannot bind touches nothing.
         self.stale_parts = remove_stale(self.root, recursive=True)
 
     def stop(self, timeout: float = 5.0) -> None:
         """End every session (their clients get ERROR 0), close all sockets, remove partial uploads."""
-        self._stopping.set()
+        self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -191,7 +191,7 @@ class TftpServer(ServerRequests):
         prepare_listener(sock)
         listener = _Listener(sock, normalise(sock.getsockname()), sock.family)
         self.listeners.append(listener)
-        self._sel.register(sock, listener)
+        self._sel.register(sock, partial(self._read_listener, listener))
 
     def _close_listeners(self) -> None:
         for listener in self.listeners:
@@ -204,41 +204,52 @@ class TftpServer(ServerRequests):
 
     def serve(self) -> None:
         """Run until :meth:`stop` (on the calling thread)."""
-        sel = self._sel
+        # Once per datagram in lock-step: what the loop asks each turn is in locals.
+        poll = self._sel.poll
         bus = self.bus
-        busy = BusyPoll(lambda: sel.poll(0), self.config.busy_poll)
+        busy = BusyPoll(lambda: poll(0), self.config.busy_poll)
+        spins = busy.budget > 0  # without a budget BusyPoll never spins: the loop need not ask it
         driver = self._driver
         held = driver.held
+        impaired = driver.impairer is not None  # only the impairer holds datagrams back
+        clock = time.time
+        waiting = self._waiting
         try:
             with busy:
-                while not self._stopping.is_set():
-                    now = time.time()
-                    wait = min(max(self._next_check - now, 0.0), _MAX_WAIT)
-                    if held:
+                while not self._stopping:
+                    now = clock()
+                    wait = self._next_check - now
+                    if wait > _MAX_WAIT:
+                        wait = _MAX_WAIT
+                    elif wait < 0.0:
+                        wait = 0.0
+                    if impaired and held:
                         wait = max(driver.wait(wait, now), 0.0)
                     if wait > 0 and bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
                         bus.idle()
-                    ready = busy(wait) if wait > 0 else None
+                    ready = busy(wait) if spins and wait > 0 else None
                     if ready is None:
-                        ready = sel.poll(wait)
-                        busy.waited(time.time() - now)
-                    for data in ready:
-                        if data is _WAKE:
-                            with contextlib.suppress(OSError):
-                                self._wake_r.recv(64)
-                        elif isinstance(data, _Listener):
-                            self._read_listener(data)
-                        else:
-                            self._read_session(data)
-                    now = time.time()
-                    if held.due(now):
+                        ready = poll(wait)
+                        if spins:
+                            busy.waited(clock() - now)
+                    for read in ready:  # each ready socket's reader: a session's, a listener's, the wake-up's
+                        read()
+                    now = clock()
+                    if impaired and held.due(now):
                         driver.release(now, self._deliver_held)
                     if now >= self._next_check:
                         self._check_timers(now)
-                    if self._waiting and (len(self._sessions) < self.capacity or now >= self._next_room_check):
+                    # (Nothing ever waited: the room is empty, and the loop need not ask it.)
+                    if waiting.queued_total and waiting and (len(self._sessions) < self.capacity
+                                                              or now >= self._next_room_check):
                         self._admit_waiting(now)
         finally:
             self._shutdown()
+
+    def _read_wake(self) -> None:
+        """stop() wrote to the wake-up socket: the loop looks at its flag next."""
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(64)
 
     def _shutdown(self) -> None:
         now = time.time()
@@ -280,24 +291,26 @@ class TftpServer(ServerRequests):
                 next_check = deadline
         self._next_check = next_check
 
-    def _recv(self, sock: socket.socket, want_dest: bool) -> tuple[bytes, Address, str | None] | None:
-        """One datagram, or None (nothing waiting, or a socket error, which is published).
+    def _recv(self, sock: socket.socket) -> tuple[bytes, Address, str | None] | None:
+        """One datagram from a listening socket, the address it was sent to and when it arrived
+        (self._arrival), or None (nothing waiting, or a socket error, which is published).
 
         After an error it does not read again: the error may have ended the session and closed the
-        socket; whatever else is waiting is reported by the next select().
+        socket; whatever else is waiting is reported by the next select(). (A session's socket is read
+        by _read_session, the same way, without the ancillary data.)
         """
         try:
-            if want_dest:
-                data, ancillary, _, addr = sock.recvmsg(65536, 256)
-                self._arrival = arrival(ancillary)
-                return data, normalise(addr), destination(ancillary)
-            data, addr = sock.recvfrom(65536)
-            return data, normalise(addr), None
+            data, ancillary, _, addr = sock.recvmsg(65536, 256)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
             self._socket_error(sock, exc)
             return None
+        self._arrival = arrival(ancillary)
+        return data, normalise(addr), destination(ancillary)
+
+    def _send_failed(self, sock: socket.socket, dest: Address, exc: OSError) -> None:
+        self._socket_error(sock, exc, sending=True)
 
     def _socket_error(self, sock: socket.socket, exc: OSError, sending: bool = False) -> None:
         """What the error means is engine/driver.py's; which session it is about, the server's: the one on
@@ -321,7 +334,7 @@ class TftpServer(ServerRequests):
         # Several per turn: a storm's requests arrive together, and one per turn (a turn serving hundreds
         # of sessions) left them queued for seconds, until the devices resent them.
         for _ in range(_LISTENER_BURST):
-            got = self._recv(listener.sock, want_dest=True)
+            got = self._recv(listener.sock)
             if got is None:
                 return
             data, client, dest = got
@@ -331,7 +344,7 @@ class TftpServer(ServerRequests):
                 if not self._driver.arrives(data, client, time.time(), session, (listener, dest)):
                     continue
             self._arrive_at_listener(listener, data, client, dest)
-            if self._stopping.is_set() or listener not in self.listeners:
+            if self._stopping or listener not in self.listeners:
                 return
 
     def _arrive_at_listener(self, listener: _Listener, data: bytes, client: Address, dest: str | None) -> None:
@@ -345,12 +358,20 @@ class TftpServer(ServerRequests):
     def _read_session(self, active: _Active) -> None:
         if active.finalised and active.machine.closed:
             return
-        got = self._recv(active.sock, want_dest=False)
-        if got is None:
+        try:
+            data, addr = active.sock.recvfrom(65536)
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError as exc:  # as _recv: published, and no second read
+            self._socket_error(active.sock, exc)
+            return
+        # The client's address is kept normalised: only another form needs it. The client's own tuple goes
+        # on, so that the comparisons after this one (the session's, the machine's) find the same strings.
+        client = active.client
+        addr = client if addr == client else normalise(addr)
         driver = self._driver
-        if driver.impairer is None or driver.arrives(got[0], got[1], time.time(), active.machine.session_id, active):
-            self._deliver(active, got[0], got[1])
+        if driver.impairer is None or driver.arrives(data, addr, time.time(), active.machine.session_id, active):
+            self._deliver(active, data, addr)
 
     def _deliver_held(self, raw: bytes, addr: Address, target: _HeldIn) -> None:
         """An arriving datagram the impairer held has fallen due: to its session, if it still runs, or to
@@ -376,26 +397,24 @@ class TftpServer(ServerRequests):
         machine = active.machine
         out = machine.datagrams_to_send()
         if out:
-            sock = active.sock
-
-            def failed(dest: Address, exc: OSError) -> None:
-                self._socket_error(sock, exc, sending=True)
-
-            active.send(out, failed)
+            active.send(out, active.send_failed)
         if active.files is not None and active.files(now):  # read or stored while the client answers
             self._flush(active, now)  # what that let the machine send: DATA, the final ACK, an ERROR
             return
-        if machine.finished and not active.finalised:
-            # Before the events that say the session ended: whoever reads them finds the files settled
-            # (a failed upload's temporary file already gone).
-            self._finalise(active)
-        self.bus.publish(machine.events())
-        if machine.closed:
-            self._end(active)
+        if machine.state.finished:
+            if not active.finalised:
+                # Before the events that say the session ended: whoever reads them finds the files
+                # settled (a failed upload's temporary file already gone).
+                self._finalise(active)
+            self.bus.publish(machine.events())
+            if machine.closed:
+                self._end(active)
+                return
         else:
-            deadline = machine.next_timeout()
-            if deadline is not None and deadline < self._next_check:
-                self._next_check = deadline
+            self.bus.publish(machine.events())
+        deadline = machine.next_timeout()
+        if deadline is not None and deadline < self._next_check:
+            self._next_check = deadline
 
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
@@ -403,8 +422,9 @@ class TftpServer(ServerRequests):
         self._half_open[active.machine.session_id] = active
         active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
         active.send = self._driver.sender(active.sock, active.writer, active.machine.session_id, active.mapped)
+        active.send_failed = partial(self._send_failed, active.sock)
         if active.own_socket:
-            self._sel.register(active.sock, active)
+            self._sel.register(active.sock, partial(self._read_session, active))
         else:
             self._by_peer[(listener.local, active.client)] = active
         self._flush(active, time.time())

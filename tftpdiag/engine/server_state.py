@@ -7,11 +7,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO
 
-from tftpdiag.engine.driver import Send
+from tftpdiag.engine.driver import OnError, Send
 from tftpdiag.engine.files import UploadSink
 from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL
@@ -25,13 +24,6 @@ from tftpdiag.protocol.timer import Timing
 __all__ = ["ServerConfig", "ServerSetupError", "SERVE_TIMING"]
 
 SERVE_TIMING = Timing(give_up=GIVE_UP)  # a session keeps a silent client a minute (see GIVE_UP)
-
-
-class _Wake(Enum):
-    WAKE = "wake"
-
-
-_WAKE: Final = _Wake.WAKE  # what the poller reports for the wake-up socket that stop() writes to
 
 
 class ServerSetupError(Exception):
@@ -88,11 +80,19 @@ class _Active:
 
     def __post_init__(self) -> None:
         self.writer = DatagramWriter(self.sock, self.offload)
-        # How the machine's datagrams leave: the writer's, unless the driver says otherwise (TftpServer._add).
+        # How the machine's datagrams leave: the writer's, unless the driver says otherwise (TftpServer._add),
+        # and who hears of a send that failed (TftpServer._add: made once, not per datagram).
         self.send: Send = self.writer.send
+        self.send_failed: OnError = _unheard
 
 
-_PollData = _Wake | _Listener | _Active  # what the poller reports for each ready socket
+# What the poller reports for each ready socket: what reads it (the listener's, a session's, or the wake-up
+# socket's reader), so that the loop calls it without first asking which kind of socket it is.
+_PollData = Callable[[], None]
+
+
+def _unheard(dest: Address, exc: OSError) -> None:
+    """A session's send failures before TftpServer._add gives it its own handler: none are sent before."""
 # Where an arriving datagram the impairer held goes when it falls due: to a session, or to a listener (with
 # the address it was sent to).
 _HeldIn = _Active | tuple[_Listener, "str | None"]

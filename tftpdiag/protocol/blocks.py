@@ -8,6 +8,8 @@ these functions only; the machines, the trace observer, the findings and the vie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 WIRE_MAX = 0xFFFF  # the largest block number a packet can carry
 WRAPS = (0, 1)  # what follows 65535: 0 (the usual) or 1
 
@@ -17,6 +19,16 @@ def wire(n: int, rollover: int = 0) -> int:
     if rollover == 0 or n <= WIRE_MAX:
         return n & WIRE_MAX
     return (n - 1) % WIRE_MAX + 1
+
+
+def wires(first: int, count: int, rollover: int = 0) -> Sequence[int]:
+    """The wire numbers of ``count`` consecutive absolute blocks from ``first``, as :func:`wire` gives
+    each: a sender numbers a read's worth of blocks at once. Before the first wrap a block's wire
+    number is its own, so most transfers never call :func:`wire` per block."""
+    end = first + count
+    if end - 1 <= WIRE_MAX:
+        return range(first, end)
+    return [wire(n, rollover) for n in range(first, end)]
 
 
 def absolute(wire_block: int, ref: int, rollover: int = 0) -> int:

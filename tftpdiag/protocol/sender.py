@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from tftpdiag.protocol.blocks import at_or_after, wire
+from tftpdiag.protocol.blocks import at_or_after, wire, wires
 from tftpdiag.protocol.events import Address, Note, PacketSent, Retransmit
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
@@ -37,6 +37,14 @@ class Sender(Session):
     """See the module docstring. Blocks are counted from 1 past every rollover (absolute numbers);
     :mod:`blocks` maps them to and from the wire."""
 
+    # The sender's own state lives in slots, not in the instance's dict: CPython 3.11 shares a class's
+    # attribute names among its instances' dicts only up to 30 of them, and past that every instance
+    # gets a dict of its own, on which a method call (self._on_ack(...)) is not specialised: it costs a
+    # dictionary lookup per call, about 2x. Session's attributes then stay under that limit.
+    __slots__ = ("_netascii", "_rollover", "_acked", "_next", "_sent_max", "_final", "_final_short",
+                 "_rewound_for", "_rtt_block", "_buf", "_pos", "_fed_chunks", "_fed_bytes", "_eof",
+                 "_read_error", "_starved", "_ahead", "_prepared_until", "_prepared_end")
+
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # Mid-transfer, an ACK from our peer goes straight to the window: decoding it is one look at
         # its opcode, and the base's checks (state, transfer ID) have all been made here.
@@ -50,11 +58,12 @@ class Sender(Session):
 
     def _init_sender(self, netascii: bool) -> None:
         self._netascii = netascii
+        self._rollover = self.timing.rollover  # asked per ACK: one attribute, not two
         self._acked = 0  # highest block acknowledged
         self._next = 1  # next block to put on the wire
         self._sent_max = 0
-        self._payloads: dict[int, tuple[Data, bytes]] = {}  # sent, not yet acknowledged: packet, datagram
-        self._final: int | None = None
+        self._final: int | None = None  # the last block's number, once it is prepared (the file ended)
+        self._final_short = 0  # how much shorter than blksize the last block is
         self._rewound_for = -1
         self._rtt_block = 0  # the block whose ACK ends the round trip being timed
         # What the caller fed, not yet in a block (wire bytes): _buf[_pos:], then the chunks fed since
@@ -67,24 +76,27 @@ class Sender(Session):
         self._eof = False
         self._read_error: StorageError | None = None  # the caller's failed read, reported when its bytes are due
         self._starved = False  # a block was due before its bytes were fed: feed() sends it
-        # The next new blocks, encoded ahead: block numbers follow _sent_max; a short block ends the
-        # file. prefetch() fills it while the peer is busy, so answering its ACK only hands them out;
-        # otherwise _fill_window fills it as it needs them.
-        self._prepared: deque[tuple[Data, bytes]] = deque()
+        # The blocks after the last one acknowledged, in order, as (packet, datagram): blocks _acked + 1
+        # .. _sent_max were sent (a retransmit takes them from here); the rest are encoded ahead, cut a
+        # read's worth at a time (see _prepare), so that answering an ACK only hands the next ones out.
+        # A short block ends the file.
+        self._ahead: list[tuple[Data, bytes]] = []
+        self._prepared_until = 0  # the last block in _ahead (_acked + len(_ahead), kept: asked per block)
         self._prepared_end = False
 
     def prefetch(self) -> int:
-        """Encode the next window's new blocks now, while waiting for the peer, so that answering its
-        ACK only hands them out; then say how many more bytes of the file the sender wants fed (0: none
-        now). The caller invokes this after sending; it never changes what is sent, only when the work
-        happens."""
+        """Encode the next blocks now, while waiting for the peer, so that answering its ACK only hands
+        them out; then say how many more bytes of the file the sender wants fed (0: none now). The
+        caller invokes this after sending; it never changes what is sent, only when the work happens."""
+        if self._prepared_until - self._sent_max >= self.windowsize:  # the next window is ready (most calls)
+            return 0
         # Only once the block size is settled: before the OACK a block would be cut at the wrong size.
-        if self._final is None and self.state is _TRANSFERRING and self.locked:
-            self._prepare(self.windowsize)
+        if not self._prepared_end and self.state is _TRANSFERRING and self.locked:
+            self._prepare()
         if self._eof or self._read_error is not None:
             return 0
-        held = len(self._buf) - self._pos + self._fed_bytes
         blksize, windowsize = self.blksize, self.windowsize
+        held = (self._prepared_until - self._sent_max) * blksize + len(self._buf) - self._pos + self._fed_bytes
         if held >= windowsize * blksize:
             return 0
         # Whole blocks, and so many that what is held ends on a block boundary (see _fed_chunks).
@@ -115,79 +127,90 @@ class Sender(Session):
             self._starved = False
             self._fill_window(now)
             return bool(self._out)
-        if self._final is None:  # what prefetch() could not prepare for want of bytes
-            self._prepare(self.windowsize)
+        if not self._prepared_end:  # what prefetch() could not prepare for want of bytes
+            self._prepare()
         return False
 
-    def _prepare(self, count: int) -> None:
-        """Cut and encode new blocks from the bytes fed until ``count`` are prepared, the file ends or
-        the bytes fed run out (a partial block waits for the rest, or for the end of the file)."""
-        prepared = self._prepared
-        if self._prepared_end or len(prepared) >= count:
-            return
-        blksize, rollover, buf, eof = self.blksize, self.timing.rollover, self._buf, self._eof
-        pos, end = self._pos, len(self._buf)
-        n = self._sent_max + 1 + len(prepared)
-        while len(prepared) < count:
-            if end - pos < blksize:
-                if self._fed_chunks:  # on to the next chunk (nothing is copied when none is left here)
-                    chunk = self._fed_chunks.popleft()
-                    self._fed_bytes -= len(chunk)
-                    buf, pos = buf[pos:] + chunk, 0
-                    end = len(buf)
-                    self._buf = buf
-                    continue
-                if not eof:
-                    break
-            payload = buf[pos:pos + blksize]
-            pos += len(payload)
-            block = wire(n, rollover)
-            prepared.append((Data(block, payload), encode_data(block, payload)))
-            n += 1
-            if len(payload) < blksize:
+    def _prepare(self) -> None:
+        """Cut and encode new blocks from the bytes fed until a read's worth (_READ_AHEAD, or a window
+        if that is more) are prepared, the file ends or the bytes fed run out (a partial block waits for
+        the rest, or for the end of the file). Each chunk fed is cut in one go, not block by block."""
+        ahead = self._ahead
+        blksize = self.blksize
+        n = self._prepared_until + 1
+        room = max(self.windowsize, _READ_AHEAD // blksize) - (n - 1 - self._sent_max)
+        buf, pos, chunks = self._buf, self._pos, self._fed_chunks
+        while room > 0:
+            whole = min((len(buf) - pos) // blksize, room)
+            if whole:
+                stop = pos + whole * blksize
+                payloads = [buf[start:start + blksize] for start in range(pos, stop, blksize)]
+                pos = stop
+            elif chunks:  # on to the next chunk (nothing is copied when none is left here)
+                chunk = chunks.popleft()
+                self._fed_bytes -= len(chunk)
+                buf, pos = buf[pos:] + chunk, 0
+                continue
+            elif self._eof:  # the last block: shorter than blksize, perhaps empty
+                payloads = [buf[pos:]]
+                pos = len(buf)
                 self._prepared_end = True
+                self._final = n
+                self._final_short = blksize - len(payloads[0])
+            else:
                 break
-        self._pos = pos
+            numbers = wires(n, len(payloads), self._rollover)
+            ahead += zip(map(Data, numbers, payloads), map(encode_data, numbers, payloads), strict=True)
+            n += len(payloads)
+            room -= len(payloads)
+            if self._prepared_end:
+                break
+        self._buf, self._pos = buf, pos
+        self._prepared_until = n - 1
 
     def _fill_window(self, now: float) -> None:
         """Send every block the window allows; resent blocks are marked as retransmits."""
-        limit = self._acked + self.windowsize
-        if self._final is not None and self._final < limit:
-            limit = self._final
+        acked = self._acked
+        limit = acked + self.windowsize
+        final = self._final
+        if final is not None and final < limit:
+            limit = final
         n = self._next
         if n <= limit:
-            prepared, payloads, blksize = self._prepared, self._payloads, self.blksize
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
+            ahead = self._ahead
             first = n
-            while n <= limit:
-                entry = payloads.get(n)
-                if entry is not None:  # sent before: a retransmit
-                    note = _RETRANSMIT
-                else:  # a new block: n is _sent_max + 1, the first of those prepared
-                    if not prepared:
-                        self._prepare(limit - n + 1)
-                        if not prepared:  # its bytes have not been fed, or could not be read
-                            self.packets_sent += n - first
-                            self._next = n
-                            if self._read_error is not None:
-                                self._storage_failed(self._read_error, now)
-                                return
-                            self._starved = True
-                            self._arm(now)
-                            return
-                    entry = payloads[n] = prepared.popleft()
-                    note = _NONE
-                    if len(entry[0].payload) < blksize:
-                        self._final = limit = n
-                    if self._timer.mark is None:
-                        self._timer.mark = now
+            sent_max = self._sent_max
+            if n <= sent_max:  # sent before: retransmits
+                last = min(limit, sent_max)
+                for packet, raw in ahead[n - acked - 1:last - acked]:
+                    out((raw, peer))
+                    events(PacketSent(session, now, local, peer, raw, packet, _RETRANSMIT))
+                n = last + 1
+            if n <= limit:  # new blocks, from those prepared
+                if self._prepared_until < limit:
+                    self._prepare()
+                batch = ahead[n - acked - 1:limit - acked]
+                if batch:
+                    timer = self._timer
+                    if timer.mark is None:
+                        timer.mark = now
                         self._rtt_block = n
-                    self._sent_max = n
-                packet, raw = entry
-                out((raw, peer))
-                events(PacketSent(session, now, local, peer, raw, packet, note))
-                n += 1
+                    for packet, raw in batch:
+                        out((raw, peer))
+                        events(PacketSent(session, now, local, peer, raw, packet, _NONE))
+                    n += len(batch)
+                    self._sent_max = n - 1
+                if n <= limit:  # the next block's bytes have not been fed, or could not be read
+                    self.packets_sent += n - first
+                    self._next = n
+                    if self._read_error is not None:
+                        self._storage_failed(self._read_error, now)
+                        return
+                    self._starved = True
+                    self._arm(now)
+                    return
             self.packets_sent += n - first
             self._next = n
         self._arm(now)
@@ -198,41 +221,37 @@ class Sender(Session):
         count = min(self._acked + self.windowsize, self._sent_max) - first + 1
         if count > 0:
             self.retransmits += count
-            self._events.append(Retransmit(self.session_id, now, reason, wire(first, self.timing.rollover), count,
+            self._events.append(Retransmit(self.session_id, now, reason, wire(first, self._rollover), count,
                                            self._timer.attempt))
         self._fill_window(now)
 
     def _on_ack(self, packet: Ack, raw: bytes, now: float) -> None:
         # An ACK can only acknowledge a block that was sent: counted forward from the last one acknowledged.
-        absolute = at_or_after(packet.block, self._acked, self.timing.rollover)
+        acked = self._acked
+        absolute = at_or_after(packet.block, acked, self._rollover)
         if absolute is None or absolute > self._sent_max:
             self.duplicates += 1
             self._note_received(raw, packet, self.peer, now, Note.DUPLICATE, "ACK for a block outside the window")
             return
-        if absolute == self._acked:
+        if absolute == acked:
             self.duplicates += 1
             self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
             # In a window, an ACK of the last acknowledged block means the window's first block was lost.
-            if self.windowsize > 1 and self._sent_max > self._acked and self._rewound_for != absolute:
+            if self.windowsize > 1 and self._sent_max > acked and self._rewound_for != absolute:
                 self._rewound_for = absolute
                 self._resend_from(absolute + 1, now, "window-gap")
             return
         self._note_received(raw, packet, self.peer, now)
         if absolute >= self._rtt_block:
             self._timer.end_sample(now)
-        pop = self._payloads.pop
-        size = blocks = 0
-        for n in range(self._acked + 1, absolute + 1):
-            entry = pop(n, None)
-            if entry is not None:
-                size += len(entry[0].payload)
-                blocks += 1
-        self.bytes += size
-        self.blocks += blocks
-        self._acked = absolute
-        self._rewound_for = -1
+        del self._ahead[:absolute - acked]
+        # Every block but the last is blksize long: the bytes acknowledged follow from the block number.
+        final = absolute == self._final
+        self.bytes = absolute * self.blksize - (self._final_short if final else 0)
+        self.blocks = self._acked = absolute
+        # (_rewound_for needs no reset: it holds an earlier _acked, never this one.)
         self._progressed(now)
-        if absolute == self._final:
+        if final:
             self._complete(now, dally=False)
             return
         if absolute < self._next - 1:
@@ -252,7 +271,7 @@ class Sender(Session):
         self._resend_from(self._acked + 1, now, "timeout")
 
     def _waiting_for(self) -> str:
-        return f"ACK {wire(self._next - 1, self.timing.rollover)}"
+        return f"ACK {wire(self._next - 1, self._rollover)}"
 
     def _unreachable_hint(self) -> str:
         if self._final is not None and self._sent_max == self._final and self._acked == self._final - 1:
