@@ -3,7 +3,7 @@ reader summarise. Live sessions and transfers rebuilt from a capture pass throug
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 # The names every view imports from here:
@@ -11,6 +11,7 @@ from tftpdiag.fmt import address as fmt_addr
 from tftpdiag.fmt import rate as fmt_rate
 from tftpdiag.fmt import size as fmt_bytes
 from tftpdiag.packetlog import PacketLog
+from tftpdiag.packetruns import NOTE, PACKET, packet_runs
 from tftpdiag.protocol.events import (
     Address,
     CaptureGap,
@@ -139,29 +140,41 @@ class SessionRecord:
             return self.local
         return self.peer
 
+    def add_packets(self, run: Sequence[PacketReceived | PacketSent]) -> None:
+        """Fold in a run of this session's packet events (see :mod:`tftpdiag.packetruns`): counted over
+        the run's columns, the same whether it holds one packet or a thousand."""
+        if self.started is None:
+            self.started = run[0].time
+        self.last = run[-1].time
+        n = len(run)
+        kinds = list(map(type, run))
+        received = kinds.count(PacketReceived)
+        self.packets_received += received
+        self.packets_sent += n - received
+        log = self.packets
+        if log is not None:
+            for event in run:
+                log.add(event)
+        if not self.data_seen:
+            self.data_seen = Data in map(type, map(PACKET, run))
+        notes = list(map(NOTE, run))
+        if notes.count(_NONE) != n:  # something to note: rare, one by one
+            for kind, note in zip(kinds, notes, strict=True):
+                if kind is PacketReceived:
+                    if note is Note.DUPLICATE:
+                        self.duplicates += 1
+                    elif note is Note.STRAY:
+                        self.stray += 1
+
     def apply(self, event: Event) -> None:
+        if type(event) is PacketReceived or type(event) is PacketSent:
+            self.add_packets((event,))
+            return
         t = event.time
         if self.started is None:
             self.started = t
         self.last = t
-        if isinstance(event, PacketReceived):
-            if self.packets is not None:
-                self.packets.add(event)
-            self.packets_received += 1
-            if not self.data_seen and type(event.packet) is Data:
-                self.data_seen = True
-            note = event.note
-            if note is Note.DUPLICATE:
-                self.duplicates += 1
-            elif note is Note.STRAY:
-                self.stray += 1
-        elif isinstance(event, PacketSent):
-            if self.packets is not None:
-                self.packets.add(event)
-            self.packets_sent += 1
-            if not self.data_seen and type(event.packet) is Data:
-                self.data_seen = True
-        elif isinstance(event, Progress):
+        if isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
             self.samples.append((t, event.bytes))
             self.bytes = event.bytes
@@ -221,23 +234,9 @@ class SessionTable:
         """Fold events in; returns the sessions that finished with these events."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
-        record: SessionRecord | None = None
-        log: PacketLog | None = None
         keep = self.keep_packets
-        for event in events:
-            # Most of a stream: a packet of the session just seen, already moving data, with nothing to
-            # note. What SessionRecord.apply would do with it, inline. (type(event) is written out, not
-            # kept in a local: mypy narrows the event by it, and CPython makes the call as cheap.)
-            if (type(event) is PacketReceived or type(event) is PacketSent) and record is not None \
-                    and event.session == record.session and record.data_seen and event.note is _NONE:
-                record.last = event.time
-                if log is not None:
-                    log.add(event)
-                if type(event) is PacketReceived:
-                    record.packets_received += 1
-                else:
-                    record.packets_sent += 1
-                continue
+        for chunk in packet_runs(events):
+            event = chunk[0]
             kind = type(event)
             record = sessions.get(event.session)
             if record is None:
@@ -245,7 +244,9 @@ class SessionTable:
             if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired
                                                     or kind is CaptureGap):
                 record.packets = PacketLog()  # on the first packet: a trace of many sessions may have none
-            log = record.packets
+            if kind is PacketSent or kind is PacketReceived:
+                record.add_packets(chunk)  # type: ignore[arg-type]  # a run holds only packet events
+                continue  # a packet never ends a session
             was_finished = record.finished
             record.apply(event)
             if not was_finished and record.finished:

@@ -18,6 +18,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import repeat, starmap
 
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
 
@@ -35,15 +36,17 @@ class Subscription:
         self._packets: deque[Event] | None = deque(maxlen=packet_window) if packet_window else None
         self._seen_packets = 0
         self.dropped = 0  # packet events a sampled subscription let go
+        # Called by publishers at every step and by an idle fold at every wait: for a lossless
+        # subscription the deque's own methods, so neither call runs a line of Python.
+        self.push: Callable[[list[Event]], None] = self._events.extend if self._packets is None else self._push
+        self.pending: Callable[[], int] = self._events.__len__ if self._packets is None else self._pending
 
     @property
     def lossless(self) -> bool:
         return self._packets is None
 
     def _push(self, events: list[Event]) -> None:
-        if self._packets is None:
-            self._events.extend(events)
-            return
+        assert self._packets is not None  # a sampled subscription's push
         for event in events:
             if isinstance(event, _PACKET_EVENTS):
                 self._packets.append(event)
@@ -59,8 +62,8 @@ class Subscription:
         """
         events = self._events
         count = len(events) if limit is None else min(limit, len(events))
-        popleft = events.popleft
-        out: list[Event] = [popleft() for _ in range(count)]
+        # popleft, count times, called from C: publishers may append meanwhile, never take.
+        out: list[Event] = list(starmap(events.popleft, repeat((), count)))
         if self._packets is not None:
             packets = self._packets
             taken = len(packets)
@@ -70,7 +73,7 @@ class Subscription:
             self._seen_packets = 0
         return out
 
-    def pending(self) -> int:
+    def _pending(self) -> int:
         return len(self._events) + (len(self._packets) if self._packets is not None else 0)
 
     def close(self) -> None:
@@ -119,7 +122,7 @@ class EventBus:
     def publish(self, events: list[Event]) -> None:
         if events:
             for sub in self._subscribers:
-                sub._push(events)
+                sub.push(events)
 
     def publish_all(self, events: Iterable[Event]) -> None:
         self.publish(list(events))

@@ -26,6 +26,7 @@ from tftpdiag.findings.followups import FollowUps
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.rules import Context, Rule, order
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
@@ -104,19 +105,25 @@ class Analyzer:
         out = self._out = []
         states = self._states
         dispatch = self._dispatch
-        for ev in events:
-            s = states.get(ev.session)
-            if s is None:
-                s = self._open(ev)
-            try:
-                handler = dispatch[type(ev)]
-            except KeyError:
-                continue  # an event type newer than this analyzer
-            if handler(s, ev):
-                self.now = ev.time
-                self._evaluate(s)
-                if s.finished:
-                    self._retire(s)
+        for chunk in packet_runs(events):
+            # A run of one session's DATA and ACKs, most of a transfer, is folded at once when it can be.
+            if len(chunk) > 1:
+                s = states.get(chunk[0].session)
+                if s is not None and fd.on_run(s, chunk):
+                    continue
+            for ev in chunk:
+                s = states.get(ev.session)
+                if s is None:
+                    s = self._open(ev)
+                try:
+                    handler = dispatch[type(ev)]
+                except KeyError:
+                    continue  # an event type newer than this analyzer
+                if handler(s, ev):
+                    self.now = ev.time
+                    self._evaluate(s)
+                    if s.finished:
+                        self._retire(s)
         return out
 
     def tick(self, now: float) -> list[Finding]:

@@ -8,12 +8,17 @@ the session again (something a finding may depend on has changed).
 
 from __future__ import annotations
 
+from itertools import compress, repeat
+from operator import and_, attrgetter, is_, sub
+
 from tftpdiag.findings.model import describe
 from tftpdiag.findings.netascii_scan import scan
 from tftpdiag.findings.session_state import LOG_CAP, QUICK, SessionState
+from tftpdiag.packetruns import NOTE, PACKET, TIME
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
+    Event,
     Failed,
     Note,
     OptionsNegotiated,
@@ -61,21 +66,104 @@ def _first_movement(s: SessionState, t: float, size: int) -> None:
 
 
 def _sample(s: SessionState, t: float) -> None:
-    """One round trip: from our fresh DATA or ACK to the answer it drew. Samples far above the smallest
-    seen waited for a retransmission on the other side and are left out of the smoothed estimate."""
+    """One round trip: from our fresh DATA or ACK to the answer it drew."""
     fresh = s.fresh_t
     if fresh is not None:
-        sample = t - fresh
         s.fresh_t = None
-        low = s.rtt_min
+        _smooth(s, [t - fresh])
+
+
+def _smooth(s: SessionState, samples: list[float]) -> None:
+    """Round trips, in order, into the smoothed estimate. Samples far above the smallest seen waited for
+    a retransmission on the other side and are left out."""
+    low, rtt = s.rtt_min, s.rtt
+    if low is not None and rtt is not None and min(samples) >= low:
+        # The usual batch: no new smallest, so the same samples are left out of all of it (picked in C).
+        # The arithmetic is the loop's below, in the same order: the same estimate to the last bit.
+        limit = 4 * low + 0.001
+        kept = list(filter(limit.__ge__, samples))
+        for sample in kept:
+            rtt += (sample - rtt) * 0.125
+        s.rtt = rtt
+        s.rtt_n += len(kept)
+        return
+    n = s.rtt_n
+    limit = 0.0 if low is None else 4 * low + 0.001
+    for sample in samples:
         if low is None or sample < low:
-            s.rtt_min = low = sample
-            if s.rtt is not None and s.rtt > 4 * low + 0.001:
-                s.rtt = None  # it started from a sample that waited for a retransmission
-        if sample <= 4 * low + 0.001:
-            rtt = s.rtt
-            s.rtt = sample if rtt is None else rtt + (sample - rtt) * 0.125
-            s.rtt_n += 1
+            low = sample
+            limit = 4 * low + 0.001
+            if rtt is not None and rtt > limit:
+                rtt = None  # it started from a sample that waited for a retransmission
+        if sample <= limit:
+            rtt = sample if rtt is None else rtt + (sample - rtt) * 0.125
+            n += 1
+    s.rtt_min, s.rtt, s.rtt_n = low, rtt, n
+
+
+# What each kind of packet event carries in a transfer that moves: the receiving side gets DATA and sends
+# ACKs, the sending side the other way round (see on_run).
+_RECEIVING = {Data: PacketReceived, Ack: PacketSent}
+_SENDING = {Ack: PacketReceived, Data: PacketSent}
+_BLOCK = attrgetter("block")
+
+
+def on_run(s: SessionState, run: list[Event]) -> bool:
+    """A run of the session's packet events (:mod:`tftpdiag.packetruns`) folded at once, when every one
+    of them is what :func:`on_rx` and :func:`on_tx` take without a second look (an in-order DATA or ACK,
+    our own fresh ACK or DATA, in a transfer past its first block): the same updates, counted over the
+    run's columns. Returns False, having changed nothing, when the run holds anything else: then its
+    events go one by one through on_rx and on_tx. (tests/findings/test_fold_runs.py holds the two
+    ways to the same state.)"""
+    if s.receiver:
+        if not s.data_rx:
+            return False
+        carries = _RECEIVING
+    else:
+        if not (s.acks_rx and s.data_tx):
+            return False
+        carries = _SENDING
+    n = len(run)
+    if list(map(NOTE, run)).count(_NONE) != n:
+        return False
+    kinds = list(map(type, run))
+    packets = list(map(PACKET, run))
+    if list(map(carries.get, map(type, packets))) != kinds:
+        return False
+    blocks = list(map(_BLOCK, packets))
+    if 0 in blocks:
+        return False  # block 0: an ACK of it is not taken without a second look (a rollover, rarely)
+    times = list(map(TIME, run))
+    received = kinds.count(PacketReceived)
+    # A round trip is an answer received right after our packet (or the run's first, after the last
+    # batch's): the answer's time less ours.
+    after_ours = list(map(and_, map(is_, kinds[1:], repeat(PacketReceived)), map(is_, kinds, repeat(PacketSent))))
+    samples = list(map(sub, compress(times[1:], after_ours), compress(times, after_ours)))
+    if kinds[0] is PacketReceived and s.fresh_t is not None:
+        samples.insert(0, times[0] - s.fresh_t)
+    if received:
+        last = n - 1 - kinds[::-1].index(PacketReceived)
+        if s.receiver:
+            s.data_rx += received
+        else:
+            s.acks_rx += received
+        s.pos = blocks[last]
+        s.last_move = times[last]
+        s.episode_open = False
+    if received != n:
+        if s.receiver:
+            s.ack_tx = blocks[n - 1 - kinds[::-1].index(PacketSent)]
+        else:
+            s.data_tx += n - received
+    s.fresh_t = times[-1] if kinds[-1] is PacketSent else None
+    s.last_time = times[-1]
+    if samples:
+        _smooth(s, samples)
+    if s.scan:
+        for p in packets:
+            if type(p) is Data:
+                scan(s, p.payload, p.block)
+    return True
 
 
 def on_rx(s: SessionState, ev: PacketReceived) -> bool:
