@@ -27,11 +27,11 @@ def packet_runs(events: Iterable[Event]) -> list[list[Event]]:
     n = len(batch)
     if n < 2:
         return [batch] if batch else []
+    # The usual batch: one session's packets and nothing else.
+    if _PACKET_KINDS.issuperset(map(type, batch)) and len(set(map(SESSION, batch))) == 1:
+        return [batch]
     packet = list(map(_PACKET_KINDS.__contains__, map(type, batch)))
     sessions = list(map(SESSION, batch))
-    # The usual batch: one session's packets and nothing else.
-    if sessions.count(sessions[0]) == n and packet.count(True) == n:
-        return [batch]
     # Otherwise a chunk starts wherever an event does not continue the packets of the session before
     # it. Found with map and compress: a loop in C, not one in Python per event.
     goes_on = map(and_, map(and_, packet[1:], packet), map(eq, sessions[1:], sessions))

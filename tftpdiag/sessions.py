@@ -232,10 +232,14 @@ class SessionTable:
 
     def apply(self, events: Iterable[Event]) -> list[SessionRecord]:
         """Fold events in; returns the sessions that finished with these events."""
+        return self.apply_runs(packet_runs(events))
+
+    def apply_runs(self, runs: list[list[Event]]) -> list[SessionRecord]:
+        """:meth:`apply`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
         keep = self.keep_packets
-        for chunk in packet_runs(events):
+        for chunk in runs:
             event = chunk[0]
             kind = type(event)
             record = sessions.get(event.session)

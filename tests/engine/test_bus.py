@@ -151,7 +151,7 @@ def test_the_engine_never_waits_for_the_readers_lock() -> None:
 
 def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
     """A fold's fixed cost is most of the work for a lock-step block's two events: a wait folds only once
-    enough are waiting, and the reader's own tick takes the rest."""
+    enough are waiting, and the reader's own tick takes the rest, once the waits have stopped folding."""
     bus = EventBus()
     sub = bus.subscribe()
     fold = headless._Fold(bus, sub)
@@ -162,19 +162,26 @@ def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
     bus.idle()
     assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN
     bus.publish([packet(0)])
-    fold()  # the reader's tick folds whatever is there
+    fold()  # the waits are folding: the reader leaves them the few there are
+    assert sub.pending() == 1 and fold.folded == headless._IDLE_MIN
+    fold()  # no wait folded since its last tick: the reader folds whatever is there
     assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN + 1
+    bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
+    bus.idle()
+    bus.publish([packet(0)])
     fold.close()
+    fold()  # closed: the waits fold no more, the reader takes it all
+    assert sub.pending() == 0 and fold.folded == 2 * headless._IDLE_MIN + 2
 
 
 def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = EventBus()
     fold = headless._Fold(bus, bus.subscribe())
 
-    def feed(events: list) -> list:
+    def feed(runs: list) -> list:
         raise ValueError("analyzer bug")
 
-    monkeypatch.setattr(fold.analyzer, "feed", feed)
+    monkeypatch.setattr(fold.analyzer, "feed_runs", feed)
     bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
     bus.idle()  # the engine carries on
     assert bus.idle_tasks == ()  # and no longer lends its waits to this reader

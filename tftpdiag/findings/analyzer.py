@@ -55,6 +55,9 @@ RULES: tuple[Rule, ...] = order((
     *content.RULES,
 ))
 
+# The shortest run folded at once: below it, looking the run over costs more than taking it event by event.
+_RUN_MIN = 4
+
 IDS: tuple[str, ...] = tuple(dict.fromkeys(finding_id for r in RULES for finding_id in r.makes))
 
 
@@ -102,12 +105,17 @@ class Analyzer:
 
     def feed(self, events: Iterable[Event]) -> list[Finding]:
         """Fold events in; returns the findings that are new or changed because of them."""
+        return self.feed_runs(packet_runs(events))
+
+    def feed_runs(self, runs: list[list[Event]]) -> list[Finding]:
+        """:meth:`feed`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         out = self._out = []
         states = self._states
         dispatch = self._dispatch
-        for chunk in packet_runs(events):
-            # A run of one session's DATA and ACKs, most of a transfer, is folded at once when it can be.
-            if len(chunk) > 1:
+        for chunk in runs:
+            # A run of one session's DATA and ACKs, most of a transfer, is folded at once when it can be
+            # (a short one costs less event by event).
+            if len(chunk) >= _RUN_MIN:
                 s = states.get(chunk[0].session)
                 if s is not None and fd.on_run(s, chunk):
                     continue

@@ -13,7 +13,7 @@ from operator import and_, attrgetter, is_, sub
 
 from tftpdiag.findings.model import describe
 from tftpdiag.findings.netascii_scan import scan
-from tftpdiag.findings.session_state import LOG_CAP, QUICK, SessionState
+from tftpdiag.findings.session_state import LOG_CAP, QUICK, RTT_WAITING, SessionState
 from tftpdiag.packetruns import NOTE, PACKET, TIME
 from tftpdiag.protocol.events import (
     CaptureGap,
@@ -70,35 +70,10 @@ def _sample(s: SessionState, t: float) -> None:
     fresh = s.fresh_t
     if fresh is not None:
         s.fresh_t = None
-        _smooth(s, [t - fresh])
-
-
-def _smooth(s: SessionState, samples: list[float]) -> None:
-    """Round trips, in order, into the smoothed estimate. Samples far above the smallest seen waited for
-    a retransmission on the other side and are left out."""
-    low, rtt = s.rtt_min, s.rtt
-    if low is not None and rtt is not None and min(samples) >= low:
-        # The usual batch: no new smallest, so the same samples are left out of all of it (picked in C).
-        # The arithmetic is the loop's below, in the same order: the same estimate to the last bit.
-        limit = 4 * low + 0.001
-        kept = list(filter(limit.__ge__, samples))
-        for sample in kept:
-            rtt += (sample - rtt) * 0.125
-        s.rtt = rtt
-        s.rtt_n += len(kept)
-        return
-    n = s.rtt_n
-    limit = 0.0 if low is None else 4 * low + 0.001
-    for sample in samples:
-        if low is None or sample < low:
-            low = sample
-            limit = 4 * low + 0.001
-            if rtt is not None and rtt > limit:
-                rtt = None  # it started from a sample that waited for a retransmission
-        if sample <= limit:
-            rtt = sample if rtt is None else rtt + (sample - rtt) * 0.125
-            n += 1
-    s.rtt_min, s.rtt, s.rtt_n = low, rtt, n
+        samples = s.rtt_samples
+        samples.append(t - fresh)
+        if len(samples) >= RTT_WAITING:
+            s.smooth_rtt()
 
 
 # What each kind of packet event carries in a transfer that moves: the receiving side gets DATA and sends
@@ -158,7 +133,10 @@ def on_run(s: SessionState, run: list[Event]) -> bool:
     s.fresh_t = times[-1] if kinds[-1] is PacketSent else None
     s.last_time = times[-1]
     if samples:
-        _smooth(s, samples)
+        waiting = s.rtt_samples
+        waiting += samples
+        if len(waiting) >= RTT_WAITING:
+            s.smooth_rtt()
     if s.scan:
         for p in packets:
             if type(p) is Data:
