@@ -198,3 +198,29 @@ def test_a_server_folded_in_its_waits_still_reports_each_session(tmp_path: Path)
         lines = served.lines(3)
     assert len(lines) == 3 and all('"ok": true' in line and f'"bytes": {len(content)}' in line for line in lines)
     assert served.server.bus.idle_tasks == ()  # the reader's task left with it
+
+
+def test_a_lone_guarded_idle_task_is_called_directly() -> None:
+    """A task that catches its own errors, alone, is what an engine's wait calls; beside another the
+    loop that guards the engine from a broken task is back."""
+    bus = EventBus()
+    calls: list[str] = []
+
+    def guarded() -> None:
+        calls.append("guarded")
+
+    def other() -> None:
+        calls.append("other")
+
+    bus.on_idle(guarded, guarded=True)
+    assert bus.idle is guarded
+    bus.on_idle(other)
+    bus.idle()
+    assert calls == ["guarded", "other"] and bus.idle is not guarded
+    bus.remove_idle(other)
+    assert bus.idle is guarded
+    bus.remove_idle(guarded)
+    bus.idle()
+    assert calls == ["guarded", "other"] and bus.idle_tasks == ()
+    bus.on_idle(other)
+    assert bus.idle is not other  # not guarded: called in the loop
