@@ -8,8 +8,8 @@ the session again (something a finding may depend on has changed).
 
 from __future__ import annotations
 
-from itertools import compress, repeat
-from operator import and_, attrgetter, is_, sub
+from itertools import compress, pairwise, repeat
+from operator import attrgetter, eq, sub
 
 from tftpdiag.findings.model import describe
 from tftpdiag.findings.netascii_scan import scan
@@ -81,6 +81,7 @@ def _sample(s: SessionState, t: float) -> None:
 _RECEIVING = {Data: PacketReceived, Ack: PacketSent}
 _SENDING = {Ack: PacketReceived, Data: PacketSent}
 _BLOCK = attrgetter("block")
+_OURS_ANSWERED = (PacketSent, PacketReceived)  # a packet of ours, then the answer: a round trip
 
 
 def on_run(s: SessionState, run: list[Event]) -> bool:
@@ -112,7 +113,7 @@ def on_run(s: SessionState, run: list[Event]) -> bool:
     received = kinds.count(PacketReceived)
     # A round trip is an answer received right after our packet (or the run's first, after the last
     # batch's): the answer's time less ours.
-    after_ours = list(map(and_, map(is_, kinds[1:], repeat(PacketReceived)), map(is_, kinds, repeat(PacketSent))))
+    after_ours = list(map(eq, pairwise(kinds), repeat(_OURS_ANSWERED)))
     samples = list(map(sub, compress(times[1:], after_ours), compress(times, after_ours)))
     if kinds[0] is PacketReceived and s.fresh_t is not None:
         samples.insert(0, times[0] - s.fresh_t)
