@@ -183,17 +183,7 @@ class SessionState:
         for a retransmission on the other side and are left out."""
         samples = self.rtt_samples
         self.rtt_samples = []
-        low, rtt = self._rtt_min, self._rtt
-        if low is not None and rtt is not None and min(samples) >= low:
-            # The usual case: no new smallest, so the same samples are left out of all (picked in C).
-            limit = 4 * low + 0.001
-            kept = list(filter(limit.__ge__, samples))
-            for sample in kept:
-                rtt += (sample - rtt) * 0.125
-            self._rtt = rtt
-            self._rtt_n += len(kept)
-            return
-        n = self._rtt_n
+        low, rtt, n = self._rtt_min, self._rtt, self._rtt_n
         limit = 0.0 if low is None else 4 * low + 0.001
         for sample in samples:
             if low is None or sample < low:
