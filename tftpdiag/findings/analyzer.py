@@ -1,6 +1,7 @@
 """The analyzer: feed it events (live, in batches, or a whole finished list) and read the findings.
 
-Cheap per event: one dict lookup for the session, one for the handler, a few attribute updates. The
+Cheap per event: a run of one session's DATA and ACKs is folded in one loop (:func:`fold.on_run`);
+anything else costs a dict lookup for the session, one for the handler, a few attribute updates. The
 rules (the family modules) run only when something they may depend on changed: an answer, an OACK, an
 ERROR, a timeout, the end, a progress snapshot (at most five times a second per session) or a tick.
 """
@@ -113,8 +114,7 @@ class Analyzer:
         states = self._states
         dispatch = self._dispatch
         for chunk in runs:
-            # A run of one session's DATA and ACKs, most of a transfer, is folded at once when it can be
-            # (a short one costs less event by event).
+            # A run of one session's DATA and ACKs, most of a transfer, is folded in one loop when it can be.
             if len(chunk) >= _RUN_MIN:
                 s = states.get(chunk[0].session)
                 if s is not None and fd.on_run(s, chunk):  # type: ignore[arg-type]  # a run: packets only
