@@ -110,8 +110,8 @@ class EventBus:
         """Run ``task`` on the engine threads whenever one is about to wait for the network.
 
         ``guarded``: the task never raises (it catches its own errors). When it is the only task, the
-        engine calls it directly, without the loop that guards a transfer from a task's errors: at every
-        wait, for a lock-step transfer every block, that loop was a tenth of what the fold costs."""
+        engine calls it directly, without the loop that guards a transfer from a task's errors: a call
+        and a loop saved at every wait, which in a lock-step transfer is every block."""
         with self._lock:
             self.idle_tasks = self.idle_tasks + (task,)
             if guarded:
