@@ -20,6 +20,7 @@ from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
+from tftpdiag.packetruns import packet_runs
 from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
@@ -61,6 +62,8 @@ class _Fold:
         self.analyzer = Analyzer()
         self.lock = threading.Lock()
         self.folded = 0  # events taken in so far, by either thread
+        self._engine_folds = 0  # folds done in the engine's waits since this thread last looked
+        self._closed = False
         self._bus = bus
         self._sub = sub
         self._ended: list[SessionRecord] = []
@@ -68,8 +71,9 @@ class _Fold:
         # -v: packet events wait here for this thread to print them; the engine's thread never writes.
         self._verbose = verbose
         self._packets: list[Event] = []
+        self._pending = sub.pending  # asked at every engine wait: one attribute fewer to look up
         self._task = self._idle  # one bound method, to register and remove the same object
-        bus.on_idle(self._task)
+        bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for this thread
 
     def __call__(self) -> list[SessionRecord]:
         """Fold what is pending; the sessions that ended since the last call. Hold :attr:`lock` to read
@@ -78,7 +82,14 @@ class _Fold:
             if self._error is not None:
                 error, self._error = self._error, None
                 raise error
-            self._fold(self._sub.drain())
+            # While the engine's waits fold, the few events left (fewer than they wait for) are theirs to
+            # take: folded here they cost a fold's fixed cost for a handful of events, and this thread
+            # would take the interpreter from the engine in the middle of a transfer. A tick with no fold
+            # of theirs since the last (the transfer has ended, or goes too slowly to fill one), and
+            # after close(), this thread takes all there is.
+            if self._closed or not self._engine_folds or self._sub.pending() >= _IDLE_MIN:
+                self._fold(self._sub.drain())
+            self._engine_folds = 0
             ended, self._ended = self._ended, []
             packets, self._packets = self._packets, []
         if self._verbose is not None and packets:
@@ -92,11 +103,13 @@ class _Fold:
 
     def close(self) -> None:
         self._bus.remove_idle(self._task)
+        self._closed = True  # the engine's waits fold no more: every call from now takes everything
 
     def _idle(self) -> None:
-        if self._error is None and self._sub.pending() >= _IDLE_MIN and self.lock.acquire(blocking=False):
+        if self._pending() >= _IDLE_MIN and self._error is None and self.lock.acquire(blocking=False):
             try:
                 self._fold(self._sub.drain(_IDLE_EVENTS))
+                self._engine_folds += 1
             except Exception as exc:  # noqa: BLE001 - reported by the reader's own thread
                 self._error = exc
                 self._bus.remove_idle(self._task)
@@ -107,8 +120,9 @@ class _Fold:
         if events:
             if self._verbose is not None:
                 self._packets += [e for e in events if isinstance(e, PACKET_EVENTS)]
-            self.analyzer.feed(events)
-            self._ended += self.table.apply(events)
+            runs = packet_runs(events)  # split once for both folds
+            self.analyzer.feed_runs(runs)
+            self._ended += self.table.apply_runs(runs)
             self.folded += len(events)
 
 

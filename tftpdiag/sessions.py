@@ -3,7 +3,7 @@ reader summarise. Live sessions and transfers rebuilt from a capture pass throug
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 # The names every view imports from here:
@@ -11,6 +11,7 @@ from tftpdiag.fmt import address as fmt_addr
 from tftpdiag.fmt import rate as fmt_rate
 from tftpdiag.fmt import size as fmt_bytes
 from tftpdiag.packetlog import PacketLog
+from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import (
     Address,
     CaptureGap,
@@ -139,29 +140,45 @@ class SessionRecord:
             return self.local
         return self.peer
 
+    def add_packets(self, run: Sequence[PacketReceived | PacketSent]) -> None:
+        """Fold in a run of this session's packet events (see :mod:`tftpdiag.packetruns`), in one loop."""
+        if self.started is None:
+            self.started = run[0].time
+        self.last = run[-1].time
+        log = self.packets
+        received = 0
+        noted = False
+        for event in run:
+            # (The note read in the branch of each type: see findings.fold.on_run.)
+            if type(event) is PacketReceived:
+                received += 1
+                if event.note is not _NONE:
+                    noted = True
+            elif event.note is not _NONE:
+                noted = True
+            if log is not None:
+                log.add(event)
+        self.packets_received += received
+        self.packets_sent += len(run) - received
+        if not self.data_seen:
+            self.data_seen = any(type(event.packet) is Data for event in run)
+        if noted:  # rare: counted once more, one by one
+            for event in run:
+                if type(event) is PacketReceived:
+                    if event.note is Note.DUPLICATE:
+                        self.duplicates += 1
+                    elif event.note is Note.STRAY:
+                        self.stray += 1
+
     def apply(self, event: Event) -> None:
+        if type(event) is PacketReceived or type(event) is PacketSent:
+            self.add_packets((event,))
+            return
         t = event.time
         if self.started is None:
             self.started = t
         self.last = t
-        if isinstance(event, PacketReceived):
-            if self.packets is not None:
-                self.packets.add(event)
-            self.packets_received += 1
-            if not self.data_seen and type(event.packet) is Data:
-                self.data_seen = True
-            note = event.note
-            if note is Note.DUPLICATE:
-                self.duplicates += 1
-            elif note is Note.STRAY:
-                self.stray += 1
-        elif isinstance(event, PacketSent):
-            if self.packets is not None:
-                self.packets.add(event)
-            self.packets_sent += 1
-            if not self.data_seen and type(event.packet) is Data:
-                self.data_seen = True
-        elif isinstance(event, Progress):
+        if isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
             self.samples.append((t, event.bytes))
             self.bytes = event.bytes
@@ -219,25 +236,15 @@ class SessionTable:
 
     def apply(self, events: Iterable[Event]) -> list[SessionRecord]:
         """Fold events in; returns the sessions that finished with these events."""
+        return self.apply_runs(packet_runs(events))
+
+    def apply_runs(self, runs: list[list[Event]]) -> list[SessionRecord]:
+        """:meth:`apply`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
-        record: SessionRecord | None = None
-        log: PacketLog | None = None
         keep = self.keep_packets
-        for event in events:
-            # Most of a stream: a packet of the session just seen, already moving data, with nothing to
-            # note. What SessionRecord.apply would do with it, inline. (type(event) is written out, not
-            # kept in a local: mypy narrows the event by it, and CPython makes the call as cheap.)
-            if (type(event) is PacketReceived or type(event) is PacketSent) and record is not None \
-                    and event.session == record.session and record.data_seen and event.note is _NONE:
-                record.last = event.time
-                if log is not None:
-                    log.add(event)
-                if type(event) is PacketReceived:
-                    record.packets_received += 1
-                else:
-                    record.packets_sent += 1
-                continue
+        for chunk in runs:
+            event = chunk[0]
             kind = type(event)
             record = sessions.get(event.session)
             if record is None:
@@ -245,7 +252,9 @@ class SessionTable:
             if keep and record.packets is None and (kind is PacketSent or kind is PacketReceived or kind is Impaired
                                                     or kind is CaptureGap):
                 record.packets = PacketLog()  # on the first packet: a trace of many sessions may have none
-            log = record.packets
+            if kind is PacketSent or kind is PacketReceived:
+                record.add_packets(chunk)  # type: ignore[arg-type]  # a run holds only packet events
+                continue  # a packet never ends a session
             was_finished = record.finished
             record.apply(event)
             if not was_finished and record.finished:

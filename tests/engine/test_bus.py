@@ -151,7 +151,7 @@ def test_the_engine_never_waits_for_the_readers_lock() -> None:
 
 def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
     """A fold's fixed cost is most of the work for a lock-step block's two events: a wait folds only once
-    enough are waiting, and the reader's own tick takes the rest."""
+    enough are waiting, and the reader's own tick takes the rest, once the waits have stopped folding."""
     bus = EventBus()
     sub = bus.subscribe()
     fold = headless._Fold(bus, sub)
@@ -162,19 +162,26 @@ def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
     bus.idle()
     assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN
     bus.publish([packet(0)])
-    fold()  # the reader's tick folds whatever is there
+    fold()  # the waits are folding: the reader leaves them the few there are
+    assert sub.pending() == 1 and fold.folded == headless._IDLE_MIN
+    fold()  # no wait folded since its last tick: the reader folds whatever is there
     assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN + 1
+    bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
+    bus.idle()
+    bus.publish([packet(0)])
     fold.close()
+    fold()  # closed: the waits fold no more, the reader takes it all
+    assert sub.pending() == 0 and fold.folded == 2 * headless._IDLE_MIN + 2
 
 
 def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = EventBus()
     fold = headless._Fold(bus, bus.subscribe())
 
-    def feed(events: list) -> list:
+    def feed(runs: list) -> list:
         raise ValueError("analyzer bug")
 
-    monkeypatch.setattr(fold.analyzer, "feed", feed)
+    monkeypatch.setattr(fold.analyzer, "feed_runs", feed)
     bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
     bus.idle()  # the engine carries on
     assert bus.idle_tasks == ()  # and no longer lends its waits to this reader
@@ -191,3 +198,29 @@ def test_a_server_folded_in_its_waits_still_reports_each_session(tmp_path: Path)
         lines = served.lines(3)
     assert len(lines) == 3 and all('"ok": true' in line and f'"bytes": {len(content)}' in line for line in lines)
     assert served.server.bus.idle_tasks == ()  # the reader's task left with it
+
+
+def test_a_lone_guarded_idle_task_is_called_directly() -> None:
+    """A task that catches its own errors, alone, is what an engine's wait calls; beside another the
+    loop that guards the engine from a broken task is back."""
+    bus = EventBus()
+    calls: list[str] = []
+
+    def guarded() -> None:
+        calls.append("guarded")
+
+    def other() -> None:
+        calls.append("other")
+
+    bus.on_idle(guarded, guarded=True)
+    assert bus.idle is guarded
+    bus.on_idle(other)
+    bus.idle()
+    assert calls == ["guarded", "other"] and bus.idle is not guarded
+    bus.remove_idle(other)
+    assert bus.idle is guarded
+    bus.remove_idle(guarded)
+    bus.idle()
+    assert calls == ["guarded", "other"] and bus.idle_tasks == ()
+    bus.on_idle(other)
+    assert bus.idle is not other  # not guarded: called in the loop

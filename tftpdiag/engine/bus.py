@@ -18,6 +18,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from itertools import repeat, starmap
 
 from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
 
@@ -35,15 +36,17 @@ class Subscription:
         self._packets: deque[Event] | None = deque(maxlen=packet_window) if packet_window else None
         self._seen_packets = 0
         self.dropped = 0  # packet events a sampled subscription let go
+        # Called by publishers at every step and by an idle fold at every wait: for a lossless
+        # subscription the deque's own methods, so neither call runs a line of Python.
+        self.push: Callable[[list[Event]], None] = self._events.extend if self._packets is None else self._push
+        self.pending: Callable[[], int] = self._events.__len__ if self._packets is None else self._pending
 
     @property
     def lossless(self) -> bool:
         return self._packets is None
 
     def _push(self, events: list[Event]) -> None:
-        if self._packets is None:
-            self._events.extend(events)
-            return
+        assert self._packets is not None  # a sampled subscription's push
         for event in events:
             if isinstance(event, _PACKET_EVENTS):
                 self._packets.append(event)
@@ -59,8 +62,8 @@ class Subscription:
         """
         events = self._events
         count = len(events) if limit is None else min(limit, len(events))
-        popleft = events.popleft
-        out: list[Event] = [popleft() for _ in range(count)]
+        # popleft, count times, called from C: publishers may append meanwhile, never take.
+        out: list[Event] = list(starmap(events.popleft, repeat((), count)))
         if self._packets is not None:
             packets = self._packets
             taken = len(packets)
@@ -70,7 +73,7 @@ class Subscription:
             self._seen_packets = 0
         return out
 
-    def pending(self) -> int:
+    def _pending(self) -> int:
         return len(self._events) + (len(self._packets) if self._packets is not None else 0)
 
     def close(self) -> None:
@@ -84,6 +87,10 @@ class EventBus:
         self._ids = itertools.count(1)
         # Read by engine threads on every wait: a tuple, replaced whole, so they never need the lock.
         self.idle_tasks: tuple[Callable[[], object], ...] = ()
+        self._guarded: tuple[Callable[[], object], ...] = ()
+        # What an engine thread calls in its waits: the loop over the tasks, or the one task itself when
+        # it is alone and guards itself (see on_idle).
+        self.idle: Callable[[], object] = self._idle_all
 
     def new_session_id(self) -> int:
         return next(self._ids)
@@ -99,16 +106,31 @@ class EventBus:
         with self._lock:
             self._subscribers = tuple(s for s in self._subscribers if s is not sub)
 
-    def on_idle(self, task: Callable[[], object]) -> None:
-        """Run ``task`` on the engine threads whenever one is about to wait for the network."""
+    def on_idle(self, task: Callable[[], object], *, guarded: bool = False) -> None:
+        """Run ``task`` on the engine threads whenever one is about to wait for the network.
+
+        ``guarded``: the task never raises (it catches its own errors). When it is the only task, the
+        engine calls it directly, without the loop that guards a transfer from a task's errors: a call
+        and a loop saved at every wait, which in a lock-step transfer is every block."""
         with self._lock:
             self.idle_tasks = self.idle_tasks + (task,)
+            if guarded:
+                self._guarded = self._guarded + (task,)
+            self._bind()
 
     def remove_idle(self, task: Callable[[], object]) -> None:
         with self._lock:
+            self.idle = self._idle_all  # first: from now on the task is called only while in the tuple
             self.idle_tasks = tuple(t for t in self.idle_tasks if t is not task)
+            self._guarded = tuple(t for t in self._guarded if t is not task)
+            self._bind()
 
-    def idle(self) -> None:
+    def _bind(self) -> None:
+        tasks = self.idle_tasks
+        alone = len(tasks) == 1 and any(t is tasks[0] for t in self._guarded)
+        self.idle = tasks[0] if alone else self._idle_all
+
+    def _idle_all(self) -> None:
         """Called by an engine thread that has sent what it had to send and is about to wait."""
         for task in self.idle_tasks:
             try:
@@ -119,7 +141,7 @@ class EventBus:
     def publish(self, events: list[Event]) -> None:
         if events:
             for sub in self._subscribers:
-                sub._push(events)
+                sub.push(events)
 
     def publish_all(self, events: Iterable[Event]) -> None:
         self.publish(list(events))

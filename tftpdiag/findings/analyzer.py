@@ -1,6 +1,7 @@
 """The analyzer: feed it events (live, in batches, or a whole finished list) and read the findings.
 
-Cheap per event: one dict lookup for the session, one for the handler, a few attribute updates. The
+Cheap per event: a run of one session's DATA and ACKs is folded in one loop (:func:`fold.on_run`);
+anything else costs a dict lookup for the session, one for the handler, a few attribute updates. The
 rules (the family modules) run only when something they may depend on changed: an answer, an OACK, an
 ERROR, a timeout, the end, a progress snapshot (at most five times a second per session) or a tick.
 """
@@ -26,6 +27,7 @@ from tftpdiag.findings.followups import FollowUps
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.rules import Context, Rule, order
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
@@ -53,6 +55,9 @@ RULES: tuple[Rule, ...] = order((
     *reach.RULES, *limits.RULES, *errors.RULES, *negotiation.RULES, *loss.RULES, *speed.RULES, *rollover.RULES,
     *content.RULES,
 ))
+
+# The shortest run folded in one loop (a single event goes straight to its handler).
+_RUN_MIN = 2
 
 IDS: tuple[str, ...] = tuple(dict.fromkeys(finding_id for r in RULES for finding_id in r.makes))
 
@@ -101,22 +106,32 @@ class Analyzer:
 
     def feed(self, events: Iterable[Event]) -> list[Finding]:
         """Fold events in; returns the findings that are new or changed because of them."""
+        return self.feed_runs(packet_runs(events))
+
+    def feed_runs(self, runs: list[list[Event]]) -> list[Finding]:
+        """:meth:`feed`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         out = self._out = []
         states = self._states
         dispatch = self._dispatch
-        for ev in events:
-            s = states.get(ev.session)
-            if s is None:
-                s = self._open(ev)
-            try:
-                handler = dispatch[type(ev)]
-            except KeyError:
-                continue  # an event type newer than this analyzer
-            if handler(s, ev):
-                self.now = ev.time
-                self._evaluate(s)
-                if s.finished:
-                    self._retire(s)
+        for chunk in runs:
+            # A run of one session's DATA and ACKs, most of a transfer, is folded in one loop when it can be.
+            if len(chunk) >= _RUN_MIN:
+                s = states.get(chunk[0].session)
+                if s is not None and fd.on_run(s, chunk):  # type: ignore[arg-type]  # a run: packets only
+                    continue
+            for ev in chunk:
+                s = states.get(ev.session)
+                if s is None:
+                    s = self._open(ev)
+                try:
+                    handler = dispatch[type(ev)]
+                except KeyError:
+                    continue  # an event type newer than this analyzer
+                if handler(s, ev):
+                    self.now = ev.time
+                    self._evaluate(s)
+                    if s.finished:
+                        self._retire(s)
         return out
 
     def tick(self, now: float) -> list[Finding]:

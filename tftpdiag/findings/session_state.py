@@ -20,10 +20,11 @@ from tftpdiag.protocol.events import (
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Options, Packet, Request
 
-__all__ = ["LOG_CAP", "QUICK", "SessionState"]
+__all__ = ["LOG_CAP", "QUICK", "RTT_WAITING", "SessionState"]
 
 QUICK = 0.02  # a duplicate this soon after the first copy was not a retransmission after a timeout
 LOG_CAP = 6  # notes kept per kind of anomaly, for evidence
+RTT_WAITING = 64  # round trips sampled before they are smoothed in, unless read first (memory stays small)
 
 
 class SessionState:
@@ -38,7 +39,8 @@ class SessionState:
         "oacks_rx", "oack_tx", "oack_tx_times", "requests_tx", "request_times", "requests_rx",
         "req_timeouts", "peer_answered", "ack0_t", "first_data_t", "first_data_len",
         # movement
-        "data_rx", "data_tx", "acks_rx", "pos", "first_move", "last_move", "fresh_t", "rtt", "rtt_min", "rtt_n",
+        "data_rx", "data_tx", "acks_rx", "pos", "first_move", "last_move", "fresh_t", "rtt_samples", "_rtt", "_rtt_min",
+        "_rtt_n",
         "bytes", "total", "stats",
         # anomalies
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
@@ -94,9 +96,10 @@ class SessionState:
         self.first_move: float | None = None
         self.last_move: float | None = None
         self.fresh_t: float | None = None
-        self.rtt: float | None = None
-        self.rtt_min: float | None = None
-        self.rtt_n = 0
+        self.rtt_samples: list[float] = []  # round trips sampled, not yet in the estimate (see smooth_rtt)
+        self._rtt: float | None = None
+        self._rtt_min: float | None = None
+        self._rtt_n = 0
         self.bytes = 0
         self.total: int | None = None
         self.stats: TransferStats | None = None
@@ -149,6 +152,49 @@ class SessionState:
         self.result: Completed | Failed | None = None
         self.refused: RequestRefused | None = None
         self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
+
+    # -- the round trip ----------------------------------------------------------------------------
+    # The fold samples a round trip a block (an append); the estimate takes them in when it is read, or
+    # RTT_WAITING at a time: in one loop, the same arithmetic in the same order as one by one.
+
+    @property
+    def rtt(self) -> float | None:
+        """The smoothed round trip, in seconds."""
+        if self.rtt_samples:
+            self.smooth_rtt()
+        return self._rtt
+
+    @property
+    def rtt_min(self) -> float | None:
+        """The smallest round trip sampled."""
+        if self.rtt_samples:
+            self.smooth_rtt()
+        return self._rtt_min
+
+    @property
+    def rtt_n(self) -> int:
+        """Round trips in the smoothed estimate."""
+        if self.rtt_samples:
+            self.smooth_rtt()
+        return self._rtt_n
+
+    def smooth_rtt(self) -> None:
+        """The waiting samples, in order, into the estimate. Samples far above the smallest seen waited
+        for a retransmission on the other side and are left out."""
+        samples = self.rtt_samples
+        self.rtt_samples = []
+        low, rtt, n = self._rtt_min, self._rtt, self._rtt_n
+        limit = 0.0 if low is None else 4 * low + 0.001
+        for sample in samples:
+            if low is None or sample < low:
+                low = sample
+                limit = 4 * low + 0.001
+                if rtt is not None and rtt > limit:
+                    rtt = None  # it started from a sample that waited for a retransmission
+            if sample <= limit:
+                rtt = sample if rtt is None else rtt + (sample - rtt) * 0.125
+                n += 1
+        self._rtt_min, self._rtt, self._rtt_n = low, rtt, n
 
     # -- reading helpers for the rules ------------------------------------------------------------
 
