@@ -79,7 +79,9 @@ def on_run(s: SessionState, run: Sequence[PacketReceived | PacketSent]) -> bool:
     ACK, our own fresh ACK or DATA, in a transfer past its first block): the same updates, kept in
     locals and stored once, without a call and two dict lookups per event. Returns False, having
     changed nothing, when the run holds anything else: then its events go one by one through on_rx and
-    on_tx. (tests/findings/test_fold_runs.py holds the two ways to the same state, after every batch.)"""
+    on_tx, which hand each here first (a run of one), so that the ordinary case has this one home,
+    and the rest to rx_rare and tx_rare. (tests/findings/test_fold_runs.py holds runs of every length
+    to the same state, after every batch.)"""
     receiver = s.receiver
     theirs: type[Data | Ack]
     ours: type[Data | Ack]
@@ -145,29 +147,10 @@ def on_run(s: SessionState, run: Sequence[PacketReceived | PacketSent]) -> bool:
 
 
 def on_rx(s: SessionState, ev: PacketReceived) -> bool:
-    t = ev.time
-    s.last_time = t
-    if ev.note is _NONE:
-        p = ev.packet
-        if isinstance(p, Data):
-            if s.receiver and s.data_rx:
-                s.data_rx += 1
-                s.pos = p.block
-                s.last_move = t
-                s.episode_open = False
-                if s.fresh_t is not None:
-                    _sample(s, t)
-                if s.scan:
-                    scan(s, p.payload, p.block)
-                return False
-        elif isinstance(p, Ack) and not s.receiver and s.acks_rx and p.block:
-            s.acks_rx += 1
-            s.pos = p.block
-            s.last_move = t
-            s.episode_open = False
-            if s.fresh_t is not None:
-                _sample(s, t)
-            return False
+    # The ordinary case (an in-order DATA or ACK from the peer) is on_run's alone: one home for it.
+    if on_run(s, (ev,)):
+        return False
+    s.last_time = ev.time
     return rx_rare(s, ev)
 
 
@@ -315,21 +298,10 @@ def _request_received(s: SessionState, ev: PacketReceived, p: Request) -> bool:
 
 
 def on_tx(s: SessionState, ev: PacketSent) -> bool:
-    t = ev.time
-    s.last_time = t
-    if ev.note is _NONE:
-        p = ev.packet
-        if isinstance(p, Ack):
-            if s.receiver and p.block:
-                s.fresh_t = t
-                s.ack_tx = p.block
-                return False
-        elif isinstance(p, Data) and not s.receiver and s.data_tx:
-            s.data_tx += 1
-            s.fresh_t = t
-            if s.scan:
-                scan(s, p.payload, p.block)
-            return False
+    # The ordinary case (our own fresh ACK or DATA) is on_run's alone, as for on_rx.
+    if on_run(s, (ev,)):
+        return False
+    s.last_time = ev.time
     return tx_rare(s, ev)
 
 
