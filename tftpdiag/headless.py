@@ -41,9 +41,11 @@ __all__ = ["run_client_headless", "run_server_headless", "print_client_summary",
 # transfer. At 5 ms it stays a few MB, still in the CPU's cache.
 _TICK = 0.005
 _IDLE_TICK = 0.1
-# Events folded in one of the engine's waits: about 20 us of work, less than a peer on loopback takes
-# to answer, so the fold keeps pace with a fast transfer without ever making the engine late.
-_IDLE_EVENTS = 64
+# Events folded in one of the engine's waits, at most: folded by runs, about half a microsecond each, so
+# about 130 us of work. A windowed transfer reads several windows between waits (the next one waits in
+# the socket meanwhile); at 64 a wait, the engine's folds fell behind a fast server and the backlog was
+# left to the reader's thread, taking the interpreter lock from the engine at its own times.
+_IDLE_EVENTS = 256
 # Fewer waiting than this and a wait does not fold: a fold's fixed cost (the lock, the drain, one pass of
 # the analyzer and the table) is most of the work for the two events a lock-step block makes, and taken
 # at every block it was 33,000 of the client's 118,000 instructions a block (callgrind). Taken once per
