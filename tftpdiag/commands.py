@@ -210,11 +210,32 @@ def server_config(args: argparse.Namespace, inherited: tuple[Any, ...] = ()) -> 
         impair=args.impair, offload=args.offload, inherited=inherited, busy_poll=_busy_poll(args))
 
 
+class StopFlag(threading.Event):
+    """A stop request that a signal handler can make. The handler runs in the main thread between two
+    bytecodes, possibly inside this Event's own wait() while it holds the Event's lock: Event.set() there
+    waits for that lock for ever (serve hung on Ctrl-C so, seen under py-spy). :meth:`signalled` only
+    sets a flag, which wait() and is_set() read: the loops that wait on it (with a timeout, their tick)
+    see it at their next wake-up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._signalled = False
+
+    def signalled(self) -> None:
+        self._signalled = True
+
+    def is_set(self) -> bool:
+        return self._signalled or super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._signalled or super().wait(timeout) or self._signalled
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
     """SIGINT and SIGTERM end a server cleanly instead of killing it mid-transfer."""
     def handler(signum: int, frame: object) -> None:
-        stop.set()
+        stop.signalled()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -268,7 +289,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if not quiet:
             print(line(f"tftpdiag: serving {server.root} on {where} ({access}); Ctrl-C to stop"),
                   file=sys.stderr, flush=True)
-        stop = threading.Event()
+        stop = StopFlag()
         sub = bus.subscribe()
         with _stop_on_signals(stop):
             from tftpdiag.devices import DeviceBook

@@ -77,7 +77,7 @@ def _watcher(args: argparse.Namespace, bus: EventBus) -> Watcher:
 
 def run_watch(args: argparse.Namespace) -> int:
     from tftpdiag.cli.requests import interactive, verbosity
-    from tftpdiag.commands import _stop_on_signals, _trace
+    from tftpdiag.commands import StopFlag, _stop_on_signals, _trace
 
     bus = EventBus()
     watcher = _watcher(args, bus)
@@ -94,7 +94,7 @@ def run_watch(args: argparse.Namespace) -> int:
         if level >= 0:
             print(line(f"tftpdiag: watching TFTP on {cfg.interface} (server ports {ports}{hosts}); Ctrl-C to stop"),
                   file=sys.stderr, flush=True)
-        stop = threading.Event()
+        stop = StopFlag()
         with _stop_on_signals(stop):
             run_watch_headless(watcher, bus, json_out=args.json, stop=stop, verbosity=level)
         if level >= 0:

@@ -481,3 +481,24 @@ def test_a_command_builds_only_its_own_parser() -> None:
     for argv in (["--help"], ["bogus"]):
         listed = run(*argv)
         assert all(name in listed.stdout + listed.stderr for name in ("storm", "pxe", "history", "completion"))
+
+
+def test_a_signal_inside_the_stop_flags_own_wait_does_not_hang() -> None:
+    # serve hung on Ctrl-C: the handler's Event.set() waited for the lock that the Event.wait() it
+    # interrupted held (a plain Lock: the same thread cannot take it again). Here the signal lands while
+    # that lock is held, as it did then; in a process of its own, so that a hang fails by the timeout.
+    code = (
+        "import signal\n"
+        "from tftpdiag.commands import StopFlag, _stop_on_signals\n"
+        "stop = StopFlag()\n"
+        "with _stop_on_signals(stop):\n"
+        "    with stop._cond:  # what wait() holds while it looks at the flag\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "print('STOPPED', stop.is_set(), stop.wait(0))\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the signal handler hung on the stop flag's lock")
+    assert result.returncode == 0, result.stderr
+    assert "STOPPED True True" in result.stdout

@@ -164,7 +164,7 @@ class TftpDiagApp(TickedApp):
         self.sub_title = self.mode
         self._cpu_mark = self.cpu_clock()
         if self.tick_interval:
-            self.set_timer(self.next_tick, self._tick)
+            self.set_timer(self.tick_interval, self._tick)
         self.refresh_now()
         if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
