@@ -201,15 +201,16 @@ def describe_errno(err: int) -> str:
 def receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:
     """A setter of a blocking socket's receive timeout (SO_RCVTIMEO), which the kernel keeps: one system
     call per datagram, where settimeout() would poll first. It changes the timeout only when it must."""
-    current = [0.0]
+    current = 0.0
 
     def set_wait(seconds: float) -> None:
+        nonlocal current
         # Wake earlier when needed; later only when it saves many early wake-ups.
-        if seconds < current[0] or seconds > current[0] * 1.5:
+        if seconds < current or seconds > current * 1.5:
             seconds = max(seconds, 0.001)
             whole = int(seconds)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                             struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
-            current[0] = seconds
+            current = seconds
 
     return set_wait

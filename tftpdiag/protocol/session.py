@@ -186,7 +186,7 @@ class Session:
     @property
     def finished(self) -> bool:
         """Completed or failed (the machine may still be dallying)."""
-        return self.state.finished
+        return self.state in _FINISHED  # (State.finished's test, without a second property's call)
 
     @property
     def closed(self) -> bool:
@@ -335,8 +335,12 @@ class Session:
         """Something new arrived: the backoff ends, give_up counts afresh, and progress is reported
         when it is due."""
         self._timer.heard(now)
-        if now - self._last_progress >= self.timing.progress_interval:
+        if self._progress_due(now):
             self._report_progress(now)
+
+    def _progress_due(self, now: float) -> bool:
+        """A Progress event is due at ``now`` (Receiver._take asks once per run of blocks)."""
+        return now - self._last_progress >= self.timing.progress_interval
 
     def _report_progress(self, now: float) -> None:
         self._last_progress = now
