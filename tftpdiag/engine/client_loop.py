@@ -13,8 +13,8 @@ fold the events there). In lock-step, while the peer answers quickly, a batch wa
 _HAND_OVER events: the loop waits for every block, and handing over its two events each time (and
 lending every wait) cost as much as a third of the engine's work per block. A wait is thought long
 when the last one was (or ran out): a reader sees events at most one such wait late (at most _POLL),
-and at once when the peer stops. A windowed transfer hands over before every wait (each follows a
-window), and so lends every wait: a burst may bring more events than a task folds at a time.
+and at once when the peer stops. A windowed transfer hands over before every wait, each of which
+follows a window, and so lends every wait: a burst may bring more events than a task folds at a time.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ __all__ = ["ClientLoop"]
 _POLL = 0.2  # longest wait between looks at the cancel flag and the deadline
 _BURST = 64  # datagrams read without blocking after one arrives, before the bookkeeping runs
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_BATCH = 64  # events handed to the bus at once while datagrams keep coming
-_HAND_OVER = 16  # events that go to the bus before a lock-step wait, however quick it is expected to be
+_HAND_OVER = 16  # events that go to the bus before a wait, however quick it is expected to be
 _QUICK = 0.002  # a wait that ended sooner was quick: the next is expected to be as well
+_clock = time.time
 
 
 class ClientLoop:
@@ -81,7 +81,7 @@ class ClientLoop:
         self.plain_addr = sock.family == socket.AF_INET
         # Under --impair every event goes at once, in order with the Impaired events that explain it.
         self.batch: list[Event] = []
-        self.batch_size = _BATCH if self.driver.impairer is None else 1
+        self.batch_size = _HAND_OVER if self.driver.impairer is None else 1
         self.files = files  # the engine's half of the machine (engine/files.py): True when it gave it work
         self.cancelled = cancel.is_set
         self.cancel_reason = cancel_reason
@@ -103,7 +103,8 @@ class ClientLoop:
         with spin:
             self._send_all()
             self.bus.publish(take_events())
-            while not machine.closed:
+            running = not machine.closed  # (asked again only once the machine has finished)
+            while running:
                 delayed = impaired and bool(held)
                 if delayed:
                     now = time.time()  # held datagrams fall due by the clock, not by traffic
@@ -131,10 +132,12 @@ class ClientLoop:
                 batch += take_events()
                 if len(batch) >= batch_size:
                     self._hand_over()
-                if not reported and machine.finished:
-                    reported = True
-                    self._flush()
-                    self.on_finished()
+                if machine.finished:
+                    if not reported:
+                        reported = True
+                        self._flush()
+                        self.on_finished()
+                    running = not machine.closed
             self._flush()
         self.driver.drain()
 
@@ -153,20 +156,20 @@ class ClientLoop:
         """Wait at most ``wait`` seconds for a datagram (spinning first, then blocking) and hand it over;
         a window's burst follows without blocking. Returns the time it then is."""
         machine = self.machine
-        if not (self.quick and len(self.batch) < _HAND_OVER and machine.windowsize == 1):
-            self._hand_over()  # see the module's docstring
+        if not self.quick or machine.windowsize > 1:
+            self._hand_over()  # the wait may be long, or follows a window: see the module's docstring
         spin = self.spin
         try:
-            got = spin(wait)
+            got = spin(wait) if spin.on else None
             if got is None:
                 self.set_wait(wait)
                 got = self.read(0)
-                then = time.time()
+                then = _clock()
                 spin.waited(then - now)
                 self.quick = then - now < _QUICK
                 now = then
             else:
-                now = time.time()
+                now = _clock()
         except (BlockingIOError, InterruptedError):
             now = time.time()
             self.quick = False
@@ -196,7 +199,7 @@ class ClientLoop:
             except OSError as exc:
                 self._socket_error(exc, now)
                 break
-            now = time.time()
+            now = _clock()
             arrive(arrived, addr if plain_addr else normalise(addr), now)
         return now
 

@@ -19,7 +19,6 @@ to ``local_error`` and reaches the peer as an ERROR instead).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
@@ -80,7 +79,7 @@ class Receiver(Session):
         events, self._events = self._events, []
         if not self._deferred:
             # _take sets _deferred whenever it leaves DeferredData: without it the list holds Events.
-            return cast("list[Event]", events)
+            return events  # type: ignore[return-value]  # (typing.cast is a call per turn)
         self._deferred = False
         session, local = self.session_id, self.local
         out: list[Event] = []
