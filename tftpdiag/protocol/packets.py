@@ -293,29 +293,24 @@ def encode_ack(block: int) -> bytes:
 
 # One shared ACK and its bytes per block number, as the pair a machine sends and keeps to repeat: Ack
 # is immutable, so one instance serves every ACK of that number, and ACKs are most of an upload's
-# packets and half of every lock-step transfer's. Made on first use, _ACK_CHUNK numbers at a time:
-# building all 65536 at import would slow every start of the program, and one at a time costs a
-# download (whose ACK numbers are each new) two lookups and a call per block.
-_ACK_CHUNK = 256
+# packets and half of every lock-step transfer's. Made on first use: building all 65536 at import would
+# slow every start of the program (and a window's ACKs use one number in windowsize).
 _ACKS: list[tuple[Ack, bytes] | None] = [None] * 0x10000
 
 
-def _make_acks(block: int) -> tuple[Ack, bytes]:
-    """Fill the chunk of _ACKS that holds ``block``; returns its pair."""
-    start = block - block % _ACK_CHUNK
-    pack = _HEAD.pack
-    _ACKS[start:start + _ACK_CHUNK] = [(Ack(n), pack(4, n)) for n in range(start, start + _ACK_CHUNK)]
-    return _ACKS[block]  # type: ignore[return-value]  # just filled
+def _make_ack(block: int) -> tuple[Ack, bytes]:
+    pair = _ACKS[block] = (Ack(block), _HEAD.pack(4, block))
+    return pair
 
 
 def ack_reply(block: int) -> tuple[Ack, bytes]:
     """ACK ``block`` (0..65535): the one shared instance and its bytes."""
-    return _ACKS[block] or _make_acks(block)
+    return _ACKS[block] or _make_ack(block)
 
 
 def ack_packet(block: int) -> Ack:
     """ACK ``block`` (0..65535), the one shared instance."""
-    return (_ACKS[block] or _make_acks(block))[0]
+    return (_ACKS[block] or _make_ack(block))[0]
 
 
 def ack_of(data: bytes) -> Ack | None:
@@ -328,7 +323,7 @@ def ack_of(data: bytes) -> Ack | None:
 
 def ack_bytes(block: int) -> bytes:
     """The four bytes of ACK ``block`` (0..65535), the one shared instance."""
-    return (_ACKS[block] or _make_acks(block))[1]
+    return (_ACKS[block] or _make_ack(block))[1]
 
 
 def encode(packet: Packet) -> bytes:
