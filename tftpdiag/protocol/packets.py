@@ -298,19 +298,17 @@ def encode_ack(block: int) -> bytes:
 _ACKS: list[tuple[Ack, bytes] | None] = [None] * 0x10000
 
 
-def _make_ack(block: int) -> tuple[Ack, bytes]:
-    pair = _ACKS[block] = (Ack(block), _HEAD.pack(4, block))
-    return pair
-
-
 def ack_reply(block: int) -> tuple[Ack, bytes]:
     """ACK ``block`` (0..65535): the one shared instance and its bytes."""
-    return _ACKS[block] or _make_ack(block)
+    pair = _ACKS[block]
+    if pair is None:
+        pair = _ACKS[block] = (Ack(block), _HEAD.pack(4, block))
+    return pair
 
 
 def ack_packet(block: int) -> Ack:
     """ACK ``block`` (0..65535), the one shared instance."""
-    return (_ACKS[block] or _make_ack(block))[0]
+    return (_ACKS[block] or ack_reply(block))[0]
 
 
 def ack_of(data: bytes) -> Ack | None:
@@ -323,7 +321,7 @@ def ack_of(data: bytes) -> Ack | None:
 
 def ack_bytes(block: int) -> bytes:
     """The four bytes of ACK ``block`` (0..65535), the one shared instance."""
-    return (_ACKS[block] or _make_ack(block))[1]
+    return (_ACKS[block] or ack_reply(block))[1]
 
 
 def encode(packet: Packet) -> bytes:

@@ -155,7 +155,9 @@ class Receiver(Session):
         # before anything reads them.
         start = counted = i
         since, got = self._since_ack, 0
-        due = self._progress_due(now)  # for the whole run: its blocks share ``now``
+        # Progress is due, or not, for the whole run (Session._progressed's test): its blocks share ``now``.
+        interval = self.timing.progress_interval
+        due = now - self._last_progress >= interval
         # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
         # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
         first = wire(self._expected, self._rollover) - i
@@ -196,7 +198,7 @@ class Receiver(Session):
                 self._took(i - counted, got, since, now)
                 counted, got = i, 0
                 self._report_progress(now)
-                due = self._progress_due(now)
+                due = now - self._last_progress >= interval
             if size < blksize:
                 self._took(i - counted, got, since, now)
                 self._finish(now)
@@ -205,7 +207,14 @@ class Receiver(Session):
                 since = 0
                 self._ack(block, now)
         if i > start:
-            self._took(i - counted, got, since, now)
+            # _took, written out: this is the one store of the run's counts in lock-step.
+            taken = i - counted
+            self._expected += taken
+            self._since_ack = since
+            self.packets_received += taken
+            self.blocks += taken
+            self.bytes += got
+            self._timer.heard(now)
             self._gap_acked = False
             self._arm(now)
         return i

@@ -335,12 +335,8 @@ class Session:
         """Something new arrived: the backoff ends, give_up counts afresh, and progress is reported
         when it is due."""
         self._timer.heard(now)
-        if self._progress_due(now):
+        if now - self._last_progress >= self.timing.progress_interval:  # (Receiver._take: once per run)
             self._report_progress(now)
-
-    def _progress_due(self, now: float) -> bool:
-        """A Progress event is due at ``now`` (Receiver._take asks once per run of blocks)."""
-        return now - self._last_progress >= self.timing.progress_interval
 
     def _report_progress(self, now: float) -> None:
         self._last_progress = now
