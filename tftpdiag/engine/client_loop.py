@@ -12,8 +12,8 @@ Events go to the bus in batches, before a wait, which is then lent to the bus's 
 fold the events there). In lock-step, while the peer answers quickly, a batch waits until it holds
 _HAND_OVER events: the loop waits for every block, and handing over its two events each time (and
 lending every wait) cost as much as a third of the engine's work per block. A wait is thought long
-when the last one was (or ran out): a reader sees events at most one such wait late (at most _POLL),
-and at once when the peer stops. A windowed transfer hands over before every wait, each of which
+when the last one was (or ran out): when the peer stops answering, a reader sees the last events one
+wait late (at most _POLL). A windowed transfer hands over before every wait, each of which
 follows a window, and so lends every wait: a burst may bring more events than a task folds at a time.
 """
 
