@@ -207,14 +207,7 @@ class Receiver(Session):
                 since = 0
                 self._ack(block, now)
         if i > start:
-            # _took, written out: this is the one store of the run's counts in lock-step.
-            taken = i - counted
-            self._expected += taken
-            self._since_ack = since
-            self.packets_received += taken
-            self.blocks += taken
-            self.bytes += got
-            self._timer.heard(now)
+            self._took(i - counted, got, since, now)
             self._gap_acked = False
             self._arm(now)
         return i
