@@ -40,7 +40,7 @@ __all__ = ["ClientLoop"]
 _POLL = 0.2  # longest wait between looks at the cancel flag and the deadline
 _BURST = 64  # datagrams read without blocking after one arrives, before the bookkeeping runs
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_HAND_OVER = 16  # events that go to the bus before a wait, however quick it is expected to be
+_HAND_OVER = 32  # events that go to the bus before a wait, however quick it is expected to be
 _QUICK = 0.002  # a wait that ended sooner was quick: the next is expected to be as well
 _clock = time.time
 
