@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.findings_kit import FakeServer, recv, send, wait_for
 from tests.support.interop import headless_server
 from tftpdiag import headless
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.headless import run_client_headless
-from tftpdiag.protocol.events import PacketReceived, PeerLocked
+from tftpdiag.protocol.events import PacketReceived, PacketSent, PeerLocked
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.packets import Ack
+from tftpdiag.protocol.packets import Ack, Data
+from tftpdiag.protocol.timer import Timing
 
 
 def packet(n: int) -> PacketReceived:
@@ -224,3 +226,37 @@ def test_a_lone_guarded_idle_task_is_called_directly() -> None:
     assert calls == ["guarded", "other"] and bus.idle_tasks == ()
     bus.on_idle(other)
     assert bus.idle is not other  # not guarded: called in the loop
+
+
+def test_a_lock_step_peer_that_stops_answering_leaves_no_event_behind() -> None:
+    """While a lock-step peer answers quickly the client hands its events to the bus in batches; once a
+    wait runs long, what it holds goes over, though the transfer goes on (here no timeout falls due
+    while the server is silent, so nothing new is made to push them out)."""
+    bus = EventBus()
+    sub = bus.subscribe()
+    resume = threading.Event()
+
+    def script(sock, request, client) -> None:
+        for n in range(1, 5):
+            send(sock, Data(n, bytes(512)), client)
+            assert recv(sock) == (Ack(n), client)
+        resume.wait(10)  # silent until the test has seen ACK 4 on the bus
+        send(sock, Data(5, b"end"), client)
+        assert recv(sock) == (Ack(5), client)
+
+    seen: list = []
+
+    def acked_four() -> bool:
+        seen.extend(sub.drain())
+        return any(isinstance(e, PacketSent) and e.packet == Ack(4) for e in seen)
+
+    with FakeServer(script) as server:
+        slow = Timing(initial_timeout=30.0, min_timeout=30.0, max_timeout=30.0, adaptive=False, dally=0.0)
+        transfer = ClientTransfer(ClientRequest("127.0.0.1", "f", port=server.port, busy_poll=0.0, timing=slow),
+                                  bus).start()
+        try:
+            wait_for(acked_four, 5.0, "ACK 4 on the bus while the server is silent")
+        finally:
+            resume.set()
+        outcome = transfer.wait(10)
+    assert outcome is not None and outcome.ok

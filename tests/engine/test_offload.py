@@ -15,6 +15,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 
@@ -149,18 +150,22 @@ def test_a_windowed_download_is_the_same_with_or_without_offload(tmp_path, offlo
         request = ClientRequest("127.0.0.1", "fw.bin", port=server.addresses[0][1], offload=offload,
                                 options=RequestedOptions(blksize=1468, windowsize=16), busy_poll=0.0)
         transfer = ClientTransfer(request, bus)
-        read = DatagramReader.read
+        # What each read hands the client's machine: a run (receive_many) or one datagram (receive).
+        receive_many, receive = ClientRead.receive_many, ClientRead.receive
 
-        def counting(self, flags=0):
-            got = read(self, flags)
-            runs.append(len(got[0]))
-            return got
+        def counting_many(self, datagrams, addr, now):
+            runs.append(len(datagrams))
+            receive_many(self, datagrams, addr, now)
 
-        DatagramReader.read = counting  # type: ignore[method-assign]
+        def counting(self, datagram, addr, now):
+            runs.append(1)
+            receive(self, datagram, addr, now)
+
+        ClientRead.receive_many, ClientRead.receive = counting_many, counting  # type: ignore[method-assign]
         try:
             outcome = transfer.run()
         finally:
-            DatagramReader.read = read  # type: ignore[method-assign]
+            ClientRead.receive_many, ClientRead.receive = receive_many, receive  # type: ignore[method-assign]
     assert outcome.ok
     assert outcome.sha256 == hashlib.sha256(content).hexdigest()
     events = sub.drain()

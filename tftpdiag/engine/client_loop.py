@@ -6,8 +6,15 @@ engine/driver.py's, shared with the server.
 What is the client's own is how it waits: a lock-step peer answers within tens of microseconds, so
 after a brief spin (BusyPoll) the loop blocks in the read itself, on a socket whose receive timeout the
 kernel keeps (SO_RCVTIMEO): one system call per datagram. A window arrives as a burst and is read
-without blocking, answering as each part is read. Events go to the bus in batches while datagrams flow
-without a pause, and always before the loop sleeps.
+without blocking, answering as each part is read.
+
+Events go to the bus in batches, before a wait, which is then lent to the bus's idle tasks (readers
+fold the events there). In lock-step, while the peer answers quickly, a batch waits until it holds
+_HAND_OVER events: the loop waits for every block, and handing over its two events each time (and
+lending every wait) cost as much as a third of the engine's work per block. A wait is thought long
+when the last one was (or ran out): when the peer stops answering, a reader sees the last events one
+wait late (at most _POLL). A windowed transfer hands over before every wait, each of which
+follows a window, and so lends every wait: a burst may bring more events than a task folds at a time.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
@@ -31,7 +40,9 @@ __all__ = ["ClientLoop"]
 _POLL = 0.2  # longest wait between looks at the cancel flag and the deadline
 _BURST = 64  # datagrams read without blocking after one arrives, before the bookkeeping runs
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
-_BATCH = 64  # events handed to the bus at once while datagrams keep coming
+_HAND_OVER = 32  # events that go to the bus before a wait, however quick it is expected to be
+_QUICK = 0.002  # a wait that ended sooner was quick: the next is expected to be as well
+_clock = time.time
 
 
 class ClientLoop:
@@ -54,38 +65,47 @@ class ClientLoop:
         self.send = self.driver.sender(sock, DatagramWriter(sock, self.driver.offload), session)
         self.take_datagrams = machine.datagrams_to_send
         self.send_failed = self._send_failed  # bound once: it goes with every send
-        # Only a windowed transfer receives runs worth coalescing.
-        self.read = DatagramReader(sock, self.driver.offload and windowed).read
+        # What a read returns, (arrived, address), and what takes it are chosen together: only a
+        # windowed transfer receives runs worth coalescing (a list of datagrams, for receive_many);
+        # otherwise a read is one recvfrom and its datagram goes to receive, with no list between.
+        reader = DatagramReader(sock, self.driver.offload and windowed)
+        self.read: Callable[[int], tuple[Any, tuple]] = reader.read if reader.gro else partial(sock.recvfrom, 65536)
         self.deadline_s = deadline
         # A blocking socket whose receive timeout the kernel keeps: see the module's docstring.
         sock.settimeout(None)
         self.set_wait = receive_timeout_setter(sock)
         read = self.read
         self.spin = BusyPoll(lambda: read(_DONTWAIT), busy_poll)
+        self.quick = False  # the last wait ended within _QUICK (see the module's docstring)
         # IPv4 sockets report (host, port) already; IPv6 ones a 4-tuple that normalise() shortens.
         self.plain_addr = sock.family == socket.AF_INET
         # Under --impair every event goes at once, in order with the Impaired events that explain it.
         self.batch: list[Event] = []
-        self.batch_size = _BATCH if self.driver.impairer is None else 1
+        self.batch_size = _HAND_OVER if self.driver.impairer is None else 1
         self.files = files  # the engine's half of the machine (engine/files.py): True when it gave it work
         self.cancelled = cancel.is_set
         self.cancel_reason = cancel_reason
         self.on_finished = on_finished
-        self.reported = False
-        # Straight to the machine unless the impairer stands between.
-        self.arrive = machine.receive_many if self.driver.impairer is None else self._arrive_impaired
+        # Straight to the machine unless the impairer stands between (it reads one datagram at a time:
+        # no offload under --impair).
+        self.arrive: Callable[[Any, Address, float], None] = (
+            self._arrive_impaired if self.driver.impairer is not None
+            else machine.receive_many if reader.gro else machine.receive)
 
     def run(self, now: float) -> None:
         machine, held, cancelled, spin = self.machine, self.held, self.cancelled, self.spin
         deadline = now + self.deadline_s if self.deadline_s else None
         next_timeout, take_datagrams, send, send_failed = (
             machine.next_timeout, self.take_datagrams, self.send, self.send_failed)
-        files, take_events = self.files, machine.events
+        files, take_events, batch_size = self.files, machine.events, self.batch_size
+        impaired = self.driver.impairer is not None  # (only then can anything be held)
+        reported = False
         with spin:
             self._send_all()
             self.bus.publish(take_events())
-            while not machine.closed:
-                delayed = bool(held)  # only under --impair
+            running = not machine.closed  # (asked again only once the machine has finished)
+            while running:
+                delayed = impaired and bool(held)
                 if delayed:
                     now = time.time()  # held datagrams fall due by the clock, not by traffic
                 if cancelled() or (deadline is not None and now >= deadline and not machine.finished) \
@@ -93,7 +113,9 @@ class ClientLoop:
                     self._stop_or_release(now, deadline)
                 else:
                     timer = next_timeout()
-                    wait = _POLL if timer is None else min(timer - now, _POLL)
+                    wait = _POLL if timer is None else timer - now
+                    if wait > _POLL:
+                        wait = _POLL
                     if delayed:
                         wait = self.driver.wait(wait, now)
                     if wait <= 0:
@@ -108,12 +130,14 @@ class ClientLoop:
                     self._send_all()  # what the file work let the machine send: DATA, the final ACK, an ERROR
                 batch = self.batch
                 batch += take_events()
-                if len(batch) >= self.batch_size:
-                    self._flush()
-                if machine.finished and not self.reported:
-                    self.reported = True
-                    self._flush()
-                    self.on_finished()
+                if len(batch) >= batch_size:
+                    self._hand_over()
+                if machine.finished:
+                    if not reported:
+                        reported = True
+                        self._flush()
+                        self.on_finished()
+                    running = not machine.closed
             self._flush()
         self.driver.drain()
 
@@ -131,34 +155,36 @@ class ClientLoop:
     def _wait(self, now: float, wait: float) -> float:
         """Wait at most ``wait`` seconds for a datagram (spinning first, then blocking) and hand it over;
         a window's burst follows without blocking. Returns the time it then is."""
-        bus = self.bus
-        if bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
-            self._flush()
-            bus.idle()
+        machine = self.machine
+        if not self.quick or machine.windowsize > 1:
+            self._hand_over()  # the wait may be long, or follows a window: see the module's docstring
         spin = self.spin
         try:
-            got = spin(wait)
+            got = spin(wait) if spin.on else None
             if got is None:
-                self._flush()
                 self.set_wait(wait)
-                run, addr = self.read(0)
-                spin.waited(time.time() - now)
+                got = self.read(0)
+                then = _clock()
+                spin.waited(then - now)
+                self.quick = then - now < _QUICK
+                now = then
             else:
-                run, addr = got
+                now = _clock()
         except (BlockingIOError, InterruptedError):
             now = time.time()
-            self.machine.handle_timeout(now)
+            self.quick = False
+            machine.handle_timeout(now)
             return now
         except OSError as exc:
             now = time.time()
             self._socket_error(exc, now)
             return now
-        now = time.time()
-        self.arrive(run, addr if self.plain_addr else normalise(addr), now)
+        arrived, addr = got
+        self.arrive(arrived, addr if self.plain_addr else normalise(addr), now)
         # A window arrives as a burst (one run, or several datagrams without offload): answer as each is
         # read, and leave the bookkeeping to run once for the whole burst. (In lock-step nothing else can
         # be waiting, and the extra read would only cost a system call.)
-        if self.machine.windowsize > 1:
+        if machine.windowsize > 1:
             now = self._burst(now)
         return now
 
@@ -167,14 +193,14 @@ class ClientLoop:
         for _ in range(_BURST):
             self._send_all()
             try:
-                run, addr = read(_DONTWAIT)
+                arrived, addr = read(_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 self._socket_error(exc, now)
                 break
-            now = time.time()
-            arrive(run, addr if plain_addr else normalise(addr), now)
+            now = _clock()
+            arrive(arrived, addr if plain_addr else normalise(addr), now)
         return now
 
     def _send_all(self) -> None:
@@ -187,13 +213,19 @@ class ClientLoop:
             self.bus.publish(self.batch)
             self.batch = []
 
+    def _hand_over(self) -> None:
+        """Hand the batch to the bus before a wait, and lend the wait to its idle tasks: readers fold
+        the events there (see EventBus.idle)."""
+        self._flush()
+        bus = self.bus
+        if bus.idle_tasks:
+            bus.idle()
+
     # -- through the driver ------------------------------------------------------------------------
 
-    def _arrive_impaired(self, run: list[bytes], addr: Address, now: float) -> None:
-        arrives, receive, session = self.driver.arrives, self.machine.receive, self.session
-        for data in run:
-            if arrives(data, addr, now, session, None):
-                receive(data, addr, now)
+    def _arrive_impaired(self, data: bytes, addr: Address, now: float) -> None:
+        if self.driver.arrives(data, addr, now, self.session, None):
+            self.machine.receive(data, addr, now)
 
     def _send_failed(self, dest: Address, exc: OSError) -> None:
         self._flush()

@@ -65,7 +65,7 @@ class BusyPoll(Generic[T]):
     has; other errors reach the caller. Use it as a context manager around the loop that calls it.
     """
 
-    __slots__ = ("_read", "budget", "_on", "_clock", "_spins", "_missed", "_paused_until", "_pause", "pauses")
+    __slots__ = ("_read", "budget", "on", "_clock", "_spins", "_missed", "_paused_until", "_pause", "pauses")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
 
@@ -73,7 +73,7 @@ class BusyPoll(Generic[T]):
                  clock: Callable[[], float] = time.time) -> None:
         self._read = read
         self.budget = budget
-        self._on = budget > 0
+        self.on = budget > 0  # spin in the next wait (the caller may skip the call when not)
         self._clock = clock
         self._spins = 0  # spins since the last look
         self._missed = 0  # of those, the ones that ended without a datagram
@@ -93,7 +93,7 @@ class BusyPoll(Generic[T]):
     def __call__(self, wait: float) -> T | None:
         """What arrived within ``min(wait, budget)``, or None: the caller then blocks, and tells
         :meth:`waited` how long the whole wait took."""
-        if not self._on or BusyPoll._loops > 1:
+        if not self.on or BusyPoll._loops > 1:
             return None
         read, clock = self._read, self._clock
         if self._paused_until:
@@ -115,7 +115,7 @@ class BusyPoll(Generic[T]):
             if not until:
                 until = now + min(self.budget, wait)
             elif now >= until:
-                self._on = False
+                self.on = False
                 self._missed += 1
                 if self._spins >= _CHECK_EVERY:
                     self._look(clock)
@@ -133,7 +133,7 @@ class BusyPoll(Generic[T]):
         self.pauses += 1
 
     def waited(self, seconds: float) -> None:
-        self._on = self.budget > 0 and seconds < self.budget
+        self.on = self.budget > 0 and seconds < self.budget
 
 
 def normalise(addr: tuple) -> Address:
@@ -201,15 +201,16 @@ def describe_errno(err: int) -> str:
 def receive_timeout_setter(sock: socket.socket) -> Callable[[float], None]:
     """A setter of a blocking socket's receive timeout (SO_RCVTIMEO), which the kernel keeps: one system
     call per datagram, where settimeout() would poll first. It changes the timeout only when it must."""
-    current = [0.0]
+    current = 0.0
 
     def set_wait(seconds: float) -> None:
+        nonlocal current
         # Wake earlier when needed; later only when it saves many early wake-ups.
-        if seconds < current[0] or seconds > current[0] * 1.5:
+        if seconds < current or seconds > current * 1.5:
             seconds = max(seconds, 0.001)
             whole = int(seconds)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
                             struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
-            current[0] = seconds
+            current = seconds
 
     return set_wait

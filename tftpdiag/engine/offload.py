@@ -56,6 +56,13 @@ class DatagramWriter:
         self._cmsg: dict[int, list[tuple[int, int, bytes]]] = {}
 
     def send(self, out: list[tuple[bytes, Address]], on_error: Callable[[Address, OSError], None]) -> None:
+        if len(out) == 1:  # lock-step: one datagram a turn
+            raw, dest = out[0]
+            try:
+                self._sendto(raw, dest)
+            except OSError as exc:
+                on_error(dest, exc)
+            return
         count = len(out)
         if count > 1 and self.gso:
             raws, dests = zip(*out, strict=True)  # pairs of (datagram, destination)

@@ -27,6 +27,7 @@ __all__ = [
     "encode_ack",
     "ack_packet",
     "ack_bytes",
+    "ack_reply",
     "ack_of",
     "MAX_REQUEST_SIZE",
     "MAX_BLOCK",
@@ -290,19 +291,24 @@ def encode_ack(block: int) -> bytes:
     return _HEAD.pack(4, block)
 
 
-# One shared ACK (and its bytes) per block number: Ack is immutable, so one instance serves every ACK
-# of that number, and ACKs are most of an upload's packets and half of every lock-step transfer's.
-# Made on first use: building all 65536 at import would slow every start of the program.
-_ACKS: list[Ack | None] = [None] * 0x10000
-_ACK_BYTES: list[bytes | None] = [None] * 0x10000
+# One shared ACK and its bytes per block number, as the pair a machine sends and keeps to repeat: Ack
+# is immutable, so one instance serves every ACK of that number, and ACKs are most of an upload's
+# packets and half of every lock-step transfer's. Made on first use: building all 65536 at import would
+# slow every start of the program (and a window's ACKs use one number in windowsize).
+_ACKS: list[tuple[Ack, bytes] | None] = [None] * 0x10000
+
+
+def ack_reply(block: int) -> tuple[Ack, bytes]:
+    """ACK ``block`` (0..65535): the one shared instance and its bytes."""
+    pair = _ACKS[block]
+    if pair is None:
+        pair = _ACKS[block] = (Ack(block), _HEAD.pack(4, block))
+    return pair
 
 
 def ack_packet(block: int) -> Ack:
     """ACK ``block`` (0..65535), the one shared instance."""
-    packet = _ACKS[block]
-    if packet is None:
-        packet = _ACKS[block] = Ack(block)
-    return packet
+    return (_ACKS[block] or ack_reply(block))[0]
 
 
 def ack_of(data: bytes) -> Ack | None:
@@ -314,11 +320,8 @@ def ack_of(data: bytes) -> Ack | None:
 
 
 def ack_bytes(block: int) -> bytes:
-    """The four bytes of ACK ``block`` (0..65535)."""
-    raw = _ACK_BYTES[block]
-    if raw is None:
-        raw = _ACK_BYTES[block] = encode_ack(block)
-    return raw
+    """The four bytes of ACK ``block`` (0..65535), the one shared instance."""
+    return (_ACKS[block] or ack_reply(block))[1]
 
 
 def encode(packet: Packet) -> bytes:

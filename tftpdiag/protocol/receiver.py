@@ -19,7 +19,6 @@ to ``local_error`` and reaches the peer as an ERROR instead).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
@@ -40,8 +39,7 @@ from tftpdiag.protocol.packets import (
     ErrorCode,
     Packet,
     Request,
-    ack_bytes,
-    ack_packet,
+    ack_reply,
 )
 from tftpdiag.protocol.session import DeferredData, Session, State
 
@@ -50,7 +48,7 @@ __all__ = ["Receiver"]
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _STORING = State.STORING
 _NONE = Note.NONE
-_UNBOUNDED = 1 << 62  # a block number no transfer reaches: no limit
+_UNBOUNDED = 1 << 62  # a byte count no transfer reaches: no limit
 
 
 class Receiver(Session):
@@ -81,7 +79,7 @@ class Receiver(Session):
         events, self._events = self._events, []
         if not self._deferred:
             # _take sets _deferred whenever it leaves DeferredData: without it the list holds Events.
-            return cast("list[Event]", events)
+            return events  # type: ignore[return-value]  # (typing.cast is a call per turn)
         self._deferred = False
         session, local = self.session_id, self.local
         out: list[Event] = []
@@ -113,7 +111,7 @@ class Receiver(Session):
     def stored(self, now: float) -> None:
         """The caller has stored everything received and put the file in place: the final ACK goes."""
         if self.state is State.STORING:
-            self._ack(self._final_block or 0, now)
+            self._ack(wire(self._final_block or 0, self._rollover), now)
             self._complete(now, dally=True)
 
     def _init_receiver(self, netascii: bool, max_bytes: int | None = None) -> None:
@@ -125,7 +123,7 @@ class Receiver(Session):
         self._rollover = 0  # what follows 65535 on the wire: 0 until the peer shows it wraps to 1
         self._max_bytes = max_bytes
         self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
-        self._safe_blocks = _UNBOUNDED
+        self._safe_bytes = _UNBOUNDED
         self._bounds_changed()
         self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
         self._final_block: int | None = None
@@ -141,82 +139,88 @@ class Receiver(Session):
         In a run of several, their PacketReceived events wait in a DeferredData placeholder until
         events(): the ACK that ends a window then leaves without waiting for sixteen events to be
         built. Whatever else happens meanwhile (an ACK, progress) goes after the placeholder, and the
-        next block starts a new one, so the order of events is that of the work."""
+        next block starts a new one, so the order of events is that of the work.
+
+        In lock-step a run is one block: what is the same for every block of a run (its ``now``, so
+        whether progress is due, and the peer having been heard) is worked out once per run, not per
+        block, and what only matters near a limit is skipped until the run reaches it."""
         count = len(datagrams)
-        blksize, windowsize, rollover = self.blksize, self.windowsize, self._rollover
-        safe_bytes = self._safe_blocks * blksize  # up to here no limit can be crossed (see _bounds_changed)
-        keep, decoder, timer, events = self._received.append, self._decoder, self._timer, self._events
-        interval = self.timing.progress_interval
+        blksize, windowsize, safe_bytes = self.blksize, self.windowsize, self._safe_bytes
+        keep, decoder, events = self._received.append, self._decoder, self._events
         single = count - i == 1
         run: DeferredData | None = None
-        start = i
-        # The counters live in locals across the run (an attribute costs a dictionary-free but still
-        # measurable load and store per block), stored back by _count before anything reads them.
-        expected, since, taken, got = self._expected, self._since_ack, 0, 0
+        defer: Callable[[bytes], None] | None = None  # appends to the current run's payloads
+        # The counts live in locals across the run (an attribute costs a load and a store per block):
+        # the blocks since our ACK, and the bytes taken since datagrams[counted]; _took stores them
+        # before anything reads them.
+        start = counted = i
+        since, got = self._since_ack, 0
+        # Progress is due, or not, for the whole run (Session._progressed's test): its blocks share ``now``.
+        interval = self.timing.progress_interval
+        due = now - self._last_progress >= interval
         # The wire numbers of a run are consecutive: datagrams[j] must carry ``first + j``. At the
         # wrap the comparison fails and the general path takes the block (blocks.absolute places it).
-        first = wire(expected, rollover) - i
-        defer: Callable[[bytes], None] | None = None  # appends to the current run's payloads
+        first = wire(self._expected, self._rollover) - i
         while i < count:
             datagram = datagrams[i]
             size = len(datagram) - 4
+            block = first + i
             if size < 0 or datagram[1] != 3 or datagram[0] or size > blksize \
-                    or ((datagram[2] << 8) | datagram[3]) != first + i:
+                    or ((datagram[2] << 8) | datagram[3]) != block:
                 break
             payload = datagram[4:]
             if single:
                 events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
-                                             Data(first + i, payload), _NONE, ""))
+                                             Data(block, payload)))
             elif defer is not None and events[-1] is run:
                 defer(payload)
             else:
                 payloads = [payload]
                 defer = payloads.append
-                run = DeferredData(now, self.peer, datagrams, i, payloads, first + i)
+                run = DeferredData(now, self.peer, datagrams, i, payloads, block)
                 events.append(run)
                 self._deferred = True
             if since == 0:
-                timer.end_sample(now)  # the first block after our ACK answers it
+                self._timer.end_sample(now)  # the first block after our ACK answers it
             i += 1
-            expected += 1
             since += 1
-            taken += 1
             got += size
-            if self.bytes + got > safe_bytes:
-                taken = got = self._count(expected, since, taken, got)
+            if self.bytes + got > safe_bytes:  # near a limit (see _bounds_changed): check them
+                self._took(i - counted, got, since, now)
+                counted, got = i, 0
                 if self._past_a_bound(now):
                     return i
             if decoder is not None:
                 payload = decoder.feed(payload)
             if payload:
                 keep(payload)
-            # Progress: the whole rule at the run's first block; after it, with the same ``now``, only
-            # the report can still be due (when the interval is 0).
-            if i == start + 1 or now - self._last_progress >= interval:
-                taken = got = self._count(expected, since, taken, got)
-                self._progressed(now)
+            if due:  # at the run's first block; after it, only when the interval is 0
+                self._took(i - counted, got, since, now)
+                counted, got = i, 0
+                self._report_progress(now)
+                due = now - self._last_progress >= interval
             if size < blksize:
-                self._count(expected, since, taken, got)
+                self._took(i - counted, got, since, now)
                 self._finish(now)
                 return i
             if since >= windowsize:
                 since = 0
-                self._ack(expected - 1, now)
+                self._ack(block, now)
         if i > start:
-            self._count(expected, since, taken, got)
+            self._took(i - counted, got, since, now)
             self._gap_acked = False
             self._arm(now)
         return i
 
-    def _count(self, expected: int, since: int, taken: int, got: int) -> int:
-        """Store what _take counted in its locals: the next block, the blocks since our ACK, and
-        ``taken`` blocks of ``got`` bytes. Returns 0, the counts left to store."""
-        self._expected = expected
+    def _took(self, taken: int, got: int, since: int, now: float) -> None:
+        """Store what _take counted in its locals: ``taken`` more blocks of ``got`` bytes, ``since``
+        blocks since our ACK. The peer was heard: the backoff ends, give_up counts from ``now``."""
+        self._expected += taken
         self._since_ack = since
         self.packets_received += taken
         self.blocks += taken
         self.bytes += got
-        return 0
+        self._timer.heard(now)
 
     # -- everything else about DATA ---------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class Receiver(Session):
         if packet.block == wire(self._final_block or 0, self._rollover):
             self.duplicates += 1
             self._note_received(raw, packet, self.peer, now, Note.DUPLICATE)
-            self._ack(self._final_block or 0, now, Note.REACK)
+            self._ack(wire(self._final_block or 0, self._rollover), now, Note.REACK)
         else:
             self._note_received(raw, packet, self.peer, now, Note.LATE)
 
@@ -250,14 +254,14 @@ class Receiver(Session):
             # it would rewind the next window too, and so on (a windowed Sorcerer's Apprentice). The
             # receive timer repeats our ACK instead.
             if offset == -1 and self.windowsize == 1:
-                self._ack(self._expected - 1, now, Note.REACK)
+                self._ack(wire(self._expected - 1, self._rollover), now, Note.REACK)
         else:
             self.out_of_order += 1
             self._note_received(raw, packet, self.peer, now, Note.OUT_OF_ORDER)
             if self.windowsize > 1 and not self._gap_acked:
                 self._gap_acked = True
                 self._since_ack = 0
-                self._ack(self._expected - 1, now)
+                self._ack(wire(self._expected - 1, self._rollover), now)
 
     def _data_offset(self, wire_block: int) -> int:
         """Signed distance of a DATA block number from the one expected (0: the next in order)."""
@@ -268,11 +272,10 @@ class Receiver(Session):
             return 0x8000  # no DATA is ever block 0 again once the sender wraps to 1: far ahead, a gap
         return absolute(wire_block, expected, self._rollover) - expected
 
-    def _ack(self, block: int, now: float, note: Note = _NONE) -> None:
-        number = wire(block, self._rollover)
-        packet, raw = ack_packet(number), ack_bytes(number)
-        self._last_reply = (packet, raw)
-        self._send(packet, raw, now, note)
+    def _ack(self, number: int, now: float, note: Note = _NONE) -> None:
+        """Send ACK ``number`` (the wire's): what a timeout repeats, and, unless it repeats one, timed."""
+        self._last_reply = reply = ack_reply(number)
+        self._send(reply[0], reply[1], now, note)
         if note is _NONE:
             self._timer.start_sample(now)
 
@@ -326,10 +329,10 @@ class Receiver(Session):
         return None if self._decoder is not None else self._announced
 
     def _bounds_changed(self) -> None:
-        """Every block up to _safe_blocks is full-sized or the last, so those blocks cannot cross a
-        limit: _take checks the limits only past them."""
+        """Every block up to the last whole block under the limits is full-sized or the last, so the
+        bytes up to _safe_bytes cannot cross a limit: _take checks the limits only past them."""
         bounds = [b for b in (self._max_bytes, self._announced_allowance()) if b is not None]
-        self._safe_blocks = min(bounds) // self.blksize if bounds else _UNBOUNDED
+        self._safe_bytes = min(bounds) // self.blksize * self.blksize if bounds else _UNBOUNDED
 
     def _past_a_bound(self, now: float) -> bool:
         """Fail the transfer if the bytes received so far run past the announced size or our limit."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 __all__ = ["Timing", "RetransmitTimer"]
 
+_NEVER = 1 << 62  # answers to pass over: more than any transfer has
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -46,7 +48,7 @@ class RetransmitTimer:
     """
 
     SAMPLE_EVERY = 8
-    __slots__ = ("timing", "srtt", "rttvar", "base", "attempt", "fixed", "samples", "mark", "heard_at")
+    __slots__ = ("timing", "srtt", "rttvar", "base", "attempt", "fixed", "samples", "skip", "mark", "heard_at")
 
     def __init__(self, timing: Timing, now: float) -> None:
         self.timing = timing
@@ -55,7 +57,11 @@ class RetransmitTimer:
         self.base = timing.initial_timeout
         self.attempt = 0  # timeouts in a row; each doubles the wait (the backoff)
         self.fixed = False
-        self.samples = 0
+        self.samples = 0  # the samples used so far
+        # Answers left to pass over before the next sample is used: end_sample's one test for all
+        # but the samples it uses (every one until settled, then one in SAMPLE_EVERY; none when the
+        # timeout is fixed or not adaptive).
+        self.skip = 0 if timing.adaptive else _NEVER
         self.mark: float | None = None  # when the packet being timed was sent (Karn: first sends only)
         self.heard_at = now  # the last progress from the peer (or the start): when give_up counts from
 
@@ -63,6 +69,7 @@ class RetransmitTimer:
         """A negotiated timeout option (RFC 2349) replaces the estimate."""
         self.fixed = True
         self.base = seconds
+        self.skip = _NEVER
 
     def start_sample(self, now: float) -> None:
         """A packet sent for the first time at ``now``: its answer measures the round trip."""
@@ -74,11 +81,12 @@ class RetransmitTimer:
         if mark is None:
             return
         self.mark = None
-        if self.fixed or not self.timing.adaptive:
+        if self.skip:
+            self.skip -= 1
             return
         self.samples += 1
-        if self.samples > self.SAMPLE_EVERY and self.samples % self.SAMPLE_EVERY:
-            return
+        if self.samples >= self.SAMPLE_EVERY:
+            self.skip = self.SAMPLE_EVERY - 1
         rtt = now - mark
         if self.srtt is None:
             self.srtt, self.rttvar = rtt, rtt / 2
