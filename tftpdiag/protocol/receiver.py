@@ -55,6 +55,12 @@ class Receiver(Session):
     """See the module docstring. Blocks are counted from 1 past every rollover (absolute numbers);
     :mod:`blocks` maps them to and from the wire."""
 
+    # The receiver's own state lives in slots, as the sender's does (see Sender): a ClientRead had 41
+    # attribute names in its dict, past CPython 3.11's 30 shared keys, so its method calls went
+    # unspecialised, a dictionary lookup each.
+    __slots__ = ("_received", "_decoder", "_expected", "_since_ack", "_gap_acked", "_rollover", "_max_bytes",
+                 "_announced", "_safe_bytes", "_last_reply", "_final_block", "_deferred")
+
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
     _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
 
