@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["BUSY_POLL", "BusyPoll", "receive_timeout_setter", "resolve", "udp_socket", "normalise",
+__all__ = ["BUSY_POLL", "BusyPoll", "ThreadDelay", "receive_timeout_setter", "resolve", "udp_socket", "normalise",
            "errored_destination", "describe_errno", "ResolveError"]
 
 # Not exported by the socket module; the values are Linux's.
@@ -37,17 +37,56 @@ BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
 
 # Contention: while a loop spins, the peer it waits for may get no CPU at all when another program
 # keeps one busy, and then its answer comes late or not within the budget: with one CPU-bound neighbour
-# on 2 cores, spinning made a lock-step transfer 3x slower than not spinning. A spin that ends without
-# the datagram is that sign (measured here: 0.1% of spins quiet, 60-80% beside a CPU-bound program).
-# Every _CHECK_EVERY spins, when _MISSED or more of them missed, the loop stops spinning for a while,
-# twice as long each time it is seen again. (Counting the thread's preemptions was tried and dropped:
-# on a quiet machine a spinning client and server fill both cores, and their own timer threads preempt
-# them, which paused spinning where it pays most.) Also tried: timing 32 waits spinning against 32
-# sleeping and running the faster way for the next 1024 (a server's spins then measured a few
-# microseconds and it kept spinning while its client starved: 30-45% behind sleeping, worse than this).
+# on 2 cores, spinning made a lock-step transfer 3x slower than not spinning. Two signs of it, looked at
+# every _CHECK_EVERY spins; either stops spinning for a while, twice as long each time it is seen again:
+# - _MISSED or more of the spins ended without the datagram (measured here: 0.1% of spins quiet, 60-80%
+#   beside a CPU-bound program);
+# - over the last _DELAY_SPAN seconds, the loop's own thread waited for a CPU (runnable, not running:
+#   Linux's schedstat run_delay) more than _DELAYED of the time. Misses alone missed the case that cost
+#   most: a long-running server whose spinning was paused and a client that spun alone, its peer woken
+#   on the other CPU in time for 88% of the spins, 30% slower than neither spinning (measured: the
+#   thread waited 29-47% of the time in 20 ms spans then, 0-5% quiet, at most 21%, with both ends spinning).
+#   With it, 32 MiB lock-step beside a CPU-bound program, long-running servers, 11 interleaved rounds:
+#   1.37 s against 1.63 s (not spinning: 1.18 s); quiet, 0.87 s against 0.86 s.
+# (Counting the thread's preemptions was tried and dropped: on a quiet machine a spinning client and
+# server fill both cores, and their own timer threads preempt them, which paused spinning where it pays
+# most; such a preemption is short, and what it costs in waiting is what the run delay counts.) Also
+# tried: timing 32 waits spinning against 32 sleeping and running the faster way for the next 1024 (a
+# server's spins then measured a few microseconds and it kept spinning while its client starved: 30-45%
+# behind sleeping, worse than this).
 _CHECK_EVERY = 64
 _MISSED = 16
+_DELAYED = 0.2
+_DELAY_SPAN = 0.05
 _PAUSE_MIN, _PAUSE_MAX = 0.25, 4.0
+
+
+class ThreadDelay:
+    """The total time the calling thread has waited, runnable, for a CPU (seconds): the run_delay of
+    Linux's /proc/thread-self/schedstat. Made on the thread it measures; raises OSError where there is
+    no such file (not Linux, or a kernel without schedstats)."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self) -> None:
+        self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+
+    def __call__(self) -> float:
+        try:
+            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _thread_delay() -> ThreadDelay | None:
+    try:
+        return ThreadDelay()
+    except OSError:
+        return None
+
 
 T = TypeVar("T")
 
@@ -65,12 +104,14 @@ class BusyPoll(Generic[T]):
     has; other errors reach the caller. Use it as a context manager around the loop that calls it.
     """
 
-    __slots__ = ("_read", "budget", "on", "_clock", "_spins", "_missed", "_paused_until", "_pause", "pauses")
+    __slots__ = ("_read", "budget", "on", "_clock", "_spins", "_missed", "_paused_until", "_pause", "pauses",
+                 "_delay_source", "_delay", "_since", "_delayed")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
 
     def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 delay_source: Callable[[], Callable[[], float] | None] = _thread_delay) -> None:
         self._read = read
         self.budget = budget
         self.on = budget > 0  # spin in the next wait (the caller may skip the call when not)
@@ -80,15 +121,32 @@ class BusyPoll(Generic[T]):
         self._paused_until = 0.0  # no spinning before this time: the peer is short of CPU
         self._pause = 0.0  # the last pause; doubled while contention lasts
         self.pauses = 0  # times contention stopped the spinning (for tests and benchmarks)
+        # The loop thread's wait for a CPU (see _DELAYED): its reader is made in __enter__, on that thread.
+        self._delay_source = delay_source
+        self._delay: Callable[[], float] | None = None
+        self._since = 0.0  # when the span being measured began
+        self._delayed = 0.0  # the thread's total wait for a CPU then
 
     def __enter__(self) -> BusyPoll[T]:
         with BusyPoll._lock:
             BusyPoll._loops += 1
+        if self.budget > 0:
+            self._delay = self._delay_source()
+            self._mark()
         return self
 
     def __exit__(self, *exc: object) -> None:
         with BusyPoll._lock:
             BusyPoll._loops -= 1
+        close = getattr(self._delay, "close", None)
+        if close is not None:
+            close()
+        self._delay = None
+
+    def _mark(self) -> None:
+        """Begin a span of the thread's wait for a CPU: at the start, and as spinning resumes."""
+        if self._delay is not None:
+            self._since, self._delayed = self._clock(), self._delay()
 
     def __call__(self, wait: float) -> T | None:
         """What arrived within ``min(wait, budget)``, or None: the caller then blocks, and tells
@@ -100,6 +158,7 @@ class BusyPoll(Generic[T]):
             if clock() < self._paused_until:
                 return None
             self._paused_until = 0.0
+            self._mark()  # what the thread waited while it did not spin is not the spinning's doing
         self._spins += 1
         until = 0.0
         while True:
@@ -122,10 +181,20 @@ class BusyPoll(Generic[T]):
                 return None
 
     def _look(self, clock: Callable[[], float]) -> None:
-        """Every _CHECK_EVERY spins: did enough of them miss that the peer is short of CPU? Then pause
+        """Every _CHECK_EVERY spins: is the peer, or this loop, short of CPU (see _DELAYED)? Then pause
         spinning, twice as long as last time if it was seen just before."""
         missed, self._spins, self._missed = self._missed, 0, 0
-        if missed < _MISSED:
+        contended = missed >= _MISSED
+        delay = self._delay
+        if not contended and delay is not None:
+            now = clock()
+            span = now - self._since
+            if span < _DELAY_SPAN:
+                return  # too short a span to say: neither pause nor forget the last pause
+            delayed = delay()
+            contended = delayed - self._delayed > _DELAYED * span
+            self._since, self._delayed = now, delayed
+        if not contended:
             self._pause = 0.0
             return
         self._pause = min(self._pause * 2, _PAUSE_MAX) if self._pause else _PAUSE_MIN
