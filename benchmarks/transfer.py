@@ -18,6 +18,8 @@ users are rarely on an idle machine. --tui adds "ours (TUI)": our probe in its f
 pseudo-terminal against our server, timed from its trace (request to completion) beside the same probe
 headless timed the same way, so the ratio is the view's cost to the transfer alone.
 
+The table ends with issue 16's targets that the run can judge (quiet, or with --load), each met or not.
+
 Peers: tftpd-hpa + curl and atftpd + atftp from Debian (bash .ci/install-peers.sh), tftpy and
 pytftp from PyPI (pip install tftpy 'tftp[cli]'). A pair whose programs are missing is skipped.
 """
@@ -271,6 +273,32 @@ def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) ->
     return traced_transfer_time(trace) if trace.exists() else None
 
 
+def targets(medians: dict[tuple[str, str], float], configs: list[Config],
+            load: int) -> list[tuple[str, float, float, bool]]:
+    """Issue 16's targets that these medians can judge: (what, ours over the pair, the most it may be,
+    met). Quiet: lock-step at most 0.6x tftpd-hpa + curl's time, windowed no slower than atftpd + atftp.
+    Loaded: lock-step at most 2.5x tftpd-hpa + curl and faster than tftpy, windowed faster than pytftp,
+    and never slower than the same build with spinning off. The view's target is printed with its row."""
+    out = []
+    for cfg in configs:
+        wanted: list[tuple[str, float, bool]]  # (pair, limit, strictly faster)
+        if not load:
+            wanted = [("atftpd+atftp", 1.0, False)] if cfg.windowsize else [("tftpd-hpa+curl", 0.6, False)]
+        else:
+            wanted = ([("pytftp", 1.0, True)] if cfg.windowsize
+                      else [("tftpd-hpa+curl", 2.5, False), ("tftpy", 1.0, True)])
+            wanted.append(("ours --busy-poll 0", 1.0, False))
+        ours = medians.get((cfg.name, "ours"))
+        for pair, limit, strict in wanted:
+            theirs = medians.get((cfg.name, pair))
+            if ours is None or not theirs:
+                continue
+            ratio = ours / theirs
+            met = ratio < limit if strict else ratio <= limit
+            out.append((f"{cfg.name}: ours {'faster than' if strict else 'vs'} {pair}", ratio, limit, met))
+    return out
+
+
 def compile_bytecode() -> None:
     """Compile tftpdiag's modules to bytecode first, as pip does when it installs a package (tftpy and
     pytftp were installed so). A checkout run with PYTHONDONTWRITEBYTECODE set would otherwise compile
@@ -373,6 +401,11 @@ def main() -> None:
         if headless and tui:
             ratio = statistics.median(tui) / statistics.median(headless)
             print(f"{'':<30} {'TUI / headless transfer':<26} {ratio:>9.2f}x   (target: at most 1.15x)")
+    verdicts = targets({key: statistics.median(times) for key, times in results.items()}, configs, args.load)
+    if verdicts:
+        print("\nissue 16's targets (ours' time over the pair's):")
+        for text, over, limit, met in verdicts:
+            print(f"  {text:<58} {over:>6.2f}x  (at most {limit:g}x)  {'met' if met else 'NOT met'}")
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
 

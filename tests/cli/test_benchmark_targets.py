@@ -1,0 +1,51 @@
+"""benchmarks/transfer.py says whether issue 16's targets are met, from the medians it measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+LOCK_STEP, WINDOWED = "blksize 1468", "blksize 1468, windowsize 16"
+
+
+@pytest.fixture(scope="module")
+def transfer():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer.py"
+    spec = importlib.util.spec_from_file_location("bench_transfer", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_transfer"] = module  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_transfer"]
+
+
+def verdicts(transfer, medians, load):
+    configs = [c for c in transfer.CONFIGS if c.blksize == 1468]
+    return {text: (round(over, 3), limit, met) for text, over, limit, met in transfer.targets(medians, configs, load)}
+
+
+def test_quiet_targets(transfer) -> None:
+    medians = {(LOCK_STEP, "ours"): 1.2, (LOCK_STEP, "tftpd-hpa+curl"): 2.0, (LOCK_STEP, "tftpy"): 3.0,
+               (WINDOWED, "ours"): 0.27, (WINDOWED, "atftpd+atftp"): 0.27}
+    assert verdicts(transfer, medians, 0) == {
+        f"{LOCK_STEP}: ours vs tftpd-hpa+curl": (0.6, 0.6, True),  # at most 0.6x: exactly is met
+        f"{WINDOWED}: ours vs atftpd+atftp": (1.0, 1.0, True),  # no slower
+    }
+    medians[(WINDOWED, "ours")] = 0.28
+    assert not verdicts(transfer, medians, 0)[f"{WINDOWED}: ours vs atftpd+atftp"][2]
+
+
+def test_loaded_targets_and_a_pair_that_did_not_run(transfer) -> None:
+    medians = {(LOCK_STEP, "ours"): 1.3, (LOCK_STEP, "tftpd-hpa+curl"): 0.5, (LOCK_STEP, "tftpy"): 1.3,
+               (LOCK_STEP, "ours --busy-poll 0"): 1.2, (WINDOWED, "ours"): 0.36, (WINDOWED, "pytftp"): 0.57}
+    assert verdicts(transfer, medians, 1) == {
+        f"{LOCK_STEP}: ours vs tftpd-hpa+curl": (2.6, 2.5, False),
+        f"{LOCK_STEP}: ours faster than tftpy": (1.0, 1.0, False),  # a tie is not faster
+        f"{LOCK_STEP}: ours vs ours --busy-poll 0": (1.083, 1.0, False),
+        f"{WINDOWED}: ours faster than pytftp": (0.632, 1.0, True),
+        # the windowed "--busy-poll 0" pair did not run: nothing is said of it
+    }
