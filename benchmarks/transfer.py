@@ -15,8 +15,9 @@ event and a subscriber folds every one of them (the headless summary), as in nor
 
 --load N runs N CPU-bound processes for the whole benchmark, as a build or a busy browser tab would;
 users are rarely on an idle machine. --tui adds "ours (TUI)": our probe in its full-screen view in a
-pseudo-terminal against our server, timed from its trace (request to completion) beside the same probe
-headless timed the same way, so the ratio is the view's cost to the transfer alone.
+pseudo-terminal against our server beside the same probe headless, both timed by our server's log
+(`serve --log`: request to the last ACK, no trace written by either probe), so the ratio is the view's
+cost to the transfer alone.
 
 The table ends with issue 16's targets that the run can judge (quiet, or with --load), each met or not.
 
@@ -118,9 +119,15 @@ def _pytftp_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
     return argv + (["--windowsize", str(cfg.windowsize)] if cfg.windowsize else [])
 
 
+def ours_log(root: Path) -> Path:
+    """Where our server logs each session (--tui times our probe's transfers from it)."""
+    return root.parent / "ours-server.jsonl"
+
+
 PAIRS = [
     Pair("ours", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port",
-                                     str(port), "--no-tui"], _ours_client, ("py:tftpdiag",)),
+                                     str(port), "--no-tui", "--log", str(ours_log(root))], _ours_client,
+         ("py:tftpdiag",)),
     # The same build with spinning off on both ends: adaptive spinning must never lose to it.
     Pair("ours --busy-poll 0", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1",
                                                    "--port", str(port), "--no-tui", "--busy-poll", "0"],
@@ -190,48 +197,40 @@ def start_load(n: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([PY, "-c", "while True: pass"], start_new_session=True) for _ in range(n)]
 
 
-def traced_transfer_time(trace: Path) -> float | None:
-    """Request to completion of the client's transfer, from its jsonl trace (None: it did not complete)."""
+def _log_lines(log: Path) -> list[str]:
+    try:
+        return log.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def logged_transfer_time(log: Path, before: int) -> float | None:
+    """The transfer's time as our server logged it (request to the last ACK: ``serve --log``'s
+    duration_s), from the first session logged after ``before`` lines (None: none, or it failed)."""
     import json
 
-    started = ended = None
-    with open(trace) as f:
-        for line in f:
-            event = json.loads(line)
-            kind = event.get("event")
-            if kind == "transfer-started" and event.get("role") == "client-read" and started is None:
-                started = event["t"]
-            elif kind == "completed" and started is not None:
-                ended = event["t"]
-            elif kind == "failed":
-                return None
-    return None if started is None or ended is None else ended - started
+    lines = _log_lines(log)
+    if len(lines) <= before:
+        return None
+    entry = json.loads(lines[before])
+    return float(entry["duration_s"]) if entry.get("ok") else None
 
 
-def _trace_has_ended(trace: Path) -> bool:
-    try:
-        text = trace.read_text()
-    except OSError:
-        return False
-    return '"event":"completed"' in text or '"event":"failed"' in text
-
-
-def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) -> float | None:
-    """Our probe headless, or in its full-screen view in a pseudo-terminal (200x55), timed from its trace."""
+def ours_timed(port: int, cfg: Config, log: Path, tui: bool, timeout: float) -> float | None:
+    """Our probe headless, or in its full-screen view in a pseudo-terminal (200x55), timed by our server's
+    log: neither run writes a trace (a trace costs the process that writes it, and that is not the same
+    process in the two runs), and start-up and the view's own start are left out of both."""
     import fcntl
     import pty
     import struct
     import termios
 
-    trace = tmp / ("tui.jsonl" if tui else "headless.jsonl")
-    if trace.exists():
-        trace.unlink()
-    argv = [a for a in _ours_client(port, "big.bin", cfg, tmp / "unused") if a not in ("--json", "--no-tui")]
-    argv += ["--trace", str(trace)]
+    before = len(_log_lines(log))
+    argv = [a for a in _ours_client(port, "big.bin", cfg, log.parent / "unused") if a not in ("--json", "--no-tui")]
     if not tui:
         result = subprocess.run(argv + ["--no-tui"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 timeout=timeout)
-        return traced_transfer_time(trace) if result.returncode == 0 else None
+        return logged_transfer_time(log, before) if result.returncode == 0 else None
     pid, fd = pty.fork()
     if pid == 0:  # the child: a terminal of its own, as a user's
         os.environ["TERM"] = "xterm-256color"
@@ -241,17 +240,17 @@ def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) ->
     import select
 
     try:
-        look = time.monotonic() + 0.5
+        look = time.monotonic() + 0.2
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
+            ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
                 try:
                     os.read(fd, 1 << 16)  # the screen it draws, read so that it never blocks on output
                 except OSError:
                     break
-            if time.monotonic() >= look:  # it redraws all the time: look at its trace twice a second
-                look = time.monotonic() + 0.5
-                if _trace_has_ended(trace):
+            if time.monotonic() >= look:  # it redraws all the time: look at the server's log now and then
+                look = time.monotonic() + 0.2
+                if len(_log_lines(log)) > before:
                     break
         os.write(fd, b"q")
         end = time.monotonic() + 5
@@ -270,7 +269,7 @@ def ours_traced(port: int, cfg: Config, tmp: Path, tui: bool, timeout: float) ->
             os.waitpid(pid, 0)
     finally:
         os.close(fd)
-    return traced_transfer_time(trace) if trace.exists() else None
+    return logged_transfer_time(log, before)
 
 
 def targets(medians: dict[tuple[str, str], float], configs: list[Config],
@@ -364,7 +363,7 @@ def main() -> None:
                             results.setdefault(key, []).append(elapsed)
                     if args.tui and ours is not None:
                         for label, tui in (("ours (headless, transfer)", False), ("ours (TUI, transfer)", True)):
-                            elapsed = ours_traced(ours.port, cfg, Path(tmp), tui, timeout)
+                            elapsed = ours_timed(ours.port, cfg, ours_log(root), tui, timeout)
                             key = (cfg.name, label)
                             if elapsed is None:
                                 failures[key] = failures.get(key, 0) + 1
