@@ -7,8 +7,12 @@ process only reads its events (a reader thread unpickles batches from a pipe and
 local bus), so every view, the findings and the saved trace read the same events as before, and a view
 that falls behind delays nothing but itself.
 
-The child publishes on its own bus; a thread there drains a lossless subscription every few
-milliseconds and writes each batch as one pickle. The engine thread never writes to the pipe, so a
+The child publishes on its own bus. Its events are packed for the pipe (engine/apart_wire.py) in the
+engine thread's own waits, as the headless summary folds them (:meth:`EventBus.on_idle`): packed on
+a thread of their own, every 10 ms, the packing held the interpreter lock while the engine came back
+from each system call wanting it, and a windowed transfer in the view took twice its headless time. A
+thread there writes what is packed to the pipe (and packs what the waits left, once they stop: the
+transfer ended, or goes too slowly to fill a batch). The engine thread never writes to the pipe, so a
 slow reader here never blocks it. Control goes the other way on the same pipe: "cancel".
 
 :class:`RemoteTransfer` has the part of :class:`ClientTransfer`'s interface the views use (request,
@@ -21,16 +25,21 @@ import itertools
 import multiprocessing
 import pickle
 import threading
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
 from tftpdiag.engine.apart_wire import pack, unpack
-from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 
 __all__ = ["RemoteTransfer"]
 
-_BATCH_EVERY = 0.01  # s between batches from the child: ~100 pickles a second, whatever the packet rate
+_BATCH_EVERY = 0.01  # s between the child's writes to the pipe: ~100 a second, whatever the packet rate
+# As the headless summary's fold (headless.py): an engine wait packs once this many events wait (a
+# pack's fixed cost shared out), and at most _IDLE_EVENTS (about 0.3 ms of work at a time).
+_IDLE_MIN = 32
+_IDLE_EVENTS = 256
 # "spawn": a fresh interpreter. Forking the app's process (threads running, Textual's among them) is
 # unsafe, and a rerun happens while the app runs.
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -63,7 +72,7 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
     gc.set_threshold(*GC_THRESHOLD)
     bus = EventBus()
     bus._ids = itertools.count(session_id)  # the session id the parent gave it
-    sub = bus.subscribe()
+    shipper = _Shipper(bus, bus.subscribe())
     try:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
@@ -85,20 +94,67 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
     try:
         while True:
             outcome = transfer.wait(_BATCH_EVERY)
-            events = sub.drain()
-            if events:
-                conn.send_bytes(b"E" + pack(events))
+            for blob in shipper.take(everything=outcome is not None):
+                conn.send_bytes(blob)
             if outcome is not None and not sent_outcome:
                 conn.send_bytes(pickle.dumps(("outcome", outcome)))
                 sent_outcome = True
             if sent_outcome and (transfer._thread is None or not transfer._thread.is_alive()):
-                events = sub.drain()  # the dally's events, if any
-                if events:
-                    conn.send_bytes(b"E" + pack(events))
+                shipper.close()
+                for blob in shipper.take(everything=True):  # the dally's events, if any
+                    conn.send_bytes(blob)
                 conn.send_bytes(pickle.dumps(("joined", None)))
                 return
     except (BrokenPipeError, OSError):
         transfer.cancel("the view that started this transfer went away")
+
+
+class _Shipper:
+    """The child's events packed for the pipe, by two threads: the engine's in its waits, and the
+    writer's on its tick. Whoever comes first takes what is there; the engine never waits for the lock,
+    it skips its turn. Packed batches wait in order for the writer, which alone touches the pipe."""
+
+    def __init__(self, bus: EventBus, sub: Subscription) -> None:
+        self._bus = bus
+        self._sub = sub
+        self._pending = sub.pending  # asked at every engine wait
+        self._lock = threading.Lock()
+        self._packed: deque[bytes] = deque()
+        self._engine_packs = 0  # batches the engine's waits packed since the writer last took
+        self._error: BaseException | None = None
+        self._task = self._idle  # one bound method, to register and remove the same object
+        bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for the writer
+
+    def _idle(self) -> None:
+        if self._pending() >= _IDLE_MIN and self._error is None and self._lock.acquire(blocking=False):
+            try:
+                self._packed.append(b"E" + pack(self._sub.drain(_IDLE_EVENTS)))
+                self._engine_packs += 1
+            except Exception as exc:  # noqa: BLE001 - raised by the writer's thread, at its next take
+                self._error = exc
+                self._bus.remove_idle(self._task)
+            finally:
+                self._lock.release()
+
+    def take(self, *, everything: bool = False) -> list[bytes]:
+        """The batches packed so far, in order. The writer packs the rest itself when asked for
+        ``everything``, or when the engine's waits have packed nothing since it last took (the transfer
+        goes too slowly to fill a batch, or waits no more); otherwise what is left is theirs."""
+        with self._lock:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if everything or not self._engine_packs or self._pending() >= _IDLE_EVENTS:
+                events = self._sub.drain()
+                if events:
+                    self._packed.append(b"E" + pack(events))
+            self._engine_packs = 0
+            out = list(self._packed)
+            self._packed.clear()
+        return out
+
+    def close(self) -> None:
+        self._bus.remove_idle(self._task)
 
 
 class RemoteTransfer:

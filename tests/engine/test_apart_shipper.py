@@ -1,0 +1,75 @@
+"""The child of a transfer run apart packs its events in the engine thread's own waits (engine/apart.py):
+a thread of its own packing them held the interpreter lock the engine wanted back after each system
+call, and a windowed transfer in the view took twice its headless time."""
+
+from __future__ import annotations
+
+import pytest
+
+from tftpdiag.engine import apart
+from tftpdiag.engine.apart import _Shipper
+from tftpdiag.engine.apart_wire import unpack
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.protocol.events import Event, PacketReceived
+from tftpdiag.protocol.packets import Data, encode
+
+
+def blocks(first: int, count: int) -> list[Event]:
+    out: list[Event] = []
+    for n in range(first, first + count):
+        packet = Data(n, bytes([n % 256]) * 512)
+        out.append(PacketReceived(1, float(n), ("127.0.0.1", 1), ("127.0.0.1", 2), encode(packet), packet))
+    return out
+
+
+def shipped(batches: list[bytes]) -> list[Event]:
+    out: list[Event] = []
+    for blob in batches:
+        assert blob[:1] == b"E"
+        out += unpack(memoryview(blob)[1:])
+    return out
+
+
+def test_an_engine_wait_packs_once_enough_events_wait() -> None:
+    bus = EventBus()
+    shipper = _Shipper(bus, bus.subscribe())
+    assert bus.idle_tasks  # the engine's waits call it
+    few = blocks(1, apart._IDLE_MIN - 1)
+    bus.publish(few)
+    bus.idle()  # too few to be worth a pack's fixed cost: left
+    more = blocks(apart._IDLE_MIN, 2 * apart._IDLE_EVENTS)
+    bus.publish(more)
+    bus.idle()  # packs _IDLE_EVENTS of them, the oldest first
+    bus.idle()
+    # The writer's tick: the engine has packed, so the few left (fewer than a wait takes) are its.
+    taken = shipper.take()
+    assert shipped(taken) == (few + more)[:2 * apart._IDLE_EVENTS]
+    assert shipped(shipper.take()) == (few + more)[2 * apart._IDLE_EVENTS:]  # no pack since: the writer's
+    shipper.close()
+    assert not bus.idle_tasks
+
+
+def test_the_writer_takes_everything_when_asked_and_keeps_the_order() -> None:
+    bus = EventBus()
+    shipper = _Shipper(bus, bus.subscribe())
+    events = blocks(1, 100)
+    bus.publish(events[:40])
+    bus.idle()
+    bus.publish(events[40:])
+    assert shipped(shipper.take(everything=True)) == events
+    assert shipper.take(everything=True) == []
+
+
+def test_a_pack_that_fails_in_the_engine_is_raised_by_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = EventBus()
+    shipper = _Shipper(bus, bus.subscribe())
+
+    def broken(events: list[Event]) -> bytes:
+        raise ValueError("cannot pack")
+
+    monkeypatch.setattr(apart, "pack", broken)
+    bus.publish(blocks(1, apart._IDLE_MIN))
+    bus.idle()  # never raises into the engine: the transfer goes on
+    assert not bus.idle_tasks
+    with pytest.raises(ValueError, match="cannot pack"):
+        shipper.take()
