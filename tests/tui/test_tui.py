@@ -429,7 +429,8 @@ async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -
     import os
 
     from tftpdiag.engine.apart import RemoteTransfer
-    from tftpdiag.protocol.events import Completed
+    from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent
+    from tftpdiag.trace.jsonl import read_events
     from tftpdiag.tui.launch import client_app
 
     (tmp_path / "a.bin").write_bytes(os.urandom(300_000))
@@ -451,6 +452,13 @@ async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -
                 assert isinstance(record.result, Completed) and record.bytes == 300_000
                 assert len(record.packets) == record.packets_sent + record.packets_received > 400
                 assert "done" in header_text(app)
+                # The save key's spool kept every event that crossed from the transfer's process.
+                message = await asyncio.to_thread(spool.save, tmp_path / "run.jsonl")
+                with open(tmp_path / "run.jsonl", encoding="utf-8") as f:
+                    saved = list(read_events(f))
+                assert message == f"saved {len(saved)} events to {tmp_path / 'run.jsonl'}"
+                saved = [e for e in saved if e.session == outcome.session]
+                assert sum(isinstance(e, (PacketSent, PacketReceived)) for e in saved) == len(record.packets)
         finally:
             probe.cancel()
             spool.close()

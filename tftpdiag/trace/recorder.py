@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -14,7 +14,8 @@ from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, P
 from tftpdiag.trace.jsonl import JsonlWriter
 from tftpdiag.trace.pcap import PcapWriter
 
-__all__ = ["TraceRecorder", "TraceSetupError", "trace_format", "EventWriter", "PcapEventWriter", "open_writer"]
+__all__ = ["TraceRecorder", "TraceSetupError", "trace_format", "EventWriter", "PcapEventWriter", "open_writer",
+           "copy_events", "copy_trace"]
 
 _DRAIN_EVERY = 0.2
 _FLUSH_EVERY = 1.0
@@ -169,17 +170,23 @@ class TraceRecorder:
         self._writer.close()
 
 
+def copy_events(events: Iterable[Event], dest: Path, skip: SessionFilter | None = None) -> int:
+    """Write ``events`` to ``dest`` in the format its name asks for; returns how many were written
+    (a pcap leaves out those that are not datagrams, which still count)."""
+    writer = open_writer(dest, skip=skip)
+    count = 0
+    try:
+        for event in events:
+            writer.write(event)
+            count += 1
+    finally:
+        writer.close()
+    return count
+
+
 def copy_trace(jsonl_source: Path, dest: Path, skip: SessionFilter | None = None) -> int:
     """Write the events of a jsonl trace to ``dest`` in the format its name asks for; returns how many."""
     from tftpdiag.trace.jsonl import read_events
 
-    writer = open_writer(dest, skip=skip)
-    count = 0
-    try:
-        with open(jsonl_source, encoding="utf-8") as f:
-            for event in read_events(f):
-                writer.write(event)
-                count += 1
-    finally:
-        writer.close()
-    return count
+    with open(jsonl_source, encoding="utf-8") as f:
+        return copy_events(read_events(f), dest, skip)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
 from tftpdiag.fmt import address, clean, line
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.sessions import fmt_addr
-from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_trace
+from tftpdiag.trace.spool import Spool
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.widgets.serve_view import ServerInfo
 
@@ -83,24 +82,6 @@ class ClientProbe:
         if outcome is None or not outcome.ok:
             return 1
         return 1 if self.extra(outcome).get("failure") else 0
-
-
-class Spool:
-    """Every event of the run in a temporary jsonl file, so the save key can write the trace so far."""
-
-    def __init__(self, bus: EventBus, only: SessionFilter | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="tftpdiag-spool-")
-        self.path = Path(self._dir.name) / "spool.jsonl"
-        self.recorder = TraceRecorder.open(self.path, bus, only=only)
-
-    def save(self, dest: Path) -> str:
-        self.recorder.flush()
-        count = copy_trace(self.path, dest)
-        return f"saved {count} events to {dest}"
-
-    def close(self) -> None:
-        self.recorder.close()
-        self._dir.cleanup()
 
 
 def server_info(server: TftpServer) -> ServerInfo:

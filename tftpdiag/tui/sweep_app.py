@@ -121,7 +121,7 @@ class SweepApp(TickedApp):
         self.model = LiveModel()
         self.analyzer = Analyzer()
         self.tick_interval = tick
-        from tftpdiag.tui.launch import Spool
+        from tftpdiag.trace.spool import Spool
 
         self.spool = Spool(self.bus)
 
