@@ -15,7 +15,8 @@ event and a subscriber folds every one of them (the headless summary), as in nor
 
 --load N runs N CPU-bound processes for the whole benchmark, as a build or a busy browser tab would;
 users are rarely on an idle machine. --tui adds "ours (TUI)": our probe in its full-screen view in a
-pseudo-terminal against our server beside the same probe headless, both timed by our server's log
+pseudo-terminal beside the same probe headless, each against a server of its own (so that neither run
+starts with the state the other left, such as paused spinning), both timed by their server's log
 (`serve --log`: request to the last ACK, no trace written by either probe), so the ratio is the view's
 cost to the transfer alone.
 
@@ -119,15 +120,25 @@ def _pytftp_client(port: int, name: str, cfg: Config, out: Path) -> list[str]:
     return argv + (["--windowsize", str(cfg.windowsize)] if cfg.windowsize else [])
 
 
-def ours_log(root: Path) -> Path:
-    """Where our server logs each session (--tui times our probe's transfers from it)."""
-    return root.parent / "ours-server.jsonl"
+def ours_log(root: Path, name: str = "ours") -> Path:
+    """Where our server ``name`` logs each session (--tui times our probe's transfers from it)."""
+    return root.parent / f"{name}-server.jsonl"
+
+
+def _ours_server(name: str) -> Callable[[Path, int], list[str]]:
+    return lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port", str(port),
+                               "--no-tui", "--log", str(ours_log(root, name))]
+
+
+# --tui: the headless and the view's runs each have a server of their own, so that neither starts
+# with the other's state (a server that paused its spinning while a view took a CPU, say).
+VIEW_PAIRS = {False: Pair("ours (headless, transfer)", _ours_server("headless"), _ours_client, ("py:tftpdiag",)),
+              True: Pair("ours (TUI, transfer)", _ours_server("view"), _ours_client, ("py:tftpdiag",))}
 
 
 PAIRS = [
     Pair("ours", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1", "--port",
-                                     str(port), "--no-tui", "--log", str(ours_log(root))], _ours_client,
-         ("py:tftpdiag",)),
+                                     str(port), "--no-tui"], _ours_client, ("py:tftpdiag",)),
     # The same build with spinning off on both ends: adaptive spinning must never lose to it.
     Pair("ours --busy-poll 0", lambda root, port: [PY, "-m", "tftpdiag", "serve", str(root), "--bind", "127.0.0.1",
                                                    "--port", str(port), "--no-tui", "--busy-poll", "0"],
@@ -346,8 +357,9 @@ def main() -> None:
         load = start_load(args.load)
         timeout = max(120.0, args.size / (256 << 10))
         ours = next((p for p in pairs if p.name == "ours"), None)
+        viewed = list(VIEW_PAIRS.values()) if args.tui and ours is not None else []
         try:
-            for pair in pairs:
+            for pair in pairs + viewed:
                 start(pair, root)
             for round_ in range(args.rounds):
                 for cfg in configs:
@@ -361,17 +373,18 @@ def main() -> None:
                             failures[key] = failures.get(key, 0) + 1
                         else:
                             results.setdefault(key, []).append(elapsed)
-                    if args.tui and ours is not None:
-                        for label, tui in (("ours (headless, transfer)", False), ("ours (TUI, transfer)", True)):
-                            elapsed = ours_timed(ours.port, cfg, ours_log(root), tui, timeout)
-                            key = (cfg.name, label)
+                    if viewed:
+                        for tui, server in VIEW_PAIRS.items():
+                            log = ours_log(root, "view" if tui else "headless")
+                            elapsed = ours_timed(server.port, cfg, log, tui, timeout)
+                            key = (cfg.name, server.name)
                             if elapsed is None:
                                 failures[key] = failures.get(key, 0) + 1
                             else:
                                 results.setdefault(key, []).append(elapsed)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
-            for pair in pairs:
+            for pair in pairs + viewed:
                 stop(pair)
             for proc in load:
                 proc.kill()
