@@ -4,7 +4,7 @@
     python benchmarks/apart_cost.py --windowsize 16 --rounds 5
 
 The full-screen view runs its transfer in a child process (engine/apart.py) and reads its events from a
-pipe. This times the same lock-step download three ways, in interleaved rounds, each against a
+pipe. This times the same download three ways, in interleaved rounds, each against a
 `tftpdiag serve` of its own and timed by that server's log (request to the last ACK, as
 `transfer.py --tui`):
 
@@ -15,13 +15,16 @@ pipe. This times the same lock-step download three ways, in interleaved rounds, 
   apart, raw   RemoteTransfer, but the thread here only reads the pipe's batches and drops them
                (what the child's side costs, with this side's unpacking taken away).
 
-The ratio of each to in-process is what shipping the events costs the transfer before any view
-draws, folds or keeps anything: the part of `transfer.py --tui`'s ratio the view's own work cannot be.
+This process runs with the interpreter settings every tftpdiag command sets (cli/main.py: the GIL's
+switch interval, the collector's thresholds). The ratio of each to in-process is what shipping the
+events costs the transfer before any view draws, folds or keeps anything: the part of
+`transfer.py --tui`'s ratio the view's own work cannot be.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -32,6 +35,7 @@ from pathlib import Path
 
 from transfer import Pair, _ours_server, compile_bytecode, ours_log, parse_size, start, stop
 
+from tftpdiag.cli.main import GC_THRESHOLD, GIL_SWITCH_INTERVAL
 from tftpdiag.engine import apart
 from tftpdiag.engine.apart import RemoteTransfer
 from tftpdiag.engine.bus import EventBus
@@ -100,6 +104,8 @@ def main() -> None:
     parser.add_argument("--blksize", type=int, default=1468)
     parser.add_argument("--windowsize", type=int, default=None)
     args = parser.parse_args()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as every tftpdiag command's process runs
+    gc.set_threshold(*GC_THRESHOLD)
     compile_bytecode()
     results: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory(prefix="tftpdiag-apart-") as tmp:
