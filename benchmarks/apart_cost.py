@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,17 @@ import threading
 import time
 from pathlib import Path
 
-from transfer import Pair, _ours_server, compile_bytecode, ours_log, parse_size, start, stop
+from transfer import (
+    Pair,
+    _log_lines,
+    _ours_server,
+    compile_bytecode,
+    logged_transfer_time,
+    ours_log,
+    parse_size,
+    start,
+    stop,
+)
 
 from tftpdiag.cli.main import GC_THRESHOLD, GIL_SWITCH_INTERVAL
 from tftpdiag.engine import apart
@@ -46,18 +55,13 @@ from tftpdiag.protocol.options import RequestedOptions
 WAYS = ("in-process", "apart", "apart, raw")
 
 
-def _last_duration(log: Path, before: int, timeout: float) -> float | None:
-    """The duration our server logged for the session after the first ``before`` lines."""
+def _logged(log: Path, before: int, timeout: float) -> float | None:
+    """The transfer's time in our server's log (transfer.py's reading of it: None when it failed), once
+    the session after the first ``before`` lines is there."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            lines = log.read_text().splitlines()
-        except OSError:
-            lines = []
-        if len(lines) > before:
-            return float(json.loads(lines[before])["duration_s"])
+    while len(_log_lines(log)) <= before and time.monotonic() < deadline:
         time.sleep(0.02)
-    return None
+    return logged_transfer_time(log, before)
 
 
 def _in_process(request: ClientRequest) -> None:
@@ -119,7 +123,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for i, way in enumerate(WAYS):
                     log = ours_log(root, f"way{i}")
-                    before = len(log.read_text().splitlines()) if log.exists() else 0
+                    before = len(_log_lines(log))
                     request = ClientRequest("127.0.0.1", "big.bin", port=servers[way].port,
                                             options=RequestedOptions(blksize=args.blksize,
                                                                      windowsize=args.windowsize))
@@ -127,9 +131,9 @@ def main() -> None:
                         _in_process(request)
                     else:
                         _apart(request, raw=way == "apart, raw")
-                    duration = _last_duration(log, before, timeout=10)
+                    duration = _logged(log, before, timeout=10)
                     if duration is None:
-                        sys.exit(f"{way}: the server logged no session")
+                        sys.exit(f"{way}: the server logged no session, or a failed one")
                     results[way].append(duration)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         finally:
