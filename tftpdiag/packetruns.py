@@ -5,17 +5,18 @@ event were most of what folding them cost."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Event, PacketReceived, PacketRun, PacketSent
 
 __all__ = ["packet_runs"]
 
 
-def packet_runs(events: Iterable[Event]) -> list[list[Event]]:
+def packet_runs(events: Iterable[Event]) -> list[Sequence[Event]]:
     """``events`` in order, in chunks: each is either a run of packet events (PacketReceived,
-    PacketSent) of one session, or a single event of another type."""
-    out: list[list[Event]] = []
+    PacketSent) of one session, or a single event of another type. A :class:`PacketRun` (a run that
+    came in columns, from a transfer run apart) is a chunk of its own, for the folds to read as columns."""
+    out: list[Sequence[Event]] = []
     run: list[Event] = []
     session = -1
     # (A plain loop: map with attrgetter reads each attribute through the generic lookup, several times
@@ -28,6 +29,10 @@ def packet_runs(events: Iterable[Event]) -> list[list[Event]]:
             this = event.session
         elif kind is PacketSent:
             this = event.session
+        elif kind is PacketRun:
+            session = -1
+            out.append(event)  # type: ignore[arg-type]  # a Sequence of packet events, so of events
+            continue
         else:
             session = -1
             out.append([event])

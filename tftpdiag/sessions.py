@@ -13,6 +13,9 @@ from tftpdiag.fmt import size as fmt_bytes
 from tftpdiag.packetlog import PacketLog
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import (
+    RUN_ACK,
+    RUN_NOTE_SHIFT,
+    RUN_RECEIVED,
     Address,
     CaptureGap,
     Completed,
@@ -23,6 +26,7 @@ from tftpdiag.protocol.events import (
     Note,
     OptionsNegotiated,
     PacketReceived,
+    PacketRun,
     PacketSent,
     PeerLocked,
     Progress,
@@ -38,6 +42,10 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data, Options
 
 _NONE = Note.NONE
+# A PacketRun's tag (protocol/events.py) to 1 for a received packet, and to 1 for a DATA: counted in C.
+_RUN_RX = bytes(tag & RUN_RECEIVED for tag in range(256))
+_RUN_DATA = bytes(0 if tag & RUN_ACK else 1 for tag in range(256))
+_NOTE_INDEX = {note: i for i, note in enumerate(Note)}
 
 __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
 
@@ -170,7 +178,30 @@ class SessionRecord:
                     elif event.note is Note.STRAY:
                         self.stray += 1
 
+    def add_run(self, run: PacketRun) -> None:
+        """:meth:`add_packets` for a run in columns (from a transfer run apart), reading the columns."""
+        times, tags = run.times, run.tags
+        if self.started is None:
+            self.started = times[0]
+        self.last = times[-1]
+        if self.packets is not None:
+            self.packets.add_run(run)
+        received = tags.translate(_RUN_RX).count(1)
+        self.packets_received += received
+        self.packets_sent += len(tags) - received
+        if not self.data_seen:
+            self.data_seen = tags.translate(_RUN_DATA).count(1) > 0
+        if max(tags) >> RUN_NOTE_SHIFT:  # rare: a noted packet
+            for note, count in ((Note.DUPLICATE, "duplicates"), (Note.STRAY, "stray")):
+                code = RUN_RECEIVED | _NOTE_INDEX[note] << RUN_NOTE_SHIFT
+                seen = tags.count(code) + tags.count(code | RUN_ACK)
+                if seen:
+                    setattr(self, count, getattr(self, count) + seen)
+
     def apply(self, event: Event) -> None:
+        if type(event) is PacketRun:
+            self.add_run(event)
+            return
         if type(event) is PacketReceived or type(event) is PacketSent:
             self.add_packets((event,))
             return
@@ -238,12 +269,20 @@ class SessionTable:
         """Fold events in; returns the sessions that finished with these events."""
         return self.apply_runs(packet_runs(events))
 
-    def apply_runs(self, runs: list[list[Event]]) -> list[SessionRecord]:
+    def apply_runs(self, runs: list[Sequence[Event]]) -> list[SessionRecord]:
         """:meth:`apply`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         ended: list[SessionRecord] = []
         sessions = self.sessions
         keep = self.keep_packets
         for chunk in runs:
+            if type(chunk) is PacketRun:  # a run in columns: no event built
+                record = sessions.get(chunk.session)
+                if record is None:
+                    record = sessions[chunk.session] = SessionRecord(chunk.session)
+                if keep and record.packets is None:
+                    record.packets = PacketLog()
+                record.add_run(chunk)
+                continue
             event = chunk[0]
             kind = type(event)
             record = sessions.get(event.session)

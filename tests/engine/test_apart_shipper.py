@@ -4,11 +4,13 @@ call, and a windowed transfer in the view took twice its headless time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tftpdiag.engine import apart
 from tftpdiag.engine.apart import _Shipper
-from tftpdiag.engine.apart_wire import unpack
+from tftpdiag.engine.apart_wire import expand, unpack
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.protocol.events import Event, PacketReceived
 from tftpdiag.protocol.packets import Data, encode
@@ -26,7 +28,7 @@ def shipped(batches: list[bytes]) -> list[Event]:
     out: list[Event] = []
     for blob in batches:
         assert blob[:1] == b"E"
-        out += unpack(memoryview(blob)[1:])
+        out += expand(unpack(memoryview(blob)[1:]))
     return out
 
 
@@ -73,3 +75,33 @@ def test_a_pack_that_fails_in_the_engine_is_raised_by_the_writer(monkeypatch: py
     assert not bus.idle_tasks
     with pytest.raises(ValueError, match="cannot pack"):
         shipper.take()
+
+
+@pytest.mark.parametrize(("cpus", "shared"), [({0, 1}, 1), ({2, 5}, 5), ({0}, None), ({0, 1, 2, 3}, None)])
+def test_the_view_and_its_transfer_share_a_cpu_on_a_machine_of_two(
+        monkeypatch: pytest.MonkeyPatch, cpus: set[int], shared: int | None) -> None:
+    monkeypatch.setattr(apart.os, "sched_getaffinity", lambda pid: cpus)
+    assert apart.shared_cpu() == shared
+
+
+def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tmp_path: Path) -> None:
+    """The view spawns its transfer's process first and starts the transfer once it has drawn; a view
+    closed before then ends the process without a request ever sent."""
+    import socket
+
+    from tftpdiag.engine.client import ClientRequest
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        remote = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        assert remote._process is not None and remote._process.is_alive()
+        remote.cancel()
+        remote.join(30)
+        assert not remote._process.is_alive() and remote.wait(0) is None and remote.setup_error is None
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.recv(100)  # nothing was ever asked of the "server"
+    finally:
+        listener.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from tftpdiag.engine.apart_wire import pack, unpack
+from tftpdiag.engine.apart_wire import expand, pack, unpack
 from tftpdiag.protocol.events import Event, Note, PacketReceived, PacketSent, Progress, TransferStats
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, encode
 
@@ -35,8 +36,8 @@ def test_every_kind_of_event_comes_back_equal() -> None:
         _received(Data(5, b"abc"), encode(Data(5, b"abd"))),
         Progress(3, 2.0, 4096, None, TransferStats(4096, 0.5, 8, 9, 9, 1, 0, 0, 0, 0)),
     ]
-    assert unpack(pack(events)) == events
-    assert unpack(memoryview(b"E" + pack(events))[1:]) == events
+    assert list(expand(unpack(pack(events)))) == events
+    assert list(expand(unpack(memoryview(b"E" + pack(events))[1:]))) == events
 
 
 def test_a_data_block_crosses_once_not_twice() -> None:
@@ -56,4 +57,54 @@ def test_acks_and_blocks_cross_as_tuples_not_objects() -> None:
         batch.append(_received(Ack(n), encode(Ack(n))))
     blob = pack(batch)
     assert b"PacketSent" not in blob and b"PacketReceived" not in blob and b"Ack" not in blob
-    assert unpack(blob) == batch
+    assert list(expand(unpack(blob))) == batch
+
+
+def _routine(n: int) -> list[Event]:
+    out: list[Event] = []
+    for block in range(1, n + 1):
+        data = Data(block, os.urandom(512))
+        out.append(_received(data, encode(data)))
+        out.append(PacketSent(3, 1700000000.5 + block, LOCAL, PEER, encode(Ack(block)), Ack(block)))
+    return out
+
+
+def test_runs_arrive_in_columns_and_build_their_events_only_when_asked() -> None:
+    from array import array
+
+    from tftpdiag.protocol.events import PacketRun
+
+    events = _routine(40)
+    (run,) = unpack(pack(events))
+    assert type(run) is PacketRun and len(run) == 80 and run.session == 3 and run.time == events[0].time
+    assert run._events is None  # nothing built yet
+    assert list(run) == events and run[1] == events[1] and run[-2:] == events[-2:]
+    # The spool keeps runs as they came: packed again, they cross the same.
+    assert unpack(pack([run])) == [run]
+    # Columns that disagree are refused (a damaged spool), whatever they hold.
+    for bad in ((run.tags[:-1], run.times, run.blocks, run.sizes, run.joined),
+                (run.tags, run.times, run.blocks, run.sizes, run.joined[:-1]),
+                (run.tags, run.times, array("I", run.blocks), run.sizes, run.joined),
+                (bytes([255]) + run.tags[1:], run.times, run.blocks, run.sizes, run.joined),
+                (b"", array("d"), array("H"), array("H"), b"")):
+        try:
+            PacketRun(3, LOCAL, PEER, *bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad[0][:4]!r}")
+
+
+def test_a_trace_recorded_from_the_view_holds_the_events_of_its_runs(tmp_path: Path) -> None:
+    """A --trace of a probe in the view records the bus the runs arrive on: the file holds events."""
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.trace.jsonl import read_events
+    from tftpdiag.trace.recorder import TraceRecorder
+
+    events = _routine(30)
+    bus = EventBus()
+    recorder = TraceRecorder.open(tmp_path / "t.jsonl", bus)
+    bus.publish(unpack(pack(events)))
+    recorder.close()
+    with open(tmp_path / "t.jsonl", encoding="utf-8") as f:
+        assert list(read_events(f)) == events
+    assert recorder.events_written == len(events)

@@ -281,3 +281,51 @@ def test_the_wait_is_read_on_the_loop_s_own_thread() -> None:
     thread.start()
     thread.join(10)
     assert done.is_set() and made_on == [thread.ident]
+
+
+def _burn_until(condition: object, limit: float = 5.0) -> None:
+    """Use CPU on this thread until ``condition()`` holds (bounded by ``limit`` seconds of it)."""
+    import time
+
+    start = time.thread_time()
+    while not condition():  # type: ignore[operator]
+        sum(range(10_000))
+        assert time.thread_time() - start < limit, "the condition never held"
+
+
+def test_process_cpu_counts_what_a_process_uses_from_now_on() -> None:
+    import os
+    import threading
+
+    from tftpdiag.engine.net import ProcessCpu
+
+    used = ProcessCpu(os.getpid())
+    assert used() < 0.05  # what the process used before it was made is not counted
+    _burn_until(lambda: used() >= 0.05)
+    # A thread that ends keeps what it used.
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: _burn_until(lambda: used() >= 0.1) or done.set())
+    thread.start()
+    thread.join()
+    assert done.is_set() and used() >= 0.1
+    assert ProcessCpu(2 ** 22 + 7)() == 0.0  # no such process: nothing, no error
+
+
+def test_a_shared_cpu_s_process_is_not_counted_as_waiting() -> None:
+    """The view's CPU, which shares the transfer's on purpose, is taken out of the transfer's wait."""
+    import os
+
+    from tftpdiag.engine import net
+
+    net.share_cpu_with(os.getpid())  # this very process stands in for the view here
+    try:
+        delay = net.ThreadDelay()
+        before = delay()
+        # Burning CPU here is the "view" working: the delay read falls by what it used.
+        _burn_until(lambda: delay() < before - 0.05)
+        delay.close()
+    finally:
+        net.share_cpu_with(None)
+    plain = net.ThreadDelay()
+    assert plain() >= 0.0  # (nothing taken out once it is no longer shared)
+    plain.close()

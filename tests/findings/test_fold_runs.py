@@ -178,3 +178,40 @@ def test_record_counts_received_duplicates_and_strays_and_sees_data() -> None:
                  tx(0.5, Ack(1), Note.RETRANSMIT), rx(0.6, Ack(7), Note.STRAY), tx(0.7, Data(1, b"x"), Note.DUPLICATE)])
     assert record.data_seen and record.duplicates == 2 and record.stray == 1
     assert (record.packets_received, record.packets_sent, record.started, record.last) == (4, 4, 0.0, 0.7)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_runs_in_columns_fold_as_single_events(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transfer run apart sends its packets to the view in columns (PacketRun, engine/apart_wire.py);
+    the folds read the columns, and must leave the same state as the events one at a time."""
+    from tftpdiag.engine.apart_wire import pack, unpack
+    from tftpdiag.protocol.events import PacketRun
+    from tftpdiag.tui.model import LiveModel
+
+    events = _events(name)
+    runs: list[PacketRun] = []
+    one, batched = Analyzer(), Analyzer()
+    table_one = SessionTable(keep_packets=True)
+    model = LiveModel()  # the view's fold: its table is the batched one
+    for batch in _batches(events, seed=len(name)):
+        crossed = unpack(pack(batch))
+        runs += [item for item in crossed if type(item) is PacketRun]
+        assert batched.feed(crossed) == [f for e in batch for f in one.feed([e])]
+        changes = model.apply(crossed)
+        assert changes.ended == [r.session for e in batch for r in table_one.apply([e])]
+        for sid in {e.session for e in batch}:
+            a, b = one.state(sid), batched.state(sid)
+            assert a is not None and b is not None
+            assert _state(b) == _state(a)
+            assert _record(model.table.sessions[sid]) == _record(table_one.sessions[sid])
+    assert [_record(r, whole=True) for r in model.table] == [_record(r, whole=True) for r in table_one]
+    assert batched.finish() == one.finish()
+    assert batched.findings() == one.findings()
+    assert model.folded == len(events)
+    assert model.kept_packets == sum(len(r.packets) for r in table_one if r.packets is not None)
+    # The columns did the work: most runs were never turned into events by any fold (with loss, most
+    # hold a noted packet and go one by one; netascii's scan reads payloads).
+    unbuilt = sum(len(run) for run in runs if run._events is None)
+    assert sum(map(len, runs)) > len(events) / 3
+    if name != "netascii":
+        assert unbuilt > (0 if "lossy" in name else len(events) / 4)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import pickle
+import socket
 import threading
 from collections import deque
 from multiprocessing.connection import Connection
@@ -43,15 +45,20 @@ _IDLE_EVENTS = 256
 # "spawn": a fresh interpreter. Forking the app's process (threads running, Textual's among them) is
 # unsafe, and a rerun happens while the app runs.
 _CONTEXT = multiprocessing.get_context("spawn")
+_PIPE_BUFFER = 4 << 20  # bytes; Linux caps it at net.core.wmem_max / rmem_max (4 MiB by default)
 
 
-def _child(request: ClientRequest, session_id: int, conn: Connection) -> None:
+def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None) -> None:
     """The child process. Its stderr is the terminal the view draws on, so nothing may be printed there:
     a crash goes to the parent as text, and Ctrl-C is the parent's to handle (it cancels)."""
     import signal
     import traceback
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if view is not None:  # the view shares this process's CPU (see RemoteTransfer.prepare)
+        from tftpdiag.engine.net import share_cpu_with
+
+        share_cpu_with(view)
     try:
         _run_child(request, session_id, conn)
     except BaseException:  # noqa: BLE001 - reported to the parent, which shows it
@@ -77,6 +84,15 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
         conn.send_bytes(pickle.dumps(("setup-error", str(exc))))
+        return
+    # Ready; the transfer starts when the view says so (RemoteTransfer.start), once it has drawn.
+    try:
+        kind, _ = pickle.loads(conn.recv_bytes())
+    except (EOFError, OSError):
+        kind = "cancel"
+    if kind != "go":  # the view went (or was closed) before it started this transfer
+        transfer.close()
+        conn.send_bytes(pickle.dumps(("joined", None)))
         return
     transfer.start()
 
@@ -107,6 +123,51 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
                 return
     except (BrokenPipeError, OSError):
         transfer.cancel("the view that started this transfer went away")
+
+
+def shared_cpu() -> int | None:
+    """The CPU the view and its transfer's process share on a machine of two, else None.
+
+    Why: a lock-step transfer against a peer on this machine keeps both ends spinning, one on each
+    CPU. The view's frames, landing on either, pushed one end onto the other's CPU, and there the two
+    ends preempted each other (15,000 times in one 32 MiB transfer, measured with perf sched): the
+    transfer in the view took twice its headless time. Kept together on one CPU, the view and its
+    transfer leave the other to the peer. With more CPUs the scheduler has room: nothing is pinned."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return None
+    return max(cpus) if len(cpus) == 2 else None
+
+
+def _pin(child: int | None, cpu: int) -> None:
+    """This process's threads (those to come inherit it) and the child's main thread (its engine and
+    writer threads are started later, and inherit it) on ``cpu``. A refusal (a container's cpuset)
+    leaves things as the scheduler has them."""
+    try:
+        if child is not None:
+            os.sched_setaffinity(child, {cpu})
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), {cpu})
+    except OSError:
+        pass
+
+
+def _widen(conn: Connection) -> None:
+    """Ask for a socket buffer of _PIPE_BUFFER each way (the kernel may give less). With the default
+    (208 KiB) the child's writer waited for this side's reader at nearly every batch, waking up to take
+    the interpreter lock from the engine thread at each partial write: measured, the transfer took
+    1.18x the time it took with a buffer that held a tick's batches."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except OSError:
+        return
+    with sock:
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, _PIPE_BUFFER)
+            except OSError:
+                pass
 
 
 class _Shipper:
@@ -179,25 +240,51 @@ class RemoteTransfer:
     def create(cls, request: ClientRequest, bus: EventBus) -> RemoteTransfer:
         return cls(ClientTransfer(request, bus))
 
-    def start(self) -> RemoteTransfer:
+    def prepare(self) -> RemoteTransfer:
+        """Start the child process, which gets ready (imports, the transfer built) and waits for
+        :meth:`start`: the view spawns it first, draws while the child gets ready, then starts the
+        transfer, so that its own start-up never takes the CPU from the transfer's first blocks."""
+        if self._conn is not None:
+            return self
         parent, child = _CONTEXT.Pipe(duplex=True)
-        self._process = _CONTEXT.Process(target=_child, args=(self.request, self.session_id, child),
+        for end in (parent, child):  # room for a few ticks' batches: the child's writer need not wait
+            _widen(end)
+        cpu = shared_cpu()
+        self._process = _CONTEXT.Process(target=_child,
+                                         args=(self.request, self.session_id, child,
+                                               os.getpid() if cpu is not None else None),
                                          name=f"tftpdiag-transfer-{self.session_id}", daemon=True)
         self._process.start()
         child.close()
+        if cpu is not None:
+            _pin(self._process.pid, cpu)
         self._conn = parent
         self._reader = threading.Thread(target=self._read, name=f"apart-reader-{self.session_id}", daemon=True)
         self._reader.start()
         return self
 
+    def start(self) -> RemoteTransfer:
+        """Run the transfer (spawning its process first, if :meth:`prepare` has not)."""
+        self.prepare()
+        assert self._conn is not None
+        try:
+            self._conn.send_bytes(pickle.dumps(("go", None)))
+        except (BrokenPipeError, OSError):
+            pass  # the child has ended already: its reader says why
+        return self
+
     def _read(self) -> None:
         assert self._conn is not None
-        publish = self.bus.publish
+        bus = self.bus
+        publish = bus.publish
         try:
             while True:
                 message = self._conn.recv_bytes()
                 if message[:1] == b"E":  # a batch of events (apart_wire.py); anything else is a pickle
                     publish(unpack(memoryview(message)[1:]))
+                    # This thread's gaps between batches stand in for the engine's waits, which are the
+                    # child's: tasks lent those (engine/bus.py) run here.
+                    bus.idle()
                     continue
                 kind, value = pickle.loads(message)
                 if kind == "outcome":

@@ -20,11 +20,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import repeat, starmap
 
-from tftpdiag.protocol.events import Event, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Event, PacketReceived, PacketRun, PacketSent
 
 __all__ = ["EventBus", "Subscription"]
 
-_PACKET_EVENTS = (PacketSent, PacketReceived)
+_PACKET_EVENTS = (PacketSent, PacketReceived, PacketRun)  # a sampled subscription keeps the newest few
 
 
 class Subscription:

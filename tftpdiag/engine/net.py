@@ -14,7 +14,8 @@ from typing import Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["BUSY_POLL", "BusyPoll", "ThreadDelay", "receive_timeout_setter", "resolve", "udp_socket", "normalise",
+__all__ = ["BUSY_POLL", "BusyPoll", "ThreadDelay", "ProcessCpu", "share_cpu_with",
+           "receive_timeout_setter", "resolve", "udp_socket", "normalise",
            "errored_destination", "describe_errno", "ResolveError"]
 
 # Not exported by the socket module; the values are Linux's.
@@ -63,22 +64,76 @@ _PAUSE_MIN, _PAUSE_MAX = 0.25, 4.0
 
 class ThreadDelay:
     """The total time the calling thread has waited, runnable, for a CPU (seconds): the run_delay of
-    Linux's /proc/thread-self/schedstat. Made on the thread it measures; raises OSError where there is
-    no such file (not Linux, or a kernel without schedstats)."""
+    Linux's /proc/thread-self/schedstat, less the CPU time of the process :func:`share_cpu_with` named,
+    if any. Made on the thread it measures; raises OSError where there is no such file (not Linux, or a
+    kernel without schedstats)."""
 
-    __slots__ = ("_fd",)
+    __slots__ = ("_fd", "_shared")
 
     def __init__(self) -> None:
         self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        self._shared = ProcessCpu(_SHARED_WITH) if _SHARED_WITH is not None else None
 
     def __call__(self) -> float:
         try:
-            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+            delay = int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
         except (OSError, ValueError, IndexError):
             return 0.0
+        return delay - self._shared() if self._shared is not None else delay
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+class ProcessCpu:
+    """The CPU time (seconds) the threads of process ``pid`` have used since this was made, from each
+    thread's /proc schedstat (nanoseconds; /proc/PID/stat counts in 10 ms ticks, too coarse for the
+    50 ms spans the delay is judged over). A thread that ends keeps what it used; nothing raises."""
+
+    __slots__ = ("_tasks", "_last", "_total")
+
+    def __init__(self, pid: int) -> None:
+        self._tasks = f"/proc/{pid}/task"
+        self._last: dict[str, int] = {}
+        self._total = 0
+        self()
+        self._total = 0  # what the threads used before: not counted
+
+    def __call__(self) -> float:
+        try:
+            tids = os.listdir(self._tasks)
+        except OSError:
+            return self._total / 1e9  # the process has ended
+        last, now = self._last, {}
+        for tid in tids:
+            try:
+                with open(f"{self._tasks}/{tid}/schedstat", "rb") as f:
+                    used = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            now[tid] = used
+            self._total += max(used - last.get(tid, 0), 0)
+        self._last = now
+        return self._total / 1e9
+
+
+# A process whose threads share this process's CPU (share_cpu_with): its CPU time is not contention.
+_SHARED_WITH: int | None = None
+
+
+def share_cpu_with(pid: int | None) -> None:
+    """Tell this process's spinning loops that the process ``pid`` runs on the same CPU as they do, on
+    purpose, and that the time it keeps them waiting is not contention to give way to (see _DELAYED).
+
+    Why: the full-screen view runs its transfer apart (engine/apart.py) and, on a 2-core machine, on
+    the same CPU as itself, so that a lock-step peer on the other keeps a CPU of its own (otherwise the
+    view's frames pushed one spinning end onto the other's CPU, where the two then preempted each other
+    15,000 times in a 32 MiB transfer: measured with perf sched). But every frame of the view then
+    keeps the transfer's thread waiting for a moment, which looked like a CPU-bound neighbour and
+    paused spinning for 0.25-2 s three to six times a transfer. Counted out, a frame costs the
+    transfer the CPU it takes and no more."""
+    global _SHARED_WITH
+    _SHARED_WITH = pid
 
 
 def _thread_delay() -> ThreadDelay | None:

@@ -36,6 +36,7 @@ from tftpdiag.protocol.events import (
     Impaired,
     OptionsNegotiated,
     PacketReceived,
+    PacketRun,
     PacketSent,
     PeerLocked,
     Progress,
@@ -108,14 +109,18 @@ class Analyzer:
         """Fold events in; returns the findings that are new or changed because of them."""
         return self.feed_runs(packet_runs(events))
 
-    def feed_runs(self, runs: list[list[Event]]) -> list[Finding]:
+    def feed_runs(self, runs: list[Sequence[Event]]) -> list[Finding]:
         """:meth:`feed`, for events already split by :func:`tftpdiag.packetruns.packet_runs`."""
         out = self._out = []
         states = self._states
         dispatch = self._dispatch
         for chunk in runs:
+            if type(chunk) is PacketRun:  # a run in columns (from a transfer run apart): read as columns
+                s = states.get(chunk.session)
+                if s is not None and fd.on_columns(s, chunk):
+                    continue
             # A run of one session's DATA and ACKs, most of a transfer, is folded in one loop when it can be.
-            if len(chunk) >= _RUN_MIN:
+            elif len(chunk) >= _RUN_MIN:
                 s = states.get(chunk[0].session)
                 if s is not None and fd.on_run(s, chunk):  # type: ignore[arg-type]  # a run: packets only
                     continue

@@ -14,12 +14,15 @@ from tftpdiag.findings.model import describe
 from tftpdiag.findings.netascii_scan import scan
 from tftpdiag.findings.session_state import LOG_CAP, QUICK, RTT_WAITING, SessionState
 from tftpdiag.protocol.events import (
+    RUN_ACK,
+    RUN_RECEIVED,
     CaptureGap,
     Completed,
     Failed,
     Note,
     OptionsNegotiated,
     PacketReceived,
+    PacketRun,
     PacketSent,
     PeerLocked,
     Progress,
@@ -118,6 +121,19 @@ def on_run(s: SessionState, run: Sequence[PacketReceived | PacketSent]) -> bool:
                 return False
             fresh = t = ev.time
             ours_block = q.block
+    _store_run(s, received, len(run) - received, pos, moved_t, ours_block, fresh, t, samples)
+    if s.scan:
+        for ev in run:
+            p = ev.packet
+            if type(p) is Data:
+                scan(s, p.payload, p.block)
+    return True
+
+
+def _store_run(s: SessionState, received: int, sent: int, pos: int | None, moved_t: float | None,
+               ours_block: int | None, fresh: float | None, t: float, samples: list[float]) -> None:
+    """What a run of ordinary packets changes (on_run, on_columns): stored once, for the whole run."""
+    receiver = s.receiver
     if received:
         if receiver:
             s.data_rx += received
@@ -126,11 +142,11 @@ def on_run(s: SessionState, run: Sequence[PacketReceived | PacketSent]) -> bool:
         s.pos = pos
         s.last_move = moved_t
         s.episode_open = False
-    if received != len(run):
+    if sent:
         if receiver:
             s.ack_tx = ours_block
         else:
-            s.data_tx += len(run) - received
+            s.data_tx += sent
     s.fresh_t = fresh
     s.last_time = t
     if samples:
@@ -138,11 +154,47 @@ def on_run(s: SessionState, run: Sequence[PacketReceived | PacketSent]) -> bool:
         waiting += samples
         if len(waiting) >= RTT_WAITING:
             s.smooth_rtt()
-    if s.scan:
-        for ev in run:
-            p = ev.packet
-            if type(p) is Data:
-                scan(s, p.payload, p.block)
+
+
+# The tags (protocol/events.py) of a run on_columns takes, by the session's side: the peer's packet and
+# ours, each DATA or ACK as the transfer's direction has it, neither with a note.
+_RECEIVER_TAGS = bytes((RUN_RECEIVED, RUN_ACK))  # their DATA, our ACK
+_SENDER_TAGS = bytes((RUN_RECEIVED | RUN_ACK, 0))  # their ACK, our DATA
+
+
+def on_columns(s: SessionState, run: PacketRun) -> bool:
+    """:func:`on_run` for a run in columns (from a transfer run apart): the same test of every packet
+    and the same updates, read from the run's tags, times and blocks without an event built. Returns
+    False, having changed nothing, where on_run would (then the caller folds the run's events)."""
+    receiver = s.receiver
+    tags = run.tags
+    if receiver:
+        if not s.data_rx:
+            return False
+        ours = RUN_ACK
+    else:
+        if not (s.acks_rx and s.data_tx):
+            return False
+        ours = 0
+    if s.scan or tags.strip(_RECEIVER_TAGS if receiver else _SENDER_TAGS):
+        return False  # a netascii scan reads payloads; any other packet needs a second look
+    fresh = s.fresh_t
+    samples: list[float] = []
+    received = 0
+    moved_t = pos = ours_block = None
+    t = 0.0
+    for tag, t, block in zip(tags, run.times, run.blocks, strict=True):  # noqa: B007 - t is kept
+        if tag == ours:
+            fresh = t
+            ours_block = block
+        else:
+            received += 1
+            pos = block
+            moved_t = t
+            if fresh is not None:
+                samples.append(t - fresh)
+                fresh = None
+    _store_run(s, received, len(tags) - received, pos, moved_t, ours_block, fresh, t, samples)
     return True
 
 

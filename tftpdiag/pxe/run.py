@@ -188,10 +188,10 @@ class HeadGrabber:
     engine's waits from a subscription that holds only the newest few packets."""
 
     def __init__(self, bus: Any) -> None:
-        from tftpdiag.protocol.events import PacketReceived
+        from tftpdiag.protocol.events import PacketReceived, PacketRun
         from tftpdiag.protocol.packets import Data
 
-        self._kinds = (PacketReceived, Data)
+        self._kinds = (PacketReceived, Data, PacketRun)  # a transfer run apart sends its packets in runs
         self.head = b""
         self._bus = bus
         self._sub = bus.subscribe(packet_window=16)
@@ -199,8 +199,15 @@ class HeadGrabber:
         bus.on_idle(self._task)
 
     def _look(self) -> None:
-        received, data = self._kinds
-        for event in self._sub.drain(16):
+        received, data, run = self._kinds
+        events = []
+        for item in self._sub.drain(16):
+            if isinstance(item, run):
+                if 1 in item.blocks:  # only a run with block 1 in it is worth its events
+                    events += item.events()
+            else:
+                events.append(item)
+        for event in events:
             packet = getattr(event, "packet", None)
             if isinstance(event, received) and isinstance(packet, data) and packet.block == 1 and not self.head:
                 self.head = bytes(packet.payload[:HEAD_BYTES])

@@ -73,6 +73,8 @@ def _plain(value: Any) -> Any:
 
 
 def event_to_dict(event: ev.Event, snaplen: int | None = None) -> dict[str, Any]:
+    if isinstance(event, ev.PacketRun):  # the form a view keeps; a file holds its events (apart_wire.expand)
+        raise TypeError("a PacketRun is written as its events")
     out: dict[str, Any] = {"t": event.time, "session": event.session, "event": KIND[type(event)]}
     for f in fields(event):
         name = f.name

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tftpdiag.engine.bus import EventBus, Subscription
-from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, PacketRun, PacketSent
 from tftpdiag.trace.jsonl import JsonlWriter
 from tftpdiag.trace.pcap import PcapWriter
 
@@ -26,6 +26,9 @@ class TraceSetupError(Exception):
 
 
 class EventWriter(Protocol):
+    """Writes events to a file. A PacketRun reaches ``write`` whole only if the writer's class sets
+    ``takes_runs``; otherwise the recorder writes its events one by one."""
+
     def write(self, event: Event) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
@@ -151,10 +154,17 @@ class TraceRecorder:
             write = self._writer.write
             events = self._sub.drain()
             only = self._only
+            takes_runs = getattr(self._writer, "takes_runs", False)
+            written = len(events)
             for event in events:
                 if only is None or only(event.session):
-                    write(event)
-            self.events_written += len(events)
+                    if type(event) is PacketRun and not takes_runs:  # a file holds the events themselves
+                        for one in event:
+                            write(one)
+                        written += len(event) - 1
+                    else:
+                        write(event)
+            self.events_written += written
 
     def flush(self) -> None:
         """Write everything published so far to disk (for saving a copy mid-run)."""

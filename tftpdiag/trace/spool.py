@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tftpdiag.engine.apart_wire import pack, unpack
+from tftpdiag.engine.apart_wire import expand, pack, unpack
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.protocol.events import Event
+from tftpdiag.protocol.events import Event, PacketRun
 from tftpdiag.trace.jsonl import KIND
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_events
 
@@ -44,17 +44,20 @@ class SpoolWriter:
     spool, said in ``failure``, and never raises into the recorder's thread: what was written stays good.
     """
 
+    takes_runs = True  # a PacketRun is kept as it came, in columns (see TraceRecorder)
+
     def __init__(self, path: Path) -> None:
         self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
         self._pending: list[Event] = []
+        self._pending_events = 0  # events in _pending, a PacketRun's counted each
         self._end = 0  # bytes written to the file object, all whole batches
         self.whole = 0
         self.failure: str | None = None
 
     def write(self, event: Event) -> None:
-        pending = self._pending
-        pending.append(event)
-        if len(pending) >= BATCH:
+        self._pending.append(event)
+        self._pending_events += len(event) if type(event) is PacketRun else 1
+        if self._pending_events >= BATCH:
             self._append()
 
     def _append(self) -> None:
@@ -62,6 +65,7 @@ class SpoolWriter:
         if not batch:
             return
         self._pending = []
+        self._pending_events = 0
         if self.failure is not None:
             return
         blob = pack(batch)
@@ -126,10 +130,10 @@ class SpoolReader:
                 batch = unpack(blob)
             except Exception:  # noqa: BLE001 - damaged bytes can fail in any way pickle can
                 batch = None
-            if batch is None or not all(type(event) in KIND for event in batch):
+            if batch is None or not all(type(event) in KIND or type(event) is PacketRun for event in batch):
                 self.problem = "a batch in it is damaged"
                 return
-            yield from batch
+            yield from expand(batch)
 
 
 class Spool:

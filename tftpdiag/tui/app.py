@@ -32,11 +32,13 @@ __all__ = ["TftpDiagApp", "Feed", "RecordedFeed", "ProbeControl", "Mode"]
 Mode = Literal["probe", "serve", "demo", "trace", "watch"]
 TICK = 1 / 15  # redraws a second, at most
 # The view's share of its thread's CPU, at most: a tick that (with the frame Textual composed after the
-# last one) took 30 ms of CPU waits 120 ms before the next. A 200x55 view of a fast transfer took 30 ms
+# last one) took 30 ms of CPU waits 300 ms before the next. A 200x55 view of a fast transfer took 30 ms
 # a frame here, so at 15 frames a second it kept nearly half a core busy: taken from the transfer it
-# shows (a lock-step pair needs both cores of a 2-core machine) or from the engine's interpreter
-# (serve). Frames slow down where they are dear, on a slow or busy machine, and only there.
-DUTY = 0.25
+# shows (a lock-step pair needs both cores of a 2-core machine, and on one the view shares its
+# transfer's CPU: engine/apart.py) or from the engine's interpreter (serve). Frames slow down where
+# they are dear, on a slow or busy machine, and only there. A quarter, as this was, left a lock-step
+# download in the view 1.39x its headless time; a tenth, 1.15x (9 interleaved rounds, 32 MiB).
+DUTY = 0.1
 SLOWEST_TICK = 1.0  # but a live view moves at least once a second
 # Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
 # The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
@@ -61,6 +63,7 @@ class RecordedFeed:
 class ProbeControl(Protocol):
     """What the app may ask of the probe it shows."""
 
+    def start(self) -> None: ...
     def current_session(self) -> int | None: ...
     def rerun(self) -> None: ...
     def cancel(self) -> None: ...
@@ -168,6 +171,11 @@ class TftpDiagApp(TickedApp):
         self.refresh_now()
         if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
+        if self.probe is not None:
+            # Once the first frame is drawn: mounting and laying out the screen takes a few hundred ms
+            # of this process's CPU, which, taken from a transfer's first blocks, made a lock-step
+            # download in the view 0.3 s longer than headless (measured).
+            self.call_after_refresh(self.probe.start)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "serve-tab":

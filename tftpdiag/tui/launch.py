@@ -36,9 +36,18 @@ class ClientProbe:
         self.bus = bus
         self.extra = extra
         self.transfer = transfer
+        self.started = False
+
+    def prepare(self) -> None:
+        """Get a transfer run apart ready (its process spawned) without starting it."""
+        if isinstance(self.transfer, RemoteTransfer):
+            self.transfer.prepare()
 
     def start(self) -> None:
-        self.transfer.start()
+        """Start the transfer; once only (the app starts it after its first frame, a caller may have)."""
+        if not self.started:
+            self.started = True
+            self.transfer.start()
 
     def current_session(self) -> int | None:
         return self.transfer.session_id
@@ -50,6 +59,7 @@ class ClientProbe:
         except TransferSetupError:
             return
         self.transfer = (RemoteTransfer(fresh) if isinstance(self.transfer, RemoteTransfer) else fresh).start()
+        self.started = True
 
     def cancel(self) -> None:
         self.transfer.cancel()
@@ -107,7 +117,8 @@ def _run(app: TftpDiagApp) -> int | None:
 
 def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]],
                apart: bool = True) -> tuple[TftpDiagApp, ClientProbe, Spool]:
-    """The probe's app with every reader subscribed, and then the probe started."""
+    """The probe's app with every reader subscribed, and the probe made ready: the app starts it once
+    its first frame is drawn (see TftpDiagApp.on_mount)."""
     # Lossless: every packet goes into the session's record (the packet table shows them all), and the
     # findings read the same events.
     feed = bus.subscribe()
@@ -118,7 +129,7 @@ def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[Clie
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
                       impair=str(impair) if impair is not None else "")
-    probe.start()
+    probe.prepare()
     return app, probe, spool
 
 
@@ -178,7 +189,7 @@ def run_watch_app(watcher: Watcher, bus: EventBus) -> int:
 
 
 def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tuple[TftpDiagApp, ClientProbe, Spool]:
-    """The demo's app with every reader subscribed; the caller starts the server, then the probe."""
+    """The demo's app with every reader subscribed; the caller starts the server, the app its probe."""
     feed = bus.subscribe()  # lossless, as for the probe
     # The demo's server sees every datagram its probe sees; the spool keeps the probe's view.
     spool = Spool(bus, only=lambda session: not server.owns(session))
@@ -192,9 +203,8 @@ def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) ->
     app, probe, spool = demo_app(server, transfer, bus)
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
-    probe.start()
     try:
-        code = _run(app)
+        code = _run(app)  # which starts the probe once its first frame is drawn
     finally:
         probe.cancel()
         server.stop()

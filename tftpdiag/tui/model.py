@@ -24,6 +24,7 @@ from tftpdiag.protocol.events import (
     Event,
     Failed,
     PacketReceived,
+    PacketRun,
     PacketSent,
     RequestRefused,
     Retransmit,
@@ -143,8 +144,8 @@ def _shown_fields(obj: Any) -> Any:
 
 def shown(event: Event) -> Event:
     """The event with every string in it printable and bounded (the same event when it already was)."""
-    if type(event) is PacketSent:
-        return event  # addresses and the packet only: packetlog.describe escapes what the packet quotes
+    if type(event) is PacketSent or type(event) is PacketRun:
+        return event  # addresses and packets only: packetlog.describe escapes what a packet quotes
     if type(event) is PacketReceived:
         detail = event.detail
         return event if not detail or detail.isprintable() else replace(event, detail=clean(detail))
@@ -192,6 +193,7 @@ class LiveModel:
         touched = changes.sessions
         last_sid = None
         packets = 0
+        in_runs = 0  # packets in PacketRuns beyond one each: folded counts events
         for event in events_list:
             sid = event.session
             if sid != last_sid:
@@ -210,6 +212,10 @@ class LiveModel:
             if cls is PacketSent or cls is PacketReceived:
                 packets += 1  # already in the record's log: the table folded it
                 continue
+            if type(event) is PacketRun:
+                packets += len(event)
+                in_runs += len(event) - 1
+                continue
             # The rare kinds: type(event) written out so that mypy narrows the event by it.
             if cls is Retransmit:
                 views[sid].marks.append((event.time, "retransmit"))
@@ -225,7 +231,7 @@ class LiveModel:
                 self.problems.append(text)
                 changes.problems.append(text)
         self.kept_packets += packets
-        self.folded += len(events_list)
+        self.folded += len(events_list) + in_runs
         changes.ended = [record.session for record in ended]
         for record in ended:
             self.unfinished.pop(record.session, None)
