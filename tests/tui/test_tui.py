@@ -541,3 +541,46 @@ async def test_the_app_starts_its_probe_once_its_first_frame_is_drawn() -> None:
             await pilot.pause(0.01)
         await pilot.pause()
         assert len(starts) == 1 and starts[0] >= 1
+
+
+async def test_a_tick_of_a_running_transfer_lays_nothing_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A layout lays out and repaints the whole screen: asked for at every tick (by the header's figures,
+    the packet table's growing length, the unchanged options), it was half of a 200x55 frame's CPU, and
+    the view shares its CPU with the transfer it shows. Once the screen is up, a tick repaints what moved."""
+    import random
+
+    from textual.widget import Widget
+
+    from tests.support.simnet import run_transfer
+    from tftpdiag.protocol.events import Completed
+
+    events = [e for e in run_transfer("read", random.Random(3).randbytes(400_000),
+                                      options=RequestedOptions(blksize=1468, tsize=True)).events if e.session == 1]
+    running = [e for e in events if not isinstance(e, Completed)]
+    feed = PushFeed()
+    now = [running[0].time]  # the simulated transfer's own clock: no stall at the real one
+    app = TftpDiagApp(mode="probe", feed=feed, label="x", tick=None, clock=lambda: now[0])
+    asked: list[str] = []
+    refresh = Widget.refresh
+
+    def recording(self: Widget, *regions: Any, **kwargs: Any) -> Any:
+        if kwargs.get("layout"):
+            asked.append(f"{type(self).__name__}#{self.id}.{'.'.join(self.classes)}")
+        return refresh(self, *regions, **kwargs)
+
+    async with app.run_test(size=(200, 55)) as pilot:
+        feed.pending = running[:300]
+        now[0] = running[299].time
+        app.refresh_now()
+        await pilot.pause()
+        monkeypatch.setattr(Widget, "refresh", recording)
+        for step in range(300, len(running), 100):
+            feed.pending = running[step:step + 100]
+            now[0] = feed.pending[-1].time
+            app.refresh_now()
+            await pilot.pause()
+        assert asked == []
+        view = app.model.view(1)
+        assert view is not None and len(view.log) == sum(1 for e in running if hasattr(e, "raw"))
+        rows = app.query_one(PacketList)
+        assert rows.scroll_y == rows.max_scroll_y > 0  # still following the newest packet

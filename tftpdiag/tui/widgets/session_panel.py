@@ -8,7 +8,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import events
@@ -113,6 +113,32 @@ def _options_lines(record: SessionRecord) -> Text:
     return text
 
 
+def _set_title(widget: Widget, name: str, title: str) -> None:
+    """Set a border title only when it changes: setting one repaints the widget, and a tick sets each."""
+    key = "_shown_" + name
+    if getattr(widget, key, None) != title:
+        setattr(widget, key, title)
+        setattr(widget, name, title)
+
+
+def _update(widget: Static, content: RenderableType, key: object, height: object = None) -> None:
+    """``widget.update(content)`` unless ``key`` says it shows that already, and without the layout (a
+    repaint of the whole screen) when ``height`` says it takes the same lines: each tick of a transfer
+    changes the header's figures, seldom its height, and the outcome's words seldom at all."""
+    if getattr(widget, "_shown_key", None) == key:
+        return
+    same_height = height is not None and getattr(widget, "_shown_height", None) == height
+    widget._shown_key = key  # type: ignore[attr-defined]
+    widget._shown_height = height  # type: ignore[attr-defined]
+    widget.update(content, layout=not same_height)
+
+
+def _lines(text: Text, width: int) -> tuple[int, int]:
+    """(lines ``text`` takes at ``width``, the width): a header that keeps it keeps its height."""
+    width = max(width, 1)
+    return sum(-(-max(len(part), 1) // width) for part in text.plain.split("\n")), width
+
+
 class OptionsPanel(Widget):
     """Chooses the table or the one-line-per-option form from its own width at each render."""
 
@@ -123,8 +149,15 @@ class OptionsPanel(Widget):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.record: SessionRecord | None = None
+        self._shown: tuple[object, ...] = ()
 
     def show(self, record: SessionRecord) -> None:
+        # What options_table reads, compared first: a refresh with layout lays out and repaints the
+        # whole screen (half a frame's CPU, measured), and during a transfer none of this changes.
+        shown = (record, record.role, record.requested, record.retried, record.negotiated, record.finished)
+        if len(shown) == len(self._shown) and all(a is b for a, b in zip(shown, self._shown, strict=True)):
+            return
+        self._shown = shown
         self.record = record
         self.refresh(layout=True)
 
@@ -262,8 +295,8 @@ class SessionPanel(Vertical):
             title += f" · {log.forgotten:,} older packets forgotten to bound memory"
         if paused:
             title += " · PAUSED (p to resume)"
-        packets.border_title = title
-        packets.border_subtitle = "/ find or block no. · home/end · pgup/pgdn"
+        _set_title(packets, "border_title", title)
+        _set_title(packets, "border_subtitle", "/ find or block no. · home/end · pgup/pgdn")
         if not paused:
             self.query_one(PacketList).set_source(log, positions, view.started)
 
@@ -280,19 +313,21 @@ class SessionPanel(Vertical):
         if view is not self._view:
             self.search, self._matches = "", None
         self._view, self._flt = view, flt
-        header.update(self._header(record, now, paused))
+        text = self._header(record, now, paused)
+        _update(header, text, text, _lines(text, header.content_size.width))
         self.query_one(OptionsPanel).show(record)
         self.query_one(RateGraph).show(view, now)
         self._show_packets(view, flt, paused)
-        self.query_one("#summary", Static).update(self._summary(record, findings))
+        lines = self._summary(record, findings)
+        _update(self.query_one("#summary", Static), Group(*lines), lines)
         outcome = self.query_one("#outcome")
-        outcome.border_title = f"Outcome · {_findings_count(findings)}"
+        _set_title(outcome, "border_title", f"Outcome · {_findings_count(findings)}")
         self.call_after_refresh(self._scroll_hint)
 
     def _scroll_hint(self) -> None:
         # After the layout: only then is it known whether the outcome is taller than its box.
         outcome = self.query_one("#outcome")
-        outcome.border_subtitle = "scrolls: tab here, ↑↓" if outcome.max_scroll_y > 0 else ""
+        _set_title(outcome, "border_subtitle", "scrolls: tab here, ↑↓" if outcome.max_scroll_y > 0 else "")
 
     def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
         text = Text(" ")
@@ -318,7 +353,7 @@ class SessionPanel(Vertical):
             text.append(f" ⚠ impaired here by --impair {self.impair} (not the network) ", style="bold black on yellow")
         return text
 
-    def _summary(self, record: SessionRecord, findings: Sequence[Finding] = ()) -> Group | Text:
+    def _summary(self, record: SessionRecord, findings: Sequence[Finding] = ()) -> list[Text]:
         result = record.result
         lines: list[Text] = []
         if isinstance(result, Completed):
@@ -344,4 +379,4 @@ class SessionPanel(Vertical):
             if finding.suggestion and finding.severity != "info":
                 line.append(f"  → {finding.suggestion}", style="dim")
             lines.append(line)
-        return Group(*lines)
+        return lines
