@@ -66,7 +66,7 @@ def test_a_pack_that_fails_in_the_engine_is_raised_by_the_writer(monkeypatch: py
     bus = EventBus()
     shipper = _Shipper(bus, bus.subscribe())
 
-    def broken(events: list[Event]) -> bytes:
+    def broken(events: list[Event], store: object = None) -> bytes:
         raise ValueError("cannot pack")
 
     monkeypatch.setattr(apart, "pack", broken)

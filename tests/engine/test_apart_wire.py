@@ -108,3 +108,68 @@ def test_a_trace_recorded_from_the_view_holds_the_events_of_its_runs(tmp_path: P
     with open(tmp_path / "t.jsonl", encoding="utf-8") as f:
         assert list(read_events(f)) == events
     assert recorder.events_written == len(events)
+
+
+def test_with_a_store_the_datagrams_stay_in_a_file_and_are_read_back_when_asked(tmp_path: Path) -> None:
+    from tftpdiag.engine.apart_wire import DatagramStore, StoredDatagrams
+
+    events = _routine(40)
+    store = DatagramStore(str(tmp_path / "d.bin"))
+    blob = pack(events, store)
+    assert len(blob) < 2_000  # 40 blocks of 512 bytes did not cross
+    (run,) = unpack(blob)
+    assert isinstance(run.joined, StoredDatagrams) and run.joined.length == sum(run.sizes)
+    assert list(run) == events
+    more = _routine(3)
+    (second,) = unpack(pack(more, store))  # appended after the first
+    assert isinstance(second.joined, StoredDatagrams) and second.joined.offset == run.joined.length
+    assert list(second) == more and list(expand(unpack(pack([run, second])))) == events + more
+    # A store that cannot take more turns itself off: the datagrams cross, nothing is lost.
+    store.close()
+    (inline,) = unpack(pack(events, store))
+    assert isinstance(inline.joined, bytes) and list(inline) == events
+    # Datagrams that are gone are said to be, not made up.
+    (tmp_path / "d.bin").write_bytes(b"")
+    from tftpdiag.engine import apart_wire
+    apart_wire._READERS.pop(str(tmp_path / "d.bin"), None)
+    (lost,) = unpack(pack([run]))
+    try:
+        list(lost)
+    except ValueError as exc:
+        assert "not all there" in str(exc)
+    else:
+        raise AssertionError("datagrams read from an empty store")
+
+
+def test_a_store_takes_runs_longer_than_one_writev(tmp_path: Path) -> None:
+    from tftpdiag.engine.apart_wire import DatagramStore, StoredDatagrams
+
+    events = _routine(1500)  # 3,000 datagrams: more than IOV_MAX buffers
+    store = DatagramStore(str(tmp_path / "d.bin"))
+    (run,) = unpack(pack(events, store))
+    assert isinstance(run.joined, StoredDatagrams) and list(run) == events
+
+
+def test_the_spool_saves_stored_runs_and_says_when_their_datagrams_are_gone(tmp_path: Path) -> None:
+    from tftpdiag.engine.apart_wire import DatagramStore
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.trace.jsonl import read_events
+    from tftpdiag.trace.spool import Spool
+
+    events = _routine(50)
+    store = DatagramStore(str(tmp_path / "d.bin"))
+    bus = EventBus()
+    spool = Spool(bus)
+    try:
+        bus.publish(unpack(pack(events, store)))
+        message = spool.save(tmp_path / "saved.jsonl")
+        assert message == f"saved {len(events)} events to {tmp_path / 'saved.jsonl'}"
+        with open(tmp_path / "saved.jsonl", encoding="utf-8") as f:
+            assert list(read_events(f)) == events
+        (tmp_path / "d.bin").write_bytes(b"")  # the datagrams gone (nothing does this but a test)
+        from tftpdiag.engine import apart_wire
+        apart_wire._READERS.pop(str(tmp_path / "d.bin"), None)
+        message = spool.save(tmp_path / "again.jsonl")
+        assert "could not be read" in message and "not all there" in message, message
+    finally:
+        spool.close()

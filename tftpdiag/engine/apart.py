@@ -21,17 +21,20 @@ session_id, start, cancel, wait, join).
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import multiprocessing
 import os
 import pickle
+import shutil
 import socket
+import tempfile
 import threading
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tftpdiag.engine.apart_wire import pack, unpack
+from tftpdiag.engine.apart_wire import DatagramStore, pack, unpack
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 
@@ -48,7 +51,8 @@ _CONTEXT = multiprocessing.get_context("spawn")
 _PIPE_BUFFER = 4 << 20  # bytes; Linux caps it at net.core.wmem_max / rmem_max (4 MiB by default)
 
 
-def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None) -> None:
+def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None,
+           store: str | None = None) -> None:
     """The child process. Its stderr is the terminal the view draws on, so nothing may be printed there:
     a crash goes to the parent as text, and Ctrl-C is the parent's to handle (it cancels)."""
     import signal
@@ -60,7 +64,7 @@ def _child(request: ClientRequest, session_id: int, conn: Connection, view: int 
 
         share_cpu_with(view)
     try:
-        _run_child(request, session_id, conn)
+        _run_child(request, session_id, conn, store)
     except BaseException:  # noqa: BLE001 - reported to the parent, which shows it
         try:
             conn.send_bytes(pickle.dumps(("crashed", traceback.format_exc(limit=8))))
@@ -68,7 +72,7 @@ def _child(request: ClientRequest, session_id: int, conn: Connection, view: int 
             pass
 
 
-def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> None:
+def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_path: str | None = None) -> None:
     """Run the transfer, send its events in batches, then its outcome."""
     import gc
     import sys
@@ -79,7 +83,13 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
     gc.set_threshold(*GC_THRESHOLD)
     bus = EventBus()
     bus._ids = itertools.count(session_id)  # the session id the parent gave it
-    shipper = _Shipper(bus, bus.subscribe())
+    store = None
+    if store_path is not None:
+        try:
+            store = DatagramStore(store_path)
+        except OSError:
+            pass  # the datagrams cross the pipe instead
+    shipper = _Shipper(bus, bus.subscribe(), store)
     try:
         transfer = ClientTransfer(request, bus)
     except TransferSetupError as exc:
@@ -123,6 +133,25 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection) -> Non
                 return
     except (BrokenPipeError, OSError):
         transfer.cancel("the view that started this transfer went away")
+
+
+_STORES: list[str] = []  # this process's directory of datagram stores, once made
+
+
+def _store_path() -> str | None:
+    """A new file for a child's datagrams (engine/apart_wire.py), in a directory only this user can
+    read, removed when this process exits: the runs a view keeps (and its save spool) read them back
+    for as long as it runs. None where no such directory can be made (the datagrams then cross)."""
+    if not _STORES:
+        try:
+            _STORES.append(tempfile.mkdtemp(prefix="tftpdiag-datagrams-"))
+        except OSError:
+            return None
+        atexit.register(shutil.rmtree, _STORES[0], True)
+    return os.path.join(_STORES[0], f"run-{next(_STORE_NAMES)}.bin")
+
+
+_STORE_NAMES = itertools.count(1)
 
 
 def shared_cpu() -> int | None:
@@ -175,9 +204,10 @@ class _Shipper:
     writer's on its tick. Whoever comes first takes what is there; the engine never waits for the lock,
     it skips its turn. Packed batches wait in order for the writer, which alone touches the pipe."""
 
-    def __init__(self, bus: EventBus, sub: Subscription) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, store: DatagramStore | None = None) -> None:
         self._bus = bus
         self._sub = sub
+        self._store = store
         self._pending = sub.pending  # asked at every engine wait
         self._lock = threading.Lock()
         self._packed: deque[bytes] = deque()
@@ -189,7 +219,7 @@ class _Shipper:
     def _idle(self) -> None:
         if self._pending() >= _IDLE_MIN and self._error is None and self._lock.acquire(blocking=False):
             try:
-                self._packed.append(b"E" + pack(self._sub.drain(_IDLE_EVENTS)))
+                self._packed.append(b"E" + pack(self._sub.drain(_IDLE_EVENTS), self._store))
                 self._engine_packs += 1
             except Exception as exc:  # noqa: BLE001 - raised by the writer's thread, at its next take
                 self._error = exc
@@ -208,7 +238,7 @@ class _Shipper:
             if everything or not self._engine_packs or self._pending() >= _IDLE_EVENTS:
                 events = self._sub.drain()
                 if events:
-                    self._packed.append(b"E" + pack(events))
+                    self._packed.append(b"E" + pack(events, self._store))
             self._engine_packs = 0
             out = list(self._packed)
             self._packed.clear()
@@ -252,7 +282,7 @@ class RemoteTransfer:
         cpu = shared_cpu()
         self._process = _CONTEXT.Process(target=_child,
                                          args=(self.request, self.session_id, child,
-                                               os.getpid() if cpu is not None else None),
+                                               os.getpid() if cpu is not None else None, _store_path()),
                                          name=f"tftpdiag-transfer-{self.session_id}", daemon=True)
         self._process.start()
         child.close()

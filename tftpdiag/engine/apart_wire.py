@@ -15,14 +15,22 @@ in its place.
 :func:`unpack` gives the runs back as PacketRun objects, not as an event each: the view's side folds
 their columns (building an event a packet had cost it 1.75 us each, measured) and builds events only
 when something iterates a run. :func:`expand` of :func:`unpack` of :func:`pack` equals the batch.
+
+With a :class:`DatagramStore` (the transfer's process, apart), a run's datagrams do not cross at all:
+they are appended to a file the view made, and the run carries where they are (:class:`StoredDatagrams`),
+read only when something iterates it (a trace saved, a rare packet, a netascii scan). The view reads
+no datagram of an ordinary run: shipped, its copies (joined, pickled, through the pipe, unpickled, and
+written again by the save spool) took 0.10 s of a 0.25 s windowed transfer in the view, on the CPU the
+view shares with its transfer (measured: 0.372 s against 0.268 s without them, 11 rounds).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 from array import array
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from tftpdiag.protocol.events import (
     RUN_ACK,
@@ -36,12 +44,74 @@ from tftpdiag.protocol.events import (
 )
 from tftpdiag.protocol.packets import Ack, Data
 
-__all__ = ["pack", "unpack", "expand"]
+__all__ = ["pack", "unpack", "expand", "DatagramStore", "StoredDatagrams"]
+
+
+class StoredDatagrams(NamedTuple):
+    """A run's datagrams, ``length`` bytes at ``offset`` in the file at ``path`` (a DatagramStore's)."""
+
+    path: str
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        """The bytes (ValueError when the file lacks them: a damaged spool, a store gone)."""
+        fd = _READERS.get(self.path)
+        try:
+            if fd is None:
+                fd = _READERS[self.path] = os.open(self.path, os.O_RDONLY)
+            data = os.pread(fd, self.length, self.offset)
+        except OSError as exc:
+            raise ValueError(f"a packet run's datagrams cannot be read: {exc.strerror}") from None
+        if len(data) != self.length:
+            raise ValueError("a packet run's datagrams are not all there")
+        return data
+
+
+_IOV_MAX = 1024  # buffers a writev takes (Linux's IOV_MAX)
+_READERS: dict[str, int] = {}  # a store's path -> a descriptor this process reads it with (pread: any thread)
+
+
+class DatagramStore:
+    """Where a transfer run apart appends its runs' datagrams (the file is the view's: it reads them
+    back when asked, as long as it runs). A write that fails (a full disk) turns the store off: the
+    datagrams then cross the pipe, as without one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._end = os.fstat(self._fd).st_size
+
+    def put(self, datagrams: list[bytes]) -> StoredDatagrams | None:
+        """Append ``datagrams``; where they went, or None once the store cannot take them."""
+        fd = self._fd
+        if fd is None:
+            return None
+        total = sum(map(len, datagrams))
+        try:
+            for first in range(0, len(datagrams), _IOV_MAX):  # writev takes at most IOV_MAX buffers
+                chunk = datagrams[first:first + _IOV_MAX]
+                want, written = sum(map(len, chunk)), os.writev(fd, chunk)
+                if written < want:  # (a regular file takes it all at once; a signal may cut it short)
+                    rest = memoryview(b"".join(chunk))[written:]
+                    while rest:
+                        rest = rest[os.write(fd, rest):]
+        except OSError:
+            self.close()
+            return None
+        where = StoredDatagrams(self.path, self._end, total)
+        self._end += total
+        return where
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 _NOTE_CODE = {note: index << RUN_NOTE_SHIFT for index, note in enumerate(Note)}
 
 
-def pack(events: Iterable[Event]) -> bytes:
+def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
     items: list[Any] = []
     append = items.append
     session, local, peer = -1, None, None
@@ -105,8 +175,9 @@ def pack(events: Iterable[Event]) -> bytes:
     for i, item in enumerate(items):
         if type(item) is list:
             raws = item[6]
+            stored = store.put(raws) if store is not None else None
             items[i] = (item[0], item[1], item[2], bytes(item[3]), item[4], item[5], array("H", map(len, raws)),
-                        b"".join(raws))
+                        stored if stored is not None else b"".join(raws))
     return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import Protocol, overload
 
 from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
@@ -28,6 +28,7 @@ __all__ = [
     "PacketSent",
     "PacketReceived",
     "PacketRun",
+    "StoredBytes",
     "RUN_RECEIVED",
     "RUN_ACK",
     "RUN_NOTE_SHIFT",
@@ -160,6 +161,14 @@ RUN_RECEIVED, RUN_ACK, RUN_NOTE_SHIFT = 1, 2, 2
 _RUN_NOTES = tuple(Note)
 
 
+class StoredBytes(Protocol):
+    """Bytes kept elsewhere (a PacketRun's datagrams in a file: engine/apart_wire.py)."""
+
+    @property
+    def length(self) -> int: ...
+    def read(self) -> bytes: ...
+
+
 class PacketRun(Sequence[PacketSent | PacketReceived]):
     """Consecutive DATA and ACK events of one session between the same two addresses, in columns: what
     a transfer run apart (engine/apart.py) sends the view, kept in this form on the view's side.
@@ -173,15 +182,18 @@ class PacketRun(Sequence[PacketSent | PacketReceived]):
     Only packets their datagram gives back travel so: a DATA whose block and payload are its datagram's,
     an ACK whose block is its datagram's bytes 2-3, none received with a detail. ``tags`` holds a byte
     per packet (RUN_RECEIVED, RUN_ACK, the note's index shifted by RUN_NOTE_SHIFT); ``blocks`` the
-    16-bit block numbers, ``sizes`` the datagrams' lengths, ``joined`` the datagrams end to end.
+    16-bit block numbers, ``sizes`` the datagrams' lengths, ``joined`` the datagrams end to end: as
+    bytes, or as an object whose ``read()`` gives them and whose ``length`` is their total (a transfer run
+    apart keeps its datagrams in a file of its own and sends where they are: engine/apart_wire.py).
     """
 
     __slots__ = ("session", "local", "peer", "tags", "times", "blocks", "sizes", "joined", "_events")
 
     def __init__(self, session: int, local: Address, peer: Address, tags: bytes, times: array,
-                 blocks: array, sizes: array, joined: bytes) -> None:
+                 blocks: array, sizes: array, joined: bytes | StoredBytes) -> None:
+        total = len(joined) if isinstance(joined, bytes) else getattr(joined, "length", -1)
         if (times.typecode, blocks.typecode, sizes.typecode) != ("d", "H", "H") or not tags \
-                or not (len(tags) == len(times) == len(blocks) == len(sizes)) or sum(sizes) != len(joined) \
+                or not (len(tags) == len(times) == len(blocks) == len(sizes)) or sum(sizes) != total \
                 or max(tags) >> RUN_NOTE_SHIFT >= len(_RUN_NOTES):
             raise ValueError("a packet run's columns disagree")
         self.session = session
@@ -209,7 +221,10 @@ class PacketRun(Sequence[PacketSent | PacketReceived]):
             return out
         out = []
         append = out.append
-        session, local, peer, joined, notes = self.session, self.local, self.peer, self.joined, _RUN_NOTES
+        joined = self.joined if isinstance(self.joined, bytes) else self.joined.read()
+        if len(joined) != sum(self.sizes):
+            raise ValueError("a packet run's datagrams are not all there")
+        session, local, peer, notes = self.session, self.local, self.peer, _RUN_NOTES
         end = 0
         for tag, when, number, size in zip(self.tags, self.times, self.blocks, self.sizes, strict=True):
             start, end = end, end + size

@@ -10,6 +10,9 @@ big-endian length and then ``pack(batch)``. Saving reads the batches back one at
 events with the writer a trace recorded directly would use (trace/recorder.py), so the file saved is
 the same, byte for byte; the conversion costs once, when the user saves, instead of at every event.
 
+A run that came from a transfer run apart holds where its datagrams are, not the datagrams: that
+transfer kept them in a file of the view's (engine/apart_wire.py), read back only when saved.
+
 The spool is a file of this process's own in a directory only its user can read (it is unpickled when
 saved); a batch that is not whole or does not unpack ends what is saved, with a word on why.
 """
@@ -133,7 +136,12 @@ class SpoolReader:
             if batch is None or not all(type(event) in KIND or type(event) is PacketRun for event in batch):
                 self.problem = "a batch in it is damaged"
                 return
-            yield from expand(batch)
+            try:  # a run's datagrams may be in the file its transfer kept them in (engine/apart_wire.py)
+                events = list(expand(batch))
+            except ValueError as exc:
+                self.problem = str(exc)
+                return
+            yield from events
 
 
 class Spool:
