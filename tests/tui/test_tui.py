@@ -352,9 +352,11 @@ async def test_a_probe_that_runs_before_the_app_draws_is_still_judged_whole(tmp_
                 probe.start()
             try:
                 async with app.run_test(size=SIZE) as pilot:
+                    # The app starts its probe once its screen has settled; _synchronous runs it to its
+                    # end then.
+                    await until_done(app, pilot)
                     app.refresh_now()
                     await pilot.pause()
-                    assert "done" in header_text(app), mode
                     judged = app.analyzer.state(transfer.session_id)
                     assert judged is not None and judged.req == {"blksize": "1468", "tsize": "0"}, mode
                     assert judged.finished and app.analyzer.findings(transfer.session_id) == [], mode
@@ -512,8 +514,8 @@ async def test_ticks_slow_down_when_frames_cost_much_cpu(cpu_per_tick: float, ex
 
 
 async def test_the_app_starts_its_probe_once_its_first_frame_is_drawn() -> None:
-    """Mounting and laying out the screen takes a few hundred ms of CPU: the probe's transfer starts
-    after it, not under it (and once, however the app is driven)."""
+    """Mounting, laying out and drawing the screen takes a few hundred ms of CPU: the probe's transfer
+    starts after it, not under it (and once, however the app is driven)."""
     starts: list[int] = []
 
     class Probe:
@@ -541,6 +543,63 @@ async def test_the_app_starts_its_probe_once_its_first_frame_is_drawn() -> None:
             await pilot.pause(0.01)
         await pilot.pause()
         assert len(starts) == 1 and starts[0] >= 1
+
+
+async def test_the_probe_waits_for_the_screen_to_settle_but_not_for_ever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started while the view still draws (its thread busy), the transfer would share the CPU with it."""
+    from tftpdiag.tui import app as app_module
+
+    started: list[float] = []
+    busy = [True]
+    spent = [0.0]
+    looks = [0]
+
+    def cpu_clock() -> float:
+        looks[0] += 1
+        spent[0] += 0.05 if busy[0] else 0.0  # a thread still drawing, then a quiet one
+        return spent[0]
+
+    class Probe:
+        def start(self) -> None:
+            started.append(spent[0])
+
+        def current_session(self) -> int | None:
+            return None
+
+        def rerun(self) -> None: ...
+        def cancel(self) -> None: ...
+
+        def summary_line(self) -> str:
+            return ""
+
+        def exit_code(self) -> int:
+            return 0
+
+    monkeypatch.setattr(app_module, "SETTLE_AT_MOST", 600.0)
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=Probe(), tick=None, cpu_clock=cpu_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(500):
+            if looks[0] >= 6:
+                break
+            await pilot.pause(0.01)
+        assert looks[0] >= 6 and started == []  # looked again and again, busy all along
+        busy[0] = False
+        for _ in range(500):
+            if started:
+                break
+            await pilot.pause(0.01)
+        assert len(started) == 1
+    # Busy for ever: started anyway, after SETTLE_AT_MOST.
+    started.clear()
+    busy[0] = True
+    monkeypatch.setattr(app_module, "SETTLE_AT_MOST", 0.1)
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=Probe(), tick=None, cpu_clock=cpu_clock)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(500):
+            if started:
+                break
+            await pilot.pause(0.01)
+        assert len(started) == 1
 
 
 async def test_a_tick_of_a_running_transfer_lays_nothing_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,6 +40,10 @@ TICK = 1 / 15  # redraws a second, at most
 # download in the view 1.39x its headless time; a tenth, 1.15x (9 interleaved rounds, 32 MiB).
 DUTY = 0.1
 SLOWEST_TICK = 1.0  # but a live view moves at least once a second
+# The probe starts once the screen has settled (see TftpDiagApp._start_when_settled): looked at every
+# SETTLE_STEP seconds, started after SETTLE_AT_MOST whatever the view is doing.
+SETTLE_STEP = 0.02
+SETTLE_AT_MOST = 0.5
 # Events folded per tick at most; the rest wait for the next tick (the bus never makes the engine wait).
 # The fold costs a few microseconds an event, so this bounds a tick's fold to a few tens of ms.
 MAX_EVENTS_PER_TICK = 20000
@@ -138,6 +142,7 @@ class TftpDiagApp(TickedApp):
         self.next_tick = tick  # seconds to the next tick (longer when frames cost much: see DUTY)
         self.cpu_clock = cpu_clock  # this thread's CPU time (see DUTY)
         self._cpu_mark = 0.0  # cpu_clock() at the last tick
+        self._settling = (0.0, 0.0)  # (cpu_clock() when last looked, when to start regardless): see on_mount
         self.device_quiet = 30.0  # seconds of silence after which a device has finished (watch: --idle)
         self.device_macs: dict[str, str] | None = None  # watch: client address -> MAC, from the capture
 
@@ -172,10 +177,8 @@ class TftpDiagApp(TickedApp):
         if self.mode in ("serve", "trace", "watch"):
             self.query_one(SessionList).focus()
         if self.probe is not None:
-            # Once the first frame is drawn: mounting and laying out the screen takes a few hundred ms
-            # of this process's CPU, which, taken from a transfer's first blocks, made a lock-step
-            # download in the view 0.3 s longer than headless (measured).
-            self.call_after_refresh(self.probe.start)
+            self._settling = (self.cpu_clock(), time.monotonic() + SETTLE_AT_MOST)
+            self.set_timer(SETTLE_STEP, self._start_when_settled)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "serve-tab":
@@ -193,6 +196,25 @@ class TftpDiagApp(TickedApp):
         return True
 
     # -- the tick ---------------------------------------------------------------------------------
+
+    def _start_when_settled(self) -> None:
+        """Start the probe once this thread has drawn the screen and gone quiet (it used at most a
+        tenth of the last SETTLE_STEP), or after SETTLE_AT_MOST whatever it does.
+
+        Why: mounting, laying out and drawing the first screens takes a few hundred ms of this thread's
+        CPU, on the CPU the view shares with its transfer (engine/apart.py). Started at mount, a
+        lock-step download in the view took 0.3 s longer than headless; started after the first
+        refresh, the passes that drew it still took 40-70 ms of a 0.3 s windowed transfer (measured:
+        the view's CPU in the transfer's time), and 10 ms once the screen had settled."""
+        if self.probe is None or not drawable(self):
+            return
+        mark, deadline = self._settling
+        cpu = self.cpu_clock()
+        self._settling = (cpu, deadline)
+        if cpu - mark <= SETTLE_STEP / 10 or time.monotonic() >= deadline:
+            self.probe.start()
+        else:
+            self.set_timer(SETTLE_STEP, self._start_when_settled)
 
     def _tick(self) -> None:
         """Redraw, then wait for the next tick at least TICK (at most SLOWEST_TICK), and long enough
