@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -513,28 +514,34 @@ async def test_ticks_slow_down_when_frames_cost_much_cpu(cpu_per_tick: float, ex
             assert app.ticks == ticks
 
 
+class StartRecorder:
+    """A probe that only says when it is started (the app's side of ProbeControl)."""
+
+    def __init__(self, on_start: Callable[[], object]) -> None:
+        self.on_start = on_start
+
+    def start(self) -> None:
+        self.on_start()
+
+    def current_session(self) -> int | None:
+        return None
+
+    def rerun(self) -> None: ...
+    def cancel(self) -> None: ...
+
+    def summary_line(self) -> str:
+        return ""
+
+    def exit_code(self) -> int:
+        return 0
+
+
 async def test_the_app_starts_its_probe_once_its_first_frame_is_drawn() -> None:
     """Mounting, laying out and drawing the screen takes a few hundred ms of CPU: the probe's transfer
     starts after it, not under it (and once, however the app is driven)."""
     starts: list[int] = []
-
-    class Probe:
-        def start(self) -> None:
-            starts.append(app.ticks)  # ticks: the first draw at mount counts one
-
-        def current_session(self) -> int | None:
-            return None
-
-        def rerun(self) -> None: ...
-        def cancel(self) -> None: ...
-
-        def summary_line(self) -> str:
-            return ""
-
-        def exit_code(self) -> int:
-            return 0
-
-    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=Probe())
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x",
+                      probe=StartRecorder(lambda: starts.append(app.ticks)))  # the draw at mount counts one
     assert starts == []
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(500):
@@ -559,24 +566,12 @@ async def test_the_probe_waits_for_the_screen_to_settle_but_not_for_ever(monkeyp
         spent[0] += 0.05 if busy[0] else 0.0  # a thread still drawing, then a quiet one
         return spent[0]
 
-    class Probe:
-        def start(self) -> None:
-            started.append(spent[0])
-
-        def current_session(self) -> int | None:
-            return None
-
-        def rerun(self) -> None: ...
-        def cancel(self) -> None: ...
-
-        def summary_line(self) -> str:
-            return ""
-
-        def exit_code(self) -> int:
-            return 0
+    def record() -> None:
+        started.append(spent[0])
 
     monkeypatch.setattr(app_module, "SETTLE_AT_MOST", 600.0)
-    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=Probe(), tick=None, cpu_clock=cpu_clock)
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=StartRecorder(record), tick=None,
+                      cpu_clock=cpu_clock)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(500):
             if looks[0] >= 6:
@@ -593,7 +588,8 @@ async def test_the_probe_waits_for_the_screen_to_settle_but_not_for_ever(monkeyp
     started.clear()
     busy[0] = True
     monkeypatch.setattr(app_module, "SETTLE_AT_MOST", 0.1)
-    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=Probe(), tick=None, cpu_clock=cpu_clock)
+    app = TftpDiagApp(mode="probe", feed=PushFeed(), label="x", probe=StartRecorder(record), tick=None,
+                      cpu_clock=cpu_clock)
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(500):
             if started:

@@ -15,6 +15,7 @@ from typing import Any
 from tftpdiag.findings import (
     content,
     errors,
+    fold_runs,
     limits,
     loss,
     negotiation,
@@ -117,7 +118,7 @@ class Analyzer:
         for chunk in runs:
             if type(chunk) is PacketRun:  # a run in columns (from a transfer run apart): read as columns
                 s = states.get(chunk.session)
-                if s is not None and fd.on_columns(s, chunk):
+                if s is not None and fold_runs.on_columns(s, chunk):
                     continue
             # A run of one session's DATA and ACKs, most of a transfer, is folded in one loop when it can be.
             elif len(chunk) >= _RUN_MIN:
