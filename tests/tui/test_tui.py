@@ -536,7 +536,7 @@ class StartRecorder:
         return 0
 
 
-async def test_the_app_starts_its_probe_once_its_first_frame_is_drawn() -> None:
+async def test_the_app_starts_its_probe_once_its_screen_is_drawn() -> None:
     """Mounting, laying out and drawing the screen takes a few hundred ms of CPU: the probe's transfer
     starts after it, not under it (and once, however the app is driven)."""
     starts: list[int] = []

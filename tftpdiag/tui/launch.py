@@ -44,7 +44,7 @@ class ClientProbe:
             self.transfer.prepare()
 
     def start(self) -> None:
-        """Start the transfer; once only (the app starts it after its first frame, a caller may have)."""
+        """Start the transfer; once only (the app starts it once its screen has settled; a caller may have)."""
         if not self.started:
             self.started = True
             self.transfer.start()
@@ -118,7 +118,7 @@ def _run(app: TftpDiagApp) -> int | None:
 def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]],
                apart: bool = True) -> tuple[TftpDiagApp, ClientProbe, Spool]:
     """The probe's app with every reader subscribed, and the probe made ready: the app starts it once
-    its first frame is drawn (see TftpDiagApp.on_mount)."""
+    its screen has settled (see TftpDiagApp._start_when_settled)."""
     # Lossless: every packet goes into the session's record (the packet table shows them all), and the
     # findings read the same events.
     feed = bus.subscribe()
@@ -204,7 +204,7 @@ def run_demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) ->
     thread = threading.Thread(target=server.serve, name="tftp-server", daemon=True)
     thread.start()
     try:
-        code = _run(app)  # which starts the probe once its first frame is drawn
+        code = _run(app)  # which starts the probe once its screen has settled
     finally:
         probe.cancel()
         server.stop()
