@@ -310,7 +310,13 @@ async def test_live_probe_asks_again_when_tftpd_hpa_refuses_an_option(tmp_path: 
         async with app.run_test(size=SIZE) as pilot:
             transfer.start()
             await until_done(app, pilot)
-            options = plain(app.query_one("#options"))
+            # The options' panel grows to its rows at the next layout, which may come a frame after the
+            # header said done (a tick lays out only what changed): wait for it, a bounded while.
+            for _ in range(100):
+                options = plain(app.query_one("#options"))
+                if "dropped" in options:
+                    break
+                await pilot.pause(0.02)
             summary = plain(app.query_one("#summary"))
             assert "dropped" in options, options
             assert "refused the options with ERROR 8" in " ".join(summary.split()), summary
