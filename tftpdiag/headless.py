@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
+from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
@@ -41,57 +42,29 @@ __all__ = ["run_client_headless", "run_server_headless", "print_client_summary",
 # transfer. At 5 ms it stays a few MB, still in the CPU's cache.
 _TICK = 0.005
 _IDLE_TICK = 0.1
-# Events folded in one of the engine's waits, at most: folded by runs, about half a microsecond each, so
-# about 130 us of work. A windowed transfer reads several windows between waits (the next one waits in
-# the socket meanwhile); at 64 a wait, the engine's folds fell behind a fast server and the backlog was
-# left to the reader's thread, taking the interpreter lock from the engine at its own times.
-_IDLE_EVENTS = 256
-# Fewer waiting than this and a wait does not fold: a fold's fixed cost (the lock, the drain, one pass of
-# the analyzer and the table) is most of the work for the two events a lock-step block makes, and taken
-# at every block it was 33,000 of the client's 118,000 instructions a block (callgrind). Taken once per
-# 16 blocks it is shared out; what is left waits for the next wait, or this thread's own tick.
-_IDLE_MIN = 32
 
 
 class _Fold:
     """The session table and the findings, folded from a subscription by two threads: this one on its
-    timer, and the engine's in its waits (:meth:`EventBus.on_idle`). Whoever comes first takes what
-    is there; the engine never waits for the lock, it skips its turn. A fold that fails in the engine's
-    thread is raised here, at this thread's next fold, as it would have been without the engine's help."""
+    timer, and the engine's in its waits (engine/wait_drain.py). A fold that fails in the engine's
+    thread is raised here, at this thread's next fold."""
 
     def __init__(self, bus: EventBus, sub: Subscription, verbose: TextIO | None = None) -> None:
         self.table = SessionTable()
         self.analyzer = Analyzer()
-        self.lock = threading.Lock()
         self.folded = 0  # events taken in so far, by either thread
-        self._engine_folds = 0  # folds done in the engine's waits since this thread last looked
-        self._closed = False
-        self._bus = bus
-        self._sub = sub
         self._ended: list[SessionRecord] = []
-        self._error: BaseException | None = None
         # -v: packet events wait here for this thread to print them; the engine's thread never writes.
         self._verbose = verbose
         self._packets: list[Event] = []
-        self._pending = sub.pending  # asked at every engine wait: one attribute fewer to look up
-        self._task = self._idle  # one bound method, to register and remove the same object
-        bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for this thread
+        self._drain = WaitDrain(bus, sub, self._fold)
+        self.lock = self._drain.lock  # held to read the table or the findings while an engine runs
 
     def __call__(self) -> list[SessionRecord]:
         """Fold what is pending; the sessions that ended since the last call. Hold :attr:`lock` to read
         the table or the findings while an engine runs."""
         with self.lock:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            # While the engine's waits fold, the few events left (fewer than they wait for) are theirs to
-            # take: folded here they cost a fold's fixed cost for a handful of events, and this thread
-            # would take the interpreter from the engine in the middle of a transfer. A tick with no fold
-            # of theirs since the last (the transfer has ended, or goes too slowly to fill one), and
-            # after close(), this thread takes all there is.
-            if self._closed or not self._engine_folds or self._sub.pending() >= _IDLE_MIN:
-                self._fold(self._sub.drain())
-            self._engine_folds = 0
+            self._drain.catch_up()
             ended, self._ended = self._ended, []
             packets, self._packets = self._packets, []
         if self._verbose is not None and packets:
@@ -104,19 +77,7 @@ class _Fold:
         return ended
 
     def close(self) -> None:
-        self._bus.remove_idle(self._task)
-        self._closed = True  # the engine's waits fold no more: every call from now takes everything
-
-    def _idle(self) -> None:
-        if self._pending() >= _IDLE_MIN and self._error is None and self.lock.acquire(blocking=False):
-            try:
-                self._fold(self._sub.drain(_IDLE_EVENTS))
-                self._engine_folds += 1
-            except Exception as exc:  # noqa: BLE001 - reported by the reader's own thread
-                self._error = exc
-                self._bus.remove_idle(self._task)
-            finally:
-                self.lock.release()
+        self._drain.close()  # the engine's waits fold no more: every call from now takes everything
 
     def _fold(self, events: list[Event]) -> None:
         if events:

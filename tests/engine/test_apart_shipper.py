@@ -12,6 +12,7 @@ from tftpdiag.engine import apart
 from tftpdiag.engine.apart import _Shipper
 from tftpdiag.engine.apart_wire import expand, unpack
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.wait_drain import ENOUGH
 from tftpdiag.protocol.events import Event, PacketReceived
 from tftpdiag.protocol.packets import Data, encode
 
@@ -32,21 +33,17 @@ def shipped(batches: list[bytes]) -> list[Event]:
     return out
 
 
-def test_an_engine_wait_packs_once_enough_events_wait() -> None:
+def test_an_engine_wait_packs_and_the_writer_ships_in_order() -> None:
     bus = EventBus()
     shipper = _Shipper(bus, bus.subscribe())
     assert bus.idle_tasks  # the engine's waits call it
-    few = blocks(1, apart._IDLE_MIN - 1)
-    bus.publish(few)
-    bus.idle()  # too few to be worth a pack's fixed cost: left
-    more = blocks(apart._IDLE_MIN, 2 * apart._IDLE_EVENTS)
-    bus.publish(more)
-    bus.idle()  # packs _IDLE_EVENTS of them, the oldest first
-    bus.idle()
-    # The writer's tick: the engine has packed, so the few left (fewer than a wait takes) are its.
-    taken = shipper.take()
-    assert shipped(taken) == (few + more)[:2 * apart._IDLE_EVENTS]
-    assert shipped(shipper.take()) == (few + more)[2 * apart._IDLE_EVENTS:]  # no pack since: the writer's
+    first = blocks(1, ENOUGH)
+    bus.publish(first)
+    bus.idle()  # packed in the engine's wait
+    later = blocks(ENOUGH + 1, 3)
+    bus.publish(later)
+    assert shipped(shipper.take()) == first  # the few left are the next wait's
+    assert shipped(shipper.take()) == later  # no wait since: the writer's
     shipper.close()
     assert not bus.idle_tasks
 
@@ -60,21 +57,6 @@ def test_the_writer_takes_everything_when_asked_and_keeps_the_order() -> None:
     bus.publish(events[40:])
     assert shipped(shipper.take(everything=True)) == events
     assert shipper.take(everything=True) == []
-
-
-def test_a_pack_that_fails_in_the_engine_is_raised_by_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
-    bus = EventBus()
-    shipper = _Shipper(bus, bus.subscribe())
-
-    def broken(events: list[Event], store: object = None) -> bytes:
-        raise ValueError("cannot pack")
-
-    monkeypatch.setattr(apart, "pack", broken)
-    bus.publish(blocks(1, apart._IDLE_MIN))
-    bus.idle()  # never raises into the engine: the transfer goes on
-    assert not bus.idle_tasks
-    with pytest.raises(ValueError, match="cannot pack"):
-        shipper.take()
 
 
 @pytest.mark.parametrize(("cpus", "shared"), [({0, 1}, 1), ({2, 5}, 5), ({0}, None), ({0, 1, 2, 3}, None)])

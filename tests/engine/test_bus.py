@@ -17,6 +17,7 @@ from tftpdiag import headless
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.engine.wait_drain import ENOUGH
 from tftpdiag.headless import run_client_headless
 from tftpdiag.protocol.events import PacketReceived, PacketSent, PeerLocked
 from tftpdiag.protocol.options import RequestedOptions
@@ -133,49 +134,6 @@ def test_the_headless_fold_is_done_in_the_engines_waits(tmp_path: Path, monkeypa
     assert engine > total * 0.9, folded_by  # the main thread found next to nothing left
 
 
-def test_the_engine_never_waits_for_the_readers_lock() -> None:
-    bus = EventBus()
-    sub = bus.subscribe()
-    fold = headless._Fold(bus, sub)
-    waiting = headless._IDLE_MIN + 10
-    bus.publish([packet(n) for n in range(waiting)])
-    with fold.lock:  # the reader's thread is folding (or printing)
-        engine = threading.Thread(target=bus.idle)
-        engine.start()
-        engine.join(5)
-        assert not engine.is_alive()  # it did not wait: it skipped its turn
-        assert sub.pending() == waiting
-    bus.idle()
-    assert sub.pending() == 0 and fold.folded == waiting
-    fold.close()
-    assert bus.idle_tasks == ()
-
-
-def test_a_wait_leaves_a_few_events_to_the_reader() -> None:
-    """A fold's fixed cost is most of the work for a lock-step block's two events: a wait folds only once
-    enough are waiting, and the reader's own tick takes the rest, once the waits have stopped folding."""
-    bus = EventBus()
-    sub = bus.subscribe()
-    fold = headless._Fold(bus, sub)
-    bus.publish([packet(n) for n in range(headless._IDLE_MIN - 1)])
-    bus.idle()
-    assert sub.pending() == headless._IDLE_MIN - 1 and fold.folded == 0
-    bus.publish([packet(headless._IDLE_MIN)])
-    bus.idle()
-    assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN
-    bus.publish([packet(0)])
-    fold()  # the waits are folding: the reader leaves them the few there are
-    assert sub.pending() == 1 and fold.folded == headless._IDLE_MIN
-    fold()  # no wait folded since its last tick: the reader folds whatever is there
-    assert sub.pending() == 0 and fold.folded == headless._IDLE_MIN + 1
-    bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
-    bus.idle()
-    bus.publish([packet(0)])
-    fold.close()
-    fold()  # closed: the waits fold no more, the reader takes it all
-    assert sub.pending() == 0 and fold.folded == 2 * headless._IDLE_MIN + 2
-
-
 def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     bus = EventBus()
     fold = headless._Fold(bus, bus.subscribe())
@@ -184,7 +142,7 @@ def test_a_fold_that_fails_in_the_engine_thread_is_raised_in_the_readers(monkeyp
         raise ValueError("analyzer bug")
 
     monkeypatch.setattr(fold.analyzer, "feed_runs", feed)
-    bus.publish([packet(n) for n in range(headless._IDLE_MIN)])
+    bus.publish([packet(n) for n in range(ENOUGH)])
     bus.idle()  # the engine carries on
     assert bus.idle_tasks == ()  # and no longer lends its waits to this reader
     with pytest.raises(ValueError, match="analyzer bug"):

@@ -37,14 +37,12 @@ from typing import Any
 from tftpdiag.engine.apart_wire import DatagramStore, pack, unpack
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+from tftpdiag.engine.wait_drain import WaitDrain
+from tftpdiag.protocol.events import Event
 
 __all__ = ["RemoteTransfer"]
 
 _BATCH_EVERY = 0.01  # s between the child's writes to the pipe: ~100 a second, whatever the packet rate
-# As the headless summary's fold (headless.py): an engine wait packs once this many events wait (a
-# pack's fixed cost shared out), and at most _IDLE_EVENTS (about 0.3 ms of work at a time).
-_IDLE_MIN = 32
-_IDLE_EVENTS = 256
 # "spawn": a fresh interpreter. Forking the app's process (threads running, Textual's among them) is
 # unsafe, and a rerun happens while the app runs.
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -201,51 +199,27 @@ def _widen(conn: Connection) -> None:
 
 class _Shipper:
     """The child's events packed for the pipe, by two threads: the engine's in its waits, and the
-    writer's on its tick. Whoever comes first takes what is there; the engine never waits for the lock,
-    it skips its turn. Packed batches wait in order for the writer, which alone touches the pipe."""
+    writer's on its tick (engine/wait_drain.py). Packed batches wait in order for the writer, which
+    alone touches the pipe."""
 
     def __init__(self, bus: EventBus, sub: Subscription, store: DatagramStore | None = None) -> None:
-        self._bus = bus
-        self._sub = sub
         self._store = store
-        self._pending = sub.pending  # asked at every engine wait
-        self._lock = threading.Lock()
         self._packed: deque[bytes] = deque()
-        self._engine_packs = 0  # batches the engine's waits packed since the writer last took
-        self._error: BaseException | None = None
-        self._task = self._idle  # one bound method, to register and remove the same object
-        bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for the writer
+        self._drain = WaitDrain(bus, sub, self._pack)
 
-    def _idle(self) -> None:
-        if self._pending() >= _IDLE_MIN and self._error is None and self._lock.acquire(blocking=False):
-            try:
-                self._packed.append(b"E" + pack(self._sub.drain(_IDLE_EVENTS), self._store))
-                self._engine_packs += 1
-            except Exception as exc:  # noqa: BLE001 - raised by the writer's thread, at its next take
-                self._error = exc
-                self._bus.remove_idle(self._task)
-            finally:
-                self._lock.release()
+    def _pack(self, events: list[Event]) -> None:
+        self._packed.append(b"E" + pack(events, self._store))
 
     def take(self, *, everything: bool = False) -> list[bytes]:
-        """The batches packed so far, in order. The writer packs the rest itself when asked for
-        ``everything``, or when the engine's waits have packed nothing since it last took (the transfer
-        goes too slowly to fill a batch, or waits no more); otherwise what is left is theirs."""
-        with self._lock:
-            if self._error is not None:
-                error, self._error = self._error, None
-                raise error
-            if everything or not self._engine_packs or self._pending() >= _IDLE_EVENTS:
-                events = self._sub.drain()
-                if events:
-                    self._packed.append(b"E" + pack(events, self._store))
-            self._engine_packs = 0
+        """The batches packed so far, in order; with ``everything``, the events not yet packed too."""
+        with self._drain.lock:
+            self._drain.catch_up(everything=everything)
             out = list(self._packed)
             self._packed.clear()
         return out
 
     def close(self) -> None:
-        self._bus.remove_idle(self._task)
+        self._drain.close()
 
 
 class RemoteTransfer:
