@@ -319,10 +319,11 @@ def make_sample_image(folder: Path, size: int) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from tftpdiag.engine.scratch import scratch_prefix
     from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 
     bus = EventBus()
-    with tempfile.TemporaryDirectory(prefix="tftpdiag-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("demo")) as tmp:
         folder = Path(tmp)
         image = make_sample_image(folder, args.size)
         server = TftpServer(ServerConfig(root=folder, bind=("127.0.0.1",), port=0), bus)

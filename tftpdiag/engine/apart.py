@@ -37,6 +37,7 @@ from typing import Any
 from tftpdiag.engine.apart_wire import DatagramStore, pack, unpack
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+from tftpdiag.engine.scratch import scratch_prefix
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.protocol.events import Event
 
@@ -138,11 +139,12 @@ _STORES: list[str] = []  # this process's directory of datagram stores, once mad
 
 def _store_path() -> str | None:
     """A new file for a child's datagrams (engine/apart_wire.py), in a directory only this user can
-    read, removed when this process exits: the runs a view keeps (and its save spool) read them back
-    for as long as it runs. None where no such directory can be made (the datagrams then cross)."""
+    read, removed when this process exits (or, if it is killed, by a later one: engine/scratch.py): the
+    runs a view keeps (and its save spool) read them back for as long as it runs. None where no such
+    directory can be made (the datagrams then cross)."""
     if not _STORES:
         try:
-            _STORES.append(tempfile.mkdtemp(prefix="tftpdiag-datagrams-"))
+            _STORES.append(tempfile.mkdtemp(prefix=scratch_prefix("datagrams")))
         except OSError:
             return None
         atexit.register(shutil.rmtree, _STORES[0], True)

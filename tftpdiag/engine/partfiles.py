@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["create_part", "final_mode", "set_final_mode", "current_umask", "remove_stale", "Removal"]
+__all__ = ["create_part", "final_mode", "set_final_mode", "current_umask", "remove_stale", "Removal", "host_tag",
+           "pid_running"]
 
 _MARK = "tftpdiag"
 _NAME_BYTES = 160  # of the target's name kept in the temporary name: the whole must fit in NAME_MAX (255)
@@ -32,7 +33,8 @@ _umask_lock = threading.Lock()
 _STATUS = "/proc/self/status"  # where Linux shows a process's umask
 
 
-def _host_tag() -> str:
+def host_tag() -> str:
+    """A short tag of this machine's name: a file or directory made here says where it was made."""
     return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
@@ -49,7 +51,7 @@ def create_part(target: Path) -> tuple[int, str]:
     It is readable by its owner only while it fills (the file it replaces may be private); the
     finished file gets its mode from :func:`final_mode` just before it is put in place.
     """
-    prefix = f".{_short(target.name)}.{_MARK}-{_host_tag()}-{os.getpid()}-"
+    prefix = f".{_short(target.name)}.{_MARK}-{host_tag()}-{os.getpid()}-"
     for _ in range(100):
         path = os.path.join(target.parent, f"{prefix}{secrets.token_hex(4)}.part")
         try:
@@ -105,7 +107,8 @@ class Removal:
     error: str | None = None  # why it could not be removed; None: removed
 
 
-def _pid_running(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` may still run: only a process known to be gone makes what it left stale."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -124,7 +127,7 @@ def _stale(entry: os.DirEntry[str], host: str, name: str | None) -> bool:
             return False
     except OSError:
         return False
-    return not _pid_running(int(match["pid"]))
+    return not pid_running(int(match["pid"]))
 
 
 def _entries(directory: Path, recursive: bool, budget: list[int]) -> Iterator[os.DirEntry[str]]:
@@ -153,7 +156,7 @@ def remove_stale(directory: Path, *, recursive: bool = False, target: Path | Non
                  max_entries: int = 100_000) -> list[Removal]:
     """Remove the stale temporary files (see the module's docstring) in ``directory``; only those of
     ``target`` if given. Returns what was removed or could not be."""
-    host = _host_tag()
+    host = host_tag()
     name = _short(target.name) if target is not None else None
     out: list[Removal] = []
     for entry in _entries(directory, recursive, [max_entries]):

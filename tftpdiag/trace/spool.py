@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from tftpdiag.engine.apart_wire import expand, pack, unpack
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.scratch import scratch_prefix
 from tftpdiag.protocol.events import Event, PacketRun
 from tftpdiag.trace.jsonl import KIND
 from tftpdiag.trace.recorder import SessionFilter, TraceRecorder, copy_events
@@ -149,7 +150,8 @@ class Spool:
     far. ``only``: the sessions kept at all."""
 
     def __init__(self, bus: EventBus, only: SessionFilter | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="tftpdiag-spool-")  # mode 0700: this user's only
+        # Mode 0700: this user's only. Named so that the spool of a view killed outright is removed later.
+        self._dir = tempfile.TemporaryDirectory(prefix=scratch_prefix("spool"))
         self.path = Path(self._dir.name) / "spool.bin"
         self.writer = SpoolWriter(self.path)
         self.recorder = TraceRecorder(self.writer, bus.subscribe(), self.path, only)
