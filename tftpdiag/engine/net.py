@@ -271,10 +271,16 @@ def normalise(addr: tuple) -> Address:
 def resolve(host: str, port: int, family: int = 0) -> tuple[int, Address]:
     """Resolve ``host`` for UDP; ``family`` 0 lets the resolver choose (IPv4 first, as tftp-hpa)."""
     host = host.strip("[]")
+    # An ASCII name (an address, most names) goes to the resolver as bytes: as a str it would go through
+    # the IDNA codec, whose import is 2 ms of every probe's start, and whose refusals (an empty label:
+    # "a..b") came out as a codec's error instead of a word on the name.
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        infos = socket.getaddrinfo(name, port, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     except socket.gaierror as exc:
         raise ResolveError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    except UnicodeError:
+        raise ResolveError(f"cannot resolve {host!r}: not a valid host name") from None
     if not infos:
         raise ResolveError(f"cannot resolve {host!r}")
     infos.sort(key=lambda info: 0 if info[0] == socket.AF_INET else 1)
