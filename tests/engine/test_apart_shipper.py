@@ -12,6 +12,7 @@ from tftpdiag.engine import apart
 from tftpdiag.engine.apart import _Shipper
 from tftpdiag.engine.apart_wire import expand, unpack
 from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.wait_drain import ENOUGH
 from tftpdiag.protocol.events import Event, PacketReceived
 from tftpdiag.protocol.packets import Data, encode
 
@@ -32,22 +33,16 @@ def shipped(batches: list[bytes]) -> list[Event]:
     return out
 
 
-def test_an_engine_wait_packs_a_batch_of_many_windows_and_the_writer_ships_in_order() -> None:
-    """A batch's fixed cost (the store's write, the pickle) is shared by at least _PACK_AT_LEAST
-    events: a wait with a window's worth of events waiting packs nothing yet."""
+def test_an_engine_wait_packs_and_the_writer_ships_in_order() -> None:
     bus = EventBus()
     shipper = _Shipper(bus, bus.subscribe())
     assert bus.idle_tasks  # the engine's waits call it
-    window = blocks(1, 34)
-    bus.publish(window)
-    bus.idle()
-    assert not shipper._packed
-    rest = blocks(35, apart._PACK_AT_LEAST - 34)
-    bus.publish(rest)
+    first = blocks(1, ENOUGH)
+    bus.publish(first)
     bus.idle()  # packed in the engine's wait
-    later = blocks(apart._PACK_AT_LEAST + 1, 3)
+    later = blocks(ENOUGH + 1, 3)
     bus.publish(later)
-    assert shipped(shipper.take()) == window + rest  # the few left are the next wait's
+    assert shipped(shipper.take()) == first  # the few left are the next wait's
     assert shipped(shipper.take()) == later  # no wait since: the writer's
     shipper.close()
     assert not bus.idle_tasks

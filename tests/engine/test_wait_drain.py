@@ -91,27 +91,6 @@ def test_the_reader_takes_a_backlog_the_waits_left_and_everything_when_asked_or_
     assert taker.batches[-1] == packets(2, 1)
 
 
-def test_a_drain_may_wait_for_more_and_step_in_later() -> None:
-    bus = EventBus()
-    taker = Taker()
-    drain = WaitDrain(bus, bus.subscribe(), taker, enough=100, behind=400)
-    bus.publish(packets(0, 99))
-    bus.idle()
-    assert taker.batches == []
-    bus.publish(packets(99, 1))
-    bus.idle()
-    bus.publish(packets(100, 399))
-    with drain.lock:
-        drain.catch_up()  # a wait took a turn, and fewer than 400 wait: the next wait's
-    assert len(taker.events) == 100
-    bus.publish(packets(499, 1))
-    bus.idle()
-    bus.publish(packets(0, 400))
-    with drain.lock:
-        drain.catch_up()
-    assert len(taker.events) == 900
-
-
 def test_the_engine_never_waits_for_the_readers_lock() -> None:
     bus = EventBus()
     sub = bus.subscribe()

@@ -47,13 +47,7 @@ _BATCH_EVERY = 0.01  # s between the child's writes to the pipe: ~100 a second, 
 # "spawn": a fresh interpreter. Forking the app's process (threads running, Textual's among them) is
 # unsafe, and a rerun happens while the app runs.
 _CONTEXT = multiprocessing.get_context("spawn")
-_PIPE_BUFFER = 4 << 20
-# Events the child's waits pack at a time, at least (the headless fold takes 32: engine/wait_drain.py). A
-# batch's own cost, most of it the write of its datagrams to the store, was about 40 us: packed a
-# window (34 events) at a time, a windowed 32 MiB transfer cost the child 80 ms of packing, 52 ms 272 at
-# a time (measured on recorded events). The view sees the events no later for it: the writer ships
-# every _BATCH_EVERY, some 800 events of a windowed transfer.
-_PACK_AT_LEAST = 256  # bytes; Linux caps it at net.core.wmem_max / rmem_max (4 MiB by default)
+_PIPE_BUFFER = 4 << 20  # bytes; Linux caps it at net.core.wmem_max / rmem_max (4 MiB by default)
 
 
 def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None,
@@ -213,7 +207,7 @@ class _Shipper:
     def __init__(self, bus: EventBus, sub: Subscription, store: DatagramStore | None = None) -> None:
         self._store = store
         self._packed: deque[bytes] = deque()
-        self._drain = WaitDrain(bus, sub, self._pack, enough=_PACK_AT_LEAST, behind=4 * _PACK_AT_LEAST)
+        self._drain = WaitDrain(bus, sub, self._pack)
 
     def _pack(self, events: list[Event]) -> None:
         self._packed.append(b"E" + pack(events, self._store))

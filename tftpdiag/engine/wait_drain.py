@@ -31,11 +31,8 @@ class WaitDrain:
     never waits for :attr:`lock`: it skips its turn. ``work`` failing in the engine's thread is raised
     in the reader's, at its next :meth:`catch_up`, as it would have been without the engine's help."""
 
-    def __init__(self, bus: EventBus, sub: Subscription, work: Callable[[list[Event]], object], *,
-                 enough: int = ENOUGH, behind: int = BEHIND) -> None:
+    def __init__(self, bus: EventBus, sub: Subscription, work: Callable[[list[Event]], object]) -> None:
         self.lock = threading.Lock()
-        self._enough = enough  # what a wait waits for (ENOUGH); behind (BEHIND): when the reader steps in
-        self._behind = behind
         self._bus = bus
         self._sub = sub
         self._work = work
@@ -47,7 +44,7 @@ class WaitDrain:
         bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for the reader
 
     def _idle(self) -> None:
-        if self._pending() >= self._enough and self._error is None and self.lock.acquire(blocking=False):
+        if self._pending() >= ENOUGH and self._error is None and self.lock.acquire(blocking=False):
             try:
                 # Everything pending, however much: the engine is waiting, and whatever it leaves the
                 # reader takes later, on the engine's time all the same.
@@ -63,11 +60,11 @@ class WaitDrain:
         """The reader's turn; call it holding :attr:`lock`. It takes what is pending when asked for
         ``everything``, after :meth:`close`, when no wait has taken a turn since its last (the transfer
         has ended, goes too slowly to fill one, or waits no more), or when the waits have fallen
-        behind (:data:`BEHIND` events pending); otherwise the few left are for the engine's next wait."""
+        :data:`BEHIND`; otherwise the few left are for the engine's next wait."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        if everything or self._closed or not self._engine_turns or self._pending() >= self._behind:
+        if everything or self._closed or not self._engine_turns or self._pending() >= BEHIND:
             events = self._sub.drain()
             if events:
                 self._work(events)
