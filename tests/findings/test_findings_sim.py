@@ -129,3 +129,24 @@ def test_lossy_windowed_transfer_estimates_loss() -> None:
     assert 2.0 <= pct <= 10.0, loss.summary
     assert "out of order" in loss.summary and "smaller window" in loss.suggestion
     assert (2, "packet-loss") in findings
+
+
+def test_an_icmp_error_in_a_session_that_completed_is_no_finding() -> None:
+    """A client that does not dally leaves once its final ACK is sent; a server whose timer fired sends
+    the last DATA again and gets port unreachable. The transfer completed: no warning that the client
+    "gave up". The same error in a session it ended is the finding, as before."""
+    import errno
+
+    from tftpdiag.protocol.events import Completed, Failed, Reason, Side, SocketError
+
+    result = run_transfer("read", random.Random(12).randbytes(5000), options=RequestedOptions(blksize=512))
+    server = result.servers[0].session_id
+    (done,) = [e for e in result.of(Completed) if e.session == server]
+    refused = SocketError(server, done.time, CLIENT, errno.ECONNREFUSED, "port unreachable (nothing listens there)")
+    at = result.events.index(done)
+    completed = result.events[:at] + [refused] + result.events[at:]
+    assert "port-unreachable" not in {f.id for f in analyze(completed)}
+    failed = Failed(server, done.time, Reason.UNREACHABLE, Side.PEER, None, "client 10.0.0.1:40000: unreachable",
+                    done.stats)
+    ended = result.events[:at] + [refused, failed] + [e for e in result.events[at + 1:] if e.session != server]
+    assert "port-unreachable" in {f.id for f in analyze(ended)}

@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
-from tftpdiag.engine.net import describe_errno, errored_destination
+from tftpdiag.engine.net import describe_errno, errored_destination, normalise
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.fmt import address
 from tftpdiag.protocol.events import Address, SocketError
@@ -191,9 +191,23 @@ class Driver(Generic[T]):
             return None
         _, machine, peer = found
         if blamed == peer or (blamed is None and self.alone):
+            if _waiting_from(sock, peer):
+                # Linux reports a socket's ICMP error before the datagrams that arrived ahead of it: the
+                # peer's last word (a final ACK: a retransmitted last DATA drew the error after the client
+                # had gone) is read first. A peer that is really gone draws the error again at our next send.
+                return None
             machine.unreachable(now, f"{self.label}{address(peer)}: {message}")
             return machine
         return None
+
+
+def _waiting_from(sock: socket.socket, peer: Address) -> bool:
+    """Whether the next datagram waiting on ``sock`` (a peek: it stays) comes from ``peer``."""
+    try:
+        _, addr = sock.recvfrom(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return False
+    return normalise(addr) == peer
 
 
 def _drop(raw: bytes, addr: Address, target: object) -> None:

@@ -94,7 +94,9 @@ def _socket_errors(s: SessionState, codes: tuple[int, ...]) -> list[SocketError]
 @rule("port-unreachable")
 def port_unreachable(s: SessionState, ctx: Context) -> Finding | None:
     errs = _socket_errors(s, (errno.ECONNREFUSED,))
-    if not errs:
+    if not errs or isinstance(s.result, Completed):
+        # Completed: the error only says the peer had left once it was done (a client that does not
+        # dally, answered by a last DATA sent again as its final ACK was on its way): nothing to act on.
         return None
     e = errs[0]
     if s.moved and (s.result is None or stopped_cause_elsewhere(s, ctx)):
