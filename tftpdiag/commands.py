@@ -7,10 +7,8 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import random
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,6 +75,8 @@ def _seeded(args: argparse.Namespace) -> None:
     """Fix the impairment's random seed now, so it can be shown and the run repeated exactly."""
     if args.impair is not None:
         if args.impair.seed is None:
+            import random  # here: only a run with --impair needs it at start
+
             args.impair = dataclasses.replace(args.impair, seed=random.randrange(1 << 31))
         if not interactive(args) and verbosity(args) >= 0:
             print(f"tftpdiag: impairing traffic with {args.impair} (the same --impair repeats this run)",
@@ -319,6 +319,8 @@ def make_sample_image(folder: Path, size: int) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import tempfile  # here: it imports shutil and random, which a probe's start need not load
+
     from tftpdiag.engine.scratch import scratch_prefix
     from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
 

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client_loop import ClientLoop
 from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
-from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
@@ -32,6 +31,9 @@ from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
 from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
+
+if TYPE_CHECKING:
+    from tftpdiag.engine.impair import ImpairSpec
 
 __all__ = ["ClientRequest", "ClientOutcome", "ClientTransfer", "TransferSetupError"]
 

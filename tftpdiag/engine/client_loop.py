@@ -24,16 +24,18 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.session import Session
+
+if TYPE_CHECKING:
+    from tftpdiag.engine.impair import ImpairSpec
 
 __all__ = ["ClientLoop"]
 

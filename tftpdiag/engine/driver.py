@@ -25,15 +25,18 @@ import socket
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.engine.impair import Held, Impairer, ImpairSpec
+from tftpdiag.engine.held import Held
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.fmt import address
 from tftpdiag.protocol.events import Address, SocketError
 from tftpdiag.protocol.session import Session
+
+if TYPE_CHECKING:
+    from tftpdiag.engine.impair import Impairer, ImpairSpec
 
 __all__ = ["Driver", "OnError", "Send", "About", "UNREACHABLE", "LOST_ON_SEND", "wire_address"]
 
@@ -69,7 +72,11 @@ class Driver(Generic[T]):
     def __init__(self, bus: EventBus, impair: ImpairSpec | None, offload: bool, *, alone: bool,
                  label: str = "") -> None:
         self.publish = bus.publish
-        self.impairer = Impairer(impair) if impair is not None else None
+        self.impairer: Impairer | None = None
+        if impair is not None:
+            from tftpdiag.engine.impair import Impairer  # loaded only for a run that asks for --impair
+
+            self.impairer = Impairer(impair)
         # The impairer decides each datagram's fate, so under --impair they travel one by one.
         self.offload = offload and self.impairer is None
         self.held: Held[socket.socket | T] = Held()  # "out": the socket to send on; "in": where it goes

@@ -3,22 +3,21 @@ reordering, a path MTU that drops what would fragment, and exact drops of chosen
 
 The impairer only decides the fate of each datagram (when it is delivered, how many times, or not at
 all) and records an event for it; engine/driver.py carries the decision out for the client's and the
-server's loops alike (Held keeps what is delayed until the loop's clock says it is due), so a delay
-never blocks other sessions.
+server's loops alike (engine/held.py keeps what is delayed until the loop's clock says it is due), so a
+delay never blocks other sessions.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from tftpdiag.protocol.events import Address, Event, Impaired
 from tftpdiag.protocol.packets import Ack, Data, Packet, ProtocolError, Request, decode
 
-__all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError", "Held"]
+__all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError"]
 
 _OPS = {"rrq", "wrq", "data", "ack", "error", "oack"}
 
@@ -225,35 +224,3 @@ class Impairer:
             times.append(now + delay + max(spec.jitter, 0.001))
             record("duplicated", times[1] - now, f"dup={spec.dup * 100:g}%")
         return times, events
-
-
-_Target = TypeVar("_Target")
-
-
-class Held(Generic[_Target]):
-    """Datagrams held back by the impairer, by the time they fall due; ``target`` says where each goes
-    (its type is the engine's: the client needs none, the server a socket or a session)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, bytes, Address, _Target]] = []
-        self._seq = 0
-
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
-    def add(self, when: float, way: str, raw: bytes, addr: Address, target: _Target) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, way, raw, addr, target))
-
-    def next_time(self) -> float:
-        return self._heap[0][0]
-
-    def due(self, now: float) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= now
-
-    def pop_due(self, now: float) -> list[tuple[str, bytes, Address, _Target]]:
-        out = []
-        while self._heap and self._heap[0][0] <= now:
-            _, _, way, raw, addr, target = heapq.heappop(self._heap)
-            out.append((way, raw, addr, target))
-        return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import socket
 import stat
 import threading
@@ -53,7 +52,8 @@ def create_part(target: Path) -> tuple[int, str]:
     """
     prefix = f".{_short(target.name)}.{_MARK}-{host_tag()}-{os.getpid()}-"
     for _ in range(100):
-        path = os.path.join(target.parent, f"{prefix}{secrets.token_hex(4)}.part")
+        # os.urandom, as secrets.token_hex does: importing secrets was 2.5 ms of every probe's start.
+        path = os.path.join(target.parent, f"{prefix}{os.urandom(4).hex()}.part")
         try:
             return os.open(path, _OPEN_FLAGS, 0o600), path
         except FileExistsError:

@@ -8,11 +8,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from tftpdiag.engine.driver import OnError, Send
 from tftpdiag.engine.files import UploadSink
-from tftpdiag.engine.impair import ImpairSpec
 from tftpdiag.engine.net import BUSY_POLL
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.protocol.events import Address
@@ -20,6 +19,9 @@ from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
+
+if TYPE_CHECKING:
+    from tftpdiag.engine.impair import ImpairSpec
 
 __all__ = ["ServerConfig", "ServerSetupError", "SERVE_TIMING"]
 
