@@ -4,6 +4,7 @@ call, and a windowed transfer in the view took twice its headless time."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,5 +86,36 @@ def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tm
         listener.setblocking(False)
         with pytest.raises(BlockingIOError):
             listener.recv(100)  # nothing was ever asked of the "server"
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_the_reader_gives_way_and_the_view_does_not(tmp_path: Path) -> None:
+    """The thread that reads the child's batches runs at nice 19 (engine/apart.py _READER_NICE): at the
+    default it preempted the transfer it shares a CPU with ~100 times a second. The thread that starts
+    the transfer (the view's) keeps its own nice value: it could not get it back."""
+    import os
+    import socket
+    import time
+
+    from tftpdiag.engine.client import ClientRequest
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        remote = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        try:
+            assert remote._reader is not None and remote._reader.native_id is not None
+            deadline = time.monotonic() + 10
+            while os.getpriority(os.PRIO_PROCESS, remote._reader.native_id) != apart._READER_NICE:
+                assert time.monotonic() < deadline, "the reader never lowered its priority"
+                time.sleep(0.01)
+            assert os.getpriority(os.PRIO_PROCESS, 0) == own
+        finally:
+            remote.cancel()
+            remote.join(30)
     finally:
         listener.close()

@@ -28,6 +28,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from collections import deque
@@ -48,6 +49,13 @@ _BATCH_EVERY = 0.01  # s between the child's writes to the pipe: ~100 a second, 
 # unsafe, and a rerun happens while the app runs.
 _CONTEXT = multiprocessing.get_context("spawn")
 _PIPE_BUFFER = 4 << 20  # bytes; Linux caps it at net.core.wmem_max / rmem_max (4 MiB by default)
+# The reader thread's nice value (Linux keeps one per thread). Why: it wakes ~100 times a second for
+# the child's batches, and on a machine of two CPUs it shares one with the transfer (shared_cpu): at the
+# default it preempted the spinning transfer at each wake-up, and the datagram that came meanwhile
+# waited. At 19 it runs when that CPU has time, and falls behind while a fast transfer has none, as a
+# view may. It ends with the transfer, so nothing else of the view is slowed for good (and a nice value
+# cannot be lowered again without privilege: a view niced whole would stay slow under load).
+_READER_NICE = 19
 
 
 def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None,
@@ -199,6 +207,17 @@ def _widen(conn: Connection) -> None:
                 pass
 
 
+def _give_way() -> None:
+    """The calling thread, and it alone, at _READER_NICE (Linux; elsewhere a nice value is the
+    process's, and it is left alone)."""
+    if sys.platform != "linux":
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _READER_NICE)
+    except OSError:
+        pass
+
+
 class _Shipper:
     """The child's events packed for the pipe, by two threads: the engine's in its waits, and the
     writer's on its tick (engine/wait_drain.py). Packed batches wait in order for the writer, which
@@ -281,6 +300,7 @@ class RemoteTransfer:
 
     def _read(self) -> None:
         assert self._conn is not None
+        _give_way()
         bus = self.bus
         publish = bus.publish
         try:
