@@ -63,8 +63,20 @@ def test_the_writer_takes_everything_when_asked_and_keeps_the_order() -> None:
 @pytest.mark.parametrize(("cpus", "shared"), [({0, 1}, 1), ({2, 5}, 5), ({0}, None), ({0, 1, 2, 3}, None)])
 def test_the_view_and_its_transfer_share_a_cpu_on_a_machine_of_two(
         monkeypatch: pytest.MonkeyPatch, cpus: set[int], shared: int | None) -> None:
+    monkeypatch.setattr(apart, "_CPUS", [])
     monkeypatch.setattr(apart.os, "sched_getaffinity", lambda pid: cpus)
     assert apart.shared_cpu() == shared
+
+
+def test_a_rerun_in_the_view_shares_the_cpu_as_its_first_transfer_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view pins itself for its first transfer; judged by its affinity then, a rerun found one CPU,
+    and its transfer ran pinned without counting the view's frames out of its wait for a CPU."""
+    monkeypatch.setattr(apart, "_CPUS", [])
+    affinity = [{0, 1}]
+    monkeypatch.setattr(apart.os, "sched_getaffinity", lambda pid: affinity[0])
+    assert apart.shared_cpu() == 1
+    affinity[0] = {1}  # pinned for the first transfer (apart._pin)
+    assert apart.shared_cpu() == 1
 
 
 def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tmp_path: Path) -> None:

@@ -162,6 +162,19 @@ def _store_path() -> str | None:
 _STORE_NAMES = itertools.count(1)
 
 
+_CPUS: list[set[int]] = []  # this process's CPUs before it was first pinned (shared_cpu)
+
+
+def own_cpus() -> set[int] | None:
+    """The CPUs this process may use, as they were before :func:`_pin` kept it to one."""
+    if not _CPUS:
+        try:
+            _CPUS.append(set(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return None
+    return _CPUS[0]
+
+
 def shared_cpu() -> int | None:
     """The CPU the view and its transfer's process share on a machine of two, else None.
 
@@ -169,12 +182,12 @@ def shared_cpu() -> int | None:
     CPU. The view's frames, landing on either, pushed one end onto the other's CPU, and there the two
     ends preempted each other (15,000 times in one 32 MiB transfer, measured with perf sched): the
     transfer in the view took twice its headless time. Kept together on one CPU, the view and its
-    transfer leave the other to the peer. With more CPUs the scheduler has room: nothing is pinned."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        return None
-    return max(cpus) if len(cpus) == 2 else None
+    transfer leave the other to the peer. With more CPUs the scheduler has room: nothing is pinned.
+    Judged by the CPUs this process had before it was first pinned (:func:`own_cpus`): judged by its
+    affinity, a rerun in the same view found one CPU, and its transfer ran pinned without counting the
+    view's frames out of its wait for a CPU (net.share_cpu_with), which paused its spinning."""
+    cpus = own_cpus()
+    return max(cpus) if cpus is not None and len(cpus) == 2 else None
 
 
 def _pin(child: int | None, cpu: int) -> None:
