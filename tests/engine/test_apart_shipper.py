@@ -4,7 +4,9 @@ call, and a windowed transfer in the view took twice its headless time."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,7 +109,6 @@ def test_the_reader_gives_way_and_the_view_does_not(tmp_path: Path) -> None:
     """The thread that reads the child's batches runs at nice 19 (engine/apart.py _READER_NICE): at the
     default it preempted the transfer it shares a CPU with ~100 times a second. The thread that starts
     the transfer (the view's) keeps its own nice value: it could not get it back."""
-    import os
     import socket
     import time
 
@@ -129,5 +130,35 @@ def test_the_reader_gives_way_and_the_view_does_not(tmp_path: Path) -> None:
         finally:
             remote.cancel()
             remote.join(30)
+    finally:
+        listener.close()
+
+
+def test_the_view_gets_its_cpus_back_when_its_last_pinned_transfer_ends(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On a machine of two the view is pinned to its transfer's CPU (engine/apart.py shared_cpu); kept
+    there after the transfer, it could not move away from a CPU-bound program that came to share it."""
+    import socket
+
+    from tftpdiag.engine.client import ClientRequest
+
+    calls: list[tuple[int, set[int]]] = []
+    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: calls.append((tid, set(cpus))))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        first = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        second = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        assert calls and all(cpus == {1} for _, cpus in calls)  # both pinned, with the view
+        first.cancel()
+        first.join(30)
+        assert all(cpus == {1} for _, cpus in calls), "one transfer still runs: the view stays with it"
+        second.cancel()
+        second.join(30)
+        assert calls[-1][1] == {0, 1}
+        threads = {int(tid) for tid in os.listdir("/proc/self/task")}
+        assert threading.get_native_id() in {tid for tid, cpus in calls if cpus == {0, 1}} & threads
     finally:
         listener.close()

@@ -194,13 +194,31 @@ def _pin(child: int | None, cpu: int) -> None:
     """This process's threads (those to come inherit it) and the child's main thread (its engine and
     writer threads are started later, and inherit it) on ``cpu``. A refusal (a container's cpuset)
     leaves things as the scheduler has them."""
+    _set_cpus(child, {cpu})
+
+
+def _set_cpus(child: int | None, cpus: set[int]) -> None:
     try:
         if child is not None:
-            os.sched_setaffinity(child, {cpu})
+            os.sched_setaffinity(child, cpus)
         for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), {cpu})
+            os.sched_setaffinity(int(tid), cpus)
     except OSError:
         pass
+
+
+# This process's transfers running pinned with it (shared_cpu). When the last has ended the view gets
+# its CPUs back: kept to one, it could not move away from a CPU-bound program that came to share it.
+_PINNED = [0]
+_PIN_LOCK = threading.Lock()
+
+
+def _pinned_transfer_ended() -> None:
+    with _PIN_LOCK:
+        _PINNED[0] -= 1
+        cpus = own_cpus()
+        if _PINNED[0] == 0 and cpus:
+            _set_cpus(None, cpus)
 
 
 def _widen(conn: Connection) -> None:
@@ -272,6 +290,7 @@ class RemoteTransfer:
         self._done = threading.Event()
         self._joined = threading.Event()
         self._reader: threading.Thread | None = None
+        self._pinned = False  # counted in _PINNED
         self.setup_error: str | None = None  # why the child could not run the transfer, if it could not
 
     @classmethod
@@ -295,7 +314,10 @@ class RemoteTransfer:
         self._process.start()
         child.close()
         if cpu is not None:
-            _pin(self._process.pid, cpu)
+            with _PIN_LOCK:
+                _pin(self._process.pid, cpu)
+                _PINNED[0] += 1
+            self._pinned = True
         self._conn = parent
         self._reader = threading.Thread(target=self._read, name=f"apart-reader-{self.session_id}", daemon=True)
         self._reader.start()
@@ -337,6 +359,8 @@ class RemoteTransfer:
         except (EOFError, OSError):
             pass  # the child ended (or was ended) without saying more
         finally:
+            if self._pinned:
+                _pinned_transfer_ended()
             self._done.set()
             self._joined.set()
 
