@@ -417,3 +417,39 @@ def test_an_output_directory_that_cannot_be_written_is_a_usage_error() -> None:
     result = run("probe", LOOP, "image.bin", "--port", "9", "--json", "-o", "/proc/1/out.bin", timeout=10)
     assert result.returncode == 2
     assert result.stderr.strip() == "tftpdiag probe: cannot write /proc/1/out.bin: /proc/1 is not writable"
+
+
+# -- outputs that are not regular files ---------------------------------------------------------------
+
+
+def test_a_download_into_a_pipe_is_written_into_it_and_the_pipe_stays(served: tuple[Path, int],
+                                                                        tmp_path: Path) -> None:
+    """-o naming a device or a pipe (/dev/null most often) is written straight into: put in place from a
+    temporary file, as a regular file is, the download replaced /dev/null for the whole machine (as root,
+    /dev is writable). A FIFO stands in for the device here, so that a failure cannot break this one."""
+    import threading
+
+    _, port = served
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def drain() -> None:
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    request = ClientRequest(LOOP, "image.bin", port=port, output=fifo, options=RequestedOptions(blksize=1468),
+                            deadline=20)
+    outcome = ClientTransfer(request).run()
+    reader.join(TIMEOUT)
+    assert outcome.ok and outcome.output == fifo, outcome.result
+    assert stat.S_ISFIFO(fifo.lstat().st_mode), "the pipe was replaced by a file"
+    assert got == [CONTENT] and parts(tmp_path) == []
+
+
+def test_an_output_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("probe", LOOP, "image.bin", "--port", "9", "--json", "-o", str(tmp_path), timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"tftpdiag probe: cannot write {tmp_path}: it is a directory (name a file in it)"

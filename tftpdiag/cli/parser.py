@@ -159,7 +159,8 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     _transfer_flags(probe)
     probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
                        help="keep the downloaded file here (written only if the transfer completes; a file it "
-                            "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it)")
+                            "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it). A "
+                            "device or a pipe (/dev/null, a FIFO) is written as the data comes")
     probe.add_argument("--expect-sha256", type=sha256_hex, default=None, metavar="HEX",
                        help="fail (exit 1) unless the data has this SHA-256; with -o, data that does not "
                             "match is not kept and a file already at PATH stays as it was")

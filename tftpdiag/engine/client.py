@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -93,6 +94,21 @@ def _source_address(family: int, server: Address) -> str:
         probe.close()
 
 
+def _output_kind(path: Path) -> str:
+    """What -o names: "file" (a regular file, or nothing yet: written beside it, then put in place),
+    "directory", or "stream" (a device or a pipe, /dev/null the common one: written straight into).
+
+    Why: a temporary file put in place over /dev/null (as root, /dev is writable) replaced the device
+    with the download, for every program on the machine."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "file" if stat.S_ISREG(mode) else "stream"
+
+
 class ClientTransfer:
     """Set up with :meth:`__init__` (which raises TransferSetupError for user mistakes), then
     :meth:`run` here or :meth:`start` on a worker thread and :meth:`wait`."""
@@ -118,10 +134,16 @@ class ClientTransfer:
                 raise TransferSetupError(f"{request.source} is not a regular file")
         else:
             self._upload_file = None
-            if request.output is not None and not request.output.parent.is_dir():
-                raise TransferSetupError(f"cannot write {request.output}: no such directory {request.output.parent}")
-            if request.output is not None and not os.access(request.output.parent, os.W_OK):
-                raise TransferSetupError(f"cannot write {request.output}: {request.output.parent} is not writable")
+            out = request.output
+            kind = _output_kind(out) if out is not None else "file"
+            if out is not None and kind == "directory":
+                raise TransferSetupError(f"cannot write {out}: it is a directory (name a file in it)")
+            if out is not None and kind == "stream" and not os.access(out, os.W_OK):
+                raise TransferSetupError(f"cannot write {out}: permission denied")
+            if out is not None and kind == "file" and not out.parent.is_dir():
+                raise TransferSetupError(f"cannot write {out}: no such directory {out.parent}")
+            if out is not None and kind == "file" and not os.access(out.parent, os.W_OK):
+                raise TransferSetupError(f"cannot write {out}: {out.parent} is not writable")
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled by the user"
         self._done = threading.Event()
@@ -182,7 +204,9 @@ class ClientTransfer:
                 self._files = partial(feed_sender, writer, source)
                 self._digest = source.hash
             else:
-                if req.output is not None:
+                if req.output is not None and _output_kind(req.output) == "stream":
+                    self._temp = open(req.output, "wb")  # noqa: SIM115 - closed in _finalise or below
+                elif req.output is not None:
                     fd, self._temp_path = create_part(req.output)
                     self._temp = os.fdopen(fd, "wb")
                 sink = self._sink = HashingSink(self._temp)
@@ -203,8 +227,9 @@ class ClientTransfer:
             if self._temp is not None:
                 with contextlib.suppress(OSError):
                     self._temp.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(self._temp_path)
+                if self._temp_path:  # never the output itself (a device, a pipe)
+                    with contextlib.suppress(OSError):
+                        os.unlink(self._temp_path)
             if self._upload_file is not None:
                 self._upload_file.close()
             self._done.set()
@@ -228,7 +253,16 @@ class ClientTransfer:
                 stored = False
         output = None
         temp, self._temp = self._temp, None
-        if temp is not None:
+        if temp is not None and not self._temp_path:  # a device or a pipe, written as the data came
+            expected = self.request.expected_sha256
+            keep = stored and isinstance(result, Completed) and (
+                expected is None or self._digest.hexdigest() == expected.lower())
+            try:
+                temp.close()
+            except OSError:
+                keep = False
+            output = self.request.output if keep else None
+        elif temp is not None:
             expected = self.request.expected_sha256
             final = self.request.output  # never None here: the part file was made beside it
             keep = stored and isinstance(result, Completed) and (
