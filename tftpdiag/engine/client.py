@@ -109,6 +109,20 @@ def _output_kind(path: Path) -> str:
     return "file" if stat.S_ISREG(mode) else "stream"
 
 
+def _check_output(out: Path) -> None:
+    """Raise TransferSetupError unless a download can be kept at ``out`` (see _output_kind)."""
+    kind = _output_kind(out)
+    if kind == "directory":
+        raise TransferSetupError(f"cannot write {out}: it is a directory (name a file in it)")
+    if kind == "stream":
+        if not os.access(out, os.W_OK):
+            raise TransferSetupError(f"cannot write {out}: permission denied")
+    elif not out.parent.is_dir():
+        raise TransferSetupError(f"cannot write {out}: no such directory {out.parent}")
+    elif not os.access(out.parent, os.W_OK):
+        raise TransferSetupError(f"cannot write {out}: {out.parent} is not writable")
+
+
 class ClientTransfer:
     """Set up with :meth:`__init__` (which raises TransferSetupError for user mistakes), then
     :meth:`run` here or :meth:`start` on a worker thread and :meth:`wait`."""
@@ -134,16 +148,8 @@ class ClientTransfer:
                 raise TransferSetupError(f"{request.source} is not a regular file")
         else:
             self._upload_file = None
-            out = request.output
-            kind = _output_kind(out) if out is not None else "file"
-            if out is not None and kind == "directory":
-                raise TransferSetupError(f"cannot write {out}: it is a directory (name a file in it)")
-            if out is not None and kind == "stream" and not os.access(out, os.W_OK):
-                raise TransferSetupError(f"cannot write {out}: permission denied")
-            if out is not None and kind == "file" and not out.parent.is_dir():
-                raise TransferSetupError(f"cannot write {out}: no such directory {out.parent}")
-            if out is not None and kind == "file" and not os.access(out.parent, os.W_OK):
-                raise TransferSetupError(f"cannot write {out}: {out.parent} is not writable")
+            if request.output is not None:
+                _check_output(request.output)
         self._cancel = threading.Event()
         self._cancel_reason = "cancelled by the user"
         self._done = threading.Event()
