@@ -161,3 +161,162 @@ def test_the_view_gets_its_cpus_back_when_its_last_pinned_transfer_ends(
         assert (threading.get_native_id(), {0, 1}) in calls  # this thread (the view's) among them
     finally:
         listener.close()
+
+
+STAT = """cpu  900 0 300 5000 20 0 10 7 0 0
+cpu0 400 0 100 2500 10 0 5 3 0 0
+cpu1 500 0 200 2500 10 0 5 4 0 0
+intr 12345 0 0
+procs_running 3
+"""
+
+
+def test_a_cpu_s_idle_and_all_ticks_come_from_its_own_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Idle counts iowait; steal (the 8th field) is not this machine's time and is left out of both."""
+    stat = tmp_path / "stat"
+    stat.write_text(STAT)
+    monkeypatch.setattr(apart, "_PROC_STAT", str(stat))
+    assert apart._cpu_ticks({0}) == (2510, 3015)
+    assert apart._cpu_ticks({0, 1}) == (5020, 6230)
+    assert apart._cpu_ticks({2}) is None  # not a CPU of this machine: nothing to judge by
+    monkeypatch.setattr(apart, "_PROC_STAT", str(tmp_path / "absent"))
+    assert apart._cpu_ticks({0}) is None
+
+
+@pytest.mark.parametrize(("later", "busy"), [
+    ((104, 110), True),   # idle 4 of 10 ticks: a program of its own runs there
+    ((105, 110), False),  # idle half the time: not enough to move the view there
+    ((110, 110), False),  # idle throughout
+    ((100, 104), False),  # 4 ticks (40 ms): too short a span to say
+])
+def test_the_other_cpu_is_busy_when_it_was_idle_less_than_half_the_time(
+        monkeypatch: pytest.MonkeyPatch, later: tuple[int, int], busy: bool) -> None:
+    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    asked: list[set[int]] = []
+    ticks = iter([(100, 100), later])
+
+    def cpu_ticks(cpus: set[int]) -> tuple[int, int]:
+        asked.append(cpus)
+        return next(ticks)
+
+    monkeypatch.setattr(apart, "_cpu_ticks", cpu_ticks)
+    monkeypatch.setattr(apart, "_OTHER_MARK", [])
+    assert not apart._other_busy(1)  # no mark yet: nothing to judge by
+    apart._mark_other(1)
+    assert apart._other_busy(1) is busy
+    assert asked == [{0}, {0}]  # the CPU other than the transfer's
+
+
+def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                  busy: bool) -> tuple[int, list[tuple[int, set[int]]], list[tuple[str, object]]]:
+    """Prepare and start a pinned transfer with the other CPU judged ``busy``, then cancel it (its
+    "server" never answers); the child's pid, the affinities set and the messages sent to the child."""
+    import pickle
+    import socket
+
+    from tftpdiag.engine.client import ClientRequest
+
+    calls: list[tuple[int, set[int]]] = []
+    sent: list[tuple[str, object]] = []
+    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: calls.append((tid, set(cpus))))
+    monkeypatch.setattr(apart, "_other_busy", lambda cpu: busy)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        remote = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        assert remote._conn is not None
+        conn, send = remote._conn, remote._conn.send_bytes
+
+        def recorded(blob: bytes) -> None:
+            sent.append(pickle.loads(blob))
+            send(blob)
+
+        monkeypatch.setattr(conn, "send_bytes", recorded)
+        remote.start()
+        remote.cancel()
+        remote.join(30)
+        assert not remote._process.is_alive()
+    finally:
+        listener.close()
+    return remote._process.pid, calls, sent
+
+
+def test_beside_a_busy_cpu_the_view_moves_there_and_its_transfer_stays(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A CPU-bound program on the other CPU: the view's frames, pinned with the transfer, came out of the
+    transfer's time (1.65x headless against 1.17x moved, engine/apart.py _BUSY_IDLE). The transfer's
+    process keeps its CPU and is told the view no longer shares it, so the view's CPU time is no longer
+    taken out of its wait for a CPU."""
+    child, calls, sent = _pinned_start(monkeypatch, tmp_path, busy=True)
+    view = threading.get_native_id()
+    moved = calls.index((view, {0}))
+    assert all(cpus == {1} for _, cpus in calls[:moved])  # pinned with the transfer first
+    assert (view, {0, 1}) in calls[moved:]  # and every CPU back once it ended
+    assert [cpus for tid, cpus in calls if tid == child] == [{1}]  # the transfer stays where it was
+    assert sent[0] == ("go", False)
+
+
+def test_beside_an_idle_cpu_the_view_stays_with_its_transfer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    child, calls, sent = _pinned_start(monkeypatch, tmp_path, busy=False)
+    view = threading.get_native_id()
+    assert (view, {0}) not in calls
+    assert (child, {1}) in calls and (view, {1}) in calls and (view, {0, 1}) in calls  # pinned, then freed
+    assert sent[0] == ("go", True)
+
+
+def test_a_rerun_judges_the_other_cpu_from_the_end_of_the_last_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun is made ready and started at once: judged from its own start there would be no span."""
+    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: None)
+    monkeypatch.setattr(apart, "_cpu_ticks", lambda cpus: (7, 42))
+    monkeypatch.setattr(apart, "_OTHER_MARK", [(0, 0)])
+    monkeypatch.setattr(apart, "_PINNED", [1])
+    apart._pinned_transfer_ended()
+    assert apart._OTHER_MARK == [(7, 42)]
+
+
+class _Conn:
+    """The child's end of the pipe: the view's messages in, what the child sends kept."""
+
+    def __init__(self, *messages: tuple[str, object]) -> None:
+        import pickle
+
+        self.incoming = [pickle.dumps(m) for m in messages]
+        self.sent: list[bytes] = []
+
+    def recv_bytes(self) -> bytes:
+        if not self.incoming:
+            raise EOFError
+        return self.incoming.pop(0)
+
+    def send_bytes(self, blob: bytes) -> None:
+        self.sent.append(blob)
+
+
+@pytest.mark.parametrize(("shares", "counted_out"), [(False, None), (True, 4242)])
+def test_a_child_told_the_view_moved_away_counts_its_cpu_time_as_contention_again(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shares: bool, counted_out: int | None) -> None:
+    """While the view shares the transfer's CPU, its CPU time is taken out of the transfer's wait for a
+    CPU (net.share_cpu_with); once it has moved to the busy CPU, a wait for this one is contention."""
+    import gc
+    import pickle
+    import socket
+
+    from tftpdiag.engine import net
+    from tftpdiag.engine.client import ClientRequest
+
+    monkeypatch.setattr(net, "_SHARED_WITH", 4242)  # as _child set it: the view's pid
+    monkeypatch.setattr(sys, "setswitchinterval", lambda interval: None)  # the test process's own, kept
+    monkeypatch.setattr(gc, "set_threshold", lambda *thresholds: None)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        conn = _Conn(("go", shares), ("cancel", "done"))
+        apart._run_child(request, 1, conn)  # type: ignore[arg-type]
+    finally:
+        listener.close()
+    assert counted_out == net._SHARED_WITH
+    assert pickle.loads(conn.sent[-1]) == ("joined", None)

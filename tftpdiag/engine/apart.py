@@ -104,13 +104,17 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_
         return
     # Ready; the transfer starts when the view says so (RemoteTransfer.start), once it has drawn.
     try:
-        kind, _ = pickle.loads(conn.recv_bytes())
+        kind, shares = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
-        kind = "cancel"
+        kind, shares = "cancel", None
     if kind != "go":  # the view went (or was closed) before it started this transfer
         transfer.close()
         conn.send_bytes(pickle.dumps(("joined", None)))
         return
+    if shares is False:  # the view moved to the other CPU (RemoteTransfer.start): its frames no longer wait here
+        from tftpdiag.engine.net import share_cpu_with
+
+        share_cpu_with(None)
     transfer.start()
 
     def control() -> None:
@@ -207,6 +211,70 @@ def _set_cpus(child: int | None, cpus: set[int]) -> None:
         pass
 
 
+# A program of its own on the view's other CPU (a build, a browser tab): the transfer's end and a peer
+# on this machine then share the transfer's CPU, one waking the other there as they do headless, and the
+# view, pinned with them, took every frame's CPU out of the transfer's time: a lock-step download in the
+# view took 1.65x its headless time beside one CPU-bound program (6 interleaved rounds, 32 MiB), against
+# 1.17x with the view moved to the busy CPU for the transfer, where its frames take their share from that
+# program instead (its threads sleep between frames, so the scheduler lets them in promptly). Whether
+# the other CPU is busy is judged while the view gets ready (from prepare to start, a few hundred ms of
+# drawing), when nothing of this process runs there: less than _BUSY_IDLE of that time idle (quiet, the
+# terminal drawing the view's first screens kept it 6-21% busy: tmux, and the benchmark's pty reader).
+# A rerun judges the time since the last transfer ended (the view's idle redraws there are a few per
+# cent). /proc/stat counts in ticks of 10 ms: fewer than _JUDGE_TICKS say nothing, and the view stays
+# with its transfer. (The system's count of runnable tasks
+# told a CPU-bound neighbour apart as cleanly at the start, but counts the whole machine's: in a
+# container kept to two CPUs of a larger host, other containers' programs would count.)
+_BUSY_IDLE = 0.5
+_JUDGE_TICKS = 5
+_PROC_STAT = "/proc/stat"
+_OTHER_MARK: list[tuple[int, int]] = []  # the other CPU's (idle, all) ticks at the last mark (_mark_other)
+
+
+def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+    """Clock ticks of ``cpus`` since boot, idle (with iowait) and all (steal left out: time the CPU was
+    not this machine's to give), from /proc/stat's per-CPU lines; None where there are none (not Linux)."""
+    try:
+        with open(_PROC_STAT, "rb") as f:
+            text = f.read()
+    except OSError:
+        return None
+    idle = every = found = 0
+    for line in text.splitlines():
+        if line[:3] != b"cpu" or not line[3:4].isdigit():
+            continue
+        name, *fields = line.split()
+        try:
+            if int(name[3:]) not in cpus:
+                continue
+            user, nice, system, idle_, iowait, irq, softirq = (int(v) for v in fields[:7])
+        except ValueError:
+            return None
+        idle += idle_ + iowait
+        every += user + nice + system + idle_ + iowait + irq + softirq
+        found += 1
+    return (idle, every) if found == len(cpus) else None
+
+
+def _mark_other(cpu: int) -> None:
+    """Start a span over which :func:`_other_busy` judges the CPUs other than ``cpu``."""
+    ticks = _cpu_ticks((own_cpus() or set()) - {cpu})
+    _OTHER_MARK[:] = [ticks] if ticks is not None else []
+
+
+def _other_busy(cpu: int) -> bool:
+    """Whether the CPUs other than ``cpu`` were idle less than _BUSY_IDLE of the time since the last
+    mark: a program of its own runs there (see _BUSY_IDLE). False when the span is too short to say."""
+    if not _OTHER_MARK:
+        return False
+    ticks = _cpu_ticks((own_cpus() or set()) - {cpu})
+    if ticks is None:
+        return False
+    (idle0, every0), (idle1, every1) = _OTHER_MARK[0], ticks
+    span = every1 - every0
+    return span >= _JUDGE_TICKS and idle1 - idle0 < _BUSY_IDLE * span
+
+
 # This process's transfers running pinned with it (shared_cpu). When the last has ended the view gets
 # its CPUs back: kept to one, it could not move away from a CPU-bound program that came to share it.
 _PINNED = [0]
@@ -219,6 +287,9 @@ def _pinned_transfer_ended() -> None:
         cpus = own_cpus()
         if _PINNED[0] == 0 and cpus:
             _set_cpus(None, cpus)
+            cpu = shared_cpu()
+            if cpu is not None:
+                _mark_other(cpu)  # a rerun judges the other CPU from here
 
 
 def _widen(conn: Connection) -> None:
@@ -290,7 +361,7 @@ class RemoteTransfer:
         self._done = threading.Event()
         self._joined = threading.Event()
         self._reader: threading.Thread | None = None
-        self._pinned = False  # counted in _PINNED
+        self._pinned: int | None = None  # the CPU this transfer's process is pinned to; counted in _PINNED
         self.setup_error: str | None = None  # why the child could not run the transfer, if it could not
 
     @classmethod
@@ -317,7 +388,9 @@ class RemoteTransfer:
             with _PIN_LOCK:
                 _pin(self._process.pid, cpu)
                 _PINNED[0] += 1
-            self._pinned = True
+                if not _OTHER_MARK:  # the view's first transfer: from now on nothing of it runs there
+                    _mark_other(cpu)
+            self._pinned = cpu
         self._conn = parent
         self._reader = threading.Thread(target=self._read, name=f"apart-reader-{self.session_id}", daemon=True)
         self._reader.start()
@@ -327,8 +400,14 @@ class RemoteTransfer:
         """Run the transfer (spawning its process first, if :meth:`prepare` has not)."""
         self.prepare()
         assert self._conn is not None
+        moved = False
+        if self._pinned is not None:
+            with _PIN_LOCK:
+                moved = _other_busy(self._pinned)
+                if moved:  # the view's frames go to the busy CPU (see _BUSY_IDLE); the transfer stays
+                    _set_cpus(None, (own_cpus() or set()) - {self._pinned})
         try:
-            self._conn.send_bytes(pickle.dumps(("go", None)))
+            self._conn.send_bytes(pickle.dumps(("go", not moved)))
         except (BrokenPipeError, OSError):
             pass  # the child has ended already: its reader says why
         return self
@@ -359,7 +438,7 @@ class RemoteTransfer:
         except (EOFError, OSError):
             pass  # the child ended (or was ended) without saying more
         finally:
-            if self._pinned:
+            if self._pinned is not None:
                 _pinned_transfer_ended()
             self._done.set()
             self._joined.set()
