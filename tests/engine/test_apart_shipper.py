@@ -183,28 +183,60 @@ def test_a_cpu_s_idle_and_all_ticks_come_from_its_own_line(monkeypatch: pytest.M
     assert apart._cpu_ticks({0}) is None
 
 
-@pytest.mark.parametrize(("later", "busy"), [
-    ((104, 110), True),   # idle 4 of 10 ticks: a program of its own runs there
-    ((105, 110), False),  # idle half the time: not enough to move the view there
-    ((110, 110), False),  # idle throughout
-    ((100, 104), False),  # 4 ticks (40 ms): too short a span to say
+@pytest.mark.parametrize(("later", "own", "busy"), [
+    ((1010, 1200), 5.0, True),     # 190 busy ticks, 5 its own, of 100 a CPU: a program of its own runs
+    ((1150, 1200), 5.0, False),    # 50 busy, 5 its own: others used 45, under half a CPU
+    ((1010, 1200), 100.0, True),   # 95 of the 190 its own (drawing, the transfer's process getting ready)
+    ((1010, 1200), 150.0, False),  # nearly all of it its own
+    ((1000, 1008), 0.0, False),    # 4 ticks a CPU (40 ms): too short a span to say
 ])
-def test_the_other_cpu_is_busy_when_it_was_idle_less_than_half_the_time(
-        monkeypatch: pytest.MonkeyPatch, later: tuple[int, int], busy: bool) -> None:
+def test_other_programs_are_busy_when_they_used_more_than_half_a_cpu(
+        monkeypatch: pytest.MonkeyPatch, later: tuple[int, int], own: float, busy: bool) -> None:
+    """Over both CPUs, less this process's own CPU and its transfer's process's: wherever the
+    CPU-bound program ran (a rerun is judged over a span in which the view was not pinned)."""
     monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
     asked: list[set[int]] = []
-    ticks = iter([(100, 100), later])
+    ticks = iter([(1000, 1000), later])
 
     def cpu_ticks(cpus: set[int]) -> tuple[int, int]:
         asked.append(cpus)
         return next(ticks)
 
+    children: list[int | None] = []
+
+    def own_ticks(child: int | None = None) -> float:
+        children.append(child)
+        return own if child is not None else 0.0
+
     monkeypatch.setattr(apart, "_cpu_ticks", cpu_ticks)
-    monkeypatch.setattr(apart, "_OTHER_MARK", [])
-    assert not apart._other_busy(1)  # no mark yet: nothing to judge by
-    apart._mark_other(1)
-    assert apart._other_busy(1) is busy
-    assert asked == [{0}, {0}]  # the CPU other than the transfer's
+    monkeypatch.setattr(apart, "_own_ticks", own_ticks)
+    monkeypatch.setattr(apart, "_MARK", [])
+    assert not apart._others_busy(99)  # no mark yet: nothing to judge by
+    apart._mark()
+    assert apart._others_busy(99) is busy
+    assert asked == [{0, 1}, {0, 1}] and children == [None, 99]
+
+
+def test_own_ticks_count_this_process_and_all_of_a_child_s(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    ready = tmp_path / "ready"
+    code = (f"import time, pathlib\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+            f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(30)")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the child never finished its work"
+            time.sleep(0.01)
+        mine = apart._own_ticks()
+        assert mine > 0
+        assert apart._own_ticks(child.pid) - mine >= 0.25 * apart._TICKS_PER_S  # its 0.3 s of CPU, in ticks
+        assert apart._own_ticks(2 ** 22 + 1) - apart._own_ticks() < 1  # no such process: nothing added
+    finally:
+        child.kill()
+        child.wait()
 
 
 def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -220,7 +252,7 @@ def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     sent: list[tuple[str, object]] = []
     monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
     monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: calls.append((tid, set(cpus))))
-    monkeypatch.setattr(apart, "_other_busy", lambda cpu: busy)
+    monkeypatch.setattr(apart, "_others_busy", lambda child: busy)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     try:
@@ -245,8 +277,8 @@ def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
 def test_beside_a_busy_cpu_the_view_moves_there_and_its_transfer_stays(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A CPU-bound program on the other CPU: the view's frames, pinned with the transfer, came out of the
-    transfer's time (1.65x headless against 1.17x moved, engine/apart.py _BUSY_IDLE). The transfer's
+    """A CPU-bound program beside: the view's frames, pinned with the transfer, came out of the
+    transfer's time (1.65x headless against 1.17x moved, engine/apart.py _BUSY). The transfer's
     process keeps its CPU and is told the view no longer shares it, so the view's CPU time is no longer
     taken out of its wait for a CPU."""
     child, calls, sent = _pinned_start(monkeypatch, tmp_path, busy=True)
@@ -271,10 +303,11 @@ def test_a_rerun_judges_the_other_cpu_from_the_end_of_the_last_transfer(monkeypa
     monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
     monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: None)
     monkeypatch.setattr(apart, "_cpu_ticks", lambda cpus: (7, 42))
-    monkeypatch.setattr(apart, "_OTHER_MARK", [(0, 0)])
+    monkeypatch.setattr(apart, "_own_ticks", lambda child=None: 3.0)
+    monkeypatch.setattr(apart, "_MARK", [(0, 0, 0.0)])
     monkeypatch.setattr(apart, "_PINNED", [1])
     apart._pinned_transfer_ended()
-    assert apart._OTHER_MARK == [(7, 42)]
+    assert apart._MARK == [(7, 42, 3.0)]
 
 
 class _Conn:

@@ -26,6 +26,7 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import resource
 import shutil
 import socket
 import sys
@@ -211,24 +212,25 @@ def _set_cpus(child: int | None, cpus: set[int]) -> None:
         pass
 
 
-# A program of its own on the view's other CPU (a build, a browser tab): the transfer's end and a peer
-# on this machine then share the transfer's CPU, one waking the other there as they do headless, and the
-# view, pinned with them, took every frame's CPU out of the transfer's time: a lock-step download in the
-# view took 1.65x its headless time beside one CPU-bound program (6 interleaved rounds, 32 MiB), against
-# 1.17x with the view moved to the busy CPU for the transfer, where its frames take their share from that
-# program instead (its threads sleep between frames, so the scheduler lets them in promptly). Whether
-# the other CPU is busy is judged while the view gets ready (from prepare to start, a few hundred ms of
-# drawing), when nothing of this process runs there: less than _BUSY_IDLE of that time idle (quiet, the
-# terminal drawing the view's first screens kept it 6-21% busy: tmux, and the benchmark's pty reader).
-# A rerun judges the time since the last transfer ended (the view's idle redraws there are a few per
-# cent). /proc/stat counts in ticks of 10 ms: fewer than _JUDGE_TICKS say nothing, and the view stays
-# with its transfer. (The system's count of runnable tasks
-# told a CPU-bound neighbour apart as cleanly at the start, but counts the whole machine's: in a
+# A CPU-bound program beside the view (a build, a browser tab): the transfer's end and a peer on this
+# machine then share one CPU, one waking the other there as they do headless, and the view, pinned with
+# them, took every frame's CPU out of the transfer's time: a lock-step download in the view took 1.65x
+# its headless time beside one CPU-bound program (6 interleaved rounds, 32 MiB), against 1.17x with the
+# view moved to the other CPU for the transfer, where its frames take their share from that program
+# instead (its threads sleep between frames, so the scheduler lets them in promptly). Judged by the CPU
+# time other programs used since the last mark (the view's first transfer made ready, or its last
+# transfer's end): the CPUs' busy ticks in /proc/stat less this process's and its transfer's process's
+# own. More than _BUSY of one CPU's time: a program of its own runs. Quiet, others used 6-21% while
+# the view drew its first screens (the terminal drawing them: tmux, and the benchmark's pty reader);
+# beside a CPU-bound program, all of a CPU. /proc/stat counts in ticks of 10 ms: a span shorter than
+# _JUDGE_TICKS a CPU says nothing, and the view stays with its transfer. (The system's count of
+# runnable tasks told the two apart as cleanly at the start, but counts the whole machine's: in a
 # container kept to two CPUs of a larger host, other containers' programs would count.)
-_BUSY_IDLE = 0.5
+_BUSY = 0.5
 _JUDGE_TICKS = 5
 _PROC_STAT = "/proc/stat"
-_OTHER_MARK: list[tuple[int, int]] = []  # the other CPU's (idle, all) ticks at the last mark (_mark_other)
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_MARK: list[tuple[int, int, float]] = []  # (idle, all, this process's own) ticks at the last mark (_mark)
 
 
 def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
@@ -256,23 +258,40 @@ def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
     return (idle, every) if found == len(cpus) else None
 
 
-def _mark_other(cpu: int) -> None:
-    """Start a span over which :func:`_other_busy` judges the CPUs other than ``cpu``."""
-    ticks = _cpu_ticks((own_cpus() or set()) - {cpu})
-    _OTHER_MARK[:] = [ticks] if ticks is not None else []
+def _own_ticks(child: int | None = None) -> float:
+    """Clock ticks of CPU this process has used, and all that the process ``child`` has."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    ticks = (usage.ru_utime + usage.ru_stime) * _TICKS_PER_S
+    if child is not None:
+        try:
+            with open(f"/proc/{child}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()  # after the name, which may hold anything
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks
 
 
-def _other_busy(cpu: int) -> bool:
-    """Whether the CPUs other than ``cpu`` were idle less than _BUSY_IDLE of the time since the last
-    mark: a program of its own runs there (see _BUSY_IDLE). False when the span is too short to say."""
-    if not _OTHER_MARK:
+def _mark() -> None:
+    """Start the span over which :func:`_others_busy` judges."""
+    ticks = _cpu_ticks(own_cpus() or set())
+    _MARK[:] = [(*ticks, _own_ticks())] if ticks is not None else []
+
+
+def _others_busy(child: int | None) -> bool:
+    """Whether other programs used more than _BUSY of one CPU's time on this process's CPUs since the
+    last mark (see _BUSY): the CPUs' busy ticks less this process's and ``child``'s CPU (``child`` is a
+    transfer's process spawned since the mark: all of its CPU counts). False when the span is too short."""
+    cpus = own_cpus() or set()
+    if not _MARK or not cpus:
         return False
-    ticks = _cpu_ticks((own_cpus() or set()) - {cpu})
+    ticks = _cpu_ticks(cpus)
     if ticks is None:
         return False
-    (idle0, every0), (idle1, every1) = _OTHER_MARK[0], ticks
-    span = every1 - every0
-    return span >= _JUDGE_TICKS and idle1 - idle0 < _BUSY_IDLE * span
+    (idle0, every0, own0), (idle1, every1) = _MARK[0], ticks
+    span = (every1 - every0) / len(cpus)  # ticks of one CPU's time
+    others = (every1 - every0) - (idle1 - idle0) - (_own_ticks(child) - own0)
+    return span >= _JUDGE_TICKS and others > _BUSY * span
 
 
 # This process's transfers running pinned with it (shared_cpu). When the last has ended the view gets
@@ -287,9 +306,7 @@ def _pinned_transfer_ended() -> None:
         cpus = own_cpus()
         if _PINNED[0] == 0 and cpus:
             _set_cpus(None, cpus)
-            cpu = shared_cpu()
-            if cpu is not None:
-                _mark_other(cpu)  # a rerun judges the other CPU from here
+            _mark()  # a rerun judges from here
 
 
 def _widen(conn: Connection) -> None:
@@ -388,8 +405,8 @@ class RemoteTransfer:
             with _PIN_LOCK:
                 _pin(self._process.pid, cpu)
                 _PINNED[0] += 1
-                if not _OTHER_MARK:  # the view's first transfer: from now on nothing of it runs there
-                    _mark_other(cpu)
+                if not _MARK:  # the view's first transfer, made ready: judged from here (see _BUSY)
+                    _mark()
             self._pinned = cpu
         self._conn = parent
         self._reader = threading.Thread(target=self._read, name=f"apart-reader-{self.session_id}", daemon=True)
@@ -403,8 +420,8 @@ class RemoteTransfer:
         moved = False
         if self._pinned is not None:
             with _PIN_LOCK:
-                moved = _other_busy(self._pinned)
-                if moved:  # the view's frames go to the busy CPU (see _BUSY_IDLE); the transfer stays
+                moved = _others_busy(self._process.pid)
+                if moved:  # the view's frames go to the other CPU (see _BUSY); the transfer stays
                     _set_cpus(None, (own_cpus() or set()) - {self._pinned})
         try:
             self._conn.send_bytes(pickle.dumps(("go", not moved)))
