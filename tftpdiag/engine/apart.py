@@ -212,12 +212,24 @@ def _set_cpus(child: int | None, cpus: set[int]) -> None:
         pass
 
 
+def _free(child: int, cpus: set[int]) -> None:
+    """Every thread of the process ``child`` on ``cpus`` (threads it starts later inherit it)."""
+    try:
+        for tid in os.listdir(f"/proc/{child}/task"):
+            os.sched_setaffinity(int(tid), cpus)
+    except OSError:
+        pass  # it has ended, or a container's cpuset refuses: left as it is
+
+
 # A CPU-bound program beside the view (a build, a browser tab): the transfer's end and a peer on this
 # machine then share one CPU, one waking the other there as they do headless, and the view, pinned with
 # them, took every frame's CPU out of the transfer's time: a lock-step download in the view took 1.65x
 # its headless time beside one CPU-bound program (6 interleaved rounds, 32 MiB), against 1.17x with the
 # view moved to the other CPU for the transfer, where its frames take their share from that program
-# instead (its threads sleep between frames, so the scheduler lets them in promptly). Judged by the CPU
+# instead (its threads sleep between frames, so the scheduler lets them in promptly). The transfer's
+# process is then let go anywhere, as a headless probe's engine is: kept to one CPU, it kept a peer on
+# this machine apart from it when the scheduler moved the peer (seen with perf sched), and unpinned the
+# view's transfer measured 1.389 s against 1.439 s and 1.550 s against 1.635 s (12 rounds each). Judged by the CPU
 # time other programs used since the last mark (the view's first transfer made ready, or its last
 # transfer's end): the CPUs' busy ticks in /proc/stat less this process's and its transfer's process's
 # own. More than _BUSY of one CPU's time: a program of its own runs. Quiet, others used 6-21% while
@@ -421,8 +433,10 @@ class RemoteTransfer:
         if self._pinned is not None:
             with _PIN_LOCK:
                 moved = _others_busy(self._process.pid)
-                if moved:  # the view's frames go to the other CPU (see _BUSY); the transfer stays
-                    _set_cpus(None, (own_cpus() or set()) - {self._pinned})
+                if moved:  # the view's frames go to the other CPU (see _BUSY), the transfer anywhere
+                    cpus = own_cpus() or set()
+                    _set_cpus(None, cpus - {self._pinned})
+                    _free(self._process.pid, cpus)
         try:
             self._conn.send_bytes(pickle.dumps(("go", not moved)))
         except (BrokenPipeError, OSError):
