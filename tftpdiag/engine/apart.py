@@ -227,17 +227,17 @@ def _free(child: int, cpus: set[int]) -> None:
 # its headless time beside one CPU-bound program (6 interleaved rounds, 32 MiB), against 1.17x with the
 # view moved to the other CPU for the transfer, where its frames take their share from that program
 # instead (its threads sleep between frames, so the scheduler lets them in promptly). The transfer's
-# process is then let go anywhere, as a headless probe's engine is: kept to one CPU, it kept a peer on
-# this machine apart from it when the scheduler moved the peer (seen with perf sched), and unpinned the
-# view's transfer measured 1.389 s against 1.439 s and 1.550 s against 1.635 s (12 rounds each). Judged by the CPU
-# time other programs used since the last mark (the view's first transfer made ready, or its last
-# transfer's end): the CPUs' busy ticks in /proc/stat less this process's and its transfer's process's
-# own. More than _BUSY of one CPU's time: a program of its own runs. Quiet, others used 6-21% while
-# the view drew its first screens (the terminal drawing them: tmux, and the benchmark's pty reader);
-# beside a CPU-bound program, all of a CPU. /proc/stat counts in ticks of 10 ms: a span shorter than
-# _JUDGE_TICKS a CPU says nothing, and the view stays with its transfer. (The system's count of
-# runnable tasks told the two apart as cleanly at the start, but counts the whole machine's: in a
-# container kept to two CPUs of a larger host, other containers' programs would count.)
+# process may then run on either CPU, as a headless probe's engine does: kept to one, the scheduler
+# moved a peer on this machine away from it (seen with perf sched); unpinned, the view's transfer took
+# 1.389 s against 1.439 s and 1.550 s against 1.635 s (12 rounds each).
+# Judged by the CPU time other programs used since the last mark (the view's first transfer made ready,
+# or its last transfer's end): the CPUs' busy ticks in /proc/stat less this process's own CPU time and
+# its transfer's process's. More than _BUSY of one CPU's time: a program of its own runs. Quiet, others
+# used 6-22% while the view drew its first screens (the terminal drawing them: tmux, the benchmark's pty
+# reader); beside a CPU-bound program, all of a CPU. /proc/stat counts in ticks of 10 ms: a span
+# shorter than _JUDGE_TICKS a CPU says nothing, and the view stays with its transfer. (The system's
+# count of runnable tasks told the two apart as cleanly at the start, but counts the whole machine's:
+# in a container kept to two CPUs of a larger host, other containers' programs would count.)
 _BUSY = 0.5
 _JUDGE_TICKS = 5
 _PROC_STAT = "/proc/stat"
