@@ -195,30 +195,21 @@ def shared_cpu() -> int | None:
     return max(cpus) if cpus is not None and len(cpus) == 2 else None
 
 
-def _pin(child: int | None, cpu: int) -> None:
-    """This process's threads (those to come inherit it) and the child's main thread (its engine and
-    writer threads are started later, and inherit it) on ``cpu``. A refusal (a container's cpuset)
-    leaves things as the scheduler has them."""
-    _set_cpus(child, {cpu})
+def _pin(child: int, cpu: int) -> None:
+    """This process's threads and the child's (threads either starts later inherit it: the child's
+    engine and writer threads are started later) on ``cpu``."""
+    _set_threads(child, {cpu})
+    _set_threads("self", {cpu})
 
 
-def _set_cpus(child: int | None, cpus: set[int]) -> None:
+def _set_threads(pid: int | str, cpus: set[int]) -> None:
+    """Every thread of the process ``pid`` ("self": this one) on ``cpus``. A refusal (a container's
+    cpuset), or a process that has ended, leaves things as the scheduler has them."""
     try:
-        if child is not None:
-            os.sched_setaffinity(child, cpus)
-        for tid in os.listdir("/proc/self/task"):
+        for tid in os.listdir(f"/proc/{pid}/task"):
             os.sched_setaffinity(int(tid), cpus)
     except OSError:
         pass
-
-
-def _free(child: int, cpus: set[int]) -> None:
-    """Every thread of the process ``child`` on ``cpus`` (threads it starts later inherit it)."""
-    try:
-        for tid in os.listdir(f"/proc/{child}/task"):
-            os.sched_setaffinity(int(tid), cpus)
-    except OSError:
-        pass  # it has ended, or a container's cpuset refuses: left as it is
 
 
 # A CPU-bound program beside the view (a build, a browser tab): the transfer's end and a peer on this
@@ -317,7 +308,7 @@ def _pinned_transfer_ended() -> None:
         _PINNED[0] -= 1
         cpus = own_cpus()
         if _PINNED[0] == 0 and cpus:
-            _set_cpus(None, cpus)
+            _set_threads("self", cpus)
             _mark()  # a rerun judges from here
 
 
@@ -435,8 +426,8 @@ class RemoteTransfer:
                 moved = _others_busy(self._process.pid)
                 if moved:  # the view's frames go to the other CPU (see _BUSY), the transfer anywhere
                     cpus = own_cpus() or set()
-                    _set_cpus(None, cpus - {self._pinned})
-                    _free(self._process.pid, cpus)
+                    _set_threads("self", cpus - {self._pinned})
+                    _set_threads(self._process.pid, cpus)
         try:
             self._conn.send_bytes(pickle.dumps(("go", not moved)))
         except (BrokenPipeError, OSError):
