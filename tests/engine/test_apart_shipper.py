@@ -186,7 +186,7 @@ def test_a_cpu_s_idle_and_all_ticks_come_from_its_own_line(monkeypatch: pytest.M
 @pytest.mark.parametrize(("later", "own", "busy"), [
     ((1010, 1200), 5.0, True),     # 190 busy ticks, 5 its own, of 100 a CPU: a program of its own runs
     ((1150, 1200), 5.0, False),    # 50 busy, 5 its own: others used 45, under half a CPU
-    ((1010, 1200), 100.0, True),   # 95 of the 190 its own (drawing, the transfer's process getting ready)
+    ((1010, 1200), 100.0, True),   # 100 of the 190 its own (drawing, its transfer getting ready): others 90
     ((1010, 1200), 150.0, False),  # nearly all of it its own
     ((1000, 1008), 0.0, False),    # 4 ticks a CPU (40 ms): too short a span to say
 ])
