@@ -39,6 +39,7 @@ from typing import Any
 from tftpdiag.engine.apart_wire import DatagramStore, pack, unpack
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
+from tftpdiag.engine.net import ProcessCpu
 from tftpdiag.engine.scratch import scratch_prefix
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.protocol.events import Event
@@ -261,18 +262,10 @@ def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
     return (idle, every) if found == len(cpus) else None
 
 
-def _own_ticks(child: int | None = None) -> float:
-    """Clock ticks of CPU this process has used, and all that the process ``child`` has."""
+def _own_ticks() -> float:
+    """Clock ticks of CPU this process has used."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    ticks = (usage.ru_utime + usage.ru_stime) * _TICKS_PER_S
-    if child is not None:
-        try:
-            with open(f"/proc/{child}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()  # after the name, which may hold anything
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, ValueError, IndexError):
-            pass
-    return ticks
+    return (usage.ru_utime + usage.ru_stime) * _TICKS_PER_S
 
 
 def _mark() -> None:
@@ -281,10 +274,10 @@ def _mark() -> None:
     _MARK[:] = [(*ticks, _own_ticks())] if ticks is not None else []
 
 
-def _others_busy(child: int | None) -> bool:
+def _others_busy(child_cpu: float) -> bool:
     """Whether other programs used more than _BUSY of one CPU's time on this process's CPUs since the
-    last mark (see _BUSY): the CPUs' busy ticks less this process's and ``child``'s CPU (``child`` is a
-    transfer's process spawned since the mark: all of its CPU counts). False when the span is too short."""
+    last mark (see _BUSY): the CPUs' busy ticks less this process's CPU and ``child_cpu``, the seconds
+    its transfer's process has used since it was spawned. False when the span is too short to say."""
     cpus = own_cpus() or set()
     if not _MARK or not cpus:
         return False
@@ -293,7 +286,7 @@ def _others_busy(child: int | None) -> bool:
         return False
     (idle0, every0, own0), (idle1, every1) = _MARK[0], ticks
     span = (every1 - every0) / len(cpus)  # ticks of one CPU's time
-    others = (every1 - every0) - (idle1 - idle0) - (_own_ticks(child) - own0)
+    others = (every1 - every0) - (idle1 - idle0) - (_own_ticks() - own0) - child_cpu * _TICKS_PER_S
     return span >= _JUDGE_TICKS and others > _BUSY * span
 
 
@@ -382,6 +375,7 @@ class RemoteTransfer:
         self._joined = threading.Event()
         self._reader: threading.Thread | None = None
         self._pinned: int | None = None  # the CPU this transfer's process is pinned to; counted in _PINNED
+        self._child_cpu: ProcessCpu | None = None  # (pinned) the CPU its process has used since it was spawned
         self.setup_error: str | None = None  # why the child could not run the transfer, if it could not
 
     @classmethod
@@ -405,6 +399,7 @@ class RemoteTransfer:
         self._process.start()
         child.close()
         if cpu is not None:
+            self._child_cpu = ProcessCpu(self._process.pid)  # what it uses getting ready is not another program's
             with _PIN_LOCK:
                 _pin(self._process.pid, cpu)
                 _PINNED[0] += 1
@@ -421,9 +416,9 @@ class RemoteTransfer:
         self.prepare()
         assert self._conn is not None
         moved = False
-        if self._pinned is not None:
+        if self._pinned is not None and self._child_cpu is not None:  # (set together, in prepare)
             with _PIN_LOCK:
-                moved = _others_busy(self._process.pid)
+                moved = _others_busy(self._child_cpu())
                 if moved:  # the view's frames go to the other CPU (see _BUSY), the transfer anywhere
                     cpus = own_cpus() or set()
                     _set_threads("self", cpus - {self._pinned})
