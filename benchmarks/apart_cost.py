@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from host import describe
 from transfer import (
     Pair,
     _log_lines,
@@ -111,6 +112,7 @@ def main() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as every tftpdiag command's process runs
     gc.set_threshold(*GC_THRESHOLD)
     compile_bytecode()
+    machine = describe()
     results: dict[str, list[float]] = {way: [] for way in WAYS}
     with tempfile.TemporaryDirectory(prefix="tftpdiag-apart-") as tmp:
         root = Path(tmp) / "root"
@@ -143,6 +145,7 @@ def main() -> None:
     mode = f"windowsize {args.windowsize}" if args.windowsize else "lock-step"
     print(f"\n{args.size / (1 << 20):g} MiB, blksize {args.blksize}, {mode}, transfer time from the server's log, "
           f"median of {args.rounds} interleaved rounds ({time.strftime('%Y-%m-%d')})")
+    print(f"machine: {machine}")
     for way in WAYS:
         median = statistics.median(results[way])
         print(f"{way:<12} {median:7.3f} s  {median / base:5.2f}x   "

@@ -21,6 +21,9 @@ starts with the state the other left, such as paused spinning), both timed by th
 cost to the transfer alone.
 
 The table ends with issue 16's targets that the run can judge (quiet, or with --load), each met or not.
+Its heading says what the machine is like (benchmarks/host.py: the interpreter, the speed of a Python
+loop, a loopback round trip between two processes), measured before any load starts: the ratios
+against C peers move with those figures.
 
 Peers: tftpd-hpa + curl and atftpd + atftp from Debian (bash .ci/install-peers.sh), tftpy and
 pytftp from PyPI (pip install tftpy 'tftp[cli]'). A pair whose programs are missing is skipped.
@@ -41,6 +44,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from host import describe
 
 ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
 PY = sys.executable
@@ -345,6 +350,7 @@ def main() -> None:
     wanted = [p for p in PAIRS if not args.only or p.name in args.only.split(",")]
     pairs = [p for p in wanted if p.available()]
     compile_bytecode()
+    machine = describe()  # before the load starts: the machine, not the load
     skipped = [p.name for p in wanted if p not in pairs]
     configs = [c for c in CONFIGS if not args.configs or str(c.blksize) in args.configs.split(",")]
     with tempfile.TemporaryDirectory(prefix="tftpdiag-bench-") as tmp:
@@ -393,6 +399,7 @@ def main() -> None:
     loaded = f", {args.load} CPU-bound process{'es' if args.load > 1 else ''} beside" if args.load else ", quiet"
     print(f"\n{mib:g} MiB over loopback, median of {args.rounds} interleaved rounds "
           f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores{loaded})")
+    print(f"machine: {machine}")
     print(f"{'config':<30} {'pair':<26} {'median s':>9} {'MiB/s':>8} {'time vs ours':>13}")
     names = [p.name for p in pairs] + (["ours (headless, transfer)", "ours (TUI, transfer)"] if args.tui else [])
     for cfg in configs:
