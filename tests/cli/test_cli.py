@@ -350,6 +350,32 @@ def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
     assert "TEXTUAL []" in result.stdout
 
 
+def test_a_scripted_summary_does_not_import_rich_and_forced_colour_still_styles(served: tuple[Path, int]) -> None:
+    # Start-up: rich's Console took 34 ms of a probe's 215 ms when stdout was a pipe, where it writes the
+    # text unstyled anyway. The summary is now written plainly there (the same text, checked against
+    # rich's for a download, a missing file and a closed port), and rich styles it for a terminal or
+    # when FORCE_COLOR asks.
+    _, port = served
+    code = (
+        "import sys\n"
+        "from tftpdiag.cli.main import main\n"
+        f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui'])\n"
+        "assert rc == 0, rc\n"
+        "print('RICH', sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert "RICH []" in plain.stdout
+    lines = plain.stdout.splitlines()
+    assert lines[0] == f"✔ downloaded image.bin from 127.0.0.1:{port}"
+    assert any(line.startswith("  packets sent ") for line in lines) and "\x1b[" not in plain.stdout
+    coloured = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                              env={**env, "FORCE_COLOR": "1"})
+    assert coloured.returncode == 0, coloured.stderr
+    assert "\x1b[" in coloured.stdout and "'rich.console'" in coloured.stdout
+
+
 def test_probe_sweep_reports_what_the_server_supports(served: tuple[Path, int]) -> None:
     _, port = served
     result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--sweep", "--json", timeout=120)
@@ -534,3 +560,23 @@ def test_a_probes_start_loads_only_what_it_needs() -> None:
     assert result.returncode == 0, result.stderr
     assert "port unreachable" in result.stdout  # it ran: the JSON summary says why it failed
     assert result.stdout.splitlines()[-1] == ""  # none of them loaded
+
+
+def test_the_plain_summary_writes_what_rich_writes_to_a_file() -> None:
+    # The summary skips rich where stdout is no terminal (headless._summary_console): its lines must be
+    # the ones rich wrote there, peer text escaped alike (a tab, an escape, a long line not wrapped).
+    import io
+
+    from rich.console import Console
+
+    from tftpdiag.headless import PlainConsole, _say
+
+    lines = [(("✔", "green"), " downloaded ", ("boot\tfile\x1b[2J.bin", "bold"), " from 10.0.0.1:69"),
+             ("  " + "x" * 300,), (("  ✘ refused", "bold red"), ": ", ("Access violation", "red"))]
+    plain, styled = io.StringIO(), io.StringIO()
+    rich_console = Console(file=styled, highlight=False, soft_wrap=True)
+    for parts in lines:
+        _say(PlainConsole(plain), *parts)
+        _say(rich_console, *parts)
+    assert plain.getvalue() == styled.getvalue()
+    assert plain.getvalue().count("\n") == 3 and "\x1b" not in plain.getvalue()
