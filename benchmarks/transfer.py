@@ -45,8 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from host import describe
-
 ATFTPD = "/opt/tftpdiag-peers/atftpd/usr/sbin/atftpd"
 PY = sys.executable
 
@@ -350,6 +348,8 @@ def main() -> None:
     wanted = [p for p in PAIRS if not args.only or p.name in args.only.split(",")]
     pairs = [p for p in wanted if p.available()]
     compile_bytecode()
+    from host import describe  # (here: the tests load this file alone, without benchmarks/ on the path)
+
     machine = describe()  # before the load starts: the machine, not the load
     skipped = [p.name for p in wanted if p not in pairs]
     configs = [c for c in CONFIGS if not args.configs or str(c.blksize) in args.configs.split(",")]
