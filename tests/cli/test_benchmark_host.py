@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.support.benchmarks import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def host():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "host.py"
-    spec = importlib.util.spec_from_file_location("bench_host", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with benchmark_module("host") as module:
+        yield module
 
 
 def test_loop_figure_is_a_time_per_iteration(host) -> None:

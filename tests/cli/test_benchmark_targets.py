@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.support.benchmarks import benchmark_module
 
 LOCK_STEP, WINDOWED = "blksize 1468", "blksize 1468, windowsize 16"
 
 
 @pytest.fixture(scope="module")
 def transfer():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "transfer.py"
-    spec = importlib.util.spec_from_file_location("bench_transfer", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_transfer"] = module  # (dataclasses look their module up)
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_transfer"]
+    with benchmark_module("transfer") as module:
+        yield module
 
 
 def verdicts(transfer, medians, load):
