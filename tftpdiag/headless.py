@@ -181,17 +181,33 @@ class PlainConsole:
 
 
 def _summary_console(stdout: TextIO) -> Console | PlainConsole:
-    """rich's Console for a terminal (or where FORCE_COLOR asks for colour anyway); elsewhere (a pipe, a
-    file, a script's capture) rich writes the text unstyled, and the summary does so without importing
-    rich: 34 ms of a scripted probe's 215 ms start and finish (a probe of a closed port, 2026-12-03)."""
-    isatty = getattr(stdout, "isatty", None)
-    if (isatty is None or not isatty()) and not os.environ.get("FORCE_COLOR"):
+    """rich's Console where rich would take ``stdout`` for a terminal (:func:`_terminal`); elsewhere (a
+    pipe, a file, a script's capture) rich writes the text unstyled, and the summary does so without
+    importing rich: 34 ms of a scripted probe's 215 ms start and finish (a probe of a closed port,
+    2026-12-03)."""
+    if not _terminal(stdout):
         return PlainConsole(stdout)
     from rich.console import Console
 
     # soft_wrap: one line per line, never cut where a peer's message chose (a wrapped line that
     # starts with words from the peer reads like a line of ours in a log; a grep finds it whole).
     return Console(file=stdout, highlight=False, soft_wrap=True)
+
+
+def _terminal(stream: TextIO) -> bool:
+    """Whether rich would style what goes to ``stream``: its Console.is_terminal's rules (rich 15),
+    TTY_COMPATIBLE=0 or 1 first, then FORCE_COLOR set and not empty, then the stream's isatty()."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = os.environ.get("FORCE_COLOR")
+    if force is not None:
+        return force != ""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        return False
 
 
 def _say(console: Console | PlainConsole, *parts: str | tuple[str, str]) -> None:

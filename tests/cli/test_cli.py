@@ -580,3 +580,27 @@ def test_the_plain_summary_writes_what_rich_writes_to_a_file() -> None:
         _say(rich_console, *parts)
     assert plain.getvalue() == styled.getvalue()
     assert plain.getvalue().count("\n") == 3 and "\x1b" not in plain.getvalue()
+
+
+@pytest.mark.parametrize("env", [{}, {"FORCE_COLOR": "1"}, {"FORCE_COLOR": ""}, {"TTY_COMPATIBLE": "0"},
+                                 {"TTY_COMPATIBLE": "1"}, {"TTY_COMPATIBLE": "0", "FORCE_COLOR": "1"},
+                                 {"TTY_COMPATIBLE": "x", "FORCE_COLOR": "1"}])
+@pytest.mark.parametrize("tty", [False, True])
+def test_the_summary_skips_rich_exactly_where_rich_would_not_style(monkeypatch, env: dict[str, str],
+                                                                   tty: bool) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tftpdiag.headless import _terminal
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    stream = Stream()
+    assert _terminal(stream) == Console(file=stream).is_terminal
