@@ -192,6 +192,37 @@ def test_spins_that_keep_missing_pause_spinning_and_it_comes_back() -> None:
         assert poll.pauses == 2
 
 
+def test_just_after_a_pause_contention_is_judged_sooner() -> None:
+    """Each resumption beside a CPU-bound program spun 64 times before it was judged, most of them
+    missed at the full budget: after a pause the next look comes after _CHECK_SOON spins, by the same
+    share of misses; then every _CHECK_EVERY again. Before any pause, looks are _CHECK_EVERY apart."""
+    from tftpdiag.engine import net
+
+    assert net._CHECK_SOON < net._CHECK_EVERY
+    clock = Clock()
+    peer = Peer(clock)
+    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay)
+    with poll:
+        peer.starved = True
+        spin(poll, peer, net._CHECK_SOON)
+        assert poll.pauses == 0  # not judged yet: the first look is _CHECK_EVERY spins in
+        spin(poll, peer, net._CHECK_EVERY - net._CHECK_SOON)
+        assert poll.pauses == 1
+        clock.now += net._PAUSE_MIN
+        spin(poll, peer, net._CHECK_SOON)  # still starved: judged, and paused again, this soon
+        assert poll.pauses == 2
+        clock.now += 2 * net._PAUSE_MIN
+        peer.starved = False
+        assert spin(poll, peer, net._CHECK_SOON) == [b"datagram"] * net._CHECK_SOON and poll.pauses == 2
+        # Judged well: looks are _CHECK_EVERY apart again, and a quarter of 16 spins missing (4, then
+        # answers) is not a quarter of the 64 a look then counts.
+        peer.starved = True
+        spin(poll, peer, net._CHECK_SOON // 4)
+        peer.starved = False
+        spin(poll, peer, net._CHECK_EVERY)
+        assert poll.pauses == 2
+
+
 def test_a_miss_now_and_then_does_not_stop_spinning() -> None:
     from tftpdiag.engine import net
 
