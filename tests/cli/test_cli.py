@@ -335,19 +335,25 @@ def test_serve_stop_leaves_no_threads_or_sockets(tmp_path: Path) -> None:
 
 # -- import hygiene ---------------------------------------------------------------------------------------
 
-def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
-    _, port = served
+def probe_in_a_fresh_interpreter(port: int, *flags: str, package: str,
+                                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """A headless probe of image.bin run by main() in a new interpreter, which then prints "LOADED" and
+    the modules of ``package`` it had imported, after what the probe printed."""
     code = (
         "import sys\n"
         "from tftpdiag.cli.main import main\n"
-        f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui', '--json'])\n"
+        f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui', *{list(flags)!r}])\n"
         "assert rc == 0, rc\n"
-        "loaded = sorted(m for m in sys.modules if m == 'textual' or m.startswith('textual.'))\n"
-        "print('TEXTUAL', loaded)\n"
+        f"print('LOADED', sorted(m for m in sys.modules if m == {package!r} or m.startswith({package + '.'!r})))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
     assert result.returncode == 0, result.stderr
-    assert "TEXTUAL []" in result.stdout
+    return result
+
+
+def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
+    _, port = served
+    assert "LOADED []" in probe_in_a_fresh_interpreter(port, "--json", package="textual").stdout
 
 
 def test_a_scripted_summary_does_not_import_rich_and_forced_colour_still_styles(served: tuple[Path, int]) -> None:
@@ -356,24 +362,14 @@ def test_a_scripted_summary_does_not_import_rich_and_forced_colour_still_styles(
     # rich's for a download, a missing file and a closed port), and rich styles it for a terminal or
     # when FORCE_COLOR asks.
     _, port = served
-    code = (
-        "import sys\n"
-        "from tftpdiag.cli.main import main\n"
-        f"rc = main(['probe', '127.0.0.1', 'image.bin', '--port', '{port}', '--no-tui'])\n"
-        "assert rc == 0, rc\n"
-        "print('RICH', sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.')))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
-    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, env=env)
-    assert plain.returncode == 0, plain.stderr
-    assert "RICH []" in plain.stdout
-    lines = plain.stdout.splitlines()
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    plain = probe_in_a_fresh_interpreter(port, package="rich", env=env).stdout
+    assert "LOADED []" in plain
+    lines = plain.splitlines()
     assert lines[0] == f"✔ downloaded image.bin from 127.0.0.1:{port}"
-    assert any(line.startswith("  packets sent ") for line in lines) and "\x1b[" not in plain.stdout
-    coloured = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
-                              env={**env, "FORCE_COLOR": "1"})
-    assert coloured.returncode == 0, coloured.stderr
-    assert "\x1b[" in coloured.stdout and "'rich.console'" in coloured.stdout
+    assert any(line.startswith("  packets sent ") for line in lines) and "\x1b[" not in plain
+    coloured = probe_in_a_fresh_interpreter(port, package="rich", env={**env, "FORCE_COLOR": "1"}).stdout
+    assert "\x1b[" in coloured and "'rich.console'" in coloured
 
 
 def test_probe_sweep_reports_what_the_server_supports(served: tuple[Path, int]) -> None:
