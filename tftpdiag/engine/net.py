@@ -61,8 +61,9 @@ _MISSED = 16
 # beside a CPU-bound program each resumption had spun 64 times before it was judged, 40-49 of them
 # missed at the full budget, at 4 pauses a transfer on each end; with looks this soon, 32 MiB lock-step
 # beside a CPU-bound program measured 3.470 s against 3.537 s (10 interleaved rounds; spinning off
-# 3.346 s), 3.205 s against 3.285 s (12 rounds; off 3.110 s). Only after a pause: a look so soon on a
-# quiet machine would judge its first blocks alone.
+# 3.346 s), 3.205 s against 3.285 s (12 rounds; off 3.110 s); headless 3.466 s against 3.547 s, while
+# the view's transfer (moved off its CPU) measured the same, 3.814 s against 3.793 s (8 rounds). Only
+# after a pause: a look so soon on a quiet machine would judge its first blocks alone.
 _CHECK_SOON = 16
 _DELAYED = 0.2
 _DELAY_SPAN = 0.05
