@@ -358,9 +358,9 @@ def test_headless_path_never_imports_textual(served: tuple[Path, int]) -> None:
 
 def test_a_scripted_summary_does_not_import_rich_and_forced_colour_still_styles(served: tuple[Path, int]) -> None:
     # Start-up: importing rich's Console cost a probe 34 ms when stdout was a pipe, where rich writes the
-    # text unstyled anyway (a probe of a closed port 230 -> 188 ms). The summary is now written plainly there (the same text, checked against
-    # rich's for a download, a missing file and a closed port), and rich styles it for a terminal or
-    # when FORCE_COLOR asks.
+    # text unstyled anyway (a probe of a closed port 230 -> 188 ms). The summary is now written plainly
+    # there (the same text, checked against rich's for a download, a missing file and a closed port), and
+    # rich styles it for a terminal or when FORCE_COLOR asks.
     _, port = served
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
     plain = probe_in_a_fresh_interpreter(port, package="rich", env=env).stdout
