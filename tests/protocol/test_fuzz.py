@@ -26,6 +26,7 @@ from tests.support.machines import (
     server_read,
     server_write,
 )
+from tftpdiag.engine.apart_wire import expand
 from tftpdiag.protocol.events import Completed, Failed
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import (
@@ -181,3 +182,32 @@ def test_machines_survive_anything(setup, steps):
     assert m.next_timeout() is None
     assert m.finished
     assert len(ended) == 1 and ended[0] is m.result
+
+
+@pytest.mark.parametrize("setup", list(SETUPS), ids=list(SETUPS))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=actions)
+def test_runs_change_nothing_but_the_form_of_the_events(setup, steps):
+    """Whatever arrives, a machine keeping its DATA and ACK in columns (Session.record_runs) sends the
+    same datagrams as one that does not, and its events, expanded, are the same events."""
+    plain, peer = SETUPS[setup]()
+    columns, _ = SETUPS[setup]()
+    for m in (plain, columns):
+        m.datagrams_to_send()
+        m.events()
+    columns.record_runs()
+    got_plain: list = []
+    got_columns: list = []
+    now = 0.01
+    for kind, raw, source, dt in steps:
+        now += dt
+        for m in (plain, columns):
+            if kind in ("packet", "raw"):
+                m.receive(raw, _address(source, peer), now)
+            else:
+                m.handle_timeout(now)
+        assert plain.datagrams_to_send() == columns.datagrams_to_send()
+        got_plain += plain.events()
+        got_columns += columns.settled_events()
+    got_columns += columns.events()
+    assert list(expand(got_columns)) == got_plain

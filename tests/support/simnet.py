@@ -90,8 +90,12 @@ def run_transfer(
     server_files: dict[str, bytes] | None = None,
     limit_time: float = 3600.0,
     dedupe_requests: bool = False,
+    runs: bool = False,
 ) -> SimResult:
-    """Run one download ("read") or upload ("write") to the end and return what happened."""
+    """Run one download ("read") or upload ("write") to the end and return what happened. With ``runs``
+    every machine keeps its DATA and ACK in columns (Session.record_runs) and is asked for its settled
+    events after each step, the rest at the end: a session's events then come in its own order, but
+    those of different sessions no longer interleave as they happened."""
     net = SimNet(impairment or Impairment())
     files = dict(server_files if server_files is not None else {filename: data})
     stored: dict[str, bytes] = {}
@@ -105,6 +109,8 @@ def run_transfer(
     else:
         client = fed(ClientWrite(1, filename=filename, server=SERVER, local=CLIENT, size=len(data), now=now,
                                  mode=mode, options=options, timing=client_timing), data, now)
+    if runs:
+        client.record_runs()
     machines: dict[Address, Session] = {CLIENT: client}
     servers: list[Session] = []
     server_sinks: dict[int, MemorySink] = {}
@@ -114,7 +120,7 @@ def run_transfer(
     def flush(machine: Session) -> None:
         for raw, dst in machine.datagrams_to_send():
             net.send(raw, machine.local, dst, now)
-        events.extend(machine.events())
+        events.extend(machine.settled_events() if runs else machine.events())
 
     def listener(raw: bytes, src: Address) -> None:
         session_id = len(servers) + 2
@@ -151,6 +157,8 @@ def run_transfer(
             server_sinks[session_id] = buf
             machine = StoringServerWrite(session_id, request=packet, raw=raw, client=src, local=local, sink=buf,
                                          now=now, policy=policy, timing=server_timing)
+        if runs:
+            machine.record_runs()
         servers.append(machine)
         machines[local] = machine
         active_peers[src] = machine
@@ -180,6 +188,9 @@ def run_transfer(
                 if deadline <= now:
                     machine.handle_timeout(now)
                     flush(machine)
+    if runs:
+        for machine in (client, *servers):
+            events.extend(machine.events())
     for session_id, buf in server_sinks.items():
         stored[str(session_id)] = buf.getvalue()
     return SimResult(client, servers, events, sink.getvalue(), net.datagrams, now, stored)

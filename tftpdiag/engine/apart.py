@@ -7,7 +7,9 @@ process only reads its events (a reader thread unpickles batches from a pipe and
 local bus), so every view, the findings and the saved trace read the same events as before, and a view
 that falls behind delays nothing but itself.
 
-The child publishes on its own bus. Its events are packed for the pipe (engine/apart_wire.py) in the
+The child publishes on its own bus, its DATA and ACK already in columns (ClientTransfer's ``runs``,
+protocol/runs.py: a windowed download apart 0.345 -> 0.301 s, lock-step 1.502 -> 1.434 s, measured with
+benchmarks/apart_cost.py). Its events are packed for the pipe (engine/apart_wire.py) in the
 engine thread's own waits, as the headless summary folds them (:meth:`EventBus.on_idle`): packed on
 a thread of their own, every 10 ms, the packing held the interpreter lock while the engine came back
 from each system call wanting it, and a windowed transfer in the view took twice its headless time. A
@@ -100,7 +102,7 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_
             pass  # the datagrams cross the pipe instead
     shipper = _Shipper(bus, bus.subscribe(), store)
     try:
-        transfer = ClientTransfer(request, bus)
+        transfer = ClientTransfer(request, bus, runs=True)  # its events cross the pipe in columns
     except TransferSetupError as exc:
         conn.send_bytes(pickle.dumps(("setup-error", str(exc))))
         return

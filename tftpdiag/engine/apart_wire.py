@@ -6,7 +6,9 @@ value, and the block's bytes travel twice, once in ``raw`` and again in the deco
 At a windowed transfer's 50,000 events a second that was most of a core, taken from the transfer.
 
 Here the packet events whose packet is a DATA block or an ACK the datagram alone gives back cross in
-runs, as :class:`~tftpdiag.protocol.events.PacketRun` columns: a byte per packet (sent or received,
+runs, as :class:`~tftpdiag.protocol.events.PacketRun` columns (the transfer's machine records them so
+from the start, protocol/runs.py, and they cross as they are; events made one by one, as the view's
+spool packs them, are put in columns here): a byte per packet (sent or received,
 DATA or ACK, its note), arrays of times, block numbers and lengths, and the datagrams joined in one
 bytes object, each datagram once. Pickling that is C copying buffers. Every other event (OACKs, a
 received packet with a detail, a block the fault injector changed, the rare ones) is pickled as it is,
@@ -34,10 +36,9 @@ from typing import Any, NamedTuple
 
 from tftpdiag.protocol.events import (
     RUN_ACK,
-    RUN_NOTE_SHIFT,
+    RUN_NOTE_TAGS,
     RUN_RECEIVED,
     Event,
-    Note,
     PacketReceived,
     PacketRun,
     PacketSent,
@@ -108,8 +109,6 @@ class DatagramStore:
             os.close(self._fd)
             self._fd = None
 
-_NOTE_CODE = {note: index << RUN_NOTE_SHIFT for index, note in enumerate(Note)}
-
 
 def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
     items: list[Any] = []
@@ -119,7 +118,7 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
     times = array("d")
     blocks = array("H")
     raws: list[bytes] = []
-    codes = _NOTE_CODE
+    codes = RUN_NOTE_TAGS
     for event in events:
         # Each type's attributes read on lines of their own: a line that sees one type keeps the
         # interpreter's specialised attribute load.
@@ -135,9 +134,12 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
             packet, raw, tag = event.packet, event.raw, 0
             this, at, to = event.session, event.local, event.peer
             when, note = event.time, event.note
-        elif type(event) is PacketRun:  # already in columns (the view's spool packs what it was sent)
+        elif type(event) is PacketRun:  # already in columns: a machine's (protocol/runs.py), or what the
+            # view's spool packs of what it was sent
+            joined = event.joined
+            stored = store.put([joined]) if store is not None and type(joined) is bytes else None
             append((event.session, event.local, event.peer, bytes(event.tags), event.times, event.blocks,
-                    event.sizes, event.joined))
+                    event.sizes, joined if stored is None else stored))
             session = -1
             continue
         else:

@@ -127,8 +127,11 @@ class ClientTransfer:
     """Set up with :meth:`__init__` (which raises TransferSetupError for user mistakes), then
     :meth:`run` here or :meth:`start` on a worker thread and :meth:`wait`."""
 
-    def __init__(self, request: ClientRequest, bus: EventBus | None = None) -> None:
+    def __init__(self, request: ClientRequest, bus: EventBus | None = None, *, runs: bool = False) -> None:
+        """``runs``: publish DATA and ACK as PacketRun columns (protocol/runs.py), for a transfer whose
+        events cross to another process (engine/apart.py)."""
         self.request = request
+        self.runs = runs
         self.bus = bus or EventBus()
         self.session_id = self.bus.new_session_id()
         try:
@@ -299,7 +302,8 @@ class ClientTransfer:
         ClientLoop(sock, machine, bus=self.bus, session=self.session_id, server=self.server, impair=req.impair,
                    offload=req.offload, windowed=bool(req.options.windowsize), busy_poll=req.busy_poll,
                    deadline=req.deadline, files=self._files, cancel=self._cancel,
-                   cancel_reason=lambda: self._cancel_reason, on_finished=lambda: self._finished(machine)).run(now)
+                   cancel_reason=lambda: self._cancel_reason, on_finished=lambda: self._finished(machine),
+                   runs=self.runs).run(now)
 
     def _finished(self, machine: ClientRead | ClientWrite) -> None:
         if self._outcome is None:

@@ -15,6 +15,12 @@ lending every wait) cost as much as a third of the engine's work per block. A wa
 when the last one was (or ran out): when the peer stops answering, a reader sees the last events one
 wait late (at most _POLL). A windowed transfer hands over before every wait, each of which
 follows a window, and so lends every wait: a burst may bring more events than a task folds at a time.
+
+With ``runs`` (a transfer whose events cross to another process: engine/apart.py) the machine keeps
+its DATA and ACK in columns (protocol/runs.py): each turn takes only what has settled, which is a run
+of runs.HOLD packets or an event of another kind, and that goes at once; a hand-over before a long
+wait, and the end, take the run still growing too. Not under --impair: the Impaired events the driver
+publishes must stay in order with the packets they explain.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ class ClientLoop:
     def __init__(self, sock: socket.socket, machine: ClientRead | ClientWrite, *, bus: EventBus, session: int,
                  server: Address, impair: ImpairSpec | None, offload: bool, windowed: bool, busy_poll: float,
                  deadline: float | None, files: Callable[[float], bool], cancel: threading.Event,
-                 cancel_reason: Callable[[], str], on_finished: Callable[[], None]) -> None:
+                 cancel_reason: Callable[[], str], on_finished: Callable[[], None], runs: bool = False) -> None:
         self.sock = sock
         self.machine = machine
         self.bus = bus
@@ -84,6 +90,12 @@ class ClientLoop:
         # Under --impair every event goes at once, in order with the Impaired events that explain it.
         self.batch: list[Event] = []
         self.batch_size = _HAND_OVER if self.driver.impairer is None else 1
+        self.runs = runs and self.driver.impairer is None  # (see the module's docstring)
+        self.take_events = machine.events
+        if self.runs:
+            machine.record_runs()
+            self.take_events = machine.settled_events
+            self.batch_size = 1  # what settles each turn is a whole run, or a rare event
         self.files = files  # the engine's half of the machine (engine/files.py): True when it gave it work
         self.cancelled = cancel.is_set
         self.cancel_reason = cancel_reason
@@ -99,12 +111,12 @@ class ClientLoop:
         deadline = now + self.deadline_s if self.deadline_s else None
         next_timeout, take_datagrams, send, send_failed = (
             machine.next_timeout, self.take_datagrams, self.send, self.send_failed)
-        files, take_events, batch_size = self.files, machine.events, self.batch_size
+        files, take_events, batch_size = self.files, self.take_events, self.batch_size
         impaired = self.driver.impairer is not None  # (only then can anything be held)
         reported = False
         with spin:
             self._send_all()
-            self.bus.publish(take_events())
+            self.bus.publish(machine.events())
             running = not machine.closed  # (asked again only once the machine has finished)
             while running:
                 delayed = impaired and bool(held)
@@ -211,6 +223,8 @@ class ClientLoop:
             self.send(out, self.send_failed)
 
     def _flush(self) -> None:
+        if self.runs:
+            self.batch += self.machine.events()  # the run still growing too (settled_events leaves it)
         if self.batch:
             self.bus.publish(self.batch)
             self.batch = []

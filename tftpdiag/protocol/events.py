@@ -32,6 +32,7 @@ __all__ = [
     "RUN_RECEIVED",
     "RUN_ACK",
     "RUN_NOTE_SHIFT",
+    "RUN_NOTE_TAGS",
     "PeerLocked",
     "OptionsNegotiated",
     "Retransmit",
@@ -159,6 +160,7 @@ class PacketReceived:
 # its note's index in Note.
 RUN_RECEIVED, RUN_ACK, RUN_NOTE_SHIFT = 1, 2, 2
 _RUN_NOTES = tuple(Note)
+RUN_NOTE_TAGS = {note: index << RUN_NOTE_SHIFT for index, note in enumerate(_RUN_NOTES)}  # a note's bits in a tag
 
 
 class StoredBytes(Protocol):

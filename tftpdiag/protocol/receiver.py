@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 from tftpdiag.protocol.blocks import absolute, shows_wrap_to_one, wire
 from tftpdiag.protocol.events import (
+    RUN_NOTE_TAGS,
+    RUN_RECEIVED,
     Address,
     Event,
     Note,
@@ -41,6 +43,7 @@ from tftpdiag.protocol.packets import (
     Request,
     ack_reply,
 )
+from tftpdiag.protocol.runs import close_runs
 from tftpdiag.protocol.session import DeferredData, Session, State
 
 __all__ = ["Receiver"]
@@ -48,6 +51,7 @@ __all__ = ["Receiver"]
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _STORING = State.STORING
 _NONE = Note.NONE
+_RECEIVED_DATA = RUN_RECEIVED | RUN_NOTE_TAGS[_NONE]  # a DATA block taken in order, in a run's tags
 _UNBOUNDED = 1 << 62  # a byte count no transfer reaches: no limit
 
 
@@ -59,7 +63,7 @@ class Receiver(Session):
     # attribute names in its dict, past CPython 3.11's 30 shared keys, so its method calls went
     # unspecialised, a dictionary lookup each.
     __slots__ = ("_received", "_decoder", "_expected", "_since_ack", "_gap_acked", "_rollover", "_max_bytes",
-                 "_announced", "_safe_bytes", "_last_reply", "_final_block", "_deferred")
+                 "_announced", "_safe_bytes", "_last_reply", "_final_block", "_deferred", "_runs")
 
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
     _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
@@ -84,7 +88,10 @@ class Receiver(Session):
     def events(self) -> list[Event]:
         events, self._events = self._events, []
         if not self._deferred:
-            # _take sets _deferred whenever it leaves DeferredData: without it the list holds Events.
+            # _take sets _deferred whenever it leaves DeferredData: without it the list holds Events
+            # (and, recording runs, OpenRuns: _take never defers then).
+            if self._runs:
+                return close_runs(events)  # type: ignore[arg-type]
             return events  # type: ignore[return-value]  # (typing.cast is a call per turn)
         self._deferred = False
         session, local = self.session_id, self.local
@@ -92,7 +99,7 @@ class Receiver(Session):
         add = out.append
         for event in events:
             if type(event) is not DeferredData:
-                add(event)
+                add(event)  # type: ignore[arg-type]  # (no OpenRun: _take defers only without runs)
                 continue
             run = event
             now, addr, start, payloads, first = run.now, run.addr, run.start, run.payloads, run.number
@@ -134,6 +141,7 @@ class Receiver(Session):
         self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
         self._final_block: int | None = None
         self._deferred = False
+        self._runs = False
 
     # -- the one path of DATA in order ------------------------------------------------------------
 
@@ -154,6 +162,10 @@ class Receiver(Session):
         blksize, windowsize, safe_bytes = self.blksize, self.windowsize, self._safe_bytes
         keep, decoder, events = self._received.append, self._decoder, self._events
         single = count - i == 1
+        # Recording runs (Session.record_runs), each block goes in the run's columns (every DATA taken
+        # here is its datagram, whole): the run at the end of the list, or a new one.
+        record = self._record if self._runs else None
+        peer = self.peer
         run: DeferredData | None = None
         defer: Callable[[bytes], None] | None = None  # appends to the current run's payloads
         # The counts live in locals across the run (an attribute costs a load and a store per block):
@@ -175,8 +187,10 @@ class Receiver(Session):
                     or ((datagram[2] << 8) | datagram[3]) != block:
                 break
             payload = datagram[4:]
-            if single:
-                events.append(PacketReceived(self.session_id, now, self.local, self.peer, datagram,
+            if record is not None:
+                record(_RECEIVED_DATA, now, block, datagram, peer)
+            elif single:
+                events.append(PacketReceived(self.session_id, now, self.local, peer, datagram,
                                              Data(block, payload)))
             elif defer is not None and events[-1] is run:
                 defer(payload)

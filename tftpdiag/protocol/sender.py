@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 
 from tftpdiag.protocol.blocks import at_or_after, wire, wires
-from tftpdiag.protocol.events import Address, Note, PacketSent, Retransmit
+from tftpdiag.protocol.events import RUN_NOTE_TAGS, Address, Note, PacketSent, Retransmit
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
 from tftpdiag.protocol.session import Session, State, StorageError
@@ -30,6 +30,8 @@ __all__ = ["Sender"]
 _TRANSFERRING = State.TRANSFERRING  # module constants: an enum member looked up per datagram costs
 _NONE = Note.NONE
 _RETRANSMIT = Note.RETRANSMIT
+_SENT = RUN_NOTE_TAGS[_NONE]  # a DATA block sent, in a run's tags (Session.record_runs), and resent
+_RESENT = RUN_NOTE_TAGS[_RETRANSMIT]
 _READ_AHEAD = 1 << 16  # bytes a sender asks to be fed at a time
 
 
@@ -43,7 +45,7 @@ class Sender(Session):
     # dictionary lookup per call, about 2x. Session's attributes then stay under that limit.
     __slots__ = ("_netascii", "_rollover", "_acked", "_next", "_sent_max", "_final", "_final_short",
                  "_rewound_for", "_rtt_block", "_buf", "_pos", "_fed_chunks", "_fed_bytes", "_eof",
-                 "_read_error", "_starved", "_ahead", "_prepared_until", "_prepared_end")
+                 "_read_error", "_starved", "_ahead", "_prepared_until", "_prepared_end", "_runs")
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # Mid-transfer, an ACK from our peer goes straight to the window: decoding it is one look at
@@ -57,6 +59,7 @@ class Sender(Session):
         Session.receive(self, datagram, addr, now)
 
     def _init_sender(self, netascii: bool) -> None:
+        self._runs = False
         self._netascii = netascii
         self._rollover = self.timing.rollover  # asked per ACK: one attribute, not two
         self._acked = 0  # highest block acknowledged
@@ -179,6 +182,9 @@ class Sender(Session):
         if n <= limit:
             session, local, peer = self.session_id, self.local, self.peer
             out, events = self._out.append, self._events.append
+            # Recording runs, each block goes in the run's columns (every block here is one this
+            # sender encoded from its number and payload: its datagram gives it back).
+            record = self._record if self._runs else None
             ahead = self._ahead
             first = n
             sent_max = self._sent_max
@@ -186,7 +192,10 @@ class Sender(Session):
                 last = min(limit, sent_max)
                 for packet, raw in ahead[n - acked - 1:last - acked]:
                     out((raw, peer))
-                    events(PacketSent(session, now, local, peer, raw, packet, _RETRANSMIT))
+                    if record is not None:
+                        record(_RESENT, now, packet.block, raw, peer)
+                    else:
+                        events(PacketSent(session, now, local, peer, raw, packet, _RETRANSMIT))
                 n = last + 1
             if n <= limit:  # new blocks, from those prepared
                 if self._prepared_until < limit:
@@ -197,9 +206,14 @@ class Sender(Session):
                     if timer.mark is None:
                         timer.mark = now
                         self._rtt_block = n
-                    for packet, raw in batch:
-                        out((raw, peer))
-                        events(PacketSent(session, now, local, peer, raw, packet, _NONE))
+                    if record is not None:
+                        for packet, raw in batch:
+                            out((raw, peer))
+                            record(_SENT, now, packet.block, raw, peer)
+                    else:
+                        for packet, raw in batch:
+                            out((raw, peer))
+                            events(PacketSent(session, now, local, peer, raw, packet, _NONE))
                     n += len(batch)
                     self._sent_max = n - 1
                 if n <= limit:  # the next block's bytes have not been fed, or could not be read

@@ -22,7 +22,8 @@ Where each rule lives:
   gaps of DATA, the ACKs they draw, the size limits and handing the data over: :mod:`receiver`;
 - netascii: :mod:`netascii` (the sender encodes what it is fed, the receiver decodes what it takes);
 - the request, its retry without refused options and the OACK: :mod:`client`; the request's mode,
-  the server's negotiation, the OACK and refusals: :mod:`server`; option rules: :mod:`options`.
+  the server's negotiation, the OACK and refusals: :mod:`server`; option rules: :mod:`options`;
+- DATA and ACK kept in columns, for a caller that asks (``record_runs()``): :mod:`runs`.
 
 Mid-transfer, the next DATA in order (a receiver) and an ACK (a sender) skip the decode and the dispatch:
 ``receive()`` takes them straight to the handler of their row (``_on_data``'s ``_take``, ``_on_ack``),
@@ -36,6 +37,9 @@ from enum import Enum
 from typing import Any, ClassVar, final
 
 from tftpdiag.protocol.events import (
+    RUN_ACK,
+    RUN_NOTE_TAGS,
+    RUN_RECEIVED,
     Address,
     Completed,
     Event,
@@ -54,6 +58,8 @@ from tftpdiag.protocol.events import (
 )
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import (
+    Ack,
+    Data,
     Error,
     ErrorCode,
     Opcode,
@@ -62,6 +68,7 @@ from tftpdiag.protocol.packets import (
     decode,
     encode,
 )
+from tftpdiag.protocol.runs import HOLD, OpenRun, close_runs
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
 __all__ = ["State", "Session", "StorageError", "DeferredData", "Table", "LIVE_STATES"]
@@ -130,6 +137,7 @@ class Session:
     """Base of the four machines; see the module docstring for how to drive one."""
 
     role: Role
+    _runs: bool  # DATA and ACK kept in columns (record_runs); a slot of Sender's and Receiver's, set by their _init_
     TABLE: ClassVar[Table] = {}  # each role's own (see Table)
     _rows: ClassVar[dict[State, dict[Opcode, tuple[_Handler, State | None]]]] = {}
 
@@ -157,7 +165,7 @@ class Session:
         self._timer = RetransmitTimer(timing, now)
         self._deadline: float | None = None
         self._out: list[tuple[bytes, Address]] = []
-        self._events: list[Event | DeferredData] = []  # only a Receiver leaves DeferredData
+        self._events: list[Event | DeferredData | OpenRun] = []  # only a Receiver leaves DeferredData
         self._last_progress = now
         self.bytes = 0
         self.blocks = 0
@@ -177,8 +185,30 @@ class Session:
 
     def events(self) -> list[Event]:
         events, self._events = self._events, []
+        if self._runs:
+            return close_runs(events)  # type: ignore[arg-type]  # (only Receiver leaves DeferredData)
         # Only Receiver leaves DeferredData, and it overrides events(): here the list holds Events.
         return events  # type: ignore[return-value]  # (typing.cast is a call per turn)
+
+    def record_runs(self) -> None:
+        """From now on keep DATA and ACK in columns: :meth:`events` gives them as PacketRun objects
+        (see :mod:`runs`), whose events are those it would have given one by one."""
+        self._runs = True
+
+    def settled_events(self) -> list[Event]:
+        """As :meth:`events`, except that a run of packets still growing at the end of the list, with
+        fewer than runs.HOLD packets, stays for a later call (with :meth:`record_runs`; without, the
+        same as events()). A caller that asks every turn takes runs of many packets, not one a turn,
+        and calls events() before it waits long or stops, so that nothing stays behind."""
+        events = self._events
+        if events:
+            last = events[-1]
+            if type(last) is OpenRun and len(last.raws) < HOLD:
+                if len(events) == 1:
+                    return []
+                self._events = [last]
+                return close_runs(events[:-1])  # type: ignore[arg-type]  # (no DeferredData with runs)
+        return self.events()
 
     def next_timeout(self) -> float | None:
         return self._deadline
@@ -320,13 +350,38 @@ class Session:
 
     def _note_received(self, raw: bytes, packet: Packet | None, addr: Address, now: float,
                        note: Note = Note.NONE, detail: str = "") -> None:
+        # (Every DATA and ACK here was decoded from ``raw`` or read off it: its datagram gives it back.)
+        if self._runs and not detail and len(raw) <= 0xFFFF:
+            kind = type(packet)
+            if kind is Ack:
+                self._record(RUN_RECEIVED | RUN_ACK | RUN_NOTE_TAGS[note], now, packet.block, raw, addr)  # type: ignore[union-attr]
+                return
+            if kind is Data:
+                self._record(RUN_RECEIVED | RUN_NOTE_TAGS[note], now, packet.block, raw, addr)  # type: ignore[union-attr]
+                return
         self._events.append(PacketReceived(self.session_id, now, self.local, addr, raw, packet, note, detail))
 
     def _send(self, packet: Packet, raw: bytes, now: float, note: Note = Note.NONE, to: Address | None = None) -> None:
         dest = self.peer if to is None else to
         self._out.append((raw, dest))
-        self._events.append(PacketSent(self.session_id, now, self.local, dest, raw, packet, note))
+        if self._runs and type(packet) is Ack and len(raw) == 4:  # (every ACK this sends is its 4 bytes)
+            self._record(RUN_ACK | RUN_NOTE_TAGS[note], now, packet.block, raw, dest)
+        else:
+            self._events.append(PacketSent(self.session_id, now, self.local, dest, raw, packet, note))
         self.packets_sent += 1
+
+    def _record(self, tag: int, now: float, block: int, raw: bytes, peer: Address) -> None:
+        """A DATA or ACK between this session's address and ``peer``, in columns (see :mod:`runs`):
+        added to the run at the end of the event list, or to a new one."""
+        events = self._events
+        run = events[-1] if events else None
+        if type(run) is not OpenRun or (run.peer is not peer and run.peer != peer):
+            run = OpenRun(self.session_id, self.local, peer)
+            events.append(run)
+        run.tags.append(tag)
+        run.times.append(now)
+        run.blocks.append(block)
+        run.raws.append(raw)
 
     def _arm(self, now: float) -> None:
         self._deadline = now + self._timer.current()
