@@ -218,14 +218,19 @@ def _log_lines(log: Path) -> list[str]:
         return []
 
 
-def logged_transfer_time(log: Path, before: int) -> float | None:
+def logged_transfer_time(log: Path, before: int, wait: float = 5.0) -> float | None:
     """The transfer's time as our server logged it (request to the last ACK: ``serve --log``'s
-    duration_s), from the first session logged after ``before`` lines (None: none, or it failed)."""
+    duration_s), from the first session logged after ``before`` lines (None: none within ``wait``
+    seconds, or it failed). The client may exit before the server has written the line (it ends the
+    session on the final ACK, which the client sends last): beside a CPU-bound program, reading the log
+    at once counted a good transfer as failed now and then."""
     import json
 
-    lines = _log_lines(log)
-    if len(lines) <= before:
-        return None
+    deadline = time.monotonic() + wait
+    while len(lines := _log_lines(log)) <= before:
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)  # (polling for the server's line, bounded by the deadline)
     entry = json.loads(lines[before])
     return float(entry["duration_s"]) if entry.get("ok") else None
 

@@ -41,3 +41,17 @@ def test_loaded_targets_and_a_pair_that_did_not_run(transfer) -> None:
         f"{WINDOWED}: ours faster than pytftp": (0.632, 1.0, True),
         # the windowed "--busy-poll 0" pair did not run: nothing is said of it
     }
+
+
+def test_a_server_line_written_after_the_client_exits_still_times_the_transfer(transfer, tmp_path, monkeypatch):
+    # The server logs a session when it ends, which may be after the client has exited: the benchmark
+    # waits for the line instead of counting the transfer as failed.
+    log = tmp_path / "server.jsonl"
+    line = '{"ok": true, "duration_s": 1.25}'
+    looks = iter([[], [], [line]])
+    monkeypatch.setattr(transfer, "_log_lines", lambda path: next(looks))
+    assert transfer.logged_transfer_time(log, 0) == 1.25
+    monkeypatch.setattr(transfer, "_log_lines", lambda path: ['{"ok": false, "duration_s": 1.0}'])
+    assert transfer.logged_transfer_time(log, 0) is None  # a failed session is still a failure
+    monkeypatch.setattr(transfer, "_log_lines", lambda path: [])
+    assert transfer.logged_transfer_time(log, 0, wait=0.05) is None  # and no line at all, once the wait is over
