@@ -7,11 +7,11 @@ session, and hands every sink the same record and the same JSON object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tftpdiag.fmt import iso_time
 from tftpdiag.protocol.events import Completed
+from tftpdiag.records import record
 from tftpdiag.report import session_summary
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def result_of(record: SessionRecord) -> str:
     return "ok" if isinstance(record.result, Completed) else "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Served:
     """One finished or refused session, as every sink receives it."""
 

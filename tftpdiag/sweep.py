@@ -32,6 +32,7 @@ from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, OptionsNegotiated, Reason, RequestRetried
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.records import record
 from tftpdiag.report import SCHEMA, rates
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn, not for a JSON sweep
@@ -61,7 +62,7 @@ HARD_IDS = ("port-unreachable", "host-unreachable", "no-reply", "file-not-found"
 GONE_IDS = ("port-unreachable", "host-unreachable")
 
 
-@dataclass(frozen=True)
+@record
 class ProbeSpec:
     name: str
     options: RequestedOptions = field(default_factory=RequestedOptions)

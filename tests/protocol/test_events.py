@@ -1,5 +1,5 @@
 """The packet events are made complete and never changed: a machine assigns each field once, when the
-event is built (they are not frozen, for speed: see events.py)."""
+event is built (records are frozen for the type checker, not at run time: see tftpdiag/records.py)."""
 
 from __future__ import annotations
 

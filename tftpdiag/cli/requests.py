@@ -1,18 +1,51 @@
-"""From parsed arguments to what the engine takes: the target, the options to ask, the timing, the
-download limit, the server's policy, and whether a person is watching (the TUI) or a script."""
+"""From parsed arguments to what the engine takes: the target (HOST FILE, or a tftp:// URL), the options
+to ask, the timing, the download limit, the server's policy, and whether a person is watching (the TUI)
+or a script."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from urllib.parse import unquote
 
-from tftpdiag.cli.values import Target, UsageError, parse_url
+from tftpdiag.cli.values import UsageError
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.records import record
 from tftpdiag.verbosity import verbosity
 
-__all__ = ["client_target", "requested_options", "client_timing", "DEFAULT_MAX_SIZE", "download_limit",
-           "server_policy", "interactive", "verbosity"]
+__all__ = ["Target", "parse_url", "client_target", "requested_options", "client_timing", "DEFAULT_MAX_SIZE",
+           "download_limit", "server_policy", "interactive", "verbosity"]
+
+
+@record
+class Target:
+    host: str
+    port: int
+    filename: str
+    mode: str | None
+
+
+_URL = re.compile(r"^tftp://(?P<host>\[[^\]]+\]|[^/:]+)(?::(?P<port>\d+))?/(?P<path>[^;]*)(?:;mode=(?P<mode>\w+))?$",
+                  re.IGNORECASE)
+
+
+def parse_url(url: str) -> Target:
+    """RFC 3617: tftp://host[:port]/file[;mode=octet|netascii]."""
+    match = _URL.match(url)
+    if not match:
+        raise UsageError(f"not a TFTP URL: {url!r} (expected tftp://host[:port]/file[;mode=octet|netascii])")
+    mode = match.group("mode")
+    if mode is not None and mode.lower() not in ("octet", "netascii"):
+        raise UsageError(f"unknown mode {mode!r} in URL; use octet or netascii")
+    filename = unquote(match.group("path"))
+    if not filename:
+        raise UsageError(f"the URL {url!r} names no file")
+    port = int(match.group("port")) if match.group("port") else 69
+    if not 1 <= port <= 65535:
+        raise UsageError(f"port {port} in URL is out of range")
+    return Target(match.group("host").strip("[]"), port, filename, mode.lower() if mode else None)
 
 
 def client_target(args: argparse.Namespace, upload: bool) -> Target:

@@ -1,17 +1,14 @@
 """The command line's values: exit codes, the usage error, and the parsers that turn one argument's
-text into a value (ranges, seconds, sizes, digests, impairment specs, tftp:// URLs), with their errors
+text into a value (ranges, seconds, sizes, digests, impairment specs, addresses), with their errors
 in words. Every command's parser and the commands themselves import them from here, one way."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) only when --impair is given
     from tftpdiag.engine.impair import ImpairSpec
@@ -19,7 +16,7 @@ if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
     "seconds", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec", "microseconds", "option_name",
-    "host_address", "Target", "parse_url", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
+    "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
     "IMPAIR_HELP",
 ]
 
@@ -128,35 +125,6 @@ def option_name(text: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
-class Target:
-    host: str
-    port: int
-    filename: str
-    mode: str | None
-
-
-_URL = re.compile(r"^tftp://(?P<host>\[[^\]]+\]|[^/:]+)(?::(?P<port>\d+))?/(?P<path>[^;]*)(?:;mode=(?P<mode>\w+))?$",
-                  re.IGNORECASE)
-
-
-def parse_url(url: str) -> Target:
-    """RFC 3617: tftp://host[:port]/file[;mode=octet|netascii]."""
-    match = _URL.match(url)
-    if not match:
-        raise UsageError(f"not a TFTP URL: {url!r} (expected tftp://host[:port]/file[;mode=octet|netascii])")
-    mode = match.group("mode")
-    if mode is not None and mode.lower() not in ("octet", "netascii"):
-        raise UsageError(f"unknown mode {mode!r} in URL; use octet or netascii")
-    filename = unquote(match.group("path"))
-    if not filename:
-        raise UsageError(f"the URL {url!r} names no file")
-    port = int(match.group("port")) if match.group("port") else 69
-    if not 1 <= port <= 65535:
-        raise UsageError(f"port {port} in URL is out of range")
-    return Target(match.group("host").strip("[]"), port, filename, mode.lower() if mode else None)
-
-
 class Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30, width=min(100, max(60, terminal_width())))
@@ -171,6 +139,8 @@ def terminal_width() -> int:
 
 def host_address(text: str) -> str:
     """An address for the capture filter: a literal IPv4 or IPv6 address (a name would need DNS)."""
+    import ipaddress  # here: only watch's --host needs it, and every start would pay for it
+
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

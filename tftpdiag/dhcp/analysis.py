@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from tftpdiag.dhcp.arch import Arch, Loader, loader_from_bytes, loader_from_name
 from tftpdiag.dhcp.offers import BootServer, Offer
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence
+from tftpdiag.records import record
 
 __all__ = ["IDS", "Boot", "ProbeFacts", "PxeFacts", "choose_boot", "analyse"]
 
@@ -17,7 +18,7 @@ IDS = ("no-offer", "several-dhcp-servers", "no-boot-file", "boot-file-not-found"
        "option-66-unresolved", "proxy-without-boot-server", "arch-mismatch", "boot-file-ok")
 
 
-@dataclass(frozen=True)
+@record
 class Boot:
     """Where the device would boot from: the address it takes, and the answer giving the boot file."""
 
@@ -27,7 +28,7 @@ class Boot:
     file: str | None
 
 
-@dataclass(frozen=True)
+@record
 class ProbeFacts:
     """What the TFTP probe of the chosen boot file found."""
 

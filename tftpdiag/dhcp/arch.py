@@ -10,7 +10,8 @@ then "PE\\0\\0" with an EFI subsystem and the CPU it runs on), a BIOS one is a r
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+
+from tftpdiag.records import record
 
 __all__ = ["Arch", "ARCHES", "by_name", "by_code", "Loader", "loader_from_name", "loader_from_bytes",
            "HEAD_BYTES"]
@@ -18,7 +19,7 @@ __all__ = ["Arch", "ARCHES", "by_name", "by_code", "Loader", "loader_from_name",
 HEAD_BYTES = 4096  # the first bytes of a loader needed to read its PE header
 
 
-@dataclass(frozen=True)
+@record
 class Arch:
     name: str  # what --arch takes
     code: int  # option 93
@@ -70,7 +71,7 @@ def by_code(code: int) -> Arch | None:
     return _BY_CODE.get(code)
 
 
-@dataclass(frozen=True)
+@record
 class Loader:
     """What a boot file is built for, and how that was told (its name or its first bytes)."""
 

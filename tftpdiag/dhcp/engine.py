@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from tftpdiag.dhcp.messages import ClientIdentity, boot_server_addresses, build_boot_request, build_discover
 from tftpdiag.dhcp.offers import Offer
 from tftpdiag.dhcp.packet import ACK, BOOTREPLY, OFFER, DhcpParseError, parse
+from tftpdiag.records import record
 
 __all__ = ["DhcpSetupError", "Interface", "interface", "default_interface", "Collected", "collect"]
 
@@ -34,7 +35,7 @@ class DhcpSetupError(Exception):
     """The DHCP client could not start (no such interface, no permission): one line for the user."""
 
 
-@dataclass(frozen=True)
+@record
 class Interface:
     name: str
     mac: bytes

@@ -6,10 +6,10 @@ a DISCOVER only asks, and a REQUEST to port 4011 is answered by a boot server th
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 from tftpdiag.dhcp.arch import Arch
 from tftpdiag.dhcp.packet import BOOTREQUEST, DISCOVER, REQUEST, DhcpMessage, encode, parse_suboptions
+from tftpdiag.records import record
 
 __all__ = ["ClientIdentity", "build_discover", "build_boot_request", "boot_server_addresses", "PARAMETERS",
            "BROADCAST_FLAG"]
@@ -23,7 +23,7 @@ PARAMETERS = bytes((1, 3, 6, 12, 15, 17, 28, 43, 54, 60, 66, 67, 97, 119, 128, 1
 MAX_MESSAGE_SIZE = 1472  # option 57: an Ethernet frame's worth
 
 
-@dataclass(frozen=True)
+@record
 class ClientIdentity:
     """Who tftpdiag pretends to be: a MAC (the interface's own or --mac), an architecture, a UUID."""
 

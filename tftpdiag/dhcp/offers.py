@@ -8,19 +8,19 @@ A boot server comes from ``siaddr`` (next-server), option 66 (a name or an addre
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
 from tftpdiag import fmt
 from tftpdiag.dhcp.options import readable
 from tftpdiag.dhcp.packet import MESSAGE_TYPES, DhcpMessage, parse_suboptions
+from tftpdiag.records import record
 
 __all__ = ["Offer", "BootServer", "JSON_LIMIT"]
 
 JSON_LIMIT = 1000  # characters of a server's string kept in JSON (a DHCP string is at most a few hundred)
 
 
-@dataclass(frozen=True)
+@record
 class BootServer:
     value: str  # an address, or a name for option 66
     source: str  # "siaddr", "option 66", "option 150", "sname"
@@ -34,7 +34,7 @@ class BootServer:
         return True
 
 
-@dataclass(frozen=True)
+@record
 class Offer:
     """A DHCP answer (OFFER, or ACK from a boot server on port 4011), with where it came from."""
 

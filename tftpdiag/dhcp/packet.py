@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from tftpdiag.records import record
 
 __all__ = [
     "BOOTREQUEST", "BOOTREPLY", "DISCOVER", "OFFER", "REQUEST", "ACK", "NAK", "RELEASE", "INFORM",
@@ -32,7 +34,7 @@ class DhcpParseError(ValueError):
     """A datagram that is not a DHCP message we can read; the text says why, in plain words."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DhcpMessage:
     """One DHCP message. ``options`` maps each option code to its value, the parts of an option that
     appears several times joined in order (RFC 3396); ``order`` keeps the codes as they first came."""

@@ -17,10 +17,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tftpdiag.engine.poller import Poller
+from tftpdiag.records import record
 from tftpdiag.trace.pcap import Datagram, link_decoder
 
 __all__ = ["CaptureError", "CaptureStats", "LiveCapture", "default_interface", "capture_filter"]
@@ -41,7 +41,7 @@ class CaptureError(Exception):
         self.permission = permission
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CaptureStats:
     received: int  # packets that passed the filter (libpcap's ps_recv)
     dropped: int  # packets the kernel had to drop: the reader was too slow (ps_drop)

@@ -15,7 +15,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -32,6 +32,7 @@ from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
 from tftpdiag.protocol.session import StorageError
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.records import record
 
 if TYPE_CHECKING:
     from tftpdiag.engine.impair import ImpairSpec
@@ -43,7 +44,7 @@ class TransferSetupError(Exception):
     """The transfer could not start: a name that does not resolve, a missing local file, ..."""
 
 
-@dataclass(frozen=True)
+@record
 class ClientRequest:
     host: str
     filename: str  # the name on the server
@@ -65,7 +66,7 @@ class ClientRequest:
     expected_sha256: str | None = None  # a download with another digest is not kept at ``output``
 
 
-@dataclass(frozen=True)
+@record
 class ClientOutcome:
     session: int
     result: Completed | Failed

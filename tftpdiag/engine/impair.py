@@ -16,6 +16,7 @@ from typing import Any
 
 from tftpdiag.protocol.events import Address, Event, Impaired
 from tftpdiag.protocol.packets import Ack, Data, Packet, ProtocolError, Request, decode
+from tftpdiag.records import record
 
 __all__ = ["ImpairSpec", "DropRule", "Impairer", "parse_impair", "ImpairError"]
 
@@ -26,7 +27,7 @@ class ImpairError(ValueError):
     """A --impair spec that cannot be understood; the message names the part."""
 
 
-@dataclass(frozen=True)
+@record
 class DropRule:
     """Drop packets of one kind (and block range): the first ``times`` copies of each, or all (None)."""
 
@@ -55,7 +56,7 @@ class DropRule:
         return text
 
 
-@dataclass(frozen=True)
+@record
 class ImpairSpec:
     loss: float = 0.0
     delay: float = 0.0

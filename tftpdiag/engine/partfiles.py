@@ -17,8 +17,9 @@ import socket
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from tftpdiag.records import record
 
 __all__ = ["create_part", "final_mode", "set_final_mode", "current_umask", "remove_stale", "Removal", "host_tag",
            "pid_running"]
@@ -101,7 +102,7 @@ def set_final_mode(fd: int, target: Path) -> None:
         pass
 
 
-@dataclass(frozen=True)
+@record
 class Removal:
     path: Path
     error: str | None = None  # why it could not be removed; None: removed

@@ -11,18 +11,18 @@ import difflib
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from tftpdiag.protocol.packets import ErrorCode
+from tftpdiag.records import record
 
 __all__ = ["Refusal", "ReadTarget", "WriteTarget", "open_for_read", "check_for_write", "clean_name", "nearest_name"]
 
 _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 
 
-@dataclass(frozen=True)
+@record
 class Refusal:
     code: int
     message: str  # what the client is told
@@ -30,14 +30,14 @@ class Refusal:
     suggestion: str | None = None  # the nearest existing name, for a file not found
 
 
-@dataclass(frozen=True)
+@record
 class ReadTarget:
     path: Path
     fd: int
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class WriteTarget:
     path: Path
     exists: bool

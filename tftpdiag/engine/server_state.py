@@ -19,6 +19,7 @@ from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.records import record
 
 if TYPE_CHECKING:
     from tftpdiag.engine.impair import ImpairSpec
@@ -32,7 +33,7 @@ class ServerSetupError(Exception):
     """The server cannot start: said in one line a user can act on."""
 
 
-@dataclass(frozen=True)
+@record
 class ServerConfig:
     root: Path
     bind: tuple[str, ...] = ("0.0.0.0", "::")

@@ -18,7 +18,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from itertools import islice
 
 from tftpdiag.engine.files import store_received
@@ -28,6 +28,7 @@ from tftpdiag.protocol.client import ClientRead
 from tftpdiag.protocol.events import Address, Completed, Failed, Reason
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.records import record
 
 __all__ = ["StormConfig", "DeviceResult", "StormSetupError", "run_storm", "source_addresses"]
 
@@ -41,7 +42,7 @@ class StormSetupError(Exception):
     """The storm cannot start: said in one line."""
 
 
-@dataclass(frozen=True)
+@record
 class StormConfig:
     host: str
     filename: str
@@ -58,7 +59,7 @@ class StormConfig:
     family: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class DeviceResult:
     index: int
     local: Address

@@ -15,9 +15,10 @@ import bisect
 import difflib
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+
+from tftpdiag.records import record
 
 __all__ = ["NameSuggester"]
 
@@ -26,7 +27,7 @@ MAX_COMPARE = 300  # names a close-spelling search compares the request with
 CUTOFF = 0.75  # difflib similarity a close spelling needs
 
 
-@dataclass(frozen=True)
+@record
 class _Listing:
     mtime_ns: int
     by_lower: dict[str, str]  # case-folded name -> the name as it is on disk

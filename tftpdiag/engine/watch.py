@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.capture import CaptureStats, LiveCapture
 from tftpdiag.protocol.events import Address
+from tftpdiag.records import record
 from tftpdiag.trace.pcap import PcapWriter
 from tftpdiag.trace.rebuild import Rebuilder
 
@@ -29,7 +29,7 @@ __all__ = ["Watcher", "WatchConfig"]
 _EXPIRE_EVERY = 1.0  # seconds between looks for transfers gone quiet
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WatchConfig:
     interface: str
     ports: tuple[int, ...] = (69,)

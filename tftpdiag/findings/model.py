@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from tftpdiag import fmt
@@ -17,6 +17,7 @@ from tftpdiag.protocol.packets import (
     Request,
     error_code_name,
 )
+from tftpdiag.records import record
 from tftpdiag.sessions import fmt_addr, fmt_bytes, fmt_rate
 
 __all__ = [
@@ -47,7 +48,7 @@ def severity_rank(severity: str) -> int:
     return _RANK[severity]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Finding:
     """A diagnosis of one session, in plain words, with what it rests on and what to try.
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from tftpdiag.findings.model import Finding
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.records import record
 
 __all__ = [
     "FOLLOW_UP",
@@ -53,7 +54,7 @@ class UndeclaredLookup(LookupError):
     """A rule looked up something it did not declare (a finding not in its after=, a lookup not in uses=)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Rule:
     """A rule and its declarations: the finding ids it ``makes``, those it comes ``after``, the lookups it
     ``uses``, and whether its finding is ``transient`` (a live hypothesis that progress can disprove: when

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tftpdiag.history.schema import COLUMNS, LATEST, MIGRATIONS
+from tftpdiag.records import record
 
 __all__ = ["HistoryError", "Filter", "SqlStore"]
 
@@ -20,7 +20,7 @@ class HistoryError(Exception):
     """The history cannot be opened, read or written: one line for the user."""
 
 
-@dataclass(frozen=True)
+@record
 class Filter:
     """Which rows a query wants; every part optional."""
 

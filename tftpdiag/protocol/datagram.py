@@ -4,8 +4,9 @@ core so the observer needs nothing from ``trace``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TypeAlias
+
+from tftpdiag.records import record
 
 __all__ = ["Address", "Datagram"]
 
@@ -13,7 +14,7 @@ Address: TypeAlias = tuple[str, int]
 """(IP address string, port); IPv6 addresses in the compressed form ``inet_ntop`` gives, e.g. "::1"."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Datagram:
     time: float  # epoch seconds
     src: Address

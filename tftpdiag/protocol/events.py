@@ -1,19 +1,20 @@
 """The immutable events every layer above the protocol reads: TUI, headless printer, traces, findings.
 
-A transfer makes one event per datagram, so these are small slotted classes. Every event carries the
-``session`` id the engine gave the machine and the ``time`` the caller passed in (seconds, epoch).
+A transfer makes one event per datagram, so these are small slotted records (tftpdiag/records.py). Every
+event carries the ``session`` id the engine gave the machine and the ``time`` the caller passed in
+(seconds, epoch).
 """
 
 from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol, overload
 
 from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
 from tftpdiag.protocol.packets import Ack, Data, Options, Packet, ack_packet
+from tftpdiag.records import record
 
 Address = tuple[str, int]
 
@@ -96,7 +97,7 @@ class Reason(StrEnum):
     UNREACHABLE = "unreachable"  # the network said the peer's port or host cannot be reached (ICMP)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransferStats:
     bytes: int
     duration: float
@@ -115,7 +116,7 @@ class TransferStats:
         return self.bytes / self.duration if self.duration > 0 else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransferStarted:
     session: int
     time: float
@@ -127,13 +128,13 @@ class TransferStarted:
     requested: Options
 
 
-# The two packet events are made once per datagram (about 1.5 million for a 1 GiB transfer). A frozen
-# dataclass sets each field through object.__setattr__, which makes its constructor four times as slow
-# as a plain one (860 against 200 ns on CPython 3.11, measured): so these two are not frozen. They are
-# immutable by convention, like the rest: every one is made complete, at the moment its datagram is
-# sent or received, and nothing assigns to a field afterwards (tests/protocol/test_events.py checks the
+# The two packet events are made once per datagram (about 1.5 million for a 1 GiB transfer): as records
+# (tftpdiag/records.py) their constructor assigns each field directly, where a frozen dataclass's went
+# through object.__setattr__ (860 against 200 ns on CPython 3.11, measured). Like every event they are
+# immutable by contract: made complete at the moment the datagram is sent or received, and nothing
+# assigns to a field afterwards (the type checker rejects it; tests/protocol/test_events.py checks the
 # machines never do).
-@dataclass(slots=True, unsafe_hash=True)
+@record
 class PacketSent:
     session: int
     time: float
@@ -144,7 +145,7 @@ class PacketSent:
     note: Note = Note.NONE
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@record
 class PacketReceived:
     session: int
     time: float
@@ -262,7 +263,7 @@ class PacketRun(Sequence[PacketSent | PacketReceived]):
         return f"PacketRun(session={self.session}, packets={len(self.tags)}, first={self.time})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PeerLocked:
     """The transfer ID is fixed: ``peer`` answered the request that was sent to ``requested``."""
 
@@ -272,7 +273,7 @@ class PeerLocked:
     requested: Address
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OptionsNegotiated:
     session: int
     time: float
@@ -283,7 +284,7 @@ class OptionsNegotiated:
         return self.negotiated.outcomes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Retransmit:
     """Packets are about to be sent again; ``reason`` is 'timeout' or 'window-gap'."""
 
@@ -295,7 +296,7 @@ class Retransmit:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimedOut:
     session: int
     time: float
@@ -304,7 +305,7 @@ class TimedOut:
     waiting_for: str  # e.g. "ACK 17", "DATA 3", "reply to RRQ"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Progress:
     """Sent at most every Timing.progress_interval, and at the end: the counters so far."""
 
@@ -315,14 +316,14 @@ class Progress:
     stats: TransferStats
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Completed:
     session: int
     time: float
     stats: TransferStats
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failed:
     session: int
     time: float
@@ -333,7 +334,7 @@ class Failed:
     stats: TransferStats
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestRefused:
     """A server turned a request away before any transfer began (path escape, no such file, ...)."""
 
@@ -349,7 +350,7 @@ class RequestRefused:
     received: str = ""  # what arrived when it was not a request at all, e.g. "ACK 1"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SocketError:
     """The socket reported an error, usually from ICMP (e.g. port unreachable: nothing listens there)."""
 
@@ -360,7 +361,7 @@ class SocketError:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Impaired:
     """Fault injection (--impair) acted on a datagram on its way ``direction`` ("in" or "out")."""
 
@@ -374,7 +375,7 @@ class Impaired:
     why: str  # the rule that acted, e.g. "loss=5%" or "drop=data:3"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestRetried:
     """The server answered our request with an ERROR that refuses its options (ERROR 8, or one whose
     text names them); the client asks once more without them, as real clients fall back. ``asked``
@@ -388,7 +389,7 @@ class RequestRetried:
     requested: Options
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CaptureGap:
     """Packets a capture lacks although the transfer shows they were delivered: the receiver's ACK
     covers DATA the capture never saw, or the sender went on as only an ACK the capture never saw
@@ -403,7 +404,7 @@ class CaptureGap:
     detail: str  # what shows it, in words
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ContentDigest:
     """The SHA-256 of a download's bytes as a capture saw them, in order, when it saw every one: what
     the client received, checked without the client's help. Only a transfer rebuilt from a capture

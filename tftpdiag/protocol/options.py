@@ -6,7 +6,7 @@ the JSON summary all explain the same negotiation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from tftpdiag.compat import StrEnum
 from tftpdiag.protocol.limits import (
@@ -19,6 +19,7 @@ from tftpdiag.protocol.limits import (
     WINDOWSIZE_MIN,
 )
 from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
+from tftpdiag.records import record
 
 __all__ = [
     "BLKSIZE_MIN",
@@ -50,7 +51,7 @@ class Verdict(StrEnum):
     DROPPED = "dropped"  # the server refused it with an ERROR; the client asked again without it
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OptionOutcome:
     name: str
     asked: str | None
@@ -87,7 +88,7 @@ class OptionOutcome:
         return f"{name} = {granted}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestedOptions:
     """What a client asks for. ``tsize`` True asks for it (0 on read, the file size on write)."""
 
@@ -117,7 +118,7 @@ class RequestedOptions:
         return tuple(opts)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Negotiated:
     """The values a transfer runs with, and how each requested option fared."""
 
@@ -129,7 +130,7 @@ class Negotiated:
     oack: Options | None = None  # what the answering side put in its OACK (None: no OACK)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServerPolicy:
     """A server's limits. Options in ``refuse`` are left out of the OACK, as by a server without them."""
 

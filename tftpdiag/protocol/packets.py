@@ -7,8 +7,9 @@ caller should send back, so a malformed datagram is always answered the same way
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum
+
+from tftpdiag.records import record
 
 __all__ = [
     "Opcode",
@@ -92,7 +93,7 @@ def error_code_name(code: int) -> str:
 Options = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Request:
     """RRQ or WRQ. ``mode`` and option names are lower-cased; option order is kept as sent."""
 
@@ -112,7 +113,7 @@ class Request:
         return None
 
 
-@dataclass(slots=True, unsafe_hash=True)  # one per datagram: not frozen, for speed (see PacketSent); never changed
+@record  # one per datagram (see PacketSent)
 class Data:
     block: int
     payload: bytes
@@ -120,14 +121,14 @@ class Data:
     opcode = Opcode.DATA
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ack:
     block: int
 
     opcode = Opcode.ACK
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Error:
     code: int
     message: str = ""
@@ -139,7 +140,7 @@ class Error:
         return error_code_name(self.code)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OAck:
     options: Options
 

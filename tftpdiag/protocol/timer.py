@@ -7,14 +7,14 @@ timed) and exponential backoff; a transfer gives up after ``retries`` timeouts i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tftpdiag.records import record
 
 __all__ = ["Timing", "RetransmitTimer"]
 
 _NEVER = 1 << 62  # answers to pass over: more than any transfer has
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Timing:
     """Retransmission and ending rules. Times in seconds."""
 

@@ -19,6 +19,7 @@ from tftpdiag.dhcp.messages import ClientIdentity
 from tftpdiag.dhcp.offers import Offer
 from tftpdiag.findings import ERROR, Finding
 from tftpdiag.pxe.names import candidates, existing
+from tftpdiag.records import record
 
 __all__ = ["PxeRequest", "PxeReport", "HeadGrabber", "discover", "probe_request", "boot_transfer", "probe_boot_file",
            "record_probe", "resolve_names", "boot_address", "finish"]
@@ -27,7 +28,7 @@ RESOLVE_BUDGET = 3.0  # seconds for all option-66 name look-ups together
 _UNREACHABLE = ("no-reply", "host-unreachable", "port-unreachable")
 
 
-@dataclass(frozen=True)
+@record
 class PxeRequest:
     arch: Arch
     interface: str | None = None

@@ -11,11 +11,11 @@ readable raises :class:`TraceError`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.protocol.events import Event
+from tftpdiag.records import record
 from tftpdiag.trace.jsonl import MAX_LINE, parse_line
 from tftpdiag.trace.pcap import CaptureError, read_datagrams
 from tftpdiag.trace.rebuild import Rebuilder
@@ -29,7 +29,7 @@ class TraceError(Exception):
     """The file cannot be read as a trace at all (missing, empty, not a trace): one line for the user."""
 
 
-@dataclass(frozen=True)
+@record
 class TraceLoad:
     path: Path
     kind: str  # "jsonl", "pcap" or "pcapng"

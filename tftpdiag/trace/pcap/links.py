@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
 from tftpdiag.protocol.datagram import Datagram
 
@@ -22,20 +22,6 @@ _IP4 = struct.Struct("!BxH2xHxB2x4s4s")  # ver/ihl, total length, flags+offset, 
 _IP6 = struct.Struct("!4xHB1x16s16s")  # payload length, next header, src, dst
 _UDP_HEADER = struct.Struct("!HHH")
 
-
-# Datagram's generated __init__ goes through object.__setattr__ once per field because the class
-# is frozen; setting the slots directly halves the cost of the one object made per packet.
-def _slot_setter(name: str) -> Callable[[Datagram, Any], None]:
-    setter: Callable[[Datagram, Any], None] = vars(Datagram)[name].__set__
-    return setter
-
-
-_alloc = object.__new__
-_set_time = _slot_setter("time")
-_set_src = _slot_setter("src")
-_set_dst = _slot_setter("dst")
-_set_payload = _slot_setter("payload")
-_set_orig_len = _slot_setter("orig_len")
 
 # Addresses repeat on every packet of a transfer; inet_ntop costs more than a dict hit.
 _names: dict[bytes, str] = {}
@@ -60,13 +46,7 @@ def _udp(buf: bytes, u: int, ip_end: int, end: int, sa: str, da: str, t: float) 
         stop = ip_end
     if stop > end:
         stop = end
-    d = _alloc(Datagram)
-    _set_time(d, t)
-    _set_src(d, (sa, sport))
-    _set_dst(d, (da, dport))
-    _set_payload(d, buf[u + 8 : stop])
-    _set_orig_len(d, ulen - 8)
-    return d
+    return Datagram(t, (sa, sport), (da, dport), buf[u + 8 : stop], ulen - 8)
 
 
 def _ipv4(buf: bytes, off: int, end: int, t: float) -> Datagram | None:

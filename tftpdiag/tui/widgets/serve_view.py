@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -15,6 +14,7 @@ from textual.widgets import Input, RichLog, Static
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.records import record
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Changes, LiveModel, quoted
@@ -49,7 +49,7 @@ RESORT_EVERY = 2.0  # seconds between re-sorts or re-filters of a live list whil
 LIVE_REBUILD_LIMIT = 20_000  # beyond this many sessions, re-sort/re-filter only when asked
 
 
-@dataclass(frozen=True)
+@record
 class ServerInfo:
     root: str
     addresses: str
