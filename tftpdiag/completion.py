@@ -7,6 +7,8 @@ import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
+from tftpdiag.cli.listing import COMMAND_HELP
+
 __all__ = ["SHELLS", "add_completion_parser", "completion_script"]
 
 SHELLS = ("bash", "zsh", "fish")
@@ -20,7 +22,7 @@ COMPLETION_EXAMPLES = """examples:
 
 
 def add_completion_parser(sub: argparse._SubParsersAction, formatter: type[argparse.HelpFormatter]) -> None:
-    completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
+    completion = sub.add_parser("completion", help=COMMAND_HELP["completion"],
                                 description="Print a script that completes tftpdiag's commands, options and "
                                             "file names in SHELL, made from the same parser as --help.",
                                 epilog=COMPLETION_EXAMPLES, formatter_class=formatter)

@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tftpdiag.cli.listing import COMMAND_HELP
+
 __all__ = ["add_serve_flags", "add_history_parser", "listen_address", "since", "DEFAULT_HISTORY"]
 
 DEFAULT_HISTORY = ""  # --history given without a DB: the default file under the user's state directory
@@ -64,7 +66,7 @@ exit status: 0 the history was read (whatever the sessions did), 2 it cannot be 
 
 
 def add_history_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    history = sub.add_parser("history", help="what serve --history recorded: which devices got their files",
+    history = sub.add_parser("history", help=COMMAND_HELP["history"],
                              description="Show the sessions and refusals that 'serve --history' recorded, "
                                          "oldest first, filtered by client, file, result and time.",
                              epilog=HISTORY_EXAMPLES, formatter_class=formatter)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tftpdiag.cli.listing import COMMAND_HELP
+
 __all__ = ["add_storm_parser", "run_storm_command", "summarise", "percentile"]
 
 STORM_EXAMPLES = """examples:
@@ -33,7 +35,7 @@ def add_storm_parser(sub: Any) -> None:
     from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN
 
     p = sub.add_parser(
-        "storm", help="play many devices booting at once against a server and time them",
+        "storm", help=COMMAND_HELP["storm"],
         description="Play N devices that all boot at once: each asks HOST for FILE from a socket of its own "
                     "(lock-step unless --windowsize), as phones or PXE clients do after a power cut. Reports "
                     "how many completed and failed, completion-time percentiles, retransmissions and "

@@ -481,6 +481,37 @@ def test_help_does_not_load_the_protocol_machines() -> None:
     assert "LOADED []" in result.stdout, result.stdout
 
 
+def test_a_run_naming_no_command_builds_no_commands_parser() -> None:
+    # Start-up: `tftpdiag --help` built all ten commands' parsers (and loaded the dataclasses behind their
+    # values) to print their names and one line each: 115 ms, 74 ms without. Such a run (--help, no
+    # command, a mistyped one) is answered from cli/listing.py, exactly as the whole parser answers it.
+    code = (
+        "import argparse, sys, contextlib, io\n"
+        "made = []\n"
+        "original = argparse.ArgumentParser.__init__\n"
+        "def counting(self, *args, **kwargs):\n"
+        "    made.append(kwargs.get('prog'))\n"
+        "    original(self, *args, **kwargs)\n"
+        "argparse.ArgumentParser.__init__ = counting\n"
+        "from tftpdiag.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        "print('PARSERS', made)\n"
+        "print('LOADED', sorted(m for m in ('dataclasses', 'tftpdiag.records') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "PARSERS ['tftpdiag']" in result.stdout and "LOADED []" in result.stdout, result.stdout
+    whole = "import sys\nfrom tftpdiag.cli.parser import build_parser\np = build_parser()\n" \
+            "p.parse_args(sys.argv[1:])\np.print_help()\nsys.exit(2)\n"
+    for argv in (["--help"], ["bogus"], ["-x"], [], ["--version"]):
+        got = run(*argv)
+        expected = subprocess.run([sys.executable, "-c", whole, *argv], capture_output=True, text=True,
+                                  timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+        assert (got.returncode, got.stdout, got.stderr) == (expected.returncode, expected.stdout,
+                                                            expected.stderr), argv
+
+
 def test_a_command_builds_only_its_own_parser() -> None:
     # Start-up: every run built all ten commands' flags, importing storm, pxe and the DHCP tables for
     # a probe; main() now builds the parser of the command it runs, with the same --help.

@@ -28,9 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     gc.set_threshold(*GC_THRESHOLD)
     words = sys.argv[1:] if argv is None else list(argv)
-    # A command named first is all this run needs parsed (see COMMANDS); anything else (no command,
-    # --help, --version, a mistake) gets the whole parser, and so the whole --help or error.
-    parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+    # A command named first is all this run needs parsed (see COMMANDS). A run that names none anywhere
+    # (--help, --version, no command, a mistyped one) cannot reach a command's own flags: the commands'
+    # names and --help lines answer it as the whole parser would. Anything else gets the whole parser.
+    named = words[0] if words and words[0] in COMMANDS else None
+    bare = named is None and not any(word in COMMANDS for word in words)
+    parser = build_parser(named, bare=bare)
     args = parser.parse_args(words)
     if args.command is None:
         parser.print_help()

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from tftpdiag import __version__
+from tftpdiag.cli.listing import COMMAND_HELP, COMMANDS
 from tftpdiag.cli.values import (
     BUSY_POLL_HELP,
     IMPAIR_HELP,
@@ -128,10 +129,12 @@ exit status: 0 the trace was read (even if transfers in it failed; damage is rep
 """
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None, *, bare: bool = False) -> argparse.ArgumentParser:
     """The whole parser; with ``only`` (one of COMMANDS), one that knows that command alone: enough to
     run it, with the same --help (main() builds that: every other command's flags, and the modules
-    that define them, would cost every start a few milliseconds)."""
+    that define them, would cost every start a few milliseconds). With ``bare``, one that knows every
+    command by its name and --help line alone: what a run that names no command reaches (its --help,
+    --version, usage and errors are the whole parser's)."""
     parser = argparse.ArgumentParser(
         prog="tftpdiag",
         description="See why a TFTP transfer fails, packet by packet: a client (probe, put), a server "
@@ -141,16 +144,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         formatter_class=Formatter,
     )
     parser.add_argument("--version", action="version", version=f"tftpdiag {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=_Unbuilt if bare else argparse.ArgumentParser)
 
     for name in COMMANDS:
-        if only is None or only == name:
+        if bare:
+            sub.add_parser(name, help=COMMAND_HELP[name])
+        elif only is None or only == name:
             _BUILDERS[name](sub)
     return parser
 
 
+class _Unbuilt(argparse.ArgumentParser):
+    """A command's parser in a bare parser: never used, so never built (an ArgumentParser made for each
+    would cost a --help some 10 ms): the run given a bare parser names no command, so argparse never
+    calls one."""
+
+    def __init__(self, **_: object) -> None:  # not ArgumentParser's: nothing to build
+        pass
+
+
 def _add_probe(sub: argparse._SubParsersAction) -> None:
-    probe = sub.add_parser("probe", help="download a file from a TFTP server and show the transfer",
+    probe = sub.add_parser("probe", help=COMMAND_HELP["probe"],
                            description="Download FILE from HOST with tftpdiag's own client and show the "
                                        "transfer live. Without -o the data is only hashed, not kept.",
                            epilog=PROBE_EXAMPLES, formatter_class=Formatter)
@@ -178,7 +193,7 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_put(sub: argparse._SubParsersAction) -> None:
-    put = sub.add_parser("put", help="upload a file to a TFTP server",
+    put = sub.add_parser("put", help=COMMAND_HELP["put"],
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
                          epilog=PUT_EXAMPLES, formatter_class=Formatter)
     put.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL naming REMOTE")
@@ -190,7 +205,7 @@ def _add_put(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="serve a directory over TFTP and show every session",
+    serve = sub.add_parser("serve", help=COMMAND_HELP["serve"],
                            description="Serve DIR with tftpdiag's own TFTP server (read-only unless "
                                        "--allow-upload) and show every client session live.",
                            epilog=SERVE_EXAMPLES, formatter_class=Formatter)
@@ -235,7 +250,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    demo = sub.add_parser("demo", help="serve a sample firmware image on loopback and probe it",
+    demo = sub.add_parser("demo", help=COMMAND_HELP["demo"],
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
                                       "port over a temporary folder with a generated sample firmware "
                                       "image, then probes it.", formatter_class=Formatter)
@@ -249,7 +264,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_watch(sub: argparse._SubParsersAction) -> None:
-    watch = sub.add_parser("watch", help="capture TFTP between any devices and servers and show it live",
+    watch = sub.add_parser("watch", help=COMMAND_HELP["watch"],
                            description="Capture the TFTP traffic on an interface (any client, any server: "
                                        "one you do not control too), follow each transfer from its request "
                                        "to the server's new port, and show it live as `serve` shows its "
@@ -283,7 +298,7 @@ def _add_storm(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_trace(sub: argparse._SubParsersAction) -> None:
-    trace = sub.add_parser("trace", help="open a saved trace or a packet capture and show its transfers",
+    trace = sub.add_parser("trace", help=COMMAND_HELP["trace"],
                            description="Rebuild every TFTP transfer in PATH and show each one as a live "
                                        "session is shown: a tftpdiag .jsonl trace, or a pcap/pcapng capture "
                                        "from tftpdiag --trace, tcpdump or Wireshark (other traffic in it is "
@@ -314,4 +329,4 @@ def _add_completion(sub: argparse._SubParsersAction) -> None:
 _BUILDERS = {"probe": _add_probe, "put": _add_put, "serve": _add_serve, "demo": _add_demo, "watch": _add_watch,
              "storm": _add_storm, "trace": _add_trace, "pxe": _add_pxe, "history": _add_history,
              "completion": _add_completion}
-COMMANDS = tuple(_BUILDERS)  # every command, in the order --help lists them
+assert tuple(_BUILDERS) == COMMANDS, "each command in cli/listing.py has its builder, in that order"

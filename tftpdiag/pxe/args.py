@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from tftpdiag.cli.listing import COMMAND_HELP
 from tftpdiag.dhcp.arch import ARCHES, Arch, by_name
 
 __all__ = ["parse_mac", "arch_choice", "ARCH_HELP", "add_pxe_parser"]
@@ -43,7 +44,7 @@ def add_pxe_parser(sub: argparse._SubParsersAction) -> None:
     """The pxe command's arguments (called by tftpdiag.cli.parser.build_parser)."""
     from tftpdiag.cli.values import Formatter, seconds_between
 
-    pxe = sub.add_parser("pxe", help="act as a netbooting device: DHCP answers, boot file, TFTP probe, verdict",
+    pxe = sub.add_parser("pxe", help=COMMAND_HELP["pxe"],
                          description="Broadcast a PXE DHCPDISCOVER as a device of ARCH would, show every answer "
                                      "(DHCP servers and proxyDHCP, with their options), then probe the boot "
                                      "file from the boot server it names and say whether the device would boot "
