@@ -55,3 +55,11 @@ def test_a_server_line_written_after_the_client_exits_still_times_the_transfer(t
     assert transfer.logged_transfer_time(log, 0) is None  # a failed session is still a failure
     monkeypatch.setattr(transfer, "_log_lines", lambda path: [])
     assert transfer.logged_transfer_time(log, 0, wait=0.05) is None  # and no line at all, once the wait is over
+
+
+def test_startup_targets() -> None:
+    with benchmark_module("startup") as startup:
+        medians = {"python -c pass": 0.02, "tftpdiag --help": 0.099, "tftpdiag probe (closed port)": 0.150}
+        assert [(name, met) for name, _, _, met in startup.targets(medians)] == [
+            ("tftpdiag --help", True), ("tftpdiag probe (closed port)", False)]  # under the limit: 150 ms is not
+        assert [name for name, *_ in startup.targets({"tftpdiag --help": 0.2})] == ["tftpdiag --help"]
