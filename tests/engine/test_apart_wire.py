@@ -150,6 +150,34 @@ def test_a_store_takes_runs_longer_than_one_writev(tmp_path: Path) -> None:
     assert isinstance(run.joined, StoredDatagrams) and list(run) == events
 
 
+def test_a_batch_of_many_runs_goes_to_the_store_in_one_write(tmp_path: Path, monkeypatch) -> None:
+    # A lock-step transfer's machine closes a run every 32 packets; a write a run took 1,400 system
+    # calls a 32 MiB transfer, on the CPU the view shares with it. And the runs cross with where their
+    # datagrams are as plain tuples (pickling the named tuple ran Python code for each run).
+    import pickle
+
+    from tftpdiag.engine import apart_wire
+    from tftpdiag.engine.apart_wire import DatagramStore, StoredDatagrams
+    from tftpdiag.protocol.events import PacketRun
+
+    runs = [next(iter(unpack(pack(_routine(16))))) for _ in range(30)]  # machine-made runs: joined bytes
+    assert all(type(run.joined) is bytes for run in runs)
+    events = [Progress(3, 1.0, 10, None, TransferStats(10, 0.5, 1, 1, 1, 0, 0, 0, 0, 0)), *runs[:15], *_routine(5),
+              *runs[15:]]
+    writes = []
+    real = apart_wire.os.writev
+    monkeypatch.setattr(apart_wire.os, "writev", lambda fd, buffers: writes.append(len(buffers)) or real(fd, buffers))
+    store = DatagramStore(str(tmp_path / "d.bin"))
+    blob = pack(events, store)
+    assert len(writes) == 1, writes
+    assert b"StoredDatagrams" not in blob and b"apart_wire" not in blob
+    back = unpack(blob)
+    assert [type(event) for event in back] == [Progress] + [PacketRun] * 31  # the 5 blocks: a run of their own
+    assert all(type(event.joined) is StoredDatagrams for event in back[1:])
+    assert list(expand(back)) == list(expand(events))  # each run's datagrams read back from its place
+    assert pickle.loads(blob)[1][7] == tuple(back[1].joined)
+
+
 def test_the_spool_saves_stored_runs_and_says_when_their_datagrams_are_gone(tmp_path: Path) -> None:
     from tftpdiag.engine.apart_wire import DatagramStore
     from tftpdiag.engine.bus import EventBus
