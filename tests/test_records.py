@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import subprocess
-import sys
 from dataclasses import field
 
 import pytest
 
+from tests.support.fresh import fresh_python
 from tftpdiag.protocol.events import Completed, PacketSent, TransferStats
 from tftpdiag.protocol.packets import Ack, Data, Error
 from tftpdiag.records import record
-
-TIMEOUT = 60
 
 
 @record
@@ -112,10 +109,9 @@ def test_a_probe_start_compiles_only_the_records_constructors() -> None:
         "('__eq__', '__hash__', '__setattr__', '__delattr__'))))\n"
         "print('INITS', made.count('__init__'))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr
-    assert "SHARED []" in result.stdout, result.stdout
-    assert int(result.stdout.split("INITS ")[1]) >= 30, result.stdout  # the probe's records were made
+    out = fresh_python(code)
+    assert "SHARED []" in out, out
+    assert int(out.split("INITS ")[1]) >= 30, out  # the probe's records were made
 
 
 def test_packet_events_are_records_too() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fresh import fresh_python
 from tftpdiag.cli.parser import build_parser
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.server import ServerConfig, ServerSetupError, TftpServer
@@ -476,9 +477,8 @@ def test_help_does_not_load_the_protocol_machines() -> None:
         "and m != 'tftpdiag.protocol.limits')\n"
         "print('LOADED', heavy)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr
-    assert "LOADED []" in result.stdout, result.stdout
+    out = fresh_python(code)
+    assert "LOADED []" in out, out
 
 
 def test_a_run_naming_no_command_builds_no_commands_parser() -> None:
@@ -499,9 +499,8 @@ def test_a_run_naming_no_command_builds_no_commands_parser() -> None:
         "print('PARSERS', made)\n"
         "print('LOADED', sorted(m for m in ('dataclasses', 'tftpdiag.records') if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr
-    assert "PARSERS ['tftpdiag']" in result.stdout and "LOADED []" in result.stdout, result.stdout
+    out = fresh_python(code)
+    assert "PARSERS ['tftpdiag']" in out and "LOADED []" in out, out
     whole = "import sys\nfrom tftpdiag.cli.parser import build_parser\np = build_parser()\n" \
             "p.parse_args(sys.argv[1:])\np.print_help()\nsys.exit(2)\n"
     for argv in (["--help"], ["bogus"], ["-x"], [], ["--version"]):
@@ -525,13 +524,12 @@ def test_a_command_builds_only_its_own_parser() -> None:
         "print('LOADED', sorted(m for m in sys.modules if m in others))\n"
         "print('HELP', out.getvalue())\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
-    assert result.returncode == 0, result.stderr
-    assert "LOADED []" in result.stdout, result.stdout
+    out = fresh_python(code)
+    assert "LOADED []" in out, out
     whole = subprocess.run([sys.executable, "-c", "from tftpdiag.cli.parser import build_parser\n"
                             "build_parser().parse_args(['probe', '--help'])"], capture_output=True, text=True,
                            timeout=TIMEOUT)
-    assert result.stdout.split("HELP ", 1)[1].strip() == whole.stdout.strip()  # the same help either way
+    assert out.split("HELP ", 1)[1].strip() == whole.stdout.strip()  # the same help either way
     # And every other way in still finds every command.
     for argv in (["--help"], ["bogus"]):
         listed = run(*argv)
