@@ -20,7 +20,6 @@ plain output, the TUI and the progress bar alike.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
 
 __all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time"]
 
@@ -107,4 +106,6 @@ def address(addr: tuple[str, int] | None) -> str:
 def iso_time(t: float) -> str:
     """A Unix time as ISO 8601 in UTC to the millisecond, e.g. ``2026-12-02T14:10:49.123Z``: logs of
     servers in different time zones line up, and the text sorts as the time does."""
+    from datetime import datetime, timezone  # here: a run that shows no time need not load it (start-up)
+
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

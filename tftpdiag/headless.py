@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import sys
 import threading
@@ -90,6 +89,12 @@ class _Fold:
             self.folded += len(events)
 
 
+def _json_line(obj: object) -> str:
+    import json  # here: only --json output needs it, and every plain run's start would load it
+
+    return json.dumps(obj) + "\n"
+
+
 def verbose_stream(json_out: bool, verbosity: int, stdout: TextIO | None = None) -> TextIO | None:
     """Where -v's packet lines go: stdout, or stderr when stdout carries JSON (it stays one document
     per line); None without -v."""
@@ -146,7 +151,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
                               output=str(outcome.output) if outcome.output else None, **extra(outcome),
                               findings=[f.to_dict() for f in findings])
     if json_out:
-        stdout.write(json.dumps(summary) + "\n")
+        stdout.write(_json_line(summary))
     elif verbosity < 0:
         if not summary["ok"]:
             print(line(f"tftpdiag: {failure_line(record, summary)}"), file=sys.stderr)
@@ -322,7 +327,7 @@ class Printer:
 
     def add(self, session: Served) -> None:
         if self.json_out:
-            self.stdout.write(json.dumps(session.obj) + "\n")
+            self.stdout.write(_json_line(session.obj))
         elif self.failed_only and session.result == "ok":
             return
         else:
@@ -409,7 +414,7 @@ def print_devices(devices: list[Device], *, json_out: bool, stdout: TextIO, when
     stamp = "" if when is None else iso_time(when) + " "
     for device in devices:
         if json_out:
-            stdout.write(json.dumps(device.to_dict()) + "\n")
+            stdout.write(_json_line(device.to_dict()))
         else:
             stdout.writelines(stamp + line(text) + "\n" for text in device_lines(device))
     stdout.flush()
