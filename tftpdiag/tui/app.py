@@ -17,6 +17,7 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import Event
+from tftpdiag.protocol.packets import Options
 from tftpdiag.tui.model import Changes, Filter, LiveModel
 from tftpdiag.tui.screens.detail import SessionDetailScreen
 from tftpdiag.tui.screens.devices import DevicesScreen
@@ -119,9 +120,11 @@ class TftpDiagApp(TickedApp):
     def __init__(self, *, mode: Mode, feed: Feed, label: str = "", server: ServerInfo | None = None,
                  probe: ProbeControl | None = None, saver: Callable[[Path], str] | None = None,
                  clock: Callable[[], float] = time.time, tick: float | None = TICK, impair: str = "",
-                 findings_feed: Feed | None = None, cpu_clock: Callable[[], float] = time.thread_time) -> None:
+                 findings_feed: Feed | None = None, cpu_clock: Callable[[], float] = time.thread_time,
+                 asked: Options = ()) -> None:
         super().__init__()
         self.impair = impair
+        self.asked = asked  # the probe's options, known before it starts (SessionPanel shows their rows)
         # Findings need every event; the main feed may be sampled, so a lossless one can be given for
         # them (without one, they read the same events as the views: right for a recorded stream).
         self.findings_feed = findings_feed
@@ -150,12 +153,12 @@ class TftpDiagApp(TickedApp):
 
     def compose(self) -> ComposeResult:
         if self.mode == "probe":
-            yield SessionPanel(label=self.label, impair=self.impair, id="probe")
+            yield SessionPanel(label=self.label, impair=self.impair, asked=self.asked, id="probe")
         elif self.mode == "demo":
             assert self.server_info is not None
             with TabbedContent(initial="probe-tab"):
                 with TabPane("Probe (client)", id="probe-tab"):
-                    yield SessionPanel(label=self.label, id="probe")
+                    yield SessionPanel(label=self.label, asked=self.asked, id="probe")
                 with TabPane("Server", id="serve-tab"):
                     yield ServeView(self.server_info, id="serve")
         else:

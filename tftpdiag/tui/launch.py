@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
     from tftpdiag.headless import Serving
 from tftpdiag.fmt import address, clean, line
 from tftpdiag.protocol.events import Event, TransferStarted
+from tftpdiag.protocol.packets import Options
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.spool import Spool
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
@@ -110,6 +111,19 @@ def _label(transfer: ClientTransfer) -> str:
     return address((req.host, req.port))
 
 
+def _asked(transfer: ClientTransfer) -> Options:
+    """The options the probe's request will carry, as the machine encodes them (RequestedOptions.to_wire),
+    so that the view has their rows before the transfer starts (see SessionPanel: no layout then)."""
+    req = transfer.request
+    size = None
+    if req.source is not None:
+        try:
+            size = req.source.stat().st_size
+        except OSError:
+            pass
+    return req.options.to_wire(size)
+
+
 def _run(app: TftpDiagApp) -> int | None:
     # The CLI has already shortened the GIL switch interval, so engine threads are not starved by the UI.
     return app.run()
@@ -128,7 +142,7 @@ def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[Clie
     probe = ClientProbe(RemoteTransfer(transfer) if apart else transfer, bus, extra)
     impair = transfer.request.impair
     app = TftpDiagApp(mode="probe", feed=feed, label=_label(transfer), probe=probe, saver=spool.save,
-                      impair=str(impair) if impair is not None else "")
+                      impair=str(impair) if impair is not None else "", asked=_asked(transfer))
     probe.prepare()
     return app, probe, spool
 
@@ -195,7 +209,7 @@ def demo_app(server: TftpServer, transfer: ClientTransfer, bus: EventBus) -> tup
     spool = Spool(bus, only=lambda session: not server.owns(session))
     probe = ClientProbe(transfer, bus, lambda outcome: {})
     app = TftpDiagApp(mode="demo", feed=feed, label=_label(transfer), server=server_info(server), probe=probe,
-                      saver=spool.save)
+                      saver=spool.save, asked=_asked(transfer))
     return app, probe, spool
 
 

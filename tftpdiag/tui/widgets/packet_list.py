@@ -58,7 +58,7 @@ class PacketList(ScrollView, can_focus=True):
     so a million packets scroll like a hundred. Follows the newest unless the user scrolled away."""
 
     DEFAULT_CSS = """
-    PacketList { height: 1fr; overflow-x: hidden; }
+    PacketList { height: 1fr; overflow-x: hidden; overflow-y: scroll; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -107,6 +107,12 @@ class PacketList(ScrollView, can_focus=True):
         self.following = self.scroll_y + 1 >= self.max_scroll_y
         self.scroll_to(y=min(self.scroll_y + 1, self.max_scroll_y), animate=False, immediate=True)
 
+    def on_resize(self, event: events.Resize) -> None:
+        # The virtual width follows the table's own, set here where a layout has just run: the next
+        # set_source (a transfer's first rows) then only moves the thumb, without a layout of its own.
+        if self.virtual_size.width != event.size.width:
+            self.set_reactive(PacketList.virtual_size, Size(event.size.width, self._count))
+
     def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         self.following = False
         super()._on_mouse_scroll_up(event)
@@ -122,20 +128,20 @@ class PacketList(ScrollView, can_focus=True):
             return
         self._count = count
         size = Size(self.size.width, count)
-        if (self.show_vertical_scrollbar and count > self.scrollable_content_region.height
-                and size.width == self.virtual_size.width and hasattr(self, "_scroll_update")):
-            # The scrollbar is shown and stays: only its thumb moves. Set as a reactive, the size asks
-            # for a layout, which lays out and repaints the whole screen: at every tick of a transfer
-            # that was a fifth of a frame's CPU (measured). Textual's own resize takes this path.
+        if self.show_vertical_scrollbar and size.width == self.virtual_size.width and hasattr(self, "_scroll_update"):
+            # The scrollbar is always shown (overflow-y: scroll): only its thumb moves. Set as a
+            # reactive, the size asks for a layout, which lays out and repaints the whole screen: at every
+            # tick of a transfer that was a fifth of a frame's CPU (measured), and a scrollbar appearing
+            # a few ticks into a transfer asked for one more. Textual's own resize takes this path.
             self.set_reactive(PacketList.virtual_size, size)
             self._scroll_update(size)
-            if follow:  # the size is settled: the scroll goes in this frame, not in one more after it
+            if follow:  # the scroll goes in this frame, not in one more after it
                 self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
-                follow = False
         else:
             self.virtual_size = size
         if follow:
-            # Before the first layout the height is unknown; scroll once the size is settled.
+            # Before the first layout the height is unknown, and a panel above may change it in the
+            # layout this tick asks for (an outcome of more lines): looked at again once it is settled.
             self.call_after_refresh(self._follow)
         self.refresh()
 

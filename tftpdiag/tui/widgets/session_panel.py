@@ -21,6 +21,7 @@ from tftpdiag.findings import Finding
 from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
+from tftpdiag.protocol.packets import Options
 from tftpdiag.report import explain_failure
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Filter, SessionView, quoted
@@ -73,25 +74,43 @@ def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     if not record.requested and record.retried is None:
         return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
     negotiated = record.negotiated
+    if negotiated is None:
+        return pending_options(record.requested, record.finished, compact)
     if compact:
         return _options_lines(record)
+    table = _options_frame()
+    for o in negotiated.outcomes:
+        table.add_row(Text(o.name), Text(o.asked or "-"), Text(o.granted or "-"),
+                      Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]), Text(o.meaning))
+    return table
+
+
+def pending_options(requested: Options, finished: bool = False, compact: bool = False) -> Table | Text:
+    """The options asked, before the answer (or with none, ``finished``). Also what the probe's view
+    shows before its transfer starts, from the request: the panel then has the rows it keeps."""
+    if compact:
+        tail = "not negotiated: the transfer ended first" if finished else "… pending"
+        text = Text()
+        for name, value in requested:
+            text.append(f"{name:<11}{value} → {tail}\n", style="dim")
+        return text
+    table = _options_frame()
+    verdict, meaning = ("-", "not negotiated: the transfer ended first") if finished else \
+        ("pending", "waiting for the answer")
+    # Cells are Text, never plain strings: a table reads those as markup, and these came from a peer.
+    for name, value in requested:
+        table.add_row(Text(name), Text(value), "…" if not finished else "-", Text(verdict, style="dim"),
+                      Text(meaning, style="dim"))
+    return table
+
+
+def _options_frame() -> Table:
     table = Table(box=None, padding=(0, 1), expand=True, show_edge=False)
     table.add_column("option", style="bold", no_wrap=True)
     table.add_column("asked", no_wrap=True)
     table.add_column("granted", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("what it means", ratio=1)
-    if negotiated is None:
-        verdict, meaning = ("-", "not negotiated: the transfer ended first") if record.finished else \
-            ("pending", "waiting for the answer")
-        # Cells are Text, never plain strings: a table reads those as markup, and these came from a peer.
-        for name, value in record.requested:
-            table.add_row(Text(name), Text(value), "…" if not record.finished else "-", Text(verdict, style="dim"),
-                          Text(meaning, style="dim"))
-        return table
-    for o in negotiated.outcomes:
-        table.add_row(Text(o.name), Text(o.asked or "-"), Text(o.granted or "-"),
-                      Text(o.verdict.value, style=_VERDICT_STYLE[o.verdict]), Text(o.meaning))
     return table
 
 
@@ -99,11 +118,7 @@ def _options_lines(record: SessionRecord) -> Text:
     """One line per option for narrow terminals: name, asked → granted, verdict: meaning."""
     text = Text()
     negotiated = record.negotiated
-    if negotiated is None:
-        tail = "not negotiated: the transfer ended first" if record.finished else "… pending"
-        for name, value in record.requested:
-            text.append(f"{name:<11}{value} → {tail}\n", style="dim")
-        return text
+    assert negotiated is not None  # (pending_options draws the rest)
     for o in negotiated.outcomes:
         text.append(f"{o.name:<11}", style="bold")
         text.append(f"{o.asked or '-'} → {o.granted or '-'} ")
@@ -126,6 +141,9 @@ def _update(widget: Static, content: RenderableType, key: object, height: object
     repaint of the whole screen) when ``height`` says it takes the same lines: each tick of a transfer
     changes the header's figures, seldom its height, and the outcome's words seldom at all."""
     if getattr(widget, "_shown_key", None) == key:
+        # The same content, measured again (at its laid-out width, once there is one): what the next
+        # content's height is compared with.
+        widget._shown_height = height  # type: ignore[attr-defined]
         return
     same_height = height is not None and getattr(widget, "_shown_height", None) == height
     widget._shown_key = key  # type: ignore[attr-defined]
@@ -139,6 +157,11 @@ def _lines(text: Text, width: int) -> tuple[int, int]:
     return sum(-(-max(len(part), 1) // width) for part in text.plain.split("\n")), width
 
 
+def _height(lines: Sequence[Text], width: int) -> tuple[int, int]:
+    """(lines these take at ``width``, the width)."""
+    return sum(_lines(text, width)[0] for text in lines), width
+
+
 class OptionsPanel(Widget):
     """Chooses the table or the one-line-per-option form from its own width at each render."""
 
@@ -149,7 +172,14 @@ class OptionsPanel(Widget):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.record: SessionRecord | None = None
+        self.asked: Options = ()
         self._shown: tuple[object, ...] = ()
+
+    def show_asked(self, asked: Options) -> None:
+        """Before the transfer starts: the rows of the options it will ask, so that its first frames find
+        the panel at the height they need."""
+        self.asked = asked
+        self.refresh(layout=True)
 
     def show(self, record: SessionRecord) -> None:
         # What options_table reads, compared first: a refresh with layout lays out and repaints the
@@ -158,13 +188,24 @@ class OptionsPanel(Widget):
         if len(shown) == len(self._shown) and all(a is b for a, b in zip(shown, self._shown, strict=True)):
             return
         self._shown = shown
+        before = self._lines()
         self.record = record
-        self.refresh(layout=True)
+        # New words in the rows it has (the answer to the options asked): a repaint of this panel alone.
+        self.refresh(layout=self._lines() != before)
+
+    def _lines(self) -> int:
+        """The lines the panel's content takes at its width (as Textual's own measure for its height)."""
+        width = self.content_size.width
+        if width <= 0:
+            return -1  # not laid out yet: a layout comes anyway
+        console = self.app.console
+        return len(console.render_lines(self.render(), console.options.update_width(width), pad=False))
 
     def render(self) -> Table | Text:
+        compact = self.content_size.width < 86
         if self.record is None:
-            return Text("")
-        return options_table(self.record, compact=self.content_size.width < 86)
+            return pending_options(self.asked, compact=compact) if self.asked else Text("")
+        return options_table(self.record, compact=compact)
 
 
 class SessionPanel(Vertical):
@@ -184,8 +225,9 @@ class SessionPanel(Vertical):
     SessionPanel #summary { height: auto; }
     """
 
-    def __init__(self, *, label: str = "", impair: str = "", id: str | None = None) -> None:
+    def __init__(self, *, label: str = "", impair: str = "", asked: Options = (), id: str | None = None) -> None:
         super().__init__(id=id)
+        self.asked = asked  # a probe's options, known before it starts: their rows are shown from the start
         self.label = label  # e.g. the target as the user typed it
         self.impair = impair  # the --impair spec in force, shown so nobody mistakes it for the network
         self.extra_summary: str = ""
@@ -195,6 +237,10 @@ class SessionPanel(Vertical):
         self._searched = 0
         self._search_log: PacketLog | None = None
         self._view: SessionView | None = None
+
+    def on_mount(self) -> None:
+        if self.asked:
+            self.query_one(OptionsPanel).show_asked(self.asked)
 
     def compose(self) -> ComposeResult:
         yield Static(classes="session-header")
@@ -305,9 +351,14 @@ class SessionPanel(Vertical):
         header = self.query_one(".session-header", Static)
         if view is None:
             if self.extra_summary:  # the transfer could not start: say why instead of waiting for ever
-                header.update(Text(f" {self.label}  {self.extra_summary.strip()}", style="bold red"))
+                text = Text(f" {self.label}  {self.extra_summary.strip()}", style="bold red")
             else:
-                header.update(Text(f" {self.label}  waiting for the transfer to start…", style="dim"))
+                text = Text(f" {self.label}  waiting for the transfer to start…", style="dim")
+            # With its height: the transfer's first frame, a header of as many lines, lays nothing out.
+            _update(header, text, text, _lines(text, header.content_size.width))
+            waiting = [Text("waiting…", style="dim")]
+            summary = self.query_one("#summary", Static)
+            _update(summary, Group(*waiting), waiting, _height(waiting, summary.content_size.width))
             return
         record = view.record
         if view is not self._view:
@@ -319,7 +370,8 @@ class SessionPanel(Vertical):
         self.query_one(RateGraph).show(view, now)
         self._show_packets(view, flt, paused)
         lines = self._summary(record, findings)
-        _update(self.query_one("#summary", Static), Group(*lines), lines)
+        summary = self.query_one("#summary", Static)
+        _update(summary, Group(*lines), lines, _height(lines, summary.content_size.width))
         outcome = self.query_one("#outcome")
         _set_title(outcome, "border_title", f"Outcome · {_findings_count(findings)}")
         self.call_after_refresh(self._scroll_hint)
