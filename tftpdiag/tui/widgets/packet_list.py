@@ -112,6 +112,8 @@ class PacketList(ScrollView, can_focus=True):
         # set_source (a transfer's first rows) then only moves the thumb, without a layout of its own.
         if self.virtual_size.width != event.size.width:
             self.set_reactive(PacketList.virtual_size, Size(event.size.width, self._count))
+        if self.following:  # a panel above took or gave back lines: the newest row stays in sight
+            self.call_after_refresh(self._follow)
 
     def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
         self.following = False

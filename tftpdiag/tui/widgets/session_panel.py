@@ -93,6 +93,7 @@ def pending_options(requested: Options, finished: bool = False, compact: bool = 
         text = Text()
         for name, value in requested:
             text.append(f"{name:<11}{value} → {tail}\n", style="dim")
+        text.rstrip()  # as many lines as the answer's, which take the same rows
         return text
     table = _options_frame()
     verdict, meaning = ("-", "not negotiated: the transfer ended first") if finished else \
