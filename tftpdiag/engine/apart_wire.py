@@ -185,25 +185,20 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
     # store they stay here, the whole batch's in one write (a write a run had cost a lock-step transfer
     # 1,400 system calls), and the run crosses with where they are, as a plain tuple (unpack makes it a
     # StoredDatagrams again: pickling the named tuple ran Python code for each).
-    runs = [i for i, item in enumerate(items) if type(item) is list]
-    for i in runs:
-        item = items[i]
-        if len(item) == 7:  # put in columns here, from events: the lengths and the datagrams to add
+    runs = [item for item in items if type(item) is list]
+    for item in runs:  # each run's last column: its datagrams as a list, or where a store has them
+        if len(item) == 7:  # put in columns here, from events: the lengths still to add
             raws = item[6]
             item[3:] = [bytes(item[3]), item[4], item[5], array("H", map(len, raws)), raws]
-    loose = [i for i in runs if type(items[i][7]) is not StoredDatagrams]
-    where = store.put_runs([_datagrams(items[i][7]) for i in loose]) if store is not None and loose else None
-    stored = dict(zip(loose, where, strict=True)) if where is not None else {}
-    for i in runs:
-        item = items[i]
-        data = stored.get(i, item[7])
-        items[i] = (*item[:7], tuple(data) if type(data) is StoredDatagrams else
-                    b"".join(data) if type(data) is list else data)
+        elif type(item[7]) is bytes:  # a machine's run, joined
+            item[7] = [item[7]]
+    loose = [item for item in runs if type(item[7]) is list]
+    where = store.put_runs([item[7] for item in loose]) if store is not None and loose else None
+    for i, item in enumerate(loose):
+        item[7] = where[i] if where is not None else b"".join(item[7])
+    items = [(*item[:7], tuple(item[7]) if type(item[7]) is StoredDatagrams else item[7])
+             if type(item) is list else item for item in items]
     return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _datagrams(data: list[bytes] | bytes) -> list[bytes]:
-    return data if type(data) is list else [data]  # type: ignore[list-item]
 
 
 def unpack(blob: bytes | memoryview) -> list[Event]:
