@@ -18,21 +18,12 @@ here), and a site's .pth files theirs: the `pass` row shows what the interpreter
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 HELP_LIMIT, PROBE_LIMIT = 0.100, 0.150  # issue 16: seconds
-
-
-def closed_port() -> int:
-    """A loopback UDP port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def commands(python: str, port: int) -> dict[str, list[str]]:
@@ -80,10 +71,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from host import describe  # (here: the tests load this file alone, without benchmarks/ on the path)
+    from transfer import free_port  # a loopback port nothing listens on: the probe's closed port
 
     print(describe())
     compile_bytecode(args.python)
-    runs = commands(args.python, closed_port())
+    runs = commands(args.python, free_port())
     for argv in runs.values():  # once each, untimed: the page cache warm, as for a user's second run
         run_once(argv)
     load = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
