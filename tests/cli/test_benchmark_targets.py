@@ -63,3 +63,51 @@ def test_startup_targets() -> None:
         assert [(name, met) for name, _, _, met in startup.targets(medians)] == [
             ("tftpdiag --help", True), ("tftpdiag probe (closed port)", False)]  # under the limit: 150 ms is not
         assert [name for name, *_ in startup.targets({"tftpdiag --help": 0.2})] == ["tftpdiag --help"]
+
+
+def test_the_floor_says_whether_a_target_against_a_c_pair_is_within_reach_of_python(transfer) -> None:
+    configs = [c for c in transfer.CONFIGS if c.blksize == 1468]
+    medians = {(LOCK_STEP, "tftpd-hpa+curl"): 0.6, (LOCK_STEP, "python floor --spin"): 0.54,
+               (LOCK_STEP, "python floor"): 0.78, (WINDOWED, "python floor"): 0.1}
+    quiet = transfer.floor_verdicts(medians, configs, 0)
+    assert [(text, round(over, 3), limit, within) for text, over, limit, within in quiet] == [
+        (f"{LOCK_STEP}: python floor vs tftpd-hpa+curl", 0.9, 0.6, False)]  # the faster floor, not the first
+    loaded = transfer.floor_verdicts(medians, configs, 1)
+    assert [(round(over, 3), limit, within) for _, over, limit, within in loaded] == [(0.9, 2.5, True)]
+    del medians[(LOCK_STEP, "tftpd-hpa+curl")]
+    assert transfer.floor_verdicts(medians, configs, 0) == []  # nothing to judge against
+
+
+@pytest.mark.parametrize("blksize, windowsize, spin, size", [
+    (8, None, False, 8 * 70_000 + 3),  # past block 65535: the number rolls over to 0
+    (1468, 16, True, 1468 * 16 * 40),  # a multiple of the block size: an empty last DATA ends it
+    (512, None, True, 100_000),
+])
+def test_the_floor_pair_downloads_a_file_whole(transfer, tmp_path, blksize, windowsize, spin, size) -> None:
+    """benchmarks/floor.py is a real TFTP pair (a floor that skipped work would measure nothing): the file
+    arrives whole, lock-step and windowed, spinning and blocking."""
+    import os
+    import subprocess
+
+    from tests.support.findings_kit import wait_for
+
+    root = tmp_path / "root"
+    root.mkdir()
+    content = os.urandom(size)
+    (root / "f.bin").write_bytes(content)
+    port = transfer.free_port()
+    server = subprocess.Popen([transfer.PY, transfer.FLOOR, "serve", str(root), "--port", str(port)]
+                              + (["--spin"] if spin else []))
+    try:
+        wait_for(lambda: transfer.udp_bound(port), 10.0, "the floor server's port")
+        out = tmp_path / "out.bin"
+        argv = [transfer.PY, transfer.FLOOR, "get", "127.0.0.1", str(port), "f.bin", str(out),
+                "--blksize", str(blksize)]
+        argv += (["--windowsize", str(windowsize)] if windowsize else []) + (["--spin"] if spin else [])
+        assert subprocess.run(argv, timeout=60).returncode == 0
+        assert out.read_bytes() == content
+        missing = subprocess.run(argv[:5] + ["nothing.bin"] + argv[6:], timeout=60)
+        assert missing.returncode == 1  # the ERROR ends it
+    finally:
+        server.kill()
+        server.wait()
