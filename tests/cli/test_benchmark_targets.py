@@ -68,13 +68,14 @@ def test_startup_targets() -> None:
 def test_the_floor_says_whether_a_target_against_a_c_pair_is_within_reach_of_python(transfer) -> None:
     configs = [c for c in transfer.CONFIGS if c.blksize == 1468]
     medians = {(LOCK_STEP, "tftpd-hpa+curl"): 0.6, (LOCK_STEP, "python floor --spin"): 0.54,
-               (LOCK_STEP, "python floor"): 0.78, (WINDOWED, "python floor"): 0.1}
+               (LOCK_STEP, "python floor"): 0.78, (WINDOWED, "python floor"): 0.2, (WINDOWED, "atftpd+atftp"): 0.25}
     quiet = transfer.floor_verdicts(medians, configs, 0)
     assert [(text, round(over, 3), limit, within) for text, over, limit, within in quiet] == [
-        (f"{LOCK_STEP}: python floor vs tftpd-hpa+curl", 0.9, 0.6, False)]  # the faster floor, not the first
-    loaded = transfer.floor_verdicts(medians, configs, 1)
+        (f"{LOCK_STEP}: python floor vs tftpd-hpa+curl", 0.9, 0.6, False),  # the faster floor, not the first
+        (f"{WINDOWED}: python floor vs atftpd+atftp", 0.8, 1.0, True)]
+    loaded = transfer.floor_verdicts(medians, configs, 1)  # (windowed, loaded: the target is against pytftp)
     assert [(round(over, 3), limit, within) for _, over, limit, within in loaded] == [(0.9, 2.5, True)]
-    del medians[(LOCK_STEP, "tftpd-hpa+curl")]
+    del medians[(LOCK_STEP, "tftpd-hpa+curl")], medians[(WINDOWED, "atftpd+atftp")]
     assert transfer.floor_verdicts(medians, configs, 0) == []  # nothing to judge against
 
 
