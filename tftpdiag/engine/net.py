@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from tftpdiag.protocol.events import Address
 
-__all__ = ["BUSY_POLL", "BusyPoll", "ThreadDelay", "ProcessCpu", "share_cpu_with",
+__all__ = ["BUSY_POLL", "BusyPoll", "ThreadDelay", "ProcessCpu", "share_cpu_with", "others_runnable",
            "receive_timeout_setter", "resolve", "udp_socket", "normalise",
            "errored_destination", "describe_errno", "ResolveError"]
 
@@ -41,7 +41,20 @@ BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
 # on 2 cores, spinning made a lock-step transfer 3x slower than not spinning. Two signs of it, looked at
 # every _CHECK_EVERY spins; either stops spinning for a while, twice as long each time it is seen again:
 # - _MISSED or more of the spins ended without the datagram (measured here: 0.1% of spins quiet, 60-80%
-#   beside a CPU-bound program);
+#   beside a CPU-bound program), or _FEW_MISSED or more while the machine is crowded (_crowded: besides
+#   this process's threads, as many tasks are runnable as there are CPUs, so none is idle for the peer).
+#   On the 2-core machine of 2026-12-04 a neighbour made only 5-12 of 64 spins miss: each resumption
+#   spun on for the 50 ms the second sign needs, some 1,000 spins a transfer. Quiet, looks saw 0-3
+#   misses (4,266 of them), but 5-8 in a busy spell of the host, and misses alone at _FEW_MISSED then
+#   paused 3 of 6 quiet transfers; the count of others runnable said 2 at 83% of looks beside the
+#   neighbour and at 6% quiet (a third of quiet transfers' first looks: the peer's threads starting).
+#   Together, and with a pause that ends on a crowded machine renewed without a spin (see __call__):
+#   a client spun 64-128 times a loaded transfer, 2-3 ms in all. 32 MiB lock-step beside a CPU-bound
+#   program, 9 interleaved rounds: 3.241 s against 3.262 s before (spinning off 3.122 s); quiet 1.621 s
+#   against 1.613 s (11 rounds); windowed, loaded, 0.654 s against 0.661 s (off 0.650 s). The ~3% still
+#   between spinning and not beside a neighbour is not in the spinning: a build whose BusyPoll never
+#   spins, the rest the same, measured level with spinning off (3.147 s and 3.151 s against this
+#   build's 3.242 s, 11 rounds), its cause not found;
 # - over the last _DELAY_SPAN seconds, the loop's own thread waited for a CPU (runnable, not running:
 #   Linux's schedstat run_delay) more than _DELAYED of the time. Misses alone missed the case that cost
 #   most: a long-running server whose spinning was paused and a client that spun alone, its peer woken
@@ -57,6 +70,7 @@ BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
 # behind sleeping, worse than this).
 _CHECK_EVERY = 64
 _MISSED = 16
+_FEW_MISSED = 5
 # Just after a pause the first look comes after _CHECK_SOON spins (judged by the same share of misses):
 # beside a CPU-bound program each resumption had spun 64 times before it was judged, 40-49 of them
 # missed at the full budget, at 4 pauses a transfer on each end; with looks this soon, 32 MiB lock-step
@@ -144,6 +158,33 @@ def share_cpu_with(pid: int | None) -> None:
     _SHARED_WITH = pid
 
 
+def others_runnable(loadavg: str = "/proc/loadavg", tasks: str = "/proc/self/task") -> int | None:
+    """How many tasks (threads) on the machine are runnable now, besides this process's own (None: not
+    known here). /proc/loadavg's fourth field counts every runnable task, the reader included; each of
+    this process's threads says its own state in its stat file."""
+    try:
+        with open(loadavg, "rb") as f:
+            runnable = int(f.read().split()[3].split(b"/")[0])
+        own = 0
+        for tid in os.listdir(tasks):
+            try:
+                with open(f"{tasks}/{tid}/stat", "rb") as f:
+                    # The state follows the command name, which is in parentheses and may hold any byte.
+                    own += f.read().rpartition(b")")[2][1:2] == b"R"
+            except OSError:
+                continue  # the thread ended meanwhile
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(runnable - own, 0)
+
+
+def _crowded() -> bool:
+    """No CPU is left idle for the peer: besides this process's threads, at least one task is runnable
+    for each CPU (on 2 cores: the peer and a neighbour)."""
+    others = others_runnable()
+    return others is not None and others >= _CPUS
+
+
 def _thread_delay() -> ThreadDelay | None:
     try:
         return ThreadDelay()
@@ -168,13 +209,14 @@ class BusyPoll(Generic[T]):
     """
 
     __slots__ = ("_read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "_paused_until", "_pause",
-                 "pauses", "_delay_source", "_delay", "_since", "_delayed")
+                 "pauses", "_delay_source", "_delay", "_since", "_delayed", "_crowded")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
 
     def __init__(self, read: Callable[[], T], budget: float = BUSY_POLL,
                  clock: Callable[[], float] = time.time,
-                 delay_source: Callable[[], Callable[[], float] | None] = _thread_delay) -> None:
+                 delay_source: Callable[[], Callable[[], float] | None] = _thread_delay,
+                 crowded: Callable[[], bool] = _crowded) -> None:
         self._read = read
         self.budget = budget
         self.on = budget > 0  # spin in the next wait (the caller may skip the call when not)
@@ -190,6 +232,7 @@ class BusyPoll(Generic[T]):
         self._delay: Callable[[], float] | None = None
         self._since = 0.0  # when the span being measured began
         self._delayed = 0.0  # the thread's total wait for a CPU then
+        self._crowded = crowded  # asked only when some spins missed (see _FEW_MISSED)
 
     def __enter__(self) -> BusyPoll[T]:
         with BusyPoll._lock:
@@ -219,7 +262,11 @@ class BusyPoll(Generic[T]):
             return None
         read, clock = self._read, self._clock
         if self._paused_until:
-            if clock() < self._paused_until:
+            now = clock()
+            if now < self._paused_until:
+                return None
+            if self._crowded():  # still no CPU idle for the peer: pause again, without a spin to judge
+                self._pause_for(now)
                 return None
             self._paused_until = 0.0
             self._mark()  # what the thread waited while it did not spin is not the spinning's doing
@@ -250,7 +297,9 @@ class BusyPoll(Generic[T]):
         missed, spins = self._missed, self._spins
         self._spins = self._missed = 0
         self._check_at = _CHECK_EVERY
-        contended = missed * _CHECK_EVERY >= _MISSED * spins  # a quarter of the spins missed
+        # A quarter of the spins missed, or a few while the machine is crowded (see _FEW_MISSED).
+        contended = missed * _CHECK_EVERY >= _MISSED * spins or (
+            missed * _CHECK_EVERY >= _FEW_MISSED * spins and self._crowded())
         delay = self._delay
         if not contended and delay is not None:
             now = clock()
@@ -263,8 +312,12 @@ class BusyPoll(Generic[T]):
         if not contended:
             self._pause = 0.0
             return
+        self._pause_for(clock())
+
+    def _pause_for(self, now: float) -> None:
+        """Stop spinning from ``now``, for twice as long as last time if contention was seen just before."""
         self._pause = min(self._pause * 2, _PAUSE_MAX) if self._pause else _PAUSE_MIN
-        self._paused_until = clock() + self._pause
+        self._paused_until = now + self._pause
         self._check_at = _CHECK_SOON
         self.pauses += 1
 
