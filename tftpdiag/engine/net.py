@@ -49,7 +49,7 @@ BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
 #   paused 3 of 6 quiet transfers; the count of others runnable said 2 at 83% of looks beside the
 #   neighbour and at 6% quiet (a third of quiet transfers' first looks: the peer's threads starting).
 #   Together, and with a pause that ends on a crowded machine renewed without a spin (see __call__):
-#   a client spun 64-128 times a loaded transfer, 2-3 ms in all. 32 MiB lock-step beside a CPU-bound
+#   a client spun 64-128 times a loaded transfer, 2-11 ms in all. 32 MiB lock-step beside a CPU-bound
 #   program, 9 interleaved rounds: 3.241 s against 3.262 s before (spinning off 3.122 s); quiet 1.621 s
 #   against 1.613 s (11 rounds); windowed, loaded, 0.654 s against 0.661 s (off 0.650 s). The ~3% still
 #   between spinning and not beside a neighbour is not in the spinning: a build whose BusyPoll never
