@@ -232,7 +232,7 @@ class BusyPoll(Generic[T]):
         self._delay: Callable[[], float] | None = None
         self._since = 0.0  # when the span being measured began
         self._delayed = 0.0  # the thread's total wait for a CPU then
-        self._crowded = crowded  # asked only when some spins missed (see _FEW_MISSED)
+        self._crowded = crowded  # asked when some spins missed (see _FEW_MISSED) and when a pause ends
 
     def __enter__(self) -> BusyPoll[T]:
         with BusyPoll._lock:
