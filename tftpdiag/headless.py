@@ -22,6 +22,7 @@ from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
+from tftpdiag.protocol.events import PacketRun
 from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
@@ -53,6 +54,7 @@ class _Fold:
         self.table = SessionTable()
         self.analyzer = Analyzer()
         self.folded = 0  # events taken in so far, by either thread
+        self.took = False  # the last call folded something the engine's waits had left
         self._ended: list[SessionRecord] = []
         # -v: packet events wait here for this thread to print them; the engine's thread never writes.
         self._verbose = verbose
@@ -64,7 +66,7 @@ class _Fold:
         """Fold what is pending; the sessions that ended since the last call. Hold :attr:`lock` to read
         the table or the findings while an engine runs."""
         with self.lock:
-            self._drain.catch_up()
+            self.took = self._drain.catch_up()
             ended, self._ended = self._ended, []
             packets, self._packets = self._packets, []
         if self._verbose is not None and packets:
@@ -82,7 +84,12 @@ class _Fold:
     def _fold(self, events: list[Event]) -> None:
         if events:
             if self._verbose is not None:
-                self._packets += [e for e in events if isinstance(e, PACKET_EVENTS)]
+                packets = self._packets
+                for event in events:
+                    if type(event) is PacketRun:  # (a run in columns: its events, built here, where -v asks)
+                        packets += event
+                    elif isinstance(event, PACKET_EVENTS):
+                        packets.append(event)
             runs = packet_runs(events)  # split once for both folds
             self.analyzer.feed_runs(runs)
             self._ended += self.table.apply_runs(runs)
@@ -120,9 +127,13 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     try:
         with progress or contextlib.nullcontext():
             task = progress.add_task("transfer", total=None) if progress else None
+            tick = _TICK
             while outcome is None:
-                outcome = transfer.wait(_TICK)
+                outcome = transfer.wait(tick)
                 fold()
+                # Longer while the engine's waits do the folding (each wake-up here takes the interpreter
+                # lock and a CPU from the transfer), back to _TICK as soon as they leave work here.
+                tick = _TICK if fold.took else min(tick * 2, _IDLE_TICK)
                 if progress is not None and task is not None:  # a task exactly when a bar
                     with fold.lock:
                         record = table.sessions.get(transfer.session_id)
@@ -271,7 +282,6 @@ class ServedFeed:
         self.sinks = list(sinks)
         self.hook = hook
         self._tick = _TICK
-        self._folded = 0
         for sink in self.sinks:  # a sink that shows how many are running (metrics) asks the feed
             watch = getattr(sink, "watch_running", None)
             if watch is not None:
@@ -290,8 +300,9 @@ class ServedFeed:
         with fold.lock:
             fold.analyzer.tick(time.time())
             self._emit(ended)
-        self._tick = _TICK if fold.folded != self._folded else min(self._tick * 2, _IDLE_TICK)
-        self._folded = fold.folded
+        # Idle, or while the engine's waits do the folding, it looks less and less often (see
+        # run_client_headless); at once again when they leave work here.
+        self._tick = _TICK if fold.took else min(self._tick * 2, _IDLE_TICK)
         return self._tick
 
     def close(self) -> None:

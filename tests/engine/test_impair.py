@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import peers
+from tftpdiag.engine.apart_wire import expand
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.impair import DropRule, Impairer, ImpairError, parse_impair
@@ -275,14 +276,14 @@ def test_cancel_under_delay_still_tells_the_server(root: Path) -> None:
         seen: list = []
         while not any(isinstance(e, PacketSent) and isinstance(e.packet, Data) for e in seen):
             assert time.monotonic() < deadline, "the transfer never started"
-            seen += log.drain()
+            seen += expand(log.drain())
             time.sleep(0.01)
         transfer.cancel()
         assert transfer.wait(10) is not None
         transfer.join(5)
         while not any(isinstance(e, Failed) for e in seen):
             assert time.monotonic() < deadline, "the server never heard of the cancel"
-            seen += log.drain()
+            seen += expand(log.drain())
             time.sleep(0.01)
     failed = next(e for e in seen if isinstance(e, Failed))
     assert failed.reason is Reason.PEER_ERROR and failed.code == 0 and "cancelled" in failed.message

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tftpdiag.engine.apart_wire import expand
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.protocol.events import (
@@ -70,7 +71,9 @@ class EventLog:
         self.events: list[Event] = []
 
     def pull(self) -> list[Event]:
-        self.events.extend(self._sub.drain())
+        # Each packet as an event of its own: a lock-step transfer publishes its steady turns' packets in
+        # runs (protocol/steady.py), which are the same events in columns.
+        self.events.extend(expand(self._sub.drain()))
         return self.events
 
     def of(self, kind: type, session: int | None = None) -> list[Any]:

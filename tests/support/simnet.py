@@ -13,13 +13,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.support.machines import MemorySink, StoringClientRead, StoringServerWrite, fed
+from tests.support.machines import MemorySink, StoringClientRead, StoringServerWrite, _Stores, fed
+from tftpdiag.engine.files import store_received
 from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.packets import ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, refuse
 from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.steady import Steady
 from tftpdiag.protocol.timer import Timing
 
 CLIENT: Address = ("10.0.0.1", 40000)
@@ -48,6 +50,7 @@ class SimResult:
     datagrams: int
     end_time: float
     stored: dict[str, bytes] = field(default_factory=dict)
+    steady_turns: int = 0  # (run with steady) the turns taken without the machines
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
@@ -91,11 +94,17 @@ def run_transfer(
     limit_time: float = 3600.0,
     dedupe_requests: bool = False,
     runs: bool = False,
+    steady: bool = False,
 ) -> SimResult:
     """Run one download ("read") or upload ("write") to the end and return what happened. With ``runs``
     every machine keeps its DATA and ACK in columns (Session.record_runs) and is asked for its settled
     events after each step, the rest at the end: a session's events then come in its own order, but
-    those of different sessions no longer interleave as they happened."""
+    those of different sessions no longer interleave as they happened. With ``steady`` (and so runs) each
+    machine takes what it can as steady lock-step turns (protocol/steady.py), as the engine does: a
+    steady object made when the machine is asked for one, each datagram from its peer handed to it, its
+    answer sent, and the machine settled when it takes no more, before a timer of the machine's is
+    looked at, and at the end."""
+    runs = runs or steady
     net = SimNet(impairment or Impairment())
     files = dict(server_files if server_files is not None else {filename: data})
     stored: dict[str, bytes] = {}
@@ -116,6 +125,36 @@ def run_transfer(
     server_sinks: dict[int, MemorySink] = {}
     next_port = [50000]
     active_peers: dict[Address, Session] = {}
+
+    steadies: dict[Address, Steady] = {}
+    turns = [0]  # steady turns taken, in all
+
+    def settle(machine: Session) -> None:
+        open_steady = steadies.pop(machine.local, None)
+        if open_steady is not None:
+            turns[0] += len(open_steady)
+            machine.settle(open_steady)
+            if isinstance(machine, _Stores):
+                store_received(machine, machine.sink, now)
+
+    def steady_turn(machine: Session, raw: bytes, src: Address) -> bool:
+        """True when ``raw`` was a steady turn of ``machine`` (taken, answered)."""
+        current = steadies.get(machine.local)
+        if current is None:
+            current = machine.steady()
+            if current is None:
+                return False
+            steadies[machine.local] = current
+        answer = current.take(raw, now) if src == current.peer else None
+        if answer is None:
+            settle(machine)
+            flush(machine)
+            return False
+        net.send(answer, machine.local, current.peer, now)
+        if not current.left:
+            settle(machine)
+            flush(machine)
+        return True
 
     def flush(machine: Session) -> None:
         for raw, dst in machine.datagrams_to_send():
@@ -179,10 +218,17 @@ def run_transfer(
                 listener(raw, src)
             elif dst in machines:
                 machine = machines[dst]
+                if steady and steady_turn(machine, raw, src):
+                    continue
                 machine.receive(raw, src, now)
                 flush(machine)
         else:
             assert next_timer is not None
+            if steadies:  # a machine's timer is its own again once it has settled
+                for machine in machines.values():
+                    settle(machine)
+                    flush(machine)
+                continue
             now = max(now, next_timer[0])
             for deadline, machine in timers:
                 if deadline <= now:
@@ -190,7 +236,9 @@ def run_transfer(
                     flush(machine)
     if runs:
         for machine in (client, *servers):
+            settle(machine)
+            flush(machine)
             events.extend(machine.events())
     for session_id, buf in server_sinks.items():
         stored[str(session_id)] = buf.getvalue()
-    return SimResult(client, servers, events, sink.getvalue(), net.datagrams, now, stored)
+    return SimResult(client, servers, events, sink.getvalue(), net.datagrams, now, stored, turns[0])

@@ -73,6 +73,11 @@ class Subscription:
             self._seen_packets = 0
         return out
 
+    def newest_is_run(self) -> bool:
+        """The newest event waiting is a PacketRun (a lossless subscription; a sampled one says False)."""
+        events = self._events
+        return self._packets is None and bool(events) and type(events[-1]) is PacketRun
+
     def _pending(self) -> int:
         return len(self._events) + (len(self._packets) if self._packets is not None else 0)
 

@@ -16,11 +16,15 @@ when the last one was (or ran out): when the peer stops answering, a reader sees
 wait late (at most _POLL). A windowed transfer hands over before every wait, each of which
 follows a window, and so lends every wait: a burst may bring more events than a task folds at a time.
 
-With ``runs`` (a transfer whose events cross to another process: engine/apart.py) the machine keeps
-its DATA and ACK in columns (protocol/runs.py): each turn takes only what has settled, which is a run
-of runs.HOLD packets or an event of another kind, and that goes at once; a hand-over before a long
-wait, and the end, take the run still growing too. Not under --impair: the Impaired events the driver
-publishes must stay in order with the packets they explain.
+With ``runs`` (a transfer whose events cross to another process: engine/apart.py), and in lock-step,
+the machine keeps its DATA and ACK in columns (protocol/runs.py): each turn takes only what has
+settled, which is a run of runs.HOLD packets or an event of another kind, and that goes at once; a
+hand-over before a long wait, and the end, take the run still growing too. Not under --impair: the
+Impaired events the driver publishes must stay in order with the packets they explain.
+
+In lock-step, mid-transfer, the blocks that come in order are taken as steady turns
+(protocol/steady.py) by engine/turns.py, up to runs.HOLD at a time, without the machine, which then
+settles them: the loop below runs once per run of turns, not once per block.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
 from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
+from tftpdiag.engine.turns import TIMED_OUT, connected_turns, take_turns
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.steady import Steady
 
 if TYPE_CHECKING:
     from tftpdiag.engine.impair import ImpairSpec
@@ -90,7 +96,9 @@ class ClientLoop:
         # Under --impair every event goes at once, in order with the Impaired events that explain it.
         self.batch: list[Event] = []
         self.batch_size = _HAND_OVER if self.driver.impairer is None else 1
-        self.runs = runs and self.driver.impairer is None  # (see the module's docstring)
+        # (See the module's docstring.) A lock-step transfer records runs too, in this process as well:
+        # its steady turns are taken in columns (protocol/steady.py).
+        self.runs = (runs or not windowed) and self.driver.impairer is None
         self.take_events = machine.events
         if self.runs:
             machine.record_runs()
@@ -172,6 +180,10 @@ class ClientLoop:
         machine = self.machine
         if not self.quick or machine.windowsize > 1:
             self._hand_over()  # the wait may be long, or follows a window: see the module's docstring
+        if self.runs:
+            steady = machine.steady()
+            if steady is not None:
+                return self._steady(wait, steady)
         spin = self.spin
         try:
             got = spin(wait) if spin.on else None
@@ -200,6 +212,31 @@ class ClientLoop:
         # be waiting, and the extra read would only cost a system call.)
         if machine.windowsize > 1:
             now = self._burst(now)
+        return now
+
+    def _steady(self, wait: float, steady: Steady) -> float:
+        """Steady lock-step turns without the machine (engine/turns.py); then the machine settles, and
+        takes what ended them. Returns the time it then is."""
+        taken = connected_turns(self.sock, steady, self.spin, wait)
+        if taken is None:  # (no twin: on the socket itself)
+            self.set_wait(wait)
+            taken = take_turns(steady, self.read, self.sock.sendto, self.spin, wait, self.plain_addr)
+        now, ended = taken
+        machine = self.machine
+        machine.settle(steady)
+        self.quick = ended is None or ended.error is None  # (a datagram came, or the room ran out)
+        if ended is not None:
+            error = ended.error
+            if error is None:
+                self.arrive(ended.datagram, ended.addr, now)  # type: ignore[arg-type]  # (always set with a datagram)
+            elif error is TIMED_OUT:
+                machine.handle_timeout(now)
+            elif ended.sending:
+                self._send_failed(steady.peer, error)  # type: ignore[arg-type]  # (an OSError)
+            else:
+                self._socket_error(error, now)  # type: ignore[arg-type]
+            for datagram, addr in ended.more:  # what the twin held as it closed (engine/turns.py)
+                self.arrive(datagram, addr, now)
         return now
 
     def _burst(self, now: float) -> float:

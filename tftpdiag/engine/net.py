@@ -208,7 +208,7 @@ class BusyPoll(Generic[T]):
     has; other errors reach the caller. Use it as a context manager around the loop that calls it.
     """
 
-    __slots__ = ("_read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "_paused_until", "_pause",
+    __slots__ = ("read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "_paused_until", "_pause",
                  "pauses", "_delay_source", "_delay", "_since", "_delayed", "_crowded")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
@@ -217,7 +217,7 @@ class BusyPoll(Generic[T]):
                  clock: Callable[[], float] = time.time,
                  delay_source: Callable[[], Callable[[], float] | None] = _thread_delay,
                  crowded: Callable[[], bool] = _crowded) -> None:
-        self._read = read
+        self.read = read  # (the server swaps it for a session's socket in a steady run)
         self.budget = budget
         self.on = budget > 0  # spin in the next wait (the caller may skip the call when not)
         self._clock = clock
@@ -260,7 +260,7 @@ class BusyPoll(Generic[T]):
         :meth:`waited` how long the whole wait took."""
         if not self.on or BusyPoll._loops > 1:
             return None
-        read, clock = self._read, self._clock
+        read, clock = self.read, self._clock
         if self._paused_until:
             now = clock()
             if now < self._paused_until:

@@ -18,6 +18,7 @@ from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Session
+from tftpdiag.protocol.steady import Steady
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.records import record
 
@@ -80,6 +81,12 @@ class _Active:
     # The engine's half of the machine (engine/files.py): feeds a sender, stores what a receiver took;
     # True when that gave the machine something to send.
     files: Callable[[float], bool] | None = None
+    # Lock-step on a socket of its own, not impaired: the machine records runs, and its steady turns are
+    # taken without it (protocol/steady.py) by ``steady``, while there is one (TftpServer._read_session).
+    steadies: bool = False
+    steady: Steady | None = None
+    read: Callable[[int], tuple[bytes, tuple]] | None = None  # recvfrom, for steady runs (TftpServer._steady_run)
+    set_wait: Callable[[float], None] | None = None  # the socket's receive timeout, likewise
 
     def __post_init__(self) -> None:
         self.writer = DatagramWriter(self.sock, self.offload)

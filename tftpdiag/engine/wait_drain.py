@@ -16,7 +16,8 @@ __all__ = ["WaitDrain", "ENOUGH", "BEHIND"]
 # Fewer waiting than this and a wait takes nothing: the work's fixed cost (the lock, the drain, one pass
 # of a fold or a pack) is most of it for the two events a lock-step block makes, and taken at every block
 # it was 33,000 of the client's 118,000 instructions a block (callgrind). Taken once per 16 blocks it is
-# shared out; what is left waits for the next wait, or the reader's tick.
+# shared out; what is left waits for the next wait, or the reader's tick. Unless the newest is a PacketRun:
+# one item, dozens of packets (lock-step's steady turns, protocol/steady.py, publish one per 32 blocks).
 ENOUGH = 32
 # The reader takes what the engine's waits have left only when at least this many wait, or when no wait
 # has taken anything since its last turn. A wait takes everything pending, so many waiting means waits
@@ -44,7 +45,9 @@ class WaitDrain:
         bus.on_idle(self._task, guarded=True)  # _idle never raises: an error waits for the reader
 
     def _idle(self) -> None:
-        if self._pending() >= ENOUGH and self._error is None and self.lock.acquire(blocking=False):
+        pending = self._pending()
+        if (pending >= ENOUGH or (pending and self._sub.newest_is_run())) and self._error is None \
+                and self.lock.acquire(blocking=False):
             try:
                 # Everything pending, however much: the engine is waiting, and whatever it leaves the
                 # reader takes later, on the engine's time all the same.
@@ -56,19 +59,23 @@ class WaitDrain:
             finally:
                 self.lock.release()
 
-    def catch_up(self, *, everything: bool = False) -> None:
+    def catch_up(self, *, everything: bool = False) -> bool:
         """The reader's turn; call it holding :attr:`lock`. It takes what is pending when asked for
         ``everything``, after :meth:`close`, when no wait has taken a turn since its last (the transfer
         has ended, goes too slowly to fill one, or waits no more), or when the waits have fallen
-        :data:`BEHIND`; otherwise the few left are for the engine's next wait."""
+        :data:`BEHIND`; otherwise the few left are for the engine's next wait. True when it took any:
+        the reader's thread did work the engine's waits did not (its tick may lengthen when not)."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        took = False
         if everything or self._closed or not self._engine_turns or self._pending() >= BEHIND:
             events = self._sub.drain()
             if events:
                 self._work(events)
+                took = True
         self._engine_turns = 0
+        return took
 
     def close(self) -> None:
         """The engine's waits take no more turns; every :meth:`catch_up` from now takes everything."""

@@ -43,8 +43,9 @@ from tftpdiag.protocol.packets import (
     Request,
     ack_reply,
 )
-from tftpdiag.protocol.runs import close_runs
+from tftpdiag.protocol.runs import HOLD, close_runs
 from tftpdiag.protocol.session import DeferredData, Session, State
+from tftpdiag.protocol.steady import Steady, SteadyReceive
 
 __all__ = ["Receiver"]
 
@@ -67,6 +68,7 @@ class Receiver(Session):
 
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
     _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
+    _last_reply: tuple[Packet, bytes] | None  # what a timeout repeats (set by _init_receiver)
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> None:
         # Mid-transfer, DATA from our peer goes straight to _take, which reads what it needs of the
@@ -116,6 +118,43 @@ class Receiver(Session):
         out, self._received = self._received, []
         return out
 
+    def steady(self) -> SteadyReceive | None:
+        """Mid-transfer in lock-step, the next blocks in order as steady turns (protocol/steady.py): up
+        to runs.HOLD, and none past a limit on the bytes received or the wrap of the block numbers
+        (both the general path's to check). Not in netascii, whose blocks are decoded here."""
+        if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or self._decoder is not None \
+                or not self.locked:
+            return None
+        block = wire(self._expected, self._rollover)
+        room = min(HOLD, 0x10000 - block, (self._safe_bytes - self.bytes) // self.blksize)
+        if room <= 0:
+            return None
+        return SteadyReceive(self.peer, block, self.blksize, room, self._last_progress, self.timing.progress_interval)
+
+    def settle(self, steady: Steady) -> None:
+        """Take back the turns ``steady`` took: as :meth:`_take` would have, each block counted, kept for
+        the caller and acknowledged (and timed), the ACK what a timeout repeats."""
+        assert type(steady) is SteadyReceive
+        taken = len(steady)
+        if not taken:
+            return
+        raws = steady.raws
+        now = steady.times[-1]
+        self._received += [raw[4:] for raw in raws[::2]]
+        self._expected += taken
+        self._since_ack = 0
+        self._gap_acked = False
+        self.packets_received += taken
+        self.packets_sent += taken
+        self.blocks += taken
+        self.bytes += taken * self.blksize
+        self._record_turns(steady)
+        timer = self._timer
+        timer.turns(steady.times)
+        timer.heard(now)
+        self._last_reply = ack_reply(steady.first + taken - 1)
+        self._arm(now)  # (no progress was due at any turn: steady objects leave those turns to the machine)
+
     @property
     def storing(self) -> bool:
         """The last block is in: the caller stores it all, then calls :meth:`stored` (or ``local_error``)."""
@@ -138,7 +177,7 @@ class Receiver(Session):
         self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
         self._safe_bytes = _UNBOUNDED
         self._bounds_changed()
-        self._last_reply: tuple[Packet, bytes] | None = None  # what a timeout repeats
+        self._last_reply = None
         self._final_block: int | None = None
         self._deferred = False
         self._runs = False

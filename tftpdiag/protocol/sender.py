@@ -23,7 +23,9 @@ from tftpdiag.protocol.blocks import at_or_after, wire, wires
 from tftpdiag.protocol.events import RUN_NOTE_TAGS, Address, Note, PacketSent, Retransmit
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
+from tftpdiag.protocol.runs import HOLD
 from tftpdiag.protocol.session import Session, State, StorageError
+from tftpdiag.protocol.steady import Steady, SteadySend
 
 __all__ = ["Sender"]
 
@@ -87,23 +89,69 @@ class Sender(Session):
         self._prepared_until = 0  # the last block in _ahead (_acked + len(_ahead), kept: asked per block)
         self._prepared_end = False
 
+    def steady(self) -> SteadySend | None:
+        """Mid-transfer in lock-step, with one block in flight (sent once or resent), the next blocks
+        already prepared as steady turns (protocol/steady.py): up to runs.HOLD, none past the wrap of the
+        block numbers (the general path's), and never the last block's ACK (which ends the transfer)."""
+        acked = self._acked
+        if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or not self.locked \
+                or self._starved or self._next != acked + 2 or self._sent_max != acked + 1 \
+                or self._rtt_block > acked + 1:
+            return None
+        if self._prepared_until - acked <= HOLD and not self._prepared_end:
+            self._prepare()  # from what was fed (prefetch asks for enough: see _lead)
+        block = wire(acked + 1, self._rollover)
+        room = min(HOLD, 0xFFFF - block, self._prepared_until - acked - 1)
+        if room <= 0:
+            return None
+        return SteadySend(self.peer, block, [raw for _, raw in self._ahead[1:room + 1]], room,
+                          self._last_progress, self.timing.progress_interval)
+
+    def settle(self, steady: Steady) -> None:
+        """Take back the turns ``steady`` took: as :meth:`_on_ack` and :meth:`_fill_window` would have,
+        each ACK counted and timed, each block it drew sent and timed."""
+        assert type(steady) is SteadySend
+        taken = len(steady)
+        if not taken:
+            return
+        now = steady.times[-1]
+        self.packets_received += taken
+        self.packets_sent += taken
+        del self._ahead[:taken]
+        self.blocks = self._acked = acked = self._acked + taken
+        self.bytes = acked * self.blksize  # (never the last block: steady() leaves its ACK)
+        self._next += taken
+        self._sent_max = self._rtt_block = self._sent_max + taken
+        self._record_turns(steady)
+        timer = self._timer
+        timer.turns(steady.times)
+        timer.heard(now)  # (no progress was due at any turn: steady objects leave those turns to the machine)
+        self._arm(now)
+
     def prefetch(self) -> int:
         """Encode the next blocks now, while waiting for the peer, so that answering its ACK only hands
         them out; then say how many more bytes of the file the sender wants fed (0: none now). The
         caller invokes this after sending; it never changes what is sent, only when the work happens."""
-        if self._prepared_until - self._sent_max >= self.windowsize:  # the next window is ready (most calls)
+        lead = self._lead()
+        if self._prepared_until - self._sent_max >= lead:  # the next window is ready (most calls)
             return 0
         # Only once the block size is settled: before the OACK a block would be cut at the wrong size.
         if not self._prepared_end and self.state is _TRANSFERRING and self.locked:
             self._prepare()
         if self._eof or self._read_error is not None:
             return 0
-        blksize, windowsize = self.blksize, self.windowsize
+        blksize = self.blksize
         held = (self._prepared_until - self._sent_max) * blksize + len(self._buf) - self._pos + self._fed_bytes
-        if held >= windowsize * blksize:
+        if held >= lead * blksize:
             return 0
         # Whole blocks, and so many that what is held ends on a block boundary (see _fed_chunks).
-        return blksize * max(windowsize, _READ_AHEAD // blksize) - held % blksize
+        return blksize * max(lead, _READ_AHEAD // blksize) - held % blksize
+
+    def _lead(self) -> int:
+        """The blocks to have prepared past those sent: a window, or in lock-step recording runs as many
+        as steady turns take at a time (see :meth:`steady`)."""
+        windowsize = self.windowsize
+        return HOLD + 1 if windowsize == 1 and self._runs else windowsize
 
     def feed(self, data: bytes, now: float, eof: bool = False) -> bool:
         """The next bytes of the file, in order (as many as :meth:`prefetch` asked, fewer only at the
@@ -141,7 +189,7 @@ class Sender(Session):
         ahead = self._ahead
         blksize = self.blksize
         n = self._prepared_until + 1
-        room = max(self.windowsize, _READ_AHEAD // blksize) - (n - 1 - self._sent_max)
+        room = max(self._lead(), _READ_AHEAD // blksize) - (n - 1 - self._sent_max)
         buf, pos, chunks = self._buf, self._pos, self._fed_chunks
         while room > 0:
             whole = min((len(buf) - pos) // blksize, room)

@@ -69,6 +69,7 @@ from tftpdiag.protocol.packets import (
     encode,
 )
 from tftpdiag.protocol.runs import HOLD, OpenRun, close_runs
+from tftpdiag.protocol.steady import Steady
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
 __all__ = ["State", "Session", "StorageError", "DeferredData", "Table", "LIVE_STATES"]
@@ -209,6 +210,16 @@ class Session:
                 self._events = [last]
                 return close_runs(events[:-1])  # type: ignore[arg-type]  # (no DeferredData with runs)
         return self.events()
+
+    def steady(self) -> Steady | None:
+        """An object to take the next lock-step turns without the machine (protocol/steady.py), or None
+        when they may not be steady. Given back with :meth:`settle` before anything else is asked of the
+        machine. Only while recording runs (:meth:`record_runs`): the turns are recorded in columns."""
+        return None
+
+    def settle(self, steady: Steady) -> None:
+        """Take back what :meth:`steady` gave, and the turns it took."""
+        raise NotImplementedError
 
     def next_timeout(self) -> float | None:
         return self._deadline
@@ -382,6 +393,20 @@ class Session:
         run.times.append(now)
         run.blocks.append(block)
         run.raws.append(raw)
+
+    def _record_turns(self, steady: Steady) -> None:
+        """A steady object's turns (protocol/steady.py) in the run at the end of the event list (or a new
+        one), as _record would have put their packets there one by one."""
+        tags, times, blocks = steady.columns()
+        events, peer = self._events, steady.peer
+        run = events[-1] if events else None
+        if type(run) is not OpenRun or (run.peer is not peer and run.peer != peer):
+            run = OpenRun(self.session_id, self.local, peer)
+            events.append(run)
+        run.tags += tags
+        run.times += times
+        run.blocks += blocks
+        run.raws += steady.raws
 
     def _arm(self, now: float) -> None:
         self._deadline = now + self._timer.current()

@@ -7,6 +7,8 @@ timed) and exponential backoff; a transfer gives up after ``retries`` timeouts i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tftpdiag.records import record
 
 __all__ = ["Timing", "RetransmitTimer"]
@@ -94,6 +96,22 @@ class RetransmitTimer:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         self.base = min(max(self.srtt + 4 * self.rttvar, self.timing.min_timeout), self.timing.max_timeout)
+
+    def turns(self, times: Sequence[float]) -> None:
+        """Lock-step turns taken at ``times`` (protocol/steady.py): at each, an answer arrived and the
+        next packet went at once, i.e. end_sample(t) then start_sample(t) for each t, with the same
+        result; the answers passed over are counted off in one step, not one call each."""
+        i, count = 0, len(times)
+        while i < count:
+            skip = self.skip
+            if self.mark is not None and skip:
+                passed = min(skip, count - i)  # answers that only count down: no sample is used
+                self.skip = skip - passed
+                i += passed
+            else:
+                self.end_sample(times[i])
+                i += 1
+            self.mark = times[i - 1]
 
     def current(self) -> float:
         """The wait before the next retransmission: the estimate, doubled for each timeout in a row."""

@@ -1,0 +1,124 @@
+"""Steady lock-step turns in the engine (engine/turns.py, protocol/steady.py), on real sockets over
+loopback: a datagram from another address in the middle of them is still seen, recorded and answered
+as the machine answers it; the server's only session taking its turns with blocking reads still lets a
+new request in; and every packet of the transfer reaches the record."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.support.findings_kit import LOOP, FakeServer, recv, send, wait_for
+from tests.support.interop import EventLog
+from tftpdiag.engine import turns
+from tftpdiag.engine.apart_wire import expand
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientRequest, ClientTransfer
+from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.protocol.events import Note, PacketReceived, PacketRun, PacketSent
+from tftpdiag.protocol.packets import Ack, Data, Error
+from tftpdiag.protocol.timer import Timing
+
+BLOCKS = 400
+SLOW = Timing(initial_timeout=5.0, min_timeout=5.0, adaptive=False, dally=0.0)
+
+
+@pytest.fixture(params=["twin", "one socket"])
+def twin(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Steady runs through a connected twin of the socket (engine/turns.py), or on the socket itself
+    (where the system has no SO_REUSEPORT)."""
+    if request.param == "one socket":
+        monkeypatch.setattr(turns, "_REUSEPORT", None)
+    return str(request.param)
+
+
+def test_a_stray_in_the_middle_of_a_client_s_steady_turns_is_recorded_and_refused(twin: str) -> None:
+    payload = os.urandom(512 * BLOCKS + 9)
+    stray_got: list = []
+
+    def script(sock: socket.socket, request: object, client: tuple[str, int]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+            stray.bind((LOOP, 0))
+            for n in range(1, BLOCKS + 2):
+                send(sock, Data(n, payload[(n - 1) * 512:n * 512]), client)
+                got = recv(sock, 5.0)
+                assert got == (Ack(n), client), (n, got)
+                if n == BLOCKS // 2:  # well into the steady turns: the very block expected, from elsewhere
+                    send(stray, Data(n + 1, b"x" * 512), client)
+                    stray_got.append(recv(stray, 5.0))
+
+    bus = EventBus()
+    sub = bus.subscribe()
+    with FakeServer(script) as server:
+        request = ClientRequest(LOOP, "f", port=server.port, busy_poll=0.0, timing=SLOW)
+        outcome = ClientTransfer(request, bus).run()
+    assert outcome.ok and outcome.sha256 == hashlib.sha256(payload).hexdigest()
+    published = sub.drain()
+    assert any(type(e) is PacketRun for e in published)  # the steady turns, in columns
+    events = list(expand(published))
+    strays = [e for e in events if isinstance(e, PacketReceived) and e.note is Note.STRAY]
+    assert len(strays) == 1 and strays[0].packet == Data(BLOCKS // 2 + 1, b"x" * 512)
+    assert stray_got and isinstance(stray_got[0][0], Error) and stray_got[0][0].code == 5
+    received = [e.packet.block for e in events if isinstance(e, PacketReceived) and isinstance(e.packet, Data)
+                and e.note is Note.NONE]
+    assert received == list(range(1, BLOCKS + 2))  # every block, in order, once
+    acks = [e.packet.block for e in events if isinstance(e, PacketSent) and isinstance(e.packet, Ack)]
+    assert acks == list(range(1, BLOCKS + 2))  # one per block (no options asked: no OACK, no ACK 0)
+
+
+def _rrq(name: str) -> bytes:
+    return struct.pack("!H", 1) + name.encode() + b"\0octet\0"
+
+
+def test_the_server_s_only_session_in_steady_turns_still_sees_strays_and_new_requests(tmp_path: Path,
+                                                                                      twin: str) -> None:
+    payload = os.urandom(512 * BLOCKS + 100)
+    (tmp_path / "f").write_bytes(payload)
+    bus = EventBus()
+    log = EventLog(bus)
+    config = ServerConfig(tmp_path, bind=(LOOP,), port=0, timing=SLOW)
+    with TftpServer(config, bus) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+        port = server.addresses[0][1]
+        client.settimeout(5)
+        stray.settimeout(5)
+        stray.bind((LOOP, 0))
+        client.sendto(_rrq("f"), (LOOP, port))
+        got = b""
+        second: threading.Thread | None = None
+        second_outcome: list = []
+        for n in range(1, BLOCKS + 2):
+            raw, tid = client.recvfrom(600)
+            assert raw[:4] == struct.pack("!HH", 3, n), (n, raw[:4])
+            got += raw[4:]
+            if n == BLOCKS // 2:
+                stray.sendto(struct.pack("!HH", 4, n), tid)  # an ACK from someone else, to the session's port
+                answer, _ = stray.recvfrom(600)
+                assert answer[:4] == b"\x00\x05\x00\x05"  # ERROR 5, unknown transfer ID
+                # And a second client asks meanwhile: served while this one goes on.
+                request = ClientRequest(LOOP, "f", port=port, busy_poll=0.0, timing=SLOW)
+                transfer = ClientTransfer(request)
+                second = threading.Thread(target=lambda t=transfer: second_outcome.append(t.run()))
+                second.start()
+                wait_for(lambda: server.active_sessions == 2 or bool(second_outcome), 5.0, "the second session")
+            client.sendto(struct.pack("!HH", 4, n), tid)
+        assert got == payload
+        assert second is not None
+        second.join(10)
+        assert second_outcome and second_outcome[0].ok
+        assert second_outcome[0].sha256 == hashlib.sha256(payload).hexdigest()
+        wait_for(lambda: server.active_sessions == 0, 5.0, "both sessions to end")
+    events = log.pull()
+    first = next(e.session for e in events if type(e).__name__ == "TransferStarted")
+    mine = [e for e in events if getattr(e, "session", None) == first]
+    strays = [e for e in mine if isinstance(e, PacketReceived) and e.note is Note.STRAY]
+    assert [e.packet for e in strays] == [Ack(BLOCKS // 2)]
+    sent = [e.packet.block for e in mine if isinstance(e, PacketSent) and isinstance(e.packet, Data)]
+    assert sent == list(range(1, BLOCKS + 2))
