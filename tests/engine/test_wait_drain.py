@@ -4,12 +4,13 @@ headless summary's fold and the packing of a transfer run apart share."""
 from __future__ import annotations
 
 import threading
+from array import array
 
 import pytest
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.wait_drain import BEHIND, ENOUGH, WaitDrain
-from tftpdiag.protocol.events import Event, PacketReceived
+from tftpdiag.protocol.events import RUN_ACK, RUN_RECEIVED, Event, PacketReceived, PacketRun
 from tftpdiag.protocol.packets import Ack
 
 
@@ -119,3 +120,29 @@ def test_work_that_fails_in_the_engine_is_raised_in_the_reader_and_the_waits_sto
     assert bus.idle_tasks == ()
     with drain.lock, pytest.raises(ValueError, match="cannot take these"):
         drain.catch_up()
+
+
+def _run(count: int) -> PacketRun:
+    """A run of ``count`` ACKs received, in columns (what steady lock-step turns publish)."""
+    raw = b"\x00\x04\x00\x01"
+    return PacketRun(1, ("127.0.0.1", 1), ("127.0.0.1", 2), bytes([RUN_RECEIVED | RUN_ACK]) * count,
+                     array("d", [1.0] * count), array("H", [1] * count), array("H", [4] * count), raw * count)
+
+
+def test_a_run_of_enough_packets_is_taken_at_once_and_a_window_s_waits() -> None:
+    bus = EventBus()
+    taker = Taker()
+    drain = WaitDrain(bus, bus.subscribe(), taker)
+    window = _run(17)  # a window of 16 and its ACK: one item, too few packets to be worth a turn
+    bus.publish([window])
+    bus.idle()
+    assert taker.batches == []
+    steady = _run(2 * ENOUGH)  # one item, but as many packets as ENOUGH events
+    bus.publish([steady])
+    bus.idle()
+    assert taker.batches == [[window, steady]]
+    with drain.lock:
+        assert drain.catch_up() is False  # the wait did the work: nothing for the reader's thread
+    bus.publish([_run(3)])
+    with drain.lock:
+        assert drain.catch_up() is True  # no wait took a turn since: the reader takes what waits

@@ -73,10 +73,15 @@ class Subscription:
             self._seen_packets = 0
         return out
 
-    def newest_is_run(self) -> bool:
-        """The newest event waiting is a PacketRun (a lossless subscription; a sampled one says False)."""
+    def newest_run(self) -> int:
+        """The packets in the newest event waiting, if it is a PacketRun (a lossless subscription; a
+        sampled one says 0)."""
         events = self._events
-        return self._packets is None and bool(events) and type(events[-1]) is PacketRun
+        if self._packets is None and events:
+            newest = events[-1]
+            if type(newest) is PacketRun:
+                return len(newest)
+        return 0
 
     def _pending(self) -> int:
         return len(self._events) + (len(self._packets) if self._packets is not None else 0)
