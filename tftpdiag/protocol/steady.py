@@ -55,22 +55,37 @@ def _twice(column: array) -> array:
     return out
 
 
+class _Turns:
+    """What both sides' steady objects hold: the peer, the room and what is left of it, the first block
+    number, when the machine last reported progress and how often it does; the turns taken, in columns:
+    when each was taken (``times``), its datagram and its answer, alternately (``raws``)."""
+
+    __slots__ = ("peer", "room", "left", "first", "_since", "_interval", "times", "raws")
+
+    def __init__(self, peer: Address, block: int, room: int, since: float, interval: float) -> None:
+        self.peer = peer
+        self.room = self.left = room
+        self.first = block
+        self._since, self._interval = since, interval
+        self.times = array("d")
+        self.raws: list[bytes] = []
+
+    def __len__(self) -> int:
+        """Turns taken."""
+        return self.room - self.left
+
+
 @final
-class SteadyReceive:
+class SteadyReceive(_Turns):
     """Lock-step turns of the receiving side (see the module docstring): DATA block ``block`` (the
     wire's number), ``blksize`` bytes long, draws ACK ``block``; then the next block, up to ``room``."""
 
-    __slots__ = ("peer", "room", "left", "first", "_since", "_interval", "_size", "_header", "times", "raws")
+    __slots__ = ("_size", "_header")
 
     def __init__(self, peer: Address, block: int, blksize: int, room: int, since: float, interval: float) -> None:
-        self.peer = peer
-        self.room = self.left = room
-        self._since, self._interval = since, interval
-        self.first = block
+        _Turns.__init__(self, peer, block, room, since, interval)
         self._size = blksize + 4
         self._header = _HEADER(_DATA, block)
-        self.times = array("d")  # when each turn was taken: its DATA arrived and its ACK went
-        self.raws: list[bytes] = []  # the DATA and the ACK of each turn, alternately
 
     def take(self, datagram: bytes, now: float) -> bytes | None:
         """The ACK to send for ``datagram``, or None: not the next full block (the machine takes it)."""
@@ -86,10 +101,6 @@ class SteadyReceive:
         raws.append(ack)
         return ack
 
-    def __len__(self) -> int:
-        """Turns taken."""
-        return self.room - self.left
-
     def columns(self) -> tuple[bytes, array, array]:
         """The turns' packets as a run's columns (protocol/runs.py): their tags, times and block numbers."""
         taken = len(self)
@@ -98,23 +109,18 @@ class SteadyReceive:
 
 
 @final
-class SteadySend:
+class SteadySend(_Turns):
     """Lock-step turns of the sending side (see the module docstring): ACK ``block`` (the wire's number of
     the block sent last) draws ``blocks[0]``, the next full block already encoded; its ACK draws
     ``blocks[1]``, and so on, up to ``room`` (at most len(blocks))."""
 
-    __slots__ = ("peer", "room", "left", "first", "_since", "_interval", "_blocks", "_expected", "times", "raws")
+    __slots__ = ("_blocks", "_expected")
 
     def __init__(self, peer: Address, block: int, blocks: Sequence[bytes], room: int, since: float,
                  interval: float) -> None:
-        self.peer = peer
-        self.room = self.left = min(room, len(blocks))
-        self._since, self._interval = since, interval
-        self.first = block
+        _Turns.__init__(self, peer, block, min(room, len(blocks)), since, interval)
         self._blocks = blocks
         self._expected = _HEADER(_ACK, block)
-        self.times = array("d")  # when each turn was taken: its ACK arrived and the next DATA went
-        self.raws: list[bytes] = []  # the ACK and the DATA of each turn, alternately
 
     def take(self, datagram: bytes, now: float) -> bytes | None:
         """The next DATA to send for ``datagram``, or None: not the ACK of the block sent last."""
@@ -129,10 +135,6 @@ class SteadySend:
         raws.append(datagram)
         raws.append(data)
         return data
-
-    def __len__(self) -> int:
-        """Turns taken."""
-        return self.room - self.left
 
     def columns(self) -> tuple[bytes, array, array]:
         """The turns' packets as a run's columns (protocol/runs.py): their tags, times and block numbers."""
