@@ -26,7 +26,7 @@ from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
 from tftpdiag.engine.listeners import arrival, destination, prepare_listener
-from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter, udp_socket
+from tftpdiag.engine.net import BusyPoll, normalise, udp_socket
 from tftpdiag.engine.partfiles import Removal, remove_stale
 from tftpdiag.engine.poller import Poller
 from tftpdiag.engine.server_requests import ERROR_ACKED, ServerRequests
@@ -39,18 +39,16 @@ from tftpdiag.engine.server_state import (
     _Listener,
     _PollData,
 )
+from tftpdiag.engine.server_steady import ServerSteadyRuns
 from tftpdiag.engine.suggest import NameSuggester
-from tftpdiag.engine.turns import TIMED_OUT, connected_turns, dontwait, take_turns
 from tftpdiag.fmt import address
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.server import GIVE_UP
 from tftpdiag.protocol.session import Session
-from tftpdiag.protocol.steady import Steady
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
 _MAX_WAIT = 0.5
-_STEADY_WAIT = 0.05  # the longest a steady run waits for its client while listeners are not read
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
@@ -59,7 +57,7 @@ _ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
 
-class TftpServer(ServerRequests):
+class TftpServer(ServerRequests, ServerSteadyRuns):
     def __init__(self, config: ServerConfig, bus: EventBus | None = None) -> None:
         self.config = config
         self.bus = bus or EventBus()
@@ -380,70 +378,11 @@ class TftpServer(ServerRequests):
         # on, so that the comparisons after this one (the session's, the machine's) find the same strings.
         client = active.client
         addr = client if addr == client else normalise(addr)
-        steady = active.steady
-        if steady is not None and addr is client:
-            now = time.time()
-            answer = steady.take(data, now)
-            if answer is not None:  # a steady turn: answered without the machine
-                active.last_heard = now
-                try:
-                    active.sock.sendto(answer, client)
-                except OSError as exc:  # (the turn was taken: the machine sent its answer, which failed)
-                    self._socket_error(active.sock, exc, sending=True)
-                    return
-                if steady.left and len(self._sessions) == 1 and not self._waiting:
-                    now = self._steady_run(active, steady, now)
-                if active.steady is steady and not steady.left:
-                    self._settle(active)
-                    self._flush(active, now)
-                return
+        if active.steady is not None and addr is client and self._steady_turn(active, data):
+            return
         driver = self._driver
         if driver.impairer is None or driver.arrives(data, addr, time.time(), active.machine.session_id, active):
             self._deliver(active, data, addr)
-
-    def _steady_run(self, active: _Active, steady: Steady, now: float) -> float:
-        """The server's only session, in steady turns: the rest of them taken as the client takes its
-        own (engine/turns.py), blocking on the session's socket instead of polling every socket for each
-        datagram (a poll and a turn of the loop, 4-8 us a block on a 2-core laptop). Listeners wait
-        meanwhile: at most runs.HOLD turns, or _STEADY_WAIT when the client is slow to answer (the run
-        then ends, and the loop goes on). Returns the time of the last turn."""
-        wait = min(self._next_check - now, _STEADY_WAIT)
-        if wait <= 0:
-            return now
-        sock = active.sock
-        busy = self._busy
-        taken = connected_turns(sock, steady, busy, wait)
-        twinned = taken is not None
-        if taken is None:  # (no twin: on the session's socket itself, blocking meanwhile)
-            spin_read = busy.read
-            read, set_wait = active.read, active.set_wait
-            assert read is not None and set_wait is not None  # (set with steadies)
-            sock.setblocking(True)
-            try:
-                set_wait(wait)
-                busy.read = dontwait(read)
-                taken = take_turns(steady, read, sock.sendto, busy, wait, sock.family == socket.AF_INET)
-            finally:
-                busy.read = spin_read
-                sock.setblocking(False)
-        then, ended = taken
-        if then > now:
-            active.last_heard = now = then
-        if ended is not None:
-            self._settle(active)
-            error = ended.error
-            if error is None:
-                self._deliver(active, ended.datagram, ended.addr)  # type: ignore[arg-type]  # (set with a datagram)
-            elif error is not TIMED_OUT:  # (a timeout is only the end of the run: the loop looks at the timers)
-                # On the twin, connected to the client, any error is about the client (no error queue says so).
-                self._socket_error(sock, error, sending=ended.sending,  # type: ignore[arg-type]  # (an OSError)
-                                   dest=active.client if twinned else None)
-            else:
-                self._flush(active, then)
-            for datagram, addr in ended.more:  # what the twin held as it closed (engine/turns.py)
-                if active.machine.session_id in self._sessions:
-                    self._deliver(active, datagram, active.client if addr == active.client else addr)
-        return now
 
     def _deliver_held(self, raw: bytes, addr: Address, target: _HeldIn) -> None:
         """An arriving datagram the impairer held has fallen due: to its session, if it still runs, or to
@@ -491,13 +430,6 @@ class TftpServer(ServerRequests):
         if deadline is not None and deadline < self._next_check:
             self._next_check = deadline
 
-    def _settle(self, active: _Active) -> None:
-        """The machine takes back its steady turns (protocol/steady.py), before anything else asks it."""
-        steady = active.steady
-        if steady is not None:
-            active.steady = None
-            active.machine.settle(steady)
-
     def _add(self, active: _Active, listener: _Listener) -> None:
         self._sessions[active.machine.session_id] = active
         self._by_request[(active.client, active.request_raw)] = active
@@ -505,12 +437,7 @@ class TftpServer(ServerRequests):
         active.mapped = not active.own_socket and listener.family == socket.AF_INET6 and ":" not in active.client[0]
         active.send = self._driver.sender(active.sock, active.writer, active.machine.session_id, active.mapped)
         active.send_failed = partial(self._send_failed, active.sock)
-        if active.own_socket and not active.mapped and self._driver.impairer is None \
-                and active.machine.windowsize == 1:
-            active.steadies = True
-            active.machine.record_runs()
-            active.read = partial(active.sock.recvfrom, 65536)
-            active.set_wait = receive_timeout_setter(active.sock)
+        self._may_steady(active)
         if active.own_socket:
             self._sel.register(active.sock, partial(self._read_session, active))
         else:
