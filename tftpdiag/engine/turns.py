@@ -18,13 +18,12 @@ itself, and the machine reads it when the run ends: at most runs.HOLD turns, or 
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tftpdiag.engine.net import BusyPoll, normalise
+from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.steady import Steady
 
@@ -147,7 +146,7 @@ def connected_turns(sock: socket.socket, steady: Steady, spin: BusyPoll[Any] | N
             late.extend(backlog[1:])
         else:
             if spin is not None:
-                spin.read = lambda: read(_DONTWAIT)
+                spin.read = dontwait(read)
             now, ended = take_turns(steady, read, send, spin, wait, True, first=backlog[0] if backlog else None,
                                     last=last)
     except OSError as exc:  # (reading sock: as take_turns would report it)
@@ -180,10 +179,7 @@ def _twin(sock: socket.socket, peer: Address, wait: float) -> socket.socket | No
         finally:
             sock.setsockopt(socket.SOL_SOCKET, _REUSEPORT, 0)
         twin.connect(peer)
-        seconds = max(wait, 0.001)
-        whole = int(seconds)
-        twin.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                        struct.pack("ll", whole, int((seconds - whole) * 1_000_000)))
+        receive_timeout_setter(twin)(wait)
     except OSError:
         twin.close()
         return None
