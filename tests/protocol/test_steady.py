@@ -16,7 +16,7 @@ from tests.support.simnet import Impairment, SimResult, run_transfer
 from tftpdiag.protocol.events import Completed, PacketRun, Progress
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.runs import HOLD
-from tftpdiag.protocol.steady import SteadyReceive, SteadySend
+from tftpdiag.protocol.steady import BYTES, TURNS, SteadyReceive, SteadySend, room_for
 from tftpdiag.protocol.timer import RetransmitTimer, Timing
 
 
@@ -105,7 +105,7 @@ def _receiver(blksize: int = 512) -> tuple:
 def test_a_receiver_s_steady_object_takes_only_the_next_full_block():
     client = _receiver()
     steady = client.steady()
-    assert type(steady) is SteadyReceive and steady.peer == SERVER and steady.room == HOLD
+    assert type(steady) is SteadyReceive and steady.peer == SERVER and steady.room == room_for(512) == TURNS
     client.received()
     assert steady.take(data(3, bytes(512)), 0.01) is None  # a block ahead
     assert steady.take(data(2, bytes(511)), 0.01) is None  # short: the last block, the machine's
@@ -151,6 +151,25 @@ def test_no_steady_turns_without_runs_in_a_window_or_before_the_transfer():
     assert windowed.steady() is None
 
 
+def test_a_steady_object_s_room_is_bounded_in_turns_and_in_bytes():
+    assert room_for(512) == room_for(1468) == TURNS
+    assert room_for(8192) == BYTES // 8192 < TURNS  # what a sender prepares ahead stays within BYTES
+    assert room_for(65464) == HOLD  # never fewer turns than a run's packets
+    client = _receiver(blksize=8192)
+    steady = client.steady()
+    assert steady is not None and steady.room == room_for(8192)
+    content = bytes(8192 * 200)
+    server = server_read(content, ("blksize", "8192"))
+    server.record_runs()
+    server.receive(ack(0), CLIENT, 0.0)  # the OACK acknowledged: DATA 1 goes
+    server.datagrams_to_send()
+    server.receive(ack(1), CLIENT, 0.001)  # DATA 2 goes
+    server.datagrams_to_send()
+    server.prefetch()
+    steady = server.steady()
+    assert type(steady) is SteadySend and steady.room == room_for(8192)
+
+
 def test_a_sender_s_steady_object_answers_the_ack_of_the_block_in_flight():
     content = bytes(range(256)) * 2 * 100  # 100 blocks of 512
     server = server_read(content)
@@ -158,7 +177,7 @@ def test_a_sender_s_steady_object_answers_the_ack_of_the_block_in_flight():
     server.receive(ack(1), CLIENT, 0.001)  # DATA 2 goes: one block in flight
     server.datagrams_to_send()
     steady = server.steady()
-    assert type(steady) is SteadySend and steady.room == HOLD
+    assert type(steady) is SteadySend and steady.room == 99 < room_for(512)  # DATA 3 to 101 (empty, the last)
     assert steady.take(ack(1), 0.002) is None  # a duplicate of the last one answered
     assert steady.take(ack(3), 0.002) is None  # ahead of what was sent
     assert steady.take(ack(2) + b"\x00", 0.002) is None  # not an ACK as sent

@@ -23,7 +23,8 @@ hand-over before a long wait, and the end, take the run still growing too. Not u
 Impaired events the driver publishes must stay in order with the packets they explain.
 
 In lock-step, mid-transfer, the blocks that come in order are taken as steady turns
-(protocol/steady.py) by engine/turns.py, up to runs.HOLD at a time, without the machine, which then
+(protocol/steady.py) by engine/turns.py, up to steady.room_for the block size at a time (256 turns of
+1468 bytes), without the machine, which then
 settles them: the loop below runs once per run of turns, not once per block.
 """
 

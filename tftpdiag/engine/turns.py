@@ -4,7 +4,8 @@ and the server's alike.
 Each turn is a read that blocks (after a spin, when spinning is on) on a socket whose receive timeout
 the kernel keeps (SO_RCVTIMEO: one system call per datagram), the datagram handed to the steady object,
 and its answer sent. Nothing else happens per turn: the events, the file, the clock's other uses and the
-cancel flag wait for the machine to settle, at most runs.HOLD turns later. The turns go through a
+cancel flag wait for the machine to settle, at most steady.room_for the block size in turns later (and
+never more than the progress interval: protocol/steady.py). The turns go through a
 connected twin of the socket where the system allows (:func:`connected_turns`).
 
 Measured on a 2-core machine with a CPU-bound program beside it, 32 MiB lock-step (blksize 1468)
@@ -13,7 +14,7 @@ CPU a block and the transfer took 3.2 s; with steady turns on both ends 1.95 s, 
 1.67 s (benchmarks/transfer.py and the figures in the README's Benchmarks).
 
 A datagram from anyone but the peer that arrives during a run through a twin waits on the socket
-itself, and the machine reads it when the run ends: at most runs.HOLD turns, or the wait, later.
+itself, and the machine reads it when the run ends: at most a run's turns, or the wait, later.
 """
 from __future__ import annotations
 

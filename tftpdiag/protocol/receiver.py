@@ -43,9 +43,9 @@ from tftpdiag.protocol.packets import (
     Request,
     ack_reply,
 )
-from tftpdiag.protocol.runs import HOLD, close_runs
+from tftpdiag.protocol.runs import close_runs
 from tftpdiag.protocol.session import DeferredData, Session, State
-from tftpdiag.protocol.steady import Steady, SteadyReceive
+from tftpdiag.protocol.steady import Steady, SteadyReceive, room_for
 
 __all__ = ["Receiver"]
 
@@ -120,13 +120,13 @@ class Receiver(Session):
 
     def steady(self) -> SteadyReceive | None:
         """Mid-transfer in lock-step, the next blocks in order as steady turns (protocol/steady.py): up
-        to runs.HOLD, and none past a limit on the bytes received or the wrap of the block numbers
+        to steady.room_for the block size, and none past a limit on the bytes received or the wrap of the block numbers
         (both the general path's to check). Not in netascii, whose blocks are decoded here."""
         if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or self._decoder is not None \
                 or not self.locked:
             return None
         block = wire(self._expected, self._rollover)
-        room = min(HOLD, 0x10000 - block, (self._safe_bytes - self.bytes) // self.blksize)
+        room = min(room_for(self.blksize), 0x10000 - block, (self._safe_bytes - self.bytes) // self.blksize)
         if room <= 0:
             return None
         return SteadyReceive(self.peer, block, self.blksize, room, self._last_progress, self.timing.progress_interval)

@@ -23,9 +23,8 @@ from tftpdiag.protocol.blocks import at_or_after, wire, wires
 from tftpdiag.protocol.events import RUN_NOTE_TAGS, Address, Note, PacketSent, Retransmit
 from tftpdiag.protocol.netascii import encode as netascii_encode
 from tftpdiag.protocol.packets import Ack, Data, ack_of, encode_data
-from tftpdiag.protocol.runs import HOLD
 from tftpdiag.protocol.session import Session, State, StorageError
-from tftpdiag.protocol.steady import Steady, SteadySend
+from tftpdiag.protocol.steady import Steady, SteadySend, room_for
 
 __all__ = ["Sender"]
 
@@ -91,17 +90,18 @@ class Sender(Session):
 
     def steady(self) -> SteadySend | None:
         """Mid-transfer in lock-step, with one block in flight (sent once or resent), the next blocks
-        already prepared as steady turns (protocol/steady.py): up to runs.HOLD, none past the wrap of the
+        already prepared as steady turns (protocol/steady.py): up to steady.room_for the block size, none past the wrap of the
         block numbers (the general path's), and never the last block's ACK (which ends the transfer)."""
         acked = self._acked
         if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or not self.locked \
                 or self._starved or self._next != acked + 2 or self._sent_max != acked + 1 \
                 or self._rtt_block > acked + 1:
             return None
-        if self._prepared_until - acked <= HOLD and not self._prepared_end:
+        most = room_for(self.blksize)
+        if self._prepared_until - acked <= most and not self._prepared_end:
             self._prepare()  # from what was fed (prefetch asks for enough: see _lead)
         block = wire(acked + 1, self._rollover)
-        room = min(HOLD, 0xFFFF - block, self._prepared_until - acked - 1)
+        room = min(most, 0xFFFF - block, self._prepared_until - acked - 1)
         if room <= 0:
             return None
         return SteadySend(self.peer, block, [raw for _, raw in self._ahead[1:room + 1]], room,
@@ -151,7 +151,7 @@ class Sender(Session):
         """The blocks to have prepared past those sent: a window, or in lock-step recording runs as many
         as steady turns take at a time (see :meth:`steady`)."""
         windowsize = self.windowsize
-        return HOLD + 1 if windowsize == 1 and self._runs else windowsize
+        return room_for(self.blksize) + 1 if windowsize == 1 and self._runs else windowsize
 
     def feed(self, data: bytes, now: float, eof: bool = False) -> bool:
         """The next bytes of the file, in order (as many as :meth:`prefetch` asked, fewer only at the
