@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import struct
+import time
 
 import pytest
 
@@ -212,7 +214,9 @@ def test_spins_that_keep_missing_pause_spinning_and_it_comes_back() -> None:
 def test_just_after_a_pause_contention_is_judged_sooner() -> None:
     """Each resumption beside a CPU-bound program spun 64 times before it was judged, most of them
     missed at the full budget: after a pause the next look comes after _CHECK_SOON spins, by the same
-    share of misses; then every _CHECK_EVERY again. Before any pause, looks are _CHECK_EVERY apart."""
+    share of misses; then every _CHECK_EVERY again. And a look comes as soon as a quarter of the spins
+    it would count have missed (it can only pause): beside a CPU-bound program each end's first 64
+    spins missed 58-63 times."""
     from tftpdiag.engine import net
 
     assert net._CHECK_SOON < net._CHECK_EVERY
@@ -221,12 +225,15 @@ def test_just_after_a_pause_contention_is_judged_sooner() -> None:
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=never)
     with poll:
         peer.starved = True
-        spin(poll, peer, net._CHECK_SOON)
-        assert poll.pauses == 0  # not judged yet: the first look is _CHECK_EVERY spins in
-        spin(poll, peer, net._CHECK_EVERY - net._CHECK_SOON)
-        assert poll.pauses == 1
+        spin(poll, peer, net._MISSED - 1)
+        assert poll.pauses == 0  # not judged yet: fewer than a quarter of a window's spins missed
+        spin(poll, peer, 1)
+        assert poll.pauses == 1  # the 16th miss, not the 64th spin
+        reads = peer.reads
+        spin(poll, peer, net._CHECK_EVERY)
+        assert peer.reads == reads  # paused from then on
         clock.now += net._PAUSE_MIN
-        spin(poll, peer, net._CHECK_SOON)  # still starved: judged, and paused again, this soon
+        spin(poll, peer, net._CHECK_SOON * net._MISSED // net._CHECK_EVERY)  # still starved: a quarter of 16
         assert poll.pauses == 2
         clock.now += 2 * net._PAUSE_MIN
         peer.starved = False
@@ -238,6 +245,58 @@ def test_just_after_a_pause_contention_is_judged_sooner() -> None:
         peer.starved = False
         spin(poll, peer, net._CHECK_EVERY)
         assert poll.pauses == 2
+
+
+def test_may_spin_says_no_while_off_paused_or_another_loop_spins() -> None:
+    from tftpdiag.engine import net
+
+    clock = Clock()
+    peer = Peer(clock)
+    assert not BusyPoll(peer, budget=0.0).may_spin(clock.now)
+    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=never)
+    with poll:
+        assert poll.may_spin(clock.now)
+        peer.starved = True
+        spin(poll, peer, net._MISSED)
+        assert poll.pauses == 1 and not poll.may_spin(clock.now)
+        assert poll.may_spin(clock.now + net._PAUSE_MIN)
+        with BusyPoll(peer, budget=0.0002, delay_source=no_delay, crowded=never):
+            assert not poll.may_spin(clock.now + net._PAUSE_MIN)
+
+
+class CountedPoll(BusyPoll):
+    """A BusyPoll that counts the times it is asked."""
+
+    asked = 0
+
+    def __call__(self, wait: float) -> object:
+        self.asked += 1
+        return super().__call__(wait)
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_run_of_steady_turns_asks_a_paused_spin_nothing(paused: bool) -> None:
+    """engine/turns.py decides once per run whether it spins: a paused BusyPoll is not asked each turn
+    (a call and a look at the clock a block, at both ends, for the whole pause)."""
+    from tftpdiag.engine.turns import take_turns
+    from tftpdiag.protocol.steady import SteadyReceive
+
+    server = ("127.0.0.1", 69)
+    waiting = [b"\x00\x03" + struct.pack(">H", n) + bytes(8) for n in range(1, 5)]
+    turns = len(waiting)
+
+    def read(flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        return waiting.pop(0), server
+
+    sent: list[bytes] = []
+    poll = CountedPoll(read, budget=0.0002, delay_source=no_delay, crowded=never)
+    with poll:
+        if paused:
+            poll._pause_for(time.time())
+        steady = SteadyReceive(server, 1, 8, turns, time.time(), 60.0)
+        _, ended = take_turns(steady, read, lambda raw, to: sent.append(raw), poll, 1.0, True)
+    assert ended is None and len(sent) == turns and not waiting
+    assert poll.asked == (0 if paused else turns)
 
 
 @pytest.mark.parametrize("crowded", [False, True])

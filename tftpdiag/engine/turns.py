@@ -62,6 +62,8 @@ def take_turns(steady: Steady, read: Callable[[int], tuple[Any, tuple]], send: C
     end) and why it ended (None: out of room)."""
     take, peer = steady.take, steady.peer
     now = _clock()
+    if spin is not None and not spin.may_spin(now):
+        spin = None  # (off or paused: this run blocks on every read, and asks it nothing each turn)
     try:
         for _ in range(steady.left):
             got, first = first, None
