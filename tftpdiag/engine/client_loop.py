@@ -24,8 +24,8 @@ Impaired events the driver publishes must stay in order with the packets they ex
 
 In lock-step, mid-transfer, the blocks that come in order are taken as steady turns
 (protocol/steady.py) by engine/turns.py, up to steady.room_for the block size at a time (256 turns of
-1468 bytes), without the machine, which then
-settles them: the loop below runs once per run of turns, not once per block.
+1468 bytes), without the machine, which then settles them: the loop below runs once per run of turns,
+not once per block.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Each turn is a read that blocks (after a spin, when spinning is on) on a socket 
 the kernel keeps (SO_RCVTIMEO: one system call per datagram), the datagram handed to the steady object,
 and its answer sent. Nothing else happens per turn: the events, the file, the clock's other uses and the
 cancel flag wait for the machine to settle, at most steady.room_for the block size in turns later (and
-never more than the progress interval: protocol/steady.py). The turns go through a
-connected twin of the socket where the system allows (:func:`connected_turns`).
+never more than the progress interval: protocol/steady.py). The turns go through a connected twin of
+the socket where the system allows (:func:`connected_turns`).
 
 Measured on a 2-core machine with a CPU-bound program beside it, 32 MiB lock-step (blksize 1468)
 between our client and server, each a fresh process: through the machines each end spent 46-54 us of

@@ -120,8 +120,9 @@ class Receiver(Session):
 
     def steady(self) -> SteadyReceive | None:
         """Mid-transfer in lock-step, the next blocks in order as steady turns (protocol/steady.py): up
-        to steady.room_for the block size, and none past a limit on the bytes received or the wrap of the block numbers
-        (both the general path's to check). Not in netascii, whose blocks are decoded here."""
+        to steady.room_for the block size, and none past a limit on the bytes received or the wrap of
+        the block numbers (both the general path's to check). Not in netascii, whose blocks are decoded
+        here."""
         if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or self._decoder is not None \
                 or not self.locked:
             return None

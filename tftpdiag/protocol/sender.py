@@ -90,8 +90,9 @@ class Sender(Session):
 
     def steady(self) -> SteadySend | None:
         """Mid-transfer in lock-step, with one block in flight (sent once or resent), the next blocks
-        already prepared as steady turns (protocol/steady.py): up to steady.room_for the block size, none past the wrap of the
-        block numbers (the general path's), and never the last block's ACK (which ends the transfer)."""
+        already prepared as steady turns (protocol/steady.py): up to steady.room_for the block size,
+        none past the wrap of the block numbers (the general path's), and never the last block's ACK
+        (which ends the transfer)."""
         acked = self._acked
         if self.state is not _TRANSFERRING or self.windowsize != 1 or not self._runs or not self.locked \
                 or self._starved or self._next != acked + 2 or self._sent_max != acked + 1 \
