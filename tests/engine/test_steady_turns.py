@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,55 @@ def test_the_server_s_only_session_in_steady_turns_still_sees_strays_and_new_req
     assert [e.packet for e in strays] == [Ack(BLOCKS // 2)]
     sent = [e.packet.block for e in mine if isinstance(e, PacketSent) and isinstance(e.packet, Data)]
     assert sent == list(range(1, BLOCKS + 2))
+
+
+def _data(sock: socket.socket, n: int) -> tuple[bytes, tuple]:
+    """DATA ``n`` from ``sock``'s server, past any copy of an earlier block it sent again (a slow
+    machine may keep the test from answering within the timeout)."""
+    while True:
+        raw, tid = sock.recvfrom(600)
+        got = struct.unpack("!HH", raw[:4])
+        if got != (3, n) and got[0] == 3 and got[1] < n:
+            continue
+        assert got == (3, n), (n, got)
+        return raw, tid
+
+
+def test_a_client_that_falls_silent_mid_run_beside_another_is_retransmitted_to(tmp_path: Path) -> None:
+    """With two sessions in steady turns, the server's look at its timers leaves a session's turns out
+    while nothing of it can fall due (Session.quiet_until); once its client stops answering, the look
+    settles it and the block in flight goes again, as it would have without steady turns."""
+    blocks = 4000
+    (tmp_path / "f").write_bytes(os.urandom(512 * blocks + 7))
+    quick = Timing(initial_timeout=0.2, min_timeout=0.2, adaptive=False, dally=0.0)
+    config = ServerConfig(tmp_path, bind=(LOOP,), port=0, timing=quick, busy_poll=0.0)
+    with TftpServer(config, EventBus()) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        port = server.addresses[0][1]
+        for sock in (a, b):
+            sock.settimeout(5)
+            sock.sendto(_rrq("f"), (LOOP, port))
+        tids: dict[socket.socket, tuple] = {}
+        silent_at = 100  # well into both sessions' steady turns
+        for n in range(1, silent_at + 1):
+            for sock in (a, b):
+                _, tids[sock] = _data(sock, n)
+                sock.sendto(struct.pack("!HH", 4, n), tids[sock])
+        in_flight, _ = _data(a, silent_at + 1)  # a says nothing more
+        a.setblocking(False)
+        again: bytes | None = None
+        n = silent_at + 1
+        deadline = time.monotonic() + 10
+        while again is None and time.monotonic() < deadline:
+            if n <= blocks:  # b goes on, and keeps the server's loop and its looks at the timers busy
+                _data(b, n)
+                b.sendto(struct.pack("!HH", 4, n), tids[b])
+                n += 1
+            else:
+                a.settimeout(5)
+            try:
+                again, _ = a.recvfrom(600)
+            except (BlockingIOError, TimeoutError):
+                pass
+        assert again == in_flight  # the block in flight, sent again

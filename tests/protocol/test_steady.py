@@ -203,3 +203,34 @@ def test_a_sender_never_answers_the_last_block_s_ack_steadily():
     server.settle(steady)
     server.receive(ack(4), CLIENT, 0.004)
     assert isinstance(server.result, Completed) and server.bytes == len(content)
+
+
+@pytest.mark.parametrize("side", ["receiver", "sender"])
+def test_no_timeout_falls_due_before_quiet_until(side: str) -> None:
+    """Session.quiet_until, asked while a steady object is out: its last turn plus the shortest wait the
+    timer can give once the turns are settled (their round trips sampled: here the estimate drops from
+    the initial 1 s to min_timeout); the deadline the machine then sets is never sooner. None before
+    any turn."""
+    timing = Timing(initial_timeout=1.0, min_timeout=0.1)
+    if side == "receiver":
+        machine, _ = client_read(options=RequestedOptions(blksize=512), timing=timing)
+        machine.record_runs()
+        machine.receive(b"\x00\x06blksize\x00512\x00", SERVER, 0.0)
+        machine.receive(data(1, bytes(512)), SERVER, 0.0)
+        turns = [(data(n, bytes(512)), 0.001 * n) for n in range(2, 6)]
+    else:
+        machine = server_read(bytes(512 * 100), timing=timing)
+        machine.record_runs()
+        machine.receive(ack(1), CLIENT, 0.001)
+        turns = [(ack(n), 0.001 * n) for n in range(2, 6)]
+    machine.datagrams_to_send()
+    steady = machine.steady()
+    assert steady is not None and machine.quiet_until(steady) is None
+    for datagram, now in turns:
+        assert steady.take(datagram, now) is not None
+    quiet = machine.quiet_until(steady)
+    assert quiet == turns[-1][1] + 0.1
+    machine.settle(steady)
+    deadline = machine.next_timeout()
+    assert deadline is not None and deadline >= quiet
+    assert deadline == pytest.approx(quiet)  # (the bound is the one the settled timer sets here)

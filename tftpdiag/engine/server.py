@@ -283,6 +283,15 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
         next_check = now + _MAX_WAIT
         idle = self.config.idle_timeout
         for active in list(self._sessions.values()):
+            steady = active.steady
+            if steady is not None:
+                # Mid-run, nothing of this session can fall due yet: its turns stay out (settled here, on
+                # every look, they cost each session a settle and a new steady object ten times a second).
+                quiet = active.machine.quiet_until(steady)
+                if quiet is not None and now < quiet:
+                    if quiet < next_check:
+                        next_check = quiet
+                    continue
             self._settle(active)
             machine = active.machine
             deadline = machine.next_timeout()

@@ -221,6 +221,16 @@ class Session:
         """Take back what :meth:`steady` gave, and the turns it took."""
         raise NotImplementedError
 
+    def quiet_until(self, steady: Steady) -> float | None:
+        """While ``steady`` is out (the one question the machine answers before :meth:`settle`): no
+        timeout can fall due before this, its last turn (when it sent its last answer) plus the shortest
+        wait the retransmit timer can give once the turns are settled. None when it has taken no turn:
+        settle it to know. (A server with many sessions asks on each look at its timers, instead of
+        settling every session's turns there: engine/server.py.)"""
+        if not len(steady):
+            return None
+        return steady.times[-1] + self._timer.soonest()
+
     def next_timeout(self) -> float | None:
         return self._deadline
 

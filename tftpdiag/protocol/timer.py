@@ -119,6 +119,13 @@ class RetransmitTimer:
             return self.base
         return min(self.base * (1 << self.attempt), max(self.timing.max_timeout, self.base))
 
+    def soonest(self) -> float:
+        """The shortest wait :meth:`current` can give once the peer is heard again, whatever round trips
+        are sampled meanwhile: an estimate never falls below min_timeout (or max_timeout, if lower), and
+        one not yet sampled, or fixed, is the base it has."""
+        timing = self.timing
+        return min(self.base, timing.min_timeout, timing.max_timeout)
+
     def heard(self, now: float) -> None:
         """The peer made progress: the backoff ends and give_up counts from now."""
         self.heard_at = now
