@@ -175,3 +175,45 @@ def test_a_client_that_falls_silent_mid_run_beside_another_is_retransmitted_to(t
             except (BlockingIOError, TimeoutError):
                 pass
         assert again == in_flight  # the block in flight, sent again
+
+
+class _LateTwin:
+    """A twin whose peer sends once more just before it closes (after the last read of it): the race
+    of a datagram that comes between the twin's last read and its close."""
+
+    def __init__(self, twin: socket.socket, late: object) -> None:
+        self._twin, self._late = twin, late
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._twin, name)
+
+    def close(self) -> None:
+        self._late()  # type: ignore[operator]
+        self._twin.close()
+
+
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, LOOP), (socket.AF_INET6, "::1")])
+def test_nothing_the_peer_sends_is_lost_as_a_twin_closes(family: int, host: str) -> None:
+    """engine/turns.py closes a run's twin connected to itself first: what it held comes back in order,
+    and what the peer sends after its last read reaches the transfer's socket instead of vanishing."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock, socket.socket(family, socket.SOCK_DGRAM) as peer:
+        sock.bind((host, 0))
+        peer.bind((host, 0))
+        address, them = sock.getsockname(), peer.getsockname()[:2]
+        twin = turns._twin(sock, them, 1.0)
+        assert twin is not None
+        peer.sendto(b"early", address)
+        wait_for(lambda: _queued(twin), 5.0, "the twin to hold the early datagram")
+        held = turns._retire(_LateTwin(twin, lambda: peer.sendto(b"late", address)), them)  # type: ignore[arg-type]
+        assert held == [(b"early", them)]
+        sock.settimeout(5)
+        raw, source = sock.recvfrom(100)
+        assert (raw, source[:2]) == (b"late", them)
+
+
+def _queued(sock: socket.socket) -> bool:
+    try:
+        sock.recv(100, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    return True
