@@ -121,8 +121,8 @@ class RetransmitTimer:
 
     def soonest(self) -> float:
         """The shortest wait :meth:`current` can give once the peer is heard again, whatever round trips
-        are sampled meanwhile: an estimate never falls below min_timeout (or max_timeout, if lower), and
-        one not yet sampled, or fixed, is the base it has."""
+        are sampled meanwhile: samples may bring the base down, but never below min_timeout (or
+        max_timeout, if lower); a base already lower (a fixed timeout) stays as it is."""
         timing = self.timing
         return min(self.base, timing.min_timeout, timing.max_timeout)
 
