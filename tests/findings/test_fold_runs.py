@@ -5,6 +5,7 @@ of the session record with every packet in its log."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -39,8 +40,14 @@ SCENARIOS = {
 }
 
 
+@functools.cache
+def _simulated(name: str) -> tuple[Event, ...]:
+    """The scenario's transfer, simulated once for both tests (the rollover's takes seconds)."""
+    return tuple(run_transfer(**SCENARIOS[name]).events)  # type: ignore[arg-type]
+
+
 def _events(name: str) -> list[Event]:
-    events = run_transfer(**SCENARIOS[name]).events  # type: ignore[arg-type]
+    events = list(_simulated(name))
     # The simulator publishes both ends on one stream; a live fold mostly sees one session at a time.
     # Put each session's events in a row too, and a progress snapshot in the middle of its packets.
     by_session: dict[int, list[Event]] = {}

@@ -160,6 +160,40 @@ async def test_a_trace_of_100000_transfers_lists_every_one() -> None:
         assert app.screen.session == 1  # type: ignore[attr-defined] # 10.0.0.0 sorts first
 
 
+async def test_a_batch_of_more_failures_than_the_log_keeps_writes_only_the_newest(monkeypatch) -> None:
+    """A trace opened at once ends its every transfer in one batch: the pane keeps LOG_LINES lines, and
+    lines written only to be dropped were each rendered first (a third of a 100,000-transfer trace's
+    opening). The newest are the ones kept, as before."""
+    from textual.widgets import RichLog
+
+    from tftpdiag.tui.widgets import serve_view
+
+    written: list[list[str]] = []  # the lines each update of the view wrote
+    write, update = RichLog.write, serve_view.ServeView.update_view
+
+    def counted(self: RichLog, content: object, *args: object, **kwargs: object) -> RichLog:
+        if written:
+            written[-1].append(str(content))
+        return write(self, content, *args, **kwargs)  # type: ignore[arg-type]
+
+    def updated(self: serve_view.ServeView, *args: object, **kwargs: object) -> None:
+        written.append([])
+        update(self, *args, **kwargs)  # type: ignore[arg-type]
+        written.append([])  # (the pane writes again what was written before it had a size: not counted)
+
+    monkeypatch.setattr(RichLog, "write", counted)
+    monkeypatch.setattr(serve_view.ServeView, "update_view", updated)
+    count = 6_000  # 600 failed, a line each: more than the pane keeps, all in one batch
+    app = _trace_app(tui_samples.many_sessions(count))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        assert max(map(len, written)) == serve_view.LOG_LINES
+        newest = next(lines for lines in written if lines)
+        assert "firmware-005999.bin" in " ".join(newest[-2:])  # the newest failure is kept, and last
+        log = app.query_one(RichLog)
+        assert "firmware-005999.bin" in " ".join(str(strip.text) for strip in log.lines[-6:])
+
+
 async def test_warnings_of_a_finished_transfer_are_marked_in_its_row_not_logged_as_refusals() -> None:
     app = tui_samples.serve_app()
     async with app.run_test(size=(120, 36)) as pilot:

@@ -47,6 +47,10 @@ SORTS: tuple[tuple[str, Callable[[SessionRecord], SupportsRichComparison] | None
 )
 RESORT_EVERY = 2.0  # seconds between re-sorts or re-filters of a live list while figures change
 LIVE_REBUILD_LIMIT = 20_000  # beyond this many sessions, re-sort/re-filter only when asked
+# Lines the refusals-and-failures pane keeps. A batch that ends more (a trace of 100,000 transfers, 10,000
+# of them failed, opened at once) writes only its newest this many: Textual renders every line written
+# before dropping the oldest, and rendering 10,000 lines to keep 500 took a third of that trace's opening.
+LOG_LINES = 500
 
 
 @record
@@ -154,7 +158,7 @@ class ServeView(Vertical):
                         id="session-find")
             yield Static(id="sessions-head")
             yield SessionList(COLUMNS, self._cells, id="sessions")
-        log = RichLog(id="log", max_lines=500, wrap=True, markup=False, classes="panel")
+        log = RichLog(id="log", max_lines=LOG_LINES, wrap=True, markup=False, classes="panel")
         log.border_title = "Refused requests and failed transfers"
         yield log
 
@@ -229,24 +233,25 @@ class ServeView(Vertical):
     def update_view(self, model: LiveModel, changes: Changes, now: float, analyzer: Analyzer | None = None) -> None:
         self._model, self.analyzer = model, analyzer
         self.query_one("#serve-header", Static).update(self._header(model, now))
-        log = self.query_one(RichLog)
-        for refusal in changes.refusals:
-            self._log_refusal(refusal)
-        for text in changes.problems:
-            log.write(Text(text, style="yellow"))
+        lines: list[Text] = [_refusal_line(refusal) for refusal in changes.refusals]
+        lines += (Text(text, style="yellow") for text in changes.problems)
         for sid in changes.ended:
             view = model.view(sid)
             if view is None or view.record.state != "failed" or not _listed(view.record, self._every_role):
                 continue
             # Only failures go to this pane; a finished transfer's warnings are marked in its row (⚠).
-            self._log_failure(view.record)
+            lines.append(_failure_line(view.record))
             if analyzer is not None:
                 for finding in analyzer.findings(sid):
                     if finding.severity != "info":
                         style = "bold red" if finding.severity == "error" else "yellow"
-                        log.write(Text.assemble(
+                        lines.append(Text.assemble(
                             ("⚠ " if finding.severity == "warning" else "✘ ", style), (finding.summary, style),
                             (f"  → {finding.suggestion}" if finding.suggestion else "", "dim")))
+        if lines:
+            log = self.query_one(RichLog)
+            for line in lines[-LOG_LINES:]:
+                log.write(line)
         if self.paused:
             return
         sessions = self.query_one(SessionList)
@@ -342,23 +347,23 @@ class ServeView(Vertical):
         text.append(f" · {fmt_bytes(moved)} transferred")
         return text
 
-    def _log_failure(self, record: SessionRecord) -> None:
-        kind = "RRQ" if record.direction == "download" else "WRQ"
-        self.query_one(RichLog).write(Text.assemble(
-            (f"{fmt_addr(record.client)} ", "dim"), f"{kind} {quoted(record.filename)} ",
-            (f"failed: {explain_failure(record)}", "red")))
 
-    def _log_refusal(self, refusal: RequestRefused) -> None:
-        if refusal.received:
-            self.query_one(RichLog).write(Text.assemble(
-                (f"{fmt_addr(refusal.peer)} ", "dim"),
-                (f"sent {refusal.received} to the listening port, which takes only requests (ignored)", "yellow")))
-            return
-        kind = "RRQ" if refusal.is_read else "WRQ"
-        style = "bold red" if refusal.why == "path-escape" else "yellow"
-        text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {quoted(refusal.filename)} ",
-                             (f"{refusal.why}: ERROR {refusal.code} ({error_code_name(refusal.code)}) "
-                              f"{refusal.message}", style))
-        if refusal.suggestion:
-            text.append(f"; nearest existing file: {quoted(refusal.suggestion)}", style="cyan")
-        self.query_one(RichLog).write(text)
+def _failure_line(record: SessionRecord) -> Text:
+    kind = "RRQ" if record.direction == "download" else "WRQ"
+    return Text.assemble((f"{fmt_addr(record.client)} ", "dim"), f"{kind} {quoted(record.filename)} ",
+                         (f"failed: {explain_failure(record)}", "red"))
+
+
+def _refusal_line(refusal: RequestRefused) -> Text:
+    if refusal.received:
+        return Text.assemble(
+            (f"{fmt_addr(refusal.peer)} ", "dim"),
+            (f"sent {refusal.received} to the listening port, which takes only requests (ignored)", "yellow"))
+    kind = "RRQ" if refusal.is_read else "WRQ"
+    style = "bold red" if refusal.why == "path-escape" else "yellow"
+    text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {quoted(refusal.filename)} ",
+                         (f"{refusal.why}: ERROR {refusal.code} ({error_code_name(refusal.code)}) "
+                          f"{refusal.message}", style))
+    if refusal.suggestion:
+        text.append(f"; nearest existing file: {quoted(refusal.suggestion)}", style="cyan")
+    return text
