@@ -172,10 +172,45 @@ def test_a_batch_of_many_runs_goes_to_the_store_in_one_write(tmp_path: Path, mon
     assert len(writes) == 1, writes
     assert b"StoredDatagrams" not in blob and b"apart_wire" not in blob
     back = unpack(blob)
-    assert [type(event) for event in back] == [Progress] + [PacketRun] * 31  # the 5 blocks: a run of their own
+    # The machine's runs on each side of the 5 blocks joined into one; the 5 blocks a run of their own.
+    assert [type(event) for event in back] == [Progress] + [PacketRun] * 3
+    assert [len(run) for run in back[1:]] == [15 * 32, 10, 15 * 32]
     assert all(type(event.joined) is StoredDatagrams for event in back[1:])
     assert list(expand(back)) == list(expand(events))  # each run's datagrams read back from its place
     assert pickle.loads(blob)[1][7] == tuple(back[1].joined)
+
+
+def test_a_windowed_machines_runs_of_one_session_cross_joined(tmp_path: Path, monkeypatch) -> None:
+    """A windowed transfer's machine closes a run at every window (17 packets); crossed one by one, each
+    cost the packing a list and three pickled arrays, and the view a run to fold. Consecutive runs of
+    one session between the same addresses cross as one, up to MERGED packets; the runs themselves are
+    left as they were (the machine's, not the packer's to extend)."""
+    from tftpdiag.engine import apart_wire
+    from tftpdiag.engine.apart_wire import DatagramStore, StoredDatagrams
+    from tftpdiag.protocol.events import PacketRun
+
+    windows = [next(iter(unpack(pack(_routine(8))))) for _ in range(40)]  # machine-made: joined bytes
+    assert all(type(run.joined) is bytes and len(run) == 16 for run in windows)
+    w = windows[0]
+    other_session = PacketRun(4, LOCAL, PEER, w.tags, w.times, w.blocks, w.sizes, w.joined)
+    other_peer = PacketRun(3, LOCAL, ("::1", 70), w.tags, w.times, w.blocks, w.sizes, w.joined)
+    progress = Progress(3, 1.0, 10, None, TransferStats(10, 0.5, 1, 1, 1, 0, 0, 0, 0, 0))
+    batch: list[Event] = [*windows[:10], other_session, *windows[10:13], other_peer, *windows[13:20], progress,
+                          *windows[20:]]
+    before = [(bytes(r.tags), r.times.tobytes(), r.blocks.tobytes(), r.sizes.tobytes(), r.joined) for r in windows]
+    back = unpack(pack(batch))
+    assert [len(e) if type(e) is PacketRun else type(e) for e in back] == [160, 16, 48, 16, 112, Progress, 320]
+    assert list(expand(back)) == list(expand(batch))
+    # Bounded: a run of 64 packets takes no more.
+    monkeypatch.setattr(apart_wire, "MERGED", 64)
+    assert [len(e) for e in unpack(pack(windows[:10]))] == [64, 64, 32]
+    # With a store: the joined runs' datagrams in the one write, read back from their place.
+    store = DatagramStore(str(tmp_path / "d.bin"))
+    stored = unpack(pack(batch, store))
+    assert all(type(e.joined) is StoredDatagrams for e in stored if type(e) is PacketRun)
+    assert list(expand(stored)) == list(expand(batch))
+    after = [(bytes(r.tags), r.times.tobytes(), r.blocks.tobytes(), r.sizes.tobytes(), r.joined) for r in windows]
+    assert after == before
 
 
 def test_the_spool_saves_stored_runs_and_says_when_their_datagrams_are_gone(tmp_path: Path) -> None:

@@ -70,6 +70,11 @@ class StoredDatagrams(NamedTuple):
 
 
 _IOV_MAX = 1024  # buffers a writev takes (Linux's IOV_MAX)
+# Packets a batch's consecutive machine runs of one session are joined into, at most. A windowed transfer's
+# machine closes a run at every window (17 packets); crossed one by one, each cost the packing its own
+# list, three arrays pickled, and the view a PacketRun to fold. Bounded: a fold's rare case builds a
+# whole run's events, and reads all its datagrams.
+MERGED = 1024
 _READERS: dict[str, int] = {}  # a store's path -> a descriptor this process reads it with (pread: any thread)
 
 
@@ -129,6 +134,7 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
     blocks = array("H")
     raws: list[bytes] = []
     codes = RUN_NOTE_TAGS
+    grown: list[Any] | None = None  # the machine's run last appended, which the next of the same session joins
     for event in events:
         # Each type's attributes read on lines of their own: a line that sees one type keeps the
         # interpreter's specialised attribute load.
@@ -146,8 +152,24 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
             when, note = event.time, event.note
         elif type(event) is PacketRun:  # already in columns: a machine's (protocol/runs.py), or what the
             # view's spool packs of what it was sent
-            append([event.session, event.local, event.peer, bytes(event.tags), event.times, event.blocks,
-                    event.sizes, event.joined])
+            joined = event.joined
+            if type(joined) is not bytes:  # where a store has them: as it is
+                append([event.session, event.local, event.peer, bytes(event.tags), event.times, event.blocks,
+                        event.sizes, joined])
+            elif grown is not None and grown is items[-1] and len(grown[3]) < MERGED \
+                    and event.session == grown[0] and event.local == grown[1] and event.peer == grown[2]:
+                if type(grown[3]) is not bytearray:  # the first run's own columns are not ours to extend
+                    grown[3:7] = [bytearray(grown[3]), array("d", grown[4]), array("H", grown[5]),
+                                  array("H", grown[6])]
+                grown[3] += event.tags
+                grown[4] += event.times
+                grown[5] += event.blocks
+                grown[6] += event.sizes
+                grown[7].append(joined)
+            else:
+                grown = [event.session, event.local, event.peer, event.tags, event.times, event.blocks,
+                         event.sizes, [joined]]
+                append(grown)
             session = -1
             continue
         else:
@@ -190,8 +212,8 @@ def pack(events: Iterable[Event], store: DatagramStore | None = None) -> bytes:
         if len(item) == 7:  # put in columns here, from events: the lengths still to add
             raws = item[6]
             item[3:] = [bytes(item[3]), item[4], item[5], array("H", map(len, raws)), raws]
-        elif type(item[7]) is bytes:  # a machine's run, joined
-            item[7] = [item[7]]
+        elif type(item[3]) is bytearray:  # machine's runs joined into one
+            item[3] = bytes(item[3])
     loose = [item for item in runs if type(item[7]) is list]
     where = store.put_runs([item[7] for item in loose]) if store is not None and loose else None
     for i, item in enumerate(loose):
