@@ -25,7 +25,6 @@ from tftpdiag.protocol.events import (
     RequestRefused,
     RequestRetried,
     Retransmit,
-    Role,
     SocketError,
     TimedOut,
     TransferStarted,
@@ -43,7 +42,7 @@ def on_started(s: SessionState, ev: TransferStarted) -> bool:
     role = ev.role
     s.role = role
     s.client_side = role.is_client
-    s.receiver = role in (Role.CLIENT_READ, Role.SERVER_WRITE)
+    s.receiver = s.client_side == role.is_download  # a client that downloads, a server that takes an upload
     s.filename, s.mode = ev.filename, (ev.mode or "octet")
     s.local, s.peer = ev.local, ev.peer
     s.requested = tuple(ev.requested)
