@@ -179,25 +179,37 @@ class PacketLog:
         fraction of the cost: the routine ones (no note, not an ACK 0) are the columns copied in C. A run
         holding any other goes packet by packet."""
         notes = run.tags.translate(_RUN_NOTE)
-        blocks = run.blocks
-        if notes.count(0) != len(notes) or 0 in blocks:
-            for event in run:
-                self.add(event)
+        if notes.count(0) != len(notes):
+            self._add_one_by_one(run)
             return
+        blocks = run.blocks
         # Rollovers: none within the run, nor before its first block, when all its blocks lie within
         # half the number space of each other and of the last block before it (see _block).
         lo, hi = min(blocks), max(blocks)
-        if lo >= self._last_block - 0x8000 and hi - lo <= 0x8000:
+        if lo >= self._last_block - 0x8000 and hi - lo <= 0x8000 and (lo or self.wraps):
             self._last_block = blocks[-1]
             wraps = self.wraps << 16
             self.blocks.fromlist(blocks.tolist() if not wraps else [b + wraps for b in blocks])
         else:
-            self.blocks.fromlist([self._block(b) for b in blocks])
+            # Numbered one by one. Block 0 only stands out as the ACK 0 that answers an OACK, before any
+            # rollover (see add): block 0 after one is routine, and a run holding it (one in every 65,536
+            # blocks of a long transfer, a run of up to 1,024 packets) stays in columns.
+            wraps, last = self.wraps, self._last_block
+            absolute = [self._block(b) for b in blocks]
+            if 0 in absolute:
+                self.wraps, self._last_block = wraps, last
+                self._add_one_by_one(run)
+                return
+            self.blocks.fromlist(absolute)
         self.times.extend(run.times)
         self.kinds.frombytes(run.tags.translate(_RUN_KIND))
         self.notes.frombytes(notes)
         self.sizes.extend(run.sizes)
         self.peers.fromlist([self._peer(run.peer)] * len(notes))
+
+    def _add_one_by_one(self, run: PacketRun) -> None:
+        for event in run:
+            self.add(event)
 
     def _append(self, pos: int, event: PacketSent | PacketReceived, op: int, block: int, note: int) -> None:
         self.times.append(event.time)
