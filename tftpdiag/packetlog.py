@@ -11,6 +11,7 @@ Text exists only for the rare rows that carry some (requests, OACKs, errors, not
 
 from __future__ import annotations
 
+import sys
 from array import array
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -49,6 +50,33 @@ BYTES_PER_PACKET = 8 + 4 + 2 + 2 + 1 + 1
 # and note index: bytes.translate maps a whole run's tags in C.
 _RUN_KIND = bytes((4 if tag & RUN_ACK else 3) | (0 if tag & RUN_RECEIVED else _OUT) for tag in range(256))
 _RUN_NOTE = bytes(tag >> RUN_NOTE_SHIFT for tag in range(256))
+
+# A run's wire block numbers (array 'H') become the log's ('I', rollovers folded in) by moving bytes,
+# not numbers: 'H' and 'I' are 2 and 4 bytes wherever CPython runs, in the machine's order. Read number
+# by number (a list, then an array) they were half the view's fold of a fast transfer.
+_LITTLE = sys.byteorder == "little"
+_BYTES_FIT = array("H").itemsize == 2 and array("I").itemsize == 4
+# The high bytes a run's blocks may have for the columns to be taken as they are, by the lowest allowed:
+# 128 values (any two blocks then lie within half the number space), deleted by bytes.translate.
+_WINDOWS = [bytes(range(low, min(low + 128, 256))) for low in range(256)]
+
+
+def _high_bytes(raw: bytes) -> bytes:
+    """The high byte of each 16-bit number in ``raw`` (an 'H' array's bytes), in order."""
+    return raw[1::2] if _LITTLE else raw[0::2]
+
+
+def _widened(raw: bytes, wraps: int) -> bytes:
+    """An 'I' array's bytes holding ``wraps * 65536 + n`` for each 16-bit ``n`` in ``raw`` (an 'H'
+    array's bytes): each number's two bytes, and the wrap count's two as the high half."""
+    count = len(raw) // 2
+    out = bytearray(4 * count)
+    low, high = bytes((wraps & 0xFF,)) * count, bytes(((wraps >> 8) & 0xFF,)) * count
+    if _LITTLE:
+        out[0::4], out[1::4], out[2::4], out[3::4] = raw[0::2], raw[1::2], low, high
+    else:
+        out[0::4], out[1::4], out[2::4], out[3::4] = high, low, raw[0::2], raw[1::2]
+    return bytes(out)
 
 
 class PacketRow(NamedTuple):
@@ -184,12 +212,22 @@ class PacketLog:
             return
         blocks = run.blocks
         # Rollovers: none within the run, nor before its first block, when all its blocks lie within
-        # half the number space of each other and of the last block before it (see _block).
+        # half the number space of each other and of the last block before it (see _block). Looked at
+        # first by the high bytes alone: all within 128 values that start at most 63 below the last
+        # block's, and no lower than half the space below it (nor at 0 before a rollover: see below).
+        last, wraps = self._last_block, self.wraps
+        if _BYTES_FIT:
+            raw = blocks.tobytes()
+            lowest = max((last >> 8) - 63, -(-(last - 0x8000) // 256), 0 if wraps else 1)
+            if lowest < 256 and not _high_bytes(raw).translate(None, _WINDOWS[lowest]):
+                self._last_block = blocks[-1]
+                self.blocks.frombytes(_widened(raw, wraps))
+                self._add_columns(run, notes)
+                return
         lo, hi = min(blocks), max(blocks)
-        if lo >= self._last_block - 0x8000 and hi - lo <= 0x8000 and (lo or self.wraps):
+        if lo >= last - 0x8000 and hi - lo <= 0x8000 and (lo or wraps):
             self._last_block = blocks[-1]
-            wraps = self.wraps << 16
-            self.blocks.fromlist(blocks.tolist() if not wraps else [b + wraps for b in blocks])
+            self.blocks.fromlist(blocks.tolist() if not wraps else [b + (wraps << 16) for b in blocks])
         else:
             # Numbered one by one. Block 0 only stands out as the ACK 0 that answers an OACK, before any
             # rollover (see add): block 0 after one is routine, and a run holding it (one in every 65,536
@@ -201,11 +239,15 @@ class PacketLog:
                 self._add_one_by_one(run)
                 return
             self.blocks.fromlist(absolute)
+        self._add_columns(run, notes)
+
+    def _add_columns(self, run: PacketRun, notes: bytes) -> None:
+        """The run's other columns, its blocks added."""
         self.times.extend(run.times)
         self.kinds.frombytes(run.tags.translate(_RUN_KIND))
         self.notes.frombytes(notes)
         self.sizes.extend(run.sizes)
-        self.peers.fromlist([self._peer(run.peer)] * len(notes))
+        self.peers.extend(array("H", (self._peer(run.peer),)) * len(notes))
 
     def _add_one_by_one(self, run: PacketRun) -> None:
         for event in run:

@@ -38,8 +38,12 @@ TICK = 1 / 15  # redraws a second, at most
 # shows (a lock-step pair needs both cores of a 2-core machine, and on one the view shares its
 # transfer's CPU: engine/apart.py) or from the engine's interpreter (serve). Frames slow down where
 # they are dear, on a slow or busy machine, and only there. A quarter, as this was, left a lock-step
-# download in the view 1.39x its headless time; a tenth, 1.15x (9 interleaved rounds, 32 MiB).
-DUTY = 0.1
+# download in the view 1.39x its headless time; a tenth, 1.15x (9 interleaved rounds, 32 MiB). A tenth
+# still cost a long transfer more than that: 256 MiB in the view, 1.23x its headless time lock-step and
+# 1.24x windowed (medians of 10 and 15 interleaved rounds, each against its own server); a twentieth,
+# 1.17x and 1.13x. A frame at 200x55 then took some 20 ms (Textual's composing most of it; the fold of
+# the tick's packets 4-5 ms), so a view of a transfer that fast redraws two or three times a second.
+DUTY = 0.05
 SLOWEST_TICK = 1.0  # but a live view moves at least once a second
 # The probe starts once the screen has settled (see TftpDiagApp._start_when_settled): looked at every
 # SETTLE_STEP seconds, started after SETTLE_AT_MOST whatever the view is doing.
