@@ -5,10 +5,13 @@
     python benchmarks/transfer.py --size 32M --load 1  # with one CPU-bound program running beside
     python benchmarks/transfer.py --size 32M --tui --only ours,tftpd-hpa+curl  # our probe's TUI too
 
-Each round runs every pair once, in turn (A B C A B C ...), so a noisy neighbour slows all of them
-alike; the table gives the median of the rounds and each pair's time as a ratio of ours. Every client
-runs as a fresh process, as a user would start it, so the times include the program's start-up (with
-bytecode compiled, as after a pip install).
+Each round runs every pair once, in an order shuffled anew for each round and config (seeded: the
+same orders in every run), so a noisy neighbour slows all of them alike and no pair always runs just
+after the same one (on the 2-core machine of 2026-12-04's fifth session, in a fixed order, our
+windowed probe measured 1.14-1.26x atftpd + atftp's time in runs where it always followed pytftp's
+lock-step download, 0.93-1.04x in runs without pytftp); the table gives the median of the rounds
+and each pair's time as a ratio of ours. Every client runs as a fresh process, as a user would start
+it, so the times include the program's start-up (with bytecode compiled, as after a pip install).
 
 tftpdiag runs headless with its event stream on: both the probe and the server publish every packet
 event and a subscriber folds every one of them (the headless summary), as in normal use.
@@ -360,6 +363,14 @@ def floor_verdicts(medians: dict[tuple[str, str], float], configs: list[Config],
     return out
 
 
+def round_order(pairs: list[Pair], round_: int, config: int = 0) -> list[Pair]:
+    """The pairs in the order round ``round_`` runs them for its ``config``-th config: shuffled, the
+    same for the same round and config in every run."""
+    import random
+
+    return random.Random(round_ * 1000 + config).sample(pairs, len(pairs))
+
+
 def compile_bytecode() -> None:
     """Compile tftpdiag's modules to bytecode first, as pip does when it installs a package (tftpy and
     pytftp were installed so). A checkout run with PYTHONDONTWRITEBYTECODE set would otherwise compile
@@ -416,8 +427,8 @@ def main() -> None:
             for pair in pairs + viewed:
                 start(pair, root)
             for round_ in range(args.rounds):
-                for cfg in configs:
-                    for pair in pairs:
+                for number, cfg in enumerate(configs):
+                    for pair in round_order(pairs, round_, number):
                         argv = pair.client(pair.port, "big.bin", cfg, out)
                         if argv is None:
                             continue

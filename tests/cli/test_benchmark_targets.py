@@ -112,3 +112,18 @@ def test_the_floor_pair_downloads_a_file_whole(transfer, tmp_path, blksize, wind
     finally:
         server.kill()
         server.wait()
+
+
+
+def test_no_pair_always_runs_just_after_the_same_one(transfer) -> None:
+    """Each round and config shuffles the pairs: over the rounds of a run, every pair follows several others."""
+    pairs = transfer.PAIRS
+    before: dict[str, set[str]] = {p.name: set() for p in pairs}
+    for r in range(7):
+        for config in range(2):
+            order = transfer.round_order(pairs, r, config)
+            assert sorted(p.name for p in order) == sorted(p.name for p in pairs)
+            for a, b in zip(order, order[1:], strict=False):
+                before[b.name].add(a.name)
+    assert all(len(names) >= 3 for names in before.values()), before
+    assert transfer.round_order(pairs, 2, 1) == transfer.round_order(pairs, 2, 1)  # seeded: runs compare
