@@ -219,7 +219,7 @@ class PacketLog:
         if _BYTES_FIT:
             raw = blocks.tobytes()
             lowest = max((last >> 8) - 63, -(-(last - 0x8000) // 256), 0 if wraps else 1)
-            if lowest < 256 and not _high_bytes(raw).translate(None, _WINDOWS[lowest]):
+            if not _high_bytes(raw).translate(None, _WINDOWS[lowest]):
                 self._last_block = blocks[-1]
                 self.blocks.frombytes(_widened(raw, wraps))
                 self._add_columns(run, notes)
