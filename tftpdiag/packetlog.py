@@ -212,9 +212,10 @@ class PacketLog:
             return
         blocks = run.blocks
         # Rollovers: none within the run, nor before its first block, when all its blocks lie within
-        # half the number space of each other and of the last block before it (see _block). Looked at
-        # first by the high bytes alone: all within 128 values that start at most 63 below the last
-        # block's, and no lower than half the space below it (nor at 0 before a rollover: see below).
+        # half the number space of each other and of the last block before it (see _block). Looked at by
+        # the high bytes alone: all within 128 values that start at most 63 below the last block's, and
+        # no lower than half the space below it (nor at 0 before a rollover: see below). Then the
+        # columns are taken as they are, the wrap count added as the numbers' high half.
         last, wraps = self._last_block, self.wraps
         if _BYTES_FIT:
             raw = blocks.tobytes()
@@ -224,21 +225,16 @@ class PacketLog:
                 self.blocks.frombytes(_widened(raw, wraps))
                 self._add_columns(run, notes)
                 return
-        lo, hi = min(blocks), max(blocks)
-        if lo >= last - 0x8000 and hi - lo <= 0x8000 and (lo or wraps):
-            self._last_block = blocks[-1]
-            self.blocks.fromlist(blocks.tolist() if not wraps else [b + (wraps << 16) for b in blocks])
-        else:
-            # Numbered one by one. Block 0 only stands out as the ACK 0 that answers an OACK, before any
-            # rollover (see add): block 0 after one is routine, and a run holding it (one in every 65,536
-            # blocks of a long transfer, a run of up to 1,024 packets) stays in columns.
-            wraps, last = self.wraps, self._last_block
-            absolute = [self._block(b) for b in blocks]
-            if 0 in absolute:
-                self.wraps, self._last_block = wraps, last
-                self._add_one_by_one(run)
-                return
-            self.blocks.fromlist(absolute)
+        # Anything else (a transfer's first run, one across the wrap, a stray far block) is numbered one
+        # by one. Block 0 only stands out as the ACK 0 that answers an OACK, before any rollover (see
+        # add): block 0 after one is routine, and a run holding it (one in every 65,536 blocks of a long
+        # transfer, a run of up to 1,024 packets) stays in columns.
+        absolute = [self._block(b) for b in blocks]
+        if 0 in absolute:
+            self.wraps, self._last_block = wraps, last
+            self._add_one_by_one(run)
+            return
+        self.blocks.fromlist(absolute)
         self._add_columns(run, notes)
 
     def _add_columns(self, run: PacketRun, notes: bytes) -> None:
