@@ -90,7 +90,15 @@ _FEW_MISSED = 5
 _CHECK_SOON = 16
 _DELAYED = 0.2
 _DELAY_SPAN = 0.05
-_PAUSE_MIN, _PAUSE_MAX = 0.25, 4.0
+# The first pause is short, and each one seen just after the last twice as long, up to _PAUSE_MAX (the
+# eighth). Why: a fresh probe's first blocks often find the scheduler keeping both ends on one CPU for a
+# moment (the spins miss, the thread waits for a CPU 30-40% of a span: both signs above), and the pair
+# is apart again within milliseconds. A first pause of 0.25 s then ran that much of the transfer without
+# spinning: on the 2-core machine of 2026-12-04, 1 in 3 quiet 32 MiB lock-step downloads took 0.50-0.61 s
+# against 0.34-0.39 s. With 1/32 s, headless medians of 12 interleaved rounds went 0.534 -> 0.356 s
+# lock-step and 0.135 -> 0.093 s windowed; beside a CPU-bound program contention lasts and the pauses
+# grow as before (11 rounds each, 0.544 -> 0.527 s lock-step, 0.217 -> 0.211 s windowed).
+_PAUSE_MIN, _PAUSE_MAX = 1 / 32, 4.0
 
 
 class ThreadDelay:
