@@ -371,6 +371,22 @@ def round_order(pairs: list[Pair], round_: int, config: int = 0) -> list[Pair]:
     return random.Random(round_ * 1000 + config).sample(pairs, len(pairs))
 
 
+def view_order(round_: int, config: int = 0) -> list[bool]:
+    """Whether the view's run comes first or second in round ``round_`` of its ``config``-th config
+    (False: headless, True: in the view): shuffled as round_order, so neither always follows the
+    other, nor always the same pair."""
+    import random
+
+    return random.Random(round_ * 1000 + config + 500).sample([False, True], 2)
+
+
+def paired_ratios(in_view: list[float | None], headless: list[float | None]) -> list[float]:
+    """The view's time over the headless time of the same round, for each round where both ran. Why:
+    the machine's speed drifts over minutes (the same build's windowed view measured medians of 0.101
+    to 0.175 s in runs an hour apart, 2026-12-04), while a round's two runs are seconds apart."""
+    return [v / h for v, h in zip(in_view, headless, strict=True) if v and h]
+
+
 def compile_bytecode() -> None:
     """Compile tftpdiag's modules to bytecode first, as pip does when it installs a package (tftpy and
     pytftp were installed so). A checkout run with PYTHONDONTWRITEBYTECODE set would otherwise compile
@@ -419,6 +435,7 @@ def main() -> None:
         out = Path(tmp) / "out.bin"
         results: dict[tuple[str, str], list[float]] = {}
         failures: dict[tuple[str, str], int] = {}
+        rounds_of: dict[tuple[str, str], list[float | None]] = {}  # the view's rows, a time (or None) a round
         load = start_load(args.load)
         timeout = max(120.0, args.size / (256 << 10))
         ours = next((p for p in pairs if p.name == "ours"), None)
@@ -439,10 +456,12 @@ def main() -> None:
                         else:
                             results.setdefault(key, []).append(elapsed)
                     if viewed:
-                        for tui, server in VIEW_PAIRS.items():
+                        for tui in view_order(round_, number):
+                            server = VIEW_PAIRS[tui]
                             log = ours_log(root, "view" if tui else "headless")
                             elapsed = ours_timed(server.port, cfg, log, tui, timeout)
                             key = (cfg.name, server.name)
+                            rounds_of.setdefault(key, []).append(elapsed)
                             if elapsed is None:
                                 failures[key] = failures.get(key, 0) + 1
                             else:
@@ -479,6 +498,12 @@ def main() -> None:
         if headless and in_view:
             view_ratio = statistics.median(in_view) / statistics.median(headless)
             print(f"{'':<30} {'TUI / headless transfer':<26} {view_ratio:>9.2f}x   (target: at most 1.15x)")
+            pairs_ = paired_ratios(rounds_of[(cfg.name, "ours (TUI, transfer)")],
+                                   rounds_of[(cfg.name, "ours (headless, transfer)")])
+            if len(pairs_) >= 4:
+                low, middle, high = statistics.quantiles(pairs_, n=4)
+                print(f"{'':<30} {'  the same, round by round':<26} {middle:>9.2f}x   "
+                      f"(middle half {low:.2f}-{high:.2f}x, {len(pairs_)} rounds)")
     verdicts = targets({key: statistics.median(times) for key, times in results.items()}, configs, args.load)
     if verdicts:
         print("\nissue 16's targets (ours' time over the pair's):")

@@ -127,3 +127,17 @@ def test_no_pair_always_runs_just_after_the_same_one(transfer) -> None:
                 before[b.name].add(a.name)
     assert all(len(names) >= 3 for names in before.values()), before
     assert transfer.round_order(pairs, 2, 1) == transfer.round_order(pairs, 2, 1)  # seeded: runs compare
+
+
+def test_the_view_does_not_always_run_just_after_its_headless_twin(transfer) -> None:
+    """--tui: each round's headless and view runs come in a shuffled (seeded) order."""
+    orders = [tuple(transfer.view_order(r, config)) for r in range(9) for config in range(2)]
+    assert all(sorted(order) == [False, True] for order in orders)
+    assert {(False, True), (True, False)} <= set(orders)
+    assert sum(order[0] for order in orders) >= 4 and sum(not order[0] for order in orders) >= 4
+    assert transfer.view_order(3, 1) == transfer.view_order(3, 1)
+
+
+def test_the_view_s_rounds_are_compared_pair_by_pair(transfer) -> None:
+    """The view's time over the headless time of the same round; a round where either failed is left out."""
+    assert transfer.paired_ratios([0.2, None, 0.3, 0.5], [0.1, 0.1, None, 0.25]) == [2.0, 2.0]
