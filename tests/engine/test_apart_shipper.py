@@ -105,6 +105,30 @@ def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tm
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_the_store_is_made_ready_at_the_lowest_priority_in_at_most_a_quarter_of_the_free_space(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child writes its store's first pages while the view draws its first screens, on the same CPU
+    (engine/apart.py _make_ready): at nice 19, in the time the view leaves; never more than a quarter
+    of the free space (/tmp may be a small tmpfs)."""
+    from types import SimpleNamespace
+
+    seen: list[tuple[int, int]] = []
+
+    class Store:
+        path = str(tmp_path / "d.bin")
+
+        def make_ready(self, budget: int) -> None:
+            seen.append((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), budget))
+
+    for free_blocks in (1000, 1 << 30):
+        monkeypatch.setattr(apart.os, "statvfs", lambda path, n=free_blocks: SimpleNamespace(f_bavail=n, f_frsize=4096))
+        thread = threading.Thread(target=apart._make_ready, args=(Store(),))
+        thread.start()
+        thread.join(10)
+    assert seen == [(apart._READER_NICE, 1000 * 4096 // 4), (apart._READER_NICE, apart._READY_AHEAD)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
 def test_the_reader_gives_way_and_the_view_does_not(tmp_path: Path) -> None:
     """The thread that reads the child's batches runs at nice 19 (engine/apart.py _READER_NICE): at the
     default it preempted the transfer it shares a CPU with ~100 times a second. The thread that starts

@@ -150,6 +150,75 @@ def test_a_store_takes_runs_longer_than_one_writev(tmp_path: Path) -> None:
     assert isinstance(run.joined, StoredDatagrams) and list(run) == events
 
 
+def test_a_store_made_ready_takes_its_runs_over_its_zeros_and_cuts_off_the_rest(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """make_ready writes zeros before the transfer (appending made the kernel find a page for every 4 KiB,
+    on the transfer's CPU); the runs then overwrite them from the start, append past them, and what
+    they left is cut off when the transfer ends."""
+    from tftpdiag.engine import apart_wire
+    from tftpdiag.engine.apart_wire import DatagramStore, StoredDatagrams
+
+    monkeypatch.setattr(apart_wire, "READY_CHUNK", 4096)
+    path = tmp_path / "d.bin"
+    store = DatagramStore(str(path))
+    store.make_ready(3 * 4096 + 1)  # whole chunks, up to the first past the budget
+    assert path.stat().st_size == 4 * 4096 and path.read_bytes() == bytes(4 * 4096)
+    store.started()
+    first = _routine(4)  # 4 blocks of 512 bytes and their ACKs: 2,080 bytes
+    (run,) = unpack(pack(first, store))
+    assert isinstance(run.joined, StoredDatagrams) and run.joined.offset == 0
+    assert path.stat().st_size == 4 * 4096  # over the zeros, not appended
+    more = _routine(40)  # 20,800 bytes: past the zeros, from where the first run ended
+    (second,) = unpack(pack(more, store))
+    assert isinstance(second.joined, StoredDatagrams) and second.joined.offset == run.joined.length
+    assert list(run) == first and list(second) == more
+    store.finish()
+    assert path.stat().st_size == run.joined.length + second.joined.length
+    # A transfer that ends (or is cancelled) before its first run leaves nothing behind.
+    other = DatagramStore(str(tmp_path / "e.bin"))
+    other.make_ready(8192)
+    other.started()
+    other.make_ready(8192)  # (a thread that only begins now writes nothing)
+    other.finish()
+    assert (tmp_path / "e.bin").stat().st_size == 0
+
+
+def test_runs_go_past_the_zeros_make_ready_may_still_be_writing(tmp_path: Path, monkeypatch) -> None:
+    """The transfer's first run can come while make_ready's thread (at the lowest priority) is inside a
+    write of zeros: the runs go over the zeros it has written, then after the chunk it is writing, which
+    would otherwise land on them."""
+    import threading
+
+    from tftpdiag.engine import apart_wire
+    from tftpdiag.engine.apart_wire import DatagramStore
+
+    monkeypatch.setattr(apart_wire, "READY_CHUNK", 4096)
+    inside, release = threading.Event(), threading.Event()
+    real = apart_wire.os.pwrite
+
+    def slow_third(fd: int, data: bytes, at: int) -> int:
+        if at == 2 * 4096 and not data.strip(b"\0"):  # make_ready's third chunk waits
+            inside.set()
+            assert release.wait(10)
+        return real(fd, data, at)
+
+    monkeypatch.setattr(apart_wire.os, "pwrite", slow_third)
+    path = tmp_path / "d.bin"
+    store = DatagramStore(str(path))
+    ready = threading.Thread(target=store.make_ready, args=(10 * 4096,))
+    ready.start()
+    assert inside.wait(10)
+    first, events = _routine(2), _routine(20)  # then 10,400 bytes: more than the two chunks made
+    (run,) = unpack(pack(first, store))  # the first run: make_ready stops
+    (later,) = unpack(pack(events, store))
+    release.set()
+    ready.join(10)
+    assert run.joined.offset == 0 and later.joined.offset == 3 * 4096  # after the chunk being written
+    assert list(run) == first and list(later) == events  # none of them overwritten by zeros
+    store.finish()
+    assert path.stat().st_size == 3 * 4096 + later.joined.length
+
+
 def test_a_batch_of_many_runs_goes_to_the_store_in_one_write(tmp_path: Path, monkeypatch) -> None:
     # A lock-step transfer's machine closes a run every 32 packets; a write a run took 1,400 system
     # calls a 32 MiB transfer, on the CPU the view shares with it. And the runs cross with where their
@@ -165,8 +234,9 @@ def test_a_batch_of_many_runs_goes_to_the_store_in_one_write(tmp_path: Path, mon
     events = [Progress(3, 1.0, 10, None, TransferStats(10, 0.5, 1, 1, 1, 0, 0, 0, 0, 0)), *runs[:15], *_routine(5),
               *runs[15:]]
     writes = []
-    real = apart_wire.os.writev
-    monkeypatch.setattr(apart_wire.os, "writev", lambda fd, buffers: writes.append(len(buffers)) or real(fd, buffers))
+    real = apart_wire.os.pwritev
+    monkeypatch.setattr(apart_wire.os, "pwritev",
+                        lambda fd, buffers, at: writes.append(len(buffers)) or real(fd, buffers, at))
     store = DatagramStore(str(tmp_path / "d.bin"))
     blob = pack(events, store)
     assert len(writes) == 1, writes

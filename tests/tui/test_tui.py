@@ -468,6 +468,11 @@ async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -
                 assert message == f"saved {len(saved)} events to {tmp_path / 'run.jsonl'}"
                 saved = [e for e in saved if e.session == outcome.session]
                 assert sum(isinstance(e, (PacketSent, PacketReceived)) for e in saved) == len(record.packets)
+                # The store's zeros made ready ahead (DatagramStore.make_ready) that no datagram went over
+                # were cut off when the transfer ended.
+                store = probe.transfer.store
+                assert store is not None and 300_000 < os.path.getsize(store) <= sum(
+                    len(e.raw) for e in saved if isinstance(e, (PacketSent, PacketReceived)))
         finally:
             probe.cancel()
             spool.close()

@@ -106,13 +106,20 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_
     except TransferSetupError as exc:
         conn.send_bytes(pickle.dumps(("setup-error", str(exc))))
         return
-    # Ready; the transfer starts when the view says so (RemoteTransfer.start), once it has drawn.
+    # Ready; the transfer starts when the view says so (RemoteTransfer.start), once it has drawn. Meanwhile
+    # the store's first pages are made, in the time the view leaves (see DatagramStore.make_ready).
+    if store is not None:
+        threading.Thread(target=_make_ready, args=(store,), daemon=True, name="apart-store").start()
     try:
         kind, shares = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         kind, shares = "cancel", None
+    if store is not None:
+        store.started()
     if kind != "go":  # the view went (or was closed) before it started this transfer
         transfer.close()
+        if store is not None:
+            store.finish()
         conn.send_bytes(pickle.dumps(("joined", None)))
         return
     if shares is False:  # the view moved to the other CPU (RemoteTransfer.start): its frames no longer wait here
@@ -144,10 +151,30 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_
                 shipper.close()
                 for blob in shipper.take(everything=True):  # the dally's events, if any
                     conn.send_bytes(blob)
+                if store is not None:
+                    store.finish()
                 conn.send_bytes(pickle.dumps(("joined", None)))
                 return
     except (BrokenPipeError, OSError):
         transfer.cancel("the view that started this transfer went away")
+
+
+# Bytes of a store made ready before its transfer starts (DatagramStore.make_ready): a transfer of up to
+# ~64 MiB (a phone's or a router's image, a kernel and its initrd) overwrites them; a larger one appends
+# the rest. What a shorter transfer leaves is cut off when it ends. Never more than a quarter of the free
+# space where the store is (/tmp may be a small tmpfs other programs need for that second).
+_READY_AHEAD = 64 << 20
+
+
+def _make_ready(store: DatagramStore) -> None:
+    """Make ``store``'s first pages at the lowest priority: only in time the view (drawing its first
+    screens, on the same CPU) and every other program leave."""
+    _give_way()
+    try:
+        info = os.statvfs(os.path.dirname(store.path) or ".")
+    except OSError:
+        return
+    store.make_ready(min(_READY_AHEAD, info.f_bavail * info.f_frsize // 4))
 
 
 _STORES: list[str] = []  # this process's directory of datagram stores, once made
@@ -379,6 +406,7 @@ class RemoteTransfer:
         self._pinned: int | None = None  # the CPU this transfer's process is pinned to; counted in _PINNED
         self._child_cpu: ProcessCpu | None = None  # (pinned) the CPU its process has used since it was spawned
         self.setup_error: str | None = None  # why the child could not run the transfer, if it could not
+        self.store: str | None = None  # the file its process puts the datagrams in (engine/apart_wire.py)
 
     @classmethod
     def create(cls, request: ClientRequest, bus: EventBus) -> RemoteTransfer:
@@ -394,9 +422,10 @@ class RemoteTransfer:
         for end in (parent, child):  # room for a few ticks' batches: the child's writer need not wait
             _widen(end)
         cpu = shared_cpu()
+        self.store = _store_path()
         self._process = _CONTEXT.Process(target=_child,
                                          args=(self.request, self.session_id, child,
-                                               os.getpid() if cpu is not None else None, _store_path()),
+                                               os.getpid() if cpu is not None else None, self.store),
                                          name=f"tftpdiag-transfer-{self.session_id}", daemon=True)
         self._process.start()
         child.close()

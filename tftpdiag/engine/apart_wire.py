@@ -19,7 +19,7 @@ their columns (building an event a packet had cost it 1.75 us each, measured) an
 when something iterates a run. :func:`expand` of :func:`unpack` of :func:`pack` equals the batch.
 
 With a :class:`DatagramStore` (the transfer's process, apart), a run's datagrams do not cross at all:
-they are appended to a file the view made, and the run carries where they are (:class:`StoredDatagrams`),
+they are written to a file the view made, and the run carries where they are (:class:`StoredDatagrams`),
 read only when something iterates it (a trace saved, a rare packet, a netascii scan). The view reads
 no datagram of an ordinary run: shipped, its copies (joined, pickled, through the pipe, unpickled, and
 written again by the save spool) took 0.10 s of a 0.25 s windowed transfer in the view, on the CPU the
@@ -70,6 +70,7 @@ class StoredDatagrams(NamedTuple):
 
 
 _IOV_MAX = 1024  # buffers a writev takes (Linux's IOV_MAX)
+READY_CHUNK = 1 << 20  # bytes DatagramStore.make_ready writes at once
 # Packets a batch's consecutive machine runs of one session are joined into, at most. A windowed transfer's
 # machine closes a run at every window (17 packets); crossed one by one, each cost the packing its own
 # list, three arrays pickled, and the view a PacketRun to fold. Bounded: a fold's rare case builds a
@@ -81,12 +82,45 @@ _READERS: dict[str, int] = {}  # a store's path -> a descriptor this process rea
 class DatagramStore:
     """Where a transfer run apart appends its runs' datagrams (the file is the view's: it reads them
     back when asked, as long as it runs). A write that fails (a full disk) turns the store off: the
-    datagrams then cross the pipe, as without one."""
+    datagrams then cross the pipe, as without one.
+
+    :meth:`make_ready` writes zeros ahead, before the transfer starts, for its datagrams to overwrite.
+    Why: appending made the kernel find a page for every 4 KiB the transfer sent or received, on the
+    transfer's CPU: a windowed 32 MiB download apart took 0.101 s appending, 0.093 s overwriting pages
+    made ready, 0.089 s keeping no datagram (measured, 14 interleaved rounds)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._end = os.fstat(self._fd).st_size
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        self._end = os.fstat(self._fd).st_size  # where the next run goes
+        self._zeroed = self._end  # the file's bytes up to here are written (make_ready's zeros or datagrams)
+        self._limit = self._end  # runs go below it while they fit, over make_ready's zeros; then at _past
+        self._past = self._end
+        self._readying = False  # make_ready may be between a look at _stop and its write
+        self._stop = False
+
+    def make_ready(self, budget: int) -> None:
+        """Write zeros after the end, ``READY_CHUNK`` at a time, until ``budget`` bytes are written or
+        :meth:`started` is called (from another thread: this one runs in the time before the transfer
+        starts, at the lowest priority, see engine/apart.py)."""
+        fd, zeros = self._fd, bytes(READY_CHUNK)
+        self._readying = True
+        try:
+            while fd is not None and not self._stop and self._zeroed - self._end < budget:
+                try:
+                    os.pwrite(fd, zeros, self._zeroed)
+                except OSError:
+                    return  # (no room: the runs append, and a write of theirs that fails says so)
+                self._zeroed += READY_CHUNK
+        finally:
+            self._readying = False
+
+    def started(self) -> None:
+        """Stop :meth:`make_ready`: runs go over its zeros, then after the chunk it may still be
+        writing (a run there could be overwritten by its zeros)."""
+        self._stop = True
+        self._limit = self._zeroed
+        self._past = self._zeroed + (READY_CHUNK if self._readying else 0)
 
     def put(self, datagrams: list[bytes]) -> StoredDatagrams | None:
         """Append ``datagrams``; where they went, or None once the store cannot take them."""
@@ -97,29 +131,57 @@ class DatagramStore:
         """Append each run's datagrams, all in as few system calls as writev allows (a batch of a
         lock-step transfer holds dozens of runs of 32 packets); where each run went, or None once the
         store cannot take them."""
-        fd = self._fd
-        if fd is None:
+        if self._fd is None:
             return None
-        buffers = [datagram for run in runs for datagram in run]
+        if not self._stop:  # (the transfer's first run: make_ready's zeros end here)
+            self.started()
+        out = []
+        buffers: list[bytes] = []
+        start = end = self._end
+        for run in runs:
+            total = sum(map(len, run))
+            if self._limit < self._past and end < self._past and end + total > self._limit:  # (see started)
+                if buffers and not self._write(buffers, start):
+                    return None
+                buffers, start = [], self._past
+                end = self._past
+            out.append(StoredDatagrams(self.path, end, total))
+            buffers += run
+            end += total
+        if buffers and not self._write(buffers, start):
+            return None
+        self._end = end
+        return out
+
+    def _write(self, buffers: list[bytes], offset: int) -> bool:
+        """``buffers`` written from ``offset`` (False, and the store off, if that fails)."""
+        fd = self._fd
+        assert fd is not None
         try:
             for first in range(0, len(buffers), _IOV_MAX):  # writev takes at most IOV_MAX buffers
                 chunk = buffers[first:first + _IOV_MAX]
-                want, written = sum(map(len, chunk)), os.writev(fd, chunk)
+                want, written = sum(map(len, chunk)), os.pwritev(fd, chunk, offset)
                 if written < want:  # (a regular file takes it all at once; a signal may cut it short)
                     rest = memoryview(b"".join(chunk))[written:]
                     while rest:
-                        rest = rest[os.write(fd, rest):]
+                        rest = rest[os.pwrite(fd, rest, offset + want - len(rest)):]
+                offset += want
         except OSError:
             self.close()
-            return None
-        out = []
-        for run in runs:
-            total = sum(map(len, run))
-            out.append(StoredDatagrams(self.path, self._end, total))
-            self._end += total
-        return out
+            return False
+        return True
+
+    def finish(self) -> None:
+        """The zeros no run went over cut off (the view keeps the file while it runs), and closed."""
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self._end)
+            except OSError:
+                pass
+        self.close()
 
     def close(self) -> None:
+        self._stop = True
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
