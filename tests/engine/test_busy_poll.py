@@ -539,3 +539,77 @@ def test_a_shared_cpu_s_process_is_not_counted_as_waiting() -> None:
     plain = net.ThreadDelay()
     assert plain() >= 0.0  # (nothing taken out once it is no longer shared)
     plain.close()
+
+
+class Slow:
+    """A read with nothing, ever; each look moves the fake clock on by ``step``."""
+
+    def __init__(self, clock: Clock, step: float = 0.00001) -> None:
+        self.clock, self.step = clock, step
+
+    def __call__(self) -> object:
+        self.clock.now += self.step
+        raise BlockingIOError
+
+
+def test_a_spin_goes_on_for_its_limit_not_the_whole_budget() -> None:
+    """A peer on this machine is spun for at most LOCAL_SPIN (see net.py): beside a CPU-bound program
+    every spin that ran the whole budget kept busy the CPU the peer needed."""
+    for limit, spun in ((None, 0.0002), (0.0001, 0.0001), (0.0005, 0.0002)):  # never beyond the budget
+        clock = Clock()
+        poll = BusyPoll(Slow(clock), budget=0.0002, clock=clock, delay_source=no_delay, crowded=never,
+                        limit=limit)
+        start = clock.now
+        assert poll(1.0) is None
+        assert spun <= clock.now - start < spun + 0.00003, (limit, clock.now - start)
+        poll.waited(0.00015)  # a wait within the budget (not the limit): spinning stays on
+        assert poll.on
+
+
+def test_the_local_limit_is_for_a_peer_on_this_machine_and_the_default_budget_only() -> None:
+    from tftpdiag.engine.net import BUSY_POLL, LOCAL_SPIN, on_this_machine, spin_limit
+
+    if BUSY_POLL <= LOCAL_SPIN:
+        pytest.skip("one CPU: this machine never spins")
+    assert on_this_machine(("127.0.0.1", 69)) and on_this_machine(("127.0.0.9", 0))
+    assert spin_limit(BUSY_POLL, ("127.0.0.1", 69)) == LOCAL_SPIN
+    assert spin_limit(0.0005, ("127.0.0.1", 69)) is None  # --busy-poll: the user's own choice
+    # A host's own non-loopback address counts too (the kernel answers a connect from that address).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("203.0.113.7", 9))  # (TEST-NET-3: nothing is sent; a route, if there is one)
+            own = probe.getsockname()[0]
+        except OSError:
+            own = None
+    if own is not None and own != "0.0.0.0":
+        assert spin_limit(BUSY_POLL, (own, 69)) == LOCAL_SPIN
+    assert not on_this_machine(("203.0.113.7", 69)) and spin_limit(BUSY_POLL, ("203.0.113.7", 69)) is None
+
+
+@pytest.mark.parametrize(("busy_poll", "limit"), [(None, "local"), (0.0005, 0.0005)])
+def test_a_client_of_a_server_on_this_machine_spins_at_most_the_local_limit(tmp_path, monkeypatch,
+                                                                            busy_poll, limit) -> None:
+    import os
+
+    from tftpdiag.engine import client_loop
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.engine.client import ClientRequest, ClientTransfer
+    from tftpdiag.engine.net import BUSY_POLL, LOCAL_SPIN
+    from tftpdiag.engine.server import ServerConfig, TftpServer
+
+    if BUSY_POLL <= LOCAL_SPIN:
+        pytest.skip("one CPU: this machine never spins")
+    made: list[BusyPoll] = []
+
+    class Recorded(BusyPoll):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(client_loop, "BusyPoll", Recorded)
+    (tmp_path / "a.bin").write_bytes(os.urandom(5000))
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
+        extra = {} if busy_poll is None else {"busy_poll": busy_poll}
+        request = ClientRequest("127.0.0.1", "a.bin", port=server.addresses[0][1], **extra)
+        assert ClientTransfer(request, EventBus()).run().ok
+    assert [poll.limit for poll in made] == [LOCAL_SPIN if limit == "local" else limit]

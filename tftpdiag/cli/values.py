@@ -90,9 +90,10 @@ def impair_spec(text: str) -> ImpairSpec:
 
 
 BUSY_POLL_HELP = ("microseconds to keep checking for the peer's next packet before going to sleep (default "
-                  "200, none on a one-CPU machine). It spins only while the peer answers that fast, as on "
-                  "loopback or a local switch, where it about halves the time per lock-step block; 0 never "
-                  "spins, for the least CPU")
+                  "200, and at most 100 for a client whose server is on this machine, where a longer spin "
+                  "only takes the CPU a busy server needs; none on a one-CPU machine). It spins only while "
+                  "the peer answers that fast, as on loopback or a local switch, where it about halves the "
+                  "time per lock-step block; 0 never spins, for the least CPU")
 
 
 OFFLOAD_HELP = ("one system call per datagram, not one per window (UDP GSO/GRO, Linux). The peer gets the same "

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
+from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter, spin_limit
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
 from tftpdiag.engine.turns import TIMED_OUT, connected_turns, take_turns
 from tftpdiag.protocol.client import ClientRead, ClientWrite
@@ -90,7 +90,7 @@ class ClientLoop:
         sock.settimeout(None)
         self.set_wait = receive_timeout_setter(sock)
         read = self.read
-        self.spin = BusyPoll(lambda: read(_DONTWAIT), busy_poll)
+        self.spin = BusyPoll(lambda: read(_DONTWAIT), busy_poll, limit=spin_limit(busy_poll, server))
         self.quick = False  # the last wait ended within _QUICK (see the module's docstring)
         # IPv4 sockets report (host, port) already; IPv6 ones a 4-tuple that normalise() shortens.
         self.plain_addr = sock.family == socket.AF_INET
