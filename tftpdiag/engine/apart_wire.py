@@ -103,10 +103,16 @@ class DatagramStore:
         """Write zeros after the end, ``READY_CHUNK`` at a time, until ``budget`` bytes are written or
         :meth:`started` is called (from another thread: this one runs in the time before the transfer
         starts, at the lowest priority, see engine/apart.py)."""
-        fd, zeros = self._fd, bytes(READY_CHUNK)
+        if self._fd is None:
+            return
+        # A descriptor of its own: the store's may be closed meanwhile, and its number given to another file.
+        try:
+            fd, zeros = os.dup(self._fd), bytes(READY_CHUNK)
+        except OSError:
+            return
         self._readying = True
         try:
-            while fd is not None and not self._stop and self._zeroed - self._end < budget:
+            while not self._stop and self._zeroed - self._end < budget:
                 try:
                     os.pwrite(fd, zeros, self._zeroed)
                 except OSError:
@@ -114,6 +120,7 @@ class DatagramStore:
                 self._zeroed += READY_CHUNK
         finally:
             self._readying = False
+            os.close(fd)
 
     def started(self) -> None:
         """Stop :meth:`make_ready`: runs go over its zeros, then after the chunk it may still be
