@@ -62,8 +62,11 @@ def storm(port: int, *args: str, timeout: float = 90.0) -> tuple[int, dict]:
 
 
 def logged(server: ServerProc) -> list[dict]:
-    """The sessions serve reported (one JSON object a line on its stdout)."""
-    objects = [json.loads(text) for text in server.log().splitlines() if text.startswith("{")]
+    """The sessions serve reported (one JSON object a line on its stdout), whole lines only: serve's
+    stdout goes to a file in blocks, and the last line read may be a block's end, not the line's (seen
+    in CI: "Unterminated string")."""
+    whole = server.log().rpartition("\n")[0]
+    objects = [json.loads(text) for text in whole.splitlines() if text.startswith("{")]
     return [o for o in objects if o.get("event") == "session"]
 
 
