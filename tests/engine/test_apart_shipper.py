@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tftpdiag.engine import apart
+from tftpdiag.engine import apart, placement
 from tftpdiag.engine.apart import _Shipper
 from tftpdiag.engine.apart_wire import expand, unpack
 from tftpdiag.engine.bus import EventBus
@@ -65,20 +65,20 @@ def test_the_writer_takes_everything_when_asked_and_keeps_the_order() -> None:
 @pytest.mark.parametrize(("cpus", "shared"), [({0, 1}, 1), ({2, 5}, 5), ({0}, None), ({0, 1, 2, 3}, None)])
 def test_the_view_and_its_transfer_share_a_cpu_on_a_machine_of_two(
         monkeypatch: pytest.MonkeyPatch, cpus: set[int], shared: int | None) -> None:
-    monkeypatch.setattr(apart, "_CPUS", [])
+    monkeypatch.setattr(placement, "_CPUS", [])
     monkeypatch.setattr(apart.os, "sched_getaffinity", lambda pid: cpus)
-    assert apart.shared_cpu() == shared
+    assert placement.shared_cpu() == shared
 
 
 def test_a_rerun_in_the_view_shares_the_cpu_as_its_first_transfer_did(monkeypatch: pytest.MonkeyPatch) -> None:
     """The view pins itself for its first transfer; judged by its affinity then, a rerun found one CPU,
     and its transfer ran pinned without counting the view's frames out of its wait for a CPU."""
-    monkeypatch.setattr(apart, "_CPUS", [])
+    monkeypatch.setattr(placement, "_CPUS", [])
     affinity = [{0, 1}]
     monkeypatch.setattr(apart.os, "sched_getaffinity", lambda pid: affinity[0])
-    assert apart.shared_cpu() == 1
-    affinity[0] = {1}  # pinned for the first transfer (apart._pin)
-    assert apart.shared_cpu() == 1
+    assert placement.shared_cpu() == 1
+    affinity[0] = {1}  # pinned for the first transfer (placement._pin)
+    assert placement.shared_cpu() == 1
 
 
 def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_the_view_gets_its_cpus_back_when_its_last_pinned_transfer_ends(
     from tftpdiag.engine.client import ClientRequest
 
     calls: list[tuple[int, set[int]]] = []
-    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(placement, "_CPUS", [{0, 1}])
     monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: calls.append((tid, set(cpus))))
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
@@ -199,12 +199,12 @@ def test_a_cpu_s_idle_and_all_ticks_come_from_its_own_line(monkeypatch: pytest.M
     """Idle counts iowait; steal (the 8th field) is not this machine's time and is left out of both."""
     stat = tmp_path / "stat"
     stat.write_text(STAT)
-    monkeypatch.setattr(apart, "_PROC_STAT", str(stat))
-    assert apart._cpu_ticks({0}) == (2510, 3015)
-    assert apart._cpu_ticks({0, 1}) == (5020, 6230)
-    assert apart._cpu_ticks({2}) is None  # not a CPU of this machine: nothing to judge by
-    monkeypatch.setattr(apart, "_PROC_STAT", str(tmp_path / "absent"))
-    assert apart._cpu_ticks({0}) is None
+    monkeypatch.setattr(placement, "_PROC_STAT", str(stat))
+    assert placement._cpu_ticks({0}) == (2510, 3015)
+    assert placement._cpu_ticks({0, 1}) == (5020, 6230)
+    assert placement._cpu_ticks({2}) is None  # not a CPU of this machine: nothing to judge by
+    monkeypatch.setattr(placement, "_PROC_STAT", str(tmp_path / "absent"))
+    assert placement._cpu_ticks({0}) is None
 
 
 @pytest.mark.parametrize(("later", "own", "child", "busy"), [
@@ -218,8 +218,8 @@ def test_other_programs_are_busy_when_they_used_more_than_half_a_cpu(
         monkeypatch: pytest.MonkeyPatch, later: tuple[int, int], own: float, child: float, busy: bool) -> None:
     """Over both CPUs, less this process's own CPU and its transfer's process's: wherever the
     CPU-bound program ran (a rerun is judged over a span in which the view was not pinned)."""
-    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
-    monkeypatch.setattr(apart, "_TICKS_PER_S", 100)
+    monkeypatch.setattr(placement, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(placement, "_TICKS_PER_S", 100)
     asked: list[set[int]] = []
     ticks = iter([(1000, 1000), later])
 
@@ -228,23 +228,23 @@ def test_other_programs_are_busy_when_they_used_more_than_half_a_cpu(
         return next(ticks)
 
     owns = iter([0.0, own])
-    monkeypatch.setattr(apart, "_cpu_ticks", cpu_ticks)
-    monkeypatch.setattr(apart, "_own_ticks", lambda: next(owns))
-    monkeypatch.setattr(apart, "_MARK", [])
-    assert not apart._others_busy(child)  # no mark yet: nothing to judge by
-    apart._mark()
-    assert apart._others_busy(child) is busy
+    monkeypatch.setattr(placement, "_cpu_ticks", cpu_ticks)
+    monkeypatch.setattr(placement, "_own_ticks", lambda: next(owns))
+    monkeypatch.setattr(placement, "_MARK", [])
+    assert not placement._others_busy(child)  # no mark yet: nothing to judge by
+    placement._mark()
+    assert placement._others_busy(child) is busy
     assert asked == [{0, 1}, {0, 1}]
 
 
 def test_own_ticks_count_what_this_process_uses() -> None:
     import time
 
-    before = apart._own_ticks()
+    before = placement._own_ticks()
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
-    assert apart._own_ticks() - before >= 0.25 * apart._TICKS_PER_S  # its 0.3 s of CPU, in ticks
+    assert placement._own_ticks() - before >= 0.25 * placement._TICKS_PER_S  # its 0.3 s of CPU, in ticks
 
 
 def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -258,9 +258,9 @@ def _pinned_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
 
     calls: list[tuple[int, set[int]]] = []
     sent: list[tuple[str, object]] = []
-    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(placement, "_CPUS", [{0, 1}])
     monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: calls.append((tid, set(cpus))))
-    monkeypatch.setattr(apart, "_others_busy", lambda child_cpu: busy)
+    monkeypatch.setattr(placement, "_others_busy", lambda child_cpu: busy)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.bind(("127.0.0.1", 0))
     try:
@@ -308,14 +308,14 @@ def test_beside_an_idle_cpu_the_view_stays_with_its_transfer(monkeypatch: pytest
 
 def test_a_rerun_judges_the_other_cpu_from_the_end_of_the_last_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     """A rerun is made ready and started at once: judged from its own start there would be no span."""
-    monkeypatch.setattr(apart, "_CPUS", [{0, 1}])
+    monkeypatch.setattr(placement, "_CPUS", [{0, 1}])
     monkeypatch.setattr(apart.os, "sched_setaffinity", lambda tid, cpus: None)
-    monkeypatch.setattr(apart, "_cpu_ticks", lambda cpus: (7, 42))
-    monkeypatch.setattr(apart, "_own_ticks", lambda: 3.0)
-    monkeypatch.setattr(apart, "_MARK", [(0, 0, 0.0)])
-    monkeypatch.setattr(apart, "_PINNED", [1])
-    apart._pinned_transfer_ended()
-    assert apart._MARK == [(7, 42, 3.0)]
+    monkeypatch.setattr(placement, "_cpu_ticks", lambda cpus: (7, 42))
+    monkeypatch.setattr(placement, "_own_ticks", lambda: 3.0)
+    monkeypatch.setattr(placement, "_MARK", [(0, 0, 0.0)])
+    monkeypatch.setattr(placement, "_PINNED", [1])
+    placement.pinned_transfer_ended()
+    assert placement._MARK == [(7, 42, 3.0)]
 
 
 class _Conn:
