@@ -105,10 +105,11 @@ _PAUSE_MIN, _PAUSE_MAX = 1 / 32, 4.0
 # across a network (a LAN's round trip: some 60-200 us). Measured on the 2-core machine of 2026-12-04,
 # 32 MiB lock-step over loopback: a wrapper timing each spin found 99.9% of a quiet client's answers
 # within 44-57 us (windowed, 80-125 us), and beside a CPU-bound program 51-158 spins a transfer that
-# missed, 10-30 ms at 0.2 ms each. With LOCAL_SPIN, interleaved, 15 rounds each, server-log times:
-# beside a CPU-bound program 0.503 s against 0.530 s (spinning off: 0.487 s), and a build that spun at
-# most 0.1 ms on both ends measured the same, 0.503 s (the client's spin is what costs the server);
-# quiet, 0.368 s against 0.397 s (20 rounds; fewer of the rare misses run 0.2 ms).
+# missed, 10-30 ms at 0.2 ms each. Interleaved, 15 rounds each, server-log times, beside a CPU-bound
+# program: a first build (loopback only) 0.503 s against 0.530 s (spinning off: 0.487 s), the same with
+# 0.1 ms on the server's side too 0.503 s (the client's spin is what costs the server); this one
+# 0.504 s against 0.512 s lock-step (off 0.493 s), 0.211 s against 0.214 s windowed (off 0.204 s).
+# Quiet, 20 rounds: lock-step 0.367 s against 0.371 s.
 LOCAL_SPIN = 0.0001
 
 
