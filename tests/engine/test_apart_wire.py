@@ -161,13 +161,13 @@ def test_a_store_made_ready_takes_its_runs_over_its_zeros_and_cuts_off_the_rest(
     monkeypatch.setattr(apart_wire, "READY_CHUNK", 4096)
     path = tmp_path / "d.bin"
     store = DatagramStore(str(path))
-    store.make_ready(3 * 4096 + 1)  # whole chunks, up to the first past the budget
-    assert path.stat().st_size == 4 * 4096 and path.read_bytes() == bytes(4 * 4096)
+    store.make_ready(3 * 4096 + 1)  # the budget and no more (it is a quarter of the free space at most)
+    assert path.stat().st_size == 3 * 4096 + 1 and path.read_bytes() == bytes(3 * 4096 + 1)
     store.started()
     first = _routine(4)  # 4 blocks of 512 bytes and their ACKs: 2,080 bytes
     (run,) = unpack(pack(first, store))
     assert isinstance(run.joined, StoredDatagrams) and run.joined.offset == 0
-    assert path.stat().st_size == 4 * 4096  # over the zeros, not appended
+    assert path.stat().st_size == 3 * 4096 + 1  # over the zeros, not appended
     more = _routine(40)  # 20,800 bytes: past the zeros, from where the first run ended
     (second,) = unpack(pack(more, store))
     assert isinstance(second.joined, StoredDatagrams) and second.joined.offset == run.joined.length
@@ -181,6 +181,17 @@ def test_a_store_made_ready_takes_its_runs_over_its_zeros_and_cuts_off_the_rest(
     other.make_ready(8192)  # (a thread that only begins now writes nothing)
     other.finish()
     assert (tmp_path / "e.bin").stat().st_size == 0
+    # A write that falls short (a disk full): it stops there, and the runs take only what is written.
+    real = apart_wire.os.pwrite
+    monkeypatch.setattr(apart_wire.os, "pwrite", lambda fd, data, at: real(fd, data[:1000], at))
+    short = DatagramStore(str(tmp_path / "f.bin"))
+    short.make_ready(3 * 4096)
+    monkeypatch.setattr(apart_wire.os, "pwrite", real)
+    assert (tmp_path / "f.bin").stat().st_size == 1000
+    (run,) = unpack(pack(first, short))
+    assert run.joined.offset == 0 and list(run) == first
+    short.finish()
+    assert (tmp_path / "f.bin").stat().st_size == run.joined.length
 
 
 def test_runs_go_past_the_zeros_make_ready_may_still_be_writing(tmp_path: Path, monkeypatch) -> None:
@@ -197,7 +208,7 @@ def test_runs_go_past_the_zeros_make_ready_may_still_be_writing(tmp_path: Path, 
     real = apart_wire.os.pwrite
 
     def slow_third(fd: int, data: bytes, at: int) -> int:
-        if at == 2 * 4096 and not data.strip(b"\0"):  # make_ready's third chunk waits
+        if at == 2 * 4096 and not bytes(data).strip(b"\0"):  # make_ready's third chunk waits
             inside.set()
             assert release.wait(10)
         return real(fd, data, at)

@@ -100,24 +100,28 @@ class DatagramStore:
         self._stop = False
 
     def make_ready(self, budget: int) -> None:
-        """Write zeros after the end, ``READY_CHUNK`` at a time, until ``budget`` bytes are written or
-        :meth:`started` is called (from another thread: this one runs in the time before the transfer
-        starts, at the lowest priority, see engine/apart.py)."""
+        """Write zeros after the end, at most ``READY_CHUNK`` at a time, until ``budget`` bytes are
+        written (no more), a write falls short (a full disk), or :meth:`started` is called (from another
+        thread: this one runs in the time before the transfer starts, at the lowest priority, see
+        engine/apart.py)."""
         if self._fd is None:
             return
         # A descriptor of its own: the store's may be closed meanwhile, and its number given to another file.
         try:
-            fd, zeros = os.dup(self._fd), bytes(READY_CHUNK)
+            fd, zeros = os.dup(self._fd), memoryview(bytes(READY_CHUNK))
         except OSError:
             return
         self._readying = True
         try:
-            while not self._stop and self._zeroed - self._end < budget:
+            while not self._stop and (left := budget - (self._zeroed - self._end)) > 0:
+                want = min(left, READY_CHUNK)
                 try:
-                    os.pwrite(fd, zeros, self._zeroed)
+                    written = os.pwrite(fd, zeros[:want], self._zeroed)
                 except OSError:
                     return  # (no room: the runs append, and a write of theirs that fails says so)
-                self._zeroed += READY_CHUNK
+                self._zeroed += written  # (only what is there: the runs' writes past it append)
+                if written < want:
+                    return
         finally:
             self._readying = False
             os.close(fd)
