@@ -9,11 +9,13 @@ it replaces had, or the umask's for a new one. Without a target it is only hashe
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import stat
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import field
 from functools import partial
@@ -26,7 +28,7 @@ from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store
 from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
-from tftpdiag.protocol.events import Address, Completed, Failed
+from tftpdiag.protocol.events import Address, Completed, Failed, Reason, Side, TransferStats
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
@@ -81,6 +83,15 @@ class ClientOutcome:
     @property
     def ok(self) -> bool:
         return isinstance(self.result, Completed)
+
+
+def _reason(exc: Exception) -> str:
+    """What a user is told of an exception that stopped a transfer (ClientTransfer._broken)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"a local error stopped the transfer: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+    return f"tftpdiag failed inside ({type(exc).__name__}{where}): a bug, please report it"
 
 
 def _source_address(family: int, server: Address) -> str:
@@ -195,12 +206,13 @@ class ClientTransfer:
 
     def run(self) -> ClientOutcome:
         req = self.request
-        local_ip = _source_address(self.family, self.server)
-        sock = udp_socket(self.family, (local_ip, 0))
-        local = normalise(sock.getsockname())
+        sock: socket.socket | None = None
         self._temp: BinaryIO | None = None
         self._temp_path = ""
         try:
+            local_ip = _source_address(self.family, self.server)
+            sock = udp_socket(self.family, (local_ip, 0))
+            local = normalise(sock.getsockname())
             now = time.time()
             if req.upload:
                 assert self._upload_file is not None
@@ -232,8 +244,12 @@ class ClientTransfer:
                 self._finalise(machine)
             assert self._outcome is not None
             return self._outcome
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the outcome says so (see _broken)
+            self._outcome = self._broken(exc, sock)
+            return self._outcome
         finally:
-            sock.close()
+            if sock is not None:
+                sock.close()
             if self._temp is not None:
                 with contextlib.suppress(OSError):
                     self._temp.close()
@@ -243,6 +259,36 @@ class ClientTransfer:
             if self._upload_file is not None:
                 self._upload_file.close()
             self._done.set()
+
+    def _broken(self, exc: Exception, sock: socket.socket | None) -> ClientOutcome:
+        """The outcome of a transfer stopped by what nothing here expected: a local error no check
+        foresaw (the download's directory made read-only mid-transfer, no descriptor left for the
+        socket) or a bug of ours. Why: the thread used to end with a traceback and no outcome, and a
+        caller waiting for one (the headless loop, the view) then waited for ever, at 100% CPU. The
+        peer is told with ERROR 0, in words that say nothing of this machine's files; the outcome and
+        the record get the whole reason."""
+        now = time.time()
+        machine = self.machine
+        message = _reason(exc)
+        if machine is not None and not machine.state.finished:
+            machine.abort(now, "the client stopped on an error of its own")
+            for datagram, addr in machine.datagrams_to_send():
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(datagram, addr)
+            # What the machine did last (its ERROR sent), less its own words on the end: ours follow.
+            self.bus.publish([e for e in machine.events() if not isinstance(e, (Completed, Failed))])
+        zero = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
+        result = Failed(self.session_id, now, Reason.LOCAL, Side.LOCAL, None, message,
+                        machine.stats(now) if machine is not None else zero)
+        self.bus.publish([result])
+        digest = getattr(self, "_digest", None)  # (None: it stopped before the file was opened)
+        return ClientOutcome(
+            session=self.session_id, result=result, sha256=(digest or hashlib.sha256()).hexdigest(),
+            requested=machine.request.options if machine is not None else (),
+            negotiated=machine.negotiated if machine is not None else Negotiated(), server=self.server,
+            peer=machine.peer if machine is not None and machine.locked else None,
+            local=machine.local if machine is not None else ("", 0), output=None)
 
     def _finalise(self, machine: ClientRead | ClientWrite) -> None:
         """Keep or drop the download and publish the outcome, as soon as the transfer has ended.
