@@ -32,7 +32,7 @@ from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
 
 if TYPE_CHECKING:  # the server engine is imported only by the commands that serve
-    from tftpdiag.engine.server import ServerConfig
+    from tftpdiag.engine.server import ServerConfig, TftpServer
 
 __all__ = ["run_client", "run_serve", "run_demo", "run_trace", "run_pxe", "make_sample_image"]
 
@@ -272,10 +272,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
             finish = feed_in_background(bus, sinks) if sinks else None
             try:
-                return run_server_app(server, bus)
+                code = run_server_app(server, bus)
             finally:
                 if finish is not None:
                     finish()
+            return _served(server, code)
         from tftpdiag.headless import run_server_headless
         from tftpdiag.sessions import fmt_addr
 
@@ -296,9 +297,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
             run_server_headless(server, sub, json_out=args.json, stop=stop, sinks=sinks, devices=DeviceBook(),
                                 hook=_impair_hook(args), verbosity=verbosity(args))
-        if not quiet:
+        if not quiet and server.crashed is None:
             print("tftpdiag: server stopped", file=sys.stderr)
-    return EXIT_OK
+    return _served(server, EXIT_OK)
+
+
+def _served(server: TftpServer, code: int) -> int:
+    """``code``, unless the server stopped by itself on an error of its own (engine/broken.py): that is
+    said, whatever -q, and the exit status says it failed (a service manager restarts it)."""
+    if server.crashed is None:
+        return code
+    print(line(f"tftpdiag serve: the server stopped on its own: {server.crashed}"), file=sys.stderr)
+    return EXIT_FAILED
 
 
 def make_sample_image(folder: Path, size: int) -> Path:

@@ -233,6 +233,18 @@ def test_abort_sends_error_and_fails_once():
     assert m.datagrams_to_send() == [] and m.events() == []
 
 
+def test_broken_tells_the_peer_its_own_words_and_keeps_the_whole_reason():
+    m = server_read(BLOCK * 3)
+    m.datagrams_to_send(), m.events()
+    m.broken(0.5, "tftpdiag failed inside (KeyError at server.py:1)", "the server stopped on an error of its own")
+    assert sent(m) == [(Error(0, "the server stopped on an error of its own"), CLIENT)]
+    failed = only_result(m.events())
+    assert (failed.reason, failed.raised_by, failed.code) == (Reason.LOCAL, Side.LOCAL, 0)
+    assert failed.message == "tftpdiag failed inside (KeyError at server.py:1)"
+    m.broken(0.6, "again", "again")
+    assert m.datagrams_to_send() == [] and m.events() == []
+
+
 
 def test_server_marks_options_refused_when_the_client_refuses_its_oack() -> None:
     """The UEFI size probe: RRQ with tsize, our OACK, then ERROR 8 from the client."""

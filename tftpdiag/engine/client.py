@@ -15,13 +15,13 @@ import socket
 import stat
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from tftpdiag.engine import broken
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client_loop import ClientLoop
 from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
@@ -83,15 +83,6 @@ class ClientOutcome:
     @property
     def ok(self) -> bool:
         return isinstance(self.result, Completed)
-
-
-def _reason(exc: Exception) -> str:
-    """What a user is told of an exception that stopped a transfer (ClientTransfer._broken)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"a local error stopped the transfer: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    return f"tftpdiag failed inside ({type(exc).__name__}{where}): a bug, please report it"
 
 
 def _source_address(family: int, server: Address) -> str:
@@ -261,27 +252,27 @@ class ClientTransfer:
             self._done.set()
 
     def _broken(self, exc: Exception, sock: socket.socket | None) -> ClientOutcome:
-        """The outcome of a transfer stopped by what nothing here expected: a local error no check
-        foresaw (the download's directory made read-only mid-transfer, no descriptor left for the
-        socket) or a bug of ours. Why: the thread used to end with a traceback and no outcome, and a
-        caller waiting for one (the headless loop, the view) then waited for ever, at 100% CPU. The
-        peer is told with ERROR 0, in words that say nothing of this machine's files; the outcome and
-        the record get the whole reason."""
+        """The outcome of a transfer stopped by what nothing here expected (engine/broken.py): the
+        download's directory made read-only mid-transfer, no descriptor left for the socket, a bug of
+        ours. Before, the thread ended with no outcome, and a caller waiting for one (the headless loop,
+        the view) waited for ever, the headless loop at 100% CPU."""
         now = time.time()
         machine = self.machine
-        message = _reason(exc)
+        message = broken.reason(exc)
         if machine is not None and not machine.state.finished:
-            machine.abort(now, "the client stopped on an error of its own")
+            machine.broken(now, message, broken.TOLD_BY_CLIENT)
             for datagram, addr in machine.datagrams_to_send():
                 if sock is not None:
                     with contextlib.suppress(OSError):
                         sock.sendto(datagram, addr)
-            # What the machine did last (its ERROR sent), less its own words on the end: ours follow.
-            self.bus.publish([e for e in machine.events() if not isinstance(e, (Completed, Failed))])
-        zero = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
-        result = Failed(self.session_id, now, Reason.LOCAL, Side.LOCAL, None, message,
-                        machine.stats(now) if machine is not None else zero)
-        self.bus.publish([result])
+            self.bus.publish(machine.events())  # its ERROR, and its result with the whole reason
+            result = machine.result
+        else:  # it stopped before it began, or after it ended (keeping the file): its result is this
+            zero = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
+            result = Failed(self.session_id, now, Reason.LOCAL, Side.LOCAL, None, message,
+                            machine.stats(now) if machine is not None else zero)
+            self.bus.publish([result])
+        assert isinstance(result, Failed)
         digest = getattr(self, "_digest", None)  # (None: it stopped before the file was opened)
         return ClientOutcome(
             session=self.session_id, result=result, sha256=(digest or hashlib.sha256()).hexdigest(),

@@ -21,6 +21,7 @@ import time
 from functools import partial
 from typing import Any
 
+from tftpdiag.engine import broken
 from tftpdiag.engine.activation import privileged_port_help
 from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
@@ -90,6 +91,7 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
                                                label="client ")
         self.suggester = NameSuggester()  # hints for missing names, on a budget: this loop serves everyone
         self.stopped = threading.Event()
+        self.crashed: str | None = None  # why serve() ended by itself, if it did (engine/broken.py)
         self.stale_parts: list[Removal] = []  # temporary uploads of a killed server, removed at bind()
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -236,7 +238,10 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
                         if spins:
                             busy.waited(clock() - now)
                     for read in ready:  # each ready socket's reader: a session's, a listener's, the wake-up's
-                        read()
+                        try:
+                            read()
+                        except Exception as exc:  # noqa: BLE001 - one session's error ends it alone
+                            self._read_broken(read, exc)
                     now = clock()
                     if impaired and held.due(now):
                         driver.release(now, self._deliver_held)
@@ -246,8 +251,39 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
                     if waiting.queued_total and waiting and (len(self._sessions) < self.capacity
                                                               or now >= self._next_room_check):
                         self._admit_waiting(now)
+        except Exception as exc:  # noqa: BLE001 - the server's own, not a session's: it stops, and says why
+            self.crashed = broken.reason(exc)
         finally:
             self._shutdown()
+
+    def _read_broken(self, read: Any, exc: Exception) -> None:
+        """A reader raised what nothing expected (engine/broken.py): a session's reader ends that session
+        alone (a request's error is caught where the request is known: _arrive_at_listener); any other
+        reader's error is the server's own, and stops it."""
+        target = read.args[0] if isinstance(read, partial) and read.args else None
+        if not isinstance(target, _Active):
+            raise exc
+        self._end_broken(target, exc)
+
+    def _end_broken(self, active: _Active, exc: Exception) -> None:
+        """End ``active`` on an error of ours: its client told with ERROR 0, its record given the reason;
+        the other sessions go on. Why: one session's bug used to end the server's thread, and with it
+        every other session, while `serve` went on running without serving, then exited 0."""
+        now = time.time()
+        active.files = None  # its file is read or stored no more: that may be what raised
+        try:
+            with contextlib.suppress(Exception):
+                self._settle(active)
+            active.machine.broken(now, broken.reason(exc), broken.TOLD_BY_SERVER)
+            self._flush(active, now)  # its ERROR sent, its files settled (a failed upload's part file gone)
+        except Exception:  # noqa: BLE001 - ending it in order raised too: it ends below as it stands
+            pass
+        if self._sessions.get(active.machine.session_id) is active:
+            try:
+                self._end(active)
+            except Exception:  # noqa: BLE001 - its files could not be settled: it is let go all the same
+                active.finalised = True
+                self._end(active)
 
     def _read_wake(self) -> None:
         """stop() wrote to the wake-up socket: the loop looks at its flag next."""
@@ -292,14 +328,18 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
                     if quiet < next_check:
                         next_check = quiet
                     continue
-            self._settle(active)
-            machine = active.machine
-            deadline = machine.next_timeout()
-            if deadline is not None and deadline <= now:
-                machine.handle_timeout(now)
-            elif now - active.last_heard > idle and not machine.finished:
-                machine.abort(now, f"no word from the client for {idle:g} s")
-            self._flush(active, now)
+            try:
+                self._settle(active)
+                machine = active.machine
+                deadline = machine.next_timeout()
+                if deadline is not None and deadline <= now:
+                    machine.handle_timeout(now)
+                elif now - active.last_heard > idle and not machine.finished:
+                    machine.abort(now, f"no word from the client for {idle:g} s")
+                self._flush(active, now)
+            except Exception as exc:  # noqa: BLE001 - see _end_broken
+                self._end_broken(active, exc)
+                continue
             deadline = machine.next_timeout()
             if deadline is not None and deadline < next_check:
                 next_check = deadline
@@ -369,9 +409,15 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
         if self.config.single_port:
             active = self._by_peer.get((listener.local, client))
             if active is not None:
-                self._deliver(active, data, client)
+                try:
+                    self._deliver(active, data, client)
+                except Exception as exc:  # noqa: BLE001 - see _end_broken
+                    self._end_broken(active, exc)
                 return
-        self._on_request(listener, data, client, dest)
+        try:
+            self._on_request(listener, data, client, dest)
+        except Exception as exc:  # noqa: BLE001 - one request's error refuses it alone (engine/broken.py)
+            self._request_broken(listener, data, client, exc)
 
     def _read_session(self, active: _Active) -> None:
         if active.finalised and active.machine.closed:

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tftpdiag.engine import broken
 from tftpdiag.engine.admission import WaitingRoom
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
@@ -60,19 +61,35 @@ class ServerRequests:
         def _remember(self, session_id: int) -> None: ...
         def _finalise(self, active: _Active) -> None: ...
         def _end(self, active: _Active) -> None: ...
+        def _end_broken(self, active: _Active, exc: Exception) -> None: ...
 
     def _refuse(self, listener: _Listener, listen: Address, session_id: int, raw: bytes, packet: Packet | None,
                 client: Address, code: int, message: str, why: str, suggestion: str | None = None,
-                answer: bool = True) -> None:
+                answer: bool = True, told: str | None = None) -> None:
         now = time.time()
         out, events = refuse(session_id, raw=raw, packet=packet, client=client, local=listen, now=now,
-                             code=code, message=message, why=why, suggestion=suggestion, answer=answer)
+                             code=code, message=message, why=why, suggestion=suggestion, answer=answer, told=told)
         self._driver.sender(listener.sock, None, session_id)(out, _unanswered)
         if out:
             if len(self._refused_at) >= _REFUSED_REMEMBERED:
                 self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
             self._refused_at[client] = now
         self.bus.publish(events)
+
+    def _request_broken(self, listener: _Listener, raw: bytes, client: Address, exc: Exception) -> None:
+        """A request whose handling raised what nothing expected (engine/broken.py): the session it got,
+        if it got one that far, ends; else it is refused, the client told ERROR 0 in words that say
+        nothing of this machine, the log given the whole reason. The server goes on."""
+        active = self._by_request.get((client, raw))
+        if active is not None and self._sessions.get(active.machine.session_id) is active:
+            self._end_broken(active, exc)
+            return
+        try:
+            packet: Packet | None = decode(raw)
+        except ProtocolError:
+            packet = None
+        self._refuse(listener, listener.local, self.bus.new_session_id(), raw, packet, client, ErrorCode.NOT_DEFINED,
+                     broken.reason(exc), "internal-error", told=broken.TOLD_BY_SERVER)
 
     def _acks_our_error(self, client: Address, packet: Packet) -> bool:
         """An ACK from a client this listener refused with an ERROR moments ago: its answer to it."""

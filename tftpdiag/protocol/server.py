@@ -57,17 +57,18 @@ _REPEATED_REQUEST: dict[Opcode, tuple[str, State | None]] = {Opcode.RRQ: ("_repe
 
 def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Address, local: Address, now: float,
            code: int, message: str, why: str, suggestion: str | None = None, answer: bool = True,
-           ) -> tuple[list[tuple[bytes, Address]], list[Event]]:
+           told: str | None = None) -> tuple[list[tuple[bytes, Address]], list[Event]]:
     """Turn a request away before any transfer: the ERROR to send and the events that record it.
 
-    An ERROR that arrived is logged but never answered; with ``answer`` False nothing is answered.
+    An ERROR that arrived is logged but never answered; with ``answer`` False nothing is answered. The
+    ERROR says ``told``, when given, instead of ``message``, which the record keeps.
     """
     note = Note.MALFORMED if packet is None else Note.NONE
     detail = message if packet is None else ""
     events: list[Event] = [PacketReceived(session_id, now, local, client, raw, packet, note, detail)]
     out: list[tuple[bytes, Address]] = []
     if answer and not isinstance(packet, Error):
-        error = Error(code, message)
+        error = Error(code, message if told is None else told)
         error_raw = encode(error)
         out.append((error_raw, client))
         events.append(PacketSent(session_id, now, local, client, error_raw, error))

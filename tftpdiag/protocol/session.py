@@ -298,6 +298,16 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
+    def broken(self, now: float, message: str, told: str) -> None:
+        """The caller met an error of its own it cannot go on from (a bug, or a failure nothing foresaw):
+        stop, telling the peer ``told`` with ERROR 0 (words that say nothing of this machine, whose
+        peer may be anyone), while the result keeps ``message``, the whole reason."""
+        if self.state.finished:
+            if self.state is State.DALLYING:
+                self.state, self._deadline = State.DONE, None
+            return
+        self._fail(now, Reason.LOCAL, Side.LOCAL, int(ErrorCode.NOT_DEFINED), message, told=told)
+
     def local_error(self, now: float, error: StorageError) -> None:
         """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
         if not self.state.finished:
@@ -467,10 +477,11 @@ class Session:
             self._deadline = None
 
     def _fail(self, now: float, reason: Reason, raised_by: Side, code: int | None, message: str,
-              send: bool = True) -> None:
-        """End the transfer. When we raise it and ``send`` holds, the peer is told with an ERROR."""
+              send: bool = True, told: str | None = None) -> None:
+        """End the transfer. When we raise it and ``send`` holds, the peer is told with an ERROR (its
+        text ``told``, when not ``message``)."""
         if send and raised_by is Side.LOCAL and code is not None:
-            error = Error(code, message)
+            error = Error(code, message if told is None else told)
             self._send(error, encode(error), now)
         self.state = State.FAILED
         self._deadline = None
