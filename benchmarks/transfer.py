@@ -23,6 +23,10 @@ starts with the state the other left, such as paused spinning), both timed by th
 (`serve --log`: request to the last ACK, no trace written by either probe), so the ratio is the view's
 cost to the transfer alone.
 
+It measures the tftpdiag this interpreter imports, and refuses to run unless that is this checkout's
+code, file for file (benchmarks/build.py; --any-build runs it anyway): an install left from an older
+commit would measure that commit. The table says which copy ran.
+
 The table ends with issue 16's targets that the run can judge (quiet, or with --load), each met or not.
 Its heading says what the machine is like (benchmarks/host.py: the interpreter, the speed of a Python
 loop, a loopback round trip between two processes), measured before any load starts: the ratios
@@ -416,7 +420,16 @@ def main() -> None:
                         help="run N CPU-bound processes beside the benchmark (default 0)")
     parser.add_argument("--tui", action="store_true",
                         help="also time our probe in its full-screen view against its headless run")
+    parser.add_argument("--any-build", action="store_true",
+                        help="run even when the tftpdiag this interpreter imports is not this checkout's code")
     args = parser.parse_args()
+    from build import under_test  # (here, as host below)
+
+    same, build = under_test(PY)
+    print(build, file=sys.stderr)
+    if not same and not args.any_build:
+        parser.error(f"{build}: the figures would not be this checkout's. Install it "
+                     "(pip install --force-reinstall --no-deps .), or pass --any-build")
     unknown = set(filter(None, args.only.split(","))) - {p.name for p in PAIRS}
     if unknown:
         parser.error(f"no pair named {', '.join(sorted(unknown))}; the pairs: {', '.join(p.name for p in PAIRS)}")
@@ -478,6 +491,7 @@ def main() -> None:
     print(f"\n{mib:g} MiB over loopback, median of {args.rounds} interleaved rounds "
           f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores{loaded})")
     print(f"machine: {machine}")
+    print(build)
     print(f"{'config':<30} {'pair':<26} {'median s':>9} {'MiB/s':>8} {'time vs ours':>13}")
     names = [p.name for p in pairs] + (["ours (headless, transfer)", "ours (TUI, transfer)"] if args.tui else [])
     for cfg in configs:
