@@ -82,21 +82,29 @@ def test_a_local_error_keeping_the_download_is_its_outcome(tmp_path, monkeypatch
     assert os.listdir(out) == []
 
 
+def main_with(imported: str, method: str, error: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """tftpdiag's main(argv) run in a new interpreter, where ``method`` of the class ``imported`` names
+    broken_class raises ``error`` (line 3 of the code run: what the reason's location says). It must
+    end within a minute: waiting for ever is what it used to do."""
+    code = (
+        f"import sys\n{imported}"
+        f"def broken(self, *args): raise {error}('injected')\n"
+        f"broken_class.{method} = broken\n"
+        "from tftpdiag.cli.main import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"tftpdiag {argv[0]} never ended") from None
+
+
 def test_the_headless_probe_reports_it_and_exits(tmp_path) -> None:
     (tmp_path / "fw.bin").write_bytes(os.urandom(SIZE))
     with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
-        code = (
-            "import sys\n"
-            "from tftpdiag.engine import client_loop\n"
-            "def broken(self, now): raise KeyError('x')\n"
-            "client_loop.ClientLoop.run = broken\n"
-            "from tftpdiag.cli.main import main\n"
-            f"sys.exit(main(['probe', '127.0.0.1', 'fw.bin', '--port', '{server.addresses[0][1]}', '--no-tui']))\n"
-        )
-        try:
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("the probe never ended") from None
+        done = main_with("from tftpdiag.engine.client_loop import ClientLoop as broken_class\n",
+                         "run", "KeyError", ["probe", "127.0.0.1", "fw.bin", "--port", str(server.addresses[0][1]),
+                                             "--no-tui"])
     assert done.returncode not in (0, 2), done
     said = done.stdout + done.stderr
     assert "tftpdiag failed inside (KeyError at <string>:3): a bug, please report it" in said, said
@@ -169,18 +177,8 @@ def test_a_bug_handling_a_request_refuses_it_alone(tmp_path, monkeypatch) -> Non
 
 
 def test_serve_stopped_by_its_own_error_says_so_and_exits_1(tmp_path) -> None:
-    code = (
-        "import sys\n"
-        "from tftpdiag.engine.server import TftpServer\n"
-        "def broken(self, now): raise RuntimeError('injected')\n"
-        "TftpServer._check_timers = broken\n"
-        "from tftpdiag.cli.main import main\n"
-        f"sys.exit(main(['serve', {str(tmp_path)!r}, '--bind', '127.0.0.1', '--port', '0', '--no-tui']))\n"
-    )
-    try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("serve never ended: it went on running without serving") from None
+    done = main_with("from tftpdiag.engine.server import TftpServer as broken_class\n", "_check_timers",
+                     "RuntimeError", ["serve", str(tmp_path), "--bind", "127.0.0.1", "--port", "0", "--no-tui"])
     assert done.returncode == 1, done
     assert ("tftpdiag serve: the server stopped on its own: tftpdiag failed inside (RuntimeError at <string>:3):"
             " a bug, please report it") in done.stderr, done.stderr

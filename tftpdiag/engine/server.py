@@ -30,6 +30,7 @@ from tftpdiag.engine.listeners import arrival, destination, prepare_listener
 from tftpdiag.engine.net import BusyPoll, normalise, udp_socket
 from tftpdiag.engine.partfiles import Removal, remove_stale
 from tftpdiag.engine.poller import Poller
+from tftpdiag.engine.server_endings import _MAX_WAIT, ServerEndings
 from tftpdiag.engine.server_requests import ERROR_ACKED, ServerRequests
 from tftpdiag.engine.server_state import (
     SERVE_TIMING,
@@ -49,16 +50,14 @@ from tftpdiag.protocol.session import Session
 
 __all__ = ["ServerConfig", "TftpServer", "ServerSetupError", "SERVE_TIMING", "GIVE_UP", "ERROR_ACKED"]
 
-_MAX_WAIT = 0.5
 _PATIENCE = 15.0  # a queued request whose client has not asked again for this long has given up
 _ROOM_CHECK = 0.1  # while requests wait and every session is taken, how often to look for one to drop
 _LISTENER_BURST = 32  # requests read from a listening socket per turn of the loop (a storm's come together)
-_ENDED_REMEMBERED = 4096  # ended sessions whose request is remembered, to know a late repeat of it
 
 
 _REQUEST_OPCODES = (b"\x01", b"\x02")  # the low byte of RRQ and WRQ: a repeated request proves nothing
 
-class TftpServer(ServerRequests, ServerSteadyRuns):
+class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
     def __init__(self, config: ServerConfig, bus: EventBus | None = None) -> None:
         self.config = config
         self.bus = bus or EventBus()
@@ -256,35 +255,6 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
         finally:
             self._shutdown()
 
-    def _read_broken(self, read: Any, exc: Exception) -> None:
-        """A reader raised what nothing expected (engine/broken.py): a session's reader ends that session
-        alone (a request's error is caught where the request is known: _arrive_at_listener); any other
-        reader's error is the server's own, and stops it."""
-        target = read.args[0] if isinstance(read, partial) and read.args else None
-        if not isinstance(target, _Active):
-            raise exc
-        self._end_broken(target, exc)
-
-    def _end_broken(self, active: _Active, exc: Exception) -> None:
-        """End ``active`` on an error of ours: its client told with ERROR 0, its record given the reason;
-        the other sessions go on. Why: one session's bug used to end the server's thread, and with it
-        every other session, while `serve` went on running without serving, then exited 0."""
-        now = time.time()
-        active.files = None  # its file is read or stored no more: that may be what raised
-        try:
-            with contextlib.suppress(Exception):
-                self._settle(active)
-            active.machine.broken(now, broken.reason(exc), broken.TOLD_BY_SERVER)
-            self._flush(active, now)  # its ERROR sent, its files settled (a failed upload's part file gone)
-        except Exception:  # noqa: BLE001 - ending it in order raised too: it ends below as it stands
-            pass
-        if self._sessions.get(active.machine.session_id) is active:
-            try:
-                self._end(active)
-            except Exception:  # noqa: BLE001 - its files could not be settled: it is let go all the same
-                active.finalised = True
-                self._end(active)
-
     def _read_wake(self) -> None:
         """stop() wrote to the wake-up socket: the loop looks at its flag next."""
         with contextlib.suppress(OSError):
@@ -314,36 +284,6 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
                 return
             self._arrival = None
             self._on_request(*waiting[0])
-
-    def _check_timers(self, now: float) -> None:
-        next_check = now + _MAX_WAIT
-        idle = self.config.idle_timeout
-        for active in list(self._sessions.values()):
-            steady = active.steady
-            if steady is not None:
-                # Mid-run, nothing of this session can fall due yet: its turns stay out (settled here, on
-                # every look, they cost each session a settle and a new steady object ten times a second).
-                quiet = active.machine.quiet_until(steady)
-                if quiet is not None and now < quiet:
-                    if quiet < next_check:
-                        next_check = quiet
-                    continue
-            try:
-                self._settle(active)
-                machine = active.machine
-                deadline = machine.next_timeout()
-                if deadline is not None and deadline <= now:
-                    machine.handle_timeout(now)
-                elif now - active.last_heard > idle and not machine.finished:
-                    machine.abort(now, f"no word from the client for {idle:g} s")
-                self._flush(active, now)
-            except Exception as exc:  # noqa: BLE001 - see _end_broken
-                self._end_broken(active, exc)
-                continue
-            deadline = machine.next_timeout()
-            if deadline is not None and deadline < next_check:
-                next_check = deadline
-        self._next_check = next_check
 
     def _recv(self, sock: socket.socket) -> tuple[bytes, Address, str | None] | None:
         """One datagram from a listening socket, the address it was sent to and when it arrived
@@ -498,35 +438,3 @@ class TftpServer(ServerRequests, ServerSteadyRuns):
         else:
             self._by_peer[(listener.local, active.client)] = active
         self._flush(active, time.time())
-
-    # -- ending ------------------------------------------------------------------------------------
-
-    def _finalise(self, active: _Active) -> None:
-        """Close the file. A completed upload was already put in place by its sink before the final
-        ACK; anything else leaves the target as it was."""
-        active.finalised = True
-        file, active.file = active.file, None
-        if active.upload is not None:
-            active.upload.discard()
-        elif file is not None:
-            file.close()
-
-    def _end(self, active: _Active) -> None:
-        if not active.finalised:
-            self._finalise(active)
-        self._sessions.pop(active.machine.session_id, None)
-        self._half_open.pop(active.machine.session_id, None)
-        key = (active.client, active.request_raw)
-        if self._by_request.get(key) is active:
-            del self._by_request[key]
-        if len(self._ended) >= _ENDED_REMEMBERED:
-            self._ended.pop(next(iter(self._ended)))  # the oldest
-        self._ended[key] = time.time()
-        if active.own_socket:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(active.sock)
-            active.sock.close()
-        else:
-            for peer_key, value in list(self._by_peer.items()):
-                if value is active:
-                    del self._by_peer[peer_key]
