@@ -204,3 +204,20 @@ def test_a_bug_on_a_session_s_timeout_ends_it_alone(tmp_path, monkeypatch) -> No
         answer = decode(mute.recvfrom(2048)[0])
         assert answer == Error(0, "the server stopped on an error of its own")
         assert served(server, "fw.bin").ok and server.crashed is None
+
+
+def test_no_socket_for_the_transfer_is_its_outcome_and_its_record_says_what_was_asked(monkeypatch) -> None:
+    from tftpdiag.protocol.events import TransferStarted
+
+    def no_socket(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr("tftpdiag.engine.client.udp_socket", no_socket)
+    bus = EventBus()
+    log = bus.subscribe()
+    outcome = ClientTransfer(ClientRequest("127.0.0.1", "fw.bin", port=6969), bus).start().wait(10)
+    assert outcome is not None and isinstance(outcome.result, Failed)
+    assert outcome.result.message == "a local error stopped the transfer: Too many open files"
+    started, failed = log.drain()
+    assert isinstance(started, TransferStarted) and (started.filename, started.peer) == ("fw.bin", ("127.0.0.1", 6969))
+    assert failed == outcome.result

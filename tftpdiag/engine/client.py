@@ -28,7 +28,17 @@ from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store
 from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
 from tftpdiag.protocol.client import ClientRead, ClientWrite
-from tftpdiag.protocol.events import Address, Completed, Failed, Reason, Side, TransferStats
+from tftpdiag.protocol.events import (
+    Address,
+    Completed,
+    Event,
+    Failed,
+    Reason,
+    Role,
+    Side,
+    TransferStarted,
+    TransferStats,
+)
 from tftpdiag.protocol.netascii import netascii_size
 from tftpdiag.protocol.options import Negotiated, RequestedOptions
 from tftpdiag.protocol.packets import Options
@@ -83,6 +93,11 @@ class ClientOutcome:
     @property
     def ok(self) -> bool:
         return isinstance(self.result, Completed)
+
+
+def _no_address(server: Address) -> Address:
+    """The local address of a transfer that never had a socket: the wildcard of the server's family."""
+    return ("::" if ":" in server[0] else "0.0.0.0", 0)
 
 
 def _source_address(family: int, server: Address) -> str:
@@ -271,7 +286,13 @@ class ClientTransfer:
             zero = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
             result = Failed(self.session_id, now, Reason.LOCAL, Side.LOCAL, None, message,
                             machine.stats(now) if machine is not None else zero)
-            self.bus.publish([result])
+            began: list[Event] = []
+            if machine is None:  # the record learns what was asked of whom, as for any transfer
+                req = self.request
+                role = Role.CLIENT_WRITE if req.upload else Role.CLIENT_READ
+                began.append(TransferStarted(self.session_id, now, role, req.filename, req.mode,
+                                             _no_address(self.server), self.server, ()))
+            self.bus.publish([*began, result])
         assert isinstance(result, Failed)
         digest = getattr(self, "_digest", None)  # (None: it stopped before the file was opened)
         return ClientOutcome(
@@ -279,7 +300,7 @@ class ClientTransfer:
             requested=machine.request.options if machine is not None else (),
             negotiated=machine.negotiated if machine is not None else Negotiated(), server=self.server,
             peer=machine.peer if machine is not None and machine.locked else None,
-            local=machine.local if machine is not None else ("", 0), output=None)
+            local=machine.local if machine is not None else _no_address(self.server), output=None)
 
     def _finalise(self, machine: ClientRead | ClientWrite) -> None:
         """Keep or drop the download and publish the outcome, as soon as the transfer has ended.

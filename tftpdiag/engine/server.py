@@ -357,7 +357,7 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
         try:
             self._on_request(listener, data, client, dest)
         except Exception as exc:  # noqa: BLE001 - one request's error refuses it alone (engine/broken.py)
-            self._request_broken(listener, data, client, exc)
+            self._request_broken(listener, data, client, dest, exc)
 
     def _read_session(self, active: _Active) -> None:
         if active.finalised and active.machine.closed:

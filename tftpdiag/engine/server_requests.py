@@ -76,7 +76,8 @@ class ServerRequests:
             self._refused_at[client] = now
         self.bus.publish(events)
 
-    def _request_broken(self, listener: _Listener, raw: bytes, client: Address, exc: Exception) -> None:
+    def _request_broken(self, listener: _Listener, raw: bytes, client: Address, dest: str | None,
+                        exc: Exception) -> None:
         """A request whose handling raised what nothing expected (engine/broken.py): the session it got,
         if it got one that far, ends; else it is refused, the client told ERROR 0 in words that say
         nothing of this machine, the log given the whole reason. The server goes on."""
@@ -88,7 +89,8 @@ class ServerRequests:
             packet: Packet | None = decode(raw)
         except ProtocolError:
             packet = None
-        self._refuse(listener, listener.local, self.bus.new_session_id(), raw, packet, client, ErrorCode.NOT_DEFINED,
+        listen = (dest or listener.local[0], listener.local[1])  # (as _on_request names it)
+        self._refuse(listener, listen, self.bus.new_session_id(), raw, packet, client, ErrorCode.NOT_DEFINED,
                      broken.reason(exc), "internal-error", told=broken.TOLD_BY_SERVER)
 
     def _acks_our_error(self, client: Address, packet: Packet) -> bool:
