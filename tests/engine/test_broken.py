@@ -18,6 +18,7 @@ from tftpdiag.engine.apart_wire import expand
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.findings import analyze
 from tftpdiag.protocol.events import Event, Failed, Reason, RequestRefused
 from tftpdiag.protocol.options import RequestedOptions
 
@@ -48,7 +49,7 @@ def test_a_bug_mid_transfer_fails_it_tells_the_server_and_keeps_nothing(tmp_path
         assert outcome is not None, "no outcome: the caller would wait for ever"
         assert not outcome.ok and outcome.output is None
         result = outcome.result
-        assert isinstance(result, Failed) and result.reason is Reason.LOCAL
+        assert isinstance(result, Failed) and result.reason is Reason.INTERNAL
         assert "ZeroDivisionError at test_broken.py:" in result.message
         assert "please report it" in result.message
         assert 0 < result.stats.bytes < SIZE  # it had begun
@@ -60,8 +61,12 @@ def test_a_bug_mid_transfer_fails_it_tells_the_server_and_keeps_nothing(tmp_path
     assert told.message == "the client stopped on an error of its own"  # nothing of this machine's files
     transfer.join(5)
     assert os.listdir(out) == []  # neither the file nor its part file
-    ended = [e for e in expand(client_log.drain()) if isinstance(e, Failed)]
+    events = list(expand(client_log.drain()))
+    ended = [e for e in events if isinstance(e, Failed)]
     assert [e.message for e in ended] == [result.message]  # the record hears it once, in the same words
+    finding = next(f for f in analyze(events) if f.id == "local-error")  # what the user is told to do
+    assert finding.summary.startswith("tftpdiag ended the transfer: tftpdiag failed inside (ZeroDivisionError")
+    assert finding.suggestion.startswith("A bug in tftpdiag, not in the network or the device: please report it")
 
 
 def test_a_local_error_keeping_the_download_is_its_outcome(tmp_path, monkeypatch) -> None:
@@ -79,6 +84,7 @@ def test_a_local_error_keeping_the_download_is_its_outcome(tmp_path, monkeypatch
     assert outcome is not None and not outcome.ok
     assert isinstance(outcome.result, Failed)
     assert outcome.result.message == f"a local error stopped the transfer: Permission denied ({out / 'fw.bin'})"
+    assert outcome.result.reason is Reason.LOCAL  # the machine's, not a bug: its hint is the disk's
     assert os.listdir(out) == []
 
 
@@ -147,7 +153,7 @@ def test_a_bug_in_one_server_session_ends_it_alone(tmp_path, monkeypatch) -> Non
         assert server.crashed is None
     assert (tmp_path / "meanwhile.bin").read_bytes() == good and (tmp_path / "after.bin").read_bytes() == good
     failed = [e for e in expand(log.drain()) if isinstance(e, Failed)]
-    assert len(failed) == 1 and failed[0].reason is Reason.LOCAL
+    assert len(failed) == 1 and failed[0].reason is Reason.INTERNAL
     assert failed[0].message.startswith("tftpdiag failed inside (KeyError at test_broken.py:")
 
 

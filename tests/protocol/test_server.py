@@ -239,10 +239,13 @@ def test_broken_tells_the_peer_its_own_words_and_keeps_the_whole_reason():
     m.broken(0.5, "tftpdiag failed inside (KeyError at server.py:1)", "the server stopped on an error of its own")
     assert sent(m) == [(Error(0, "the server stopped on an error of its own"), CLIENT)]
     failed = only_result(m.events())
-    assert (failed.reason, failed.raised_by, failed.code) == (Reason.LOCAL, Side.LOCAL, 0)
+    assert (failed.reason, failed.raised_by, failed.code) == (Reason.INTERNAL, Side.LOCAL, 0)
     assert failed.message == "tftpdiag failed inside (KeyError at server.py:1)"
     m.broken(0.6, "again", "again")
     assert m.datagrams_to_send() == [] and m.events() == []
+    local = server_read(BLOCK * 3)
+    local.broken(0.5, "a local error stopped the transfer: Input/output error", "told", Reason.LOCAL)
+    assert only_result(local.events()).reason is Reason.LOCAL
 
 
 

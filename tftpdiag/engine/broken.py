@@ -11,10 +11,17 @@ from __future__ import annotations
 import os
 import traceback
 
-__all__ = ["reason", "TOLD_BY_CLIENT", "TOLD_BY_SERVER"]
+from tftpdiag.protocol.events import Reason
+
+__all__ = ["reason", "kind", "TOLD_BY_CLIENT", "TOLD_BY_SERVER"]
 
 TOLD_BY_CLIENT = "the client stopped on an error of its own"
 TOLD_BY_SERVER = "the server stopped on an error of its own"
+
+
+def kind(exc: BaseException) -> Reason:
+    """LOCAL for a failure of this machine's (an OSError that says what), INTERNAL for a bug of ours."""
+    return Reason.LOCAL if isinstance(exc, OSError) and exc.strerror else Reason.INTERNAL
 
 
 def reason(exc: BaseException) -> str:

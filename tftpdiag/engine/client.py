@@ -33,7 +33,6 @@ from tftpdiag.protocol.events import (
     Completed,
     Event,
     Failed,
-    Reason,
     Role,
     Side,
     TransferStarted,
@@ -275,7 +274,7 @@ class ClientTransfer:
         machine = self.machine
         message = broken.reason(exc)
         if machine is not None and not machine.state.finished:
-            machine.broken(now, message, broken.TOLD_BY_CLIENT)
+            machine.broken(now, message, broken.TOLD_BY_CLIENT, broken.kind(exc))
             for datagram, addr in machine.datagrams_to_send():
                 if sock is not None:
                     with contextlib.suppress(OSError):
@@ -284,7 +283,7 @@ class ClientTransfer:
             result = machine.result
         else:  # it stopped before it began, or after it ended (keeping the file): its result is this
             zero = TransferStats(0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0)
-            result = Failed(self.session_id, now, Reason.LOCAL, Side.LOCAL, None, message,
+            result = Failed(self.session_id, now, broken.kind(exc), Side.LOCAL, None, message,
                             machine.stats(now) if machine is not None else zero)
             began: list[Event] = []
             if machine is None:  # the record learns what was asked of whom, as for any transfer

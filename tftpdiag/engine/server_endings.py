@@ -86,7 +86,7 @@ class ServerEndings:
         try:
             with contextlib.suppress(Exception):
                 self._settle(active)
-            active.machine.broken(now, broken.reason(exc), broken.TOLD_BY_SERVER)
+            active.machine.broken(now, broken.reason(exc), broken.TOLD_BY_SERVER, broken.kind(exc))
             self._flush(active, now)  # its ERROR sent, its files settled (a failed upload's part file gone)
         except Exception:  # noqa: BLE001 - ending it in order raised too: it ends below as it stands
             pass

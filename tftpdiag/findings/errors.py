@@ -317,18 +317,24 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
 
 @rule("local-error", after=("tsize-overrun", "size-limit"))
 def local_error(s: SessionState, ctx: Context) -> Finding | None:
-    """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error."""
+    """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error, or a bug of its own."""
     res = s.result
     if not isinstance(res, Failed) or res.raised_by is not Side.LOCAL:
         return None
-    if not (res.reason is Reason.LOCAL or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
+    if not (res.reason in (Reason.LOCAL, Reason.INTERNAL)
+            or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
     if ctx.found("tsize-overrun") is not None or ctx.found("size-limit") is not None:
         return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"
-    hint = ("Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."
-            if res.code == 3 else "Check the local disk, the target directory and its permissions.")
+    if res.reason is Reason.INTERNAL:
+        hint = ("A bug in tftpdiag, not in the network or the device: please report it with the command run "
+                "and this message (a trace saved with --trace or s helps).")
+    elif res.code == 3:
+        hint = "Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."
+    else:
+        hint = "Check the local disk, the target directory and its permissions."
     return Finding("local-error", ERROR if s.client_side else WARNING, summary,
                    evidence([f"{s.t(res.time)}: {res.message}"]), hint, s.session)
 

@@ -100,6 +100,7 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"  # retries exhausted
     CANCELLED = "cancelled"  # stopped by the user
     LOCAL = "local"  # our side could not go on (disk, deadline, socket)
+    INTERNAL = "internal"  # our side met an error it did not foresee: a bug of tftpdiag's (engine/broken.py)
     UNREACHABLE = "unreachable"  # the network said the peer's port or host cannot be reached (ICMP)
 
 

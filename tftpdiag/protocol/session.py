@@ -298,15 +298,15 @@ class Session:
             return
         self._fail(now, Reason.CANCELLED, Side.LOCAL, int(code), message)
 
-    def broken(self, now: float, message: str, told: str) -> None:
-        """The caller met an error of its own it cannot go on from (a bug, or a failure nothing foresaw):
-        stop, telling the peer ``told`` with ERROR 0 (words that say nothing of this machine, whose
-        peer may be anyone), while the result keeps ``message``, the whole reason."""
+    def broken(self, now: float, message: str, told: str, reason: Reason = Reason.INTERNAL) -> None:
+        """The caller met an error of its own it cannot go on from (a bug: INTERNAL, or a local failure
+        nothing foresaw: LOCAL): stop, telling the peer ``told`` with ERROR 0 (words that say nothing of
+        this machine, whose peer may be anyone), while the result keeps ``message``, the whole reason."""
         if self.state.finished:
             if self.state is State.DALLYING:
                 self.state, self._deadline = State.DONE, None
             return
-        self._fail(now, Reason.LOCAL, Side.LOCAL, int(ErrorCode.NOT_DEFINED), message, told=told)
+        self._fail(now, reason, Side.LOCAL, int(ErrorCode.NOT_DEFINED), message, told=told)
 
     def local_error(self, now: float, error: StorageError) -> None:
         """The caller could not store or read the data (its disk): stop, telling the peer with an ERROR."""
