@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.fmt import clean, quote
-from tftpdiag.protocol.events import Completed, Failed
+from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 
@@ -139,8 +139,11 @@ def explain_failure(record: SessionRecord) -> str:
     result = record.result
     if not isinstance(result, Failed):
         return ""
+    peer = "the server" if record.role is None or record.role.is_client else "the client"
+    if result.reason is Reason.INTERNAL:  # the peer was told other words than these (engine/broken.py)
+        told = f" ({peer} was sent ERROR {result.code})" if result.code is not None else ""
+        return clean(result.message) + told
     if result.code is not None:
-        peer = "the server" if record.role is None or record.role.is_client else "the client"
         who = peer if result.raised_by.value == "peer" else "tftpdiag"
         return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
     return clean(result.message)

@@ -21,6 +21,8 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.findings import analyze
 from tftpdiag.protocol.events import Event, Failed, Reason, RequestRefused
 from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.report import explain_failure
+from tftpdiag.sessions import SessionTable
 
 SIZE = 512 * 400
 
@@ -152,9 +154,15 @@ def test_a_bug_in_one_server_session_ends_it_alone(tmp_path, monkeypatch) -> Non
         assert done is not None and done.ok, done
         assert server.crashed is None
     assert (tmp_path / "meanwhile.bin").read_bytes() == good and (tmp_path / "after.bin").read_bytes() == good
-    failed = [e for e in expand(log.drain()) if isinstance(e, Failed)]
+    events = list(expand(log.drain()))
+    failed = [e for e in events if isinstance(e, Failed)]
     assert len(failed) == 1 and failed[0].reason is Reason.INTERNAL
     assert failed[0].message.startswith("tftpdiag failed inside (KeyError at test_broken.py:")
+    table = SessionTable()
+    table.apply(events)
+    record = table.sessions[failed[0].session]
+    # In the view's and the log's words: the whole reason, and what the client was told (not those words).
+    assert explain_failure(record) == failed[0].message + " (the client was sent ERROR 0)"
 
 
 def test_a_bug_handling_a_request_refuses_it_alone(tmp_path, monkeypatch) -> None:
