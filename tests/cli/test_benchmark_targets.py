@@ -141,3 +141,12 @@ def test_the_view_does_not_always_run_just_after_its_headless_twin(transfer) -> 
 def test_the_view_s_rounds_are_compared_pair_by_pair(transfer) -> None:
     """The view's time over the headless time of the same round; a round where either failed is left out."""
     assert transfer.paired_ratios([0.2, None, 0.3, 0.5], [0.1, 0.1, None, 0.25]) == [2.0, 2.0]
+
+
+def test_a_ratio_near_its_limit_is_also_given_round_by_round(transfer) -> None:
+    """Loaded, ours against spinning off is a few percent either way: the rounds' ratios and their spread
+    say whether that is more than noise."""
+    ours = [1.02, 1.10, None, 0.99, 1.04, 1.00]
+    off = [1.00, 1.00, 1.00, 1.00, 1.00, None]
+    assert transfer.round_by_round(ours, off) == "round by round 1.03x (middle half 1.00-1.08x, 4 rounds)"
+    assert transfer.round_by_round(ours[:3], off[:3]) is None  # too few rounds to give a spread
