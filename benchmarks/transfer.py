@@ -322,11 +322,11 @@ def ours_timed(port: int, cfg: Config, log: Path, tui: bool, timeout: float) -> 
 
 
 def targets(medians: dict[tuple[str, str], float], configs: list[Config],
-            load: int) -> list[tuple[str, float, float, bool]]:
-    """Issue 16's targets that these medians can judge: (what, ours over the pair, the most it may be,
-    met). Quiet: lock-step at most 0.6x tftpd-hpa + curl's time, windowed no slower than atftpd + atftp.
-    Loaded: lock-step at most 2.5x tftpd-hpa + curl and faster than tftpy, windowed faster than pytftp,
-    and never slower than the same build with spinning off. The view's target is printed with its row."""
+            load: int) -> list[tuple[str, float, float, bool, tuple[str, str]]]:
+    """Issue 16's targets that these medians can judge: (what, ours over the pair, the most it may be, met, the pair's
+    key: its config and name). Quiet: lock-step at most 0.6x tftpd-hpa + curl's time, windowed no slower than
+    atftpd + atftp. Loaded: lock-step at most 2.5x tftpd-hpa + curl and faster than tftpy, windowed faster than
+    pytftp, and never slower than the same build with spinning off. The view's target is printed with its row."""
     out = []
     for cfg in configs:
         wanted: list[tuple[str, float, bool]]  # (pair, limit, strictly faster)
@@ -343,7 +343,8 @@ def targets(medians: dict[tuple[str, str], float], configs: list[Config],
                 continue
             ratio = ours / theirs
             met = ratio < limit if strict else ratio <= limit
-            out.append((f"{cfg.name}: ours {'faster than' if strict else 'vs'} {pair}", ratio, limit, met))
+            out.append((f"{cfg.name}: ours {'faster than' if strict else 'vs'} {pair}", ratio, limit, met,
+                        (cfg.name, pair)))
     return out
 
 
@@ -535,11 +536,10 @@ def main() -> None:
     verdicts = targets({key: statistics.median(times) for key, times in results.items()}, configs, args.load)
     if verdicts:
         print("\nissue 16's targets (ours' time over the pair's):")
-        for text, over, limit, met in verdicts:
+        for text, over, limit, met, (config, pair) in verdicts:
             print(f"  {text:<58} {over:>6.2f}x  (at most {limit:g}x)  {'met' if met else 'NOT met'}")
-            config, _, pair = text.partition(": ours vs ")
             if pair == "ours --busy-poll 0":  # a few percent either way: say how far the rounds spread
-                by_round = round_by_round(rounds_of.get((config, "ours"), []), rounds_of.get((config, pair), []))
+                by_round = round_by_round(rounds_of[(config, "ours")], rounds_of[(config, pair)])
                 if by_round is not None:
                     print(f"    the same, {by_round}")
     floors = floor_verdicts({key: statistics.median(times) for key, times in results.items()}, configs, args.load)

@@ -27,7 +27,7 @@ def kind(exc: BaseException) -> Reason:
 def reason(exc: BaseException) -> str:
     """The whole reason, for this machine's user: an OSError's own words and file, or where a bug was
     met (the exception's type, file and line: what a bug report needs first)."""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and kind(exc) is Reason.LOCAL:
         return f"a local error stopped the transfer: {exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
