@@ -396,6 +396,12 @@ def paired_ratios(in_view: list[float | None], headless: list[float | None]) -> 
     return [v / h for v, h in zip(in_view, headless, strict=True) if v and h]
 
 
+def ratio_text(over: float, limit: float) -> str:
+    """A ratio as its verdict line shows it: two decimals, three within half a hundredth of its limit (a
+    ratio of 1.004 shown as "1.00x" beside "at most 1x: NOT met" said nothing)."""
+    return f"{over:.3f}" if abs(over - limit) < 0.005 else f"{over:.2f}"
+
+
 def round_by_round(ours: list[float | None], theirs: list[float | None]) -> str | None:
     """The line under a ratio that gives it round by round: the median of the rounds' ratios and the
     middle half of them, so that a ratio a few percent from its limit can be told from noise. None with
@@ -537,7 +543,7 @@ def main() -> None:
     if verdicts:
         print("\nissue 16's targets (ours' time over the pair's):")
         for text, over, limit, met, (config, pair) in verdicts:
-            print(f"  {text:<58} {over:>6.2f}x  (at most {limit:g}x)  {'met' if met else 'NOT met'}")
+            print(f"  {text:<58} {ratio_text(over, limit):>6}x  (at most {limit:g}x)  {'met' if met else 'NOT met'}")
             if pair == "ours --busy-poll 0":  # a few percent either way: say how far the rounds spread
                 by_round = round_by_round(rounds_of[(config, "ours")], rounds_of[(config, pair)])
                 if by_round is not None:

@@ -151,3 +151,10 @@ def test_a_ratio_near_its_limit_is_also_given_round_by_round(transfer) -> None:
     off = [1.00, 1.00, 1.00, 1.00, 1.00, None]
     assert transfer.round_by_round(ours, off) == "round by round 1.03x (middle half 1.00-1.08x, 4 rounds)"
     assert transfer.round_by_round(ours[:3], off[:3]) is None  # too few rounds to give a spread
+
+
+def test_a_ratio_beside_its_limit_gets_a_third_decimal(transfer) -> None:
+    """1.004 against "at most 1x" is NOT met: shown as 1.00x the verdict contradicted the figure."""
+    assert transfer.ratio_text(1.004, 1.0) == "1.004"
+    assert transfer.ratio_text(0.998, 1.0) == "0.998"
+    assert transfer.ratio_text(1.2, 2.5) == "1.20" and transfer.ratio_text(0.57, 1.0) == "0.57"

@@ -186,13 +186,15 @@ class ClientLoop:
             if steady is not None:
                 return self._steady(wait, steady)
         spin = self.spin
+        live = now >= spin.resume_at  # (paused, or off: the spin is neither asked nor told of this wait)
         try:
-            got = spin(wait) if spin.on else None
+            got = spin(wait) if live and spin.on else None
             if got is None:
                 self.set_wait(wait)
                 got = self.read(0)
                 then = _clock()
-                spin.waited(then - now)
+                if live:
+                    spin.waited(then - now)
                 self.quick = then - now < _QUICK
                 now = then
             else:

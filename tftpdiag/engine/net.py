@@ -4,6 +4,7 @@ the ICMP errors Linux reports to a UDP socket that asks for them (IP_RECVERR).""
 from __future__ import annotations
 
 import errno as errno_mod
+import math
 import os
 import socket
 import struct
@@ -54,7 +55,9 @@ BUSY_POLL = 0.0002 if _CPUS > 1 else 0.0
 #   against 1.613 s (11 rounds); windowed, loaded, 0.654 s against 0.661 s (off 0.650 s). The ~3% still
 #   between spinning and not beside a neighbour is not in the spinning: a build whose BusyPoll never
 #   spins, the rest the same, measured level with spinning off (3.147 s and 3.151 s against this
-#   build's 3.242 s, 11 rounds), its cause not found;
+#   build's 3.242 s, 11 rounds), its cause not found then (later: the loops asked a paused BusyPoll at
+#   every wait, and each span of the second sign spun 50 ms before it could judge: see resume_at in
+#   BusyPoll.__init__ and _DELAY_SPAN);
 # - over the last _DELAY_SPAN seconds, the loop's own thread waited for a CPU (runnable, not running:
 #   Linux's schedstat run_delay) more than _DELAYED of the time. Misses alone missed the case that cost
 #   most: a long-running server whose spinning was paused and a client that spun alone, its peer woken
@@ -89,7 +92,16 @@ _FEW_MISSED = 5
 # after a pause: a look so soon on a quiet machine would judge its first blocks alone.
 _CHECK_SOON = 16
 _DELAYED = 0.2
-_DELAY_SPAN = 0.05
+# The span the wait is judged over. 50 ms let a loaded client spin some 1,700 times before its first
+# pause, and each resumption for 50 ms more. Measured per look (64 spins, 1-2 ms) on the 2-core machine
+# of 2026-12-05, 32 MiB lock-step: beside a CPU-bound program the thread waited 25-45% at every look;
+# quiet 0-3%, at most 10% (a first look at 26-32% came with every spin missed: a pause either way).
+# With 5 ms, beside a CPU-bound program, interleaved against 50 ms (with resume_at in both) and spinning
+# off: lock-step 0.492 s against 0.516 s (off 0.507 s, 12 rounds) and 0.486 s against off 0.483 s
+# (24 rounds); windowed 0.209 s against 0.2105 s (off 0.207 s, 40 rounds). Quiet, 0.3545 s against
+# 0.352 s lock-step (20 rounds), 0.091 s against 0.094 s windowed (30). 2 ms paused quiet transfers:
+# 0.3665 s lock-step.
+_DELAY_SPAN = 0.005
 # The first pause is short, and each one seen just after the last twice as long, up to _PAUSE_MAX (the
 # eighth). Why: a fresh probe's first blocks often find the scheduler keeping both ends on one CPU for a
 # moment (the spins miss, the thread waits for a CPU 30-40% of a span: both signs above), and the pair
@@ -237,7 +249,7 @@ class BusyPoll(Generic[T]):
     has; other errors reach the caller. Use it as a context manager around the loop that calls it.
     """
 
-    __slots__ = ("read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "_paused_until", "_pause",
+    __slots__ = ("read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "resume_at", "_pause",
                  "pauses", "_delay_source", "_delay", "_since", "_delayed", "_crowded", "limit")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
@@ -254,7 +266,13 @@ class BusyPoll(Generic[T]):
         self._spins = 0  # spins since the last look
         self._check_at = _CHECK_EVERY  # spins from one look to the next (_CHECK_SOON after a pause)
         self._missed = 0  # of those, the ones that ended without a datagram
-        self._paused_until = 0.0  # no spinning before this time: the peer is short of CPU
+        # No wait spins before this time: the end of a pause (the peer is short of CPU), never without a
+        # budget. The loops compare their clock with it before they ask or tell anything: paused or off,
+        # a wait costs them a comparison. Asking a paused BusyPoll (a call, a look at the clock) and
+        # telling it of each wait cost 1.4% of a windowed 32 MiB transfer beside a CPU-bound program: a
+        # build that never spun but asked measured 0.2100 s against 0.2075 s for spinning off (60
+        # interleaved rounds; the build that spun, 0.2155 s).
+        self.resume_at = 0.0 if budget > 0 else math.inf
         self._pause = 0.0  # the last pause; doubled while contention lasts
         self.pauses = 0  # times contention stopped the spinning (for tests and benchmarks)
         # The loop thread's wait for a CPU (see _DELAYED): its reader is made in __enter__, on that thread.
@@ -291,14 +309,14 @@ class BusyPoll(Generic[T]):
         if not self.on or BusyPoll._loops > 1:
             return None
         read, clock = self.read, self._clock
-        if self._paused_until:
+        if self.resume_at:
             now = clock()
-            if now < self._paused_until:
+            if now < self.resume_at:
                 return None
             if self._crowded():  # still no CPU idle for the peer: pause again, without a spin to judge
                 self._pause_for(now)
                 return None
-            self._paused_until = 0.0
+            self.resume_at = 0.0
             self._mark()  # what the thread waited while it did not spin is not the spinning's doing
         self._spins += 1
         until = 0.0
@@ -349,14 +367,14 @@ class BusyPoll(Generic[T]):
     def _pause_for(self, now: float) -> None:
         """Stop spinning from ``now``, for twice as long as last time if contention was seen just before."""
         self._pause = min(self._pause * 2, _PAUSE_MAX) if self._pause else _PAUSE_MIN
-        self._paused_until = now + self._pause
+        self.resume_at = now + self._pause
         self._check_at = _CHECK_SOON
         self.pauses += 1
 
     def may_spin(self, now: float) -> bool:
         """Whether a wait at ``now`` may spin at all: not with spinning off, paused, or another loop
         spinning. (engine/turns.py asks once per run of turns, not once per turn.)"""
-        return self.budget > 0 and now >= self._paused_until and BusyPoll._loops <= 1
+        return now >= self.resume_at and BusyPoll._loops <= 1
 
     def waited(self, seconds: float) -> None:
         self.on = self.budget > 0 and seconds < self.budget

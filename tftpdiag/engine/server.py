@@ -212,7 +212,6 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
         bus = self.bus
         busy: BusyPoll[Any] = BusyPoll(lambda: poll(0), self.config.busy_poll)
         self._busy = busy
-        spins = busy.budget > 0  # without a budget BusyPoll never spins: the loop need not ask it
         driver = self._driver
         held = driver.held
         impaired = driver.impairer is not None  # only the impairer holds datagrams back
@@ -231,10 +230,12 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
                         wait = max(driver.wait(wait, now), 0.0)
                     if wait > 0 and bus.idle_tasks:  # readers fold events in the wait (see EventBus.idle)
                         bus.idle()
-                    ready = busy(wait) if spins and wait > 0 else None
+                    # (Paused, or off: the spin is neither asked nor told of this wait.)
+                    live = now >= busy.resume_at
+                    ready = busy(wait) if live and busy.on and wait > 0 else None
                     if ready is None:
                         ready = poll(wait)
-                        if spins:
+                        if live:
                             busy.waited(clock() - now)
                     for read in ready:  # each ready socket's reader: a session's, a listener's, the wake-up's
                         try:
