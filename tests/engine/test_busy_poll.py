@@ -448,6 +448,40 @@ def test_a_loop_that_waits_for_a_cpu_stops_spinning_though_every_spin_is_answere
     assert delay.closed
 
 
+def test_the_wait_is_judged_over_the_reader_s_own_span() -> None:
+    """Sharing its CPU with the view, a loop's wait is judged over 50 ms, not 5 (see
+    net._DELAY_SPAN_SHARED): the same waiting pauses spinning within two short spans headless, and not
+    before the long one in the view."""
+    import os
+
+    from tftpdiag.engine import net
+
+    assert net._DELAY_SPAN < net._DELAY_SPAN_SHARED
+    try:
+        plain = net.ThreadDelay()
+    except OSError:
+        pytest.skip("no /proc/thread-self/schedstat here")
+    net.share_cpu_with(os.getpid())
+    try:
+        shared = net.ThreadDelay()
+    finally:
+        net.share_cpu_with(None)
+    assert (plain.span, shared.span) == (net._DELAY_SPAN, net._DELAY_SPAN_SHARED)
+    plain.close()
+    shared.close()
+    for span in (net._DELAY_SPAN, net._DELAY_SPAN_SHARED):
+        clock = Clock()
+        delay = Delay(clock, share=0.35)
+        delay.span = span  # type: ignore[attr-defined]
+        poll = BusyPoll(Peer(clock), budget=0.0002, clock=clock, delay_source=lambda d=delay: d, crowded=never)
+        with poll:
+            start, blocks = clock.now, 0
+            while not poll.pauses and blocks < 10**5:
+                answered(poll, clock, 1)
+                blocks += 1
+            assert poll.pauses == 1 and span <= clock.now - start < 2 * span + 0.005, (span, clock.now - start)
+
+
 def test_a_little_waiting_for_a_cpu_does_not_stop_spinning() -> None:
     from tftpdiag.engine import net
 

@@ -102,6 +102,12 @@ _DELAYED = 0.2
 # 0.352 s lock-step (20 rounds), 0.091 s against 0.094 s windowed (30). 2 ms paused quiet transfers:
 # 0.3665 s lock-step.
 _DELAY_SPAN = 0.005
+# Except where the loop shares its CPU with the view on purpose (share_cpu_with): the view's CPU time,
+# taken out of the wait, is read from its threads' files a moment apart from the wait itself, and over
+# 5 ms a frame looked like contention. In the view, quiet, 32 MiB windowed measured 0.097 s with 5 ms
+# against 0.092 s with 50 ms (12 interleaved rounds; its ratio to the headless probe 1.17-1.18x in two
+# runs of transfer.py --tui against 1.11-1.12x before).
+_DELAY_SPAN_SHARED = 0.05
 # The first pause is short, and each one seen just after the last twice as long, up to _PAUSE_MAX (the
 # eighth). Why: a fresh probe's first blocks often find the scheduler keeping both ends on one CPU for a
 # moment (the spins miss, the thread waits for a CPU 30-40% of a span: both signs above), and the pair
@@ -129,13 +135,15 @@ class ThreadDelay:
     """The total time the calling thread has waited, runnable, for a CPU (seconds): the run_delay of
     Linux's /proc/thread-self/schedstat, less the CPU time of the process :func:`share_cpu_with` named,
     if any. Made on the thread it measures; raises OSError where there is no such file (not Linux, or a
-    kernel without schedstats)."""
+    kernel without schedstats). ``span``: the shortest span its readings may be judged over (see
+    _DELAY_SPAN_SHARED)."""
 
-    __slots__ = ("_fd", "_shared")
+    __slots__ = ("_fd", "_shared", "span")
 
     def __init__(self) -> None:
         self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         self._shared = ProcessCpu(_SHARED_WITH) if _SHARED_WITH is not None else None
+        self.span = _DELAY_SPAN if self._shared is None else _DELAY_SPAN_SHARED
 
     def __call__(self) -> float:
         try:
@@ -250,7 +258,7 @@ class BusyPoll(Generic[T]):
     """
 
     __slots__ = ("read", "budget", "on", "_clock", "_spins", "_check_at", "_missed", "resume_at", "_pause",
-                 "pauses", "_delay_source", "_delay", "_since", "_delayed", "_crowded", "limit")
+                 "pauses", "_delay_source", "_delay", "_span", "_since", "_delayed", "_crowded", "limit")
     _loops = 0  # loops in this process between __enter__ and __exit__
     _lock = threading.Lock()
 
@@ -278,6 +286,7 @@ class BusyPoll(Generic[T]):
         # The loop thread's wait for a CPU (see _DELAYED): its reader is made in __enter__, on that thread.
         self._delay_source = delay_source
         self._delay: Callable[[], float] | None = None
+        self._span = _DELAY_SPAN  # the shortest span it is judged over: the reader's own, if it has one
         self._since = 0.0  # when the span being measured began
         self._delayed = 0.0  # the thread's total wait for a CPU then
         self._crowded = crowded  # asked when some spins missed (see _FEW_MISSED) and when a pause ends
@@ -287,6 +296,7 @@ class BusyPoll(Generic[T]):
             BusyPoll._loops += 1
         if self.budget > 0:
             self._delay = self._delay_source()
+            self._span = getattr(self._delay, "span", _DELAY_SPAN)
             self._mark()
         return self
 
@@ -354,7 +364,7 @@ class BusyPoll(Generic[T]):
         if not contended and delay is not None:
             now = clock()
             span = now - self._since
-            if span < _DELAY_SPAN:
+            if span < self._span:
                 return  # too short a span to say: neither pause nor forget the last pause
             delayed = delay()
             contended = delayed - self._delayed > _DELAYED * span
