@@ -26,7 +26,7 @@ from tftpdiag.cli.requests import (
 from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
-from tftpdiag.engine.net import BUSY_POLL
+from tftpdiag.engine.spin import BUSY_POLL
 from tftpdiag.fmt import line
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing

@@ -340,15 +340,15 @@ class _Conn:
 def test_a_child_told_the_view_moved_away_counts_its_cpu_time_as_contention_again(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, shares: bool, counted_out: int | None) -> None:
     """While the view shares the transfer's CPU, its CPU time is taken out of the transfer's wait for a
-    CPU (net.share_cpu_with); once it has moved to the busy CPU, a wait for this one is contention."""
+    CPU (cpu_wait.share_cpu_with); once it has moved to the busy CPU, a wait for this one is contention."""
     import gc
     import pickle
     import socket
 
-    from tftpdiag.engine import net
+    from tftpdiag.engine import cpu_wait
     from tftpdiag.engine.client import ClientRequest
 
-    monkeypatch.setattr(net, "_SHARED_WITH", 4242)  # as _child set it: the view's pid
+    monkeypatch.setattr(cpu_wait, "_SHARED_WITH", 4242)  # as _child set it: the view's pid
     monkeypatch.setattr(sys, "setswitchinterval", lambda interval: None)  # the test process's own, kept
     monkeypatch.setattr(gc, "set_threshold", lambda *thresholds: None)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -359,5 +359,5 @@ def test_a_child_told_the_view_moved_away_counts_its_cpu_time_as_contention_agai
         apart._run_child(request, 1, conn)  # type: ignore[arg-type]
     finally:
         listener.close()
-    assert counted_out == net._SHARED_WITH
+    assert counted_out == cpu_wait._SHARED_WITH
     assert pickle.loads(conn.sent[-1]) == ("joined", None)

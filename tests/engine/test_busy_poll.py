@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from tftpdiag.engine.net import BusyPoll
+from tftpdiag.engine import cpu_wait
+from tftpdiag.engine import spin as spinning
+from tftpdiag.engine.spin import BusyPoll
 
 
 class Reads:
@@ -186,28 +188,26 @@ def test_spins_that_keep_missing_pause_spinning_and_it_comes_back() -> None:
     """A peer short of CPU (a CPU-bound program beside it) answers late while we spin: a quarter of 64
     spins missed, the loop stops spinning for a while, twice as long if it is seen again, and spins
     again once the peer keeps up."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     peer = Peer(clock)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=never)
     with poll:
-        assert spin(poll, peer, net._CHECK_EVERY) == [b"datagram"] * net._CHECK_EVERY and poll.pauses == 0
+        assert spin(poll, peer, spinning._CHECK_EVERY) == [b"datagram"] * spinning._CHECK_EVERY and poll.pauses == 0
         peer.starved = True
-        spin(poll, peer, net._CHECK_EVERY)
+        spin(poll, peer, spinning._CHECK_EVERY)
         assert poll.pauses == 1
         reads = peer.reads
         assert spin(poll, peer, 10) == [None] * 10 and peer.reads == reads  # paused: not even a look
-        clock.now += net._PAUSE_MIN
-        spin(poll, peer, net._CHECK_EVERY)  # still starved: paused again, for twice as long
+        clock.now += spinning._PAUSE_MIN
+        spin(poll, peer, spinning._CHECK_EVERY)  # still starved: paused again, for twice as long
         assert poll.pauses == 2
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         reads = peer.reads
         spin(poll, peer, 5)
         assert peer.reads == reads, "the second pause is twice as long"
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         peer.starved = False
-        assert spin(poll, peer, 3 * net._CHECK_EVERY) == [b"datagram"] * (3 * net._CHECK_EVERY)
+        assert spin(poll, peer, 3 * spinning._CHECK_EVERY) == [b"datagram"] * (3 * spinning._CHECK_EVERY)
         assert poll.pauses == 2
 
 
@@ -216,29 +216,27 @@ def test_contention_seen_once_pauses_briefly_and_lasting_contention_soon_pauses_
     moment (the spins miss, the thread waits for a CPU): a pause of a quarter of a second there cost a
     third of quiet 32 MiB downloads 0.2 s. Seen once, a pause ends within 50 ms; while contention lasts
     (a CPU-bound program beside it), the pauses double to the longest within eight."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     peer = Peer(clock)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=never)
     with poll:
         peer.starved = True
-        spin(poll, peer, net._MISSED)
+        spin(poll, peer, spinning._MISSED)
         assert poll.pauses == 1
         clock.now += 0.05
         peer.starved = False
         reads = peer.reads
-        assert spin(poll, peer, net._CHECK_EVERY) == [b"datagram"] * net._CHECK_EVERY
+        assert spin(poll, peer, spinning._CHECK_EVERY) == [b"datagram"] * spinning._CHECK_EVERY
         assert peer.reads > reads and poll.pauses == 1  # spinning again, 50 ms on
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=Crowded(True))
     with poll:
         peer.starved = True
-        spin(poll, peer, net._MISSED)
+        spin(poll, peer, spinning._MISSED)
         for _ in range(7):  # each pause ends on a crowded machine: renewed, twice as long
-            clock.now += net._PAUSE_MAX
+            clock.now += spinning._PAUSE_MAX
             spin(poll, peer, 1)
         assert poll.pauses == 8
-        clock.now += net._PAUSE_MAX - 0.001
+        clock.now += spinning._PAUSE_MAX - 0.001
         reads = peer.reads
         spin(poll, peer, 1)
         assert peer.reads == reads  # the eighth pause is the longest
@@ -250,39 +248,35 @@ def test_just_after_a_pause_contention_is_judged_sooner() -> None:
     share of misses; then every _CHECK_EVERY again. And a look comes as soon as a quarter of the spins
     it would count have missed (it can only pause): beside a CPU-bound program each end's first 64
     spins missed 58-63 times."""
-    from tftpdiag.engine import net
-
-    assert net._CHECK_SOON < net._CHECK_EVERY
+    assert spinning._CHECK_SOON < spinning._CHECK_EVERY
     clock = Clock()
     peer = Peer(clock)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=never)
     with poll:
         peer.starved = True
-        spin(poll, peer, net._MISSED - 1)
+        spin(poll, peer, spinning._MISSED - 1)
         assert poll.pauses == 0  # not judged yet: fewer than a quarter of a window's spins missed
         spin(poll, peer, 1)
         assert poll.pauses == 1  # the 16th miss, not the 64th spin
         reads = peer.reads
-        spin(poll, peer, net._CHECK_EVERY)
+        spin(poll, peer, spinning._CHECK_EVERY)
         assert peer.reads == reads  # paused from then on
-        clock.now += net._PAUSE_MIN
-        spin(poll, peer, net._CHECK_SOON * net._MISSED // net._CHECK_EVERY)  # still starved: a quarter of 16
+        clock.now += spinning._PAUSE_MIN
+        spin(poll, peer, spinning._CHECK_SOON * spinning._MISSED // spinning._CHECK_EVERY)  # starved: 1/4 of 16
         assert poll.pauses == 2
-        clock.now += 2 * net._PAUSE_MIN
+        clock.now += 2 * spinning._PAUSE_MIN
         peer.starved = False
-        assert spin(poll, peer, net._CHECK_SOON) == [b"datagram"] * net._CHECK_SOON and poll.pauses == 2
+        assert spin(poll, peer, spinning._CHECK_SOON) == [b"datagram"] * spinning._CHECK_SOON and poll.pauses == 2
         # Judged well: looks are _CHECK_EVERY apart again, and a quarter of 16 spins missing (4, then
         # answers) is not a quarter of the 64 a look then counts.
         peer.starved = True
-        spin(poll, peer, net._CHECK_SOON // 4)
+        spin(poll, peer, spinning._CHECK_SOON // 4)
         peer.starved = False
-        spin(poll, peer, net._CHECK_EVERY)
+        spin(poll, peer, spinning._CHECK_EVERY)
         assert poll.pauses == 2
 
 
 def test_may_spin_says_no_while_off_paused_or_another_loop_spins() -> None:
-    from tftpdiag.engine import net
-
     clock = Clock()
     peer = Peer(clock)
     assert not BusyPoll(peer, budget=0.0).may_spin(clock.now)
@@ -290,11 +284,11 @@ def test_may_spin_says_no_while_off_paused_or_another_loop_spins() -> None:
     with poll:
         assert poll.may_spin(clock.now)
         peer.starved = True
-        spin(poll, peer, net._MISSED)
+        spin(poll, peer, spinning._MISSED)
         assert poll.pauses == 1 and not poll.may_spin(clock.now)
-        assert poll.may_spin(clock.now + net._PAUSE_MIN)
+        assert poll.may_spin(clock.now + spinning._PAUSE_MIN)
         with BusyPoll(peer, budget=0.0002, delay_source=no_delay, crowded=never):
-            assert not poll.may_spin(clock.now + net._PAUSE_MIN)
+            assert not poll.may_spin(clock.now + spinning._PAUSE_MIN)
 
 
 class CountedPoll(BusyPoll):
@@ -338,14 +332,12 @@ def test_a_miss_now_and_then_stops_spinning_only_on_a_crowded_machine(crowded: b
     program on 2 cores only 5-12 of 64 spins missed, and each resumption spun on for the 50 ms the
     thread's wait needs to show it: a few misses pause spinning when no CPU is left idle for the peer
     (others_runnable). Quiet, a busy spell of the host made 5-8 of 64 miss too: there they do not."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     peer = Peer(clock)
     asked = Crowded(crowded)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=asked)
     with poll:
-        for i in range(10 * net._CHECK_EVERY):
+        for i in range(10 * spinning._CHECK_EVERY):
             peer.starved = i % 8 == 0
             poll(1.0)
             poll.waited(0.0001)
@@ -358,13 +350,11 @@ def test_a_miss_now_and_then_stops_spinning_only_on_a_crowded_machine(crowded: b
 def test_no_miss_no_question() -> None:
     """The count reads /proc (tens of microseconds): a look whose spins all found the datagram asks
     nothing."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     asked = Crowded(True)
     poll = BusyPoll(Peer(clock), budget=0.0002, clock=clock, delay_source=no_delay, crowded=asked)
     with poll:
-        assert spin(poll, Peer(clock), 10 * net._CHECK_EVERY) == [b"datagram"] * (10 * net._CHECK_EVERY)
+        assert spin(poll, Peer(clock), 10 * spinning._CHECK_EVERY) == [b"datagram"] * (10 * spinning._CHECK_EVERY)
     assert poll.pauses == 0 and asked.asked == 0
 
 
@@ -372,31 +362,50 @@ def test_a_pause_lasts_while_the_machine_stays_crowded() -> None:
     """When a pause ends on a machine still crowded, spinning stays paused, twice as long, without a
     single spin to judge it by (each resumption beside a CPU-bound program spun until a look judged
     it); once the machine has a CPU idle again, spinning resumes."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     peer = Peer(clock)
     asked = Crowded(True)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=asked)
     with poll:
         peer.starved = True
-        spin(poll, peer, net._CHECK_EVERY)
+        spin(poll, peer, spinning._CHECK_EVERY)
         assert poll.pauses == 1
         peer.starved = False
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         reads = peer.reads
         assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads and poll.pauses == 2
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads, "the second pause is twice as long"
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         asked.crowded = False
+        assert spin(poll, peer, 3) == [b"datagram"] * 3 and poll.pauses == 2
+
+
+def test_a_pause_through_which_the_thread_waited_for_a_cpu_is_renewed() -> None:
+    """Paused, a loop blocks on every read; beside a CPU-bound program it wakes to find a CPU busy
+    (25-29% of a pause waiting, against 3-7% quiet): the pause is renewed, twice as long, without a
+    spin, and spinning resumes after a pause with little waiting."""
+    clock = Clock()
+    peer = Peer(clock)
+    delay = Delay(clock, share=0.3)
+    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=never)
+    with poll:
+        peer.starved = True
+        spin(poll, peer, spinning._MISSED)
+        assert poll.pauses == 1
+        peer.starved = False
+        clock.now += spinning._PAUSE_MIN
+        reads = peer.reads
+        assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads and poll.pauses == 2
+        delay.share = spinning._DELAYED_PAUSED / 2  # the neighbour has gone
+        clock.now += 2 * spinning._PAUSE_MIN
         assert spin(poll, peer, 3) == [b"datagram"] * 3 and poll.pauses == 2
 
 
 def test_others_runnable_leaves_this_process_s_threads_out(tmp_path) -> None:
     """/proc/loadavg's runnable count includes the reader's own threads; each thread's stat says
     whether it is one (its name, in parentheses, may hold a parenthesis or a space)."""
-    from tftpdiag.engine.net import others_runnable
+    from tftpdiag.engine.cpu_wait import others_runnable
 
     loadavg = tmp_path / "loadavg"
     loadavg.write_text("0.52 0.58 0.59 5/187 4242\n")
@@ -428,51 +437,47 @@ def test_a_loop_that_waits_for_a_cpu_stops_spinning_though_every_spin_is_answere
     CPU, answered within every spin, yet the pair ran 30% slower than with neither spinning. What shows
     it is the spinning thread's own wait for a CPU (a fifth of the time or more): that pauses spinning
     too, and spinning comes back once the wait is gone."""
-    from tftpdiag.engine import net
-
     clock = Clock()
     delay = Delay(clock, share=0.35)  # as measured beside a CPU-bound program: 29-47%
     peer = Peer(clock)
     poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=never)
     with poll:
-        blocks = int(2 * net._DELAY_SPAN / 0.0001)
+        blocks = int(2 * spinning._DELAY_SPAN / 0.0001)
         taken = 0
         while not poll.pauses and taken < blocks:
             answered(poll, clock, 1)
             taken += 1
         assert poll.pauses == 1  # within two spans
         assert answered(poll, clock, 10) == 0  # paused
-        clock.now += net._PAUSE_MIN
+        clock.now += spinning._PAUSE_MIN
         delay.share = 0.02  # the neighbour has gone (quiet: 0-5%)
         assert answered(poll, clock, 10 * blocks) == 10 * blocks and poll.pauses == 1
     assert delay.closed
 
 
-def test_the_wait_is_judged_over_the_reader_s_own_span() -> None:
+def test_the_wait_is_judged_over_a_longer_span_where_the_view_shares_the_cpu() -> None:
     """Sharing its CPU with the view, a loop's wait is judged over 50 ms, not 5 (see
-    net._DELAY_SPAN_SHARED): the same waiting pauses spinning within two short spans headless, and not
+    spinning._DELAY_SPAN_SHARED): the same waiting pauses spinning within two short spans headless, and not
     before the long one in the view."""
     import os
 
-    from tftpdiag.engine import net
-
-    assert net._DELAY_SPAN < net._DELAY_SPAN_SHARED
+    assert spinning._DELAY_SPAN < spinning._DELAY_SPAN_SHARED
     try:
-        plain = net.ThreadDelay()
+        plain = cpu_wait.ThreadDelay()
     except OSError:
         pytest.skip("no /proc/thread-self/schedstat here")
-    net.share_cpu_with(os.getpid())
+    cpu_wait.share_cpu_with(os.getpid())
     try:
-        shared = net.ThreadDelay()
+        shared = cpu_wait.ThreadDelay()
     finally:
-        net.share_cpu_with(None)
-    assert (plain.span, shared.span) == (net._DELAY_SPAN, net._DELAY_SPAN_SHARED)
+        cpu_wait.share_cpu_with(None)
+    assert (plain.shared, shared.shared) == (False, True)
     plain.close()
     shared.close()
-    for span in (net._DELAY_SPAN, net._DELAY_SPAN_SHARED):
+    for span in (spinning._DELAY_SPAN, spinning._DELAY_SPAN_SHARED):
         clock = Clock()
         delay = Delay(clock, share=0.35)
-        delay.span = span  # type: ignore[attr-defined]
+        delay.shared = span == spinning._DELAY_SPAN_SHARED  # type: ignore[attr-defined]
         poll = BusyPoll(Peer(clock), budget=0.0002, clock=clock, delay_source=lambda d=delay: d, crowded=never)
         with poll:
             start, blocks = clock.now, 0
@@ -483,13 +488,11 @@ def test_the_wait_is_judged_over_the_reader_s_own_span() -> None:
 
 
 def test_a_little_waiting_for_a_cpu_does_not_stop_spinning() -> None:
-    from tftpdiag.engine import net
-
     clock = Clock()
-    delay = Delay(clock, share=net._DELAYED / 2)
+    delay = Delay(clock, share=spinning._DELAYED / 2)
     poll = BusyPoll(Peer(clock), budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=never)
     with poll:
-        blocks = int(20 * net._DELAY_SPAN / 0.0001)
+        blocks = int(20 * spinning._DELAY_SPAN / 0.0001)
         assert answered(poll, clock, blocks) == blocks and poll.pauses == 0
 
 
@@ -498,7 +501,7 @@ def test_the_wait_is_read_on_the_loop_s_own_thread() -> None:
     thread's total only grows."""
     import threading
 
-    from tftpdiag.engine.net import ThreadDelay
+    from tftpdiag.engine.cpu_wait import ThreadDelay
 
     try:
         ThreadDelay().close()
@@ -541,7 +544,7 @@ def test_process_cpu_counts_what_a_process_uses_from_now_on() -> None:
     import os
     import threading
 
-    from tftpdiag.engine.net import ProcessCpu
+    from tftpdiag.engine.cpu_wait import ProcessCpu
 
     used = ProcessCpu(os.getpid())
     assert used() < 0.05  # what the process used before it was made is not counted
@@ -559,18 +562,16 @@ def test_a_shared_cpu_s_process_is_not_counted_as_waiting() -> None:
     """The view's CPU, which shares the transfer's on purpose, is taken out of the transfer's wait."""
     import os
 
-    from tftpdiag.engine import net
-
-    net.share_cpu_with(os.getpid())  # this very process stands in for the view here
+    cpu_wait.share_cpu_with(os.getpid())  # this very process stands in for the view here
     try:
-        delay = net.ThreadDelay()
+        delay = cpu_wait.ThreadDelay()
         before = delay()
         # Burning CPU here is the "view" working: the delay read falls by what it used.
         _burn_until(lambda: delay() < before - 0.05)
         delay.close()
     finally:
-        net.share_cpu_with(None)
-    plain = net.ThreadDelay()
+        cpu_wait.share_cpu_with(None)
+    plain = cpu_wait.ThreadDelay()
     assert plain() >= 0.0  # (nothing taken out once it is no longer shared)
     plain.close()
 
@@ -587,7 +588,7 @@ class Slow:
 
 
 def test_a_spin_goes_on_for_its_limit_not_the_whole_budget() -> None:
-    """A peer on this machine is spun for at most LOCAL_SPIN (see net.py): beside a CPU-bound program
+    """A peer on this machine is spun for at most LOCAL_SPIN (see engine/spin.py): beside a CPU-bound program
     every spin that ran the whole budget kept busy the CPU the peer needed."""
     for limit, spun in ((None, 0.0002), (0.0001, 0.0001), (0.0005, 0.0002)):  # never beyond the budget
         clock = Clock()
@@ -601,7 +602,7 @@ def test_a_spin_goes_on_for_its_limit_not_the_whole_budget() -> None:
 
 
 def test_the_local_limit_is_for_a_peer_on_this_machine_and_the_default_budget_only() -> None:
-    from tftpdiag.engine.net import BUSY_POLL, LOCAL_SPIN, on_this_machine, spin_limit
+    from tftpdiag.engine.spin import BUSY_POLL, LOCAL_SPIN, on_this_machine, spin_limit
 
     if BUSY_POLL <= LOCAL_SPIN:
         pytest.skip("one CPU: this machine never spins")
@@ -628,8 +629,8 @@ def test_a_client_of_a_server_on_this_machine_spins_at_most_the_local_limit(tmp_
     from tftpdiag.engine import client_loop
     from tftpdiag.engine.bus import EventBus
     from tftpdiag.engine.client import ClientRequest, ClientTransfer
-    from tftpdiag.engine.net import BUSY_POLL, LOCAL_SPIN
     from tftpdiag.engine.server import ServerConfig, TftpServer
+    from tftpdiag.engine.spin import BUSY_POLL, LOCAL_SPIN
 
     if BUSY_POLL <= LOCAL_SPIN:
         pytest.skip("one CPU: this machine never spins")
@@ -653,8 +654,6 @@ def test_the_time_a_wait_may_spin_again() -> None:
     """resume_at: what the loops compare their clock with before asking a BusyPoll anything."""
     import math
 
-    from tftpdiag.engine import net
-
     assert BusyPoll(Reads(empty=0), budget=0.0).resume_at == math.inf  # off: never
     clock = Clock()
     peer = Peer(clock)
@@ -662,7 +661,7 @@ def test_the_time_a_wait_may_spin_again() -> None:
     with poll:
         assert poll.resume_at <= clock.now
         peer.starved = True
-        spin(poll, peer, net._MISSED)
+        spin(poll, peer, spinning._MISSED)
         assert poll.pauses == 1 and poll.resume_at > clock.now
         clock.now = poll.resume_at
         peer.starved = False
@@ -673,7 +672,7 @@ def test_the_time_a_wait_may_spin_again() -> None:
 def test_a_paused_spin_costs_the_loops_waits_nothing(tmp_path, monkeypatch, side: str) -> None:
     """Paused (or off), a BusyPoll is neither asked nor told of a wait: windowed, 32 MiB beside a
     CPU-bound program, a call and a report a wait on each end, paused, measured 1.4% of the transfer
-    (see net.py's resume_at)."""
+    (see engine/spin.py's resume_at)."""
     import math
     import os
 

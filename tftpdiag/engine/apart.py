@@ -41,7 +41,7 @@ from tftpdiag.engine import placement
 from tftpdiag.engine.apart_wire import DatagramStore, pack, unpack
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
-from tftpdiag.engine.net import ProcessCpu
+from tftpdiag.engine.cpu_wait import ProcessCpu
 from tftpdiag.engine.scratch import scratch_prefix
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.protocol.events import Event
@@ -71,7 +71,7 @@ def _child(request: ClientRequest, session_id: int, conn: Connection, view: int 
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if view is not None:  # the view shares this process's CPU (see RemoteTransfer.prepare)
-        from tftpdiag.engine.net import share_cpu_with
+        from tftpdiag.engine.cpu_wait import share_cpu_with
 
         share_cpu_with(view)
     try:
@@ -123,7 +123,7 @@ def _run_child(request: ClientRequest, session_id: int, conn: Connection, store_
         conn.send_bytes(pickle.dumps(("joined", None)))
         return
     if shares is False:  # the view moved to the other CPU (RemoteTransfer.start): its frames no longer wait here
-        from tftpdiag.engine.net import share_cpu_with
+        from tftpdiag.engine.cpu_wait import share_cpu_with
 
         share_cpu_with(None)
     transfer.start()

@@ -25,8 +25,9 @@ from tftpdiag.engine import broken
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client_loop import ClientLoop
 from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
-from tftpdiag.engine.net import BUSY_POLL, normalise, resolve, udp_socket
+from tftpdiag.engine.net import normalise, resolve, udp_socket
 from tftpdiag.engine.partfiles import create_part, set_final_mode
+from tftpdiag.engine.spin import BUSY_POLL
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import (
     Address,

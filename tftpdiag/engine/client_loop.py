@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter, spin_limit
+from tftpdiag.engine.net import normalise, receive_timeout_setter
 from tftpdiag.engine.offload import DatagramReader, DatagramWriter
+from tftpdiag.engine.spin import BusyPoll, spin_limit
 from tftpdiag.engine.turns import TIMED_OUT, connected_turns, take_turns
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import Address, Event

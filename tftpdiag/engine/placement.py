@@ -36,7 +36,7 @@ def shared_cpu() -> int | None:
     transfer leave the other to the peer. With more CPUs the scheduler has room: nothing is pinned.
     Judged by the CPUs this process had before it was first pinned (:func:`own_cpus`): judged by its
     affinity, a rerun in the same view found one CPU, and its transfer ran pinned without counting the
-    view's frames out of its wait for a CPU (net.share_cpu_with), which paused its spinning."""
+    view's frames out of its wait for a CPU (cpu_wait.share_cpu_with), which paused its spinning."""
     cpus = own_cpus()
     return max(cpus) if cpus is not None and len(cpus) == 2 else None
 

@@ -27,7 +27,7 @@ from tftpdiag.engine.admission import WaitingRoom, default_capacity
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.driver import Driver
 from tftpdiag.engine.listeners import arrival, destination, prepare_listener
-from tftpdiag.engine.net import BusyPoll, normalise, udp_socket
+from tftpdiag.engine.net import normalise, udp_socket
 from tftpdiag.engine.partfiles import Removal, remove_stale
 from tftpdiag.engine.poller import Poller
 from tftpdiag.engine.server_endings import _MAX_WAIT, ServerEndings
@@ -42,6 +42,7 @@ from tftpdiag.engine.server_state import (
     _PollData,
 )
 from tftpdiag.engine.server_steady import ServerSteadyRuns
+from tftpdiag.engine.spin import BusyPoll
 from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.fmt import address
 from tftpdiag.protocol.events import Address

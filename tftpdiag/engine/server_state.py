@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from tftpdiag.engine.driver import OnError, Send
 from tftpdiag.engine.files import UploadSink
-from tftpdiag.engine.net import BUSY_POLL
 from tftpdiag.engine.offload import DatagramWriter
+from tftpdiag.engine.spin import BUSY_POLL
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.options import ServerPolicy
 from tftpdiag.protocol.server import GIVE_UP

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from tftpdiag.engine.admission import WaitingRoom
 from tftpdiag.engine.driver import Driver
-from tftpdiag.engine.net import BusyPoll, receive_timeout_setter
+from tftpdiag.engine.net import receive_timeout_setter
 from tftpdiag.engine.server_state import _Active, _HeldIn, _Listener
+from tftpdiag.engine.spin import BusyPoll
 from tftpdiag.engine.turns import TIMED_OUT, connected_turns, dontwait, take_turns
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.steady import Steady

@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tftpdiag.engine.net import BusyPoll, normalise, receive_timeout_setter
+from tftpdiag.engine.net import normalise, receive_timeout_setter
+from tftpdiag.engine.spin import BusyPoll
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.steady import Steady
 
