@@ -242,10 +242,13 @@ def start_load(n: int) -> list[subprocess.Popen[bytes]]:
 
 
 def _log_lines(log: Path) -> list[str]:
+    """The log's complete lines: one the server is still writing is not one yet (read half-written, a
+    run of the view's benchmark ended on a JSON error)."""
     try:
-        return log.read_text().splitlines()
+        text = log.read_text()
     except OSError:
         return []
+    return text[:text.rfind("\n") + 1].splitlines()
 
 
 def logged_transfer_time(log: Path, before: int, wait: float = 5.0) -> float | None:

@@ -153,6 +153,17 @@ def test_a_ratio_near_its_limit_is_also_given_round_by_round(transfer) -> None:
     assert transfer.round_by_round(ours[:3], off[:3]) is None  # too few rounds to give a spread
 
 
+def test_a_line_the_server_is_still_writing_is_not_read(transfer, tmp_path) -> None:
+    """Read half-written, a session's line ended a run of the view's benchmark on a JSON error."""
+    log = tmp_path / "server.jsonl"
+    assert transfer._log_lines(log) == []  # no log yet
+    log.write_text('{"ok": true, "duration_s": 1.25}\n{"ok": true, "dura')
+    assert transfer._log_lines(log) == ['{"ok": true, "duration_s": 1.25}']
+    assert transfer.logged_transfer_time(log, 1, wait=0.05) is None  # the second: not written yet
+    log.write_text('{"ok": true, "duration_s": 1.25}\n{"ok": true, "duration_s": 0.5}\n')
+    assert transfer.logged_transfer_time(log, 1) == 0.5
+
+
 def test_a_ratio_beside_its_limit_gets_a_third_decimal(transfer) -> None:
     """1.004 against "at most 1x" is NOT met: shown as 1.00x the verdict contradicted the figure."""
     assert transfer.ratio_text(1.004, 1.0) == "1.004"
