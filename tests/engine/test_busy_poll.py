@@ -358,14 +358,18 @@ def test_no_miss_no_question() -> None:
     assert poll.pauses == 0 and asked.asked == 0
 
 
-def test_a_pause_lasts_while_the_machine_stays_crowded() -> None:
-    """When a pause ends on a machine still crowded, spinning stays paused, twice as long, without a
+@pytest.mark.parametrize("sign", ["crowded", "waited"])
+def test_a_pause_lasts_while_contention_shows_at_its_end(sign: str) -> None:
+    """When a pause ends on a machine still crowded, or through which the thread waited for a CPU
+    (paused, a loop blocks on every read, and beside a CPU-bound program it wakes to find a CPU busy:
+    25-29% of a pause waiting, against 3-7% quiet), spinning stays paused, twice as long, without a
     single spin to judge it by (each resumption beside a CPU-bound program spun until a look judged
-    it); once the machine has a CPU idle again, spinning resumes."""
+    it); once the sign has gone, spinning resumes."""
     clock = Clock()
     peer = Peer(clock)
-    asked = Crowded(True)
-    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=no_delay, crowded=asked)
+    asked = Crowded(sign == "crowded")
+    delay = Delay(clock, share=0.3 if sign == "waited" else 0.0)
+    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=asked)
     with poll:
         peer.starved = True
         spin(poll, peer, spinning._CHECK_EVERY)
@@ -377,28 +381,7 @@ def test_a_pause_lasts_while_the_machine_stays_crowded() -> None:
         clock.now += spinning._PAUSE_MIN
         assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads, "the second pause is twice as long"
         clock.now += spinning._PAUSE_MIN
-        asked.crowded = False
-        assert spin(poll, peer, 3) == [b"datagram"] * 3 and poll.pauses == 2
-
-
-def test_a_pause_through_which_the_thread_waited_for_a_cpu_is_renewed() -> None:
-    """Paused, a loop blocks on every read; beside a CPU-bound program it wakes to find a CPU busy
-    (25-29% of a pause waiting, against 3-7% quiet): the pause is renewed, twice as long, without a
-    spin, and spinning resumes after a pause with little waiting."""
-    clock = Clock()
-    peer = Peer(clock)
-    delay = Delay(clock, share=0.3)
-    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=never)
-    with poll:
-        peer.starved = True
-        spin(poll, peer, spinning._MISSED)
-        assert poll.pauses == 1
-        peer.starved = False
-        clock.now += spinning._PAUSE_MIN
-        reads = peer.reads
-        assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads and poll.pauses == 2
-        delay.share = spinning._DELAYED_PAUSED / 2  # the neighbour has gone
-        clock.now += 2 * spinning._PAUSE_MIN
+        asked.crowded, delay.share = False, spinning._DELAYED_PAUSED / 2
         assert spin(poll, peer, 3) == [b"datagram"] * 3 and poll.pauses == 2
 
 
