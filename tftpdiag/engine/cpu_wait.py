@@ -15,12 +15,11 @@ class ThreadDelay:
     if any. Made on the thread it measures; raises OSError where there is no such file (not Linux, or a
     kernel without schedstats). ``shared``: whether such a process's CPU time is taken out."""
 
-    __slots__ = ("_fd", "_shared", "shared")
+    __slots__ = ("_fd", "_shared")
 
     def __init__(self) -> None:
         self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         self._shared = ProcessCpu(_SHARED_WITH) if _SHARED_WITH is not None else None
-        self.shared = self._shared is not None
 
     def __call__(self) -> float:
         try:
@@ -28,6 +27,10 @@ class ThreadDelay:
         except (OSError, ValueError, IndexError):
             return 0.0
         return delay - self._shared() if self._shared is not None else delay
+
+    @property
+    def shared(self) -> bool:
+        return self._shared is not None
 
     def close(self) -> None:
         os.close(self._fd)
