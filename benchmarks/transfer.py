@@ -30,7 +30,8 @@ commit would measure that commit. The table says which copy ran.
 The table ends with issue 16's targets that the run can judge (quiet, or with --load), each met or not;
 the two that sit a few percent from their limit (the view against headless, and loaded, ours against
 spinning off) are also given round by round, each round's two runs seconds apart, with the middle half
-of the rounds' ratios: how far the rounds spread says whether a miss is more than noise.
+of the rounds' ratios and, from 6 rounds, a 95% interval for their median: how far the rounds spread, and
+whether that interval holds the limit, say whether a miss is more than noise.
 Its heading says what the machine is like (benchmarks/host.py: the interpreter, the speed of a Python
 loop, a loopback round trip between two processes), measured before any load starts: the ratios
 against C peers move with those figures.
@@ -45,6 +46,7 @@ against the C pairs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -406,14 +408,34 @@ def ratio_text(over: float, limit: float) -> str:
 
 
 def round_by_round(ours: list[float | None], theirs: list[float | None]) -> str | None:
-    """The line under a ratio that gives it round by round: the median of the rounds' ratios and the
-    middle half of them, so that a ratio a few percent from its limit can be told from noise. None with
-    fewer than 4 rounds where both ran."""
+    """The line under a ratio that gives it round by round: the median of the rounds' ratios, the
+    middle half of them and, from 6 rounds, a 95% interval for their median (median_interval), so that
+    a ratio a few percent from its limit can be told from noise. None with fewer than 4 rounds where
+    both ran."""
     ratios = paired_ratios(ours, theirs)
     if len(ratios) < 4:
         return None
     low, middle, high = statistics.quantiles(ratios, n=4)
-    return f"round by round {middle:.2f}x (middle half {low:.2f}-{high:.2f}x, {len(ratios)} rounds)"
+    interval = median_interval(ratios)
+    within = "" if interval is None else f"; their median within {interval[0]:.2f}-{interval[1]:.2f}x at 95%"
+    return f"round by round {middle:.2f}x (middle half {low:.2f}-{high:.2f}x, {len(ratios)} rounds{within})"
+
+
+def median_interval(values: list[float]) -> tuple[float, float] | None:
+    """An interval that holds the median of what ``values`` are drawn from with at least 95% confidence,
+    assuming nothing of their spread: the k-th smallest and k-th largest, k the most for which the
+    binomial chance (p = 1/2) of fewer than k below the median is at most 2.5%. Why: two builds of the
+    same speed come out a few percent apart either way in a run's medians; whether the interval of the
+    rounds' ratio holds 1 says whether a gap is more than that. None with fewer than 6 values."""
+    n = len(values)
+    tail, k = 0.0, 0
+    while k < n and tail + math.comb(n, k) / 2 ** n <= 0.025:
+        tail += math.comb(n, k) / 2 ** n
+        k += 1
+    if k == 0:
+        return None
+    ordered = sorted(values)
+    return ordered[k - 1], ordered[n - k]
 
 
 def compile_bytecode() -> None:

@@ -151,6 +151,21 @@ def test_a_ratio_near_its_limit_is_also_given_round_by_round(transfer) -> None:
     off = [1.00, 1.00, 1.00, 1.00, 1.00, None]
     assert transfer.round_by_round(ours, off) == "round by round 1.03x (middle half 1.00-1.08x, 4 rounds)"
     assert transfer.round_by_round(ours[:3], off[:3]) is None  # too few rounds to give a spread
+    # From 6 rounds, a 95% interval for the rounds' median too: with 6, the least and the most.
+    ours, off = [1.02, 1.10, 0.97, 0.99, 1.04, 1.00], [1.0] * 6
+    assert transfer.round_by_round(ours, off) == (
+        "round by round 1.01x (middle half 0.98-1.06x, 6 rounds; their median within 0.97-1.10x at 95%)")
+
+
+def test_the_interval_of_a_median_is_the_order_statistics_the_binomial_allows(transfer) -> None:
+    """k-th smallest to k-th largest, k the most with P(Binomial(n, 1/2) < k) <= 2.5%: k = 1 for n = 6-8
+    (2/64 = 3.1% outside at n = 6), 2 for 9-11, 3 for 12, 10 for 30; fewer than 6 values have none."""
+    assert transfer.median_interval([1.0] * 5) is None
+    values = [float(v) for v in range(1, 31)]  # 1..30, in any order
+    assert transfer.median_interval(values[::-1]) == (10.0, 21.0)
+    assert transfer.median_interval(values[:9]) == (2.0, 8.0)
+    assert transfer.median_interval(values[:8]) == (1.0, 8.0)
+    assert transfer.median_interval(values[:6]) == (1.0, 6.0)
 
 
 def test_a_line_the_server_is_still_writing_is_not_read(transfer, tmp_path) -> None:
