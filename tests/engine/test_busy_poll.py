@@ -746,3 +746,65 @@ def test_a_fresh_loop_spins_once_its_first_moments_show_no_contention(case: str)
         else:
             assert got == [None] * 3 and peer.reads == 0 and poll.pauses == 1
             assert poll.resume_at == clock.now + spinning._PAUSE_MIN
+
+
+@pytest.mark.parametrize("last", ["contention", "none"])
+def test_a_loop_woken_after_contention_judges_its_first_moments_again(last: str) -> None:
+    """A server's pause that ends between sessions is judged by a span in which its thread slept (no
+    wait for a CPU, busy machine or not): beside a CPU-bound program each session began spinning. Woken
+    with contention its last sign, a loop starts over (no spin for _FIRST_SPIN, then judged); with a
+    look that found none last, it spins at once."""
+    clock = Clock()
+    peer = Peer(clock)
+    delay = Delay(clock, share=0.0)
+    poll = BusyPoll(peer, budget=0.0002, clock=clock, delay_source=lambda: delay, crowded=never)
+    with poll:
+        started(clock, delay)
+        if last == "contention":
+            peer.starved = True
+            spin(poll, peer, spinning._CHECK_EVERY)
+            assert poll.pauses == 1
+            peer.starved = False
+        else:
+            spin(poll, peer, spinning._CHECK_EVERY)
+        clock.now += 5.0  # idle, long past the pause
+        delay()
+        delay.share = 0.3  # the new session's first moments: a CPU-bound program beside it
+        poll.woken()
+        reads = peer.reads
+        got = spin(poll, peer, 3)
+        if last == "none":
+            assert got == [b"datagram"] * 3 and poll.pauses == 0
+            return
+        assert got == [None] * 3 and peer.reads == reads and poll.resume_at == clock.now + spinning._FIRST_SPIN
+        clock.now += spinning._FIRST_SPIN
+        assert spin(poll, peer, 3) == [None] * 3 and peer.reads == reads and poll.pauses == 2  # judged: paused
+
+
+def test_a_server_wakes_its_spin_as_a_session_begins_on_it_idle(tmp_path, monkeypatch) -> None:
+    """One call per session begun on an idle server (see BusyPoll.woken)."""
+    import os
+
+    from tftpdiag.engine import server
+    from tftpdiag.engine.bus import EventBus
+    from tftpdiag.engine.client import ClientRequest, ClientTransfer
+    from tftpdiag.engine.server import ServerConfig, TftpServer
+
+    woken: list[int] = []
+
+    class Counted(BusyPoll):
+        def woken(self) -> None:
+            woken.append(1)
+            super().woken()
+
+    monkeypatch.setattr(server, "BusyPoll", Counted)
+    (tmp_path / "a.bin").write_bytes(os.urandom(3000))
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as srv:
+        for _ in range(2):
+            request = ClientRequest("127.0.0.1", "a.bin", port=srv.addresses[0][1])
+            assert ClientTransfer(request, EventBus()).run().ok
+            # (the server ends its session just after the client's last ACK: wait for it to be idle)
+            deadline = time.monotonic() + 10
+            while srv._sessions and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert len(woken) == 2

@@ -80,6 +80,8 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
         self._waiting: WaitingRoom[tuple[_Listener, bytes, Address, str | None]] = WaitingRoom(
             config.waiting_room, _PATIENCE)
         self._sel: Poller[_PollData] = Poller()
+        # The loop's spin for the next datagram (entered by serve(); told of sessions begun on it idle).
+        self._busy: BusyPoll[Any] = BusyPoll(partial(self._sel.poll, 0), config.busy_poll)
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = False  # stop() was called (a flag the loop reads every turn, so not an Event)
         self._thread: threading.Thread | None = None
@@ -211,8 +213,7 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
         # Once per datagram in lock-step: what the loop asks each turn is in locals.
         poll = self._sel.poll
         bus = self.bus
-        busy: BusyPoll[Any] = BusyPoll(lambda: poll(0), self.config.busy_poll)
-        self._busy = busy
+        busy = self._busy
         driver = self._driver
         held = driver.held
         impaired = driver.impairer is not None  # only the impairer holds datagrams back
@@ -428,6 +429,8 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
             self._next_check = deadline
 
     def _add(self, active: _Active, listener: _Listener) -> None:
+        if not self._sessions:  # (the loop was idle until now)
+            self._busy.woken()
         self._sessions[active.machine.session_id] = active
         self._by_request[(active.client, active.request_raw)] = active
         self._half_open[active.machine.session_id] = active
