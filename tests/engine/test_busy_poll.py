@@ -785,6 +785,7 @@ def test_a_server_wakes_its_spin_as_a_session_begins_on_it_idle(tmp_path, monkey
     """One call per session begun on an idle server (see BusyPoll.woken)."""
     import os
 
+    from tests.support.peers import wait_until
     from tftpdiag.engine import server
     from tftpdiag.engine.bus import EventBus
     from tftpdiag.engine.client import ClientRequest, ClientTransfer
@@ -803,8 +804,6 @@ def test_a_server_wakes_its_spin_as_a_session_begins_on_it_idle(tmp_path, monkey
         for _ in range(2):
             request = ClientRequest("127.0.0.1", "a.bin", port=srv.addresses[0][1])
             assert ClientTransfer(request, EventBus()).run().ok
-            # (the server ends its session just after the client's last ACK: wait for it to be idle)
-            deadline = time.monotonic() + 10
-            while srv._sessions and time.monotonic() < deadline:
-                time.sleep(0.01)
+            # (the server ends its session just after the client's last ACK: the next begins on it idle)
+            wait_until(lambda: not srv._sessions, 10, "the server to end the session")
     assert len(woken) == 2
