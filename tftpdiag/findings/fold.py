@@ -330,8 +330,10 @@ def on_timeout(s: SessionState, ev: TimedOut) -> bool:
             s.open_since = s.last_move
             s.open_timeouts = 0
         s.open_timeouts += 1
-        s.episodes += 1
-        s.episode_open = True
+        # One missing datagram is one loss however many timeouts it takes to recover: a peer that
+        # (rightly) ignores our repeats answers only on its own, longer timer. The episode is open
+        # until the transfer moves again.
+        _loss_hint(s, ev.time)
     s.fresh_t = None
     return True
 

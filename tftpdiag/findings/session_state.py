@@ -213,10 +213,11 @@ class SessionState:
     @property
     def recovered_losses(self) -> int:
         """Loss episodes the transfer got over: those of a final stall that it never recovered from are
-        the stall's business (a peer gone, a path that drops large blocks), not packet loss."""
+        the stall's business (a peer gone, a path that drops large blocks), not packet loss. The stall is
+        one episode, however many timeouts it saw."""
         if self.open_timeouts and self.open_since == self.last_move and \
                 (self.result is None or isinstance(self.result, Failed)):
-            return max(self.episodes - self.open_timeouts, 0)
+            return max(self.episodes - 1, 0)
         return self.episodes
 
     @property
