@@ -144,7 +144,10 @@ def explain_failure(record: SessionRecord) -> str:
         told = f" ({peer} was sent ERROR {result.code})" if result.code is not None else ""
         return clean(result.message) + told
     if result.code is not None:
-        who = peer if result.raised_by.value == "peer" else "tftpdiag"
+        if result.raised_by.value == "peer":
+            who = peer
+        else:  # in a capture the side that is "local" is the client's, not tftpdiag's
+            who = f"the client {fmt_addr(record.client)}" if record.observed else "tftpdiag"
         return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
     return clean(result.message)
 

@@ -80,6 +80,7 @@ class SessionRecord:
     packets: PacketLog | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
     sha256: str | None = None  # a download's digest as a capture saw it whole (watch), else unknown
+    observed: bool = False  # rebuilt from a capture: the client's side is not tftpdiag's (TransferStarted)
 
     def window_rate(self, now: float, window: float = 2.0) -> float:
         """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
@@ -225,6 +226,7 @@ class SessionRecord:
         elif isinstance(event, TransferStarted):
             self.role, self.filename, self.mode = event.role, event.filename, event.mode
             self.local, self.peer, self.requested = event.local, event.peer, event.requested
+            self.observed = event.observed
         elif isinstance(event, PeerLocked):
             self.replied_from = event.peer
         elif isinstance(event, OptionsNegotiated):

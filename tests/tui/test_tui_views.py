@@ -251,3 +251,24 @@ async def test_a_server_that_forgets_old_packets_says_so_on_screen() -> None:
         await pilot.pause()
         title = str(app.screen.query_one(".packets").border_title)
         assert f"{first.log.forgotten:,} older packets forgotten to bound memory" in title
+
+
+async def test_a_captured_transfer_names_its_client_not_tftpdiag() -> None:
+    """A capture's transfer opened from a trace: no "probe" in its header, the client's ERROR the
+    client's, and no advice about tftpdiag's local disk."""
+    from tests.trace.test_trace_sides import client_aborts
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.tui.screens.detail import SessionDetailScreen
+    from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+    app = _trace_app(rebuild(client_aborts()))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("home", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SessionDetailScreen)
+        header = " ".join(plain(app.screen.query_one(SessionPanel).query_one(".session-header")).split())
+        assert "probe" not in header and "192.0.2.10:40123 'big.bin'" in header, header
+        summary = " ".join(plain(app.screen.query_one("#summary")).split())
+        assert "the client 192.0.2.10:40123 sent ERROR 0" in summary, summary
+        assert "tftpdiag" not in summary and "local disk" not in summary, summary

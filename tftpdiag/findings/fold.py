@@ -48,6 +48,7 @@ def on_started(s: SessionState, ev: TransferStarted) -> bool:
     s.requested = tuple(ev.requested)
     s.req = dict(ev.requested)
     s.scan = s.mode == "netascii"
+    s.observed = ev.observed
     if s.client_side:
         s.locked = None
     return False

@@ -52,7 +52,7 @@ class SessionState:
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
         # outcome
-        "result", "refused", "retried",
+        "result", "refused", "retried", "observed",
     )
 
     def __init__(self, session: int, t: float) -> None:
@@ -152,6 +152,7 @@ class SessionState:
         self.result: Completed | Failed | None = None
         self.refused: RequestRefused | None = None
         self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
+        self.observed = False  # a capture's transfer: the client's side is not tftpdiag's
 
     # -- the round trip ----------------------------------------------------------------------------
     # The fold samples a round trip a block (an append); the estimate takes them in when it is read, or

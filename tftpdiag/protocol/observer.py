@@ -104,7 +104,7 @@ class Observer(ObserverFlow):
             if size is not None and size.isascii() and size.isdigit():
                 obs.total = int(size)
         obs.events.append(TransferStarted(sid, d.time, obs.role, request.filename, request.mode, d.src, d.dst,
-                                          request.options))
+                                          request.options, observed=True))
         obs._sent(d, request, Note.NONE)
         return obs
 
@@ -129,7 +129,7 @@ class Observer(ObserverFlow):
         else:
             obs.data_max, obs.acked, obs.expected = wire, wire, wire + 1
         obs.wrap_decided = True
-        obs.events.append(TransferStarted(sid, first.time, obs.role, "", "", client, server, ()))
+        obs.events.append(TransferStarted(sid, first.time, obs.role, "", "", client, server, (), observed=True))
         if is_data:
             obs.feed(first)
         else:
