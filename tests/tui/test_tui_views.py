@@ -272,3 +272,25 @@ async def test_a_captured_transfer_names_its_client_not_tftpdiag() -> None:
         summary = " ".join(plain(app.screen.query_one("#summary")).split())
         assert "the client 192.0.2.10:40123 sent ERROR 0" in summary, summary
         assert "tftpdiag" not in summary and "local disk" not in summary, summary
+
+
+async def test_the_devices_of_a_trace_are_judged_as_ended() -> None:
+    """A trace read to its end: its device's last request failed, so it is stuck, not in progress."""
+    from textual.widgets import DataTable
+
+    from tests.trace.test_trace_devices import download, missing
+    from tftpdiag.trace.pcap import Datagram
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.tui.screens.devices import DevicesScreen
+
+    capture = [Datagram(t, src, dst, raw, len(raw))
+               for t, src, dst, raw in download(0.0, "boot.cfg", 40001, 1, 100) + missing(0.5, "image.bin", 40002)]
+    app = _trace_app(rebuild(capture))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        table = app.screen.query_one(DataTable)
+        await pilot.pause()
+        assert table.row_count == 1 and str(table.get_row_at(0)[1]) == "stuck", table.get_row_at(0)

@@ -81,6 +81,9 @@ __all__ = ["Observer", "ASK_AGAIN_WITHIN", "FINISH_WAIT", "MAX_HELD"]
 
 ASK_AGAIN_WITHIN = 30.0  # seconds after a refusal of its options in which a client's new request falls back
 FINISH_WAIT = 5.0  # tick(): seconds a delivered final block waits for C's ACK before the transfer is complete
+# A transfer whose last packet came this close to the capture's end was cut by it, not given up on (the
+# devices of a finished trace read it so too: devices.py).
+CUT_WITHIN = 1.0
 MAX_HELD = 4096  # take(): events held back for a later change at most; past it, the change is given up
 
 
@@ -442,7 +445,7 @@ class Observer(ObserverFlow):
             message += f": {why}"
         elif self.tid is not None:
             gap = end - self.last
-            if gap < 1.0:
+            if gap < CUT_WITHIN:
                 message += ": the capture ends before the transfer does"
             else:
                 message += f"; the capture goes on {gap:.1f} s without another packet of it"
