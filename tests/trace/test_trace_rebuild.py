@@ -649,7 +649,14 @@ def test_a_request_asked_again_without_the_refused_options_is_the_same_transfer(
                                   "asked": dict(ASKED), "requested": {}}
     assert [(o["name"], o["verdict"]) for o in summary["options"]["outcomes"]] == [
         ("blksize", "dropped"), ("tsize", "dropped")]
+    # The server named no option: no outcome says which one it refused.
+    assert all(o["name"] not in o["meaning"] for o in summary["options"]["outcomes"]), summary["options"]
     assert [e.peer for e in events if isinstance(e, PeerLocked)] == [TID1, TID2]
+    buf = io.StringIO()
+    writer = JsonlWriter(buf)
+    for e in events:
+        writer.write(e)
+    assert summaries(read_events(io.StringIO(buf.getvalue()))) == summaries(events)
 
 
 @pytest.mark.parametrize("after", [

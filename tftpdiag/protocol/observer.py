@@ -35,7 +35,7 @@ an observed transfer exactly as a live probe. Rules held here (DATA and ACK are 
 from __future__ import annotations
 
 from tftpdiag.fmt import address  # pure text: the one way an address is written
-from tftpdiag.protocol.client import fallback_options
+from tftpdiag.protocol.client import dropped_options, fallback_options
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import (
     Event,
@@ -59,8 +59,6 @@ from tftpdiag.protocol.observer_state import (
     lenient,
 )
 from tftpdiag.protocol.options import (
-    OptionOutcome,
-    Verdict,
     accept_oack,
     options_refused,
 )
@@ -332,8 +330,7 @@ class Observer(ObserverFlow):
         assert self.refusal is not None
         error = self.refusal[0]
         self.refusal = None
-        self.dropped = tuple(OptionOutcome(name, value, None, Verdict.DROPPED)
-                             for name, value in self.options if (name, value) not in request.options)
+        self.dropped = dropped_options(error, self.options, request.options)
         self.events.append(RequestRetried(self.sid, d.time, error.code, error.message, self.options,
                                           request.options))
         self.options = request.options
