@@ -398,18 +398,24 @@ def test_trace_snaplen_keeps_every_packet_but_cuts_payloads(served: tuple[Path, 
     from tftpdiag.trace.pcap import read_datagrams
 
     root, port = served
+    name = "firmware-" + "x" * 60 + ".bin"  # a request longer than the snap length: kept whole
+    (root / name).write_bytes((root / "image.bin").read_bytes())
     trace = tmp_path / "small.pcap"
-    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--trace", str(trace),
+    result = run("probe", "127.0.0.1", name, "--port", str(port), "--json", "--trace", str(trace),
                  "--trace-snaplen", "64")
     assert result.returncode == 0, result.stderr
     datagrams = list(read_datagrams(trace))
     data = [d for d in datagrams if d.payload[:2] == b"\x00\x03"]
     assert len(data) == -(-300_000 // 1468) and all(len(d.payload) <= 64 - 28 for d in data)
     assert sum(d.orig_len - 4 for d in data) == 300_000
+    others = [d for d in datagrams if d.payload[:2] != b"\x00\x03"]
+    assert others[0].payload.startswith(b"\x00\x01" + name.encode() + b"\x00")
+    assert all(len(d.payload) == d.orig_len for d in others)  # request, OACK, ACKs whole
     assert trace.stat().st_size < 40_000  # the file holds 300 kB of data only by reference
     replay = run("trace", str(trace), "--json")
     assert replay.returncode == 0, replay.stderr
-    assert json.loads(replay.stdout)["transfers"][0]["bytes"] == 300_000
+    transfer = json.loads(replay.stdout)["transfers"][0]
+    assert (transfer["bytes"], transfer["file"]) == (300_000, name)
 
 
 def test_default_bind_serves_ipv4_when_ipv6_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

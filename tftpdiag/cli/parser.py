@@ -71,8 +71,9 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace", type=Path, default=None, metavar="PATH",
                    help="save every packet and event: .pcap (Wireshark) or .jsonl (complete record)")
     g.add_argument("--trace-snaplen", type=int_range("trace-snaplen", 48, 65535), default=None, metavar="BYTES",
-                   help="keep at most this many bytes of each datagram in the trace (default: all of it); "
-                        "a multi-GiB transfer then makes a small trace that still shows every packet")
+                   help="keep at most this many bytes of each DATA datagram in the trace (default: all of "
+                        "it; requests, OACKs, ERRORs and ACKs are kept whole): a multi-GiB transfer then "
+                        "makes a small trace that still shows every packet")
     g.add_argument("--no-tui", action="store_true",
                    help="plain output for scripts (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
