@@ -19,7 +19,7 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, iso_time, line
+from tftpdiag.fmt import clean, duration, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import PacketRun
@@ -259,7 +259,7 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
         _say(console, ("✘", "red"), f" {_where(record)}: ", (summary.get("failure") or explain_failure(record), "red"))
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
         _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
-    _say(console, f"  {fmt_bytes(record.bytes)} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
+    _say(console, f"  {fmt_bytes(record.bytes)} in {duration(record.duration)} = {fmt_rate(record.rate)}")
     if summary.get("sha256") and record.direction == "download" and summary["ok"]:
         _say(console, f"  sha256 {summary['sha256']}")
     if summary.get("output"):

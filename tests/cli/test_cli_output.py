@@ -304,3 +304,10 @@ def test_verbose_watch_prints_the_packets_it_captured(tmp_path: Path) -> None:
     assert {int(m.group(4)) for m in seen if m.group(3) == "DATA"} == set(range(1, blocks + 1))
     session = [text for text in out.splitlines() if " RRQ to " in text and not PACKET.match(text)]
     assert len(session) == 1 and "ok" in session[0]
+
+
+def test_a_duration_under_10_ms_is_given_in_milliseconds_not_as_zero_seconds() -> None:
+    from tftpdiag.fmt import duration
+
+    assert [duration(s) for s in (0.736, 0.01, 0.00999, 0.00035, 0.0)] == [
+        "0.736 s", "0.010 s", "9.99 ms", "0.35 ms", "0.00 ms"]
