@@ -197,12 +197,24 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
+def _bind_key(host: str) -> str:
+    """One spelling per address (``[::1]``, ``::1`` and ``0:0::1`` alike); a non-address as given (the
+    server says what is wrong with it)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host
+
+
 def server_config(args: argparse.Namespace, inherited: tuple[Any, ...] = ()) -> ServerConfig:
     from tftpdiag.engine.server import ServerConfig
 
     timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, give_up=args.give_up,
                     adaptive=args.timeout is None)
-    bind = tuple(args.bind) if args.bind else ("0.0.0.0", "::")
+    # An address given twice is one listener (bound twice it read "address already in use").
+    bind = tuple(dict.fromkeys(_bind_key(b) for b in args.bind)) if args.bind else ("0.0.0.0", "::")
     return ServerConfig(
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,

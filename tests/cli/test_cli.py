@@ -90,6 +90,14 @@ def test_offload_switch_on_every_command_that_moves_data() -> None:
         assert parser.parse_args([*argv, "--no-offload"]).offload is False
 
 
+def test_an_address_bound_twice_is_one_listener(tmp_path: Path) -> None:
+    from tftpdiag.commands import server_config
+
+    args = build_parser().parse_args(["serve", str(tmp_path), "--bind", "127.0.0.1", "--bind", "[::1]",
+                                      "--bind", "127.0.0.1", "--bind", "0:0::1"])
+    assert server_config(args).bind == ("127.0.0.1", "::1")  # was "address already in use" for the second
+
+
 def test_serve_gives_up_on_time_by_default_and_the_flags_change_it(tmp_path: Path) -> None:
     """serve's sessions keep a silent client a minute (at least 5 retransmits); --give-up and
     --retries set the two, and --help shows both defaults."""
