@@ -251,3 +251,15 @@ async def test_a_server_that_forgets_old_packets_says_so_on_screen() -> None:
         await pilot.pause()
         title = str(app.screen.query_one(".packets").border_title)
         assert f"{first.log.forgotten:,} older packets forgotten to bound memory" in title
+
+
+def test_the_options_cell_waits_with_an_ellipsis_only_while_a_session_runs() -> None:
+    from tftpdiag.protocol.events import Failed, Reason, Side, TransferStats
+    from tftpdiag.sessions import SessionRecord
+    from tftpdiag.tui.widgets.serve_view import _granted
+
+    running = SessionRecord(1, filename="nothere.bin", requested=(("blksize", "1468"),))
+    assert _granted(running) == "…"
+    stats = TransferStats(0, 0.0, 0, 1, 1, 0, 0, 0, 0, 0)
+    running.result = Failed(1, 1.0, Reason.PEER_ERROR, Side.PEER, 1, "File not found", stats)
+    assert _granted(running) == "-"  # ended with an ERROR before any OACK: nothing was negotiated

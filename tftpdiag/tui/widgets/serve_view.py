@@ -73,8 +73,8 @@ def _progress(record: SessionRecord) -> str:
 
 def _granted(record: SessionRecord, width: int = 12) -> str:
     negotiated = record.negotiated
-    if negotiated is None:
-        return "…" if record.requested else "-"
+    if negotiated is None:  # "…" while it may still come; a session that ended without one had none
+        return "…" if record.requested and not record.finished else "-"
     if negotiated.oack is None:
         return "none" if record.requested else "-"
     granted = [(k, v) for k, v in negotiated.oack if k in _SHORT]
