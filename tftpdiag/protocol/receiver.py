@@ -64,7 +64,7 @@ class Receiver(Session):
     # attribute names in its dict, past CPython 3.11's 30 shared keys, so its method calls went
     # unspecialised, a dictionary lookup each.
     __slots__ = ("_received", "_decoder", "_expected", "_since_ack", "_gap_acked", "_rollover", "_max_bytes",
-                 "_announced", "_safe_bytes", "_last_reply", "_final_block", "_deferred", "_runs")
+                 "_announced", "_exact", "_safe_bytes", "_last_reply", "_final_block", "_deferred", "_runs")
 
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
     _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
@@ -176,6 +176,7 @@ class Receiver(Session):
         self._rollover = 0  # what follows 65535 on the wire: 0 until the peer shows it wraps to 1
         self._max_bytes = max_bytes
         self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
+        self._exact = False  # and that it must reach: the transfer ends short of it as a failure
         self._safe_bytes = _UNBOUNDED
         self._bounds_changed()
         self._last_reply = None
@@ -340,7 +341,15 @@ class Receiver(Session):
             self._timer.start_sample(now)
 
     def _finish(self, now: float) -> None:
-        """The last block is in: wait for the caller to store it all (see :meth:`stored`)."""
+        """The last block is in: wait for the caller to store it all (see :meth:`stored`), unless it
+        ended short of a size the peer was held to (:meth:`_expect_exactly`): then the transfer fails,
+        the peer hears an ERROR instead of the final ACK, and the caller keeps nothing."""
+        allowance = self._announced_allowance()
+        if self._exact and allowance is not None and self.bytes < allowance:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.NOT_DEFINED,
+                       f"transfer ended short of the announced tsize of {self._announced} bytes: "
+                       f"{self.bytes} bytes by block {wire(self._expected - 1, self._rollover)}")
+            return
         if self._decoder is not None:
             tail = self._decoder.finish()
             if tail:
@@ -382,6 +391,12 @@ class Receiver(Session):
         """The peer announced the transfer's size (tsize): running past it is an error, not more data."""
         self._announced = announced
         self._bounds_changed()
+
+    def _expect_exactly(self, announced: int | None) -> None:
+        """The peer announced the transfer's size and must send exactly that: past it is an error (as
+        :meth:`_expect_at_most`), and so is an end short of it."""
+        self._expect_at_most(announced)
+        self._exact = announced is not None
 
     def _announced_allowance(self) -> int | None:
         """The most bytes the announced size lets the peer send. None in netascii: servers announce the
