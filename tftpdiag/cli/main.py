@@ -9,6 +9,7 @@ import gc
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 
 from tftpdiag.cli.parser import COMMANDS, build_parser
@@ -27,8 +28,8 @@ GIL_SWITCH_INTERVAL = 0.0005
 GC_THRESHOLD = (50_000, 20, 20)
 
 
-# Signals that end a command as Ctrl-C does (see Terminated); serve handles its own (commands.py) and
-# SIGHUP means "reopen the log" to it.
+# Signals that end a command as Ctrl-C does (see Terminated). serve sets its own while it serves
+# (commands.py: SIGTERM stops it; jsonlog.py: SIGHUP reopens a --log file).
 _ENDING = {getattr(signal, name): name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)}
 
 
@@ -40,6 +41,9 @@ def _ending_signals_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise Terminated(signum, _ENDING[signum])
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (main() called from a thread, as a test may: only the main thread may set handlers)
+        return
     previous = {sig: signal.signal(sig, interrupt) for sig in _ENDING}
     try:
         yield
