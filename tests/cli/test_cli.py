@@ -198,6 +198,45 @@ def test_ctrl_c_prints_what_was_done_so_far_and_exits_130(tmp_path: Path, json_o
         assert "packets sent" in out
 
 
+@pytest.mark.parametrize("sig, command", [(signal.SIGTERM, "probe"), (signal.SIGHUP, "probe"),
+                                          (signal.SIGTERM, "put")])
+def test_sigterm_and_sighup_cancel_like_ctrl_c(tmp_path: Path, sig: signal.Signals, command: str) -> None:
+    """`timeout` sends SIGTERM, a closed terminal SIGHUP: the transfer is cancelled as on Ctrl-C (the
+    server is sent an ERROR, the download's temporary file goes), one line says so, exit 128 + signal."""
+    from tests.support.interop import EventLog
+    from tftpdiag.engine.impair import parse_impair
+    from tftpdiag.protocol.events import PacketReceived, Progress
+    from tftpdiag.protocol.packets import Error
+
+    root, out_dir = tmp_path / "root", tmp_path / "out"
+    root.mkdir()
+    out_dir.mkdir()
+    (root if command == "probe" else tmp_path).joinpath("slow.bin").write_bytes(os.urandom(2 << 20))
+    args = (["slow.bin", "-o", str(out_dir / "fw.bin")] if command == "probe"
+            else [str(tmp_path / "slow.bin"), "up.bin"])
+    bus = EventBus()
+    log = EventLog(bus)
+    config = ServerConfig(root=root, bind=("127.0.0.1",), port=0, allow_upload=True,
+                          impair=parse_impair("delay=20ms,seed=1"))
+    with TftpServer(config, bus) as server:
+        port = server.addresses[0][1]
+        proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", command, "127.0.0.1", *args, "--port", str(port),
+                                 "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        try:
+            log.wait(lambda e: isinstance(e, Progress) and e.bytes > 10_000, timeout=20, what="some bytes moved")
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=TIMEOUT)
+            told = log.wait(lambda e: isinstance(e, PacketReceived) and isinstance(e.packet, Error), timeout=20,
+                            what="the client's ERROR")
+        finally:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.splitlines()[-1] == f"tftpdiag: stopped by {sig.name}", err
+    assert told.packet.message == f"cancelled by {sig.name}"
+    assert f"cancelled by {sig.name}" in out
+    assert os.listdir(out_dir) == [] and os.listdir(root) == ([] if command == "put" else ["slow.bin"])
+
 def test_expect_sha256_mismatch_fails(served: tuple[Path, int]) -> None:
     _, port = served
     result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--expect-sha256", "0" * 64)

@@ -132,6 +132,39 @@ def test_uploads_follow_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path: P
     assert parts(root) == []
 
 
+@pytest.mark.parametrize("announced, blocks", [(len(CONTENT), [b"s" * 100]),  # ends short of its tsize
+                                               (100, [b"o" * 512, b"o" * 88])])  # runs past it
+def test_an_upload_of_another_size_than_its_tsize_fails_and_the_old_file_stays(
+        tmp_path: Path, announced: int, blocks: list[bytes]) -> None:
+    """A raw client announces tsize ``announced`` and sends ``blocks``: the server answers ERROR (at the
+    first block past the size, or in place of the last ACK), keeps nothing and says why."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "good.bin").write_bytes(CONTENT)
+    with serve_process(root, "--allow-overwrite") as (proc, port, _):
+        sock = udp()
+        try:
+            send(sock, Request(Opcode.WRQ, "good.bin", "octet", (("tsize", str(announced)), ("blksize", "512"))),
+                 (LOOP, port))
+            got = recv(sock, 5.0)
+            assert got is not None and isinstance(got[0], OAck), got
+            for number, block in enumerate(blocks, 1):
+                send(sock, Data(number, block), got[1])
+                got = recv(sock, 5.0)
+                assert got is not None, f"no answer to DATA {number}"
+                if isinstance(got[0], Error):
+                    break
+            assert isinstance(got[0], Error) and "announced tsize of" in got[0].message, got
+        finally:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert (root / "good.bin").read_bytes() == CONTENT
+    assert parts(root) == []
+    session = next(record for record in map(json.loads, out.splitlines()) if record["event"] == "session")
+    assert session["ok"] is False and "announced tsize of" in session["error"]["message"], session
+    assert problems(session) == ["tsize-short" if len(blocks) == 1 else "tsize-overrun"], session["findings"]
+
 def test_tftpd_hpa_serves_what_was_uploaded_to_us(tmp_path: Path) -> None:
     """The report that started this: tftpd-hpa serves only world-readable files."""
     root = tmp_path / "root"

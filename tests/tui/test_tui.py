@@ -439,7 +439,7 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             header = plain(app.screen.query_one(SessionPanel).query_one(".session-header"))
             assert "failed" in header, header  # capped: the sweep stopped it, and says so
             summary = " ".join(plain(app.screen.query_one("#summary")).split())
-            assert "stopped by the sweep after 2.0 MiB: enough to measure" in summary, summary
+            assert "enough received: stopped after 2097" in summary, summary  # (one block past 2 MiB)
             assert app.screen.query_one(PacketList).row_count > 100
             assert app.screen.query_one(PacketList).size.height >= 10  # the view's own layout, whole
             await pilot.press("escape")

@@ -14,9 +14,9 @@ if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) 
     from tftpdiag.engine.impair import ImpairSpec
 
 __all__ = [
-    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
-    "seconds", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec", "microseconds", "option_name",
-    "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
+    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "Terminated", "int_range",
+    "seconds_between", "seconds", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec", "microseconds",
+    "option_name", "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
     "IMPAIR_HELP",
 ]
 
@@ -26,6 +26,17 @@ EXIT_SIGPIPE = 128 + 13  # what a shell reports for a program that SIGPIPE ended
 
 class UsageError(Exception):
     """A mistake in how tftpdiag was called or set up: one line for the user, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, or SIGHUP (the terminal closed), raised where Ctrl-C raises KeyboardInterrupt: a
+    KeyboardInterrupt, so that every command stops on them as it does on Ctrl-C (a transfer cancelled,
+    the peer sent an ERROR, a temporary file removed); the exit code is 128 + ``signum``."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.reason = f"cancelled by {name}"  # what the peer's ERROR says
 
 
 # -- value parsers ---------------------------------------------------------------------------------

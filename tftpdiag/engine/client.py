@@ -75,6 +75,7 @@ class ClientRequest:
     busy_poll: float = BUSY_POLL  # seconds to spin for a fast reply before sleeping (0: never)
     offload: bool = True  # windows leave and arrive in one system call each (UDP GSO/GRO, Linux)
     max_size: int | None = None  # most bytes a download may bring (ERROR 3 past it); None: no limit
+    enough: int | None = None  # a download is cancelled (ERROR 0) past this many bytes: all it needs
     expected_sha256: str | None = None  # a download with another digest is not kept at ``output``
 
 
@@ -240,7 +241,7 @@ class ClientTransfer:
                 sink = self._sink = HashingSink(self._temp)
                 reader = ClientRead(self.session_id, filename=req.filename, server=self.server, local=local,
                                     now=now, mode=req.mode, options=req.options, timing=req.timing,
-                                    max_bytes=req.max_size)
+                                    max_bytes=req.max_size, enough=req.enough)
                 machine = reader
                 self._files = partial(store_received, reader, sink)
                 self._digest = sink.hash

@@ -329,7 +329,7 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
                    "firmware update; tftpdiag survives them.", s.session)
 
 
-@rule("local-error", after=("tsize-overrun", "size-limit"))
+@rule("local-error", after=("tsize-overrun", "tsize-short", "size-limit"))
 def local_error(s: SessionState, ctx: Context) -> Finding | None:
     """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error, or a bug of its own."""
     res = s.result
@@ -338,7 +338,7 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     if not (res.reason in (Reason.LOCAL, Reason.INTERNAL)
             or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
-    if ctx.found("tsize-overrun") is not None or ctx.found("size-limit") is not None:
+    if any(ctx.found(said) is not None for said in ("tsize-overrun", "tsize-short", "size-limit")):
         return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"

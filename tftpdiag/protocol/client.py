@@ -186,10 +186,10 @@ class ClientRead(_ClientMixin, Receiver):
 
     def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
                  mode: str = "octet", options: RequestedOptions = RequestedOptions(),
-                 timing: Timing = Timing(), max_bytes: int | None = None) -> None:
+                 timing: Timing = Timing(), max_bytes: int | None = None, enough: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
         self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
-        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes)
+        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes, enough=enough)
         self._start(now)
 
     def _start_request(self, now: float) -> None:
