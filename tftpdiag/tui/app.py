@@ -265,9 +265,10 @@ class TftpDiagApp(TickedApp):
         screen = self.screen
         if isinstance(screen, DevicesScreen):
             screen.update_view(self.model, now)
-            return
-        if isinstance(screen, SessionDetailScreen):
+        elif isinstance(screen, SessionDetailScreen):
             screen.update_view(self.model, now, self.analyzer)
+        # The views underneath keep up whatever screen is on top: a tick's changes (its refusals, endings
+        # and new sessions) are handed over once, so a view that skipped them would never show them.
         for panel in self.query("#probe").results(SessionPanel):
             sid = self._probe_session()
             if self.probe is not None:

@@ -1,0 +1,81 @@
+"""The live server view while other screens are on top, while paused, and its filters: nothing a tick
+hands over is lost, and the keys a screen shows act on that screen."""
+
+from __future__ import annotations
+
+from textual.geometry import Region
+from textual.widget import Widget
+from textual.widgets import RichLog
+
+from tests.support import tui_samples
+from tftpdiag.protocol.events import Event, TransferStarted
+from tftpdiag.tui.app import TftpDiagApp
+from tftpdiag.tui.screens.devices import DevicesScreen
+from tftpdiag.tui.widgets.session_list import SessionList
+
+SIZE = tui_samples.SIZE
+
+
+class PushFeed:
+    """A feed the test fills step by step."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self.pending = self.pending, []
+        return events
+
+
+def plain(widget: Widget) -> str:
+    strips = widget.render_lines(Region(0, 0, *widget.outer_size))
+    return "\n".join(strip.text for strip in strips)
+
+
+def _serve_app() -> tuple[TftpDiagApp, PushFeed, list[Event]]:
+    events = tui_samples.serve_sessions()
+    end = tui_samples.end_time(events)
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: end, tick=None)
+    return app, feed, events
+
+
+def _split(events: list[Event]) -> tuple[list[Event], list[Event]]:
+    """The first transfer alone, then everything else (four more sessions, both refusals)."""
+    second = next(e.session for e in events if isinstance(e, TransferStarted) and e.session != 10)
+    cut = next(i for i, e in enumerate(events) if e.session == second)
+    return events[:cut], events[cut:]
+
+
+def _listed(app: TftpDiagApp) -> set[int]:
+    return {r.session for r in app.query_one(SessionList).records}
+
+
+def _server_sessions(app: TftpDiagApp) -> set[int]:
+    return {r.session for r in app.model.server_records() if r.role is not None}
+
+
+def _log(app: TftpDiagApp) -> str:
+    return "\n".join(str(line.text) for line in app.query_one(RichLog).lines)
+
+
+async def test_what_happens_while_the_devices_screen_is_open_reaches_the_server_view() -> None:
+    app, feed, events = _serve_app()
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        feed.pending = during  # new sessions, endings and both refusals, while the devices are shown
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DevicesScreen)
+        assert _listed(app) == _server_sessions(app) and len(_listed(app)) == 6
+        log = _log(app)
+        assert "../../etc/shadow" in log and "PXELINUX.0" in log
+        assert "failed:" in log  # the duplicate session the lossy client refused
