@@ -11,6 +11,8 @@ from tests.support import tui_samples
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import TftpDiagApp
 from tftpdiag.tui.screens.devices import DevicesScreen
+from tftpdiag.tui.widgets import serve_view
+from tftpdiag.tui.widgets.serve_view import ServeView
 from tftpdiag.tui.widgets.session_list import SessionList
 
 SIZE = tui_samples.SIZE
@@ -79,3 +81,45 @@ async def test_what_happens_while_the_devices_screen_is_open_reaches_the_server_
         log = _log(app)
         assert "../../etc/shadow" in log and "PXELINUX.0" in log
         assert "failed:" in log  # the duplicate session the lossy client refused
+
+
+async def test_sessions_that_begin_while_paused_are_listed_once_resumed() -> None:
+    app, feed, events = _serve_app()
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("p")
+        assert app.query_one(ServeView).paused
+        feed.pending = during
+        app.refresh_now()
+        await pilot.pause()
+        assert _listed(app) == {10}  # frozen while paused
+        await pilot.press("p")  # resumed, with nothing new since: the held sessions come now
+        await pilot.pause()
+        assert _listed(app) == _server_sessions(app) and len(_listed(app)) == 6
+        assert len(app.query_one(SessionList).records) == 6  # each once
+
+
+async def test_a_filtered_table_catches_up_on_changes_held_back_by_its_resort_pace() -> None:
+    """A sorted or filtered table re-sorts at most every RESORT_EVERY seconds: what ended within that
+    time is applied at a later tick, even a tick that brings nothing new."""
+    events = tui_samples.serve_sessions()
+    clock = [tui_samples.end_time(events)]
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: clock[0], tick=None)
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("o")  # by client: rebuilt now
+        feed.pending = during
+        app.refresh_now()  # within RESORT_EVERY of that rebuild: held back
+        await pilot.pause()
+        assert _listed(app) == {10}
+        clock[0] += serve_view.RESORT_EVERY
+        app.refresh_now()  # nothing new, but the held changes are applied
+        await pilot.pause()
+        assert _listed(app) == _server_sessions(app)

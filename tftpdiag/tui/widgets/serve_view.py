@@ -150,6 +150,11 @@ class ServeView(Vertical):
         self._model: LiveModel | None = None
         self._last_rebuild = 0.0
         self._forgotten_seen = 0
+        # What ticks handed over that the table does not show yet (each tick's changes come once): sessions
+        # begun while paused, to append on resume; and whether any began or ended since the last rebuild,
+        # for a sorted or filtered table that re-sorts at most every RESORT_EVERY seconds.
+        self._held_new: list[int] = []
+        self._unsorted = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="serve-header")
@@ -252,6 +257,8 @@ class ServeView(Vertical):
             log = self.query_one(RichLog)
             for line in lines[-LOG_LINES:]:
                 log.write(line)
+        self._held_new += changes.new_sessions
+        self._unsorted = self._unsorted or bool(changes.new_sessions or changes.ended)
         if self.paused:
             return
         sessions = self.query_one(SessionList)
@@ -259,18 +266,21 @@ class ServeView(Vertical):
         if model.forgotten.sessions != self._forgotten_seen or (not sessions.records and model.views):
             self._rebuild(model, now)
         elif simple:
-            new = [model.views[sid].record for sid in changes.new_sessions if sid in model.views]
+            new = [model.views[sid].record for sid in self._held_new if sid in model.views]
+            self._held_new = []
             new = [r for r in new if _listed(r, self._every_role)]
             if new:
                 sessions.append(new)
                 self._titles()
-        elif (changes.new_sessions or changes.ended) and now - self._last_rebuild >= RESORT_EVERY \
-                and len(model.views) <= LIVE_REBUILD_LIMIT:
-            self._rebuild(model, now)
+        else:
+            self._held_new = []  # the next rebuild lists them
+            if self._unsorted and now - self._last_rebuild >= RESORT_EVERY and len(model.views) <= LIVE_REBUILD_LIMIT:
+                self._rebuild(model, now)
         sessions.refresh()  # the rows on screen show figures that move
 
     def _rebuild(self, model: LiveModel, now: float) -> None:
         self._last_rebuild = now
+        self._held_new, self._unsorted = [], False  # every session the model holds is listed afresh
         self._forgotten_seen = model.forgotten.sessions
         sessions = self.query_one(SessionList)
         keep = self.selected_session()
