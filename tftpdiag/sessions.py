@@ -3,8 +3,10 @@ reader summarise. Live sessions and transfers rebuilt from a capture pass throug
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 # The names every view imports from here:
 from tftpdiag.fmt import address as fmt_addr
@@ -42,6 +44,7 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data, Options
 
 _NONE = Note.NONE
+_sample_time = itemgetter(0)  # a progress sample's time: what bytes_at bisects on
 # A PacketRun's tag (protocol/events.py) to 1 for a received packet, and to 1 for a DATA: counted in C.
 _RUN_RX = bytes(tag & RUN_RECEIVED for tag in range(256))
 _RUN_DATA = bytes(0 if tag & RUN_ACK else 1 for tag in range(256))
@@ -99,6 +102,24 @@ class SessionRecord:
                 break
         span = newest_t - older[0]
         return (newest_b - older[1]) / span if span > 0 else 0.0
+
+    def bytes_at(self, t: float) -> float:
+        """Bytes moved by time ``t``, read from the progress samples: spread evenly between two samples
+        (and between the start and the first), the newest sample's count after it, 0 before the start."""
+        samples = self.samples
+        if not samples:
+            return 0.0
+        if t >= samples[-1][0]:
+            return float(samples[-1][1])
+        after = bisect_right(samples, t, key=_sample_time)  # the first sample later than t
+        t1, b1 = samples[after]
+        if after:
+            t0, b0 = samples[after - 1]
+        else:
+            t0, b0 = (self.started if self.started is not None else t1), 0
+        if t <= t0 or t1 <= t0:
+            return float(b0)
+        return b0 + (b1 - b0) * (t - t0) / (t1 - t0)
 
     @property
     def state(self) -> str:

@@ -314,16 +314,14 @@ class LiveModel:
                 and not r.finished]
 
     def aggregate_rate(self, now: float, window: float = 2.0) -> float:
-        """Bytes per second over the last ``window`` seconds, summed over the server's sessions that
-        are running or ended within the window (each from its own record)."""
-        total = 0.0
+        """Bytes a second the server moved over the last ``window`` seconds: the bytes its sessions (running,
+        or ended within the window) moved within it, over the window's length. Not each session's own rate:
+        a 20 MB transfer that took 0.13 s moved 20 MB in the window, not 150 MB a second all through it."""
+        since = now - window
+        moved = 0.0
         for record in self.active():
-            total += record.window_rate(now, window)
+            moved += record.bytes_at(now) - record.bytes_at(since)
         for record in self.recently_ended:
-            if (self.every_role or _server_side(record)) and record.samples and record.samples[-1][0] >= now - window:
-                samples = record.samples
-                older = next((s for s in reversed(samples) if s[0] <= now - window), (record.started or 0.0, 0))
-                span = samples[-1][0] - older[0]
-                if span > 0:
-                    total += (samples[-1][1] - older[1]) / span
-        return total
+            if (self.every_role or _server_side(record)) and record.samples and record.samples[-1][0] >= since:
+                moved += record.bytes_at(now) - record.bytes_at(since)
+        return moved / window if window > 0 else 0.0

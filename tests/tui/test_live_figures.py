@@ -1,0 +1,48 @@
+"""Figures the live views show, folded by the model: the server's "now" rate, a session's peak rate,
+and the devices built from the sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tftpdiag.protocol.events import Completed, Event, Progress, Role, TransferStarted, TransferStats
+from tftpdiag.tui.model import LiveModel
+
+T0 = 1_795_000_000.0
+SERVER = ("10.0.0.2", 69)
+MB = 1_000_000
+
+
+def _stats(moved: int, duration: float) -> TransferStats:
+    return TransferStats(moved, duration, moved // 512 + 1, 0, 0, 0, 0, 0, 0, 0)
+
+
+def _transfer(session: int, start: float, progress: list[tuple[float, int]], *, end: bool = True,
+              role: Role = Role.SERVER_READ, client: tuple[str, int] = ("10.0.0.9", 3000)) -> list[Event]:
+    """A download: started at ``start``, its progress samples (seconds after the start, bytes so far),
+    and (``end``) completed at the last of them."""
+    local, peer = (client, SERVER) if role.is_client else (SERVER, client)
+    events: list[Event] = [TransferStarted(session, start, role, "image.bin", "octet", local, peer, ())]
+    for after, moved in progress:
+        events.append(Progress(session, start + after, moved, None, _stats(moved, after)))
+    if end:
+        after, moved = progress[-1]
+        events.append(Completed(session, start + after, _stats(moved, after)))
+    return events
+
+
+def test_the_now_rate_of_a_transfer_that_ended_is_what_it_moved_within_the_window() -> None:
+    """A 20 MB download in 0.13 s read as 150 MB/s for the 2 s after it (its bytes over its own span)."""
+    model = LiveModel()
+    model.apply(_transfer(1, T0, [(0.05, 8 * MB), (0.1, 15 * MB), (0.13, 20 * MB)]))
+    assert model.aggregate_rate(T0 + 0.5) == pytest.approx(20 * MB / 2.0)
+    assert model.aggregate_rate(T0 + 2.2) == 0.0  # the window has passed it
+
+
+def test_the_now_rate_counts_only_the_bytes_moved_within_the_window() -> None:
+    """A steady 1 MB/s download for 10 s, running: the last 2 s moved 2 MB; one that ended 1.5 s ago
+    (4 MB/s for 1 s) moved 2 MB in the window's first half second."""
+    model = LiveModel()
+    model.apply(_transfer(1, T0, [(i / 10, i * MB // 10) for i in range(1, 101)], end=False))
+    model.apply(_transfer(2, T0 + 7.5, [(i / 10, i * 4 * MB // 10) for i in range(1, 11)]))
+    assert model.aggregate_rate(T0 + 10.0) == pytest.approx((2 * MB + 2 * MB) / 2.0)
