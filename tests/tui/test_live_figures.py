@@ -46,3 +46,29 @@ def test_the_now_rate_counts_only_the_bytes_moved_within_the_window() -> None:
     model.apply(_transfer(1, T0, [(i / 10, i * MB // 10) for i in range(1, 101)], end=False))
     model.apply(_transfer(2, T0 + 7.5, [(i / 10, i * 4 * MB // 10) for i in range(1, 11)]))
     assert model.aggregate_rate(T0 + 10.0) == pytest.approx((2 * MB + 2 * MB) / 2.0)
+
+
+def test_a_demo_counts_each_transfer_once_in_its_device() -> None:
+    """A demo's stream holds both sides of each transfer: its probe's client session and the server's.
+    A device's sequence is what the server served it; the probe's own session counted every file twice."""
+    from tests.support.simnet import run_transfer
+
+    events = run_transfer("read", b"x" * 3000, filename="firmware-demo.bin").events
+    assert {e.session for e in events if isinstance(e, TransferStarted)} == {1, 2}  # client and server
+    model = LiveModel()
+    model.apply(events)
+    (device,) = model.devices.judge(max(e.time for e in events))
+    assert [(a.name, a.outcome) for a in device.attempts] == [("firmware-demo.bin", "done")]
+    assert device.attempts[0].session == 2  # the server's
+
+
+def test_a_capture_s_devices_hold_its_client_sessions() -> None:
+    """A trace or a watch rebuilds every transfer from the client's side: those are the devices' sessions."""
+    from tests.support import tui_samples
+
+    app = tui_samples.trace_app()
+    assert app.model.every_role
+    events = tui_samples.trace_events()
+    app.model.apply(events)
+    (device,) = app.model.devices.judge(tui_samples.end_time(events))
+    assert len(device.attempts) == 4

@@ -142,6 +142,7 @@ class TftpDiagApp(TickedApp):
         self.clock = clock
         self.tick_interval = tick
         self.model = LiveModel()
+        self.model.every_role = mode in ("trace", "watch")  # a capture's sessions, none of them ours
         self.packet_filter = Filter.ALL
         self.paused = False
         self.ticks = 0

@@ -192,8 +192,10 @@ class LiveModel:
         self.forgotten = Forgotten()
         self._packets_forgotten_upto = 0  # views before this index in insertion order have no packets
         self.folded = 0  # events folded in all
-        self.every_role = False  # watch: every session is someone else's and counts in the live figures
-        self.devices = DeviceBook()  # every finished session, grouped by client: the devices view
+        # watch and trace: every session is someone else's (a capture's client sides), and counts in the live
+        # figures and the devices
+        self.every_role = False
+        self.devices = DeviceBook()  # finished sessions, grouped by client: the devices view
 
     def view(self, session: int) -> SessionView | None:
         return self.views.get(session)
@@ -251,9 +253,12 @@ class LiveModel:
             self.unfinished.pop(record.session, None)
             if record.acks_an_error:
                 continue  # the end of a refusal already counted, not a session of its own
-            self.devices.add(record)
             self.recently_ended.append(record)
             self._count(self.all_totals, record)
+            if self.every_role or _server_side(record):
+                # A device's sessions: those served to it, or (a capture) every one seen. Not a demo's own
+                # probe, the client side of a transfer its server also records: that counted each twice.
+                self.devices.add(record)
             if _server_side(record):
                 self._count(self.totals, record)
         self._forget_old()
