@@ -123,3 +123,30 @@ async def test_a_filtered_table_catches_up_on_changes_held_back_by_its_resort_pa
         app.refresh_now()  # nothing new, but the held changes are applied
         await pilot.pause()
         assert _listed(app) == _server_sessions(app)
+
+
+async def test_the_problems_filter_keeps_a_session_marked_with_a_warning() -> None:
+    """A binary file sent as netascii ends done, with no retransmit or timeout, and a warning (⚠1)."""
+    import random
+    from dataclasses import replace
+
+    from tests.support.simnet import run_transfer
+    from tftpdiag.protocol.events import Completed, RequestRefused
+
+    data = random.Random(3).randbytes(20_000)
+    served = [replace(e, time=e.time + tui_samples.EPOCH + 2.0)  # after the others began
+              for e in run_transfer("read", data, mode="netascii").events if e.session != 1]
+    events = [e for e in tui_samples.serve_sessions() if not isinstance(e, RequestRefused)] + served
+    end = tui_samples.end_time(events)
+    app = TftpDiagApp(mode="serve", feed=tui_samples.RecordedFeed(events), server=tui_samples.SERVER_INFO,
+                      clock=lambda: end, tick=None)
+    (sid,) = {e.session for e in served}
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        record = app.model.views[sid].record
+        assert isinstance(record.result, Completed) and not record.retransmits and not record.timeouts
+        assert [f.id for f in app.analyzer.findings(sid) if f.severity != "info"] == ["netascii-binary"]
+        await pilot.press("f", "f")
+        assert app.query_one(ServeView).filter == "problems"
+        assert sid in _listed(app)
+        assert "⚠1" in plain(app.query_one(SessionList))

@@ -119,11 +119,12 @@ def _found(record: SessionRecord, query: str) -> bool:
             or query in record.state)
 
 
-def _matches(record: SessionRecord, flt: SessionFilter) -> bool:
+def _matches(record: SessionRecord, flt: SessionFilter, warnings: Callable[[SessionRecord], int]) -> bool:
     if flt == "active":
         return not record.finished
-    if flt == "problems":
-        return record.state in ("failed", "refused") or record.retransmits > 0 or record.timeouts > 0
+    if flt == "problems":  # what the row marks as trouble, its warnings (⚠) too
+        return (record.state in ("failed", "refused") or record.retransmits > 0 or record.timeouts > 0
+                or warnings(record) > 0)
     return True
 
 
@@ -286,7 +287,7 @@ class ServeView(Vertical):
         keep = self.selected_session()
         query, flt, every = self.query_text, self.filter, self._every_role
         records = [v.record for v in model.views.values()
-                   if _listed(v.record, every) and _matches(v.record, flt) and _found(v.record, query)]
+                   if _listed(v.record, every) and _matches(v.record, flt, self._warnings) and _found(v.record, query)]
         _, key, reverse = SORTS[self.sort]
         if key is not None:
             records.sort(key=key, reverse=reverse)
@@ -300,15 +301,20 @@ class ServeView(Vertical):
         retx = Text(str(record.retransmits), style="bold yellow" if record.retransmits else "dim")
         arrow = "↓ " if record.direction == "download" else "↑ "
         state = state_text(record)
-        if self.analyzer is not None and record.finished:
-            warnings = sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
-            if warnings:
-                state.append(f" ⚠{warnings}", style="yellow")
+        warnings = self._warnings(record)
+        if warnings:
+            state.append(f" ⚠{warnings}", style="yellow")
         cells: tuple[str | Text, ...] = (
             fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
             fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
             f"{took:.1f}s")
         return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
+
+    def _warnings(self, record: SessionRecord) -> int:
+        """A finished session's findings worse than info: its row's ⚠ mark, and a problem to the filter."""
+        if self.analyzer is None or not record.finished:
+            return 0
+        return sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
 
     def _model_now(self) -> float:
         clock = getattr(self.app, "clock", None)
