@@ -150,3 +150,28 @@ async def test_the_problems_filter_keeps_a_session_marked_with_a_warning() -> No
         assert app.query_one(ServeView).filter == "problems"
         assert sid in _listed(app)
         assert "⚠1" in plain(app.query_one(SessionList))
+
+
+async def test_the_devices_screen_offers_no_keys_that_act_on_the_hidden_sessions() -> None:
+    app, feed, events = _serve_app()
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = events
+        app.refresh_now()
+        await pilot.pause()
+        serve = app.query_one(ServeView)
+        shown = {key for key, active in app.screen.active_bindings.items() if active.binding.show}
+        assert {"p", "f", "slash"} <= shown  # on the sessions, they are there
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        bound = set(app.screen.active_bindings)
+        assert not bound & {"p", "f", "slash", "o"}, bound
+        footer = plain(app.screen.query_one("Footer"))
+        assert "Filter" not in footer and "Find" not in footer and "Pause" not in footer
+        await pilot.press("f", "p", "o", "slash")
+        await pilot.pause()
+        assert (serve.filter, serve.paused, serve.sort) == ("all", False, 0)
+        assert not app.query_one("#session-find").has_class("-shown")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert {"p", "f", "slash"} <= set(app.screen.active_bindings)

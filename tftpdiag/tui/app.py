@@ -193,6 +193,10 @@ class TftpDiagApp(TickedApp):
             self.query_one(SessionList).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "filter", "find", "order") and self.screen is not self.default_screen:
+            # These act on the main screen's views: under another screen (the devices) they changed a view
+            # out of sight. A screen with keys of its own (a session's detail) binds them itself.
+            return False
         if action == "rerun":
             return self.probe is not None
         if action == "save":
