@@ -13,6 +13,17 @@ SERVER = ("10.0.0.2", 69)
 MB = 1_000_000
 
 
+class PushFeed:
+    """A feed the test fills step by step."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self.pending = self.pending, []
+        return events
+
+
 def _stats(moved: int, duration: float) -> TransferStats:
     return TransferStats(moved, duration, moved // 512 + 1, 0, 0, 0, 0, 0, 0, 0)
 
@@ -72,3 +83,46 @@ def test_a_capture_s_devices_hold_its_client_sessions() -> None:
     app.model.apply(events)
     (device,) = app.model.devices.judge(tui_samples.end_time(events))
     assert len(device.attempts) == 4
+
+
+
+async def test_the_peak_rate_never_falls_as_the_transfer_goes_on() -> None:
+    """1 MB/s with a burst of 3 MB/s for a tenth of a second: the peak was the graph's highest column,
+    and as the graph's columns widened with the transfer the burst was averaged away (233.9, then 233.8)."""
+    from textual.geometry import Region
+
+    from tftpdiag.tui.app import TftpDiagApp
+    from tftpdiag.tui.widgets.rate_graph import RateGraph
+
+    moved, progress = 0, []
+    for i in range(1, 301):  # 30 s, a report every 0.1 s
+        moved += 300_000 if i == 11 else 100_000
+        progress.append((i / 10, moved))
+    events = _transfer(1, T0, progress, end=False, role=Role.CLIENT_READ)  # events[i]: the i-th report
+    clock = [T0]
+    feed = PushFeed()
+    app = TftpDiagApp(mode="probe", feed=feed, label="10.0.0.2:69", clock=lambda: clock[0], tick=None)
+    peaks = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        shown = 0
+        for upto in (12, 20, 50, 100, 200, 300):  # just after the burst, then ever longer after it
+            feed.pending, shown = events[shown:upto + 1], upto + 1
+            clock[0] = events[upto].time
+            app.refresh_now()
+            await pilot.pause()
+            graph = app.query_one(RateGraph)
+            text = " ".join(strip.text for strip in graph.render_lines(Region(0, 0, *graph.outer_size)))
+            peaks.append(text.split(" · peak ", 1)[1].split(" ")[:2])
+    assert peaks == [["2.9", "MiB/s"]] * len(peaks), peaks
+    assert app.model.view(1).record.peak == pytest.approx(3_000_000)  # type: ignore[union-attr]
+
+
+def test_a_peak_is_never_read_from_a_sliver_of_time() -> None:
+    """The last report comes with the end, soon after the one before: 50 KB in 5 ms is no 10 MB/s peak.
+    A transfer over before PEAK_SPAN is measured by its average."""
+    model = LiveModel()
+    model.apply(_transfer(1, T0, [(0.1, 100_000), (0.2, 200_000), (0.205, 250_000)]))
+    # Measured from the report at least PEAK_SPAN before it: 150 KB in 0.105 s, not 50 KB in 5 ms.
+    assert model.view(1).record.peak == pytest.approx(150_000 / 0.105)  # type: ignore[union-attr]
+    model.apply(_transfer(2, T0, [(0.04, 40_000)]))
+    assert model.view(2).record.peak == pytest.approx(1_000_000)  # type: ignore[union-attr]
