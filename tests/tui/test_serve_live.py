@@ -175,3 +175,13 @@ async def test_the_devices_screen_offers_no_keys_that_act_on_the_hidden_sessions
         await pilot.press("escape")
         await pilot.pause()
         assert {"p", "f", "slash"} <= set(app.screen.active_bindings)
+
+
+async def test_the_server_header_keeps_each_figure_with_its_unit_at_80_columns() -> None:
+    app = tui_samples.serve_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = [line.replace("\xa0", " ").strip() for line in plain(app.query_one("#serve-header")).splitlines()]
+        assert len(lines) == 3, lines  # the figures no longer fit on one line at 80 columns
+        assert any(line.endswith("now 26.8 KiB/s") for line in lines), lines
+        assert not any(line.startswith(("KiB", "B/s", "MiB")) for line in lines), lines

@@ -173,6 +173,8 @@ class ServeView(Vertical):
 
     def on_resize(self) -> None:
         self._titles()
+        if self._model is not None:  # its figures are laid out to the width
+            self.query_one("#serve-header", Static).update(self._header(self._model, self._model_now()))
 
     def _titles(self) -> None:
         box = self.query_one("#sessions-box")
@@ -339,29 +341,54 @@ class ServeView(Vertical):
             text.append(f"  {info.extra}", style="dim")
         if info.impair:
             text.append(f"  ⚠ impaired: {info.impair}", style="bold black on yellow")
-        text.append("\n ")
-        text.append(f"{active} active", style="bold cyan" if active else "dim")
-        text.append(f" · {totals['done']} done · ")
-        text.append(f"{totals['failed']} failed", style="bold red" if totals["failed"] else "")
-        text.append(f" · {totals['refused']} refused", style="bold red" if totals["refused"] else "")
         moving = totals["bytes"] + sum(r.bytes for r in model.active())
-        text.append(f" · {fmt_bytes(moving)} sent/received · now {fmt_rate(model.aggregate_rate(now))}")
+        figures = [("", Text(f"{active} active", style="bold cyan" if active else "dim")),
+                   (" · ", Text(f"{totals['done']} done")),
+                   (" · ", Text(f"{totals['failed']} failed", style="bold red" if totals["failed"] else "")),
+                   (" · ", Text(f"{totals['refused']} refused", style="bold red" if totals["refused"] else "")),
+                   (" · ", Text(f"{fmt_bytes(moving)} sent/received")),
+                   (" · ", Text(f"now {fmt_rate(model.aggregate_rate(now))}"))]
         if self.paused:
-            text.append("  PAUSED", style="bold yellow")
+            figures.append(("  ", Text("PAUSED", style="bold yellow")))
+        text.append("\n")
+        text.append_text(_figures(figures, self._header_width()))
         text.append_text(_forgotten_line(model))
         return text
+
+    def _header_width(self) -> int:
+        """Cells a header line has (0 before the first layout: Textual then wraps it, until on_resize)."""
+        return self.query_one("#serve-header", Static).content_size.width
 
     def _trace_header(self, model: LiveModel) -> Text:
         totals = model.all_totals
         unfinished = sum(1 for r in model.unfinished.values() if r.role is not None)
-        text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n ")
-        text.append(f"{totals['done']:,} completed · ")
-        text.append(f"{totals['failed']:,} failed", style="bold red" if totals["failed"] else "")
+        text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n")
+        figures = [("", Text(f"{totals['done']:,} completed")),
+                   (" · ", Text(f"{totals['failed']:,} failed", style="bold red" if totals["failed"] else ""))]
         if unfinished:
-            text.append(f" · {unfinished:,} unfinished in the capture", style="yellow")
+            figures.append((" · ", Text(f"{unfinished:,} unfinished in the capture", style="yellow")))
         moved = totals["bytes"] + sum(r.bytes for r in model.unfinished.values())
-        text.append(f" · {fmt_bytes(moved)} transferred")
+        figures.append((" · ", Text(f"{fmt_bytes(moved)} transferred")))
+        text.append_text(_figures(figures, self._header_width()))
         return text
+
+
+def _figures(figures: list[tuple[str, Text]], width: int) -> Text:
+    """A header's figures, each after its separator, on lines of ``width`` cells (each begun with a space),
+    broken between two figures, never inside one: Textual wraps at any space, and at 80 columns the rate
+    read "now 0" on one line and "B/s" on the next."""
+    text = Text(" ")
+    used = 1
+    for separator, figure in figures:
+        if used > 1 and width and used + len(separator) + figure.cell_len > width:
+            text.append("\n ")
+            used = 1
+        elif used > 1:
+            text.append(separator)
+            used += len(separator)
+        text.append_text(figure)
+        used += figure.cell_len
+    return text
 
 
 def _failure_line(record: SessionRecord) -> Text:
