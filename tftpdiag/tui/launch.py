@@ -196,7 +196,6 @@ def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
                       capture=lambda: capture_words(watcher.stats(), watcher.capture.packets))
     app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
     app.device_quiet = cfg.idle
-    app.model.every_role = True
     app.device_macs = watcher.capture.macs
     return app, spool
 
