@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.cli.requests import (
+    check_request,
     client_target,
     client_timing,
     download_limit,
@@ -101,12 +102,25 @@ def _impair_hook(args: argparse.Namespace) -> Callable[..., dict[str, Any]] | No
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
+    options, mode = requested_options(args), target.mode or "octet"
+    check_request(target.filename, mode, options, upload=upload, upload_size=_upload_size(args) if upload else None)
     return ClientRequest(
         host=target.host, filename=target.filename, port=target.port, upload=upload,
-        mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
+        mode=mode, options=options, timing=client_timing(args),
         family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
         impair=args.impair, offload=args.offload, max_size=None if upload else download_limit(args),
         expected_sha256=None if upload else getattr(args, "expect_sha256", None), busy_poll=_busy_poll(args))
+
+
+def _upload_size(args: argparse.Namespace) -> int:
+    """The tsize a put's WRQ will offer, as far as it matters to the request's length. In netascii the
+    engine counts the converted size, at most twice the file's: the bound is taken rather than reading
+    the whole file twice. A file that cannot be read is said by the transfer's set-up."""
+    try:
+        size = args.local.stat().st_size
+    except OSError:
+        return 0
+    return 2 * size if (args.mode or "octet") == "netascii" else size
 
 
 def _busy_poll(args: argparse.Namespace) -> float:
@@ -170,9 +184,11 @@ def _report_removals(removals: list[Any], what: str, quiet: bool = False) -> Non
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """probe --sweep: exit 0 when at least one probe moved data, 1 when none could (or it stopped early)."""
-    from tftpdiag.sweep import render_text, run_sweep
+    from tftpdiag.sweep import DEFAULT_PROBES, render_text, run_sweep
 
     target = client_target(args, upload=False)
+    for spec in DEFAULT_PROBES:  # each probe sends its own request: each must fit
+        check_request(target.filename, spec.mode, spec.options)
     timing = client_timing(args)
     if interactive(args):
         from tftpdiag.tui.sweep_app import run_sweep_app

@@ -180,6 +180,7 @@ def _text(summary: dict[str, Any]) -> list[str]:
 
 
 def run_storm_command(args: argparse.Namespace) -> int:
+    from tftpdiag.cli.requests import check_request
     from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
     from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.storm import StormConfig, StormSetupError, run_storm, source_addresses
@@ -197,6 +198,7 @@ def run_storm_command(args: argparse.Namespace) -> int:
         blksize=None if no_options else args.blksize, windowsize=None if no_options else args.windowsize,
         tsize=not no_options, sources=sources, deadline=args.deadline, family=args.family,
         timing=Timing(initial_timeout=args.timeout, retries=args.retries, dally=0.0, adaptive=False))
+    check_request(config.filename, "octet", config.options)
     if not args.json:
         print(f"tftpdiag storm: {args.clients} devices asking for the file"
               + (f" over {args.ramp:g} s" if args.ramp else " at once") + " …", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from tftpdiag.records import record
 from tftpdiag.verbosity import verbosity
 
 __all__ = ["Target", "parse_url", "client_target", "requested_options", "client_timing", "DEFAULT_MAX_SIZE",
-           "download_limit", "server_policy", "interactive", "verbosity"]
+           "download_limit", "server_policy", "interactive", "verbosity", "check_request"]
 
 
 @record
@@ -75,6 +75,21 @@ def requested_options(args: argparse.Namespace) -> RequestedOptions:
     if args.timeout is not None and float(args.timeout).is_integer() and 1 <= args.timeout <= 255:
         timeout = int(args.timeout)
     return RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, timeout=timeout, tsize=args.tsize)
+
+
+def check_request(filename: str, mode: str, options: RequestedOptions, *, upload: bool = False,
+                  upload_size: int | None = None) -> None:
+    """A UsageError unless a request for ``filename`` with ``options`` can be sent: asked of the
+    protocol's own rule (name, mode, RFC 2347's 512 bytes), before anything starts, by every command
+    that builds a request from what the user typed. ``upload_size`` is the tsize a WRQ offers."""
+    from tftpdiag.protocol.client import RequestError, build_request
+    from tftpdiag.protocol.packets import Opcode
+
+    opcode = Opcode.WRQ if upload else Opcode.RRQ
+    try:
+        build_request(opcode, filename, mode, options, upload_size)
+    except RequestError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def client_timing(args: argparse.Namespace) -> Timing:

@@ -58,6 +58,11 @@ class StormConfig:
     deadline: float = 300.0  # seconds for the whole storm; devices still going then count as failed
     family: int = 0
 
+    @property
+    def options(self) -> RequestedOptions:
+        """What every device asks for (the command line checks its request with these before the storm)."""
+        return RequestedOptions(blksize=self.blksize, windowsize=self.windowsize, tsize=self.tsize)
+
 
 @record
 class DeviceResult:
@@ -164,7 +169,7 @@ def run_storm(config: StormConfig,
         wanted = socket.AF_INET6 if ":" in config.sources[0] else socket.AF_INET
         if wanted != family:
             raise StormSetupError("the source addresses are not of the server's address family")
-    options = RequestedOptions(blksize=config.blksize, windowsize=config.windowsize, tsize=config.tsize)
+    options = config.options
     socks = _open_sockets(config, family)
     began = time.time()
     step = config.ramp / (config.clients - 1) if config.clients > 1 else 0.0

@@ -1,0 +1,41 @@
+"""User mistakes on the command line: each gets one line on stderr and exit 2, never a traceback, and is
+caught before anything starts (a server, a storm's devices, a transfer)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import run
+
+LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
+
+
+def one_usage_line(result: subprocess.CompletedProcess[str], *wanted: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    for text in wanted:
+        assert text in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["probe", "127.0.0.1", LONG, "--no-tui"],
+    ["probe", "127.0.0.1", LONG, "--sweep", "--no-tui"],
+    ["probe", f"tftp://127.0.0.1/{LONG}", "--no-tui"],
+    ["put", "127.0.0.1", "LOCAL", LONG, "-q"],
+    ["storm", "127.0.0.1", LONG, "--clients", "2"],
+], ids=["probe", "sweep", "url", "put", "storm"])
+def test_a_file_name_too_long_for_one_request_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    local = tmp_path / "local.bin"
+    local.write_bytes(b"x" * 1000)
+    args = [str(local) if a == "LOCAL" else a for a in args]
+    # Port 9 (discard): nothing may be sent at all, the name is refused first.
+    one_usage_line(run(*args, "--port", "9", timeout=15), "file name too long: the request would take",
+                   "bytes with its options; RFC 2347 allows 512")
+
+
+def test_an_empty_file_name_is_a_usage_error() -> None:
+    one_usage_line(run("storm", "127.0.0.1", "", "--port", "9", "--clients", "2", timeout=15),
+                   "the file name is empty")
