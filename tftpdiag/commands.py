@@ -133,6 +133,10 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
     if not upload and args.sweep:
         if verbosity(args) > 0:
             raise UsageError("-v shows the packets of one transfer; with --sweep, use --trace PATH to keep them")
+        if args.output is not None or args.expect_sha256 is not None:
+            # Each probe of a sweep stops after 2 MiB: there is no whole file to keep or to check.
+            raise UsageError("-o/--expect-sha256 do not apply to --sweep: its probes stop after 2 MiB and keep "
+                             "nothing")
         return run_sweep_command(args)
     _seeded(args)
     request = _client_request(args, upload)

@@ -39,3 +39,12 @@ def test_a_file_name_too_long_for_one_request_is_a_usage_error(args: list[str], 
 def test_an_empty_file_name_is_a_usage_error() -> None:
     one_usage_line(run("storm", "127.0.0.1", "", "--port", "9", "--clients", "2", timeout=15),
                    "the file name is empty")
+
+
+@pytest.mark.parametrize("flags", [["-o", "OUT"], ["--expect-sha256", "ab" * 32]], ids=["output", "sha256"])
+def test_sweep_refuses_what_only_a_whole_download_can_do(flags: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "out.bin"
+    flags = [str(out) if f == "OUT" else f for f in flags]
+    one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "--sweep", "--no-tui", *flags, timeout=15),
+                   "-o/--expect-sha256 do not apply to --sweep")
+    assert not out.exists()
