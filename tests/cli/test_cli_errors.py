@@ -9,13 +9,18 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import run
+from tftpdiag.cli.parser import build_parser
+from tftpdiag.cli.values import DEADLINE_MAX
 
 LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
 
 
 def one_usage_line(result: subprocess.CompletedProcess[str], *wanted: str) -> None:
+    """Exit 2 and the words wanted, in one line; argparse's own errors come after its usage lines."""
     assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [text for text in result.stderr.splitlines() if not text.startswith(("usage:", " "))]
+    assert len(errors) == 1, result.stderr
     for text in wanted:
         assert text in result.stderr, result.stderr
 
@@ -48,3 +53,12 @@ def test_sweep_refuses_what_only_a_whole_download_can_do(flags: list[str], tmp_p
     one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "--sweep", "--no-tui", *flags, timeout=15),
                    "-o/--expect-sha256 do not apply to --sweep")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["probe", "put"])
+def test_a_whole_transfer_deadline_may_be_hours_but_is_bounded(command: str) -> None:
+    parser = build_parser(command)
+    assert parser.parse_args([command, "127.0.0.1", "f", "--deadline", "7200"]).deadline == 7200
+    assert parser.parse_args([command, "127.0.0.1", "f", "--deadline", str(DEADLINE_MAX)]).deadline == DEADLINE_MAX
+    one_usage_line(run(command, "127.0.0.1", "f", "--deadline", str(DEADLINE_MAX * 10), timeout=15),
+                   f"seconds must be between 0.01 and {DEADLINE_MAX}")

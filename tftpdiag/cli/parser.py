@@ -11,9 +11,11 @@ from tftpdiag import __version__
 from tftpdiag.cli.listing import COMMAND_HELP, COMMANDS
 from tftpdiag.cli.values import (
     BUSY_POLL_HELP,
+    DEADLINE_MAX,
     IMPAIR_HELP,
     OFFLOAD_HELP,
     Formatter,
+    deadline_seconds,
     give_up_seconds,
     host_address,
     impair_spec,
@@ -55,8 +57,9 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int_range("retries", 0, 100), default=5,
                    help="timeouts in a row before giving up (default 5); each wait doubles, up to 8 s, so "
                         "5 retries take about 6 s on a fast link and 31 s from the first 1 s timeout")
-    g.add_argument("--deadline", type=seconds, default=None,
-                   help="give up if the whole transfer takes longer than this many seconds")
+    g.add_argument("--deadline", type=deadline_seconds, default=None, metavar="SECONDS",
+                   help="give up if the whole transfer takes longer than this many seconds (at most "
+                        f"{DEADLINE_MAX}, a week; default: no deadline)")
     g.add_argument("--impair", type=impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)

@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) 
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
-    "seconds", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec", "microseconds", "option_name",
-    "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
+    "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec",
+    "microseconds", "option_name", "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
     "IMPAIR_HELP",
 ]
 
@@ -55,6 +55,10 @@ def seconds_between(low: float, high: float, example: str) -> Callable[[str], fl
 
 
 seconds = seconds_between(0.01, 300, "1 or 0.5")
+# A whole transfer's deadline, not a retransmit's wait: a multi-GiB image over a slow link takes hours.
+# A week bounds a typing slip (an extra zero or two) without standing in any real download's way.
+DEADLINE_MAX = 7 * 24 * 3600
+deadline_seconds = seconds_between(0.01, DEADLINE_MAX, "600 or 3600")
 give_up_seconds = seconds_between(0, 3600, "60")
 
 
