@@ -62,3 +62,13 @@ def test_a_whole_transfer_deadline_may_be_hours_but_is_bounded(command: str) -> 
     assert parser.parse_args([command, "127.0.0.1", "f", "--deadline", str(DEADLINE_MAX)]).deadline == DEADLINE_MAX
     one_usage_line(run(command, "127.0.0.1", "f", "--deadline", str(DEADLINE_MAX * 10), timeout=15),
                    f"seconds must be between 0.01 and {DEADLINE_MAX}")
+
+
+def test_serve_history_refuses_a_missing_directory_as_log_does(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    for flag, wanted in (("--log", "No such file or directory"), ("--history", f"no such directory {missing}")):
+        result = run("serve", str(tmp_path), "--bind", "127.0.0.1", "--port", "0", "--no-tui", flag,
+                     str(missing / "kept"), timeout=15)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"{missing / 'kept'}: " in result.stderr and wanted in result.stderr, result.stderr
+        assert not (tmp_path / "no").exists()
