@@ -10,6 +10,7 @@ import pytest
 
 from tests.cli.test_cli import run
 from tftpdiag.cli.parser import build_parser
+from tftpdiag.cli.requests import download_limit, server_policy
 from tftpdiag.cli.values import DEADLINE_MAX
 
 LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
@@ -72,3 +73,11 @@ def test_serve_history_refuses_a_missing_directory_as_log_does(tmp_path: Path) -
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert f"{missing / 'kept'}: " in result.stderr and wanted in result.stderr, result.stderr
         assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("given, limit", [("0", None), ("64M", 64 << 20), (None, None)])
+def test_serve_max_upload_zero_means_no_limit_as_max_size_zero_does(given: str | None, limit: int | None) -> None:
+    words = ["serve", ".", "--allow-upload"] + (["--max-upload", given] if given is not None else [])
+    assert server_policy(build_parser("serve").parse_args(words)).max_upload == limit
+    probe = build_parser("probe").parse_args(["probe", "h", "f", "-o", "out", "--max-size", "0"])
+    assert download_limit(probe) is None

@@ -220,7 +220,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--allow-upload", action="store_true", help="accept uploads (WRQ) of new files")
     g.add_argument("--allow-overwrite", action="store_true", help="let uploads replace existing files")
     g.add_argument("--max-upload", type=parse_size, default=None, metavar="SIZE",
-                   help="largest upload accepted, e.g. 64M (default: no limit)")
+                   help="largest upload accepted, e.g. 64M (default: no limit; 0 means no limit)")
     g.add_argument("--single-port", action="store_true",
                    help="answer every session from the listening port (passes NAT and strict firewalls)")
     g.add_argument("--max-blksize", type=int_range("max-blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=BLKSIZE_MAX,

@@ -111,8 +111,9 @@ def download_limit(args: argparse.Namespace) -> int | None:
 
 
 def server_policy(args: argparse.Namespace) -> ServerPolicy:
+    # --max-upload 0 means no limit, as --max-size 0 does (a 0-byte limit would refuse every upload).
     return ServerPolicy(max_blksize=args.max_blksize, max_windowsize=args.max_windowsize,
-                        refuse=frozenset(args.refuse), max_upload=args.max_upload)
+                        refuse=frozenset(args.refuse), max_upload=args.max_upload or None)
 
 
 def interactive(args: argparse.Namespace) -> bool:
