@@ -41,9 +41,10 @@ def add_storm_parser(sub: Any) -> None:
                     "how many completed and failed, completion-time percentiles, retransmissions and "
                     "refusals, and checks every device's bytes (size and SHA-256).",
         epilog=STORM_EXAMPLES, formatter_class=Formatter)
-    p.add_argument("host", metavar="HOST", help="server name or address")
+    p.add_argument("host", metavar="HOST", help="server name or address, with :PORT if need be ([IPv6]:PORT)")
     p.add_argument("file", metavar="FILE", help="the file every device asks for")
-    p.add_argument("--port", type=int_range("port", 1, 65535), default=69, help="server port (default 69)")
+    p.add_argument("--port", type=int_range("port", 1, 65535), default=None,
+                   help="server port (default 69, or the one HOST names; given both ways, they must agree)")
     p.add_argument("--clients", type=int_range("clients", 1, 20000), default=100,
                    help="devices, each with its own socket (default 100); the open-file limit is raised to "
                         "its hard limit first")
@@ -180,12 +181,14 @@ def _text(summary: dict[str, Any]) -> list[str]:
 
 
 def run_storm_command(args: argparse.Namespace) -> int:
-    from tftpdiag.cli.requests import check_request
+    from tftpdiag.cli.requests import check_request, server_port, split_host
     from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
     from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.storm import StormConfig, StormSetupError, run_storm, source_addresses
     from tftpdiag.protocol.timer import Timing
 
+    host, named = split_host(args.host, args.family)
+    port = server_port(args.port, named, args.host)
     expected = _expected(args)
     try:
         sources = source_addresses(args.sources)
@@ -194,7 +197,7 @@ def run_storm_command(args: argparse.Namespace) -> int:
     raise_open_file_limit()
     no_options = args.no_options
     config = StormConfig(
-        host=args.host, filename=args.file, port=args.port, clients=args.clients, ramp=args.ramp,
+        host=host, filename=args.file, port=port, clients=args.clients, ramp=args.ramp,
         blksize=None if no_options else args.blksize, windowsize=None if no_options else args.windowsize,
         tsize=not no_options, sources=sources, deadline=args.deadline, family=args.family,
         timing=Timing(initial_timeout=args.timeout, retries=args.retries, dally=0.0, adaptive=False))

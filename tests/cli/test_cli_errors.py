@@ -3,6 +3,7 @@ caught before anything starts (a server, a storm's devices, a transfer)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 from tests.cli.test_cli import run
 from tftpdiag.cli.parser import build_parser
-from tftpdiag.cli.requests import download_limit, server_policy
-from tftpdiag.cli.values import DEADLINE_MAX
+from tftpdiag.cli.requests import client_target, download_limit, server_policy
+from tftpdiag.cli.values import DEADLINE_MAX, UsageError
 
 LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
 
@@ -81,3 +82,47 @@ def test_serve_max_upload_zero_means_no_limit_as_max_size_zero_does(given: str |
     assert server_policy(build_parser("serve").parse_args(words)).max_upload == limit
     probe = build_parser("probe").parse_args(["probe", "h", "f", "-o", "out", "--max-size", "0"])
     assert download_limit(probe) is None
+
+
+@pytest.mark.parametrize("words, host, port", [
+    (["[::1]:6971", "f"], "::1", 6971),
+    (["127.0.0.1:6969", "f"], "127.0.0.1", 6969),
+    (["boot-server:1069", "f"], "boot-server", 1069),
+    (["[::1]", "f"], "::1", 69),
+    (["::1", "f"], "::1", 69),
+    (["fe80::1%eth0", "f"], "fe80::1%eth0", 69),
+    (["tftp://[::1]:6971/f"], "::1", 6971),
+    (["127.0.0.1:6969", "f", "--port", "6969"], "127.0.0.1", 6969),
+    (["127.0.0.1", "f", "--port", "6970"], "127.0.0.1", 6970),
+])
+def test_host_may_name_its_port(words: list[str], host: str, port: int) -> None:
+    target = client_target(build_parser("probe").parse_args(["probe", *words]), upload=False)
+    assert (target.host, target.port, target.filename) == (host, port, "f")
+
+
+@pytest.mark.parametrize("words, message", [
+    (["[::1", "f"], "not a host: '[::1'"),
+    (["::1]:6971", "f"], "not a host"),
+    (["http://10.0.0.5/f"], "not a TFTP URL: 'http://10.0.0.5/f'"),
+    (["-4", "::1", "f"], "::1 is an IPv6 address but -4 asks for IPv4"),
+    (["-6", "127.0.0.1", "f"], "127.0.0.1 is an IPv4 address but -6 asks for IPv6"),
+    (["-4", "tftp://[::1]/f"], "::1 is an IPv6 address but -4 asks for IPv4"),
+    (["[::1]:70000", "f"], "port 70000 in '[::1]:70000' is out of range"),
+])
+def test_a_host_that_cannot_be_one_is_said_before_any_lookup(words: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        client_target(build_parser("probe").parse_args(["probe", *words]), upload=False)
+
+
+@pytest.mark.parametrize("words", [["tftp://127.0.0.1:6969/f", "--port", "6970"],
+                                   ["127.0.0.1:6969", "f", "--port", "69"]])
+def test_port_given_twice_and_differently_is_refused(words: list[str]) -> None:
+    with pytest.raises(UsageError, match="--port .* disagrees with port 6969"):
+        client_target(build_parser("probe").parse_args(["probe", *words]), upload=False)
+
+
+def test_storm_reads_its_host_as_probe_does() -> None:
+    one_usage_line(run("storm", "127.0.0.1:6969", "f", "--port", "6970", "--clients", "2", timeout=15),
+                   "--port 6970 disagrees with port 6969 in '127.0.0.1:6969'")
+    one_usage_line(run("storm", "-4", "[::1]:6969", "f", "--clients", "2", timeout=15),
+                   "::1 is an IPv6 address but -4 asks for IPv4")

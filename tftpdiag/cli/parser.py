@@ -38,7 +38,8 @@ __all__ = ["build_parser", "COMMANDS"]
 def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transfer")
     g.add_argument("--port", type=int_range("port", 1, 65535), default=None,
-                   help="server port (default 69, or the URL's)")
+                   help="server port (default 69, or the one HOST or the URL names; given both ways, they "
+                        "must agree)")
     g.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
                    help="block size to ask for, RFC 2348 (default 1468: the largest that fits an Ethernet "
                         "frame without IP fragments)")
@@ -172,7 +173,8 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                            description="Download FILE from HOST with tftpdiag's own client and show the "
                                        "transfer live. Without -o the data is only hashed, not kept.",
                            epilog=PROBE_EXAMPLES, formatter_class=Formatter)
-    probe.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL")
+    probe.add_argument("host", metavar="HOST",
+                       help="server name or address, with :PORT if need be ([IPv6]:PORT), or a tftp:// URL")
     probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
     _transfer_flags(probe)
     probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
@@ -199,7 +201,9 @@ def _add_put(sub: argparse._SubParsersAction) -> None:
     put = sub.add_parser("put", help=COMMAND_HELP["put"],
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
                          epilog=PUT_EXAMPLES, formatter_class=Formatter)
-    put.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL naming REMOTE")
+    put.add_argument("host", metavar="HOST",
+                     help="server name or address, with :PORT if need be ([IPv6]:PORT), or a tftp:// URL naming "
+                          "REMOTE")
     put.add_argument("local", metavar="LOCAL", type=Path, help="the local file to send")
     put.add_argument("remote", metavar="REMOTE", nargs="?", help="name on the server")
     _transfer_flags(put)
