@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.cli.requests import (
+    check_output_paths,
     check_request,
     client_target,
     client_timing,
@@ -103,6 +104,7 @@ def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
     options, mode = requested_options(args), target.mode or "octet"
+    check_output_paths(output, args.trace)
     check_request(target.filename, mode, options, upload=upload, upload_size=_upload_size(args) if upload else None)
     return ClientRequest(
         host=target.host, filename=target.filename, port=target.port, upload=upload,

@@ -126,3 +126,12 @@ def test_storm_reads_its_host_as_probe_does() -> None:
                    "--port 6970 disagrees with port 6969 in '127.0.0.1:6969'")
     one_usage_line(run("storm", "-4", "[::1]:6969", "f", "--clients", "2", timeout=15),
                    "::1 is an IPv6 address but -4 asks for IPv4")
+
+
+def test_output_and_trace_on_one_file_is_refused(tmp_path: Path) -> None:
+    same = tmp_path / "both.jsonl"
+    (tmp_path / "link.jsonl").symlink_to(same)
+    for trace in (same, tmp_path / "link.jsonl", tmp_path / "." / "both.jsonl"):
+        one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "--no-tui", "--trace", str(trace), "-o", str(same),
+                           timeout=15), "-o and --trace name the same file")
+    assert not same.exists()

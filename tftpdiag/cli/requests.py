@@ -5,9 +5,12 @@ or a script."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import socket
 import sys
+from pathlib import Path
 from urllib.parse import unquote
 
 from tftpdiag.cli.values import UsageError
@@ -17,7 +20,8 @@ from tftpdiag.records import record
 from tftpdiag.verbosity import verbosity
 
 __all__ = ["Target", "parse_url", "split_host", "server_port", "client_target", "requested_options", "client_timing",
-           "DEFAULT_MAX_SIZE", "download_limit", "server_policy", "interactive", "verbosity", "check_request"]
+           "check_output_paths", "DEFAULT_MAX_SIZE", "download_limit", "server_policy", "interactive", "verbosity",
+           "check_request"]
 
 
 @record
@@ -127,6 +131,18 @@ def check_request(filename: str, mode: str, options: RequestedOptions, *, upload
         build_request(opcode, filename, mode, options, upload_size)
     except RequestError as exc:
         raise UsageError(str(exc)) from None
+
+
+def check_output_paths(output: Path | None, trace: Path | None) -> None:
+    """A UsageError when -o and --trace name one file (also through a link): the download, put in place
+    at the end, would replace the trace just written, or the trace would be written into the data."""
+    if output is None or trace is None:
+        return
+    same = os.path.realpath(output) == os.path.realpath(trace)
+    with contextlib.suppress(OSError):  # a hard link: two names, one file (only when both exist)
+        same = same or os.path.samefile(output, trace)
+    if same:
+        raise UsageError(f"-o and --trace name the same file, {output}: give each its own")
 
 
 def client_timing(args: argparse.Namespace) -> Timing:
