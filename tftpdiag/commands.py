@@ -25,7 +25,7 @@ from tftpdiag.cli.requests import (
     server_policy,
     verbosity,
 )
-from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
+from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, STDOUT, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.engine.spin import BUSY_POLL
@@ -103,13 +103,16 @@ def _impair_hook(args: argparse.Namespace) -> Callable[..., dict[str, Any]] | No
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
+    to_stdout = output == STDOUT
+    if to_stdout:
+        output = None
     options, mode = requested_options(args), target.mode or "octet"
     check_output_paths(output, args.trace)
     check_request(target.filename, mode, options, upload=upload, upload_size=_upload_size(args) if upload else None)
     return ClientRequest(
-        host=target.host, filename=target.filename, port=target.port, upload=upload,
-        mode=mode, options=options, timing=client_timing(args),
-        family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
+        host=target.host, filename=target.filename, port=target.port, upload=upload, mode=mode, options=options,
+        timing=client_timing(args), family=args.family, output=output, stdout=to_stdout,
+        source=args.local if upload else None, deadline=args.deadline,
         impair=args.impair, offload=args.offload, max_size=None if upload else download_limit(args),
         expected_sha256=None if upload else getattr(args, "expect_sha256", None), busy_poll=_busy_poll(args))
 
@@ -140,6 +143,12 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
             raise UsageError("-o/--expect-sha256 do not apply to --sweep: its probes stop after 2 MiB and keep "
                              "nothing")
         return run_sweep_command(args)
+    if getattr(args, "output", None) == STDOUT:
+        # stdout carries the file alone: a terminal would show it as garbage, --json would be mixed into it.
+        if args.json:
+            raise UsageError("-o - puts the file on stdout, where --json would print too: use one of them")
+        if sys.stdout.isatty():
+            raise UsageError("-o - would write the file to this terminal: redirect stdout (> FILE or | PROGRAM)")
     _seeded(args)
     request = _client_request(args, upload)
     bus = EventBus()
@@ -162,7 +171,7 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
 
         sub = bus.subscribe()
         _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra,
-                                         verbosity=verbosity(args))
+                                         stdout=sys.stderr if request.stdout else None, verbosity=verbosity(args))
         return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 

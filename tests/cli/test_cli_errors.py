@@ -3,8 +3,10 @@ caught before anything starts (a server, a storm's devices, a transfer)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from tests.cli.test_cli import run
 from tftpdiag.cli.parser import build_parser
 from tftpdiag.cli.requests import client_target, download_limit, server_policy
 from tftpdiag.cli.values import DEADLINE_MAX, UsageError
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.server import ServerConfig, TftpServer
 
 LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
 
@@ -135,3 +139,20 @@ def test_output_and_trace_on_one_file_is_refused(tmp_path: Path) -> None:
         one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "--no-tui", "--trace", str(trace), "-o", str(same),
                            timeout=15), "-o and --trace name the same file")
     assert not same.exists()
+
+
+def test_output_dash_writes_the_file_to_stdout_and_the_summary_to_stderr(tmp_path: Path) -> None:
+    content = os.urandom(100_000)
+    (tmp_path / "image.bin").write_bytes(content)
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0), EventBus()) as server:
+        port = str(server.addresses[0][1])
+        for flags in ([], ["-v"]):
+            result = subprocess.run([sys.executable, "-m", "tftpdiag", "probe", "127.0.0.1", "image.bin", "--port",
+                                     port, "-o", "-", *flags], capture_output=True, timeout=30, cwd=tmp_path,
+                                    stdin=subprocess.DEVNULL)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == content  # the file alone: the summary (and -v's lines) went to stderr
+            assert b"downloaded image.bin" in result.stderr
+            assert not (tmp_path / "-").exists()
+    one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "-o", "-", "--json", timeout=15),
+                   "-o - puts the file on stdout, where --json would print too")

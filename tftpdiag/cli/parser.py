@@ -22,6 +22,7 @@ from tftpdiag.cli.values import (
     int_range,
     microseconds,
     option_name,
+    output_path,
     parse_size,
     seconds,
     seconds_between,
@@ -177,10 +178,11 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                        help="server name or address, with :PORT if need be ([IPv6]:PORT), or a tftp:// URL")
     probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
     _transfer_flags(probe)
-    probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
+    probe.add_argument("-o", "--output", type=output_path, default=None, metavar="PATH",
                        help="keep the downloaded file here (written only if the transfer completes; a file it "
                             "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it). A "
-                            "device or a pipe (/dev/null, a FIFO) is written as the data comes")
+                            "device or a pipe (/dev/null, a FIFO) is written as the data comes, and so is "
+                            "stdout for -o - (the summary then goes to stderr; a file named - is ./-)")
     probe.add_argument("--expect-sha256", type=sha256_hex, default=None, metavar="HEX",
                        help="fail (exit 1) unless the data has this SHA-256; with -o, data that does not "
                             "match is not kept and a file already at PATH stays as it was")

@@ -8,6 +8,7 @@ import argparse
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) only when --impair is given
@@ -15,9 +16,9 @@ if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) 
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
-    "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec",
-    "microseconds", "option_name", "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
-    "IMPAIR_HELP",
+    "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size", "STDOUT", "output_path",
+    "sha256_hex", "impair_spec", "microseconds", "option_name", "host_address", "Formatter", "terminal_width",
+    "BUSY_POLL_HELP", "OFFLOAD_HELP", "IMPAIR_HELP",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -72,6 +73,14 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size like 10M or 1048576, not {text!r}")
     number, unit = float(match.group(1)), match.group(2).lower()
     return int(number * (1024 ** " kmgt".index(unit or " ")))
+
+
+STDOUT = "-"  # -o -: the download on standard output, as curl -o - and wget -O - write it
+
+
+def output_path(text: str) -> Path | str:
+    """-o's PATH, or :data:`STDOUT` for "-" alone (a file named so is ./-)."""
+    return STDOUT if text == STDOUT else Path(text)
 
 
 def sha256_hex(text: str) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ class ClientRequest:
     timing: Timing = field(default_factory=lambda: Timing(dally=0.0))
     family: int = 0  # socket.AF_INET, socket.AF_INET6, or 0 for either
     output: Path | None = None  # where a download is kept; None: hash only
+    stdout: bool = False  # the download goes to this process's stdout as it comes (-o -), not to ``output``
     source: Path | None = None  # what an upload sends
     deadline: float | None = None  # seconds for the whole transfer
     impair: ImpairSpec | None = None  # fault injection between the socket and the machine
@@ -232,7 +234,10 @@ class ClientTransfer:
                 self._files = partial(feed_sender, writer, source)
                 self._digest = source.hash
             else:
-                if req.output is not None and _output_kind(req.output) == "stream":
+                if req.stdout:  # a descriptor of its own: closing it when done leaves stdout open
+                    sys.stdout.flush()
+                    self._temp = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+                elif req.output is not None and _output_kind(req.output) == "stream":
                     self._temp = open(req.output, "wb")  # noqa: SIM115 - closed in _finalise or below
                 elif req.output is not None:
                     fd, self._temp_path = create_part(req.output)
