@@ -177,9 +177,10 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
 
 def _remove_stale_parts(output: Path, args: argparse.Namespace) -> None:
     """Temporary files of earlier downloads to this same path whose tftpdiag was killed go now."""
-    from tftpdiag.engine.partfiles import remove_stale
+    from tftpdiag.engine.partfiles import remove_stale, written_through
 
-    _report_removals(remove_stale(output.parent, target=output), "download", quiet=verbosity(args) < 0)
+    final = written_through(output)  # they were made beside the file a link names, as the download's is
+    _report_removals(remove_stale(final.parent, target=final), "download", quiet=verbosity(args) < 0)
 
 
 def _report_removals(removals: list[Any], what: str, quiet: bool = False) -> None:
