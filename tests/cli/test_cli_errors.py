@@ -156,3 +156,12 @@ def test_output_dash_writes_the_file_to_stdout_and_the_summary_to_stderr(tmp_pat
             assert not (tmp_path / "-").exists()
     one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "-o", "-", "--json", timeout=15),
                    "-o - puts the file on stdout, where --json would print too")
+
+
+def test_demo_size_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    # Parsed here, not run: without the bound, a run would start writing a 1 TiB image.
+    parser = build_parser("demo")
+    assert parser.parse_args(["demo", "--size", "4G"]).size == 4 << 30
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["demo", "--size", "1T"])
+    assert stopped.value.code == 2 and "can be at most 4 GiB, not 1T" in capsys.readouterr().err

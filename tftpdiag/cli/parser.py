@@ -27,6 +27,7 @@ from tftpdiag.cli.values import (
     seconds,
     seconds_between,
     sha256_hex,
+    size_at_most,
 )
 from tftpdiag.completion import add_completion_parser
 from tftpdiag.opsargs import add_history_parser, add_serve_flags
@@ -82,6 +83,8 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
                    help="plain output for scripts (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
 
+
+DEMO_SIZE_MAX = 4 << 30  # the demo writes its image to a temporary folder: a slip (1T) must not fill the disk
 
 PROBE_EXAMPLES = """examples:
   tftpdiag probe 192.168.1.10 pxelinux.0
@@ -263,8 +266,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
                                       "port over a temporary folder with a generated sample firmware "
                                       "image, then probes it.", formatter_class=Formatter)
-    demo.add_argument("--size", type=parse_size, default=8 << 20, metavar="SIZE",
-                      help="size of the sample image (default 8M)")
+    demo.add_argument("--size", type=size_at_most(DEMO_SIZE_MAX, "the sample image (written to a temporary folder)"),
+                      default=8 << 20, metavar="SIZE",
+                      help=f"size of the sample image (default 8M, at most {DEMO_SIZE_MAX >> 30}G: it is written to "
+                           "a temporary folder first)")
     demo.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
                       help="block size the probe asks for (default 1468)")
     demo.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,

@@ -16,9 +16,9 @@ if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) 
 
 __all__ = [
     "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
-    "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size", "STDOUT", "output_path",
-    "sha256_hex", "impair_spec", "microseconds", "option_name", "host_address", "Formatter", "terminal_width",
-    "BUSY_POLL_HELP", "OFFLOAD_HELP", "IMPAIR_HELP",
+    "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size", "size_at_most", "STDOUT",
+    "output_path", "sha256_hex", "impair_spec", "microseconds", "option_name", "host_address", "Formatter",
+    "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP", "IMPAIR_HELP",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -81,6 +81,16 @@ STDOUT = "-"  # -o -: the download on standard output, as curl -o - and wget -O 
 def output_path(text: str) -> Path | str:
     """-o's PATH, or :data:`STDOUT` for "-" alone (a file named so is ./-)."""
     return STDOUT if text == STDOUT else Path(text)
+
+
+def size_at_most(limit: int, what: str) -> Callable[[str], int]:
+    """A size as :func:`parse_size` reads it, no larger than ``limit`` bytes (``what`` says why in the error)."""
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{what} can be at most {limit >> 30} GiB, not {text}")
+        return value
+    return parse
 
 
 def sha256_hex(text: str) -> str:
