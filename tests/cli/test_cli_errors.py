@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_cli import run
-from tftpdiag.cli.parser import build_parser
+from tftpdiag.cli.parser import SERVE_EXAMPLES, TRACE_EXAMPLES, build_parser
 from tftpdiag.cli.requests import client_target, download_limit, server_policy
 from tftpdiag.cli.values import DEADLINE_MAX, UsageError
 from tftpdiag.engine.bus import EventBus
@@ -165,3 +165,15 @@ def test_demo_size_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
         parser.parse_args(["demo", "--size", "1T"])
     assert stopped.value.code == 2 and "can be at most 4 GiB, not 1T" in capsys.readouterr().err
+
+
+def test_trace_says_a_serve_log_is_not_a_trace_and_the_help_never_offers_one(tmp_path: Path) -> None:
+    log = tmp_path / "sessions.jsonl"
+    log.write_text('{"event": "session", "started": "2026-12-05T06:25:24.934Z", "ended": "2026-12-05T06:25:25.122Z", '
+                   '"schema": 1, "ok": true, "session": 1, "role": "server-read", "file": "boot.bin"}\n')
+    one_usage_line(run("trace", str(log), "--no-tui", timeout=15),
+                   "this is a serve --log file (one line per session); trace reads files written by --trace or "
+                   "the s key")
+    logs = set(re.findall(r"--log (\S+)", SERVE_EXAMPLES))
+    traced = set(re.findall(r"tftpdiag trace (\S+)", TRACE_EXAMPLES))
+    assert logs and traced and not logs & traced

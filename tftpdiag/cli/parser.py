@@ -111,7 +111,7 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
-  tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
+  tftpdiag serve /srv/tftp --no-tui --log sessions.jsonl --history --metrics 127.0.0.1:9469   # left running
 
 Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
 (LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
@@ -130,7 +130,10 @@ Needs root or CAP_NET_RAW (sudo setcap cap_net_raw,cap_net_admin+ep on the Pytho
 TRACE_EXAMPLES = """examples:
   tftpdiag trace probe.pcap
   sudo tcpdump -i eth0 -w boot.pcap udp && tftpdiag trace boot.pcap --no-tui
-  tftpdiag trace serve.jsonl --json | jq '.transfers[] | select(.ok | not)'
+  tftpdiag trace boot.jsonl --json | jq '.transfers[] | select(.ok | not)'   # from serve --trace boot.jsonl
+
+A .jsonl trace is what --trace or the s key writes (every event); a serve --log file holds one summary
+per session and is no trace.
 
 exit status: 0 the trace was read (even if transfers in it failed; damage is reported as a warning),
 2 the file cannot be read as a trace.
