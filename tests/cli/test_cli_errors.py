@@ -13,10 +13,11 @@ import pytest
 
 from tests.cli.test_cli import run
 from tftpdiag.cli.parser import SERVE_EXAMPLES, TRACE_EXAMPLES, build_parser
-from tftpdiag.cli.requests import client_target, download_limit, server_policy
+from tftpdiag.cli.requests import asked_sizes, client_target, download_limit, requested_options, server_policy
 from tftpdiag.cli.values import DEADLINE_MAX, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.server import ServerConfig, TftpServer
+from tftpdiag.protocol.options import RequestedOptions
 
 LONG = "a" * 600  # with its options the request passes RFC 2347's 512 bytes from about 490 characters
 
@@ -177,3 +178,21 @@ def test_trace_says_a_serve_log_is_not_a_trace_and_the_help_never_offers_one(tmp
     logs = set(re.findall(r"--log (\S+)", SERVE_EXAMPLES))
     traced = set(re.findall(r"tftpdiag trace (\S+)", TRACE_EXAMPLES))
     assert logs and traced and not logs & traced
+
+
+@pytest.mark.parametrize("command", ["probe", "put", "storm"])
+@pytest.mark.parametrize("flag", ["--blksize", "--windowsize"])
+def test_no_options_refuses_an_option_it_would_drop(command: str, flag: str) -> None:
+    args = build_parser(command).parse_args([command, "127.0.0.1", "f", "--no-options", flag, "512"])
+    with pytest.raises(UsageError, match=f"--no-options sends a plain RFC 1350 request: it cannot ask {flag}"):
+        asked_sizes(args)
+
+
+def test_options_asked_by_default_with_no_options_and_for_each_timeout() -> None:
+    parser = build_parser("probe")
+    assert requested_options(parser.parse_args(["probe", "h", "f"])) == RequestedOptions(blksize=1468, tsize=True)
+    plain = parser.parse_args(["probe", "h", "f", "--no-options", "--timeout", "3"])
+    assert requested_options(plain) == RequestedOptions() and plain.timeout == 3  # the retransmit timeout still
+    assert requested_options(parser.parse_args(["probe", "h", "f", "--timeout", "255"])).timeout == 255
+    assert requested_options(parser.parse_args(["probe", "h", "f", "--timeout", "256"])).timeout is None
+    assert "whole number from 1 to 255" in " ".join(run("probe", "--help").stdout.split())

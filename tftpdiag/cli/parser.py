@@ -31,7 +31,7 @@ from tftpdiag.cli.values import (
 )
 from tftpdiag.completion import add_completion_parser
 from tftpdiag.opsargs import add_history_parser, add_serve_flags
-from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, GIVE_UP
+from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, ETHERNET_BLKSIZE, GIVE_UP, TIMEOUT_MAX, TIMEOUT_MIN
 from tftpdiag.verbosity import add_verbosity_flags
 
 __all__ = ["build_parser", "COMMANDS"]
@@ -42,19 +42,21 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int_range("port", 1, 65535), default=None,
                    help="server port (default 69, or the one HOST or the URL names; given both ways, they "
                         "must agree)")
-    g.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
-                   help="block size to ask for, RFC 2348 (default 1468: the largest that fits an Ethernet "
-                        "frame without IP fragments)")
+    g.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=None,
+                   help=f"block size to ask for, RFC 2348 (default {ETHERNET_BLKSIZE}: the largest that fits an "
+                        "Ethernet frame without IP fragments)")
     g.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,
                    help="blocks per ACK to ask for, RFC 7440 (default: not asked, lock-step)")
     g.add_argument("--timeout", type=seconds, default=None,
                    help="retransmit timeout in seconds; also asked of the server as the RFC 2349 timeout "
-                        "option when it is a whole number (default: adaptive, starting at 1 s)")
+                        f"option when it is a whole number from {TIMEOUT_MIN} to {TIMEOUT_MAX}, the option's range "
+                        "(default: adaptive, starting at 1 s)")
     g.add_argument("--tsize", dest="tsize", action="store_true", default=True,
                    help="ask for the transfer size, RFC 2349 (default)")
     g.add_argument("--no-tsize", dest="tsize", action="store_false", help="do not ask for the transfer size")
     g.add_argument("--no-options", action="store_true",
-                   help="send a plain RFC 1350 request with no options at all")
+                   help="send a plain RFC 1350 request with no options at all (so no --blksize or "
+                        "--windowsize; --timeout then sets only the retransmit timeout)")
     g.add_argument("--mode", choices=("octet", "netascii"), default=None,
                    help="transfer mode (default octet; netascii converts line ends and corrupts binaries)")
     g.add_argument("--retries", type=int_range("retries", 0, 100), default=5,

@@ -14,14 +14,15 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from tftpdiag.cli.values import UsageError
+from tftpdiag.protocol.limits import ETHERNET_BLKSIZE, TIMEOUT_MAX, TIMEOUT_MIN
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.records import record
 from tftpdiag.verbosity import verbosity
 
-__all__ = ["Target", "parse_url", "split_host", "server_port", "client_target", "requested_options", "client_timing",
-           "check_output_paths", "DEFAULT_MAX_SIZE", "download_limit", "server_policy", "interactive", "verbosity",
-           "check_request"]
+__all__ = ["Target", "parse_url", "split_host", "server_port", "client_target", "asked_sizes", "requested_options",
+           "client_timing", "check_output_paths", "DEFAULT_MAX_SIZE", "download_limit", "server_policy", "interactive",
+           "verbosity", "check_request"]
 
 
 @record
@@ -109,13 +110,26 @@ def server_port(flag: int | None, named: int | None, text: str) -> int:
     return flag if flag is not None else named if named is not None else 69
 
 
+def asked_sizes(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """The blksize and windowsize to ask for: none with --no-options, which refuses them given explicitly
+    (they would be dropped without a word); else --blksize (ETHERNET_BLKSIZE unless given), --windowsize."""
+    if args.no_options:
+        given = [flag for flag, value in (("--blksize", args.blksize), ("--windowsize", args.windowsize))
+                 if value is not None]
+        if given:
+            raise UsageError(f"--no-options sends a plain RFC 1350 request: it cannot ask {' or '.join(given)}")
+        return None, None
+    return (args.blksize if args.blksize is not None else ETHERNET_BLKSIZE), args.windowsize
+
+
 def requested_options(args: argparse.Namespace) -> RequestedOptions:
+    blksize, windowsize = asked_sizes(args)  # first: it refuses what --no-options would drop
     if args.no_options:
         return RequestedOptions()
     timeout = None
-    if args.timeout is not None and float(args.timeout).is_integer() and 1 <= args.timeout <= 255:
+    if args.timeout is not None and float(args.timeout).is_integer() and TIMEOUT_MIN <= args.timeout <= TIMEOUT_MAX:
         timeout = int(args.timeout)
-    return RequestedOptions(blksize=args.blksize, windowsize=args.windowsize, timeout=timeout, tsize=args.tsize)
+    return RequestedOptions(blksize=blksize, windowsize=windowsize, timeout=timeout, tsize=args.tsize)
 
 
 def check_request(filename: str, mode: str, options: RequestedOptions, *, upload: bool = False,
