@@ -201,11 +201,13 @@ def run_storm_command(args: argparse.Namespace) -> int:
         windowsize=windowsize, tsize=not args.no_options, sources=sources, deadline=args.deadline, family=args.family,
         timing=Timing(initial_timeout=args.timeout, retries=args.retries, dally=0.0, adaptive=False))
     check_request(config.filename, "octet", config.options)
-    if not args.json:
-        print(f"tftpdiag storm: {args.clients} devices asking for the file"
-              + (f" over {args.ramp:g} s" if args.ramp else " at once") + " …", file=sys.stderr, flush=True)
+
+    def announce() -> None:  # once set up: a name that does not resolve or too few sockets is said alone
+        if not args.json:
+            print(f"tftpdiag storm: {args.clients} devices asking for the file"
+                  + (f" over {args.ramp:g} s" if args.ramp else " at once") + " …", file=sys.stderr, flush=True)
     try:
-        results, wall = run_storm(config)
+        results, wall = run_storm(config, on_ready=announce)
     except StormSetupError as exc:
         raise UsageError(str(exc)) from None
     summary = summarise(results, wall, expected)

@@ -196,3 +196,11 @@ def test_options_asked_by_default_with_no_options_and_for_each_timeout() -> None
     assert requested_options(parser.parse_args(["probe", "h", "f", "--timeout", "255"])).timeout == 255
     assert requested_options(parser.parse_args(["probe", "h", "f", "--timeout", "256"])).timeout is None
     assert "whole number from 1 to 255" in " ".join(run("probe", "--help").stdout.split())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pxe", "-i", "nosuchif", "--no-tui", "--no-probe"], "no network interface 'nosuchif' here"),
+    (["storm", "no-such-host.invalid", "f", "--clients", "2"], "cannot resolve 'no-such-host.invalid'"),
+], ids=["pxe", "storm"])
+def test_a_set_up_error_is_not_announced_as_started_first(args: list[str], message: str) -> None:
+    one_usage_line(run(*args, timeout=30), message)  # one line: no "asking ..." before it

@@ -158,9 +158,11 @@ def _open_sockets(config: StormConfig, family: int) -> list[socket.socket]:
     return socks
 
 
-def run_storm(config: StormConfig,
-              on_done: Callable[[DeviceResult], None] | None = None) -> tuple[list[DeviceResult], float]:
-    """Run the storm; returns each device's result (ok unchecked: see ``completed``) and the wall time."""
+def run_storm(config: StormConfig, on_done: Callable[[DeviceResult], None] | None = None,
+              on_ready: Callable[[], None] | None = None) -> tuple[list[DeviceResult], float]:
+    """Run the storm; returns each device's result (ok unchecked: see ``completed``) and the wall time.
+    ``on_ready`` is called once every device is set up (the name resolved, the sockets open), just
+    before the first request: an announcement made there is never followed by a set-up error."""
     try:
         family, server = resolve(config.host, config.port, config.family)
     except Exception as exc:  # noqa: BLE001 - ResolveError or a malformed name: one line either way
@@ -171,6 +173,8 @@ def run_storm(config: StormConfig,
             raise StormSetupError("the source addresses are not of the server's address family")
     options = config.options
     socks = _open_sockets(config, family)
+    if on_ready is not None:
+        on_ready()
     began = time.time()
     step = config.ramp / (config.clients - 1) if config.clients > 1 else 0.0
     devices = [_Device(i, sock, began + i * step) for i, sock in enumerate(socks)]
