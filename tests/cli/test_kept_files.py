@@ -114,6 +114,22 @@ def test_probe_output_follows_the_umask_and_a_replaced_file_keeps_its_mode(
     assert parts(tmp_path) == []
 
 
+def test_probe_output_onto_a_symlink_writes_through_it_as_cp_does(served: tuple[Path, int], tmp_path: Path) -> None:
+    _, port = served
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target, link = elsewhere / "image.bin", tmp_path / "link.bin"
+    target.write_bytes(b"previous")
+    target.chmod(0o640)
+    link.symlink_to(target)
+    result = run("probe", LOOP, "image.bin", "--port", str(port), "--json", "-o", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link stays a link
+    assert target.read_bytes() == CONTENT and mode(target) == 0o640  # its file got the content, kept its mode
+    assert json.loads(result.stdout)["output"] == str(link)
+    assert parts(tmp_path) == [] and parts(elsewhere) == []
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
 def test_uploads_follow_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path: Path, umask: int) -> None:
     root = tmp_path / "root"
