@@ -45,6 +45,9 @@ a usage or set\\-up error (a bad option, an unreadable directory, a port in use,
 .B 130
 interrupted by Ctrl\\-C (a probe or put reports what it did so far first)
 .TP
+.B 143, 129
+stopped by SIGTERM or SIGHUP (a closed terminal), handled as Ctrl\\-C is
+.TP
 .B 141
 whoever read the output went away (as with \\-v | head)
 """

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.cli.requests import (
+    check_output_paths,
+    check_request,
     client_target,
     client_timing,
     download_limit,
@@ -23,7 +25,7 @@ from tftpdiag.cli.requests import (
     server_policy,
     verbosity,
 )
-from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
+from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, STDOUT, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.engine.spin import BUSY_POLL
@@ -101,12 +103,29 @@ def _impair_hook(args: argparse.Namespace) -> Callable[..., dict[str, Any]] | No
 def _client_request(args: argparse.Namespace, upload: bool) -> ClientRequest:
     target = client_target(args, upload)
     output = getattr(args, "output", None)
+    to_stdout = output == STDOUT
+    if to_stdout:
+        output = None
+    options, mode = requested_options(args), target.mode or "octet"
+    check_output_paths(output, args.trace)
+    check_request(target.filename, mode, options, upload=upload, upload_size=_upload_size(args) if upload else None)
     return ClientRequest(
-        host=target.host, filename=target.filename, port=target.port, upload=upload,
-        mode=target.mode or "octet", options=requested_options(args), timing=client_timing(args),
-        family=args.family, output=output, source=args.local if upload else None, deadline=args.deadline,
+        host=target.host, filename=target.filename, port=target.port, upload=upload, mode=mode, options=options,
+        timing=client_timing(args), family=args.family, output=output, stdout=to_stdout,
+        source=args.local if upload else None, deadline=args.deadline,
         impair=args.impair, offload=args.offload, max_size=None if upload else download_limit(args),
         expected_sha256=None if upload else getattr(args, "expect_sha256", None), busy_poll=_busy_poll(args))
+
+
+def _upload_size(args: argparse.Namespace) -> int:
+    """The tsize a put's WRQ will offer, as far as it matters to the request's length. In netascii the
+    engine counts the converted size, at most twice the file's: the bound is taken rather than reading
+    the whole file twice. A file that cannot be read is said by the transfer's set-up."""
+    try:
+        size = args.local.stat().st_size
+    except OSError:
+        return 0
+    return 2 * size if (args.mode or "octet") == "netascii" else size
 
 
 def _busy_poll(args: argparse.Namespace) -> float:
@@ -119,7 +138,17 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
     if not upload and args.sweep:
         if verbosity(args) > 0:
             raise UsageError("-v shows the packets of one transfer; with --sweep, use --trace PATH to keep them")
+        if args.output is not None or args.expect_sha256 is not None:
+            # Each probe of a sweep stops after 2 MiB: there is no whole file to keep or to check.
+            raise UsageError("-o/--expect-sha256 do not apply to --sweep: its probes stop after 2 MiB and keep "
+                             "nothing")
         return run_sweep_command(args)
+    if getattr(args, "output", None) == STDOUT:
+        # stdout carries the file alone: a terminal would show it as garbage, --json would be mixed into it.
+        if args.json:
+            raise UsageError("-o - puts the file on stdout, where --json would print too: use one of them")
+        if sys.stdout.isatty():
+            raise UsageError("-o - would write the file to this terminal: redirect stdout (> FILE or | PROGRAM)")
     _seeded(args)
     request = _client_request(args, upload)
     bus = EventBus()
@@ -142,15 +171,16 @@ def run_client(args: argparse.Namespace, *, upload: bool) -> int:
 
         sub = bus.subscribe()
         _, summary = run_client_headless(transfer, sub, json_out=args.json, extra=extra,
-                                         verbosity=verbosity(args))
+                                         stdout=sys.stderr if request.stdout else None, verbosity=verbosity(args))
         return EXIT_OK if summary["ok"] else EXIT_FAILED
 
 
 def _remove_stale_parts(output: Path, args: argparse.Namespace) -> None:
     """Temporary files of earlier downloads to this same path whose tftpdiag was killed go now."""
-    from tftpdiag.engine.partfiles import remove_stale
+    from tftpdiag.engine.partfiles import remove_stale, written_through
 
-    _report_removals(remove_stale(output.parent, target=output), "download", quiet=verbosity(args) < 0)
+    final = written_through(output)  # they were made beside the file a link names, as the download's is
+    _report_removals(remove_stale(final.parent, target=final), "download", quiet=verbosity(args) < 0)
 
 
 def _report_removals(removals: list[Any], what: str, quiet: bool = False) -> None:
@@ -170,9 +200,11 @@ def _report_removals(removals: list[Any], what: str, quiet: bool = False) -> Non
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     """probe --sweep: exit 0 when at least one probe moved data, 1 when none could (or it stopped early)."""
-    from tftpdiag.sweep import render_text, run_sweep
+    from tftpdiag.sweep import DEFAULT_PROBES, render_text, run_sweep
 
     target = client_target(args, upload=False)
+    for spec in DEFAULT_PROBES:  # each probe sends its own request: each must fit
+        check_request(target.filename, spec.mode, spec.options)
     timing = client_timing(args)
     if interactive(args):
         from tftpdiag.tui.sweep_app import run_sweep_app
@@ -197,12 +229,24 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
 
 
+def _bind_key(host: str) -> str:
+    """One spelling per address (``[::1]``, ``::1`` and ``0:0::1`` alike); a non-address as given (the
+    server says what is wrong with it)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host
+
+
 def server_config(args: argparse.Namespace, inherited: tuple[Any, ...] = ()) -> ServerConfig:
     from tftpdiag.engine.server import ServerConfig
 
     timing = Timing(initial_timeout=args.timeout or 1.0, retries=args.retries, give_up=args.give_up,
                     adaptive=args.timeout is None)
-    bind = tuple(args.bind) if args.bind else ("0.0.0.0", "::")
+    # An address given twice is one listener (bound twice it read "address already in use").
+    bind = tuple(dict.fromkeys(_bind_key(b) for b in args.bind)) if args.bind else ("0.0.0.0", "::")
     return ServerConfig(
         root=args.dir.resolve() if args.dir.exists() else args.dir, bind=bind, port=args.port,
         allow_upload=args.allow_upload or args.allow_overwrite, allow_overwrite=args.allow_overwrite,

@@ -95,6 +95,12 @@ def rate(bytes_per_s: float) -> str:
     return f"{size(bytes_per_s)}/s"
 
 
+def duration(seconds: float) -> str:
+    """A transfer's duration: ``0.736 s``, or in milliseconds below 10 ms (``0.35 ms``), where three
+    decimals of a second would read ``0.000 s`` beside a rate computed from the real figure."""
+    return f"{seconds:.3f} s" if seconds >= 0.01 else f"{seconds * 1000:.2f} ms"
+
+
 def address(addr: tuple[str, int] | None) -> str:
     """``host:port``, an IPv6 host in brackets; ``-`` for none."""
     if addr is None:

@@ -19,7 +19,7 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, iso_time, line
+from tftpdiag.fmt import clean, duration, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import PacketRun
@@ -131,7 +131,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     gc.freeze()  # what exists now lives as long as the program: no collection needs to walk it again
     transfer.start()
     outcome: ClientOutcome | None = None
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     try:
         with progress or contextlib.nullcontext():
             task = progress.add_task("transfer", total=None) if progress else None
@@ -150,11 +150,11 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     except BrokenPipeError:
         transfer.cancel()  # whoever read our output is gone (-v | head): stop, as tcpdump would
         raise
-    except KeyboardInterrupt:
-        # Ctrl-C: stop the transfer (the peer gets ERROR 0), then report what it did so far, as for any
-        # other failure, before the caller exits 130.
-        interrupted = True
-        transfer.cancel()
+    except KeyboardInterrupt as exc:
+        # Ctrl-C (or SIGTERM, SIGHUP: cli.values.Terminated): stop the transfer (the peer gets ERROR 0),
+        # then report what it did so far, as for any other failure, before the caller exits 128 + signal.
+        interrupted = exc
+        transfer.cancel(getattr(exc, "reason", "cancelled by the user"))
         outcome = transfer.wait(5)
     finally:
         transfer.join(5)
@@ -162,7 +162,7 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         fold()
         analyzer.finish()
     if outcome is None:
-        raise KeyboardInterrupt  # the engine did not stop in time: nothing whole to report
+        raise interrupted or KeyboardInterrupt()  # the engine did not stop in time: nothing whole to report
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
     # The digest of a transfer that did not complete is of a part of the file: no use to anyone.
@@ -183,8 +183,8 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
             style = "bold red" if text.startswith("✘") else "yellow" if text.startswith("⚠") else "dim"
             _say(console, (f"  {text}", style if not text.startswith("    ") else "dim"))
     stdout.flush()
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return outcome, summary
 
 
@@ -271,7 +271,7 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
         _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
     sizes = file_size_text(summary.get("file_bytes"), record.bytes)
     wire = " on the wire" if sizes else ""  # (the rate is the wire's: bytes sent or received a second)
-    _say(console, f"  {fmt_bytes(record.bytes)}{wire} in {record.duration:.3f} s = {fmt_rate(record.rate)}")
+    _say(console, f"  {fmt_bytes(record.bytes)}{wire} in {duration(record.duration)} = {fmt_rate(record.rate)}")
     if sizes:
         _say(console, f"  {sizes}")
     if summary.get("sha256") and record.direction == "download" and summary["ok"]:

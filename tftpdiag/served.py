@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from tftpdiag.findings import Finding
     from tftpdiag.sessions import SessionRecord
 
-__all__ = ["Served", "SessionSink", "served", "ended_at", "result_of"]
+__all__ = ["Served", "SessionSink", "served", "ended_at", "result_of", "SERVED_KINDS", "is_served_line"]
+
+SERVED_KINDS = ("session", "refused")  # the "event" of a finished session's object, and of a refused one's
 
 
 def ended_at(record: SessionRecord) -> float:
@@ -56,13 +58,25 @@ def served(record: SessionRecord, findings: list[Finding], more: dict[str, Any] 
     """The session as every sink takes it; ``more`` joins its JSON object (watch's device fields)."""
     ended = ended_at(record)
     started = record.started if record.started is not None else ended
-    kind = "refused" if record.refused is not None else "session"
+    kind = SERVED_KINDS[1] if record.refused is not None else SERVED_KINDS[0]
     obj: dict[str, Any] = {"event": kind, "started": iso_time(started), "ended": iso_time(ended),
                            **session_summary(record, findings=[f.to_dict() for f in findings]), **(more or {})}
     if record.refused is not None:
         obj["suggestion"] = record.refused.suggestion
         obj["received"] = record.refused.received or None
     return Served(record, findings, started, ended, obj)
+
+
+def is_served_line(line: bytes | str) -> bool:
+    """Whether ``line`` is one of the objects :func:`served` makes (a line of serve --log or --json, or of
+    watch --json): a session's summary, not a trace's event, so that trace can say what the file is."""
+    import json
+
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return type(obj) is dict and obj.get("event") in SERVED_KINDS and "started" in obj and "ended" in obj
 
 
 class SessionSink(Protocol):

@@ -3,8 +3,10 @@ reader summarise. Live sessions and transfers rebuilt from a capture pass throug
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 # The names every view imports from here:
 from tftpdiag.fmt import address as fmt_addr
@@ -42,6 +44,11 @@ from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Data, Options
 
 _NONE = Note.NONE
+# A peak rate is measured over this long at least: progress comes about every 0.1 s (Timing.progress_interval,
+# and a capture's), and the last report comes with the end, often soon after the one before: over that
+# sliver alone a transfer read several times faster than it ever ran.
+PEAK_SPAN = 0.1
+_sample_time = itemgetter(0)  # a progress sample's time: what bytes_at bisects on
 # A PacketRun's tag (protocol/events.py) to 1 for a received packet, and to 1 for a DATA: counted in C.
 _RUN_RX = bytes(tag & RUN_RECEIVED for tag in range(256))
 _RUN_DATA = bytes(0 if tag & RUN_ACK else 1 for tag in range(256))
@@ -84,6 +91,7 @@ class SessionRecord:
     # DATA payload bytes moved, from the packets: the receiver's in-order DATA, the sender's fresh DATA.
     # What ``bytes`` says until the first Progress (a record cut before one still has figures).
     data_bytes: int = 0
+    peak: float = 0.0  # the highest rate so far, bytes a second over PEAK_SPAN or more (see _note_peak)
 
     def window_rate(self, now: float, window: float = 2.0) -> float:
         """Bytes a second over the newest ``window`` seconds of progress; the average once finished.
@@ -103,6 +111,41 @@ class SessionRecord:
                 break
         span = newest_t - older[0]
         return (newest_b - older[1]) / span if span > 0 else 0.0
+
+    def _note_peak(self, t: float, moved: int) -> None:
+        """Raise the peak to the rate since the newest sample at least PEAK_SPAN older than this one (or
+        since the start). Kept as the samples come, so it never goes down: the highest graph column it was
+        read from before averaged over wider slices as the transfer went on, and the peak fell."""
+        samples = self.samples
+        i = len(samples) - 2  # the sample before this one
+        while i >= 0 and samples[i][0] > t - PEAK_SPAN:
+            i -= 1
+        if i >= 0:
+            since, before = samples[i]
+        elif self.started is not None and self.started <= t - PEAK_SPAN:
+            since, before = self.started, 0
+        else:
+            return
+        if t > since:
+            self.peak = max(self.peak, (moved - before) / (t - since))
+
+    def bytes_at(self, t: float) -> float:
+        """Bytes moved by time ``t``, read from the progress samples: spread evenly between two samples
+        (and between the start and the first), the newest sample's count after it, 0 before the start."""
+        samples = self.samples
+        if not samples:
+            return 0.0
+        if t >= samples[-1][0]:
+            return float(samples[-1][1])
+        after = bisect_right(samples, t, key=_sample_time)  # the first sample later than t
+        t1, b1 = samples[after]
+        if after:
+            t0, b0 = samples[after - 1]
+        else:
+            t0, b0 = (self.started if self.started is not None else t1), 0
+        if t <= t0 or t1 <= t0:
+            return float(b0)
+        return b0 + (b1 - b0) * (t - t0) / (t1 - t0)
 
     @property
     def state(self) -> str:
@@ -225,6 +268,7 @@ class SessionRecord:
         if isinstance(event, Progress):
             # A sampled stream may miss packet events; the snapshot's counters are exact.
             self.samples.append((t, event.bytes))
+            self._note_peak(t, event.bytes)
             self.bytes = event.bytes
             if event.total is not None:
                 self.total = event.total
@@ -249,6 +293,8 @@ class SessionRecord:
             self.result = event
             stats = event.stats
             self.bytes = stats.bytes
+            if not self.peak:  # over before PEAK_SPAN: its only measure is its average
+                self.peak = self.rate
             self.packets_sent, self.packets_received = stats.packets_sent, stats.packets_received
             self.retransmits, self.timeouts, self.duplicates = stats.retransmits, stats.timeouts, stats.duplicates
         elif isinstance(event, RequestRefused):

@@ -32,7 +32,7 @@ exit status: 0 every device got the whole file, byte-exact; 1 some did not; 2 us
 def add_storm_parser(sub: Any) -> None:
     """The `storm` subcommand (built here to keep cli/parser.py about the flags all commands share)."""
     from tftpdiag.cli.values import Formatter, int_range, seconds_between, sha256_hex
-    from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN
+    from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, ETHERNET_BLKSIZE
 
     p = sub.add_parser(
         "storm", help=COMMAND_HELP["storm"],
@@ -41,17 +41,18 @@ def add_storm_parser(sub: Any) -> None:
                     "how many completed and failed, completion-time percentiles, retransmissions and "
                     "refusals, and checks every device's bytes (size and SHA-256).",
         epilog=STORM_EXAMPLES, formatter_class=Formatter)
-    p.add_argument("host", metavar="HOST", help="server name or address")
+    p.add_argument("host", metavar="HOST", help="server name or address, with :PORT if need be ([IPv6]:PORT)")
     p.add_argument("file", metavar="FILE", help="the file every device asks for")
-    p.add_argument("--port", type=int_range("port", 1, 65535), default=69, help="server port (default 69)")
+    p.add_argument("--port", type=int_range("port", 1, 65535), default=None,
+                   help="server port (default 69, or the one HOST names; given both ways, they must agree)")
     p.add_argument("--clients", type=int_range("clients", 1, 20000), default=100,
                    help="devices, each with its own socket (default 100); the open-file limit is raised to "
                         "its hard limit first")
     p.add_argument("--ramp", type=seconds_between(0, 600, "10"), default=0.0, metavar="SECONDS",
                    help="spread the devices' first requests evenly over this many seconds (default 0: all "
                         "at once)")
-    p.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
-                   help="block size each device asks for (default 1468)")
+    p.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=None,
+                   help=f"block size each device asks for (default {ETHERNET_BLKSIZE})")
     p.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,
                    help="blocks per ACK each device asks for, RFC 7440 (default: not asked, lock-step)")
     p.add_argument("--no-options", action="store_true",
@@ -180,28 +181,33 @@ def _text(summary: dict[str, Any]) -> list[str]:
 
 
 def run_storm_command(args: argparse.Namespace) -> int:
+    from tftpdiag.cli.requests import asked_sizes, check_request, server_port, split_host
     from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, UsageError
     from tftpdiag.engine.admission import raise_open_file_limit
     from tftpdiag.engine.storm import StormConfig, StormSetupError, run_storm, source_addresses
     from tftpdiag.protocol.timer import Timing
 
+    host, named = split_host(args.host, args.family)
+    port = server_port(args.port, named, args.host)
     expected = _expected(args)
     try:
         sources = source_addresses(args.sources)
     except StormSetupError as exc:
         raise UsageError(str(exc)) from None
     raise_open_file_limit()
-    no_options = args.no_options
+    blksize, windowsize = asked_sizes(args)
     config = StormConfig(
-        host=args.host, filename=args.file, port=args.port, clients=args.clients, ramp=args.ramp,
-        blksize=None if no_options else args.blksize, windowsize=None if no_options else args.windowsize,
-        tsize=not no_options, sources=sources, deadline=args.deadline, family=args.family,
+        host=host, filename=args.file, port=port, clients=args.clients, ramp=args.ramp, blksize=blksize,
+        windowsize=windowsize, tsize=not args.no_options, sources=sources, deadline=args.deadline, family=args.family,
         timing=Timing(initial_timeout=args.timeout, retries=args.retries, dally=0.0, adaptive=False))
-    if not args.json:
-        print(f"tftpdiag storm: {args.clients} devices asking for the file"
-              + (f" over {args.ramp:g} s" if args.ramp else " at once") + " …", file=sys.stderr, flush=True)
+    check_request(config.filename, "octet", config.options)
+
+    def announce() -> None:  # once set up: a name that does not resolve or too few sockets is said alone
+        if not args.json:
+            print(f"tftpdiag storm: {args.clients} devices asking for the file"
+                  + (f" over {args.ramp:g} s" if args.ramp else " at once") + " …", file=sys.stderr, flush=True)
     try:
-        results, wall = run_storm(config)
+        results, wall = run_storm(config, on_ready=announce)
     except StormSetupError as exc:
         raise UsageError(str(exc)) from None
     summary = summarise(results, wall, expected)

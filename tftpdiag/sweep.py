@@ -2,8 +2,9 @@
 supports and which settings are fastest without loss on this path.
 
 Each probe is an ordinary :class:`ClientTransfer` (download, nothing kept: ``output=None``), watched
-from the calling thread: its events feed a findings :class:`Analyzer`, and it is stopped early once it
-has moved ``max_bytes`` (2 MiB by default) or run for ``probe_deadline`` seconds. A large file is never
+from the calling thread: its events feed a findings :class:`Analyzer`, and it is stopped early at the
+first block past ``max_bytes`` (2 MiB by default; its machine checks as each block arrives) or once it
+has run for ``probe_deadline`` seconds. A large file is never
 read whole: 2 MiB take long enough (thousands of blocks, a few dozen windows) to measure the rate and
 to show loss, and stopping is cheap (our side sends ERROR 0, "cancelled", which every server handles).
 Such a probe is "capped": it counts as a success for what the server granted and for the rate.
@@ -274,7 +275,7 @@ def run_sweep(
             else:
                 request = ClientRequest(host=host, filename=filename, port=port, mode=spec.mode,
                                         options=spec.options, timing=timing, family=family, output=None,
-                                        deadline=probe_deadline)
+                                        deadline=probe_deadline, enough=max_bytes)
                 transfer = ClientTransfer(request, bus)
                 transfers.append(transfer)
                 if on_start is not None:
@@ -303,7 +304,6 @@ def run_sweep(
 def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: Analyzer, max_bytes: int,
                cancel: threading.Event | None) -> ProbeResult:
     sid = transfer.session_id
-    capped = False
     negotiated: OptionsNegotiated | None = None
     retried: RequestRetried | None = None
     transfer.start()
@@ -318,10 +318,6 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
                 retried = e
         analyzer.feed(events)
         analyzer.tick(time.time())
-        machine = transfer.machine
-        if outcome is None and not capped and machine is not None and machine.bytes >= max_bytes:
-            capped = True
-            transfer.cancel(f"stopped by the sweep after {fmt_bytes(max_bytes)}: enough to measure")
         if outcome is None and cancel is not None and cancel.is_set():
             transfer.cancel()
     # Whatever the worker published up to the outcome (the dally may add a little later).
@@ -348,7 +344,10 @@ def _run_probe(spec: ProbeSpec, transfer: ClientTransfer, sub: Any, analyzer: An
     probe.blksize, probe.windowsize, probe.tsize = n.blksize, n.windowsize, n.tsize
     if isinstance(result, Failed):
         probe.error_code = result.code
-        if result.reason is Reason.CANCELLED and capped:
+        # The machine stops a probe at the first block past max_bytes (ClientRequest.enough), as each
+        # block arrives: a poll here let a fast one run on for a whole poll.
+        capped = result.reason is Reason.CANCELLED and stats.bytes > max_bytes
+        if capped:
             probe.outcome, probe.message = "capped", f"stopped after {fmt_bytes(stats.bytes)}: enough to measure"
         elif result.reason is Reason.CANCELLED and stats.bytes > 0 and (cancel is None or not cancel.is_set()):
             probe.outcome, probe.message = "capped", f"stopped at the deadline after {fmt_bytes(stats.bytes)}"

@@ -90,6 +90,14 @@ def test_offload_switch_on_every_command_that_moves_data() -> None:
         assert parser.parse_args([*argv, "--no-offload"]).offload is False
 
 
+def test_an_address_bound_twice_is_one_listener(tmp_path: Path) -> None:
+    from tftpdiag.commands import server_config
+
+    args = build_parser().parse_args(["serve", str(tmp_path), "--bind", "127.0.0.1", "--bind", "[::1]",
+                                      "--bind", "127.0.0.1", "--bind", "0:0::1"])
+    assert server_config(args).bind == ("127.0.0.1", "::1")  # was "address already in use" for the second
+
+
 def test_serve_gives_up_on_time_by_default_and_the_flags_change_it(tmp_path: Path) -> None:
     """serve's sessions keep a silent client a minute (at least 5 retransmits); --give-up and
     --retries set the two, and --help shows both defaults."""
@@ -189,6 +197,45 @@ def test_ctrl_c_prints_what_was_done_so_far_and_exits_130(tmp_path: Path, json_o
         assert out.startswith("✘ slow.bin from 127.0.0.1") and "cancelled by the user" in out
         assert "packets sent" in out
 
+
+@pytest.mark.parametrize("sig, command", [(signal.SIGTERM, "probe"), (signal.SIGHUP, "probe"),
+                                          (signal.SIGTERM, "put")])
+def test_sigterm_and_sighup_cancel_like_ctrl_c(tmp_path: Path, sig: signal.Signals, command: str) -> None:
+    """`timeout` sends SIGTERM, a closed terminal SIGHUP: the transfer is cancelled as on Ctrl-C (the
+    server is sent an ERROR, the download's temporary file goes), one line says so, exit 128 + signal."""
+    from tests.support.interop import EventLog
+    from tftpdiag.engine.impair import parse_impair
+    from tftpdiag.protocol.events import PacketReceived, Progress
+    from tftpdiag.protocol.packets import Error
+
+    root, out_dir = tmp_path / "root", tmp_path / "out"
+    root.mkdir()
+    out_dir.mkdir()
+    (root if command == "probe" else tmp_path).joinpath("slow.bin").write_bytes(os.urandom(2 << 20))
+    args = (["slow.bin", "-o", str(out_dir / "fw.bin")] if command == "probe"
+            else [str(tmp_path / "slow.bin"), "up.bin"])
+    bus = EventBus()
+    log = EventLog(bus)
+    config = ServerConfig(root=root, bind=("127.0.0.1",), port=0, allow_upload=True,
+                          impair=parse_impair("delay=20ms,seed=1"))
+    with TftpServer(config, bus) as server:
+        port = server.addresses[0][1]
+        proc = subprocess.Popen([sys.executable, "-m", "tftpdiag", command, "127.0.0.1", *args, "--port", str(port),
+                                 "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+        try:
+            log.wait(lambda e: isinstance(e, Progress) and e.bytes > 10_000, timeout=20, what="some bytes moved")
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=TIMEOUT)
+            told = log.wait(lambda e: isinstance(e, PacketReceived) and isinstance(e.packet, Error), timeout=20,
+                            what="the client's ERROR")
+        finally:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.splitlines()[-1] == f"tftpdiag: stopped by {sig.name}", err
+    assert told.packet.message == f"cancelled by {sig.name}"
+    assert f"cancelled by {sig.name}" in out
+    assert os.listdir(out_dir) == [] and os.listdir(root) == ([] if command == "put" else ["slow.bin"])
 
 def test_expect_sha256_mismatch_fails(served: tuple[Path, int]) -> None:
     _, port = served
@@ -398,18 +445,24 @@ def test_trace_snaplen_keeps_every_packet_but_cuts_payloads(served: tuple[Path, 
     from tftpdiag.trace.pcap import read_datagrams
 
     root, port = served
+    name = "firmware-" + "x" * 60 + ".bin"  # a request longer than the snap length: kept whole
+    (root / name).write_bytes((root / "image.bin").read_bytes())
     trace = tmp_path / "small.pcap"
-    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json", "--trace", str(trace),
+    result = run("probe", "127.0.0.1", name, "--port", str(port), "--json", "--trace", str(trace),
                  "--trace-snaplen", "64")
     assert result.returncode == 0, result.stderr
     datagrams = list(read_datagrams(trace))
     data = [d for d in datagrams if d.payload[:2] == b"\x00\x03"]
     assert len(data) == -(-300_000 // 1468) and all(len(d.payload) <= 64 - 28 for d in data)
     assert sum(d.orig_len - 4 for d in data) == 300_000
+    others = [d for d in datagrams if d.payload[:2] != b"\x00\x03"]
+    assert others[0].payload.startswith(b"\x00\x01" + name.encode() + b"\x00")
+    assert all(len(d.payload) == d.orig_len for d in others)  # request, OACK, ACKs whole
     assert trace.stat().st_size < 40_000  # the file holds 300 kB of data only by reference
     replay = run("trace", str(trace), "--json")
     assert replay.returncode == 0, replay.stderr
-    assert json.loads(replay.stdout)["transfers"][0]["bytes"] == 300_000
+    transfer = json.loads(replay.stdout)["transfers"][0]
+    assert (transfer["bytes"], transfer["file"]) == (300_000, name)
 
 
 def test_default_bind_serves_ipv4_when_ipv6_is_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -365,3 +365,10 @@ def test_the_views_summary_line_says_the_files_size_too(served: tuple[Path, int]
     assert probe.transfer.wait(10) is not None
     text = probe.summary_line()
     assert f"file {len(NOTES)} B ({len(NOTES)} bytes; {netascii_size(NOTES)} on the wire)" in text, text
+
+
+def test_a_duration_under_10_ms_is_given_in_milliseconds_not_as_zero_seconds() -> None:
+    from tftpdiag.fmt import duration
+
+    assert [duration(s) for s in (0.736, 0.01, 0.00999, 0.00035, 0.0)] == [
+        "0.736 s", "0.010 s", "9.99 ms", "0.35 ms", "0.00 ms"]

@@ -114,6 +114,22 @@ def test_probe_output_follows_the_umask_and_a_replaced_file_keeps_its_mode(
     assert parts(tmp_path) == []
 
 
+def test_probe_output_onto_a_symlink_writes_through_it_as_cp_does(served: tuple[Path, int], tmp_path: Path) -> None:
+    _, port = served
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target, link = elsewhere / "image.bin", tmp_path / "link.bin"
+    target.write_bytes(b"previous")
+    target.chmod(0o640)
+    link.symlink_to(target)
+    result = run("probe", LOOP, "image.bin", "--port", str(port), "--json", "-o", str(link))
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(target)  # the link stays a link
+    assert target.read_bytes() == CONTENT and mode(target) == 0o640  # its file got the content, kept its mode
+    assert json.loads(result.stdout)["output"] == str(link)
+    assert parts(tmp_path) == [] and parts(elsewhere) == []
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
 def test_uploads_follow_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path: Path, umask: int) -> None:
     root = tmp_path / "root"
@@ -131,6 +147,39 @@ def test_uploads_follow_the_umask_and_a_replaced_file_keeps_its_mode(tmp_path: P
     assert mode(root / "old.bin") == (0o640 if umask == 0o022 else 0o604)
     assert parts(root) == []
 
+
+@pytest.mark.parametrize("announced, blocks", [(len(CONTENT), [b"s" * 100]),  # ends short of its tsize
+                                               (100, [b"o" * 512, b"o" * 88])])  # runs past it
+def test_an_upload_of_another_size_than_its_tsize_fails_and_the_old_file_stays(
+        tmp_path: Path, announced: int, blocks: list[bytes]) -> None:
+    """A raw client announces tsize ``announced`` and sends ``blocks``: the server answers ERROR (at the
+    first block past the size, or in place of the last ACK), keeps nothing and says why."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "good.bin").write_bytes(CONTENT)
+    with serve_process(root, "--allow-overwrite") as (proc, port, _):
+        sock = udp()
+        try:
+            send(sock, Request(Opcode.WRQ, "good.bin", "octet", (("tsize", str(announced)), ("blksize", "512"))),
+                 (LOOP, port))
+            got = recv(sock, 5.0)
+            assert got is not None and isinstance(got[0], OAck), got
+            for number, block in enumerate(blocks, 1):
+                send(sock, Data(number, block), got[1])
+                got = recv(sock, 5.0)
+                assert got is not None, f"no answer to DATA {number}"
+                if isinstance(got[0], Error):
+                    break
+            assert isinstance(got[0], Error) and "announced tsize of" in got[0].message, got
+        finally:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    assert (root / "good.bin").read_bytes() == CONTENT
+    assert parts(root) == []
+    session = next(record for record in map(json.loads, out.splitlines()) if record["event"] == "session")
+    assert session["ok"] is False and "announced tsize of" in session["error"]["message"], session
+    assert problems(session) == ["tsize-short" if len(blocks) == 1 else "tsize-overrun"], session["findings"]
 
 def test_tftpd_hpa_serves_what_was_uploaded_to_us(tmp_path: Path) -> None:
     """The report that started this: tftpd-hpa serves only world-readable files."""

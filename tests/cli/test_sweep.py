@@ -86,12 +86,17 @@ def test_sweep_of_our_server(root: Path) -> None:
 
 
 def test_sweep_stops_each_probe_after_enough_bytes(root: Path) -> None:
-    probes = [DEFAULT_PROBES[0], DEFAULT_PROBES[2]]
+    """Each probe stops at the limit, within one window of blocks: the machine checks as each block
+    arrives (a check between polls let a fast probe run on for a whole poll: 2.9 MiB for 2 MiB)."""
+    wanted = ["no options", "blksize 1468", "blksize 8192", "windowsize 16"]
+    probes = [p for p in DEFAULT_PROBES if p.name in wanted]
+    limit = 256 << 10
     with our_server(root, timing=CALM) as (_, _, port):
-        report = run_sweep("127.0.0.1", port, "big.bin", probes=probes, max_bytes=256 << 10, timing=CALM)
-    assert names(report, "capped") == ["no options", "blksize 1468"]
+        report = run_sweep("127.0.0.1", port, "big.bin", probes=probes, max_bytes=limit, timing=CALM)
+    assert names(report, "capped") == wanted
     for r in report.results:
-        assert 256 << 10 <= r.bytes < len(BIG) and "enough to measure" in r.message and r.safe
+        assert limit < r.bytes <= limit + r.blksize * r.windowsize, (r.name, r.bytes)
+        assert "enough to measure" in r.message and r.safe
         assert r.findings == []
     assert report.fastest is not None
 

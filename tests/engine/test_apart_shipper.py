@@ -104,6 +104,35 @@ def test_a_transfer_made_ready_waits_for_start_and_a_cancel_ends_it_unstarted(tm
         listener.close()
 
 
+def test_the_transfer_s_process_leaves_sigterm_and_sighup_to_the_view(tmp_path: Path) -> None:
+    """A closed terminal sends SIGHUP to the whole process group, a service manager SIGTERM: the view
+    cancels its transfer then (cli.main), and the child, killed by them, would leave the download's
+    temporary file and the server untold. It ignores them as it ignores Ctrl-C."""
+    import signal
+    import socket
+
+    from tftpdiag.engine.client import ClientRequest
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    try:
+        request = ClientRequest("127.0.0.1", "a.bin", port=listener.getsockname()[1], output=tmp_path / "a.bin")
+        remote = apart.RemoteTransfer.create(request, EventBus()).prepare()
+        assert remote._process is not None and remote._process.pid is not None
+        remote.start()
+        listener.settimeout(20)
+        listener.recvfrom(100)  # the request: the transfer runs
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            os.kill(remote._process.pid, sig)
+        remote.cancel("cancelled by SIGTERM")
+        outcome = remote.wait(30)
+        remote.join(30)
+        assert remote._process.exitcode == 0  # it ended as a cancelled transfer does, not by a signal
+        assert outcome is not None and "cancelled by SIGTERM" in str(outcome.result)
+        assert os.listdir(tmp_path) == []
+    finally:
+        listener.close()
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
 def test_the_store_is_made_ready_at_the_lowest_priority_in_at_most_a_quarter_of_the_free_space(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

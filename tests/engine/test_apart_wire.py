@@ -307,7 +307,7 @@ def test_the_spool_saves_stored_runs_and_says_when_their_datagrams_are_gone(tmp_
     try:
         bus.publish(unpack(pack(events, store)))
         message = spool.save(tmp_path / "saved.jsonl")
-        assert message == f"saved {len(events)} events to {tmp_path / 'saved.jsonl'}"
+        assert message == f"saved {len(events):,} events to {tmp_path / 'saved.jsonl'}"
         with open(tmp_path / "saved.jsonl", encoding="utf-8") as f:
             assert list(read_events(f)) == events
         (tmp_path / "d.bin").write_bytes(b"")  # the datagrams gone (nothing does this but a test)

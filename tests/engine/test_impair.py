@@ -287,3 +287,53 @@ def test_cancel_under_delay_still_tells_the_server(root: Path) -> None:
             time.sleep(0.01)
     failed = next(e for e in seen if isinstance(e, Failed))
     assert failed.reason is Reason.PEER_ERROR and failed.code == 0 and "cancelled" in failed.message
+
+
+# -- delays as asked -------------------------------------------------------------------------------------
+
+def test_the_client_waits_for_a_held_datagram_to_its_due_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delayed datagram falls due between the kernel's ticks: the client waits for it with select()'s
+    timeout, the time left to it, and not with its socket's receive timeout, which the kernel rounds up
+    to whole ticks (a 2 ms delay came out as 6-8 ms). A fake clock: no wall time is measured."""
+    import socket
+
+    from tftpdiag.engine import client_loop
+    from tftpdiag.engine.net import normalise
+    from tftpdiag.protocol.client import ClientRead
+
+    server = ("127.0.0.1", 9)
+    now = 1000.0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        machine = ClientRead(1, filename="a.bin", server=server, local=normalise(sock.getsockname()), now=now)
+        loop = client_loop.ClientLoop(
+            sock, machine, bus=EventBus(), session=1, server=server, impair=parse_impair("delay=2ms"),
+            offload=False, windowed=False, busy_poll=0.0, deadline=None, files=lambda now: False,
+            cancel=threading.Event(), cancel_reason=str, on_finished=lambda: None)
+        loop.held.add(now + 0.002, "in", encode_data(1, b"x"), server, None)
+        selects: list[float] = []
+        kernel: list[float] = []
+        real_set_wait = loop.set_wait
+        loop.readable = lambda timeout: selects.append(timeout) or False
+        loop.set_wait = lambda seconds: (kernel.append(seconds), real_set_wait(seconds))[1]
+        monkeypatch.setattr(client_loop, "_clock", lambda: now + 0.0005)  # the hand-over took 0.5 ms of it
+        loop._wait(now, loop.driver.wait(0.2, now), True)
+    assert kernel == [] and selects == [pytest.approx(0.0015)]
+
+
+def test_a_delayed_transfer_waits_for_its_held_datagrams_by_select(root: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop itself takes that way whenever it holds a datagram: every wait then asks at most the delay."""
+    from tftpdiag.engine import client_loop
+
+    asked: list[float] = []
+    real = client_loop._readable
+    monkeypatch.setattr(client_loop, "_readable",
+                        lambda sock, timeout: (asked.append(timeout), real(sock, timeout))[1])
+    (root / "some.bin").write_bytes(os.urandom(512 * 20))
+    with TftpServer(ServerConfig(root=root, bind=("127.0.0.1",), port=0, timing=SERVER_TIMING), EventBus()) as server:
+        request = ClientRequest("127.0.0.1", "some.bin", port=server.addresses[0][1], timing=FAST,
+                                impair=parse_impair("delay=2ms"))
+        outcome = ClientTransfer(request).run()
+    assert outcome.ok, outcome.result
+    assert asked and max(asked) <= 0.002  # none past the due time of what it held

@@ -58,7 +58,8 @@ FAMILIES = [
     ("cannot access /srv/tftp/boot.img: Permission denied", "access-violation", "world-readable"),  # dnsmasq
     ("Access violation", "access-violation", "world-readable"),
     ("Access is denied.", "access-violation", "world-readable"),  # Windows
-    ("cannot read /srv/tftp/boot.img: Is a directory", "access-violation", "world-readable"),  # dnsmasq
+    ("cannot read /srv/tftp/boot.img: Is a directory", "access-violation", "is a directory"),  # dnsmasq
+    ("Is a directory", "access-violation", "is a directory"),  # tftpd-hpa: strerror(EISDIR)
     ("Disk full or allocation exceeded", "server-error", "disk is full"),
     ("No space left on device", "server-error", "disk is full"),  # strerror(ENOSPC)
     ("File too large", "server-error", "disk is full"),  # strerror(EFBIG)

@@ -155,8 +155,10 @@ def test_client_uploads_ignoring_the_oack(root: Path, client: socket.socket, tmp
         assert recv(client) is not None  # the server's ACK 1 ends the upload: 512 < 1024
         send(client, Data(2, IMAGE[512:1024]), tid)
         findings = server_findings(log)
-    assert [f.id for f in findings] == ["client-ignored-oack"], show(findings)
-    f = findings[0]
+    # The upload ended 988 bytes short of its tsize, so it was failed and not kept: tsize-short says so.
+    assert sorted(f.id for f in findings) == ["client-ignored-oack", "tsize-short"], show(findings)
+    assert not (upload_root / "new.bin").exists()
+    f = next(f for f in findings if f.id == "client-ignored-oack")
     assert f.severity == "error" and "ignored the OACK" in f.summary and "after 512 bytes" in f.summary
 
 
@@ -184,3 +186,36 @@ def test_stray_packet_to_the_listening_port(root: Path, client: socket.socket) -
         send(client, Ack(1), (LOOP, port))  # e.g. a late ACK of a transfer that had ended
         f = only(server_findings(log), "stray-packets")
     assert f.severity == "info" and "sent ACK 1 to the TFTP port outside any transfer" in f.summary
+
+
+def test_a_stray_oack_to_the_listening_port_is_a_stray_packet_not_a_bad_oack(root: Path,
+                                                                             client: socket.socket) -> None:
+    with our_server(root) as (_, log, port):
+        send(client, OAck((("blksize", "1468"),)), (LOOP, port))
+        f = only(server_findings(log), "stray-packets")  # not "- sent a bad OACK"
+    assert "sent OACK" in f.summary and "outside any transfer" in f.summary, f.summary
+
+
+def test_a_dot_dot_that_stays_inside_is_refused_without_saying_it_leads_outside(root: Path,
+                                                                              client: socket.socket) -> None:
+    with our_server(root) as (_, log, port):
+        send(client, rrq("sub/../pxelinux.0"), (LOOP, port))
+        f = only(server_findings(log), "odd-filename")
+    assert "a '..' part" in f.summary and "outside" not in f.summary, f.summary
+
+
+def test_an_upload_name_too_long_for_the_file_system_is_a_bad_name_not_a_server_limit(
+        tmp_path: Path, client: socket.socket) -> None:
+    name = "fw-" + "x" * 300 + ".bin"
+    with our_server(tmp_path, allow_upload=True) as (_, log, port):
+        send(client, wrq(name), (LOOP, port))
+        f = only(server_findings(log), "odd-filename")
+    assert "a part longer than 255 bytes" in f.summary and "File name too long" in f.summary, f.summary
+    assert "session limits" not in f.suggestion
+
+
+def test_a_read_name_too_long_for_the_file_system_is_a_bad_name(root: Path, client: socket.socket) -> None:
+    with our_server(root) as (_, log, port):
+        send(client, rrq("y" * 300), (LOOP, port))
+        f = only(server_findings(log), "odd-filename")
+    assert "a part longer than 255 bytes" in f.summary, f.summary

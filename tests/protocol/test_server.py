@@ -157,6 +157,45 @@ def test_upload_exactly_at_limit_is_fine():
     assert sink.getvalue() == BLOCK + BLOCK[:488]
 
 
+def test_upload_ending_short_of_its_tsize_fails_instead_of_the_final_ack():
+    """The client said 1 MiB and sent 100 bytes: the ERROR replaces the last ACK, nothing is stored."""
+    m, _ = server_write(("tsize", "1048576"), ("blksize", "512"))
+    assert sent_packets(m) == [OAck((("tsize", "1048576"), ("blksize", "512")))]
+    m.receive(data(1, b"x" * 100), CLIENT, 0.01)
+    out = sent_packets(m)
+    assert len(out) == 1 and isinstance(out[0], Error), out
+    assert "short of the announced tsize of 1048576 bytes" in out[0].message
+    failed = only_result(m.events())
+    assert (failed.reason, failed.raised_by) == (Reason.PROTOCOL, Side.LOCAL)
+    assert m.state is State.FAILED and not m.storing
+
+
+def test_upload_running_past_its_tsize_fails_at_the_first_block_over_it():
+    m, _ = server_write(("tsize", "100"))
+    assert sent_packets(m) == [OAck((("tsize", "100"),))]
+    m.receive(data(1, BLOCK), CLIENT, 0.01)
+    out = sent_packets(m)
+    assert len(out) == 1 and isinstance(out[0], Error) and out[0].code == 3, out
+    failed = only_result(m.events())
+    assert (failed.raised_by, failed.code) == (Side.LOCAL, 3)
+    assert "announced tsize of 100 bytes" in failed.message
+
+
+@pytest.mark.parametrize("tsize", ["0", None])
+def test_upload_without_a_known_size_is_not_held_to_one(tsize):
+    """No tsize, or tftpy's tsize 0 in a WRQ: the size is unknown, whatever arrives is the file."""
+    m, sink = server_write(*([("tsize", tsize)] if tsize else []))
+    m.receive(data(1, BLOCK), CLIENT, 0.01)
+    m.receive(data(2, b"end"), CLIENT, 0.02)
+    assert isinstance(only_result(m.events()), Completed)
+    assert sink.getvalue() == BLOCK + b"end"
+
+
+def test_netascii_upload_is_not_held_to_its_tsize():
+    m, sink = server_write(("tsize", "2"), mode="netascii")
+    m.receive(data(1, b"a\r\nb\r\n"), CLIENT, 0.01)
+    assert isinstance(only_result(m.events()), Completed)
+
 def test_server_write_plain_ack_0_then_data():
     m, sink = server_write()
     assert sent(m) == [(Ack(0), CLIENT)]

@@ -28,10 +28,10 @@ BLOCK = bytes(range(256)) * 2  # 512 bytes
 
 
 def reader(*, mode: str = "octet", max_bytes: int | None = None, windowsize: int | None = None,
-           tsize: bool = True) -> tuple[ClientRead, io.BytesIO]:
+           tsize: bool = True, enough: int | None = None) -> tuple[ClientRead, io.BytesIO]:
     machine = StoringClientRead(1, filename="boot.img", server=SERVER, local=CLIENT, now=0.0, mode=mode,
                                 options=RequestedOptions(tsize=tsize, windowsize=windowsize), timing=Timing(),
-                                max_bytes=max_bytes)
+                                max_bytes=max_bytes, enough=enough)
     machine.datagrams_to_send()
     return machine, machine.sink
 
@@ -170,3 +170,28 @@ def test_server_upload_limit_holds_in_a_window():
     failed = result(m)  # type: ignore[arg-type]
     assert isinstance(failed, Failed) and failed.message == "upload exceeds the limit of 1500 bytes"
     assert sink.getvalue() == BLOCK * 2
+
+
+@pytest.mark.parametrize("windowsize", [None, 8])
+def test_a_download_past_enough_is_cancelled_at_the_first_block_over_it(windowsize: int | None):
+    """``enough`` (the option sweep's cap): not a failure but a stop, ERROR 0 to the server, as each
+    block arrives, in a window's run too."""
+    m, sink = reader(enough=1100, windowsize=windowsize, tsize=False)
+    if windowsize:
+        granted(m, ("windowsize", str(windowsize)))
+        m.receive_many([data(n, BLOCK) for n in range(1, 9)], TID, 0.02)
+    else:
+        for n in range(1, 4):
+            m.receive(data(n, BLOCK), TID, 0.01 * n)
+    out = sent_packets(m)
+    assert isinstance(out[-1], Error) and out[-1].code == 0 and "enough" in out[-1].message, out
+    stopped = result(m)
+    assert isinstance(stopped, Failed) and (stopped.reason, stopped.raised_by) == (Reason.CANCELLED, Side.LOCAL)
+    assert stopped.stats.bytes == 3 * 512 and m.closed
+
+
+def test_a_download_that_ends_at_enough_completes():
+    m, sink = reader(enough=1024, tsize=False)
+    for n, payload in enumerate([BLOCK, BLOCK, b""], start=1):
+        m.receive(data(n, payload), TID, 0.01 * n)
+    assert isinstance(result(m), Completed)

@@ -310,7 +310,9 @@ def test_snaplen_cuts_captured_bytes_and_keeps_original_length() -> None:
         ],
         snaplen=100,
     )
-    assert struct.unpack_from("<I", data, 16)[0] == 100
+    # The header states the longest record the file may hold (a datagram written whole), not the cut:
+    # libpcap readers cut every record to it.
+    assert struct.unpack_from("<I", data, 16)[0] == 262144
     assert [(incl, orig) for _, _, incl, orig, _ in records(data)] == [(100, 628), (100, 648), (33, 33)]
     got = read(data)
     assert brief(got) == [
@@ -707,6 +709,29 @@ def test_tshark_decodes_written_tftp_exchange(tmp_path: Path) -> None:
         # Wireshark flags every TFTP ERROR as a response warning; anything else would be our fault.
         expert = "Expert Info (Warning/Response): TFTP ERROR packet" if opcode == 5 else ""
         assert row["_ws.expert"] == expert and row["_ws.malformed"] == "", row
+
+
+def test_snaplen_spares_a_datagram_written_whole() -> None:
+    request = b"\x00\x01" + b"n" * 200 + b"\x00octet\x00"
+    out = io.BytesIO()
+    with PcapWriter(out, snaplen=64) as writer:
+        writer.write(1.0, ("10.0.0.1", 1000), ("10.0.0.2", 69), request, whole=True)
+        writer.write(2.0, ("10.0.0.2", 69), ("10.0.0.1", 1000), b"\x00\x03\x00\x01" + bytes(512))
+    data = out.getvalue()
+    assert [(incl, orig) for _, _, incl, orig, _ in records(data)] == [(237, 237), (64, 544)]
+    assert [d.payload for d in read(data)][0] == request
+
+
+@pytest.mark.peers
+def test_tcpdump_reads_a_request_kept_whole_in_a_snapped_capture(tmp_path: Path) -> None:
+    path = tmp_path / "snapped.pcap"
+    name = "firmware/" + "x" * 120 + ".bin"
+    with PcapWriter(path, snaplen=64) as writer:
+        writer.write(1.0, ("10.0.0.1", 1000), ("10.0.0.2", 69), b"\x00\x01" + name.encode() + b"\x00octet\x00",
+                     whole=True)
+    shown = subprocess.run([need_tool("tcpdump"), "-r", str(path), "-nn"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0, shown.stderr
+    assert f'RRQ "{name}" octet' in shown.stdout, shown.stdout
 
 
 @pytest.mark.peers

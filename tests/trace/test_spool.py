@@ -83,7 +83,7 @@ def _jsonl_spool_saves(events: list[Event], dest: Path, only: SessionFilter | No
     try:
         _published(bus, events)
         recorder.flush()
-        return f"saved {copy_trace(spool, dest)} events to {dest}"
+        return f"saved {copy_trace(spool, dest):,} events to {dest}"
     finally:
         recorder.close()
 
@@ -103,7 +103,7 @@ def test_a_save_writes_what_the_jsonl_spool_wrote(tmp_path: Path, suffix: str, d
     finally:
         spool.close()
     kept = sum(1 for e in events if only is None or only(e.session))
-    assert before.replace("before", "after") == now == f"saved {kept} events to {tmp_path / f'after{suffix}'}"
+    assert before.replace("before", "after") == now == f"saved {kept:,} events to {tmp_path / f'after{suffix}'}"
     assert (tmp_path / f"after{suffix}").read_bytes() == (tmp_path / f"before{suffix}").read_bytes()
     assert (tmp_path / f"after{suffix}").stat().st_size > 100_000
 
@@ -131,14 +131,14 @@ def test_a_spool_cut_short_saves_its_whole_batches_and_says_how_many(tmp_path: P
     assert 4 * BATCH < len(events) < 5 * BATCH
     spool = _spool_of(events)
     try:
-        assert spool.save(tmp_path / "whole.jsonl") == f"saved {len(events)} events to {tmp_path / 'whole.jsonl'}"
+        assert spool.save(tmp_path / "whole.jsonl") == f"saved {len(events):,} events to {tmp_path / 'whole.jsonl'}"
         size = spool.path.stat().st_size
         with open(spool.path, "r+b") as f:
             f.truncate(size - 1000)  # the last batch half-written
         for suffix in (".jsonl", ".pcap"):
             dest = tmp_path / f"cut{suffix}"
             message = spool.save(dest)
-            assert message.startswith(f"saved {4 * BATCH} events to {dest}; "), message
+            assert message.startswith(f"saved {4 * BATCH:,} events to {dest}; "), message
             assert "the middle of a batch" in message
             assert dest.read_bytes() == _expected(events[: 4 * BATCH], tmp_path / f"expected{suffix}")
         with open(spool.path, "r+b") as f:
@@ -161,7 +161,7 @@ def test_a_damaged_batch_ends_the_save_without_raising(tmp_path: Path) -> None:
             f.seek(4 + first + 4 + second + 4)
             f.write(b"\xff" * 16)
         message = spool.save(tmp_path / "damaged.jsonl")
-        assert message.startswith(f"saved {2 * BATCH} events to {tmp_path / 'damaged.jsonl'}; "), message
+        assert message.startswith(f"saved {2 * BATCH:,} events to {tmp_path / 'damaged.jsonl'}; "), message
         assert "damaged" in message
         assert (tmp_path / "damaged.jsonl").read_bytes() == _expected(events[: 2 * BATCH], tmp_path / "exp.jsonl")
         with open(spool.path, "r+b") as f:
@@ -198,7 +198,7 @@ def test_a_full_disk_stops_the_spool_and_the_save_says_so(tmp_path: Path) -> Non
         _published(bus, events * 2)
         spool.recorder.flush()  # never raises into the recorder's thread
         message = spool.save(tmp_path / "full.jsonl")
-        assert message == (f"saved {len(events)} events to {tmp_path / 'full.jsonl'}; the spool stopped keeping "
+        assert message == (f"saved {len(events):,} events to {tmp_path / 'full.jsonl'}; the spool stopped keeping "
                            f"events after these: {os.strerror(errno.ENOSPC)}")
         assert (tmp_path / "full.jsonl").read_bytes() == _expected(events, tmp_path / "exp.jsonl")
     finally:
@@ -227,11 +227,11 @@ def test_saving_while_events_arrive_saves_whole_batches_in_order(tmp_path: Path)
             dest = tmp_path / f"during{saves}.jsonl"
             message = spool.save(dest)
             saved = _read(dest)
-            assert message == f"saved {len(saved)} events to {dest}"
+            assert message == f"saved {len(saved):,} events to {dest}"
             assert saved == events[: len(saved)]
             saves += 1
         thread.join()
-        assert spool.save(tmp_path / "all.jsonl") == f"saved {len(events)} events to {tmp_path / 'all.jsonl'}"
+        assert spool.save(tmp_path / "all.jsonl") == f"saved {len(events):,} events to {tmp_path / 'all.jsonl'}"
     finally:
         done.wait(30)
         thread.join()

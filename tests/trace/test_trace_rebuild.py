@@ -527,6 +527,21 @@ def test_rebuilt_events_survive_a_jsonl_round_trip() -> None:
     assert summaries(again) == summaries(events)
 
 
+def test_a_jsonl_snap_length_cuts_data_only() -> None:
+    """--trace-snaplen keeps a request whole however long its name (a reader needs it), cuts DATA."""
+    name = "firmware/" + "x" * 100 + ".bin"
+    res = run_transfer("read", DATA, filename=name, server_files={name: DATA})
+    buf = io.StringIO()
+    writer = JsonlWriter(buf, snaplen=48)
+    for e in res.events:
+        writer.write(e)
+    again = [e for e in read_events(io.StringIO(buf.getvalue())) if isinstance(e, (PacketSent, PacketReceived))]
+    requests = [e for e in again if isinstance(e.packet, Request)]
+    assert requests and all(e.raw.startswith(b"\x00\x01" + name.encode() + b"\x00") for e in requests)
+    data = [e for e in again if len(e.raw) > 4 and e.raw[:2] == b"\x00\x03"]
+    assert data and all(len(e.raw) == 48 for e in data)
+
+
 def test_feeding_can_stop_anywhere() -> None:
     """A damaged capture stops the reader mid-way; what was fed still makes whole transfers."""
     view = client_view(run_transfer("read", DATA, options=RequestedOptions(blksize=1024)))

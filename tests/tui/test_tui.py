@@ -205,6 +205,30 @@ async def test_save_key_asks_for_a_name_and_writes_the_trace(tmp_path: Path) -> 
     assert saved == [target] and target.read_text() == "trace"
 
 
+async def test_save_screen_shows_its_whole_hint_and_saves_a_relative_name_where_it_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    saved: list[Path] = []
+
+    def saver(path: Path) -> str:
+        saved.append(path)
+        return f"saved to {path}"
+
+    app = probe_app(tui_samples.probe_success())
+    app.saver = saver
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, SaveTraceScreen)
+        await pilot.pause()
+        shown = " ".join(strip.text.replace("│", " ") for strip in app.screen._compositor.render_strips())
+        assert "Enter saves, escape cancels." in " ".join(shown.split()), shown
+        app.screen.query_one("#path").value = "out.pcap"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+    assert saved == [tmp_path / "out.pcap"]  # the toast names the file where it is, not relative to an unnamed place
+
+
 def _packet_events(events: list[Event]) -> list[Event]:
     return [e for e in events if type(e).__name__ in ("PacketSent", "PacketReceived")]
 
@@ -415,7 +439,7 @@ async def test_sweep_view_speaks_words_opens_a_probe_and_saves(tmp_path: Path) -
             header = plain(app.screen.query_one(SessionPanel).query_one(".session-header"))
             assert "failed" in header, header  # capped: the sweep stopped it, and says so
             summary = " ".join(plain(app.screen.query_one("#summary")).split())
-            assert "stopped by the sweep after 2.0 MiB: enough to measure" in summary, summary
+            assert "enough received: stopped after 2097" in summary, summary  # (one block past 2 MiB)
             assert app.screen.query_one(PacketList).row_count > 100
             assert app.screen.query_one(PacketList).size.height >= 10  # the view's own layout, whole
             await pilot.press("escape")
@@ -465,7 +489,7 @@ async def test_probe_view_runs_its_transfer_in_its_own_process(tmp_path: Path) -
                 message = await asyncio.to_thread(spool.save, tmp_path / "run.jsonl")
                 with open(tmp_path / "run.jsonl", encoding="utf-8") as f:
                     saved = list(read_events(f))
-                assert message == f"saved {len(saved)} events to {tmp_path / 'run.jsonl'}"
+                assert message == f"saved {len(saved):,} events to {tmp_path / 'run.jsonl'}"
                 saved = [e for e in saved if e.session == outcome.session]
                 assert sum(isinstance(e, (PacketSent, PacketReceived)) for e in saved) == len(record.packets)
                 # The store's zeros made ready ahead (DatagramStore.make_ready) that no datagram went over

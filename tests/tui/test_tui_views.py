@@ -294,3 +294,15 @@ async def test_the_devices_of_a_trace_are_judged_as_ended() -> None:
         table = app.screen.query_one(DataTable)
         await pilot.pause()
         assert table.row_count == 1 and str(table.get_row_at(0)[1]) == "stuck", table.get_row_at(0)
+
+
+def test_the_options_cell_waits_with_an_ellipsis_only_while_a_session_runs() -> None:
+    from tftpdiag.protocol.events import Failed, Reason, Side, TransferStats
+    from tftpdiag.sessions import SessionRecord
+    from tftpdiag.tui.widgets.serve_view import _granted
+
+    running = SessionRecord(1, filename="nothere.bin", requested=(("blksize", "1468"),))
+    assert _granted(running) == "…"
+    stats = TransferStats(0, 0.0, 0, 1, 1, 0, 0, 0, 0, 0)
+    running.result = Failed(1, 1.0, Reason.PEER_ERROR, Side.PEER, 1, "File not found", stats)
+    assert _granted(running) == "-"  # ended with an ERROR before any OACK: nothing was negotiated

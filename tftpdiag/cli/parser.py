@@ -11,23 +11,27 @@ from tftpdiag import __version__
 from tftpdiag.cli.listing import COMMAND_HELP, COMMANDS
 from tftpdiag.cli.values import (
     BUSY_POLL_HELP,
+    DEADLINE_MAX,
     IMPAIR_HELP,
     OFFLOAD_HELP,
     Formatter,
+    deadline_seconds,
     give_up_seconds,
     host_address,
     impair_spec,
     int_range,
     microseconds,
     option_name,
+    output_path,
     parse_size,
     seconds,
     seconds_between,
     sha256_hex,
+    size_at_most,
 )
 from tftpdiag.completion import add_completion_parser
 from tftpdiag.opsargs import add_history_parser, add_serve_flags
-from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, GIVE_UP
+from tftpdiag.protocol.limits import BLKSIZE_MAX, BLKSIZE_MIN, ETHERNET_BLKSIZE, GIVE_UP, TIMEOUT_MAX, TIMEOUT_MIN
 from tftpdiag.verbosity import add_verbosity_flags
 
 __all__ = ["build_parser", "COMMANDS"]
@@ -36,27 +40,31 @@ __all__ = ["build_parser", "COMMANDS"]
 def _transfer_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("transfer")
     g.add_argument("--port", type=int_range("port", 1, 65535), default=None,
-                   help="server port (default 69, or the URL's)")
-    g.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
-                   help="block size to ask for, RFC 2348 (default 1468: the largest that fits an Ethernet "
-                        "frame without IP fragments)")
+                   help="server port (default 69, or the one HOST or the URL names; given both ways, they "
+                        "must agree)")
+    g.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=None,
+                   help=f"block size to ask for, RFC 2348 (default {ETHERNET_BLKSIZE}: the largest that fits an "
+                        "Ethernet frame without IP fragments)")
     g.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,
                    help="blocks per ACK to ask for, RFC 7440 (default: not asked, lock-step)")
     g.add_argument("--timeout", type=seconds, default=None,
                    help="retransmit timeout in seconds; also asked of the server as the RFC 2349 timeout "
-                        "option when it is a whole number (default: adaptive, starting at 1 s)")
+                        f"option when it is a whole number from {TIMEOUT_MIN} to {TIMEOUT_MAX}, the option's range "
+                        "(default: adaptive, starting at 1 s)")
     g.add_argument("--tsize", dest="tsize", action="store_true", default=True,
                    help="ask for the transfer size, RFC 2349 (default)")
     g.add_argument("--no-tsize", dest="tsize", action="store_false", help="do not ask for the transfer size")
     g.add_argument("--no-options", action="store_true",
-                   help="send a plain RFC 1350 request with no options at all")
+                   help="send a plain RFC 1350 request with no options at all (so no --blksize or "
+                        "--windowsize; --timeout then sets only the retransmit timeout)")
     g.add_argument("--mode", choices=("octet", "netascii"), default=None,
                    help="transfer mode (default octet; netascii converts line ends and corrupts binaries)")
     g.add_argument("--retries", type=int_range("retries", 0, 100), default=5,
                    help="timeouts in a row before giving up (default 5); each wait doubles, up to 8 s, so "
                         "5 retries take about 6 s on a fast link and 31 s from the first 1 s timeout")
-    g.add_argument("--deadline", type=seconds, default=None,
-                   help="give up if the whole transfer takes longer than this many seconds")
+    g.add_argument("--deadline", type=deadline_seconds, default=None, metavar="SECONDS",
+                   help="give up if the whole transfer takes longer than this many seconds (at most "
+                        f"{DEADLINE_MAX}, a week; default: no deadline)")
     g.add_argument("--impair", type=impair_spec, default=None, metavar="SPEC", help=IMPAIR_HELP)
     g.add_argument("--busy-poll", type=microseconds, default=None, metavar="US", help=BUSY_POLL_HELP)
     g.add_argument("--no-offload", dest="offload", action="store_false", default=True, help=OFFLOAD_HELP)
@@ -71,12 +79,15 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace", type=Path, default=None, metavar="PATH",
                    help="save every packet and event: .pcap (Wireshark) or .jsonl (complete record)")
     g.add_argument("--trace-snaplen", type=int_range("trace-snaplen", 48, 65535), default=None, metavar="BYTES",
-                   help="keep at most this many bytes of each datagram in the trace (default: all of it); "
-                        "a multi-GiB transfer then makes a small trace that still shows every packet")
+                   help="keep at most this many bytes of each DATA datagram in the trace (default: all of "
+                        "it; requests, OACKs, ERRORs and ACKs are kept whole): a multi-GiB transfer then "
+                        "makes a small trace that still shows every packet")
     g.add_argument("--no-tui", action="store_true",
                    help="plain output for scripts (automatic when stdout is not a terminal)")
     g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (implies --no-tui)")
 
+
+DEMO_SIZE_MAX = 4 << 30  # the demo writes its image to a temporary folder: a slip (1T) must not fill the disk
 
 PROBE_EXAMPLES = """examples:
   tftpdiag probe 192.168.1.10 pxelinux.0
@@ -103,7 +114,7 @@ SERVE_EXAMPLES = """examples:
   tftpdiag serve ./firmware --port 6969 --allow-upload --max-upload 64M --no-tui
   tftpdiag serve ./firmware --single-port --refuse windowsize --max-blksize 1468 --trace serve.pcap
   tftpdiag serve ./firmware --port 6969 --impair loss=10%,mtu=1400    # how does the device cope?
-  tftpdiag serve /srv/tftp --no-tui --log serve.jsonl --history --metrics 127.0.0.1:9469   # left running
+  tftpdiag serve /srv/tftp --no-tui --log sessions.jsonl --history --metrics 127.0.0.1:9469   # left running
 
 Port 69 needs root, CAP_NET_BIND_SERVICE, or a socket from systemd: started by socket activation
 (LISTEN_FDS), serve takes the sockets systemd bound and ignores --bind and --port (see
@@ -122,7 +133,10 @@ Needs root or CAP_NET_RAW (sudo setcap cap_net_raw,cap_net_admin+ep on the Pytho
 TRACE_EXAMPLES = """examples:
   tftpdiag trace probe.pcap
   sudo tcpdump -i eth0 -w boot.pcap udp && tftpdiag trace boot.pcap --no-tui
-  tftpdiag trace serve.jsonl --json | jq '.transfers[] | select(.ok | not)'
+  tftpdiag trace boot.jsonl --json | jq '.transfers[] | select(.ok | not)'   # from serve --trace boot.jsonl
+
+A .jsonl trace is what --trace or the s key writes (every event); a serve --log file holds one summary
+per session and is no trace.
 
 exit status: 0 the trace was read (even if transfers in it failed; damage is reported as a warning),
 2 the file cannot be read as a trace.
@@ -169,13 +183,15 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
                            description="Download FILE from HOST with tftpdiag's own client and show the "
                                        "transfer live. Without -o the data is only hashed, not kept.",
                            epilog=PROBE_EXAMPLES, formatter_class=Formatter)
-    probe.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL")
+    probe.add_argument("host", metavar="HOST",
+                       help="server name or address, with :PORT if need be ([IPv6]:PORT), or a tftp:// URL")
     probe.add_argument("file", metavar="FILE", nargs="?", help="file to fetch (omit with a URL)")
     _transfer_flags(probe)
-    probe.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
+    probe.add_argument("-o", "--output", type=output_path, default=None, metavar="PATH",
                        help="keep the downloaded file here (written only if the transfer completes; a file it "
                             "replaces keeps its mode, a new one gets 0666 less the umask, as cp makes it). A "
-                            "device or a pipe (/dev/null, a FIFO) is written as the data comes")
+                            "device or a pipe (/dev/null, a FIFO) is written as the data comes, and so is "
+                            "stdout for -o - (the summary then goes to stderr; a file named - is ./-)")
     probe.add_argument("--expect-sha256", type=sha256_hex, default=None, metavar="HEX",
                        help="fail (exit 1) unless the data has this SHA-256; with -o, data that does not "
                             "match is not kept and a file already at PATH stays as it was")
@@ -196,7 +212,9 @@ def _add_put(sub: argparse._SubParsersAction) -> None:
     put = sub.add_parser("put", help=COMMAND_HELP["put"],
                          description="Upload LOCAL to HOST as REMOTE (default: LOCAL's file name).",
                          epilog=PUT_EXAMPLES, formatter_class=Formatter)
-    put.add_argument("host", metavar="HOST", help="server name or address, or a tftp:// URL naming REMOTE")
+    put.add_argument("host", metavar="HOST",
+                     help="server name or address, with :PORT if need be ([IPv6]:PORT), or a tftp:// URL naming "
+                          "REMOTE")
     put.add_argument("local", metavar="LOCAL", type=Path, help="the local file to send")
     put.add_argument("remote", metavar="REMOTE", nargs="?", help="name on the server")
     _transfer_flags(put)
@@ -217,7 +235,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--allow-upload", action="store_true", help="accept uploads (WRQ) of new files")
     g.add_argument("--allow-overwrite", action="store_true", help="let uploads replace existing files")
     g.add_argument("--max-upload", type=parse_size, default=None, metavar="SIZE",
-                   help="largest upload accepted, e.g. 64M (default: no limit)")
+                   help="largest upload accepted, e.g. 64M (default: no limit; 0 means no limit)")
     g.add_argument("--single-port", action="store_true",
                    help="answer every session from the listening port (passes NAT and strict firewalls)")
     g.add_argument("--max-blksize", type=int_range("max-blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=BLKSIZE_MAX,
@@ -254,8 +272,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                           description="Zero set-up first run: starts tftpdiag's server on a free loopback "
                                       "port over a temporary folder with a generated sample firmware "
                                       "image, then probes it.", formatter_class=Formatter)
-    demo.add_argument("--size", type=parse_size, default=8 << 20, metavar="SIZE",
-                      help="size of the sample image (default 8M)")
+    demo.add_argument("--size", type=size_at_most(DEMO_SIZE_MAX, "the sample image (written to a temporary folder)"),
+                      default=8 << 20, metavar="SIZE",
+                      help=f"size of the sample image (default 8M, at most {DEMO_SIZE_MAX >> 30}G: it is written to "
+                           "a temporary folder first)")
     demo.add_argument("--blksize", type=int_range("blksize", BLKSIZE_MIN, BLKSIZE_MAX), default=1468,
                       help="block size the probe asks for (default 1468)")
     demo.add_argument("--windowsize", type=int_range("windowsize", 1, 65535), default=None,

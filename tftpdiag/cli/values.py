@@ -8,16 +8,17 @@ import argparse
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the impairment engine (and the protocol events it imports) only when --impair is given
     from tftpdiag.engine.impair import ImpairSpec
 
 __all__ = [
-    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "int_range", "seconds_between",
-    "seconds", "give_up_seconds", "parse_size", "sha256_hex", "impair_spec", "microseconds", "option_name",
-    "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP",
-    "IMPAIR_HELP",
+    "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_SIGPIPE", "UsageError", "Terminated", "int_range",
+    "seconds_between", "seconds", "deadline_seconds", "DEADLINE_MAX", "give_up_seconds", "parse_size",
+    "size_at_most", "STDOUT", "output_path", "sha256_hex", "impair_spec", "microseconds", "option_name",
+    "host_address", "Formatter", "terminal_width", "BUSY_POLL_HELP", "OFFLOAD_HELP", "IMPAIR_HELP",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -26,6 +27,17 @@ EXIT_SIGPIPE = 128 + 13  # what a shell reports for a program that SIGPIPE ended
 
 class UsageError(Exception):
     """A mistake in how tftpdiag was called or set up: one line for the user, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, or SIGHUP (the terminal closed), raised where Ctrl-C raises KeyboardInterrupt: a
+    KeyboardInterrupt, so that every command stops on them as it does on Ctrl-C (a transfer cancelled,
+    the peer sent an ERROR, a temporary file removed); the exit code is 128 + ``signum``."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.reason = f"cancelled by {name}"  # what the peer's ERROR says
 
 
 # -- value parsers ---------------------------------------------------------------------------------
@@ -55,6 +67,10 @@ def seconds_between(low: float, high: float, example: str) -> Callable[[str], fl
 
 
 seconds = seconds_between(0.01, 300, "1 or 0.5")
+# A whole transfer's deadline, not a retransmit's wait: a multi-GiB image over a slow link takes hours.
+# A week bounds a typing slip (an extra zero or two) without standing in any real download's way.
+DEADLINE_MAX = 7 * 24 * 3600
+deadline_seconds = seconds_between(0.01, DEADLINE_MAX, "600 or 3600")
 give_up_seconds = seconds_between(0, 3600, "60")
 
 
@@ -68,6 +84,24 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a size like 10M or 1048576, not {text!r}")
     number, unit = float(match.group(1)), match.group(2).lower()
     return int(number * (1024 ** " kmgt".index(unit or " ")))
+
+
+STDOUT = "-"  # -o -: the download on standard output, as curl -o - and wget -O - write it
+
+
+def output_path(text: str) -> Path | str:
+    """-o's PATH, or :data:`STDOUT` for "-" alone (a file named so is ./-)."""
+    return STDOUT if text == STDOUT else Path(text)
+
+
+def size_at_most(limit: int, what: str) -> Callable[[str], int]:
+    """A size as :func:`parse_size` reads it, no larger than ``limit`` bytes (``what`` says why in the error)."""
+    def parse(text: str) -> int:
+        value = parse_size(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{what} can be at most {limit >> 30} GiB, not {text}")
+        return value
+    return parse
 
 
 def sha256_hex(text: str) -> str:

@@ -121,11 +121,13 @@ def _source_toward(server: str) -> str:
 
 def collect(me: ClientIdentity, *, device: str | None, address: str | None, timeout: float,
             server: str | None = None, on_answer: Callable[[Offer], None] | None = None,
-            clock: Callable[[], float] = time.monotonic) -> Collected:
+            on_ready: Callable[[], None] | None = None, clock: Callable[[], float] = time.monotonic) -> Collected:
     """Send the DISCOVER and gather answers until ``timeout`` seconds have passed.
 
     ``server``: ask that one server directly, as a relay agent (giaddr = our address toward it; the
-    answer comes to port 67). Otherwise broadcast on ``device`` and listen on port 68.
+    answer comes to port 67). Otherwise broadcast on ``device`` and listen on port 68. ``on_ready`` is
+    called once the socket is set up, just before the DISCOVER leaves: what announces the wait is not
+    said before a set-up error (no such interface, no permission).
     """
     xid = random.getrandbits(32)
     result = Collected()
@@ -143,9 +145,11 @@ def collect(me: ClientIdentity, *, device: str | None, address: str | None, time
         sock = _socket(CLIENT_PORT, device)
         dest = ("255.255.255.255", SERVER_PORT)
         discover = build_discover(me, xid)
-    start = clock()
     asked: dict[str, list[str]] = {}  # proxy -> the boot servers asked on its behalf
     try:
+        if on_ready is not None:
+            on_ready()
+        start = clock()
         _send(sock, discover, dest)
         resent = False
         while (left := timeout - (clock() - start)) > 0:

@@ -65,11 +65,15 @@ _READER_NICE = 19
 def _child(request: ClientRequest, session_id: int, conn: Connection, view: int | None = None,
            store: str | None = None) -> None:
     """The child process. Its stderr is the terminal the view draws on, so nothing may be printed there:
-    a crash goes to the parent as text, and Ctrl-C is the parent's to handle (it cancels)."""
+    a crash goes to the parent as text, and Ctrl-C is the parent's to handle (it cancels), as are SIGTERM
+    and SIGHUP (a closed terminal sends it to the whole group): killed here, the child would leave its
+    temporary file and the server untold."""
     import signal
     import traceback
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     if view is not None:  # the view shares this process's CPU (see RemoteTransfer.prepare)
         from tftpdiag.engine.cpu_wait import share_cpu_with
 

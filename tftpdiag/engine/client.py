@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client_loop import ClientLoop
 from tftpdiag.engine.files import HashingSink, HashingSource, feed_sender, store_received
 from tftpdiag.engine.net import normalise, resolve, udp_socket
-from tftpdiag.engine.partfiles import create_part, set_final_mode
+from tftpdiag.engine.partfiles import create_part, set_final_mode, written_through
 from tftpdiag.engine.spin import BUSY_POLL
 from tftpdiag.protocol.client import ClientRead, ClientWrite
 from tftpdiag.protocol.events import (
@@ -69,12 +70,14 @@ class ClientRequest:
     timing: Timing = field(default_factory=lambda: Timing(dally=0.0))
     family: int = 0  # socket.AF_INET, socket.AF_INET6, or 0 for either
     output: Path | None = None  # where a download is kept; None: hash only
+    stdout: bool = False  # the download goes to this process's stdout as it comes (-o -), not to ``output``
     source: Path | None = None  # what an upload sends
     deadline: float | None = None  # seconds for the whole transfer
     impair: ImpairSpec | None = None  # fault injection between the socket and the machine
     busy_poll: float = BUSY_POLL  # seconds to spin for a fast reply before sleeping (0: never)
     offload: bool = True  # windows leave and arrive in one system call each (UDP GSO/GRO, Linux)
     max_size: int | None = None  # most bytes a download may bring (ERROR 3 past it); None: no limit
+    enough: int | None = None  # a download is cancelled (ERROR 0) past this many bytes: all it needs
     expected_sha256: str | None = None  # a download with another digest is not kept at ``output``
 
 
@@ -138,9 +141,11 @@ def _check_output(out: Path) -> None:
     if kind == "stream":
         if not os.access(out, os.W_OK):
             raise TransferSetupError(f"cannot write {out}: permission denied")
-    elif not out.parent.is_dir():
+        return
+    out = written_through(out)  # a link is written through: the directory that matters is its file's
+    if not out.parent.is_dir():
         raise TransferSetupError(f"cannot write {out}: no such directory {out.parent}")
-    elif not os.access(out.parent, os.W_OK):
+    if not os.access(out.parent, os.W_OK):
         raise TransferSetupError(f"cannot write {out}: {out.parent} is not writable")
 
 
@@ -219,6 +224,7 @@ class ClientTransfer:
         sock: socket.socket | None = None
         self._temp: BinaryIO | None = None
         self._temp_path = ""
+        self._final: Path | None = None  # where the part file goes when the download is kept
         try:
             local_ip = _source_address(self.family, self.server)
             sock = udp_socket(self.family, (local_ip, 0))
@@ -237,15 +243,19 @@ class ClientTransfer:
                 self._digest = source.hash
                 self._hashing = source
             else:
-                if req.output is not None and _output_kind(req.output) == "stream":
+                if req.stdout:  # a descriptor of its own: closing it when done leaves stdout open
+                    sys.stdout.flush()
+                    self._temp = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+                elif req.output is not None and _output_kind(req.output) == "stream":
                     self._temp = open(req.output, "wb")  # noqa: SIM115 - closed in _finalise or below
                 elif req.output is not None:
-                    fd, self._temp_path = create_part(req.output)
+                    self._final = written_through(req.output)
+                    fd, self._temp_path = create_part(self._final)
                     self._temp = os.fdopen(fd, "wb")
                 sink = self._sink = HashingSink(self._temp)
                 reader = ClientRead(self.session_id, filename=req.filename, server=self.server, local=local,
                                     now=now, mode=req.mode, options=req.options, timing=req.timing,
-                                    max_bytes=req.max_size)
+                                    max_bytes=req.max_size, enough=req.enough)
                 machine = reader
                 self._files = partial(store_received, reader, sink)
                 self._digest = sink.hash
@@ -339,7 +349,7 @@ class ClientTransfer:
             output = self.request.output if keep else None
         elif temp is not None:
             expected = self.request.expected_sha256
-            final = self.request.output  # never None here: the part file was made beside it
+            final = self._final  # never None here: the part file was made beside it
             keep = stored and isinstance(result, Completed) and (
                 expected is None or self._digest.hexdigest() == expected.lower())
             try:
@@ -351,7 +361,7 @@ class ClientTransfer:
                     keep = False
                 if keep and final is not None:
                     os.replace(self._temp_path, final)
-                    output = final
+                    output = self.request.output  # the name the user gave, a link's too
             finally:
                 if output is None:
                     with contextlib.suppress(OSError):

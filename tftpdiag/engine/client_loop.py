@@ -5,8 +5,11 @@ engine/driver.py's, shared with the server.
 
 What is the client's own is how it waits: a lock-step peer answers within tens of microseconds, so
 after a brief spin (BusyPoll) the loop blocks in the read itself, on a socket whose receive timeout the
-kernel keeps (SO_RCVTIMEO): one system call per datagram. A window arrives as a burst and is read
-without blocking, answering as each part is read.
+kernel keeps (SO_RCVTIMEO): one system call per datagram. That timeout counts in the kernel's ticks
+(rounded up to whole ticks, 4 ms at HZ=250: a 2 ms timeout ran out after 8 ms), close enough for a
+retransmit timer that a reply nearly always beats, not for a datagram the impairer holds (--impair
+delay): while one is held, the wait is select()'s, to the microsecond. A window arrives as a burst and
+is read without blocking, answering as each part is read.
 
 Events go to the bus in batches, before a wait, which is then lent to the bus's idle tasks (readers
 fold the events there). In lock-step, while the peer answers quickly, a batch waits until it holds
@@ -30,6 +33,7 @@ not once per block.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -90,6 +94,7 @@ class ClientLoop:
         # A blocking socket whose receive timeout the kernel keeps: see the module's docstring.
         sock.settimeout(None)
         self.set_wait = receive_timeout_setter(sock)
+        self.readable: Callable[[float], bool] = partial(_readable, sock)  # (see the module's docstring)
         read = self.read
         self.spin = BusyPoll(lambda: read(_DONTWAIT), busy_poll, limit=spin_limit(busy_poll, server))
         self.quick = False  # the last wait ended within _QUICK (see the module's docstring)
@@ -145,7 +150,7 @@ class ClientLoop:
                     if wait <= 0:
                         machine.handle_timeout(now)
                     else:
-                        now = self._wait(now, wait)
+                        now = self._wait(now, wait, delayed)
                 out = take_datagrams()
                 if out:
                     send(out, send_failed)
@@ -176,9 +181,10 @@ class ClientLoop:
             receive = machine.receive
             self.driver.release(now, lambda raw, addr, _: receive(raw, addr, now))
 
-    def _wait(self, now: float, wait: float) -> float:
+    def _wait(self, now: float, wait: float, delayed: bool = False) -> float:
         """Wait at most ``wait`` seconds for a datagram (spinning first, then blocking) and hand it over;
-        a window's burst follows without blocking. Returns the time it then is."""
+        a window's burst follows without blocking. ``delayed``: the impairer holds a datagram, which
+        may fall due within the wait. Returns the time it then is."""
         machine = self.machine
         if not self.quick or machine.windowsize > 1:
             self._hand_over()  # the wait may be long, or follows a window: see the module's docstring
@@ -191,6 +197,11 @@ class ClientLoop:
         try:
             got = spin(wait) if live and spin.on else None
             if got is None:
+                # A held datagram falls due within the wait (the driver shortened it): wait to that time
+                # itself, what the spin and the hand-over took of it deducted. Nothing came: as a read
+                # that timed out.
+                if delayed and not self.readable(max(now + wait - _clock(), 0.0)):
+                    raise BlockingIOError
                 self.set_wait(wait)
                 got = self.read(0)
                 then = _clock()
@@ -297,3 +308,9 @@ class ClientLoop:
         # drawn by an ERROR 5 sent to a stray source does not.
         machine = self.machine
         return self.session, machine, machine.peer if machine.locked else self.server
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether a datagram (or an error) waits on ``sock`` within ``timeout`` seconds, timed to the
+    microsecond (select's timeout is a high-resolution timer's, not a count of the kernel's ticks)."""
+    return bool(select.select((sock,), (), (), timeout)[0])

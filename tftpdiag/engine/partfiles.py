@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tftpdiag.records import record
 
-__all__ = ["create_part", "final_mode", "set_final_mode", "current_umask", "remove_stale", "Removal", "host_tag",
-           "pid_running"]
+__all__ = ["create_part", "written_through", "final_mode", "set_final_mode", "current_umask", "remove_stale",
+           "Removal", "host_tag", "pid_running"]
 
 _MARK = "tftpdiag"
 _NAME_BYTES = 160  # of the target's name kept in the temporary name: the whole must fit in NAME_MAX (255)
@@ -60,6 +60,13 @@ def create_part(target: Path) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def written_through(target: Path) -> Path:
+    """The file a finished download put in place at ``target`` replaces: a symbolic link (of any depth)
+    is written through to the file it names, as cp writes, and stays a link; the temporary file is made
+    beside that file, so that the rename stays within its file system."""
+    return Path(os.path.realpath(target))
 
 
 def current_umask() -> int:

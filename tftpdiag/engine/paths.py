@@ -8,6 +8,7 @@ would leave the root, hide behind a symlink, or name something that is not a reg
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -48,8 +49,14 @@ def clean_name(name: str) -> str | Refusal:
     if any(ch in _CONTROL for ch in name):
         return Refusal(ErrorCode.ACCESS_VIOLATION, "file name holds control characters", "bad-name")
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        return Refusal(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory", "path-escape")
+    if ".." in parts:
+        # Refused wherever it leads (as tftpd-hpa does), but said truly: "sub/../x" stays inside.
+        depth = 0
+        for part in parts:
+            depth += -1 if part == ".." else 1
+            if depth < 0:
+                return Refusal(ErrorCode.ACCESS_VIOLATION, "path leads outside the served directory", "path-escape")
+        return Refusal(ErrorCode.ACCESS_VIOLATION, "'..' in a file name is refused", "bad-name")
     if not parts:
         return Refusal(ErrorCode.ACCESS_VIOLATION, "no file name", "bad-name")
     return "/".join(parts)
@@ -110,6 +117,8 @@ def open_for_read(root: Path, name: str,
     except PermissionError:
         return Refusal(ErrorCode.ACCESS_VIOLATION, "permission denied", "no-permission")
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return Refusal(ErrorCode.FILE_NOT_FOUND, f"cannot use this name: {exc.strerror}", "bad-name")
         return Refusal(ErrorCode.ACCESS_VIOLATION, f"cannot open: {exc.strerror}", "not-a-file")
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
@@ -127,12 +136,14 @@ def check_for_write(root: Path, name: str, *, allow_upload: bool, allow_overwrit
     if isinstance(located, Refusal):
         return located
     path, cleaned = located
-    if not path.parent.is_dir():
+    if not os.path.isdir(path.parent):  # (False for a name too long too: is_dir() raises then)
         return Refusal(ErrorCode.ACCESS_VIOLATION, f"no such directory for {cleaned}", "not-found")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return WriteTarget(path, exists=False)
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), a loop of links...
+        return Refusal(ErrorCode.ACCESS_VIOLATION, f"cannot use this name: {exc.strerror}", "bad-name")
     if not stat.S_ISREG(st.st_mode):
         return Refusal(ErrorCode.ACCESS_VIOLATION, f"{cleaned} is not a regular file", "not-a-file")
     if not allow_overwrite:

@@ -58,6 +58,11 @@ class StormConfig:
     deadline: float = 300.0  # seconds for the whole storm; devices still going then count as failed
     family: int = 0
 
+    @property
+    def options(self) -> RequestedOptions:
+        """What every device asks for (the command line checks its request with these before the storm)."""
+        return RequestedOptions(blksize=self.blksize, windowsize=self.windowsize, tsize=self.tsize)
+
 
 @record
 class DeviceResult:
@@ -153,9 +158,11 @@ def _open_sockets(config: StormConfig, family: int) -> list[socket.socket]:
     return socks
 
 
-def run_storm(config: StormConfig,
-              on_done: Callable[[DeviceResult], None] | None = None) -> tuple[list[DeviceResult], float]:
-    """Run the storm; returns each device's result (ok unchecked: see ``completed``) and the wall time."""
+def run_storm(config: StormConfig, on_done: Callable[[DeviceResult], None] | None = None,
+              on_ready: Callable[[], None] | None = None) -> tuple[list[DeviceResult], float]:
+    """Run the storm; returns each device's result (ok unchecked: see ``completed``) and the wall time.
+    ``on_ready`` is called once every device is set up (the name resolved, the sockets open), just
+    before the first request: an announcement made there is never followed by a set-up error."""
     try:
         family, server = resolve(config.host, config.port, config.family)
     except Exception as exc:  # noqa: BLE001 - ResolveError or a malformed name: one line either way
@@ -164,8 +171,10 @@ def run_storm(config: StormConfig,
         wanted = socket.AF_INET6 if ":" in config.sources[0] else socket.AF_INET
         if wanted != family:
             raise StormSetupError("the source addresses are not of the server's address family")
-    options = RequestedOptions(blksize=config.blksize, windowsize=config.windowsize, tsize=config.tsize)
+    options = config.options
     socks = _open_sockets(config, family)
+    if on_ready is not None:
+        on_ready()
     began = time.time()
     step = config.ramp / (config.clients - 1) if config.clients > 1 else 0.0
     devices = [_Device(i, sock, began + i * step) for i, sock in enumerate(socks)]

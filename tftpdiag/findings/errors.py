@@ -4,6 +4,7 @@ protocol breaches."""
 
 from __future__ import annotations
 
+import re
 from typing import overload
 
 from tftpdiag.findings.model import (
@@ -54,6 +55,8 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
          "can't access", "not allowed", "no access")),
     (4, ("illegal",)),
 )
+# An access violation whose text says the name is no file (tftpd-hpa, dnsmasq: strerror(EISDIR)).
+_NOT_A_FILE = re.compile(r"is a directory|not a regular file", re.IGNORECASE)
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
 
 
@@ -87,6 +90,9 @@ def _is_odd_char(ch: str) -> bool:
     return code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or 0xDC80 <= code <= 0xDCFF or not ch.isprintable()
 
 
+_NAME_MAX = 255  # the longest name of one file or directory on Linux (and most file systems)
+
+
 def name_features(name: str, nearest: str | None = None) -> list[str]:
     """What is unusual about a requested name, each in a few words."""
     out = []
@@ -100,6 +106,11 @@ def name_features(name: str, nearest: str | None = None) -> list[str]:
         out.append("a leading /")
     if name != name.strip():
         out.append("spaces at an end")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        out.append("a '..' part")
+    if any(len(p.encode("utf-8", "surrogateescape")) > _NAME_MAX for p in parts):
+        out.append(f"a part longer than {_NAME_MAX} bytes")
     if nearest is not None:
         cleaned = "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
         if nearest != cleaned and nearest.lower() == cleaned.lower():
@@ -158,7 +169,10 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
     if code == 2:
         what = "ERROR 2 (access violation), " + message if res.code == 2 else sent
         summary = f"{server} refused the {s.kind} for {name}: {what}"
-        if s.receiver:
+        if s.receiver and _NOT_A_FILE.search(res.message or ""):
+            suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
+                          "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
+        elif s.receiver:
             suggestion = ("The file may exist but not be readable by the server (tftpd-hpa serves only "
                           "world-readable files: chmod o+r), or the path leads outside the served directory.")
         else:
@@ -334,7 +348,7 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
                    "firmware update; tftpdiag survives them.", s.session)
 
 
-@rule("local-error", after=("tsize-overrun", "size-limit"))
+@rule("local-error", after=("tsize-overrun", "tsize-short", "size-limit"))
 def local_error(s: SessionState, ctx: Context) -> Finding | None:
     """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error, or a bug of its own."""
     res = s.result
@@ -343,7 +357,7 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     if not (res.reason in (Reason.LOCAL, Reason.INTERNAL)
             or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None
-    if ctx.found("tsize-overrun") is not None or ctx.found("size-limit") is not None:
+    if any(ctx.found(said) is not None for said in ("tsize-overrun", "tsize-short", "size-limit")):
         return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
     summary = f"tftpdiag ended the transfer: {res.message}{told}"
@@ -352,6 +366,9 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
                 "and this message (a trace saved with --trace or s helps).")
     elif res.code == 3:
         hint = "Free space or raise the limit (tftpdiag serve --max-upload) if the file is meant to fit."
+    elif res.code == 6:
+        hint = ("Another upload of the same name landed first, and overwriting is off: the file there is the "
+                "other one's. Upload one at a time, under another name, or serve with --allow-overwrite.")
     else:
         hint = "Check the local disk, the target directory and its permissions."
     return Finding("local-error", ERROR if s.client_side else WARNING, summary,

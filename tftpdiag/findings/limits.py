@@ -1,5 +1,5 @@
-"""Transfers stopped for their size: a sender that ran past the size it announced (tsize), and a
-download past the limit tftpdiag was given (probe --max-size)."""
+"""Transfers stopped for their size: a sender that ran past the size it announced (tsize), an upload
+that ended short of it, and a download past the limit tftpdiag was given (probe --max-size)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from tftpdiag.protocol.packets import error_code_name
 # How the client machine words the stop (tftpdiag.protocol.client, .session): the limit is in no other
 # event, and a capture carries only this message in our ERROR.
 _LIMIT = re.compile(r"exceeds the limit of (\d+) bytes")
+# How the receiver words an upload ended short of its tsize (tftpdiag.protocol.receiver), for the same reason.
+_SHORT = "short of the announced tsize"
 
 
 def _stopped_by_us(s: SessionState) -> Failed | None:
@@ -54,6 +56,24 @@ def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
     return Finding("tsize-overrun", ERROR, summary, evidence(ev), suggestion, s.session)
 
 
+@rule("tsize-short")
+def tsize_short(s: SessionState, ctx: Context) -> Finding | None:
+    """An upload that ended short of the size its client announced: the server failed it (a download
+    that does is kept and warned of, tsize-mismatch: a server's tsize may be another size's)."""
+    res = _stopped_by_us(s)
+    if res is None or s.client_side or s.tsize is None or s.mode != "octet":
+        return None
+    got = res.stats.bytes
+    if got >= s.tsize or _SHORT not in res.message:
+        return None  # stopped for another reason on the way (a disk, a limit): said elsewhere
+    summary = (f"Client {fmt_addr(s.peer)} announced tsize {s.tsize:,} bytes, then ended the upload at "
+               f"{got:,} bytes: it was not kept{_told(s, res)}")
+    ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced", f"{s.t(res.time)}: {res.message}"]
+    suggestion = ("Nothing was kept; a file already there stays as it was. The client's file changed while it "
+                  "was sent, or the client is broken (its last block came too early): upload it again.")
+    return Finding("tsize-short", ERROR, summary, evidence(ev), suggestion, s.session)
+
+
 @rule("size-limit")
 def size_limit(s: SessionState, ctx: Context) -> Finding | None:
     res = _stopped_by_us(s)
@@ -79,4 +99,4 @@ def size_limit(s: SessionState, ctx: Context) -> Finding | None:
     return Finding("size-limit", ERROR, summary, evidence(ev), suggestion, s.session)
 
 
-RULES = (tsize_overrun, size_limit)
+RULES = (tsize_overrun, tsize_short, size_limit)

@@ -195,7 +195,9 @@ def _oack_problems(s: SessionState) -> list[str]:
 
 @rule("bad-oack")
 def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
-    if not s.client_side or not s.oacks_rx:
+    if not s.client_side or not s.oacks_rx or not s.requests_tx:
+        # (Without a request seen sent there is nothing the OACK answered: an OACK sent to a server's
+        # listening port, which stray-packets tells, or a capture begun after the request.)
         return None
     problems = _oack_problems(s)
     if not problems:

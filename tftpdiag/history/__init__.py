@@ -30,7 +30,8 @@ def open_store(target: str | None, *, create: bool = True) -> SqlStore:
     else:
         from tftpdiag.history.sqlite import SqliteStore
 
-        store = SqliteStore(Path(target).expanduser() if target else default_path(), create=create)
+        store = SqliteStore(Path(target).expanduser() if target else default_path(), create=create,
+                            make_parents=not target)
     try:
         store.migrate()
     except BaseException:

@@ -24,12 +24,17 @@ class SqliteStore(SqlStore):
     TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "int": "INTEGER"}
     PARAM = "?"
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, make_parents: bool = False) -> None:
+        """``create``: a missing file becomes a new history. ``make_parents``: so do missing directories
+        above it, which only the default path under the state directory may need; a path the user named
+        in a directory that does not exist is refused, as --log and --trace refuse theirs."""
         self.name = str(path)
         if not create and not path.exists():
             raise HistoryError(f"there is no history at {path} (serve --history records one)")
+        if create and not make_parents and not path.parent.is_dir():
+            raise HistoryError(f"cannot open the history {path}: no such directory {path.parent}")
         try:
-            if create:
+            if create and make_parents:
                 path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: transactions are begun by hand, so that a migration's DDL is in one too.
             # check_same_thread off: opened (and migrated) by the main thread, then used by the writer only.

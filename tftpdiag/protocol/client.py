@@ -44,7 +44,7 @@ from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
-__all__ = ["ClientRead", "ClientWrite"]
+__all__ = ["ClientRead", "ClientWrite", "RequestError", "build_request"]
 
 MODES = ("octet", "netascii")
 _INVALID_REPLY = ("_invalid_reply", State.FAILED)  # what no server answers a request with
@@ -53,17 +53,27 @@ _REQUEST_ANSWERED: dict[Opcode, tuple[str, State | None]] = {
     Opcode.ERROR: ("_on_refusal", None), Opcode.RRQ: _INVALID_REPLY, Opcode.WRQ: _INVALID_REPLY}
 
 
-def _build_request(opcode: Opcode, filename: str, mode: str, options: RequestedOptions,
-                   upload_size: int | None) -> tuple[Request, bytes]:
+class RequestError(ValueError):
+    """A request no client may send (its name, its mode, its size). The command line asks
+    :func:`build_request` before it starts anything, so that a user's long or empty name is a usage
+    error; the machines ask it again because they guard the wire whoever built them."""
+
+
+def build_request(opcode: Opcode, filename: str, mode: str, options: RequestedOptions,
+                  upload_size: int | None) -> tuple[Request, bytes]:
+    """The request a client sends and its bytes, or :class:`RequestError` saying why it cannot be sent."""
     mode = mode.lower()
     if mode not in MODES:
-        raise ValueError(f"mode must be octet or netascii, not {mode!r}")
-    if not filename or "\0" in filename:
-        raise ValueError("the file name must be non-empty and hold no NUL")
+        raise RequestError(f"mode must be octet or netascii, not {mode!r}")
+    if not filename:
+        raise RequestError("the file name is empty")
+    if "\0" in filename:
+        raise RequestError("the file name holds a NUL character, which ends it on the wire")
     request = Request(opcode, filename, mode, options.to_wire(upload_size))
     raw = encode(request)
     if len(raw) > MAX_REQUEST_SIZE:
-        raise ValueError(f"the request would take {len(raw)} bytes; RFC 2347 allows {MAX_REQUEST_SIZE}")
+        raise RequestError(f"file name too long: the request would take {len(raw)} bytes with its options; "
+                           f"RFC 2347 allows {MAX_REQUEST_SIZE}")
     return request, raw
 
 
@@ -199,10 +209,10 @@ class ClientRead(_ClientMixin, Receiver):
 
     def __init__(self, session_id: int, *, filename: str, server: Address, local: Address, now: float,
                  mode: str = "octet", options: RequestedOptions = RequestedOptions(),
-                 timing: Timing = Timing(), max_bytes: int | None = None) -> None:
+                 timing: Timing = Timing(), max_bytes: int | None = None, enough: int | None = None) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
-        self.request, self._request_raw = _build_request(Opcode.RRQ, filename, mode, options, None)
-        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes)
+        self.request, self._request_raw = build_request(Opcode.RRQ, filename, mode, options, None)
+        self._init_receiver(netascii=self.request.mode == "netascii", max_bytes=max_bytes, enough=enough)
         self._start(now)
 
     def _start_request(self, now: float) -> None:
@@ -269,7 +279,7 @@ class ClientWrite(_ClientMixin, Sender):
                  size: int | None = None, mode: str = "octet",
                  options: RequestedOptions = RequestedOptions(), timing: Timing = Timing()) -> None:
         super().__init__(session_id, local=local, peer=server, timing=timing, now=now)
-        self.request, self._request_raw = _build_request(Opcode.WRQ, filename, mode, options, size)
+        self.request, self._request_raw = build_request(Opcode.WRQ, filename, mode, options, size)
         self._init_sender(netascii=self.request.mode == "netascii")
         self.total = size
         self._start(now)

@@ -64,7 +64,7 @@ class Receiver(Session):
     # attribute names in its dict, past CPython 3.11's 30 shared keys, so its method calls went
     # unspecialised, a dictionary lookup each.
     __slots__ = ("_received", "_decoder", "_expected", "_since_ack", "_gap_acked", "_rollover", "_max_bytes",
-                 "_announced", "_safe_bytes", "_last_reply", "_final_block", "_deferred", "_runs")
+                 "_announced", "_exact", "_enough", "_safe_bytes", "_last_reply", "_final_block", "_deferred", "_runs")
 
     _deferred: bool  # _events holds DeferredData runs (set by _init_receiver)
     _received: list[bytes]  # the data taken, not yet handed to the caller (set by _init_receiver)
@@ -167,7 +167,7 @@ class Receiver(Session):
             self._ack(wire(self._final_block or 0, self._rollover), now)
             self._complete(now, dally=True)
 
-    def _init_receiver(self, netascii: bool, max_bytes: int | None = None) -> None:
+    def _init_receiver(self, netascii: bool, max_bytes: int | None = None, enough: int | None = None) -> None:
         self._received = []
         self._decoder = NetasciiDecoder() if netascii else None
         self._expected = 1  # the absolute number of the next block in order
@@ -175,7 +175,9 @@ class Receiver(Session):
         self._gap_acked = False
         self._rollover = 0  # what follows 65535 on the wire: 0 until the peer shows it wraps to 1
         self._max_bytes = max_bytes
+        self._enough = enough  # past this many bytes the caller wants no more: the transfer is cancelled
         self._announced: int | None = None  # the size the peer announced (tsize) that it must not run past
+        self._exact = False  # and that it must reach: the transfer ends short of it as a failure
         self._safe_bytes = _UNBOUNDED
         self._bounds_changed()
         self._last_reply = None
@@ -340,7 +342,15 @@ class Receiver(Session):
             self._timer.start_sample(now)
 
     def _finish(self, now: float) -> None:
-        """The last block is in: wait for the caller to store it all (see :meth:`stored`)."""
+        """The last block is in: wait for the caller to store it all (see :meth:`stored`), unless it
+        ended short of a size the peer was held to (:meth:`_expect_exactly`): then the transfer fails,
+        the peer hears an ERROR instead of the final ACK, and the caller keeps nothing."""
+        allowance = self._announced_allowance()
+        if self._exact and allowance is not None and self.bytes < allowance:
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.NOT_DEFINED,
+                       f"transfer ended short of the announced tsize of {self._announced} bytes: "
+                       f"{self.bytes} bytes by block {wire(self._expected - 1, self._rollover)}")
+            return
         if self._decoder is not None:
             tail = self._decoder.finish()
             if tail:
@@ -383,6 +393,12 @@ class Receiver(Session):
         self._announced = announced
         self._bounds_changed()
 
+    def _expect_exactly(self, announced: int | None) -> None:
+        """The peer announced the transfer's size and must send exactly that: past it is an error (as
+        :meth:`_expect_at_most`), and so is an end short of it."""
+        self._expect_at_most(announced)
+        self._exact = announced is not None
+
     def _announced_allowance(self) -> int | None:
         """The most bytes the announced size lets the peer send. None in netascii: servers announce the
         file's size, the wire's, or even 0 (atftpd) and then send the file, so the size says nothing."""
@@ -391,11 +407,12 @@ class Receiver(Session):
     def _bounds_changed(self) -> None:
         """Every block up to the last whole block under the limits is full-sized or the last, so the
         bytes up to _safe_bytes cannot cross a limit: _take checks the limits only past them."""
-        bounds = [b for b in (self._max_bytes, self._announced_allowance()) if b is not None]
+        bounds = [b for b in (self._max_bytes, self._announced_allowance(), self._enough) if b is not None]
         self._safe_bytes = min(bounds) // self.blksize * self.blksize if bounds else _UNBOUNDED
 
     def _past_a_bound(self, now: float) -> bool:
-        """Fail the transfer if the bytes received so far run past the announced size or our limit."""
+        """Fail the transfer if the bytes received so far run past the announced size or our limit;
+        cancel it if they run past what the caller said is enough (a limit it expects to reach)."""
         allowance = self._announced_allowance()
         if allowance is not None and self.bytes > allowance:
             self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.DISK_FULL,
@@ -406,5 +423,8 @@ class Receiver(Session):
             what = "download" if self.role is Role.CLIENT_READ else "upload"
             self._fail(now, Reason.LOCAL, Side.LOCAL, ErrorCode.DISK_FULL,
                        f"{what} exceeds the limit of {self._max_bytes} bytes")
+            return True
+        if self._enough is not None and self.bytes > self._enough:
+            self.abort(now, f"enough received: stopped after {self.bytes} bytes, past the {self._enough} asked for")
             return True
         return False

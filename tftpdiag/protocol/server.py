@@ -228,6 +228,10 @@ class ServerWrite(_ServerMixin, Receiver):
         if negotiated is None:
             return
         self.total = negotiated.tsize
+        # The client's own tsize is what its file holds: an upload that ends at another size is damaged
+        # (cut short, or the file changed as it was read), and is failed rather than kept. A tsize of 0
+        # says nothing: clients that do not know the size send it (tftpy does), then the file.
+        self._expect_exactly(negotiated.tsize or None)
         if negotiated.oack:
             self._send_oack(negotiated, now)
             self._last_reply = self._oack

@@ -22,12 +22,14 @@ def run_pxe(args: argparse.Namespace) -> int:
                      probe=not args.no_probe, server=args.server)
     out = sys.stdout
     tui = interactive(args)
-    if not args.json:
-        where = f"DHCP server {req.server}" if req.server else (req.interface or "the default interface")
-        print(fmt.line(f"tftpdiag pxe: asking {where} as a {req.arch.name} PXE client for {req.timeout:g} s "
-                       "(no address is taken)"), file=sys.stderr, flush=True)
+
+    def announce() -> None:  # once set up: a wrong interface or a missing permission is said alone
+        if not args.json:
+            where = f"DHCP server {req.server}" if req.server else (req.interface or "the default interface")
+            print(fmt.line(f"tftpdiag pxe: asking {where} as a {req.arch.name} PXE client for {req.timeout:g} s "
+                           "(no address is taken)"), file=sys.stderr, flush=True)
     try:
-        report = discover(req)
+        report = discover(req, on_ready=announce)
     except DhcpSetupError as exc:
         raise UsageError(str(exc)) from None
     if tui:

@@ -62,8 +62,9 @@ class PxeReport:
         return self.probe is None and not self.request.probe or bool(self.probe and self.probe.get("ok"))
 
 
-def discover(req: PxeRequest, on_answer: Callable[[Offer], None] | None = None) -> PxeReport:
-    """Send the DISCOVER and collect the answers (DhcpSetupError for set-up problems)."""
+def discover(req: PxeRequest, on_answer: Callable[[Offer], None] | None = None,
+             on_ready: Callable[[], None] | None = None) -> PxeReport:
+    """Send the DISCOVER and collect the answers (DhcpSetupError for set-up problems, before ``on_ready``)."""
     # Relayed (--server), the DISCOVER goes wherever the route to the server leads: bound to an
     # interface only when one was named; the MAC is still a real interface's unless --mac says.
     name = req.interface or default_interface()
@@ -73,7 +74,7 @@ def discover(req: PxeRequest, on_answer: Callable[[Offer], None] | None = None) 
         raise DhcpSetupError(f"{iface.name} has no Ethernet MAC address; give one with --mac")
     me = ClientIdentity.make(mac, req.arch)
     collected = collect(me, device=req.interface if req.server else name, address=iface.address,
-                        timeout=req.timeout, server=req.server, on_answer=on_answer)
+                        timeout=req.timeout, server=req.server, on_answer=on_answer, on_ready=on_ready)
     report = PxeReport(req, iface, me, collected)
     report.resolved = resolve_names(sorted({s.value for o in collected.offers for s in o.boot_servers
                                             if s.source == "option 66" and not s.is_address}))

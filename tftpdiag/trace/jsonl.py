@@ -17,6 +17,7 @@ from tftpdiag import __version__
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.options import Negotiated, OptionOutcome, Verdict
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, ProtocolError, Request, decode
+from tftpdiag.trace import snapped
 
 __all__ = ["KIND", "event_to_dict", "dict_to_event", "JsonlWriter", "read_events", "FORMAT"]
 
@@ -82,7 +83,8 @@ def event_to_dict(event: ev.Event, snaplen: int | None = None) -> dict[str, Any]
             continue
         value = getattr(event, name)
         if name == "raw":
-            kept = value if snaplen is None or len(value) <= snaplen else value[:snaplen]
+            cut = snaplen is not None and len(value) > snaplen and snapped(getattr(event, "packet", None))
+            kept = value[:snaplen] if cut else value
             out["size"] = len(value)
             out["raw"] = base64.b64encode(kept).decode("ascii")
         elif name == "packet":

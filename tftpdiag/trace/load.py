@@ -109,6 +109,12 @@ def _load_jsonl(path: Path) -> TraceLoad:
                 try:
                     event = parse_line(line, number)
                 except ValueError as exc:
+                    if number == 1:
+                        from tftpdiag.served import is_served_line
+
+                        if is_served_line(line):
+                            raise TraceError(f"{path}: this is a serve --log file (one line per session); trace "
+                                             "reads files written by --trace or the s key") from None
                     damaged += 1
                     first = first or str(exc)
                     continue

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.protocol.events import Address, Event, Impaired, PacketReceived, PacketRun, PacketSent
+from tftpdiag.trace import snapped
 from tftpdiag.trace.jsonl import JsonlWriter
 from tftpdiag.trace.pcap import PcapWriter
 
@@ -62,9 +63,9 @@ class PcapEventWriter:
             if self._fates:
                 self._write_impaired(event)
             else:
-                self._pcap.write(event.time, event.local, event.peer, event.raw)
+                self._pcap.write(event.time, event.local, event.peer, event.raw, not snapped(event.packet))
         elif isinstance(event, PacketReceived):
-            self._pcap.write(event.time, event.peer, event.local, event.raw)
+            self._pcap.write(event.time, event.peer, event.local, event.raw, not snapped(event.packet))
         elif isinstance(event, Impaired) and event.direction == "out":
             self._note_fate(event)
 
@@ -90,8 +91,9 @@ class PcapEventWriter:
         delays = queue.popleft() if queue else [0.0]
         if queue is not None and not queue:
             del self._fates[key]
+        whole = not snapped(event.packet)
         for delay in delays:
-            self._pcap.write(event.time + delay, event.local, event.peer, event.raw)
+            self._pcap.write(event.time + delay, event.local, event.peer, event.raw, whole)
 
     def flush(self) -> None:
         self._pcap.flush()

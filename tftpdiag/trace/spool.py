@@ -163,7 +163,7 @@ class Spool:
         with open(self.path, "rb") as f:
             events = SpoolReader(f, self.writer.whole)
             count = copy_events(events, dest)
-        message = f"saved {count} events to {dest}"
+        message = f"saved {count:,} events to {dest}"
         if events.problem is not None:
             message += f"; the spool's later events could not be read: {events.problem}"
         elif self.writer.failure is not None:

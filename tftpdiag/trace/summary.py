@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 from tftpdiag.devices import Device, DeviceBook
 from tftpdiag.findings import analyze
-from tftpdiag.fmt import line
+from tftpdiag.fmt import duration, line
 from tftpdiag.protocol.events import Event
 from tftpdiag.report import SCHEMA, by_session, device_lines, finding_lines, one_line, options_lines, session_summary
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
@@ -97,7 +97,8 @@ def _details(record: SessionRecord) -> list[str]:
     elif record.role is not None:
         lines.append(f"server {fmt_addr(record.local)} (the trace is the server's own)")
     summary = session_summary(record)
-    lines.append(f"{record.duration:.3f} s; packets sent {record.packets_sent}, received {record.packets_received}; "
+    lines.append(f"{duration(record.duration)}; packets sent {record.packets_sent}, "
+                 f"received {record.packets_received}; "
                  f"retransmits {summary['retransmits']}, duplicates {summary['duplicates']}, "
                  f"timeouts {summary['timeouts']}")
     lines.extend(options_lines(record))

@@ -142,6 +142,7 @@ class TftpDiagApp(TickedApp):
         self.clock = clock
         self.tick_interval = tick
         self.model = LiveModel()
+        self.model.every_role = mode in ("trace", "watch")  # a capture's sessions, none of them ours
         self.packet_filter = Filter.ALL
         self.paused = False
         self.ticks = 0
@@ -192,6 +193,10 @@ class TftpDiagApp(TickedApp):
             self.query_one(SessionList).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("pause", "filter", "find", "order") and self.screen is not self.default_screen:
+            # These act on the main screen's views: under another screen (the devices) they changed a view
+            # out of sight. A screen with keys of its own (a session's detail) binds them itself.
+            return False
         if action == "rerun":
             return self.probe is not None
         if action == "save":
@@ -265,9 +270,10 @@ class TftpDiagApp(TickedApp):
         screen = self.screen
         if isinstance(screen, DevicesScreen):
             screen.update_view(self.model, now)
-            return
-        if isinstance(screen, SessionDetailScreen):
+        elif isinstance(screen, SessionDetailScreen):
             screen.update_view(self.model, now, self.analyzer)
+        # The views underneath keep up whatever screen is on top: a tick's changes (its refusals, endings
+        # and new sessions) are handed over once, so a view that skipped them would never show them.
         for panel in self.query("#probe").results(SessionPanel):
             sid = self._probe_session()
             if self.probe is not None:

@@ -63,8 +63,8 @@ class ClientProbe:
         self.transfer = (RemoteTransfer(fresh) if isinstance(self.transfer, RemoteTransfer) else fresh).start()
         self.started = True
 
-    def cancel(self) -> None:
-        self.transfer.cancel()
+    def cancel(self, reason: str = "cancelled by the user") -> None:
+        self.transfer.cancel(reason)
         self.transfer.join(3)
 
     def outcome(self) -> ClientOutcome | None:
@@ -153,10 +153,14 @@ def client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[Clie
 
 def run_client_app(transfer: ClientTransfer, bus: EventBus, *, extra: Callable[[ClientOutcome], dict[str, Any]]) -> int:
     app, probe, spool = client_app(transfer, bus, extra=extra)
+    reason = "cancelled by the user"
     try:
         code = _run(app)
+    except KeyboardInterrupt as exc:  # SIGTERM or SIGHUP (cli.values.Terminated): the peer hears which
+        reason = getattr(exc, "reason", reason)
+        raise
     finally:
-        probe.cancel()
+        probe.cancel(reason)
         spool.close()
     return code if code is not None else probe.exit_code()
 
@@ -196,7 +200,6 @@ def watch_app(watcher: Watcher, bus: EventBus) -> tuple[TftpDiagApp, Spool]:
                       capture=lambda: capture_words(watcher.stats(), watcher.capture.packets))
     app = TftpDiagApp(mode="watch", feed=feed, server=info, saver=spool.save)
     app.device_quiet = cfg.idle
-    app.model.every_role = True
     app.device_macs = watcher.capture.macs
     return app, spool
 

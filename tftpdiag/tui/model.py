@@ -192,8 +192,10 @@ class LiveModel:
         self.forgotten = Forgotten()
         self._packets_forgotten_upto = 0  # views before this index in insertion order have no packets
         self.folded = 0  # events folded in all
-        self.every_role = False  # watch: every session is someone else's and counts in the live figures
-        self.devices = DeviceBook()  # every finished session, grouped by client: the devices view
+        # watch and trace: every session is someone else's (a capture's client sides), and counts in the live
+        # figures and the devices
+        self.every_role = False
+        self.devices = DeviceBook()  # finished sessions, grouped by client: the devices view
 
     def view(self, session: int) -> SessionView | None:
         return self.views.get(session)
@@ -251,9 +253,12 @@ class LiveModel:
             self.unfinished.pop(record.session, None)
             if record.acks_an_error:
                 continue  # the end of a refusal already counted, not a session of its own
-            self.devices.add(record)
             self.recently_ended.append(record)
             self._count(self.all_totals, record)
+            if self.every_role or _server_side(record):
+                # A device's sessions: those served to it, or (a capture) every one seen. Not a demo's own
+                # probe, the client side of a transfer its server also records: that counted each twice.
+                self.devices.add(record)
             if _server_side(record):
                 self._count(self.totals, record)
         self._forget_old()
@@ -314,16 +319,14 @@ class LiveModel:
                 and not r.finished]
 
     def aggregate_rate(self, now: float, window: float = 2.0) -> float:
-        """Bytes per second over the last ``window`` seconds, summed over the server's sessions that
-        are running or ended within the window (each from its own record)."""
-        total = 0.0
+        """Bytes a second the server moved over the last ``window`` seconds: the bytes its sessions (running,
+        or ended within the window) moved within it, over the window's length. Not each session's own rate:
+        a 20 MB transfer that took 0.13 s moved 20 MB in the window, not 150 MB a second all through it."""
+        since = now - window
+        moved = 0.0
         for record in self.active():
-            total += record.window_rate(now, window)
+            moved += record.bytes_at(now) - record.bytes_at(since)
         for record in self.recently_ended:
-            if (self.every_role or _server_side(record)) and record.samples and record.samples[-1][0] >= now - window:
-                samples = record.samples
-                older = next((s for s in reversed(samples) if s[0] <= now - window), (record.started or 0.0, 0))
-                span = samples[-1][0] - older[0]
-                if span > 0:
-                    total += (samples[-1][1] - older[1]) / span
-        return total
+            if (self.every_role or _server_side(record)) and record.samples and record.samples[-1][0] >= since:
+                moved += record.bytes_at(now) - record.bytes_at(since)
+        return moved / window if window > 0 else 0.0

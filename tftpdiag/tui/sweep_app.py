@@ -24,7 +24,7 @@ from textual.widgets import DataTable, Footer, Static
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import TransferSetupError
 from tftpdiag.findings import Analyzer, Finding
-from tftpdiag.fmt import clean, options, quote
+from tftpdiag.fmt import clean, duration, options, quote
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import MAX_BYTES, ProbeResult, SweepReport, run_sweep, summary_lines
@@ -77,7 +77,7 @@ def probe_explained(result: ProbeResult) -> Group:
     if result.outcome != "skipped":
         lines.append(Text(f"  asked {options(result.requested.items())}; granted "
                           f"{'no OACK' if result.granted is None else options(result.granted.items())}; "
-                          f"{fmt_bytes(result.bytes)} in {result.duration:.3f} s", style="dim"))
+                          f"{fmt_bytes(result.bytes)} in {duration(result.duration)}", style="dim"))
     for finding in result.findings:
         icon, style = _ICON.get(finding.severity, ("-", ""))
         line = Text.assemble((f"  {icon} ", style), (finding.summary, style))

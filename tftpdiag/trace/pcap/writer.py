@@ -89,12 +89,15 @@ class PcapWriter:
             self._owned = False
         self._write: Callable[[bytes], object] = self._file.write
         self._snaplen = snaplen if snaplen is not None else _DEFAULT_SNAPLEN
+        # The file's header states the longest record in it, not the cut: a datagram written whole
+        # (see write) may be longer than the cut, and libpcap readers (tcpdump) cut every record to
+        # the header's length, a request's file name with it.
         self._interval = flush_interval
         # -inf makes the first packet flush at once, so a crashed run still leaves a valid file.
         self._flush_due = float("-inf")
         self._flush_floor = float("-inf")
         self._flows: dict[tuple[Address, Address], _Flow] = {}
-        self._write(_FILE_HEADER.pack(_PCAP_MAGIC_USEC, 2, 4, 0, 0, self._snaplen, LINKTYPE_RAW))
+        self._write(_FILE_HEADER.pack(_PCAP_MAGIC_USEC, 2, 4, 0, 0, _DEFAULT_SNAPLEN, LINKTYPE_RAW))
         self._file.flush()
 
     def _add_flow(self, src: Address, dst: Address) -> _Flow:
@@ -117,8 +120,9 @@ class PcapWriter:
         self._flows[src, dst] = flow
         return flow
 
-    def write(self, time: float, src: Address, dst: Address, payload: bytes) -> None:
-        """Append one UDP datagram sent at ``time`` (epoch seconds) from ``src`` to ``dst``."""
+    def write(self, time: float, src: Address, dst: Address, payload: bytes, whole: bool = False) -> None:
+        """Append one UDP datagram sent at ``time`` (epoch seconds) from ``src`` to ``dst``; cut to the
+        snap length unless ``whole`` (a datagram a reader needs entire: a request, an OACK, an ERROR)."""
         try:
             v6, a, b, sport, dport, udp_sum, ip_sum = self._flows[src, dst]
         except KeyError:
@@ -147,7 +151,7 @@ class PcapWriter:
             )
         wire = len(headers) + n
         sec, usec = divmod(round(time * 1_000_000), 1_000_000)
-        if wire <= self._snaplen:
+        if wire <= self._snaplen or whole:
             self._write(b"".join((_RECORD_LE.pack(sec, usec, wire, wire), headers, payload)))
         else:
             self._write(_RECORD_LE.pack(sec, usec, self._snaplen, wire) + headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ class SaveTraceScreen(ModalScreen[Path | None]):
     DEFAULT_CSS = """
     SaveTraceScreen { align: center middle; }
     SaveTraceScreen > Vertical { width: 70; height: auto; border: round $accent; background: $surface; padding: 0 1; }
-    SaveTraceScreen Label { color: $text-muted; }
+    SaveTraceScreen > Vertical { max-width: 100%; }
+    SaveTraceScreen Label { color: $text-muted; width: 100%; }
     """
 
     def __init__(self, default: str, what: str = "trace") -> None:
@@ -38,7 +40,8 @@ class SaveTraceScreen(ModalScreen[Path | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         value = event.value.strip()
-        self.dismiss(Path(value).expanduser() if value else None)
+        # Absolute, so that what is said after saving names the file wherever the view was started.
+        self.dismiss(Path(os.path.abspath(Path(value).expanduser())) if value else None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

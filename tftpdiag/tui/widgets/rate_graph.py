@@ -105,7 +105,7 @@ class RateGraph(Widget):
             text.append(" ")
             text.append_text(status)
             return text
-        status.append(f" · peak {fmt_rate(peak)}", style="dim")
+        status.append(f" · peak {fmt_rate(record.peak)}", style="dim")  # the record's: it never falls
         text.append_text(status)
         text.append("\n")
         text.append_text(progress_line(record.bytes, record.total, current, width, record.finished))

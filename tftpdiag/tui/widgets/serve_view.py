@@ -73,8 +73,8 @@ def _progress(record: SessionRecord) -> str:
 
 def _granted(record: SessionRecord, width: int = 12) -> str:
     negotiated = record.negotiated
-    if negotiated is None:
-        return "…" if record.requested else "-"
+    if negotiated is None:  # "…" while it may still come; a session that ended without one had none
+        return "…" if record.requested and not record.finished else "-"
     if negotiated.oack is None:
         return "none" if record.requested else "-"
     granted = [(k, v) for k, v in negotiated.oack if k in _SHORT]
@@ -119,11 +119,12 @@ def _found(record: SessionRecord, query: str) -> bool:
             or query in record.state)
 
 
-def _matches(record: SessionRecord, flt: SessionFilter) -> bool:
+def _matches(record: SessionRecord, flt: SessionFilter, warnings: Callable[[SessionRecord], int]) -> bool:
     if flt == "active":
         return not record.finished
-    if flt == "problems":
-        return record.state in ("failed", "refused") or record.retransmits > 0 or record.timeouts > 0
+    if flt == "problems":  # what the row marks as trouble, its warnings (⚠) too
+        return (record.state in ("failed", "refused") or record.retransmits > 0 or record.timeouts > 0
+                or warnings(record) > 0)
     return True
 
 
@@ -150,6 +151,11 @@ class ServeView(Vertical):
         self._model: LiveModel | None = None
         self._last_rebuild = 0.0
         self._forgotten_seen = 0
+        # What ticks handed over that the table does not show yet (each tick's changes come once): sessions
+        # begun while paused, to append on resume; and whether any began or ended since the last rebuild,
+        # for a sorted or filtered table that re-sorts at most every RESORT_EVERY seconds.
+        self._held_new: list[int] = []
+        self._unsorted = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="serve-header")
@@ -167,6 +173,8 @@ class ServeView(Vertical):
 
     def on_resize(self) -> None:
         self._titles()
+        if self._model is not None:  # its figures are laid out to the width
+            self.query_one("#serve-header", Static).update(self._header(self._model, self._model_now()))
 
     def _titles(self) -> None:
         box = self.query_one("#sessions-box")
@@ -252,6 +260,8 @@ class ServeView(Vertical):
             log = self.query_one(RichLog)
             for line in lines[-LOG_LINES:]:
                 log.write(line)
+        self._held_new += changes.new_sessions
+        self._unsorted = self._unsorted or bool(changes.new_sessions or changes.ended)
         if self.paused:
             return
         sessions = self.query_one(SessionList)
@@ -259,24 +269,27 @@ class ServeView(Vertical):
         if model.forgotten.sessions != self._forgotten_seen or (not sessions.records and model.views):
             self._rebuild(model, now)
         elif simple:
-            new = [model.views[sid].record for sid in changes.new_sessions if sid in model.views]
+            new = [model.views[sid].record for sid in self._held_new if sid in model.views]
+            self._held_new = []
             new = [r for r in new if _listed(r, self._every_role)]
             if new:
                 sessions.append(new)
                 self._titles()
-        elif (changes.new_sessions or changes.ended) and now - self._last_rebuild >= RESORT_EVERY \
-                and len(model.views) <= LIVE_REBUILD_LIMIT:
-            self._rebuild(model, now)
+        else:
+            self._held_new = []  # the next rebuild lists them
+            if self._unsorted and now - self._last_rebuild >= RESORT_EVERY and len(model.views) <= LIVE_REBUILD_LIMIT:
+                self._rebuild(model, now)
         sessions.refresh()  # the rows on screen show figures that move
 
     def _rebuild(self, model: LiveModel, now: float) -> None:
         self._last_rebuild = now
+        self._held_new, self._unsorted = [], False  # every session the model holds is listed afresh
         self._forgotten_seen = model.forgotten.sessions
         sessions = self.query_one(SessionList)
         keep = self.selected_session()
         query, flt, every = self.query_text, self.filter, self._every_role
         records = [v.record for v in model.views.values()
-                   if _listed(v.record, every) and _matches(v.record, flt) and _found(v.record, query)]
+                   if _listed(v.record, every) and _matches(v.record, flt, self._warnings) and _found(v.record, query)]
         _, key, reverse = SORTS[self.sort]
         if key is not None:
             records.sort(key=key, reverse=reverse)
@@ -290,15 +303,20 @@ class ServeView(Vertical):
         retx = Text(str(record.retransmits), style="bold yellow" if record.retransmits else "dim")
         arrow = "↓ " if record.direction == "download" else "↑ "
         state = state_text(record)
-        if self.analyzer is not None and record.finished:
-            warnings = sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
-            if warnings:
-                state.append(f" ⚠{warnings}", style="yellow")
+        warnings = self._warnings(record)
+        if warnings:
+            state.append(f" ⚠{warnings}", style="yellow")
         cells: tuple[str | Text, ...] = (
             fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
             fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
             f"{took:.1f}s")
         return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
+
+    def _warnings(self, record: SessionRecord) -> int:
+        """A finished session's findings worse than info: its row's ⚠ mark, and a problem to the filter."""
+        if self.analyzer is None or not record.finished:
+            return 0
+        return sum(1 for f in self.analyzer.findings(record.session) if f.severity != "info")
 
     def _model_now(self) -> float:
         clock = getattr(self.app, "clock", None)
@@ -323,29 +341,54 @@ class ServeView(Vertical):
             text.append(f"  {info.extra}", style="dim")
         if info.impair:
             text.append(f"  ⚠ impaired: {info.impair}", style="bold black on yellow")
-        text.append("\n ")
-        text.append(f"{active} active", style="bold cyan" if active else "dim")
-        text.append(f" · {totals['done']} done · ")
-        text.append(f"{totals['failed']} failed", style="bold red" if totals["failed"] else "")
-        text.append(f" · {totals['refused']} refused", style="bold red" if totals["refused"] else "")
         moving = totals["bytes"] + sum(r.bytes for r in model.active())
-        text.append(f" · {fmt_bytes(moving)} sent/received · now {fmt_rate(model.aggregate_rate(now))}")
+        figures = [("", Text(f"{active} active", style="bold cyan" if active else "dim")),
+                   (" · ", Text(f"{totals['done']} done")),
+                   (" · ", Text(f"{totals['failed']} failed", style="bold red" if totals["failed"] else "")),
+                   (" · ", Text(f"{totals['refused']} refused", style="bold red" if totals["refused"] else "")),
+                   (" · ", Text(f"{fmt_bytes(moving)} sent/received")),
+                   (" · ", Text(f"now {fmt_rate(model.aggregate_rate(now))}"))]
         if self.paused:
-            text.append("  PAUSED", style="bold yellow")
+            figures.append(("  ", Text("PAUSED", style="bold yellow")))
+        text.append("\n")
+        text.append_text(_figures(figures, self._header_width()))
         text.append_text(_forgotten_line(model))
         return text
+
+    def _header_width(self) -> int:
+        """Cells a header line has (0 before the first layout: Textual then wraps it, until on_resize)."""
+        return self.query_one("#serve-header", Static).content_size.width
 
     def _trace_header(self, model: LiveModel) -> Text:
         totals = model.all_totals
         unfinished = sum(1 for r in model.unfinished.values() if r.role is not None)
-        text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n ")
-        text.append(f"{totals['done']:,} completed · ")
-        text.append(f"{totals['failed']:,} failed", style="bold red" if totals["failed"] else "")
+        text = Text.assemble((" trace ", "bold"), (self.info.root, "bold"), f"  {self.info.addresses}\n")
+        figures = [("", Text(f"{totals['done']:,} completed")),
+                   (" · ", Text(f"{totals['failed']:,} failed", style="bold red" if totals["failed"] else ""))]
         if unfinished:
-            text.append(f" · {unfinished:,} unfinished in the capture", style="yellow")
+            figures.append((" · ", Text(f"{unfinished:,} unfinished in the capture", style="yellow")))
         moved = totals["bytes"] + sum(r.bytes for r in model.unfinished.values())
-        text.append(f" · {fmt_bytes(moved)} transferred")
+        figures.append((" · ", Text(f"{fmt_bytes(moved)} transferred")))
+        text.append_text(_figures(figures, self._header_width()))
         return text
+
+
+def _figures(figures: list[tuple[str, Text]], width: int) -> Text:
+    """A header's figures, each after its separator, on lines of ``width`` cells (each begun with a space),
+    broken between two figures, never inside one: Textual wraps at any space, and at 80 columns the rate
+    read "now 0" on one line and "B/s" on the next."""
+    text = Text(" ")
+    used = 1
+    for separator, figure in figures:
+        if used > 1 and width and used + len(separator) + figure.cell_len > width:
+            text.append("\n ")
+            used = 1
+        elif used > 1:
+            text.append(separator)
+            used += len(separator)
+        text.append_text(figure)
+        used += figure.cell_len
+    return text
 
 
 def _failure_line(record: SessionRecord) -> Text:

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from tftpdiag.findings import Finding
+from tftpdiag.fmt import duration as fmt_duration
 from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
@@ -413,7 +414,7 @@ class SessionPanel(Vertical):
         if isinstance(result, Completed):
             stats = result.stats
             lines.append(Text.assemble(("✔ ", "bold green"), (f"{_VERB[record.role]} {fmt_bytes(stats.bytes)}", "bold"),
-                                       f" in {stats.duration:.3f} s = {fmt_rate(stats.rate_bps)} · "
+                                       f" in {fmt_duration(stats.duration)} = {fmt_rate(stats.rate_bps)} · "
                                        f"{stats.retransmits} retransmits, {stats.timeouts} timeouts, "
                                        f"{stats.duplicates} duplicates"))
         elif isinstance(result, Failed) or record.refused is not None:

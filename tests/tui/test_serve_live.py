@@ -1,0 +1,187 @@
+"""The live server view while other screens are on top, while paused, and its filters: nothing a tick
+hands over is lost, and the keys a screen shows act on that screen."""
+
+from __future__ import annotations
+
+from textual.geometry import Region
+from textual.widget import Widget
+from textual.widgets import RichLog
+
+from tests.support import tui_samples
+from tftpdiag.protocol.events import Event, TransferStarted
+from tftpdiag.tui.app import TftpDiagApp
+from tftpdiag.tui.screens.devices import DevicesScreen
+from tftpdiag.tui.widgets import serve_view
+from tftpdiag.tui.widgets.serve_view import ServeView
+from tftpdiag.tui.widgets.session_list import SessionList
+
+SIZE = tui_samples.SIZE
+
+
+class PushFeed:
+    """A feed the test fills step by step."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self.pending = self.pending, []
+        return events
+
+
+def plain(widget: Widget) -> str:
+    strips = widget.render_lines(Region(0, 0, *widget.outer_size))
+    return "\n".join(strip.text for strip in strips)
+
+
+def _serve_app() -> tuple[TftpDiagApp, PushFeed, list[Event]]:
+    events = tui_samples.serve_sessions()
+    end = tui_samples.end_time(events)
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: end, tick=None)
+    return app, feed, events
+
+
+def _split(events: list[Event]) -> tuple[list[Event], list[Event]]:
+    """The first transfer alone, then everything else (four more sessions, both refusals)."""
+    second = next(e.session for e in events if isinstance(e, TransferStarted) and e.session != 10)
+    cut = next(i for i, e in enumerate(events) if e.session == second)
+    return events[:cut], events[cut:]
+
+
+def _listed(app: TftpDiagApp) -> set[int]:
+    return {r.session for r in app.query_one(SessionList).records}
+
+
+def _server_sessions(app: TftpDiagApp) -> set[int]:
+    return {r.session for r in app.model.server_records() if r.role is not None}
+
+
+def _log(app: TftpDiagApp) -> str:
+    return "\n".join(str(line.text) for line in app.query_one(RichLog).lines)
+
+
+async def test_what_happens_while_the_devices_screen_is_open_reaches_the_server_view() -> None:
+    app, feed, events = _serve_app()
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        feed.pending = during  # new sessions, endings and both refusals, while the devices are shown
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, DevicesScreen)
+        assert _listed(app) == _server_sessions(app) and len(_listed(app)) == 6
+        log = _log(app)
+        assert "../../etc/shadow" in log and "PXELINUX.0" in log
+        assert "failed:" in log  # the duplicate session the lossy client refused
+
+
+async def test_sessions_that_begin_while_paused_are_listed_once_resumed() -> None:
+    app, feed, events = _serve_app()
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("p")
+        assert app.query_one(ServeView).paused
+        feed.pending = during
+        app.refresh_now()
+        await pilot.pause()
+        assert _listed(app) == {10}  # frozen while paused
+        await pilot.press("p")  # resumed, with nothing new since: the held sessions come now
+        await pilot.pause()
+        assert _listed(app) == _server_sessions(app) and len(_listed(app)) == 6
+        assert len(app.query_one(SessionList).records) == 6  # each once
+
+
+async def test_a_filtered_table_catches_up_on_changes_held_back_by_its_resort_pace() -> None:
+    """A sorted or filtered table re-sorts at most every RESORT_EVERY seconds: what ended within that
+    time is applied at a later tick, even a tick that brings nothing new."""
+    events = tui_samples.serve_sessions()
+    clock = [tui_samples.end_time(events)]
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: clock[0], tick=None)
+    before, during = _split(events)
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = before
+        app.refresh_now()
+        await pilot.pause()
+        await pilot.press("o")  # by client: rebuilt now
+        feed.pending = during
+        app.refresh_now()  # within RESORT_EVERY of that rebuild: held back
+        await pilot.pause()
+        assert _listed(app) == {10}
+        clock[0] += serve_view.RESORT_EVERY
+        app.refresh_now()  # nothing new, but the held changes are applied
+        await pilot.pause()
+        assert _listed(app) == _server_sessions(app)
+
+
+async def test_the_problems_filter_keeps_a_session_marked_with_a_warning() -> None:
+    """A binary file sent as netascii ends done, with no retransmit or timeout, and a warning (⚠1)."""
+    import random
+    from dataclasses import replace
+
+    from tests.support.simnet import run_transfer
+    from tftpdiag.protocol.events import Completed, RequestRefused
+
+    data = random.Random(3).randbytes(20_000)
+    served = [replace(e, time=e.time + tui_samples.EPOCH + 2.0)  # after the others began
+              for e in run_transfer("read", data, mode="netascii").events if e.session != 1]
+    events = [e for e in tui_samples.serve_sessions() if not isinstance(e, RequestRefused)] + served
+    end = tui_samples.end_time(events)
+    app = TftpDiagApp(mode="serve", feed=tui_samples.RecordedFeed(events), server=tui_samples.SERVER_INFO,
+                      clock=lambda: end, tick=None)
+    (sid,) = {e.session for e in served}
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        record = app.model.views[sid].record
+        assert isinstance(record.result, Completed) and not record.retransmits and not record.timeouts
+        assert [f.id for f in app.analyzer.findings(sid) if f.severity != "info"] == ["netascii-binary"]
+        await pilot.press("f", "f")
+        assert app.query_one(ServeView).filter == "problems"
+        assert sid in _listed(app)
+        assert "⚠1" in plain(app.query_one(SessionList))
+
+
+async def test_the_devices_screen_offers_no_keys_that_act_on_the_hidden_sessions() -> None:
+    app, feed, events = _serve_app()
+    async with app.run_test(size=SIZE) as pilot:
+        feed.pending = events
+        app.refresh_now()
+        await pilot.pause()
+        serve = app.query_one(ServeView)
+        shown = {key for key, active in app.screen.active_bindings.items() if active.binding.show}
+        assert {"p", "f", "slash"} <= shown  # on the sessions, they are there
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        bound = set(app.screen.active_bindings)
+        assert not bound & {"p", "f", "slash", "o"}, bound
+        footer = plain(app.screen.query_one("Footer"))
+        assert "Filter" not in footer and "Find" not in footer and "Pause" not in footer
+        await pilot.press("f", "p", "o", "slash")
+        await pilot.pause()
+        assert (serve.filter, serve.paused, serve.sort) == ("all", False, 0)
+        assert not app.query_one("#session-find").has_class("-shown")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert {"p", "f", "slash"} <= set(app.screen.active_bindings)
+
+
+async def test_the_server_header_keeps_each_figure_with_its_unit_at_80_columns() -> None:
+    app = tui_samples.serve_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        lines = [line.replace("\xa0", " ").strip() for line in plain(app.query_one("#serve-header")).splitlines()]
+        assert len(lines) == 3, lines  # the figures no longer fit on one line at 80 columns
+        assert any(line.endswith("now 26.8 KiB/s") for line in lines), lines
+        assert not any(line.startswith(("KiB", "B/s", "MiB")) for line in lines), lines
