@@ -20,6 +20,7 @@ from typing import Any
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
 from tftpdiag.fmt import quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
+from tftpdiag.protocol.observer import CUT_WITHIN
 from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import SessionRecord, fmt_bytes
 
@@ -51,6 +52,7 @@ class Attempt:
     tsize_asked: bool = False
     error: str = ""
     normal: str = ""  # why a failure is what the firmware meant to do ("size probe", "optional", ...)
+    gave_up_at: float | None = None  # a transfer that ended by a timeout: when (a capture's end may have cut it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "outcome": self.outcome, "time": round(self.time, 6), "bytes": self.bytes,
@@ -86,7 +88,15 @@ def attempt_of(record: SessionRecord) -> Attempt | None:
             a.outcome = NO_REPLY
         else:
             a.outcome = FAILED
+        if result.reason is Reason.TIMEOUT:
+            a.gave_up_at = result.time
     return a
+
+
+def _cut(a: Attempt, end: float) -> bool:
+    """A transfer of a finished capture that the capture's end cut (its last packet came just before it):
+    still in progress, as far as anyone can tell, not failed."""
+    return a.gave_up_at is not None and a.outcome == FAILED and end - a.gave_up_at < CUT_WITHIN
 
 
 @dataclass
@@ -148,20 +158,23 @@ class DeviceBook:
     def __len__(self) -> int:
         return len(self._devices)
 
-    def judge(self, now: float, quiet: float = 30.0, macs: dict[str, str] | None = None) -> list[Device]:
+    def judge(self, now: float, quiet: float = 30.0, macs: dict[str, str] | None = None, *,
+              ended: bool = False) -> list[Device]:
         """Every device judged at ``now``: one quiet for ``quiet`` seconds has finished what it was doing.
-        ``macs`` names the MAC address of a client address, where a capture saw it."""
+        ``macs`` names the MAC address of a client address, where a capture saw it. ``ended``: a record
+        read to its end (a trace file, ``now`` its end): nothing more will come, so every device has
+        finished, and only a transfer that never ended or that the capture cut is in progress."""
         out = []
         for device in self._devices.values():
             if macs and device.mac is None:
                 device.mac = macs.get(device.address)
-            _judge(device, now, quiet)
+            _judge(device, now, quiet, ended)
             out.append(device)
         out.sort(key=lambda d: (d.verdict != STUCK, -d.last))
         return out
 
 
-def _judge(device: Device, now: float, quiet: float) -> None:
+def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> None:
     attempts = sorted(device.attempts, key=lambda a: a.time)
     device.attempts = attempts
     for a in attempts:
@@ -210,16 +223,23 @@ def _judge(device: Device, now: float, quiet: float) -> None:
                 (), "The device refuses an option the server grants (often blksize or windowsize): limit the "
                     "server's options (e.g. serve --max-blksize 1468 --max-windowsize 1) and watch again.",
                 first_session))
-    unresolved = [a for a in attempts if a.outcome not in (DONE, ACTIVE) and not a.normal and a.name not in got]
-    active = any(a.outcome == ACTIVE for a in attempts)
-    quiet_now = now - device.last >= quiet
+    cut = [a for a in attempts if ended and _cut(a, now)]
+    unresolved = [a for a in attempts if a.outcome not in (DONE, ACTIVE) and not a.normal and a.name not in got
+                  and a not in cut]
+    active = bool(cut) or any(a.outcome == ACTIVE for a in attempts)
+    quiet_now = ended or now - device.last >= quiet
     if not stuck and unresolved and quiet_now and not active:
         stuck = True
-        last = unresolved[-1]
+        # What it stopped after is its last request, when that failed (one for a file it had before is
+        # no reason to be stuck, but it is what the device did last); else its last unresolved one.
+        final = attempts[-1]
+        last = final if final.outcome not in (DONE, ACTIVE) and not final.normal else unresolved[-1]
         findings.append(Finding(
             "device-stuck", ERROR,
             f"{device.address} stopped after {last.outcome} of {quote(last.name)}"
-            + (f" ({last.error})" if last.error else "") + f" and has asked for nothing in {now - device.last:.0f} s",
+            + (f" ({last.error})" if last.error else "")
+            + (" and asked for nothing more before the record ended" if ended
+               else f" and has asked for nothing in {now - device.last:.0f} s"),
             (), "Look at that session's findings for the cause; the device will not go on without the file.",
             last.session))
     normal = [a for a in attempts if a.normal]

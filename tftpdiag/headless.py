@@ -23,7 +23,15 @@ from tftpdiag.fmt import clean, duration, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import PacketRun
-from tftpdiag.report import device_lines, explain_failure, finding_lines, one_line, options_lines, session_summary
+from tftpdiag.report import (
+    device_lines,
+    explain_failure,
+    file_size_text,
+    finding_lines,
+    one_line,
+    options_lines,
+    session_summary,
+)
 from tftpdiag.served import Served, SessionSink, served
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr, fmt_bytes, fmt_rate
 
@@ -158,7 +166,9 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
     # The digest of a transfer that did not complete is of a part of the file: no use to anyone.
+    # The file's size beside the wire's: they differ in netascii, and the digest is of the file.
     summary = session_summary(record, sha256=outcome.sha256 if outcome.ok else None,
+                              file_bytes=outcome.file_bytes if outcome.ok else None,
                               output=str(outcome.output) if outcome.output else None, **extra(outcome),
                               findings=[f.to_dict() for f in findings])
     if json_out:
@@ -259,7 +269,11 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
         _say(console, ("✘", "red"), f" {_where(record)}: ", (summary.get("failure") or explain_failure(record), "red"))
     if record.replied_from is not None and record.replied_from[0] != (record.peer or ("", 0))[0]:
         _say(console, (f"  reply came from {fmt_addr(record.replied_from)}, not the address asked", "yellow"))
-    _say(console, f"  {fmt_bytes(record.bytes)} in {duration(record.duration)} = {fmt_rate(record.rate)}")
+    sizes = file_size_text(summary.get("file_bytes"), record.bytes)
+    wire = " on the wire" if sizes else ""  # (the rate is the wire's: bytes sent or received a second)
+    _say(console, f"  {fmt_bytes(record.bytes)}{wire} in {duration(record.duration)} = {fmt_rate(record.rate)}")
+    if sizes:
+        _say(console, f"  {sizes}")
     if summary.get("sha256") and record.direction == "download" and summary["ok"]:
         _say(console, f"  sha256 {summary['sha256']}")
     if summary.get("output"):

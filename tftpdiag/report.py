@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict",
-    "outcome_text", "options_lines", "explain_failure",
+    "outcome_text", "options_lines", "explain_failure", "file_size_text",
 ]
 
 
@@ -144,9 +144,20 @@ def explain_failure(record: SessionRecord) -> str:
         told = f" ({peer} was sent ERROR {result.code})" if result.code is not None else ""
         return clean(result.message) + told
     if result.code is not None:
-        who = peer if result.raised_by.value == "peer" else "tftpdiag"
+        if result.raised_by.value == "peer":
+            who = peer
+        else:  # in a capture the side that is "local" is the client's, not tftpdiag's
+            who = f"the client {fmt_addr(record.client)}" if record.observed else "tftpdiag"
         return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
     return clean(result.message)
+
+
+def file_size_text(file_bytes: int | None, wire_bytes: int) -> str:
+    """The file's size (as saved or read: what its SHA-256 covers) where it is not the bytes on the wire,
+    as in netascii, whose line ends travel as CR LF; empty where they agree (a size alone is then true)."""
+    if file_bytes is None or file_bytes == wire_bytes:
+        return ""
+    return f"file {fmt_bytes(file_bytes)} ({file_bytes:,} bytes; {wire_bytes:,} on the wire)"
 
 
 def outcome_text(record: SessionRecord) -> str:

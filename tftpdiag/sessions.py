@@ -87,6 +87,10 @@ class SessionRecord:
     packets: PacketLog | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
     sha256: str | None = None  # a download's digest as a capture saw it whole (watch), else unknown
+    observed: bool = False  # rebuilt from a capture: the client's side is not tftpdiag's (TransferStarted)
+    # DATA payload bytes moved, from the packets: the receiver's in-order DATA, the sender's fresh DATA.
+    # What ``bytes`` says until the first Progress (a record cut before one still has figures).
+    data_bytes: int = 0
     peak: float = 0.0  # the highest rate so far, bytes a second over PEAK_SPAN or more (see _note_peak)
 
     def window_rate(self, now: float, window: float = 2.0) -> float:
@@ -213,6 +217,11 @@ class SessionRecord:
         self.packets_sent += len(run) - received
         if not self.data_seen:
             self.data_seen = any(type(event.packet) is Data for event in run)
+        if not self.samples and self.result is None and self.role is not None:  # before the first Progress
+            kind = PacketReceived if self.role.is_client == self.role.is_download else PacketSent
+            self.data_bytes += sum(len(event.raw) - 4 for event in run
+                                   if type(event) is kind and event.note is _NONE and type(event.packet) is Data)
+            self.bytes = self.data_bytes
         if noted:  # rare: counted once more, one by one
             for event in run:
                 if type(event) is PacketReceived:
@@ -234,6 +243,10 @@ class SessionRecord:
         self.packets_sent += len(tags) - received
         if not self.data_seen:
             self.data_seen = tags.translate(_RUN_DATA).count(1) > 0
+        if not self.samples and self.result is None and self.role is not None:  # as add_packets
+            mine = RUN_RECEIVED if self.role.is_client == self.role.is_download else 0  # DATA, no note
+            self.data_bytes += sum(size - 4 for tag, size in zip(tags, run.sizes, strict=True) if tag == mine)
+            self.bytes = self.data_bytes
         if max(tags) >> RUN_NOTE_SHIFT:  # rare: a noted packet
             for note, count in ((Note.DUPLICATE, "duplicates"), (Note.STRAY, "stray")):
                 code = RUN_RECEIVED | _NOTE_INDEX[note] << RUN_NOTE_SHIFT
@@ -269,6 +282,7 @@ class SessionRecord:
         elif isinstance(event, TransferStarted):
             self.role, self.filename, self.mode = event.role, event.filename, event.mode
             self.local, self.peer, self.requested = event.local, event.peer, event.requested
+            self.observed = event.observed
         elif isinstance(event, PeerLocked):
             self.replied_from = event.peer
         elif isinstance(event, OptionsNegotiated):

@@ -17,6 +17,10 @@ import pytest
 
 from tests.cli.test_cli import TIMEOUT, run, served, sha  # noqa: F401 - served is a fixture
 from tests.support.peers import free_udp_port, udp_bound, wait_until
+from tftpdiag.engine.bus import EventBus
+from tftpdiag.engine.client import ClientRequest, ClientTransfer
+from tftpdiag.protocol.netascii import netascii_size
+from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.report import SCHEMA
 from tftpdiag.sweep import DEFAULT_PROBES, ProbeResult, SweepReport
 
@@ -304,6 +308,63 @@ def test_verbose_watch_prints_the_packets_it_captured(tmp_path: Path) -> None:
     assert {int(m.group(4)) for m in seen if m.group(3) == "DATA"} == set(range(1, blocks + 1))
     session = [text for text in out.splitlines() if " RRQ to " in text and not PACKET.match(text)]
     assert len(session) == 1 and "ok" in session[0]
+
+
+# -- netascii: the file and the wire differ (line ends travel as CR LF), so a size alone is wrong for one
+# of them; the summaries say both, labelled: the file's (what its SHA-256 covers) and the wire's (the rate's)
+
+NOTES = b"line one\nline two\r\nbare cr\r end\n"  # the served fixture's notes.txt
+
+
+def test_netascii_download_says_the_files_size_and_the_wires(served: tuple[Path, int], tmp_path: Path) -> None:
+    root, port = served
+    assert (root / "notes.txt").read_bytes() == NOTES
+    out = tmp_path / "notes.txt"
+    result = run("probe", "127.0.0.1", "notes.txt", "--port", str(port), "--mode", "netascii", "--json",
+                 "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    wire = netascii_size(out.read_bytes())
+    assert wire > out.stat().st_size  # the case
+    assert summary["file_bytes"] == out.stat().st_size and summary["sha256"] == sha(out)
+    assert summary["bytes"] == wire
+    plain = run("probe", "127.0.0.1", "notes.txt", "--port", str(port), "--mode", "netascii", "--no-tui")
+    assert plain.returncode == 0, plain.stderr
+    assert f"{wire} B on the wire in" in plain.stdout, plain.stdout
+    assert f"file {out.stat().st_size} B ({out.stat().st_size:,} bytes; {wire:,} on the wire)" in plain.stdout
+
+
+def test_netascii_upload_says_the_files_size_and_the_wires(served: tuple[Path, int], tmp_path: Path) -> None:
+    _, port = served
+    local = tmp_path / "up.txt"
+    local.write_bytes(b"one\ntwo\nthree\n")
+    result = run("put", "127.0.0.1", str(local), "up.txt", "--port", str(port), "--mode", "netascii", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["file_bytes"] == 14 and summary["sha256"] == sha(local)
+    assert summary["bytes"] == netascii_size(local.read_bytes()) == 17
+
+
+def test_octet_sizes_agree_and_are_said_once(served: tuple[Path, int]) -> None:
+    _, port = served
+    result = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--json")
+    summary = json.loads(result.stdout)
+    assert summary["file_bytes"] == summary["bytes"] == 300_000
+    plain = run("probe", "127.0.0.1", "image.bin", "--port", str(port), "--no-tui")
+    assert "on the wire" not in plain.stdout and "file " not in plain.stdout.split("sha256")[0]
+
+
+def test_the_views_summary_line_says_the_files_size_too(served: tuple[Path, int]) -> None:
+    _, port = served
+    bus = EventBus()
+    request = ClientRequest("127.0.0.1", "notes.txt", port=port, mode="netascii", options=RequestedOptions())
+    from tftpdiag.tui.launch import ClientProbe  # (the view's module: only this test needs it)
+
+    probe = ClientProbe(ClientTransfer(request, bus), bus, extra=lambda outcome: {})
+    probe.start()
+    assert probe.transfer.wait(10) is not None
+    text = probe.summary_line()
+    assert f"file {len(NOTES)} B ({len(NOTES)} bytes; {netascii_size(NOTES)} on the wire)" in text, text
 
 
 def test_a_duration_under_10_ms_is_given_in_milliseconds_not_as_zero_seconds() -> None:

@@ -19,7 +19,7 @@ from tests.support.machines import (
     of,
     sent,
 )
-from tftpdiag.protocol.client import fallback_options
+from tftpdiag.protocol.client import dropped_options, fallback_options
 from tftpdiag.protocol.events import (
     Completed,
     Failed,
@@ -84,9 +84,27 @@ def test_read_refused_is_asked_again_without_options_and_completes():
     assert [e.peer for e in of(events, PeerLocked)] == [STRAY]
     assert [(p, addr) for p, addr in sent(m)] == [(Ack(1), STRAY)]
     (negotiated,) = of(events, OptionsNegotiated)
-    assert [(o.name, o.verdict) for o in negotiated.outcomes] == [
-        ("blksize", Verdict.DROPPED), ("tsize", Verdict.DROPPED)]
+    assert [(o.name, o.verdict, o.named) for o in negotiated.outcomes] == [
+        ("blksize", Verdict.DROPPED, False), ("tsize", Verdict.DROPPED, False)]
     assert isinstance(m.result, Completed) and sink.getvalue() == b"hi\n"
+
+
+@pytest.mark.parametrize(("message", "named"), [
+    ("Unsupported option(s) requested", set()),  # tftpd-hpa names none: which one it minded is unknown
+    ("tsize not supported", {"tsize"}),
+])
+def test_dropped_options_claim_a_refusal_only_where_the_server_named_it(message, named):
+    asked = (("blksize", "1468"), ("tsize", "0"))
+    keep = fallback_options(Error(8, message), asked)
+    assert keep is not None
+    outcomes = dropped_options(Error(8, message), asked, keep)
+    assert {o.name for o in outcomes} == (named or {"blksize", "tsize"})
+    for o in outcomes:
+        assert o.verdict is Verdict.DROPPED and o.named == (o.name in named)
+        if o.named:
+            assert o.meaning == f"{o.name} refused by the server, so asked again without it"
+        else:  # not "blksize refused by the server": it did not say so
+            assert "refused" in o.meaning and o.name not in o.meaning, o.meaning
 
 
 def test_the_refusing_transfer_id_is_a_stranger_once_the_new_one_answered():

@@ -339,15 +339,32 @@ def test_duplicated_data_and_ack() -> None:
     wire(T, C, Data(2, b"z"))
     wire(C, T, Ack(2))
     _, events = observe(wire.datagrams)
+    # The client's ACK again after a silence is its timeout's retransmit, as a live client notes it.
     assert notes(events)[1:5] == [("<", "DATA 1", Note.NONE), ("<", "DATA 1", Note.RETRANSMIT),
-                                  (">", "ACK 1", Note.NONE), (">", "ACK 1", Note.DUPLICATE)]
-    (run,) = of(events, Retransmit)
-    assert run.reason == "timeout"
+                                  (">", "ACK 1", Note.NONE), (">", "ACK 1", Note.RETRANSMIT)]
+    assert [(r.reason, r.first_block) for r in of(events, Retransmit)] == [("timeout", 1), ("timeout", 1)]
     (timeout,) = of(events, TimedOut)  # the client's own repeat; the server's timeout is not the client's
     assert timeout.waiting_for == "DATA 2" and timeout.waited == pytest.approx(1.0)
     end = ending(events)
     assert isinstance(end, Completed)
-    assert (end.stats.bytes, end.stats.retransmits, end.stats.duplicates, end.stats.timeouts) == (513, 1, 1, 1)
+    assert (end.stats.bytes, end.stats.retransmits, end.stats.duplicates, end.stats.timeouts) == (513, 2, 0, 1)
+
+
+def test_an_ack_answering_a_repeated_block_is_a_reack() -> None:
+    wire = Wire()
+    wire(C, S, rrq())
+    wire(T, C, Data(1, bytes(512)))
+    wire(C, T, Ack(1))
+    wire(T, C, Data(1, bytes(512)), gap=1.0)  # the server timed out: our ACK 1 was lost
+    wire(C, T, Ack(1))  # the client answers it, as a live client does (lock-step)
+    wire(T, C, Data(2, b"z"))
+    wire(C, T, Ack(2))
+    _, events = observe(wire.datagrams)
+    assert notes(events)[4] == (">", "ACK 1", Note.REACK)
+    assert not of(events, TimedOut)
+    end = ending(events)
+    assert isinstance(end, Completed)
+    assert (end.stats.retransmits, end.stats.duplicates, end.stats.timeouts) == (1, 0, 0)
 
 
 def test_a_resend_after_the_ack_is_a_window_gap() -> None:

@@ -253,6 +253,49 @@ async def test_a_server_that_forgets_old_packets_says_so_on_screen() -> None:
         assert f"{first.log.forgotten:,} older packets forgotten to bound memory" in title
 
 
+async def test_a_captured_transfer_names_its_client_not_tftpdiag() -> None:
+    """A capture's transfer opened from a trace: no "probe" in its header, the client's ERROR the
+    client's, and no advice about tftpdiag's local disk."""
+    from tests.trace.test_trace_sides import client_aborts
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.tui.screens.detail import SessionDetailScreen
+    from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+    app = _trace_app(rebuild(client_aborts()))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("home", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SessionDetailScreen)
+        header = " ".join(plain(app.screen.query_one(SessionPanel).query_one(".session-header")).split())
+        assert "probe" not in header and "192.0.2.10:40123 'big.bin'" in header, header
+        summary = " ".join(plain(app.screen.query_one("#summary")).split())
+        assert "the client 192.0.2.10:40123 sent ERROR 0" in summary, summary
+        assert "tftpdiag" not in summary and "local disk" not in summary, summary
+
+
+async def test_the_devices_of_a_trace_are_judged_as_ended() -> None:
+    """A trace read to its end: its device's last request failed, so it is stuck, not in progress."""
+    from textual.widgets import DataTable
+
+    from tests.trace.test_trace_devices import download, missing
+    from tftpdiag.trace.pcap import Datagram
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.tui.screens.devices import DevicesScreen
+
+    capture = [Datagram(t, src, dst, raw, len(raw))
+               for t, src, dst, raw in download(0.0, "boot.cfg", 40001, 1, 100) + missing(0.5, "image.bin", 40002)]
+    app = _trace_app(rebuild(capture))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, DevicesScreen)
+        table = app.screen.query_one(DataTable)
+        await pilot.pause()
+        assert table.row_count == 1 and str(table.get_row_at(0)[1]) == "stuck", table.get_row_at(0)
+
+
 def test_the_options_cell_waits_with_an_ellipsis_only_while_a_session_runs() -> None:
     from tftpdiag.protocol.events import Failed, Reason, Side, TransferStats
     from tftpdiag.sessions import SessionRecord

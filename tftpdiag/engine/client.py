@@ -92,6 +92,9 @@ class ClientOutcome:
     peer: Address | None  # who answered (None: nobody did)
     local: Address
     output: Path | None
+    # The file's bytes as stored (download) or read (upload): what sha256 covers. In netascii they are
+    # not the bytes on the wire (result.stats.bytes): line ends travel as CR LF.
+    file_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -183,6 +186,7 @@ class ClientTransfer:
         self._thread: threading.Thread | None = None
         self.machine: ClientRead | ClientWrite | None = None
         self._sink: HashingSink | None = None
+        self._hashing: HashingSink | HashingSource | None = None  # what hashes the file, and counts it
         # The engine's half of the machine (engine/files.py): feeds a sender, stores what a receiver took.
         self._files: Callable[[float], bool] = lambda now: False
 
@@ -237,6 +241,7 @@ class ClientTransfer:
                 machine: ClientRead | ClientWrite = writer
                 self._files = partial(feed_sender, writer, source)
                 self._digest = source.hash
+                self._hashing = source
             else:
                 if req.stdout:  # a descriptor of its own: closing it when done leaves stdout open
                     sys.stdout.flush()
@@ -254,6 +259,7 @@ class ClientTransfer:
                 machine = reader
                 self._files = partial(store_received, reader, sink)
                 self._digest = sink.hash
+                self._hashing = sink
             self.machine = machine
             self._drive(sock, machine, now)
             if self._outcome is None:
@@ -310,7 +316,8 @@ class ClientTransfer:
             requested=machine.request.options if machine is not None else (),
             negotiated=machine.negotiated if machine is not None else Negotiated(), server=self.server,
             peer=machine.peer if machine is not None and machine.locked else None,
-            local=machine.local if machine is not None else _no_address(self.server), output=None)
+            local=machine.local if machine is not None else _no_address(self.server), output=None,
+            file_bytes=self._hashing.size if self._hashing is not None else 0)
 
     def _finalise(self, machine: ClientRead | ClientWrite) -> None:
         """Keep or drop the download and publish the outcome, as soon as the transfer has ended.
@@ -363,7 +370,8 @@ class ClientTransfer:
             session=self.session_id, result=result, sha256=self._digest.hexdigest(),
             requested=machine.request.options,
             negotiated=machine.negotiated, server=self.server,
-            peer=machine.peer if machine.locked else None, local=machine.local, output=output)
+            peer=machine.peer if machine.locked else None, local=machine.local, output=output,
+            file_bytes=self._hashing.size if self._hashing is not None else 0)
         self._done.set()
 
     def _drive(self, sock: socket.socket, machine: ClientRead | ClientWrite, now: float) -> None:

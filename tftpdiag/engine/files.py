@@ -110,17 +110,19 @@ class FileSource:
 
 
 class HashingSource(FileSource):
-    """A file being uploaded, hashed as it is read."""
+    """A file being uploaded, hashed and counted as it is read."""
 
-    __slots__ = ("hash",)
+    __slots__ = ("hash", "size")
 
     def __init__(self, file: BinaryIO) -> None:
         super().__init__(file)
         self.hash = hashlib.sha256()
+        self.size = 0  # the file's bytes read: what the hash covers (netascii travels larger)
 
     def read(self, size: int = -1) -> bytes:
         data = FileSource.read(self, size)
         self.hash.update(data)
+        self.size += len(data)
         return data
 
 
@@ -129,17 +131,19 @@ class HashingSink:
     answered it has gone out: in lock-step the ACK's latency is the transfer's speed). Without a file the
     data is only hashed."""
 
-    __slots__ = ("hash", "file")
+    __slots__ = ("hash", "file", "size")
 
     def __init__(self, file: BinaryIO | None) -> None:
         self.hash = hashlib.sha256()
         self.file = file
+        self.size = 0  # the file's bytes stored: what the hash covers (netascii arrives larger)
 
     def store(self, chunks: list[bytes]) -> None:
         # One buffer: the hash then runs without the interpreter lock, so the thread folding the event
         # stream can use it meanwhile.
         data = b"".join(chunks)
         self.hash.update(data)
+        self.size += len(data)
         if self.file is not None:
             try:
                 self.file.write(data)

@@ -21,7 +21,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.predicates import at_wrap, peer_error
 from tftpdiag.findings.rules import FOLLOW_UP, Context, rule
 from tftpdiag.findings.session_state import SessionState
-from tftpdiag.protocol.events import Failed, Reason, Side
+from tftpdiag.protocol.events import Address, Failed, Reason, Side
 from tftpdiag.protocol.packets import Ack, Error, error_code_name
 
 _CODE_HINTS = {
@@ -277,22 +277,39 @@ def size_probe(s: SessionState, ctx: Context) -> Finding | None:
     return Finding("size-probe", INFO, summary, evidence(ev), suggestion, s.session)
 
 
+def _client_error(s: SessionState) -> tuple[Failed, Address | None] | None:
+    """The client's ERROR that ended the transfer, and the client: the peer's, seen by our server, or in
+    a capture the side the events call local (it is the client's, not tftpdiag's)."""
+    if s.role is None:
+        return None
+    if s.observed:
+        res = s.result
+        if isinstance(res, Failed) and res.raised_by is Side.LOCAL and res.reason is Reason.PROTOCOL:
+            return res, s.local
+        return None
+    if s.client_side:
+        return None
+    error = peer_error(s)
+    return None if error is None else (error, s.peer)
+
+
 @rule("client-aborted")
 def client_aborted(s: SessionState, ctx: Context) -> Finding | None:
-    if s.client_side or s.role is None:
+    found = _client_error(s)
+    if found is None:
         return None
-    res = peer_error(s)
-    if res is None or res.code is None or res.code == 8:  # (an ERROR always carries a code)
+    res, client = found
+    if res.code is None or res.code == 8:  # (an ERROR always carries a code)
         return None
-    if res.code == 5 and s.moved == 0:
-        summary = (f"Client {fmt_addr(s.peer)} turned this session away with ERROR 5 (unknown transfer ID): it was "
+    if res.code == 5 and s.moved == 0 and not s.client_side:
+        summary = (f"Client {fmt_addr(client)} turned this session away with ERROR 5 (unknown transfer ID): it was "
                    f"already transferring with another one, started by an earlier copy of its request")
         return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR 5 from the client"]),
                        "Harmless: a repeated request started a second session, and the client kept the first.",
                        s.session)
     if s.oack_tx and s.peer_answered is not None and s.moved == 0 and s.ack0_t is None:
         return None  # answered our OACK with an ERROR: client-ignored-oack says it
-    summary = (f"Client {fmt_addr(s.peer)} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}) "
+    summary = (f"Client {fmt_addr(client)} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}) "
                f"{res.message!r} after {s.moved:,} block{'s' if s.moved != 1 else ''}")
     return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR {res.code} from the client"]),
                    "The client's message says why; ERROR 0 usually means its user or firmware cancelled.",
@@ -316,9 +333,11 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
             if isinstance(p, Ack):
                 items.append(f"{s.t(t)}: {describe(p)} after the ERROR (pin/tftp#99)")
             elif isinstance(p, Error) and res.raised_by is Side.LOCAL:
-                items.append(f"{s.t(t)}: {describe(p)} answering our ERROR (tftpy#106)")
+                ours = "the client's" if s.observed else "our"
+                items.append(f"{s.t(t)}: {describe(p)} answering {ours} ERROR (tftpy#106)")
         if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code == 4:
-            items.append(f"{s.t(res.time)}: tftpdiag ended the transfer: {res.message}")
+            who = f"the client {fmt_addr(s.local)}" if s.observed else "tftpdiag"
+            items.append(f"{s.t(res.time)}: {who} ended the transfer: {res.message}")
     if not items:
         return None
     summary = f"{s.other.capitalize()} broke the protocol: {items[0].split(': ', 1)[1]}"
@@ -333,8 +352,8 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
 def local_error(s: SessionState, ctx: Context) -> Finding | None:
     """tftpdiag itself could not or would not go on: a disk, a limit, an I/O error, or a bug of its own."""
     res = s.result
-    if not isinstance(res, Failed) or res.raised_by is not Side.LOCAL:
-        return None
+    if not isinstance(res, Failed) or res.raised_by is not Side.LOCAL or s.observed:
+        return None  # (in a capture the local side is the client's: client-aborted says its ERROR)
     if not (res.reason in (Reason.LOCAL, Reason.INTERNAL)
             or (res.reason is Reason.PROTOCOL and res.code not in (None, 4, 8))):
         return None

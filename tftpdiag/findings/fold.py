@@ -48,6 +48,7 @@ def on_started(s: SessionState, ev: TransferStarted) -> bool:
     s.requested = tuple(ev.requested)
     s.req = dict(ev.requested)
     s.scan = s.mode == "netascii"
+    s.observed = ev.observed
     if s.client_side:
         s.locked = None
     return False
@@ -330,8 +331,10 @@ def on_timeout(s: SessionState, ev: TimedOut) -> bool:
             s.open_since = s.last_move
             s.open_timeouts = 0
         s.open_timeouts += 1
-        s.episodes += 1
-        s.episode_open = True
+        # One missing datagram is one loss however many timeouts it takes to recover: a peer that
+        # (rightly) ignores our repeats answers only on its own, longer timer. The episode is open
+        # until the transfer moves again.
+        _loss_hint(s, ev.time)
     s.fresh_t = None
     return True
 

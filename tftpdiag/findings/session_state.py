@@ -52,7 +52,7 @@ class SessionState:
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
         # outcome
-        "result", "refused", "retried",
+        "result", "refused", "retried", "observed",
     )
 
     def __init__(self, session: int, t: float) -> None:
@@ -152,6 +152,7 @@ class SessionState:
         self.result: Completed | Failed | None = None
         self.refused: RequestRefused | None = None
         self.retried: tuple[RequestRetried, float] | None = None  # the refusal, and when the first request left
+        self.observed = False  # a capture's transfer: the client's side is not tftpdiag's
 
     # -- the round trip ----------------------------------------------------------------------------
     # The fold samples a round trip a block (an append); the estimate takes them in when it is read, or
@@ -213,10 +214,11 @@ class SessionState:
     @property
     def recovered_losses(self) -> int:
         """Loss episodes the transfer got over: those of a final stall that it never recovered from are
-        the stall's business (a peer gone, a path that drops large blocks), not packet loss."""
+        the stall's business (a peer gone, a path that drops large blocks), not packet loss. The stall is
+        one episode, however many timeouts it saw."""
         if self.open_timeouts and self.open_since == self.last_move and \
                 (self.result is None or isinstance(self.result, Failed)):
-            return max(self.episodes - self.open_timeouts, 0)
+            return max(self.episodes - 1, 0)
         return self.episodes
 
     @property

@@ -85,10 +85,24 @@ def fallback_options(error: Error, asked: Options) -> Options | None:
     if not asked:
         return None
     text = error.message.lower()
-    named = {name for name, _ in asked if re.search(rf"\b{re.escape(name.lower())}\b", text)}
+    named = _named(error, asked)
     if error.code != ErrorCode.OPTION_REFUSED and not named and "option" not in text:
         return None
     return tuple((name, value) for name, value in asked if named and name not in named)
+
+
+def _named(error: Error, asked: Options) -> set[str]:
+    """The options asked that the ERROR's text names."""
+    text = error.message.lower()
+    return {name for name, _ in asked if re.search(rf"\b{re.escape(name.lower())}\b", text)}
+
+
+def dropped_options(error: Error, asked: Options, keep: Options) -> tuple[OptionOutcome, ...]:
+    """The outcomes of the options a refusal took out (``asked`` less ``keep``): each one the ERROR
+    named, or, when it named none, all of them without claiming which one the server minded."""
+    named = _named(error, asked)
+    return tuple(OptionOutcome(name, value, None, Verdict.DROPPED, named=name in named)
+                 for name, value in asked if (name, value) not in keep)
 
 
 # The mixin is only ever mixed into a Session subclass (Receiver or Sender), whose attributes and
@@ -128,8 +142,7 @@ class _ClientMixin(_SessionBase):
         (the server answers from a new port, so the transfer ID is locked again)."""
         asked = self.request.options
         self._retried = True
-        self._dropped = tuple(OptionOutcome(name, value, None, Verdict.DROPPED)
-                              for name, value in asked if (name, value) not in keep)
+        self._dropped = dropped_options(refusal, asked, keep)
         self.request = dataclasses.replace(self.request, options=keep)
         self._request_raw = encode(self.request)
         self._events.append(RequestRetried(self.session_id, now, refusal.code, refusal.message, asked, keep))

@@ -133,6 +133,10 @@ class TransferStarted:
     local: Address
     peer: Address
     requested: Options
+    # Seen from outside (a capture, protocol/observer.py): neither end is tftpdiag. The events still read
+    # as the client's (LOCAL is the client, PEER the server), so whatever speaks of "tftpdiag" or "our"
+    # side speaks of the client instead.
+    observed: bool = False
 
 
 # The two packet events are made once per datagram (about 1.5 million for a 1 GiB transfer): as records

@@ -35,7 +35,7 @@ an observed transfer exactly as a live probe. Rules held here (DATA and ACK are 
 from __future__ import annotations
 
 from tftpdiag.fmt import address  # pure text: the one way an address is written
-from tftpdiag.protocol.client import fallback_options
+from tftpdiag.protocol.client import dropped_options, fallback_options
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import (
     Event,
@@ -59,8 +59,6 @@ from tftpdiag.protocol.observer_state import (
     lenient,
 )
 from tftpdiag.protocol.options import (
-    OptionOutcome,
-    Verdict,
     accept_oack,
     options_refused,
 )
@@ -81,6 +79,9 @@ __all__ = ["Observer", "ASK_AGAIN_WITHIN", "FINISH_WAIT", "MAX_HELD"]
 
 ASK_AGAIN_WITHIN = 30.0  # seconds after a refusal of its options in which a client's new request falls back
 FINISH_WAIT = 5.0  # tick(): seconds a delivered final block waits for C's ACK before the transfer is complete
+# A transfer whose last packet came this close to the capture's end was cut by it, not given up on (the
+# devices of a finished trace read it so too: devices.py).
+CUT_WITHIN = 1.0
 MAX_HELD = 4096  # take(): events held back for a later change at most; past it, the change is given up
 
 
@@ -104,7 +105,7 @@ class Observer(ObserverFlow):
             if size is not None and size.isascii() and size.isdigit():
                 obs.total = int(size)
         obs.events.append(TransferStarted(sid, d.time, obs.role, request.filename, request.mode, d.src, d.dst,
-                                          request.options))
+                                          request.options, observed=True))
         obs._sent(d, request, Note.NONE)
         return obs
 
@@ -129,7 +130,7 @@ class Observer(ObserverFlow):
         else:
             obs.data_max, obs.acked, obs.expected = wire, wire, wire + 1
         obs.wrap_decided = True
-        obs.events.append(TransferStarted(sid, first.time, obs.role, "", "", client, server, ()))
+        obs.events.append(TransferStarted(sid, first.time, obs.role, "", "", client, server, (), observed=True))
         if is_data:
             obs.feed(first)
         else:
@@ -329,8 +330,7 @@ class Observer(ObserverFlow):
         assert self.refusal is not None
         error = self.refusal[0]
         self.refusal = None
-        self.dropped = tuple(OptionOutcome(name, value, None, Verdict.DROPPED)
-                             for name, value in self.options if (name, value) not in request.options)
+        self.dropped = dropped_options(error, self.options, request.options)
         self.events.append(RequestRetried(self.sid, d.time, error.code, error.message, self.options,
                                           request.options))
         self.options = request.options
@@ -442,7 +442,7 @@ class Observer(ObserverFlow):
             message += f": {why}"
         elif self.tid is not None:
             gap = end - self.last
-            if gap < 1.0:
+            if gap < CUT_WITHIN:
                 message += ": the capture ends before the transfer does"
             else:
                 message += f"; the capture goes on {gap:.1f} s without another packet of it"

@@ -6,7 +6,9 @@ What a capture can tell is more than what one side knows, so notes and counters 
   runs of consecutive blocks are grouped into one Retransmit event: reason "timeout" when the sender
   had heard nothing from the other side since its previous packet, else "window-gap" (an ACK showed
   the gap).
-- DUPLICATE: an ACK repeated (either side); counted in ``duplicates``.
+- An ACK repeated: C's is what the live receiver would have sent, a RETRANSMIT after a silence (its
+  timeout: counted in ``retransmits`` and ``timeouts``) or a REACK answering the server's repeat; the
+  server's (an upload) is a DUPLICATE to C, as to a live sender, counted in ``duplicates``.
 - OUT_OF_ORDER: a DATA block of a download past a gap. Bytes count only blocks that arrive in order (a
   receiver drops the others and waits for the missing one, RFC 7440), except that an ACK from C
   covering blocks the capture never saw counts them (as full blocks: only the final one is short).
@@ -153,15 +155,23 @@ class ObserverFlow(ObserverState):
             events[at] = Retransmit(old.session, old.time, old.reason, old.first_block, old.count + 1, old.attempt)
             self.run_next = n + 1
             return
-        heard = self.server_heard if not from_client else self.client_heard
-        if from_client and not heard:
-            self._client_timeout(now)
+        heard = not self._sent_again(now, from_client)
         self.run_attempt = self.run_attempt + 1 if self.run_first == n else 1
         self.run_first = n
         self.run_next = n + 1
         self.run_index = self._base + len(events)
         events.append(Retransmit(self.sid, now, "window-gap" if heard else "timeout", self.wire(n), 1,
                                  self.run_attempt))
+
+    def _sent_again(self, now: float, from_client: bool) -> bool:
+        """A DATA or ACK sent again by its sender: True when the sender had heard nothing from the other
+        side since its previous packet, so only its timer can have sent it (C's timeout, counted here);
+        False when it answers something it heard (a window's gap, a repeated block). The one rule for
+        both, as the live machines resend on their timer or in answer."""
+        heard = self.client_heard if from_client else self.server_heard
+        if from_client and not heard:
+            self._client_timeout(now)
+        return not heard
 
     # -- ACK ------------------------------------------------------------------------------------------
 
@@ -175,7 +185,9 @@ class ObserverFlow(ObserverState):
         phase = self.phase
         if phase != TRANSFERRING:
             if phase == ENDED:
-                note = Note.DUPLICATE if self.absolute(wire) <= self.acked else Note.LATE
+                # (After the end C answers only the server's repeated final DATA: a REACK, as live.)
+                again = Note.REACK if from_client else Note.DUPLICATE
+                note = again if self.absolute(wire) <= self.acked else Note.LATE
                 self._packet(d, packet, from_client, note)
                 return
             self._begin_data(now)  # an upload's ACK 0, or C's ACK 0 after the OACK
@@ -184,10 +196,16 @@ class ObserverFlow(ObserverState):
             self._settle_proofs(n, now)
         previous = self.acked
         if n <= previous:
-            self.duplicates += 1
-            if from_client and not self.client_heard:
-                self._client_timeout(now)
-            self._packet(d, packet, from_client, Note.DUPLICATE)
+            if not from_client:
+                self.duplicates += 1  # the server's ACK again: a duplicate where C is, as to a live sender
+                self._received(d, packet, Note.DUPLICATE)
+            elif self._sent_again(now, True):
+                # C's ACK again after a silence: its timer fired, and a live receiver resends its ACK then.
+                self.retransmits += 1
+                self.events.append(Retransmit(self.sid, now, "timeout", wire, 1, self.client_attempt))
+                self._sent(d, packet, Note.RETRANSMIT)
+            else:
+                self._sent(d, packet, Note.REACK)  # answering the server's repeated DATA (or a window's gap)
             return
         self.acked = n
         if from_client:  # _packet, unrolled: this runs for every ACK

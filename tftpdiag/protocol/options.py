@@ -57,6 +57,9 @@ class OptionOutcome:
     asked: str | None
     granted: str | None
     verdict: Verdict
+    # DROPPED: the server's ERROR named this option. False: it named none (tftpd-hpa's "Unsupported
+    # option(s) requested"), so every option was dropped and which one it minded is not known.
+    named: bool = True
 
     @property
     def meaning(self) -> str:
@@ -65,6 +68,8 @@ class OptionOutcome:
         if self.verdict is Verdict.REFUSED:
             return f"{name} refused: the transfer ended with ERROR 8"
         if self.verdict is Verdict.DROPPED:
+            if not self.named:
+                return "the server refused the options without saying which, so asked again without any"
             return f"{name} refused by the server, so asked again without it"
         if self.verdict is Verdict.IGNORED:
             return {

@@ -176,9 +176,10 @@ _NEGOTIATED_KEYS = ("blksize", "windowsize", "timeout", "tsize", "outcomes", "oa
 
 
 def _outcome(value: Any) -> OptionOutcome:
-    d = _dict(value, _OUTCOME_KEYS)
+    # "named" came later: traces written before it have none (the outcome then claims a name, as they did)
+    d = _dict(value, _OUTCOME_KEYS + ("named",) if type(value) is dict and "named" in value else _OUTCOME_KEYS)
     return OptionOutcome(_str(d["name"]), _maybe(_str)(d["asked"]), _maybe(_str)(d["granted"]),
-                         Verdict(_str(d["verdict"])))
+                         Verdict(_str(d["verdict"])), _bool(d.get("named", True)))
 
 
 def _negotiated(value: Any) -> Negotiated:

@@ -49,7 +49,7 @@ def trace_json(loaded: TraceLoad) -> dict[str, Any]:
 def _devices(loaded: TraceLoad, records: list[SessionRecord]) -> list[Device]:
     """The capture's devices, judged as they stood when it ended."""
     end = max((e.time for e in loaded.events), default=0.0)
-    return DeviceBook().add_all(records).judge(end)
+    return DeviceBook().add_all(records).judge(end, ended=True)
 
 
 def print_trace(loaded: TraceLoad, out: TextIO) -> None:

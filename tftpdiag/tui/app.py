@@ -322,7 +322,7 @@ class TftpDiagApp(TickedApp):
 
     def action_devices(self) -> None:
         if not isinstance(self.screen, DevicesScreen):
-            self.push_screen(DevicesScreen(self.device_quiet))
+            self.push_screen(DevicesScreen(self.device_quiet, ended=self.mode == "trace"))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # only `watch` needs the capture (and libpcap)
 from tftpdiag.fmt import address, clean, line
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.protocol.packets import Options
+from tftpdiag.report import file_size_text
 from tftpdiag.sessions import fmt_addr
 from tftpdiag.trace.spool import Spool
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
@@ -79,6 +80,9 @@ class ClientProbe:
         extra = self.extra(outcome)
         parts = []
         if outcome.ok:
+            sizes = file_size_text(outcome.file_bytes, outcome.result.stats.bytes)
+            if sizes:
+                parts.append(sizes)
             parts.append(f"sha256 {outcome.sha256}")
         if extra.get("failure"):
             parts.append(f"✘ {extra['failure']}")

@@ -79,8 +79,9 @@ class DevicesScreen(Screen[None]):
     EVERY = 2.0
     MAX_ROWS = 1000
 
-    def __init__(self, quiet: float = 30.0) -> None:
+    def __init__(self, quiet: float = 30.0, *, ended: bool = False) -> None:
         super().__init__()
+        self.ended = ended  # a trace file: read to its end, so no device will ask for more (DeviceBook.judge)
         self._judged_at: float | None = None
         self._cost = 0.0  # seconds the last judging took
         self.quiet = quiet  # a device with nothing for this long has finished what it was doing
@@ -112,7 +113,7 @@ class DevicesScreen(Screen[None]):
             return
         self._judged_at = now
         started = time.perf_counter()
-        judged = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None))
+        judged = model.devices.judge(now, self.quiet, getattr(self.app, "device_macs", None), ended=self.ended)
         self._cost = time.perf_counter() - started
         devices = judged[:self.MAX_ROWS]
         order = [d.address for d in devices]

@@ -385,7 +385,8 @@ class SessionPanel(Vertical):
 
     def _header(self, record: SessionRecord, now: float, paused: bool) -> Text:
         text = Text(" ")
-        if record.role is not None and record.role.is_client:
+        # A capture's transfer (observed) is no probe of ours, though its events read as the client's.
+        if record.role is not None and record.role.is_client and not record.observed:
             verb = "probe" if record.role.is_download else "put"
             text.append(f"{verb} ", style="bold")
             text.append(f"{self.label or fmt_addr(record.peer)} ")

@@ -1,0 +1,67 @@
+"""The devices of a trace that has ended: nothing more will come, so a device is judged by what it did
+(booted, stuck), and is in progress only if the capture cut one of its transfers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tftpdiag.protocol.events import Address
+from tftpdiag.protocol.packets import Error, Opcode, Request, encode, encode_ack, encode_data
+from tftpdiag.trace.load import load_trace
+from tftpdiag.trace.pcap import PcapWriter
+from tftpdiag.trace.summary import trace_json
+
+C: Address = ("192.0.2.10", 40123)
+S: Address = ("192.0.2.1", 69)
+T0 = 1.7e9
+
+
+def rrq(name: str) -> bytes:
+    return encode(Request(Opcode.RRQ, name, "octet", ()))
+
+
+def download(t: float, name: str, port: int, blocks: int, last: int) -> list[tuple[float, Address, Address, bytes]]:
+    """A download of ``blocks`` full blocks and a final one of ``last`` bytes (None: cut before it)."""
+    client, tid = (C[0], port), (S[0], port + 10000)
+    out = [(t, client, S, rrq(name))]
+    for n in range(1, blocks + 2):
+        size = 512 if n <= blocks else last
+        if size < 0:
+            break
+        t += 0.001
+        out += [(t, tid, client, encode_data(n, b"x" * size)), (t + 0.0005, client, tid, encode_ack(n))]
+    return out
+
+
+def missing(t: float, name: str, port: int) -> list[tuple[float, Address, Address, bytes]]:
+    client, tid = (C[0], port), (S[0], port + 10000)
+    return [(t, client, S, rrq(name)), (t + 0.001, tid, client, encode(Error(1, "file not found")))]
+
+
+def devices(tmp_path: Path, datagrams: list[tuple[float, Address, Address, bytes]]) -> list[dict]:
+    path = tmp_path / "boot.pcap"
+    with PcapWriter(path) as writer:
+        for t, src, dst, raw in datagrams:
+            writer.write(T0 + t, src, dst, raw)
+    return trace_json(load_trace(path))["devices"]
+
+
+def test_a_device_whose_last_request_failed_is_not_in_progress(tmp_path: Path) -> None:
+    (device,) = devices(tmp_path, download(0.0, "boot.cfg", 40001, 1, 100) + missing(0.5, "image.bin", 40002))
+    assert device["verdict"] == "stuck", device
+    (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
+    assert "stopped after missing of 'image.bin'" in stuck["summary"]
+    assert "before the record ended" in stuck["summary"], stuck["summary"]
+
+
+def test_a_device_whose_last_transfer_the_capture_cut_is_in_progress(tmp_path: Path) -> None:
+    cut = download(0.5, "image.bin", 40002, 3, -1)  # three full blocks, then the capture ends
+    (device,) = devices(tmp_path, download(0.0, "boot.cfg", 40001, 1, 100) + cut)
+    assert device["verdict"] == "in-progress", device
+    assert not [f for f in device["findings"] if f["severity"] != "info"], device["findings"]
+
+
+def test_a_device_that_got_its_files_booted(tmp_path: Path) -> None:
+    (device,) = devices(tmp_path, missing(0.0, "per-mac.cfg", 40001) + download(0.5, "boot.cfg", 40002, 1, 100)
+                        + download(1.0, "image.bin", 40003, 4, 7))
+    assert device["verdict"] == "booted", device
