@@ -9,9 +9,9 @@ import random
 import pytest
 
 from tests.support.machines import StoringClientRead, fed
-from tests.support.simnet import Impairment, run_transfer
+from tests.support.simnet import Impairment, lost_once_then_resent, run_transfer
 from tftpdiag.findings import Analyzer, analyze
-from tftpdiag.protocol.events import Address, TimedOut
+from tftpdiag.protocol.events import TimedOut
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import (
     Data,
@@ -157,20 +157,9 @@ def test_a_lost_block_is_one_loss_however_many_timeouts_it_takes() -> None:
     """A server that (rightly) ignores repeated ACKs and waits longer than the client: each lost DATA
     costs the client several timeouts before the server sends it again. Three blocks lost, three
     losses, not one per timeout."""
-    dropped: set[int] = set()
     lose = {20, 70, 120}
-
-    def drop(raw: bytes, src: Address, dst: Address) -> bool:
-        packet = decode(raw)
-        if isinstance(packet, Data) and packet.block in lose and packet.block not in dropped:
-            dropped.add(packet.block)
-            return True
-        return False
-
     data = random.Random(6).randbytes(512 * 200 + 9)
-    result = run_transfer("read", data, impairment=Impairment(drop=drop),
-                          client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
-                          server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    result, dropped = lost_once_then_resent(lose, data)
     assert result.received == data and dropped == lose
     client_timeouts = [e for e in result.of(TimedOut) if e.session == 1]
     assert len(client_timeouts) > 2 * len(lose)  # the case: several timeouts for each lost block

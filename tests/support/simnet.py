@@ -18,7 +18,7 @@ from tftpdiag.engine.files import store_received
 from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Address, Event
 from tftpdiag.protocol.options import RequestedOptions, ServerPolicy
-from tftpdiag.protocol.packets import ProtocolError, Request, decode
+from tftpdiag.protocol.packets import Data, ProtocolError, Request, decode
 from tftpdiag.protocol.server import ServerRead, refuse
 from tftpdiag.protocol.session import Session
 from tftpdiag.protocol.steady import Steady
@@ -39,6 +39,25 @@ class Impairment:
     jitter: float = 0.0
     seed: int = 0
     drop: DropRule | None = None  # exact drops, decided before the random ones
+
+
+def lost_once_then_resent(blocks: set[int], data: bytes) -> tuple[SimResult, set[int]]:
+    """A download whose DATA ``blocks`` are each lost once, with a server that (rightly) ignores repeated
+    ACKs and waits longer than the client: each loss costs the client several timeouts (it sends its ACK
+    again at growing intervals) before the server resends. Returns the result and the blocks dropped."""
+    dropped: set[int] = set()
+
+    def drop(raw: bytes, src: Address, dst: Address) -> bool:
+        packet = decode(raw)
+        if isinstance(packet, Data) and packet.block in blocks and packet.block not in dropped:
+            dropped.add(packet.block)
+            return True
+        return False
+
+    result = run_transfer("read", data, impairment=Impairment(drop=drop),
+                          client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
+                          server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    return result, dropped
 
 
 @dataclass

@@ -20,6 +20,17 @@ EPOCH = 1_795_000_000.0  # a fixed wall-clock origin for recorded runs
 SERVER_ADDR: Address = ("10.0.0.2", 69)
 
 
+class PushFeed:
+    """A feed the test fills step by step, to watch the screen change state."""
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        events, self.pending = self.pending, []
+        return events
+
+
 def _image(size: int, seed: int = 5) -> bytes:
     return random.Random(seed).randbytes(size)
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import random
 
-from tests.support.simnet import Impairment, run_transfer
+from tests.support.simnet import lost_once_then_resent
 from tests.trace.test_trace_rebuild import client_view, summaries
-from tftpdiag.protocol.events import Address, Note, PacketSent
-from tftpdiag.protocol.packets import Ack, Data, decode
-from tftpdiag.protocol.timer import Timing
+from tftpdiag.protocol.events import Note, PacketSent
+from tftpdiag.protocol.packets import Ack
 from tftpdiag.trace.rebuild import rebuild
 
 
@@ -18,19 +17,8 @@ def test_a_clients_repeated_acks_read_as_the_live_client_noted_them() -> None:
     """The server waits longer than the client (tftpd-hpa ignores repeated ACKs): each lost DATA has
     the client send its ACK again several times, at growing intervals, before the server resends."""
     lose = {15, 40, 41, 90}
-    dropped: set[int] = set()
-
-    def drop(raw: bytes, src: Address, dst: Address) -> bool:
-        packet = decode(raw)
-        if isinstance(packet, Data) and packet.block in lose and packet.block not in dropped:
-            dropped.add(packet.block)
-            return True
-        return False
-
     data = random.Random(8).randbytes(512 * 120 + 5)
-    res = run_transfer("read", data, impairment=Impairment(drop=drop),
-                       client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
-                       server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    res, _ = lost_once_then_resent(lose, data)
     assert res.received == data
 
     def ack_notes(events: list) -> list[tuple[int, Note]]:

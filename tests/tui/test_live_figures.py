@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.tui_samples import PushFeed
 from tftpdiag.protocol.events import Completed, Event, Progress, Role, TransferStarted, TransferStats
 from tftpdiag.tui.model import LiveModel
 
@@ -12,16 +13,6 @@ T0 = 1_795_000_000.0
 SERVER = ("10.0.0.2", 69)
 MB = 1_000_000
 
-
-class PushFeed:
-    """A feed the test fills step by step."""
-
-    def __init__(self) -> None:
-        self.pending: list[Event] = []
-
-    def drain(self, limit: int | None = None) -> list[Event]:
-        events, self.pending = self.pending, []
-        return events
 
 
 def _stats(moved: int, duration: float) -> TransferStats:

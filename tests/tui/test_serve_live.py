@@ -8,6 +8,7 @@ from textual.widget import Widget
 from textual.widgets import RichLog
 
 from tests.support import tui_samples
+from tests.support.tui_samples import PushFeed
 from tftpdiag.protocol.events import Event, TransferStarted
 from tftpdiag.tui.app import TftpDiagApp
 from tftpdiag.tui.screens.devices import DevicesScreen
@@ -17,16 +18,6 @@ from tftpdiag.tui.widgets.session_list import SessionList
 
 SIZE = tui_samples.SIZE
 
-
-class PushFeed:
-    """A feed the test fills step by step."""
-
-    def __init__(self) -> None:
-        self.pending: list[Event] = []
-
-    def drain(self, limit: int | None = None) -> list[Event]:
-        events, self.pending = self.pending, []
-        return events
 
 
 def plain(widget: Widget) -> str:

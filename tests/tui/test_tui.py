@@ -15,6 +15,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 
 from tests.support import tui_samples
+from tests.support.tui_samples import PushFeed
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
@@ -31,16 +32,6 @@ from tftpdiag.tui.widgets.session_panel import SessionPanel
 
 SIZE = (100, 32)
 
-
-class PushFeed:
-    """A feed the test fills step by step, to watch the screen change state."""
-
-    def __init__(self) -> None:
-        self.pending: list[Event] = []
-
-    def drain(self, limit: int | None = None) -> list[Event]:
-        events, self.pending = self.pending, []
-        return events
 
 
 def probe_app(events: list[Event]) -> TftpDiagApp:
