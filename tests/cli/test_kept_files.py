@@ -274,6 +274,34 @@ def test_a_server_running_past_its_tsize_is_stopped(tmp_path: Path) -> None:
     assert out.read_bytes() == b"keep me" and parts(tmp_path) == []
 
 
+def test_a_server_ending_short_of_its_tsize_leaves_the_old_file(tmp_path: Path) -> None:
+    """tsize 2000, then 612 bytes and a short block: the end of a cut file, not a good copy."""
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"keep me")
+    answer: list[object] = []
+
+    def short(sock, request: Request, client) -> None:
+        tid = udp()
+        try:
+            send(tid, OAck((("tsize", "2000"),)), client)
+            assert (got := recv(tid, 5.0)) is not None and got[0] == Ack(0), got
+            send(tid, Data(1, bytes(512)), client)
+            assert (got := recv(tid, 5.0)) is not None and got[0] == Ack(1), got
+            send(tid, Data(2, bytes(100)), client)
+            answer.append(got[0] if (got := recv(tid, 5.0)) is not None else None)
+        finally:
+            tid.close()
+
+    with FakeServer(short) as fake:
+        result = run("probe", LOOP, "a.bin", "--port", str(fake.port), "--json", "-o", str(out))
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is False and summary["output"] is None
+    assert problems(summary) == ["tsize-short"], summary["findings"]
+    assert isinstance(answer[0], Error), answer  # the server hears an ERROR, not the last ACK
+    assert out.read_bytes() == b"keep me" and parts(tmp_path) == []
+
+
 def test_a_download_over_max_size_is_stopped(served: tuple[Path, int], tmp_path: Path) -> None:
     _, port = served
     out = tmp_path / "out.bin"

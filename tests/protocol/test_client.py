@@ -173,6 +173,32 @@ def test_tsize_from_oack_sets_total_and_progress():
     assert progress and progress[-1].total == 700 and progress[-1].bytes == 512
 
 
+def test_download_ending_short_of_the_servers_tsize_fails_and_keeps_nothing():
+    """The server said 1500 bytes and ended at 612: an ERROR replaces the last ACK, nothing is stored
+    (a damaged copy never lands where -o expects a good one), as an upload on our server."""
+    m, sink = client_read(options=RequestedOptions(tsize=True))
+    m.datagrams_to_send()
+    m.receive(oack(("tsize", "1500")), TID, 0.1)
+    assert sent_packets(m) == [Ack(0)]
+    m.receive(data(1, BLOCK), TID, 0.2)
+    m.receive(data(2, b"x" * 100), TID, 0.3)
+    out = sent_packets(m)
+    assert out[:1] == [Ack(1)] and len(out) == 2 and isinstance(out[1], Error), out
+    assert "short of the announced tsize of 1500 bytes" in out[1].message
+    failed = only_result(m.events())
+    assert isinstance(failed, Failed) and (failed.reason, failed.raised_by) == (Reason.PROTOCOL, Side.LOCAL)
+    assert m.state is State.FAILED and not m.storing
+
+
+def test_a_netascii_download_is_not_held_to_its_tsize() -> None:
+    """A netascii size (the wire's or the file's, whichever the server chose) binds nothing."""
+    m, sink = client_read(options=RequestedOptions(tsize=True), mode="netascii")
+    m.datagrams_to_send()
+    m.receive(oack(("tsize", "700")), TID, 0.1)
+    m.receive(data(1, b"end\r\n"), TID, 0.2)
+    assert isinstance(only_result(m.events()), Completed)
+
+
 def test_duplicate_data_gets_reack():
     m, sink = locked_client_read()
     m.receive(data(1, BLOCK), TID, 0.02)

@@ -1,5 +1,5 @@
-"""Transfers stopped for their size: a sender that ran past the size it announced (tsize), an upload
-that ended short of it, and a download past the limit tftpdiag was given (probe --max-size)."""
+"""Transfers stopped for their size: a sender that ran past the size it announced (tsize) or ended
+short of it, and a download past the limit tftpdiag was given (probe --max-size)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tftpdiag.protocol.packets import error_code_name
 # How the client machine words the stop (tftpdiag.protocol.client, .session): the limit is in no other
 # event, and a capture carries only this message in our ERROR.
 _LIMIT = re.compile(r"exceeds the limit of (\d+) bytes")
-# How the receiver words an upload ended short of its tsize (tftpdiag.protocol.receiver), for the same reason.
+# How the receiver words a transfer ended short of its tsize (tftpdiag.protocol.receiver), for the same reason.
 _SHORT = "short of the announced tsize"
 
 
@@ -58,19 +58,23 @@ def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
 
 @rule("tsize-short")
 def tsize_short(s: SessionState, ctx: Context) -> Finding | None:
-    """An upload that ended short of the size its client announced: the server failed it (a download
-    that does is kept and warned of, tsize-mismatch: a server's tsize may be another size's)."""
+    """A transfer that ended short of the size its sender announced (tsize): tftpdiag failed it, a
+    download as an upload, and kept nothing."""
     res = _stopped_by_us(s)
-    if res is None or s.client_side or s.tsize is None or s.mode != "octet":
+    if res is None or s.tsize is None or s.mode != "octet":
         return None
     got = res.stats.bytes
     if got >= s.tsize or _SHORT not in res.message:
         return None  # stopped for another reason on the way (a disk, a limit): said elsewhere
-    summary = (f"Client {fmt_addr(s.peer)} announced tsize {s.tsize:,} bytes, then ended the upload at "
-               f"{got:,} bytes: it was not kept{_told(s, res)}")
+    who = fmt_addr(s.locked or s.peer) if s.client_side else f"Client {fmt_addr(s.peer)}"
+    what = "download" if s.client_side else "upload"
+    summary = (f"{who} announced tsize {s.tsize:,} bytes, then ended the {what} at {got:,} bytes: it was "
+               f"not kept{_told(s, res)}")
     ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced", f"{s.t(res.time)}: {res.message}"]
-    suggestion = ("Nothing was kept; a file already there stays as it was. The client's file changed while it "
-                  "was sent, or the client is broken (its last block came too early): upload it again.")
+    sender = "server's" if s.client_side else "client's"
+    suggestion = (f"Nothing was kept; a file already there stays as it was. The {sender} file changed while it "
+                  f"was sent, or the {sender[:-2]} is broken (its last block came too early): "
+                  f"{'download' if s.client_side else 'upload'} it again.")
     return Finding("tsize-short", ERROR, summary, evidence(ev), suggestion, s.session)
 
 

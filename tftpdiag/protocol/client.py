@@ -230,7 +230,10 @@ class ClientRead(_ClientMixin, Receiver):
         self._timer.end_sample(now)
         if self._negotiate(packet, now) and self._size_fits(now):
             self.total = self.negotiated.tsize
-            self._expect_at_most(self.total)
+            # The server's tsize is the file's size: a download that ends short of it is cut (the file changed
+            # as it was read, a server's read error), and fails rather than being kept, as an upload does on
+            # our server; one that runs past it is stopped at once (a netascii size binds nothing).
+            self._expect_exactly(self.total)
             self._progressed(now)
             self._ack(0, now)
             self._arm(now)
