@@ -212,6 +212,9 @@ def test_an_upload_name_too_long_for_the_file_system_is_a_bad_name_not_a_server_
         f = only(server_findings(log), "odd-filename")
     assert "a part longer than 255 bytes" in f.summary and "File name too long" in f.summary, f.summary
     assert "session limits" not in f.suggestion
+    # The uploader chose the name: no boot-download advice (DHCP option 67), but a shorter name.
+    assert "asked to upload" in f.summary and "DHCP" not in f.suggestion, f.suggestion
+    assert "uploading client" in f.suggestion and "255 bytes" in f.suggestion, f.suggestion
 
 
 def test_a_read_name_too_long_for_the_file_system_is_a_bad_name(root: Path, client: socket.socket) -> None:

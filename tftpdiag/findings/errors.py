@@ -211,6 +211,14 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
         nearest = f"; the nearest existing file is {escape_name(r.suggestion)}" if r.suggestion else ""
         if r.suggestion:
             ev.append(f"nearest existing name: {escape_name(r.suggestion)}")
+        if features and not r.is_read:
+            # An upload's name is chosen by whoever uploads (a script, a device saving its config), not
+            # handed out by DHCP or a boot menu: the advice is to upload under a plain, shorter name.
+            summary = (f"Client {client} asked to upload {name}, with {', '.join(features)}: refused "
+                       f"({r.message})")
+            suggestion = ("The uploading client or script chose this name: upload under a plain name (each part "
+                          f"at most {_NAME_MAX} bytes, no odd bytes, no '..').")
+            return Finding("odd-filename", WARNING, summary, evidence(ev), suggestion, s.session)
         if features:
             summary = (f"Client {client} asked for {name}, with {', '.join(features)}: not served "
                        f"({r.message}){nearest}")
