@@ -484,6 +484,26 @@ def test_upload_over_the_server_limit(root: Path, tmp_path: Path) -> None:
     assert "exceeds the server's limit of 1000" in server_side[0].summary and "ERROR 3" in server_side[0].summary
 
 
+def test_upload_to_a_directory_name_says_so_on_both_sides(tmp_path: Path) -> None:
+    """Uploads are on, but the target name is a directory there: neither side blames uploads being off,
+    and the server's advice is the uploader's, not a download's ("ask for a regular file")."""
+    source = tmp_path / "upl.bin"
+    source.write_bytes(SMALL[:1000])
+    served = tmp_path / "root"
+    (served / "adir").mkdir(parents=True)
+    with our_server(served, allow_upload=True) as (_, log, port):
+        run = client_run(port, "adir", upload=True, source=source)
+        server_side = server_findings(log)
+    assert run.ids == {"access-violation"}, run.describe()
+    ours = run.get("access-violation")
+    assert "refused the WRQ for 'adir'" in ours.summary, ours.summary
+    assert "--allow-upload" not in ours.suggestion and "directory" in ours.suggestion, ours.suggestion
+    assert [f.id for f in server_side] == ["access-violation"], show(server_side)
+    theirs = server_side[0]
+    assert "directory" in theirs.suggestion and "upload to a file's name" in theirs.suggestion, theirs.suggestion
+    assert "ask for" not in theirs.suggestion, theirs.suggestion
+
+
 # -- content -----------------------------------------------------------------------------------------
 
 

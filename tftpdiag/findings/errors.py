@@ -172,6 +172,10 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
         if s.receiver and _NOT_A_FILE.search(res.message or ""):
             suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
                           "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
+        elif _NOT_A_FILE.search(res.message or ""):
+            # The server took the upload request far enough to look at the target: uploads are on.
+            suggestion = ("The target name is a directory (or a device, a socket) on the server, not a file: "
+                          "upload to a file's name, e.g. one inside that directory.")
         elif s.receiver:
             suggestion = ("The file may exist but not be readable by the server (tftpd-hpa serves only "
                           "world-readable files: chmod o+r), or the path leads outside the served directory.")
@@ -234,7 +238,9 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
             "read-only": "Uploads are off: start the server with --allow-upload to take them.",
             "exists": "The file exists and overwriting is off (--allow-overwrite).",
             "no-permission": "Make the file readable by the server's user.",
-            "not-a-file": "The name is a directory or a special file; ask for a regular file.",
+            "not-a-file": ("The name is a directory or a special file here; ask for a regular file." if r.is_read
+                           else "The target name is a directory or a special file here; the client must upload "
+                                "to a file's name, e.g. one inside that directory."),
         }[why]
         summary = f"Refused the {what} for {name} from {client}: {r.message}"
         return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
