@@ -4,8 +4,10 @@ sockets where a server must. Every transfer that should be clean is checked for 
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -502,6 +504,27 @@ def test_upload_to_a_directory_name_says_so_on_both_sides(tmp_path: Path) -> Non
     theirs = server_side[0]
     assert "directory" in theirs.suggestion and "upload to a file's name" in theirs.suggestion, theirs.suggestion
     assert "ask for" not in theirs.suggestion, theirs.suggestion
+
+
+def test_a_reader_of_the_output_that_goes_away_is_not_a_disk_problem(root: Path, tmp_path: Path) -> None:
+    """-o FIFO (or -o - | head): the reader closes its end after a few bytes; the write's EPIPE is the
+    reader going away, not the local disk or its permissions."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+
+    def reader() -> None:
+        with open(fifo, "rb") as f:  # (the download opens the other end: this waits for it)
+            f.read(5)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    with our_server(root) as (_, _, port):
+        run = client_run(port, "roll.bin", output=fifo)
+    thread.join(10)
+    assert run.ids == {"local-error"}, run.describe()
+    f = run.get("local-error")
+    assert "the reader of the output went away" in f.summary, f.summary
+    assert "disk" not in f.suggestion and "| head" in f.suggestion, f.suggestion
 
 
 # -- content -----------------------------------------------------------------------------------------

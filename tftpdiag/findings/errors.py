@@ -55,6 +55,9 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
          "can't access", "not allowed", "no access")),
     (4, ("illegal",)),
 )
+# How engine/files.storage_error words EPIPE on the output (-o - | head, a FIFO): a capture or a record
+# carries only this message, and the engine is not the findings' to import.
+_READER_GONE = "the reader of the output went away"
 # An access violation whose text says the name is no file (tftpd-hpa, dnsmasq: strerror(EISDIR)).
 _NOT_A_FILE = re.compile(r"is a directory|not a regular file", re.IGNORECASE)
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
@@ -383,6 +386,9 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     elif res.code == 6:
         hint = ("Another upload of the same name landed first, and overwriting is off: the file there is the "
                 "other one's. Upload one at a time, under another name, or serve with --allow-overwrite.")
+    elif res.message.startswith(_READER_GONE):
+        hint = ("Whatever read the output (a pipe, a FIFO) stopped reading before the end: nothing to fix if it "
+                "meant to (| head); otherwise see why that program ended.")
     else:
         hint = "Check the local disk, the target directory and its permissions."
     return Finding("local-error", ERROR if s.client_side else WARNING, summary,
