@@ -527,6 +527,16 @@ def test_a_reader_of_the_output_that_goes_away_is_not_a_disk_problem(root: Path,
     assert "disk" not in f.suggestion and "| head" in f.suggestion, f.suggestion
 
 
+def test_a_name_refused_for_its_control_bytes_gets_no_permission_advice(root: Path) -> None:
+    """Our server refuses a name with control bytes (ERROR 2): the client's finding blames the name, not
+    the file's mode (no chmod o+r)."""
+    with our_server(root) as (_, _, port):
+        run = client_run(port, "evil\x1b[31mred\x07.bin")
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "chmod" not in f.suggestion and "odd bytes (\\x1b, \\x07)" in f.suggestion, f.suggestion
+
+
 # -- content -----------------------------------------------------------------------------------------
 
 

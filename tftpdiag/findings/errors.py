@@ -94,6 +94,8 @@ def _is_odd_char(ch: str) -> bool:
 
 
 _NAME_MAX = 255  # the longest name of one file or directory on Linux (and most file systems)
+# The name_features a server refuses a name for (an access violation because of the name, not the file).
+_REFUSED_NAMES = ("odd bytes", "a '..' part", "a part longer")
 
 
 def name_features(name: str, nearest: str | None = None) -> list[str]:
@@ -172,7 +174,15 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
     if code == 2:
         what = "ERROR 2 (access violation), " + message if res.code == 2 else sent
         summary = f"{server} refused the {s.kind} for {name}: {what}"
-        if s.receiver and _NOT_A_FILE.search(res.message or ""):
+        # Control bytes, a '..' part, an overlong part: a server refuses the name itself, whatever the
+        # file's permissions (a leading / or a backslash it may well take: those are no cause here).
+        odd = [f for f in name_features(s.filename) if f.startswith(_REFUSED_NAMES)]
+        if odd:
+            fix = ("fix it where the client gets it (DHCP option 67 / filename)." if s.receiver
+                   else "upload under a plain name.")
+            suggestion = (f"The name has {', '.join(odd)}: a server refuses such a name for the name itself, not for "
+                          f"the file's permissions; {fix}")
+        elif s.receiver and _NOT_A_FILE.search(res.message or ""):
             suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
                           "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
         elif _NOT_A_FILE.search(res.message or ""):
