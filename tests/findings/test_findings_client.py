@@ -537,6 +537,30 @@ def test_a_name_refused_for_its_control_bytes_gets_no_permission_advice(root: Pa
     assert "chmod" not in f.suggestion and "odd bytes (\\x1b, \\x07)" in f.suggestion, f.suggestion
 
 
+def test_a_directory_name_answered_with_an_oack_then_an_error_is_not_called_refused() -> None:
+    """What tftpd-hpa sends for a directory's name (seen with tcpdump): an OACK whose tsize is the
+    directory's size, then, after ACK 0, ERROR 0 'Is a directory'. It took the request, then ended it."""
+    def script(sock, request, client) -> None:
+        tid = udp()
+        try:
+            send(tid, OAck((("blksize", "1468"), ("tsize", "4096"))), client)
+            got = recv(tid, 5.0)
+            assert got is not None and got[0] == Ack(0), got
+            send(tid, Error(0, "Is a directory"), client)
+        finally:
+            tid.close()
+
+    with FakeServer(script) as fake:
+        run = client_run(fake.port, "adir", options=RequestedOptions(blksize=1468, tsize=True))
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "accepted the RRQ for 'adir' (OACK), then ended it with ERROR 0 (not defined), 'Is a directory'" \
+        in f.summary, f.summary
+    assert "refused" not in f.summary and "access violation" not in f.summary, f.summary
+    assert any("OACK blksize=1468 tsize=4096" in line for line in f.evidence), f.evidence
+    assert "directory" in f.suggestion, f.suggestion
+
+
 # -- content -----------------------------------------------------------------------------------------
 
 

@@ -172,8 +172,19 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
         suggestion = " ".join([*hints, check])
         return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
     if code == 2:
-        what = "ERROR 2 (access violation), " + message if res.code == 2 else sent
-        summary = f"{server} refused the {s.kind} for {name}: {what}"
+        not_a_file = bool(_NOT_A_FILE.search(res.message or ""))
+        # "Is a directory" says what is wrong in its own words; calling it an access violation adds nothing.
+        plain = res.code == 2 or not_a_file
+        what = f"ERROR {res.code} ({error_code_name(res.code)}), {message}" if plain else sent
+        if s.oacks_rx and not s.moved:
+            # tftpd-hpa answers a directory's name with an OACK (its tsize the directory's size) and only
+            # then the ERROR: it took the request, then ended it, which is no refusal.
+            t, options, _, _ = s.oacks_rx[0]
+            ev.insert(-1, f"{s.t(t)}: OACK {fmt_options(options)} from {server}")
+            summary = (f"{server} accepted the {s.kind} for {name} (OACK), then ended it with {what} "
+                       f"before any data")
+        else:
+            summary = f"{server} refused the {s.kind} for {name}: {what}"
         # Control bytes, a '..' part, an overlong part: a server refuses the name itself, whatever the
         # file's permissions (a leading / or a backslash it may well take: those are no cause here).
         odd = [f for f in name_features(s.filename) if f.startswith(_REFUSED_NAMES)]
@@ -182,10 +193,10 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
                    else "upload under a plain name.")
             suggestion = (f"The name has {', '.join(odd)}: a server refuses such a name for the name itself, not for "
                           f"the file's permissions; {fix}")
-        elif s.receiver and _NOT_A_FILE.search(res.message or ""):
+        elif s.receiver and not_a_file:
             suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
                           "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
-        elif _NOT_A_FILE.search(res.message or ""):
+        elif not_a_file:
             # The server took the upload request far enough to look at the target: uploads are on.
             suggestion = ("The target name is a directory (or a device, a socket) on the server, not a file: "
                           "upload to a file's name, e.g. one inside that directory.")
