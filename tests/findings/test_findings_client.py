@@ -537,6 +537,17 @@ def test_a_name_refused_for_its_control_bytes_gets_no_permission_advice(root: Pa
     assert "chmod" not in f.suggestion and "odd bytes (\\x1b, \\x07)" in f.suggestion, f.suggestion
 
 
+def test_an_upload_name_refused_for_its_length_gets_upload_advice(tmp_path: Path) -> None:
+    source = tmp_path / "upl.bin"
+    source.write_bytes(SMALL[:1000])
+    with our_server(tmp_path, allow_upload=True) as (_, _, port):
+        run = client_run(port, "x" * 300, upload=True, source=source)
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "a part longer than 255 bytes" in f.suggestion and "uploading client" in f.suggestion, f.suggestion
+    assert "--allow-upload" not in f.suggestion and "DHCP" not in f.suggestion, f.suggestion
+
+
 def test_a_directory_name_answered_with_an_oack_then_an_error_is_not_called_refused() -> None:
     """What tftpd-hpa sends for a directory's name (seen with tcpdump): an OACK whose tsize is the
     directory's size, then, after ACK 0, ERROR 0 'Is a directory'. It took the request, then ended it."""

@@ -96,6 +96,10 @@ def _is_odd_char(ch: str) -> bool:
 _NAME_MAX = 255  # the longest name of one file or directory on Linux (and most file systems)
 # The name_features a server refuses a name for (an access violation because of the name, not the file).
 _REFUSED_NAMES = ("odd bytes", "a '..' part", "a part longer")
+# An upload's name is chosen by whoever uploads (a script, a device saving its configuration), not handed
+# out by DHCP or a boot menu: what to do about a bad one, on either side.
+_UPLOAD_NAME_FIX = (f"The uploading client or script chose this name: upload under a plain name (each part at most "
+                    f"{_NAME_MAX} bytes, no odd bytes, no '..').")
 
 
 def name_features(name: str, nearest: str | None = None) -> list[str]:
@@ -189,10 +193,10 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
         # file's permissions (a leading / or a backslash it may well take: those are no cause here).
         odd = [f for f in name_features(s.filename) if f.startswith(_REFUSED_NAMES)]
         if odd:
-            fix = ("fix it where the client gets it (DHCP option 67 / filename)." if s.receiver
-                   else "upload under a plain name.")
+            fix = ("Fix it where the client gets it (DHCP option 67 / filename)." if s.receiver
+                   else _UPLOAD_NAME_FIX)
             suggestion = (f"The name has {', '.join(odd)}: a server refuses such a name for the name itself, not for "
-                          f"the file's permissions; {fix}")
+                          f"the file's permissions. {fix}")
         elif s.receiver and not_a_file:
             suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
                           "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
@@ -240,12 +244,9 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
         if r.suggestion:
             ev.append(f"nearest existing name: {escape_name(r.suggestion)}")
         if features and not r.is_read:
-            # An upload's name is chosen by whoever uploads (a script, a device saving its config), not
-            # handed out by DHCP or a boot menu: the advice is to upload under a plain, shorter name.
             summary = (f"Client {client} asked to upload {name}, with {', '.join(features)}: refused "
                        f"({r.message})")
-            suggestion = ("The uploading client or script chose this name: upload under a plain name (each part "
-                          f"at most {_NAME_MAX} bytes, no odd bytes, no '..').")
+            suggestion = _UPLOAD_NAME_FIX
             return Finding("odd-filename", WARNING, summary, evidence(ev), suggestion, s.session)
         if features:
             summary = (f"Client {client} asked for {name}, with {', '.join(features)}: not served "
