@@ -27,8 +27,13 @@ from tftpdiag.sessions import SessionRecord, fmt_bytes
 __all__ = ["Attempt", "Device", "DeviceBook", "attempt_of"]
 
 # Outcomes of one attempt (one request and what followed).
-DONE, MISSING, REFUSED, ABORTED, NO_REPLY, FAILED, ACTIVE = (
-    "done", "missing", "refused", "aborted-after-oack", "no-reply", "failed", "in-progress")
+DONE, MISSING, REFUSED, ABORTED, ENDED_BY_CLIENT, NO_REPLY, FAILED, ACTIVE = (
+    "done", "missing", "refused", "aborted-after-oack", "ended-by-client", "no-reply", "failed", "in-progress")
+# How the device's stop reads after each outcome: "stopped after 'nope' was not found".
+_STOPPED_AFTER = {
+    MISSING: "{} was not found", REFUSED: "{} was refused", ABORTED: "it aborted {} after the server's OACK",
+    ENDED_BY_CLIENT: "it ended the transfer of {} itself", NO_REPLY: "{} got no answer", FAILED: "{} failed",
+}
 BOOTED, STUCK, IN_PROGRESS = "booted", "stuck", "in-progress"
 
 SIZE_PROBE_WITHIN = 30.0  # s: UEFI asks again for the file right after its size probe
@@ -83,6 +88,10 @@ def attempt_of(record: SessionRecord) -> Attempt | None:
             a.outcome = MISSING if result.code == 1 else REFUSED
         elif result.code is not None and by_client and not record.data_seen and record.negotiated is not None:
             a.outcome = ABORTED
+        elif result.code is not None and by_client:
+            # The client's own ERROR (its user or firmware cancelled, or it disliked what came): not a
+            # file the server failed to give it.
+            a.outcome = ENDED_BY_CLIENT
         elif result.reason is Reason.TIMEOUT and record.replied_from is None and not record.data_seen \
                 and record.role.is_client:
             a.outcome = NO_REPLY
@@ -234,14 +243,18 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
         # no reason to be stuck, but it is what the device did last); else its last unresolved one.
         final = attempts[-1]
         last = final if final.outcome not in (DONE, ACTIVE) and not final.normal else unresolved[-1]
+        if last.outcome == ENDED_BY_CLIENT:
+            hint = ("The device stopped that transfer itself, not for want of the file: its ERROR says why (a user "
+                    "or its firmware cancelled, or it disliked what it got); look at that session's findings.")
+        else:
+            hint = "Look at that session's findings for the cause; the device will not go on without the file."
         findings.append(Finding(
             "device-stuck", ERROR,
-            f"{device.address} stopped after {last.outcome} of {quote(last.name)}"
+            f"{device.address} stopped after {_STOPPED_AFTER[last.outcome].format(quote(last.name))}"
             + (f" ({last.error})" if last.error else "")
             + (" and asked for nothing more before the record ended" if ended
                else f" and has asked for nothing in {now - device.last:.0f} s"),
-            (), "Look at that session's findings for the cause; the device will not go on without the file.",
-            last.session))
+            (), hint, last.session))
     normal = [a for a in attempts if a.normal]
     if normal:
         kinds = Counter(a.normal.split(":")[0] for a in normal)

@@ -7,6 +7,7 @@ waits for its peer (an idle task), and by this thread on a timer for whatever is
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import sys
@@ -17,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
+from tftpdiag.engine.files import READER_GONE
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, duration, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
-from tftpdiag.protocol.events import PacketRun
+from tftpdiag.protocol.events import Failed, PacketRun
 from tftpdiag.report import (
     device_lines,
     explain_failure,
@@ -163,6 +165,11 @@ def run_client_headless(transfer: ClientTransfer, sub: Subscription, *, json_out
         analyzer.finish()
     if outcome is None:
         raise interrupted or KeyboardInterrupt()  # the engine did not stop in time: nothing whole to report
+    result = outcome.result
+    if transfer.request.stdout and isinstance(result, Failed) and result.message.startswith(READER_GONE):
+        # The file went to our stdout (-o -) and its reader closed it (| head): end quietly with 141, as
+        # SIGPIPE would (cli/main.py), not with a failure report about a disk.
+        raise BrokenPipeError(errno.EPIPE, READER_GONE)
     record = table.sessions[transfer.session_id]
     findings = analyzer.findings(transfer.session_id)
     # The digest of a transfer that did not complete is of a part of the file: no use to anyone.

@@ -260,6 +260,28 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(tmp_path: Path) -> None:
 
 # -- units -----------------------------------------------------------------------------------------
 
+def test_a_reader_of_the_file_on_stdout_that_goes_away_ends_the_run_quietly(tmp_path: Path) -> None:
+    """``probe -o - | head -c 10``: the reader of the file closes the pipe; exit 141 as for -v | head,
+    not a "local I/O error" with advice about disks."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(b"x" * (2 << 20))
+    server, port = start_serve(root, "-q", "--no-tui")
+    client = None
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "tftpdiag", "probe", "127.0.0.1", "big.bin", "--port",
+                                   str(port), "-o", "-"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert client.stdout.read(10) == b"x" * 10  # type: ignore[union-attr]
+        client.stdout.close()  # type: ignore[union-attr]
+        assert client.wait(TIMEOUT) == 141
+        assert client.stderr.read() == b""  # type: ignore[union-attr]
+    finally:
+        if client is not None:
+            client.kill()
+        stop(server)
+
+
 def test_progress_bar_counts_in_binary_units() -> None:
     from rich.console import Console
 

@@ -4,8 +4,10 @@ sockets where a server must. Every transfer that should be clean is checked for 
 
 from __future__ import annotations
 
+import os
 import random
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -482,6 +484,92 @@ def test_upload_over_the_server_limit(root: Path, tmp_path: Path) -> None:
     assert "ERROR 3 (disk full or allocation exceeded)" in run.get("server-error").summary
     assert [f.id for f in server_side] == ["local-error"], show(server_side)
     assert "exceeds the server's limit of 1000" in server_side[0].summary and "ERROR 3" in server_side[0].summary
+
+
+def test_upload_to_a_directory_name_says_so_on_both_sides(tmp_path: Path) -> None:
+    """Uploads are on, but the target name is a directory there: neither side blames uploads being off,
+    and the server's advice is the uploader's, not a download's ("ask for a regular file")."""
+    source = tmp_path / "upl.bin"
+    source.write_bytes(SMALL[:1000])
+    served = tmp_path / "root"
+    (served / "adir").mkdir(parents=True)
+    with our_server(served, allow_upload=True) as (_, log, port):
+        run = client_run(port, "adir", upload=True, source=source)
+        server_side = server_findings(log)
+    assert run.ids == {"access-violation"}, run.describe()
+    ours = run.get("access-violation")
+    assert "refused the WRQ for 'adir'" in ours.summary, ours.summary
+    assert "--allow-upload" not in ours.suggestion and "directory" in ours.suggestion, ours.suggestion
+    assert [f.id for f in server_side] == ["access-violation"], show(server_side)
+    theirs = server_side[0]
+    assert "directory" in theirs.suggestion and "upload to a file's name" in theirs.suggestion, theirs.suggestion
+    assert "ask for" not in theirs.suggestion, theirs.suggestion
+
+
+def test_a_reader_of_the_output_that_goes_away_is_not_a_disk_problem(root: Path, tmp_path: Path) -> None:
+    """-o FIFO (or -o - | head): the reader closes its end after a few bytes; the write's EPIPE is the
+    reader going away, not the local disk or its permissions."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+
+    def reader() -> None:
+        with open(fifo, "rb") as f:  # (the download opens the other end: this waits for it)
+            f.read(5)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    with our_server(root) as (_, _, port):
+        run = client_run(port, "roll.bin", output=fifo)
+    thread.join(10)
+    assert run.ids == {"local-error"}, run.describe()
+    f = run.get("local-error")
+    assert "the reader of the output went away" in f.summary, f.summary
+    assert "disk" not in f.suggestion and "| head" in f.suggestion, f.suggestion
+
+
+def test_a_name_refused_for_its_control_bytes_gets_no_permission_advice(root: Path) -> None:
+    """Our server refuses a name with control bytes (ERROR 2): the client's finding blames the name, not
+    the file's mode (no chmod o+r)."""
+    with our_server(root) as (_, _, port):
+        run = client_run(port, "evil\x1b[31mred\x07.bin")
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "chmod" not in f.suggestion and "odd bytes (\\x1b, \\x07)" in f.suggestion, f.suggestion
+
+
+def test_an_upload_name_refused_for_its_length_gets_upload_advice(tmp_path: Path) -> None:
+    source = tmp_path / "upl.bin"
+    source.write_bytes(SMALL[:1000])
+    with our_server(tmp_path, allow_upload=True) as (_, _, port):
+        run = client_run(port, "x" * 300, upload=True, source=source)
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "a part longer than 255 bytes" in f.suggestion and "uploading client" in f.suggestion, f.suggestion
+    assert "--allow-upload" not in f.suggestion and "DHCP" not in f.suggestion, f.suggestion
+
+
+def test_a_directory_name_answered_with_an_oack_then_an_error_is_not_called_refused() -> None:
+    """What tftpd-hpa sends for a directory's name (seen with tcpdump): an OACK whose tsize is the
+    directory's size, then, after ACK 0, ERROR 0 'Is a directory'. It took the request, then ended it."""
+    def script(sock, request, client) -> None:
+        tid = udp()
+        try:
+            send(tid, OAck((("blksize", "1468"), ("tsize", "4096"))), client)
+            got = recv(tid, 5.0)
+            assert got is not None and got[0] == Ack(0), got
+            send(tid, Error(0, "Is a directory"), client)
+        finally:
+            tid.close()
+
+    with FakeServer(script) as fake:
+        run = client_run(fake.port, "adir", options=RequestedOptions(blksize=1468, tsize=True))
+    assert run.ids == {"access-violation"}, run.describe()
+    f = run.get("access-violation")
+    assert "accepted the RRQ for 'adir' (OACK), then ended it with ERROR 0 (not defined), 'Is a directory'" \
+        in f.summary, f.summary
+    assert "refused" not in f.summary and "access violation" not in f.summary, f.summary
+    assert any("OACK blksize=1468 tsize=4096" in line for line in f.evidence), f.evidence
+    assert "directory" in f.suggestion, f.suggestion
 
 
 # -- content -----------------------------------------------------------------------------------------

@@ -212,6 +212,9 @@ def test_an_upload_name_too_long_for_the_file_system_is_a_bad_name_not_a_server_
         f = only(server_findings(log), "odd-filename")
     assert "a part longer than 255 bytes" in f.summary and "File name too long" in f.summary, f.summary
     assert "session limits" not in f.suggestion
+    # The uploader chose the name: no boot-download advice (DHCP option 67), but a shorter name.
+    assert "asked to upload" in f.summary and "DHCP" not in f.suggestion, f.suggestion
+    assert "uploading client" in f.suggestion and "255 bytes" in f.suggestion, f.suggestion
 
 
 def test_a_read_name_too_long_for_the_file_system_is_a_bad_name(root: Path, client: socket.socket) -> None:
@@ -219,3 +222,21 @@ def test_a_read_name_too_long_for_the_file_system_is_a_bad_name(root: Path, clie
         send(client, rrq("y" * 300), (LOOP, port))
         f = only(server_findings(log), "odd-filename")
     assert "a part longer than 255 bytes" in f.summary, f.summary
+
+
+def test_an_upload_past_its_tsize_gets_advice_for_the_uploading_client(tmp_path: Path,
+                                                                      client: socket.socket) -> None:
+    """Our server stopped the upload: the advice is the client's (drop its tsize, serve --max-upload),
+    not a probe's (probe --no-tsize, --max-size), which are for downloads."""
+    with our_server(tmp_path, allow_upload=True, allow_overwrite=True) as (_, log, port):
+        send(client, wrq("up.bin", ("tsize", "100")), (LOOP, port))
+        oack, tid = recv(client)
+        assert isinstance(oack, OAck)
+        send(client, Data(1, IMAGE[:512]), tid)
+        reply = recv(client)
+        assert reply is not None and isinstance(reply[0], Error), reply
+        f = only(server_findings(log), "tsize-overrun")
+    assert "upload was stopped" in f.summary, f.summary
+    assert "--no-tsize" not in f.suggestion and "--max-size" not in f.suggestion, f.suggestion
+    assert "--max-upload" in f.suggestion, f.suggestion
+    assert not (tmp_path / "up.bin").exists()

@@ -80,13 +80,13 @@ def show(findings: list[Finding]) -> str:
 
 def client_run(port: int, filename: str, *, host: str = LOOP, options: RequestedOptions = RequestedOptions(),
                mode: str = "octet", timing: Timing = CALM, impair: str | None = None, upload: bool = False,
-               source: Path | None = None, deadline: float | None = 20.0) -> Run:
+               source: Path | None = None, output: Path | None = None, deadline: float | None = 20.0) -> Run:
     """Run our client on this thread to the end (dally included) and analyse its events. The default
     timers are calm (no resend on a busy machine); pass FAST where the run is meant to time out."""
     bus = EventBus()
     log = EventLog(bus)
     request = ClientRequest(host=host, filename=filename, port=port, upload=upload, mode=mode, options=options,
-                            timing=timing, source=source, deadline=deadline,
+                            timing=timing, source=source, output=output, deadline=deadline,
                             impair=parse_impair(impair) if impair else None)
     outcome = ClientTransfer(request, bus).run()
     events = list(log.pull())

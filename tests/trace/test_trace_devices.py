@@ -50,7 +50,7 @@ def test_a_device_whose_last_request_failed_is_not_in_progress(tmp_path: Path) -
     (device,) = devices(tmp_path, download(0.0, "boot.cfg", 40001, 1, 100) + missing(0.5, "image.bin", 40002))
     assert device["verdict"] == "stuck", device
     (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
-    assert "stopped after missing of 'image.bin'" in stuck["summary"]
+    assert "stopped after 'image.bin' was not found" in stuck["summary"], stuck["summary"]
     assert "before the record ended" in stuck["summary"], stuck["summary"]
 
 
@@ -65,3 +65,17 @@ def test_a_device_that_got_its_files_booted(tmp_path: Path) -> None:
     (device,) = devices(tmp_path, missing(0.0, "per-mac.cfg", 40001) + download(0.5, "boot.cfg", 40002, 1, 100)
                         + download(1.0, "image.bin", 40003, 4, 7))
     assert device["verdict"] == "booted", device
+
+
+def test_a_device_that_ended_its_own_transfer_is_not_said_to_want_the_file(tmp_path: Path) -> None:
+    """The client's ERROR 0 after two blocks (its user cancelled): it stopped the transfer itself."""
+    client, tid = (C[0], 40002), (S[0], 50002)
+    cancelled = [(0.5, client, S, rrq("image.bin")),
+                 (0.501, tid, client, encode_data(1, b"x" * 512)), (0.5015, client, tid, encode_ack(1)),
+                 (0.502, tid, client, encode_data(2, b"x" * 512)),
+                 (0.5025, client, tid, encode(Error(0, "user abort")))]
+    (device,) = devices(tmp_path, download(0.0, "boot.cfg", 40001, 1, 100) + cancelled)
+    assert [f["outcome"] for f in device["files"]] == ["done", "ended-by-client"], device["files"]
+    (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
+    assert "stopped after it ended the transfer of 'image.bin' itself (user abort)" in stuck["summary"], stuck
+    assert "without the file" not in stuck["suggestion"] and "itself" in stuck["suggestion"], stuck["suggestion"]

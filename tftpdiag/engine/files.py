@@ -25,7 +25,11 @@ from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import State, StorageError
 
 __all__ = ["storage_error", "feed_sender", "store_received", "Readable", "Storage", "FileSource", "HashingSource",
-           "HashingSink", "UploadSink"]
+           "HashingSink", "UploadSink", "READER_GONE"]
+
+# What a write to a pipe or FIFO whose reader closed it (EPIPE: -o - | head) is called: no disk or
+# permission is at fault. The findings (local-error) and the headless run (exit 141) know it by these words.
+READER_GONE = "the reader of the output went away"
 
 _STORING = State.STORING
 
@@ -89,6 +93,8 @@ def storage_error(exc: OSError) -> StorageError:
         return StorageError(ErrorCode.DISK_FULL, f"disk full: {exc.strerror}")
     if exc.errno == errno.EEXIST:
         return StorageError(ErrorCode.FILE_EXISTS, "file already exists")
+    if exc.errno == errno.EPIPE:
+        return StorageError(ErrorCode.NOT_DEFINED, f"{READER_GONE} (broken pipe)")
     if exc.errno in (errno.EACCES, errno.EPERM):
         return StorageError(ErrorCode.ACCESS_VIOLATION, f"access violation: {exc.strerror}")
     return StorageError(ErrorCode.NOT_DEFINED, f"local I/O error: {exc.strerror or exc}")

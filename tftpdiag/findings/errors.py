@@ -55,6 +55,9 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
          "can't access", "not allowed", "no access")),
     (4, ("illegal",)),
 )
+# How engine/files.storage_error words EPIPE on the output (-o - | head, a FIFO): a capture or a record
+# carries only this message, and the engine is not the findings' to import.
+_READER_GONE = "the reader of the output went away"
 # An access violation whose text says the name is no file (tftpd-hpa, dnsmasq: strerror(EISDIR)).
 _NOT_A_FILE = re.compile(r"is a directory|not a regular file", re.IGNORECASE)
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
@@ -91,6 +94,12 @@ def _is_odd_char(ch: str) -> bool:
 
 
 _NAME_MAX = 255  # the longest name of one file or directory on Linux (and most file systems)
+# The name_features a server refuses a name for (an access violation because of the name, not the file).
+_REFUSED_NAMES = ("odd bytes", "a '..' part", "a part longer")
+# An upload's name is chosen by whoever uploads (a script, a device saving its configuration), not handed
+# out by DHCP or a boot menu: what to do about a bad one, on either side.
+_UPLOAD_NAME_FIX = (f"The uploading client or script chose this name: upload under a plain name (each part at most "
+                    f"{_NAME_MAX} bytes, no odd bytes, no '..').")
 
 
 def name_features(name: str, nearest: str | None = None) -> list[str]:
@@ -167,11 +176,34 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
         suggestion = " ".join([*hints, check])
         return Finding("file-not-found", ERROR, summary, evidence(ev), suggestion, s.session)
     if code == 2:
-        what = "ERROR 2 (access violation), " + message if res.code == 2 else sent
-        summary = f"{server} refused the {s.kind} for {name}: {what}"
-        if s.receiver and _NOT_A_FILE.search(res.message or ""):
+        not_a_file = bool(_NOT_A_FILE.search(res.message or ""))
+        # "Is a directory" says what is wrong in its own words; calling it an access violation adds nothing.
+        plain = res.code == 2 or not_a_file
+        what = f"ERROR {res.code} ({error_code_name(res.code)}), {message}" if plain else sent
+        if s.oacks_rx and not s.moved:
+            # tftpd-hpa answers a directory's name with an OACK (its tsize the directory's size) and only
+            # then the ERROR: it took the request, then ended it, which is no refusal.
+            t, options, _, _ = s.oacks_rx[0]
+            ev.insert(-1, f"{s.t(t)}: OACK {fmt_options(options)} from {server}")
+            summary = (f"{server} accepted the {s.kind} for {name} (OACK), then ended it with {what} "
+                       f"before any data")
+        else:
+            summary = f"{server} refused the {s.kind} for {name}: {what}"
+        # Control bytes, a '..' part, an overlong part: a server refuses the name itself, whatever the
+        # file's permissions (a leading / or a backslash it may well take: those are no cause here).
+        odd = [f for f in name_features(s.filename) if f.startswith(_REFUSED_NAMES)]
+        if odd:
+            fix = ("Fix it where the client gets it (DHCP option 67 / filename)." if s.receiver
+                   else _UPLOAD_NAME_FIX)
+            suggestion = (f"The name has {', '.join(odd)}: a server refuses such a name for the name itself, not for "
+                          f"the file's permissions. {fix}")
+        elif s.receiver and not_a_file:
             suggestion = ("The name is a directory (or a device, a socket) on the server, not a file: ask for "
                           "the file inside it, or fix the name the client is given (DHCP option 67 / filename).")
+        elif not_a_file:
+            # The server took the upload request far enough to look at the target: uploads are on.
+            suggestion = ("The target name is a directory (or a device, a socket) on the server, not a file: "
+                          "upload to a file's name, e.g. one inside that directory.")
         elif s.receiver:
             suggestion = ("The file may exist but not be readable by the server (tftpd-hpa serves only "
                           "world-readable files: chmod o+r), or the path leads outside the served directory.")
@@ -211,6 +243,11 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
         nearest = f"; the nearest existing file is {escape_name(r.suggestion)}" if r.suggestion else ""
         if r.suggestion:
             ev.append(f"nearest existing name: {escape_name(r.suggestion)}")
+        if features and not r.is_read:
+            summary = (f"Client {client} asked to upload {name}, with {', '.join(features)}: refused "
+                       f"({r.message})")
+            suggestion = _UPLOAD_NAME_FIX
+            return Finding("odd-filename", WARNING, summary, evidence(ev), suggestion, s.session)
         if features:
             summary = (f"Client {client} asked for {name}, with {', '.join(features)}: not served "
                        f"({r.message}){nearest}")
@@ -226,7 +263,9 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
             "read-only": "Uploads are off: start the server with --allow-upload to take them.",
             "exists": "The file exists and overwriting is off (--allow-overwrite).",
             "no-permission": "Make the file readable by the server's user.",
-            "not-a-file": "The name is a directory or a special file; ask for a regular file.",
+            "not-a-file": ("The name is a directory or a special file here; ask for a regular file." if r.is_read
+                           else "The target name is a directory or a special file here; the client must upload "
+                                "to a file's name, e.g. one inside that directory."),
         }[why]
         summary = f"Refused the {what} for {name} from {client}: {r.message}"
         return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
@@ -369,6 +408,9 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     elif res.code == 6:
         hint = ("Another upload of the same name landed first, and overwriting is off: the file there is the "
                 "other one's. Upload one at a time, under another name, or serve with --allow-overwrite.")
+    elif res.message.startswith(_READER_GONE):
+        hint = ("Whatever read the output (a pipe, a FIFO) stopped reading before the end: nothing to fix if it "
+                "meant to (| head); otherwise see why that program ended.")
     else:
         hint = "Check the local disk, the target directory and its permissions."
     return Finding("local-error", ERROR if s.client_side else WARNING, summary,

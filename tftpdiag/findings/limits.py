@@ -50,9 +50,15 @@ def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
                f"{got:,} bytes{_told(s, res)}")
     ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced",
           f"{s.t(res.time)}: {res.message}"]
+    # Who can leave the tsize out, and which limit still bounds the transfer then, depends on the side:
+    # our probe asks for it; an uploading client announces it to our server on its own.
+    if s.client_side:
+        without = "ask without it (probe --no-tsize): --max-size still bounds the download"
+    else:
+        without = ("the client can upload without it (leave out its tsize option); serve --max-upload SIZE "
+                   "bounds uploads then")
     suggestion = ("Nothing was kept. The file changed while it was sent, or the sender is broken or hostile (a "
-                  "sender that never stops can fill a disk). If only its tsize is wrong, ask without it "
-                  "(probe --no-tsize): --max-size still bounds the download.")
+                  f"sender that never stops can fill a disk). If only its tsize is wrong, {without}.")
     return Finding("tsize-overrun", ERROR, summary, evidence(ev), suggestion, s.session)
 
 
