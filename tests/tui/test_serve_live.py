@@ -176,3 +176,37 @@ async def test_the_server_header_keeps_each_figure_with_its_unit_at_80_columns()
         assert len(lines) == 3, lines  # the figures no longer fit on one line at 80 columns
         assert any(line.endswith("now 26.8 KiB/s") for line in lines), lines
         assert not any(line.startswith(("KiB", "B/s", "MiB")) for line in lines), lines
+
+
+def _stray_events() -> list[Event]:
+    """What the server's listener publishes for 6 undecodable bytes (answered: ERROR 4 says why) and for
+    a stray ACK (only logged), as engine/server_requests turns them away."""
+    from tftpdiag.protocol.packets import Ack, ProtocolError, decode, encode
+    from tftpdiag.protocol.server import refuse
+
+    end = tui_samples.end_time(tui_samples.serve_sessions())
+    where = dict(client=("10.0.0.77", 4000), local=("10.0.0.2", 69), now=end)
+    junk = b"\x00\x09junk"
+    try:
+        decode(junk)
+        raise AssertionError("decoded")
+    except ProtocolError as exc:
+        _, answered = refuse(900, raw=junk, packet=None, code=exc.code, message=exc.message, why="malformed",
+                             **where)  # type: ignore[arg-type]
+    _, ignored = refuse(901, raw=encode(Ack(1)), packet=Ack(1), code=5, message="not a request",
+                        why="not-a-request", answer=False, **where)  # type: ignore[arg-type]
+    return answered + ignored
+
+
+async def test_stray_packets_say_whether_they_were_answered_and_are_no_refused_requests() -> None:
+    app, feed, events = _serve_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        feed.pending = events + _stray_events()
+        app.refresh_now()
+        await pilot.pause()
+        log = " ".join(_log(app).split())  # (the log wraps its lines)
+        assert "sent 6 undecodable bytes to the listening port, which takes only requests (answered with " \
+               "ERROR 4 unknown opcode 9)" in log, log
+        assert "sent ACK 1 to the listening port, which takes only requests (ignored)" in log, log
+        header = " ".join(plain(app.query_one("#serve-header")).split())
+        assert "2 refused" in header and "2 stray" in header, header  # the sample's two refusals only
