@@ -210,3 +210,13 @@ async def test_stray_packets_say_whether_they_were_answered_and_are_no_refused_r
         assert "sent ACK 1 to the listening port, which takes only requests (ignored)" in log, log
         header = " ".join(plain(app.query_one("#serve-header")).split())
         assert "2 refused" in header and "2 stray" in header, header  # the sample's two refusals only
+
+
+async def test_the_log_pane_wraps_its_lines_whole_at_80_columns() -> None:
+    app = tui_samples.serve_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        rows = plain(app.query_one(RichLog)).splitlines()[1:-1]  # inside the border
+        text = " ".join(" ".join(row.strip("│ ").split()) for row in rows)
+        assert "ERROR 1 (file not found) file not found; nearest existing file: 'pxelinux.0'" in text, rows
+        assert "the client sent ERROR 5 (unknown transfer ID): unknown transfer ID" in text, rows

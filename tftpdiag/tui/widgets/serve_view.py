@@ -164,7 +164,9 @@ class ServeView(Vertical):
                         id="session-find")
             yield Static(id="sessions-head")
             yield SessionList(COLUMNS, self._cells, id="sessions")
-        log = RichLog(id="log", max_lines=LOG_LINES, wrap=True, markup=False, classes="panel")
+        # Lines wrap at the pane's own width: RichLog's default least width (78) is more than the pane has
+        # at 80 columns, and what lay beyond its edge was cut off unseen ("file not fo").
+        log = RichLog(id="log", max_lines=LOG_LINES, wrap=True, markup=False, min_width=1, classes="panel")
         log.border_title = "Refused requests and failed transfers"
         yield log
 
