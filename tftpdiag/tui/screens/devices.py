@@ -12,14 +12,14 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from tftpdiag.devices import BOOTED, STUCK, Device
+from tftpdiag.devices import BOOTED, STUCK, UPLOADED, Device
 from tftpdiag.fmt import clean
 from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.ticked import TickedApp
 
 __all__ = ["DevicesScreen"]
 
-_VERDICT_STYLE = {BOOTED: "bold green", STUCK: "bold red"}
+_VERDICT_STYLE = {BOOTED: "bold green", UPLOADED: "green", STUCK: "bold red"}
 _MARK = {"done": ("✔", "green"), "in-progress": ("…", "cyan")}
 
 
