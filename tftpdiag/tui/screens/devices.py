@@ -44,7 +44,10 @@ def _files(device: Device, width: int) -> Text:
     text = Text()
     if len(pieces) < len(device.attempts):
         text.append(f"+{len(device.attempts) - len(pieces)} earlier → ", style="dim")
-    text.append_text(Text(" → ", style="dim").join(reversed(pieces)))
+    for i, piece in enumerate(reversed(pieces)):
+        if i:
+            text.append(" → ", style="dim")
+        text.append_text(piece)
     text.truncate(max(width, 1), overflow="ellipsis")  # one name longer than the column: cut, and said so
     return text
 
@@ -120,6 +123,8 @@ class DevicesScreen(Screen[None]):
         if not tables:
             return  # not composed yet: the next tick draws it
         table = tables.first()
+        if not table.scrollable_content_region.width:
+            return  # not laid out yet: the files' room is unknown; the resize that lays it out draws it
         # At most one judging in ten ticks' worth of its own cost: never most of the UI thread's time.
         if self._judged_at is not None and 0 <= now - self._judged_at < max(self.EVERY, 10 * self._cost):
             return
@@ -175,7 +180,8 @@ class DevicesScreen(Screen[None]):
         timeline.update(_timeline(self._devices[self._order[table.cursor_row]]))
 
     def on_resize(self) -> None:
-        self._judged_at = None  # the files column's room changed: laid out again on the next tick
+        self._judged_at = None  # the files column's room changed: laid out again, now
+        self.call_after_refresh(self.app.refresh_now)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_selected()
