@@ -5,7 +5,8 @@ that may not exist, a configuration, an image. One session at a time, a missing 
 like a failure; in its sequence it is often what the firmware does on purpose. This module groups
 finished sessions by the client's address, names what each attempt was (from either side's record:
 `serve` sees server sessions, `watch` and `trace` client sessions), recognises the normal patterns and
-judges the device: ``booted``, ``stuck`` or ``in-progress``, with findings across its sessions.
+judges the device: ``booted``, ``uploaded`` (it only sent files: a device that backs up its
+configuration, or a user's put), ``stuck`` or ``in-progress``, with findings across its sessions.
 
 It reads SessionRecords only; the serve, watch and trace views and their JSON all build devices here.
 """
@@ -34,7 +35,7 @@ _STOPPED_AFTER = {
     MISSING: "{} was not found", REFUSED: "{} was refused", ABORTED: "it aborted {} after the server's OACK",
     ENDED_BY_CLIENT: "it ended the transfer of {} itself", NO_REPLY: "{} got no answer", FAILED: "{} failed",
 }
-BOOTED, STUCK, IN_PROGRESS = "booted", "stuck", "in-progress"
+BOOTED, UPLOADED, STUCK, IN_PROGRESS = "booted", "uploaded", "stuck", "in-progress"
 
 SIZE_PROBE_WITHIN = 30.0  # s: UEFI asks again for the file right after its size probe
 AGAIN_STUCK = 3  # a missing file asked for this many times (never found) means the device is stuck
@@ -268,9 +269,11 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
         device.verdict = STUCK
     elif active or not any_done or unresolved or not (quiet_now or attempts[-1].outcome == DONE):
         device.verdict = IN_PROGRESS
+    elif not done_names:
+        device.verdict = UPLOADED  # all it finished were uploads: it fetched nothing to boot from
     else:
         device.verdict = BOOTED
-        if done_names and all(n.lower().endswith(CONFIG_SUFFIXES) for n in done_names):
+        if all(n.lower().endswith(CONFIG_SUFFIXES) for n in done_names):
             total = sum(a.bytes for a in attempts if a.outcome == DONE)
             findings.append(Finding(
                 "device-config-only", WARNING,

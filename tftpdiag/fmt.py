@@ -95,10 +95,11 @@ def rate(bytes_per_s: float) -> str:
     return f"{size(bytes_per_s)}/s"
 
 
-def duration(seconds: float) -> str:
+def duration(seconds: float, places: int = 3) -> str:
     """A transfer's duration: ``0.736 s``, or in milliseconds below 10 ms (``0.35 ms``), where three
-    decimals of a second would read ``0.000 s`` beside a rate computed from the real figure."""
-    return f"{seconds:.3f} s" if seconds >= 0.01 else f"{seconds * 1000:.2f} ms"
+    decimals of a second would read ``0.000 s`` beside a rate computed from the real figure. ``places``
+    for a figure that ticks on screen (the header's, in hundredths) and must still not read ``0.00 s``."""
+    return f"{seconds:.{places}f} s" if seconds >= 0.01 else f"{seconds * 1000:.2f} ms"
 
 
 def address(addr: tuple[str, int] | None) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.fmt import clean, quote
-from tftpdiag.protocol.events import Completed, Failed, Reason
+from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 
@@ -183,12 +183,18 @@ def options_lines(record: SessionRecord) -> list[str]:
     return lines
 
 
+def stray_text(refused: RequestRefused) -> str:
+    """What reached the listening port that was no request at all, and what came of it: undecodable
+    bytes are answered with the ERROR that says why, anything else only logged."""
+    answer = f"answered with ERROR {refused.code} {clean(refused.message)}" if refused.answered else "ignored"
+    return f"sent {refused.received} to the listening port, which takes only requests ({answer})"
+
+
 def one_line(record: SessionRecord, *, server: bool = False) -> str:
     """A finished server session in one line (names and messages from the peer shown escaped); with
     ``server``, the server it went to as well (watch sees many)."""
     if record.refused is not None and record.refused.received:
-        return (f"{fmt_addr(record.client):<22} sent {record.refused.received} to the listening port, which takes "
-                f"only requests (ignored)")
+        return f"{fmt_addr(record.client):<22} {stray_text(record.refused)}"
     kind = "RRQ" if record.direction == "download" else "WRQ"
     if server:
         kind += f" to {fmt_addr(record.peer)}"

@@ -204,3 +204,12 @@ def test_options_asked_by_default_with_no_options_and_for_each_timeout() -> None
 ], ids=["pxe", "storm"])
 def test_a_set_up_error_is_not_announced_as_started_first(args: list[str], message: str) -> None:
     one_usage_line(run(*args, timeout=30), message)  # one line: no "asking ..." before it
+
+
+@pytest.mark.parametrize("args", [["storm", "127.0.0.1", "f.bin", "--devices", "4"],
+                                  ["probe", "127.0.0.1", "f.bin", "--bogus"],
+                                  ["history", "--bogus"]])
+def test_a_flag_no_command_knows_is_told_with_that_command_s_usage(args: list[str]) -> None:
+    result = run(*args, timeout=15)
+    one_usage_line(result, f"tftpdiag {args[0]}: error: unrecognized arguments: {' '.join(args[3:] or args[1:])}")
+    assert result.stderr.startswith(f"usage: tftpdiag {args[0]} ["), result.stderr  # not `tftpdiag [-h] ...`

@@ -229,3 +229,14 @@ def test_what_a_client_sends_is_stored_bounded(root: Path, tmp_path: Path) -> No
     assert "\x1b" not in shown and "\x07" not in shown and "\\x1b]0;owned\\x07" in shown
     assert len(shown) < 2500  # the line is cut where it is shown, too
     assert storable("a\udcffb\0" + "z" * 5000, 100) == "a\\xffb\\x00" + "z" * 96  # what a database holds
+
+
+def test_a_transfer_under_ten_milliseconds_reads_in_milliseconds_not_zero() -> None:
+    from tftpdiag.history.query import session_line
+
+    row = {"started": 1_700_000_000.0, "client_address": "127.0.0.1", "client_port": 4000, "direction": "download",
+           "file": "small.bin", "bytes": 512, "duration_s": 0.0012, "result": "ok", "error_code": None,
+           "error": None, "reason": None, "findings": None}
+    fast = session_line(row)
+    assert "1.20 ms" in fast and "0.001 s" not in fast and fast.endswith("  ok")
+    assert "0.736 s" in session_line({**row, "duration_s": 0.736})  # a second's figure as before

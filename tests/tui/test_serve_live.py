@@ -176,3 +176,112 @@ async def test_the_server_header_keeps_each_figure_with_its_unit_at_80_columns()
         assert len(lines) == 3, lines  # the figures no longer fit on one line at 80 columns
         assert any(line.endswith("now 26.8 KiB/s") for line in lines), lines
         assert not any(line.startswith(("KiB", "B/s", "MiB")) for line in lines), lines
+
+
+def _stray_events() -> list[Event]:
+    """What the server's listener publishes for 6 undecodable bytes (answered: ERROR 4 says why) and for
+    a stray ACK (only logged), as engine/server_requests turns them away."""
+    from tftpdiag.protocol.packets import Ack, ProtocolError, decode, encode
+    from tftpdiag.protocol.server import refuse
+
+    end = tui_samples.end_time(tui_samples.serve_sessions())
+    where = dict(client=("10.0.0.77", 4000), local=("10.0.0.2", 69), now=end)
+    junk = b"\x00\x09junk"
+    try:
+        decode(junk)
+        raise AssertionError("decoded")
+    except ProtocolError as exc:
+        _, answered = refuse(900, raw=junk, packet=None, code=exc.code, message=exc.message, why="malformed",
+                             **where)  # type: ignore[arg-type]
+    _, ignored = refuse(901, raw=encode(Ack(1)), packet=Ack(1), code=5, message="not a request",
+                        why="not-a-request", answer=False, **where)  # type: ignore[arg-type]
+    return answered + ignored
+
+
+async def test_stray_packets_say_whether_they_were_answered_and_are_no_refused_requests() -> None:
+    app, feed, events = _serve_app()
+    async with app.run_test(size=(120, 32)) as pilot:
+        feed.pending = events + _stray_events()
+        app.refresh_now()
+        await pilot.pause()
+        log = " ".join(_log(app).split())  # (the log wraps its lines)
+        assert "sent 6 undecodable bytes to the listening port, which takes only requests (answered with " \
+               "ERROR 4 unknown opcode 9)" in log, log
+        assert "sent ACK 1 to the listening port, which takes only requests (ignored)" in log, log
+        header = " ".join(plain(app.query_one("#serve-header")).split())
+        assert "2 refused" in header and "2 stray" in header, header  # the sample's two refusals only
+
+
+async def test_the_log_pane_wraps_its_lines_whole_at_80_columns() -> None:
+    app = tui_samples.serve_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        rows = plain(app.query_one(RichLog)).splitlines()[1:-1]  # inside the border
+        text = " ".join(" ".join(row.strip("│ ").split()) for row in rows)
+        assert "ERROR 1 (file not found) file not found; nearest existing file: 'pxelinux.0'" in text, rows
+        assert "the client sent ERROR 5 (unknown transfer ID): unknown transfer ID" in text, rows
+
+
+def _served(name: str, client: tuple[str, int], session: int, at: float) -> list[Event]:
+    """A download of ``name`` as our server records it, begun at ``at``."""
+    from tests.support.simnet import run_transfer
+
+    result = run_transfer("read", b"x" * 3000, filename=name)
+    start = min(e.time for e in result.events)
+    return tui_samples._retime([e for e in result.events if e.session != 1], offset=at - start,
+                               session_map={2: session}, client=client)
+
+
+def _not_found(name: str, client: tuple[str, int], session: int, at: float) -> list[Event]:
+    from tftpdiag.protocol.packets import Opcode, Request, encode
+    from tftpdiag.protocol.server import refuse
+
+    request = Request(Opcode.RRQ, name, "octet", ())
+    return refuse(session, raw=encode(request), packet=request, client=client, local=tui_samples.SERVER_ADDR,
+                  now=at, code=1, message="file not found", why="not-found")[1]
+
+
+async def test_the_devices_table_and_pane_show_the_same_moment_and_the_files_use_the_width() -> None:
+    """A device's missing file, then (between two judgings) its download: the pane listed the new session
+    under the old verdict while the row had not counted it; once judged, the row cut its files where the
+    first one had ended ("nothere.bin ✘ → small.bi") on a 200-column screen."""
+    from textual.widgets import DataTable
+
+    t0 = 1_795_000_000.0
+    clock = [t0 + 1.0]
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: clock[0], tick=None)
+    other, device = ("10.0.0.40", 2000), ("10.0.0.50", 3000)
+    async with app.run_test(size=(200, 40)) as pilot:
+        feed.pending = _served("early.bin", other, 40, t0) + _not_found("nothere.bin", device, 41, t0 + 0.5)
+        app.refresh_now()
+        await pilot.press("d")
+        await pilot.pause()
+        app.refresh_now()  # judged once laid out (a resize asks for it)
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DevicesScreen)
+        table = screen.query_one(DataTable)
+        timeline = screen.query_one("#device-timeline")
+
+        def row(address: str) -> tuple[str, ...]:
+            return tuple(str(cell) for cell in table.get_row(address))
+
+        assert row("10.0.0.50")[1:] == ("in-progress", "nothere.bin ✘", "1")
+        late = _served("small.bin", device, 42, t0 + 1.5)
+        clock[0] = max(e.time for e in late) + 0.1  # within the judging's interval: not judged again yet
+        feed.pending = late
+        app.refresh_now()
+        await pilot.press("down", "up")  # the pane drawn again, for 10.0.0.50
+        await pilot.pause()
+        pane = plain(timeline)
+        assert "nothere.bin" in pane and "small.bin" not in pane and "in-progress" in pane, pane
+
+        clock[0] += DevicesScreen.EVERY
+        app.refresh_now()
+        await pilot.pause()
+        assert row("10.0.0.50")[1:] == ("booted", "nothere.bin · → small.bin ✔", "2")
+        pane = plain(timeline)
+        assert "small.bin" in pane and "booted" in pane, pane
+        shown = next(line for line in plain(table).splitlines() if "10.0.0.50" in line)
+        assert "nothere.bin · → small.bin ✔" in shown and shown.strip("│ ").endswith("  2"), shown

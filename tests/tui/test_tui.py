@@ -719,3 +719,15 @@ async def test_a_tick_of_a_running_transfer_lays_nothing_out(monkeypatch: pytest
         assert view is not None and len(view.log) == sum(1 for e in running if hasattr(e, "raw"))
         rows = app.query_one(PacketList)
         assert rows.scroll_y == rows.max_scroll_y > 0  # still following the newest packet
+
+
+async def test_a_probe_that_took_milliseconds_says_so_in_its_header_not_zero() -> None:
+    """A refusal answered in 2 ms read ``failed  0.00 s``; a 600-byte download in a few ms ``done  0.00 s``."""
+    from tests.support.simnet import run_transfer
+
+    small = [e for e in run_transfer("read", b"x" * 600).events if e.session == 1]
+    for events, state in ((tui_samples.probe_failure(), "failed"), (small, "done")):
+        async with probe_app(events).run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            header = header_text(pilot.app)
+            assert state in header and " ms" in header and "0.00 s" not in header, header

@@ -149,7 +149,7 @@ def build_parser(only: str | None = None, *, bare: bool = False) -> argparse.Arg
     that define them, would cost every start a few milliseconds). With ``bare``, one that knows every
     command by its name and --help line alone: what a run that names no command reaches (its --help,
     --version, usage and errors are the whole parser's)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tftpdiag",
         description="See why a TFTP transfer fails, packet by packet: a client (probe, put), a server "
                     "(serve), and a live view of every packet, option and retransmit.",
@@ -160,6 +160,7 @@ def build_parser(only: str | None = None, *, bare: bool = False) -> argparse.Arg
     parser.add_argument("--version", action="version", version=f"tftpdiag {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=_Unbuilt if bare else argparse.ArgumentParser)
+    parser.commands = sub.choices
 
     for name in COMMANDS:
         if bare:
@@ -167,6 +168,22 @@ def build_parser(only: str | None = None, *, bare: bool = False) -> argparse.Arg
         elif only is None or only == name:
             _BUILDERS[name](sub)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser. A word no command knows is that command's error, told with its own usage:
+    argparse leaves the words a command's parser did not take to this one, whose usage (``tftpdiag
+    [-h] [--version] COMMAND ...``) says nothing of the flags the user meant."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            owner = self.commands.get(command, self) if command is not None else self
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 class _Unbuilt(argparse.ArgumentParser):

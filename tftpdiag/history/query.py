@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from tftpdiag.fmt import clean, iso_time, line, quote
+from tftpdiag.fmt import clean, duration, iso_time, line, quote
 from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import fmt_addr, fmt_bytes
 
@@ -80,7 +80,7 @@ def session_line(row: dict[str, Any]) -> str:
     findings = _loads(row["findings"]) or []
     seen = f"  [{', '.join(clean(str(f)) for f in findings)}]" if findings else ""
     return line(f"{iso_time(row['started'])} {_client(row):<22} {kind} {quote(row['file'] or ''):<24} "
-                f"{fmt_bytes(row['bytes'] or 0):>12} {row['duration_s'] or 0:>8.3f} s  {_outcome(row)}{seen}")
+                f"{fmt_bytes(row['bytes'] or 0):>12} {duration(row['duration_s'] or 0):>10}  {_outcome(row)}{seen}")
 
 
 def device_json(row: dict[str, Any]) -> dict[str, Any]:

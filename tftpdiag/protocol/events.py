@@ -359,6 +359,9 @@ class RequestRefused:
     why: str  # the machine-readable cause: "path-escape", "not-found", "read-only", ...
     suggestion: str | None = None  # for a name not found: the existing name the client probably meant
     received: str = ""  # what arrived when it was not a request at all, e.g. "ACK 1"
+    # An ERROR went back (a non-request is only logged; undecodable bytes are told why). A trace written
+    # before this field says nothing of it: read as not answered.
+    answered: bool = False
 
 
 @record

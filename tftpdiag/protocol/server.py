@@ -80,7 +80,7 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
     elif not isinstance(packet, Request):
         received = packet.opcode.name + (f" {packet.block}" if isinstance(packet, (Ack, Data)) else "")
     events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why, suggestion,
-                                 received))
+                                 received, bool(out)))
     return out, events
 
 

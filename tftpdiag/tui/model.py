@@ -182,8 +182,10 @@ class LiveModel:
         self.refusals: deque[RequestRefused] = deque(maxlen=500)
         self.problems: deque[str] = deque(maxlen=500)  # socket errors and the like, for the log pane
         # Finished server-side sessions; "all" counts every session with a transfer (a trace's view).
-        self.totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0}
-        self.all_totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0}
+        # "stray": what reached the listening port and was no request at all (a late ACK, junk): no
+        # request was refused, so it is counted apart from "refused".
+        self.totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0, "stray": 0}
+        self.all_totals = {"bytes": 0, "done": 0, "failed": 0, "refused": 0, "stray": 0}
         self.unfinished: dict[int, SessionRecord] = {}  # kept apart: the headers read them every tick
         self.recently_ended: deque[SessionRecord] = deque(maxlen=1000)  # for the rate of short transfers
         self.packet_budget = packet_budget
@@ -267,7 +269,7 @@ class LiveModel:
     @staticmethod
     def _count(totals: dict[str, int], record: SessionRecord) -> None:
         if record.refused is not None:
-            totals["refused"] += 1
+            totals["stray" if record.refused.received else "refused"] += 1
         elif isinstance(record.result, Failed):
             totals["failed"] += 1
         else:

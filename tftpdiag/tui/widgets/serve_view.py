@@ -15,7 +15,7 @@ from tftpdiag.findings import Analyzer
 from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.records import record
-from tftpdiag.report import explain_failure
+from tftpdiag.report import explain_failure, stray_text
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Changes, LiveModel, quoted
 from tftpdiag.tui.widgets.session_list import SessionList
@@ -164,7 +164,9 @@ class ServeView(Vertical):
                         id="session-find")
             yield Static(id="sessions-head")
             yield SessionList(COLUMNS, self._cells, id="sessions")
-        log = RichLog(id="log", max_lines=LOG_LINES, wrap=True, markup=False, classes="panel")
+        # Lines wrap at the pane's own width: RichLog's default least width (78) is more than the pane has
+        # at 80 columns, and what lay beyond its edge was cut off unseen ("file not fo").
+        log = RichLog(id="log", max_lines=LOG_LINES, wrap=True, markup=False, min_width=1, classes="panel")
         log.border_title = "Refused requests and failed transfers"
         yield log
 
@@ -346,6 +348,7 @@ class ServeView(Vertical):
                    (" · ", Text(f"{totals['done']} done")),
                    (" · ", Text(f"{totals['failed']} failed", style="bold red" if totals["failed"] else "")),
                    (" · ", Text(f"{totals['refused']} refused", style="bold red" if totals["refused"] else "")),
+                   *([(" · ", Text(f"{totals['stray']} stray", style="yellow"))] if totals["stray"] else []),
                    (" · ", Text(f"{fmt_bytes(moving)} sent/received")),
                    (" · ", Text(f"now {fmt_rate(model.aggregate_rate(now))}"))]
         if self.paused:
@@ -401,7 +404,7 @@ def _refusal_line(refusal: RequestRefused) -> Text:
     if refusal.received:
         return Text.assemble(
             (f"{fmt_addr(refusal.peer)} ", "dim"),
-            (f"sent {refusal.received} to the listening port, which takes only requests (ignored)", "yellow"))
+            (stray_text(refusal), "yellow"))
     kind = "RRQ" if refusal.is_read else "WRQ"
     style = "bold red" if refusal.why == "path-escape" else "yellow"
     text = Text.assemble((f"{fmt_addr(refusal.peer)} ", "dim"), f"{kind} {quoted(refusal.filename)} ",

@@ -399,7 +399,7 @@ class SessionPanel(Vertical):
         text.append(f"{record.mode}  ", style="dim")
         text.append_text(state_text(record))
         elapsed = record.duration if record.finished else max(now - (record.started or now), 0.0)
-        text.append(f"  {elapsed:.2f} s", style="dim")
+        text.append(f"  {fmt_duration(elapsed, places=2)}", style="dim")
         if paused:
             text.append("  PAUSED", style="bold yellow")
         if self.impair:

@@ -1,0 +1,30 @@
+"""What `serve` logs for datagrams on its listening port that are no request: a real `tftpdiag serve`,
+raw datagrams from loopback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.support.serving import serve
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_undecodable_bytes_are_logged_as_answered_and_a_stray_ack_as_ignored(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with serve(root, "--no-tui", tmp=tmp_path) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"\x00\x04\x00\x01", ("127.0.0.1", server.port))  # an ACK nobody asked for
+        sock.sendto(b"\x00\x09junk", ("127.0.0.1", server.port))
+        answer, _ = sock.recvfrom(1024)  # (one socket, in order: the ACK was handled before)
+        assert answer.startswith(b"\x00\x05\x00\x04")  # ERROR 4
+        assert server.stop() == 0
+    ack, junk = [text for text in server.stdout().splitlines() if "listening port" in text]
+    assert "sent 6 undecodable bytes to the listening port, which takes only requests (answered with ERROR 4 " \
+           "unknown opcode 9)" in junk, junk
+    assert "sent ACK 1 to the listening port, which takes only requests (ignored)" in ack, ack
