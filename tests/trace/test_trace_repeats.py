@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 
-from tests.support.simnet import lost_once_then_resent
+from tests.support.simnet import Impairment, lost_once_then_resent, run_transfer
 from tests.trace.test_trace_rebuild import client_view, summaries, wire_view
 from tftpdiag.findings import analyze
-from tftpdiag.protocol.events import Completed, Note, PacketSent, Retransmit
-from tftpdiag.protocol.packets import Ack
+from tftpdiag.protocol.events import Address, Completed, Note, PacketSent, Retransmit
+from tftpdiag.protocol.packets import Ack, Data, decode
+from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.rebuild import rebuild
 
 
@@ -72,3 +73,26 @@ def test_the_final_block_lost_past_the_capture_point_completes_with_its_resend()
     resent = [r for r in rebuilt if isinstance(r, Retransmit) and r.time <= end.time]
     assert end.stats.retransmits == sum(r.count for r in resent) > 1
     assert end.stats.timeouts == live_end.stats.timeouts
+
+
+def test_a_resend_lost_again_past_the_capture_point_is_another_loss() -> None:
+    """DATA 20 is lost twice on the way to the client (its first resend too), DATA 60 once: the capture
+    sees each of the three go by, then the client's ACK again after a silence, so it counts three
+    losses, one per datagram gone missing, not one per block."""
+    times = {20: 2, 60: 1}
+
+    def drop(raw: bytes, src: Address, dst: Address) -> bool:
+        packet = decode(raw)
+        if isinstance(packet, Data) and times.get(packet.block, 0) > 0:
+            times[packet.block] -= 1
+            return True
+        return False
+
+    data = random.Random(11).randbytes(512 * 90 + 5)
+    res = run_transfer("read", data, impairment=Impairment(drop=drop),
+                       client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
+                       server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    assert res.received == data and not any(times.values())
+    rebuilt = rebuild(wire_view(res))
+    (loss,) = [f for f in analyze(rebuilt) if f.id == "packet-loss"]
+    assert "3 losses" in loss.summary and "3 packets resent by the server" in loss.summary
