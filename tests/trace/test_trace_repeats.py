@@ -96,3 +96,29 @@ def test_a_resend_lost_again_past_the_capture_point_is_another_loss() -> None:
     rebuilt = rebuild(wire_view(res))
     (loss,) = [f for f in analyze(rebuilt) if f.id == "packet-loss"]
     assert "3 losses" in loss.summary and "3 packets resent by the server" in loss.summary
+
+
+def test_an_upload_whose_ack_is_lost_past_the_capture_point_reads_as_the_clients_timeouts() -> None:
+    """The mirror of a lost DATA: the server's ACK goes by the capture and never reaches the client,
+    which sends its DATA again on its timer. In lock-step that resend is the client's timeout, as the
+    live client counted it, not a window gap."""
+    lose = {10, 30}
+    dropped: set[int] = set()
+
+    def drop(raw: bytes, src: Address, dst: Address) -> bool:
+        packet = decode(raw)
+        if isinstance(packet, Ack) and packet.block in lose and packet.block not in dropped:
+            dropped.add(packet.block)
+            return True
+        return False
+
+    data = random.Random(3).randbytes(512 * 50 + 3)
+    res = run_transfer("write", data, impairment=Impairment(drop=drop),
+                       client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
+                       server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    assert dropped == lose
+    rebuilt = rebuild(wire_view(res))
+    (seen,) = summaries(rebuilt)
+    (was,) = summaries(e for e in res.events if e.session == 1)
+    assert (seen["retransmits"], seen["timeouts"]) == (was["retransmits"], was["timeouts"]) == (2, 2)
+    assert {r.reason for r in rebuilt if isinstance(r, Retransmit)} == {"timeout"}
