@@ -369,3 +369,23 @@ def test_impaired_rows_come_in_time_order_with_the_packets_they_explain(root: Pa
     ours = client_log.drain()
     _in_place(ours, next(e.session for e in ours if isinstance(e, PacketSent)))
     _in_place(served, next(e.session for e in served if isinstance(e, Completed)))
+
+
+def test_a_refusal_under_impairment_keeps_its_rows_in_place_and_those_after_it(root: Path) -> None:
+    """The server refuses a request (no such file) with an impaired ERROR: its row goes before it, and
+    the next session's rows still come each before its packet."""
+    bus = EventBus()
+    log = bus.subscribe()
+    config = ServerConfig(root=root, bind=("127.0.0.1",), port=0, impair=parse_impair("delay=2ms,seed=1"),
+                          timing=SERVER_TIMING)
+    seen: list = []
+    with TftpServer(config, bus) as server:
+        port = server.addresses[0][1]
+        missing = ClientTransfer(ClientRequest("127.0.0.1", "missing.bin", port=port, timing=FAST)).run()
+        assert not missing.ok
+        assert ClientTransfer(ClientRequest("127.0.0.1", "image.bin", port=port, timing=FAST)).run().ok
+        wait_until(lambda: seen.extend(log.drain()) or any(isinstance(e, Completed) for e in seen),
+                   10, "the second session to end")
+    refused, served = sorted({e.session for e in seen if isinstance(e, PacketSent)})
+    _in_place(seen, refused)
+    _in_place(seen, served)
