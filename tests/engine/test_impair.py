@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import peers
+from tests.support.peers import wait_until
 from tftpdiag.engine.apart_wire import expand
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.impair import DropRule, Impairer, ImpairError, parse_impair
 from tftpdiag.engine.server import ServerConfig, TftpServer
-from tftpdiag.protocol.events import Impaired, PacketReceived, PacketSent
+from tftpdiag.protocol.events import Completed, Impaired, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Data, encode_ack, encode_data
 from tftpdiag.protocol.timer import Timing
@@ -337,3 +338,54 @@ def test_a_delayed_transfer_waits_for_its_held_datagrams_by_select(root: Path,
         outcome = ClientTransfer(request).run()
     assert outcome.ok, outcome.result
     assert asked and max(asked) <= 0.002  # none past the due time of what it held
+
+
+def _in_place(events: list, session: int) -> None:
+    """A session's packet rows as the packet table and -v list them: in time order, and each outgoing
+    datagram's Impaired events right before its PacketSent, at its time."""
+    rows = [e for e in events if isinstance(e, (PacketSent, PacketReceived, Impaired)) and e.session == session]
+    assert any(isinstance(e, Impaired) and e.direction == "out" for e in rows)
+    assert [e.time for e in rows] == sorted(e.time for e in rows)
+    for i, e in enumerate(rows):
+        if isinstance(e, Impaired) and e.direction == "out":
+            sent = next(r for r in rows[i + 1:] if not isinstance(r, Impaired))
+            assert isinstance(sent, PacketSent) and (sent.raw, sent.time) == (e.raw, e.time)
+
+
+def test_impaired_rows_come_in_time_order_with_the_packets_they_explain(root: Path) -> None:
+    """Under delay=2ms the ACK a DATA draws is impaired as it leaves: its row was listed before the DATA
+    it answers, with the later time of the send. Our client and our server, each impaired."""
+    server_bus, client_bus = EventBus(), EventBus()
+    server_log, client_log = server_bus.subscribe(), client_bus.subscribe()
+    config = ServerConfig(root=root, bind=("127.0.0.1",), port=0, impair=parse_impair("delay=2ms,seed=1"),
+                          timing=SERVER_TIMING)
+    served: list = []
+    with TftpServer(config, server_bus) as server:
+        request = ClientRequest("127.0.0.1", "image.bin", port=server.addresses[0][1], timing=FAST,
+                                impair=parse_impair("delay=2ms,seed=2"), options=RequestedOptions(blksize=1024))
+        assert ClientTransfer(request, client_bus).run().ok
+        wait_until(lambda: served.extend(server_log.drain()) or any(isinstance(e, Completed) for e in served),
+                   10, "the server's session to end")
+    ours = client_log.drain()
+    _in_place(ours, next(e.session for e in ours if isinstance(e, PacketSent)))
+    _in_place(served, next(e.session for e in served if isinstance(e, Completed)))
+
+
+def test_a_refusal_under_impairment_keeps_its_rows_in_place_and_those_after_it(root: Path) -> None:
+    """The server refuses a request (no such file) with an impaired ERROR: its row goes before it, and
+    the next session's rows still come each before its packet."""
+    bus = EventBus()
+    log = bus.subscribe()
+    config = ServerConfig(root=root, bind=("127.0.0.1",), port=0, impair=parse_impair("delay=2ms,seed=1"),
+                          timing=SERVER_TIMING)
+    seen: list = []
+    with TftpServer(config, bus) as server:
+        port = server.addresses[0][1]
+        missing = ClientTransfer(ClientRequest("127.0.0.1", "missing.bin", port=port, timing=FAST)).run()
+        assert not missing.ok
+        assert ClientTransfer(ClientRequest("127.0.0.1", "image.bin", port=port, timing=FAST)).run().ok
+        wait_until(lambda: seen.extend(log.drain()) or any(isinstance(e, Completed) for e in seen),
+                   10, "the second session to end")
+    refused, served = sorted({e.session for e in seen if isinstance(e, PacketSent)})
+    _in_place(seen, refused)
+    _in_place(seen, served)

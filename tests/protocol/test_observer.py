@@ -367,8 +367,9 @@ def test_an_ack_answering_a_repeated_block_is_a_reack() -> None:
     assert (end.stats.retransmits, end.stats.duplicates, end.stats.timeouts) == (1, 0, 0)
 
 
-def test_a_resend_after_the_ack_is_a_window_gap() -> None:
-    """The server resends after the capture saw the client's ACK (lost beyond the capture point)."""
+def test_a_lockstep_resend_after_the_ack_is_the_senders_timeout() -> None:
+    """The server resends after the capture saw the client's ACK (lost beyond the capture point): in
+    lock-step a sender resends only on its timer, so no window gap (the live sender says "timeout")."""
     wire = Wire()
     wire(C, S, rrq())
     wire(T, C, Data(1, bytes(512)))
@@ -379,8 +380,25 @@ def test_a_resend_after_the_ack_is_a_window_gap() -> None:
     wire(C, T, Ack(2))
     _, events = observe(wire.datagrams)
     (run,) = of(events, Retransmit)
-    assert (run.reason, run.first_block, run.count) == ("window-gap", 1, 1)
+    assert (run.reason, run.first_block, run.count) == ("timeout", 1, 1)
     assert not of(events, TimedOut)  # the client answered each DATA once
+
+
+def test_an_oack_sent_again_is_the_servers_timeout() -> None:
+    """The client's ACK 0 went by the capture and was lost after it: the server's OACK again is its
+    timer's, as the live server says, never a window gap (the summary counted one in lock-step)."""
+    wire = Wire()
+    wire(C, S, rrq(("blksize", "1024")))
+    wire(T, C, OAck((("blksize", "1024"),)))
+    wire(C, T, Ack(0))
+    wire(T, C, OAck((("blksize", "1024"),)), gap=1.0)
+    wire(C, T, Ack(0))
+    wire(T, C, Data(1, b"z"))
+    wire(C, T, Ack(1))
+    _, events = observe(wire.datagrams)
+    (run,) = of(events, Retransmit)
+    assert (run.reason, run.first_block) == ("timeout", None)
+    assert isinstance(ending(events), Completed)
 
 
 def test_client_timeout_shows_in_its_own_repeat() -> None:

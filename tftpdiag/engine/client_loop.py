@@ -131,7 +131,7 @@ class ClientLoop:
         reported = False
         with spin:
             self._send_all()
-            self.bus.publish(machine.events())
+            self.bus.publish(self.driver.placed(machine.events()))
             running = not machine.closed  # (asked again only once the machine has finished)
             while running:
                 delayed = impaired and bool(held)
@@ -278,7 +278,7 @@ class ClientLoop:
         if self.runs:
             self.batch += self.machine.events()  # the run still growing too (settled_events leaves it)
         if self.batch:
-            self.bus.publish(self.batch)
+            self.bus.publish(self.driver.placed(self.batch))
             self.batch = []
 
     def _hand_over(self) -> None:

@@ -6,6 +6,10 @@ server's (engine/server.py) both do with a datagram, written once.
   when the destination must be written as IPv4-mapped IPv6 (a dual-stack listener's IPv4 client).
 - **In**: under --impair an arriving datagram passes :meth:`Driver.arrives`: handled now, later,
   twice, or never.
+- **Events**: a machine's events reach the bus through :meth:`Driver.placed`, which puts the Impaired
+  events of what it sent where they belong: at the time of the PacketSent each applies to, just
+  before it (a recorder needs a datagram's fate before it writes the datagram), so they never come
+  ahead of the packets before it (the DATA an ACK answers) nor carry the later time of the send.
 - **Held**: what the impairer delays waits in :attr:`Driver.held` until :meth:`Driver.release`
   sends it (out) or hands it to the loop's ``deliver`` (in); :meth:`Driver.drain` sends what is still
   on its way out when a client ends.
@@ -23,6 +27,7 @@ import contextlib
 import errno
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -32,7 +37,7 @@ from tftpdiag.engine.held import Held
 from tftpdiag.engine.net import describe_errno, errored_destination, normalise
 from tftpdiag.engine.offload import DatagramWriter
 from tftpdiag.fmt import address
-from tftpdiag.protocol.events import Address, SocketError
+from tftpdiag.protocol.events import Address, Event, Impaired, PacketSent, SocketError
 from tftpdiag.protocol.session import Session
 
 if TYPE_CHECKING:
@@ -67,7 +72,7 @@ class Driver(Generic[T]):
     error that blames no address means (see :meth:`socket_error`); ``label`` comes before the peer's
     address in the message that ends a machine ("client " in the server's)."""
 
-    __slots__ = ("publish", "impairer", "offload", "held", "alone", "label")
+    __slots__ = ("publish", "impairer", "offload", "held", "alone", "label", "fates")
 
     def __init__(self, bus: EventBus, impair: ImpairSpec | None, offload: bool, *, alone: bool,
                  label: str = "") -> None:
@@ -82,6 +87,8 @@ class Driver(Generic[T]):
         self.held: Held[socket.socket | T] = Held()  # "out": the socket to send on; "in": where it goes
         self.alone = alone
         self.label = label
+        # The Impaired events of each datagram sent, oldest first, until placed with its PacketSent.
+        self.fates: deque[tuple[bytes, list[Event]]] = deque()
 
     # -- out ---------------------------------------------------------------------------------------
 
@@ -110,7 +117,8 @@ class Driver(Generic[T]):
                 continue
             now = time.time()
             times, events = impairer.fate(raw, to, now, "out", session)
-            self.publish(events)
+            if events:
+                self.fates.append((raw, events))  # published with the machine's events: see placed
             for when in times:
                 if when <= now:
                     try:
@@ -119,6 +127,23 @@ class Driver(Generic[T]):
                         on_error(dest, exc)
                 else:
                     self.held.add(when, "out", raw, to, sock)
+
+    def placed(self, events: list[Event]) -> list[Event]:
+        """A machine's ``events`` (taken after what it sent went through :meth:`send_each`) with the
+        Impaired events of those datagrams placed: each datagram's just before its PacketSent and at its
+        time, the one the machine sent it at. The machine's datagrams and its PacketSent events come in
+        the same order, so the first fate waiting belongs to the first PacketSent of its bytes."""
+        fates = self.fates
+        if not fates:
+            return events
+        out: list[Event] = []
+        for event in events:
+            if fates and type(event) is PacketSent and event.raw == fates[0][0]:
+                at = event.time
+                out += [Impaired(e.session, at, e.direction, e.action, e.peer, e.raw, e.delay, e.why)
+                        for e in fates.popleft()[1] if isinstance(e, Impaired)]
+            out.append(event)
+        return out
 
     # -- in ----------------------------------------------------------------------------------------
 

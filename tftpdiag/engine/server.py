@@ -416,12 +416,12 @@ class TftpServer(ServerRequests, ServerSteadyRuns, ServerEndings):
                 # Before the events that say the session ended: whoever reads them finds the files
                 # settled (a failed upload's temporary file already gone).
                 self._finalise(active)
-            self.bus.publish(machine.events())
+            self.bus.publish(self._driver.placed(machine.events()))
             if machine.closed:
                 self._end(active)
                 return
         else:
-            self.bus.publish(machine.events())
+            self.bus.publish(self._driver.placed(machine.events()))
             if active.steadies and active.heard:  # (a steady turn is not how a session hears its client first)
                 active.steady = machine.steady()
         deadline = machine.next_timeout()

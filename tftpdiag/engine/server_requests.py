@@ -74,7 +74,7 @@ class ServerRequests:
             if len(self._refused_at) >= _REFUSED_REMEMBERED:
                 self._refused_at.pop(next(iter(self._refused_at)))  # the oldest: bounded whoever floods
             self._refused_at[client] = now
-        self.bus.publish(events)
+        self.bus.publish(self._driver.placed(events))
 
     def _request_broken(self, listener: _Listener, raw: bytes, client: Address, dest: str | None,
                         exc: Exception) -> None:

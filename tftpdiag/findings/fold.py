@@ -140,6 +140,10 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             s.dup_quick += 1
         else:
             _loss_hint(s, t)
+            if s.windowsize == 1:
+                # In lock-step the peer's resend answers the loss it waited on: that episode ends here, and
+                # a wait after it is another datagram gone missing (the resend, or our answer to it).
+                s.episode_open = False
         if isinstance(p, Data):
             s.dup_data += 1
             if s.dupack_block is not None and p.block == (s.dupack_block + 1) & 0xFFFF and s.windowsize == 1:

@@ -18,12 +18,16 @@ def latency_bound(s: SessionState, ctx: Context) -> Finding | None:
     rtt = s.rtt
     if rtt < MIN_RTT or s.first_move is None or s.last_move is None or s.last_move <= s.first_move:
         return None
-    cap = s.blksize / rtt
     rate = (s.moved - 1) * s.blksize / (s.last_move - s.first_move)
-    if rate < 0.4 * cap or rate > 1.25 * cap:
+    if rate < 0.4 * s.blksize / rtt or rate > 1.25 * s.blksize / rtt:
         return None  # something else (loss, a slow disk) holds it back, or the estimate is off
-    summary = (f"Lock-step over a {rtt * 1000:.1f} ms round trip: one {s.blksize}-byte block per round trip caps the "
-               f"rate at {fmt_rate(cap)}; measured {fmt_rate(rate)}")
+    # The cap is what the fastest round trip allows: each block waits at least that long (a sample is a
+    # block's wait), so the rate measured never exceeds it. The smoothed round trip leans to the last
+    # samples, and a transfer that slowed at its end measured more than a cap taken from it.
+    fastest = s.rtt_min or rtt
+    cap = s.blksize / fastest
+    summary = (f"Lock-step over a {rtt * 1000:.1f} ms round trip (the fastest {fastest * 1000:.1f} ms): one "
+               f"{s.blksize}-byte block per round trip caps the rate at {fmt_rate(cap)}; measured {fmt_rate(rate)}")
     asked_ws = s.req.get("windowsize")
     bigger = f"; blksize 1468 alone would give {fmt_rate(1468 / rtt)}" if s.blksize < 1468 else ""
     if not s.client_side:

@@ -386,8 +386,9 @@ class Observer(ObserverFlow):
         if self.phase != REQUESTING:
             if raw == self.oack_raw:
                 self.retransmits += 1
-                self.events.append(Retransmit(self.sid, now, "window-gap" if self.server_heard else "timeout", None,
-                                              1, 1))
+                # Only the server's timer sends its OACK again (it is no window, so no window's gap): the
+                # client's ACK 0 went missing, maybe past the capture point where the capture saw it.
+                self.events.append(Retransmit(self.sid, now, "timeout", None, 1, 1))
                 self._received(d, packet, Note.RETRANSMIT)
             else:
                 self._received(d, packet, Note.UNEXPECTED, "OACK after the transfer began")

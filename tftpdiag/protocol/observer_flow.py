@@ -4,11 +4,13 @@ What a capture can tell is more than what one side knows, so notes and counters 
 
 - RETRANSMIT: a DATA block sent again by its sender (either side). It counts in ``retransmits`` and
   runs of consecutive blocks are grouped into one Retransmit event: reason "timeout" when the sender
-  had heard nothing from the other side since its previous packet, else "window-gap" (an ACK showed
-  the gap).
+  had heard nothing from the other side since its previous packet, or in lock-step (where a sender
+  resends only on its timer), else "window-gap" (an ACK showed the gap).
 - An ACK repeated: C's is what the live receiver would have sent, a RETRANSMIT after a silence (its
   timeout: counted in ``retransmits`` and ``timeouts``) or a REACK answering the server's repeat; the
-  server's (an upload) is a DUPLICATE to C, as to a live sender, counted in ``duplicates``.
+  server's (an upload) is a DUPLICATE to C, as to a live sender, counted in ``duplicates``. DATA C has
+  not acknowledged is no such repeat: an older ACK after it means C never got it (lost past the
+  capture point), so that ACK is C's timer's too.
 - OUT_OF_ORDER: a DATA block of a download past a gap. Bytes count only blocks that arrive in order (a
   receiver drops the others and waits for the missing one, RFC 7440), except that an ACK from C
   covering blocks the capture never saw counts them (as full blocks: only the final one is short).
@@ -97,6 +99,13 @@ class ObserverFlow(ObserverState):
                 if room:
                     ahead[n] = size
             self._received(d, packet, note)
+            if n > self.acked and (n <= expected or self.windowsize == 1):
+                # A block C has not acknowledged asks for a new ACK, never a repeated one (a block past a
+                # gap does only in a window: in lock-step a receiver drops it unanswered): if C's next is an
+                # older ACK, C did not get this block (lost after the capture point), so its timer sent that
+                # ACK. Only a block C acknowledged already, or one past a window's gap, is one a repeated
+                # ACK answers (as the live receiver re-acks).
+                self.client_heard = False
             if n == expected:
                 # Only the block expected counts: a TFTP receiver drops blocks past a gap (RFC 7440) and
                 # waits for them again; the sizes kept in ``ahead`` serve if C's ACK shows it had them.
@@ -168,7 +177,11 @@ class ObserverFlow(ObserverState):
         side since its previous packet, so only its timer can have sent it (C's timeout, counted here);
         False when it answers something it heard (a window's gap, a repeated block). The one rule for
         both, as the live machines resend on their timer or in answer."""
-        heard = self.client_heard if from_client else self.server_heard
+        # In lock-step a DATA sender resends only on its timer (RFC 1123 4.2.3.1: never in answer to a
+        # duplicate ACK; a sender that does is the Sorcerer's Apprentice, a finding of its own): what it
+        # heard is no window's gap.
+        lockstep_data = self.windowsize == 1 and from_client != self.is_read
+        heard = not lockstep_data and (self.client_heard if from_client else self.server_heard)
         if from_client and not heard:
             self._client_timeout(now)
         return not heard
@@ -204,6 +217,9 @@ class ObserverFlow(ObserverState):
                 self.retransmits += 1
                 self.events.append(Retransmit(self.sid, now, "timeout", wire, 1, self.client_attempt))
                 self._sent(d, packet, Note.RETRANSMIT)
+                # Waiting for it after the final block went by: C did not get that block (lost past the
+                # capture point), so the transfer completes with the ACK of a resent one, not before.
+                self.finishing = False
             else:
                 self._sent(d, packet, Note.REACK)  # answering the server's repeated DATA (or a window's gap)
             return
