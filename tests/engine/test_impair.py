@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -389,3 +390,22 @@ def test_a_refusal_under_impairment_keeps_its_rows_in_place_and_those_after_it(r
     refused, served = sorted({e.session for e in seen if isinstance(e, PacketSent)})
     _in_place(seen, refused)
     _in_place(seen, served)
+
+
+def test_fates_never_placed_are_published_as_they_were_not_kept_without_bound() -> None:
+    """A datagram sent on a path that never places its events (a bug) must not hold every later row
+    back nor grow a long-running server's memory: past a bound the oldest fate goes out as it was."""
+    from tftpdiag.engine import driver as driver_module
+    from tftpdiag.engine.driver import Driver
+
+    bus = EventBus()
+    log = bus.subscribe()
+    driver: Driver[object] = Driver(bus, parse_impair("delay=1ms,seed=1"), False, alone=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        target = sock.getsockname()
+        for n in range(driver_module._FATES_MAX + 5):
+            driver.send_each(sock, 1, [(n.to_bytes(4, "big"), target)], lambda *_: None)
+    assert len(driver.fates) == driver_module._FATES_MAX
+    published = [e for e in log.drain() if isinstance(e, Impaired)]
+    assert [e.raw for e in published] == [n.to_bytes(4, "big") for n in range(5)]

@@ -67,6 +67,12 @@ def wire_address(sock: socket.socket, dest: Address) -> Address:
     return dest
 
 
+# The most fates waiting for their PacketSent (see Driver.placed): a machine's events are placed after
+# each turn, a window's at most; more means one was sent on a path that never places its events, and the
+# fates after it would wait forever (rows gone, memory growing in a server impaired for days).
+_FATES_MAX = 1024
+
+
 class Driver(Generic[T]):
     """One per loop. ``alone``: each socket serves one session (the client's), which decides what an
     error that blames no address means (see :meth:`socket_error`); ``label`` comes before the peer's
@@ -119,6 +125,8 @@ class Driver(Generic[T]):
             times, events = impairer.fate(raw, to, now, "out", session)
             if events:
                 self.fates.append((raw, events))  # published with the machine's events: see placed
+                if len(self.fates) > _FATES_MAX:  # one a path never placed (a bug): said as it was, not kept
+                    self.publish(self.fates.popleft()[1])
             for when in times:
                 if when <= now:
                     try:
