@@ -41,23 +41,35 @@ class Impairment:
     drop: DropRule | None = None  # exact drops, decided before the random ones
 
 
-def lost_once_then_resent(blocks: set[int], data: bytes) -> tuple[SimResult, set[int]]:
-    """A download whose DATA ``blocks`` are each lost once, with a server that (rightly) ignores repeated
-    ACKs and waits longer than the client: each loss costs the client several timeouts (it sends its ACK
-    again at growing intervals) before the server resends. Returns the result and the blocks dropped."""
+def drop_once(kind: type, blocks: set[int]) -> tuple[DropRule, set[int]]:
+    """A drop rule that loses the first copy of each of ``kind`` (Data or Ack) ``blocks``, and the set
+    it fills with what it dropped."""
     dropped: set[int] = set()
 
     def drop(raw: bytes, src: Address, dst: Address) -> bool:
         packet = decode(raw)
-        if isinstance(packet, Data) and packet.block in blocks and packet.block not in dropped:
+        if isinstance(packet, kind) and packet.block in blocks and packet.block not in dropped:
             dropped.add(packet.block)
             return True
         return False
 
-    result = run_transfer("read", data, impairment=Impairment(drop=drop),
-                          client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
-                          server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
-    return result, dropped
+    return drop, dropped
+
+
+def impatient_client(direction: str, data: bytes, drop: DropRule) -> SimResult:
+    """A transfer whose server (rightly) ignores repeated ACKs and waits longer than the client: each
+    loss ``drop`` makes costs the client several timeouts (it sends its last packet again at growing
+    intervals) before the server resends."""
+    return run_transfer(direction, data, impairment=Impairment(drop=drop),
+                        client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
+                        server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+
+
+def lost_once_then_resent(blocks: set[int], data: bytes) -> tuple[SimResult, set[int]]:
+    """A download whose DATA ``blocks`` are each lost once (see impatient_client); the result and the
+    blocks dropped."""
+    drop, dropped = drop_once(Data, blocks)
+    return impatient_client("read", data, drop), dropped
 
 
 @dataclass

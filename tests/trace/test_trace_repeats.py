@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import random
 
-from tests.support.simnet import Impairment, lost_once_then_resent, run_transfer
+from tests.support.simnet import drop_once, impatient_client, lost_once_then_resent
 from tests.trace.test_trace_rebuild import client_view, summaries, wire_view
 from tftpdiag.findings import analyze
 from tftpdiag.protocol.events import Address, Completed, Note, PacketSent, Retransmit
 from tftpdiag.protocol.packets import Ack, Data, decode
-from tftpdiag.protocol.timer import Timing
 from tftpdiag.trace.rebuild import rebuild
 
 
@@ -89,9 +88,7 @@ def test_a_resend_lost_again_past_the_capture_point_is_another_loss() -> None:
         return False
 
     data = random.Random(11).randbytes(512 * 90 + 5)
-    res = run_transfer("read", data, impairment=Impairment(drop=drop),
-                       client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
-                       server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    res = impatient_client("read", data, drop)
     assert res.received == data and not any(times.values())
     rebuilt = rebuild(wire_view(res))
     (loss,) = [f for f in analyze(rebuilt) if f.id == "packet-loss"]
@@ -103,19 +100,8 @@ def test_an_upload_whose_ack_is_lost_past_the_capture_point_reads_as_the_clients
     which sends its DATA again on its timer. In lock-step that resend is the client's timeout, as the
     live client counted it, not a window gap."""
     lose = {10, 30}
-    dropped: set[int] = set()
-
-    def drop(raw: bytes, src: Address, dst: Address) -> bool:
-        packet = decode(raw)
-        if isinstance(packet, Ack) and packet.block in lose and packet.block not in dropped:
-            dropped.add(packet.block)
-            return True
-        return False
-
-    data = random.Random(3).randbytes(512 * 50 + 3)
-    res = run_transfer("write", data, impairment=Impairment(drop=drop),
-                       client_timing=Timing(initial_timeout=0.05, min_timeout=0.05, retries=10),
-                       server_timing=Timing(initial_timeout=1.0, min_timeout=1.0, adaptive=False))
+    drop, dropped = drop_once(Ack, lose)
+    res = impatient_client("write", random.Random(3).randbytes(512 * 50 + 3), drop)
     assert dropped == lose
     rebuilt = rebuild(wire_view(res))
     (seen,) = summaries(rebuilt)
