@@ -66,10 +66,17 @@ class Attempt:
                 "normal": self.normal or None, "error": self.error or None}
 
 
+# Refusals of datagrams that asked for nothing: a stray ACK, DATA or ERROR at the listening port (a late
+# packet of a transfer that had ended), a client's ACK of the ERROR that refused it. No step of a boot.
+_NOT_ATTEMPTS = frozenset(("not-a-request", "error-acked"))
+
+
 def attempt_of(record: SessionRecord) -> Attempt | None:
     """What one finished (or still running) session was, seen from the client's side."""
     refused = record.refused
     if refused is not None:  # a server of ours turned the request away
+        if refused.why in _NOT_ATTEMPTS:
+            return None
         outcome = MISSING if refused.why == "not-found" or refused.code == 1 else REFUSED
         return Attempt(record.session, refused.filename, refused.time, outcome, 0, refused.is_read,
                        error=refused.message)

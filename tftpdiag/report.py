@@ -40,7 +40,8 @@ def _addr(addr: tuple[str, int] | None) -> dict[str, Any] | None:
 def error_dict(record: SessionRecord) -> dict[str, Any] | None:
     if record.refused is not None:
         r = record.refused
-        return {"code": r.code, "message": r.message, "raised_by": "server", "reason": r.why}
+        # answered: whether the ERROR went back (a stray ACK or ERROR at the listening port is only logged)
+        return {"code": r.code, "message": r.message, "raised_by": "server", "reason": r.why, "answered": r.answered}
     result = record.result
     if not isinstance(result, Failed):
         return None

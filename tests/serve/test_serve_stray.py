@@ -28,3 +28,23 @@ def test_undecodable_bytes_are_logged_as_answered_and_a_stray_ack_as_ignored(tmp
     assert "sent 6 undecodable bytes to the listening port, which takes only requests (answered with ERROR 4 " \
            "unknown opcode 9)" in junk, junk
     assert "sent ACK 1 to the listening port, which takes only requests (ignored)" in ack, ack
+
+
+def test_the_json_of_a_turned_away_datagram_says_whether_it_was_answered(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "root"
+    root.mkdir()
+    with serve(root, "--json", tmp=tmp_path) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"\x00\x04\x00\x01", ("127.0.0.1", server.port))  # a stray ACK: only logged
+        sock.sendto(b"\x00\x01nothere.bin\x00octet\x00", ("127.0.0.1", server.port))  # refused with ERROR 1
+        answer, _ = sock.recvfrom(1024)
+        assert answer.startswith(b"\x00\x05\x00\x01")
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.stdout().splitlines() if line.startswith("{")]
+    errors = [o["error"] for o in lines if o["event"] == "refused"]
+    assert [(e["reason"], e["answered"]) for e in errors] == [("not-a-request", False), ("not-found", True)], errors
+    # The stray ACK is no step of the device's boot: its sequence holds the request alone.
+    (device,) = [o for o in lines if o["event"] == "device"]
+    assert [f["name"] for f in device["files"]] == ["nothere.bin"], device
