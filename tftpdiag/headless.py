@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
-from tftpdiag.engine.files import READER_GONE
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import clean, duration, iso_time, line
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import Failed, PacketRun
+from tftpdiag.protocol.said import READER_GONE
 from tftpdiag.report import (
     device_lines,
     explain_failure,

@@ -21,15 +21,15 @@ from typing import BinaryIO, Protocol
 from tftpdiag.engine.partfiles import set_final_mode
 from tftpdiag.protocol.packets import ErrorCode
 from tftpdiag.protocol.receiver import Receiver
+from tftpdiag.protocol.said import READER_GONE
 from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import State, StorageError
 
 __all__ = ["storage_error", "feed_sender", "store_received", "Readable", "Storage", "FileSource", "HashingSource",
-           "HashingSink", "UploadSink", "READER_GONE"]
+           "HashingSink", "UploadSink"]
 
 # What a write to a pipe or FIFO whose reader closed it (EPIPE: -o - | head) is called: no disk or
 # permission is at fault. The findings (local-error) and the headless run (exit 141) know it by these words.
-READER_GONE = "the reader of the output went away"
 
 _STORING = State.STORING
 

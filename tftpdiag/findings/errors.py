@@ -23,6 +23,7 @@ from tftpdiag.findings.rules import FOLLOW_UP, Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Address, Failed, Reason, Side
 from tftpdiag.protocol.packets import Ack, Error, error_code_name
+from tftpdiag.protocol.said import READER_GONE
 
 _CODE_HINTS = {
     0: "ERROR 0 has no meaning of its own: the message is all the server says",
@@ -55,9 +56,6 @@ _MEANINGS: tuple[tuple[int, tuple[str, ...]], ...] = (
          "can't access", "not allowed", "no access")),
     (4, ("illegal",)),
 )
-# How engine/files.storage_error words EPIPE on the output (-o - | head, a FIFO): a capture or a record
-# carries only this message, and the engine is not the findings' to import.
-_READER_GONE = "the reader of the output went away"
 # An access violation whose text says the name is no file (tftpd-hpa, dnsmasq: strerror(EISDIR)).
 _NOT_A_FILE = re.compile(r"is a directory|not a regular file", re.IGNORECASE)
 MEANING_MAX = 512  # longer texts are not read for meaning: real messages are a line, a hostile one is not
@@ -408,7 +406,7 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     elif res.code == 6:
         hint = ("Another upload of the same name landed first, and overwriting is off: the file there is the "
                 "other one's. Upload one at a time, under another name, or serve with --allow-overwrite.")
-    elif res.message.startswith(_READER_GONE):
+    elif res.message.startswith(READER_GONE):
         hint = ("Whatever read the output (a pipe, a FIFO) stopped reading before the end: nothing to fix if it "
                 "meant to (| head); otherwise see why that program ended.")
     else:

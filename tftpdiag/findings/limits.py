@@ -17,12 +17,11 @@ from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Failed, Side
 from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.protocol.said import TSIZE_SHORT
 
 # How the client machine words the stop (tftpdiag.protocol.client, .session): the limit is in no other
 # event, and a capture carries only this message in our ERROR.
 _LIMIT = re.compile(r"exceeds the limit of (\d+) bytes")
-# How the receiver words a transfer ended short of its tsize (tftpdiag.protocol.receiver), for the same reason.
-_SHORT = "short of the announced tsize"
 
 
 def _stopped_by_us(s: SessionState) -> Failed | None:
@@ -70,7 +69,7 @@ def tsize_short(s: SessionState, ctx: Context) -> Finding | None:
     if res is None or s.tsize is None or s.mode != "octet":
         return None
     got = res.stats.bytes
-    if got >= s.tsize or _SHORT not in res.message:
+    if got >= s.tsize or TSIZE_SHORT not in res.message:
         return None  # stopped for another reason on the way (a disk, a limit): said elsewhere
     who = fmt_addr(s.locked or s.peer) if s.client_side else f"Client {fmt_addr(s.peer)}"
     what = "download" if s.client_side else "upload"

@@ -44,6 +44,7 @@ from tftpdiag.protocol.packets import (
     ack_reply,
 )
 from tftpdiag.protocol.runs import close_runs
+from tftpdiag.protocol.said import TSIZE_SHORT
 from tftpdiag.protocol.session import DeferredData, Session, State
 from tftpdiag.protocol.steady import Steady, SteadyReceive, room_for
 
@@ -348,7 +349,7 @@ class Receiver(Session):
         allowance = self._announced_allowance()
         if self._exact and allowance is not None and self.bytes < allowance:
             self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.NOT_DEFINED,
-                       f"transfer ended short of the announced tsize of {self._announced} bytes: "
+                       f"transfer ended {TSIZE_SHORT} of {self._announced} bytes: "
                        f"{self.bytes} bytes by block {wire(self._expected - 1, self._rollover)}")
             return
         if self._decoder is not None:
