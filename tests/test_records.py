@@ -118,3 +118,30 @@ def test_packet_events_are_records_too() -> None:
     # Made by the datagram: their constructor assigns directly (a frozen dataclass's went through
     # object.__setattr__, four times as slow).
     assert PacketSent.__eq__ is Ack.__eq__
+
+
+def _dataclasses_of_tftpdiag() -> list[type]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import tftpdiag
+
+    found = []
+    for module_info in pkgutil.walk_packages(tftpdiag.__path__, "tftpdiag."):
+        if module_info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(module_info.name)
+        found += [obj for obj in vars(module).values()
+                  if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__module__ == module.__name__]
+    return found
+
+
+def test_every_dataclass_says_what_it_holds() -> None:
+    # A dataclass without a docstring gets one made from inspect.signature at import, about 0.1 ms a
+    # class on CPython 3.11 (a probe's start made 18 of them), and a docstring says more than a signature.
+    classes = _dataclasses_of_tftpdiag()
+    assert len(classes) > 60  # every module was searched
+    unsaid = [f"{c.__module__}.{c.__qualname__}" for c in classes
+              if (c.__dict__.get("__doc__") or "").startswith(f"{c.__name__}(")]
+    assert not unsaid, unsaid

@@ -118,6 +118,8 @@ def _cut(a: Attempt, end: float) -> bool:
 
 @dataclass
 class Device:
+    """One device (a client address) and its boot sequence: the attempts it made, in order, and a verdict."""
+
     address: str
     mac: str | None = None
     attempts: list[Attempt] = field(default_factory=list)

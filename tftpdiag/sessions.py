@@ -59,6 +59,8 @@ __all__ = ["SessionRecord", "SessionTable", "fmt_addr", "fmt_bytes", "fmt_rate"]
 
 @dataclass(slots=True, eq=False)
 class SessionRecord:
+    """One session, every packet of it held compactly: what each view, summary and finding reads."""
+
     session: int
     role: Role | None = None
     filename: str = ""

@@ -65,6 +65,8 @@ GONE_IDS = ("port-unreachable", "host-unreachable")
 
 @record
 class ProbeSpec:
+    """One probe of a sweep: a name and the options it asks for."""
+
     name: str
     options: RequestedOptions = field(default_factory=RequestedOptions)
     mode: str = "octet"
@@ -88,6 +90,8 @@ DEFAULT_PROBES: tuple[ProbeSpec, ...] = (
 
 @dataclass
 class ProbeResult:
+    """How one probe of a sweep went."""
+
     spec: ProbeSpec
     outcome: str  # completed, capped (stopped once it had moved enough), failed, skipped
     message: str = ""
@@ -150,6 +154,8 @@ class ProbeResult:
 
 @dataclass
 class SweepReport:
+    """A sweep's results, probe by probe."""
+
     host: str
     port: int
     filename: str

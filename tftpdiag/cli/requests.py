@@ -27,6 +27,8 @@ __all__ = ["Target", "parse_url", "split_host", "server_port", "client_target", 
 
 @record
 class Target:
+    """Where a command line points: host, port, file name and mode."""
+
     host: str
     port: int
     filename: str

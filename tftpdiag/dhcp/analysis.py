@@ -45,6 +45,8 @@ class ProbeFacts:
 
 @dataclass
 class PxeFacts:
+    """Everything a PXE check learnt, for the findings to judge."""
+
     interface: str
     arch: Arch
     offers: list[Offer]

@@ -21,6 +21,8 @@ HEAD_BYTES = 4096  # the first bytes of a loader needed to read its PE header
 
 @record
 class Arch:
+    """A client architecture a PXE check can pose as (DHCP option 93)."""
+
     name: str  # what --arch takes
     code: int  # option 93
     title: str

@@ -37,6 +37,8 @@ class DhcpSetupError(Exception):
 
 @record
 class Interface:
+    """The network interface a DHCP check sends from."""
+
     name: str
     mac: bytes
     address: str | None  # its IPv4 address, if it has one
@@ -82,6 +84,8 @@ def default_interface() -> str:
 
 @dataclass
 class Collected:
+    """What came back to one DISCOVER: the offers, and what else was heard."""
+
     offers: list[Offer] = field(default_factory=list)
     seen: int = 0  # other DHCP datagrams that arrived (not answers to this DISCOVER)
     # proxy -> its boot server on 4011: "answered", "silent", or "not asked" (we have no address to ask from)

@@ -22,6 +22,8 @@ JSON_LIMIT = 1000  # characters of a server's string kept in JSON (a DHCP string
 
 @record
 class BootServer:
+    """Where an offer says the boot file is, and which field of it said so."""
+
     value: str  # an address, or a name for option 66
     source: str  # "siaddr", "option 66", "option 150", "sname"
 

@@ -69,6 +69,8 @@ T = TypeVar("T")
 
 @dataclass
 class _Waiting(Generic[T]):
+    """A request waiting for a session slot."""
+
     request: T
     first: float  # when it came, for its place in the queue
     last: float  # when the client last asked (a repeat keeps it alive, not a new place)

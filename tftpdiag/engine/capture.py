@@ -43,6 +43,8 @@ class CaptureError(Exception):
 
 @record
 class CaptureStats:
+    """libpcap's counts: what it saw, and what the kernel or interface dropped."""
+
     received: int  # packets that passed the filter (libpcap's ps_recv)
     dropped: int  # packets the kernel had to drop: the reader was too slow (ps_drop)
     if_dropped: int  # packets the interface dropped (ps_ifdrop), where the driver counts them

@@ -59,6 +59,8 @@ class TransferSetupError(Exception):
 
 @record
 class ClientRequest:
+    """What a probe or put asks for, as the command line gave it."""
+
     host: str
     filename: str  # the name on the server
     port: int = 69
@@ -83,6 +85,8 @@ class ClientRequest:
 
 @record
 class ClientOutcome:
+    """How a client transfer ended, with the file's digest and what was negotiated."""
+
     session: int
     result: Completed | Failed
     sha256: str  # of the file's bytes as received (download) or as read (upload)

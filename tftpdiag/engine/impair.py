@@ -58,6 +58,8 @@ class DropRule:
 
 @record
 class ImpairSpec:
+    """The faults --impair injects: loss, delay, jitter, duplicates, reordering, MTU, drops."""
+
     loss: float = 0.0
     delay: float = 0.0
     jitter: float = 0.0

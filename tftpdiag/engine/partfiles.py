@@ -111,6 +111,8 @@ def set_final_mode(fd: int, target: Path) -> None:
 
 @record
 class Removal:
+    """A stale partial file that was removed, or why it could not be."""
+
     path: Path
     error: str | None = None  # why it could not be removed; None: removed
 

@@ -25,6 +25,8 @@ _CONTROL = {chr(c) for c in range(32)} | {"\x7f"}
 
 @record
 class Refusal:
+    """Why the server turns a request away, and the ERROR the client is told."""
+
     code: int
     message: str  # what the client is told
     why: str  # machine-readable: path-escape, bad-name, not-found, not-a-file, no-permission, read-only, exists
@@ -33,6 +35,8 @@ class Refusal:
 
 @record
 class ReadTarget:
+    """A file opened to be served."""
+
     path: Path
     fd: int
     size: int
@@ -40,6 +44,8 @@ class ReadTarget:
 
 @record
 class WriteTarget:
+    """Where an upload will land."""
+
     path: Path
     exists: bool
 

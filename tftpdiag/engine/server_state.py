@@ -36,6 +36,8 @@ class ServerSetupError(Exception):
 
 @record
 class ServerConfig:
+    """How serve runs: root, addresses, what it allows, its option policy and limits."""
+
     root: Path
     bind: tuple[str, ...] = ("0.0.0.0", "::")
     port: int = 69
@@ -55,6 +57,8 @@ class ServerConfig:
 
 @dataclass(eq=False)
 class _Listener:
+    """A socket the server listens on."""
+
     sock: socket.socket
     local: Address
     family: int
@@ -62,6 +66,8 @@ class _Listener:
 
 @dataclass(eq=False)
 class _Active:
+    """A session the server runs: its machine, socket and file."""
+
     machine: Session
     sock: socket.socket
     own_socket: bool

@@ -44,6 +44,8 @@ class StormSetupError(Exception):
 
 @record
 class StormConfig:
+    """A storm: how many simulated devices ask for which file, and how."""
+
     host: str
     filename: str
     port: int = 69
@@ -66,6 +68,8 @@ class StormConfig:
 
 @record
 class DeviceResult:
+    """How one simulated device's download ended."""
+
     index: int
     local: Address
     ok: bool  # completed, and the bytes are those expected (set by the caller's check)

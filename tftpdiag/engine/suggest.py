@@ -29,6 +29,8 @@ CUTOFF = 0.75  # difflib similarity a close spelling needs
 
 @record
 class _Listing:
+    """A directory's names, kept until it changes, for near-miss suggestions."""
+
     mtime_ns: int
     by_lower: dict[str, str]  # case-folded name -> the name as it is on disk
     forward: list[str]  # the case-folded names, sorted: a misspelling late in a name sorts near it

@@ -31,6 +31,8 @@ _EXPIRE_EVERY = 1.0  # seconds between looks for transfers gone quiet
 
 @record
 class WatchConfig:
+    """What watch captures: the interface, ports and hosts, and when a transfer counts as stopped."""
+
     interface: str
     ports: tuple[int, ...] = (69,)
     hosts: tuple[str, ...] = ()

@@ -16,6 +16,8 @@ Address: TypeAlias = tuple[str, int]
 
 @record
 class Datagram:
+    """One captured UDP datagram, as the observer replays it."""
+
     time: float  # epoch seconds
     src: Address
     dst: Address

@@ -106,6 +106,8 @@ class Reason(StrEnum):
 
 @record
 class TransferStats:
+    """A transfer's figures so far: bytes, time, blocks, packets, retransmits, duplicates, timeouts."""
+
     bytes: int
     duration: float
     blocks: int
@@ -125,6 +127,8 @@ class TransferStats:
 
 @record
 class TransferStarted:
+    """A session began: its role, its ends and the request."""
+
     session: int
     time: float
     role: Role
@@ -147,6 +151,8 @@ class TransferStarted:
 # machines never do).
 @record
 class PacketSent:
+    """A datagram went out."""
+
     session: int
     time: float
     local: Address
@@ -158,6 +164,8 @@ class PacketSent:
 
 @record
 class PacketReceived:
+    """A datagram came in."""
+
     session: int
     time: float
     local: Address
@@ -286,6 +294,8 @@ class PeerLocked:
 
 @record
 class OptionsNegotiated:
+    """The options both ends now use."""
+
     session: int
     time: float
     negotiated: Negotiated
@@ -309,6 +319,8 @@ class Retransmit:
 
 @record
 class TimedOut:
+    """Nothing came within the timeout."""
+
     session: int
     time: float
     waited: float
@@ -329,6 +341,8 @@ class Progress:
 
 @record
 class Completed:
+    """The transfer ended well."""
+
     session: int
     time: float
     stats: TransferStats
@@ -336,6 +350,8 @@ class Completed:
 
 @record
 class Failed:
+    """The transfer ended in failure, and why."""
+
     session: int
     time: float
     reason: Reason

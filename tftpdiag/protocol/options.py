@@ -53,6 +53,8 @@ class Verdict(StrEnum):
 
 @record
 class OptionOutcome:
+    """What became of one option the client asked for."""
+
     name: str
     asked: str | None
     granted: str | None

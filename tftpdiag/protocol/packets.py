@@ -115,6 +115,8 @@ class Request:
 
 @record  # one per datagram (see PacketSent)
 class Data:
+    """A DATA packet: one block of the file."""
+
     block: int
     payload: bytes
 
@@ -123,6 +125,8 @@ class Data:
 
 @record
 class Ack:
+    """An ACK packet: the receiver took every block up to ``block``."""
+
     block: int
 
     opcode = Opcode.ACK
@@ -130,6 +134,8 @@ class Ack:
 
 @record
 class Error:
+    """An ERROR packet: the transfer ends with ``code`` and ``message``."""
+
     code: int
     message: str = ""
 
@@ -142,6 +148,8 @@ class Error:
 
 @record
 class OAck:
+    """An OACK packet: the options the server accepted, with its values."""
+
     options: Options
 
     opcode = Opcode.OACK

@@ -30,6 +30,8 @@ _UNREACHABLE = ("no-reply", "host-unreachable", "port-unreachable")
 
 @record
 class PxeRequest:
+    """What a pxe check asks: as which architecture, from which interface, and whether to probe."""
+
     arch: Arch
     interface: str | None = None
     mac: bytes | None = None
@@ -40,6 +42,8 @@ class PxeRequest:
 
 @dataclass
 class PxeReport:
+    """What a pxe check found, from DHCP to the boot file's probe."""
+
     request: PxeRequest
     interface: Interface
     identity: ClientIdentity

@@ -31,6 +31,8 @@ class TraceError(Exception):
 
 @record
 class TraceLoad:
+    """A trace file read back: its events and what was wrong with it."""
+
     path: Path
     kind: str  # "jsonl", "pcap" or "pcapng"
     events: list[Event]

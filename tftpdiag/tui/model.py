@@ -102,6 +102,8 @@ class Forgotten:
 
 @dataclass
 class Changes:
+    """What changed since the view last drew: the work of its next refresh."""
+
     sessions: set[int] = field(default_factory=set)
     new_sessions: list[int] = field(default_factory=list)
     ended: list[int] = field(default_factory=list)
