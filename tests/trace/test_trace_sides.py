@@ -269,3 +269,13 @@ def test_a_captures_findings_name_the_client_not_tftpdiag(finding_id: str, captu
     # The same transfer made by tftpdiag's own client reads as it always did.
     mine = one(analyze(as_live(events)), finding_id)
     assert live in words(mine), words(mine)
+
+
+def test_a_client_that_does_not_answer_the_second_session_is_not_said_to() -> None:
+    """tftpdiag answers a stray with ERROR 5; a device in a capture may not: the finding says what the
+    capture shows."""
+    unanswered = [d for d in second_session() if d.dst != TID2]
+    f = one(analyze(rebuild(unanswered)), "stray-packets")
+    assert f"{CLIENT} did not answer and went on" in f.summary, words(f)
+    assert "from 192.0.2.1:51001, not answered" in f.evidence[0], f.evidence
+    assert "ERROR 5" not in words(f), words(f)

@@ -196,16 +196,22 @@ def stray_packets(s: SessionState, ctx: Context) -> Finding | None:
     second_session = (s.client_side and peer is not None and all(x[0] == peer[0] for x in s.stray_from)
                       and (isinstance(packet, OAck) or (isinstance(packet, Data) and packet.block == 1)
                            or (isinstance(packet, Ack) and packet.block == 0)))
-    ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, answered with ERROR 5"]
+    # Whether the strays were answered is what the session shows: tftpdiag answers all but an ERROR, the
+    # client in a capture may answer none.
+    answered = s.stray_answered > 0
+    ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, " + ("answered with ERROR 5" if answered
+                                                                      else "not answered")]
     if second_session:
         summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} came from {sources} instead of this transfer's "
                    f"port {fmt_addr(peer)}: the server answered a request twice (a second session, after a resent "
-                   f"or duplicated request); {s.us} answered with ERROR 5 and went on")
+                   f"or duplicated request); {s.us} {'answered with ERROR 5' if answered else 'did not answer'} "
+                   f"and went on")
+        ends = "ends on ERROR 5" if answered else "gives up on its own, unanswered"
         return Finding("stray-packets", INFO, summary, evidence(ev),
-                       "Harmless: the second session ends on ERROR 5. It happens when the first answer was slow "
-                       "and the request was resent.", s.session)
+                       f"Harmless: the second session {ends}. It happens when the first answer was slow and the "
+                       "request was resent.", s.session)
     summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} from {sources}, not this transfer's peer "
-               f"{fmt_addr(peer)}: answered with ERROR 5 (unknown transfer ID)")
+               f"{fmt_addr(peer)}: " + ("answered with ERROR 5 (unknown transfer ID)" if answered else "not answered"))
     return Finding("stray-packets", WARNING, summary, evidence(ev),
                    "Another host or program sends to this transfer's port, or a NAT changed the peer's port "
                    "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)

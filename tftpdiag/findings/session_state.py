@@ -46,7 +46,7 @@ class SessionState:
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps",
-        "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
+        "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx",
         "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
@@ -121,6 +121,9 @@ class SessionState:
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
         self.stray_first: tuple[float, Address, Packet | None] | None = None
+        # ERRORs this end sent to a stray source: tftpdiag answers each (but an ERROR) with ERROR 5; the
+        # client in a capture may answer, or not
+        self.stray_answered = 0
         self.unexpected: list[tuple[float, str, str]] = []
         self.malformed = 0
         self.late = 0
