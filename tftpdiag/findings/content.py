@@ -51,10 +51,14 @@ def netascii_binary(s: SessionState, ctx: Context) -> Finding | None:
     ev = [f"{s.scanned:,} bytes of DATA looked at"]
     if s.binary_block is not None:
         ev.append(f"DATA {s.binary_block}: first bytes text never holds")
-    who = "Use" if s.client_side else "The client asked for netascii: it should use"
+    if s.client_side and not s.observed:
+        who = "Use"
+    else:  # the client chose netascii: the fix is on it
+        client = s.us if s.observed else "the client"
+        who = f"{client[:1].upper()}{client[1:]} asked for netascii: it should use"
     return Finding("netascii-binary", WARNING, summary, evidence(ev),
                    f"{who} octet (binary) mode: tftp-hpa's client defaults to netascii (-m binary, or its `binary` "
-                   "command); tftpdiag uses octet unless told --mode netascii.", s.session)
+                   f"command){s.ours_only('; tftpdiag uses octet unless told --mode netascii')}.", s.session)
 
 
 RULES = (tsize_mismatch, netascii_binary)

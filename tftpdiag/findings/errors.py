@@ -370,11 +370,9 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
             if isinstance(p, Ack):
                 items.append(f"{s.t(t)}: {describe(p)} after the ERROR (pin/tftp#99)")
             elif isinstance(p, Error) and res.raised_by is Side.LOCAL:
-                ours = "the client's" if s.observed else "our"
-                items.append(f"{s.t(t)}: {describe(p)} answering {ours} ERROR (tftpy#106)")
+                items.append(f"{s.t(t)}: {describe(p)} answering {s.our} ERROR (tftpy#106)")
         if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code == 4:
-            who = f"the client {fmt_addr(s.local)}" if s.observed else "tftpdiag"
-            items.append(f"{s.t(res.time)}: {who} ended the transfer: {res.message}")
+            items.append(f"{s.t(res.time)}: {s.us} ended the transfer: {res.message}")
     if not items:
         return None
     summary = f"{s.other.capitalize()} broke the protocol: {items[0].split(': ', 1)[1]}"
@@ -382,7 +380,7 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
         summary += f" (and {len(items) - 1} more)"
     return Finding("protocol-breach", WARNING, summary, evidence(items),
                    f"{s.other.capitalize()} sent packets RFC 1350 does not allow here; if it is a device, look for a "
-                   "firmware update; tftpdiag survives them.", s.session)
+                   f"firmware update{s.ours_only('; tftpdiag survives them')}.", s.session)
 
 
 @rule("local-error", after=("tsize-overrun", "tsize-short", "size-limit"))

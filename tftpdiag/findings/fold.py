@@ -274,6 +274,8 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
         return s.oack_tx == 1
     if isinstance(p, Error):
         s.err_tx = (t, p.code, p.message)
+        if ev.peer in s.stray_from:
+            s.stray_answered += 1
         return True
     return False
 

@@ -51,13 +51,15 @@ def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
           f"{s.t(res.time)}: {res.message}"]
     # Who can leave the tsize out, and which limit still bounds the transfer then, depends on the side:
     # our probe asks for it; an uploading client announces it to our server on its own.
-    if s.client_side:
+    if s.observed:  # the client is a device, not tftpdiag: what it keeps and which flags it has are its own
+        without = "the client can ask without it (leave tsize out of its request)"
+    elif s.client_side:
         without = "ask without it (probe --no-tsize): --max-size still bounds the download"
     else:
         without = ("the client can upload without it (leave out its tsize option); serve --max-upload SIZE "
                    "bounds uploads then")
-    suggestion = ("Nothing was kept. The file changed while it was sent, or the sender is broken or hostile (a "
-                  f"sender that never stops can fill a disk). If only its tsize is wrong, {without}.")
+    suggestion = (s.ours_only("Nothing was kept. ") + "The file changed while it was sent, or the sender is broken "
+                  f"or hostile (a sender that never stops can fill a disk). If only its tsize is wrong, {without}.")
     return Finding("tsize-overrun", ERROR, summary, evidence(ev), suggestion, s.session)
 
 

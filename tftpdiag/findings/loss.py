@@ -36,7 +36,7 @@ def large_block_loss(s: SessionState, ctx: Context) -> Finding | None:
     wire = b + 4 + overhead
     waits = sum(1 for e in s.timeouts if s.neg_time is None or e.time >= s.neg_time) or s.n_timeouts
     if s.client_side and s.receiver:
-        summary = (f"The OACK (blksize {b}) and our ACK 0 got through, but no DATA ever came ({waits} timeouts "
+        summary = (f"The OACK (blksize {b}) and {s.our} ACK 0 got through, but no DATA ever came ({waits} timeouts "
                    f"waiting for DATA 1): IPv{version} packets of {wire:,} bytes are lost on the path (an MTU below "
                    f"that, or IP fragments dropped)")
         oack = s.negotiated.oack if s.negotiated is not None else None  # set: large_block_case saw the OACK
@@ -95,7 +95,7 @@ def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
     if s.ooo_first is not None:
         ev.append(f"{s.t(s.ooo_first[0])}: {s.ooo_first[1]} arrived past a gap")
     if s.stats is not None:
-        ev.append(f"{s.stats.retransmits} packets resent by tftpdiag in {s.stats.duration:.1f} s")
+        ev.append(f"{s.stats.retransmits} packets resent by {s.us} in {s.stats.duration:.1f} s")
     if s.gap_data or s.gap_ack:
         ev.append(f"the capture also lacks {s.gap_data + s.gap_ack} packets the transfer shows were delivered: not "
                   f"counted here (see capture-gaps)")
@@ -160,9 +160,9 @@ def sorcerers_apprentice(s: SessionState, ctx: Context) -> Finding | None:
         return None
     t, first = s.sas_first
     summary = (f"{s.other.capitalize()} sends DATA again for every duplicate ACK (the Sorcerer's Apprentice bug): "
-               f"from block {first} on, {s.sas_hits} of {since} blocks came twice, each right after one of our "
-               f"repeated ACKs, so every block travels twice")
-    ev = [f"{s.t(t)}: DATA {first} came again right after our repeated ACK {(first - 1) & 0xFFFF}",
+               f"from block {first} on, {s.sas_hits} of {since} blocks came twice, each right after one of "
+               f"{s.our} repeated ACKs, so every block travels twice")
+    ev = [f"{s.t(t)}: DATA {first} came again right after {s.our} repeated ACK {(first - 1) & 0xFFFF}",
           f"{s.dup_data} duplicate DATA in all, {s.data_rx} blocks"]
     return Finding("sorcerers-apprentice", WARNING, summary, evidence(ev),
                    "Fix the sender: RFC 1123 (4.2.3.1) says to resend only on a timeout, never on a duplicate ACK "
@@ -176,10 +176,10 @@ def window_overrun(s: SessionState, ctx: Context) -> Finding | None:
         return None
     t, block, acked = s.overrun_first
     ws = s.windowsize
-    summary = (f"{s.other.capitalize()} sent DATA {block} when our last ACK ({acked}) allowed blocks up to "
+    summary = (f"{s.other.capitalize()} sent DATA {block} when {s.our} last ACK ({acked}) allowed blocks up to "
                f"{(acked + ws) & 0xFFFF} (windowsize {ws}): it does not go by the ACK number, so blocks past a gap "
                f"are thrown away and sent again ({s.overrun} past the window in all)")
-    ev = [f"{s.t(t)}: DATA {block} arrived; our last ACK was {acked}",
+    ev = [f"{s.t(t)}: DATA {block} arrived; {s.our} last ACK was {acked}",
           f"{s.ooo} blocks out of order, {s.window_gaps + s.n_timeouts} recoveries"]
     return Finding("window-overrun", WARNING, summary, evidence(ev),
                    f"A window bug in {s.other} (as uftpd#44, a sender ignoring the ACK number after a loss): use "
@@ -196,16 +196,22 @@ def stray_packets(s: SessionState, ctx: Context) -> Finding | None:
     second_session = (s.client_side and peer is not None and all(x[0] == peer[0] for x in s.stray_from)
                       and (isinstance(packet, OAck) or (isinstance(packet, Data) and packet.block == 1)
                            or (isinstance(packet, Ack) and packet.block == 0)))
-    ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, answered with ERROR 5"]
+    # Whether the strays were answered is what the session shows: tftpdiag answers all but an ERROR, the
+    # client in a capture may answer none.
+    answered = s.stray_answered > 0
+    ev = [f"{s.t(t)}: {describe(packet)} from {fmt_addr(addr)}, " + ("answered with ERROR 5" if answered
+                                                                      else "not answered")]
     if second_session:
         summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} came from {sources} instead of this transfer's "
                    f"port {fmt_addr(peer)}: the server answered a request twice (a second session, after a resent "
-                   f"or duplicated request); tftpdiag answered with ERROR 5 and went on")
+                   f"or duplicated request); {s.us} {'answered with ERROR 5' if answered else 'did not answer'} "
+                   f"and went on")
+        ends = "ends on ERROR 5" if answered else "gives up on its own, unanswered"
         return Finding("stray-packets", INFO, summary, evidence(ev),
-                       "Harmless: the second session ends on ERROR 5. It happens when the first answer was slow "
-                       "and the request was resent.", s.session)
+                       f"Harmless: the second session {ends}. It happens when the first answer was slow and the "
+                       "request was resent.", s.session)
     summary = (f"{s.stray} packet{'s' if s.stray != 1 else ''} from {sources}, not this transfer's peer "
-               f"{fmt_addr(peer)}: answered with ERROR 5 (unknown transfer ID)")
+               f"{fmt_addr(peer)}: " + ("answered with ERROR 5 (unknown transfer ID)" if answered else "not answered"))
     return Finding("stray-packets", WARNING, summary, evidence(ev),
                    "Another host or program sends to this transfer's port, or a NAT changed the peer's port "
                    "mid-transfer: look for a second TFTP server, port rewriting, or a scanner.", s.session)

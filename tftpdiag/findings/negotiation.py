@@ -140,8 +140,12 @@ def option_refused(s: SessionState, ctx: Context) -> Finding | None:
         summary = (f"{server} refused the options with {sent_as(res, code)}; asked: {fmt_options(s.requested)}"
                    f" ({s.mode} mode)")
         hints = _refusal_hints(s, s.req)
-        hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one it "
-                     "refuses")
+        if s.observed:  # the fix is on the device or its server, not in a flag of tftpdiag's
+            hints.append("the client did not fall back to a request without them: take the refused options out "
+                         "of its request, or let the server accept them")
+        else:
+            hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one "
+                         "it refuses")
         ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(s.requested)}"
               for t in s.request_times[:1]]
         ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {server}")
@@ -208,7 +212,7 @@ def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
     server = fmt_addr(s.locked or s.peer)
     summary = f"{server} sent a bad OACK: {'; '.join(problems)}"
     if refused is not None:
-        summary += "; tftpdiag refused it with ERROR 8, as strict clients do"
+        summary += f"; {s.us} refused it with ERROR 8, as strict clients do"
     ev = [f"{s.t(t)}: OACK {fmt_options(opts)}" + (f" ({note.value})" if note.value else "")
           for t, opts, note, _ in s.oacks_rx[:3]]
     ev.insert(0, f"asked: {fmt_options(s.requested)}")

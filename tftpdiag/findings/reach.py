@@ -220,8 +220,8 @@ def server_stopped(s: SessionState, ctx: Context) -> Finding | None:
         first = "OACK" if s.oacks_rx else "first answer"
         summary = (f"{server} sent its {first}, then nothing more: {attempt} timeouts in {duration:.1f} s waiting "
                    f"for {waiting}")
-        suggestion = ("The server may not take our answer to its OACK (check its log), or a firewall lets its first "
-                      "packet through and drops what follows; try without options, or from the server's own "
+        suggestion = (f"The server may not take {s.our} answer to its OACK (check its log), or a firewall lets its "
+                      "first packet through and drops what follows; try without options, or from the server's own "
                       "network.")
     else:
         summary = (f"{server} stopped {'sending DATA' if s.receiver else 'acknowledging'} after block {s.pos} "

@@ -45,7 +45,7 @@ def rollover_risk(s: SessionState, ctx: Context) -> Finding | None:
     else:
         fix = (f"Use blksize {need} or more (1468 gives {size // 1468 + 1:,} blocks) so it fits without rollover, "
                f"or make sure both sides wrap the block number (tftpd-hpa, dnsmasq, atftpd and U-Boot wrap "
-               f"65535 to 0; tftpdiag follows 0 or 1)")
+               f"65535 to 0{s.ours_only('; tftpdiag follows 0 or 1')})")
     ev = [f"{s.t(s.neg_time or s.last_time)}: size {size:,} B, blksize {s.blksize}"]
     if isinstance(s.result, Completed) and blocks_done(s) > MAX_BLOCKS:
         return Finding("rollover-risk", INFO,
@@ -65,7 +65,7 @@ def _how(s: SessionState) -> str:
         _, code, message = s.err_rx
         return f"it then sent ERROR {code} ({error_code_name(code)}) {message!r}"
     if isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
-        return f"tftpdiag then ended it: {res.message}"
+        return f"{s.us} then ended it: {res.message}"
     return "nothing came after it"
 
 

@@ -4,7 +4,7 @@ who the other end is)."""
 
 from __future__ import annotations
 
-from tftpdiag.findings.model import fmt_t
+from tftpdiag.findings.model import fmt_addr, fmt_t
 from tftpdiag.protocol.events import (
     Address,
     Completed,
@@ -46,7 +46,7 @@ class SessionState:
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps",
-        "stray", "stray_from", "stray_first", "unexpected", "malformed", "late", "late_log",
+        "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx",
         "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
@@ -121,6 +121,9 @@ class SessionState:
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
         self.stray_first: tuple[float, Address, Packet | None] | None = None
+        # ERRORs this end sent to a stray source: tftpdiag answers each (but an ERROR) with ERROR 5; the
+        # client in a capture may answer, or not
+        self.stray_answered = 0
         self.unexpected: list[tuple[float, str, str]] = []
         self.malformed = 0
         self.late = 0
@@ -242,3 +245,23 @@ class SessionState:
         """The other end in words: 'the server' or 'the client'."""
         return "the server" if self.client_side else "the client"
 
+    # -- this end in words ---------------------------------------------------------------------------
+    # A capture's events read as the client's (its packets are "sent", its ERROR "local"), so the rules
+    # treat it as they treat tftpdiag's own client; but tftpdiag only watched, and a text that says it
+    # resent, refused or ended something tells the engineer something false. Every text that speaks of
+    # this end takes its words from here.
+
+    @property
+    def us(self) -> str:
+        """This end as a sentence's subject: 'tftpdiag', or in a capture 'the client ADDRESS'."""
+        return f"the client {fmt_addr(self.local)}" if self.observed else "tftpdiag"
+
+    @property
+    def our(self) -> str:
+        """This end's, before a noun: 'our', or in a capture "the client's"."""
+        return "the client's" if self.observed else "our"
+
+    def ours_only(self, text: str) -> str:
+        """``text`` where tftpdiag is an end of the transfer (what it does, a flag to give it); nothing in
+        a capture, where neither end is tftpdiag and the fix is on the device or its server."""
+        return "" if self.observed else text
