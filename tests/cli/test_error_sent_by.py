@@ -115,8 +115,8 @@ def test_a_captured_clients_error_is_sent_by_the_client(tmp_path: Path) -> None:
     assert found["summary"].startswith(f"Client {C[0]}:{C[1]} ended the transfer with ERROR 0")
 
 
-def test_a_captured_oack_refusal_is_sent_by_the_client(tmp_path: Path) -> None:
-    """busybox tftp refusing an OACK."""
+def test_a_captured_oack_refusal_is_the_clients_not_tftpdiags(tmp_path: Path) -> None:
+    """busybox tftp refusing an OACK: the JSON and the finding both name the client."""
     refused = traced(tmp_path, [
         (0.0, C, S, rrq("f", ("blksize", "1024"))),
         (0.001, TID, C, encode(OAck((("blksize", "4096"),)))),
@@ -124,6 +124,9 @@ def test_a_captured_oack_refusal_is_sent_by_the_client(tmp_path: Path) -> None:
     ])
     error = refused["error"]
     assert (error["code"], error["raised_by"], error["sent_by"]) == (8, "local", "client")
+    (found,) = [f for f in refused["findings"] if f["id"] == "bad-oack"]
+    assert f"the client {C[0]}:{C[1]} refused it with ERROR 8" in found["summary"], found["summary"]
+    assert "tftpdiag" not in found["summary"]
 
 
 def test_a_captured_servers_error_is_sent_by_the_server(tmp_path: Path) -> None:
