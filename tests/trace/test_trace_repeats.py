@@ -155,6 +155,9 @@ def test_an_uploads_ack_sent_again_on_the_servers_timer_is_its_retransmit() -> N
     (seen,) = summaries(rebuilt)
     (was,) = summaries(e for e in res.events if e.session == 1)
     assert (seen["retransmits"], seen["timeouts"], seen["duplicates"]) == (was["retransmits"] + 4, was["timeouts"], 0)
+    # The count is the capture's, both sides' resends: not the client's alone (one of the five).
+    (loss,) = [f for f in analyze(rebuilt) if f.id == "packet-loss"]
+    assert "5 packets resent in the capture in" in "\n".join(loss.evidence), loss.evidence
 
 
 def test_an_uploads_final_ack_sent_again_after_the_end_is_the_servers_re_ack() -> None:
