@@ -20,7 +20,7 @@ from typing import Any
 
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
 from tftpdiag.fmt import quote
-from tftpdiag.protocol.events import Completed, Failed, Reason, Side
+from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.observer import CUT_WITHIN
 from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import SessionRecord, fmt_bytes
@@ -90,8 +90,7 @@ def attempt_of(record: SessionRecord) -> Attempt | None:
         a.outcome = DONE
     elif isinstance(result, Failed):
         a.error = result.message
-        # Who sent the ERROR: the record's own side (local) is the client when the record is a client's.
-        by_client = (result.raised_by is Side.LOCAL) == record.role.is_client
+        by_client = record.error_sender == "client"
         if result.code is not None and not by_client:
             a.outcome = MISSING if result.code == 1 else REFUSED
         elif result.code is not None and by_client and not record.data_seen and record.negotiated is not None:

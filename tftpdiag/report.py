@@ -38,15 +38,18 @@ def _addr(addr: tuple[str, int] | None) -> dict[str, Any] | None:
 
 
 def error_dict(record: SessionRecord) -> dict[str, Any] | None:
+    # sent_by: the side that sent the ERROR by its role, in a capture as live; raised_by stays as schema 1
+    # has it (local/peer), though in a capture "local" is the client's side, not tftpdiag.
     if record.refused is not None:
         r = record.refused
         # answered: whether the ERROR went back (a stray ACK or ERROR at the listening port is only logged)
-        return {"code": r.code, "message": r.message, "raised_by": "server", "reason": r.why, "answered": r.answered}
+        return {"code": r.code, "message": r.message, "raised_by": "server", "sent_by": record.error_sender,
+                "reason": r.why, "answered": r.answered}
     result = record.result
     if not isinstance(result, Failed):
         return None
     return {"code": result.code, "message": result.message, "raised_by": result.raised_by.value,
-            "reason": result.reason.value}
+            "sent_by": record.error_sender, "reason": result.reason.value}
 
 
 def options_dict(record: SessionRecord) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from tftpdiag.protocol.events import (
     RequestRetried,
     Retransmit,
     Role,
+    Side,
     SocketError,
     TimedOut,
     TransferStarted,
@@ -189,6 +190,19 @@ class SessionRecord:
         if self.role is None:
             return "download" if self.refused is None or self.refused.is_read else "upload"
         return "download" if self.role.is_download else "upload"
+
+    @property
+    def error_sender(self) -> str | None:
+        """The side that sent the ERROR that ended this session, by its role: "client" or "server"; None
+        when no ERROR went (a timeout, a stray packet at the listening port only logged). A failure's
+        ``raised_by`` says local or peer from the record's own side, which is tftpdiag's live but, in a
+        capture, the side whose role the record plays (the client's): only the role names it for both."""
+        if self.refused is not None:
+            return "server" if self.refused.answered else None
+        result = self.result
+        if not isinstance(result, Failed) or result.code is None or self.role is None:
+            return None
+        return "client" if (result.raised_by is Side.LOCAL) == self.role.is_client else "server"
 
     @property
     def client(self) -> Address | None:

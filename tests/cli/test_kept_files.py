@@ -312,7 +312,7 @@ def test_a_download_over_max_size_is_stopped(served: tuple[Path, int], tmp_path:
     summary = json.loads(result.stdout)
     assert summary["ok"] is False and summary["output"] is None
     assert summary["error"] == {"code": 3, "message": "download exceeds the limit of 102400 bytes",
-                                "raised_by": "local", "reason": "local"}
+                                "raised_by": "local", "sent_by": "client", "reason": "local"}
     assert problems(summary) == ["size-limit"], summary["findings"]
     found = summary["findings"][0]["summary"]
     assert "went over the size limit of 100.0 KiB (102,400 bytes) and was stopped after" in found
@@ -484,7 +484,7 @@ def test_a_disk_that_refuses_the_data_fails_the_download(served: tuple[Path, int
     summary = json.loads(result.stdout)
     assert summary["ok"] is False and summary["output"] is None
     assert summary["error"] == {"code": 3, "message": "disk full: File too large", "raised_by": "local",
-                                "reason": "local"}
+                                "sent_by": "client", "reason": "local"}
     assert problems(summary) == ["local-error"], summary["findings"]
     assert not out.exists() and parts(tmp_path) == []
 

@@ -256,7 +256,8 @@ def test_file_not_found_and_refused_options() -> None:
     events = rebuild(client_view(res))
     (rebuilt,) = summaries(events)
     assert_same(live, rebuilt)
-    assert rebuilt["error"] == {"code": 1, "message": "file not found", "raised_by": "peer", "reason": "peer-error"}
+    assert rebuilt["error"] == {"code": 1, "message": "file not found", "raised_by": "peer", "sent_by": "server",
+                                "reason": "peer-error"}
     failed = of(events, Failed)[0]
     assert (failed.reason, failed.raised_by) == (Reason.PEER_ERROR, Side.PEER)
     # A server that leaves an option out of its OACK: verdicts as the live client gives them.
@@ -428,7 +429,7 @@ def test_client_refusing_the_oack_with_error_8() -> None:
     (s,) = summaries(events)
     assert not s["ok"]
     assert s["error"] == {"code": 8, "message": "blksize 4096 exceeds the 1024 asked", "raised_by": "local",
-                          "reason": "protocol"}
+                          "sent_by": "client", "reason": "protocol"}
     assert [o["verdict"] for o in s["options"]["outcomes"]] == ["refused"]
     assert s["options"]["granted"] == {"blksize": "4096"}
 
@@ -684,7 +685,7 @@ def test_a_refusal_the_client_did_not_fall_back_from_ends_the_transfer_when_it_c
     first = summaries(events)[0]
     assert not first["ok"] and first["retried"] is None
     assert first["error"] == {"code": 8, "message": "Unsupported option(s) requested", "raised_by": "peer",
-                              "reason": "peer-error"}
+                              "sent_by": "server", "reason": "peer-error"}
     assert first["duration_s"] == pytest.approx(0.001)
     assert [(o["name"], o["verdict"]) for o in first["options"]["outcomes"]] == [
         ("blksize", "refused"), ("tsize", "refused")]

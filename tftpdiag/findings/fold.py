@@ -34,6 +34,7 @@ from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, Request
 _NONE = Note.NONE
 _DUP = Note.DUPLICATE
 _RETX = Note.RETRANSMIT
+_REACK = Note.REACK
 
 
 def on_started(s: SessionState, ev: TransferStarted) -> bool:
@@ -133,7 +134,9 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             _unexpected(s, t, p, ev.detail or "undecodable")
             return True
         return True
-    if note is _DUP or note is _RETX:
+    # (A re-ack received comes only in a capture of an upload: the server's ACK again, answering C's DATA
+    # sent again. A resend of the peer's, as its retransmit is.)
+    if note is _DUP or note is _RETX or note is _REACK:
         ref = s.last_move if s.last_move is not None else s.peer_answered
         quick = ref is not None and t - ref < QUICK and not s.episode_open
         if quick:

@@ -95,7 +95,9 @@ def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
     if s.ooo_first is not None:
         ev.append(f"{s.t(s.ooo_first[0])}: {s.ooo_first[1]} arrived past a gap")
     if s.stats is not None:
-        ev.append(f"{s.stats.retransmits} packets resent by {s.us} in {s.stats.duration:.1f} s")
+        # (A capture's count is what either side sent again, the server's resends too: not the client's alone.)
+        resent = "resent in the capture" if s.observed else f"resent by {s.us}"
+        ev.append(f"{s.stats.retransmits} packets {resent} in {s.stats.duration:.1f} s")
     if s.gap_data or s.gap_ack:
         ev.append(f"the capture also lacks {s.gap_data + s.gap_ack} packets the transfer shows were delivered: not "
                   f"counted here (see capture-gaps)")

@@ -6,11 +6,14 @@ What a capture can tell is more than what one side knows, so notes and counters 
   runs of consecutive blocks are grouped into one Retransmit event: reason "timeout" when the sender
   had heard nothing from the other side since its previous packet, or in lock-step (where a sender
   resends only on its timer), else "window-gap" (an ACK showed the gap).
-- An ACK repeated: C's is what the live receiver would have sent, a RETRANSMIT after a silence (its
-  timeout: counted in ``retransmits`` and ``timeouts``) or a REACK answering the server's repeat; the
-  server's (an upload) is a DUPLICATE to C, as to a live sender, counted in ``duplicates``. DATA C has
-  not acknowledged is no such repeat: an older ACK after it means C never got it (lost past the
-  capture point), so that ACK is C's timer's too.
+- An ACK repeated, by either receiver (C in a download, the server in an upload), is what a live
+  receiver would have sent: a RETRANSMIT after a silence (its timer's: counted in ``retransmits``, and
+  C's also in ``timeouts``) or a REACK answering the sender's repeat (counted in neither: the repeat it
+  answers was). Not a DUPLICATE: the sender may not have had the first copy (lost past the capture
+  point is why it sent again); only after the end, with nothing from C between, is the server's ACK
+  again one that came twice. DATA the receiver has not acknowledged is no such repeat: an older ACK
+  after it means the receiver never got it (lost past the capture point), so that ACK is its timer's too
+  (in an upload only in lock-step: the capture cannot tell which of a window's blocks the server has).
 - OUT_OF_ORDER: a DATA block of a download past a gap. Bytes count only blocks that arrive in order (a
   receiver drops the others and waits for the missing one, RFC 7440), except that an ACK from C
   covering blocks the capture never saw counts them (as full blocks: only the final one is short).
@@ -133,6 +136,10 @@ class ObserverFlow(ObserverState):
             if note is Note.NONE and n > self.acked + self.windowsize and n > self.ack_floor + self.windowsize:
                 self._ack_proof(n)
             self._sent(d, packet, note)
+            if n > self.acked and self.windowsize == 1:
+                # The mirror of a download's fresh block: lock-step DATA the server has not acknowledged asks
+                # for a new ACK; if its next is an older one, it did not get this block, so its timer sent it.
+                self.server_heard = False
 
     def _coalesced(self, d: Datagram, raw: bytes, wire: int, from_client: bool) -> bool:
         """A capture taken where the kernel had not yet cut a window into datagrams (UDP GSO on the
@@ -198,9 +205,12 @@ class ObserverFlow(ObserverState):
         phase = self.phase
         if phase != TRANSFERRING:
             if phase == ENDED:
-                # (After the end C answers only the server's repeated final DATA: a REACK, as live.)
-                again = Note.REACK if from_client else Note.DUPLICATE
-                note = again if self.absolute(wire) <= self.acked else Note.LATE
+                # After the end a receiver only answers the sender's repeated final DATA: a REACK, as live. (No
+                # timer resends a final ACK: the server's again with nothing from C between came twice.)
+                if self.absolute(wire) > self.acked:
+                    note = Note.LATE
+                else:
+                    note = Note.REACK if from_client or self.server_heard else Note.DUPLICATE
                 self._packet(d, packet, from_client, note)
                 return
             self._begin_data(now)  # an upload's ACK 0, or C's ACK 0 after the OACK
@@ -209,19 +219,23 @@ class ObserverFlow(ObserverState):
             self._settle_proofs(n, now)
         previous = self.acked
         if n <= previous:
-            if not from_client:
-                self.duplicates += 1  # the server's ACK again: a duplicate where C is, as to a live sender
-                self._received(d, packet, Note.DUPLICATE)
-            elif self._sent_again(now, True):
-                # C's ACK again after a silence: its timer fired, and a live receiver resends its ACK then.
+            if self._sent_again(now, from_client):
+                # The receiver's ACK again after a silence: its timer fired, and a live receiver resends its
+                # ACK then (C's, or the server's in an upload).
                 self.retransmits += 1
-                self.events.append(Retransmit(self.sid, now, "timeout", wire, 1, self.client_attempt))
-                self._sent(d, packet, Note.RETRANSMIT)
-                # Waiting for it after the final block went by: C did not get that block (lost past the
-                # capture point), so the transfer completes with the ACK of a resent one, not before.
-                self.finishing = False
+                if from_client:
+                    attempt = self.client_attempt
+                    # Waiting for it after the final block went by: C did not get that block (lost past the
+                    # capture point), so the transfer completes with the ACK of a resent one, not before.
+                    self.finishing = False
+                else:
+                    self.ack_attempt = attempt = self.ack_attempt + 1 if self.ack_again == n else 1
+                    self.ack_again = n
+                self.events.append(Retransmit(self.sid, now, "timeout", wire, 1, attempt))
+                self._packet(d, packet, from_client, Note.RETRANSMIT)
             else:
-                self._sent(d, packet, Note.REACK)  # answering the server's repeated DATA (or a window's gap)
+                # Answering the sender's repeated DATA (or a window's gap), as a live receiver re-acks.
+                self._packet(d, packet, from_client, Note.REACK)
             return
         self.acked = n
         if from_client:  # _packet, unrolled: this runs for every ACK

@@ -60,7 +60,7 @@ class ObserverState:
         "data_max", "acked", "expected", "final", "finishing", "finish_time", "ahead", "sizes",
         "rollover", "wrap_decided", "bytes", "blocks", "sent", "received", "retransmits", "duplicates",
         "timeouts", "out_of_order", "stray", "last_progress", "requests",
-        "client_heard", "server_heard", "client_sent_at", "client_attempt",
+        "client_heard", "server_heard", "client_sent_at", "client_attempt", "ack_again", "ack_attempt",
         "run_index", "run_next", "run_first", "run_attempt", "strays", "refusal", "dropped",
         "ahead_at", "ack_floor", "proofs", "proof_first",
         "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream", "digest",
@@ -104,6 +104,8 @@ class ObserverState:
         self.server_heard = False  # the TID heard from C since it last sent
         self.client_sent_at = time
         self.client_attempt = 0
+        self.ack_again = -1  # upload: the block whose ACK the server last sent again on its timer
+        self.ack_attempt = 0  # and how many times in a row
         self.run_index = -1  # position (in the event stream) of the Retransmit event of the current run
         self.run_next = 0
         self.run_first: int | None = None
