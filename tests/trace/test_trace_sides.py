@@ -64,6 +64,22 @@ def test_a_capture_saved_as_jsonl_still_knows_it_was_observed() -> None:
     assert [f.id for f in analyze(again)] == ["client-aborted"]
 
 
+def test_a_failure_line_whose_start_was_cut_off_names_no_side() -> None:
+    """A capture's trace saved as JSON lines and cut before its TransferStarted (head, tail, a window): the
+    record knows neither its role nor that it was a capture, so the failure line names no sender, as the
+    JSON error's sent_by does not, rather than call the client's ERROR tftpdiag's."""
+    buf = io.StringIO()
+    writer = JsonlWriter(buf)
+    for e in rebuild(client_aborts()):
+        if not isinstance(e, TransferStarted):
+            writer.write(e)
+    table = SessionTable()
+    table.apply(read_events(io.StringIO(buf.getvalue())))
+    (record,) = table
+    assert record.role is None and record.error_sender is None
+    assert explain_failure(record) == "ERROR 0 (not defined): user abort"
+
+
 def as_live(events: list[Event]) -> list[Event]:
     """The same events without the capture's mark: as tftpdiag's own client would have published them."""
     return [TransferStarted(e.session, e.time, e.role, e.filename, e.mode, e.local, e.peer, e.requested)
