@@ -251,7 +251,8 @@ WORDS = [
                  "look for a firmware update; tftpdiag survives them.", id="protocol-breach"),
     pytest.param("rollover-risk", needs_rollover, "wrap 65535 to 0).", "65535 to 0; tftpdiag follows 0 or 1).",
                  id="rollover-risk"),
-    pytest.param("rollover-stall", client_ends_at_the_wrap, f"; {CLIENT} then ended it:", "; tftpdiag then ended it:",
+    pytest.param("rollover-stall", client_ends_at_the_wrap, f"and {CLIENT} does not do it (or does it differently); it "
+                 "then sent ERROR 4 (illegal TFTP operation) 'block number overflow'", "; tftpdiag then ended it:",
                  id="rollover-stall"),
     pytest.param("netascii-binary", netascii_binary, f"{CLIENT[0].upper()}{CLIENT[1:]} asked for netascii: it should "
                  "use octet", "Use octet (binary) mode", id="netascii-binary"),
@@ -295,3 +296,72 @@ def test_a_client_that_does_not_answer_the_second_session_is_not_said_to() -> No
     assert f"{CLIENT} did not answer and went on" in f.summary, words(f)
     assert "from 192.0.2.1:51001, not answered" in f.evidence[0], f.evidence
     assert "ERROR 5" not in words(f), words(f)
+
+
+# -- rollover-stall: who stopped at the wrap is what the capture shows ------------------------------------
+
+def download_to_the_wrap() -> list[Datagram]:
+    """8-byte blocks 1..65535 of a download, each acknowledged."""
+    return client_ends_at_the_wrap()[:-1]
+
+
+def upload_to_the_wrap() -> list[Datagram]:
+    """8-byte blocks 1..65535 of an upload, each acknowledged."""
+    out = [dgram(0.0, C, S, encode(Request(Opcode.WRQ, "big.bin", "octet", (("blksize", "8"),)))),
+           dgram(0.001, TID, C, oack(("blksize", "8")))]
+    t = 0.002
+    for block in range(1, 65536):
+        out.append(dgram(t, C, TID, encode_data(block, b"abcdefgh")))
+        out.append(dgram(t + 0.00001, TID, C, encode_ack(block)))
+        t += 0.00002
+    return out
+
+
+def server_silent_at_the_wrap() -> list[Datagram]:
+    """The client acknowledged 65535 and sends that ACK again on its timer: DATA 0 never comes."""
+    return [*download_to_the_wrap(), *(dgram(2.0 + t, C, TID, encode_ack(65535)) for t in (0.0, 1.0, 2.0))]
+
+
+def server_does_not_ack_block_0() -> list[Datagram]:
+    """The client sent DATA 0 after the ACK of 65535, and again on its timer: no ACK comes."""
+    return [*upload_to_the_wrap(), *(dgram(2.0 + t, C, TID, encode_data(0, b"abcdefgh")) for t in (0.0, 1.0, 2.0))]
+
+
+def client_silent_after_block_0() -> list[Datagram]:
+    """The server rolled over to DATA 0 and sends it again on its timer: the client never answers."""
+    return [*download_to_the_wrap(), *(dgram(2.0 + t, TID, C, encode_data(0, b"abcdefgh")) for t in (0.0, 1.0, 2.0))]
+
+
+def client_refuses_block_0() -> list[Datagram]:
+    """The server rolled over to DATA 0; the client answers it with an ERROR."""
+    return [*download_to_the_wrap(), dgram(2.0, TID, C, encode_data(0, b"abcdefgh")),
+            dgram(2.001, C, TID, encode(Error(4, "block number overflow")))]
+
+
+def client_sends_no_block_0() -> list[Datagram]:
+    """The server acknowledged 65535, and again on its timer: the client sends no DATA 0."""
+    return [*upload_to_the_wrap(), *(dgram(2.0 + t, TID, C, encode_ack(65535)) for t in (0.0, 1.0, 2.0))]
+
+
+@pytest.mark.parametrize("capture,words", [
+    pytest.param(server_silent_at_the_wrap, "and the server does not do it (or does it differently); nothing came "
+                 "after it", id="server-silent"),
+    pytest.param(server_does_not_ack_block_0, "and the server does not do it (or does it differently); nothing came "
+                 "after it", id="server-no-ack-0"),
+    pytest.param(client_silent_after_block_0, f"and {CLIENT} does not do it (or does it differently); it never "
+                 "acknowledged DATA 0", id="client-silent"),
+    pytest.param(client_refuses_block_0, f"and {CLIENT} does not do it (or does it differently); it then sent ERROR 4 "
+                 "(illegal TFTP operation) 'block number overflow'", id="client-error"),
+    pytest.param(client_ends_at_the_wrap, f"and {CLIENT} does not do it (or does it differently); it then sent ERROR "
+                 "4 (illegal TFTP operation) 'block number overflow'", id="client-error-before-0"),
+    pytest.param(client_sends_no_block_0, f"and {CLIENT} does not do it (or does it differently); it sent no DATA "
+                 "after ACK 65535", id="client-no-data-0"),
+])
+def test_a_rollover_stall_in_a_capture_names_the_side_that_stopped(capture: Callable[[], list[Datagram]],
+                                                                   words: str) -> None:
+    f = one(analyze(rebuild(capture())), "rollover-stall")
+    assert words in f.summary, f.summary
+    if "the server does not" in words:
+        assert "use a peer that wraps" in f.suggestion, f.suggestion
+    else:
+        assert "update the client" in f.suggestion and "tftpd-hpa" not in f.suggestion, f.suggestion
