@@ -230,6 +230,17 @@ def sent_past_tsize() -> list[Datagram]:
             dgram(0.0035, C, TID, encode(Error(3, "more than the announced size")))]
 
 
+def lock_step_over_a_slow_path() -> list[Datagram]:
+    """48 blocks in lock-step, each answered 4 ms after the client's ACK of the one before."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.004
+    for block in range(1, 50):
+        out.append(dgram(t, TID, C, encode_data(block, b"a" * (512 if block < 49 else 7))))
+        out.append(dgram(t + 0.0001, C, TID, encode_ack(block)))
+        t += 0.0041
+    return out
+
+
 CLIENT = "the client 192.0.2.10:40123"
 # (finding, capture, words in the capture's finding, words in the same finding of tftpdiag's own client)
 WORDS = [
@@ -258,6 +269,9 @@ WORDS = [
                  "use octet", "Use octet (binary) mode", id="netascii-binary"),
     pytest.param("option-refused", options_refused, "The client did not fall back to a request without them",
                  "(tftpdiag probe --sweep)", id="option-refused"),
+    pytest.param("latency-bound", lock_step_over_a_slow_path, f"{CLIENT[0].upper()}{CLIENT[1:]} sets the pace: its "
+                 "request should ask for windowsize (RFC 7440), e.g. 16", "Ask for windowsize (RFC 7440), e.g. 16",
+                 id="latency-bound"),
     pytest.param("tsize-overrun", sent_past_tsize, "the client can ask without it",
                  "Nothing was kept. The file changed", id="tsize-overrun"),
 ]
