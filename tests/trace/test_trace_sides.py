@@ -13,7 +13,7 @@ import pytest
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.events import Address, Event, TransferStarted
 from tftpdiag.protocol.packets import Error, OAck, Opcode, Options, Request, encode, encode_ack, encode_data
-from tftpdiag.report import explain_failure
+from tftpdiag.report import explain_failure, session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import Datagram
@@ -379,3 +379,56 @@ def test_a_rollover_stall_in_a_capture_names_the_side_that_stopped(capture: Call
         assert "use a peer that wraps" in f.suggestion, f.suggestion
     else:
         assert "update the client" in f.suggestion and "tftpd-hpa" not in f.suggestion, f.suggestion
+
+
+# -- duplicates: a capture counts none, and its findings speak of none -----------------------------------
+
+def server_resends() -> list[Datagram]:
+    """Four DATA sent again after a pause (the client's ACK lost past the capture point)."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.001
+    for block in range(1, 21):
+        data = encode_data(block, b"a" * (512 if block < 20 else 10))
+        out += [dgram(t, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        if block in (5, 9, 13, 17):
+            t += 1.0
+            out += [dgram(t, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        t += 0.001
+    return out
+
+
+def every_data_seen_twice() -> list[Datagram]:
+    """Each DATA twice, 0.1 ms apart: a copy the network (or a mirror port) made, or the server's."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.001
+    for block in range(1, 21):
+        data = encode_data(block, b"a" * (512 if block < 20 else 10))
+        out += [dgram(t, TID, C, data), dgram(t + 0.0001, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        t += 0.001
+    return out
+
+
+DUPLICATE_WORDS = re.compile(r"duplicat|came twice", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("capture", [server_resends, every_data_seen_twice, sorcerers_apprentice, client_resends])
+def test_a_captures_findings_speak_of_no_duplicates_where_its_counts_say_none(
+        capture: Callable[[], list[Datagram]]) -> None:
+    events = rebuild(capture())
+    table = SessionTable()
+    table.apply(events)
+    (record,) = table
+    summary = session_summary(record)
+    assert summary["duplicates"] == 0 and summary["retransmits"] > 0, summary
+    findings = analyze(events)
+    assert "duplicates" not in {f.id for f in findings}, [(f.id, f.summary) for f in findings]
+    for f in findings:
+        assert DUPLICATE_WORDS.search(words(f)) is None, (f.id, words(f))
+
+
+def test_the_same_repeats_live_are_duplicates() -> None:
+    """The same repeats without the capture's mark, as tftpdiag's own client's: the findings read as before."""
+    f = one(analyze(as_live(rebuild(every_data_seen_twice()))), "duplicates")
+    assert "19 packets from the server came twice (19 DATA): 19 within 20 ms" in f.summary, f.summary
+    sas = one(analyze(as_live(rebuild(sorcerers_apprentice()))), "sorcerers-apprentice")
+    assert "for every duplicate ACK" in sas.summary and "blocks came twice" in sas.summary, sas.summary
