@@ -143,17 +143,26 @@ def explain_failure(record: SessionRecord) -> str:
     result = record.result
     if not isinstance(result, Failed):
         return ""
-    peer = "the server" if record.role is None or record.role.is_client else "the client"
     if result.reason is Reason.INTERNAL:  # the peer was told other words than these (engine/broken.py)
+        peer = "the server" if record.role is None or record.role.is_client else "the client"
         told = f" ({peer} was sent ERROR {result.code})" if result.code is not None else ""
         return clean(result.message) + told
     if result.code is not None:
-        if result.raised_by.value == "peer":
-            who = peer
-        else:  # in a capture the side that is "local" is the client's, not tftpdiag's
-            who = f"the client {fmt_addr(record.client)}" if record.observed else "tftpdiag"
-        return f"{who} sent ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
+        said = f"ERROR {result.code} ({error_code_name(result.code)}): {clean(result.message)}"
+        # Which side sent it is SessionRecord.error_sender's rule alone; a record that does not know
+        # (its start cut off a trace) names no side rather than guess.
+        sender = record.error_sender
+        return said if sender is None else f"{_side_words(record, sender)} sent {said}"
     return clean(result.message)
+
+
+def _side_words(record: SessionRecord, side: str) -> str:
+    """A side of the transfer by its role ("client" or "server") in words: "tftpdiag" where it is
+    tftpdiag's own side (live); in a capture neither is, and the client is named by its address."""
+    if record.observed:
+        return f"the client {fmt_addr(record.client)}" if side == "client" else "the server"
+    own = "client" if record.role is not None and record.role.is_client else "server"
+    return "tftpdiag" if side == own else f"the {side}"
 
 
 def file_size_text(file_bytes: int | None, wire_bytes: int) -> str:

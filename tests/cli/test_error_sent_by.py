@@ -140,3 +140,31 @@ def test_a_capture_that_just_stops_has_no_sender(tmp_path: Path) -> None:
     stopped = traced(tmp_path, [(0.0, C, S, rrq("f")), (0.001, TID, C, encode_data(1, b"x" * 512)),
                                 (0.0015, C, TID, encode_ack(1)), (30.0, C, TID, encode_ack(1))])
     assert stopped["error"]["reason"] == "timeout" and stopped["error"]["sent_by"] is None
+
+
+# -- the failure line says the same: its words take the sender from the same rule (error_sender) --------
+
+def test_a_probes_failure_line_reads_as_before(tmp_path: Path) -> None:
+    """Live, the probe's own side is tftpdiag: the server's ERROR is the server's, the probe's is tftpdiag's."""
+    (tmp_path / "image.bin").write_bytes(os.urandom(300_000))
+    with TftpServer(ServerConfig(root=tmp_path, bind=(LOOP,), port=0), EventBus()) as server:
+        port = server.addresses[0][1]
+        missing = run("probe", LOOP, "nope.bin", "--port", str(port), "-q")
+        stopped = run("probe", LOOP, "image.bin", "--port", str(port), "-q", "--max-size", "100K", "--no-tsize")
+    assert missing.returncode == stopped.returncode == 1, (missing.stderr, stopped.stderr)
+    assert f"nope.bin from {LOOP}:{port}: the server sent ERROR 1 (file not found): " in missing.stderr, missing.stderr
+    assert f"image.bin from {LOOP}:{port}: tftpdiag sent ERROR 3 (disk full or allocation exceeded): " in \
+        stopped.stderr, stopped.stderr
+
+
+def test_a_captures_failure_line_names_the_client_that_ended_it(tmp_path: Path) -> None:
+    path = tmp_path / "capture.pcap"
+    with PcapWriter(path) as writer:
+        for t, src, dst, raw in [(0.0, C, S, rrq("big.img")), (0.001, TID, C, encode_data(1, b"x" * 512)),
+                                 (0.0015, C, TID, encode(Error(0, "Interrupted by user")))]:
+            writer.write(1.7e9 + t, src, dst, raw)
+    shown = run("trace", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"failed: the client {C[0]}:{C[1]} sent ERROR 0 (not defined): Interrupted by user" in shown.stdout, \
+        shown.stdout
+    assert "tftpdiag sent" not in shown.stdout

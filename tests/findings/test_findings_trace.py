@@ -56,5 +56,7 @@ def test_findings_from_a_capture_match_the_live_ones(tmp_path: Path) -> None:
     ours = [e.session for e in trace.events if isinstance(e, TransferStarted) and e.peer[1] in ports]
     findings = analyze(trace.events)
     by_session = [{f.id for f in findings if f.session == sid} for sid in ours]
-    assert by_session == [live["large"], live["clean"], live["missing"], live["lossy"]], \
+    # Less "duplicates": what our client received twice a capture counts as the server's retransmits (it
+    # cannot tell a copy from a resend), and packet-loss tells them.
+    assert by_session == [live["large"], live["clean"], live["missing"], live["lossy"] - {"duplicates"}], \
         [(f.session, f.id, f.summary) for f in findings if f.session in ours]

@@ -13,7 +13,7 @@ import pytest
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.events import Address, Event, TransferStarted
 from tftpdiag.protocol.packets import Error, OAck, Opcode, Options, Request, encode, encode_ack, encode_data
-from tftpdiag.report import explain_failure
+from tftpdiag.report import explain_failure, session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import Datagram
@@ -62,6 +62,22 @@ def test_a_capture_saved_as_jsonl_still_knows_it_was_observed() -> None:
     (started,) = [e for e in again if isinstance(e, TransferStarted)]
     assert started.observed
     assert [f.id for f in analyze(again)] == ["client-aborted"]
+
+
+def test_a_failure_line_whose_start_was_cut_off_names_no_side() -> None:
+    """A capture's trace saved as JSON lines and cut before its TransferStarted (head, tail, a window): the
+    record knows neither its role nor that it was a capture, so the failure line names no sender, as the
+    JSON error's sent_by does not, rather than call the client's ERROR tftpdiag's."""
+    buf = io.StringIO()
+    writer = JsonlWriter(buf)
+    for e in rebuild(client_aborts()):
+        if not isinstance(e, TransferStarted):
+            writer.write(e)
+    table = SessionTable()
+    table.apply(read_events(io.StringIO(buf.getvalue())))
+    (record,) = table
+    assert record.role is None and record.error_sender is None
+    assert explain_failure(record) == "ERROR 0 (not defined): user abort"
 
 
 def as_live(events: list[Event]) -> list[Event]:
@@ -214,6 +230,17 @@ def sent_past_tsize() -> list[Datagram]:
             dgram(0.0035, C, TID, encode(Error(3, "more than the announced size")))]
 
 
+def lock_step_over_a_slow_path() -> list[Datagram]:
+    """48 blocks in lock-step, each answered 4 ms after the client's ACK of the one before."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.004
+    for block in range(1, 50):
+        out.append(dgram(t, TID, C, encode_data(block, b"a" * (512 if block < 49 else 7))))
+        out.append(dgram(t + 0.0001, C, TID, encode_ack(block)))
+        t += 0.0041
+    return out
+
+
 CLIENT = "the client 192.0.2.10:40123"
 # (finding, capture, words in the capture's finding, words in the same finding of tftpdiag's own client)
 WORDS = [
@@ -235,12 +262,16 @@ WORDS = [
                  "look for a firmware update; tftpdiag survives them.", id="protocol-breach"),
     pytest.param("rollover-risk", needs_rollover, "wrap 65535 to 0).", "65535 to 0; tftpdiag follows 0 or 1).",
                  id="rollover-risk"),
-    pytest.param("rollover-stall", client_ends_at_the_wrap, f"; {CLIENT} then ended it:", "; tftpdiag then ended it:",
+    pytest.param("rollover-stall", client_ends_at_the_wrap, f"and {CLIENT} does not do it (or does it differently); it "
+                 "then sent ERROR 4 (illegal TFTP operation) 'block number overflow'", "; tftpdiag then ended it:",
                  id="rollover-stall"),
     pytest.param("netascii-binary", netascii_binary, f"{CLIENT[0].upper()}{CLIENT[1:]} asked for netascii: it should "
                  "use octet", "Use octet (binary) mode", id="netascii-binary"),
     pytest.param("option-refused", options_refused, "The client did not fall back to a request without them",
                  "(tftpdiag probe --sweep)", id="option-refused"),
+    pytest.param("latency-bound", lock_step_over_a_slow_path, f"{CLIENT[0].upper()}{CLIENT[1:]} sets the pace: its "
+                 "request should ask for windowsize (RFC 7440), e.g. 16", "Ask for windowsize (RFC 7440), e.g. 16",
+                 id="latency-bound"),
     pytest.param("tsize-overrun", sent_past_tsize, "the client can ask without it",
                  "Nothing was kept. The file changed", id="tsize-overrun"),
 ]
@@ -279,3 +310,125 @@ def test_a_client_that_does_not_answer_the_second_session_is_not_said_to() -> No
     assert f"{CLIENT} did not answer and went on" in f.summary, words(f)
     assert "from 192.0.2.1:51001, not answered" in f.evidence[0], f.evidence
     assert "ERROR 5" not in words(f), words(f)
+
+
+# -- rollover-stall: who stopped at the wrap is what the capture shows ------------------------------------
+
+def download_to_the_wrap() -> list[Datagram]:
+    """8-byte blocks 1..65535 of a download, each acknowledged."""
+    return client_ends_at_the_wrap()[:-1]
+
+
+def upload_to_the_wrap() -> list[Datagram]:
+    """8-byte blocks 1..65535 of an upload, each acknowledged."""
+    out = [dgram(0.0, C, S, encode(Request(Opcode.WRQ, "big.bin", "octet", (("blksize", "8"),)))),
+           dgram(0.001, TID, C, oack(("blksize", "8")))]
+    t = 0.002
+    for block in range(1, 65536):
+        out.append(dgram(t, C, TID, encode_data(block, b"abcdefgh")))
+        out.append(dgram(t + 0.00001, TID, C, encode_ack(block)))
+        t += 0.00002
+    return out
+
+
+def server_silent_at_the_wrap() -> list[Datagram]:
+    """The client acknowledged 65535 and sends that ACK again on its timer: DATA 0 never comes."""
+    return [*download_to_the_wrap(), *(dgram(2.0 + t, C, TID, encode_ack(65535)) for t in (0.0, 1.0, 2.0))]
+
+
+def server_does_not_ack_block_0() -> list[Datagram]:
+    """The client sent DATA 0 after the ACK of 65535, and again on its timer: no ACK comes."""
+    return [*upload_to_the_wrap(), *(dgram(2.0 + t, C, TID, encode_data(0, b"abcdefgh")) for t in (0.0, 1.0, 2.0))]
+
+
+def client_silent_after_block_0() -> list[Datagram]:
+    """The server rolled over to DATA 0 and sends it again on its timer: the client never answers."""
+    return [*download_to_the_wrap(), *(dgram(2.0 + t, TID, C, encode_data(0, b"abcdefgh")) for t in (0.0, 1.0, 2.0))]
+
+
+def client_refuses_block_0() -> list[Datagram]:
+    """The server rolled over to DATA 0; the client answers it with an ERROR."""
+    return [*download_to_the_wrap(), dgram(2.0, TID, C, encode_data(0, b"abcdefgh")),
+            dgram(2.001, C, TID, encode(Error(4, "block number overflow")))]
+
+
+def client_sends_no_block_0() -> list[Datagram]:
+    """The server acknowledged 65535, and again on its timer: the client sends no DATA 0."""
+    return [*upload_to_the_wrap(), *(dgram(2.0 + t, TID, C, encode_ack(65535)) for t in (0.0, 1.0, 2.0))]
+
+
+@pytest.mark.parametrize("capture,words", [
+    pytest.param(server_silent_at_the_wrap, "and the server does not do it (or does it differently); nothing came "
+                 "after it", id="server-silent"),
+    pytest.param(server_does_not_ack_block_0, "and the server does not do it (or does it differently); nothing came "
+                 "after it", id="server-no-ack-0"),
+    pytest.param(client_silent_after_block_0, f"and {CLIENT} does not do it (or does it differently); it never "
+                 "acknowledged DATA 0", id="client-silent"),
+    pytest.param(client_refuses_block_0, f"and {CLIENT} does not do it (or does it differently); it then sent ERROR 4 "
+                 "(illegal TFTP operation) 'block number overflow'", id="client-error"),
+    pytest.param(client_ends_at_the_wrap, f"and {CLIENT} does not do it (or does it differently); it then sent ERROR "
+                 "4 (illegal TFTP operation) 'block number overflow'", id="client-error-before-0"),
+    pytest.param(client_sends_no_block_0, f"and {CLIENT} does not do it (or does it differently); it sent no DATA "
+                 "after ACK 65535", id="client-no-data-0"),
+])
+def test_a_rollover_stall_in_a_capture_names_the_side_that_stopped(capture: Callable[[], list[Datagram]],
+                                                                   words: str) -> None:
+    f = one(analyze(rebuild(capture())), "rollover-stall")
+    assert words in f.summary, f.summary
+    if "the server does not" in words:
+        assert "use a peer that wraps" in f.suggestion, f.suggestion
+    else:
+        assert "update the client" in f.suggestion and "tftpd-hpa" not in f.suggestion, f.suggestion
+
+
+# -- duplicates: a capture counts none, and its findings speak of none -----------------------------------
+
+def server_resends() -> list[Datagram]:
+    """Four DATA sent again after a pause (the client's ACK lost past the capture point)."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.001
+    for block in range(1, 21):
+        data = encode_data(block, b"a" * (512 if block < 20 else 10))
+        out += [dgram(t, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        if block in (5, 9, 13, 17):
+            t += 1.0
+            out += [dgram(t, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        t += 0.001
+    return out
+
+
+def every_data_seen_twice() -> list[Datagram]:
+    """Each DATA twice, 0.1 ms apart: a copy the network (or a mirror port) made, or the server's."""
+    out = [dgram(0.0, C, S, rrq())]
+    t = 0.001
+    for block in range(1, 21):
+        data = encode_data(block, b"a" * (512 if block < 20 else 10))
+        out += [dgram(t, TID, C, data), dgram(t + 0.0001, TID, C, data), dgram(t + 0.0005, C, TID, encode_ack(block))]
+        t += 0.001
+    return out
+
+
+DUPLICATE_WORDS = re.compile(r"duplicat|came twice", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("capture", [server_resends, every_data_seen_twice, sorcerers_apprentice, client_resends])
+def test_a_captures_findings_speak_of_no_duplicates_where_its_counts_say_none(
+        capture: Callable[[], list[Datagram]]) -> None:
+    events = rebuild(capture())
+    table = SessionTable()
+    table.apply(events)
+    (record,) = table
+    summary = session_summary(record)
+    assert summary["duplicates"] == 0 and summary["retransmits"] > 0, summary
+    findings = analyze(events)
+    assert "duplicates" not in {f.id for f in findings}, [(f.id, f.summary) for f in findings]
+    for f in findings:
+        assert DUPLICATE_WORDS.search(words(f)) is None, (f.id, words(f))
+
+
+def test_the_same_repeats_live_are_duplicates() -> None:
+    """The same repeats without the capture's mark, as tftpdiag's own client's: the findings read as before."""
+    f = one(analyze(as_live(rebuild(every_data_seen_twice()))), "duplicates")
+    assert "19 packets from the server came twice (19 DATA): 19 within 20 ms" in f.summary, f.summary
+    sas = one(analyze(as_live(rebuild(sorcerers_apprentice()))), "sorcerers-apprentice")
+    assert "for every duplicate ACK" in sas.summary and "blocks came twice" in sas.summary, sas.summary

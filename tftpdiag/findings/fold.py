@@ -261,6 +261,7 @@ def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     if isinstance(p, Data):
         if note is _NONE:
             s.data_tx += 1
+            s.data_tx_block = p.block
             s.fresh_t = t
             if s.first_data_len is None:
                 s.first_data_len = len(p.payload)

@@ -91,6 +91,7 @@ def _store_run(s: SessionState, received: int, sent: int, pos: int | None, moved
             s.ack_tx = ours_block
         else:
             s.data_tx += sent
+            s.data_tx_block = ours_block
     s.fresh_t = fresh
     s.last_time = t
     if samples:

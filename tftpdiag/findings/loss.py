@@ -113,6 +113,10 @@ def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
 
 @rule("duplicates")
 def duplicates(s: SessionState, ctx: Context) -> Finding | None:
+    if s.observed:
+        # A capture cannot tell a copy the network made from a resend: the observer notes every packet seen
+        # again as a retransmit (or a re-ack), and its counts say 0 duplicates. packet-loss tells the resends.
+        return None
     requests = max(s.requests_rx - 1, 0) if not s.client_side else 0
     total = s.dup_data + s.dup_ack + s.dup_other
     if total < 3:
@@ -161,13 +165,15 @@ def sorcerers_apprentice(s: SessionState, ctx: Context) -> Finding | None:
     if s.sas_hits < 0.75 * since:
         return None
     t, first = s.sas_first
-    summary = (f"{s.other.capitalize()} sends DATA again for every duplicate ACK (the Sorcerer's Apprentice bug): "
-               f"from block {first} on, {s.sas_hits} of {since} blocks came twice, each right after one of "
-               f"{s.our} repeated ACKs, so every block travels twice")
+    # A capture counts the repeats as retransmits, no packet as a duplicate (see duplicates): its words too.
+    dup, again = ("repeated", "DATA sent again") if s.observed else ("duplicate", "duplicate DATA")
+    summary = (f"{s.other.capitalize()} sends DATA again for every {dup} ACK (the Sorcerer's Apprentice bug): "
+               f"from block {first} on, {s.sas_hits} of {since} blocks {'were sent' if s.observed else 'came'} twice, "
+               f"each right after one of {s.our} repeated ACKs, so every block travels twice")
     ev = [f"{s.t(t)}: DATA {first} came again right after {s.our} repeated ACK {(first - 1) & 0xFFFF}",
-          f"{s.dup_data} duplicate DATA in all, {s.data_rx} blocks"]
+          f"{s.dup_data} {again} in all, {s.data_rx} blocks"]
     return Finding("sorcerers-apprentice", WARNING, summary, evidence(ev),
-                   "Fix the sender: RFC 1123 (4.2.3.1) says to resend only on a timeout, never on a duplicate ACK "
+                   f"Fix the sender: RFC 1123 (4.2.3.1) says to resend only on a timeout, never on a {dup} ACK "
                    "(atftpd: --prevent-sas; tftpy before 0.8.1, tftpy#41). A late or lost ACK starts it, so loss "
                    "on the path makes it likelier; windowsize avoids lock-step altogether.", s.session)
 

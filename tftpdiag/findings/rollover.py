@@ -14,7 +14,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.predicates import MAX_BLOCKS, at_wrap, blocks_done, wrap_block
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
-from tftpdiag.protocol.events import Completed, Failed, Reason
+from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.packets import error_code_name
 
 
@@ -57,7 +57,24 @@ def rollover_risk(s: SessionState, ctx: Context) -> Finding | None:
     return Finding("rollover-risk", WARNING, summary, evidence(ev), fix + ".", s.session)
 
 
-def _how(s: SessionState) -> str:
+def _client_stopped(s: SessionState) -> bool:
+    """In a capture, whether the client is the side that stopped at the wrap, from what the session shows:
+    its own ERROR, or the next packet being its to send (DATA it holds and has not acknowledged, or no DATA
+    of its past the server's last ACK). Live the client is tftpdiag, which wraps either way (to 0 or 1):
+    there the peer is the one that stopped."""
+    if not s.observed:
+        return False
+    if s.err_rx is not None and s.last_move is not None and s.err_rx[0] >= s.last_move:
+        return False  # the server's ERROR ended it
+    res = s.result
+    if isinstance(res, Failed) and res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL:
+        return True  # the client's ERROR ended it
+    if s.receiver:
+        return s.ack_tx != s.pos
+    return s.data_tx_block is None or s.data_tx_block == s.pos
+
+
+def _how(s: SessionState, client_stopped: bool) -> str:
     res = s.result
     if isinstance(res, Failed) and res.reason is Reason.UNREACHABLE:
         return "its port then answered with ICMP unreachable (it crashed or dropped the session)"
@@ -65,7 +82,11 @@ def _how(s: SessionState) -> str:
         _, code, message = s.err_rx
         return f"it then sent ERROR {code} ({error_code_name(code)}) {message!r}"
     if isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
+        if client_stopped and res.code is not None:
+            return f"it then sent ERROR {res.code} ({error_code_name(res.code)}) {res.message!r}"
         return f"{s.us} then ended it: {res.message}"
+    if client_stopped:
+        return f"it never acknowledged DATA {s.pos}" if s.receiver else f"it sent no DATA after ACK {s.pos}"
     return "nothing came after it"
 
 
@@ -78,22 +99,29 @@ def rollover_stall(s: SessionState, ctx: Context) -> Finding | None:
     window = wrap_block(s)
     there = "the next window had to take the block number past 65535" if window else \
         "the block number had to wrap past 65535 there"
+    client_stopped = _client_stopped(s)
+    who = s.us if client_stopped else s.other
     summary = (f"The transfer stopped at block {s.pos} after {done:,} blocks ({fmt_bytes(s.bytes)}){window}: {there}, "
-               f"and {s.other} does not do it (or does it differently); {_how(s)}")
+               f"and {who} does not do it (or does it differently); {_how(s, client_stopped)}")
     ev = [f"{s.t(s.last_move or s.last_time)}: {'DATA' if s.receiver else 'ACK'} {s.pos}, the last to move"]
     ev += [f"{s.t(e.time)}: nothing after {e.waited:.2f} s waiting for {e.waiting_for}"
            for e in s.timeouts if s.last_move is None or e.time > s.last_move][:3]
     ev += [f"{s.t(e.time)}: ICMP from {fmt_addr(e.peer or s.locked or s.peer)}: {e.message}" for e in s.sock_errors[:2]]
     if s.err_rx is not None:
         ev.append(f"{s.t(s.err_rx[0])}: ERROR {s.err_rx[1]} {s.err_rx[2]!r} from {s.other}")
-    if isinstance(res, Failed):
+    if client_stopped and isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
+        ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {s.us}")
+    elif isinstance(res, Failed):
         ev.append(f"{s.t(res.time)}: {res.message}")
     size = _size(s)
     if size is not None and _min_blksize(size) <= 65464:
         fix = f"Use blksize {_min_blksize(size)} or more so the {fmt_bytes(size)} fit in 65535 blocks"
     else:
         fix = "Use a larger blksize (at 1468, 65535 blocks carry 91.7 MiB)"
-    fix += "; or use a peer that wraps the block number (tftpd-hpa, dnsmasq, atftpd; tftpy did not, tftpy#15)."
+    if client_stopped:
+        fix += "; or update the client (its firmware or TFTP program) to one that wraps the block number."
+    else:
+        fix += "; or use a peer that wraps the block number (tftpd-hpa, dnsmasq, atftpd; tftpy did not, tftpy#15)."
     return Finding("rollover-stall", ERROR if res is not None else WARNING, summary, evidence(ev), fix, s.session)
 
 

@@ -47,8 +47,8 @@ class SessionState:
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps",
         "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
-        "dupack_block", "ack_tx", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base", "err_rx", "err_tx",
-        "sock_errors",
+        "dupack_block", "ack_tx", "data_tx_block", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base",
+        "err_rx", "err_tx", "sock_errors",
         "bare_nul", "bare_cr", "high", "scanned", "cr_pending", "binary_block",
         "stall_max", "stall_pos", "followup", "eval_t", "retired", "gap_data", "gap_ack", "gap_log",
         # outcome
@@ -130,6 +130,7 @@ class SessionState:
         self.late_log: list[tuple[float, Packet | None]] = []
         self.dupack_block: int | None = None
         self.ack_tx: int | None = None  # the block number of our last ACK
+        self.data_tx_block: int | None = None  # the block number of our last fresh DATA (who owes the next packet)
         self.overrun = 0  # DATA beyond the window our last ACK allowed
         self.overrun_first: tuple[float, int, int] | None = None
         self.sas_hits = 0

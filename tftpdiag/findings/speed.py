@@ -37,8 +37,12 @@ def latency_bound(s: SessionState, ctx: Context) -> Finding | None:
         suggestion = (f"{s.other.capitalize()} does not grant windowsize (asked {asked_ws}), so a larger blksize is "
                       f"the only lever{bigger or ' left'}.")
     else:
-        suggestion = (f"Ask for windowsize (RFC 7440), e.g. 16: the cap becomes 16 x {s.blksize} B per round trip, "
-                      f"about {fmt_rate(16 * s.blksize / rtt)}, if the server supports it (atftpd and tftpdiag do; "
+        # The reader of a capture is not the client that asks: the device is, and its request is what to change.
+        ask = (f"{s.us[0].upper()}{s.us[1:]} sets the pace: its request should ask for windowsize" if s.observed
+               else "Ask for windowsize")
+        servers = "atftpd does" if s.observed else "atftpd and tftpdiag do"  # (a capture's server is not ours)
+        suggestion = (f"{ask} (RFC 7440), e.g. 16: the cap becomes 16 x {s.blksize} B per round trip, "
+                      f"about {fmt_rate(16 * s.blksize / rtt)}, if the server supports it ({servers}; "
                       f"tftpd-hpa 5.2 and dnsmasq 2.90 do not){bigger}.")
     ev = [f"{s.rtt_n} round trips sampled, smoothed RTT {rtt * 1000:.1f} ms",
           f"{s.moved:,} blocks of {s.blksize} B in {s.last_move - s.first_move:.2f} s"]
