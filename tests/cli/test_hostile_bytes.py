@@ -165,8 +165,9 @@ def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, comman
     assert_safe_output(as_json.stdout)
     summary = json.loads(as_json.stdout)
     if scenario == "error":
-        # JSON keeps the message itself (escaped by JSON, not altered): scripts get what was sent.
-        assert summary["error"]["message"] == HOSTILE + "\ufffd\ufffd"
+        # JSON keeps the message itself (escaped by JSON, not altered): scripts get what was sent, the
+        # bytes that are not UTF-8 written by the one rule (fmt.storable), not lost to U+FFFD.
+        assert summary["error"]["message"] == HOSTILE + "\\xff\\xfe"
     for finding in summary["findings"]:
         assert_safe_text(finding["summary"] + finding["suggestion"] + "".join(finding["evidence"]))
 

@@ -70,6 +70,8 @@ def assert_written_by_the_rule(objects: list[dict[str, Any]]) -> None:
     refused, aborted = objects
     assert refused["file"] == NAME_WRITTEN and unstored(refused["file"]).encode("utf-8", "surrogateescape") == NAME
     assert aborted["file"] == "image.bin"  # clean text is written as it is
+    assert aborted["error"]["message"] == MESSAGE_WRITTEN
+    assert unstored(aborted["error"]["message"]).encode("utf-8", "surrogateescape") == MESSAGE
 
 
 def test_the_rule_gives_the_original_back() -> None:
