@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.serving import serve, wait_for
-from tftpdiag.fmt import storable, unstored
+from tftpdiag.fmt import clean, quote, storable, unstored
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,3 +95,36 @@ def test_serve_json_and_log_write_bytes_that_are_not_utf8_by_the_one_rule(root: 
         printed = server.stdout_path.read_bytes().decode("utf-8")
     assert_written_by_the_rule(sessions_in(log.read_bytes().decode("utf-8")))
     assert_written_by_the_rule(sessions_in(printed))
+
+
+def test_history_stores_by_the_rule_and_shows_what_the_live_line_showed(root: Path, tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    with serve(root, "--no-tui", "--history", str(db), tmp=tmp_path) as server:
+        hostile_client(server.port)
+        wait_for(lambda: db.exists() and len(history(str(db)).stdout.splitlines()) == 2, 20, "two sessions recorded")
+        assert server.stop() == 0
+        live = server.stdout_path.read_bytes().decode("utf-8")
+    name, message = quote(NAME.decode("utf-8", "surrogateescape")), clean(MESSAGE.decode("utf-8", "surrogateescape"))
+    assert name == "'a\\\\x\\xff\\xfe\\xc3(bad.bin'" and message == "gave up \\ ok\\xff"
+    shown = history(str(db)).stdout
+    for text in (live, shown):
+        assert name in text and message in text, text
+    # The database holds valid UTF-8, by the same rule as the JSON; and --json says what serve --json says.
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT file, error FROM sessions ORDER BY id").fetchall() == [
+            (NAME_WRITTEN, "file not found"), ("image.bin", MESSAGE_WRITTEN)]
+    finally:
+        conn.close()
+    recorded = json.loads(history(str(db), "--json").stdout)
+    strict_utf8(recorded)
+    assert_written_by_the_rule(recorded)
+    # --file NAME finds it as the client sent it, backslash, odd bytes and all; so does a pattern.
+    for pattern in (NAME.decode("utf-8", "surrogateescape"), "a\\x*"):
+        (found,) = json.loads(history(str(db), "--file", pattern, "--json").stdout)
+        assert found["file"] == NAME_WRITTEN
+
+
+def history(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tftpdiag", "history", *args], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
