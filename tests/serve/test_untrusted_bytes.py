@@ -39,13 +39,13 @@ def root(tmp_path: Path) -> Path:
     return served
 
 
-def hostile_client(port: int) -> None:
+def hostile_client(port: int, host: str = "127.0.0.1") -> None:
     """A request for NAME (refused: not there), then a transfer the client aborts with MESSAGE."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(10)
-        sock.sendto(struct.pack("!H", 1) + NAME + b"\0octet\0", ("127.0.0.1", port))
+        sock.sendto(struct.pack("!H", 1) + NAME + b"\0octet\0", (host, port))
         sock.recvfrom(1024)  # the ERROR that refuses it
-        sock.sendto(struct.pack("!H", 1) + b"image.bin\0octet\0", ("127.0.0.1", port))
+        sock.sendto(struct.pack("!H", 1) + b"image.bin\0octet\0", (host, port))
         _, session = sock.recvfrom(1024)
         sock.sendto(struct.pack("!HH", 5, 0) + MESSAGE + b"\0", session)
 
