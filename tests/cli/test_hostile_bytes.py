@@ -162,6 +162,20 @@ def run_cli(*args: str | Path, timeout: float = TIMEOUT) -> subprocess.Completed
 PROBE_FLAGS = ("--timeout", "0.2", "--retries", "1")
 
 
+def test_probe_failure_headline_quotes_the_name_as_the_findings_do() -> None:
+    """A backslash in the name is doubled in the headline, as in a finding: a literal \\x cannot be
+    read as an escaped byte."""
+    from tests.support.peers import free_udp_port
+
+    name = "\x1b[31mRED\x1b]0;t\x07\\x.bin"
+    port = free_udp_port()  # nothing listens: the ICMP port unreachable ends the probe at once
+    result = run_cli("probe", f"127.0.0.1:{port}", name, "--no-tui", *PROBE_FLAGS)
+    assert result.returncode == 1, result.stderr
+    headline = assert_safe_output(result.stdout).splitlines()[0]
+    assert headline.startswith(f"✘ {quote(name)} from 127.0.0.1:{port}: "), headline
+    assert "'\\x1b[31mRED\\x1b]0;t\\x07\\\\x.bin'" in headline
+
+
 @pytest.mark.parametrize("scenario", sorted(SERVER_REPLIES))
 @pytest.mark.parametrize("command", ["probe", "put"])
 def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, command: str, tmp_path: Path) -> None:
