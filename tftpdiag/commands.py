@@ -29,7 +29,7 @@ from tftpdiag.cli.values import EXIT_FAILED, EXIT_OK, STDOUT, UsageError
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientOutcome, ClientRequest, ClientTransfer, TransferSetupError
 from tftpdiag.engine.spin import BUSY_POLL
-from tftpdiag.fmt import line
+from tftpdiag.fmt import json_line, line
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
 
@@ -221,9 +221,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     except TransferSetupError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        import json
-
-        sys.stdout.write(json.dumps(report.to_dict()) + "\n")
+        sys.stdout.write(json_line(report.to_dict()) + "\n")
     elif verbosity(args) >= 0:
         sys.stdout.writelines(line(text) + "\n" for text in render_text(report).splitlines())
     return EXIT_OK if any(r.ok for r in report.results) else EXIT_FAILED
@@ -438,8 +436,6 @@ def run_trace(args: argparse.Namespace) -> int:
             pass  # no trace view in this build yet: the plain summary below still answers
         else:
             return run_trace_app(args.path, loaded.events, loaded.warning)
-    import json
-
     from tftpdiag.trace.summary import print_trace, trace_json
 
     level = verbosity(args)
@@ -451,7 +447,7 @@ def run_trace(args: argparse.Namespace) -> int:
         assert out is not None
         out.writelines(line(text) + "\n" for text in packet_lines(loaded.events))
     if args.json:
-        sys.stdout.write(json.dumps(trace_json(loaded)) + "\n")
+        sys.stdout.write(json_line(trace_json(loaded)) + "\n")
     elif level >= 0:
         print_trace(loaded, sys.stdout)
     elif loaded.warning:

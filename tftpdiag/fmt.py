@@ -12,6 +12,13 @@ one-line errors); a :class:`~tftpdiag.findings.Finding` cleans its own text when
 builds its text from :func:`clean` and :func:`quote` and never lets such a string be read as markup.
 Data written to trace files keeps the raw bytes: only what is shown is escaped.
 
+JSON (``--json``, ``serve --log``) and the history are not a terminal: they keep the original text, but
+must hold valid UTF-8, which a byte that was not UTF-8 (a lone surrogate, as the decoders keep it) is
+not. One rule, :func:`storable`, writes such text: each such byte as ``\\xNN`` and every backslash
+doubled, so that :func:`unstored` gives the original back exactly. :func:`json_line` applies it to the
+strings of a JSON object that need it (every other string is written as it is); the history applies it
+to every string it stores, so that it reads them all back exactly.
+
 It is also the one place that writes sizes, rates and addresses, so that every view says the same
 thing the same way: binary units (KiB, MiB, GiB: powers of 1024, as ``--max-size 10M`` reads them) in
 plain output, the TUI and the progress bar alike.
@@ -19,9 +26,12 @@ plain output, the TUI and the progress bar alike.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time"]
+__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time",
+           "storable", "unstored", "json_line"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -70,6 +80,69 @@ def line(text: str) -> str:
     """One line of plain output, whatever went into it: no control character survives (a CR or LF in a
     message cannot start a forged line), and its length is bounded."""
     return clean(text, LINE)
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` is valid Unicode text that UTF-8 (and so JSON and a database) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a byte that was not UTF-8, or a broken pair
+        return False
+    return True
+
+
+def _stored_char(ch: str) -> str:
+    if ch == "\\":
+        return "\\\\"
+    if ch == "\0" or 0xD800 <= ord(ch) <= 0xDFFF:
+        return _escape_char(ch)
+    return ch
+
+
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8 without NUL, the original recoverable by :func:`unstored`: each byte that
+    was not UTF-8 as ``\\xNN`` (any other lone surrogate ``\\uNNNN``), a NUL ``\\x00``, and every
+    backslash doubled, so that an escape cannot be told from a backslash the text had."""
+    if "\\" not in text and "\0" not in text and _is_text(text):  # nearly always: no copy
+        return text
+    return "".join(_stored_char(ch) for ch in text)
+
+
+_STORED_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def _unstored_char(m: re.Match[str]) -> str:
+    escape = m.group(1)
+    if escape == "\\":
+        return "\\"
+    code = int(escape[1:], 16)
+    return chr(0xDC00 + code) if escape[0] == "x" and code >= 0x80 else chr(code)
+
+
+def unstored(text: str) -> str:
+    """The text :func:`storable` was given."""
+    return _STORED_ESCAPE.sub(_unstored_char, text) if "\\" in text else text
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, str):
+        return value if _is_text(value) else storable(value)
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def json_line(obj: object, **dumps: Any) -> str:
+    """``obj`` as JSON text (no newline), valid UTF-8 whatever it holds: the strings as they are, but
+    one that is not valid text (a name with bytes that were not UTF-8) written by :func:`storable`."""
+    import json  # here: only JSON output needs it, and a plain run's start would load it
+
+    text = json.dumps(obj, **dumps)
+    if "\\ud" not in text:  # ASCII output: a lone surrogate would show as its \udXXX escape
+        return text
+    return json.dumps(_json_safe(obj), **dumps)
 
 
 def options(pairs: Iterable[tuple[str, str]] | None, limit: int = SHOWN) -> str:

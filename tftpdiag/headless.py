@@ -20,7 +20,7 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, duration, iso_time, line
+from tftpdiag.fmt import clean, duration, iso_time, json_line, line, quote
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import Failed, PacketRun
@@ -107,9 +107,7 @@ class _Fold:
 
 
 def _json_line(obj: object) -> str:
-    import json  # here: only --json output needs it, and every plain run's start would load it
-
-    return json.dumps(obj) + "\n"
+    return json_line(obj) + "\n"
 
 
 def verbose_stream(json_out: bool, verbosity: int, stdout: TextIO | None = None) -> TextIO | None:
@@ -256,7 +254,9 @@ def _say(console: Console | PlainConsole, *parts: str | tuple[str, str]) -> None
 
 
 def _where(record: SessionRecord) -> str:
-    return f"{clean(record.filename)} {'from' if record.direction == 'download' else 'to'} {fmt_addr(record.peer)}"
+    # quote, as the findings name a file (findings.model.escape_name): a backslash the name has is doubled,
+    # so that it cannot be read as an escaped byte.
+    return f"{quote(record.filename)} {'from' if record.direction == 'download' else 'to'} {fmt_addr(record.peer)}"
 
 
 def failure_line(record: SessionRecord, summary: dict[str, Any]) -> str:

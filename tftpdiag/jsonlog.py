@@ -5,14 +5,13 @@ away: the lines after the signal go to a new FILE, none are lost or split.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import TextIO
 
-from tftpdiag.fmt import line
+from tftpdiag.fmt import json_line, line
 from tftpdiag.served import Served
 
 __all__ = ["JsonLog", "LogSetupError"]
@@ -37,7 +36,7 @@ class JsonLog:
         return open(self.path, "a", encoding="utf-8")
 
     def add(self, session: Served) -> None:
-        text = json.dumps(session.obj) + "\n"  # ASCII: every character from the network escaped
+        text = json_line(session.obj) + "\n"  # ASCII: every character from the network escaped
         with self._lock:
             try:
                 if self._file is None:

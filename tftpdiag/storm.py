@@ -6,7 +6,6 @@ The command line and the report live here; the devices are driven by engine/stor
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import socket
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tftpdiag.cli.listing import COMMAND_HELP
+from tftpdiag.fmt import json_line
 
 __all__ = ["add_storm_parser", "run_storm_command", "summarise", "percentile"]
 
@@ -212,7 +212,7 @@ def run_storm_command(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     summary = summarise(results, wall, expected)
     if args.json:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        sys.stdout.write(json_line(summary) + "\n")
     else:
         sys.stdout.writelines(text + "\n" for text in _text(summary))
     return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED

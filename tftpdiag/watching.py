@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tftpdiag.devices import DeviceBook
 from tftpdiag.engine.bus import EventBus
-from tftpdiag.fmt import line
+from tftpdiag.fmt import json_line, line
 from tftpdiag.report import SCHEMA
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ def run_watch_headless(watcher: Watcher, bus: EventBus, *, json_out: bool, stop:
     stats = watcher.stats()
     packets = watcher.capture.packets
     if json_out:
-        stdout.write(json.dumps(capture_object(stats, packets, watcher.config.interface)) + "\n")
+        stdout.write(json_line(capture_object(stats, packets, watcher.config.interface)) + "\n")
     else:
         words, lost = capture_words(stats, packets)
         if lost or verbosity >= 0:

@@ -194,7 +194,7 @@ def test_ctrl_c_prints_what_was_done_so_far_and_exits_130(tmp_path: Path, json_o
         assert summary["ok"] is False and summary["bytes"] > 0
         assert summary["error"]["reason"] == "cancelled" and summary["error"]["raised_by"] == "local"
     else:
-        assert out.startswith("✘ slow.bin from 127.0.0.1") and "cancelled by the user" in out
+        assert out.startswith("✘ 'slow.bin' from 127.0.0.1") and "cancelled by the user" in out
         assert "packets sent" in out
 
 

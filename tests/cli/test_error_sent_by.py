@@ -152,8 +152,9 @@ def test_a_probes_failure_line_reads_as_before(tmp_path: Path) -> None:
         missing = run("probe", LOOP, "nope.bin", "--port", str(port), "-q")
         stopped = run("probe", LOOP, "image.bin", "--port", str(port), "-q", "--max-size", "100K", "--no-tsize")
     assert missing.returncode == stopped.returncode == 1, (missing.stderr, stopped.stderr)
-    assert f"nope.bin from {LOOP}:{port}: the server sent ERROR 1 (file not found): " in missing.stderr, missing.stderr
-    assert f"image.bin from {LOOP}:{port}: tftpdiag sent ERROR 3 (disk full or allocation exceeded): " in \
+    assert f"'nope.bin' from {LOOP}:{port}: the server sent ERROR 1 (file not found): " in missing.stderr, \
+        missing.stderr
+    assert f"'image.bin' from {LOOP}:{port}: tftpdiag sent ERROR 3 (disk full or allocation exceeded): " in \
         stopped.stderr, stopped.stderr
 
 

@@ -67,6 +67,20 @@ def assert_safe_output(out: bytes) -> str:
     return text
 
 
+def assert_valid_text(value: object) -> None:
+    """Every string of a JSON value is text UTF-8 can hold: no lone surrogate, which jq would turn into
+    U+FFFD and a Python consumer could not write (bytes that are not UTF-8 follow fmt.storable's rule)."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            assert_valid_text(k)
+            assert_valid_text(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_valid_text(v)
+
+
 def assert_shown_escaped(text: str) -> None:
     """The hostile text is shown, escaped, not dropped: the reader can see what the peer sent."""
     assert "\\x1b[2J" in text and "FAKE LOG LINE" in text
@@ -148,6 +162,20 @@ def run_cli(*args: str | Path, timeout: float = TIMEOUT) -> subprocess.Completed
 PROBE_FLAGS = ("--timeout", "0.2", "--retries", "1")
 
 
+def test_probe_failure_headline_quotes_the_name_as_the_findings_do() -> None:
+    """A backslash in the name is doubled in the headline, as in a finding: a literal \\x cannot be
+    read as an escaped byte."""
+    from tests.support.peers import free_udp_port
+
+    name = "\x1b[31mRED\x1b]0;t\x07\\x.bin"
+    port = free_udp_port()  # nothing listens: the ICMP port unreachable ends the probe at once
+    result = run_cli("probe", f"127.0.0.1:{port}", name, "--no-tui", *PROBE_FLAGS)
+    assert result.returncode == 1, result.stderr
+    headline = assert_safe_output(result.stdout).splitlines()[0]
+    assert headline.startswith(f"✘ {quote(name)} from 127.0.0.1:{port}: "), headline
+    assert "'\\x1b[31mRED\\x1b]0;t\\x07\\\\x.bin'" in headline
+
+
 @pytest.mark.parametrize("scenario", sorted(SERVER_REPLIES))
 @pytest.mark.parametrize("command", ["probe", "put"])
 def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, command: str, tmp_path: Path) -> None:
@@ -164,9 +192,11 @@ def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, comman
     assert "[red]x[/red]" in text  # shown as it came, not read as markup
     assert_safe_output(as_json.stdout)
     summary = json.loads(as_json.stdout)
+    assert_valid_text(summary)
     if scenario == "error":
-        # JSON keeps the message itself (escaped by JSON, not altered): scripts get what was sent.
-        assert summary["error"]["message"] == HOSTILE + "\ufffd\ufffd"
+        # JSON keeps the message itself (escaped by JSON, not altered): scripts get what was sent, the
+        # bytes that are not UTF-8 written by the one rule (fmt.storable), not lost to U+FFFD.
+        assert summary["error"]["message"] == HOSTILE + "\\xff\\xfe"
     for finding in summary["findings"]:
         assert_safe_text(finding["summary"] + finding["suggestion"] + "".join(finding["evidence"]))
 
@@ -294,6 +324,7 @@ def test_serve_json_escapes_what_a_hostile_client_sent(root: Path) -> None:
     assert_safe_output(out)
     assert_safe_output(err)
     objects = [json.loads(row) for row in out.splitlines()]
+    assert_valid_text(objects)
     objects = [o for o in objects if o["event"] != "device"]  # judged at the stop: read or not yet
     assert len(objects) == SERVE_ENDINGS
     suggestions = [o.get("suggestion") for o in objects]
@@ -455,6 +486,7 @@ def test_trace_plain_and_json_show_hostile_traces_safely(traces: list[Path]) -> 
         assert "[red]x[/red]" in text
         assert_safe_output(as_json.stdout)
         loaded = json.loads(as_json.stdout)
+        assert_valid_text(loaded)
         assert len(loaded["transfers"]) >= 2
         for transfer in loaded["transfers"]:
             for finding in transfer["findings"]:

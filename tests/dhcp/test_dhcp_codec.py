@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.pxe.test_pxe_netns import pe_image
+from tftpdiag import fmt
 from tftpdiag.dhcp.analysis import ProbeFacts, PxeFacts, analyse, choose_boot
 from tftpdiag.dhcp.arch import ARCHES, by_code, by_name, loader_from_bytes, loader_from_name
 from tftpdiag.dhcp.messages import (
@@ -20,7 +21,7 @@ from tftpdiag.dhcp.messages import (
     build_boot_request,
     build_discover,
 )
-from tftpdiag.dhcp.offers import Offer
+from tftpdiag.dhcp.offers import JSON_LIMIT, Offer
 from tftpdiag.dhcp.options import option_value, pxe_suboptions
 from tftpdiag.dhcp.packet import (
     ACK,
@@ -37,6 +38,7 @@ from tftpdiag.dhcp.packet import (
     parse,
 )
 from tftpdiag.pxe.names import candidates
+from tftpdiag.pxe.render import cells
 
 MAC = bytes.fromhex("020000abcdef")
 
@@ -172,11 +174,14 @@ def test_hostile_options_after_a_valid_header(options, file, sname, siaddr, over
 def _everything_shown_is_safe(msg: DhcpMessage) -> None:
     for port in (67, 4011):
         o = Offer(msg, "10.0.0.1", port, 0.0)
-        shown = o.to_dict()
-        for item in shown["options"]:
+        kept = o.to_dict()
+        for item in kept["options"]:
             assert _safe(item["value"])
+        # JSON keeps the server's strings as sent (bounded), written as valid UTF-8; the terminal's are escaped
+        fmt.json_line(kept).encode("utf-8")
         for key in ("bootfile", "next_server"):
-            assert shown[key] is None or _safe(shown[key])
+            assert kept[key] is None or len(kept[key]) <= JSON_LIMIT
+        assert all(_safe(cell) for cell in cells(o))
         choose_boot([o])
         analyse(PxeFacts("eth0", by_name("bios"), [o]))
 

@@ -96,6 +96,13 @@ def test_lenient_decoding_of_common_quirks():
         assert decode(b"\x00\x01f\x00octet\x00" + pad).options == ()
 
 
+def test_an_error_message_keeps_bytes_that_are_not_utf8():
+    # A peer's message may hold any byte but NUL, as a name may: kept exactly, not turned into U+FFFD.
+    raw = b"\x00\x05\x00\x00ok\xff \\x\xc3(\x00"
+    packet = decode(raw)
+    assert packet == Error(0, "ok\udcff \\x\udcc3(") and encode(packet) == raw
+
+
 def test_empty_option_value_is_kept():
     assert decode(b"\x00\x01f\x00octet\x00blksize\x00\x00").options == (("blksize", ""),)
 

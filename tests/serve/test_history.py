@@ -70,7 +70,7 @@ def test_history_records_sessions_and_answers_questions(root: Path, tmp_path: Pa
         assert server.stop() == 0
     rows = rows_in(db)
     assert [r["file"] for r in rows] == ["phone.bin", "phone.cfg", "log.txt", "phone-old.bin",
-                                         "bad\x1b[2J\\xff.bin"]  # raw, bounded; a byte not UTF-8 as \xNN
+                                         "bad\x1b[2J\udcff.bin"]  # read back as it came, bounded
     download = rows[0]
     assert download["kind"] == "session" and download["result"] == "ok" and download["direction"] == "download"
     assert download["client_address"] == "127.0.0.1" and download["client_port"] > 0
@@ -88,7 +88,7 @@ def test_history_records_sessions_and_answers_questions(root: Path, tmp_path: Pa
     assert everything.returncode == 0, everything.stderr
     lines = everything.stdout.splitlines()
     assert len(lines) == 5 and "phone.bin" in lines[0] and lines[0].endswith("ok")
-    assert "\x1b" not in everything.stdout and "\\x1b[2J\\\\xff" in lines[4]  # escaped where it is shown
+    assert "\x1b" not in everything.stdout and "'bad\\x1b[2J\\xff.bin'" in lines[4]  # escaped where it is shown
 
     failed = json.loads(history(str(db), "--failed", "--json").stdout)
     assert [(s["file"], s["client"]["address"], s["error"]["reason"]) for s in failed] == \
@@ -140,7 +140,7 @@ def _v1_database(path: Path) -> None:
     v1 = [c for c in COLUMNS if c not in ("server", "retransmits")]
     conn.execute(f"INSERT INTO sessions ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
                  (1764600000.0, 1764600002.5, "session", "failed", "10.0.4.17", 3001, "10.0.0.1", 40000,
-                  "phone.bin", "download", "octet", '{"blksize": "1468"}', None, 4096, 2.5, None,
+                  "pxe\\x86\\phone.bin", "download", "octet", '{"blksize": "1468"}', None, 4096, 2.5, None,
                   "timed out waiting for the client", "timeout", "[]"))
     conn.commit()
     conn.close()
@@ -159,7 +159,7 @@ def test_a_version_1_history_is_migrated_forward_and_kept(root: Path, tmp_path: 
     conn.close()
     old, new = rows_in(db)
     assert (old["file"], old["client_address"], old["result"], old["server"], old["retransmits"]) == \
-        ("phone.bin", "10.0.4.17", "failed", None, None)
+        ("pxe\\x86\\phone.bin", "10.0.4.17", "failed", None, None)  # its backslashes read as they were
     assert new["file"] == "phone.cfg" and new["server"] == socket.gethostname() and new["retransmits"] == 0
     failed = json.loads(history(str(db), "--failed", "--json").stdout)
     assert [(s["client"]["address"], s["error"]["reason"]) for s in failed] == [("10.0.4.17", "timeout")]

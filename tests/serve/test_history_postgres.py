@@ -175,12 +175,13 @@ def test_a_version_1_history_in_postgresql_is_migrated(postgres: str) -> None:
         conn.execute("INSERT INTO schema_version VALUES (1)")
         conn.execute("INSERT INTO sessions (started, ended, kind, result, client_address, client_port, file, "
                      "direction, bytes, duration_s, error, reason, findings) VALUES (1764600000, 1764600060, "
-                     "'session', 'failed', '10.0.4.17', 3001, 'phone.bin', 'download', 0, 60, "
+                     "'session', 'failed', '10.0.4.17', 3001, 'pxe\\x86\\phone.bin', 'download', 0, 60, "
                      "'timed out', 'timeout', '[]')")
     shown = history(url, "--json")
     assert shown.returncode == 0, shown.stderr
     (old,) = json.loads(shown.stdout)
     assert (old["client"]["address"], old["error"]["reason"], old["server_name"]) == ("10.0.4.17", "timeout", None)
+    assert old["file"] == "pxe\\x86\\phone.bin"  # its backslashes read as they were written
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(LATEST,)]
         columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "

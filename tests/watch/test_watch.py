@@ -185,6 +185,26 @@ def test_watch_cli_json_sessions_devices_and_capture(served: Path, tmp_path: Pat
     assert [(t["file"], t["bytes"]) for t in transfers] == [("image.bin", len(IMAGE)), ("nope.bin", 0)]
 
 
+def test_watch_json_writes_bytes_that_are_not_utf8_by_the_one_rule(served: Path) -> None:
+    """A name and an ERROR message with bytes that are not UTF-8, seen on the wire: valid UTF-8 in the
+    JSON, written as serve --json writes them (tests/serve/test_untrusted_bytes.py)."""
+    from tests.serve.test_untrusted_bytes import assert_written_by_the_rule, hostile_client, strict_utf8
+
+    host = private_loopback(10)
+    port = peers.free_udp_port(host)
+    with peers.tftpd_hpa(served, port, host=host):
+        proc = _watch_cli("-i", "lo", "--port", str(port), "--host", host, "--json", "--idle", "2")
+        try:
+            assert proc.stderr is not None and "watching TFTP on lo" in proc.stderr.readline()
+            hostile_client(port, host)
+            seen = _read_json_lines(proc, 2)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=20)
+    strict_utf8(seen)
+    assert_written_by_the_rule(seen)
+
+
 def test_watch_unknown_interface_is_one_line_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "tftpdiag", "watch", "-i", "nope0", "--no-tui"],
                           capture_output=True, text=True, timeout=30)

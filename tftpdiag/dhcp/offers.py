@@ -10,14 +10,20 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from tftpdiag import fmt
 from tftpdiag.dhcp.options import readable
 from tftpdiag.dhcp.packet import MESSAGE_TYPES, DhcpMessage, parse_suboptions
 from tftpdiag.records import record
 
-__all__ = ["Offer", "BootServer", "JSON_LIMIT"]
+__all__ = ["Offer", "BootServer", "JSON_LIMIT", "json_text"]
 
 JSON_LIMIT = 1000  # characters of a server's string kept in JSON (a DHCP string is at most a few hundred)
+
+
+def json_text(text: str | None) -> str | None:
+    """A server's string as ``--json`` keeps it: the original, bounded, not escaped for a terminal (JSON
+    escapes it, and :func:`tftpdiag.fmt.json_line` writes bytes that are not UTF-8 by its rule). Escaped
+    text here could not be told from a server's own backslashes, nor compared with ``probe.file``."""
+    return None if text is None else text[:JSON_LIMIT]
 
 
 @record
@@ -114,7 +120,7 @@ class Offer:
         return readable(self.message.options, self.message.order)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form; every string from the server cleaned (bounded, no control characters)."""
+        """The JSON form; every string from the server as it sent it (bounded), the option values in words."""
         nxt = self.next_server
         boot = self.bootfile
         return {
@@ -124,9 +130,9 @@ class Offer:
             "type": self.kind,
             "time_s": round(self.time, 3),
             "your_ip": self.your_ip,
-            "next_server": fmt.clean(nxt.value, JSON_LIMIT) if nxt else None,
+            "next_server": json_text(nxt.value) if nxt else None,
             "next_server_from": nxt.source if nxt else None,
-            "bootfile": fmt.clean(boot, JSON_LIMIT) if boot is not None else None,
+            "bootfile": json_text(boot),
             "proxy": self.proxy,
             "options": [{"code": c, "name": n, "value": v} for c, n, v in self.options_readable()],
         }

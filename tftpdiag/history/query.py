@@ -10,7 +10,7 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from tftpdiag.fmt import clean, duration, iso_time, line, quote
+from tftpdiag.fmt import clean, duration, iso_time, json_line, line, quote
 from tftpdiag.report import SCHEMA
 from tftpdiag.sessions import fmt_addr, fmt_bytes
 
@@ -95,7 +95,7 @@ def device_line(row: dict[str, Any]) -> str:
 
 def write(rows: list[dict[str, Any]], *, devices: bool, json_out: bool, out: TextIO) -> None:
     if json_out:
-        out.write(json.dumps([device_json(r) if devices else session_json(r) for r in rows]) + "\n")
+        out.write(json_line([device_json(r) if devices else session_json(r) for r in rows]) + "\n")
         return
     render = device_line if devices else session_line
     out.writelines(render(r) + "\n" for r in rows)

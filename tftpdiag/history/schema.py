@@ -12,9 +12,11 @@ import json
 import socket
 from typing import Any
 
+from tftpdiag import fmt
 from tftpdiag.served import Served
 
-__all__ = ["MIGRATIONS", "LATEST", "COLUMNS", "row_of", "FILE_CHARS", "TEXT_CHARS"]
+__all__ = ["MIGRATIONS", "LATEST", "COLUMNS", "STORED_TEXT", "row_of", "read_row", "storable", "FILE_CHARS",
+           "TEXT_CHARS"]
 
 MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -49,6 +51,14 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE sessions ADD COLUMN retransmits {int}",
         "CREATE INDEX sessions_client ON sessions (client_address, started)",
     ],
+    # The client's text is stored by fmt.storable's rule, which doubles backslashes so that an escaped
+    # byte (\xNN) cannot be told from a backslash the name had. Rows written before kept backslashes
+    # single: double them, so that they read back as they were stored (their \xNN, ambiguous then,
+    # now reads as the text it is). A literal '\' (standard_conforming_strings in PostgreSQL, the default).
+    3: [
+        "UPDATE sessions SET file = REPLACE(file, '\\', '\\\\'), mode = REPLACE(mode, '\\', '\\\\'), "
+        "error = REPLACE(error, '\\', '\\\\')",
+    ],
 }
 LATEST = max(MIGRATIONS)
 
@@ -56,8 +66,10 @@ COLUMNS = ("started", "ended", "kind", "result", "client_address", "client_port"
            "file", "direction", "mode", "options_asked", "options_granted", "bytes", "duration_s", "error_code",
            "error", "reason", "findings", "server", "retransmits")
 
-# Stored raw (not escaped for a terminal: whoever reads shows it through tftpdiag.fmt), but bounded: a
+# The columns that hold what a client sent, stored by the one rule (fmt.storable) and read back by its
+# reverse: not escaped for a terminal (whoever reads shows it through tftpdiag.fmt), but bounded: a
 # hostile client cannot make one row large.
+STORED_TEXT = ("file", "mode", "error")
 FILE_CHARS = 1024
 TEXT_CHARS = 512
 _OPTIONS = 32
@@ -65,14 +77,18 @@ _SERVER = socket.gethostname()[:TEXT_CHARS]
 
 
 def storable(text: str | None, limit: int = TEXT_CHARS) -> str | None:
-    """``text`` cut to ``limit`` characters, with what a database cannot hold as text made visible: a
-    byte that was not UTF-8 (kept by the decoder as a lone surrogate) becomes ``\\xNN``, a NUL ``\\x00``."""
-    if text is None:
-        return None
-    text = text[:limit]
-    if not text.isprintable():
-        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").replace("\0", "\\x00")
-    return text
+    """``text`` cut to ``limit`` characters and written by :func:`tftpdiag.fmt.storable`: what a
+    database cannot hold as text made visible (a byte that was not UTF-8, kept by the decoder as a lone
+    surrogate, becomes ``\\xNN``, a NUL ``\\x00``) and backslashes doubled, so that it reads back exactly."""
+    return None if text is None else fmt.storable(text[:limit])
+
+
+def read_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as read, its :data:`STORED_TEXT` columns back to the text the session had."""
+    for column in STORED_TEXT:
+        if row.get(column) is not None:
+            row[column] = fmt.unstored(row[column])
+    return row
 
 
 def _options(pairs: dict[str, Any] | None) -> str | None:

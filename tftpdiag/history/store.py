@@ -10,7 +10,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tftpdiag.history.schema import COLUMNS, LATEST, MIGRATIONS
+from tftpdiag.fmt import storable
+from tftpdiag.history.schema import COLUMNS, LATEST, MIGRATIONS, read_row
 from tftpdiag.records import record
 
 __all__ = ["HistoryError", "Filter", "SqlStore"]
@@ -100,13 +101,14 @@ class SqlStore:
             parts.append(f"client_address = {p}")
             args.append(f.client)
         if f.file is not None:
-            if "*" in f.file:
-                escaped = f.file.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
+            stored = storable(f.file)  # compared with the file column as it is stored
+            if "*" in stored:
+                escaped = stored.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%")
                 parts.append(f"file LIKE {p} ESCAPE '\\'")
                 args.append(escaped)
             else:
                 parts.append(f"file = {p}")
-                args.append(f.file)
+                args.append(stored)
         if f.failed:
             parts.append("result <> 'ok'")
         if f.since is not None:
@@ -123,7 +125,7 @@ class SqlStore:
         with self.transaction(write=False) as cur:
             cur.execute(sql, args)
             rows = cur.fetchall()
-        return [dict(zip(COLUMNS, row, strict=True)) for row in reversed(rows)]
+        return [read_row(dict(zip(COLUMNS, row, strict=True))) for row in reversed(rows)]
 
     def devices(self, f: Filter) -> list[dict[str, Any]]:
         """One row per client address: its newest session that matches, with how many matched and
@@ -138,7 +140,7 @@ class SqlStore:
             rows = cur.fetchall()
         out = []
         for row in rows:
-            device = dict(zip(COLUMNS, row[:-2], strict=True))  # then the two counts
+            device = read_row(dict(zip(COLUMNS, row[:-2], strict=True)))  # then the two counts
             device["sessions"], device["failures"] = int(row[-2]), int(row[-1])
             out.append(device)
         return out

@@ -184,12 +184,13 @@ def _illegal(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.ILLEGAL_OPERATION, message)
 
 
-# Filenames may hold any byte but NUL (firmware sends odd ones); surrogateescape keeps them exact.
-def _decode_name(raw: bytes) -> str:
+# Filenames and ERROR messages may hold any byte but NUL (firmware sends odd ones); surrogateescape keeps
+# them exact, so that what is shown or written (tftpdiag.fmt) can say which bytes they were.
+def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _encode_name(name: str) -> bytes:
+def _encode_text(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
@@ -252,7 +253,7 @@ def decode(data: bytes) -> Packet:
         code = _HEAD.unpack_from(data)[1]
         body = data[4:]
         # Many stacks omit the final NUL or pad after it; the message is what comes before the first NUL.
-        message = body.split(b"\0", 1)[0].decode("utf-8", "replace")
+        message = _decode_text(body.split(b"\0", 1)[0])
         return Error(code, message)
     if opcode == 6:
         body = data[2:]
@@ -278,7 +279,7 @@ def _decode_request(data: bytes, opcode: Opcode) -> Request:
     fields = _split_fields(data[2:], kind)
     if len(fields) < 2:
         raise _illegal(f"{kind} has no transfer mode")
-    filename = _decode_name(fields[0])
+    filename = _decode_text(fields[0])
     if not fields[0]:
         raise _illegal(f"{kind} has an empty file name")
     mode = _decode_ascii(fields[1], "transfer mode").lower()
@@ -340,12 +341,12 @@ def encode(packet: Packet) -> bytes:
     if isinstance(packet, Ack):
         return _HEAD.pack(4, packet.block)
     if isinstance(packet, Request):
-        parts = [_OPCODE.pack(packet.opcode), _encode_name(packet.filename), b"\0", packet.mode.encode("ascii"), b"\0"]
+        parts = [_OPCODE.pack(packet.opcode), _encode_text(packet.filename), b"\0", packet.mode.encode("ascii"), b"\0"]
         for name, value in packet.options:
             parts += [name.encode("ascii"), b"\0", value.encode("ascii"), b"\0"]
         return b"".join(parts)
     if isinstance(packet, Error):
-        return _HEAD.pack(5, packet.code) + packet.message.encode("utf-8") + b"\0"
+        return _HEAD.pack(5, packet.code) + _encode_text(packet.message) + b"\0"
     if isinstance(packet, OAck):
         parts = [_OPCODE.pack(6)]
         for name, value in packet.options:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from tftpdiag import fmt
@@ -43,7 +42,7 @@ def run_pxe(args: argparse.Namespace) -> int:
         probe_boot_file(report, json_out=args.json, stdout=out)
     finish(report)
     if args.json:
-        out.write(json.dumps(to_json(report)) + "\n")
+        out.write(fmt.json_line(to_json(report)) + "\n")
     else:
         write_text(report, out)
     return EXIT_OK if report.ok else EXIT_FAILED

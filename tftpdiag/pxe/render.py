@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from tftpdiag import fmt
-from tftpdiag.dhcp.offers import Offer
+from tftpdiag.dhcp.offers import Offer, json_text
 from tftpdiag.pxe.run import PxeReport, boot_address
 from tftpdiag.report import SCHEMA, finding_lines
 
@@ -109,9 +109,9 @@ def to_json(report: PxeReport) -> dict[str, Any]:
             "dhcp_server": boot.address.server if boot.address else None,
             "your_ip": boot.address.your_ip if boot.address else None,
             "boot_from": boot.boot.server if boot.boot else None,
-            "next_server": fmt.clean(boot.server.value) if boot.server else None,
+            "next_server": json_text(boot.server.value) if boot.server else None,
             "next_server_address": boot_address(report),
-            "bootfile": fmt.clean(boot.file) if boot.file is not None else None,
+            "bootfile": json_text(boot.file),
         }
     return {
         "schema": SCHEMA,

@@ -8,7 +8,6 @@ message."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import datetime
@@ -24,7 +23,7 @@ from textual.widgets import DataTable, Footer, Static
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import TransferSetupError
 from tftpdiag.findings import Analyzer, Finding
-from tftpdiag.fmt import clean, duration, options, quote
+from tftpdiag.fmt import clean, duration, json_line, options, quote
 from tftpdiag.protocol.timer import Timing
 from tftpdiag.sessions import fmt_bytes, fmt_rate
 from tftpdiag.sweep import MAX_BYTES, ProbeResult, SweepReport, run_sweep, summary_lines
@@ -249,7 +248,7 @@ class SweepApp(TickedApp):
             return self.spool.save(path)
         report = self.report or SweepReport(self.host, self.port, self.filename, MAX_BYTES, list(self.results),
                                             stopped="still running when saved")
-        path.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        path.write_text(json_line(report.to_dict(), indent=1) + "\n")
         return f"saved {len(report.results)} probes to {path}"
 
     @work(thread=True, exclusive=True, group="save")

@@ -1,0 +1,130 @@
+"""Bytes from a client that are not clean text, on their way to JSON, the log and the history.
+
+A name and an ERROR message may hold bytes that are not UTF-8 and literal backslashes. What is written
+must be valid UTF-8 (a lone surrogate is not: jq turns it into U+FFFD, Python refuses to encode it), and
+the original must be recoverable: the one rule of :func:`tftpdiag.fmt.storable` writes each such byte as
+``\\xNN`` and doubles the backslashes, in every destination alike. Real `tftpdiag serve` processes, a
+client on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.serving import serve, wait_for
+from tftpdiag.fmt import clean, quote, storable, unstored
+
+pytestmark = pytest.mark.timeout(120)
+
+NAME = b"a\\x\xff\xfe\xc3(bad.bin"  # a literal backslash and x, then bytes that are not UTF-8
+NAME_WRITTEN = "a\\\\x\\xff\\xfe\\xc3(bad.bin"  # the backslash doubled, each odd byte as \xNN
+MESSAGE = b"gave up \\ ok\xff"
+MESSAGE_WRITTEN = "gave up \\\\ ok\\xff"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    served = tmp_path / "root"
+    served.mkdir()
+    (served / "image.bin").write_bytes(bytes(5000))
+    return served
+
+
+def hostile_client(port: int, host: str = "127.0.0.1") -> None:
+    """A request for NAME (refused: not there), then a transfer the client aborts with MESSAGE."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(struct.pack("!H", 1) + NAME + b"\0octet\0", (host, port))
+        sock.recvfrom(1024)  # the ERROR that refuses it
+        sock.sendto(struct.pack("!H", 1) + b"image.bin\0octet\0", (host, port))
+        _, session = sock.recvfrom(1024)
+        sock.sendto(struct.pack("!HH", 5, 0) + MESSAGE + b"\0", session)
+
+
+def strict_utf8(value: Any) -> None:
+    """Every string in ``value`` is text UTF-8 can hold (no lone surrogate)."""
+    if isinstance(value, str):
+        value.encode("utf-8")  # strict: raises on a lone surrogate
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            strict_utf8(k)
+            strict_utf8(v)
+    elif isinstance(value, list):
+        for v in value:
+            strict_utf8(v)
+
+
+def sessions_in(text: str) -> list[dict[str, Any]]:
+    objects = [json.loads(row) for row in text.splitlines()]
+    strict_utf8(objects)
+    return [o for o in objects if o.get("event") != "device"]  # judged at the stop: read or not yet
+
+
+def assert_written_by_the_rule(objects: list[dict[str, Any]]) -> None:
+    refused, aborted = objects
+    assert refused["file"] == NAME_WRITTEN and unstored(refused["file"]).encode("utf-8", "surrogateescape") == NAME
+    assert aborted["file"] == "image.bin"  # clean text is written as it is
+    assert aborted["error"]["message"] == MESSAGE_WRITTEN
+    assert unstored(aborted["error"]["message"]).encode("utf-8", "surrogateescape") == MESSAGE
+
+
+def test_the_rule_gives_the_original_back() -> None:
+    for text in ["plain", "a\\b", "a\\xffb", "a\udcffb\\\udcfe", "\0\\x00", "\ud800 \udc7f", "é漢字🙂\\u1234"]:
+        written = storable(text)
+        written.encode("utf-8")
+        assert "\0" not in written and unstored(written) == text
+    assert storable("plain") == "plain" and storable("a\\b") == "a\\\\b" and storable("x\udcff") == "x\\xff"
+
+
+def test_serve_json_and_log_write_bytes_that_are_not_utf8_by_the_one_rule(root: Path, tmp_path: Path) -> None:
+    log = tmp_path / "sessions.jsonl"
+    with serve(root, "--json", "--log", str(log), tmp=tmp_path) as server:
+        hostile_client(server.port)
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 2, 20, "two sessions logged")
+        wait_for(lambda: len(sessions_in(server.stdout())) == 2, 20, "two sessions printed")
+        assert server.stop() == 0
+        printed = server.stdout_path.read_bytes().decode("utf-8")
+    assert_written_by_the_rule(sessions_in(log.read_bytes().decode("utf-8")))
+    assert_written_by_the_rule(sessions_in(printed))
+
+
+def test_history_stores_by_the_rule_and_shows_what_the_live_line_showed(root: Path, tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    with serve(root, "--no-tui", "--history", str(db), tmp=tmp_path) as server:
+        hostile_client(server.port)
+        wait_for(lambda: db.exists() and len(history(str(db)).stdout.splitlines()) == 2, 20, "two sessions recorded")
+        assert server.stop() == 0
+        live = server.stdout_path.read_bytes().decode("utf-8")
+    name, message = quote(NAME.decode("utf-8", "surrogateescape")), clean(MESSAGE.decode("utf-8", "surrogateescape"))
+    assert name == "'a\\\\x\\xff\\xfe\\xc3(bad.bin'" and message == "gave up \\ ok\\xff"
+    shown = history(str(db)).stdout
+    for text in (live, shown):
+        assert name in text and message in text, text
+    # The database holds valid UTF-8, by the same rule as the JSON; and --json says what serve --json says.
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT file, error FROM sessions ORDER BY id").fetchall() == [
+            (NAME_WRITTEN, "file not found"), ("image.bin", MESSAGE_WRITTEN)]
+    finally:
+        conn.close()
+    recorded = json.loads(history(str(db), "--json").stdout)
+    strict_utf8(recorded)
+    assert_written_by_the_rule(recorded)
+    # --file NAME finds it as the client sent it, backslash, odd bytes and all; so does a pattern.
+    for pattern in (NAME.decode("utf-8", "surrogateescape"), "a\\x*"):
+        (found,) = json.loads(history(str(db), "--file", pattern, "--json").stdout)
+        assert found["file"] == NAME_WRITTEN
+
+
+def history(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tftpdiag", "history", *args], capture_output=True, text=True,
+                          timeout=30, stdin=subprocess.DEVNULL)
