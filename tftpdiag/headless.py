@@ -20,7 +20,7 @@ from tftpdiag.engine.bus import EventBus, Subscription
 from tftpdiag.engine.client import ClientOutcome, ClientTransfer
 from tftpdiag.engine.wait_drain import WaitDrain
 from tftpdiag.findings import Analyzer
-from tftpdiag.fmt import clean, duration, iso_time, json_line, line, quote
+from tftpdiag.fmt import duration, iso_time, json_line, line, quote
 from tftpdiag.packetline import PACKET_EVENTS, packet_lines
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import Failed, PacketRun
@@ -268,9 +268,8 @@ def print_client_summary(record: SessionRecord, summary: dict[str, Any], console
     """The human summary of a finished probe or put."""
     verb = "downloaded" if record.direction == "download" else "uploaded"
     server = fmt_addr(record.peer)
-    name = clean(record.filename)
-    if summary["ok"]:
-        _say(console, ("✔", "green"), f" {verb} ", (name, "bold"),
+    if summary["ok"]:  # the name quoted as in the failure headline and the findings: see _where
+        _say(console, ("✔", "green"), f" {verb} ", (quote(record.filename), "bold"),
              f" {'from' if verb == 'downloaded' else 'to'} {server}")
     else:
         _say(console, ("✘", "red"), f" {_where(record)}: ", (summary.get("failure") or explain_failure(record), "red"))

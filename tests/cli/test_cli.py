@@ -414,7 +414,7 @@ def test_a_scripted_summary_does_not_import_rich_and_forced_colour_still_styles(
     plain = probe_in_a_fresh_interpreter(port, package="rich", env=env).stdout
     assert "LOADED []" in plain
     lines = plain.splitlines()
-    assert lines[0] == f"✔ downloaded image.bin from 127.0.0.1:{port}"
+    assert lines[0] == f"✔ downloaded 'image.bin' from 127.0.0.1:{port}"
     assert any(line.startswith("  packets sent ") for line in lines) and "\x1b[" not in plain
     coloured = probe_in_a_fresh_interpreter(port, package="rich", env={**env, "FORCE_COLOR": "1"}).stdout
     assert "\x1b[" in coloured and "'rich.console'" in coloured

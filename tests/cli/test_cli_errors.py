@@ -153,7 +153,7 @@ def test_output_dash_writes_the_file_to_stdout_and_the_summary_to_stderr(tmp_pat
                                     stdin=subprocess.DEVNULL)
             assert result.returncode == 0, result.stderr
             assert result.stdout == content  # the file alone: the summary (and -v's lines) went to stderr
-            assert b"downloaded image.bin" in result.stderr
+            assert b"downloaded 'image.bin'" in result.stderr
             assert not (tmp_path / "-").exists()
     one_usage_line(run("probe", "127.0.0.1", "f", "--port", "9", "-o", "-", "--json", timeout=15),
                    "-o - puts the file on stdout, where --json would print too")

@@ -184,7 +184,7 @@ def test_verbose_prints_every_packet_then_the_summary(served: tuple[Path, int]) 
     server = seen[1].group(1)  # the transfer ID the server answered from
     assert all(m.group(1) == server for m in seen if m.group(3) == "DATA")
     # Every packet line comes before the summary, which is unchanged.
-    assert lines.index(rrq.group(0)) == 0 and lines[len(seen)].startswith("✔ downloaded image.bin")
+    assert lines.index(rrq.group(0)) == 0 and lines[len(seen)].startswith("✔ downloaded 'image.bin'")
 
 
 def test_verbose_with_json_keeps_stdout_one_document(served: tuple[Path, int]) -> None:

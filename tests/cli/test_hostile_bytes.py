@@ -176,6 +176,22 @@ def test_probe_failure_headline_quotes_the_name_as_the_findings_do() -> None:
     assert "'\\x1b[31mRED\\x1b]0;t\\x07\\\\x.bin'" in headline
 
 
+def test_probe_success_headline_quotes_the_name_as_the_failure_does(tmp_path: Path) -> None:
+    """A downloaded name with a backslash reads as in the failure headline and the findings: doubled,
+    never a literal \\x that could be an escaped byte. (The server refuses control characters, and
+    reads a backslash as a Windows client's path separator.)"""
+    name = "fw\\x41.bin"
+    (tmp_path / "fw").mkdir()
+    (tmp_path / "fw" / "x41.bin").write_bytes(b"firmware")
+    with TftpServer(ServerConfig(root=tmp_path, bind=("127.0.0.1",), port=0)) as server:
+        port = server.addresses[0][1]
+        result = run_cli("probe", "127.0.0.1", name, "--port", str(port), "--no-tui", *PROBE_FLAGS)
+    assert result.returncode == 0, result.stderr
+    headline = assert_safe_output(result.stdout).splitlines()[0]
+    assert headline == f"✔ downloaded {quote(name)} from 127.0.0.1:{port}", headline
+    assert "'fw\\\\x41.bin'" in headline
+
+
 @pytest.mark.parametrize("scenario", sorted(SERVER_REPLIES))
 @pytest.mark.parametrize("command", ["probe", "put"])
 def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, command: str, tmp_path: Path) -> None:
