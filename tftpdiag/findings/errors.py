@@ -276,6 +276,14 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
         ev = [f"{s.t(r.time)}: {got} from {client} to the listening port, {answer}"]
         return Finding("stray-packets", INFO, summary, evidence(ev),
                        "Usually a late packet of a transfer that had ended; harmless unless it repeats.", s.session)
+    if why == "unsupported-mode":
+        mode = escape_name(r.mode)
+        ev[0] = f"{s.t(r.time)}: {what} {name} {mode} from {client}"
+        asked = f"asked for {name}" if r.is_read else f"asked to upload {name}"
+        summary = f"Client {client} {asked} in transfer mode {mode}, which the server does not take: refused"
+        return Finding("protocol-breach", WARNING, summary, evidence(ev),
+                       "TFTP moves files in octet mode (binary files; a client's 'binary' command sends it) or "
+                       "netascii (text): set the client to one of them.", s.session)
     if why == "malformed":
         summary = f"{client} sent a datagram to the TFTP port that is not a valid request: {r.message}"
         return Finding("protocol-breach", INFO, summary, evidence(ev),
