@@ -87,7 +87,7 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
                                      suggestion, "", bool(out), packet.mode, packet.options))
         return out, events
     if packet is None:
-        received = f"{len(raw)} undecodable bytes"
+        received = f"{len(raw)} undecodable byte{'' if len(raw) == 1 else 's'}"
     else:
         received = packet.opcode.name + (f" {packet.block}" if isinstance(packet, (Ack, Data)) else "")
     events.append(RequestRefused(session_id, now, client, "", True, code, message, why, suggestion, received,
