@@ -121,7 +121,7 @@ def name_features(name: str, nearest: str | None = None) -> list[str]:
     if nearest is not None:
         cleaned = "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
         if nearest != cleaned and nearest.lower() == cleaned.lower():
-            out.append(f"letter case differs from the existing {escape_name(nearest)}")
+            out.append(f"letters in another case than the existing {escape_name(nearest)}")
     return out
 
 
