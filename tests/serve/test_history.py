@@ -257,6 +257,18 @@ def test_what_a_client_sends_is_stored_bounded(root: Path, tmp_path: Path) -> No
     assert storable("a\udcffb\0" + "z" * 5000, 100) == "a\\xffb\\x00" + "z" * 96  # what a database holds
 
 
+def test_a_limit_says_how_many_newest_sessions_it_shows_in_words_for_one(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    store = open_store(str(db))
+    row = dict.fromkeys(COLUMNS)
+    row.update(started=1_700_000_000.0, ended=1_700_000_001.0, kind="session", result="ok", file="a.bin",
+               direction="download")
+    store.add([tuple(row.values()), tuple({**row, "started": 1_700_000_002.0}.values())])
+    store.close()
+    assert history(str(db), "--limit", "1").stderr == "tftpdiag: the newest session shown; --limit 0 shows all\n"
+    assert history(str(db), "--limit", "2").stderr == "tftpdiag: the newest 2 sessions shown; --limit 0 shows all\n"
+
+
 def test_a_transfer_under_ten_milliseconds_reads_in_milliseconds_not_zero() -> None:
     from tftpdiag.history.query import session_line
 
