@@ -66,16 +66,17 @@ class Attempt:
                 "normal": self.normal or None, "error": self.error or None}
 
 
-# Refusals of datagrams that asked for nothing: a stray ACK, DATA or ERROR at the listening port (a late
-# packet of a transfer that had ended), a client's ACK of the ERROR that refused it. No step of a boot.
-_NOT_ATTEMPTS = frozenset(("not-a-request", "error-acked"))
+# Refusals of datagrams that asked for nothing (RequestRefused.received says what came: a stray ACK, DATA
+# or ERROR at the listening port, a client's ACK of the ERROR that refused it, undecodable bytes) are no
+# step of a boot; these whys say so in a trace written before ``received``.
+_NOT_ATTEMPTS = frozenset(("not-a-request", "error-acked", "malformed"))
 
 
 def attempt_of(record: SessionRecord) -> Attempt | None:
     """What one finished (or still running) session was, seen from the client's side."""
     refused = record.refused
     if refused is not None:  # a server of ours turned the request away
-        if refused.why in _NOT_ATTEMPTS:
+        if refused.received or refused.why in _NOT_ATTEMPTS:
             return None
         outcome = MISSING if refused.why == "not-found" or refused.code == 1 else REFUSED
         return Attempt(record.session, refused.filename, refused.time, outcome, 0, refused.is_read,

@@ -113,5 +113,6 @@ def run_history(args: argparse.Namespace) -> int:
         store.close()
     write(rows, devices=args.devices, json_out=args.json, out=sys.stdout)
     if not args.devices and args.limit and len(rows) == args.limit and not args.json:
-        print(f"tftpdiag: the newest {args.limit} sessions shown; --limit 0 shows all", file=sys.stderr)
+        shown = "the newest session" if args.limit == 1 else f"the newest {args.limit} sessions"
+        print(f"tftpdiag: {shown} shown; --limit 0 shows all", file=sys.stderr)
     return EXIT_OK

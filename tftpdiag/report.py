@@ -196,6 +196,12 @@ def options_lines(record: SessionRecord) -> list[str]:
     return lines
 
 
+def stray_kind(received: str) -> str:
+    """What reached the listening port that was no request (RequestRefused.received), named where a list
+    names a request by its kind and file: "stray ACK 1", "stray ERROR", "6 undecodable bytes"."""
+    return received if "undecodable" in received else f"stray {received}"
+
+
 def stray_text(refused: RequestRefused) -> str:
     """What reached the listening port that was no request at all, and what came of it: undecodable
     bytes are answered with the ERROR that says why, anything else only logged."""

@@ -316,7 +316,7 @@ class SessionRecord:
         elif isinstance(event, RequestRefused):
             self.refused = event
             self.peer = event.peer
-            self.filename = event.filename
+            self.filename, self.mode, self.requested = event.filename, event.mode, event.requested
         elif isinstance(event, SocketError):
             self.socket_errors.append(event)
         elif isinstance(event, Impaired):

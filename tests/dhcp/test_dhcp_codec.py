@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.pxe.test_pxe_netns import pe_image
 from tftpdiag import fmt
 from tftpdiag.dhcp.analysis import ProbeFacts, PxeFacts, analyse, choose_boot
-from tftpdiag.dhcp.arch import ARCHES, by_code, by_name, loader_from_bytes, loader_from_name
+from tftpdiag.dhcp.arch import ARCHES, NOT_UEFI, by_code, by_name, loader_from_bytes, loader_from_name
 from tftpdiag.dhcp.messages import (
     BROADCAST_FLAG,
     ClientIdentity,
@@ -206,7 +206,7 @@ def test_loaders_told_by_their_bytes_and_names():
     assert efi.firmware == "uefi" and efi.machine == 0x8664 and efi.cpu == "x64"
     assert loader_from_bytes(pe_image(0xAA64)).cpu == "ARM64"
     assert loader_from_bytes(pe_image(subsystem=3)).firmware is None  # a Windows console program
-    assert loader_from_bytes(b"\xfa\xea\x05\x7c").firmware == "bios"
+    assert loader_from_bytes(b"\xfa\xea\x05\x7c").firmware == NOT_UEFI  # no PE image: which is no BIOS proof
     assert loader_from_bytes(b"MZ\x90\x00").firmware is None  # too short to tell
     assert loader_from_name("boot\\x86\\wdsnbp.com").firmware == "bios"
     assert loader_from_name("EFI/BOOT/BOOTX64.EFI").firmware == "uefi"
@@ -274,6 +274,27 @@ def test_arch_mismatch_from_name_from_bytes_and_from_cpu():
     arm = ProbeFacts("10.0.0.1", "loader.bin", ok=True, replied=True, head=pe_image(0xAA64))
     found = analyse(facts([neutral], arch="efi-x64", probe=arm))
     assert ids(found) == ["arch-mismatch", "boot-file-ok"] and "ARM64" in found[0].summary
+
+
+def test_a_file_that_is_no_pe_image_is_not_uefi_not_for_bios():
+    """A UEFI client given a file with a UEFI loader's name that is no PE image: not "for BIOS" (it is
+    not shown to be anything), but not a UEFI executable; a BIOS client may well run it."""
+    o = offer(reply(siaddr="10.0.0.1", file=b"grubx64.efi"))
+    random = ProbeFacts("10.0.0.1", "grubx64.efi", ok=True, replied=True, head=b"\x7fELF" + bytes(60))
+    found = analyse(facts([o], arch="efi-x64", probe=random))
+    assert ids(found) == ["arch-mismatch", "boot-file-ok"]
+    assert found[0].summary == ("The boot file 'grubx64.efi' is not a UEFI executable but the client is "
+                                f"{by_name('efi-x64').title} (option 93 = 7): it does not start with 'MZ', so it "
+                                "is not a PE image UEFI could run")
+    assert ids(analyse(facts([o], arch="bios", probe=random))) == ["boot-file-ok"]
+
+
+def test_the_pxe_client_an_architecture_makes_takes_its_article():
+    assert by_name("bios").client == "a bios PXE client"
+    assert by_name("efi-arm64").client == "an efi-arm64 PXE client"
+    found = analyse(facts([], arch="efi-arm64"))
+    assert found[0].summary == ("No DHCP server answered an efi-arm64 PXE client on eth0: no DHCP message at all "
+                                "was seen on it")
 
 
 def test_probe_results_become_findings():

@@ -111,7 +111,7 @@ def test_client_never_answers_the_oack(root: Path, client: socket.socket) -> Non
 
 
 @pytest.mark.parametrize("name, expect", [
-    ("PXELINUX.0", "letter case differs from the existing 'pxelinux.0'"),
+    ("PXELINUX.0", "asked for 'PXELINUX.0', with letters in another case than the existing 'pxelinux.0': not served"),
     ("pxelinux.0\udcff", "odd bytes (\\xff)"),
     ("\\pxelinux.1", "backslashes"),
     ("pxe\x01linux.0", "odd bytes (\\x01)"),

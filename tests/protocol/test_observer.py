@@ -413,6 +413,15 @@ def test_client_timeout_shows_in_its_own_repeat() -> None:
     assert ending(events).stats.timeouts == 1
 
 
+def test_a_transfer_cut_after_one_block_says_one_block() -> None:
+    wire = Wire()
+    wire(C, S, rrq())
+    wire(T, C, Data(1, bytes(512)))
+    wire(C, T, Ack(1))
+    _, events = observe(wire.datagrams, end=wire.time + 10.0)
+    assert ending(events).message.startswith("the transfer stopped after 512 bytes in 1 block; the capture goes on")
+
+
 def test_reordered_block_counts_once_in_order() -> None:
     """Windowed: DATA 3 overtakes DATA 2. The receiver drops 3 (RFC 7440) and ACKs 2; the server
     resends 3."""

@@ -137,7 +137,7 @@ def _v1_database(path: Path) -> None:
     for statement in MIGRATIONS[1]:
         conn.execute(statement.format(**types))
     conn.execute("INSERT INTO schema_version VALUES (1)")
-    v1 = [c for c in COLUMNS if c not in ("server", "retransmits")]
+    v1 = [c for c in COLUMNS if c not in ("server", "retransmits", "received")]
     conn.execute(f"INSERT INTO sessions ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
                  (1764600000.0, 1764600002.5, "session", "failed", "10.0.4.17", 3001, "10.0.0.1", 40000,
                   "pxe\\x86\\phone.bin", "download", "octet", '{"blksize": "1468"}', None, 4096, 2.5, None,
@@ -163,6 +163,32 @@ def test_a_version_1_history_is_migrated_forward_and_kept(root: Path, tmp_path: 
     assert new["file"] == "phone.cfg" and new["server"] == socket.gethostname() and new["retransmits"] == 0
     failed = json.loads(history(str(db), "--failed", "--json").stdout)
     assert [(s["client"]["address"], s["error"]["reason"]) for s in failed] == [("10.0.4.17", "timeout")]
+
+
+def test_garbage_at_the_listening_port_is_shown_for_what_it_was_and_a_mode_refusal_as_its_request(
+        root: Path, tmp_path: Path) -> None:
+    """No ``RRQ ''`` for what was no request: a stray ERROR, undecodable bytes; a request refused for its
+    mode is a request, with its file."""
+    db = tmp_path / "h.sqlite"
+    with serve(root, "--no-tui", "--history", str(db), tmp=tmp_path) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        for junk in (b"\x00\x09junk", b"\x01", b"\x00\x01phone.cfg\x00binary\x00"):
+            sock.sendto(junk, ("127.0.0.1", server.port))
+            sock.recvfrom(1024)  # the ERROR 4 that refuses it
+        sock.sendto(b"\x00\x05\x00\x00late\x00", ("127.0.0.1", server.port))  # only logged
+        wait_for(lambda: len(rows_in(db)) == 4, 10, "the four rows")
+        assert server.stop() == 0
+    lines = history(str(db)).stdout.splitlines()
+    asked = [" ".join(text.split()[2:5]) for text in lines]
+    assert asked == ["6 undecodable bytes", "1 undecodable byte", "RRQ 'phone.cfg' 0", "stray ERROR 0"], lines
+    assert "refused: ERROR 4: transfer mode 'binary' is not supported" in lines[2], lines
+    sessions = json.loads(history(str(db), "--json").stdout)
+    assert [(s["file"], s["mode"], s["received"]) for s in sessions] == [
+        ("", None, "6 undecodable bytes"), ("", None, "1 undecodable byte"), ("phone.cfg", "binary", None),
+        ("", None, "ERROR")], sessions
+    (device,) = history(str(db), "--devices").stdout.splitlines()
+    assert "stray ERROR refused: ERROR 5: not a request; 4 sessions, 4 failed" in device, device
 
 
 def test_a_history_from_a_newer_tftpdiag_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -231,12 +257,24 @@ def test_what_a_client_sends_is_stored_bounded(root: Path, tmp_path: Path) -> No
     assert storable("a\udcffb\0" + "z" * 5000, 100) == "a\\xffb\\x00" + "z" * 96  # what a database holds
 
 
+def test_a_limit_says_how_many_newest_sessions_it_shows_in_words_for_one(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite"
+    store = open_store(str(db))
+    row = dict.fromkeys(COLUMNS)
+    row.update(started=1_700_000_000.0, ended=1_700_000_001.0, kind="session", result="ok", file="a.bin",
+               direction="download")
+    store.add([tuple(row.values()), tuple({**row, "started": 1_700_000_002.0}.values())])
+    store.close()
+    assert history(str(db), "--limit", "1").stderr == "tftpdiag: the newest session shown; --limit 0 shows all\n"
+    assert history(str(db), "--limit", "2").stderr == "tftpdiag: the newest 2 sessions shown; --limit 0 shows all\n"
+
+
 def test_a_transfer_under_ten_milliseconds_reads_in_milliseconds_not_zero() -> None:
     from tftpdiag.history.query import session_line
 
     row = {"started": 1_700_000_000.0, "client_address": "127.0.0.1", "client_port": 4000, "direction": "download",
            "file": "small.bin", "bytes": 512, "duration_s": 0.0012, "result": "ok", "error_code": None,
-           "error": None, "reason": None, "findings": None}
+           "error": None, "reason": None, "findings": None, "received": None}
     fast = session_line(row)
     assert "1.20 ms" in fast and "0.001 s" not in fast and fast.endswith("  ok")
     assert "0.736 s" in session_line({**row, "duration_s": 0.736})  # a second's figure as before

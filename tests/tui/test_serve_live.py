@@ -285,3 +285,52 @@ async def test_the_devices_table_and_pane_show_the_same_moment_and_the_files_use
         assert "small.bin" in pane and "booted" in pane, pane
         shown = next(line for line in plain(table).splitlines() if "10.0.0.50" in line)
         assert "nothere.bin · → small.bin ✔" in shown and shown.strip("│ ").endswith("  2"), shown
+
+
+def _garbage(client: tuple[str, int], session: int, at: float) -> list[Event]:
+    """What the listener publishes for garbage from ``client``, as engine/server_requests turns it away:
+    an opcode 9, a 0- and a 1-byte datagram (answered with ERROR 4), a stray ERROR (only logged)."""
+    from tftpdiag.protocol.packets import Error, ProtocolError, decode, encode
+    from tftpdiag.protocol.server import refuse
+
+    events: list[Event] = []
+    where = dict(client=client, local=tui_samples.SERVER_ADDR, now=at)
+    for i, junk in enumerate((b"\x00\x09junk", b"", b"\x01")):
+        try:
+            decode(junk)
+            raise AssertionError("decoded")
+        except ProtocolError as exc:
+            events += refuse(session + i, raw=junk, packet=None, code=exc.code, message=exc.message,
+                             why="malformed", **where)[1]  # type: ignore[arg-type]
+    stray = Error(0, "late")
+    events += refuse(session + 3, raw=encode(stray), packet=stray, code=5, message="not a request",
+                     why="not-a-request", answer=False, **where)[1]  # type: ignore[arg-type]
+    return events
+
+
+async def test_garbage_at_the_listening_port_is_no_step_of_a_devices_boot() -> None:
+    """Undecodable datagrams and a stray ERROR from a device are not RRQs it made: its boot sequence in
+    the devices view holds its one request, and the log names each for what it was."""
+    from textual.widgets import DataTable
+
+    t0 = 1_795_000_000.0
+    feed = PushFeed()
+    app = TftpDiagApp(mode="serve", feed=feed, server=tui_samples.SERVER_INFO, clock=lambda: t0 + 1.0, tick=None)
+    device = ("10.0.0.50", 3000)
+    async with app.run_test(size=(200, 40)) as pilot:
+        feed.pending = _not_found("nothere.bin", device, 41, t0) + _garbage(device, 50, t0 + 0.5)
+        app.refresh_now()
+        await pilot.pause()
+        log = " ".join(_log(app).split())
+        assert "sent 1 undecodable byte to the listening port" in log, log
+        assert "sent ERROR to the listening port, which takes only requests (ignored)" in log, log
+        await pilot.press("d")
+        await pilot.pause()
+        app.refresh_now()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, DevicesScreen)
+        row = tuple(str(cell) for cell in screen.query_one(DataTable).get_row("10.0.0.50"))
+        assert row[2:] == ("nothere.bin ✘", "1"), row
+        pane = plain(screen.query_one("#device-timeline"))
+        assert "RRQ nothere.bin" in pane and "RRQ   refused" not in pane and pane.count("RRQ") == 1, pane

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tftpdiag.dhcp.arch import Arch, Loader, loader_from_bytes, loader_from_name
+from tftpdiag.dhcp.arch import NOT_UEFI, Arch, Loader, loader_from_bytes, loader_from_name
 from tftpdiag.dhcp.offers import BootServer, Offer
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding, escape_name, evidence
 from tftpdiag.records import record
@@ -92,7 +92,7 @@ def analyse(facts: PxeFacts) -> list[Finding]:
     if not facts.offers:
         seen = (f"{facts.seen} other DHCP message(s) were seen on it, so DHCP traffic does pass"
                 if facts.seen else "no DHCP message at all was seen on it")
-        out.append(Finding("no-offer", ERROR, f"No DHCP server answered a {facts.arch.name} PXE client on "
+        out.append(Finding("no-offer", ERROR, f"No DHCP server answered {facts.arch.client} on "
                            f"{facts.interface}: {seen}", (),
                            "Check that a DHCP server (or a relay, ip helper-address) serves this segment, that "
                            "its range is not exhausted, and that it answers PXE clients (option 60 PXEClient, "
@@ -184,11 +184,14 @@ def _arch(arch: Arch, file: str, probe: ProbeFacts | None) -> list[Finding]:
         return []
     wrong_cpu = (loader.firmware == "uefi" and arch.firmware == "uefi" and loader.machine is not None
                  and loader.machine not in arch.machines)
-    if loader.firmware == arch.firmware and not wrong_cpu:
+    fits = loader.firmware == arch.firmware or (loader.firmware == NOT_UEFI and arch.firmware == "bios")
+    if fits and not wrong_cpu:
         return []
-    built = f"{loader.cpu} UEFI" if wrong_cpu else loader.firmware.upper() if loader.firmware == "bios" else "UEFI"
+    built = {NOT_UEFI: "not a UEFI executable", "bios": "for BIOS"}.get(loader.firmware, "for UEFI")
+    if wrong_cpu:
+        built = f"for {loader.cpu} UEFI"
     return [Finding("arch-mismatch", ERROR,
-                    f"The boot file {escape_name(file)} is for {built} but the client is {arch.title} "
+                    f"The boot file {escape_name(file)} is {built} but the client is {arch.title} "
                     f"(option 93 = {arch.code}): {loader.reason}", (),
                     "Match the boot file to option 93 (dnsmasq: dhcp-match=set:efi64,option:client-arch,7 "
                     "and dhcp-boot=tag:efi64,...; ISC: if option arch = 00:07 { filename ...; }); note that x64 "

@@ -14,9 +14,10 @@ import struct
 from tftpdiag.records import record
 
 __all__ = ["Arch", "ARCHES", "by_name", "by_code", "Loader", "loader_from_name", "loader_from_bytes",
-           "HEAD_BYTES"]
+           "HEAD_BYTES", "NOT_UEFI"]
 
 HEAD_BYTES = 4096  # the first bytes of a loader needed to read its PE header
+NOT_UEFI = "not-uefi"  # Loader.firmware of a file that is no PE image: UEFI cannot run it, BIOS perhaps can
 
 
 @record
@@ -36,6 +37,11 @@ class Arch:
         2.1 for BIOS, as real firmware reports)."""
         undi = "003016" if self.firmware == "uefi" else "002001"
         return f"{'HTTPClient' if self.http else 'PXEClient'}:Arch:{self.code:05d}:UNDI:{undi}"
+
+    @property
+    def client(self) -> str:
+        """The PXE client it makes a device, with its article: "a bios PXE client", "an efi-x64 PXE client"."""
+        return f"{'an' if self.name[0] in 'aeiou' else 'a'} {self.name} PXE client"
 
     @property
     def undi(self) -> bytes:
@@ -77,7 +83,7 @@ def by_code(code: int) -> Arch | None:
 class Loader:
     """What a boot file is built for, and how that was told (its name or its first bytes)."""
 
-    firmware: str | None  # "bios", "uefi", or None when it cannot be told
+    firmware: str | None  # "bios", "uefi", NOT_UEFI (no PE image: not for UEFI), or None when it cannot be told
     machine: int | None = None  # the PE machine type, for a UEFI image
     reason: str = ""
 
@@ -109,10 +115,10 @@ _EFI_SUBSYSTEMS = {10: "EFI application", 11: "EFI boot service driver", 12: "EF
 
 def loader_from_bytes(head: bytes) -> Loader:
     """BIOS or UEFI from a boot file's first bytes: a PE image with an EFI subsystem is UEFI; anything
-    that is not a PE image cannot run under UEFI, so it is taken as a BIOS program; a PE image for
-    Windows (not EFI) is neither."""
+    that is not a PE image cannot run under UEFI (NOT_UEFI), which says nothing of whether it is a BIOS
+    program: any file is not a PE image; a PE image for Windows (not EFI) is neither."""
     if head[:2] != b"MZ":
-        return Loader("bios", reason="it does not start with 'MZ', so it is not a PE image UEFI could run")
+        return Loader(NOT_UEFI, reason="it does not start with 'MZ', so it is not a PE image UEFI could run")
     if len(head) < 0x40:
         return Loader(None, reason="it starts with 'MZ' but is too short to hold a PE header")
     (pe_offset,) = struct.unpack_from("<I", head, 0x3C)

@@ -25,7 +25,7 @@ from tftpdiag.engine.server_state import ServerConfig, _Active, _HeldIn, _Listen
 from tftpdiag.engine.suggest import NameSuggester
 from tftpdiag.protocol.events import Address, Note, PacketReceived
 from tftpdiag.protocol.packets import Ack, ErrorCode, Packet, ProtocolError, Request, decode
-from tftpdiag.protocol.server import ServerRead, ServerWrite, refuse
+from tftpdiag.protocol.server import ServerRead, ServerWrite, mode_refused, refuse
 
 __all__ = ["ServerRequests", "ERROR_ACKED"]
 
@@ -117,6 +117,12 @@ class ServerRequests:
             else:
                 self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.UNKNOWN_TID,
                              "not a request", "not-a-request", answer=False)
+            return
+        unserved = mode_refused(packet)
+        if unserved is not None:
+            # A request all the same: refused for its mode, before any file is looked at (RFC 1350: ERROR 4).
+            self._refuse(listener, listen, session_id, raw, packet, client, ErrorCode.ILLEGAL_OPERATION, unserved,
+                         "unsupported-mode")
             return
         active = self._by_request.get((client, raw))
         ended = self._ended.get((client, raw))

@@ -121,7 +121,7 @@ def name_features(name: str, nearest: str | None = None) -> list[str]:
     if nearest is not None:
         cleaned = "/".join(p for p in name.replace("\\", "/").split("/") if p not in ("", "."))
         if nearest != cleaned and nearest.lower() == cleaned.lower():
-            out.append(f"letter case differs from the existing {escape_name(nearest)}")
+            out.append(f"letters in another case than the existing {escape_name(nearest)}")
     return out
 
 
@@ -276,6 +276,14 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
         ev = [f"{s.t(r.time)}: {got} from {client} to the listening port, {answer}"]
         return Finding("stray-packets", INFO, summary, evidence(ev),
                        "Usually a late packet of a transfer that had ended; harmless unless it repeats.", s.session)
+    if why == "unsupported-mode":
+        mode = escape_name(r.mode)
+        ev[0] = f"{s.t(r.time)}: {what} {name} {mode} from {client}"
+        asked = f"asked for {name}" if r.is_read else f"asked to upload {name}"
+        summary = f"Client {client} {asked} in transfer mode {mode}, which the server does not take: refused"
+        return Finding("protocol-breach", WARNING, summary, evidence(ev),
+                       "TFTP moves files in octet mode (binary files; a client's 'binary' command sends it) or "
+                       "netascii (text): set the client to one of them.", s.session)
     if why == "malformed":
         summary = f"{client} sent a datagram to the TFTP port that is not a valid request: {r.message}"
         return Finding("protocol-breach", INFO, summary, evidence(ev),

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from tftpdiag.fmt import clean, duration, iso_time, json_line, line, quote
-from tftpdiag.report import SCHEMA
+from tftpdiag.report import SCHEMA, stray_kind
 from tftpdiag.sessions import fmt_addr, fmt_bytes
 
 __all__ = ["parse_since", "session_json", "session_line", "device_line", "device_json"]
@@ -59,7 +59,7 @@ def session_json(row: dict[str, Any]) -> dict[str, Any]:
         "file": row["file"], "direction": row["direction"], "mode": row["mode"],
         "options": {"requested": _loads(row["options_asked"]) or {}, "granted": _loads(row["options_granted"])},
         "bytes": row["bytes"], "duration_s": row["duration_s"], "retransmits": row["retransmits"],
-        "error": error, "findings": _loads(row["findings"]) or [],
+        "error": error, "findings": _loads(row["findings"]) or [], "received": row["received"],
     }
 
 
@@ -75,11 +75,18 @@ def _outcome(row: dict[str, Any]) -> str:
     return f"{row['result']}: {code}{clean(row['error'] or row['reason'] or '')}"
 
 
+def _asked(row: dict[str, Any], width: int = 0, kind: bool = True) -> str:
+    """What the client sent: its request's file (after its kind), or what came when it was no request."""
+    if row["received"]:  # (a row written before the column, NULL, shows as the request it was taken for)
+        return f"{clean(stray_kind(row['received'])):<{width + 4 * kind}}"
+    asked = ("RRQ " if row["direction"] == "download" else "WRQ ") if kind else ""
+    return f"{asked}{quote(row['file'] or ''):<{width}}"
+
+
 def session_line(row: dict[str, Any]) -> str:
-    kind = "RRQ" if row["direction"] == "download" else "WRQ"
     findings = _loads(row["findings"]) or []
     seen = f"  [{', '.join(clean(str(f)) for f in findings)}]" if findings else ""
-    return line(f"{iso_time(row['started'])} {_client(row):<22} {kind} {quote(row['file'] or ''):<24} "
+    return line(f"{iso_time(row['started'])} {_client(row):<22} {_asked(row, 24)} "
                 f"{fmt_bytes(row['bytes'] or 0):>12} {duration(row['duration_s'] or 0):>10}  {_outcome(row)}{seen}")
 
 
@@ -90,7 +97,7 @@ def device_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def device_line(row: dict[str, Any]) -> str:
     return line(f"{clean(row['client_address'] or '-'):<40} last {iso_time(row['started'])} "
-                f"{quote(row['file'] or '')} {_outcome(row)}; {row['sessions']} sessions, {row['failures']} failed")
+                f"{_asked(row, kind=False)} {_outcome(row)}; {row['sessions']} sessions, {row['failures']} failed")
 
 
 def write(rows: list[dict[str, Any]], *, devices: bool, json_out: bool, out: TextIO) -> None:

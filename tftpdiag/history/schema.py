@@ -59,12 +59,17 @@ MIGRATIONS: dict[int, list[str]] = {
         "UPDATE sessions SET file = REPLACE(file, '\\', '\\\\'), mode = REPLACE(mode, '\\', '\\\\'), "
         "error = REPLACE(error, '\\', '\\\\')",
     ],
+    # What reached the listening port when it was no request at all (a stray ACK, undecodable bytes): a
+    # row of a refusal with no file, no RRQ or WRQ, says what it was. NULL for a request.
+    4: [
+        "ALTER TABLE sessions ADD COLUMN received TEXT",
+    ],
 }
 LATEST = max(MIGRATIONS)
 
 COLUMNS = ("started", "ended", "kind", "result", "client_address", "client_port", "server_address", "server_port",
            "file", "direction", "mode", "options_asked", "options_granted", "bytes", "duration_s", "error_code",
-           "error", "reason", "findings", "server", "retransmits")
+           "error", "reason", "findings", "server", "retransmits", "received")
 
 # The columns that hold what a client sent, stored by the one rule (fmt.storable) and read back by its
 # reverse: not escaped for a terminal (whoever reads shows it through tftpdiag.fmt), but bounded: a
@@ -112,4 +117,5 @@ def row_of(session: Served) -> tuple[Any, ...]:
         _options(options.get("requested")), _options(options.get("granted")),
         record.bytes, round(record.duration, 6), error.get("code"), storable(error.get("message")),
         error.get("reason"), json.dumps(sorted({f.id for f in session.findings})), _SERVER, record.retransmits,
+        obj.get("received"),
     )

@@ -378,6 +378,10 @@ class RequestRefused:
     # An ERROR went back (a non-request is only logged; undecodable bytes are told why). A trace written
     # before this field says nothing of it: read as not answered.
     answered: bool = False
+    # The request's mode as sent and its options, as a transfer's record has them (TransferStarted): a
+    # refusal is of that request. Empty for what was no request, and in a trace written before these.
+    mode: str = ""
+    requested: Options = ()
 
 
 @record

@@ -438,7 +438,8 @@ class Observer(ObserverFlow):
             times = "once" if self.requests == 1 else f"{self.requests} times over {now - self.start:.1f} s"
             message = f"no reply from {address(self.server)} to the {self.kind} (sent {times})"
         else:
-            message = f"the transfer stopped after {self.bytes:,} bytes in {self.blocks} blocks"
+            message = (f"the transfer stopped after {self.bytes:,} byte{'' if self.bytes == 1 else 's'} in "
+                       f"{self.blocks:,} block{'' if self.blocks == 1 else 's'}")
         if why is not None:
             message += f": {why}"
         elif self.tid is not None:

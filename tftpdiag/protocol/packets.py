@@ -95,7 +95,8 @@ Options = tuple[tuple[str, str], ...]
 
 @record
 class Request:
-    """RRQ or WRQ. ``mode`` and option names are lower-cased; option order is kept as sent."""
+    """RRQ or WRQ. ``mode`` is lower-cased when it is one of RFC 1350's, else kept as sent (the server
+    refuses it in the client's words); option names are lower-cased; option order is kept as sent."""
 
     opcode: Opcode
     filename: str
@@ -184,7 +185,7 @@ def _illegal(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.ILLEGAL_OPERATION, message)
 
 
-# Filenames and ERROR messages may hold any byte but NUL (firmware sends odd ones); surrogateescape keeps
+# Filenames, modes and ERROR messages may hold any byte but NUL (firmware sends odd ones); surrogateescape keeps
 # them exact, so that what is shown or written (tftpdiag.fmt) can say which bytes they were.
 def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
@@ -282,9 +283,13 @@ def _decode_request(data: bytes, opcode: Opcode) -> Request:
     filename = _decode_text(fields[0])
     if not fields[0]:
         raise _illegal(f"{kind} has an empty file name")
-    mode = _decode_ascii(fields[1], "transfer mode").lower()
-    if mode not in KNOWN_MODES:
-        raise _illegal(f"unknown transfer mode {mode!r}")
+    if not fields[1]:
+        raise _illegal(f"{kind} has no transfer mode")
+    # Any mode decodes: which modes are served is the server's rule (protocol/server.py), and a request
+    # in another mode is still a request for a file, refused for its mode with its name and options.
+    mode = _decode_text(fields[1])
+    if mode.lower() in KNOWN_MODES:
+        mode = mode.lower()  # RFC 1350: any mix of case; the rest of the code compares lower case
     rest = fields[2:]
     # Some clients pad the request with extra NULs after the options; RFC 2347 servers ignore them.
     # An odd trailing empty field is padding, and so is a pair of them (an empty name with no value).
@@ -341,7 +346,7 @@ def encode(packet: Packet) -> bytes:
     if isinstance(packet, Ack):
         return _HEAD.pack(4, packet.block)
     if isinstance(packet, Request):
-        parts = [_OPCODE.pack(packet.opcode), _encode_text(packet.filename), b"\0", packet.mode.encode("ascii"), b"\0"]
+        parts = [_OPCODE.pack(packet.opcode), _encode_text(packet.filename), b"\0", _encode_text(packet.mode), b"\0"]
         for name, value in packet.options:
             parts += [name.encode("ascii"), b"\0", value.encode("ascii"), b"\0"]
         return b"".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tftpdiag.fmt import quote  # pure text: the one way a name from the network is echoed
 from tftpdiag.protocol.events import (
     Address,
     Event,
@@ -45,9 +46,18 @@ from tftpdiag.protocol.sender import Sender
 from tftpdiag.protocol.session import Session, State
 from tftpdiag.protocol.timer import Timing
 
-__all__ = ["ServerRead", "ServerWrite", "refuse", "MODES", "GIVE_UP"]
+__all__ = ["ServerRead", "ServerWrite", "refuse", "mode_refused", "MODES", "GIVE_UP"]
 
 MODES = ("octet", "netascii")
+
+
+def mode_refused(request: Request) -> str | None:
+    """Why the server does not serve ``request`` in its transfer mode (the ERROR 4's message, the mode
+    echoed as the client sent it, escaped), or None when it does: the one place that says which modes."""
+    if request.mode in MODES:  # (the codec lower-cased a mode of RFC 1350's: any case matches)
+        return None
+    return f"transfer mode {quote(request.mode)} is not supported"
+
 
 # In every state of a server session, a request from its client is that client resending it (single-port
 # mode delivers it here): a duplicate, not a new transfer.
@@ -72,15 +82,16 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
         error_raw = encode(error)
         out.append((error_raw, client))
         events.append(PacketSent(session_id, now, local, client, error_raw, error))
-    filename = packet.filename if isinstance(packet, Request) else ""
-    is_read = packet.is_read if isinstance(packet, Request) else True
-    received = ""
+    if isinstance(packet, Request):
+        events.append(RequestRefused(session_id, now, client, packet.filename, packet.is_read, code, message, why,
+                                     suggestion, "", bool(out), packet.mode, packet.options))
+        return out, events
     if packet is None:
-        received = f"{len(raw)} undecodable bytes"
-    elif not isinstance(packet, Request):
+        received = f"{len(raw)} undecodable byte{'' if len(raw) == 1 else 's'}"
+    else:
         received = packet.opcode.name + (f" {packet.block}" if isinstance(packet, (Ack, Data)) else "")
-    events.append(RequestRefused(session_id, now, client, filename, is_read, code, message, why, suggestion,
-                                 received, bool(out)))
+    events.append(RequestRefused(session_id, now, client, "", True, code, message, why, suggestion, received,
+                                 bool(out)))
     return out, events
 
 
@@ -106,9 +117,9 @@ class _ServerMixin(_SessionBase):
                                             self.local, self.peer, request.options))
         self._events.append(PacketReceived(self.session_id, now, listen or self.local, self.peer, raw, request))
         self.packets_received += 1
-        if request.mode not in MODES:
-            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION,
-                       f"transfer mode {request.mode!r} is not supported")
+        refused = mode_refused(request)
+        if refused is not None:  # (the server's request checks refuse it first: never a transfer in it)
+            self._fail(now, Reason.PROTOCOL, Side.LOCAL, ErrorCode.ILLEGAL_OPERATION, refused)
             return False
         return True
 

@@ -25,7 +25,7 @@ def run_pxe(args: argparse.Namespace) -> int:
     def announce() -> None:  # once set up: a wrong interface or a missing permission is said alone
         if not args.json:
             where = f"DHCP server {req.server}" if req.server else (req.interface or "the default interface")
-            print(fmt.line(f"tftpdiag pxe: asking {where} as a {req.arch.name} PXE client for {req.timeout:g} s "
+            print(fmt.line(f"tftpdiag pxe: asking {where} as {req.arch.client} for {req.timeout:g} s "
                            "(no address is taken)"), file=sys.stderr, flush=True)
     try:
         report = discover(req, on_ready=announce)
