@@ -192,7 +192,12 @@ def options_lines(record: SessionRecord) -> list[str]:
         lines.append(f"{clean(o.name):<10} asked {asked:<6} granted {granted:<8} {o.verdict.value:<8} "
                      f"{clean(o.meaning)}")
     if not negotiated.outcomes:
-        lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
+        if record.observed and not record.mode:
+            # Joined mid-way (a decoded request always has a mode): what was asked is not known, only the
+            # block size its DATA show (protocol/observer_state.py, _blocks_show).
+            lines.append(f"request and options not captured: {negotiated.blksize}-byte blocks, as its DATA show")
+        else:
+            lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
     return lines
 
 

@@ -48,7 +48,7 @@ from tftpdiag.protocol.packets import (
     encode_data,
 )
 from tftpdiag.protocol.timer import Timing
-from tftpdiag.report import session_summary
+from tftpdiag.report import options_lines, session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import Datagram
@@ -291,14 +291,21 @@ def test_capture_starting_mid_transfer() -> None:
     check_invariants(events)
     assert rebuilder.midstream == 1
     (s,) = summaries(events)
-    assert s["ok"] and s["file"] == "" and s["role"] == "client-read" and s["options"]["effective"] is None
+    assert s["ok"] and s["file"] == "" and s["role"] == "client-read"
+    # No option was seen, but the block size the DATA show is the one the transfer ran with.
+    assert s["options"]["granted"] is None and s["options"]["outcomes"] == []
+    assert s["options"]["effective"]["blksize"] == 1024
+    table = SessionTable()
+    table.apply(events)
+    (record,) = table
+    assert options_lines(record) == ["request and options not captured: 1024-byte blocks, as its DATA show"]
     assert s["local"] == {"address": CLIENT[0], "port": CLIENT[1]}
     assert s["bytes"] == len(DATA) - 19 * 1024
     # From a DATA block on: the block size comes from the largest block seen.
     rebuilder = Rebuilder()
     rebuilder.feed(view[41:])
     (s,) = summaries(rebuilder.finish())
-    assert s["ok"] and s["bytes"] == len(DATA) - 19 * 1024
+    assert s["ok"] and s["bytes"] == len(DATA) - 19 * 1024 and s["options"]["effective"]["blksize"] == 1024
 
 
 def test_session_ids_follow_first_requests_and_events_stay_in_time_order() -> None:

@@ -88,7 +88,7 @@ class ObserverFlow(ObserverState):
             if size < self.blksize and self.final is None:
                 self.final = n
             elif size > self.blksize and self.request_raw == b"":
-                self.blksize = size  # joined mid-stream: the block size shows in the largest block
+                self._blocks_show(size, now)  # joined mid-stream: the block size shows in the largest block
         if self.is_read:
             expected = self.expected
             ahead = self.ahead

@@ -208,6 +208,15 @@ class ObserverState:
         if self.is_read and negotiated.tsize is not None:
             self.total = negotiated.tsize
 
+    def _blocks_show(self, blksize: int, now: float) -> None:
+        """A transfer joined without its request and OACK: the largest DATA seen shows its block size.
+        Published as its options, as an OACK's would be, so the record and every finding that reads the
+        block size get the one the transfer ran with, not the RFC 1350 default. No option was seen
+        (outcomes and OACK stay empty); the window is not shown either: the event says lock-step, as the
+        findings read a transfer without options, while this observer keeps its own unknown window."""
+        self.blksize = blksize
+        self.events.append(OptionsNegotiated(self.sid, now, Negotiated(blksize=blksize)))
+
     def _negotiated(self, negotiated: Negotiated, now: float) -> None:
         if self.dropped:
             negotiated = dataclasses.replace(negotiated, outcomes=self.dropped + negotiated.outcomes)
