@@ -142,6 +142,9 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
         if quick:
             s.dup_quick += 1
         else:
+            s.peer_resends += 1
+            if not s.episode_open:
+                s.quiet_episodes += 1
             _loss_hint(s, t)
             if s.windowsize == 1:
                 # In lock-step the peer's resend answers the loss it waited on: that episode ends here, and
@@ -240,6 +243,7 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
 
 def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
+    s.peer_resends = s.quiet_episodes = 0  # this end answered (see SessionState.peer_resends)
     if isinstance(p, Request):
         s.requests_tx += 1
         if s.requests_tx == 1:

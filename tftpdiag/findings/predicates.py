@@ -26,6 +26,7 @@ __all__ = [
     "stopped_cause_elsewhere",
     "timed_out",
     "timed_out_or_stuck",
+    "went_quiet",
     "wrap_block",
 ]
 
@@ -71,6 +72,22 @@ def timed_out_or_stuck(s: SessionState, ctx: Context) -> Stuck | None:
         return "failed" if res.reason is Reason.TIMEOUT and waited else None
     if res is None and s.last_timeout is not None and s.last_timeout.attempt >= 2 and \
             (s.last_move is None or s.last_timeout.time > s.last_move) and \
+            ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
+        return "live"
+    return None
+
+
+def went_quiet(s: SessionState, ctx: Context) -> Stuck | None:
+    """A capture's client that stopped answering, as timed_out_or_stuck tells it of a live server's peer:
+    the server sent again on its timer (a resend after a pause) and the client answered none of it.
+    'failed' when the transfer then ended on a timeout (the server gave up, or the capture ended); 'live'
+    when the server has sent twice or more and nothing moved for the context's stall_after."""
+    if not s.observed or not s.peer_resends:
+        return None
+    res = s.result
+    if isinstance(res, Failed):
+        return "failed" if res.reason is Reason.TIMEOUT else None
+    if res is None and s.peer_resends >= 2 and \
             ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
         return "live"
     return None
