@@ -77,3 +77,13 @@ def test_an_uploading_client_that_stops_sending_data() -> None:
     (found,) = [f for f in findings if f.id == "client-stopped-acking"]
     assert found.summary.startswith("The client 10.0.0.1:40000 stopped sending DATA after block 3 (1.5 KiB): the "
                                     "server sent 4 times in "), found.summary
+
+
+def test_a_resend_answering_the_clients_repeat_is_no_silence() -> None:
+    """The client never got block 5 and sends ACK 4 again; the server answers it with block 5 again,
+    then the capture ends: one resend, an answer, is no client that stopped answering."""
+    wire = _silent_download(acked=4, resends=0)
+    t = wire[-1].time
+    wire.append(dgram(t + 0.5, C, T, encode(Ack(4))))
+    wire.append(dgram(t + 0.5005, T, C, encode(Data(5, bytes(1024)))))
+    assert "client-stopped-acking" not in {f.id for f in analyze(rebuild(wire))}

@@ -79,16 +79,16 @@ def timed_out_or_stuck(s: SessionState, ctx: Context) -> Stuck | None:
 
 def went_quiet(s: SessionState, ctx: Context) -> Stuck | None:
     """A capture's client that stopped answering, as timed_out_or_stuck tells it of a live server's peer:
-    the server sent again on its timer (a resend after a pause) and the client answered none of it.
+    the server sent again twice or more and the client answered none of it (one resend may answer the
+    client's last packet; a second, with nothing from the client between, is the server's timer).
     'failed' when the transfer then ended on a timeout (the server gave up, or the capture ended); 'live'
-    when the server has sent twice or more and nothing moved for the context's stall_after."""
-    if not s.observed or not s.peer_resends:
+    when nothing moved for the context's stall_after."""
+    if not s.observed or s.peer_resends < 2:
         return None
     res = s.result
     if isinstance(res, Failed):
         return "failed" if res.reason is Reason.TIMEOUT else None
-    if res is None and s.peer_resends >= 2 and \
-            ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
+    if res is None and ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
         return "live"
     return None
 
