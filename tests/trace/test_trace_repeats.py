@@ -15,6 +15,8 @@ from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, PacketSent, Retransmit, TimedOut
 from tftpdiag.protocol.packets import Ack, Data, OAck, Opcode, Request, decode, encode
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.report import session_summary
+from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.rebuild import rebuild
 
 
@@ -279,3 +281,21 @@ def test_an_uploads_packets_lost_before_the_capture_point() -> None:
     analyzer.feed(rebuilt)
     state = analyzer.state(1)
     assert state is not None and (state.acks_rx, state.pos) == (20, 20)
+
+
+def test_an_ack_that_came_twice_after_the_end_is_in_the_log_not_in_the_counts() -> None:
+    """The server's final ACK again after the upload ended, with nothing from the client between: a
+    duplicate in the packet log, but the transfer's figures are final, and the record's own count
+    agrees with them (and with the JSON)."""
+    wire = [dgram(0.0, C, S, encode(Request(Opcode.WRQ, "up.bin", "octet", ()))), dgram(0.001, T, C, encode(Ack(0))),
+            dgram(0.002, C, T, encode(Data(1, b"x"))), dgram(0.003, T, C, encode(Ack(1))),
+            dgram(0.5, T, C, encode(Ack(1))), dgram(0.6, ("10.0.0.3", 9), C, encode(Ack(1)))]
+    rebuilt = rebuild(wire)
+    assert [e.note for e in rebuilt if isinstance(e, PacketReceived)][-2:] == [Note.DUPLICATE, Note.STRAY]
+    table = SessionTable(keep_packets=True)
+    table.apply(rebuilt)
+    (record,) = table
+    end = record.result
+    assert isinstance(end, Completed)
+    assert record.duplicates == end.stats.duplicates == session_summary(record)["duplicates"] == 0
+    assert record.stray == end.stats.stray == 0
