@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict",
-    "outcome_text", "options_lines", "explain_failure", "file_size_text",
+    "outcome_text", "options_lines", "unseen_options_text", "explain_failure", "file_size_text",
 ]
 
 
@@ -191,14 +191,19 @@ def options_lines(record: SessionRecord) -> list[str]:
         asked = clean(o.asked) if o.asked is not None else "-"
         lines.append(f"{clean(o.name):<10} asked {asked:<6} granted {granted:<8} {o.verdict.value:<8} "
                      f"{clean(o.meaning)}")
-    if not negotiated.outcomes:
-        if record.observed and not record.mode:
-            # Joined mid-way (a decoded request always has a mode): what was asked is not known, only the
-            # block size its DATA show (protocol/observer_state.py, _blocks_show).
-            lines.append(f"request and options not captured: {negotiated.blksize}-byte blocks, as its DATA show")
-        else:
-            lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
+    if record.joined:
+        lines.append(unseen_options_text(record))
+    elif not negotiated.outcomes:
+        lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
     return lines
+
+
+def unseen_options_text(record: SessionRecord) -> str:
+    """The options of a transfer joined mid-way (SessionRecord.joined): what was asked is not known, only
+    the block size its DATA show (protocol/observer_state.py, _blocks_show)."""
+    negotiated = record.negotiated
+    size = "" if negotiated is None else f": {negotiated.blksize}-byte blocks, as its DATA show"
+    return f"request and options not captured{size}"
 
 
 def stray_text(refused: RequestRefused) -> str:

@@ -163,6 +163,12 @@ class SessionRecord:
         return "requesting" if self.negotiated is None else "negotiating"
 
     @property
+    def joined(self) -> bool:
+        """A capture's transfer joined mid-way: its request (and OACK) went by before the capture began, so
+        its start has no mode (a request, as decoded, always has one)."""
+        return self.observed and not self.mode and self.refused is None
+
+    @property
     def finished(self) -> bool:
         return self.result is not None or self.refused is not None
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from rich.text import Text
 
 from tests.support.simnet import CLIENT, SERVER, Impairment, SimResult, run_transfer
 from tftpdiag.protocol.events import (
@@ -53,6 +54,7 @@ from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import Rebuilder, rebuild
+from tftpdiag.tui.widgets.session_panel import options_table
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -299,6 +301,9 @@ def test_capture_starting_mid_transfer() -> None:
     table.apply(events)
     (record,) = table
     assert options_lines(record) == ["request and options not captured: 1024-byte blocks, as its DATA show"]
+    panel = options_table(record)
+    assert isinstance(panel, Text)
+    assert panel.plain == "Request and options not captured: 1024-byte blocks, as its DATA show."
     assert s["local"] == {"address": CLIENT[0], "port": CLIENT[1]}
     assert s["bytes"] == len(DATA) - 19 * 1024
     # From a DATA block on: the block size comes from the largest block seen.
