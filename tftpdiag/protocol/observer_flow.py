@@ -202,10 +202,10 @@ class ObserverFlow(ObserverState):
 
     def _resent_unseen(self, now: float, wire: int, from_client: bool) -> bool:
         """A fresh DATA or ACK (the first copy the capture saw) after a silence of ``resend_after`` or more:
-        True when the other side's packet that asked for it came last, so only the
-        sender's timer can have sent it after so long: its first copy was lost before the capture point.
-        Counted as _sent_again counts a copy seen twice: a retransmit with its Retransmit event, and C's
-        also as its timeout; the caller notes it RETRANSMIT."""
+        True when the other side's packet that asked for it came last, so only the sender's timer can have
+        sent it after so long: its first copy was lost before the capture point. Counted as _sent_again
+        counts a copy seen twice: a retransmit with its Retransmit event, and C's also as its timeout; the
+        caller notes it RETRANSMIT."""
         # Who sent last, from when C last sent (the heard flags say what a repeat would answer, not that).
         if (self.last <= self.client_sent_at) if from_client else (self.last != self.client_sent_at):
             return False
