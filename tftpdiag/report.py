@@ -181,6 +181,14 @@ def outcome_text(record: SessionRecord) -> str:
     return record.state
 
 
+def unseen_options_text(record: SessionRecord) -> str:
+    """The options of a transfer joined mid-way (SessionRecord.joined): what was asked is not known, only
+    the block size its DATA show (protocol/observer_state.py, _blocks_show)."""
+    negotiated = record.negotiated
+    size = "" if negotiated is None else f": {negotiated.blksize}-byte blocks, as its DATA show"
+    return f"request and options not captured{size}"
+
+
 def options_lines(record: SessionRecord) -> list[str]:
     negotiated = record.negotiated
     if negotiated is None:
@@ -196,14 +204,6 @@ def options_lines(record: SessionRecord) -> list[str]:
     elif not negotiated.outcomes:
         lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
     return lines
-
-
-def unseen_options_text(record: SessionRecord) -> str:
-    """The options of a transfer joined mid-way (SessionRecord.joined): what was asked is not known, only
-    the block size its DATA show (protocol/observer_state.py, _blocks_show)."""
-    negotiated = record.negotiated
-    size = "" if negotiated is None else f": {negotiated.blksize}-byte blocks, as its DATA show"
-    return f"request and options not captured{size}"
 
 
 def stray_text(refused: RequestRefused) -> str:
