@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict",
-    "outcome_text", "options_lines", "explain_failure", "file_size_text",
+    "outcome_text", "options_lines", "unseen_options_text", "explain_failure", "file_size_text",
 ]
 
 
@@ -181,6 +181,14 @@ def outcome_text(record: SessionRecord) -> str:
     return record.state
 
 
+def unseen_options_text(record: SessionRecord) -> str:
+    """The options of a transfer joined mid-way (SessionRecord.joined): what was asked is not known, only
+    the block size its DATA show (protocol/observer_state.py, _blocks_show)."""
+    negotiated = record.negotiated
+    size = "" if negotiated is None else f": {negotiated.blksize}-byte blocks, as its DATA show"
+    return f"request and options not captured{size}"
+
+
 def options_lines(record: SessionRecord) -> list[str]:
     negotiated = record.negotiated
     if negotiated is None:
@@ -191,7 +199,9 @@ def options_lines(record: SessionRecord) -> list[str]:
         asked = clean(o.asked) if o.asked is not None else "-"
         lines.append(f"{clean(o.name):<10} asked {asked:<6} granted {granted:<8} {o.verdict.value:<8} "
                      f"{clean(o.meaning)}")
-    if not negotiated.outcomes:
+    if record.joined:
+        lines.append(unseen_options_text(record))
+    elif not negotiated.outcomes:
         lines.append("no options asked: RFC 1350 defaults (512-byte blocks, lock-step)")
     return lines
 

@@ -163,6 +163,12 @@ class SessionRecord:
         return "requesting" if self.negotiated is None else "negotiating"
 
     @property
+    def joined(self) -> bool:
+        """A capture's transfer joined mid-way: its request (and OACK) went by before the capture began, so
+        its start has no mode (a request, as decoded, always has one)."""
+        return self.observed and not self.mode and self.refused is None
+
+    @property
     def finished(self) -> bool:
         return self.result is not None or self.refused is not None
 
@@ -238,7 +244,9 @@ class SessionRecord:
             self.data_bytes += sum(len(event.raw) - 4 for event in run
                                    if type(event) is kind and event.note is _NONE and type(event.packet) is Data)
             self.bytes = self.data_bytes
-        if noted:  # rare: counted once more, one by one
+        # Rare: counted once more, one by one; only until the final figures, which are the transfer's own (a
+        # copy that comes after the end, as a capture notes a server's final ACK again, is in the log only).
+        if noted and self.result is None:
             for event in run:
                 if type(event) is PacketReceived:
                     if event.note is Note.DUPLICATE:
@@ -263,7 +271,7 @@ class SessionRecord:
             mine = RUN_RECEIVED if self.role.is_client == self.role.is_download else 0  # DATA, no note
             self.data_bytes += sum(size - 4 for tag, size in zip(tags, run.sizes, strict=True) if tag == mine)
             self.bytes = self.data_bytes
-        if max(tags) >> RUN_NOTE_SHIFT:  # rare: a noted packet
+        if max(tags) >> RUN_NOTE_SHIFT and self.result is None:  # rare: a noted packet (as add_packets)
             for note, count in ((Note.DUPLICATE, "duplicates"), (Note.STRAY, "stray")):
                 code = RUN_RECEIVED | _NOTE_INDEX[note] << RUN_NOTE_SHIFT
                 seen = tags.count(code) + tags.count(code | RUN_ACK)

@@ -39,3 +39,25 @@ def test_the_cap_is_never_below_the_rate_measured() -> None:
     cap, measured = _rate(match.group(1)), _rate(match.group(2))
     assert measured <= cap
     assert abs(cap - 512 / 0.004) < 100 and "the fastest 4.0 ms" in found.summary  # a block a fastest trip
+
+
+def test_a_capture_joined_mid_transfer_judges_the_block_size_its_data_show() -> None:
+    """A lock-step download of 1468-byte blocks whose capture began after its request and OACK: the cap
+    is one 1468-byte block per round trip, as the DATA show, not the RFC 1350 default of 512 bytes."""
+    wire = []
+    t = 0.0
+    for k in range(100, 160):
+        last = k == 159
+        wire.append(dgram(t, T, C, encode(Data(k, bytes(100 if last else 1468)))))
+        wire.append(dgram(t + 0.0001, C, T, encode(Ack(k))))
+        t += 0.0201
+    (found,) = [f for f in analyze(rebuild(wire)) if f.id == "latency-bound"]
+    match = re.search(r"one (\d+)-byte block per round trip caps the rate at ([\d.]+ \S+/s); measured ([\d.]+ \S+/s)",
+                      found.summary)
+    assert match, found.summary
+    assert match.group(1) == "1468"
+    cap, measured = _rate(match.group(2)), _rate(match.group(3))
+    # The round trip is the client's ACK to the next DATA (20 ms); a block every 20.1 ms is what moved.
+    assert abs(cap - 1468 / 0.020) < 100 and abs(measured - 1468 / 0.0201) < 100
+    assert "blksize 1468 alone" not in (found.suggestion or "")
+    assert "16 x 1468 B" in (found.suggestion or "")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from rich.text import Text
 
 from tests.support.simnet import CLIENT, SERVER, Impairment, SimResult, run_transfer
 from tftpdiag.protocol.events import (
@@ -48,11 +49,12 @@ from tftpdiag.protocol.packets import (
     encode_data,
 )
 from tftpdiag.protocol.timer import Timing
-from tftpdiag.report import session_summary
+from tftpdiag.report import options_lines, session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import Datagram
 from tftpdiag.trace.rebuild import Rebuilder, rebuild
+from tftpdiag.tui.widgets.session_panel import options_table
 
 # --------------------------------------------------------------------------------------------------
 # helpers
@@ -291,14 +293,24 @@ def test_capture_starting_mid_transfer() -> None:
     check_invariants(events)
     assert rebuilder.midstream == 1
     (s,) = summaries(events)
-    assert s["ok"] and s["file"] == "" and s["role"] == "client-read" and s["options"]["effective"] is None
+    assert s["ok"] and s["file"] == "" and s["role"] == "client-read"
+    # No option was seen, but the block size the DATA show is the one the transfer ran with.
+    assert s["options"]["granted"] is None and s["options"]["outcomes"] == []
+    assert s["options"]["effective"]["blksize"] == 1024
+    table = SessionTable()
+    table.apply(events)
+    (record,) = table
+    assert options_lines(record) == ["request and options not captured: 1024-byte blocks, as its DATA show"]
+    panel = options_table(record)
+    assert isinstance(panel, Text)
+    assert panel.plain == "Request and options not captured: 1024-byte blocks, as its DATA show."
     assert s["local"] == {"address": CLIENT[0], "port": CLIENT[1]}
     assert s["bytes"] == len(DATA) - 19 * 1024
     # From a DATA block on: the block size comes from the largest block seen.
     rebuilder = Rebuilder()
     rebuilder.feed(view[41:])
     (s,) = summaries(rebuilder.finish())
-    assert s["ok"] and s["bytes"] == len(DATA) - 19 * 1024
+    assert s["ok"] and s["bytes"] == len(DATA) - 19 * 1024 and s["options"]["effective"]["blksize"] == 1024
 
 
 def test_session_ids_follow_first_requests_and_events_stay_in_time_order() -> None:

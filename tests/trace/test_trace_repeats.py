@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from tests.support.simnet import Impairment, drop_once, impatient_client, lost_once_then_resent, run_transfer
-from tests.trace.test_trace_rebuild import client_view, summaries, wire_view
-from tftpdiag.findings import analyze
-from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, PacketSent, Retransmit
-from tftpdiag.protocol.packets import Ack, Data, decode
+from tests.trace.test_trace_rebuild import client_view, dgram, summaries, wire_view
+from tftpdiag.findings import Analyzer, analyze
+from tftpdiag.protocol.datagram import Datagram
+from tftpdiag.protocol.events import Address, Completed, Note, PacketReceived, PacketSent, Retransmit, TimedOut
+from tftpdiag.protocol.packets import Ack, Data, OAck, Opcode, Request, decode, encode
 from tftpdiag.protocol.timer import Timing
+from tftpdiag.report import session_summary
+from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.rebuild import rebuild
 
 
@@ -170,3 +175,127 @@ def test_an_uploads_final_ack_sent_again_after_the_end_is_the_servers_re_ack() -
     assert received_ack_notes(rebuilt) == [(51, Note.REACK)]
     (seen,) = summaries(rebuilt)
     assert seen["ok"] and seen["duplicates"] == 0
+
+
+C: Address = ("10.0.0.1", 40000)
+S: Address = ("10.0.0.2", 69)
+T: Address = ("10.0.0.2", 50000)
+
+
+def _lockstep_download(lost: set[int], resent: set[int], blocks: int = 100, timeout: str | None = "6",
+                       wait: float = 6.0, acks_lost: frozenset[int] = frozenset()) -> list[Datagram]:
+    """A capture at the client of a lock-step download (blksize 1468, and the timeout option granted
+    unless None): the server's first copy of each of ``lost`` never reached the tap, so its resend,
+    ``wait`` later, is the first the capture sees; each of ``resent`` the capture sees twice (the
+    client's ACK was lost after the tap); each ACK of ``acks_lost`` comes ``wait`` late (the capture at
+    the server, the client's first copy lost before it)."""
+    options: tuple[tuple[str, str], ...] = (("blksize", "1468"),)
+    if timeout is not None:
+        options += (("timeout", timeout),)
+    wire = [dgram(0.0, C, S, encode(Request(Opcode.RRQ, "fw.bin", "octet", options))),
+            dgram(0.001, T, C, encode(OAck(options))), dgram(0.002, C, T, encode(Ack(0)))]
+    t = 0.003
+    for k in range(1, blocks + 1):
+        data = encode(Data(k, bytes(1468 if k < blocks else 7)))
+        if k in lost:
+            t += wait  # the original went by before the tap
+        wire.append(dgram(t, T, C, data))
+        if k in resent:
+            t += wait
+            wire.append(dgram(t, T, C, data))
+        if k in acks_lost:
+            t += wait  # the client's first ACK went by before the tap: its timer sends it again
+        wire.append(dgram(t + 0.0002, C, T, encode(Ack(k))))
+        t += 0.001
+    return wire
+
+
+def test_data_lost_before_the_capture_point_is_the_servers_resend_after_a_timeout() -> None:
+    """The tester's case: serve with loss, the capture at the client. A block that comes only a timeout
+    after the ACK that asked for it is the server's resend, counted as one seen twice is."""
+    rebuilt = rebuild(_lockstep_download(lost={20, 50, 80}, resent={35}))
+    resends = [(r.reason, r.first_block) for r in rebuilt if isinstance(r, Retransmit)]
+    assert resends == [("timeout", 20), ("timeout", 35), ("timeout", 50), ("timeout", 80)]
+    notes = [(e.packet.block, e.note) for e in rebuilt if isinstance(e, PacketReceived)
+             and isinstance(e.packet, Data) and e.note is not Note.NONE]
+    assert notes == [(20, Note.RETRANSMIT), (35, Note.RETRANSMIT), (50, Note.RETRANSMIT), (80, Note.RETRANSMIT)]
+    (seen,) = summaries(rebuilt)
+    assert seen["ok"] and seen["bytes"] == 99 * 1468 + 7
+    assert (seen["retransmits"], seen["timeouts"], seen["duplicates"]) == (4, 0, 0)
+    # The first copies the capture saw moved the transfer, for the findings too.
+    analyzer = Analyzer()
+    analyzer.feed(rebuilt)
+    state = analyzer.state(1)
+    assert state is not None and (state.data_rx, state.pos, state.dup_data) == (100, 100, 4)
+    findings = analyze(rebuilt)
+    (loss,) = [f for f in findings if f.id == "packet-loss"]
+    assert "4 losses" in loss.summary and "(0 timeouts, 4 packets resent by the server)" in loss.summary, \
+        loss.summary
+    assert "client-stopped-acking" not in {f.id for f in findings}
+
+
+def test_an_ack_lost_before_the_capture_point_is_the_clients_timeout() -> None:
+    rebuilt = rebuild(_lockstep_download(lost=set(), resent=set(), acks_lost=frozenset({60})))
+    (timeout,) = [e for e in rebuilt if isinstance(e, TimedOut)]
+    assert timeout.waiting_for == "DATA 61" and timeout.waited == pytest.approx(6.0, abs=0.01)
+    assert [(e.packet.block, e.note) for e in rebuilt if isinstance(e, PacketSent) and e.note is not Note.NONE] \
+        == [(60, Note.RETRANSMIT)]
+    (seen,) = summaries(rebuilt)
+    assert seen["ok"] and (seen["retransmits"], seen["timeouts"]) == (1, 1)
+
+
+def test_without_the_timeout_option_a_silence_of_the_common_timeout_is_a_resend() -> None:
+    """Without the timeout option, a second (RESEND_SILENCE) is a resend; half a second may as well be a
+    slow server, and is not; nor is half the granted timeout."""
+    (seen,) = summaries(rebuild(_lockstep_download(lost={20}, resent=set(), timeout=None, wait=1.0)))
+    assert seen["retransmits"] == 1
+    for timeout, wait in ((None, 0.5), ("6", 3.0)):
+        rebuilt = rebuild(_lockstep_download(lost={20}, resent=set(), timeout=timeout, wait=wait))
+        (seen,) = summaries(rebuilt)
+        assert seen["retransmits"] == 0 and "packet-loss" not in {f.id for f in analyze(rebuilt)}
+
+
+def test_an_uploads_packets_lost_before_the_capture_point() -> None:
+    """The mirror: the client's DATA 10 never reached the tap, so its resend, a second later, is the first
+    the capture sees: the client's timeout, as it counted it; the server's ACK 15 likewise, whose resend
+    on its timer is the server's."""
+    wire = [dgram(0.0, C, S, encode(Request(Opcode.WRQ, "up.bin", "octet", ()))), dgram(0.001, T, C, encode(Ack(0)))]
+    t = 0.002
+    for k in range(1, 21):
+        if k == 10:
+            t += 1.0
+        wire.append(dgram(t, C, T, encode(Data(k, bytes(512 if k < 20 else 3)))))
+        if k == 15:
+            t += 1.0
+        wire.append(dgram(t + 0.0002, T, C, encode(Ack(k))))
+        t += 0.001
+    rebuilt = rebuild(wire)
+    (timeout,) = [e for e in rebuilt if isinstance(e, TimedOut)]
+    assert timeout.waiting_for == "ACK 10"
+    assert [(r.first_block, r.attempt) for r in rebuilt if isinstance(r, Retransmit)] == [(10, 1), (15, 1)]
+    (seen,) = summaries(rebuilt)
+    assert seen["ok"] and (seen["retransmits"], seen["timeouts"]) == (2, 1)
+    (loss,) = [f for f in analyze(rebuilt) if f.id == "packet-loss"]
+    assert "2 losses" in loss.summary and "(1 timeout, 1 packet resent by the server)" in loss.summary, loss.summary
+    analyzer = Analyzer()
+    analyzer.feed(rebuilt)
+    state = analyzer.state(1)
+    assert state is not None and (state.acks_rx, state.pos) == (20, 20)
+
+
+def test_an_ack_that_came_twice_after_the_end_is_in_the_log_not_in_the_counts() -> None:
+    """The server's final ACK again after the upload ended, with nothing from the client between: a
+    duplicate in the packet log, but the transfer's figures are final, and the record's own count
+    agrees with them (and with the JSON)."""
+    wire = [dgram(0.0, C, S, encode(Request(Opcode.WRQ, "up.bin", "octet", ()))), dgram(0.001, T, C, encode(Ack(0))),
+            dgram(0.002, C, T, encode(Data(1, b"x"))), dgram(0.003, T, C, encode(Ack(1))),
+            dgram(0.5, T, C, encode(Ack(1))), dgram(0.6, ("10.0.0.3", 9), C, encode(Ack(1)))]
+    rebuilt = rebuild(wire)
+    assert [e.note for e in rebuilt if isinstance(e, PacketReceived)][-2:] == [Note.DUPLICATE, Note.STRAY]
+    table = SessionTable(keep_packets=True)
+    table.apply(rebuilt)
+    (record,) = table
+    end = record.result
+    assert isinstance(end, Completed)
+    assert record.duplicates == end.stats.duplicates == session_summary(record)["duplicates"] == 0
+    assert record.stray == end.stats.stray == 0

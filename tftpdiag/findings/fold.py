@@ -98,15 +98,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
             if not s.receiver:
                 _unexpected(s, t, p, ev.detail or "DATA sent to the sending side")
                 return True
-            _first_movement(s, t, len(p.payload))
-            s.data_rx += 1
-            s.pos = p.block
-            s.last_move = t
-            s.episode_open = False
-            _sample(s, t)
-            if s.scan:
-                scan(s, p.payload, p.block)
-            return s.data_rx == 1
+            return _moved(s, t, p)
         if isinstance(p, Ack):
             if s.receiver:
                 _unexpected(s, t, p, ev.detail or "ACK sent to the receiving side")
@@ -116,12 +108,7 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
                 s.fresh_t = None
                 s.last_move = t
                 return True
-            s.acks_rx += 1
-            s.pos = p.block
-            s.last_move = t
-            s.episode_open = False
-            _sample(s, t)
-            return s.acks_rx == 1
+            return _moved(s, t, p)
         if isinstance(p, OAck):
             if len(s.oacks_rx) < LOG_CAP:
                 s.oacks_rx.append((t, p.options, note, ev.detail))
@@ -137,16 +124,36 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     # (A re-ack received comes only in a capture of an upload: the server's ACK again, answering C's DATA
     # sent again. A resend of the peer's, as its retransmit is.)
     if note is _DUP or note is _RETX or note is _REACK:
+        # A capture's resend whose first copy it lacks (lost before the capture point) is also the one that
+        # moves the transfer: an ACK past the last one, or in lock-step the receiver's next block. (In a
+        # window that block comes with the rest of the window sent again, which the quick test would take
+        # for copies once it moved: there the next fresh block moves it, as it always did.)
+        moves = note is _RETX and (
+            (isinstance(p, Ack) and not s.receiver and 0 < (p.block - (s.pos or 0)) & 0xFFFF < 0x8000)
+            or (isinstance(p, Data) and s.receiver and s.windowsize == 1 and p.block == ((s.pos or 0) + 1) & 0xFFFF))
         ref = s.last_move if s.last_move is not None else s.peer_answered
         quick = ref is not None and t - ref < QUICK and not s.episode_open
         if quick:
             s.dup_quick += 1
         else:
+            s.peer_resends += 1
+            if not s.episode_open:
+                s.quiet_episodes += 1
             _loss_hint(s, t)
             if s.windowsize == 1:
                 # In lock-step the peer's resend answers the loss it waited on: that episode ends here, and
                 # a wait after it is another datagram gone missing (the resend, or our answer to it).
                 s.episode_open = False
+        if moves and isinstance(p, (Data, Ack)):
+            # A resend, then the movement it also is (and no Sorcerer's Apprentice's answer to a repeated
+            # ACK: a first copy lost before the capture point is all it tells).
+            if isinstance(p, Data):
+                s.dup_data += 1
+            else:
+                s.dup_ack += 1
+            if s.dup_first is None:
+                s.dup_first = (t, describe(p))
+            return _moved(s, t, p)
         if isinstance(p, Data):
             s.dup_data += 1
             if s.dupack_block is not None and p.block == (s.dupack_block + 1) & 0xFFFF and s.windowsize == 1:
@@ -204,6 +211,24 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     return True
 
 
+def _moved(s: SessionState, t: float, p: Data | Ack) -> bool:
+    """The peer's DATA or ACK moved the transfer (on_run takes the ordinary ones; these come one by one)."""
+    if isinstance(p, Data):
+        _first_movement(s, t, len(p.payload))
+        s.data_rx += 1
+        moved = s.data_rx
+    else:
+        s.acks_rx += 1
+        moved = s.acks_rx
+    s.pos = p.block
+    s.last_move = t
+    s.episode_open = False
+    _sample(s, t)
+    if s.scan and isinstance(p, Data):
+        scan(s, p.payload, p.block)
+    return moved == 1
+
+
 def _unexpected(s: SessionState, t: float, p: Packet | None, detail: str) -> None:
     if len(s.unexpected) < LOG_CAP:
         s.unexpected.append((t, describe(p), detail))
@@ -240,6 +265,7 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
 
 def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
+    s.peer_resends = s.quiet_episodes = 0  # this end answered (see SessionState.peer_resends)
     if isinstance(p, Request):
         s.requests_tx += 1
         if s.requests_tx == 1:

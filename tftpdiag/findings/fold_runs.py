@@ -87,6 +87,7 @@ def _store_run(s: SessionState, received: int, sent: int, pos: int | None, moved
         s.last_move = moved_t
         s.episode_open = False
     if sent:
+        s.peer_resends = s.quiet_episodes = 0  # this end answered (see SessionState.peer_resends)
         if receiver:
             s.ack_tx = ours_block
         else:

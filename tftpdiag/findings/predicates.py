@@ -26,6 +26,7 @@ __all__ = [
     "stopped_cause_elsewhere",
     "timed_out",
     "timed_out_or_stuck",
+    "went_quiet",
     "wrap_block",
 ]
 
@@ -72,6 +73,22 @@ def timed_out_or_stuck(s: SessionState, ctx: Context) -> Stuck | None:
     if res is None and s.last_timeout is not None and s.last_timeout.attempt >= 2 and \
             (s.last_move is None or s.last_timeout.time > s.last_move) and \
             ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
+        return "live"
+    return None
+
+
+def went_quiet(s: SessionState, ctx: Context) -> Stuck | None:
+    """A capture's client that stopped answering, as timed_out_or_stuck tells it of a live server's peer:
+    the server sent again twice or more and the client answered none of it (one resend may answer the
+    client's last packet; a second, with nothing from the client between, is the server's timer).
+    'failed' when the transfer then ended on a timeout (the server gave up, or the capture ended); 'live'
+    when nothing moved for the context's stall_after."""
+    if not s.observed or s.peer_resends < 2:
+        return None
+    res = s.result
+    if isinstance(res, Failed):
+        return "failed" if res.reason is Reason.TIMEOUT else None
+    if res is None and ctx.now - (s.last_move if s.last_move is not None else s.t0) >= ctx.stall_after:
         return "live"
     return None
 

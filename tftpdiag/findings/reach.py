@@ -20,6 +20,7 @@ from tftpdiag.findings.predicates import (
     stopped_cause_elsewhere,
     timed_out,
     timed_out_or_stuck,
+    went_quiet,
 )
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
@@ -156,44 +157,66 @@ def reply_from_other_address(s: SessionState, ctx: Context) -> Finding | None:
 
 @rule("client-stopped-acking", transient=True)
 def client_stopped_acking(s: SessionState, ctx: Context) -> Finding | None:
-    if s.client_side or s.role is None:
+    """Server side: the client answered none of the server's packets sent again. Live, our timeouts tell
+    it; in a capture (read from the client's side) the server's resends the client never answered do."""
+    if s.role is None or (s.client_side and not s.observed):
         return None
-    state = timed_out_or_stuck(s, ctx)
+    capture = s.client_side
+    state = went_quiet(s, ctx) if capture else timed_out_or_stuck(s, ctx)
     if state is None or stopped_cause_elsewhere(s, ctx):
         return None
     failed = state == "failed"
     severity = ERROR if failed else WARNING
-    client = fmt_addr(s.peer)
-    port = s.local[1] if s.local else "?"
-    single = s.local is not None and s.listen is not None and s.local[1] == s.listen[1]
-    attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
-    sends = attempt if failed else attempt + 1
+    # The ends as the session holds them: a capture's local end is the client, a live server's its own.
+    client_addr, server_addr, listen = (s.local, s.locked, s.peer) if capture else (s.peer, s.local, s.listen)
+    client = fmt_addr(client_addr)
+    port = server_addr[1] if server_addr else "?"
+    single = server_addr is not None and listen is not None and server_addr[1] == listen[1]
+    if capture:
+        sends = s.peer_resends + 1
+        we, ours, client_sends_data = "the server", "the server's", not s.receiver
+        answered = s.ack_tx is not None if s.receiver else s.data_tx > 0
+        repeats = s.requests_tx - 1
+    else:
+        attempt = s.last_timeout.attempt if s.last_timeout is not None else 1
+        sends = attempt if failed else attempt + 1
+        we, ours, client_sends_data = "we", "our", s.receiver
+        answered = s.peer_answered is not None
+        repeats = s.requests_rx - 1
     since = s.last_move if s.last_move is not None else s.t0
     duration = (s.result.time if s.result else ctx.now) - since
     ev = [f"{s.t(s.request_times[0])}: {s.kind} {escape_name(s.filename)} from {client}"] if s.request_times else []
-    if s.peer_answered is None:
-        what = "OACK" if s.oack_tx else ("ACK 0" if s.receiver else "DATA 1")
-        summary = f"Client {client} never answered our {what}, sent {sends} times from port {port} in {duration:.1f} s"
-        repeats = s.requests_rx - 1
+    lead = "The client" if capture else "Client"
+    if not answered:
+        what = "OACK" if (s.oacks_rx if capture else s.oack_tx) else ("ACK 0" if client_sends_data else "DATA 1")
+        summary = (f"{lead} {client} never answered {ours} {what}, sent {sends} times from port {port} in "
+                   f"{duration:.1f} s")
         if repeats > 0:
-            summary += f"; it repeated its request {repeats} times meanwhile, so our answers do not reach it"
+            summary += f"; it repeated its request {repeats} times meanwhile, so {ours} answers do not reach it"
             ev += [f"{s.t(t)}: the client repeated its request" for t in s.request_times[1:3]]
         if single:
-            summary += ": it may have given up, or it ignores our answer (we answer from the port it asked)"
+            summary += (": it may have given up, or it ignores the answer (which comes from the port it asked)"
+                        if capture else
+                        ": it may have given up, or it ignores our answer (we answer from the port it asked)")
             suggestion = ("Look at the client's console; check for a firewall on the client itself that drops "
                           "answers, or a client that expects another server address.")
         else:
-            summary += (": a firewall or NAT in front of the client most likely drops packets from our new port "
+            summary += (f": a firewall or NAT in front of the client most likely drops packets from {ours} new port "
                         "(the PXE-E32 'TFTP open timeout')")
-            suggestion = ("Serve in single-port mode (tftpdiag serve --single-port, dnsmasq --tftp-single-port) so "
-                          f"answers come from port {s.listen[1] if s.listen else 69}; or allow UDP from this "
-                          "server to the client; on a Linux router or firewall load the TFTP conntrack helper "
-                          "(nf_conntrack_tftp, nf_nat_tftp).")
+            suggestion = (f"Serve in single-port mode ({s.ours_only('tftpdiag serve --single-port, ')}dnsmasq "
+                          f"--tftp-single-port) so answers come from port {listen[1] if listen else 69}; or allow "
+                          f"UDP from {'the' if capture else 'this'} server to the client; on a Linux router or "
+                          "firewall load the TFTP conntrack helper (nf_conntrack_tftp, nf_nat_tftp).")
     else:
         where = f"block {s.pos}" if s.pos is not None else ("ACK 0" if s.ack0_t is not None else "its first answer")
-        verb = "sending DATA" if s.receiver else "acknowledging"
-        summary = (f"Client {client} stopped {verb} after {where} ({fmt_bytes(s.bytes_now)}): we sent {sends} times "
-                   f"in {duration:.1f} s without an answer: it gave up, rebooted, or the path to it broke")
+        size = f" ({fmt_bytes(s.bytes_now)})"
+        if capture and s.receiver:
+            # A capture's downloading client: the block it last acknowledged (the one after it was seen
+            # going to it, so the bytes counted are not what it acknowledged).
+            where, size = f"block {s.ack_tx}", ""
+        verb = "sending DATA" if client_sends_data else "acknowledging"
+        summary = (f"{lead} {client} stopped {verb} after {where}{size}: {we} sent {sends} times in {duration:.1f} "
+                   "s without an answer: it gave up, rebooted, or the path to it broke")
         if s.last_move is not None:
             ev.append(f"{s.t(s.last_move)}: last progress ({where})")
         suggestion = "Look at the client's console or log; check the path for loss (other findings of this session)."

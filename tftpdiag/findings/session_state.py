@@ -45,7 +45,7 @@ class SessionState:
         # anomalies
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
-        "window_gaps",
+        "window_gaps", "peer_resends", "quiet_episodes",
         "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "data_tx_block", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base",
         "err_rx", "err_tx", "sock_errors",
@@ -118,6 +118,11 @@ class SessionState:
         self.timeouts: list[TimedOut] = []
         self.last_timeout: TimedOut | None = None
         self.window_gaps = 0
+        # The peer's packets sent again (after a pause: its timer) since this end last sent anything, and the
+        # loss episodes they opened: an end that answers none of them went quiet (a capture's client that
+        # stopped answering, client-stopped-acking), and those are not losses the transfer got over.
+        self.peer_resends = 0
+        self.quiet_episodes = 0
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
         self.stray_first: tuple[float, Address, Packet | None] | None = None
@@ -219,11 +224,13 @@ class SessionState:
     def recovered_losses(self) -> int:
         """Loss episodes the transfer got over: those of a final stall that it never recovered from are
         the stall's business (a peer gone, a path that drops large blocks), not packet loss. The stall is
-        one episode, however many timeouts it saw."""
-        if self.open_timeouts and self.open_since == self.last_move and \
-                (self.result is None or isinstance(self.result, Failed)):
-            return max(self.episodes - 1, 0)
-        return self.episodes
+        one episode, however many timeouts it saw; the peer's resends this end never answered are the
+        stall too (in a capture, the server's to a client that went quiet)."""
+        unfinished = self.result is None or isinstance(self.result, Failed)
+        episodes = self.episodes - (self.quiet_episodes if self.peer_resends and unfinished else 0)
+        if self.open_timeouts and self.open_since == self.last_move and unfinished:
+            return max(episodes - 1, 0)
+        return episodes
 
     @property
     def bytes_now(self) -> int:

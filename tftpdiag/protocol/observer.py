@@ -119,7 +119,6 @@ class Observer(ObserverFlow):
         obs.midstream = True
         obs.tid = server
         obs.phase = TRANSFERRING
-        obs.blksize = blksize
         obs.windowsize = 0xFFFF  # unknown; only the names of retransmit reasons depend on it
         raw = first.payload
         op, wire = head(raw)
@@ -131,6 +130,7 @@ class Observer(ObserverFlow):
             obs.data_max, obs.acked, obs.expected = wire, wire, wire + 1
         obs.wrap_decided = True
         obs.events.append(TransferStarted(sid, first.time, obs.role, "", "", client, server, (), observed=True))
+        obs._blocks_show(blksize, first.time)
         if is_data:
             obs.feed(first)
         else:

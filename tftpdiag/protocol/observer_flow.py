@@ -14,6 +14,10 @@ What a capture can tell is more than what one side knows, so notes and counters 
   again one that came twice. DATA the receiver has not acknowledged is no such repeat: an older ACK
   after it means the receiver never got it (lost past the capture point), so that ACK is its timer's too
   (in an upload only in lock-step: the capture cannot tell which of a window's blocks the server has).
+- A fresh DATA or ACK that comes only after a silence as long as a retransmission timeout (the timeout
+  option, else RESEND_SILENCE), the other side's packet that asked for it having come last, is its
+  sender's timer's too: the first copy was lost before the capture point. A RETRANSMIT counted as above
+  (C's also as its timeout), though the capture saw it once.
 - OUT_OF_ORDER: a DATA block of a download past a gap. Bytes count only blocks that arrive in order (a
   receiver drops the others and waits for the missing one, RFC 7440), except that an ACK from C
   covering blocks the capture never saw counts them (as full blocks: only the final one is short).
@@ -85,10 +89,13 @@ class ObserverFlow(ObserverState):
         else:
             self.data_max = n
             self.run_index = -1
+            if now - self.last >= self.resend_after and phase == TRANSFERRING and \
+                    (n == self.expected or not self.is_read) and self._resent_unseen(now, wire, from_client):
+                note = Note.RETRANSMIT
             if size < self.blksize and self.final is None:
                 self.final = n
             elif size > self.blksize and self.request_raw == b"":
-                self.blksize = size  # joined mid-stream: the block size shows in the largest block
+                self._blocks_show(size, now)  # joined mid-stream: the block size shows in the largest block
         if self.is_read:
             expected = self.expected
             ahead = self.ahead
@@ -193,6 +200,23 @@ class ObserverFlow(ObserverState):
             self._client_timeout(now)
         return not heard
 
+    def _resent_unseen(self, now: float, wire: int, from_client: bool) -> bool:
+        """A fresh DATA or ACK (the first copy the capture saw) after a silence of ``resend_after`` or more:
+        True when the other side's packet that asked for it came last, so only the sender's timer can have
+        sent it after so long: its first copy was lost before the capture point. Counted as _sent_again
+        counts a copy seen twice: a retransmit with its Retransmit event, and C's also as its timeout; the
+        caller notes it RETRANSMIT."""
+        # Who sent last, from when C last sent (the heard flags say what a repeat would answer, not that).
+        if (self.last <= self.client_sent_at) if from_client else (self.last != self.client_sent_at):
+            return False
+        self.retransmits += 1
+        attempt = 1
+        if from_client:
+            self._client_timeout(now)
+            attempt = self.client_attempt
+        self.events.append(Retransmit(self.sid, now, "timeout", wire, 1, attempt))
+        return True
+
     # -- ACK ------------------------------------------------------------------------------------------
 
     def _ack(self, d: Datagram, wire: int, from_client: bool) -> None:
@@ -238,10 +262,14 @@ class ObserverFlow(ObserverState):
                 self._packet(d, packet, from_client, Note.REACK)
             return
         self.acked = n
+        note = Note.NONE
+        if now - self.last >= self.resend_after and phase == TRANSFERRING and \
+                self._resent_unseen(now, wire, from_client):
+            note = Note.RETRANSMIT
         if from_client:  # _packet, unrolled: this runs for every ACK
-            self._sent(d, packet, Note.NONE)
+            self._sent(d, packet, note)
         else:
-            self._received(d, packet, Note.NONE)
+            self._received(d, packet, note)
         if self.is_read:
             if n >= self.expected:
                 # C acknowledges blocks the capture did not see arrive: it had them, so count them. Only a

@@ -49,6 +49,10 @@ PROGRESS_INTERVAL = 0.1  # as Timing.progress_interval: a rate graph from a capt
 # Blocks kept per transfer while they wait for an ACK (sizes of blocks past a gap, or sent but not yet
 # acknowledged): a window holds at most 65535, so more is a hostile or broken peer and is not kept.
 MAX_PENDING_BLOCKS = 0x10000
+# A silence after which a fresh packet can only be its sender's timer resending it (observer_flow's
+# _resent_unseen), when no timeout option was granted: the retransmit timeout of tftpd-hpa, dnsmasq and most
+# firmware clients. Shorter silences may as well be a slow sender (a disk, a flash write), so they are not.
+RESEND_SILENCE = 1.0
 
 
 class ObserverState:
@@ -64,6 +68,7 @@ class ObserverState:
         "run_index", "run_next", "run_first", "run_attempt", "strays", "refusal", "dropped",
         "ahead_at", "ack_floor", "proofs", "proof_first",
         "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream", "digest",
+        "resend_after",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float,
@@ -130,6 +135,7 @@ class ObserverState:
         self.coalesced = 0  # windows captured as one datagram (UDP offload), taken apart
         self.capture_gaps = 0  # packets the capture lacks although the transfer shows they were delivered
         self.midstream = False  # joined without its request (the capture began after it)
+        self.resend_after = RESEND_SILENCE  # see RESEND_SILENCE; from the timeout option once one is granted
 
     @property
     def role(self) -> Role:
@@ -205,8 +211,21 @@ class ObserverState:
     def _apply(self, negotiated: Negotiated) -> None:
         self.blksize = negotiated.blksize
         self.windowsize = negotiated.windowsize
+        if negotiated.timeout:
+            # Both ends resend after this many seconds (RFC 2349); a little less, as the silence the capture
+            # sees starts when the packet asking for the lost one went by, after its sender's timer began.
+            self.resend_after = 0.9 * negotiated.timeout
         if self.is_read and negotiated.tsize is not None:
             self.total = negotiated.tsize
+
+    def _blocks_show(self, blksize: int, now: float) -> None:
+        """A transfer joined without its request and OACK: the largest DATA seen shows its block size.
+        Published as its options, as an OACK's would be, so the record and every finding that reads the
+        block size get the one the transfer ran with, not the RFC 1350 default. No option was seen
+        (outcomes and OACK stay empty); the window is not shown either: the event says lock-step, as the
+        findings read a transfer without options, while this observer keeps its own unknown window."""
+        self.blksize = blksize
+        self.events.append(OptionsNegotiated(self.sid, now, Negotiated(blksize=blksize)))
 
     def _negotiated(self, negotiated: Negotiated, now: float) -> None:
         if self.dropped:

@@ -77,7 +77,7 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
         notes.append(f"no TFTP transfer found among {rebuilder.datagrams} UDP datagrams")
     if rebuilder.midstream:
         notes.append(f"{_count(rebuilder.midstream, 'transfer')} began before the capture did: file name and "
-                     "options unknown, bytes counted from the first block captured")
+                     "options unknown but the block size its DATA show, bytes counted from the first block captured")
     if rebuilder.coalesced:
         notes.append(f"{_count(rebuilder.coalesced, 'window')} of DATA were captured as one datagram each, before "
                      "the kernel cut them apart (UDP offload on the capturing host): shown as the datagrams sent")

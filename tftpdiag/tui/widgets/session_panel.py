@@ -23,7 +23,7 @@ from tftpdiag.packetlog import PacketLog
 from tftpdiag.protocol.events import Completed, Failed, Role
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.protocol.packets import Options
-from tftpdiag.report import explain_failure
+from tftpdiag.report import explain_failure, unseen_options_text
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 from tftpdiag.tui.model import Filter, SessionView, quoted
 from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
@@ -72,6 +72,9 @@ def state_text(record: SessionRecord) -> Text:
 def options_table(record: SessionRecord, compact: bool = False) -> Table | Text:
     if record.role is None:
         return Text("waiting for the request…", style="dim")
+    if record.joined:
+        text = unseen_options_text(record)
+        return Text(f"{text[:1].upper()}{text[1:]}.", style="dim")
     if not record.requested and record.retried is None:
         return Text("No options asked: plain RFC 1350, 512-byte blocks, one ACK per block.", style="dim")
     negotiated = record.negotiated
