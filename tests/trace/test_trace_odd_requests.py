@@ -8,13 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tftpdiag.devices import DeviceBook
+from tftpdiag.fmt import NOT_CAPTURED, address
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import Completed, Failed, Note, PacketSent, Reason, Side
 from tftpdiag.protocol.packets import Error, OAck, Opcode, Request, encode, encode_ack, encode_data
+from tftpdiag.report import device_lines, one_line
 from tftpdiag.sessions import SessionRecord
 from tftpdiag.trace.pcap import PcapWriter
 from tftpdiag.trace.rebuild import Rebuilder, rebuild
 from tftpdiag.trace.summary import trace_records
+from tftpdiag.tui.model import quoted
+from tftpdiag.tui.screens.devices import _files
 
 S: Address = ("10.99.0.1", 69)
 LONG = b"\x1b[2J" + b"B" * 600  # over 512 bytes, and a terminal escape a view must not pass on
@@ -116,3 +121,32 @@ def test_trace_lists_them_escaped_with_the_servers_refusal(tmp_path: Path) -> No
     assert any(line.strip().startswith("blksize    asked \\xff\\xfe") for line in lines)
     (device,) = [line for line in lines if line.startswith("device ")]
     assert device.count("✘ refused") == 3
+
+
+def test_a_transfer_without_its_request_is_named_the_same_everywhere(tmp_path: Path) -> None:
+    """trace's headline, watch's line, the device line and its findings, and the TUI's views all say the
+    same words (fmt.NOT_CAPTURED) for a transfer whose request the capture lacks."""
+    client, tid = ("10.99.0.50", 42118), ("10.99.0.1", 39411)
+    capture = [dgram(0.001 * n, *((tid, client) if n % 2 else (client, tid)),
+                     encode_data(n // 2 + 1, b"x" * 512) if n % 2 else encode_ack(n // 2)) for n in range(1, 9)]
+    capture.append(dgram(0.1, tid, client, encode_data(5, b"end")))  # the final block, then the capture ends
+    rebuilder, (record,) = records_of(capture)
+    assert rebuilder.midstream == 1 and record.filename == ""
+    said = f"RRQ to {address(tid)} {NOT_CAPTURED}"
+    assert said in one_line(record, server=True)  # watch
+    (device,) = DeviceBook().add_all([record]).judge(100.0, quiet=3.0)
+    lines = device_lines(device)
+    assert f"{NOT_CAPTURED} ✔" in lines[0] and "''" not in "\n".join(lines)
+    assert quoted("") == NOT_CAPTURED and quoted("boot.img") == "'boot.img'"  # the TUI's names
+    assert _files(device, 200).plain.startswith(f"{NOT_CAPTURED} ✔")
+    path = tmp_path / "mid.pcap"
+    with open(path, "wb") as f, PcapWriter(f) as writer:
+        for d in capture:
+            writer.write(1e9 + d.time, d.src, d.dst, d.payload)
+    result = subprocess.run([sys.executable, "-m", "tftpdiag", "trace", str(path), "--no-tui"], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+    (head,) = [line for line in result.stdout.splitlines() if line.startswith("#")]
+    assert f"RRQ {NOT_CAPTURED}" in head
+    (device_line,) = [line for line in result.stdout.splitlines() if line.startswith("device ")]
+    assert NOT_CAPTURED in device_line and "''" not in device_line
