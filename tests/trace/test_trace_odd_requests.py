@@ -4,6 +4,7 @@ mode, an option value that is not ASCII, one that is no number)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,11 @@ from pathlib import Path
 from tftpdiag.devices import DeviceBook
 from tftpdiag.fmt import NOT_CAPTURED, address
 from tftpdiag.protocol.datagram import Address, Datagram
-from tftpdiag.protocol.events import Completed, Failed, Note, PacketSent, Reason, Side
+from tftpdiag.protocol.events import Completed, Failed, Note, PacketReceived, PacketSent, Reason, Side
 from tftpdiag.protocol.packets import Error, OAck, Opcode, Request, encode, encode_ack, encode_data
 from tftpdiag.report import device_lines, one_line
 from tftpdiag.sessions import SessionRecord
+from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import PcapWriter
 from tftpdiag.trace.rebuild import Rebuilder, rebuild
 from tftpdiag.trace.summary import trace_records
@@ -150,3 +152,26 @@ def test_a_transfer_without_its_request_is_named_the_same_everywhere(tmp_path: P
     assert f"RRQ {NOT_CAPTURED}" in head
     (device_line,) = [line for line in result.stdout.splitlines() if line.startswith("device ")]
     assert NOT_CAPTURED in device_line and "''" not in device_line
+
+
+def test_a_jsonl_trace_keeps_the_requests_as_read() -> None:
+    """watch --trace x.jsonl, then trace x.jsonl: each event holds again the packet it held when made (a
+    request read as sent; None for what had no request's shape)."""
+    capture = odd_requests()
+    long = next(iter(ASKED))
+    capture.insert(1, dgram(0.0005, long, S, b"\x00\x01junk"))  # no request's shape: MALFORMED, no packet
+    events = rebuild(capture)
+    out = io.StringIO()
+    writer = JsonlWriter(out)
+    for event in events:
+        writer.write(event)
+    back = list(read_events(io.StringIO(out.getvalue())))
+    sent = [(e.raw, e.packet, e.note) for e in events if isinstance(e, PacketSent)]
+    assert [(e.raw, e.packet, e.note) for e in back if isinstance(e, PacketSent)] == sent
+    assert (b"\x00\x01junk", None, Note.MALFORMED) in sent
+    assert sum(isinstance(packet, Request) for _, packet, _ in sent) == 5  # the four, one of them twice
+    # Our server's refusal of the over-long request held no packet (decode refused it): nor does it again.
+    refused = PacketReceived(9, 5.0, S, long, ASKED[long], None, Note.MALFORMED, "RRQ of 613 bytes exceeds")
+    out = io.StringIO()
+    JsonlWriter(out).write(refused)
+    assert list(read_events(io.StringIO(out.getvalue()))) == [refused]
