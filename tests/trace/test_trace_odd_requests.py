@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tftpdiag.devices import DeviceBook
+from tftpdiag.findings import analyze
 from tftpdiag.fmt import NOT_CAPTURED, address
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import Completed, Failed, Note, PacketReceived, PacketSent, Reason, Side
@@ -175,3 +178,48 @@ def test_a_jsonl_trace_keeps_the_requests_as_read() -> None:
     out = io.StringIO()
     JsonlWriter(out).write(refused)
     assert list(read_events(io.StringIO(out.getvalue()))) == [refused]
+
+
+C: Address = ("10.0.0.5", 40000)
+T: Address = ("10.0.0.1", 50000)
+
+
+def _answered(request: bytes, *answer: bytes) -> list[Datagram]:
+    """``request`` from C, then the server's ``answer`` and C's replies, one after the other."""
+    ours = b"\x00\x03" if request[1] == 2 else b"\x00\x04"  # C sends an upload's DATA, a download's ACKs
+    out = [dgram(0.0, C, S, request)]
+    for n, raw in enumerate(answer, 1):
+        out.append(dgram(n * 0.001, *((C, T) if raw[:2] == ours else (T, C)), raw))
+    return out
+
+
+ODD_VALUES = {
+    "no number, granted": _answered(b"\x00\x01f\x00octet\x00blksize\x00abc\x00", encode(OAck((("blksize", "512"),))),
+                                    encode_ack(0), encode_data(1, b"x"), encode_ack(1)),
+    "no number, asked twice": _answered(b"\x00\x01f\x00octet\x00blksize\x00abc\x00blksize\x00512\x00",
+                                        encode(OAck((("blksize", "512"),))), encode_ack(0), encode_data(1, b"x"),
+                                        encode_ack(1)),
+    "non-ASCII digit, granted less": _answered("\x00\x01f\x00octet\x00blksize\x00²\x00".encode(),
+                                               encode(OAck((("blksize", "4"),))), encode_ack(0),
+                                               encode_data(1, b"x"), encode_ack(1)),
+    "non-ASCII digit with windowsize, refused": _answered(
+        "\x00\x01f\x00octet\x00blksize\x00²\x00windowsize\x004\x00".encode(), encode(Error(8, "no"))),
+    "no number with windowsize, refused": _answered(b"\x00\x01f\x00octet\x00blksize\x00abc\x00windowsize\x004\x00",
+                                                    encode(Error(8, "no"))),
+    "5000-digit upload size": _answered(b"\x00\x02f\x00octet\x00tsize\x00" + b"9" * 5000 + b"\x00", encode_ack(0),
+                                        encode_data(1, b"x"), encode_ack(1)),
+    "non-ASCII upload size": _answered("\x00\x02f\x00octet\x00tsize\x00²\x00".encode(), encode_ack(0),
+                                       encode_data(1, b"x"), encode_ack(1)),
+}
+
+
+@pytest.mark.parametrize("capture", list(ODD_VALUES.values()), ids=list(ODD_VALUES))
+def test_option_values_that_are_no_number_are_judged_not_crashed_on(capture: list[Datagram]) -> None:
+    """What such a request asked is read wherever an option's number is (accept_oack, the observer's
+    lenient reading, findings) by options.option_number: ASCII digits, at most 12, or none."""
+    events = rebuild(capture)
+    analyze(events)  # every rule over every session: none may raise
+    (record,) = trace_records(events)
+    assert record.filename == "f" and record.negotiated is not None
+    completed = isinstance(record.result, Completed)
+    assert completed == (capture[1].payload[:2] != b"\x00\x05")

@@ -63,6 +63,7 @@ from tftpdiag.protocol.observer_state import (
 )
 from tftpdiag.protocol.options import (
     accept_oack,
+    option_number,
     options_refused,
 )
 from tftpdiag.protocol.packets import (
@@ -105,9 +106,7 @@ class Observer(ObserverFlow):
         obs.options = request.options
         obs.requests = 1
         if not request.is_read:
-            size = request.option("tsize")
-            if size is not None and size.isascii() and size.isdigit():
-                obs.total = int(size)
+            obs.total = option_number(request.option("tsize"))
         obs.events.append(TransferStarted(sid, d.time, obs.role, request.filename, request.mode, d.src, d.dst,
                                           request.options, observed=True))
         obs._sent(d, request, Note.NONE)
