@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
-from tftpdiag.fmt import quote
+from tftpdiag.fmt import file_name
 from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.observer import CUT_WITHIN
 from tftpdiag.report import SCHEMA
@@ -226,9 +226,9 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             stuck = True
             findings.append(Finding(
                 "device-missing-file", ERROR,
-                f"{device.address} asked for {quote(name)} {count} times in {times[-1] - times[0]:.0f} s and the "
+                f"{device.address} asked for {file_name(name)} {count} times in {times[-1] - times[0]:.0f} s and the "
                 f"server does not have it; it will not boot without it",
-                tuple(f"t={t - attempts[0].time:.1f}s RRQ {quote(name)}: file not found" for t in times[:8]),
+                tuple(f"t={t - attempts[0].time:.1f}s RRQ {file_name(name)}: file not found" for t in times[:8]),
                 "Put the file in the server's folder under exactly this name (case matters), or fix the name the "
                 "device is given (DHCP option 67, its configuration file).", first_session))
     aborts = Counter(a.name for a in attempts if a.outcome == ABORTED and not a.normal and a.name not in got)
@@ -237,7 +237,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             stuck = True
             findings.append(Finding(
                 "device-aborts-after-oack", ERROR,
-                f"{device.address} aborted {quote(name)} right after the server's OACK {count} times and never "
+                f"{device.address} aborted {file_name(name)} right after the server's OACK {count} times and never "
                 f"downloaded it",
                 (), "The device refuses an option the server grants (often blksize or windowsize): limit the "
                     "server's options (e.g. serve --max-blksize 1468 --max-windowsize 1) and watch again.",
@@ -260,7 +260,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             hint = "Look at that session's findings for the cause; the device will not go on without the file."
         findings.append(Finding(
             "device-stuck", ERROR,
-            f"{device.address} stopped after {_STOPPED_AFTER[last.outcome].format(quote(last.name))}"
+            f"{device.address} stopped after {_STOPPED_AFTER[last.outcome].format(file_name(last.name))}"
             + (f" ({last.error})" if last.error else "")
             + (" and asked for nothing more before the record ended" if ended
                else f" and has asked for nothing in {now - device.last:.0f} s"),
@@ -272,7 +272,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             "device-normal-failures", INFO,
             f"{device.address}: {len(normal)} failed request{'s' if len(normal) != 1 else ''} "
             f"that firmware makes on purpose (" + ", ".join(f"{k} ×{n}" for k, n in kinds.items()) + "): no action",
-            tuple(f"{quote(a.name)}: {a.normal}" for a in normal[:8]), "", first_session))
+            tuple(f"{file_name(a.name)}: {a.normal}" for a in normal[:8]), "", first_session))
     done_names = [a.name for a in attempts if a.outcome == DONE and a.download]
     if stuck:
         device.verdict = STUCK
@@ -286,7 +286,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             total = sum(a.bytes for a in attempts if a.outcome == DONE)
             findings.append(Finding(
                 "device-config-only", WARNING,
-                f"{device.address} fetched only configuration ({', '.join(quote(n) for n in done_names[:4])}, "
+                f"{device.address} fetched only configuration ({', '.join(file_name(n) for n in done_names[:4])}, "
                 f"{fmt_bytes(total)}) and asked for no image",
                 (), "Normal when its firmware is up to date; otherwise the configuration names an image the device "
                     "does not ask this server for: check the image name and server in it.", first_session))

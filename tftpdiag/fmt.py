@@ -27,11 +27,11 @@ plain output, the TUI and the progress bar alike.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SHOWN", "LINE", "clean", "quote", "line", "options", "size", "rate", "address", "iso_time",
-           "storable", "unstored", "json_line"]
+__all__ = ["SHOWN", "LINE", "NOT_CAPTURED", "clean", "quote", "file_name", "line", "options", "size", "rate",
+           "address", "iso_time", "storable", "unstored", "json_line"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -74,6 +74,18 @@ def quote(name: str, limit: int = SHOWN) -> str:
     plus backslashes and quotes doubled, so that the name shown cannot be mistaken for another."""
     name, more = _cut(name, limit)
     return "'" + _escaped(name, "\\'") + "'" + more
+
+
+# What every view says in place of the file name of a transfer a capture joined mid-way.
+NOT_CAPTURED = "(request not captured)"
+
+
+def file_name(name: str, shown: Callable[[str], str] = quote) -> str:
+    """A transfer's file name as every view shows it: ``shown(name)`` (by default :func:`quote`; a view
+    whose names are escaped already passes its own), or :data:`NOT_CAPTURED` for none. Every request
+    holds a name (the codec, and a watcher's reading of a request, take none without), so a transfer
+    without one is one rebuilt from a capture that began after its request: '' would say nothing."""
+    return shown(name) if name else NOT_CAPTURED
 
 
 def line(text: str) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
-from tftpdiag.fmt import clean, quote
+from tftpdiag.fmt import clean, file_name, quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
@@ -227,7 +227,7 @@ def one_line(record: SessionRecord, *, server: bool = False) -> str:
     kind = "RRQ" if record.direction == "download" else "WRQ"
     if server:
         kind += f" to {fmt_addr(record.peer)}"
-    return (f"{fmt_addr(record.client):<22} {kind} {quote(record.filename):<24} {record.direction:<8} "
+    return (f"{fmt_addr(record.client):<22} {kind} {file_name(record.filename):<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")
 
 
@@ -236,7 +236,7 @@ def device_lines(device: Device) -> list[str]:
     files = []
     for a in device.attempts:
         mark = {"done": "✔", "in-progress": "…"}.get(a.outcome, "·" if a.normal else "✘")
-        shown = quote(a.name)
+        shown = file_name(a.name)
         files.append(f"{shown} {mark}" if a.outcome in ("done", "in-progress") or a.normal
                      else f"{shown} {mark} {a.outcome}")
     out = [f"device {device.address:<22} {device.verdict:<11} " + " → ".join(files)]

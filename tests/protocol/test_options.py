@@ -16,6 +16,7 @@ from tftpdiag.protocol.options import (
     Verdict,
     accept_oack,
     negotiate_server,
+    option_number,
     options_ignored,
     options_refused,
 )
@@ -273,6 +274,33 @@ def test_accept_oack_only_raises_protocol_error(oack):
         return
     assert 8 <= result.blksize <= 1468 and 1 <= result.windowsize <= 16
     assert result.timeout in (None, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["blksize", "tsize", "timeout", "windowsize"]),
+                          st.one_of(st.integers(0, 100_000).map(str), st.text(max_size=6), st.just("9" * 5000))),
+                max_size=5),
+       st.lists(st.tuples(st.sampled_from(["blksize", "tsize", "timeout", "windowsize"]),
+                          st.integers(0, 100_000).map(str)), max_size=4, unique_by=lambda kv: kv[0]))
+def test_an_oack_to_any_request_a_capture_saw_only_raises_protocol_error(asked, oack):
+    # A watcher's request holds what its client sent (packets.seen_request): values that are no number,
+    # non-ASCII digits, thousands of digits, names asked twice. The OACK is judged, never a crash.
+    try:
+        result = accept_oack(tuple(asked), tuple(oack), is_read=True)
+    except ProtocolError as exc:
+        assert exc.code == 8 and exc.message
+        return
+    assert len(result.outcomes) == len(asked)
+
+
+@pytest.mark.parametrize("value", ["abc", "\u00b2", "\udcff\udcfe", "9" * 5000, ""],
+                         ids=["letters", "superscript", "not-utf-8", "5000-digits", "empty"])
+def test_an_oack_granting_an_option_asked_with_no_number_is_refused(value):
+    for name in ("blksize", "windowsize", "timeout"):
+        with pytest.raises(ProtocolError) as info:
+            accept_oack(((name, value),), ((name, "8"),), is_read=True)
+        assert info.value.code == 8 and "no number" in info.value.message
+    assert option_number(value) is None
 
 
 def test_oack_with_option_when_none_asked_is_refused():

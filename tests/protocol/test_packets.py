@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tftpdiag.protocol.packets import (
     MAX_REQUEST_SIZE,
+    SEEN_OPTIONS,
     Ack,
     Data,
     Error,
@@ -23,6 +24,7 @@ from tftpdiag.protocol.packets import (
     encode,
     encode_ack,
     encode_data,
+    seen_request,
 )
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -331,3 +333,62 @@ def test_head_reads_opcode_and_block_only() -> None:
     assert head(b"\x00\x09\x00\x01") == (9, 1)  # not a TFTP opcode: the caller tells (decode() refuses it)
     for short_or_foreign in (b"", b"\x00\x03\x00", b"\x01\x03\x00\x01", b"\x00\x06"):
         assert head(short_or_foreign) == (0, 0)
+
+
+# -- a request as a watcher sees it -------------------------------------------------------------------
+
+SEEN = [
+    ("long name", b"\x00\x01" + b"B" * 600 + b"\x00octet\x00", Request(Opcode.RRQ, "B" * 600, "octet")),
+    ("unknown mode, with an option over 512 bytes", b"\x00\x01pxelinux.cfg/default\x00BINARY\x00x\x00" + b"y" * 500
+     + b"\x00", Request(Opcode.RRQ, "pxelinux.cfg/default", "BINARY", (("x", "y" * 500),))),
+    ("non-ASCII mode and option", b"\x00\x02f\x00oct\xe9t\x00t\xe9\x001\x00",
+     Request(Opcode.WRQ, "f", "oct\udce9t", (("t\udce9", "1"),))),
+    ("non-ASCII value", b"\x00\x01f\x00octet\x00blksize\x00\xff\xfe\x00",
+     Request(Opcode.RRQ, "f", "octet", (("blksize", "\udcff\udcfe"),))),
+    ("non-number value", b"\x00\x01f\x00octet\x00blksize\x00abc\x00",
+     Request(Opcode.RRQ, "f", "octet", (("blksize", "abc"),))),
+    ("option without value", b"\x00\x01f\x00octet\x00tsize\x000\x00BLKSIZE\x00",
+     Request(Opcode.RRQ, "f", "octet", (("tsize", "0"), ("blksize", "")))),
+    ("repeated option", b"\x00\x01f\x00octet\x00blksize\x00512\x00blksize\x001024\x00",
+     Request(Opcode.RRQ, "f", "octet", (("blksize", "512"), ("blksize", "1024")))),
+    ("padding", b"\x00\x01f\x00octet\x00blksize\x00512\x00\x00\x00",
+     Request(Opcode.RRQ, "f", "octet", (("blksize", "512"),))),
+]
+
+
+@pytest.mark.parametrize(("raw", "seen"), [(raw, seen) for _, raw, seen in SEEN],
+                         ids=[name for name, _, _ in SEEN])
+def test_a_watcher_sees_a_request_as_sent_where_a_server_refuses_it(raw, seen):
+    assert seen_request(raw) == seen
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00\x01", b"\x00\x01boot.imgoctet", b"\x00\x01boot.img\x00octet",
+                                 b"\x00\x02boot.img\x00", b"\x00\x01\x00octet\x00", b"\x00\x03\x00\x01a\x00b\x00",
+                                 b"\x01\x01f\x00octet\x00", b"\x00\x04\x00\x00"])
+def test_what_has_not_a_requests_shape_is_no_request_to_a_watcher(raw):
+    assert seen_request(raw) is None
+
+
+def test_a_watcher_keeps_a_bounded_number_of_options():
+    raw = b"\x00\x01f\x00octet\x00" + b"".join(b"o%d\x001\x00" % i for i in range(5000))
+    request = seen_request(raw)
+    assert request is not None and len(request.options) == SEEN_OPTIONS
+    assert request.options[0] == ("o0", "1")
+
+
+@FAST
+@given(requests)
+def test_a_watcher_sees_every_request_a_server_takes_as_the_server_does(packet):
+    raw = encode(packet)
+    assert seen_request(raw) == decode(raw)
+
+
+@FAST
+@given(st.sampled_from([1, 2]), st.binary(max_size=600))
+def test_a_watcher_agrees_with_the_codec_wherever_the_codec_takes_a_request(opcode, body):
+    raw = bytes([0, opcode]) + body
+    try:
+        packet = decode(raw)
+    except ProtocolError:
+        return
+    assert seen_request(raw) == packet

@@ -10,6 +10,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 from tests.support import peers
 from tests.support.watch import ScriptedClient, private_loopback, sha256, watching
 from tftpdiag.devices import DeviceBook
+from tftpdiag.protocol.events import Completed, Failed, Reason
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="live capture needs root or CAP_NET_RAW (CI runs as root)")
 
@@ -114,6 +116,61 @@ def test_watch_judges_devices_uefi_phone_and_stuck(served: Path) -> None:
     assert "missing.bin" in finding.summary and "4 times" in finding.summary
     for address in (uefi, phone):
         assert not [f for f in devices[address].findings if f.severity != "info"], devices[address].findings
+
+
+def _ask(source: str, server: tuple[str, int], raw: bytes) -> bytes:
+    """Send one request as it is and follow the server's answer lock-step to its end; the first reply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        sock.settimeout(3.0)
+        sock.sendto(raw, server)
+        first = reply = sock.recvfrom(65536)
+        blksize = 512
+        while reply[0][:2] in (b"\0\3", b"\0\6"):
+            data, tid = reply
+            if data[:2] == b"\0\6":
+                fields = data[2:].split(b"\0")
+                blksize = int(dict(zip(fields[::2], fields[1::2], strict=False)).get(b"blksize", b"512"))
+                sock.sendto(b"\0\4\0\0", tid)
+            else:
+                sock.sendto(b"\0\4" + data[2:4], tid)
+                if len(data) - 4 < blksize:
+                    break
+            reply = sock.recvfrom(65536)
+        return first[0]
+
+
+def test_watch_shows_requests_a_real_server_refused_or_took_as_sent(served: Path) -> None:
+    """tftpd-hpa answers requests our own codec would refuse (over 512 bytes, an unknown mode, an option
+    value that is not ASCII or no number): watch shows each, as sent, with that answer."""
+    (served / "pxelinux.cfg").mkdir()
+    (served / "pxelinux.cfg" / "default").write_bytes(b"DEFAULT linux\n")
+    host = private_loopback(7)
+    port = peers.free_udp_port(host)
+    device = private_loopback(8)
+    asked = [b"\0\1" + b"B" * 600 + b"\0octet\0", b"\0\1pxelinux.cfg/default\0binary\0",
+             b"\0\1pxelinux.cfg/default\0octet\0blksize\0\xff\xfe\0",
+             b"\0\1pxelinux.cfg/default\0octet\0blksize\0abc\0"]
+    with peers.tftpd_hpa(served, port, host=host), watching((host,), (port,)) as w:
+        replies = [_ask(device, (host, port), raw) for raw in asked]
+        records = w.wait_finished(len(asked))
+    assert [r[:2] for r in replies[:2]] == [b"\0\5", b"\0\5"]
+    records.sort(key=lambda r: r.started)
+    assert {(r.client[0], r.peer) for r in records} == {(device, (host, port))}
+    assert [(r.filename, r.mode) for r in records] == [("B" * 600, "octet"), ("pxelinux.cfg/default", "binary"),
+                                                       ("pxelinux.cfg/default", "octet"),
+                                                       ("pxelinux.cfg/default", "octet")]
+    assert [r.requested for r in records[2:]] == [(("blksize", "\udcff\udcfe"),), (("blksize", "abc"),)]
+    for record in records[:2]:
+        assert isinstance(record.result, Failed) and record.result.reason is Reason.PEER_ERROR
+        assert record.error_sender == "server" and record.replied_from is not None
+    for record, reply in zip(records[2:], replies[2:], strict=True):
+        # Whatever tftpd-hpa made of the option, its answer belongs to the request, not to a transfer of its own.
+        assert record.replied_from is not None and record.replied_from[0] == host
+        if reply[:2] == b"\0\5":
+            assert isinstance(record.result, Failed) and record.result.reason is Reason.PEER_ERROR
+        else:
+            assert isinstance(record.result, Completed), record.result
 
 
 def _watch_cli(*args: str) -> subprocess.Popen[str]:

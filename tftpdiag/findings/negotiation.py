@@ -17,7 +17,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRetried, Side
-from tftpdiag.protocol.options import RANGES, OptionOutcome, Verdict
+from tftpdiag.protocol.options import RANGES, OptionOutcome, Verdict, option_number
 from tftpdiag.protocol.packets import Data, error_code_name
 
 TWICE = 0.1  # a second identical OACK sooner than this is not a retransmission after a timeout
@@ -98,7 +98,8 @@ def _refusal_hints(s: SessionState, asked: dict[str, str]) -> list[str]:
     hints = []
     if s.mode == "netascii" and "tsize" in asked:
         hints.append("tftpd-hpa refuses tsize in netascii mode: drop tsize, or use octet")
-    if "windowsize" in asked and int(asked.get("blksize", "512") or 512) < 64:
+    blksize = option_number(asked.get("blksize"))
+    if "windowsize" in asked and (512 if blksize is None else blksize) < 64:
         hints.append("atftpd needs the OACK to fit in one block: use a larger blksize with windowsize")
     return hints
 
@@ -169,19 +170,20 @@ def _oack_problems(s: SessionState) -> list[str]:
         if name not in asked:
             problems.append(f"{name}={value}, which was not asked for")
             continue
-        if not (value.isascii() and value.isdigit()) or len(value) > 12:
+        number = option_number(value)
+        if number is None:
             problems.append(f"{name}={value!r}, not a number")
             continue
-        number = int(value)
         if name in RANGES:
             low, high = RANGES[name]
             if not low <= number <= high:
                 problems.append(f"{name}={number}, outside {low}..{high}")
                 continue
         asked_value = asked[name]
-        if name in ("blksize", "windowsize") and asked_value.isdigit() and number > int(asked_value):
+        limit = option_number(asked_value)
+        if name in ("blksize", "windowsize") and limit is not None and number > limit:
             problems.append(f"{name}={number}, above the {asked_value} asked")
-        elif name == "timeout" and asked_value.isdigit() and number != int(asked_value):
+        elif name == "timeout" and limit is not None and number != limit:
             problems.append(f"timeout={number} where {asked_value} was asked (RFC 2349: echo it)")
     for t, opts, _note, detail in s.oacks_rx[1:]:
         if detail == "OACK after the transfer began" or (s.first_data_t is not None and t > s.first_data_t):
@@ -253,7 +255,7 @@ def client_ignored_oack(s: SessionState, ctx: Context) -> Finding | None:
     if summary is None and s.receiver and s.first_data_len == 512 and s.blksize > 512:
         tsize = s.req.get("tsize", "")
         late_data = [t for t, p in s.late_log if isinstance(p, Data)]
-        if late_data or (tsize.isdigit() and int(tsize) > 512):
+        if late_data or (option_number(tsize) or 0) > 512:
             severity = ERROR
             summary = (f"Client {client} sent DATA 1 of 512 bytes although our OACK granted blksize {s.blksize}: it "
                        f"ignored the OACK, so its upload ended after 512 bytes")

@@ -15,15 +15,16 @@ from tftpdiag.findings.predicates import MAX_BLOCKS, at_wrap, blocks_done, wrap_
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
+from tftpdiag.protocol.options import option_number
 from tftpdiag.protocol.packets import error_code_name
 
 
 def _size(s: SessionState) -> int | None:
     if s.tsize is not None:
         return s.tsize
-    value = s.req.get("tsize")
-    if s.role is not None and not s.role.is_download and value is not None and value.isdigit() and value != "0":
-        return int(value)  # an upload offers its size even when the server ignores tsize
+    value = option_number(s.req.get("tsize"))
+    if s.role is not None and not s.role.is_download and value:
+        return value  # an upload offers its size even when the server ignores tsize
     return None
 
 

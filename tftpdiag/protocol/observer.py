@@ -12,8 +12,11 @@ Events are made from the CLIENT's point of view (CLIENT_READ for RRQ, CLIENT_WRI
 from C is a PacketSent, one to C a PacketReceived, so the views, records, summaries and findings read
 an observed transfer exactly as a live probe. Rules held here (DATA and ACK are in ``observer_flow``):
 
-- The request: sent again from the same port before any reply, it is C's retransmit (a TimedOut and a
-  Retransmit); a different one ends this transfer (:meth:`Observer.feed` hands it back to the caller).
+- The request: read as its client sent it (``packets.seen_request``), also one our server would refuse
+  (over 512 bytes, an unknown mode, odd options): the server it went to may answer it all the same, and
+  its ERROR is the outcome to show. Sent again from the same port before any reply, it is C's
+  retransmit (a TimedOut and a Retransmit); a different one ends this transfer (:meth:`Observer.feed`
+  hands it back to the caller).
 - The transfer ID: the first reply fixes it (PeerLocked). Later replies from other addresses are STRAY
   (e.g. a second server session that answered a repeated request); C's ERROR 5 to one is an ordinary
   PacketSent. If C then sends DATA or ACK to such an address, the reply the observer saw first never
@@ -60,6 +63,7 @@ from tftpdiag.protocol.observer_state import (
 )
 from tftpdiag.protocol.options import (
     accept_oack,
+    option_number,
     options_refused,
 )
 from tftpdiag.protocol.packets import (
@@ -73,6 +77,7 @@ from tftpdiag.protocol.packets import (
     ack_packet,
     decode,
     head,
+    seen_request,
 )
 
 __all__ = ["Observer", "ASK_AGAIN_WITHIN", "FINISH_WAIT", "MAX_HELD"]
@@ -101,9 +106,7 @@ class Observer(ObserverFlow):
         obs.options = request.options
         obs.requests = 1
         if not request.is_read:
-            size = request.option("tsize")
-            if size is not None and size.isascii() and size.isdigit():
-                obs.total = int(size)
+            obs.total = option_number(request.option("tsize"))
         obs.events.append(TransferStarted(sid, d.time, obs.role, request.filename, request.mode, d.src, d.dst,
                                           request.options, observed=True))
         obs._sent(d, request, Note.NONE)
@@ -288,10 +291,10 @@ class Observer(ObserverFlow):
         if self.phase != ENDED and raw == self.request_raw and d.dst == self.server:
             self._request_again(d)
             return None
-        packet = _try_decode(raw)
-        if not isinstance(packet, Request):
+        packet = seen_request(raw)
+        if packet is None:
             if self.phase != ENDED and d.dst == self.server:
-                self._sent(d, packet, Note.MALFORMED)
+                self._sent(d, None, Note.MALFORMED)
             return None
         if self.refusal is not None:
             if self._asks_again(packet, d):
@@ -312,14 +315,14 @@ class Observer(ObserverFlow):
                                     f"reply to {self.kind}"))
         self.retransmits += 1
         self.events.append(Retransmit(self.sid, now, "timeout", None, 1, self.client_attempt))
-        self._sent(d, _try_decode(d.payload), Note.RETRANSMIT)
+        self._sent(d, seen_request(d.payload), Note.RETRANSMIT)
 
     def _asks_again(self, request: Request, d: Datagram) -> bool:
         """A request that falls back from the refused one: same file, kind and mode, fewer options, to the
         same server port, soon after the refusal."""
         assert self.refusal is not None
-        first = _try_decode(self.request_raw)
-        return (isinstance(first, Request) and d.dst == self.server
+        first = seen_request(self.request_raw)
+        return (first is not None and d.dst == self.server
                 and d.time - self.refusal[1] <= ASK_AGAIN_WITHIN
                 and (request.opcode, request.filename, request.mode) == (first.opcode, first.filename, first.mode)
                 and set(request.options) < set(self.options))

@@ -34,6 +34,7 @@ from tftpdiag.protocol.options import (
     Negotiated,
     OptionOutcome,
     Verdict,
+    option_number,
     options_ignored,
 )
 from tftpdiag.protocol.packets import Error, Options, Packet
@@ -265,17 +266,18 @@ def lenient(requested: Options, oack: Options) -> Negotiated:
     outcomes = []
     for name, asked in requested:
         granted = got.get(name)
+        granted_n, asked_n = option_number(granted), option_number(asked)
         if granted is None:
             outcomes.append(OptionOutcome(name, asked, None, Verdict.IGNORED))
-        elif name in ("blksize", "windowsize") and asked.isdigit() and granted.isdigit() \
-                and int(granted) < int(asked):
+        elif name in ("blksize", "windowsize") and granted_n is not None and asked_n is not None \
+                and granted_n < asked_n:
             outcomes.append(OptionOutcome(name, asked, granted, Verdict.REDUCED))
         else:
             outcomes.append(OptionOutcome(name, asked, granted, Verdict.ACCEPTED))
 
     def number(name: str, default: int | None) -> int | None:
-        value = got.get(name, "")
-        return int(value) if value.isdigit() and len(value) <= 12 else default
+        value = option_number(got.get(name))
+        return default if value is None else value
 
     return Negotiated(
         blksize=max(number("blksize", DEFAULT_BLKSIZE) or DEFAULT_BLKSIZE, 1),

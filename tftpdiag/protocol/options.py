@@ -32,6 +32,7 @@ __all__ = [
     "ServerPolicy",
     "negotiate_server",
     "accept_oack",
+    "option_number",
     "options_ignored",
     "options_refused",
 ]
@@ -147,8 +148,11 @@ class ServerPolicy:
     max_upload: int | None = None
 
 
-def _int(value: str | None) -> int | None:
-    # isdigit() alone accepts digits int() refuses (e.g. '²') and other scripts' digits: ASCII only.
+def option_number(value: str | None) -> int | None:
+    """An option's value as a number, or None when it is none: ASCII digits, at most 12 of them. The
+    one reading of every option value, asked or granted (a request a capture saw may hold anything)."""
+    # isdigit() alone accepts digits int() refuses (e.g. '²') and other scripts' digits: ASCII only; and
+    # int() refuses strings of more than 4300 digits.
     if value is None or not (value.isascii() and value.isdigit()) or len(value) > 12:
         return None
     return int(value)
@@ -177,7 +181,7 @@ def negotiate_server(
     for name, raw in requested:
         if name not in OPTION_NAMES:
             continue  # unknown options are not ours to judge, whatever their value (no outcome either)
-        asked = _int(raw)
+        asked = option_number(raw)
         if name in policy.refuse or asked is None:
             outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))
             continue
@@ -232,30 +236,35 @@ def accept_oack(requested: Options, oack: Options, *, is_read: bool) -> Negotiat
     for name, value in oack:
         if name not in asked:
             raise _refuse(f"OACK holds option {name}={value} that was not requested")
-        number = _int(value)
+        number = option_number(value)
         if number is None:
             raise _refuse(f"OACK gives {name} the invalid value {value!r}")
         if name in RANGES:
             low, high = RANGES[name]
             if not low <= number <= high:
                 raise _refuse(f"OACK gives {name}={number}, outside {low}..{high}")
-        if name in ("blksize", "windowsize") and number > int(asked[name]):
-            raise _refuse(f"OACK grants {name}={number}, more than the {asked[name]} asked")
-        if name == "timeout" and number != int(asked[name]):
-            raise _refuse(f"OACK changes timeout to {number}; RFC 2349 requires the asked {asked[name]}")
+        if name in ("blksize", "windowsize", "timeout"):
+            limit = option_number(asked[name])
+            if limit is None:  # (only a request a capture saw asks so: ours never does)
+                raise _refuse(f"OACK gives {name}={number} where the {asked[name]!r} asked is no number")
+            if name != "timeout" and number > limit:
+                raise _refuse(f"OACK grants {name}={number}, more than the {asked[name]} asked")
+            if name == "timeout" and number != limit:
+                raise _refuse(f"OACK changes timeout to {number}; RFC 2349 requires the asked {asked[name]}")
     outcomes = []
     for name, value in requested:
+        asked_number = option_number(value)
         if name not in got:
             outcomes.append(OptionOutcome(name, value, None, Verdict.IGNORED))
-        elif name in ("blksize", "windowsize"):
-            outcomes.append(OptionOutcome(name, value, got[name], _verdict(int(value), int(got[name]))))
+        elif name in ("blksize", "windowsize") and asked_number is not None:
+            outcomes.append(OptionOutcome(name, value, got[name], _verdict(asked_number, int(got[name]))))
         else:
             outcomes.append(OptionOutcome(name, value, got[name], Verdict.ACCEPTED))
-    tsize = _int(got.get("tsize"))
+    tsize = option_number(got.get("tsize"))
     return Negotiated(
         blksize=int(got.get("blksize", DEFAULT_BLKSIZE)),
         windowsize=int(got.get("windowsize", 1)),
-        timeout=_int(got.get("timeout")),
+        timeout=option_number(got.get("timeout")),
         tsize=tsize,
         outcomes=tuple(outcomes),
         oack=oack,
@@ -272,7 +281,7 @@ def options_refused(requested: Options, oack: Options | None) -> Negotiated:
     got = dict(oack or ())
     return Negotiated(
         # The size the OACK announced stays known (a UEFI size probe reads it, then refuses).
-        tsize=_int(got.get("tsize")),
+        tsize=option_number(got.get("tsize")),
         outcomes=tuple(OptionOutcome(n, v, got.get(n), Verdict.REFUSED) for n, v in requested),
         oack=oack,
     )

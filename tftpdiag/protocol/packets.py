@@ -31,6 +31,8 @@ __all__ = [
     "ack_reply",
     "ack_of",
     "MAX_REQUEST_SIZE",
+    "SEEN_OPTIONS",
+    "seen_request",
     "MAX_BLOCK",
     "OPTION_NAMES",
 ]
@@ -39,6 +41,7 @@ MAX_REQUEST_SIZE = 512  # RFC 2347: the request with its options fits in 512 oct
 MAX_BLOCK = 0xFFFF
 KNOWN_MODES = ("octet", "netascii", "mail")
 OPTION_NAMES = ("blksize", "timeout", "tsize", "windowsize")
+SEEN_OPTIONS = 64  # options of an observed request kept at most (a 64 KiB datagram could hold 16,000)
 
 _HEAD = struct.Struct("!HH")
 _OPCODE = struct.Struct("!H")
@@ -273,29 +276,62 @@ def head(raw: bytes) -> tuple[int, int]:
     return 0, 0
 
 
-def _decode_request(data: bytes, opcode: Opcode) -> Request:
-    kind = opcode.name
-    if len(data) > MAX_REQUEST_SIZE:
-        raise _illegal(f"{kind} of {len(data)} bytes exceeds the {MAX_REQUEST_SIZE}-byte limit")
+def _request_fields(data: bytes, kind: str) -> list[bytes]:
+    """A request's fields: file name, mode, then the options' names and values, padding dropped."""
     fields = _split_fields(data[2:], kind)
     if len(fields) < 2:
         raise _illegal(f"{kind} has no transfer mode")
-    filename = _decode_text(fields[0])
     if not fields[0]:
         raise _illegal(f"{kind} has an empty file name")
     if not fields[1]:
         raise _illegal(f"{kind} has no transfer mode")
-    # Any mode decodes: which modes are served is the server's rule (protocol/server.py), and a request
-    # in another mode is still a request for a file, refused for its mode with its name and options.
-    mode = _decode_text(fields[1])
-    if mode.lower() in KNOWN_MODES:
-        mode = mode.lower()  # RFC 1350: any mix of case; the rest of the code compares lower case
-    rest = fields[2:]
     # Some clients pad the request with extra NULs after the options; RFC 2347 servers ignore them.
     # An odd trailing empty field is padding, and so is a pair of them (an empty name with no value).
-    while rest and rest[-1] == b"" and (len(rest) % 2 or rest[-2] == b""):
-        rest = rest[:-1]
-    return Request(opcode, filename, mode, _decode_options(rest, kind))
+    while len(fields) > 2 and fields[-1] == b"" and (len(fields) % 2 or fields[-2] == b""):
+        fields.pop()
+    return fields
+
+
+def _mode(raw: bytes) -> str:
+    # Any mode decodes: which modes are served is the server's rule (protocol/server.py), and a request
+    # in another mode is still a request for a file, refused for its mode with its name and options.
+    mode = _decode_text(raw)
+    if mode.lower() in KNOWN_MODES:
+        mode = mode.lower()  # RFC 1350: any mix of case; the rest of the code compares lower case
+    return mode
+
+
+def _decode_request(data: bytes, opcode: Opcode) -> Request:
+    kind = opcode.name
+    if len(data) > MAX_REQUEST_SIZE:
+        raise _illegal(f"{kind} of {len(data)} bytes exceeds the {MAX_REQUEST_SIZE}-byte limit")
+    fields = _request_fields(data, kind)
+    return Request(opcode, _decode_text(fields[0]), _mode(fields[1]), _decode_options(fields[2:], kind))
+
+
+def seen_request(data: bytes) -> Request | None:
+    """The RRQ or WRQ in ``data`` as its client sent it, for one who watches others' traffic; None when
+    ``data`` has not a request's shape (opcode 1 or 2, a file name, a mode, NUL-terminated).
+
+    :func:`decode` judges a request as a server that must answer it: past 512 bytes, or with an option
+    that is not ASCII, repeated or without a value, it refuses. A server it was sent to may still answer
+    it (with an ERROR, or by ignoring the odd option), and that is what a watcher is there to see: every
+    field is kept as sent (bytes that are not UTF-8 as surrogate escapes, as file names are; whoever
+    shows them escapes them), name and mode read as :func:`decode` reads them, option names lower-cased
+    as it does, an option without a value given an empty one. Bounded by the datagram (at most 64 KiB)
+    and by :data:`SEEN_OPTIONS` options kept."""
+    opcode = data[1] if len(data) > 1 and data[0] == 0 else 0
+    if opcode != 1 and opcode != 2:
+        return None
+    try:
+        fields = _request_fields(data, "request")
+    except ProtocolError:
+        return None
+    rest = [_decode_text(f) for f in fields[2:2 + 2 * SEEN_OPTIONS]]
+    if len(rest) % 2:
+        rest.append("")
+    options = tuple((rest[i].lower(), rest[i + 1]) for i in range(0, len(rest), 2))
+    return Request(Opcode(opcode), _decode_text(fields[0]), _mode(fields[1]), options)
 
 
 def encode_data(block: int, payload: bytes) -> bytes:

@@ -16,7 +16,7 @@ from typing import IO, Any
 from tftpdiag import __version__
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.options import Negotiated, OptionOutcome, Verdict
-from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, ProtocolError, Request, decode
+from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, ProtocolError, Request, decode, seen_request
 from tftpdiag.trace import snapped
 
 __all__ = ["KIND", "event_to_dict", "dict_to_event", "JsonlWriter", "read_events", "FORMAT"]
@@ -248,7 +248,10 @@ def dict_to_event(d: Any) -> ev.Event:
                 try:
                     kwargs[name] = decode(raw)
                 except ProtocolError:
-                    kwargs[name] = None
+                    # An event that held a packet decode() refuses held a request a capture saw, read as
+                    # its client sent it (the observer's reading); the others held none.
+                    held = d.get("packet")
+                    kwargs[name] = seen_request(raw) if type(held) is dict and held.get("op") is not None else None
             elif name in d:
                 kwargs[name] = _CHECK[f.type](d[name])
         return cls(**kwargs)

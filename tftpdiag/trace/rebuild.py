@@ -33,7 +33,7 @@ from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.observer import Observer
 from tftpdiag.protocol.options import DEFAULT_BLKSIZE
-from tftpdiag.protocol.packets import ProtocolError, Request, decode, head
+from tftpdiag.protocol.packets import Request, head, seen_request
 
 __all__ = ["rebuild", "Rebuilder"]
 
@@ -189,12 +189,10 @@ class Rebuilder:
         """A datagram of no known transfer: a new request, a transfer already under way, or not TFTP."""
         op = head(d.payload)[0]
         if op == 1 or op == 2:
-            try:
-                packet = decode(d.payload)
-            except ProtocolError:
-                return
-            if isinstance(packet, Request):
-                self._new_transfer(d, packet, None)
+            # As its client sent it, even one a server refuses: the server's answer is what is to be seen.
+            request = seen_request(d.payload)
+            if request is not None:
+                self._new_transfer(d, request, None)
         elif op == 3 or op == 4:
             self._orphan(d)
 

@@ -81,10 +81,7 @@ def print_trace(loaded: TraceLoad, out: TextIO) -> None:
 
 
 def _headline(record: SessionRecord) -> str:
-    line = f"#{record.session:<3} {one_line(record)}"
-    if not record.filename and record.refused is None:
-        line = line.replace("''".ljust(24), "(request not captured)".ljust(24), 1)
-    return line
+    return f"#{record.session:<3} {one_line(record)}"
 
 
 def _details(record: SessionRecord) -> list[str]:

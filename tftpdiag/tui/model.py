@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 from tftpdiag.devices import DeviceBook
-from tftpdiag.fmt import SHOWN, clean
+from tftpdiag.fmt import SHOWN, clean, file_name
 from tftpdiag.packetlog import PacketLog, PacketRow
 from tftpdiag.protocol.events import (
     Event,
@@ -169,7 +169,12 @@ def shown(event: Event) -> Event:
 
 
 def quoted(text: str) -> str:
-    """A name that has passed :func:`shown`, in quotes (it is escaped already: not again)."""
+    """A file name that has passed :func:`shown`, in quotes (it is escaped already: not again), or what
+    every view says for none (fmt.file_name)."""
+    return file_name(text, _in_quotes)
+
+
+def _in_quotes(text: str) -> str:
     return f"'{text}'"
 
 

@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from tftpdiag.devices import BOOTED, STUCK, UPLOADED, Device
-from tftpdiag.fmt import clean
+from tftpdiag.fmt import clean, file_name
 from tftpdiag.tui.model import LiveModel
 from tftpdiag.tui.ticked import TickedApp
 
@@ -33,7 +33,7 @@ def _files(device: Device, width: int) -> Text:
     used = 0
     for a in reversed(device.attempts):
         mark, style = _MARK.get(a.outcome, ("·", "dim") if a.normal else ("✘", "bold red"))
-        piece = Text.assemble(f"{clean(a.name)} ", (mark, style))
+        piece = Text.assemble(f"{file_name(a.name, clean)} ", (mark, style))
         earlier = len(device.attempts) - len(pieces) - 1
         # Room for this one, its arrow, and (if any are left out) the count of those before it.
         need = piece.cell_len + (3 if pieces else 0) + (len(f"+{earlier} earlier → ") if earlier else 0)
@@ -61,7 +61,7 @@ def _timeline(device: Device) -> Text:
         mark, style = _MARK.get(a.outcome, ("·", "dim") if a.normal else ("✘", "bold red"))
         text.append(f"  +{a.time - start:7.2f}s  ")
         text.append(mark, style=style)
-        text.append(f" {'RRQ' if a.download else 'WRQ'} {clean(a.name)}  {a.outcome}")
+        text.append(f" {'RRQ' if a.download else 'WRQ'} {file_name(a.name, clean)}  {a.outcome}")
         if a.bytes:
             text.append(f"  {a.bytes:,} bytes", style="dim")
         if a.normal:

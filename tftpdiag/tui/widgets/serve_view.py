@@ -12,6 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, RichLog, Static
 
 from tftpdiag.findings import Analyzer
+from tftpdiag.fmt import file_name
 from tftpdiag.protocol.events import RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.records import record
@@ -309,7 +310,7 @@ class ServeView(Vertical):
         if warnings:
             state.append(f" ⚠{warnings}", style="yellow")
         cells: tuple[str | Text, ...] = (
-            fmt_addr(record.client), Text(arrow + record.filename), state, _progress(record),
+            fmt_addr(record.client), Text(arrow + file_name(record.filename, str)), state, _progress(record),
             fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
             f"{took:.1f}s")
         return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
