@@ -11,7 +11,7 @@ the socket where the system allows (:func:`connected_turns`).
 Measured on a 2-core machine with a CPU-bound program beside it, 32 MiB lock-step (blksize 1468)
 between our client and server, each a fresh process: through the machines each end spent 46-54 us of
 CPU a block and the transfer took 3.2 s; with steady turns on both ends 1.95 s, and through twins
-1.67 s (benchmarks/transfer.py and the figures in the README's Benchmarks).
+1.67 s (benchmarks/transfer.py and benchmarks/HISTORY.md).
 
 A datagram from anyone but the peer that arrives during a run through a twin waits on the socket
 itself, and the machine reads it when the run ends: at most a run's turns, or the wait, later.
