@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.json_text import assert_valid_text
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
@@ -65,20 +66,6 @@ def assert_safe_output(out: bytes) -> str:
     assert b"\x1b" not in out and b"\x07" not in out and b"\r" not in out
     assert_safe_text(text)
     return text
-
-
-def assert_valid_text(value: object) -> None:
-    """Every string of a JSON value is text UTF-8 can hold: no lone surrogate, which jq would turn into
-    U+FFFD and a Python consumer could not write (bytes that are not UTF-8 follow fmt.storable's rule)."""
-    if isinstance(value, str):
-        value.encode("utf-8")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            assert_valid_text(k)
-            assert_valid_text(v)
-    elif isinstance(value, list):
-        for v in value:
-            assert_valid_text(v)
 
 
 def assert_shown_escaped(text: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.json_text import assert_valid_text
 from tests.support.serving import serve, wait_for
 from tftpdiag.fmt import clean, quote, storable, unstored
 
@@ -50,22 +51,9 @@ def hostile_client(port: int, host: str = "127.0.0.1") -> None:
         sock.sendto(struct.pack("!HH", 5, 0) + MESSAGE + b"\0", session)
 
 
-def strict_utf8(value: Any) -> None:
-    """Every string in ``value`` is text UTF-8 can hold (no lone surrogate)."""
-    if isinstance(value, str):
-        value.encode("utf-8")  # strict: raises on a lone surrogate
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            strict_utf8(k)
-            strict_utf8(v)
-    elif isinstance(value, list):
-        for v in value:
-            strict_utf8(v)
-
-
 def sessions_in(text: str) -> list[dict[str, Any]]:
     objects = [json.loads(row) for row in text.splitlines()]
-    strict_utf8(objects)
+    assert_valid_text(objects)
     return [o for o in objects if o.get("event") != "device"]  # judged at the stop: read or not yet
 
 
@@ -117,7 +105,7 @@ def test_history_stores_by_the_rule_and_shows_what_the_live_line_showed(root: Pa
     finally:
         conn.close()
     recorded = json.loads(history(str(db), "--json").stdout)
-    strict_utf8(recorded)
+    assert_valid_text(recorded)
     assert_written_by_the_rule(recorded)
     # --file NAME finds it as the client sent it, backslash, odd bytes and all; so does a pattern.
     for pattern in (NAME.decode("utf-8", "surrogateescape"), "a\\x*"):

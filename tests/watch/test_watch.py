@@ -245,7 +245,8 @@ def test_watch_cli_json_sessions_devices_and_capture(served: Path, tmp_path: Pat
 def test_watch_json_writes_bytes_that_are_not_utf8_by_the_one_rule(served: Path) -> None:
     """A name and an ERROR message with bytes that are not UTF-8, seen on the wire: valid UTF-8 in the
     JSON, written as serve --json writes them (tests/serve/test_untrusted_bytes.py)."""
-    from tests.serve.test_untrusted_bytes import assert_written_by_the_rule, hostile_client, strict_utf8
+    from tests.serve.test_untrusted_bytes import assert_written_by_the_rule, hostile_client
+    from tests.support.json_text import assert_valid_text
 
     host = private_loopback(10)
     port = peers.free_udp_port(host)
@@ -258,7 +259,7 @@ def test_watch_json_writes_bytes_that_are_not_utf8_by_the_one_rule(served: Path)
         finally:
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=20)
-    strict_utf8(seen)
+    assert_valid_text(seen)
     assert_written_by_the_rule(seen)
 
 
