@@ -383,8 +383,8 @@ def encode(packet: Packet) -> bytes:
         return _HEAD.pack(4, packet.block)
     if isinstance(packet, Request):
         parts = [_OPCODE.pack(packet.opcode), _encode_text(packet.filename), b"\0", _encode_text(packet.mode), b"\0"]
-        for name, value in packet.options:
-            parts += [name.encode("ascii"), b"\0", value.encode("ascii"), b"\0"]
+        for name, value in packet.options:  # (as text: a watched request's options may hold any byte)
+            parts += [_encode_text(name), b"\0", _encode_text(value), b"\0"]
         return b"".join(parts)
     if isinstance(packet, Error):
         return _HEAD.pack(5, packet.code) + _encode_text(packet.message) + b"\0"
