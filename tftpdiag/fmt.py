@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["SHOWN", "LINE", "NOT_CAPTURED", "clean", "quote", "file_name", "line", "options", "size", "rate",
-           "address", "iso_time", "storable", "unstored", "json_line"]
+           "address", "iso_time", "storable", "unstored", "json_line", "own_end"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -193,6 +193,13 @@ def address(addr: tuple[str, int] | None) -> str:
         return "-"
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def own_end(observed: bool, client: tuple[str, int] | None) -> str:
+    """The end of a transfer whose side a record plays (its LOCAL side), in words: "tftpdiag" live; in a
+    capture, where neither end is tftpdiag and the record plays the client's side, "the client ADDRESS".
+    Every finding and failure line that says who did something takes this end's name from here."""
+    return f"the client {address(client)}" if observed else "tftpdiag"
 
 
 def iso_time(t: float) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
-from tftpdiag.fmt import clean, file_name, quote
+from tftpdiag.fmt import clean, file_name, own_end, quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRefused
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
@@ -159,10 +159,8 @@ def explain_failure(record: SessionRecord) -> str:
 def _side_words(record: SessionRecord, side: str) -> str:
     """A side of the transfer by its role ("client" or "server") in words: "tftpdiag" where it is
     tftpdiag's own side (live); in a capture neither is, and the client is named by its address."""
-    if record.observed:
-        return f"the client {fmt_addr(record.client)}" if side == "client" else "the server"
-    own = "client" if record.role is not None and record.role.is_client else "server"
-    return "tftpdiag" if side == own else f"the {side}"
+    own = "client" if record.observed or (record.role is not None and record.role.is_client) else "server"
+    return own_end(record.observed, record.client) if side == own else f"the {side}"
 
 
 def file_size_text(file_bytes: int | None, wire_bytes: int) -> str:

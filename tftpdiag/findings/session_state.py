@@ -4,7 +4,8 @@ who the other end is)."""
 
 from __future__ import annotations
 
-from tftpdiag.findings.model import fmt_addr, fmt_t
+from tftpdiag.findings.model import fmt_t
+from tftpdiag.fmt import own_end
 from tftpdiag.protocol.events import (
     Address,
     Completed,
@@ -262,7 +263,7 @@ class SessionState:
     @property
     def us(self) -> str:
         """This end as a sentence's subject: 'tftpdiag', or in a capture 'the client ADDRESS'."""
-        return f"the client {fmt_addr(self.local)}" if self.observed else "tftpdiag"
+        return own_end(self.observed, self.local)
 
     @property
     def our(self) -> str:
