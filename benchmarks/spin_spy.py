@@ -1,6 +1,7 @@
 """What adaptive spinning (tftpdiag/engine/spin.py: BusyPoll) does in a transfer: how often each end
 asked it, how many waits spun, how many of those got their datagram within the spin, its looks and its
-pauses. Our server and our client, each a process of its own, over loopback.
+pauses, and what the ends of its pauses read to decide (the machine's load, the thread's wait for a CPU)
+and found. Our server and our client, each a process of its own, over loopback.
 
     python benchmarks/spin_spy.py                      # 8 windowed 32 MiB downloads, quiet
     python benchmarks/spin_spy.py --load 1             # beside one CPU-bound program
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-COUNTS = ("calls", "spun", "got", "looks", "pauses")
+COUNTS = ("calls", "spun", "got", "looks", "pauses", "load_reads", "crowded", "wait_reads", "waited")
 
 
 def _spy() -> dict[str, int]:
@@ -31,6 +32,7 @@ def _spy() -> dict[str, int]:
 
     counts = dict.fromkeys(COUNTS, 0)
     call, look, pause = spin.BusyPoll.__call__, spin.BusyPoll._look, spin.BusyPoll._pause_for
+    runnable, waited_through = spin.others_runnable, spin.BusyPoll._waited_through
 
     def counted_call(self: spin.BusyPoll, wait: float):  # type: ignore[no-untyped-def]
         counts["calls"] += 1
@@ -49,6 +51,20 @@ def _spy() -> dict[str, int]:
         counts["pauses"] += 1
         return pause(self, now)
 
+    def counted_runnable():  # type: ignore[no-untyped-def]
+        counts["load_reads"] += 1
+        others = runnable()
+        counts["crowded"] += others is not None and others >= spin._CPUS
+        return others
+
+    def counted_waited(self, now):  # type: ignore[no-untyped-def]
+        counts["wait_reads"] += 1
+        waited = waited_through(self, now)
+        counts["waited"] += waited
+        return waited
+
+    spin.others_runnable = counted_runnable  # type: ignore[assignment]
+    spin.BusyPoll._waited_through = counted_waited  # type: ignore[method-assign]
     spin.BusyPoll.__call__ = counted_call  # type: ignore[method-assign]
     spin.BusyPoll._look = counted_look  # type: ignore[method-assign]
     spin.BusyPoll._pause_for = counted_pause  # type: ignore[method-assign]

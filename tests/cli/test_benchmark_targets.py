@@ -184,3 +184,38 @@ def test_a_ratio_beside_its_limit_gets_a_third_decimal(transfer) -> None:
     assert transfer.ratio_text(1.004, 1.0) == "1.004"
     assert transfer.ratio_text(0.998, 1.0) == "0.998"
     assert transfer.ratio_text(1.2, 2.5) == "1.20" and transfer.ratio_text(0.57, 1.0) == "0.57"
+
+
+def test_never_slower_than_spinning_off_is_judged_by_the_rounds_interval(transfer) -> None:
+    """At parity, the medians' ratio falls either side of 1 by chance (the same build against itself read
+    1.02x): the verdict is the rounds' 95% interval. Met when it reaches 1 and stays within 3% of it; NOT
+    met when it lies above 1 (shown slower) or spreads beyond 1.03x (the run cannot tell a 3% gap)."""
+    off = [1.0] * 12
+    at_parity = [1.02, 0.99, 1.01, 1.00, 0.98, 1.02, 1.01, 0.995, 1.005, 1.03, 0.99, 1.01]
+    assert transfer.parity_verdict(at_parity, off) == (True, "not shown slower, resolved to within 3%")
+    slower = [r + 0.03 for r in at_parity]  # the interval (1.02-1.05x) lies above 1
+    assert transfer.parity_verdict(slower, off) == (False, "shown slower (the interval is above 1)")
+    spread = [0.9, 1.1, 0.95, 1.05, 0.92, 1.08, 1.0, 1.0, 0.97, 1.03, 0.99, 1.01]  # 0.95-1.05x
+    met, why = transfer.parity_verdict(spread, off)
+    assert not met and why.startswith("not resolved: the interval reaches 1.05x")
+    assert transfer.parity_verdict(at_parity[:5], off[:5]) is None  # too few rounds for an interval
+
+    # targets() takes it from the rounds where they were given: the medians' 1.005x alone is NOT met.
+    configs = [c for c in transfer.CONFIGS if c.blksize == 1468 and c.windowsize]
+    medians = {(WINDOWED, "ours"): 0.2010, (WINDOWED, "ours --busy-poll 0"): 0.2000}
+    rounds = {(WINDOWED, "ours"): [0.2 * r for r in at_parity], (WINDOWED, "ours --busy-poll 0"): [0.2] * 12}
+    key = f"{WINDOWED}: ours vs ours --busy-poll 0"
+    assert {t[0]: t[3] for t in transfer.targets(medians, configs, 1)}[key] is False
+    assert {t[0]: t[3] for t in transfer.targets(medians, configs, 1, rounds)}[key] is True
+    rounds[(WINDOWED, "ours")] = [0.2 * r for r in slower]
+    assert {t[0]: t[3] for t in transfer.targets(medians, configs, 1, rounds)}[key] is False
+
+
+def test_the_control_pair_is_the_same_build_as_ours(transfer, tmp_path) -> None:
+    """"ours again" runs what "ours" runs, server and client, with nothing added: its difference from
+    ours is the run's own noise."""
+    pairs = {p.name: p for p in transfer.PAIRS}
+    ours, again = pairs["ours"], pairs[transfer.AGAIN]
+    assert again.server(tmp_path, 6969) == ours.server(tmp_path, 6969)
+    config = next(c for c in transfer.CONFIGS if c.windowsize)
+    assert again.client(6969, "big.bin", config, tmp_path / "o") == ours.client(6969, "big.bin", config, tmp_path / "o")
