@@ -6,7 +6,9 @@ like a failure; in its sequence it is often what the firmware does on purpose. T
 finished sessions by the client's address, names what each attempt was (from either side's record:
 `serve` sees server sessions, `watch` and `trace` client sessions), recognises the normal patterns and
 judges the device: ``booted``, ``uploaded`` (it only sent files: a device that backs up its
-configuration, or a user's put), ``stuck`` or ``in-progress``, with findings across its sessions.
+configuration, or a user's put), ``stuck`` or ``in-progress``, with findings across its sessions. A
+failure the device went on from (it got another file after it) is not where it stopped: it did without
+that file, which a finding names; only a failure it never got past leaves it stuck.
 
 It reads SessionRecords only; the serve, watch and trace views and their JSON all build devices here.
 """
@@ -18,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
-from tftpdiag.fmt import file_name
+from tftpdiag.findings.model import ERROR, INFO, MAX_EVIDENCE, WARNING, Finding
+from tftpdiag.fmt import clean, file_name
 from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.observer import CUT_WITHIN
 from tftpdiag.report import SCHEMA
@@ -30,7 +32,8 @@ __all__ = ["Attempt", "Device", "DeviceBook", "attempt_of"]
 # Outcomes of one attempt (one request and what followed).
 DONE, MISSING, REFUSED, ABORTED, ENDED_BY_CLIENT, NO_REPLY, FAILED, ACTIVE = (
     "done", "missing", "refused", "aborted-after-oack", "ended-by-client", "no-reply", "failed", "in-progress")
-# How the device's stop reads after each outcome: "stopped after 'nope' was not found".
+# How a failed attempt reads after "stopped after" or "went on to other files after", by its outcome:
+# "stopped after 'nope' was not found".
 _STOPPED_AFTER = {
     MISSING: "{} was not found", REFUSED: "{} was refused", ABORTED: "it aborted {} after the server's OACK",
     ENDED_BY_CLIENT: "it ended the transfer of {} itself", NO_REPLY: "{} got no answer", FAILED: "{} failed",
@@ -193,6 +196,25 @@ class DeviceBook:
         return out
 
 
+def _went_on(attempts: list[Attempt]) -> list[bool]:
+    """For each attempt, whether the device got another file after it (so it went on without this one,
+    had it failed). One pass from the end, keeping up to two names of later successes: with two, one
+    differs from any name, so a device of hundreds of attempts is not walked again for each."""
+    flags = [False] * len(attempts)
+    later: list[str] = []
+    for i in range(len(attempts) - 1, -1, -1):
+        a = attempts[i]
+        flags[i] = any(name != a.name for name in later)
+        if a.outcome == DONE and a.name not in later and len(later) < 2:
+            later.append(a.name)
+    return flags
+
+
+def _said(a: Attempt) -> str:
+    """What the ERROR of a failed attempt said, bounded and escaped as every untrusted string shown."""
+    return f" ({clean(a.error)})" if a.error else ""
+
+
 def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> None:
     attempts = sorted(device.attempts, key=lambda a: a.time)
     device.attempts = attempts
@@ -203,6 +225,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
         if a.outcome == DONE:
             got[a.name] = a.time
     any_done = bool(got)
+    went_on_from = _went_on(attempts)
     # What firmware does on purpose.
     for i, a in enumerate(attempts):
         later = attempts[i + 1:]
@@ -211,8 +234,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
             a.normal = "size probe: the client asked the size, then the file"
         elif a.outcome == NO_REPLY and any(b.name == a.name for b in later):
             a.normal = "asked again after no answer"
-        elif a.outcome == MISSING and any(b.outcome == DONE and b.name != a.name for b in later) \
-                and a.name not in got:
+        elif a.outcome == MISSING and went_on_from[i] and a.name not in got:
             a.normal = "optional: the device went on to another file"
     findings: list[Finding] = []
     sessions = [a.session for a in attempts]
@@ -232,9 +254,11 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
                 "Put the file in the server's folder under exactly this name (case matters), or fix the name the "
                 "device is given (DHCP option 67, its configuration file).", first_session))
     aborts = Counter(a.name for a in attempts if a.outcome == ABORTED and not a.normal and a.name not in got)
+    stuck_on = {name for name, count in missing.items() if count >= AGAIN_STUCK}  # named by a finding above
     for name, count in aborts.items():
         if count >= ABORTS_STUCK:
             stuck = True
+            stuck_on.add(name)
             findings.append(Finding(
                 "device-aborts-after-oack", ERROR,
                 f"{device.address} aborted {file_name(name)} right after the server's OACK {count} times and never "
@@ -243,8 +267,13 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
                     "server's options (e.g. serve --max-blksize 1468 --max-windowsize 1) and watch again.",
                 first_session))
     cut = [a for a in attempts if ended and _cut(a, now)]
-    unresolved = [a for a in attempts if a.outcome not in (DONE, ACTIVE) and not a.normal and a.name not in got
-                  and a not in cut]
+    # A failure the device went on from (it got another file after it) is not where it stopped: only the
+    # failures after its last success can leave it stuck. The others are named below, not dropped.
+    unresolved: list[Attempt] = []
+    went_on: list[Attempt] = []
+    for i, a in enumerate(attempts):
+        if a.outcome not in (DONE, ACTIVE) and not a.normal and a.name not in got and a not in cut:
+            (went_on if went_on_from[i] else unresolved).append(a)
     active = bool(cut) or any(a.outcome == ACTIVE for a in attempts)
     quiet_now = ended or now - device.last >= quiet
     if not stuck and unresolved and quiet_now and not active:
@@ -261,10 +290,29 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
         findings.append(Finding(
             "device-stuck", ERROR,
             f"{device.address} stopped after {_STOPPED_AFTER[last.outcome].format(file_name(last.name))}"
-            + (f" ({last.error})" if last.error else "")
+            + _said(last)
             + (" and asked for nothing more before the record ended" if ended
                else f" and has asked for nothing in {now - device.last:.0f} s"),
             (), hint, last.session))
+    # Failures the device did without. A missing optional file is what firmware does on purpose (normal,
+    # below); a refusal or a broken transfer is not, so it gets its own line, a warning: the device may
+    # lack a configuration or an update it meant to have, and plain output (device_lines) shows warnings
+    # and errors only, where an info line would hide it. Files a finding above names already are left out.
+    stuck_on.update(a.name for a in unresolved)  # asked for again after, and failed: not done without
+    skipped = [a for a in went_on if a.name not in stuck_on]
+    if skipped:
+        first = skipped[0]
+        others = len(skipped) - 1
+        findings.append(Finding(
+            "device-went-on-without", WARNING,
+            f"{device.address} went on to other files after "
+            f"{_STOPPED_AFTER[first.outcome].format(file_name(first.name))}{_said(first)}"
+            + (f", and after {others} other failed request{'s' if others != 1 else ''}" if others else ""),
+            tuple(f"t={a.time - attempts[0].time:.1f}s {'RRQ' if a.download else 'WRQ'} {file_name(a.name)}: "
+                  f"{a.outcome}{_said(a)}" for a in skipped[:MAX_EVIDENCE]),
+            "The device did without the file this time. If it needs it (a configuration, a firmware update), "
+            "look at that session's findings for why it failed; if not, stop the device asking for it.",
+            first.session))
     normal = [a for a in attempts if a.normal]
     if normal:
         kinds = Counter(a.normal.split(":")[0] for a in normal)

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from tftpdiag.fmt import file_name
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.packets import Error, Opcode, Request, encode, encode_ack, encode_data
 from tftpdiag.trace.load import load_trace
 from tftpdiag.trace.pcap import PcapWriter
-from tftpdiag.trace.summary import trace_json
+from tftpdiag.trace.summary import print_trace, trace_json
 
 C: Address = ("192.0.2.10", 40123)
 S: Address = ("192.0.2.1", 69)
@@ -38,12 +40,21 @@ def missing(t: float, name: str, port: int) -> list[tuple[float, Address, Addres
     return [(t, client, S, rrq(name)), (t + 0.001, tid, client, encode(Error(1, "file not found")))]
 
 
-def devices(tmp_path: Path, datagrams: list[tuple[float, Address, Address, bytes]]) -> list[dict]:
+def refused(t: float, name: str, port: int, code: int, message: str) -> list[tuple[float, Address, Address, bytes]]:
+    client, tid = (C[0], port), (S[0], port + 10000)
+    return [(t, client, S, rrq(name)), (t + 0.001, tid, client, encode(Error(code, message)))]
+
+
+def write_pcap(tmp_path: Path, datagrams: list[tuple[float, Address, Address, bytes]]) -> Path:
     path = tmp_path / "boot.pcap"
     with PcapWriter(path) as writer:
         for t, src, dst, raw in datagrams:
             writer.write(T0 + t, src, dst, raw)
-    return trace_json(load_trace(path))["devices"]
+    return path
+
+
+def devices(tmp_path: Path, datagrams: list[tuple[float, Address, Address, bytes]]) -> list[dict]:
+    return trace_json(load_trace(write_pcap(tmp_path, datagrams)))["devices"]
 
 
 def test_a_device_whose_last_request_failed_is_not_in_progress(tmp_path: Path) -> None:
@@ -79,3 +90,69 @@ def test_a_device_that_ended_its_own_transfer_is_not_said_to_want_the_file(tmp_p
     (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
     assert "stopped after it ended the transfer of 'image.bin' itself (user abort)" in stuck["summary"], stuck
     assert "without the file" not in stuck["suggestion"] and "itself" in stuck["suggestion"], stuck["suggestion"]
+
+
+def findings_of(device: dict, finding_id: str) -> list[dict]:
+    return [f for f in device["findings"] if f["id"] == finding_id]
+
+
+def test_a_device_that_went_on_after_a_refusal_booted_and_the_refusal_is_named(tmp_path: Path) -> None:
+    """Its first request refused (a name longer than the server takes), then two files fetched, then
+    nothing: it did without that file, so it booted, and a warning (shown in plain output too) names
+    the file, what the server said and that the device went on."""
+    name = "pxelinux.cfg/" + "a" * 240
+    datagrams = (refused(0.0, name, 40001, 0, "File name too long") + download(0.5, "boot.cfg", 40002, 1, 100)
+                 + download(1.0, "image.bin", 40003, 4, 7))
+    (device,) = devices(tmp_path, datagrams)
+    assert [f["outcome"] for f in device["files"]] == ["refused", "done", "done"], device["files"]
+    assert device["verdict"] == "booted", device
+    assert not findings_of(device, "device-stuck"), device["findings"]
+    (went_on,) = findings_of(device, "device-went-on-without")
+    assert went_on["severity"] == "warning", went_on
+    assert (f"went on to other files after {file_name(name)} was refused (File name too long)"
+            in went_on["summary"]), went_on["summary"]
+    assert not any(file_name(name) in e for f in findings_of(device, "device-normal-failures")
+                   for e in f["evidence"]), device["findings"]
+    out = io.StringIO()
+    print_trace(load_trace(tmp_path / "boot.pcap"), out)
+    (line,) = [text for text in out.getvalue().splitlines() if text.startswith("device ")]
+    assert " booted " in line and "✘ refused" in line, line
+    assert "went on to other files after" in out.getvalue(), out.getvalue()
+
+
+def test_a_device_refused_again_at_its_last_request_is_still_stuck(tmp_path: Path) -> None:
+    """Refused, a file fetched, then refused again and nothing more: its last activity is a failure it
+    never got past."""
+    name = "pxelinux.cfg/01-aa-bb-cc-dd-ee-ff"
+    datagrams = (refused(0.0, name, 40001, 2, "Access violation") + download(0.5, "boot.cfg", 40002, 1, 100)
+                 + refused(1.0, name, 40003, 2, "Access violation"))
+    (device,) = devices(tmp_path, datagrams)
+    assert device["verdict"] == "stuck", device
+    (stuck,) = findings_of(device, "device-stuck")
+    assert f"stopped after {file_name(name)} was refused (Access violation)" in stuck["summary"], stuck["summary"]
+    assert not findings_of(device, "device-went-on-without"), device["findings"]
+
+
+def test_a_device_that_went_on_after_a_failed_transfer_booted(tmp_path: Path) -> None:
+    """A download that stopped after two blocks (the capture goes on for seconds without it), then
+    another file fetched whole: the device did without the first."""
+    datagrams = download(0.0, "image.bin", 40001, 2, -1) + download(5.0, "recovery.bin", 40002, 4, 7)
+    (device,) = devices(tmp_path, datagrams)
+    assert [f["outcome"] for f in device["files"]] == ["failed", "done"], device["files"]
+    assert device["verdict"] == "booted", device
+    assert not findings_of(device, "device-stuck"), device["findings"]
+    (went_on,) = findings_of(device, "device-went-on-without")
+    assert "went on to other files after 'image.bin' failed (the transfer stopped after" in went_on["summary"], \
+        went_on["summary"]
+
+
+def test_a_device_that_went_on_after_ending_a_transfer_itself_booted(tmp_path: Path) -> None:
+    client, tid = (C[0], 40001), (S[0], 50001)
+    cancelled = [(0.0, client, S, rrq("update.bin")),
+                 (0.001, tid, client, encode_data(1, b"x" * 512)),
+                 (0.0015, client, tid, encode(Error(0, "user abort")))]
+    (device,) = devices(tmp_path, cancelled + download(0.5, "image.bin", 40002, 4, 7))
+    assert [f["outcome"] for f in device["files"]] == ["ended-by-client", "done"], device["files"]
+    assert device["verdict"] == "booted", device
+    (went_on,) = findings_of(device, "device-went-on-without")
+    assert "after it ended the transfer of 'update.bin' itself (user abort)" in went_on["summary"], went_on
