@@ -16,8 +16,11 @@ JSON (``--json``, ``serve --log``) and the history are not a terminal: they keep
 must hold valid UTF-8, which a byte that was not UTF-8 (a lone surrogate, as the decoders keep it) is
 not. One rule, :func:`storable`, writes such text: each such byte as ``\\xNN`` and every backslash
 doubled, so that :func:`unstored` gives the original back exactly. :func:`json_line` applies it to the
-strings of a JSON object that need it (every other string is written as it is); the history applies it
-to every string it stores, so that it reads them all back exactly.
+strings of a JSON object that need it (every other string is written as it is, so that a clean name such
+as ``boot\\x86\\wdsnbp.com`` reads as it is) and lists the ones it rewrote in the object itself
+(:data:`ESCAPED`, :data:`ESCAPED_NAMES`): without that list a reader could not tell a rewritten name from
+a clean one that holds the same characters. :func:`json_restored` reads them back. The history applies
+the rule to every string it stores, so that it reads them all back exactly.
 
 It is also the one place that writes sizes, rates and addresses, so that every view says the same
 thing the same way: binary units (KiB, MiB, GiB: powers of 1024, as ``--max-size 10M`` reads them) in
@@ -31,7 +34,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["SHOWN", "LINE", "NOT_CAPTURED", "clean", "quote", "file_name", "line", "options", "size", "rate",
-           "address", "iso_time", "storable", "unstored", "json_line", "own_end"]
+           "address", "iso_time", "storable", "unstored", "json_line", "json_restored", "ESCAPED", "ESCAPED_NAMES",
+           "own_end"]
 
 SHOWN = 200  # characters of one untrusted string shown; the rest are counted, not printed
 LINE = 2000  # a whole output line, as a last bound for text that was not cut field by field
@@ -136,25 +140,117 @@ def unstored(text: str) -> str:
     return _STORED_ESCAPE.sub(_unstored_char, text) if "\\" in text else text
 
 
-def _json_safe(value: object) -> object:
+# The members of a JSON object json_line writes that say which of its strings it rewrote by storable: JSON
+# Pointers (RFC 6901, relative to that object) of the string values, and of the members whose name was
+# rewritten. Pointers, not dotted paths: an option's name from the network may hold "." or "[" itself.
+# Names apart from values: a member's name and its value may each have been rewritten, or only one.
+ESCAPED = "escaped"
+ESCAPED_NAMES = "escaped_names"
+
+
+def _token(key: object) -> str:
+    """A member name as a JSON Pointer's reference token: as JSON writes it, ``~`` and ``/`` escaped."""
+    if not isinstance(key, str):  # json.dumps's own spelling of a key that is not a string (ours: numbers)
+        key = "null" if key is None else str(key).lower() if isinstance(key, bool) else str(key)
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _json_safe(value: object, at: str, values: list[str], names: list[str]) -> object:
+    """``value`` with each string that is not valid text written by :func:`storable`, the JSON Pointer
+    of each (``at`` is the pointer of ``value``) added to ``values``, or to ``names`` for a member name."""
     if isinstance(value, str):
-        return value if _is_text(value) else storable(value)
+        if _is_text(value):
+            return value
+        values.append(at)
+        return storable(value)
     if isinstance(value, dict):
-        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+        safe = {}
+        for key, item in value.items():
+            if isinstance(key, str) and not _is_text(key):
+                key = storable(key)
+                names.append(f"{at}/{_token(key)}")
+            safe[key] = _json_safe(item, f"{at}/{_token(key)}", values, names)
+        return safe
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(item, f"{at}/{i}", values, names) for i, item in enumerate(value)]
     return value
+
+
+def _marked(obj: object) -> object:
+    """``obj`` made valid text, each object saying which of its strings were rewritten: the object given,
+    or each object of an array given (a line of history --json holds many sessions)."""
+    if isinstance(obj, (list, tuple)):
+        return [_marked(item) for item in obj]
+    values: list[str] = []
+    names: list[str] = []
+    safe = _json_safe(obj, "", values, names)
+    if isinstance(safe, dict):  # anything else is no JSON tftpdiag writes: it could not say which
+        if values:
+            safe[ESCAPED] = values
+        if names:
+            safe[ESCAPED_NAMES] = names
+    return safe
 
 
 def json_line(obj: object, **dumps: Any) -> str:
     """``obj`` as JSON text (no newline), valid UTF-8 whatever it holds: the strings as they are, but
-    one that is not valid text (a name with bytes that were not UTF-8) written by :func:`storable`."""
+    one that is not valid text (a name with bytes that were not UTF-8) written by :func:`storable` and
+    named by its JSON Pointer in the object's :data:`ESCAPED` list (:data:`ESCAPED_NAMES` for a member
+    name), which :func:`json_restored` reads; an object with nothing rewritten has neither."""
     import json  # here: only JSON output needs it, and a plain run's start would load it
 
     text = json.dumps(obj, **dumps)
     if "\\ud" not in text:  # ASCII output: a lone surrogate would show as its \udXXX escape
         return text
-    return json.dumps(_json_safe(obj), **dumps)
+    return json.dumps(_marked(obj), **dumps)
+
+
+def _pointed(root: object, pointer: object) -> tuple[Any, Any]:
+    """The container and the key or index a JSON Pointer of :data:`ESCAPED` names, in ``root``. The
+    pointer may come from an untrusted file: anything that does not name a member raises ValueError."""
+    if type(pointer) is not str or not pointer.startswith("/"):
+        raise ValueError("a pointer of the escaped strings that is not a JSON Pointer")
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
+    here: Any = root
+    for n, token in enumerate(tokens):
+        if type(here) is list and token.isascii() and token.isdecimal() and len(token) < 19 and int(token) < len(here):
+            key: Any = int(token)
+        elif type(here) is dict and token in here:
+            key = token
+        else:
+            raise ValueError("a pointer of the escaped strings that names nothing there")
+        if n == len(tokens) - 1:
+            return here, key
+        here = here[key]
+    raise AssertionError("unreachable")  # the loop returns at its last token
+
+
+def json_restored(obj: Any) -> Any:
+    """What :func:`json_line` was given, from what it wrote (``json.loads`` of it): each string its
+    :data:`ESCAPED` and :data:`ESCAPED_NAMES` lists name read back by :func:`unstored`, every other
+    string as it is, the lists themselves gone. JSON without the lists (clean, or written before them)
+    comes back as it is. Changes ``obj`` in place; raises ValueError for lists that do not fit it."""
+    if type(obj) is list:
+        return [json_restored(item) for item in obj]
+    if type(obj) is not dict:
+        return obj
+    values, names = obj.pop(ESCAPED, []), obj.pop(ESCAPED_NAMES, [])
+    if type(values) is not list or type(names) is not list:
+        raise ValueError("a list of the escaped strings that is not a list")
+    for pointer in values:  # values first: their pointers spell every name as it was written
+        holder, key = _pointed(obj, pointer)
+        if type(holder[key]) is not str:
+            raise ValueError("a pointer of the escaped strings that names no string")
+        holder[key] = unstored(holder[key])
+    # Deepest names first, for the same reason: a deeper pointer spells the names above it as written.
+    for pointer in sorted(names, key=lambda p: p.count("/") if type(p) is str else 0, reverse=True):
+        holder, key = _pointed(obj, pointer)
+        if type(holder) is not dict:
+            raise ValueError("a pointer of the escaped names that names no member")
+        members = list(holder.items())  # renamed where it stands: an options object keeps its order
+        holder.clear()
+        holder.update((unstored(k) if k == key else k, v) for k, v in members)
+    return obj
 
 
 def options(pairs: Iterable[tuple[str, str]] | None, limit: int = SHOWN) -> str:

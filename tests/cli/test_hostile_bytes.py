@@ -28,7 +28,7 @@ from tests.support.json_text import assert_valid_text
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.client import ClientRequest, ClientTransfer
 from tftpdiag.engine.server import ServerConfig, TftpServer
-from tftpdiag.fmt import clean, line, quote
+from tftpdiag.fmt import clean, json_restored, line, quote
 from tftpdiag.protocol.events import Event, Failed, RequestRefused
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.timer import Timing
@@ -200,6 +200,10 @@ def test_probe_plain_and_json_show_a_hostile_server_safely(scenario: str, comman
         # JSON keeps the message itself (escaped by JSON, not altered): scripts get what was sent, the
         # bytes that are not UTF-8 written by the one rule (fmt.storable), not lost to U+FFFD.
         assert summary["error"]["message"] == HOSTILE + "\\xff\\xfe"
+        # ... and says so, so that a reader unescapes that string (and no other) to get the bytes back.
+        assert summary["escaped"] == ["/error/message"]
+        restored = json_restored(json.loads(as_json.stdout))
+        assert restored["error"]["message"].encode("utf-8", "surrogateescape") == hostile_bytes()
     for finding in summary["findings"]:
         assert_safe_text(finding["summary"] + finding["suggestion"] + "".join(finding["evidence"]))
 

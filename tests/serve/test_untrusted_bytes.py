@@ -22,7 +22,7 @@ import pytest
 
 from tests.support.json_text import assert_valid_text
 from tests.support.serving import serve, wait_for
-from tftpdiag.fmt import clean, quote, storable, unstored
+from tftpdiag.fmt import clean, json_line, json_restored, quote, storable, unstored
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,6 +30,10 @@ NAME = b"a\\x\xff\xfe\xc3(bad.bin"  # a literal backslash and x, then bytes that
 NAME_WRITTEN = "a\\\\x\\xff\\xfe\\xc3(bad.bin"  # the backslash doubled, each odd byte as \xNN
 MESSAGE = b"gave up \\ ok\xff"
 MESSAGE_WRITTEN = "gave up \\\\ ok\\xff"
+# Windows Deployment Services boot names are clean text with backslashes ("\x86" is four characters): the
+# same characters as the byte 0x86 written by the rule. JSON must say which of the two a name is.
+WDS_CLEAN = b"boot\\x86\\wdsnbp.com"
+WDS_BYTE = b"boot\x86\\wdsnbp.com"
 
 
 @pytest.fixture
@@ -63,6 +67,42 @@ def assert_written_by_the_rule(objects: list[dict[str, Any]]) -> None:
     assert aborted["file"] == "image.bin"  # clean text is written as it is
     assert aborted["error"]["message"] == MESSAGE_WRITTEN
     assert unstored(aborted["error"]["message"]).encode("utf-8", "surrogateescape") == MESSAGE
+    # Each says which of its strings were rewritten, so that a reader unescapes those and no others.
+    assert refused["escaped"] == ["/file"] and aborted["escaped"] == ["/error/message"]
+    assert json_restored(refused)["file"].encode("utf-8", "surrogateescape") == NAME
+
+
+def text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")  # as the codec keeps a name
+
+
+def test_json_says_which_strings_it_rewrote_so_a_clean_name_reads_as_it_is() -> None:
+    clean_line, byte_line = (json_line({"file": text(name), "mode": "octet"}) for name in (WDS_CLEAN, WDS_BYTE))
+    clean_obj, byte_obj = json.loads(clean_line), json.loads(byte_line)
+    assert clean_obj == {"file": "boot\\x86\\wdsnbp.com", "mode": "octet"}  # as it is: nothing listed
+    assert byte_obj == {"file": "boot\\x86\\\\wdsnbp.com", "mode": "octet", "escaped": ["/file"]}
+    # The documented rule: unescape exactly the strings listed, and nothing else.
+    assert json_restored(clean_obj)["file"].encode("utf-8", "surrogateescape") == WDS_CLEAN
+    assert json_restored(byte_obj)["file"].encode("utf-8", "surrogateescape") == WDS_BYTE
+
+
+def test_json_lists_rewritten_strings_in_nested_objects_lists_and_option_names() -> None:
+    odd, name = text(b"a/b~\xff.bin"), text(b"blk/~\xfesize")  # "/" and "~" spelled ~1 and ~0 in a pointer
+    session = {"file": odd, "error": {"message": text(MESSAGE)},
+               "options": {"requested": {name: text(b"14\xfd68"), "x": text(WDS_CLEAN)}, "granted": None},
+               "findings": [{"summary": "ok"}, {"evidence": [text(WDS_CLEAN), odd]}]}
+    obj = json.loads(json_line({"sessions": [session, {"file": text(WDS_CLEAN)}], "n": 1}))
+    assert_valid_text(obj)
+    assert sorted(obj["escaped"]) == sorted(["/sessions/0/file", "/sessions/0/error/message",
+                                             "/sessions/0/options/requested/blk~1~0\\xfesize",
+                                             "/sessions/0/findings/1/evidence/1"])
+    assert obj["escaped_names"] == ["/sessions/0/options/requested/blk~1~0\\xfesize"]
+    assert obj["sessions"][0]["options"]["requested"]["x"] == "boot\\x86\\wdsnbp.com"  # not listed: as it is
+    assert json_restored(obj) == {"sessions": [session, {"file": text(WDS_CLEAN)}], "n": 1}
+    # An array of objects (history --json): each object lists its own.
+    listed = json.loads(json_line([{"file": odd}, {"file": text(WDS_CLEAN)}]))
+    assert listed[0]["escaped"] == ["/file"] and "escaped" not in listed[1]
+    assert json_restored(listed) == [{"file": odd}, {"file": text(WDS_CLEAN)}]
 
 
 def test_the_rule_gives_the_original_back() -> None:
@@ -83,6 +123,23 @@ def test_serve_json_and_log_write_bytes_that_are_not_utf8_by_the_one_rule(root: 
         printed = server.stdout_path.read_bytes().decode("utf-8")
     assert_written_by_the_rule(sessions_in(log.read_bytes().decode("utf-8")))
     assert_written_by_the_rule(sessions_in(printed))
+
+
+def test_serve_json_tells_a_clean_wds_name_from_one_with_the_byte_0x86(root: Path, tmp_path: Path) -> None:
+    with serve(root, "--json", tmp=tmp_path) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(10)
+            for name in (WDS_CLEAN, WDS_BYTE):
+                sock.sendto(struct.pack("!H", 1) + name + b"\0octet\0", ("127.0.0.1", server.port))
+                sock.recvfrom(1024)  # the ERROR that refuses it: not there
+        wait_for(lambda: len(sessions_in(server.stdout())) == 2, 20, "two refusals printed")
+        assert server.stop() == 0
+        printed = server.stdout_path.read_bytes().decode("utf-8")
+    clean_obj, byte_obj = sessions_in(printed)
+    assert clean_obj["file"] == "boot\\x86\\wdsnbp.com" and "escaped" not in clean_obj  # as it is
+    assert byte_obj["escaped"] == ["/file"]
+    assert json_restored(clean_obj)["file"].encode("utf-8", "surrogateescape") == WDS_CLEAN
+    assert json_restored(byte_obj)["file"].encode("utf-8", "surrogateescape") == WDS_BYTE
 
 
 def test_history_stores_by_the_rule_and_shows_what_the_live_line_showed(root: Path, tmp_path: Path) -> None:

@@ -1,5 +1,10 @@
 """Events <-> JSON lines: the complete record of a run, which tftpdiag can load back as the same
-events (packets are re-decoded from their raw bytes, so nothing is lost but what a snap length cut)."""
+events (packets are re-decoded from their raw bytes, so nothing is lost but what a snap length cut).
+
+Lines are written by :func:`tftpdiag.fmt.json_line`, as every JSON tftpdiag writes: valid UTF-8 that jq
+reads, a name or message with bytes that were not UTF-8 rewritten by its rule and listed in the line, and
+read back exactly by :func:`tftpdiag.fmt.json_restored`. Traces written before that hold such strings as
+lone surrogates (``\\udcff``), which Python's JSON reader gives back as they were: they load as ever."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from enum import Enum
 from typing import IO, Any
 
 from tftpdiag import __version__
+from tftpdiag.fmt import json_line, json_restored
 from tftpdiag.protocol import events as ev
 from tftpdiag.protocol.options import Negotiated, OptionOutcome, Verdict
 from tftpdiag.protocol.packets import Ack, Data, Error, OAck, Packet, ProtocolError, Request, decode, seen_request
@@ -292,7 +298,7 @@ class JsonlWriter:
             if type(packet) is Data or type(packet) is Ack:
                 self.file.write(self._fast_packet(event, packet))
                 return
-        self.file.write(json.dumps(event_to_dict(event, self.snaplen), separators=(",", ":")) + "\n")
+        self.file.write(json_line(event_to_dict(event, self.snaplen), separators=(",", ":")) + "\n")
 
     def _addr(self, addr: ev.Address) -> str:
         text = self._addr_cache.get(addr)
@@ -348,7 +354,7 @@ def parse_line(line: bytes | str, number: int) -> ev.Event | None:
     if number == 1 and type(obj) is dict and obj.get("format") == FORMAT:
         return None
     try:
-        return dict_to_event(obj)
+        return dict_to_event(json_restored(obj))
     except ValueError as exc:
         raise ValueError(f"line {number}: {exc}") from None
 
