@@ -242,14 +242,19 @@ def json_restored(obj: Any) -> Any:
         if type(holder[key]) is not str:
             raise ValueError("a pointer of the escaped strings that names no string")
         holder[key] = unstored(holder[key])
-    # Deepest names first, for the same reason: a deeper pointer spells the names above it as written.
-    for pointer in sorted(names, key=lambda p: p.count("/") if type(p) is str else 0, reverse=True):
+    # Every name found before any is renamed (a deeper pointer spells the names above it as written),
+    # then each object renamed once, in place: its order kept (an options object's). Once per object,
+    # not per name: a hostile trace line of 6,000 such names took 8 s renamed one by one.
+    renamed: dict[int, tuple[dict[Any, Any], set[Any]]] = {}
+    for pointer in names:
         holder, key = _pointed(obj, pointer)
         if type(holder) is not dict:
             raise ValueError("a pointer of the escaped names that names no member")
-        members = list(holder.items())  # renamed where it stands: an options object keeps its order
+        renamed.setdefault(id(holder), (holder, set()))[1].add(key)
+    for holder, keys in renamed.values():
+        members = list(holder.items())
         holder.clear()
-        holder.update((unstored(k) if k == key else k, v) for k, v in members)
+        holder.update((unstored(k) if k in keys else k, v) for k, v in members)
     return obj
 
 

@@ -99,6 +99,10 @@ def test_json_lists_rewritten_strings_in_nested_objects_lists_and_option_names()
     assert obj["escaped_names"] == ["/sessions/0/options/requested/blk~1~0\\xfesize"]
     assert obj["sessions"][0]["options"]["requested"]["x"] == "boot\\x86\\wdsnbp.com"  # not listed: as it is
     assert json_restored(obj) == {"sessions": [session, {"file": text(WDS_CLEAN)}], "n": 1}
+    # A member's name rewritten inside another whose name was too, beside several in one object: every
+    # pointer is found before any name is put back (a deeper one spells the names above it as written).
+    nested = {odd: {name: odd, "x": 1, text(b"k\xfc"): 2}, "n": [{name: 3}]}
+    assert json_restored(json.loads(json_line(nested))) == nested
     # An array of objects (history --json): each object lists its own.
     listed = json.loads(json_line([{"file": odd}, {"file": text(WDS_CLEAN)}]))
     assert listed[0]["escaped"] == ["/file"] and "escaped" not in listed[1]
