@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tftpdiag.findings.model import ERROR, INFO, WARNING, Finding
-from tftpdiag.fmt import file_name
+from tftpdiag.fmt import clean, file_name
 from tftpdiag.protocol.events import Completed, Failed, Reason
 from tftpdiag.protocol.observer import CUT_WITHIN
 from tftpdiag.report import SCHEMA
@@ -261,7 +261,7 @@ def _judge(device: Device, now: float, quiet: float, ended: bool = False) -> Non
         findings.append(Finding(
             "device-stuck", ERROR,
             f"{device.address} stopped after {_STOPPED_AFTER[last.outcome].format(file_name(last.name))}"
-            + (f" ({last.error})" if last.error else "")
+            + (f" ({clean(last.error)})" if last.error else "")
             + (" and asked for nothing more before the record ended" if ended
                else f" and has asked for nothing in {now - device.last:.0f} s"),
             (), hint, last.session))
