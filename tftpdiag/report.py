@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
@@ -217,15 +217,16 @@ def stray_text(refused: RequestRefused) -> str:
     return f"sent {refused.received} to the listening port, which takes only requests ({answer})"
 
 
-def mode_text(mode: str) -> str:
-    """A transfer's mode as a one-line view says it after the file name: nothing for octet, which nearly
-    every transfer uses, nor for none (a transfer a capture joined mid-way: the request that holds the
-    mode was not seen); one of RFC 1350's by its word (netascii converts line ends: a common cause of a
-    changed configuration file); any other, as the client sent it, quoted as every string from the
-    network is (the decoder lower-cased only the modes it knows)."""
+def mode_text(mode: str, shown: Callable[[str], str] = quote) -> str:
+    """A transfer's mode as every view says it after the file name: nothing for octet, which nearly every
+    transfer uses, nor for none (a transfer a capture joined mid-way: the request that holds the mode was
+    not seen); one of RFC 1350's by its word (netascii converts line ends: a common cause of a changed
+    configuration file); any other, as the client sent it, ``shown`` as every string from the network
+    is: by default fmt.quote (the decoder lower-cased only the modes it knows); a view whose strings are
+    escaped already passes its own, as to fmt.file_name."""
     if mode in ("", "octet"):
         return ""
-    return mode if mode in KNOWN_MODES else quote(mode)
+    return mode if mode in KNOWN_MODES else shown(mode)
 
 
 def one_line(record: SessionRecord, *, server: bool = False) -> str:
