@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tftpdiag.findings import Finding, severity_rank
 from tftpdiag.fmt import clean, file_name, own_end, quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRefused
-from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.protocol.packets import KNOWN_MODES, error_code_name
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA", "rates", "finding_lines", "by_session", "session_summary", "error_dict", "options_dict",
-    "outcome_text", "options_lines", "unseen_options_text", "explain_failure", "file_size_text",
+    "outcome_text", "options_lines", "unseen_options_text", "explain_failure", "file_size_text", "mode_text",
 ]
 
 
@@ -217,15 +217,30 @@ def stray_text(refused: RequestRefused) -> str:
     return f"sent {refused.received} to the listening port, which takes only requests ({answer})"
 
 
+def mode_text(mode: str, shown: Callable[[str], str] = quote) -> str:
+    """A transfer's mode as every view says it after the file name: nothing for octet, which nearly every
+    transfer uses, nor for none (a transfer a capture joined mid-way: the request that holds the mode was
+    not seen); one of RFC 1350's by its word (netascii converts line ends: a common cause of a changed
+    configuration file); any other, as the client sent it, ``shown`` as every string from the network
+    is: by default fmt.quote (the decoder lower-cased only the modes it knows); a view whose strings are
+    escaped already passes its own, as to fmt.file_name."""
+    if mode in ("", "octet"):
+        return ""
+    return mode if mode in KNOWN_MODES else shown(mode)
+
+
 def one_line(record: SessionRecord, *, server: bool = False) -> str:
-    """A finished server session in one line (names and messages from the peer shown escaped); with
-    ``server``, the server it went to as well (watch sees many)."""
+    """A finished server session in one line (names and messages from the peer shown escaped; the mode
+    after the name where it is not octet, see :func:`mode_text`); with ``server``, the server it went to
+    as well (watch sees many)."""
     if record.refused is not None and record.refused.received:
         return f"{fmt_addr(record.client):<22} {stray_text(record.refused)}"
     kind = "RRQ" if record.direction == "download" else "WRQ"
     if server:
         kind += f" to {fmt_addr(record.peer)}"
-    return (f"{fmt_addr(record.client):<22} {kind} {file_name(record.filename):<24} {record.direction:<8} "
+    mode = mode_text(record.mode)
+    name = file_name(record.filename) + (f" {mode}" if mode else "")
+    return (f"{fmt_addr(record.client):<22} {kind} {name:<24} {record.direction:<8} "
             f"{fmt_bytes(record.bytes):>12} {fmt_rate(record.rate):>14}  {outcome_text(record)}")
 
 

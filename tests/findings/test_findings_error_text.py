@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.support.interop import client_capture
-from tests.support.machines import StoringClientRead, fed
+from tests.support.machines import StoringClientRead, fed, server_read
 from tftpdiag.findings import Finding, analyze
+from tftpdiag.fmt import SHOWN, quote
 from tftpdiag.protocol.client import ClientWrite
 from tftpdiag.protocol.events import Event
 from tftpdiag.protocol.options import RequestedOptions
@@ -84,7 +85,7 @@ def test_error_0_text_gets_the_finding_it_means(message: str, finding_id: str, a
         assert f.severity == "error", (f.id, f.summary)
     assert advice in f.suggestion, f.suggestion
     # The summary says what the server sent: code 0, with its own words.
-    assert "ERROR 0 (not defined)" in f.summary and repr(message) in f.summary, f.summary
+    assert "ERROR 0 (not defined)" in f.summary and quote(message) in f.summary, f.summary
 
 
 def test_typed_code_and_code_0_with_its_name_are_the_same_finding() -> None:
@@ -119,3 +120,46 @@ def test_error_0_without_a_meaning_stays_a_server_error(message: str) -> None:
     f = only(answered_with(0, message))
     assert f.id == "server-error" and "no meaning of its own" in f.suggestion
     assert "means" not in f.summary
+
+
+# An ERROR's message is the peer's to choose, up to ~64 KiB: findings quote it as every view quotes a
+# string from the network (fmt.quote: bounded at fmt.SHOWN with the cut counted, odd characters visible).
+UNTRUSTED = {
+    "60000-chars": "x" * 60_000,
+    "odd-chars": "it's \x1b[2J\r\nforged \\ line\u202e",
+}
+
+
+def _texts(f: Finding) -> list[str]:
+    return [f.summary, *f.evidence, f.suggestion]
+
+
+def assert_quoted(findings: list[Finding], message: str) -> None:
+    assert findings
+    shown = quote(message)
+    assert any(shown in f.summary for f in findings), [f.summary for f in findings]
+    for f in findings:
+        for text in _texts(f):
+            assert message[:SHOWN + 1] not in text  # never whole, never unquoted
+            assert len(text) < SHOWN + 400, (f.id, len(text))
+
+
+@pytest.mark.parametrize("message", UNTRUSTED.values(), ids=UNTRUSTED.keys())
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 8])
+@pytest.mark.parametrize("view", ["live", "trace"])
+def test_a_servers_error_message_is_quoted_bounded(message: str, code: int, view: str) -> None:
+    events = answered_with(code, message, options=RequestedOptions(blksize=1468, tsize=True))
+    assert_quoted(analyze(events if view == "live" else captured(events)), message)
+
+
+@pytest.mark.parametrize("message", UNTRUSTED.values(), ids=UNTRUSTED.keys())
+def test_a_clients_error_message_is_quoted_bounded(message: str) -> None:
+    """The client's ERROR that ends a download from our server (client-aborted)."""
+    server = server_read(b"x" * 2000)
+    events = server.events()
+    server.datagrams_to_send()
+    server.receive(encode(Error(0, message)), CLIENT, 0.01)  # (the address server_read's machine serves)
+    server.datagrams_to_send()
+    findings = analyze(events + server.events())
+    assert [f.id for f in findings] == ["client-aborted"]
+    assert_quoted(findings, message)

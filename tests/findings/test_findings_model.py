@@ -26,7 +26,10 @@ from tests.support.findings_kit import (
 )
 from tests.support.simnet import run_transfer
 from tftpdiag.findings import IDS, Analyzer, Finding, analyze, escape_name
+from tftpdiag.findings.model import describe
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.options import RequestedOptions
+from tftpdiag.protocol.packets import Opcode, Request
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -137,3 +140,11 @@ def test_analyze_is_the_same_live_and_at_once() -> None:
     assert [(f.session, f.id, f.severity) for f in live.findings()] == \
         [(f.session, f.id, f.severity) for f in at_once]
     assert {f.id for f in at_once} >= {"packet-loss"}
+
+
+def test_describe_quotes_what_a_packet_carries() -> None:
+    """An ERROR's message and a request's mode, as evidence cites the packet: escaped and bounded."""
+    message = "no\x1b]0;pwned\x07" + "z" * 60_000
+    assert describe(Error(0, message)) == f"ERROR 0 (not defined) {quote(message)}"
+    request = Request(Opcode.RRQ, "boot.img", "octet\x1b[2J" + "m" * 500)
+    assert describe(request) == f"RRQ 'boot.img' {clean(request.mode)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tftpdiag.fmt import file_name
+from tftpdiag.fmt import SHOWN, clean, file_name
 from tftpdiag.protocol.events import Address
 from tftpdiag.protocol.packets import Error, Opcode, Request, encode, encode_ack, encode_data
 from tftpdiag.trace.load import load_trace
@@ -156,3 +156,17 @@ def test_a_device_that_went_on_after_ending_a_transfer_itself_booted(tmp_path: P
     assert device["verdict"] == "booted", device
     (went_on,) = findings_of(device, "device-went-on-without")
     assert "after it ended the transfer of 'update.bin' itself (user abort)" in went_on["summary"], went_on
+
+
+def test_a_devices_error_message_is_shown_bounded(tmp_path: Path) -> None:
+    """The client's ERROR message (its to choose, up to ~64 KiB) as the rest of the tool shows it: cut at
+    fmt.SHOWN with the rest counted, odd characters escaped."""
+    client, tid = (C[0], 40002), (S[0], 50002)
+    message = "abort \x1b[2J" + "y" * 60_000
+    cancelled = [(0.5, client, S, rrq("image.bin")),
+                 (0.501, tid, client, encode_data(1, b"x" * 512)),
+                 (0.5025, client, tid, encode(Error(0, message)))]
+    (device,) = devices(tmp_path, download(0.0, "boot.cfg", 40001, 1, 100) + cancelled)
+    (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
+    assert f"itself ({clean(message)})" in stuck["summary"], stuck["summary"]
+    assert len(stuck["summary"]) < SHOWN + 200

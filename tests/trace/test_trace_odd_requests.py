@@ -13,11 +13,11 @@ import pytest
 
 from tftpdiag.devices import DeviceBook
 from tftpdiag.findings import analyze
-from tftpdiag.fmt import NOT_CAPTURED, address
+from tftpdiag.fmt import NOT_CAPTURED, address, quote
 from tftpdiag.protocol.datagram import Address, Datagram
 from tftpdiag.protocol.events import Completed, Failed, Note, PacketReceived, PacketSent, Reason, Side
 from tftpdiag.protocol.packets import Error, OAck, Opcode, Request, encode, encode_ack, encode_data
-from tftpdiag.report import device_lines, one_line
+from tftpdiag.report import device_lines, mode_text, one_line
 from tftpdiag.sessions import SessionRecord
 from tftpdiag.trace.jsonl import JsonlWriter, read_events
 from tftpdiag.trace.pcap import PcapWriter
@@ -121,7 +121,7 @@ def test_trace_lists_them_escaped_with_the_servers_refusal(tmp_path: Path) -> No
     heads = [line for line in lines if line.startswith("#")]
     assert len(heads) == 4 and not [h for h in heads if "not captured" in h]
     assert "RRQ '\\x1b[2JBBBB" in heads[0] and "ERROR 0" in heads[0]
-    assert "'pxelinux.cfg/default'" in heads[1] and "ERROR 4" in heads[1]
+    assert "'pxelinux.cfg/default' 'binary'" in heads[1] and "ERROR 4" in heads[1]  # its mode, odd: quoted
     assert heads[2].endswith("ok") and "ERROR 8" in heads[3]
     assert any(line.strip().startswith("blksize    asked \\xff\\xfe") for line in lines)
     (device,) = [line for line in lines if line.startswith("device ")]
@@ -223,3 +223,44 @@ def test_option_values_that_are_no_number_are_judged_not_crashed_on(capture: lis
     assert record.filename == "f" and record.negotiated is not None
     completed = isinstance(record.result, Completed)
     assert completed == (capture[1].payload[:2] != b"\x00\x05")
+
+
+def _downloaded(client: Address, tid: Address, mode: bytes, t: float) -> list[Datagram]:
+    """A one-block download of notes.txt in ``mode``, from ``client``."""
+    return [dgram(t, client, S, b"\x00\x01notes.txt\x00" + mode + b"\x00"),
+            dgram(t + 0.001, tid, client, encode_data(1, b"a\r\nb\r\n")),
+            dgram(t + 0.002, client, tid, encode_ack(1))]
+
+
+MODES_SENT = (_downloaded(("10.99.0.60", 40001), ("10.99.0.1", 50001), b"netascii", 0.0)
+              + _downloaded(("10.99.0.61", 40002), ("10.99.0.1", 50002), b"octet", 1.0)
+              + [dgram(2.0, ("10.99.0.62", 40003), S, b"\x00\x01notes.txt\x00oc\x1b[2Jtet\x00"),
+                 dgram(2.001, ("10.99.0.1", 50003), ("10.99.0.62", 40003), encode(Error(4, "Unknown mode")))])
+
+
+@pytest.mark.parametrize("suffix", [".pcap", ".jsonl"])
+def test_a_headline_names_the_mode_where_it_is_not_octet(tmp_path: Path, suffix: str) -> None:
+    """netascii converts line ends (a config file that arrives changed): trace's and watch's line for a
+    transfer says so, an odd mode quoted and escaped as any string from the network; octet, nearly every
+    transfer's, is left unsaid as before."""
+    path = tmp_path / f"modes{suffix}"
+    if suffix == ".pcap":
+        with open(path, "wb") as f, PcapWriter(f) as writer:
+            for d in MODES_SENT:
+                writer.write(1e9 + d.time, d.src, d.dst, d.payload)
+    else:
+        with open(path, "w") as out:
+            writer = JsonlWriter(out)
+            for event in rebuild(MODES_SENT):
+                writer.write(event)
+    result = subprocess.run([sys.executable, "-m", "tftpdiag", "trace", str(path), "--no-tui"], capture_output=True,
+                            text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    netascii, octet, odd = [line for line in result.stdout.splitlines() if line.startswith("#")]
+    assert f"RRQ {quote('notes.txt') + ' netascii':<24} download" in netascii, netascii
+    assert f"RRQ {quote('notes.txt'):<24} download" in octet and "octet" not in octet, octet  # as before
+    assert "RRQ 'notes.txt' 'oc\\x1b[2Jtet' download" in odd, odd
+    _, records = records_of(MODES_SENT)
+    assert [mode_text(r.mode) for r in records] == ["netascii", "", "'oc\\x1b[2Jtet'"]
+    assert f"{quote('notes.txt') + ' netascii':<24} download" in one_line(records[0], server=True)  # watch

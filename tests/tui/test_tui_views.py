@@ -306,3 +306,27 @@ def test_the_options_cell_waits_with_an_ellipsis_only_while_a_session_runs() -> 
     stats = TransferStats(0, 0.0, 0, 1, 1, 0, 0, 0, 0, 0)
     running.result = Failed(1, 1.0, Reason.PEER_ERROR, Side.PEER, 1, "File not found", stats)
     assert _granted(running) == "-"  # ended with an ERROR before any OACK: nothing was negotiated
+
+
+async def test_a_transfers_header_names_its_mode_as_every_view_does() -> None:
+    """The detail header says the mode where it is not octet, as trace's and watch's lines do
+    (report.mode_text): netascii by its word, an odd mode quoted, escaped once; octet left unsaid."""
+    from tests.trace.test_trace_odd_requests import MODES_SENT
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.tui.screens.detail import SessionDetailScreen
+    from tftpdiag.tui.widgets.session_panel import SessionPanel
+
+    app = _trace_app(rebuild(MODES_SENT))
+    headers = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        for row in range(3):
+            await pilot.pause()
+            await pilot.press("home", *["down"] * row, "enter")
+            await pilot.pause()
+            assert isinstance(app.screen, SessionDetailScreen)
+            headers.append(" ".join(plain(app.screen.query_one(SessionPanel).query_one(".session-header")).split()))
+            await pilot.press("escape")
+    by_client = {h.split()[1]: h for h in headers}
+    assert "'notes.txt' netascii ● done" in by_client["10.99.0.60:40001"], headers
+    assert "'notes.txt' ● done" in by_client["10.99.0.61:40002"], headers
+    assert "'notes.txt' 'oc\\x1b[2Jtet' ● failed" in by_client["10.99.0.62:40003"], headers

@@ -28,6 +28,7 @@ from tftpdiag.findings.followups import FollowUps
 from tftpdiag.findings.model import INFO, Finding
 from tftpdiag.findings.rules import Context, Rule, order
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean
 from tftpdiag.packetruns import packet_runs
 from tftpdiag.protocol.events import (
     CaptureGap,
@@ -230,7 +231,7 @@ class Analyzer:
         if s.last_move is not None and s.last_move > self._found_at.get((s.session, finding_id), float("inf")):
             tail = "; then the transfer went on"
         elif isinstance(res, Failed):
-            tail = f"; then it ended otherwise: {res.message}"
+            tail = f"; then it ended otherwise: {clean(res.message)}"
         else:
             return
         recovered = Finding(finding_id, INFO, prior.summary + tail, prior.evidence,

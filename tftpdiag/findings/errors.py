@@ -21,6 +21,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.predicates import at_wrap, peer_error
 from tftpdiag.findings.rules import FOLLOW_UP, Context, rule
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Address, Failed, Reason, Side
 from tftpdiag.protocol.packets import Ack, Error, error_code_name
 from tftpdiag.protocol.said import READER_GONE
@@ -77,10 +78,16 @@ def meant_code(code: int | None, message: str, *, options: bool = True) -> int |
     return code
 
 
+def quoted_message(message: str) -> str:
+    """An ERROR's message as findings quote it: as fmt.quote shows any string from the network (odd
+    characters visible, at most fmt.SHOWN of them, the rest counted: an ERROR can carry 64 KiB)."""
+    return quote(message) if message else "(no message)"
+
+
 def sent_as(res: Failed, meant: int | None) -> str:
     """How the ERROR was sent, in words: "ERROR 1, 'File not found'" or, for an ERROR 0 whose text says
     what happened, "ERROR 0 (not defined), 'Disk full': code 0, but the text means disk full or ..."."""
-    message = repr(res.message) if res.message else "(no message)"
+    message = quoted_message(res.message)
     if res.code == 0 and meant != 0:
         return f"ERROR 0 (not defined), {message}: code 0, but the text means {error_code_name(meant or 0)}"
     return f"ERROR {res.code}, {message}"
@@ -156,9 +163,9 @@ def client_errors(s: SessionState, ctx: Context) -> Finding | None:
         return None  # option-refused says it
     server = fmt_addr(s.locked or s.peer)
     name = escape_name(s.filename)
-    message = repr(res.message) if res.message else "(no message)"
+    message = quoted_message(res.message)
     sent = sent_as(res, code)
-    ev = [f"{s.t(t)}: {s.kind} {name} {s.mode} {fmt_options(s.requested)} sent to {fmt_addr(s.peer)}"
+    ev = [f"{s.t(t)}: {s.kind} {name} {clean(s.mode)} {fmt_options(s.requested)} sent to {fmt_addr(s.peer)}"
           for t in s.request_times[:1]]
     ev.append(f"{s.t(res.time)}: ERROR {res.code} ({error_code_name(res.code)}) {message} from {server}")
     if code == 1 and not s.receiver:
@@ -228,7 +235,7 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
     name = escape_name(r.filename)
     what = "RRQ" if r.is_read else "WRQ"
     ev = [f"{s.t(r.time)}: {what} {name} from {client}",
-          f"{s.t(r.time)}: refused with ERROR {r.code} ({error_code_name(r.code)}) {r.message!r}"]
+          f"{s.t(r.time)}: refused with ERROR {r.code} ({error_code_name(r.code)}) {quote(r.message)}"]
     why = r.why
     if why == "path-escape":
         summary = f"Client {client} asked for {name}, which leads outside the served directory: refused"
@@ -243,12 +250,12 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
             ev.append(f"nearest existing name: {escape_name(r.suggestion)}")
         if features and not r.is_read:
             summary = (f"Client {client} asked to upload {name}, with {', '.join(features)}: refused "
-                       f"({r.message})")
+                       f"({clean(r.message)})")
             suggestion = _UPLOAD_NAME_FIX
             return Finding("odd-filename", WARNING, summary, evidence(ev), suggestion, s.session)
         if features:
             summary = (f"Client {client} asked for {name}, with {', '.join(features)}: not served "
-                       f"({r.message}){nearest}")
+                       f"({clean(r.message)}){nearest}")
             suggestion = ("Fix the name where the client gets it (DHCP option 67 / filename, its boot menu or "
                           "firmware settings)" + (f", or add a link named like that to {escape_name(r.suggestion)}"
                                                   if r.suggestion else "") + ".")
@@ -265,7 +272,7 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
                            else "The target name is a directory or a special file here; the client must upload "
                                 "to a file's name, e.g. one inside that directory."),
         }[why]
-        summary = f"Refused the {what} for {name} from {client}: {r.message}"
+        summary = f"Refused the {what} for {name} from {client}: {clean(r.message)}"
         return Finding("access-violation", WARNING, summary, evidence(ev), hint, s.session)
     if why == "error-acked":
         return None  # the client's ACK of the ERROR that refused it (tftp-hpa): normal
@@ -285,11 +292,11 @@ def refusals(s: SessionState, ctx: Context) -> Finding | None:
                        "TFTP moves files in octet mode (binary files; a client's 'binary' command sends it) or "
                        "netascii (text): set the client to one of them.", s.session)
     if why == "malformed":
-        summary = f"{client} sent a datagram to the TFTP port that is not a valid request: {r.message}"
+        summary = f"{client} sent a datagram to the TFTP port that is not a valid request: {clean(r.message)}"
         return Finding("protocol-breach", INFO, summary, evidence(ev),
                        "A broken client or a probe (a 1-byte datagram crashes some servers, tftpy#140); tftpdiag "
                        "answers with an ERROR and goes on.", s.session)
-    summary = f"Turned away the {what} for {name} from {client}: {r.message}"
+    summary = f"Turned away the {what} for {name} from {client}: {clean(r.message)}"
     return Finding("server-error", WARNING, summary, evidence(ev),
                    "Raise the server's session limits if this happens under normal load.", s.session)
 
@@ -311,7 +318,7 @@ def size_probe(s: SessionState, ctx: Context) -> Finding | None:
     ev = [f"{s.t(s.request_times[0])}: RRQ {escape_name(s.filename)} {fmt_options(s.requested)}"] \
         if s.request_times else []
     ev += [f"{s.t(t)}: OACK sent" for t in s.oack_tx_times[:1]]
-    ev.append(f"{s.t(res.time)}: ERROR 8 {res.message!r} from the client")
+    ev.append(f"{s.t(res.time)}: ERROR 8 {quote(res.message)} from the client")
     if s.followup is not None:
         t, sid, how = s.followup
         ev.append(f"{s.t(t)}: asked again {how} (session {sid})")
@@ -355,7 +362,7 @@ def client_aborted(s: SessionState, ctx: Context) -> Finding | None:
     if s.oack_tx and s.peer_answered is not None and s.moved == 0 and s.ack0_t is None:
         return None  # answered our OACK with an ERROR: client-ignored-oack says it
     summary = (f"Client {fmt_addr(client)} ended the transfer with ERROR {res.code} ({error_code_name(res.code)}) "
-               f"{res.message!r} after {s.moved:,} block{'s' if s.moved != 1 else ''}")
+               f"{quote(res.message)} after {s.moved:,} block{'s' if s.moved != 1 else ''}")
     return Finding("client-aborted", INFO, summary, evidence([f"{s.t(res.time)}: ERROR {res.code} from the client"]),
                    "The client's message says why; ERROR 0 usually means its user or firmware cancelled.",
                    s.session)
@@ -380,7 +387,7 @@ def protocol_breach(s: SessionState, ctx: Context) -> Finding | None:
             elif isinstance(p, Error) and res.raised_by is Side.LOCAL:
                 items.append(f"{s.t(t)}: {describe(p)} answering {s.our} ERROR (tftpy#106)")
         if res.reason is Reason.PROTOCOL and res.raised_by is Side.LOCAL and res.code == 4:
-            items.append(f"{s.t(res.time)}: {s.us} ended the transfer: {res.message}")
+            items.append(f"{s.t(res.time)}: {s.us} ended the transfer: {clean(res.message)}")
     if not items:
         return None
     summary = f"{s.other.capitalize()} broke the protocol: {items[0].split(': ', 1)[1]}"
@@ -403,7 +410,7 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     if any(ctx.found(said) is not None for said in ("tsize-overrun", "tsize-short", "size-limit")):
         return None  # said there, with the figures
     told = f" ({s.other} was sent ERROR {res.code}, {error_code_name(res.code)})" if res.code is not None else ""
-    summary = f"tftpdiag ended the transfer: {res.message}{told}"
+    summary = f"tftpdiag ended the transfer: {clean(res.message)}{told}"
     if res.reason is Reason.INTERNAL:
         hint = ("A bug in tftpdiag, not in the network or the device: please report it with the command run "
                 "and this message (a trace saved with --trace or s helps).")
@@ -418,7 +425,7 @@ def local_error(s: SessionState, ctx: Context) -> Finding | None:
     else:
         hint = "Check the local disk, the target directory and its permissions."
     return Finding("local-error", ERROR if s.client_side else WARNING, summary,
-                   evidence([f"{s.t(res.time)}: {res.message}"]), hint, s.session)
+                   evidence([f"{s.t(res.time)}: {clean(res.message)}"]), hint, s.session)
 
 
 RULES = (client_errors, refusals, size_probe, client_aborted, protocol_breach, local_error)

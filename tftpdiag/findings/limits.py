@@ -15,6 +15,7 @@ from tftpdiag.findings.model import (
 )
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Failed, Side
 from tftpdiag.protocol.packets import error_code_name
 from tftpdiag.protocol.said import TSIZE_SHORT
@@ -48,7 +49,7 @@ def tsize_overrun(s: SessionState, ctx: Context) -> Finding | None:
     summary = (f"{who} announced tsize {s.tsize:,} bytes, then sent more: the {what} was stopped at "
                f"{got:,} bytes{_told(s, res)}")
     ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced",
-          f"{s.t(res.time)}: {res.message}"]
+          f"{s.t(res.time)}: {clean(res.message)}"]
     # Who can leave the tsize out, and which limit still bounds the transfer then, depends on the side:
     # our probe asks for it; an uploading client announces it to our server on its own.
     if s.observed:  # the client is a device, not tftpdiag: what it keeps and which flags it has are its own
@@ -77,7 +78,7 @@ def tsize_short(s: SessionState, ctx: Context) -> Finding | None:
     what = "download" if s.client_side else "upload"
     summary = (f"{who} announced tsize {s.tsize:,} bytes, then ended the {what} at {got:,} bytes: it was "
                f"not kept{_told(s, res)}")
-    ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced", f"{s.t(res.time)}: {res.message}"]
+    ev = [f"{s.t(s.neg_time or s.t0)}: tsize {s.tsize:,} announced", f"{s.t(res.time)}: {clean(res.message)}"]
     sender = "server's" if s.client_side else "client's"
     suggestion = (f"Nothing was kept; a file already there stays as it was. The {sender} file changed while it "
                   f"was sent, or the {sender[:-2]} is broken (its last block came too early): "
@@ -104,7 +105,7 @@ def size_limit(s: SessionState, ctx: Context) -> Finding | None:
     else:
         summary = f"{what} was refused before any data: it would go over the size limit of {shown}"
     summary += _told(s, res)
-    ev = [f"{s.t(res.time)}: {res.message}"]
+    ev = [f"{s.t(res.time)}: {clean(res.message)}"]
     suggestion = ("Nothing was kept. If the file is meant to be this large, raise the limit with --max-size "
                   "(0 for none); otherwise the server sends another file than expected, or never stops.")
     return Finding("size-limit", ERROR, summary, evidence(ev), suggestion, s.session)

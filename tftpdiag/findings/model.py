@@ -7,7 +7,7 @@ from dataclasses import field
 from typing import Any
 
 from tftpdiag import fmt
-from tftpdiag.fmt import quote
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.packets import (
     Ack,
     Data,
@@ -124,8 +124,8 @@ def describe(packet: Packet | None) -> str:
         return f"OACK {fmt_options(packet.options)}"
     if isinstance(packet, Error):
         text = f"ERROR {packet.code} ({error_code_name(packet.code)})"
-        return text + (f" {packet.message!r}" if packet.message else "")
+        return text + (f" {quote(packet.message)}" if packet.message else "")
     if isinstance(packet, Request):
         opts = f" {fmt_options(packet.options)}" if packet.options else ""
-        return f"{packet.opcode.name} {escape_name(packet.filename)} {packet.mode}{opts}"
+        return f"{packet.opcode.name} {escape_name(packet.filename)} {clean(packet.mode)}{opts}"
     return type(packet).__name__  # pragma: no cover

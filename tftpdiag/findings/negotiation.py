@@ -16,6 +16,7 @@ from tftpdiag.findings.model import (
 )
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, RequestRetried, Side
 from tftpdiag.protocol.options import RANGES, OptionOutcome, Verdict, option_number
 from tftpdiag.protocol.packets import Data, error_code_name
@@ -48,12 +49,12 @@ def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
     n = s.negotiated
     if not ignored or not s.requested or n is None:
         return None
-    names = " ".join(f"{o.name}={o.asked}" for o in ignored)
+    names = fmt_options((o.name, o.asked or "") for o in ignored)
     t = s.neg_time or s.last_time
     if not s.client_side:
         return Finding("options-ignored", INFO,
                        f"We left {names} out of our answer to {fmt_addr(s.peer)} (our policy, or a value or mode "
-                       f"we do not grant): {'; '.join(o.meaning for o in ignored)}",
+                       f"we do not grant): {'; '.join(clean(o.meaning) for o in ignored)}",
                        evidence([f"{s.t(t)}: negotiated {fmt_options(n.oack)}"]),
                        "Nothing to do unless the client needs them.", s.session)
     server = fmt_addr(s.locked or s.peer)
@@ -68,8 +69,8 @@ def options_ignored(s: SessionState, ctx: Context) -> Finding | None:
         return Finding("options-ignored", WARNING if slow else INFO, summary,
                        evidence([f"{s.t(t)}: {answer} came instead of an OACK"]), suggestion, s.session)
     summary = (f"{server} left {names} out of its OACK ({fmt_options(n.oack)}): "
-               f"{'; '.join(o.meaning for o in ignored)}")
-    suggestion = _sentence("; ".join(_ADVICE.get(o.name, f"{o.name} is not supported") for o in ignored))
+               f"{'; '.join(clean(o.meaning) for o in ignored)}")
+    suggestion = _sentence("; ".join(_ADVICE.get(o.name, f"{clean(o.name)} is not supported") for o in ignored))
     return Finding("options-ignored", INFO, summary, evidence([f"{s.t(t)}: OACK {fmt_options(n.oack)}"]),
                    suggestion, s.session)
 
@@ -112,14 +113,14 @@ def _refused_then_retried(s: SessionState, retried: RequestRetried, first_sent: 
     then = ("and the transfer completed" if isinstance(res, Completed)
             else "and that failed too" if isinstance(res, Failed) else "")
     code = f"ERROR {retried.code}" + (f" ({error_code_name(retried.code)})" if retried.code != 8 else "")
-    summary = (f"{server} refused the options with {code}, {retried.message!r}; asked: "
-               f"{fmt_options(retried.asked)} ({s.mode} mode). The client asked again {again}, as real clients "
+    summary = (f"{server} refused the options with {code}, {quote(retried.message)}; asked: "
+               f"{fmt_options(retried.asked)} ({clean(s.mode)} mode). The client asked again {again}, as real clients "
                f"fall back, {then}").rstrip(", ")
     hints = _refusal_hints(s, dict(retried.asked))
     hints.append("a device that does not fall back fails here: take the refused options out of its request, or "
                  "let the server accept them")
-    ev = [f"{s.t(first_sent)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(retried.asked)}",
-          f"{s.t(retried.time)}: {code} {retried.message!r} from {server}",
+    ev = [f"{s.t(first_sent)}: {s.kind} {escape_name(s.filename)} {clean(s.mode)} {fmt_options(retried.asked)}",
+          f"{s.t(retried.time)}: {code} {quote(retried.message)} from {server}",
           f"{s.t(retried.time)}: {s.kind} again {fmt_options(retried.requested) or 'without options'}"]
     severity = ERROR if isinstance(res, Failed) else WARNING
     return Finding("option-refused", severity, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
@@ -139,7 +140,7 @@ def option_refused(s: SessionState, ctx: Context) -> Finding | None:
     if s.client_side:
         server = fmt_addr(s.locked or s.peer)
         summary = (f"{server} refused the options with {sent_as(res, code)}; asked: {fmt_options(s.requested)}"
-                   f" ({s.mode} mode)")
+                   f" ({clean(s.mode)} mode)")
         hints = _refusal_hints(s, s.req)
         if s.observed:  # the fix is on the device or its server, not in a flag of tftpdiag's
             hints.append("the client did not fall back to a request without them: take the refused options out "
@@ -147,15 +148,15 @@ def option_refused(s: SessionState, ctx: Context) -> Finding | None:
         else:
             hints.append("retry without options, or with one at a time (tftpdiag probe --sweep) to find the one "
                          "it refuses")
-        ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {s.mode} {fmt_options(s.requested)}"
+        ev = [f"{s.t(t)}: {s.kind} {escape_name(s.filename)} {clean(s.mode)} {fmt_options(s.requested)}"
               for t in s.request_times[:1]]
-        ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {server}")
+        ev.append(f"{s.t(res.time)}: ERROR {res.code} {quote(res.message)} from {server}")
         return Finding("option-refused", ERROR, summary, evidence(ev), _sentence("; ".join(hints)), s.session)
     if "tsize" in s.req and not s.receiver:
         return None  # a size probe
     oack = s.negotiated.oack if s.negotiated else None
     summary = (f"Client {fmt_addr(s.peer)} refused our OACK ({fmt_options(oack)}) with ERROR 8, "
-               f"{res.message!r}")
+               f"{quote(res.message)}")
     return Finding("option-refused", WARNING, summary,
                    evidence([f"{s.t(res.time)}: ERROR 8 from the client"]),
                    "The client cannot take a value we granted: lower our limits for it, or refuse the option "
@@ -168,11 +169,11 @@ def _oack_problems(s: SessionState) -> list[str]:
     problems = []
     for name, value in options:
         if name not in asked:
-            problems.append(f"{name}={value}, which was not asked for")
+            problems.append(f"{clean(name)}={clean(value)}, which was not asked for")
             continue
         number = option_number(value)
         if number is None:
-            problems.append(f"{name}={value!r}, not a number")
+            problems.append(f"{clean(name)}={quote(value)}, not a number")
             continue
         if name in RANGES:
             low, high = RANGES[name]
@@ -182,9 +183,9 @@ def _oack_problems(s: SessionState) -> list[str]:
         asked_value = asked[name]
         limit = option_number(asked_value)
         if name in ("blksize", "windowsize") and limit is not None and number > limit:
-            problems.append(f"{name}={number}, above the {asked_value} asked")
+            problems.append(f"{name}={number}, above the {clean(asked_value)} asked")
         elif name == "timeout" and limit is not None and number != limit:
-            problems.append(f"timeout={number} where {asked_value} was asked (RFC 2349: echo it)")
+            problems.append(f"timeout={number} where {clean(asked_value)} was asked (RFC 2349: echo it)")
     for t, opts, _note, detail in s.oacks_rx[1:]:
         if detail == "OACK after the transfer began" or (s.first_data_t is not None and t > s.first_data_t):
             problems.append(f"a second OACK at {s.t(t)}, after DATA had begun")
@@ -219,7 +220,7 @@ def bad_oack(s: SessionState, ctx: Context) -> Finding | None:
           for t, opts, note, _ in s.oacks_rx[:3]]
     ev.insert(0, f"asked: {fmt_options(s.requested)}")
     if refused is not None:
-        ev.append(f"{s.t(refused.time)}: ERROR 8 sent: {refused.message}")
+        ev.append(f"{s.t(refused.time)}: ERROR 8 sent: {clean(refused.message)}")
     if any("second OACK" in p or "twice" in p for p in problems) and len(problems) == 1:
         suggestion = ("A repeated OACK makes some clients answer twice or restart (raspberrypi/firmware#1041); "
                       "fix or update the server.")
@@ -242,7 +243,7 @@ def client_ignored_oack(s: SessionState, ctx: Context) -> Finding | None:
     if s.err_rx is not None and s.err_rx[1] not in (5, 8) and s.moved == 0 and s.ack0_t is None and \
             s.first_data_t is None:
         t, code, message = s.err_rx
-        summary = (f"Client {client} answered our OACK ({oack}) with ERROR {code} {message!r}: it asked for "
+        summary = (f"Client {client} answered our OACK ({oack}) with ERROR {code} {quote(message)}: it asked for "
                    f"options but does not take an OACK")
         ev.append(f"{s.t(t)}: ERROR {code} from the client")
     else:

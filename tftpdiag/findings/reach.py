@@ -24,6 +24,7 @@ from tftpdiag.findings.predicates import (
 )
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean
 from tftpdiag.protocol.events import Completed, Failed, SocketError
 
 
@@ -43,7 +44,7 @@ def _timeout_evidence(s: SessionState, limit: int = 3) -> list[str]:
 def _end_evidence(s: SessionState) -> list[str]:
     res = s.result
     if isinstance(res, Failed):
-        return [f"{s.t(res.time)}: gave up: {res.message}"]
+        return [f"{s.t(res.time)}: gave up: {clean(res.message)}"]
     return []
 
 

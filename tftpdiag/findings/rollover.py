@@ -14,6 +14,7 @@ from tftpdiag.findings.model import (
 from tftpdiag.findings.predicates import MAX_BLOCKS, at_wrap, blocks_done, wrap_block
 from tftpdiag.findings.rules import Context, rule
 from tftpdiag.findings.session_state import SessionState
+from tftpdiag.fmt import clean, quote
 from tftpdiag.protocol.events import Completed, Failed, Reason, Side
 from tftpdiag.protocol.options import option_number
 from tftpdiag.protocol.packets import error_code_name
@@ -81,11 +82,11 @@ def _how(s: SessionState, client_stopped: bool) -> str:
         return "its port then answered with ICMP unreachable (it crashed or dropped the session)"
     if s.err_rx is not None and s.last_move is not None and s.err_rx[0] >= s.last_move:
         _, code, message = s.err_rx
-        return f"it then sent ERROR {code} ({error_code_name(code)}) {message!r}"
+        return f"it then sent ERROR {code} ({error_code_name(code)}) {quote(message)}"
     if isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
         if client_stopped and res.code is not None:
-            return f"it then sent ERROR {res.code} ({error_code_name(res.code)}) {res.message!r}"
-        return f"{s.us} then ended it: {res.message}"
+            return f"it then sent ERROR {res.code} ({error_code_name(res.code)}) {quote(res.message)}"
+        return f"{s.us} then ended it: {clean(res.message)}"
     if client_stopped:
         return f"it never acknowledged DATA {s.pos}" if s.receiver else f"it sent no DATA after ACK {s.pos}"
     return "nothing came after it"
@@ -109,11 +110,11 @@ def rollover_stall(s: SessionState, ctx: Context) -> Finding | None:
            for e in s.timeouts if s.last_move is None or e.time > s.last_move][:3]
     ev += [f"{s.t(e.time)}: ICMP from {fmt_addr(e.peer or s.locked or s.peer)}: {e.message}" for e in s.sock_errors[:2]]
     if s.err_rx is not None:
-        ev.append(f"{s.t(s.err_rx[0])}: ERROR {s.err_rx[1]} {s.err_rx[2]!r} from {s.other}")
+        ev.append(f"{s.t(s.err_rx[0])}: ERROR {s.err_rx[1]} {quote(s.err_rx[2])} from {s.other}")
     if client_stopped and isinstance(res, Failed) and res.reason is Reason.PROTOCOL:
-        ev.append(f"{s.t(res.time)}: ERROR {res.code} {res.message!r} from {s.us}")
+        ev.append(f"{s.t(res.time)}: ERROR {res.code} {quote(res.message)} from {s.us}")
     elif isinstance(res, Failed):
-        ev.append(f"{s.t(res.time)}: {res.message}")
+        ev.append(f"{s.t(res.time)}: {clean(res.message)}")
     size = _size(s)
     if size is not None and _min_blksize(size) <= 65464:
         fix = f"Use blksize {_min_blksize(size)} or more so the {fmt_bytes(size)} fit in 65535 blocks"

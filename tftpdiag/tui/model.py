@@ -32,9 +32,10 @@ from tftpdiag.protocol.events import (
     TimedOut,
 )
 from tftpdiag.protocol.options import Negotiated, OptionOutcome
+from tftpdiag.report import mode_text
 from tftpdiag.sessions import SessionRecord, SessionTable, fmt_addr
 
-__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "Forgotten", "shown", "quoted"]
+__all__ = ["PacketRow", "Filter", "SessionView", "LiveModel", "Changes", "Forgotten", "shown", "quoted", "quoted_mode"]
 
 # Memory bounds for a server that runs for days. A packet costs about 18 bytes (PacketLog), so the
 # packet budget is about 90 MB; a session summary a few hundred bytes, so the session budget ~100 MB.
@@ -172,6 +173,12 @@ def quoted(text: str) -> str:
     """A file name that has passed :func:`shown`, in quotes (it is escaped already: not again), or what
     every view says for none (fmt.file_name)."""
     return file_name(text, _in_quotes)
+
+
+def quoted_mode(mode: str) -> str:
+    """A transfer's mode that has passed :func:`shown`, as every view says it (report.mode_text): nothing
+    for octet or none, an odd one in quotes (it is escaped already: not again)."""
+    return mode_text(mode, _in_quotes)
 
 
 def _in_quotes(text: str) -> str:

@@ -25,7 +25,7 @@ from tftpdiag.protocol.options import Verdict
 from tftpdiag.protocol.packets import Options
 from tftpdiag.report import explain_failure, unseen_options_text
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
-from tftpdiag.tui.model import Filter, SessionView, quoted
+from tftpdiag.tui.model import Filter, SessionView, quoted, quoted_mode
 from tftpdiag.tui.widgets.packet_list import HEADER, PacketList
 from tftpdiag.tui.widgets.rate_graph import RateGraph
 
@@ -399,7 +399,8 @@ class SessionPanel(Vertical):
             text.append("session ", style="bold")
             text.append(f"{fmt_addr(record.client)} ")
         text.append(f"{quoted(record.filename)} ", style="bold")
-        text.append(f"{record.mode}  ", style="dim")
+        mode = quoted_mode(record.mode)  # said where it is not octet, as in every view (report.mode_text)
+        text.append(f"{mode}  " if mode else " ", style="dim")
         text.append_text(state_text(record))
         elapsed = record.duration if record.finished else max(now - (record.started or now), 0.0)
         text.append(f"  {fmt_duration(elapsed, places=2)}", style="dim")
