@@ -6,8 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tftpdiag.protocol.options import accept_oack
 from tftpdiag.protocol.packets import (
+    ERROR_TEXT,
     MAX_REQUEST_SIZE,
+    QUOTED,
     SEEN_OPTIONS,
     Ack,
     Data,
@@ -400,3 +403,24 @@ def test_a_watcher_agrees_with_the_codec_wherever_the_codec_takes_a_request(opco
     except ProtocolError:
         return
     assert seen_request(raw) == packet
+
+
+@pytest.mark.parametrize("datagram", [
+    b"\x00\x06blksize\x00" + b"\xff" * 60_000 + b"\x00",  # an OACK's value that is not ASCII
+    b"\x00\x06" + b"x" * 60_000 + b"\x00",  # an OACK's option without a value
+], ids=["not-ascii", "no-value"])
+def test_an_error_quoting_what_the_peer_sent_is_bounded(datagram: bytes) -> None:
+    """The ERROR we answer a malformed packet with quotes the peer's bytes, at most QUOTED characters of
+    them, the rest counted: whole, it would not fit in a datagram, and would fill our record."""
+    with pytest.raises(ProtocolError) as caught:
+        decode(datagram)
+    message = caught.value.message
+    assert len(message) <= QUOTED + 80 < ERROR_TEXT and " chars)" in message, message
+    assert caught.value.reply.message == message and len(encode(caught.value.reply)) < 300
+
+
+def test_an_oack_refused_for_its_value_says_so_briefly() -> None:
+    """An OACK we refuse quotes the value it gave, bounded like every ERROR we send."""
+    with pytest.raises(ProtocolError) as caught:
+        accept_oack((("blksize", "1468"),), (("blksize", "9" * 30_000 + "x"),), is_read=True)
+    assert caught.value.message == f"OACK gives blksize the invalid value '{'9' * (QUOTED - 1)}...(+29,939 chars)"

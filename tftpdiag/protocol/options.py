@@ -18,7 +18,7 @@ from tftpdiag.protocol.limits import (
     WINDOWSIZE_MAX,
     WINDOWSIZE_MIN,
 )
-from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError
+from tftpdiag.protocol.packets import OPTION_NAMES, ErrorCode, Options, ProtocolError, brief
 from tftpdiag.records import record
 
 __all__ = [
@@ -235,10 +235,10 @@ def accept_oack(requested: Options, oack: Options, *, is_read: bool) -> Negotiat
     got = dict(oack)
     for name, value in oack:
         if name not in asked:
-            raise _refuse(f"OACK holds option {name}={value} that was not requested")
+            raise _refuse(f"OACK holds option {brief(name)}={brief(value)} that was not requested")
         number = option_number(value)
         if number is None:
-            raise _refuse(f"OACK gives {name} the invalid value {value!r}")
+            raise _refuse(f"OACK gives {name} the invalid value {brief(value)}")
         if name in RANGES:
             low, high = RANGES[name]
             if not low <= number <= high:
@@ -246,11 +246,11 @@ def accept_oack(requested: Options, oack: Options, *, is_read: bool) -> Negotiat
         if name in ("blksize", "windowsize", "timeout"):
             limit = option_number(asked[name])
             if limit is None:  # (only a request a capture saw asks so: ours never does)
-                raise _refuse(f"OACK gives {name}={number} where the {asked[name]!r} asked is no number")
+                raise _refuse(f"OACK gives {name}={number} where the {brief(asked[name])} asked is no number")
             if name != "timeout" and number > limit:
-                raise _refuse(f"OACK grants {name}={number}, more than the {asked[name]} asked")
+                raise _refuse(f"OACK grants {name}={number}, more than the {limit} asked")
             if name == "timeout" and number != limit:
-                raise _refuse(f"OACK changes timeout to {number}; RFC 2349 requires the asked {asked[name]}")
+                raise _refuse(f"OACK changes timeout to {number}; RFC 2349 requires the asked {limit}")
     outcomes = []
     for name, value in requested:
         asked_number = option_number(value)

@@ -168,10 +168,30 @@ class OAck:
 Packet = Request | Data | Ack | Error | OAck
 
 
+# The longest text of an ERROR we send for a peer's mistake, and of what it quotes of the peer's bytes
+# (brief). The text often quotes what the peer sent (an option's value, a name), which may be most of a
+# 64 KiB datagram: quoted whole, the ERROR would not fit in one (its send failed), and the peer's bytes
+# would fill our own record and JSON. The quote is cut, not the sentence around it, which says why.
+ERROR_TEXT = 300
+QUOTED = 64
+
+
+def brief(value: bytes | str) -> str:
+    """What a peer sent, quoted in an ERROR's text: at most QUOTED characters of its repr, the rest
+    counted."""
+    shown = repr(value)
+    if len(shown) <= QUOTED:
+        return shown
+    return f"{shown[:QUOTED]}...(+{len(shown) - QUOTED:,} chars)"
+
+
 class ProtocolError(Exception):
-    """The peer broke the rules. ``reply`` is the ERROR packet to send back (never to an ERROR)."""
+    """The peer broke the rules. ``reply`` is the ERROR packet to send back (never to an ERROR); its
+    message is cut at ERROR_TEXT characters, the rest counted (a last bound: each quote is brief)."""
 
     def __init__(self, code: int, message: str) -> None:
+        if len(message) > ERROR_TEXT:
+            message = f"{message[:ERROR_TEXT]}...(+{len(message) - ERROR_TEXT:,} chars)"
         super().__init__(message)
         self.reply = Error(int(code), message)
 
@@ -202,13 +222,13 @@ def _decode_ascii(raw: bytes, what: str) -> str:
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise _illegal(f"{what} is not ASCII: {raw!r}") from None
+        raise _illegal(f"{what} is not ASCII: {brief(raw)}") from None
 
 
 def _decode_options(fields: list[bytes], where: str) -> Options:
     if len(fields) % 2:
         raise ProtocolError(
-            ErrorCode.OPTION_REFUSED, f"{where}: option {fields[-1]!r} has no value"
+            ErrorCode.OPTION_REFUSED, f"{where}: option {brief(fields[-1])} has no value"
         )
     options: list[tuple[str, str]] = []
     seen: set[str] = set()
