@@ -37,7 +37,9 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.findings import Finding
 from tftpdiag.protocol.events import Note, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.packets import encode_ack, encode_data
+from tftpdiag.protocol.packets import Error, encode, encode_ack, encode_data
+from tftpdiag.report import session_summary
+from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.load import load_trace
 from tftpdiag.trace.pcap import Datagram, PcapWriter, read_datagrams
 from tftpdiag.trace.rebuild import rebuild
@@ -207,3 +209,26 @@ def test_a_real_loopback_capture_seen_twice(tmp_path: Path) -> None:
     assert (seen_twice["ok"], seen_twice["bytes"]) == (True, 200_000)
     assert seen_twice["retransmits"] == seen_once["retransmits"]
     assert twice["devices"] == once["devices"]
+
+
+def asked_four_times() -> list[Datagram]:
+    """A client asks for a file that is not there four times from one port, each 1 ms after the ERROR (each
+    from a port of its own, as tftpd-hpa answers)."""
+    out = []
+    t = 0.0
+    for port in range(51000, 51004):
+        out += [dgram(t, C, S, rrq("missing.bin")),
+                dgram(t + 0.0005, (S[0], port), C, encode(Error(1, "File not found")))]
+        t += 0.0015
+    return out
+
+
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_the_same_request_soon_after_the_servers_error_is_asked_anew(twice: bool) -> None:
+    """After the ERROR that ended it, the same request again is the client's new transfer, however soon:
+    only what nothing came between is a copy (here the capture's copies 10 us behind)."""
+    capture = doubled(asked_four_times(), 0.00001) if twice else asked_four_times()
+    table = SessionTable()
+    table.apply(rebuild(capture))
+    transfers = [session_summary(r) for r in table]
+    assert [(s["ok"], s["error"]["code"], s["retransmits"]) for s in transfers] == [(False, 1, 0)] * 4, transfers

@@ -18,7 +18,9 @@ sender sent them, which nothing the other side sent asked for:
   side sends a datagram as often as the other side sent the one it answers (a receiver re-acks DATA sent
   again; a Sorcerer's Apprentice sends DATA again for each ACK sent again), so a sighting beyond that is a
   copy wherever it comes. Answers to a packet that its sender then sent again on its timer never reached
-  it, and ask for nothing.
+  it, and ask for nothing. A request once the transfer has ended is the exception: the same request
+  again after the server's ERROR is the client asking anew (a new transfer), so for it only "nothing
+  between" tells.
 - In a window any ACK may ask for DATA again (a gap) and any DATA for an ACK again, so for those only
   "nothing between" tells, and a sender gone back to a window's gap sends the blocks after it again one
   by one, whatever came between: those are resends. A window's copy that comes after the receiver's ACK
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Note, PacketReceived, PacketSent
-from tftpdiag.protocol.observer_state import ObserverState
+from tftpdiag.protocol.observer_state import ENDED, ObserverState
 from tftpdiag.protocol.packets import Packet, ProtocolError, decode, head, seen_request
 
 __all__ = ["COPY_WITHIN", "COPY_LOOKBACK", "ObserverCopies"]
@@ -71,8 +73,8 @@ class ObserverCopies(ObserverState):
             if last.payload == raw and last.src == d.src and last.dst == d.dst:
                 if now - last.time < COPY_WITHIN:
                     cause = seen[_CAUSE]
-                    if seen[_HEARD] == heard or \
-                            (not windowed and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1)):
+                    if seen[_HEARD] == heard or (not windowed and (self.phase != ENDED or op > 2)
+                                                 and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1)):
                         self._copy(d, from_client)
                         return True
                 else:
