@@ -108,10 +108,21 @@ def simulated_download() -> list[Datagram]:
     return client_view(run_transfer("read", DATA, options=RequestedOptions(blksize=700, tsize=True)))
 
 
+def simulated_window(direction: str) -> Callable[[], list[Datagram]]:
+    """A transfer in windows of 8 blocks by the live client and server (simnet), answered at once: a copy
+    of a block 1 ms behind comes after the ACK of its window, and after the next window too."""
+    def capture() -> list[Datagram]:
+        return client_view(run_transfer(direction, DATA,
+                                        options=RequestedOptions(blksize=700, windowsize=8, tsize=True)))
+    return capture
+
+
 CLEAN = {
     "lock-step-slow-path": (lock_step_over_a_slow_path, {"latency-bound"}),
     "lock-step-at-once": (simulated_download, set()),
     "window": (windowed_download, set()),
+    "window-at-once-download": (simulated_window("read"), set()),
+    "window-at-once-upload": (simulated_window("write"), set()),
 }
 
 

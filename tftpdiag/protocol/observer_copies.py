@@ -21,10 +21,11 @@ sender sent them, which nothing the other side sent asked for:
   it, and ask for nothing. A request once the transfer has ended is the exception: the same request
   again after the server's ERROR is the client asking anew (a new transfer), so for it only "nothing
   between" tells.
-- In a window any ACK may ask for DATA again (a gap) and any DATA for an ACK again, so for those only
-  "nothing between" tells, and a sender gone back to a window's gap sends the blocks after it again one
-  by one, whatever came between: those are resends. A window's copy that comes after the receiver's ACK
-  goes by as a resend, as before.
+- In a window an ACK below a block asks for it again (a gap), even one that came before the block (it
+  was on its way), and a sender gone back to a gap sends the blocks after it again one by one, whatever
+  came between: those are resends. A block the receiver's last ACK covers is asked for by nothing, so its
+  copy is a copy wherever it comes. A window's ACK is asked for again only by DATA the receiver has
+  already or that comes past a gap; after the next blocks in order, an ACK again is the copy.
 
 Per side the last COPY_LOOKBACK distinct datagrams are kept (the datagram objects themselves, found by
 their first four bytes), so memory is bounded whatever the peers send.
@@ -46,8 +47,8 @@ COPY_LOOKBACK = 64
 
 # A datagram kept, as a list (the hot path changes it in place): the datagram its sender last sent, how
 # often it sent it, the other side's entry it answers, how many of its sendings still ask for an answer,
-# and how many datagrams the other side had sent then.
-_LAST, _SENDS, _CAUSE, _ASKS, _HEARD = range(5)
+# how many datagrams the other side had sent then, and how many of a window's DATA had asked for an ACK again.
+_LAST, _SENDS, _CAUSE, _ASKS, _HEARD, _ASKING = range(6)
 
 
 class ObserverCopies(ObserverState):
@@ -72,9 +73,14 @@ class ObserverCopies(ObserverState):
             last: Datagram = seen[_LAST]
             if last.payload == raw and last.src == d.src and last.dst == d.dst:
                 if now - last.time < COPY_WITHIN:
-                    cause = seen[_CAUSE]
-                    if seen[_HEARD] == heard or (not windowed and (self.phase != ENDED or op > 2)
-                                                 and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1)):
+                    if windowed:
+                        unasked = (self.ack_last >= self.absolute(head(raw)[1]) if op == 3
+                                   else seen[_ASKING] == self.asking)
+                    else:
+                        cause = seen[_CAUSE]
+                        unasked = ((self.phase != ENDED or op > 2)
+                                   and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1))
+                    if unasked or seen[_HEARD] == heard:
                         self._copy(d, from_client)
                         return True
                 else:
@@ -92,10 +98,14 @@ class ObserverCopies(ObserverState):
         if seen is None:
             if len(mine) >= COPY_LOOKBACK:
                 del mine[next(iter(mine))]
-            seen = [d, 1, self.newest_s if from_client else self.newest_c, 1, heard]
+            seen = [d, 1, self.newest_s if from_client else self.newest_c, 1, heard, 0]
             mine[key] = seen
-        if windowed and op == 3 and from_client != self.is_read:
+        if windowed and op == 4 and from_client == self.is_read:
+            self.ack_last = self.absolute(head(raw)[1])
+        elif windowed and op == 3 and from_client != self.is_read:
             n = self.absolute(head(raw)[1])
+            if n <= self.ack_last or n > max(self.data_last, self.ack_last, 0) + 1:
+                self.asking += 1  # a block the receiver has, or one past a gap: it acknowledges again
             if n <= self.data_last:
                 # Back to a window's gap: the blocks after it come again, whatever came between. As if the
                 # other side had spoken: none of this side's earlier datagrams is copied by what follows.
@@ -106,6 +116,7 @@ class ObserverCopies(ObserverState):
                     self.count_c = heard
             self.data_last = n
         seen[_HEARD] = heard
+        seen[_ASKING] = self.asking
         if from_client:
             self.newest_c = seen
             self.count_c += 1
