@@ -33,6 +33,8 @@ their first four bytes), so memory is bounded whatever the peers send.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Note, PacketReceived, PacketSent
 from tftpdiag.protocol.observer_state import ENDED, ObserverState
@@ -41,14 +43,14 @@ from tftpdiag.protocol.packets import Packet, ProtocolError, decode, head, seen_
 __all__ = ["COPY_WITHIN", "COPY_LOOKBACK", "ObserverCopies"]
 
 COPY_WITHIN = 0.02  # seconds; the findings' QUICK is this figure
-# Distinct datagrams kept per side: a copy 1 ms behind on loopback comes some 25 of a side's later; past
-# this a copy goes by as a resend, as before.
+# Distinct datagrams kept per side, at least (twice as many at most): a copy 1 ms behind on loopback comes
+# some 25 of a side's later; past this a copy goes by as a resend, as before.
 COPY_LOOKBACK = 64
 
-# A datagram kept, as a list (the hot path changes it in place): the datagram its sender last sent, how
-# often it sent it, the other side's entry it answers, how many of its sendings still ask for an answer,
-# how many datagrams the other side had sent then, and how many of a window's DATA had asked for an ACK again.
-_LAST, _SENDS, _CAUSE, _ASKS, _HEARD, _ASKING = range(6)
+# A datagram kept, as a list (changed in place when it is sent again): the datagram its sender last sent,
+# the other side's entry it answers, how many datagrams the other side had sent then and how many of a
+# window's DATA had asked for an ACK again, how often it was sent, how many of those still ask for an answer.
+_LAST, _CAUSE, _HEARD, _ASKING, _SENDS, _ASKS = range(6)
 
 
 class ObserverCopies(ObserverState):
@@ -59,71 +61,106 @@ class ObserverCopies(ObserverState):
     def _copied(self, d: Datagram, from_client: bool) -> bool:
         """True when ``d`` is the capture's copy of a datagram it saw already: noted COPY and counted as a
         packet seen, and nothing else. Otherwise ``d`` is kept for the copies that may follow it, and
-        False."""
-        raw, now = d.payload, d.time
+        False. (The hot path: a datagram not seen before costs a lookup and a list, written out for each
+        side.)"""
+        raw = d.payload
+        key = raw[:4]
         if from_client:
-            mine, theirs, heard = self.seen_c, self.seen_s, self.count_s
+            mine = self.seen_c
+            seen = mine.get(key)
+            if seen is not None and seen[_LAST].payload == raw:
+                return self._again(d, True, seen, key)
+            self.newest_c = seen = mine[key] = [d, self.newest_s, self.count_s, self.asking, 1, 1]
+            self.count_c += 1
         else:
-            mine, theirs, heard = self.seen_s, self.seen_c, self.count_c
+            mine = self.seen_s
+            seen = mine.get(key)
+            if seen is not None and seen[_LAST].payload == raw:
+                return self._again(d, False, seen, key)
+            self.newest_s = seen = mine[key] = [d, self.newest_c, self.count_c, self.asking, 1, 1]
+            self.count_s += 1
+        if len(mine) >= 2 * COPY_LOOKBACK:
+            for old in list(mine)[:COPY_LOOKBACK]:  # the oldest half, now and then: cheaper than one by one
+                # Let go of what it answered too: an entry kept alive by a newer one's link must not hold
+                # a chain of every datagram before it.
+                mine.pop(old)[_CAUSE] = None
+        if self.windowsize != 1:
+            self._window(raw, from_client, seen)
+        return False
+
+    def _again(self, d: Datagram, from_client: bool, seen: list[Any], key: bytes) -> bool:
+        """``d`` has the bytes of ``seen``: the capture's copy, or sent again (or, between other addresses,
+        a datagram of its own)."""
+        raw = d.payload
+        mine = self.seen_c if from_client else self.seen_s
+        last: Datagram = seen[_LAST]
+        if last.src != d.src or last.dst != d.dst:
+            # The same bytes between other addresses (a second server session's DATA 1): one of its own.
+            del mine[key]
+            if from_client:
+                self.newest_c = seen = mine[key] = [d, self.newest_s, self.count_s, self.asking, 1, 1]
+                self.count_c += 1
+            else:
+                self.newest_s = seen = mine[key] = [d, self.newest_c, self.count_c, self.asking, 1, 1]
+                self.count_s += 1
+            if self.windowsize != 1:
+                self._window(raw, from_client, seen)
+            return False
         op = raw[1] if len(raw) > 1 and raw[0] == 0 else 0
         windowed = self.windowsize != 1 and (op == 3 or op == 4)
-        key = raw[:4]
-        seen = mine.get(key)
-        if seen is not None:
-            last: Datagram = seen[_LAST]
-            if last.payload == raw and last.src == d.src and last.dst == d.dst:
-                if now - last.time < COPY_WITHIN:
-                    if windowed:
-                        unasked = (self.ack_last >= self.absolute(head(raw)[1]) if op == 3
-                                   else seen[_ASKING] == self.asking)
-                    else:
-                        cause = seen[_CAUSE]
-                        unasked = ((self.phase != ENDED or op > 2)
-                                   and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1))
-                    if unasked or seen[_HEARD] == heard:
-                        self._copy(d, from_client)
-                        return True
-                else:
-                    for answer in theirs.values():
-                        if answer[_CAUSE] is seen:
-                            answer[_ASKS] = 0  # sent again on a timer: its sender never had these answers
-                # Sent again, on a timer or asked for: now the newest of this side's.
-                seen[_LAST] = d
-                seen[_SENDS] += 1
-                seen[_ASKS] += 1
-                del mine[key]
-                mine[key] = seen
+        if d.time - seen[_LAST].time < COPY_WITHIN:
+            if windowed:
+                unasked = (self.ack_last >= self.absolute(head(raw)[1]) if op == 3
+                           else seen[_ASKING] == self.asking)
             else:
-                seen = None
-        if seen is None:
-            if len(mine) >= COPY_LOOKBACK:
-                del mine[next(iter(mine))]
-            seen = [d, 1, self.newest_s if from_client else self.newest_c, 1, heard, 0]
-            mine[key] = seen
-        if windowed and op == 4 and from_client == self.is_read:
+                cause = seen[_CAUSE]
+                unasked = ((self.phase != ENDED or op > 2)
+                           and seen[_SENDS] >= (cause[_ASKS] if cause is not None else 1))
+            if unasked or seen[_HEARD] == (self.count_s if from_client else self.count_c):
+                self._copy(d, from_client)
+                return True
+        else:
+            for answer in (self.seen_s if from_client else self.seen_c).values():
+                if answer[_CAUSE] is seen:
+                    answer[_ASKS] = 0  # sent again on a timer: its sender never had these answers
+        # Sent again, on a timer or asked for: now the newest of this side's.
+        del mine[key]
+        mine[key] = seen
+        seen[_LAST] = d
+        seen[_SENDS] += 1
+        seen[_ASKS] += 1
+        seen[_ASKING] = self.asking
+        if from_client:
+            seen[_HEARD] = self.count_s
+            self.newest_c = seen
+            self.count_c += 1
+        else:
+            seen[_HEARD] = self.count_c
+            self.newest_s = seen
+            self.count_s += 1
+        if self.windowsize != 1:
+            self._window(raw, from_client, seen)
+        return False
+
+    def _window(self, raw: bytes, from_client: bool, seen: list[Any]) -> None:
+        """What a window's DATA and ACK tell of the copies to come (a datagram that is no copy)."""
+        op = raw[1] if len(raw) > 1 and raw[0] == 0 else 0
+        if op == 4 and from_client == self.is_read:
             self.ack_last = self.absolute(head(raw)[1])
-        elif windowed and op == 3 and from_client != self.is_read:
+        elif op == 3 and from_client != self.is_read:
             n = self.absolute(head(raw)[1])
             if n <= self.ack_last or n > max(self.data_last, self.ack_last, 0) + 1:
                 self.asking += 1  # a block the receiver has, or one past a gap: it acknowledges again
             if n <= self.data_last:
                 # Back to a window's gap: the blocks after it come again, whatever came between. As if the
                 # other side had spoken: none of this side's earlier datagrams is copied by what follows.
-                heard += 1
                 if from_client:
-                    self.count_s = heard
+                    self.count_s += 1
+                    seen[_HEARD] = self.count_s
                 else:
-                    self.count_c = heard
+                    self.count_c += 1
+                    seen[_HEARD] = self.count_c
             self.data_last = n
-        seen[_HEARD] = heard
-        seen[_ASKING] = self.asking
-        if from_client:
-            self.newest_c = seen
-            self.count_c += 1
-        else:
-            self.newest_s = seen
-            self.count_s += 1
-        return False
 
     def _copy(self, d: Datagram, from_client: bool) -> None:
         self.copies += 1
