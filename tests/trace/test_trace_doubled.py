@@ -29,12 +29,13 @@ from tests.trace.test_trace_sides import (
     oack,
     rrq,
     server_resends,
+    server_silent_at_the_wrap,
     sorcerers_apprentice,
     words,
 )
 from tftpdiag.engine.bus import EventBus
 from tftpdiag.engine.server import ServerConfig, TftpServer
-from tftpdiag.findings import Finding
+from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.events import Note, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
 from tftpdiag.protocol.packets import Error, encode, encode_ack, encode_data
@@ -194,7 +195,6 @@ def test_a_sorcerers_apprentice_is_found_seen_once_or_twice(tmp_path: Path, dela
 
 
 def test_the_finding_speaks_of_the_client_not_of_tftpdiag() -> None:
-    from tftpdiag.findings import analyze
     (f,) = [f for f in analyze(rebuild(doubled(lock_step_over_a_slow_path()))) if f.id == "capture-doubled"]
     assert isinstance(f, Finding)
     assert OURS.search(words(f)) is None, words(f)
@@ -243,3 +243,14 @@ def test_the_same_request_soon_after_the_servers_error_is_asked_anew(twice: bool
     table.apply(rebuild(capture))
     transfers = [session_summary(r) for r in table]
     assert [(s["ok"], s["error"]["code"], s["retransmits"]) for s in transfers] == [(False, 1, 0)] * 4, transfers
+
+
+def test_a_rollover_stall_seen_twice_is_judged_as_seen_once() -> None:
+    """65,535 blocks, the client's ACK of the last of them sent again on its timer: copies 1 ms behind (50
+    blocks later) past the wrap are no resends, and the stall at the wrap reads as it did."""
+    once = analyze(rebuild(server_silent_at_the_wrap()))
+    twice = analyze(rebuild(doubled(server_silent_at_the_wrap())))
+    assert {f.id for f in twice} == {f.id for f in once} | {"capture-doubled"} == {"rollover-stall",
+                                                                                   "capture-doubled"}
+    stall = [f.summary for f in once if f.id == "rollover-stall"]
+    assert [f.summary for f in twice if f.id == "rollover-stall"] == stall
