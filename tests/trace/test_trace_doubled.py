@@ -144,6 +144,8 @@ def test_a_clean_capture_seen_twice_is_explained_and_judged_as_seen_once(tmp_pat
         assert seen_twice[key] == seen_once[key], key
     assert seen_twice["retransmits"] == seen_twice["timeouts"] == seen_twice["duplicates"] == 0
     assert twice["devices"] == once["devices"]
+    assert once["warning"] is None
+    assert "TFTP datagrams appear twice, the second a copy the capture point made" in twice["warning"], twice["warning"]
     f = finding(seen_twice, "capture-doubled")
     assert f["severity"] == "info"
     summary = f["summary"]
