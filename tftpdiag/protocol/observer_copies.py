@@ -28,7 +28,8 @@ sender sent them, which nothing the other side sent asked for:
   already or that comes past a gap; after the next blocks in order, an ACK again is the copy.
 
 Per side the last COPY_LOOKBACK distinct datagrams are kept (the datagram objects themselves, found by
-their first four bytes), so memory is bounded whatever the peers send.
+their first four bytes; one let go drops its link to what it answered), so memory is bounded whatever
+the peers send.
 """
 
 from __future__ import annotations
