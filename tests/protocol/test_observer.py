@@ -34,6 +34,7 @@ from tftpdiag.protocol.events import (
     TransferStarted,
 )
 from tftpdiag.protocol.observer import ASK_AGAIN_WITHIN, MAX_HELD, Observer
+from tftpdiag.protocol.observer_copies import COPY_LOOKBACK
 from tftpdiag.protocol.observer_state import MAX_PENDING_BLOCKS
 from tftpdiag.protocol.options import Verdict
 from tftpdiag.protocol.packets import (
@@ -204,8 +205,8 @@ def test_rollover_at_zero_and_at_one(rollover: int) -> None:
 
     for n in range(1, total + 1):
         wire(T, C, Data(wire_of(n), block if n < total else b"end"), gap=1e-5)
-        if n == 65_540:  # the ACK is lost: the server resends the block, the client ACKs it again
-            wire(T, C, Data(wire_of(n), block), gap=1e-5)
+        if n == 65_540:  # the ACK is lost: the server resends the block on its timer, the client ACKs it again
+            wire(T, C, Data(wire_of(n), block), gap=1.0)
         wire(C, T, Ack(wire_of(n)), gap=1e-5)
     _, events = observe(wire.datagrams)
     end = ending(events)
@@ -586,6 +587,29 @@ def _check_bounded(obs: Observer) -> None:
     assert len(obs.sizes) <= MAX_PENDING_BLOCKS
     assert obs.strays is None or len(obs.strays) <= 64
     assert len(obs.events) <= MAX_HELD + 64  # after a take(): what is held back, and what one datagram made
+    # The datagrams kept for the capture's copies, and what they answer: a window's worth, not the transfer.
+    assert len(obs.seen_c) <= 2 * COPY_LOOKBACK and len(obs.seen_s) <= 2 * COPY_LOOKBACK
+    for newest in (obs.newest_c, obs.newest_s):
+        linked = 0
+        while newest is not None:
+            linked += 1
+            newest = newest[1]  # the other side's entry it answers
+        assert linked <= 4 * COPY_LOOKBACK + 1, linked
+
+
+def test_a_long_transfer_keeps_a_bounded_few_datagrams_for_its_copies() -> None:
+    """Each datagram kept for the copies links to the one it answers; the links of those let go must not
+    hold every datagram of the transfer (as they did: 2,000 blocks kept 4,000 datagrams alive)."""
+    wire = Wire()
+    wire(C, S, rrq())
+    for n in range(1, 2001):
+        wire(T, C, Data(n & 0xFFFF, bytes(512) if n < 2000 else b"end"))
+        wire(C, T, Ack(n & 0xFFFF))
+    obs = _fresh((), True)
+    for d in wire.datagrams[1:]:
+        obs.feed(d)
+        obs.take()
+    _check_bounded(obs)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -522,7 +522,9 @@ def test_upload_and_its_final_ack() -> None:
     (s,) = summaries(events)
     assert s["ok"] and s["direction"] == "upload" and s["role"] == Role.CLIENT_WRITE.value
     assert s["bytes"] == 600 and s["total"] == 600
-    assert [e.note for e in events if isinstance(e, PacketReceived)][-1] is Note.DUPLICATE
+    # The server's final ACK again 10 ms later, nothing from the client between: no timer resends so soon and
+    # nothing asked for it: the capture saw it twice.
+    assert [e.note for e in events if isinstance(e, PacketReceived)][-1] is Note.COPY
 
 
 def test_rebuilt_events_survive_a_jsonl_round_trip() -> None:

@@ -35,6 +35,7 @@ _NONE = Note.NONE
 _DUP = Note.DUPLICATE
 _RETX = Note.RETRANSMIT
 _REACK = Note.REACK
+_COPY = Note.COPY
 
 
 def on_started(s: SessionState, ev: TransferStarted) -> bool:
@@ -89,6 +90,8 @@ def _loss_hint(s: SessionState, t: float) -> None:
 
 def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
+    if note is _COPY:
+        return _copy(s, t, p, True)
     if isinstance(p, Request):
         return _request_received(s, ev, p)
     if note is not Note.STRAY and note is not Note.LATE and s.peer_answered is None:
@@ -211,6 +214,22 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
     return True
 
 
+def _copy(s: SessionState, t: float, p: Packet | None, received: bool) -> bool:
+    """A capture's second sight of a datagram (Note.COPY): counted as that, and nothing else. Neither end
+    sent it again, so it is no resend, no loss, no repeated ACK that DATA again would answer, no answer
+    from either end. Counted until the end only, as the packets of the final figures are (the copy of a final
+    ACK comes after it)."""
+    if s.result is not None:
+        return False
+    if received:
+        s.copies_rx += 1
+    else:
+        s.copies_tx += 1
+    if s.copy_first is None:
+        s.copy_first = (t, describe(p))
+    return False
+
+
 def _moved(s: SessionState, t: float, p: Data | Ack) -> bool:
     """The peer's DATA or ACK moved the transfer (on_run takes the ordinary ones; these come one by one)."""
     if isinstance(p, Data):
@@ -265,6 +284,8 @@ def on_tx(s: SessionState, ev: PacketSent) -> bool:
 
 def tx_rare(s: SessionState, ev: PacketSent) -> bool:
     t, p, note = ev.time, ev.packet, ev.note
+    if note is _COPY:
+        return _copy(s, t, p, False)
     s.peer_resends = s.quiet_episodes = 0  # this end answered (see SessionState.peer_resends)
     if isinstance(p, Request):
         s.requests_tx += 1

@@ -1,5 +1,5 @@
 """Packets that go missing or come twice: large blocks that never arrive, loss with an estimate,
-duplicates, the Sorcerer's Apprentice, and packets from strangers."""
+duplicates, a capture that saw every packet twice, the Sorcerer's Apprentice, and packets from strangers."""
 
 from __future__ import annotations
 
@@ -114,8 +114,9 @@ def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
 @rule("duplicates")
 def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     if s.observed:
-        # A capture cannot tell a copy the network made from a resend: the observer notes every packet seen
-        # again as a retransmit (or a re-ack), and its counts say 0 duplicates. packet-loss tells the resends.
+        # In a capture a datagram seen again is the capture point's copy (noted COPY: capture-doubled says
+        # so) or an end's resend (a retransmit or a re-ack, which packet-loss tells): none is a duplicate one
+        # end received, and its counts say 0 duplicates.
         return None
     requests = max(s.requests_rx - 1, 0) if not s.client_side else 0
     total = s.dup_data + s.dup_ack + s.dup_other
@@ -155,6 +156,49 @@ def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     if requests:
         suggestion += " A repeated request means our first answer was slow to reach the client or was lost."
     return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
+
+
+# A side's packets are doubled when at least half of them came again as copies: a capture point that sees a
+# link twice copies nearly every packet crossing it (all but what it dropped, or what its start or end cut
+# off), while a network that duplicates now and then (a flaky link, bonding) doubles a few in a hundred.
+DOUBLED_SHARE = 0.5
+DOUBLED_MIN = 3
+
+
+@rule("capture-doubled")
+def capture_doubled(s: SessionState, ctx: Context) -> Finding | None:
+    """A capture that saw most packets twice (the observer's COPY notes): what the copies are, in which
+    direction, and that no count or finding takes them for resends."""
+    stats = s.stats
+    if stats is None or not (s.copies_rx or s.copies_tx):
+        return None
+    sides = []
+    for copies, packets, sender in ((s.copies_rx, stats.packets_received, s.other),
+                                    (s.copies_tx, stats.packets_sent, s.us)):
+        once = max(packets - copies, copies)  # the packets counted include the copies made before the end
+        if copies >= DOUBLED_MIN and copies >= DOUBLED_SHARE * once:
+            sides.append((copies, once, sender))
+    if not sides:
+        return None
+    which = " and ".join(f"{copies:,} of the {once:,} packets from {sender}" for copies, once, sender in sides)
+    where = ("both directions" if len(sides) == 2 else
+             f"one direction only (what {sides[0][2]} sent)")
+    summary = (f"Most packets appear twice in the capture: {which} came again within {QUICK * 1000:.0f} ms with "
+               f"identical bytes, asked for by nothing the other end sent. The capture point saw each of them twice, "
+               f"in {where}: these are copies, not resends by either end, and no retransmit, loss or other "
+               f"finding counts them")
+    ev = []
+    if s.copy_first is not None:
+        ev.append(f"{s.t(s.copy_first[0])}: {s.copy_first[1]} seen again")
+    ev += [f"{copies:,} copies among {copies + once:,} packets from {sender}" for copies, once, sender in sides]
+    if stats.retransmits:
+        ev.append(f"{stats.retransmits} packets resent in the capture besides the copies (see packet-loss)")
+    return Finding("capture-doubled", INFO, summary, evidence(ev),
+                   "Nothing to fix in the transfer: the capture shows each packet twice. A mirror (SPAN) port "
+                   "copying both directions of two ports of one path, a capture on a bridge and one of its members "
+                   "at once (tcpdump -i any), or a switching loop does this. For a capture with each packet once, "
+                   "mirror one port, or capture on one interface (tcpdump -i eth0); a switching loop, whose copies "
+                   "reach the devices too, is for spanning tree to stop.", s.session)
 
 
 @rule("sorcerers-apprentice")
@@ -249,5 +293,5 @@ def capture_gaps(s: SessionState, ctx: Context) -> Finding | None:
                    "kernel' when it stops.", s.session)
 
 
-RULES = (large_block_loss, packet_loss, duplicates, sorcerers_apprentice, window_overrun, stray_packets,
-         capture_gaps)
+RULES = (large_block_loss, packet_loss, duplicates, capture_doubled, sorcerers_apprentice, window_overrun,
+         stray_packets, capture_gaps)

@@ -18,12 +18,15 @@ from tftpdiag.protocol.events import (
     TimedOut,
     TransferStats,
 )
+from tftpdiag.protocol.observer_copies import COPY_WITHIN
 from tftpdiag.protocol.options import Negotiated
 from tftpdiag.protocol.packets import Options, Packet, Request
 
 __all__ = ["LOG_CAP", "QUICK", "RTT_WAITING", "SessionState"]
 
-QUICK = 0.02  # a duplicate this soon after the first copy was not a retransmission after a timeout
+# A duplicate this soon after the first copy was not a retransmission after a timeout: the figure by which
+# the observer tells a capture's copies (one home for it).
+QUICK = COPY_WITHIN
 LOG_CAP = 6  # notes kept per kind of anomaly, for evidence
 RTT_WAITING = 64  # round trips sampled before they are smoothed in, unless read first (memory stays small)
 
@@ -47,6 +50,7 @@ class SessionState:
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps", "peer_resends", "quiet_episodes",
+        "copies_rx", "copies_tx", "copy_first",
         "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "data_tx_block", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base",
         "err_rx", "err_tx", "sock_errors",
@@ -124,6 +128,11 @@ class SessionState:
         # stopped answering, client-stopped-acking), and those are not losses the transfer got over.
         self.peer_resends = 0
         self.quiet_episodes = 0
+        # A capture's copies (Note.COPY): datagrams the capture point saw twice, from the other end and from
+        # this one, and the first of them; neither end sent them again, so no other count has them.
+        self.copies_rx = 0
+        self.copies_tx = 0
+        self.copy_first: tuple[float, str] | None = None
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
         self.stray_first: tuple[float, Address, Packet | None] | None = None

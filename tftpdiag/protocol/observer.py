@@ -27,6 +27,9 @@ an observed transfer exactly as a live probe. Rules held here (DATA and ACK are 
   again without them soon after (as UEFI firmware does): then the same transfer goes on (RequestRetried).
 - MALFORMED: an undecodable datagram between C and the TID (PacketSent/PacketReceived with
   ``packet=None``). UNEXPECTED / LATE: decoded but out of place, or after the transfer ended.
+- Copies: a datagram the capture point saw twice (a mirror port, a bridge and its member, a loop) is
+  noted COPY and passed over before any rule below (``observer_copies``): no retransmit, re-ack or
+  repeated request, whatever it is.
 - Timeouts are C's own repeats: a request, DATA (upload) or ACK (download) C sent again without having
   heard from the server since it last sent. The server's timeouts are not the client's.
 - Endings: a download completes when the final (short) block has arrived in order and C ACKs it; an
@@ -105,6 +108,7 @@ class Observer(ObserverFlow):
         obs.request_raw = d.payload
         obs.options = request.options
         obs.requests = 1
+        obs._copied(d, True)  # remembered: its copy is no retransmit
         if not request.is_read:
             obs.total = option_number(request.option("tsize"))
         obs.events.append(TransferStarted(sid, d.time, obs.role, request.filename, request.mode, d.src, d.dst,
@@ -138,6 +142,7 @@ class Observer(ObserverFlow):
             obs.feed(first)
         else:
             # The ACK the capture begins with acknowledges blocks it never saw: a plain ACK, not a repeat.
+            obs._copied(first, first.src == client)
             obs._packet(first, ack_packet(wire), first.src == client, Note.NONE)
         return obs
 
@@ -158,6 +163,8 @@ class Observer(ObserverFlow):
 
     def from_client(self, d: Datagram) -> Request | None:
         """:meth:`feed` for a caller that knows ``d`` comes from the client (as its lookup found it)."""
+        if self._copied(d, True):
+            return None
         raw = d.payload
         op, wire = head(raw)
         # DATA and ACK between the client and the TID go straight to their rules: the hot path.
@@ -172,6 +179,8 @@ class Observer(ObserverFlow):
 
     def to_client(self, d: Datagram) -> None:
         """:meth:`feed` for a caller that knows ``d`` goes to the client."""
+        if self._copied(d, False):
+            return
         raw = d.payload
         op, wire = head(raw)
         if d.src == self.tid and not self.finishing:

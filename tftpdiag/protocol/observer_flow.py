@@ -36,19 +36,19 @@ from tftpdiag.protocol.blocks import WIRE_MAX
 from tftpdiag.protocol.blocks import absolute as _absolute
 from tftpdiag.protocol.datagram import Datagram
 from tftpdiag.protocol.events import Note, PacketReceived, Retransmit
+from tftpdiag.protocol.observer_copies import ObserverCopies
 from tftpdiag.protocol.observer_state import (
     ENDED,
     MAX_PENDING_BLOCKS,
     PROGRESS_INTERVAL,
     TRANSFERRING,
-    ObserverState,
 )
 from tftpdiag.protocol.packets import Data, ack_packet, head
 
 __all__ = ["ObserverFlow"]
 
 
-class ObserverFlow(ObserverState):
+class ObserverFlow(ObserverCopies):
     """DATA and ACK of one transfer, seen from outside, as the client's events."""
 
     __slots__ = ()

@@ -69,7 +69,8 @@ class ObserverState:
         "run_index", "run_next", "run_first", "run_attempt", "strays", "refusal", "dropped",
         "ahead_at", "ack_floor", "proofs", "proof_first",
         "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream", "digest",
-        "resend_after",
+        "resend_after", "seen_c", "seen_s", "newest_c", "newest_s", "count_c", "count_s", "data_last", "ack_last",
+        "asking", "copies",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float,
@@ -137,6 +138,18 @@ class ObserverState:
         self.capture_gaps = 0  # packets the capture lacks although the transfer shows they were delivered
         self.midstream = False  # joined without its request (the capture began after it)
         self.resend_after = RESEND_SILENCE  # see RESEND_SILENCE; from the timeout option once one is granted
+        # The capture's copies (observer_copies): the last distinct datagrams from C (seen_c) and to C (seen_s)
+        # by their first four bytes, oldest first, and the newest of each side; how many datagrams (not
+        # copies) each side sent; the blocks of the data sender's last DATA and of the receiver's last ACK in a
+        # window, and how many of its DATA asked for an ACK again.
+        self.seen_c: dict[bytes, list[Any]] = {}
+        self.seen_s: dict[bytes, list[Any]] = {}
+        self.newest_c: list[Any] | None = None
+        self.newest_s: list[Any] | None = None
+        self.count_c = self.count_s = 0
+        self.data_last = self.ack_last = -1
+        self.asking = 0
+        self.copies = 0  # datagrams the capture saw twice: noted COPY, counted in nothing else but packets
 
     @property
     def role(self) -> Role:

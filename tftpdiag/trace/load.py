@@ -84,6 +84,10 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
     if rebuilder.capture_gaps:
         notes.append(f"the capture lacks {_count(rebuilder.capture_gaps, 'packet')} the transfers show were "
                      "delivered (it dropped them, as tcpdump's 'packets dropped by kernel'): see capture-gaps")
+    if rebuilder.copies:
+        notes.append(f"{_count(rebuilder.copies, 'TFTP datagram')} appear twice, the second a copy the capture point "
+                     "made (a mirror port seeing both directions, a bridge and its member, a loop): noted 'copy', "
+                     "counted as no resend (see capture-doubled)")
     if rebuilder.cut:
         notes.append(f"the capture's snap length cut {_count(rebuilder.cut, 'DATA packet')} short: "
                      "byte counts use their length on the wire")

@@ -67,7 +67,7 @@ class Rebuilder:
         self._by_client: dict[Address, Observer] = {}
         self._prev: dict[Address, Observer] = {}  # the transfer a client port ran before its current one
         self._transfers: list[Observer] = []  # live: only those not yet let go
-        self._let_go = [0, 0, 0]  # live: cut, coalesced and capture_gaps of the transfers let go
+        self._let_go = [0, 0, 0, 0]  # live: cut, coalesced, capture_gaps and copies of the transfers let go
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
         self._rejected: set[tuple[Address, Address]] = set()
         self._next_id = 1
@@ -96,6 +96,11 @@ class Rebuilder:
         """Packets the capture lacks although the transfers show they were delivered."""
         return self._let_go[2] + sum(t.capture_gaps for t in self._transfers)
 
+    @property
+    def copies(self) -> int:
+        """Datagrams the capture saw twice: the second sight of each (observer_copies)."""
+        return self._let_go[3] + sum(t.copies for t in self._transfers)
+
     # -- a live capture ---------------------------------------------------------------------------------
 
     def take(self) -> list[Event]:
@@ -110,6 +115,7 @@ class Rebuilder:
                 self._let_go[0] += t.cut
                 self._let_go[1] += t.coalesced
                 self._let_go[2] += t.capture_gaps
+                self._let_go[3] += t.copies
             else:
                 kept.append(t)
         self._transfers = kept
