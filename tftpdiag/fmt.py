@@ -200,7 +200,10 @@ def json_line(obj: object, **dumps: Any) -> str:
     import json  # here: only JSON output needs it, and a plain run's start would load it
 
     text = json.dumps(obj, **dumps)
-    if "\\ud" not in text:  # ASCII output: a lone surrogate would show as its \udXXX escape
+    if dumps.get("ensure_ascii", True):
+        if "\\ud" not in text:  # ASCII output: a lone surrogate would show as its \udXXX escape
+            return text
+    elif _is_text(text):  # (not ASCII: a lone surrogate would be in the text itself)
         return text
     return json.dumps(_marked(obj), **dumps)
 

@@ -103,6 +103,9 @@ def test_json_lists_rewritten_strings_in_nested_objects_lists_and_option_names()
     # pointer is found before any name is put back (a deeper one spells the names above it as written).
     nested = {odd: {name: odd, "x": 1, text(b"k\xfc"): 2}, "n": [{name: 3}]}
     assert json_restored(json.loads(json_line(nested))) == nested
+    # Written without ensure_ascii too (the text holds the characters themselves): the same rule.
+    unicode = json_line({"file": odd, "x": "é🙂"}, ensure_ascii=False)
+    assert "é🙂" in unicode and json_restored(json.loads(unicode.encode("utf-8"))) == {"file": odd, "x": "é🙂"}
     # An array of objects (history --json): each object lists its own.
     listed = json.loads(json_line([{"file": odd}, {"file": text(WDS_CLEAN)}]))
     assert listed[0]["escaped"] == ["/file"] and "escaped" not in listed[1]
