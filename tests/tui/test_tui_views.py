@@ -11,6 +11,7 @@ from textual.widget import Widget
 
 from tests.support import tui_samples
 from tftpdiag.protocol.events import Completed, PacketReceived, PacketSent, Progress
+from tftpdiag.sessions import fmt_addr
 from tftpdiag.tui.app import RecordedFeed, TftpDiagApp
 from tftpdiag.tui.model import Filter
 from tftpdiag.tui.widgets.packet_list import PacketList
@@ -330,3 +331,28 @@ async def test_a_transfers_header_names_its_mode_as_every_view_does() -> None:
     assert "'notes.txt' netascii ● done" in by_client["10.99.0.60:40001"], headers
     assert "'notes.txt' ● done" in by_client["10.99.0.61:40002"], headers
     assert "'notes.txt' 'oc\\x1b[2Jtet' ● failed" in by_client["10.99.0.62:40003"], headers
+
+
+async def test_the_session_list_names_a_transfers_mode_after_its_name() -> None:
+    """A netascii transfer (line ends converted: a config file that arrives changed) reads differently in
+    the list from an octet one, as in the headlines and the detail header (report.mode_text): netascii by
+    its word, an odd mode quoted, escaped once; octet left unsaid. At 80 columns the name is cut, not the
+    mode."""
+    from tests.trace.test_trace_odd_requests import MODES_SENT
+    from tftpdiag.trace.rebuild import rebuild
+
+    for size in ((120, 36), (80, 24)):
+        app = _trace_app(rebuild(MODES_SENT))
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            sessions = app.query_one(SessionList)
+            lines = plain(sessions).splitlines()
+            rows = {fmt_addr(r.client): lines[i] for i, r in enumerate(sessions.records)}
+        assert len(rows) == 3, lines
+        assert "netascii" in rows["10.99.0.60:40001"], (size, rows)
+        assert "octet" not in rows["10.99.0.61:40002"] and "netascii" not in rows["10.99.0.61:40002"], (size, rows)
+        odd = rows["10.99.0.62:40003"]
+        assert "\x1b" not in odd and "'oc\\x1b" in odd, (size, rows)
+        if size[0] == 120:
+            assert "notes.txt netascii" in rows["10.99.0.60:40001"], rows
+            assert "notes.txt 'oc\\x1b[2Jtet'" in odd, rows

@@ -14,11 +14,11 @@ from textual.widgets import Input, RichLog, Static
 from tftpdiag.findings import Analyzer
 from tftpdiag.fmt import file_name
 from tftpdiag.protocol.events import RequestRefused
-from tftpdiag.protocol.packets import error_code_name
+from tftpdiag.protocol.packets import KNOWN_MODES, error_code_name
 from tftpdiag.records import record
 from tftpdiag.report import explain_failure, stray_text
 from tftpdiag.sessions import SessionRecord, fmt_addr, fmt_bytes, fmt_rate
-from tftpdiag.tui.model import Changes, LiveModel, quoted
+from tftpdiag.tui.model import Changes, LiveModel, quoted, quoted_mode
 from tftpdiag.tui.widgets.session_list import SessionList
 from tftpdiag.tui.widgets.session_panel import state_text
 
@@ -31,6 +31,8 @@ __all__ = ["ServeView", "ServerInfo", "SessionFilter"]
 # Widths include the space after each column (cells have no padding), so 100 columns fit.
 COLUMNS = (("client", 22, 0, 0), ("file", 16, 3, 0), ("state", 15, 0, 0), ("progress", 10, 0, 5),
            ("rate", 12, 0, 4), ("retx", 5, 0, 3), ("options", 12, 1, 1), ("time", 8, 0, 2))
+# Cells a mode said by its word takes after the name (" netascii"): never cut, however long the name.
+_MODE_WORD = 1 + max(map(len, KNOWN_MODES))
 _SHORT = {"blksize": "b", "windowsize": "w", "timeout": "t"}
 _LEGEND = "b=blksize w=windowsize t=timeout"
 SessionFilter = str  # "all", "active", "problems"
@@ -105,6 +107,28 @@ def _fit(value: str | Text, width: int) -> Text:
     text.truncate(max(width - 1, 1), overflow="ellipsis", pad=True)
     text.append(" ")
     return text
+
+
+def _name_cell(record: SessionRecord, width: int) -> Text:
+    """The file cell: the arrow, the name and, where it is not octet, the mode after it as every view says
+    it (report.mode_text, for names escaped already). Where both do not fit, the name is cut, not the mode:
+    the mode is what tells a netascii transfer (a changed config file) from the rest. A mode by its word
+    stays whole (at 80 columns: "↓ note… netascii"); an odd one (the client's own text, up to fmt.SHOWN)
+    keeps what the whole name leaves, or else half the cell, cut with an ellipsis, seen, as the name is.
+    The name is never cut below the arrow and a character. Built per row on screen, as the cell was."""
+    arrow = "↓ " if record.direction == "download" else "↑ "
+    name = Text(arrow + file_name(record.filename, str))
+    mode = quoted_mode(record.mode)
+    if not mode:
+        return name
+    said = Text(f" {mode}", style="dim")
+    room = max(width - 1, 1)  # as _fit leaves: one space before the next column
+    if name.cell_len + said.cell_len > room:
+        keep = min(said.cell_len, max(room - name.cell_len, (room + 1) // 2, _MODE_WORD), room - len(arrow) - 2)
+        said.truncate(max(keep, 1), overflow="ellipsis")
+        name.truncate(max(room - said.cell_len, 1), overflow="ellipsis")
+    name.append_text(said)
+    return name
 
 
 def _listed(record: SessionRecord, every_role: bool = False) -> bool:
@@ -304,13 +328,12 @@ class ServeView(Vertical):
         # Elapsed while running; once finished, how long it took (the column said "age" for both).
         took = record.duration if record.finished else max(now - (record.started or now), 0.0)
         retx = Text(str(record.retransmits), style="bold yellow" if record.retransmits else "dim")
-        arrow = "↓ " if record.direction == "download" else "↑ "
         state = state_text(record)
         warnings = self._warnings(record)
         if warnings:
             state.append(f" ⚠{warnings}", style="yellow")
         cells: tuple[str | Text, ...] = (
-            fmt_addr(record.client), Text(arrow + file_name(record.filename, str)), state, _progress(record),
+            fmt_addr(record.client), _name_cell(record, widths[1]), state, _progress(record),
             fmt_rate(record.window_rate(now)) if record.bytes else "-", retx, _granted(record, widths[6]),
             f"{took:.1f}s")
         return [_fit(cell, width) if width else Text() for cell, width in zip(cells, widths, strict=True)]
