@@ -81,7 +81,10 @@ def attempt_of(record: SessionRecord) -> Attempt | None:
     if refused is not None:  # a server of ours turned the request away
         if refused.received or refused.why in _NOT_ATTEMPTS:
             return None
-        outcome = MISSING if refused.why == "not-found" or refused.code == 1 else REFUSED
+        # Its why says what the code may not: our server answers a name the file system cannot hold
+        # with ERROR 1 too (why: bad-name), a file no device can ever get, not an optional one missing.
+        # The code decides only where no why was recorded.
+        outcome = MISSING if refused.why == "not-found" or (not refused.why and refused.code == 1) else REFUSED
         return Attempt(record.session, refused.filename, refused.time, outcome, 0, refused.is_read,
                        error=refused.message)
     if record.role is None or record.started is None:
