@@ -399,3 +399,22 @@ def test_a_capture_that_lost_packets_says_so_and_blames_the_capture() -> None:
     obj = capture_object(CaptureStats(1000, 37, 3), 900, "eth0")
     assert obj == {"schema": 1, "event": "capture", "interface": "eth0", "packets": 900, "kernel_dropped": 37,
                    "interface_dropped": 3, "complete": False}
+
+
+def test_watch_on_every_interface_at_once(served: Path, tmp_path: Path) -> None:
+    """`-i any` (libpcap's every interface, Linux cooked frames), as `tcpdump -i any`: a transfer on
+    loopback is followed as on lo (it crosses one interface: each packet seen once)."""
+    host = private_loopback(11)
+    port = peers.free_udp_port(host)
+    with peers.tftpd_hpa(served, port, host=host):
+        proc = _watch_cli("-i", "any", "--port", str(port), "--host", host, "--json", "--idle", "2")
+        try:
+            assert proc.stderr is not None and "watching TFTP on any" in proc.stderr.readline()
+            assert peers.curl_get(host, port, "image.bin", tmp_path / "out.bin", blksize=1468).ok
+            seen = _read_json_lines(proc, 1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=20)
+    (session,) = [o for o in seen if o["event"] == "session"]
+    assert (session["file"], session["ok"], session["bytes"]) == ("image.bin", True, len(IMAGE))
+    assert session["sha256"] == sha256(IMAGE) and session["retransmits"] == 0

@@ -310,7 +310,8 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
                            epilog=WATCH_EXAMPLES, formatter_class=Formatter)
     g = watch.add_argument_group("capture")
     g.add_argument("-i", "--interface", default=None, metavar="IFACE",
-                   help="interface to capture on (default: the one with the default route)")
+                   help="interface to capture on (default: the one with the default route; 'any': every "
+                        "interface at once, as tcpdump -i any)")
     g.add_argument("--port", action="append", type=int_range("port", 1, 65535), default=None, metavar="PORT",
                    help="a server port requests go to; repeat for several (default 69 alone)")
     g.add_argument("--host", action="append", default=[], metavar="ADDR", type=host_address,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -105,14 +106,22 @@ _ACTIVATE_ERRORS = {
 }
 
 
+# libpcap's pseudo-interface for every interface at once (Linux cooked frames), as `tcpdump -i any`. A
+# packet that crosses two of them (a bridge and its member) is captured twice: the copies' rule
+# (protocol/observer_copies.py) reads that.
+ANY = "any"
+
+
 def _check_interface(name: str) -> None:
+    if name == ANY and sys.platform == "linux":
+        return
     if not name or len(name) >= 16 or "/" in name or any(c.isspace() for c in name):
         raise CaptureError(f"no interface named {name!r}")
     try:
         socket.if_nametoindex(name)
     except OSError:
         names = ", ".join(n for _, n in socket.if_nameindex()) or "none"
-        raise CaptureError(f"no interface named {name!r} (this machine has: {names})") from None
+        raise CaptureError(f"no interface named {name!r} (this machine has: {names}; or 'any')") from None
 
 
 def _open(interface: str, snaplen: int, ring: int) -> Any:
