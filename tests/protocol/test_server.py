@@ -361,3 +361,16 @@ def test_an_option_the_server_cannot_read_is_left_out_of_the_oack_and_the_transf
     }
     assert m.negotiated.blksize == 1024 and not m.finished
 
+
+def test_refusing_a_still_malformed_request_keeps_what_can_be_read_of_it():
+    """An option without a value is still malformed (ERROR 8), but the refusal is of a request for a
+    file in a mode, not of "undecodable bytes"."""
+    raw = b"\0\2boot\xff.cfg\0NETASCII\0tsize\x00100\0blksize\0"
+    out, events = refuse(7, raw=raw, packet=None, client=CLIENT, local=SERVER, now=1.0,
+                         code=8, message="WRQ: option b'blksize' has no value", why="malformed")
+    assert [p for p, _ in out] == [encode(Error(8, "WRQ: option b'blksize' has no value"))]
+    refused = events[-1]
+    assert isinstance(refused, RequestRefused)
+    assert (refused.filename, refused.is_read, refused.mode, refused.requested, refused.received) == \
+        ("boot\udcff.cfg", False, "netascii", (("tsize", "100"), ("blksize", "")), "")
+    assert events[0].packet is None and events[0].note is Note.MALFORMED  # the datagram itself did not decode

@@ -1,6 +1,7 @@
 """A request holding an option the server cannot read (a name or a value that is not ASCII) is served:
 the option is left out of the OACK as RFC 2347 has a server do with any option it does not know, and the
-record says so. A real `tftpdiag serve`, raw datagrams from loopback."""
+record says so. A request that is still malformed keeps its file name and mode in its refusal. A real
+`tftpdiag serve`, raw datagrams from loopback."""
 
 from __future__ import annotations
 
@@ -76,3 +77,19 @@ def test_an_option_the_server_cannot_read_is_left_out_and_the_file_served(tmp_pa
     (finding,) = [f for f in session["findings"] if f["id"] == "options-ignored"]
     assert f"left {clean(odd_name)}={clean(odd_value)} out of our answer" in finding["summary"], finding
 
+
+def test_a_request_still_malformed_keeps_its_name_and_mode_in_the_refusal(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "t.txt").write_bytes(CONTENT)
+    with serve(root, "--json", tmp=tmp_path) as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(b"\0\1t.txt\0NetASCII\0blksize\0", ("127.0.0.1", server.port))  # an option without value
+        answer, _ = sock.recvfrom(1024)
+        assert answer[:4] == b"\0\5\0\10", answer  # ERROR 8, as before
+        assert server.stop() == 0
+    (refused,) = objects(server.stdout())
+    assert (refused["event"], refused["file"], refused["mode"], refused["direction"]) == \
+        ("refused", "t.txt", "netascii", "download"), refused
+    assert (refused["error"]["reason"], refused["received"]) == ("malformed", None), refused
+    assert refused["options"]["requested"] == {"blksize": ""}
