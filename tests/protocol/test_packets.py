@@ -165,9 +165,6 @@ MALFORMED = [
     ("duplicate option", b"\x00\x01f\x00octet\x00blksize\x00512\x00blksize\x001024\x00", 8),
     ("duplicate option other case", b"\x00\x02f\x00octet\x00tsize\x000\x00TSIZE\x000\x00", 8),
     ("empty option name", b"\x00\x01f\x00octet\x00\x00512\x00", 8),
-    ("non-ASCII option name", b"\x00\x01f\x00octet\x00bl\xffksize\x00512\x00", 8),
-    ("non-ASCII option name (latin-1)", b"\x00\x01f\x00octet\x00t\xe9mps\x001\x00", 8),
-    ("non-ASCII option value", b"\x00\x01f\x00octet\x00blksize\x005\x8012\x00", 8),
     ("OACK without final NUL", b"\x00\x06blksize\x00512", 4),
     ("OACK option without value", b"\x00\x06blksize\x00", 8),
     ("OACK duplicate option", b"\x00\x06blksize\x00512\x00BLKSIZE\x00512\x00", 8),
@@ -187,6 +184,37 @@ def test_malformed_raises_protocol_error_with_reply_code(raw, code):
     assert exc.message and exc.reply.message == exc.message
     # The reply is a well-formed ERROR packet we can send back as is.
     assert decode(encode(exc.reply)) == exc.reply
+
+
+# A request's option that is not ASCII is no malformed request: the server leaves it out of its OACK,
+# as any option it does not know (RFC 2347), and serves the file. Kept as sent, as a file name is.
+ODD_OPTIONS = [
+    ("non-ASCII option name", b"bl\xffksize\x00512\x00", (("bl\udcffksize", "512"),)),
+    ("non-ASCII option name (latin-1)", b"T\xe9MPS\x001\x00", (("t\udce9mps", "1"),)),
+    ("non-ASCII option value", b"blksize\x005\x8012\x00", (("blksize", "5\udc8012"),)),
+    ("both, beside a good one", b"x-odd\x00\xff\x00BLKSIZE\x001024\x00", (("x-odd", "\udcff"), ("blksize", "1024"))),
+    # Only ASCII letters are lower-cased: the Kelvin sign lower-cases to k, but BL\u212aSIZE is no blksize.
+    ("Kelvin sign", "BL\u212aSIZE".encode() + b"\x00512\x00", (("bl\u212asize", "512"),)),
+]
+
+
+@pytest.mark.parametrize(("options", "expected"), [(raw, want) for _, raw, want in ODD_OPTIONS],
+                         ids=[name for name, _, _ in ODD_OPTIONS])
+@pytest.mark.parametrize("opcode", [1, 2])
+def test_a_request_option_that_is_not_ascii_is_kept_as_sent(opcode, options, expected):
+    raw = bytes([0, opcode]) + b"f\x00octet\x00" + options
+    packet = decode(raw)
+    assert isinstance(packet, Request) and packet.options == expected
+    assert seen_request(raw) == packet  # one reading of a request's options, for a server and a watcher
+    assert encode(packet) == raw.lower()  # every byte kept; the names' ASCII letters lower-cased
+
+
+def test_an_oack_our_client_cannot_read_is_still_refused():
+    # The client's side stays strict: an OACK holds what the server granted, which it must write in ASCII.
+    for raw in (b"\x00\x06bl\xffksize\x00512\x00", b"\x00\x06blksize\x005\x8012\x00"):
+        with pytest.raises(ProtocolError) as info:
+            decode(raw)
+        assert info.value.code == 8 and "not ASCII" in info.value.message
 
 
 # -- odd file names ---------------------------------------------------------------------------------

@@ -324,3 +324,53 @@ def test_request_is_resent_to_the_port_it_first_went_to() -> None:
     machine.handle_timeout(machine.next_timeout() or 2.0)
     resent = machine.datagrams_to_send()
     assert [(type(decode(raw)), dest) for raw, dest in resent] == [(Request, server)]
+
+
+# == options the server cannot read ================================================================
+
+ODD_REQUEST_OPTIONS = b"x-odd\0\xff\0bl\xffk\x004\0timeout\0\xfe\0blksize\x001024\0"
+
+
+@pytest.mark.parametrize("is_read", [True, False])
+def test_an_option_the_server_cannot_read_is_left_out_of_the_oack_and_the_transfer_runs(is_read):
+    """RFC 2347: a server leaves out what it does not recognise. A name that is not ASCII is no option any
+    server knows, a known option whose value is not ASCII one it cannot grant: the request is served."""
+    from tftpdiag.protocol.options import Verdict
+    from tftpdiag.protocol.server import ServerRead, ServerWrite
+
+    raw = bytes([0, 1 if is_read else 2]) + b"t.txt\0octet\0" + ODD_REQUEST_OPTIONS
+    request = decode(raw)
+    assert isinstance(request, Request)
+    if is_read:
+        m = ServerRead(2, request=request, raw=raw, client=CLIENT, local=SERVER, file_size=2000, now=0.0)
+        m.feed(bytes(2000), 0.0, eof=True)
+    else:
+        m = ServerWrite(2, request=request, raw=raw, client=CLIENT, local=SERVER, now=0.0)
+    assert sent(m) == [(OAck((("blksize", "1024"),)), CLIENT)]
+    events = m.events()
+    (started,) = of(events, TransferStarted)
+    assert started.requested == (("x-odd", "\udcff"), ("bl\udcffk", "4"), ("timeout", "\udcfe"), ("blksize", "1024"))
+    (negotiated,) = of(events, OptionsNegotiated)
+    outcomes = {o.name: (o.asked, o.verdict, o.meaning) for o in negotiated.outcomes}
+    assert outcomes == {
+        "x-odd": ("\udcff", Verdict.IGNORED, "x-odd ignored (the value asked is not ASCII)"),
+        "bl\udcffk": ("4", Verdict.IGNORED, "bl\udcffk ignored: a name that is not ASCII is no option a server knows"),
+        "timeout": ("\udcfe", Verdict.IGNORED,
+                    "timeout ignored, so each side uses its own retransmit timer (the value asked is no number)"),
+        "blksize": ("1024", Verdict.ACCEPTED, "1024-byte blocks"),
+    }
+    assert m.negotiated.blksize == 1024 and not m.finished
+
+
+def test_refusing_a_still_malformed_request_keeps_what_can_be_read_of_it():
+    """An option without a value is still malformed (ERROR 8), but the refusal is of a request for a
+    file in a mode, not of "undecodable bytes"."""
+    raw = b"\0\2boot\xff.cfg\0NETASCII\0tsize\x00100\0blksize\0"
+    out, events = refuse(7, raw=raw, packet=None, client=CLIENT, local=SERVER, now=1.0,
+                         code=8, message="WRQ: option b'blksize' has no value", why="malformed")
+    assert [p for p, _ in out] == [encode(Error(8, "WRQ: option b'blksize' has no value"))]
+    refused = events[-1]
+    assert isinstance(refused, RequestRefused)
+    assert (refused.filename, refused.is_read, refused.mode, refused.requested, refused.received) == \
+        ("boot\udcff.cfg", False, "netascii", (("tsize", "100"), ("blksize", "")), "")
+    assert events[0].packet is None and events[0].note is Note.MALFORMED  # the datagram itself did not decode

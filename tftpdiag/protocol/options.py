@@ -75,12 +75,21 @@ class OptionOutcome:
                 return "the server refused the options without saying which, so asked again without any"
             return f"{name} refused by the server, so asked again without it"
         if self.verdict is Verdict.IGNORED:
-            return {
+            if not name.isascii():
+                return f"{name} ignored: a name that is not ASCII is no option a server knows"
+            meant = {
                 "blksize": f"{name} ignored, so {DEFAULT_BLKSIZE}-byte blocks",
                 "windowsize": "no windowsize, so lock-step (one ACK per block)",
                 "timeout": "timeout ignored, so each side uses its own retransmit timer",
                 "tsize": "no size announced, so no percentage or ETA",
             }.get(name, f"{name} ignored")
+            # Why, where the value says it: a known option asked with no number cannot be granted, and no
+            # option's value holds bytes that are not ASCII (RFC 2347).
+            if name in OPTION_NAMES and self.asked is not None and option_number(self.asked) is None:
+                meant += " (the value asked is no number)"
+            elif self.asked is not None and not self.asked.isascii():
+                meant += " (the value asked is not ASCII)"
+            return meant
         if name == "blksize":
             base = f"{granted}-byte blocks"
             return base + (f" (asked {self.asked})" if self.verdict is Verdict.REDUCED else "")
@@ -180,7 +189,11 @@ def negotiate_server(
     values: dict[str, int | None] = {"blksize": DEFAULT_BLKSIZE, "windowsize": 1, "timeout": None, "tsize": None}
     for name, raw in requested:
         if name not in OPTION_NAMES:
-            continue  # unknown options are not ours to judge, whatever their value (no outcome either)
+            # Unknown options are not ours to judge (no outcome either); but one we cannot read (a name or a
+            # value that is not ASCII: a garbled request, no extension) gets one, saying it was ignored.
+            if not (name.isascii() and raw.isascii()):
+                outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))
+            continue
         asked = option_number(raw)
         if name in policy.refuse or asked is None:
             outcomes.append(OptionOutcome(name, raw, None, Verdict.IGNORED))

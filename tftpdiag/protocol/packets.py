@@ -99,7 +99,9 @@ Options = tuple[tuple[str, str], ...]
 @record
 class Request:
     """RRQ or WRQ. ``mode`` is lower-cased when it is one of RFC 1350's, else kept as sent (the server
-    refuses it in the client's words); option names are lower-cased; option order is kept as sent."""
+    refuses it in the client's words); option names are lower-cased (ASCII letters); option order is kept
+    as sent. Bytes of a name or value that are not ASCII are kept as surrogate escapes, as a file name's:
+    the server leaves such an option out of its OACK (protocol/options.py), whoever shows it escapes it."""
 
     opcode: Opcode
     filename: str
@@ -225,7 +227,18 @@ def _decode_ascii(raw: bytes, what: str) -> str:
         raise _illegal(f"{what} is not ASCII: {brief(raw)}") from None
 
 
-def _decode_options(fields: list[bytes], where: str) -> Options:
+def _option_name(raw: bytes) -> str:
+    """A requested option's name as text: lower-cased as RFC 2347 compares names, ASCII letters only
+    (bytes.lower()), so that no other character lower-cases into a known name ('BL\u212aSIZE' is not
+    blksize); any other byte kept as the file name's are, for the server to leave out as unknown."""
+    return _decode_text(raw.lower())
+
+
+def _decode_options(fields: list[bytes], where: str, *, requested: bool = False) -> Options:
+    """The option pairs of a request (``requested``) or an OACK. Missing values, empty or repeated
+    names are malformed either way (ERROR 8). A request's names and values may hold any byte: a server
+    leaves an option it cannot read out of its OACK, as any it does not know (RFC 2347), and serves the
+    file. An OACK is answered by our client, which took only what it can read: that stays ERROR 8."""
     if len(fields) % 2:
         raise ProtocolError(
             ErrorCode.OPTION_REFUSED, f"{where}: option {brief(fields[-1])} has no value"
@@ -236,12 +249,15 @@ def _decode_options(fields: list[bytes], where: str) -> Options:
         name_raw, value_raw = fields[i], fields[i + 1]
         if not name_raw:
             raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: empty option name")
-        # A garbled option is an option problem (ERROR 8), like a missing value or a repeated name.
-        try:
-            name = _decode_ascii(name_raw, "option name").lower()
-            value = _decode_ascii(value_raw, f"value of option {name}")
-        except ProtocolError as exc:
-            raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: {exc.message}") from None
+        if requested:
+            name, value = _option_name(name_raw), _decode_text(value_raw)
+        else:
+            # A garbled option is an option problem (ERROR 8), like a missing value or a repeated name.
+            try:
+                name = _decode_ascii(name_raw, "option name").lower()
+                value = _decode_ascii(value_raw, f"value of option {name}")
+            except ProtocolError as exc:
+                raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: {exc.message}") from None
         if name in seen:
             raise ProtocolError(ErrorCode.OPTION_REFUSED, f"{where}: option {name} given twice")
         seen.add(name)
@@ -326,7 +342,8 @@ def _decode_request(data: bytes, opcode: Opcode) -> Request:
     if len(data) > MAX_REQUEST_SIZE:
         raise _illegal(f"{kind} of {len(data)} bytes exceeds the {MAX_REQUEST_SIZE}-byte limit")
     fields = _request_fields(data, kind)
-    return Request(opcode, _decode_text(fields[0]), _mode(fields[1]), _decode_options(fields[2:], kind))
+    return Request(opcode, _decode_text(fields[0]), _mode(fields[1]),
+                   _decode_options(fields[2:], kind, requested=True))
 
 
 def seen_request(data: bytes) -> Request | None:
@@ -334,7 +351,7 @@ def seen_request(data: bytes) -> Request | None:
     ``data`` has not a request's shape (opcode 1 or 2, a file name, a mode, NUL-terminated).
 
     :func:`decode` judges a request as a server that must answer it: past 512 bytes, or with an option
-    that is not ASCII, repeated or without a value, it refuses. A server it was sent to may still answer
+    repeated or without a value, it refuses. A server it was sent to may still answer
     it (with an ERROR, or by ignoring the odd option), and that is what a watcher is there to see: every
     field is kept as sent (bytes that are not UTF-8 as surrogate escapes, as file names are; whoever
     shows them escapes them), name and mode read as :func:`decode` reads them, option names lower-cased
@@ -347,10 +364,10 @@ def seen_request(data: bytes) -> Request | None:
         fields = _request_fields(data, "request")
     except ProtocolError:
         return None
-    rest = [_decode_text(f) for f in fields[2:2 + 2 * SEEN_OPTIONS]]
+    rest = fields[2:2 + 2 * SEEN_OPTIONS]
     if len(rest) % 2:
-        rest.append("")
-    options = tuple((rest[i].lower(), rest[i + 1]) for i in range(0, len(rest), 2))
+        rest.append(b"")
+    options = tuple((_option_name(rest[i]), _decode_text(rest[i + 1])) for i in range(0, len(rest), 2))
     return Request(Opcode(opcode), _decode_text(fields[0]), _mode(fields[1]), options)
 
 

@@ -40,6 +40,7 @@ from tftpdiag.protocol.packets import (
     ProtocolError,
     Request,
     encode,
+    seen_request,
 )
 from tftpdiag.protocol.receiver import Receiver
 from tftpdiag.protocol.sender import Sender
@@ -82,9 +83,12 @@ def refuse(session_id: int, *, raw: bytes, packet: Packet | None, client: Addres
         error_raw = encode(error)
         out.append((error_raw, client))
         events.append(PacketSent(session_id, now, local, client, error_raw, error))
-    if isinstance(packet, Request):
-        events.append(RequestRefused(session_id, now, client, packet.filename, packet.is_read, code, message, why,
-                                     suggestion, "", bool(out), packet.mode, packet.options))
+    # A request refused as malformed (an option without a value, a name given twice, past 512 bytes) is
+    # still a request for a file: its record keeps what a watcher reads of it, not "undecodable bytes".
+    request = packet if packet is not None else seen_request(raw)
+    if isinstance(request, Request):
+        events.append(RequestRefused(session_id, now, client, request.filename, request.is_read, code, message, why,
+                                     suggestion, "", bool(out), request.mode, request.options))
         return out, events
     if packet is None:
         received = f"{len(raw)} undecodable byte{'' if len(raw) == 1 else 's'}"
