@@ -179,9 +179,9 @@ QUOTED = 64
 
 
 def brief(value: bytes | str) -> str:
-    """What a peer sent, quoted in an ERROR's text: at most QUOTED characters of its repr, the rest
-    counted."""
-    shown = repr(value)
+    """What a peer sent, quoted in an ERROR's text: at most QUOTED characters of its repr (bytes without
+    Python's b prefix: the peer reads the text, not our source), the rest counted."""
+    shown = repr(value) if isinstance(value, str) else repr(value)[1:]  # (bytes: '\xff', not b'\xff')
     if len(shown) <= QUOTED:
         return shown
     return f"{shown[:QUOTED]}...(+{len(shown) - QUOTED:,} chars)"
