@@ -461,6 +461,78 @@ def test_a_stray_reply_is_noted_and_not_counted() -> None:
     assert isinstance(end, Completed) and (end.stats.stray, end.stats.packets_received) == (1, 2)
 
 
+# A server's reply no client can decode: an OACK whose option name is not ASCII (what a fake server sent).
+BAD_OACK = b"\x00\x06tsize\x003\x00x\xffy\x001\x00"
+OTHER_HOST: Address = ("10.0.0.9", 50001)
+
+
+def test_a_malformed_reply_from_the_server_is_its_answer_and_the_clients_error_ends_it() -> None:
+    """The server answered from its transfer port with a datagram the client could not take, and the
+    client refused it with ERROR 8 (as a live client locks on it and refuses it): the transfer failed by
+    the client's ERROR, not for want of a reply."""
+    wire = Wire()
+    wire(C, S, rrq(("tsize", "0"), ("blksize", "1468")))
+    wire(T, C, BAD_OACK)
+    wire(C, T, Error(ErrorCode.OPTION_REFUSED, "OACK: option name is not ASCII"))
+    _, events = observe(wire.datagrams, end=wire.time + 30)
+    assert [e.peer for e in of(events, PeerLocked)] == [T]
+    (malformed,) = [e for e in of(events, PacketReceived) if e.note is Note.MALFORMED]
+    assert malformed.packet is None and malformed.peer == T and "not ASCII" in malformed.detail
+    end = ending(events)
+    assert isinstance(end, Failed)
+    assert (end.reason, end.raised_by, end.code, end.message) == (
+        Reason.PROTOCOL, Side.LOCAL, 8, "OACK: option name is not ASCII")
+    assert (end.stats.packets_sent, end.stats.packets_received) == (2, 0)  # as live: what did not decode
+
+
+def test_a_malformed_datagram_from_a_stranger_is_no_answer() -> None:
+    """From another host before the answer, or from another port after it: not the server's answer, so
+    the transfer ID stays the one that did answer."""
+    wire = Wire()
+    wire(C, S, rrq())
+    wire(OTHER_HOST, C, BAD_OACK)
+    wire(T, C, Data(1, bytes(512)))
+    wire(STRAY, C, BAD_OACK)
+    wire(C, T, Ack(1))
+    wire(T, C, Data(2, b"end"))
+    wire(C, T, Ack(2))
+    _, events = observe(wire.datagrams)
+    assert [e.peer for e in of(events, PeerLocked)] == [T]
+    assert not [e for e in of(events, PacketReceived) if e.note is Note.MALFORMED]
+    end = ending(events)
+    assert isinstance(end, Completed) and end.stats.bytes == 515
+
+
+def test_the_client_going_on_with_another_port_after_a_malformed_answer_wins() -> None:
+    """A malformed first answer the client let pass, then a good one from another port, which the client
+    takes: the client's choice is the transfer ID (as for a stray it carries on with)."""
+    wire = Wire()
+    wire(C, S, rrq())
+    wire(T, C, BAD_OACK)
+    wire(T2, C, Data(1, bytes(512)))
+    wire(C, T2, Ack(1))
+    wire(T2, C, Data(2, b"end"))
+    wire(C, T2, Ack(2))
+    _, events = observe(wire.datagrams)
+    assert [e.peer for e in of(events, PeerLocked)] == [T, T2]
+    end = ending(events)
+    assert isinstance(end, Completed) and end.stats.bytes == 515
+
+
+def test_a_malformed_answer_to_a_request_asked_again_is_that_requests_answer() -> None:
+    """The server refused the options (ERROR 8), the client asked again without them (UEFI), and the new
+    session answered with what the client cannot decode: the client's ERROR ends the same transfer."""
+    wire = refused_then(asked_again=False)
+    wire(C, S, rrq(), gap=0.2)
+    wire(T2, C, BAD_OACK)
+    wire(C, T2, Error(ErrorCode.OPTION_REFUSED, "bad OACK"))
+    _, events = observe(wire.datagrams, end=wire.time + 30)
+    assert len(of(events, RequestRetried)) == 1
+    assert [e.peer for e in of(events, PeerLocked)] == [T, T2]
+    end = ending(events)
+    assert isinstance(end, Failed) and (end.reason, end.raised_by, end.code) == (Reason.PROTOCOL, Side.LOCAL, 8)
+
+
 # -- capture gaps ---------------------------------------------------------------------------------------
 
 

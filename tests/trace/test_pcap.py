@@ -56,6 +56,7 @@ def ipv4(
     options: bytes = b"",
     frag: int = 0x4000,
     total: int | None = None,
+    ident: int = 1,
 ) -> bytes:
     ihl = 5 + len(options) // 4
     length = 4 * ihl + len(body) if total is None else total
@@ -65,7 +66,7 @@ def ipv4(
             0x40 | ihl,
             0,
             length,
-            1,
+            ident,
             frag,
             64,
             proto,

@@ -170,3 +170,36 @@ def test_a_devices_error_message_is_shown_bounded(tmp_path: Path) -> None:
     (stuck,) = [f for f in device["findings"] if f["id"] == "device-stuck"]
     assert f"itself ({clean(message)})" in stuck["summary"], stuck["summary"]
     assert len(stuck["summary"]) < SHOWN + 200
+
+
+def test_a_malformed_oack_the_client_refused_is_the_servers_answer(tmp_path: Path) -> None:
+    """The server answered the RRQ from its transfer port with an OACK no client can decode (an option name
+    that is not ASCII); the client refused it with ERROR 8. As the live probe says it: the server answered,
+    the transfer failed by the client's ERROR (not for want of a reply), the server broke the protocol (in a
+    capture's words), and the device ended that transfer itself."""
+    client, tid = (C[0], 40001), (S[0], 50001)
+    message = "OACK: option name is not ASCII: b'x\\xffy' \x1b[2J" + "z" * 5_000
+    request = encode(Request(Opcode.RRQ, "badoptname", "octet", (("blksize", "1468"), ("tsize", "0"))))
+    datagrams = [(0.0, client, S, request),
+                 (0.001, tid, client, b"\x00\x06tsize\x003\x00x\xffy\x001\x00"),
+                 (0.0015, client, tid, encode(Error(8, message)))]
+    report = trace_json(load_trace(write_pcap(tmp_path, datagrams)))
+    (transfer,) = report["transfers"]
+    assert transfer["replied_from"] == {"address": tid[0], "port": tid[1]}, transfer
+    assert transfer["error"] == {"code": 8, "message": message, "raised_by": "local", "sent_by": "client",
+                                 "reason": "protocol"}, transfer["error"]
+    assert [f["id"] for f in transfer["findings"]] == ["protocol-breach"], transfer["findings"]
+    (breach,) = transfer["findings"]
+    assert "OACK: option name is not ASCII" in breach["summary"], breach
+    assert "tftpdiag" not in breach["summary"] + breach["suggestion"], breach
+    (device,) = report["devices"]
+    assert [f["outcome"] for f in device["files"]] == ["ended-by-client"], device["files"]
+    (stuck,) = findings_of(device, "device-stuck")
+    assert "stopped after it ended the transfer of 'badoptname' itself" in stuck["summary"], stuck["summary"]
+    out = io.StringIO()
+    print_trace(load_trace(tmp_path / "boot.pcap"), out)
+    text = out.getvalue()
+    assert "no reply" not in text and "no-reply" not in text, text
+    (line,) = [t for t in text.splitlines() if t.startswith("#1 ")]
+    assert f"failed: the client {client[0]}:{client[1]} sent ERROR 8 (option negotiation refused): " in line, line
+    assert "\x1b" not in text and "(+" in line and len(line) < SHOWN + 300, line  # escaped, bounded

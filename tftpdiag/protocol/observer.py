@@ -17,7 +17,9 @@ an observed transfer exactly as a live probe. Rules held here (DATA and ACK are 
   its ERROR is the outcome to show. Sent again from the same port before any reply, it is C's
   retransmit (a TimedOut and a Retransmit); a different one ends this transfer (:meth:`Observer.feed`
   hands it back to the caller).
-- The transfer ID: the first reply fixes it (PeerLocked). Later replies from other addresses are STRAY
+- The transfer ID: the first reply fixes it (PeerLocked), also one that does not decode from the server's
+  host (C cannot take it, and a live client locks on it all the same: C's ERROR to it ends the transfer
+  as C's refusal, not for want of a reply). Later replies from other addresses are STRAY
   (e.g. a second server session that answered a repeated request); C's ERROR 5 to one is an ordinary
   PacketSent. If C then sends DATA or ACK to such an address, the reply the observer saw first never
   reached C: C's choice becomes the TID (a second PeerLocked).
@@ -266,6 +268,9 @@ class Observer(ObserverFlow):
                 packet: Packet = decode(raw)
             except ProtocolError as exc:
                 if src[0] == self.server[0] and self.phase != ENDED:
+                    # The server's answer all the same, one C cannot take (a live client locks on it and
+                    # refuses it with an ERROR): what C sends it next is to its transfer ID, not a stranger.
+                    self._lock(src, d.time)
                     self._received(d, None, Note.MALFORMED, exc.message)
                 return
             if isinstance(packet, Request):

@@ -18,6 +18,7 @@ from tftpdiag.protocol.events import Event
 from tftpdiag.records import record
 from tftpdiag.trace.jsonl import MAX_LINE, parse_line
 from tftpdiag.trace.pcap import CaptureError, read_datagrams
+from tftpdiag.trace.pcap.fragments import Fragments
 from tftpdiag.trace.rebuild import Rebuilder
 
 __all__ = ["TraceLoad", "TraceError", "load_trace"]
@@ -58,9 +59,10 @@ def load_trace(path: str | os.PathLike[str]) -> TraceLoad:
 
 def _load_capture(path: Path, kind: str) -> TraceLoad:
     rebuilder = Rebuilder()
+    fragments = Fragments()
     notes: list[str] = []
     try:
-        rebuilder.feed(read_datagrams(path))
+        rebuilder.feed(read_datagrams(path, fragments))
     except CaptureError as exc:
         if exc.packets == 0 and rebuilder.datagrams == 0:
             if str(exc).startswith("not a pcap"):
@@ -88,6 +90,13 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
         notes.append(f"{_count(rebuilder.copies, 'TFTP datagram')} appear twice, the second a copy the capture point "
                      "made (a mirror port seeing both directions, a bridge and its member, a loop): noted 'copy', "
                      "counted as no resend (see capture-doubled)")
+    if fragments.reassembled:
+        notes.append(f"{_count(fragments.reassembled, 'UDP datagram')} came in IP fragments: read whole, at the "
+                     "time of the last fragment")
+    if fragments.incomplete:
+        notes.append(f"{_count(fragments.incomplete, 'fragmented UDP datagram')} could not be put together "
+                     "(fragments missing, overlapping or past the reader's bounds): read as their first fragment, "
+                     "cut short")
     if rebuilder.cut:
         notes.append(f"the capture's snap length cut {_count(rebuilder.cut, 'DATA packet')} short: "
                      "byte counts use their length on the wire")

@@ -1,5 +1,6 @@
 """The pcap and pcapng file formats: records and blocks read in large chunks, each frame handed to its
-link type's decoder (links.py); damage and truncation reported with how much could be read."""
+link type's decoder (links.py), IP fragments put back together (fragments.py); damage and truncation
+reported with how much could be read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from typing import IO, Final
 
 from tftpdiag.protocol.datagram import Datagram
+from tftpdiag.trace.pcap.fragments import Fragments
 from tftpdiag.trace.pcap.links import Decoder, link_decoder
 
 __all__ = ["CaptureError", "read_datagrams"]
@@ -76,7 +78,7 @@ def _damaged(packets: int, offset: int, what: str) -> CaptureError:
     )
 
 
-def _read_pcap(src: _Source, buf: bytes, endian: str, ticks: int) -> Iterator[Datagram]:
+def _read_pcap(src: _Source, buf: bytes, endian: str, ticks: int, frags: Fragments) -> Iterator[Datagram]:
     if len(buf) < 24:
         raise _truncated(0, 0)
     major, minor, _zone, _sigfigs, _snaplen, network = struct.unpack_from(endian + "HHiIII", buf, 4)
@@ -84,9 +86,10 @@ def _read_pcap(src: _Source, buf: bytes, endian: str, ticks: int) -> Iterator[Da
         raise CaptureError(f"unsupported pcap version {major}.{minor}")
     # The upper bits of the link type field can carry FCS information (pcap 2.4 extension).
     linktype = network & 0xFFFF
-    decode = link_decoder(linktype)
+    decode = link_decoder(linktype, frags)
     if decode is None:
         raise CaptureError(f"unsupported link type {linktype} in pcap file (no IP/UDP decoder for it)")
+    held = frags.held
     unpack_record = struct.Struct(endian + "IIII").unpack_from
     packets = 0
     pos = 24
@@ -111,14 +114,18 @@ def _read_pcap(src: _Source, buf: bytes, endian: str, ticks: int) -> Iterator[Da
             if stop > size:
                 raise _truncated(packets, src.base)
         # Integer arithmetic first, one rounding: the float is the nearest to the true time.
-        datagram = decode(buf, start, stop, (sec * ticks + frac) / ticks)
+        t = (sec * ticks + frac) / ticks
+        datagram = decode(buf, start, stop, t)
         packets += 1
         pos = stop
-        if datagram is not None:
+        if held:  # behind a first fragment whose datagram is not whole yet
+            yield from frags.release(datagram, t)
+        elif datagram is not None:
             yield datagram
 
 
-def _parse_idb(buf: bytes, pos: int, blen: int, endian: str) -> tuple[Decoder | None, int, int, int]:
+def _parse_idb(buf: bytes, pos: int, blen: int, endian: str,
+               frags: Fragments) -> tuple[Decoder | None, int, int, int]:
     """(decoder, timestamp ticks per second, timestamp offset in seconds, snaplen) of an IDB."""
     linktype, _reserved, snaplen = struct.unpack_from(endian + "HHI", buf, pos + 8)
     ticks, ts_offset = 1_000_000, 0
@@ -135,10 +142,11 @@ def _parse_idb(buf: bytes, pos: int, blen: int, endian: str) -> tuple[Decoder | 
         elif code == 14 and length >= 8:  # if_tsoffset, whole seconds added to every timestamp
             ts_offset = struct.unpack_from(endian + "q", buf, value)[0]
         opt = value + ((length + 3) & ~3)
-    return link_decoder(linktype), ticks, ts_offset, snaplen
+    return link_decoder(linktype, frags), ticks, ts_offset, snaplen
 
 
-def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
+def _read_pcapng(src: _Source, buf: bytes, frags: Fragments) -> Iterator[Datagram]:
+    held = frags.held
     packets = 0
     pos = 0
     size = len(buf)
@@ -199,7 +207,9 @@ def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
                 start = pos + 28
                 last_time = (hi << 32 | lo) / ticks + ts_offset
                 datagram = decode(buf, start, start + cap, last_time)
-                if datagram is not None:
+                if held:
+                    yield from frags.release(datagram, last_time)
+                elif datagram is not None:
                     yield datagram
         elif btype == _PCAPNG_SPB:
             if not interfaces:
@@ -211,12 +221,14 @@ def _read_pcapng(src: _Source, buf: bytes) -> Iterator[Datagram]:
             if decode is not None:
                 # A simple packet has no timestamp; the previous one keeps the order plausible.
                 datagram = decode(buf, pos + 12, pos + 12 + cap, last_time)
-                if datagram is not None:
+                if held:
+                    yield from frags.release(datagram, last_time)
+                elif datagram is not None:
                     yield datagram
         elif btype == _PCAPNG_IDB:
             if blen < 20:
                 raise _damaged(packets, src.base + pos, "interface description too short")
-            interfaces.append(_parse_idb(buf, pos, blen, endian))
+            interfaces.append(_parse_idb(buf, pos, blen, endian, frags))
         elif btype == _PCAPNG_SHB:
             if blen < 28:
                 raise _damaged(packets, src.base + pos, "section header too short")
@@ -236,15 +248,15 @@ _PCAP_MAGICS: Final[dict[bytes, tuple[str, int]]] = {
 }
 
 
-def _read(file: IO[bytes]) -> Iterator[Datagram]:
+def _read(file: IO[bytes], frags: Fragments) -> Iterator[Datagram]:
     src = _Source(file)
     buf = src.refill(b"", 0, 24)
     magic = buf[:4]
     if magic == b"\x0a\x0d\x0d\x0a":
-        yield from _read_pcapng(src, buf)
+        reader = _read_pcapng(src, buf, frags)
     elif magic in _PCAP_MAGICS:
         endian, ticks = _PCAP_MAGICS[magic]
-        yield from _read_pcap(src, buf, endian, ticks)
+        reader = _read_pcap(src, buf, endian, ticks, frags)
     elif not buf:
         raise CaptureError("not a pcap or pcapng file (it is empty)")
     elif magic in (b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34"):
@@ -253,9 +265,17 @@ def _read(file: IO[bytes]) -> Iterator[Datagram]:
         raise CaptureError(f"not a pcap or pcapng file (magic 0x{magic.hex()}: gzip-compressed, unpack it first)")
     else:
         raise CaptureError(f"not a pcap or pcapng file (magic 0x{magic.hex()})")
+    try:
+        yield from reader
+    except (CaptureError, OSError):
+        yield from frags.flush()  # what was read before the damage comes out first, as without fragments
+        raise
+    # The end: what still waits for fragments that did not come reads as it would without reassembly.
+    yield from frags.flush()
 
 
-def read_datagrams(path_or_file: str | os.PathLike[str] | IO[bytes]) -> Iterator[Datagram]:
+def read_datagrams(path_or_file: str | os.PathLike[str] | IO[bytes],
+                   fragments: Fragments | None = None) -> Iterator[Datagram]:
     """Yield every UDP datagram in a pcap or pcapng capture, in file order; skip all other traffic.
 
     A path is opened at once (so a missing file fails here) and closed when the iterator ends or
@@ -265,12 +285,18 @@ def read_datagrams(path_or_file: str | os.PathLike[str] | IO[bytes]) -> Iterator
     A classic pcap of a link type without a decoder raises at once; in pcapng, packets of such an
     interface are skipped like any other non-UDP traffic. pcapng Simple Packet Blocks carry no
     timestamp and get the time of the packet before them (0.0 if there is none).
+
+    A UDP datagram that came in IP fragments is yielded whole, with its last fragment's time, in that
+    fragment's place; one whose fragments did not all come, as its first fragment cut short (its
+    place kept: what follows it waits, boundedly). ``fragments``: the reassembly table to use, for
+    its counts (fragments.py); a new one by default.
     """
+    frags = Fragments() if fragments is None else fragments
     if isinstance(path_or_file, (str, os.PathLike)):
-        return _read_and_close(open(path_or_file, "rb"))  # noqa: SIM115 - closed by the generator
-    return _read(path_or_file)
+        return _read_and_close(open(path_or_file, "rb"), frags)  # noqa: SIM115 - closed by the generator
+    return _read(path_or_file, frags)
 
 
-def _read_and_close(file: IO[bytes]) -> Iterator[Datagram]:
+def _read_and_close(file: IO[bytes], frags: Fragments) -> Iterator[Datagram]:
     with file:
-        yield from _read(file)
+        yield from _read(file, frags)
