@@ -14,6 +14,7 @@ from tftpdiag.fmt import rate as fmt_rate
 from tftpdiag.fmt import size as fmt_bytes
 from tftpdiag.packetlog import PacketLog
 from tftpdiag.packetruns import packet_runs
+from tftpdiag.protocol.doubled import capture_doubled
 from tftpdiag.protocol.events import (
     RUN_ACK,
     RUN_NOTE_SHIFT,
@@ -91,6 +92,10 @@ class SessionRecord:
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far), from Progress
     sha256: str | None = None  # a download's digest as a capture saw it whole (watch), else unknown
     observed: bool = False  # rebuilt from a capture: the client's side is not tftpdiag's (TransferStarted)
+    # A capture's copies (Note.COPY) from the server and from the client until the end: what its final figures
+    # were made with, and the share read them by (protocol/doubled.py).
+    copies_received: int = 0
+    copies_sent: int = 0
     # DATA payload bytes moved, from the packets: the receiver's in-order DATA, the sender's fresh DATA.
     # What ``bytes`` says until the first Progress (a record cut before one still has figures).
     data_bytes: int = 0
@@ -244,15 +249,39 @@ class SessionRecord:
             self.data_bytes += sum(len(event.raw) - 4 for event in run
                                    if type(event) is kind and event.note is _NONE and type(event.packet) is Data)
             self.bytes = self.data_bytes
-        # Rare: counted once more, one by one; only until the final figures, which are the transfer's own (a
-        # copy that comes after the end, as a capture notes a server's final ACK again, is in the log only).
-        if noted and self.result is None:
-            for event in run:
-                if type(event) is PacketReceived:
-                    if event.note is Note.DUPLICATE:
-                        self.duplicates += 1
-                    elif event.note is Note.STRAY:
-                        self.stray += 1
+        if noted:
+            self._noted(run)
+
+    def _noted(self, run: Sequence[PacketReceived | PacketSent]) -> None:
+        """Rare: a run with noted packets counted once more, one by one. A capture's copy: whether it is a
+        packet at all is the share's to say (protocol/doubled.py). Until the end the observer's figures
+        (Progress, the result) bring what it says; after it (a copy of a final packet) the share as the final
+        figures read it does: the capture point's copy is in no count, a duplicate is a packet, as a live end
+        counts one after its end. The duplicates are counted only until the final figures, which are the
+        transfer's own."""
+        result = self.result
+        for event in run:
+            note = event.note
+            if note is Note.COPY:
+                received = type(event) is PacketReceived
+                if result is None:
+                    if received:
+                        self.copies_received += event.packet is not None  # as the observer counts them
+                    else:
+                        self.copies_sent += 1
+                elif (not received or event.packet is not None) and not capture_doubled(
+                        self.copies_received if received else self.copies_sent,
+                        result.stats.packets_received if received else result.stats.packets_sent):
+                    continue  # a duplicate after the end: a packet
+                if received:
+                    self.packets_received -= 1
+                else:
+                    self.packets_sent -= 1
+            elif result is None and type(event) is PacketReceived:
+                if note is Note.DUPLICATE:
+                    self.duplicates += 1
+                elif note is Note.STRAY:
+                    self.stray += 1
 
     def add_run(self, run: PacketRun) -> None:
         """:meth:`add_packets` for a run in columns (from a transfer run apart), reading the columns."""

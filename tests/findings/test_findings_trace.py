@@ -57,6 +57,10 @@ def test_findings_from_a_capture_match_the_live_ones(tmp_path: Path) -> None:
     findings = analyze(trace.events)
     by_session = [{f.id for f in findings if f.session == sid} for sid in ours]
     # Less "duplicates": what our client received twice a capture counts as the server's retransmits (it
-    # cannot tell a copy from a resend), and packet-loss tells them.
-    assert by_session == [live["large"], live["clean"], live["missing"], live["lossy"] - {"duplicates"}], \
+    # cannot tell a copy from a resend), and packet-loss tells them; and what the capture saw the client send
+    # twice within 20 ms, asked for by nothing (its timer's resend as it re-acked), a few of its packets, it
+    # counts as duplicates (protocol/doubled.py), where the live client counts its own resend.
+    lossy = by_session.pop()
+    assert by_session == [live["large"], live["clean"], live["missing"]], \
         [(f.session, f.id, f.summary) for f in findings if f.session in ours]
+    assert lossy - {"duplicates"} == live["lossy"] - {"duplicates"}, lossy

@@ -38,7 +38,7 @@ from tftpdiag.engine.server import ServerConfig, TftpServer
 from tftpdiag.findings import Finding, analyze
 from tftpdiag.protocol.events import Note, PacketReceived, PacketSent
 from tftpdiag.protocol.options import RequestedOptions
-from tftpdiag.protocol.packets import Error, encode, encode_ack, encode_data
+from tftpdiag.protocol.packets import Data, Error, encode, encode_ack, encode_data
 from tftpdiag.report import session_summary
 from tftpdiag.sessions import SessionTable
 from tftpdiag.trace.load import load_trace
@@ -146,6 +146,8 @@ def test_a_clean_capture_seen_twice_is_explained_and_judged_as_seen_once(tmp_pat
     assert twice["devices"] == once["devices"]
     assert once["warning"] is None
     assert "TFTP datagrams appear twice, the second a copy the capture point made" in twice["warning"], twice["warning"]
+    # What each end sent, the copies left out: the packets of the capture seen once.
+    assert seen_twice["packets"] == seen_once["packets"], (seen_twice["packets"], seen_once["packets"])
     f = finding(seen_twice, "capture-doubled")
     assert f["severity"] == "info"
     summary = f["summary"]
@@ -256,3 +258,51 @@ def test_a_rollover_stall_seen_twice_is_judged_as_seen_once() -> None:
                                                                                    "capture-doubled"}
     stall = [f.summary for f in once if f.id == "rollover-stall"]
     assert [f.summary for f in twice if f.id == "rollover-stall"] == stall
+
+
+def one_in(n: int) -> Callable[[Datagram], bool]:
+    """The DATA whose block is a multiple of ``n``: those a network that duplicates now and then doubled."""
+    return lambda d: d.payload[:2] == b"\x00\x03" and int.from_bytes(d.payload[2:4], "big") % n == 0
+
+
+def test_a_few_datagrams_the_network_duplicated_are_duplicates(tmp_path: Path) -> None:
+    """A capture that saw each packet once, of a transfer whose network duplicated 3 of its 49 DATA 1 ms
+    later (as `serve --impair dup=5%`): the capture point made none of them. They are duplicates that
+    reached the client, counted as the live client counts them, told by the duplicates finding; the
+    warning names no capture point and capture-doubled says nothing."""
+    once = traced(tmp_path, "once", lock_step_over_a_slow_path())
+    dup = traced(tmp_path, "dup", doubled(lock_step_over_a_slow_path(), only=one_in(16)))
+    seen_once, seen_dup = the_transfer(once), the_transfer(dup)
+    assert ids(seen_dup) == ids(seen_once) | {"duplicates"}, seen_dup["findings"]
+    assert (seen_dup["duplicates"], seen_dup["retransmits"], seen_dup["timeouts"]) == (3, 0, 0)
+    assert seen_dup["packets"] == {"sent": seen_once["packets"]["sent"],
+                                   "received": seen_once["packets"]["received"] + 3}, seen_dup["packets"]
+    warning = dup["warning"]
+    assert warning.startswith("3 TFTP datagrams came twice within 20 ms, asked for by nothing"), warning
+    assert "capture point" not in warning and "(see duplicates)" in warning and "capture-doubled" not in warning
+    f = finding(seen_dup, "duplicates")
+    assert f["summary"].startswith("3 packets came twice within 20 ms (3 from the server), asked for by nothing"), f
+    assert OURS.search(" ".join([f["summary"], *f["evidence"], f["suggestion"]])) is None, f
+    # Each noted as what it is seen to be, whoever made it: the copy of a datagram sent once.
+    events = rebuild(doubled(lock_step_over_a_slow_path(), only=one_in(16)))
+    copies = [e for e in events if isinstance(e, PacketReceived) and e.note is Note.COPY]
+    assert [e.packet.block for e in copies if isinstance(e.packet, Data)] == [16, 32, 48]
+
+
+def test_one_datagram_again_is_a_duplicate_and_a_side_seen_twice_is_not() -> None:
+    """The share decides per side, the same way for the figures and the findings: the server's DATA all
+    seen twice (the capture point's), one ACK of the client's twice (a duplicate)."""
+    capture = doubled(lock_step_over_a_slow_path(), only=lambda d: d.src != C or d.payload == encode_ack(20))
+    table = SessionTable()
+    events = rebuild(capture)
+    table.apply(events)
+    (summary,) = [session_summary(r) for r in table]
+    once = SessionTable()
+    once.apply(rebuild(lock_step_over_a_slow_path()))
+    (plain,) = [session_summary(r) for r in once]
+    assert summary["packets"] == {"sent": plain["packets"]["sent"] + 1, "received": plain["packets"]["received"]}
+    assert summary["duplicates"] == 1
+    found = {f.id: f for f in analyze(events)}
+    assert "capture-doubled" in found and "duplicates" not in found  # one duplicate is too few to tell
+    assert "packets from the server" in found["capture-doubled"].summary
+    assert "from the client" not in found["capture-doubled"].summary

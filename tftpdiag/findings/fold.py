@@ -215,13 +215,16 @@ def rx_rare(s: SessionState, ev: PacketReceived) -> bool:
 
 
 def _copy(s: SessionState, t: float, p: Packet | None, received: bool) -> bool:
-    """A capture's second sight of a datagram (Note.COPY): counted as that, and nothing else. Neither end
-    sent it again, so it is no resend, no loss, no repeated ACK that DATA again would answer, no answer
-    from either end. Counted until the end only, as the packets of the final figures are (the copy of a final
-    ACK comes after it)."""
+    """A capture's datagram seen again, asked for by nothing (Note.COPY): counted as that, and nothing
+    else. No end sent it again, so it is no resend, no loss, no repeated ACK that DATA again would answer,
+    no answer from either end. Whether it is the capture point's copy or a duplicate the share says
+    (SessionState.doubled). Counted until the end only, as the packets of the final figures are (the copy
+    of a final ACK comes after it)."""
     if s.result is not None:
         return False
     if received:
+        if p is None:
+            return False  # as the observer counts them: a packet received is one that decodes
         s.copies_rx += 1
     else:
         s.copies_tx += 1
@@ -422,6 +425,7 @@ def on_end(s: SessionState, ev: Completed | Failed) -> bool:
     s.result = ev
     s.stats = ev.stats
     s.bytes = ev.stats.bytes
+    s.copies_end = (s.copies_rx, s.copies_tx)  # what the final figures were made with (SessionState.doubled)
     return True
 
 

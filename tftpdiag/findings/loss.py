@@ -114,17 +114,12 @@ def packet_loss(s: SessionState, ctx: Context) -> Finding | None:
 @rule("duplicates")
 def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     if s.observed:
-        # In a capture a datagram seen again is the capture point's copy (noted COPY: capture-doubled says
-        # so) or an end's resend (a retransmit or a re-ack, which packet-loss tells): none is a duplicate one
-        # end received, and its counts say 0 duplicates.
-        return None
+        return _duplicates_seen(s)
     requests = max(s.requests_rx - 1, 0) if not s.client_side else 0
     total = s.dup_data + s.dup_ack + s.dup_other
-    if total < 3:
-        return None
     stats = s.stats
     received = max(stats.packets_received if stats is not None else 0, s.moved + total, 1)
-    if total / received < 0.01 and total < 10:
+    if not _many(total, received):
         return None
     parts = []
     if s.dup_data:
@@ -148,9 +143,7 @@ def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     ev = [f"{s.t(s.dup_first[0])}: first duplicate: {s.dup_first[1]}"] if s.dup_first else []
     ev.append(f"{total} duplicates among {received:,} packets received")
     if quick >= late:
-        suggestion = ("Close duplicates come from the network (a switching loop, a mirrored port, bonding) or a "
-                      "sender that sends twice; they waste bandwidth, and double the traffic against a sender "
-                      "with the Sorcerer's Apprentice bug.")
+        suggestion = _QUICK_CAUSES
     else:
         suggestion = "Late duplicates are resends after a loss or a slow answer: see packet-loss."
     if requests:
@@ -158,39 +151,69 @@ def duplicates(s: SessionState, ctx: Context) -> Finding | None:
     return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
 
 
-# A side's packets are doubled when at least half of them came again as copies: a capture point that sees a
-# link twice copies nearly every packet crossing it (all but what it dropped, or what its start or end cut
-# off), while a network that duplicates now and then (a flaky link, bonding) doubles a few in a hundred.
-DOUBLED_SHARE = 0.5
-DOUBLED_MIN = 3
+_QUICK_CAUSES = ("Close duplicates come from the network (a switching loop, a mirrored port, bonding) or a sender "
+                 "that sends twice; they waste bandwidth, and double the traffic against a sender with the "
+                 "Sorcerer's Apprentice bug.")
+
+
+def _many(total: int, received: int) -> bool:
+    """Enough duplicates to tell: three or more, and 1% of the packets received or ten."""
+    return total >= 3 and (total / received >= 0.01 or total >= 10)
+
+
+def _duplicates_seen(s: SessionState) -> Finding | None:
+    """A capture's duplicates: the datagrams seen again within QUICK, asked for by nothing, of a side whose
+    share says they reached their receiver twice (protocol/doubled.py; most of a side's again is the capture
+    point's doing: capture-doubled). A datagram an end sent again is its resend (packet-loss), not here.
+    The copies the final figures counted, as the transfer's duplicates say."""
+    stats = s.stats
+    if stats is None or s.copies_end is None:
+        return None  # the share is known at the end, and the findings, once made, stay
+    copies = s.copies_end
+    sides = [(n, sender) for n, sender, received in ((copies[0], s.other, True), (copies[1], s.us, False))
+             if n and not s.doubled(received)]
+    total = sum(n for n, _ in sides)
+    received = max(stats.packets_received, 1)
+    if not _many(total, received):
+        return None
+    which = " and ".join(f"{n:,} from {sender}" for n, sender in sides)
+    summary = (f"{total:,} packets came twice within {QUICK * 1000:.0f} ms ({which}), asked for by nothing the "
+               f"other end sent: duplicated on the way, or sent twice, and received twice")
+    severity = WARNING if total >= 3 and total / received >= 0.05 else INFO
+    ev = [f"{s.t(s.copy_first[0])}: first duplicate: {s.copy_first[1]}"] if s.copy_first else []
+    ev.append(f"{total:,} duplicates among {stats.packets_sent + stats.packets_received:,} packets (noted 'copy')")
+    suggestion = (_QUICK_CAUSES + " A few packets twice are the network's or a sender's doing: a capture point "
+                  "that saw the link twice would show nearly every packet twice (capture-doubled).")
+    return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
 
 
 @rule("capture-doubled")
 def capture_doubled(s: SessionState, ctx: Context) -> Finding | None:
-    """A capture that saw most packets twice (the observer's COPY notes): what the copies are, in which
-    direction, and that no count or finding takes them for resends."""
+    """A capture that saw most packets of a side twice (the observer's COPY notes, as the share reads
+    them: protocol/doubled.py): what the copies are, in which direction, and that no count or finding
+    takes them for resends or packets."""
     stats = s.stats
-    if stats is None or not (s.copies_rx or s.copies_tx):
-        return None
-    sides = []
-    for copies, packets, sender in ((s.copies_rx, stats.packets_received, s.other),
-                                    (s.copies_tx, stats.packets_sent, s.us)):
-        once = max(packets - copies, copies)  # the packets counted include the copies made before the end
-        if copies >= DOUBLED_MIN and copies >= DOUBLED_SHARE * once:
-            sides.append((copies, once, sender))
+    if stats is None or s.copies_end is None or not (s.copies_rx or s.copies_tx):
+        return None  # the share is known at the end, and the findings, once made, stay
+    # The copies against what the side sent: the capture point's copies are in no packet count.
+    sides = [(copies, packets, sender)
+             for copies, packets, sender, received in ((s.copies_rx, stats.packets_received, s.other, True),
+                                                       (s.copies_tx, stats.packets_sent, s.us, False))
+             if copies and s.doubled(received)]
     if not sides:
         return None
-    which = " and ".join(f"{copies:,} of the {once:,} packets from {sender}" for copies, once, sender in sides)
+    which = " and ".join(f"{copies:,} of the {sent:,} packets from {sender}" for copies, sent, sender in sides)
     where = ("both directions" if len(sides) == 2 else
              f"one direction only (what {sides[0][2]} sent)")
     summary = (f"Most packets appear twice in the capture: {which} came again within {QUICK * 1000:.0f} ms with "
                f"identical bytes, asked for by nothing the other end sent. The capture point saw each of them twice, "
                f"in {where}: these are copies, not resends by either end, and no retransmit, loss or other "
-               f"finding counts them")
+               f"finding counts them, nor the packets sent and received")
     ev = []
     if s.copy_first is not None:
         ev.append(f"{s.t(s.copy_first[0])}: {s.copy_first[1]} seen again")
-    ev += [f"{copies:,} copies among {copies + once:,} packets from {sender}" for copies, once, sender in sides]
+    ev += [f"{copies:,} copies of the {sent:,} packets {sender} sent ({copies + sent:,} datagrams in the capture)"
+           for copies, sent, sender in sides]
     if stats.retransmits:
         ev.append(f"{stats.retransmits} packets resent in the capture besides the copies (see packet-loss)")
     return Finding("capture-doubled", INFO, summary, evidence(ev),

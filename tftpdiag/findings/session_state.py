@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from tftpdiag.findings.model import fmt_t
 from tftpdiag.fmt import own_end
+from tftpdiag.protocol.doubled import capture_doubled
 from tftpdiag.protocol.events import (
     Address,
     Completed,
@@ -50,7 +51,7 @@ class SessionState:
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps", "peer_resends", "quiet_episodes",
-        "copies_rx", "copies_tx", "copy_first",
+        "copies_rx", "copies_tx", "copies_end", "copy_first",
         "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "data_tx_block", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base",
         "err_rx", "err_tx", "sock_errors",
@@ -128,10 +129,12 @@ class SessionState:
         # stopped answering, client-stopped-acking), and those are not losses the transfer got over.
         self.peer_resends = 0
         self.quiet_episodes = 0
-        # A capture's copies (Note.COPY): datagrams the capture point saw twice, from the other end and from
-        # this one, and the first of them; neither end sent them again, so no other count has them.
+        # A capture's copies (Note.COPY): datagrams seen again, asked for by nothing, from the other end (those
+        # that decode, as the observer counts them) and from this one until the end, as the final figures were
+        # made with them, and the first of them; no other count of the fold has them.
         self.copies_rx = 0
         self.copies_tx = 0
+        self.copies_end: tuple[int, int] | None = None
         self.copy_first: tuple[float, str] | None = None
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
@@ -220,6 +223,17 @@ class SessionState:
 
     def t(self, when: float) -> str:
         return fmt_t(when - self.t0)
+
+    def doubled(self, received: bool) -> bool:
+        """Whether the copies from the other end (``received``) or from this one are the capture point's
+        copies, counted in nothing, or duplicates that reached the receiver (protocol/doubled.py), as the
+        transfer's figures say: the copies they were made with against its packets."""
+        stats = self.stats
+        if stats is None:
+            return False
+        copies = self.copies_end or (self.copies_rx, self.copies_tx)
+        return capture_doubled(copies[0] if received else copies[1],
+                               stats.packets_received if received else stats.packets_sent)
 
     @property
     def finished(self) -> bool:

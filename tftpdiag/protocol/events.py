@@ -85,8 +85,9 @@ class Note(StrEnum):
     MALFORMED = "malformed"  # could not be decoded
     UNEXPECTED = "unexpected"  # decoded, but not a packet this state accepts
     LATE = "late"  # arrived after the transfer had ended
-    # A capture's second copy of one datagram (the capture point saw it twice): sent once, by neither end
-    # again. Last, so the notes before it keep their index (PacketRun tags, packet logs).
+    # A capture's datagram seen again within 20 ms, asked for by nothing: a copy the network or the capture
+    # point made (the share says which at the end: protocol/doubled.py), no resend by either end. Last, so the
+    # notes before it keep their index (PacketRun tags, packet logs).
     COPY = "copy"
 
 

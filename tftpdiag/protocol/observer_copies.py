@@ -27,6 +27,13 @@ sender sent them, which nothing the other side sent asked for:
   copy is a copy wherever it comes. A window's ACK is asked for again only by DATA the receiver has
   already or that comes past a gap; after the next blocks in order, an ACK again is the copy.
 
+Whose copies they are the share tells, at the end of the transfer (protocol/doubled.py): a capture
+point that sees a link twice copies nearly every packet of a side, a network that duplicates now and then
+(a flaky link, bonding) or a sender that sends twice makes a few. One datagram cannot tell, so each is noted
+COPY as it comes; the transfer's figures, its findings and the trace's warning read the share by that one
+function: the capture point's copies are counted in nothing, a few are duplicates that reached their
+receiver, as a live end counts them.
+
 Per side the last COPY_LOOKBACK distinct datagrams are kept (the datagram objects themselves, found by
 their first four bytes; one let go drops its link to what it answered), so memory is bounded whatever
 the peers send.
@@ -164,16 +171,17 @@ class ObserverCopies(ObserverState):
             self.data_last = n
 
     def _copy(self, d: Datagram, from_client: bool) -> None:
-        self.copies += 1
+        """Noted COPY and counted as a copy of its side's, in no packet count: whether the copies are
+        packets sent and received is for the share to say (ObserverState.doubled)."""
         raw = d.payload
         packet = _seen(raw)
         if from_client:
             self.events.append(PacketSent(self.sid, d.time, self.client, d.dst, raw, packet, Note.COPY))
-            self.sent += 1
+            self.copies_c += 1
         else:
             self.events.append(PacketReceived(self.sid, d.time, self.client, d.src, raw, packet, Note.COPY))
-            if packet is not None:
-                self.received += 1
+            if packet is not None:  # as a live client counts what it received: what decodes
+                self.copies_s += 1
 
 
 def _seen(raw: bytes) -> Packet | None:

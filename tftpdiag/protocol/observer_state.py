@@ -14,6 +14,7 @@ from typing import Any
 
 from tftpdiag.protocol import blocks
 from tftpdiag.protocol.datagram import Address, Datagram
+from tftpdiag.protocol.doubled import capture_doubled
 from tftpdiag.protocol.events import (
     CaptureGap,
     Completed,
@@ -70,7 +71,7 @@ class ObserverState:
         "ahead_at", "ack_floor", "proofs", "proof_first",
         "events", "_base", "_own", "unordered", "cut", "coalesced", "capture_gaps", "midstream", "digest",
         "resend_after", "seen_c", "seen_s", "newest_c", "newest_s", "count_c", "count_s", "data_last", "ack_last",
-        "asking", "copies",
+        "asking", "copies_c", "copies_s", "copies_doubled",
     )  # fmt: skip
 
     def __init__(self, sid: int, is_read: bool, client: Address, server: Address, time: float,
@@ -149,7 +150,10 @@ class ObserverState:
         self.count_c = self.count_s = 0
         self.data_last = self.ack_last = -1
         self.asking = 0
-        self.copies = 0  # datagrams the capture saw twice: noted COPY, counted in nothing else but packets
+        # Datagrams the capture saw twice (noted COPY), from C and to C (those that decode), in no other
+        # count; whether each side's are the capture point's, once the transfer ended (see doubled()).
+        self.copies_c = self.copies_s = 0
+        self.copies_doubled: tuple[bool, bool] | None = None
 
     @property
     def role(self) -> Role:
@@ -162,11 +166,42 @@ class ObserverState:
         """The absolute block nearest to the highest one sent that has this wire number."""
         return blocks.absolute(wire, self.data_max, self.rollover)
 
+    def doubled(self, from_client: bool) -> bool:
+        """Whether the copies of one side's datagrams are the capture point's (doubled.capture_doubled), as
+        the transfer's final figures said once it ended: copies after its end (of its final packets) count
+        toward the trace's warning and change no decision its figures already show."""
+        if self.copies_doubled is not None:
+            return self.copies_doubled[0 if from_client else 1]
+        if from_client:
+            return capture_doubled(self.copies_c, self.sent)
+        return capture_doubled(self.copies_s, self.received)
+
+    def copies(self) -> tuple[int, int]:
+        """The copies seen so far: the capture point's, and those that are duplicates (by the share)."""
+        ours = theirs = 0
+        for copies, from_client in ((self.copies_c, True), (self.copies_s, False)):
+            if copies and self.doubled(from_client):
+                ours += copies
+            else:
+                theirs += copies
+        return ours, theirs
+
     def stats(self, now: float) -> TransferStats:
+        # The capture point's copies are in no figure: the packets are what each end sent. A few copies are
+        # duplicates, packets as a live end counts them (one received twice is two received; one its sender
+        # sent twice, two sent), and duplicates either side's (the capture's counts are both sides', as its
+        # retransmits are).
+        sent, received, duplicates = self.sent, self.received, self.duplicates
+        if self.copies_s and not self.doubled(False):
+            received += self.copies_s
+            duplicates += self.copies_s
+        if self.copies_c and not self.doubled(True):
+            sent += self.copies_c
+            duplicates += self.copies_c
         return TransferStats(
             bytes=self.bytes, duration=max(now - self.start, 0.0), blocks=self.blocks,
-            packets_sent=self.sent, packets_received=self.received, retransmits=self.retransmits,
-            duplicates=self.duplicates, timeouts=self.timeouts, out_of_order=self.out_of_order, stray=self.stray,
+            packets_sent=sent, packets_received=received, retransmits=self.retransmits,
+            duplicates=duplicates, timeouts=self.timeouts, out_of_order=self.out_of_order, stray=self.stray,
         )  # fmt: skip
 
     # -- packet events ------------------------------------------------------------------------------
@@ -251,6 +286,8 @@ class ObserverState:
     # -- endings ----------------------------------------------------------------------------------
 
     def _end(self, result: Completed | Failed) -> None:
+        # The share's decision as the final figures (result.stats) made it, kept for what comes after.
+        self.copies_doubled = (self.doubled(True), self.doubled(False))
         events = self.events
         if events and events[-1].time > result.time:
             self.unordered = True  # a transfer found to have stopped earlier, while others went on

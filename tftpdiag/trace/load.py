@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from tftpdiag.protocol.events import Event
+from tftpdiag.protocol.observer_copies import COPY_WITHIN
 from tftpdiag.records import record
 from tftpdiag.trace.jsonl import MAX_LINE, parse_line
 from tftpdiag.trace.pcap import CaptureError, read_datagrams
@@ -86,10 +87,15 @@ def _load_capture(path: Path, kind: str) -> TraceLoad:
     if rebuilder.capture_gaps:
         notes.append(f"the capture lacks {_count(rebuilder.capture_gaps, 'packet')} the transfers show were "
                      "delivered (it dropped them, as tcpdump's 'packets dropped by kernel'): see capture-gaps")
+    # Whose copies they are is the share's to say (protocol/doubled.py), as for the figures and findings.
     if rebuilder.copies:
         notes.append(f"{_count(rebuilder.copies, 'TFTP datagram')} appear twice, the second a copy the capture point "
                      "made (a mirror port seeing both directions, a bridge and its member, a loop): noted 'copy', "
                      "counted as no resend (see capture-doubled)")
+    if rebuilder.duplicated:
+        notes.append(f"{_count(rebuilder.duplicated, 'TFTP datagram')} came twice within "
+                     f"{COPY_WITHIN * 1000:.0f} ms, asked for by nothing (duplicated on the way, or sent twice): "
+                     "noted 'copy', counted as duplicates, not resends (see duplicates)")
     if fragments.reassembled:
         notes.append(f"{_count(fragments.reassembled, 'UDP datagram')} came in IP fragments: read whole, at the "
                      "time of the last fragment")

@@ -67,7 +67,8 @@ class Rebuilder:
         self._by_client: dict[Address, Observer] = {}
         self._prev: dict[Address, Observer] = {}  # the transfer a client port ran before its current one
         self._transfers: list[Observer] = []  # live: only those not yet let go
-        self._let_go = [0, 0, 0, 0]  # live: cut, coalesced, capture_gaps and copies of the transfers let go
+        # live: cut, coalesced, capture_gaps, the capture point's copies and duplicates of the transfers let go
+        self._let_go = [0, 0, 0, 0, 0]
         self._orphans: dict[tuple[Address, Address], list[Datagram]] = {}
         self._rejected: set[tuple[Address, Address]] = set()
         self._next_id = 1
@@ -98,8 +99,13 @@ class Rebuilder:
 
     @property
     def copies(self) -> int:
-        """Datagrams the capture saw twice: the second sight of each (observer_copies)."""
-        return self._let_go[3] + sum(t.copies for t in self._transfers)
+        """Datagrams seen again that the share says the capture point copied (protocol/doubled.py)."""
+        return self._let_go[3] + sum(t.copies()[0] for t in self._transfers)
+
+    @property
+    def duplicated(self) -> int:
+        """Datagrams seen again that the share says reached their receiver twice: duplicates."""
+        return self._let_go[4] + sum(t.copies()[1] for t in self._transfers)
 
     # -- a live capture ---------------------------------------------------------------------------------
 
@@ -115,7 +121,9 @@ class Rebuilder:
                 self._let_go[0] += t.cut
                 self._let_go[1] += t.coalesced
                 self._let_go[2] += t.capture_gaps
-                self._let_go[3] += t.copies
+                ours, theirs = t.copies()
+                self._let_go[3] += ours
+                self._let_go[4] += theirs
             else:
                 kept.append(t)
         self._transfers = kept

@@ -44,7 +44,7 @@ def _help() -> Table:
         ("retransmit", "sent again because no answer came in time (or a window showed a gap)"),
         ("re-ack", "an ACK repeated because the peer repeated its DATA (our ACK was lost or late)"),
         ("duplicate", "a packet that had already arrived (the network or the peer doubled it)"),
-        ("copy", "a capture's second sight of a datagram sent once (a mirror port or a bridge saw it twice)"),
+        ("copy", "seen again within 20 ms, asked for by nothing: a copy the network or the capture point made"),
         ("out-of-order", "a DATA block ahead of the one expected: an earlier block was lost"),
         ("stray", "from an unknown port (transfer ID): answered with ERROR 5, transfer goes on"),
         ("malformed", "could not be decoded; answered with ERROR 4"),
