@@ -152,7 +152,11 @@ def test_a_clean_capture_seen_twice_is_explained_and_judged_as_seen_once(tmp_pat
     assert f["severity"] == "info"
     summary = f["summary"]
     assert summary.startswith("Most packets appear twice in the capture: "), summary
-    assert "packets from the server and " in summary and "packets from the client " in summary, summary
+    # Every figure from one count against one denominator: every packet of each side came again.
+    sent, received = seen_once["packets"]["sent"], seen_once["packets"]["received"]
+    assert (f"{received:,} of the {received:,} packets from the server and {sent:,} of the {sent:,} packets from "
+            f"the client ") in summary, summary
+    assert f"{sent:,} copies of the {sent:,} packets the client " in " ".join(f["evidence"]), f["evidence"]
     assert "in both directions: these are copies, not resends by either end" in summary, summary
     assert "mirror (SPAN) port" in f["suggestion"] and "tcpdump -i any" in f["suggestion"], f["suggestion"]
 

@@ -77,6 +77,7 @@ class Analyzer:
     def __init__(self, *, stall_after: float = 3.0, keep_sessions: int = 5000,
                  rules: Sequence[Rule] | None = None) -> None:
         self.rules = RULES if rules is None else order(rules)
+        self._after_end = tuple(r for r in self.rules if r.after_end)
         self.stall_after = stall_after
         self.keep_sessions = keep_sessions
         self.now = 0.0
@@ -139,6 +140,12 @@ class Analyzer:
                     self._evaluate(s)
                     if s.finished:
                         self._retire(s)
+                elif s.copies_late:
+                    # A capture's copy after the end (of a final packet): only the rules whose tally goes on
+                    # past the end look again; the others' findings stay as the end made them.
+                    s.copies_late = False
+                    self.now = ev.time
+                    self._evaluate(s, self._after_end)
         return out
 
     def tick(self, now: float) -> list[Finding]:
@@ -199,13 +206,13 @@ class Analyzer:
                 self._evaluate(old)
         return False
 
-    def _evaluate(self, s: SessionState) -> None:
+    def _evaluate(self, s: SessionState, rules: tuple[Rule, ...] | None = None) -> None:
         found = self._found.get(s.session)
         kept = found is not None
         if found is None:
             found = {}  # kept only once a rule finds something: most sessions never have a finding
         ctx = Context(self.now, self.stall_after, found, lambda: self._followups.after(s))
-        for r in self.rules:
+        for r in self.rules if rules is None else rules:
             result = r.fn(s, ctx.for_rule(r))
             if result is None:
                 if r.transient is not None and r.transient in found:

@@ -218,10 +218,8 @@ def _copy(s: SessionState, t: float, p: Packet | None, received: bool) -> bool:
     """A capture's datagram seen again, asked for by nothing (Note.COPY): counted as that, and nothing
     else. No end sent it again, so it is no resend, no loss, no repeated ACK that DATA again would answer,
     no answer from either end. Whether it is the capture point's copy or a duplicate the share says
-    (SessionState.doubled). Counted until the end only, as the packets of the final figures are (the copy
-    of a final ACK comes after it)."""
-    if s.result is not None:
-        return False
+    (SessionState.doubled). Counted after the end too (the copy of a final ACK comes after it), so the
+    copies said are all of them, against each end's packets (Rule.after_end)."""
     if received:
         if p is None:
             return False  # as the observer counts them: a packet received is one that decodes
@@ -230,6 +228,8 @@ def _copy(s: SessionState, t: float, p: Packet | None, received: bool) -> bool:
         s.copies_tx += 1
     if s.copy_first is None:
         s.copy_first = (t, describe(p))
+    if s.result is not None:
+        s.copies_late = True  # capture-doubled's tally moved on; the other findings stay as the end made them
     return False
 
 

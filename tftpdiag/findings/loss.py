@@ -187,7 +187,7 @@ def _duplicates_seen(s: SessionState) -> Finding | None:
     return Finding("duplicates", severity, summary, evidence(ev), suggestion, s.session)
 
 
-@rule("capture-doubled")
+@rule("capture-doubled", after_end=True)
 def capture_doubled(s: SessionState, ctx: Context) -> Finding | None:
     """A capture that saw most packets of a side twice (the observer's COPY notes, as the share reads
     them: protocol/doubled.py): what the copies are, in which direction, and that no count or finding
@@ -195,7 +195,7 @@ def capture_doubled(s: SessionState, ctx: Context) -> Finding | None:
     stats = s.stats
     if stats is None or s.copies_end is None or not (s.copies_rx or s.copies_tx):
         return None  # the share is known at the end, and the findings, once made, stay
-    # The copies against what the side sent: the capture point's copies are in no packet count.
+    # Every copy (those after the end too) against what the side sent: the copies are in no packet count.
     sides = [(copies, packets, sender)
              for copies, packets, sender, received in ((s.copies_rx, stats.packets_received, s.other, True),
                                                        (s.copies_tx, stats.packets_sent, s.us, False))

@@ -57,14 +57,17 @@ class UndeclaredLookup(LookupError):
 @record
 class Rule:
     """A rule and its declarations: the finding ids it ``makes``, those it comes ``after``, the lookups it
-    ``uses``, and whether its finding is ``transient`` (a live hypothesis that progress can disprove: when
-    the rule no longer holds after the session moved again, the finding turns into info)."""
+    ``uses``, whether its finding is ``transient`` (a live hypothesis that progress can disprove: when
+    the rule no longer holds after the session moved again, the finding turns into info), and whether it
+    looks again ``after_end`` (its tally goes on past the transfer's end, where the others' stays: the
+    copies of a capture's final packets come after the end; only such rules see the session again then)."""
 
     fn: RuleFn
     makes: tuple[str, ...]
     after: tuple[str, ...] = ()
     uses: frozenset[str] = frozenset()
     transient: str | None = None
+    after_end: bool = False
     reads: frozenset[str] = field(init=False)  # the findings it may look up: its own and those it comes after
 
     def __post_init__(self) -> None:
@@ -79,9 +82,10 @@ class Rule:
 
 
 def rule(*makes: str, after: Iterable[str] = (), uses: Iterable[str] = (),
-         transient: bool = False) -> Callable[[RuleFn], Rule]:
+         transient: bool = False, after_end: bool = False) -> Callable[[RuleFn], Rule]:
     """Declare a rule: the finding ids it makes (the first is its own), those it comes after, the
-    lookups it uses (``FOLLOW_UP``), and whether its finding is transient."""
+    lookups it uses (``FOLLOW_UP``), whether its finding is transient, and whether it looks again after
+    the end (Rule.after_end)."""
     if not makes:
         raise ValueError("a rule makes at least one finding id")
     used = frozenset(uses)
@@ -92,7 +96,7 @@ def rule(*makes: str, after: Iterable[str] = (), uses: Iterable[str] = (),
         raise ValueError("a transient rule makes exactly one finding id")
 
     def declare(fn: RuleFn) -> Rule:
-        return Rule(fn, tuple(makes), tuple(after), used, makes[0] if transient else None)
+        return Rule(fn, tuple(makes), tuple(after), used, makes[0] if transient else None, after_end)
 
     return declare
 

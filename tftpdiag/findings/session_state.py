@@ -51,7 +51,7 @@ class SessionState:
         "dup_data", "dup_ack", "dup_other", "dup_quick", "dup_first", "ooo", "ooo_first",
         "episodes", "episode_open", "open_since", "open_timeouts", "n_timeouts", "timeouts", "last_timeout",
         "window_gaps", "peer_resends", "quiet_episodes",
-        "copies_rx", "copies_tx", "copies_end", "copy_first",
+        "copies_rx", "copies_tx", "copies_end", "copies_late", "copy_first",
         "stray", "stray_from", "stray_first", "stray_answered", "unexpected", "malformed", "late", "late_log",
         "dupack_block", "ack_tx", "data_tx_block", "overrun", "overrun_first", "sas_hits", "sas_first", "sas_base",
         "err_rx", "err_tx", "sock_errors",
@@ -130,11 +130,12 @@ class SessionState:
         self.peer_resends = 0
         self.quiet_episodes = 0
         # A capture's copies (Note.COPY): datagrams seen again, asked for by nothing, from the other end (those
-        # that decode, as the observer counts them) and from this one until the end, as the final figures were
-        # made with them, and the first of them; no other count of the fold has them.
+        # that decode, as the observer counts them) and from this one, all of them and as they were when the
+        # final figures were made, and the first of them; no other count of the fold has them.
         self.copies_rx = 0
         self.copies_tx = 0
         self.copies_end: tuple[int, int] | None = None
+        self.copies_late = False  # a copy came after the end: for the rules that look again then (Rule.after_end)
         self.copy_first: tuple[float, str] | None = None
         self.stray = 0
         self.stray_from: dict[Address, int] = {}
