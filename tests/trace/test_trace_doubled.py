@@ -3,6 +3,8 @@ on a bridge and one of its members at once (tcpdump -i any), a switching loop. T
 the capture's copy (Note.COPY), not a resend by either end: no retransmit, loss or Sorcerer's Apprentice
 comes of the copies, and the capture-doubled finding says what they are. Resends the ends really made (a
 timer's, a Sorcerer's Apprentice's) still count, doubled or not; a capture seen once reads as it always did.
+A few datagrams again (a network that duplicates now and then) are no capture point's doing: duplicates,
+counted as a live client counts them (protocol/doubled.py decides by the share, at the end).
 """
 
 from __future__ import annotations
