@@ -356,3 +356,20 @@ async def test_the_session_list_names_a_transfers_mode_after_its_name() -> None:
         if size[0] == 120:
             assert "notes.txt netascii" in rows["10.99.0.60:40001"], rows
             assert "notes.txt 'oc\\x1b[2Jtet'" in odd, rows
+
+
+def test_the_mode_is_said_in_a_failure_line_and_found_by_find() -> None:
+    """What the list says of a transfer's mode, its log line of a failure says too, and `/` finds it there
+    (typing "netascii" keeps the netascii transfers); octet, left unsaid, is not matched."""
+    from tests.trace.test_trace_odd_requests import MODES_SENT
+    from tftpdiag.fmt import clean
+    from tftpdiag.trace.rebuild import rebuild
+    from tftpdiag.trace.summary import trace_records
+    from tftpdiag.tui.widgets.serve_view import _failure_line, _found
+
+    records = {fmt_addr(r.client): r for r in trace_records(rebuild(MODES_SENT))}
+    netascii, octet, odd = records["10.99.0.60:40001"], records["10.99.0.61:40002"], records["10.99.0.62:40003"]
+    assert _found(netascii, "netascii") and not _found(octet, "netascii") and not _found(octet, "octet")
+    odd.mode = clean(odd.mode)  # (as the view's model keeps it: escaped once)
+    line = _failure_line(odd).plain
+    assert "RRQ 'notes.txt' 'oc\\x1b[2Jtet' failed:" in line and "\x1b" not in line, line

@@ -137,11 +137,12 @@ def _listed(record: SessionRecord, every_role: bool = False) -> bool:
 
 
 def _found(record: SessionRecord, query: str) -> bool:
-    """Typed text matches the client's address, the file or the state (case-insensitive)."""
+    """Typed text matches the client's address, the file (its cell: the name and the mode said after it)
+    or the state (case-insensitive)."""
     if not query:
         return True
     return (query in fmt_addr(record.client).lower() or query in record.filename.lower()
-            or query in record.state)
+            or query in quoted_mode(record.mode).lower() or query in record.state)
 
 
 def _matches(record: SessionRecord, flt: SessionFilter, warnings: Callable[[SessionRecord], int]) -> bool:
@@ -420,8 +421,9 @@ def _figures(figures: list[tuple[str, Text]], width: int) -> Text:
 
 def _failure_line(record: SessionRecord) -> Text:
     kind = "RRQ" if record.direction == "download" else "WRQ"
+    mode = quoted_mode(record.mode)  # (said where it is not octet, as in every view: report.mode_text)
     return Text.assemble((f"{fmt_addr(record.client)} ", "dim"), f"{kind} {quoted(record.filename)} ",
-                         (f"failed: {explain_failure(record)}", "red"))
+                         (f"{mode} ", "dim") if mode else "", (f"failed: {explain_failure(record)}", "red"))
 
 
 def _refusal_line(refusal: RequestRefused) -> Text:
